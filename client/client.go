@@ -1,0 +1,203 @@
+package client
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/turnstile-dev/turnstile/engine"
+	"github.com/turnstile-dev/turnstile/events"
+	"github.com/turnstile-dev/turnstile/fsm"
+)
+
+// Client publishes commands and waits for outcomes. It is safe for
+// concurrent use.
+type Client struct {
+	nc    *nats.Conn
+	js    jetstream.JetStream
+	store *events.Store
+	names events.Names
+	actor string
+	inbox string
+	sub   *nats.Subscription
+	mu    sync.Mutex
+	wait  map[string]chan events.OutcomeRecord
+	poll  time.Duration
+}
+
+// Options configure a Client.
+type Options struct {
+	Prefix string // subject prefix; "" means events.DefaultPrefix
+	Actor  string // recorded with every command; "" means "client"
+	// PollInterval is how often a waiting Send reads the stored outcome in
+	// case the engine's direct reply was lost; 0 means 1s.
+	PollInterval time.Duration
+}
+
+// New returns a client on an open connection. Close releases its subscription.
+func New(ctx context.Context, nc *nats.Conn, o Options) (*Client, error) {
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return nil, fmt.Errorf("client: %w", err)
+	}
+	names := events.NewNames(o.Prefix)
+	store, err := events.OpenStore(ctx, js, names, events.Codec{})
+	if err != nil {
+		return nil, fmt.Errorf("client: %w", err)
+	}
+	if o.Actor == "" {
+		o.Actor = "client"
+	}
+	if o.PollInterval <= 0 {
+		o.PollInterval = time.Second
+	}
+	c := &Client{nc: nc, js: js, store: store, names: names, actor: o.Actor,
+		inbox: nc.NewRespInbox(), wait: make(map[string]chan events.OutcomeRecord), poll: o.PollInterval}
+	c.sub, err = nc.Subscribe(c.inbox+".*", c.onReply)
+	if err != nil {
+		return nil, fmt.Errorf("client: subscribe: %w", err)
+	}
+	return c, nil
+}
+
+// Close unsubscribes; the connection stays open.
+func (c *Client) Close() error { return c.sub.Unsubscribe() }
+
+// Store returns the event store the client reads outcomes and history from.
+func (c *Client) Store() *events.Store { return c.store }
+
+func (c *Client) onReply(m *nats.Msg) {
+	o, err := events.DecodeOutcome(m.Data)
+	if err != nil {
+		return
+	}
+	c.mu.Lock()
+	ch := c.wait[o.CommandID]
+	c.mu.Unlock()
+	if ch != nil {
+		select {
+		case ch <- o:
+		default:
+		}
+	}
+}
+
+// NewCommandID returns a fresh command id.
+func NewCommandID() string { return uuid.NewString() }
+
+// Prepare fills in a command's id and actor if missing and validates it.
+func (c *Client) Prepare(cmd fsm.Command) (fsm.Command, error) {
+	if cmd.ID == "" {
+		cmd.ID = NewCommandID()
+	}
+	if cmd.Actor == "" {
+		cmd.Actor = c.actor
+	}
+	if err := cmd.Validate(); err != nil {
+		return cmd, err
+	}
+	return cmd, nil
+}
+
+// Publish durably publishes cmd without waiting for its outcome. It returns
+// the prepared command (with its id).
+func (c *Client) Publish(ctx context.Context, cmd fsm.Command) (fsm.Command, error) {
+	cmd, err := c.Prepare(cmd)
+	if err != nil {
+		return cmd, err
+	}
+	_, err = c.publish(ctx, cmd, false)
+	return cmd, err
+}
+
+// publish reports whether the stream already had a command with this id.
+func (c *Client) publish(ctx context.Context, cmd fsm.Command, reply bool) (bool, error) {
+	b, err := events.EncodeCommand(cmd)
+	if err != nil {
+		return false, err
+	}
+	m := nats.NewMsg(c.names.Command(cmd.Workspace))
+	m.Data = b
+	m.Header.Set(jetstream.MsgIDHeader, cmd.ID)
+	if reply {
+		m.Header.Set(engine.ReplyHeader, c.inbox+"."+cmd.ID)
+	}
+	for attempt := 0; ; attempt++ {
+		ack, err := c.js.PublishMsg(ctx, m)
+		if err == nil {
+			return ack.Duplicate, nil
+		}
+		// The same message id makes a retry safe.
+		if !events.IsRetryable(err) || ctx.Err() != nil || attempt >= 5 {
+			return false, fmt.Errorf("publish %s %s: %w", cmd.Type, cmd.Workspace, err)
+		}
+	}
+}
+
+// ErrNoOutcome means the context ended before the command's outcome arrived.
+// The command may still be handled later; Send it again with the same id to
+// learn its outcome.
+var ErrNoOutcome = errors.New("no outcome before the deadline")
+
+// Send publishes cmd and waits for its outcome. A rejection is returned as an
+// outcome (Outcome == fsm.Rejected), not as an error: errors are for invalid
+// input (a *fsm.Rejection with code invalid, before anything is published),
+// transport failures and ErrNoOutcome.
+func (c *Client) Send(ctx context.Context, cmd fsm.Command) (events.OutcomeRecord, error) {
+	cmd, err := c.Prepare(cmd)
+	if err != nil {
+		return events.OutcomeRecord{}, err
+	}
+	ch := make(chan events.OutcomeRecord, 1)
+	c.mu.Lock()
+	c.wait[cmd.ID] = ch
+	c.mu.Unlock()
+	defer func() {
+		c.mu.Lock()
+		delete(c.wait, cmd.ID)
+		c.mu.Unlock()
+	}()
+	dup, err := c.publish(ctx, cmd, true)
+	if err != nil {
+		return events.OutcomeRecord{}, err
+	}
+	return c.await(ctx, cmd.ID, ch, dup)
+}
+
+// Outcome returns a command's stored outcome, waiting for it until ctx ends.
+func (c *Client) Outcome(ctx context.Context, commandID string) (events.OutcomeRecord, error) {
+	return c.await(ctx, commandID, nil, true)
+}
+
+// await waits for id's outcome on ch (the engine's direct reply), reading
+// the stored outcome every poll interval, and at once if readNow.
+func (c *Client) await(ctx context.Context, id string, ch chan events.OutcomeRecord, readNow bool) (events.OutcomeRecord, error) {
+	t := time.NewTimer(c.poll)
+	defer t.Stop()
+	if readNow {
+		t.Reset(0)
+	}
+	for {
+		select {
+		case o := <-ch:
+			return o, nil
+		case <-ctx.Done():
+			return events.OutcomeRecord{}, fmt.Errorf("command %s: %w: %w", id, ErrNoOutcome, ctx.Err())
+		case <-t.C:
+			// The direct reply can be lost (an engine restart, a resent
+			// command whose first outcome went to someone else): read the
+			// stored one.
+			o, ok, err := c.store.Outcome(ctx, id)
+			if err == nil && ok {
+				return o, nil
+			}
+			t.Reset(c.poll)
+		}
+	}
+}

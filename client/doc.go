@@ -1,0 +1,10 @@
+// Package client sends commands to Turnstile and waits for their outcomes.
+//
+// Guarantees:
+//   - A command is validated before anything is published: an invalid id or
+//     a malformed command never reaches the stream.
+//   - A command is published durably (JetStream acknowledges it) under its
+//     command id, so sending the same command again, after a timeout or a
+//     crash, yields its one outcome and never a second effect.
+//   - Waiting is bounded by the caller's context.
+package client

@@ -1,0 +1,241 @@
+package engine
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/synadia-io/orbit.go/jetstreamext"
+
+	"github.com/turnstile-dev/turnstile/events"
+)
+
+// commitReq asks for a command's event (if any) and outcome to be stored.
+type commitReq struct {
+	ctx      context.Context
+	env      *events.Envelope // nil when nothing is appended
+	expected uint64           // the workspace's last event stream sequence
+	outcome  events.OutcomeRecord
+	done     chan commitRes
+}
+
+type commitRes struct {
+	eventSeq  uint64 // stream sequence of the event
+	duplicate bool
+	err       error
+}
+
+// committer writes the events and outcomes of many workspaces' commands in
+// one atomic batch: one round trip (and, with sync_always, one fsync) for
+// all of them. A workspace has at most one command in flight, so a batch
+// never holds two appends to one subject.
+type committer struct {
+	mode     CommitMode
+	maxBatch int
+	log      *slog.Logger
+	metrics  *Metrics
+	reqs     chan *commitReq
+}
+
+func newCommitter(mode CommitMode, maxBatch int, log *slog.Logger, m *Metrics) *committer {
+	return &committer{mode: mode, maxBatch: maxBatch, log: log, metrics: m, reqs: make(chan *commitReq, 4*maxBatch)}
+}
+
+// submit queues r and waits for its result.
+func (c *committer) submit(ctx context.Context, r *commitReq) commitRes {
+	r.ctx, r.done = ctx, make(chan commitRes, 1)
+	select {
+	case c.reqs <- r:
+	case <-ctx.Done():
+		return commitRes{err: ctx.Err()}
+	}
+	select {
+	case res := <-r.done:
+		return res
+	case <-ctx.Done():
+		return commitRes{err: ctx.Err()}
+	}
+}
+
+func (c *committer) run(ctx context.Context, store *events.Store) {
+	batch := make([]*commitReq, 0, c.maxBatch)
+	for {
+		batch = batch[:0]
+		select {
+		case <-ctx.Done():
+			return
+		case r := <-c.reqs:
+			batch = append(batch, r)
+		}
+		// Take whatever else is waiting: no timer, so a lone command is
+		// never delayed, and under load batches fill by themselves.
+	fill:
+		for len(batch) < c.maxBatch {
+			select {
+			case r := <-c.reqs:
+				batch = append(batch, r)
+			default:
+				break fill
+			}
+		}
+		c.write(ctx, store, batch)
+	}
+}
+
+func (c *committer) write(ctx context.Context, store *events.Store, batch []*commitReq) {
+	if c.metrics != nil {
+		c.metrics.Batches.Observe(float64(len(batch)))
+	}
+	if len(batch) > 1 && c.mode == CommitPipelined {
+		for i, res := range c.pipelined(ctx, store, batch) {
+			batch[i].done <- res
+		}
+		return
+	}
+	if len(batch) > 1 {
+		res, err := c.atomic(ctx, store, batch)
+		if err == nil {
+			for i, r := range batch {
+				r.done <- res[i]
+			}
+			return
+		}
+		if c.metrics != nil {
+			c.metrics.BatchFallbacks.Inc()
+		}
+		c.log.Debug("engine: atomic batch refused; writing one by one", "commands", len(batch), "err", err)
+	}
+	for _, r := range batch {
+		r.done <- c.single(store, r)
+	}
+}
+
+// atomic writes the whole batch or nothing. Any refusal (typically one
+// workspace's CAS conflict) sends every command down the single path, which
+// sorts out who conflicted.
+func (c *committer) atomic(ctx context.Context, store *events.Store, batch []*commitReq) ([]commitRes, error) {
+	msgs := make([]*nats.Msg, 0, 2*len(batch))
+	eventAt := make([]int, len(batch))
+	for i, r := range batch {
+		eventAt[i] = -1
+		if r.env != nil {
+			m, err := store.EventMsg(*r.env)
+			if err != nil {
+				return nil, err
+			}
+			m.Header.Set(expectedLastSubjectSeqHeader, fmt.Sprint(r.expected))
+			eventAt[i] = len(msgs)
+			msgs = append(msgs, m)
+		}
+		m, err := store.OutcomeMsg(r.outcome)
+		if err != nil {
+			return nil, err
+		}
+		msgs = append(msgs, m)
+	}
+	ack, err := jetstreamext.PublishMsgBatch(ctx, store.JetStream(), msgs)
+	if err != nil {
+		return nil, err
+	}
+	if ack.BatchSize != uint64(len(msgs)) {
+		return nil, fmt.Errorf("atomic batch of %d stored %d", len(msgs), ack.BatchSize)
+	}
+	first := ack.Sequence - ack.BatchSize + 1
+	res := make([]commitRes, len(batch))
+	for i := range batch {
+		if eventAt[i] >= 0 {
+			res[i].eventSeq = first + uint64(eventAt[i])
+		}
+	}
+	return res, nil
+}
+
+// pipelined writes the batch's events without waiting for each ack, then
+// the outcomes of those that landed: two round trips for the whole batch.
+// Not atomic: a crash between the two leaves events without outcomes, which
+// the redelivered commands then write (see Engine.decideAndCommit).
+func (c *committer) pipelined(ctx context.Context, store *events.Store, batch []*commitReq) []commitRes {
+	js := store.JetStream()
+	res := make([]commitRes, len(batch))
+	acks := make([]jetstream.PubAckFuture, len(batch))
+	for i, r := range batch {
+		if r.env == nil {
+			continue
+		}
+		m, err := store.EventMsg(*r.env)
+		if err == nil {
+			acks[i], err = js.PublishMsgAsync(m, jetstream.WithExpectLastSequencePerSubject(r.expected))
+		}
+		if err != nil {
+			res[i].err = err
+		}
+	}
+	for i, a := range acks {
+		if a == nil {
+			continue
+		}
+		select {
+		case ack := <-a.Ok():
+			res[i].eventSeq, res[i].duplicate = ack.Sequence, ack.Duplicate
+		case err := <-a.Err():
+			// A conflict, or a retry of our own landed append: the single
+			// path sorts out which.
+			if !events.IsWrongLastSequence(err) {
+				res[i].err = err
+				break
+			}
+			ar, err := store.ResolveConflict(batch[i].ctx, *batch[i].env)
+			res[i] = commitRes{eventSeq: ar.StreamSeq, duplicate: ar.Duplicate, err: err}
+		case <-ctx.Done():
+			res[i].err = ctx.Err()
+		}
+	}
+	outs := make([]jetstream.PubAckFuture, len(batch))
+	for i, r := range batch {
+		if res[i].err != nil {
+			continue
+		}
+		m, err := store.OutcomeMsg(r.outcome)
+		if err == nil {
+			outs[i], err = js.PublishMsgAsync(m)
+		}
+		if err != nil {
+			res[i].err = err
+		}
+	}
+	for i, a := range outs {
+		if a == nil {
+			continue
+		}
+		select {
+		case <-a.Ok():
+		case err := <-a.Err():
+			res[i].err = err
+		case <-ctx.Done():
+			res[i].err = ctx.Err()
+		}
+	}
+	return res
+}
+
+const expectedLastSubjectSeqHeader = "Nats-Expected-Last-Subject-Sequence"
+
+// single appends the event (compare-and-set), then stores the outcome. If
+// the second write fails the command is retried; the redelivery finds its
+// own event at the head and only writes the outcome.
+func (c *committer) single(store *events.Store, r *commitReq) commitRes {
+	var res commitRes
+	if r.env != nil {
+		ar, err := store.Append(r.ctx, *r.env, r.expected)
+		if err != nil {
+			return commitRes{err: err}
+		}
+		res.eventSeq, res.duplicate = ar.StreamSeq, ar.Duplicate
+	}
+	if _, err := store.PublishOutcome(r.ctx, r.outcome); err != nil {
+		res.err = err
+	}
+	return res
+}

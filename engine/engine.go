@@ -1,0 +1,202 @@
+package engine
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/turnstile-dev/turnstile/events"
+)
+
+// ReplyHeader names the header in which a client asks for a copy of the
+// outcome on a core NATS subject, besides the stored one.
+const ReplyHeader = "Turnstile-Reply"
+
+// CommitMode chooses how the events and outcomes of a batch of commands are
+// written.
+type CommitMode string
+
+// Commit modes.
+const (
+	// CommitAtomic writes a batch as one JetStream atomic batch: one
+	// round trip and one fsync, all or nothing. Best with sync_always.
+	CommitAtomic CommitMode = "atomic"
+	// CommitPipelined publishes a batch's events asynchronously, then their
+	// outcomes: cheaper per batch on a single-replica file stream (which
+	// stages every atomic batch in a store of its own), not atomic.
+	CommitPipelined CommitMode = "pipelined"
+)
+
+// Config wires an engine. Store is required; the rest has defaults.
+type Config struct {
+	Store *events.Store
+	// Durable is the consumer name; engines with the same name share the work.
+	Durable string
+	// Parallel bounds how many workspaces are handled at once.
+	Parallel int
+	// MaxAckPending bounds commands taken but not yet finished.
+	MaxAckPending int
+	// Commit is the commit mode; "" means CommitAtomic.
+	Commit CommitMode
+	// MaxBatch bounds the commands written in one atomic batch; 1 turns
+	// batching off.
+	MaxBatch int
+	// Committers is how many batches may be in flight at once.
+	Committers int
+	// CommitStores, if set, are stores on connections of their own that
+	// the committers write through (round robin). The server reads each
+	// connection in one goroutine, so writes that share a connection with
+	// the consumer's pulls and acks queue behind them.
+	CommitStores []*events.Store
+	// AckWait is how long the server waits before redelivering a command.
+	AckWait time.Duration
+	Logger  *slog.Logger
+	Metrics *Metrics
+	// Now and NewID are injected for deterministic tests.
+	Now   func() time.Time
+	NewID func() string
+}
+
+func (c *Config) setDefaults() {
+	if c.Durable == "" {
+		c.Durable = "turnstile-engine"
+	}
+	if c.Parallel <= 0 {
+		c.Parallel = 512
+	}
+	if c.MaxAckPending <= 0 {
+		c.MaxAckPending = 8192
+	}
+	if c.Commit == "" {
+		c.Commit = CommitAtomic
+	}
+	if c.MaxBatch <= 0 {
+		c.MaxBatch = 256
+	}
+	if c.Committers <= 0 {
+		c.Committers = 4
+	}
+	if c.AckWait <= 0 {
+		c.AckWait = 30 * time.Second
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	if c.Now == nil {
+		c.Now = time.Now
+	}
+	if c.NewID == nil {
+		c.NewID = func() string { return uuid.NewString() }
+	}
+}
+
+// Engine consumes commands. New starts nothing; Open starts; Close stops.
+type Engine struct {
+	cfg   Config
+	store *events.Store
+	js    jetstream.JetStream
+	names events.Names
+	log   *slog.Logger
+
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+	iter   jetstream.MessagesContext
+	queue  *queue
+	commit *committer
+	heads  *headCache
+}
+
+// New returns an engine for cfg.
+func New(cfg Config) (*Engine, error) {
+	if cfg.Store == nil {
+		return nil, errors.New("engine: Config.Store is required")
+	}
+	cfg.setDefaults()
+	return &Engine{cfg: cfg, store: cfg.Store, js: cfg.Store.JetStream(), names: cfg.Store.Names(), log: cfg.Logger}, nil
+}
+
+// Open creates or binds the durable consumer and starts handling commands.
+func (e *Engine) Open(ctx context.Context) error {
+	cons, err := e.js.CreateOrUpdateConsumer(ctx, e.names.CommandStream(), jetstream.ConsumerConfig{
+		Durable:       e.cfg.Durable,
+		Description:   "Turnstile command engine",
+		FilterSubject: e.names.Commands(),
+		AckPolicy:     jetstream.AckExplicitPolicy,
+		AckWait:       e.cfg.AckWait,
+		MaxAckPending: e.cfg.MaxAckPending,
+		MaxDeliver:    -1,
+		DeliverPolicy: jetstream.DeliverAllPolicy,
+	})
+	if err != nil {
+		return fmt.Errorf("engine: consumer %s: %w", e.cfg.Durable, err)
+	}
+	it, err := cons.Messages(jetstream.PullMaxMessages(min(1024, e.cfg.MaxAckPending)))
+	if err != nil {
+		return fmt.Errorf("engine: pull: %w", err)
+	}
+	runCtx, cancel := context.WithCancel(context.Background())
+	e.cancel, e.iter = cancel, it
+	e.queue = newQueue(e.cfg.MaxAckPending)
+	e.heads = newHeadCache(65536)
+	e.commit = newCommitter(e.cfg.Commit, e.cfg.MaxBatch, e.log, e.cfg.Metrics)
+	for i := range e.cfg.Committers {
+		store := e.store
+		if n := len(e.cfg.CommitStores); n > 0 {
+			store = e.cfg.CommitStores[i%n]
+		}
+		e.wg.Go(func() { e.commit.run(runCtx, store) })
+	}
+	for range e.cfg.Parallel {
+		e.wg.Go(func() { e.work(runCtx) })
+	}
+	e.wg.Go(func() { e.pull(runCtx) })
+	e.log.Info("engine started", "durable", e.cfg.Durable, "parallel", e.cfg.Parallel, "commit", e.cfg.Commit, "max_batch", e.cfg.MaxBatch)
+	return nil
+}
+
+// Close stops taking commands, lets the ones being handled finish or hands
+// them back (unacked, so they are redelivered), and waits.
+func (e *Engine) Close() error {
+	if e.cancel == nil {
+		return nil
+	}
+	e.iter.Stop()
+	e.queue.close()
+	e.cancel()
+	e.wg.Wait()
+	e.cancel = nil
+	return nil
+}
+
+// pull reads commands in stream order and queues them per workspace.
+func (e *Engine) pull(ctx context.Context) {
+	for {
+		m, err := e.iter.Next()
+		if err != nil {
+			if errors.Is(err, jetstream.ErrMsgIteratorClosed) || ctx.Err() != nil {
+				return
+			}
+			e.log.Warn("engine: pull", "err", err)
+			continue
+		}
+		e.queue.push(e.names.WorkspaceOf(m.Subject()), m)
+	}
+}
+
+// work handles one workspace's next command at a time.
+func (e *Engine) work(ctx context.Context) {
+	for {
+		ws, m, ok := e.queue.next()
+		if !ok {
+			return
+		}
+		e.handle(ctx, m)
+		e.queue.done(ws)
+	}
+}

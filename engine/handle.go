@@ -1,0 +1,184 @@
+package engine
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/turnstile-dev/turnstile/events"
+	"github.com/turnstile-dev/turnstile/fsm"
+)
+
+// handle takes one command to its recorded outcome and acks it. It returns
+// without acking only when the engine stops, so the command is redelivered.
+func (e *Engine) handle(ctx context.Context, m jetstream.Msg) {
+	md, err := m.Metadata()
+	if err != nil {
+		e.log.Error("engine: command without metadata; terminating it", "subject", m.Subject(), "err", err)
+		_ = m.Term()
+		return
+	}
+	ws := e.names.WorkspaceOf(m.Subject())
+	cmd, err := events.DecodeCommand(m.Data(), ws)
+	if err == nil {
+		if id := m.Headers().Get(jetstream.MsgIDHeader); id != "" && id != cmd.ID {
+			err = fsm.Invalid(cmd.Type, "Nats-Msg-Id header %q differs from the command id %q: they must be equal", id, cmd.ID)
+		}
+	}
+	if err != nil {
+		e.refuse(ctx, m, md, ws, cmd, err)
+		return
+	}
+	if md.NumDelivered > 1 {
+		// A redelivery: if the outcome is stored, the command is done.
+		if o, ok, err := e.store.Outcome(ctx, cmd.ID); err == nil && ok {
+			e.finish(m, o, md)
+			return
+		}
+	}
+	for attempt := 0; ; attempt++ {
+		if ctx.Err() != nil {
+			return
+		}
+		o, err := e.decideAndCommit(ctx, cmd, md)
+		switch {
+		case err == nil:
+			e.finish(m, o, md)
+			return
+		case errors.Is(err, events.ErrConflict):
+			if e.cfg.Metrics != nil {
+				e.cfg.Metrics.Conflicts.Inc()
+			}
+			continue // another writer appended: reload and decide again
+		case ctx.Err() != nil:
+			return
+		default:
+			// Keep this workspace's order: retry here rather than nak and
+			// let a later command overtake this one.
+			e.log.Warn("engine: command not recorded yet; retrying", "command", cmd.ID, "workspace", ws, "attempt", attempt, "err", err)
+			if sleep(ctx, retryDelay(attempt)) != nil {
+				return
+			}
+		}
+	}
+}
+
+// decideAndCommit loads the workspace, decides, and stores event and outcome.
+func (e *Engine) decideAndCommit(ctx context.Context, cmd fsm.Command, md *jetstream.MsgMetadata) (events.OutcomeRecord, error) {
+	head, ok := e.heads.get(cmd.Workspace)
+	if !ok {
+		var err error
+		if head, err = e.store.Load(ctx, cmd.Workspace); err != nil {
+			return events.OutcomeRecord{}, err
+		}
+	}
+	o := events.OutcomeRecord{
+		CommandID: cmd.ID, Workspace: cmd.Workspace, CommandType: cmd.Type, Actor: cmd.Actor,
+		Generation: head.State.Generation, State: head.State.Status, CommandGeneration: cmd.Generation,
+		ReceivedAt: md.Timestamp.UTC(), DecidedAt: e.cfg.Now().UTC(),
+	}
+	req := &commitReq{outcome: o}
+	if last := head.Last; last != nil && last.CommandID == cmd.ID {
+		// Our event is stored but its outcome may not be (a crash between
+		// the two writes): record the outcome it had.
+		req.outcome.Outcome, req.outcome.EventSeq = fsm.Accepted, last.Seq
+	} else {
+		d := fsm.Decide(head.State, cmd)
+		req.outcome.Outcome, req.outcome.Rejection, req.outcome.Reason = d.Outcome, d.Rejection, d.Reason
+		if d.Outcome == fsm.Accepted {
+			env := events.NewEnvelope(e.cfg.NewID(), head.State, *d.Event, cmd, e.cfg.Now())
+			req.env, req.expected = &env, head.StreamSeq
+			req.outcome.EventSeq, req.outcome.Generation, req.outcome.State = env.Seq, env.State.Generation, env.State.Status
+		}
+	}
+	res := e.commit.submit(ctx, req)
+	if res.err != nil {
+		e.heads.drop(cmd.Workspace)
+		return events.OutcomeRecord{}, res.err
+	}
+	if req.env != nil && !res.duplicate {
+		env := *req.env
+		env.StreamSeq = res.eventSeq
+		e.heads.put(cmd.Workspace, events.Head{State: env.State, StreamSeq: res.eventSeq, Last: &env})
+	} else if req.env != nil {
+		e.heads.drop(cmd.Workspace)
+	}
+	return req.outcome, nil
+}
+
+// refuse records a rejection for a command that could not be read, under
+// the best id it has: its own, the Nats-Msg-Id header, or one made from its
+// stream sequence.
+func (e *Engine) refuse(ctx context.Context, m jetstream.Msg, md *jetstream.MsgMetadata, ws string, cmd fsm.Command, err error) {
+	var rej *fsm.Rejection
+	if !errors.As(err, &rej) {
+		rej = fsm.Invalid(cmd.Type, "%v", err)
+	}
+	id := cmd.ID
+	if fsm.ValidateCommandID(id) != nil {
+		id = m.Headers().Get(jetstream.MsgIDHeader)
+	}
+	if fsm.ValidateCommandID(id) != nil {
+		id = fmt.Sprintf("invalid-%d", md.Sequence.Stream)
+	}
+	if fsm.ValidateID(ws) != nil {
+		ws = ""
+	}
+	t := cmd.Type
+	if !t.Known() {
+		t = ""
+	}
+	o := events.OutcomeRecord{
+		CommandID: id, Workspace: ws, CommandType: t, Outcome: fsm.Rejected, Rejection: rej,
+		ReceivedAt: md.Timestamp.UTC(), DecidedAt: e.cfg.Now().UTC(),
+	}
+	e.log.Info("engine: command refused", "command", id, "subject", m.Subject(), "reason", rej.Message)
+	for attempt := 0; ; attempt++ {
+		res := e.commit.submit(ctx, &commitReq{outcome: o})
+		if res.err == nil {
+			e.finish(m, o, md)
+			return
+		}
+		if ctx.Err() != nil || sleep(ctx, retryDelay(attempt)) != nil {
+			return
+		}
+	}
+}
+
+// finish sends the outcome to a waiting client (if it asked) and acks.
+func (e *Engine) finish(m jetstream.Msg, o events.OutcomeRecord, md *jetstream.MsgMetadata) {
+	if reply := m.Headers().Get(ReplyHeader); validReply(reply) {
+		if b, err := events.EncodeOutcome(o); err == nil {
+			// Best effort: the stored outcome is the truth; clients fall
+			// back to reading it.
+			_ = e.js.Conn().Publish(reply, b)
+		}
+	}
+	if err := m.Ack(); err != nil {
+		e.log.Warn("engine: ack", "command", o.CommandID, "err", err)
+	}
+	e.cfg.Metrics.observe(o.CommandType, o.Outcome, time.Since(md.Timestamp).Seconds())
+}
+
+func validReply(s string) bool {
+	return s != "" && len(s) <= 256 && !strings.ContainsAny(s, "*> \t\r\n")
+}
+
+func retryDelay(attempt int) time.Duration {
+	return min(time.Duration(20<<min(attempt, 8))*time.Millisecond, 2*time.Second)
+}
+
+func sleep(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
+	}
+}

@@ -1,0 +1,46 @@
+package engine
+
+import (
+	"sync"
+
+	"github.com/turnstile-dev/turnstile/events"
+)
+
+// headCache remembers the head each workspace had after this engine's last
+// append, saving a load per command. A stale entry (another engine appended)
+// costs one CAS conflict and a reload, never a wrong decision.
+type headCache struct {
+	mu    sync.Mutex
+	max   int
+	heads map[string]events.Head
+}
+
+func newHeadCache(max int) *headCache {
+	return &headCache{max: max, heads: make(map[string]events.Head)}
+}
+
+func (c *headCache) get(ws string) (events.Head, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	h, ok := c.heads[ws]
+	return h, ok
+}
+
+func (c *headCache) put(ws string, h events.Head) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if len(c.heads) >= c.max {
+		// Evict an arbitrary entry: map order is random enough here.
+		for k := range c.heads {
+			delete(c.heads, k)
+			break
+		}
+	}
+	c.heads[ws] = h
+}
+
+func (c *headCache) drop(ws string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	delete(c.heads, ws)
+}

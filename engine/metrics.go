@@ -1,0 +1,53 @@
+package engine
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/turnstile-dev/turnstile/fsm"
+)
+
+// Metrics are the engine's Prometheus collectors.
+type Metrics struct {
+	Commands  *prometheus.CounterVec
+	Latency   prometheus.Histogram
+	Conflicts prometheus.Counter
+	Batches   prometheus.Histogram
+	// BatchFallbacks counts atomic batches refused as a whole (usually one
+	// workspace's CAS conflict) and then written one command at a time.
+	BatchFallbacks prometheus.Counter
+}
+
+// NewMetrics creates the collectors and registers them on reg (if not nil).
+func NewMetrics(reg prometheus.Registerer) *Metrics {
+	m := &Metrics{
+		Commands: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "turnstile_commands_total", Help: "Commands handled, by type and outcome (accepted, noop, rejected, stale).",
+		}, []string{"type", "outcome"}),
+		Latency: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "turnstile_command_latency_seconds", Help: "Time from a command's arrival in the stream to its recorded outcome.",
+			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 16),
+		}),
+		Conflicts: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "turnstile_append_conflicts_total", Help: "Appends refused because another writer appended first (then reloaded and decided again).",
+		}),
+		Batches: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "turnstile_commit_batch_commands", Help: "Commands written per atomic batch.",
+			Buckets: prometheus.ExponentialBuckets(1, 2, 10),
+		}),
+		BatchFallbacks: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "turnstile_commit_batch_fallbacks_total", Help: "Atomic batches refused as a whole and rewritten one command at a time.",
+		}),
+	}
+	if reg != nil {
+		reg.MustRegister(m.Commands, m.Latency, m.Conflicts, m.Batches, m.BatchFallbacks)
+	}
+	return m
+}
+
+func (m *Metrics) observe(t fsm.CommandType, o fsm.Outcome, seconds float64) {
+	if m == nil {
+		return
+	}
+	m.Commands.WithLabelValues(string(t), string(o)).Inc()
+	m.Latency.Observe(seconds)
+}

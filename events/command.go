@@ -1,0 +1,62 @@
+package events
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+
+	"github.com/turnstile-dev/turnstile/fsm"
+)
+
+// MaxCommandBytes bounds a command on the wire.
+const MaxCommandBytes = 64 << 10
+
+// EncodeCommand validates and marshals a command for <prefix>.cmd.<workspace>.
+func EncodeCommand(c fsm.Command) ([]byte, error) {
+	if err := c.Validate(); err != nil {
+		return nil, err
+	}
+	b, err := json.Marshal(c)
+	if err != nil {
+		return nil, fmt.Errorf("encode command: %w", err)
+	}
+	if len(b) > MaxCommandBytes {
+		return nil, fsm.Invalid(c.Type, "command is %d bytes: at most %d allowed", len(b), MaxCommandBytes)
+	}
+	return b, nil
+}
+
+// DecodeCommand parses and validates a command. Every error is a
+// *fsm.Rejection with code invalid and a message naming what is wrong.
+// subjectWorkspace, when not empty, must match the command's workspace.
+func DecodeCommand(b []byte, subjectWorkspace string) (fsm.Command, error) {
+	var c fsm.Command
+	if len(b) > MaxCommandBytes {
+		return c, fsm.Invalid("", "command is %d bytes: at most %d allowed", len(b), MaxCommandBytes)
+	}
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&c); err != nil {
+		var se *json.SyntaxError
+		var te *json.UnmarshalTypeError
+		switch {
+		case errors.As(err, &se):
+			return c, fsm.Invalid("", "command is not valid JSON at byte %d: %v", se.Offset, err)
+		case errors.As(err, &te):
+			return c, fsm.Invalid(c.Type, "command field %q has the wrong type: %v", te.Field, err)
+		default:
+			return c, fsm.Invalid(c.Type, "command is malformed: %v", err)
+		}
+	}
+	if dec.More() {
+		return c, fsm.Invalid(c.Type, "command has trailing data after the JSON object")
+	}
+	if subjectWorkspace != "" && c.Workspace != subjectWorkspace {
+		return c, fsm.Invalid(c.Type, "command names workspace %q but was published for %q", c.Workspace, subjectWorkspace)
+	}
+	if err := c.Validate(); err != nil {
+		return c, err
+	}
+	return c, nil
+}

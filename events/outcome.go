@@ -1,0 +1,60 @@
+package events
+
+import (
+	"encoding/json"
+	"fmt"
+	"time"
+
+	"github.com/turnstile-dev/turnstile/fsm"
+)
+
+// OutcomeRecord is what became of one command, as published on
+// <prefix>.out.<command id>. Every command the engine takes gets exactly one.
+type OutcomeRecord struct {
+	CommandID   string          `json:"command_id"`
+	Workspace   string          `json:"workspace"`
+	CommandType fsm.CommandType `json:"command_type"`
+	Actor       string          `json:"actor,omitempty"`
+	Outcome     fsm.Outcome     `json:"outcome"`
+	// EventSeq is the per-workspace sequence of the recorded event (accepted
+	// only): the event is the message of <prefix>.evt.<workspace> whose
+	// envelope has this seq. (Its stream sequence is not known when the
+	// outcome is written in the same atomic batch.)
+	EventSeq uint64 `json:"event_seq,omitempty"`
+	// Generation and State are the workspace's after the command.
+	Generation uint64     `json:"generation"`
+	State      fsm.Status `json:"state"`
+	// CommandGeneration is the generation a system command reported on.
+	CommandGeneration uint64         `json:"command_generation,omitempty"`
+	Rejection         *fsm.Rejection `json:"rejection,omitempty"`
+	// Reason explains stale and no-op outcomes.
+	Reason     string    `json:"reason,omitempty"`
+	ReceivedAt time.Time `json:"received_at"`
+	DecidedAt  time.Time `json:"decided_at"`
+}
+
+// EncodeOutcome marshals an outcome record.
+func EncodeOutcome(o OutcomeRecord) ([]byte, error) {
+	b, err := json.Marshal(o)
+	if err != nil {
+		return nil, fmt.Errorf("encode outcome: %w", err)
+	}
+	return b, nil
+}
+
+// DecodeOutcome unmarshals an outcome record.
+func DecodeOutcome(b []byte) (OutcomeRecord, error) {
+	var o OutcomeRecord
+	if len(b) > MaxEnvelopeBytes {
+		return o, fmt.Errorf("decode outcome: %d bytes: %w", len(b), ErrMalformed)
+	}
+	if err := json.Unmarshal(b, &o); err != nil {
+		return o, fmt.Errorf("decode outcome: %w: %v", ErrMalformed, err)
+	}
+	switch o.Outcome {
+	case fsm.Accepted, fsm.Noop, fsm.Rejected, fsm.Stale:
+	default:
+		return o, fmt.Errorf("decode outcome: outcome %q: %w", o.Outcome, ErrMalformed)
+	}
+	return o, nil
+}

@@ -1,0 +1,134 @@
+package fsm
+
+import (
+	"fmt"
+	"regexp"
+	"strings"
+)
+
+// Input limits. Ids double as NATS subject tokens, Docker names and URL
+// segments, so they are DNS labels.
+const (
+	MaxIDLen        = 63
+	MaxCommandIDLen = 128
+	MaxActorLen     = 128
+	MaxReasonLen    = 2048
+	MaxImageLen     = 255
+	MaxEnvVars      = 128
+	MaxLabels       = 64
+	MaxValueLen     = 4096
+	MinMemoryBytes  = 6 << 20 // Docker refuses less
+	MaxCPUs         = 1024
+)
+
+var (
+	idPattern        = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$`)
+	commandIDPattern = regexp.MustCompile(`^[A-Za-z0-9_-]{1,128}$`)
+	envKeyPattern    = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
+	labelKeyPattern  = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._/-]{0,127}$`)
+)
+
+// ValidateID checks a workspace id: a DNS label of 1 to 63 characters.
+func ValidateID(id string) error {
+	switch {
+	case id == "":
+		return fmt.Errorf("workspace id is empty: use 1-63 characters of a-z, 0-9 and '-'")
+	case len(id) > MaxIDLen:
+		return fmt.Errorf("workspace id is %d bytes long: at most %d allowed", len(id), MaxIDLen)
+	case !idPattern.MatchString(id):
+		return fmt.Errorf("workspace id %q is not a DNS label: use a-z, 0-9 and '-', starting and ending with a letter or digit", id)
+	}
+	return nil
+}
+
+// ValidateCommandID checks a command id, which names an outcome subject.
+func ValidateCommandID(id string) error {
+	if !commandIDPattern.MatchString(id) {
+		return fmt.Errorf("command id %q is invalid: use 1-128 characters of A-Z, a-z, 0-9, '_' and '-'", truncate(id, 140))
+	}
+	return nil
+}
+
+// ValidateSpec checks a spec's fields.
+func ValidateSpec(s Spec) error {
+	if len(s.Image) > MaxImageLen || strings.ContainsAny(s.Image, " \t\r\n") {
+		return fmt.Errorf("spec.image %q is not an image reference", truncate(s.Image, 64))
+	}
+	if s.CPUs < 0 || s.CPUs > MaxCPUs {
+		return fmt.Errorf("spec.cpus %v is out of range 0-%d", s.CPUs, MaxCPUs)
+	}
+	if s.MemoryBytes < 0 || (s.MemoryBytes > 0 && s.MemoryBytes < MinMemoryBytes) {
+		return fmt.Errorf("spec.memory_bytes %d is out of range: 0 (no limit) or at least %d", s.MemoryBytes, MinMemoryBytes)
+	}
+	if len(s.Env) > MaxEnvVars {
+		return fmt.Errorf("spec.env has %d variables: at most %d allowed", len(s.Env), MaxEnvVars)
+	}
+	for k, v := range s.Env {
+		if !envKeyPattern.MatchString(k) || len(k) > 256 {
+			return fmt.Errorf("spec.env key %q is not a variable name", truncate(k, 64))
+		}
+		if len(v) > MaxValueLen {
+			return fmt.Errorf("spec.env[%s] is %d bytes: at most %d allowed", k, len(v), MaxValueLen)
+		}
+	}
+	if len(s.Labels) > MaxLabels {
+		return fmt.Errorf("spec.labels has %d entries: at most %d allowed", len(s.Labels), MaxLabels)
+	}
+	for k, v := range s.Labels {
+		if !labelKeyPattern.MatchString(k) || strings.HasPrefix(k, "turnstile.") {
+			return fmt.Errorf("spec.labels key %q is invalid (letters, digits, '.', '_', '/', '-'; the turnstile. prefix is reserved)", truncate(k, 64))
+		}
+		if len(v) > MaxValueLen {
+			return fmt.Errorf("spec.labels[%s] is %d bytes: at most %d allowed", k, len(v), MaxValueLen)
+		}
+	}
+	return nil
+}
+
+// Validate checks a command's shape without looking at any state.
+func (c Command) Validate() error {
+	if !c.Type.Known() {
+		return Invalid(c.Type, "unknown command type %q: use one of create, start, stop, restart, delete, configure", truncate(string(c.Type), 64))
+	}
+	if err := ValidateID(c.Workspace); err != nil {
+		return Invalid(c.Type, "%v", err)
+	}
+	if err := ValidateCommandID(c.ID); err != nil {
+		return Invalid(c.Type, "%v", err)
+	}
+	if len(c.Actor) > MaxActorLen {
+		return Invalid(c.Type, "actor is %d bytes: at most %d allowed", len(c.Actor), MaxActorLen)
+	}
+	if len(c.Reason) > MaxReasonLen {
+		return Invalid(c.Type, "reason is %d bytes: at most %d allowed", len(c.Reason), MaxReasonLen)
+	}
+	if c.Spec != nil {
+		if c.Type != Create && c.Type != Configure {
+			return Invalid(c.Type, "%s takes no spec", c.Type)
+		}
+		if err := ValidateSpec(*c.Spec); err != nil {
+			return Invalid(c.Type, "%v", err)
+		}
+	}
+	if c.Type == Configure && c.Spec == nil {
+		return Invalid(c.Type, "configure needs a spec")
+	}
+	if c.Type.IsSystem() {
+		if c.Generation == 0 {
+			return Invalid(c.Type, "%s needs the generation it reports on", c.Type)
+		}
+	} else if c.Generation != 0 || c.Reason != "" || c.ExitCode != nil {
+		return Invalid(c.Type, "%s is a user command: generation, reason and exit_code belong to system outcomes", c.Type)
+	}
+	if c.ExitCode != nil && c.Type != ContainerExited {
+		return Invalid(c.Type, "exit_code belongs to container_exited")
+	}
+	return nil
+}
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n] + "…"
+}

@@ -1,0 +1,142 @@
+package testenv
+
+import (
+	"context"
+	"log/slog"
+	"os"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/turnstile-dev/turnstile/client"
+	"github.com/turnstile-dev/turnstile/engine"
+	"github.com/turnstile-dev/turnstile/events"
+)
+
+// CoreOptions tune StartCore.
+type CoreOptions struct {
+	NATS    NATSOptions
+	Engines int // 0 means 1
+	Engine  engine.Config
+}
+
+// Core is a running NATS with Turnstile's streams and engines.
+type Core struct {
+	NATS    *NATS
+	NC      *nats.Conn
+	JS      jetstream.JetStream
+	Store   *events.Store
+	Engines []*engine.Engine
+	opts    CoreOptions
+}
+
+// StartCore starts embedded NATS, creates the streams and opens the engines.
+func StartCore(tb testing.TB, o CoreOptions) *Core {
+	tb.Helper()
+	n := StartNATS(tb, o.NATS)
+	c := &Core{NATS: n, opts: o}
+	c.NC, c.JS = n.Connect(tb)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := events.EnsureStreams(ctx, c.JS, events.NewNames(""), events.StreamOptions{}); err != nil {
+		tb.Fatal(err)
+	}
+	store, err := events.OpenStore(ctx, c.JS, events.NewNames(""), events.Codec{})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	c.Store = store
+	if o.Engines == 0 {
+		o.Engines = 1
+	}
+	for range o.Engines {
+		c.StartEngine(tb)
+	}
+	return c
+}
+
+// StartEngine opens one more engine on its own connection, closed at cleanup.
+func (c *Core) StartEngine(tb testing.TB) *engine.Engine {
+	tb.Helper()
+	_, js := c.NATS.Connect(tb)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	store, err := events.OpenStore(ctx, js, events.NewNames(""), events.Codec{})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	cfg := c.opts.Engine
+	cfg.Store = store
+	if cfg.Committers == 0 {
+		cfg.Committers = 4
+	}
+	cfg.CommitStores = nil
+	for range cfg.Committers {
+		_, cjs := c.NATS.Connect(tb)
+		cs, err := events.OpenStore(ctx, cjs, events.NewNames(""), events.Codec{})
+		if err != nil {
+			tb.Fatal(err)
+		}
+		cfg.CommitStores = append(cfg.CommitStores, cs)
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = Logger(tb)
+	}
+	e, err := engine.New(cfg)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	if err := e.Open(ctx); err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { _ = e.Close() })
+	c.Engines = append(c.Engines, e)
+	return e
+}
+
+// Client returns a client on its own connection.
+func (c *Core) Client(tb testing.TB, actor string) *client.Client {
+	tb.Helper()
+	nc, _ := c.NATS.Connect(tb)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	cl, err := client.New(ctx, nc, client.Options{Actor: actor, PollInterval: 200 * time.Millisecond})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { _ = cl.Close() })
+	return cl
+}
+
+// Logger logs warnings and errors to the test log (everything with
+// TURNSTILE_TEST_DEBUG=1).
+func Logger(tb testing.TB) *slog.Logger {
+	level := slog.LevelWarn
+	if os.Getenv("TURNSTILE_TEST_DEBUG") != "" {
+		level = slog.LevelDebug
+	}
+	return slog.New(slog.NewTextHandler(tbWriter{tb}, &slog.HandlerOptions{Level: level}))
+}
+
+type tbWriter struct{ tb testing.TB }
+
+func (w tbWriter) Write(p []byte) (int, error) {
+	w.tb.Log(string(p))
+	return len(p), nil
+}
+
+// Eventually polls cond until it holds or the deadline passes.
+func Eventually(tb testing.TB, timeout time.Duration, what string, cond func() bool) {
+	tb.Helper()
+	deadline := time.Now().Add(timeout)
+	tick := time.NewTicker(10 * time.Millisecond)
+	defer tick.Stop()
+	for !cond() {
+		if time.Now().After(deadline) {
+			tb.Fatalf("timed out after %v waiting for %s", timeout, what)
+		}
+		<-tick.C
+	}
+}

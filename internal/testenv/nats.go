@@ -1,0 +1,78 @@
+package testenv
+
+import (
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// NATSOptions tunes the embedded server.
+type NATSOptions struct {
+	// SyncAlways fsyncs before every ack (server.Options.SyncAlways).
+	SyncAlways bool
+	// StoreDir overrides the temp dir, so a restarted server keeps its data.
+	StoreDir string
+}
+
+// NATS is a running embedded nats-server.
+type NATS struct {
+	Server   *server.Server
+	URL      string
+	StoreDir string
+}
+
+// StartNATS starts an embedded nats-server with JetStream on a free loopback
+// port and stops it when the test ends.
+func StartNATS(tb testing.TB, o NATSOptions) *NATS {
+	tb.Helper()
+	dir := o.StoreDir
+	if dir == "" {
+		dir = tb.TempDir()
+	}
+	s, err := server.NewServer(&server.Options{
+		Host:       "127.0.0.1",
+		Port:       server.RANDOM_PORT,
+		JetStream:  true,
+		StoreDir:   dir,
+		SyncAlways: o.SyncAlways,
+		NoSigs:     true,
+		NoLog:      true,
+		// Generous limits: benchmarks hold many pending messages.
+		MaxPayload: 1 << 20,
+	})
+	if err != nil {
+		tb.Fatalf("nats-server: %v", err)
+	}
+	s.Start()
+	if !s.ReadyForConnections(10 * time.Second) {
+		s.Shutdown()
+		tb.Fatal("nats-server did not become ready in 10s")
+	}
+	n := &NATS{Server: s, URL: s.ClientURL(), StoreDir: dir}
+	tb.Cleanup(n.Shutdown)
+	return n
+}
+
+// Shutdown stops the server and waits for it.
+func (n *NATS) Shutdown() {
+	n.Server.Shutdown()
+	n.Server.WaitForShutdown()
+}
+
+// Connect opens a client connection closed at the end of the test.
+func (n *NATS) Connect(tb testing.TB) (*nats.Conn, jetstream.JetStream) {
+	tb.Helper()
+	nc, err := nats.Connect(n.URL, nats.MaxReconnects(-1), nats.ReconnectWait(50*time.Millisecond))
+	if err != nil {
+		tb.Fatalf("connect to %s: %v", n.URL, err)
+	}
+	tb.Cleanup(nc.Close)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		tb.Fatalf("jetstream: %v", err)
+	}
+	return nc, js
+}
