@@ -38,15 +38,16 @@ type Envelope struct {
 
 // Payload is the event-specific part of an envelope.
 type Payload struct {
-	Spec     *fsm.Spec `json:"spec,omitempty"`
-	Reason   string    `json:"reason,omitempty"`
-	ExitCode *int      `json:"exit_code,omitempty"`
+	Spec        *fsm.Spec `json:"spec,omitempty"`
+	Reason      string    `json:"reason,omitempty"`
+	ExitCode    *int      `json:"exit_code,omitempty"`
+	ContainerID string    `json:"container_id,omitempty"`
 }
 
 // Event returns the fsm.Event the envelope records.
 func (e *Envelope) Event() fsm.Event {
 	return fsm.Event{Type: e.Type, Generation: e.Generation, SpecVersion: e.SpecVersion,
-		Spec: e.Payload.Spec, Reason: e.Payload.Reason, ExitCode: e.Payload.ExitCode}
+		Spec: e.Payload.Spec, Reason: e.Payload.Reason, ExitCode: e.Payload.ExitCode, ContainerID: e.Payload.ContainerID}
 }
 
 // NewEnvelope wraps an event decided for cmd against prev.
@@ -56,7 +57,7 @@ func NewEnvelope(id string, prev fsm.Workspace, ev fsm.Event, cmd fsm.Command, n
 		ID: id, Workspace: cmd.Workspace, Seq: state.Seq, Type: ev.Type, SchemaVersion: SchemaVersion,
 		Generation: ev.Generation, SpecVersion: ev.SpecVersion, Time: now.UTC(),
 		CommandID: cmd.ID, Actor: cmd.Actor,
-		Payload: Payload{Spec: ev.Spec, Reason: ev.Reason, ExitCode: ev.ExitCode},
+		Payload: Payload{Spec: ev.Spec, Reason: ev.Reason, ExitCode: ev.ExitCode, ContainerID: ev.ContainerID},
 		State:   state,
 	}
 }

@@ -74,4 +74,6 @@ type Command struct {
 	Reason string `json:"reason,omitempty"`
 	// ExitCode is the container's exit code for container_exited.
 	ExitCode *int `json:"exit_code,omitempty"`
+	// ContainerID names the container a provision_succeeded brought up.
+	ContainerID string `json:"container_id,omitempty"`
 }

@@ -52,4 +52,6 @@ type Event struct {
 	// Reason explains failures and follow-up attempts.
 	Reason   string `json:"reason,omitempty"`
 	ExitCode *int   `json:"exit_code,omitempty"`
+	// ContainerID is the container a provisioned event brought up.
+	ContainerID string `json:"container_id,omitempty"`
 }

@@ -107,6 +107,9 @@ func Decide(w Workspace, cmd Command) Decision {
 		errors.As(err, &r)
 		return reject(w, r.Code, cmd.Type, r.Message)
 	}
+	if w.ID != "" && cmd.Workspace != w.ID {
+		return reject(w, CodeInvalid, cmd.Type, fmt.Sprintf("command for workspace %s decided against workspace %s", cmd.Workspace, w.ID))
+	}
 	if cmd.Type.IsSystem() {
 		return decideSystem(w, cmd)
 	}
@@ -158,7 +161,7 @@ func decideSystem(w Workspace, cmd Command) Decision {
 	reason := cmd.Reason
 	switch cmd.Type {
 	case ProvisionSucceeded:
-		ev.Type = Provisioned
+		ev.Type, ev.ContainerID = Provisioned, cmd.ContainerID
 		if w.PendingSpec() {
 			// The coalesced configures: exactly one follow-up attempt with the newest spec.
 			ev.Type, ev.Generation, dst = ReprovisionStarted, w.Generation+1, Provisioning
@@ -222,10 +225,13 @@ func Apply(w Workspace, e Event) Workspace {
 		n.Status = Deleting
 	case Provisioned:
 		n.Status = Running
+		if e.ContainerID != "" {
+			n.ContainerID = e.ContainerID
+		}
 	case StoppedEv:
 		n.Status = Stopped
 	case DeletedEv:
-		n.Status = Deleted
+		n.Status, n.ContainerID = Deleted, ""
 	case ProvisionFailedEv, StopFailedEv, DeleteFailedEv, ContainerExitedEv, DeadlineExceededEv:
 		n.Status, n.LastError = Failed, e.Reason
 	}
@@ -251,7 +257,7 @@ func CommandFor(e Event, prevGeneration uint64) Command {
 	case Configured:
 		return user(Configure)
 	case Provisioned:
-		c.Type = ProvisionSucceeded
+		c.Type, c.ContainerID = ProvisionSucceeded, e.ContainerID
 	case ReprovisionStarted:
 		c.Type, c.Generation, c.Reason = ProvisionSucceeded, prevGeneration, ""
 	case ProvisionFailedEv:
@@ -292,6 +298,14 @@ func Check(w Workspace, e Event) error {
 		return fmt.Errorf("%s is not legal from %s at generation %d: %s", e.Type, w.Status, w.Generation, why)
 	}
 	got := d.Event
+	switch {
+	case (e.Spec != nil) != (e.Type == Created || e.Type == Configured):
+		return fmt.Errorf("%s must carry a spec exactly when it is created or configured", e.Type)
+	case e.ContainerID != "" && e.Type != Provisioned:
+		return fmt.Errorf("%s carries a container id; only provisioned may", e.Type)
+	case w.Status != Failed && Apply(w, e).Status == Failed && e.Reason == "":
+		return fmt.Errorf("%s fails workspace %s without a reason", e.Type, w.ID)
+	}
 	if got.Type != e.Type || got.Generation != e.Generation || got.SpecVersion != e.SpecVersion {
 		return fmt.Errorf("%s from %s at generation %d should record %s at generation %d, spec %d; it records generation %d, spec %d",
 			e.Type, w.Status, w.Generation, got.Type, got.Generation, got.SpecVersion, e.Generation, e.SpecVersion)

@@ -97,6 +97,9 @@ type Workspace struct {
 	// runs with. When it is behind SpecVersion while provisioning, a
 	// follow-up attempt is owed (configure coalescing).
 	AttemptSpecVersion uint64 `json:"attempt_spec_version"`
+	// ContainerID is the container of the latest successful attempt; it is
+	// cleared by delete.
+	ContainerID string `json:"container_id,omitempty"`
 	// LastError is the reason of the latest failure; it stays after recovery
 	// so that a read model can show what last went wrong.
 	LastError string `json:"last_error,omitempty"`

@@ -22,10 +22,11 @@ const (
 )
 
 var (
-	idPattern        = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$`)
-	commandIDPattern = regexp.MustCompile(`^[A-Za-z0-9_-]{1,128}$`)
-	envKeyPattern    = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
-	labelKeyPattern  = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._/-]{0,127}$`)
+	idPattern          = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$`)
+	commandIDPattern   = regexp.MustCompile(`^[A-Za-z0-9_-]{1,128}$`)
+	containerIDPattern = regexp.MustCompile(`^[A-Za-z0-9_.-]{1,128}$`)
+	envKeyPattern      = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
+	labelKeyPattern    = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._/-]{0,127}$`)
 )
 
 // ValidateID checks a workspace id: a DNS label of 1 to 63 characters.
@@ -54,7 +55,7 @@ func ValidateSpec(s Spec) error {
 	if len(s.Image) > MaxImageLen || strings.ContainsAny(s.Image, " \t\r\n") {
 		return fmt.Errorf("spec.image %q is not an image reference", truncate(s.Image, 64))
 	}
-	if s.CPUs < 0 || s.CPUs > MaxCPUs {
+	if !(s.CPUs >= 0 && s.CPUs <= MaxCPUs) { // also refuses NaN
 		return fmt.Errorf("spec.cpus %v is out of range 0-%d", s.CPUs, MaxCPUs)
 	}
 	if s.MemoryBytes < 0 || (s.MemoryBytes > 0 && s.MemoryBytes < MinMemoryBytes) {
@@ -117,11 +118,14 @@ func (c Command) Validate() error {
 		if c.Generation == 0 {
 			return Invalid(c.Type, "%s needs the generation it reports on", c.Type)
 		}
-	} else if c.Generation != 0 || c.Reason != "" || c.ExitCode != nil {
-		return Invalid(c.Type, "%s is a user command: generation, reason and exit_code belong to system outcomes", c.Type)
+	} else if c.Generation != 0 || c.Reason != "" || c.ExitCode != nil || c.ContainerID != "" {
+		return Invalid(c.Type, "%s is a user command: generation, reason, exit_code and container_id belong to system outcomes", c.Type)
 	}
 	if c.ExitCode != nil && c.Type != ContainerExited {
 		return Invalid(c.Type, "exit_code belongs to container_exited")
+	}
+	if c.ContainerID != "" && (c.Type != ProvisionSucceeded || !containerIDPattern.MatchString(c.ContainerID)) {
+		return Invalid(c.Type, "container_id %q is invalid: it belongs to provision_succeeded and uses 1-128 characters of A-Z, a-z, 0-9, '_', '.' and '-'", truncate(c.ContainerID, 140))
 	}
 	return nil
 }

@@ -1,0 +1,156 @@
+package fsm_test
+
+import (
+	"errors"
+	"fmt"
+	"math"
+	"strings"
+	"testing"
+
+	"github.com/turnstile-dev/turnstile/fsm"
+)
+
+func TestValidateRefuses(t *testing.T) {
+	ok := func() fsm.Command { return command("ws-1", fsm.Start) }
+	user := func(mut func(*fsm.Command)) fsm.Command { c := ok(); mut(&c); return c }
+	sys := func(t fsm.CommandType, mut func(*fsm.Command)) fsm.Command {
+		c := system("ws-1", t, 1)
+		mut(&c)
+		return c
+	}
+	configure := func(s fsm.Spec) fsm.Command { return withSpec(command("ws-1", fsm.Configure), s) }
+	id := func(id string) fsm.Command { return user(func(c *fsm.Command) { c.Workspace = id }) }
+	cmdID := func(id string) fsm.Command { return user(func(c *fsm.Command) { c.ID = id }) }
+	many := func(n int) map[string]string {
+		m := map[string]string{}
+		for i := range n {
+			m[fmt.Sprintf("K%d", i)] = "v"
+		}
+		return m
+	}
+	long := strings.Repeat("x", fsm.MaxValueLen+1)
+
+	cases := []struct {
+		name string
+		cmd  fsm.Command
+		says string // the message names what is wrong
+	}{
+		{"id/dot", id("."), "not a DNS label"},
+		{"id/dotted", id("a.b"), "not a DNS label"},
+		{"id/star", id("*"), "not a DNS label"},
+		{"id/gt", id(">"), "not a DNS label"},
+		{"id/wildcard_suffix", id("a.>"), "not a DNS label"},
+		{"id/space", id("my ws"), "not a DNS label"},
+		{"id/only_space", id(" "), "not a DNS label"},
+		{"id/unicode", id("wörkspace"), "not a DNS label"},
+		{"id/emoji", id("ws-🚀"), "not a DNS label"},
+		{"id/empty", id(""), "workspace id is empty"},
+		{"id/64_chars", id(strings.Repeat("a", 64)), "at most 63"},
+		{"id/very_long", id(strings.Repeat("a", 1000)), "at most 63"},
+		{"id/uppercase", id("Alpha"), "not a DNS label"},
+		{"id/leading_hyphen", id("-a"), "not a DNS label"},
+		{"id/trailing_hyphen", id("a-"), "not a DNS label"},
+		{"id/underscore", id("a_b"), "not a DNS label"},
+		{"id/slash", id("a/b"), "not a DNS label"},
+		{"id/newline", id("a\n"), "not a DNS label"},
+		{"command_id/empty", cmdID(""), "command id"},
+		{"command_id/space", cmdID("a b"), "command id"},
+		{"command_id/dot", cmdID("a.b"), "command id"},
+		{"command_id/star", cmdID("*"), "command id"},
+		{"command_id/gt", cmdID(">"), "command id"},
+		{"command_id/unicode", cmdID("befehl-ä"), "command id"},
+		{"command_id/129_chars", cmdID(strings.Repeat("c", 129)), "command id"},
+		{"type/empty", user(func(c *fsm.Command) { c.Type = "" }), "unknown command type"},
+		{"type/unknown", user(func(c *fsm.Command) { c.Type = "launch" }), "unknown command type \"launch\""},
+		{"type/uppercase", user(func(c *fsm.Command) { c.Type = "START" }), "unknown command type"},
+		{"type/event_name", user(func(c *fsm.Command) { c.Type = fsm.CommandType(fsm.Created) }), "unknown command type"},
+		{"user/generation", user(func(c *fsm.Command) { c.Generation = 3 }), "user command"},
+		{"user/reason", user(func(c *fsm.Command) { c.Reason = "because" }), "user command"},
+		{"user/exit_code", user(func(c *fsm.Command) { c.ExitCode = new(1) }), "user command"},
+		{"system/no_generation", sys(fsm.ProvisionSucceeded, func(c *fsm.Command) { c.Generation = 0 }), "needs the generation"},
+		{"system/deadline_no_generation", sys(fsm.DeadlineExceeded, func(c *fsm.Command) { c.Generation = 0 }), "needs the generation"},
+		{"system/exit_code_elsewhere", sys(fsm.ProvisionFailed, func(c *fsm.Command) { c.ExitCode = new(1) }), "exit_code belongs to container_exited"},
+		{"system/spec", sys(fsm.ProvisionSucceeded, func(c *fsm.Command) { c.Spec = &fsm.Spec{} }), "takes no spec"},
+		{"system/reason_too_long", sys(fsm.ProvisionFailed, func(c *fsm.Command) { c.Reason = strings.Repeat("r", fsm.MaxReasonLen+1) }), "reason is"},
+		{"start/spec", withSpec(ok(), specA), "start takes no spec"},
+		{"restart/spec", withSpec(command("ws-1", fsm.Restart), specA), "restart takes no spec"},
+		{"delete/spec", withSpec(command("ws-1", fsm.Delete), specA), "delete takes no spec"},
+		{"configure/no_spec", command("ws-1", fsm.Configure), "configure needs a spec"},
+		{"actor/too_long", user(func(c *fsm.Command) { c.Actor = strings.Repeat("a", fsm.MaxActorLen+1) }), "actor is"},
+		{"spec/image_space", configure(fsm.Spec{Image: "busy box"}), "spec.image"},
+		{"spec/image_newline", configure(fsm.Spec{Image: "busybox\n"}), "spec.image"},
+		{"spec/image_too_long", configure(fsm.Spec{Image: strings.Repeat("i", fsm.MaxImageLen+1)}), "spec.image"},
+		{"spec/cpus_negative", configure(fsm.Spec{CPUs: -1}), "spec.cpus"},
+		{"spec/cpus_too_many", configure(fsm.Spec{CPUs: fsm.MaxCPUs + 1}), "spec.cpus"},
+		{"spec/cpus_infinite", configure(fsm.Spec{CPUs: math.Inf(1)}), "spec.cpus"},
+		// NaN passes both "< 0" and "> max" checks; its event could not be encoded.
+		{"spec/cpus_nan", configure(fsm.Spec{CPUs: math.NaN()}), "spec.cpus NaN"},
+		{"spec/memory_negative", configure(fsm.Spec{MemoryBytes: -1}), "spec.memory_bytes"},
+		{"spec/memory_tiny", configure(fsm.Spec{MemoryBytes: 1024}), "spec.memory_bytes"},
+		{"spec/env_key_digit", configure(fsm.Spec{Env: map[string]string{"1X": "v"}}), "spec.env key"},
+		{"spec/env_key_hyphen", configure(fsm.Spec{Env: map[string]string{"A-B": "v"}}), "spec.env key"},
+		{"spec/env_key_empty", configure(fsm.Spec{Env: map[string]string{"": "v"}}), "spec.env key"},
+		{"spec/env_value_too_long", configure(fsm.Spec{Env: map[string]string{"A": long}}), "spec.env[A]"},
+		{"spec/env_too_many", configure(fsm.Spec{Env: many(fsm.MaxEnvVars + 1)}), "spec.env has"},
+		{"spec/label_reserved", configure(fsm.Spec{Labels: map[string]string{"turnstile.generation": "1"}}), "spec.labels key"},
+		{"spec/label_key_empty", configure(fsm.Spec{Labels: map[string]string{"": "v"}}), "spec.labels key"},
+		{"spec/label_key_space", configure(fsm.Spec{Labels: map[string]string{"a b": "v"}}), "spec.labels key"},
+		{"spec/label_value_too_long", configure(fsm.Spec{Labels: map[string]string{"team": long}}), "spec.labels[team]"},
+		{"spec/labels_too_many", configure(fsm.Spec{Labels: many(fsm.MaxLabels + 1)}), "spec.labels has"},
+		{"create/bad_spec", withSpec(command("ws-1", fsm.Create), fsm.Spec{CPUs: -2}), "spec.cpus"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			err := tc.cmd.Validate()
+			var r *fsm.Rejection
+			if !errors.As(err, &r) {
+				t.Fatalf("Validate() = %v (%T), want a *Rejection", err, err)
+			}
+			if r.Code != fsm.CodeInvalid || r.Command != tc.cmd.Type || r.Allowed == nil {
+				t.Fatalf("rejection %+v: want code invalid for %q with an allowed list", *r, tc.cmd.Type)
+			}
+			if !strings.Contains(r.Message, tc.says) {
+				t.Fatalf("message %q does not say %q", r.Message, tc.says)
+			}
+			// Decide refuses it the same way, in any state, without an event.
+			for _, st := range fsm.Statuses() {
+				w := mustReach(t, st).w
+				d := fsm.Decide(w, tc.cmd)
+				if d.Outcome != fsm.Rejected || d.Event != nil || d.Rejection == nil ||
+					d.Rejection.Code != fsm.CodeInvalid || d.Rejection.Message != r.Message || d.Rejection.State != st {
+					t.Fatalf("Decide in %s: %+v, rejection %+v", st, d, d.Rejection)
+				}
+			}
+		})
+	}
+}
+
+func TestValidateAccepts(t *testing.T) {
+	cases := []fsm.Command{
+		command("a", fsm.Create),
+		command("0", fsm.Start),
+		command("a-b", fsm.Stop),
+		command(strings.Repeat("a", fsm.MaxIDLen), fsm.Restart),
+		command("ws-1", fsm.Delete),
+		withSpec(command("ws-1", fsm.Create), specA),
+		withSpec(command("ws-1", fsm.Configure), fsm.Spec{}),
+		withSpec(command("ws-1", fsm.Configure), fsm.Spec{CPUs: fsm.MaxCPUs, MemoryBytes: fsm.MinMemoryBytes,
+			Env: map[string]string{"_X1": ""}, Labels: map[string]string{"app.kubernetes.io/name": "x"}}),
+		func() fsm.Command {
+			c := command("ws-1", fsm.Start)
+			c.ID = strings.Repeat("Z", fsm.MaxCommandIDLen)
+			return c
+		}(),
+		system("ws-1", fsm.ProvisionFailed, 9),
+		func() fsm.Command {
+			c := system("ws-1", fsm.ContainerExited, 1)
+			c.ExitCode, c.Reason = new(-1), "killed"
+			return c
+		}(),
+	}
+	for _, c := range cases {
+		if err := c.Validate(); err != nil {
+			t.Errorf("Validate(%s on %q) = %v, want nil", c.Type, c.Workspace, err)
+		}
+	}
+}
