@@ -1,0 +1,22 @@
+// Package docker is the Provisioner on a Docker Engine, through the Engine
+// API client (github.com/docker/docker/client).
+//
+// Guarantees, beyond those of package provisioner:
+//   - It acts only on containers and volumes labelled
+//     turnstile.installation=<Config.Installation>. Anything else, even
+//     when named ws-<id>, is never stopped, removed or adopted.
+//   - One container per workspace, named ws-<id>, labelled with its
+//     workspace, generation and installation (plus the spec's labels), with
+//     restart policy "no", the spec's env, CPU (NanoCPUs) and memory limits,
+//     and the named volume ws-<id>-data (labelled too) mounted at /data. The
+//     volume survives new generations and goes only with Delete.
+//   - Images are never pulled: a missing image fails Provision with
+//     CodeImageNotFound and a reason that says to build it.
+//   - Provision waits for running, and for healthy when the image has a
+//     HEALTHCHECK, by polling; a cancelled Provision force-removes the
+//     container of its generation (with a detached, bounded context) before
+//     it returns, so nothing it started outlives it.
+//   - Watch follows Docker's event stream (die, oom, destroy) and resumes it
+//     after a broken connection from the last event seen, so no exit is lost
+//     while the daemon stays up.
+package docker

@@ -1,0 +1,54 @@
+package docker
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"strings"
+	"time"
+
+	cerrdefs "github.com/containerd/errdefs"
+	"github.com/docker/docker/api/types/container"
+	"github.com/docker/docker/pkg/stdcopy"
+
+	"github.com/turnstile-dev/turnstile/provisioner"
+)
+
+// Docker's errors are classified by their errdefs kind (from the HTTP
+// status), never by their text.
+func isNotFound(err error) bool { return err != nil && cerrdefs.IsNotFound(err) }
+func isConflict(err error) bool { return err != nil && cerrdefs.IsConflict(err) }
+func isInvalid(err error) bool  { return err != nil && cerrdefs.IsInvalidArgument(err) }
+
+// engineError wraps a failed engine call: CodeCanceled when ctx ended
+// (whatever the client made of it), CodeEngine with Docker's own message
+// otherwise.
+func (p *Provisioner) engineError(ctx context.Context, op, workspace string, gen uint64, what string, err error) error {
+	if ctx.Err() != nil {
+		return provisioner.Canceled(op, workspace, gen, ctx.Err())
+	}
+	return &provisioner.Error{Op: op, Workspace: workspace, Generation: gen, Code: provisioner.CodeEngine,
+		Reason: fmt.Sprintf("%s: %v", what, err), Err: err}
+}
+
+// logTail returns the last lines a container wrote, for failure reasons.
+// It is best effort: any error yields "".
+func (p *Provisioner) logTail(ctx context.Context, id string) string {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
+	defer cancel()
+	rc, err := p.cli.ContainerLogs(ctx, id, container.LogsOptions{ShowStdout: true, ShowStderr: true, Tail: "5"})
+	if err != nil {
+		return ""
+	}
+	defer rc.Close()
+	var out bytes.Buffer
+	if _, err := stdcopy.StdCopy(&out, &out, rc); err != nil && out.Len() == 0 {
+		return ""
+	}
+	s := strings.TrimSpace(out.String())
+	const max = 600
+	if len(s) > max {
+		s = "…" + s[len(s)-max:]
+	}
+	return s
+}

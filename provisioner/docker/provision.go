@@ -1,0 +1,325 @@
+package docker
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"maps"
+	"math"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/docker/docker/api/types/container"
+	"github.com/docker/docker/api/types/mount"
+	"github.com/docker/docker/api/types/volume"
+
+	"github.com/turnstile-dev/turnstile/fsm"
+	"github.com/turnstile-dev/turnstile/provisioner"
+)
+
+// maxRounds bounds Provision's inspect-act loop: each round removes an
+// older container or loses a create race; more than a few means something
+// else keeps recreating the name.
+const maxRounds = 5
+
+// Provision makes the workspace's container run req.Spec at req.Generation;
+// see provisioner.Provisioner.
+func (p *Provisioner) Provision(ctx context.Context, req provisioner.Request) (provisioner.Result, error) {
+	const op = "provision"
+	if err := provisioner.Validate(op, req.Workspace, req.Generation); err != nil {
+		return provisioner.Result{}, err
+	}
+	invalid := func(reason string) error {
+		return &provisioner.Error{Op: op, Workspace: req.Workspace, Generation: req.Generation, Code: provisioner.CodeInvalid, Reason: reason}
+	}
+	if err := fsm.ValidateSpec(req.Spec); err != nil {
+		return provisioner.Result{}, invalid(err.Error())
+	}
+	image := req.Spec.Image
+	if image == "" {
+		image = p.cfg.DefaultImage
+	}
+	if image == "" {
+		return provisioner.Result{}, invalid("the spec names no image and no default image is configured: pass --image")
+	}
+	a := &attempt{p: p, req: req, image: image,
+		log: p.log.With("workspace", req.Workspace, "generation", req.Generation)}
+	res, err := a.run(ctx)
+	if err != nil && ctx.Err() != nil {
+		a.abandon(ctx)
+		return provisioner.Result{}, provisioner.Canceled(op, req.Workspace, req.Generation, ctx.Err())
+	}
+	return res, err
+}
+
+// attempt is one Provision call.
+type attempt struct {
+	p     *Provisioner
+	req   provisioner.Request
+	image string
+	log   *slog.Logger
+}
+
+func (a *attempt) name() string { return provisioner.ContainerName(a.req.Workspace) }
+
+func (a *attempt) fail(code provisioner.Code, reason string, err error) error {
+	return &provisioner.Error{Op: "provision", Workspace: a.req.Workspace, Generation: a.req.Generation, Code: code, Reason: reason, Err: err}
+}
+
+func (a *attempt) engine(ctx context.Context, what string, err error) error {
+	return a.p.engineError(ctx, "provision", a.req.Workspace, a.req.Generation, what, err)
+}
+
+func (a *attempt) run(ctx context.Context) (provisioner.Result, error) {
+	cli := a.p.cli
+	// Fail on a missing image before anything is touched.
+	if _, err := cli.ImageInspect(ctx, a.image); err != nil {
+		if isNotFound(err) {
+			return provisioner.Result{}, provisioner.ImageNotFound("provision", a.req.Workspace, a.req.Generation, a.image, err)
+		}
+		return provisioner.Result{}, a.engine(ctx, "inspect image "+a.image, err)
+	}
+	for range maxRounds {
+		c, err := cli.ContainerInspect(ctx, a.name())
+		if isNotFound(err) {
+			id, err := a.create(ctx)
+			if isConflict(err) {
+				a.log.Warn("container name taken while creating; looking again", "container", a.name())
+				if err := a.pause(ctx); err != nil {
+					return provisioner.Result{}, err
+				}
+				continue
+			}
+			if err != nil {
+				return provisioner.Result{}, err
+			}
+			return a.start(ctx, id, false)
+		}
+		if err != nil {
+			return provisioner.Result{}, a.engine(ctx, "inspect container "+a.name(), err)
+		}
+		if owner := ownerOf(c); owner != a.p.cfg.Installation {
+			return provisioner.Result{}, provisioner.NameTaken("provision", a.req.Workspace, a.req.Generation, "container", a.name(), owner)
+		}
+		gen := generationOf(c.Config.Labels)
+		switch {
+		case gen > a.req.Generation:
+			return provisioner.Result{}, provisioner.Superseded("provision", a.req.Workspace, a.req.Generation, gen)
+		case gen < a.req.Generation || c.State.Dead || c.State.Status == container.StateRemoving:
+			a.log.Info("replacing container of an older generation", "container", c.ID, "old_generation", gen)
+			if err := a.p.removeContainer(ctx, c.ID); err != nil {
+				return provisioner.Result{}, a.engine(ctx, fmt.Sprintf("remove container %s of generation %d", a.name(), gen), err)
+			}
+			continue
+		default:
+			return a.start(ctx, c.ID, true)
+		}
+	}
+	return provisioner.Result{}, a.fail(provisioner.CodeEngine,
+		fmt.Sprintf("container name %s kept changing hands in %d rounds: is something else creating it?", a.name(), maxRounds), nil)
+}
+
+// pause waits one poll interval, or until ctx ends.
+func (a *attempt) pause(ctx context.Context) error {
+	t := time.NewTimer(a.p.cfg.PollInterval)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return provisioner.Canceled("provision", a.req.Workspace, a.req.Generation, ctx.Err())
+	case <-t.C:
+		return nil
+	}
+}
+
+func (a *attempt) labels() map[string]string {
+	l := maps.Clone(a.req.Spec.Labels)
+	if l == nil {
+		l = map[string]string{}
+	}
+	l[provisioner.LabelWorkspace] = a.req.Workspace
+	l[provisioner.LabelGeneration] = strconv.FormatUint(a.req.Generation, 10)
+	l[provisioner.LabelInstallation] = a.p.cfg.Installation
+	return l
+}
+
+// ensureVolume creates the workspace's volume, or checks that the existing
+// one is this installation's.
+func (a *attempt) ensureVolume(ctx context.Context) error {
+	name := provisioner.VolumeName(a.req.Workspace)
+	v, err := a.p.cli.VolumeInspect(ctx, name)
+	if isNotFound(err) {
+		v, err = a.p.cli.VolumeCreate(ctx, volume.CreateOptions{Name: name, Labels: map[string]string{
+			provisioner.LabelWorkspace:    a.req.Workspace,
+			provisioner.LabelInstallation: a.p.cfg.Installation,
+		}})
+		if err == nil {
+			a.log.Info("created volume", "volume", name)
+		}
+	}
+	if err != nil {
+		return a.engine(ctx, "volume "+name, err)
+	}
+	if owner := v.Labels[provisioner.LabelInstallation]; owner != a.p.cfg.Installation {
+		return provisioner.NameTaken("provision", a.req.Workspace, a.req.Generation, "volume", name, owner)
+	}
+	return nil
+}
+
+// create makes the container (not started). A conflict error is returned
+// as is, for the caller to look again.
+func (a *attempt) create(ctx context.Context) (string, error) {
+	if err := a.ensureVolume(ctx); err != nil {
+		return "", err
+	}
+	spec := a.req.Spec
+	env := make([]string, 0, len(spec.Env))
+	for _, k := range slices.Sorted(maps.Keys(spec.Env)) {
+		env = append(env, k+"="+spec.Env[k])
+	}
+	cfg := &container.Config{
+		Image:    a.image,
+		Env:      env,
+		Labels:   a.labels(),
+		Hostname: a.req.Workspace, // a DNS label; ws-<id> can exceed 63 characters
+	}
+	host := &container.HostConfig{
+		Mounts: []mount.Mount{{
+			Type: mount.TypeVolume, Source: provisioner.VolumeName(a.req.Workspace), Target: provisioner.DataPath,
+		}},
+		RestartPolicy: container.RestartPolicy{Name: container.RestartPolicyDisabled},
+		Resources: container.Resources{
+			NanoCPUs: int64(math.Round(spec.CPUs * 1e9)),
+			Memory:   spec.MemoryBytes,
+		},
+	}
+	resp, err := a.p.cli.ContainerCreate(ctx, cfg, host, nil, nil, a.name())
+	switch {
+	case err == nil:
+		a.log.Info("created container", "container", resp.ID, "image", a.image)
+		return resp.ID, nil
+	case isConflict(err):
+		return "", err
+	case isNotFound(err):
+		// The image was there a moment ago; say so if it is gone now.
+		if _, ierr := a.p.cli.ImageInspect(ctx, a.image); isNotFound(ierr) {
+			return "", provisioner.ImageNotFound("provision", a.req.Workspace, a.req.Generation, a.image, err)
+		}
+		return "", a.engine(ctx, "create container "+a.name(), err)
+	case isInvalid(err) && ctx.Err() == nil:
+		return "", a.fail(provisioner.CodeInvalid, fmt.Sprintf("Docker refused the spec: %v", err), err)
+	default:
+		return "", a.engine(ctx, "create container "+a.name(), err)
+	}
+}
+
+// start starts container id unless it runs, then waits until it is ready.
+func (a *attempt) start(ctx context.Context, id string, adopted bool) (provisioner.Result, error) {
+	cli := a.p.cli
+	c, err := cli.ContainerInspect(ctx, id)
+	if err != nil {
+		return provisioner.Result{}, a.engine(ctx, "inspect container "+a.name(), err)
+	}
+	switch {
+	case c.State.Paused:
+		if err := cli.ContainerUnpause(ctx, id); err != nil {
+			return provisioner.Result{}, a.engine(ctx, "unpause container "+a.name(), err)
+		}
+	case !c.State.Running:
+		if err := cli.ContainerStart(ctx, id, container.StartOptions{}); err != nil {
+			if ctx.Err() != nil {
+				return provisioner.Result{}, a.engine(ctx, "start", err)
+			}
+			code, reason := provisioner.CodeEngine, fmt.Sprintf("start container %s: %v", a.name(), err)
+			if isInvalid(err) {
+				// e.g. the image's entrypoint does not exist: no retry helps.
+				code, reason = provisioner.CodeInvalid, fmt.Sprintf("Docker cannot start image %s: %v", a.image, err)
+			}
+			if !adopted {
+				// It never ran: nothing to debug in it, so do not leave it behind.
+				if rerr := a.p.removeDetached(ctx, id); rerr != nil {
+					a.log.Warn("could not remove the container that failed to start", "container", id, "err", rerr)
+				}
+			}
+			return provisioner.Result{}, a.fail(code, reason, err)
+		}
+		a.log.Info("started container", "container", id, "adopted", adopted)
+	}
+	if err := a.waitReady(ctx, id); err != nil {
+		return provisioner.Result{}, err
+	}
+	return provisioner.Result{ContainerID: id, Image: a.image, Adopted: adopted}, nil
+}
+
+// waitReady polls until the container runs and, if it has a health check,
+// is healthy.
+func (a *attempt) waitReady(ctx context.Context, id string) error {
+	t := time.NewTicker(a.p.cfg.PollInterval)
+	defer t.Stop()
+	for {
+		c, err := a.p.cli.ContainerInspect(ctx, id)
+		if isNotFound(err) && ctx.Err() == nil {
+			return a.fail(provisioner.CodeEngine, fmt.Sprintf("container %s vanished while starting: was it removed by someone else?", a.name()), err)
+		}
+		if err != nil {
+			return a.engine(ctx, "inspect container "+a.name(), err)
+		}
+		st := c.State
+		switch {
+		case st.Running && !st.Paused && (st.Health == nil || st.Health.Status == container.Healthy):
+			return nil
+		case st.Running && st.Health != nil && st.Health.Status == container.Unhealthy:
+			reason := fmt.Sprintf("container %s is unhealthy", a.name())
+			if n := len(st.Health.Log); n > 0 {
+				if out := strings.TrimSpace(st.Health.Log[n-1].Output); out != "" {
+					reason += ": last health check said: " + out
+				}
+			}
+			return a.fail(provisioner.CodeUnhealthy, reason, nil)
+		case !st.Running && (st.Status == container.StateExited || st.Status == container.StateDead):
+			reason := fmt.Sprintf("container %s exited with code %d before it was ready", a.name(), st.ExitCode)
+			if st.OOMKilled {
+				reason += " (out of memory)"
+			}
+			if st.Error != "" {
+				reason += ": " + st.Error
+			}
+			if tail := a.p.logTail(ctx, id); tail != "" {
+				reason += "; last output: " + tail
+			}
+			return a.fail(provisioner.CodeExited, reason, nil)
+		}
+		select {
+		case <-ctx.Done():
+			return provisioner.Canceled("provision", a.req.Workspace, a.req.Generation, ctx.Err())
+		case <-t.C:
+		}
+	}
+}
+
+// abandon removes the container of this attempt's generation after ctx
+// ended, so that nothing a cancelled Provision created or started keeps
+// running. Docker serialises operations on one container, so a start still
+// in flight in the daemon finishes before this removal. A create still in
+// flight can leave a container that never starts; the next action, of a
+// newer generation, removes it.
+func (a *attempt) abandon(ctx context.Context) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), a.p.cfg.CleanupTimeout)
+	defer cancel()
+	c, err := a.p.cli.ContainerInspect(ctx, a.name())
+	if err != nil {
+		if !isNotFound(err) {
+			a.log.Warn("abandoned provision: could not inspect the container", "container", a.name(), "err", err)
+		}
+		return
+	}
+	if ownerOf(c) != a.p.cfg.Installation || generationOf(c.Config.Labels) != a.req.Generation {
+		return
+	}
+	if err := a.p.forceRemove(ctx, c.ID); err != nil {
+		a.log.Warn("abandoned provision: could not remove its container", "container", c.ID, "err", err)
+		return
+	}
+	a.log.Info("abandoned provision: removed its container", "container", c.ID)
+}

@@ -1,0 +1,48 @@
+package worker
+
+import "github.com/prometheus/client_golang/prometheus"
+
+// Metrics are the worker's Prometheus collectors.
+type Metrics struct {
+	// Actions counts actions by kind (provision, stop, delete) and result
+	// (succeeded, failed, superseded, abandoned).
+	Actions *prometheus.CounterVec
+	// Duration is how long actions took, by kind and result.
+	Duration *prometheus.HistogramVec
+	// Reports counts reports sent by the supervisor and watcher, by kind.
+	Reports *prometheus.CounterVec
+}
+
+// NewMetrics creates the collectors and registers them on reg (if not nil).
+func NewMetrics(reg prometheus.Registerer) *Metrics {
+	m := &Metrics{
+		Actions: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "turnstile_actions_total", Help: "Provisioner actions by kind and result.",
+		}, []string{"action", "result"}),
+		Duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "turnstile_action_duration_seconds", Help: "Provisioner action duration (provision duration is action=\"provision\").",
+			Buckets: prometheus.ExponentialBuckets(0.005, 2, 16),
+		}, []string{"action", "result"}),
+		Reports: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "turnstile_supervisor_reports_total", Help: "Deadline, exit and reconciler reports sent, by kind.",
+		}, []string{"kind"}),
+	}
+	if reg != nil {
+		reg.MustRegister(m.Actions, m.Duration, m.Reports)
+	}
+	return m
+}
+
+func (m *Metrics) action(kind, result string, seconds float64) {
+	if m == nil {
+		return
+	}
+	m.Actions.WithLabelValues(kind, result).Inc()
+	m.Duration.WithLabelValues(kind, result).Observe(seconds)
+}
+
+func (m *Metrics) report(kind string) {
+	if m != nil {
+		m.Reports.WithLabelValues(kind).Inc()
+	}
+}

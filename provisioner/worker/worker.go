@@ -1,0 +1,359 @@
+package worker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/turnstile-dev/turnstile/events"
+	"github.com/turnstile-dev/turnstile/fsm"
+	"github.com/turnstile-dev/turnstile/provisioner"
+)
+
+// Config wires a Worker. Store, Provisioner and Publisher are required.
+type Config struct {
+	Store       *events.Store
+	Provisioner provisioner.Provisioner
+	Publisher   Publisher
+	// Durable names the consumer; one per installation.
+	Durable string
+	// AckWait is how long the server waits for an event's ack before
+	// redelivering it; long actions send in-progress heartbeats.
+	AckWait time.Duration
+	// Retries is how often a transient failure (the engine unreachable) is
+	// retried before it is reported as a failure.
+	Retries int
+	Logger  *slog.Logger
+	Metrics *Metrics
+}
+
+// Worker carries out provision, stop and delete actions. New starts
+// nothing; Open starts; Close stops.
+type Worker struct {
+	cfg    Config
+	log    *slog.Logger
+	names  events.Names
+	mu     sync.Mutex
+	actors map[string]*actor
+	cancel context.CancelFunc
+	iter   jetstream.MessagesContext
+	wg     sync.WaitGroup
+}
+
+// job is one event to act on.
+type job struct {
+	msg jetstream.Msg
+	env events.Envelope
+}
+
+// actor serializes one workspace's actions. Guarded by Worker.mu.
+type actor struct {
+	pending []job
+	running *attempt // the action in progress, nil when idle
+	done    attempt  // the last action carried to its end
+}
+
+type attempt struct {
+	status     fsm.Status
+	generation uint64
+	cancel     context.CancelFunc
+}
+
+func (a attempt) is(st fsm.Workspace) bool {
+	return a.status == st.Status && a.generation == st.Generation
+}
+
+// New returns a worker for cfg.
+func New(cfg Config) (*Worker, error) {
+	if cfg.Store == nil || cfg.Provisioner == nil || cfg.Publisher == nil {
+		return nil, errors.New("worker: Store, Provisioner and Publisher are required")
+	}
+	if cfg.Durable == "" {
+		cfg.Durable = "turnstile-worker"
+	}
+	if cfg.AckWait <= 0 {
+		cfg.AckWait = 30 * time.Second
+	}
+	if cfg.Retries <= 0 {
+		cfg.Retries = 3
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	return &Worker{cfg: cfg, log: cfg.Logger, names: cfg.Store.Names(), actors: map[string]*actor{}}, nil
+}
+
+// Open binds the durable consumer on the event subjects and starts acting.
+func (w *Worker) Open(ctx context.Context) error {
+	js := w.cfg.Store.JetStream()
+	cons, err := js.CreateOrUpdateConsumer(ctx, w.names.EventStream(), jetstream.ConsumerConfig{
+		Durable:       w.cfg.Durable,
+		Description:   "Turnstile provisioner worker",
+		FilterSubject: w.names.Events(),
+		AckPolicy:     jetstream.AckExplicitPolicy,
+		AckWait:       w.cfg.AckWait,
+		MaxAckPending: 20000,
+		MaxDeliver:    -1,
+		DeliverPolicy: jetstream.DeliverAllPolicy,
+	})
+	if err != nil {
+		return fmt.Errorf("worker: consumer %s: %w", w.cfg.Durable, err)
+	}
+	it, err := cons.Messages(jetstream.PullMaxMessages(512))
+	if err != nil {
+		return fmt.Errorf("worker: pull: %w", err)
+	}
+	runCtx, cancel := context.WithCancel(context.Background())
+	w.cancel, w.iter = cancel, it
+	w.wg.Go(func() { w.pull(runCtx) })
+	return nil
+}
+
+// Close stops taking events and abandons running actions; their events are
+// not acknowledged, so the next worker redoes them.
+func (w *Worker) Close() error {
+	if w.cancel == nil {
+		return nil
+	}
+	w.iter.Stop()
+	w.cancel()
+	w.wg.Wait()
+	w.cancel = nil
+	return nil
+}
+
+func (w *Worker) pull(ctx context.Context) {
+	codec := w.cfg.Store.Codec()
+	for {
+		m, err := w.iter.Next()
+		if err != nil {
+			if errors.Is(err, jetstream.ErrMsgIteratorClosed) || ctx.Err() != nil {
+				return
+			}
+			w.log.Warn("worker: pull", "err", err)
+			continue
+		}
+		env, err := codec.Decode(m.Data())
+		if err != nil {
+			// Not ours to fix; the audit reports it. Never block the log on it.
+			w.log.Error("worker: undecodable event; skipping", "subject", m.Subject(), "err", err)
+			_ = m.Term()
+			continue
+		}
+		w.dispatch(ctx, job{msg: m, env: env})
+	}
+}
+
+// dispatch queues j behind its workspace's other events and cancels the
+// running action if j supersedes it.
+func (w *Worker) dispatch(ctx context.Context, j job) {
+	ws := j.env.Workspace
+	w.mu.Lock()
+	a, ok := w.actors[ws]
+	if !ok {
+		a = &actor{}
+		w.actors[ws] = a
+	}
+	a.pending = append(a.pending, j)
+	if a.running != nil && !a.running.is(j.env.State) {
+		w.log.Info("worker: cancelling superseded action", "workspace", ws,
+			"action_generation", a.running.generation, "new_state", j.env.State.Status, "new_generation", j.env.State.Generation)
+		a.running.cancel()
+	}
+	w.mu.Unlock()
+	if !ok {
+		w.wg.Go(func() { w.run(ctx, ws, a) })
+	}
+}
+
+// run works through one workspace's events until none are left. Only the
+// newest pending event matters: each carries the whole state.
+func (w *Worker) run(ctx context.Context, ws string, a *actor) {
+	for {
+		w.mu.Lock()
+		if len(a.pending) == 0 || ctx.Err() != nil {
+			delete(w.actors, ws)
+			w.mu.Unlock()
+			return
+		}
+		jobs := a.pending
+		a.pending = nil
+		latest := jobs[len(jobs)-1]
+		st := latest.env.State
+		act := st.Status.InFlight() && !a.done.is(st)
+		var actx context.Context
+		if act {
+			var cancel context.CancelFunc
+			actx, cancel = context.WithCancel(ctx)
+			a.running = &attempt{status: st.Status, generation: st.Generation, cancel: cancel}
+		}
+		w.mu.Unlock()
+
+		for _, j := range jobs[:len(jobs)-1] {
+			_ = j.msg.Ack() // superseded by latest
+		}
+		if !act {
+			_ = latest.msg.Ack()
+			continue
+		}
+		finished := w.act(ctx, actx, latest)
+		w.mu.Lock()
+		a.running.cancel()
+		if finished {
+			a.done = *a.running
+		}
+		a.running = nil
+		w.mu.Unlock()
+	}
+}
+
+// act carries out the action j's state asks for and reports it. It returns
+// true when the action reached an end (reported, or found superseded), and
+// acks j then; on shutdown it leaves j unacked for redelivery.
+func (w *Worker) act(ctx, actx context.Context, j job) bool {
+	st := j.env.State
+	log := w.log.With("workspace", st.ID, "generation", st.Generation, "state", st.Status)
+
+	// After a crash, or when this worker lags, the event may be old news.
+	head, err := w.load(actx, st.ID)
+	if err != nil {
+		return w.abandoned(ctx, j)
+	}
+	if head.State.Generation != st.Generation || head.State.Status != st.Status {
+		log.Debug("worker: event superseded before acting", "now", head.State.Status, "now_generation", head.State.Generation)
+		_ = j.msg.Ack()
+		return true
+	}
+
+	stopBeat := w.heartbeat(actx, j.msg)
+	defer stopBeat()
+	start := time.Now()
+	kind, cmd, err := w.do(actx, st)
+	result := "succeeded"
+	switch {
+	case actx.Err() != nil:
+		w.cfg.Metrics.action(kind, "abandoned", time.Since(start).Seconds())
+		log.Info("worker: action abandoned", "action", kind, "why", context.Cause(actx))
+		return w.abandoned(ctx, j)
+	case provisioner.CodeOf(err) == provisioner.CodeSuperseded:
+		w.cfg.Metrics.action(kind, "superseded", time.Since(start).Seconds())
+		log.Info("worker: action superseded by a newer container", "action", kind, "reason", provisioner.ReasonOf(err))
+		_ = j.msg.Ack()
+		return true
+	case err != nil:
+		result = "failed"
+		log.Warn("worker: action failed", "action", kind, "reason", cmd.Reason)
+	}
+	w.cfg.Metrics.action(kind, result, time.Since(start).Seconds())
+	if err := report(actx, w.cfg.Store, w.cfg.Publisher, w.log, cmd); err != nil {
+		if actx.Err() != nil {
+			return w.abandoned(ctx, j)
+		}
+		log.Error("worker: report refused", "command", cmd.ID, "err", err)
+	}
+	_ = j.msg.Ack()
+	return true
+}
+
+// abandoned acks an action that a newer event superseded (that event's
+// action takes over), and leaves it unacked when the worker stops.
+func (w *Worker) abandoned(ctx context.Context, j job) bool {
+	if ctx.Err() != nil {
+		return false
+	}
+	_ = j.msg.Ack()
+	return false
+}
+
+// do runs one action, retrying transient failures, and returns the report.
+func (w *Worker) do(ctx context.Context, st fsm.Workspace) (string, fsm.Command, error) {
+	p := w.cfg.Provisioner
+	var kind string
+	var ok, fail fsm.CommandType
+	var run func() (string, error)
+	switch st.Status {
+	case fsm.Provisioning:
+		kind, ok, fail = "provision", fsm.ProvisionSucceeded, fsm.ProvisionFailed
+		run = func() (string, error) {
+			res, err := p.Provision(ctx, provisioner.Request{Workspace: st.ID, Generation: st.Generation, Spec: st.Spec})
+			return res.ContainerID, err
+		}
+	case fsm.Stopping:
+		kind, ok, fail = "stop", fsm.StopSucceeded, fsm.StopFailed
+		run = func() (string, error) { return "", p.Stop(ctx, st.ID, st.Generation) }
+	case fsm.Deleting:
+		kind, ok, fail = "delete", fsm.DeleteSucceeded, fsm.DeleteFailed
+		run = func() (string, error) { return "", p.Delete(ctx, st.ID, st.Generation) }
+	default:
+		return "none", fsm.Command{}, fmt.Errorf("worker: nothing to do in %s", st.Status)
+	}
+	var err error
+	var container string
+	for attempt := 0; ; attempt++ {
+		container, err = run()
+		code := provisioner.CodeOf(err)
+		if err == nil || code.Permanent() || code == provisioner.CodeCanceled || ctx.Err() != nil ||
+			code != provisioner.CodeEngine || attempt+1 >= w.cfg.Retries {
+			break
+		}
+		w.log.Warn("worker: transient failure; retrying", "workspace", st.ID, "generation", st.Generation, "action", kind, "err", err)
+		if sleep(ctx, backoff(attempt+2)) != nil {
+			break
+		}
+	}
+	cmd := fsm.Command{ID: reportID(kind, st.ID, st.Generation), Workspace: st.ID, Generation: st.Generation, Actor: "worker"}
+	if err != nil {
+		cmd.Type, cmd.Reason = fail, truncate(provisioner.ReasonOf(err), fsm.MaxReasonLen)
+		return kind, cmd, err
+	}
+	cmd.Type = ok
+	if ok == fsm.ProvisionSucceeded {
+		cmd.ContainerID = truncate(container, 128)
+	}
+	return kind, cmd, nil
+}
+
+func (w *Worker) load(ctx context.Context, id string) (events.Head, error) {
+	for attempt := 0; ; attempt++ {
+		h, err := w.cfg.Store.Load(ctx, id)
+		if err == nil || ctx.Err() != nil {
+			return h, err
+		}
+		w.log.Warn("worker: load", "workspace", id, "err", err)
+		if err := sleep(ctx, backoff(attempt)); err != nil {
+			return h, err
+		}
+	}
+}
+
+// heartbeat tells the server an action is still in progress, so a long
+// provision is not redelivered to another worker mid-way.
+func (w *Worker) heartbeat(ctx context.Context, m jetstream.Msg) (stop func()) {
+	ctx, cancel := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		t := time.NewTicker(w.cfg.AckWait / 3)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+				_ = m.InProgress()
+			}
+		}
+	})
+	return func() { cancel(); wg.Wait() }
+}
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n]
+}

@@ -1,0 +1,262 @@
+package worker_test
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+
+	"github.com/turnstile-dev/turnstile/client"
+	"github.com/turnstile-dev/turnstile/events"
+	"github.com/turnstile-dev/turnstile/fsm"
+	"github.com/turnstile-dev/turnstile/internal/testenv"
+	"github.com/turnstile-dev/turnstile/provisioner"
+	"github.com/turnstile-dev/turnstile/provisioner/sim"
+	"github.com/turnstile-dev/turnstile/provisioner/worker"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+// rig is a core plus the provisioning side on a provisioner.
+type rig struct {
+	core *testenv.Core
+	cl   *client.Client
+	prov provisioner.Provisioner
+	w    *worker.Worker
+	sup  *worker.Supervisor
+	wat  *worker.Watcher
+}
+
+type rigOptions struct {
+	deadlines map[fsm.Status]time.Duration
+	noWatcher bool
+}
+
+func newRig(t *testing.T, prov provisioner.Provisioner, o rigOptions) *rig {
+	t.Helper()
+	r := &rig{core: testenv.StartCore(t, testenv.CoreOptions{}), prov: prov}
+	r.cl = r.core.Client(t, "test")
+	r.w = r.startWorker(t)
+	pub := r.core.Client(t, "supervisor")
+	sup, err := worker.NewSupervisor(worker.SupervisorConfig{Store: r.core.Store, Provisioner: prov, Publisher: pub,
+		Deadlines: o.deadlines, SweepEvery: 20 * time.Millisecond, ReconcileEvery: time.Hour, Logger: testenv.Logger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := sup.Open(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = sup.Close() })
+	r.sup = sup
+	if !o.noWatcher {
+		wat, err := worker.NewWatcher(worker.WatcherConfig{Store: r.core.Store, Provisioner: prov, Publisher: pub, Logger: testenv.Logger(t)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := wat.Open(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = wat.Close() })
+		r.wat = wat
+	}
+	return r
+}
+
+func (r *rig) startWorker(t *testing.T) *worker.Worker {
+	t.Helper()
+	w, err := worker.New(worker.Config{Store: r.core.Store, Provisioner: r.prov, Publisher: r.core.Client(t, "worker"),
+		Logger: testenv.Logger(t), AckWait: 3 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Open(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = w.Close() })
+	return w
+}
+
+func (r *rig) send(t *testing.T, cmd fsm.Command) events.OutcomeRecord {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	o, err := r.cl.Send(ctx, cmd)
+	if err != nil {
+		t.Fatalf("%s %s: %v", cmd.Type, cmd.Workspace, err)
+	}
+	return o
+}
+
+// wait blocks until id is in status want (at generation gen, if not 0).
+func (r *rig) wait(t *testing.T, id string, want fsm.Status, gen uint64, timeout time.Duration) fsm.Workspace {
+	t.Helper()
+	var st fsm.Workspace
+	testenv.Eventually(t, timeout, fmt.Sprintf("%s to be %s (gen %d)", id, want, gen), func() bool {
+		h, err := r.core.Store.Load(context.Background(), id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		st = h.State
+		return st.Status == want && (gen == 0 || st.Generation == gen)
+	})
+	return st
+}
+
+func newSim(t *testing.T, minLat, maxLat time.Duration) *sim.Provisioner {
+	t.Helper()
+	p, err := sim.New(sim.Config{Installation: "test", DefaultImage: "agent", MinLatency: minLat, MaxLatency: maxLat, Seed: 1, Logger: testenv.Logger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func instances(t *testing.T, p provisioner.Provisioner) []provisioner.Instance {
+	t.Helper()
+	list, err := p.List(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return list
+}
+
+func TestWorkerLifecycleOnSim(t *testing.T) {
+	p := newSim(t, 0, 5*time.Millisecond)
+	r := newRig(t, p, rigOptions{})
+	r.send(t, fsm.Command{Type: fsm.Create, Workspace: "life"})
+	st := r.wait(t, "life", fsm.Running, 1, 10*time.Second)
+	inst, err := p.Inspect(context.Background(), "life")
+	if err != nil || st.ContainerID == "" || inst.ContainerID != st.ContainerID || !inst.Running {
+		t.Fatalf("running state %+v, container %+v, %v", st, inst, err)
+	}
+	r.send(t, fsm.Command{Type: fsm.Stop, Workspace: "life"})
+	r.wait(t, "life", fsm.Stopped, 2, 10*time.Second)
+	if inst, err := p.Inspect(context.Background(), "life"); err == nil && inst.Running {
+		t.Fatalf("stopped workspace's container runs: %+v", inst)
+	}
+	r.send(t, fsm.Command{Type: fsm.Start, Workspace: "life"})
+	r.wait(t, "life", fsm.Running, 3, 10*time.Second)
+	r.send(t, fsm.Command{Type: fsm.Delete, Workspace: "life"})
+	r.wait(t, "life", fsm.Deleted, 4, 10*time.Second)
+	if list := instances(t, p); len(list) != 0 {
+		t.Fatalf("containers left after delete: %+v", list)
+	}
+	if p.Host().VolumeExists("life") {
+		t.Fatal("volume left after delete")
+	}
+}
+
+// A slow provision of generation 1 is overtaken by a stop (generation 2):
+// the provision is cancelled before the stop runs, and no container is left
+// running.
+func TestSlowProvisionOvertakenByStop(t *testing.T) {
+	p := newSim(t, 0, time.Millisecond)
+	r := newRig(t, p, rigOptions{})
+	r.send(t, fsm.Command{Type: fsm.Create, Workspace: "slow", Spec: &fsm.Spec{Env: map[string]string{"AGENT_START_DELAY": "1h"}}})
+	testenv.Eventually(t, 10*time.Second, "the container of generation 1 to exist", func() bool {
+		_, err := p.Inspect(context.Background(), "slow")
+		return err == nil
+	})
+	if o := r.send(t, fsm.Command{Type: fsm.Stop, Workspace: "slow"}); o.Outcome != fsm.Accepted || o.Generation != 2 {
+		t.Fatalf("stop during provisioning: %+v", o)
+	}
+	r.wait(t, "slow", fsm.Stopped, 2, 10*time.Second)
+	for _, inst := range instances(t, p) {
+		if inst.Running {
+			t.Fatalf("container left running after stop: %+v", inst)
+		}
+	}
+}
+
+// A worker stopped in the middle of provisioning leaves the event unacked;
+// the next worker redoes the action and the workspace runs with exactly one
+// container.
+func TestWorkerCrashMidProvision(t *testing.T) {
+	p := newSim(t, 0, time.Millisecond)
+	r := newRig(t, p, rigOptions{})
+	r.send(t, fsm.Command{Type: fsm.Create, Workspace: "crash", Spec: &fsm.Spec{Env: map[string]string{"AGENT_START_DELAY": "300ms"}}})
+	testenv.Eventually(t, 10*time.Second, "provisioning to begin", func() bool {
+		_, err := p.Inspect(context.Background(), "crash")
+		return err == nil
+	})
+	if err := r.w.Close(); err != nil { // the crash: the action is abandoned unacked
+		t.Fatal(err)
+	}
+	if h, _ := r.core.Store.Load(context.Background(), "crash"); h.State.Status != fsm.Provisioning {
+		t.Fatalf("after the crash: %+v", h.State)
+	}
+	r.startWorker(t)
+	st := r.wait(t, "crash", fsm.Running, 1, 30*time.Second)
+	list := instances(t, p)
+	if len(list) != 1 || list[0].ContainerID != st.ContainerID {
+		t.Fatalf("containers after recovery: %+v (state %+v)", list, st)
+	}
+}
+
+func TestDeadlineExceeded(t *testing.T) {
+	p := newSim(t, 0, time.Millisecond)
+	r := newRig(t, p, rigOptions{deadlines: map[fsm.Status]time.Duration{fsm.Provisioning: 300 * time.Millisecond}})
+	r.send(t, fsm.Command{Type: fsm.Create, Workspace: "late", Spec: &fsm.Spec{Env: map[string]string{"AGENT_START_DELAY": "1h"}}})
+	st := r.wait(t, "late", fsm.Failed, 1, 10*time.Second)
+	if !strings.Contains(st.LastError, "provisioning deadline of 300ms exceeded") {
+		t.Fatalf("reason: %q", st.LastError)
+	}
+	// The abandoned attempt's container is stopped by the next command.
+	r.send(t, fsm.Command{Type: fsm.Stop, Workspace: "late"})
+	r.wait(t, "late", fsm.Stopped, 2, 10*time.Second)
+	for _, inst := range instances(t, p) {
+		if inst.Running {
+			t.Fatalf("container left running: %+v", inst)
+		}
+	}
+}
+
+// A container killed from outside becomes failed with the exit code; a
+// restart brings the workspace back.
+func TestContainerKilledFromOutside(t *testing.T) {
+	p := newSim(t, 0, time.Millisecond)
+	r := newRig(t, p, rigOptions{})
+	r.send(t, fsm.Command{Type: fsm.Create, Workspace: "killed"})
+	r.wait(t, "killed", fsm.Running, 1, 10*time.Second)
+	if err := p.Host().Remove("killed"); err != nil { // docker rm -f
+		t.Fatal(err)
+	}
+	st := r.wait(t, "killed", fsm.Failed, 1, 10*time.Second)
+	if !strings.HasPrefix(st.LastError, "container exited") {
+		t.Fatalf("reason: %q", st.LastError)
+	}
+	r.send(t, fsm.Command{Type: fsm.Restart, Workspace: "killed"})
+	r.wait(t, "killed", fsm.Running, 2, 10*time.Second)
+}
+
+// Without a watcher, the reconciler finds a running workspace whose
+// container vanished, and removes containers nobody owns any more.
+func TestReconciler(t *testing.T) {
+	p := newSim(t, 0, time.Millisecond)
+	r := newRig(t, p, rigOptions{noWatcher: true})
+	r.send(t, fsm.Command{Type: fsm.Create, Workspace: "vanish"})
+	r.wait(t, "vanish", fsm.Running, 1, 10*time.Second)
+	testenv.Eventually(t, 10*time.Second, "the supervisor to see it running", func() bool {
+		s, g := r.sup.State("vanish")
+		return s == fsm.Running && g == 1
+	})
+	if err := p.Host().Remove("vanish"); err != nil {
+		t.Fatal(err)
+	}
+	// An orphan: a container of this installation for a workspace that has
+	// no history.
+	if _, err := p.Provision(context.Background(), provisioner.Request{Workspace: "orphan", Generation: 3}); err != nil {
+		t.Fatal(err)
+	}
+	r.sup.Reconcile(context.Background())
+	st := r.wait(t, "vanish", fsm.Failed, 1, 10*time.Second)
+	if !strings.Contains(st.LastError, "is gone") {
+		t.Fatalf("reason: %q", st.LastError)
+	}
+	if _, err := p.Inspect(context.Background(), "orphan"); err == nil {
+		t.Fatal("orphan container survived reconciliation")
+	}
+}
