@@ -172,6 +172,11 @@ func (c *Client) Send(ctx context.Context, cmd fsm.Command) (events.OutcomeRecor
 
 // Outcome returns a command's stored outcome, waiting for it until ctx ends.
 func (c *Client) Outcome(ctx context.Context, commandID string) (events.OutcomeRecord, error) {
+	// An id that cannot have an outcome would otherwise be polled until
+	// ctx ends and reported as ErrNoOutcome.
+	if err := fsm.ValidateCommandID(commandID); err != nil {
+		return events.OutcomeRecord{}, fsm.Invalid("", "%v", err)
+	}
 	return c.await(ctx, commandID, nil, true)
 }
 

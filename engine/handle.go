@@ -33,8 +33,9 @@ func (e *Engine) handle(ctx context.Context, m jetstream.Msg) {
 		e.refuse(ctx, m, md, ws, cmd, err)
 		return
 	}
-	if md.NumDelivered > 1 {
-		// A redelivery: if the outcome is stored, the command is done.
+	if md.NumDelivered > 1 || m.Headers().Get(jetstream.MsgIDHeader) == "" {
+		// A redelivery, or a message the stream could not dedupe (no
+		// Nats-Msg-Id): if the outcome is stored, the command is done.
 		if o, ok, err := e.store.Outcome(ctx, cmd.ID); err == nil && ok {
 			e.finish(m, o, md)
 			return
@@ -118,9 +119,11 @@ func (e *Engine) refuse(ctx context.Context, m jetstream.Msg, md *jetstream.MsgM
 	if !errors.As(err, &rej) {
 		rej = fsm.Invalid(cmd.Type, "%v", err)
 	}
-	id := cmd.ID
+	// The Nats-Msg-Id, the key the stream dedupes on, comes first: a body
+	// naming another command's id must not take that command's outcome.
+	id := m.Headers().Get(jetstream.MsgIDHeader)
 	if fsm.ValidateCommandID(id) != nil {
-		id = m.Headers().Get(jetstream.MsgIDHeader)
+		id = cmd.ID
 	}
 	if fsm.ValidateCommandID(id) != nil {
 		id = fmt.Sprintf("invalid-%d", md.Sequence.Stream)

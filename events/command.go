@@ -49,13 +49,20 @@ func DecodeCommand(b []byte, subjectWorkspace string) (fsm.Command, error) {
 			return c, fsm.Invalid(c.Type, "command is malformed: %v", err)
 		}
 	}
-	if dec.More() {
+	// Not dec.More(): it reports false for a trailing ']' or '}'.
+	if rest := bytes.TrimLeft(b[dec.InputOffset():], " \t\r\n"); len(rest) > 0 {
 		return c, fsm.Invalid(c.Type, "command has trailing data after the JSON object")
 	}
 	if subjectWorkspace != "" && c.Workspace != subjectWorkspace {
 		return c, fsm.Invalid(c.Type, "command names workspace %q but was published for %q", c.Workspace, subjectWorkspace)
 	}
-	if err := c.Validate(); err != nil {
+	// EncodeCommand validates and bounds the re-encoded size, which can be
+	// up to six times b's (json.Marshal writes '<' as \u003c): whatever is
+	// accepted here must fit an event envelope, which holds the spec twice.
+	if _, err := EncodeCommand(c); err != nil {
+		if fsm.RejectionCode(err) == "" {
+			err = fsm.Invalid(c.Type, "%v", err)
+		}
 		return c, err
 	}
 	return c, nil

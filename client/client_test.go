@@ -1,0 +1,183 @@
+package client_test
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/turnstile-dev/turnstile/client"
+	"github.com/turnstile-dev/turnstile/engine"
+	"github.com/turnstile-dev/turnstile/events"
+	"github.com/turnstile-dev/turnstile/fsm"
+	"github.com/turnstile-dev/turnstile/internal/testenv"
+)
+
+func commandCount(t *testing.T, core *testenv.Core) uint64 {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	st, err := core.JS.Stream(ctx, events.NewNames("").CommandStream())
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := st.Info(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return info.State.Msgs
+}
+
+func sameOutcome(a, b events.OutcomeRecord) bool {
+	return a.CommandID == b.CommandID && a.Workspace == b.Workspace && a.CommandType == b.CommandType &&
+		a.Outcome == b.Outcome && a.EventSeq == b.EventSeq && a.Generation == b.Generation && a.State == b.State &&
+		a.DecidedAt.Equal(b.DecidedAt) && (a.Rejection == nil) == (b.Rejection == nil)
+}
+
+func TestSend(t *testing.T) {
+	core := testenv.StartCore(t, testenv.CoreOptions{})
+	cl := core.Client(t, "alice")
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+
+	t.Run("Accepted", func(t *testing.T) {
+		o, err := cl.Send(ctx, fsm.Command{Type: fsm.Create, Workspace: "ws-1"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if o.Outcome != fsm.Accepted || o.Workspace != "ws-1" || o.CommandType != fsm.Create || o.Actor != "alice" ||
+			o.EventSeq != 1 || o.Generation != 1 || o.State != fsm.Provisioning || fsm.ValidateCommandID(o.CommandID) != nil {
+			t.Fatalf("outcome: %+v", o)
+		}
+	})
+	t.Run("RejectedIsAnOutcome", func(t *testing.T) {
+		o, err := cl.Send(ctx, fsm.Command{ID: "stop-missing", Type: fsm.Stop, Workspace: "missing"})
+		if err != nil {
+			t.Fatalf("a refusal is not an error: %v", err)
+		}
+		if o.CommandID != "stop-missing" || o.Outcome != fsm.Rejected || o.Rejection == nil || o.Rejection.Code != fsm.CodeNotFound {
+			t.Fatalf("outcome: %+v", o)
+		}
+	})
+	t.Run("InvalidIsAnError", func(t *testing.T) {
+		before := commandCount(t, core)
+		_, err := cl.Send(ctx, fsm.Command{Type: fsm.Create, Workspace: "Not.Valid"})
+		if fsm.RejectionCode(err) != fsm.CodeInvalid {
+			t.Fatalf("Send: %v, want an invalid rejection", err)
+		}
+		if after := commandCount(t, core); after != before {
+			t.Fatalf("an invalid command was published: %d commands, then %d", before, after)
+		}
+	})
+}
+
+// The second Send of a command id is deduped by the stream and answered
+// from the stored outcome: with the engine gone, nothing else could answer.
+func TestSendSameIDTwice(t *testing.T) {
+	core := testenv.StartCore(t, testenv.CoreOptions{})
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	cmd := fsm.Command{ID: "create-twice", Type: fsm.Create, Workspace: "twice"}
+	first, err := core.Client(t, "a").Send(ctx, cmd)
+	if err != nil || first.Outcome != fsm.Accepted {
+		t.Fatalf("first send: %+v, %v", first, err)
+	}
+	for _, e := range core.Engines {
+		if err := e.Close(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	second, err := core.Client(t, "b").Send(ctx, cmd)
+	if err != nil {
+		t.Fatalf("second send: %v", err)
+	}
+	if !sameOutcome(first, second) {
+		t.Fatalf("outcomes differ:\n%+v\n%+v", first, second)
+	}
+	if n := commandCount(t, core); n != 1 {
+		t.Fatalf("%d commands stored for one command id", n)
+	}
+}
+
+// With no engine, Send gives up with ErrNoOutcome when its context ends;
+// the command stays published, and its outcome can be learnt later.
+func TestSendNoEngine(t *testing.T) {
+	n := testenv.StartNATS(t, testenv.NATSOptions{})
+	nc, js := n.Connect(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	names := events.NewNames("")
+	if err := events.EnsureStreams(ctx, js, names, events.StreamOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	cl, err := client.New(ctx, nc, client.Options{PollInterval: 20 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cl.Close() })
+	cmd := fsm.Command{ID: "create-later", Type: fsm.Create, Workspace: "later"}
+
+	short, cancelShort := context.WithTimeout(ctx, 200*time.Millisecond)
+	_, err = cl.Send(short, cmd)
+	cancelShort()
+	if !errors.Is(err, client.ErrNoOutcome) || !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("Send without an engine: %v, want ErrNoOutcome", err)
+	}
+
+	store, err := events.OpenStore(ctx, js, names, events.Codec{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e, err := engine.New(engine.Config{Store: store, Logger: testenv.Logger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := e.Open(ctx); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = e.Close() })
+	o, err := cl.Outcome(ctx, cmd.ID)
+	if err != nil || o.Outcome != fsm.Accepted || o.CommandID != cmd.ID {
+		t.Fatalf("outcome once an engine runs: %+v, %v", o, err)
+	}
+	again, err := cl.Send(ctx, cmd)
+	if err != nil || !sameOutcome(o, again) {
+		t.Fatalf("resend: %+v, %v; want %+v", again, err, o)
+	}
+}
+
+func TestOutcome(t *testing.T) {
+	core := testenv.StartCore(t, testenv.CoreOptions{})
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	sent, err := core.Client(t, "a").Send(ctx, fsm.Command{ID: "create-o", Type: fsm.Create, Workspace: "o"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	other := core.Client(t, "b")
+
+	t.Run("OK", func(t *testing.T) {
+		o, err := other.Outcome(ctx, "create-o")
+		if err != nil || !sameOutcome(sent, o) {
+			t.Fatalf("Outcome: %+v, %v; want %+v", o, err, sent)
+		}
+	})
+	t.Run("ErrNoOutcome", func(t *testing.T) {
+		short, cancelShort := context.WithTimeout(ctx, 300*time.Millisecond)
+		defer cancelShort()
+		if _, err := other.Outcome(short, "never-sent"); !errors.Is(err, client.ErrNoOutcome) {
+			t.Fatalf("Outcome of an unknown command: %v, want ErrNoOutcome", err)
+		}
+	})
+	t.Run("InvalidID", func(t *testing.T) {
+		// Refused at once, not polled until the context ends.
+		start := time.Now()
+		_, err := other.Outcome(ctx, "not a command id")
+		if fsm.RejectionCode(err) != fsm.CodeInvalid || errors.Is(err, client.ErrNoOutcome) {
+			t.Fatalf("Outcome of an invalid id: %v, want an invalid rejection", err)
+		}
+		if ctx.Err() != nil {
+			t.Fatalf("Outcome of an invalid id waited %v for the context", time.Since(start))
+		}
+	})
+}
