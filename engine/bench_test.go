@@ -38,7 +38,7 @@ func BenchmarkEndToEnd(b *testing.B) {
 		b.Run(d.name, func(b *testing.B) {
 			metrics := engine.NewMetrics(prometheus.NewRegistry())
 			core := testenv.StartCore(b, testenv.CoreOptions{NATS: testenv.NATSOptions{SyncAlways: d.sync},
-				Engine: engine.Config{Metrics: metrics, Committers: benchCommitters(), MaxBatch: benchBatch(), Commit: engine.CommitMode(os.Getenv("BENCH_COMMIT"))}})
+				Engine: engine.Config{Metrics: metrics, Committers: benchCommitters(), MaxBatch: benchBatch()}})
 			const workspaces, inflight = 1000, 512
 			clients := make([]*client.Client, 8)
 			for i := range clients {

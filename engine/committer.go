@@ -2,6 +2,7 @@ package engine
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 
@@ -24,7 +25,10 @@ type commitReq struct {
 type commitRes struct {
 	eventSeq  uint64 // stream sequence of the event
 	duplicate bool
-	err       error
+	// existing is the command's earlier outcome when it had one; nothing
+	// was written then.
+	existing *events.OutcomeRecord
+	err      error
 }
 
 // committer writes the events and outcomes of many workspaces' commands in
@@ -32,15 +36,14 @@ type commitRes struct {
 // all of them. A workspace has at most one command in flight, so a batch
 // never holds two appends to one subject.
 type committer struct {
-	mode     CommitMode
 	maxBatch int
 	log      *slog.Logger
 	metrics  *Metrics
 	reqs     chan *commitReq
 }
 
-func newCommitter(mode CommitMode, maxBatch int, log *slog.Logger, m *Metrics) *committer {
-	return &committer{mode: mode, maxBatch: maxBatch, log: log, metrics: m, reqs: make(chan *commitReq, 4*maxBatch)}
+func newCommitter(maxBatch int, log *slog.Logger, m *Metrics) *committer {
+	return &committer{maxBatch: maxBatch, log: log, metrics: m, reqs: make(chan *commitReq, 4*maxBatch)}
 }
 
 // submit queues r and waits for its result.
@@ -88,12 +91,6 @@ func (c *committer) write(ctx context.Context, store *events.Store, batch []*com
 	if c.metrics != nil {
 		c.metrics.Batches.Observe(float64(len(batch)))
 	}
-	if len(batch) > 1 && c.mode == CommitPipelined {
-		for i, res := range c.pipelined(ctx, store, batch) {
-			batch[i].done <- res
-		}
-		return
-	}
 	if len(batch) > 1 {
 		res, err := c.atomic(ctx, store, batch)
 		if err == nil {
@@ -125,7 +122,7 @@ func (c *committer) atomic(ctx context.Context, store *events.Store, batch []*co
 			if err != nil {
 				return nil, err
 			}
-			m.Header.Set(expectedLastSubjectSeqHeader, fmt.Sprint(r.expected))
+			m.Header.Set(jetstream.ExpectedLastSubjSeqHeader, fmt.Sprint(r.expected))
 			eventAt[i] = len(msgs)
 			msgs = append(msgs, m)
 		}
@@ -152,81 +149,17 @@ func (c *committer) atomic(ctx context.Context, store *events.Store, batch []*co
 	return res, nil
 }
 
-// pipelined writes the batch's events without waiting for each ack, then
-// the outcomes of those that landed: two round trips for the whole batch.
-// Not atomic: a crash between the two leaves events without outcomes, which
-// the redelivered commands then write (see Engine.decideAndCommit).
-func (c *committer) pipelined(ctx context.Context, store *events.Store, batch []*commitReq) []commitRes {
-	js := store.JetStream()
-	res := make([]commitRes, len(batch))
-	acks := make([]jetstream.PubAckFuture, len(batch))
-	for i, r := range batch {
-		if r.env == nil {
-			continue
-		}
-		m, err := store.EventMsg(*r.env)
-		if err == nil {
-			acks[i], err = js.PublishMsgAsync(m, jetstream.WithExpectLastSequencePerSubject(r.expected))
-		}
-		if err != nil {
-			res[i].err = err
-		}
-	}
-	for i, a := range acks {
-		if a == nil {
-			continue
-		}
-		select {
-		case ack := <-a.Ok():
-			res[i].eventSeq, res[i].duplicate = ack.Sequence, ack.Duplicate
-		case err := <-a.Err():
-			// A conflict, or a retry of our own landed append: the single
-			// path sorts out which.
-			if !events.IsWrongLastSequence(err) {
-				res[i].err = err
-				break
-			}
-			ar, err := store.ResolveConflict(batch[i].ctx, *batch[i].env)
-			res[i] = commitRes{eventSeq: ar.StreamSeq, duplicate: ar.Duplicate, err: err}
-		case <-ctx.Done():
-			res[i].err = ctx.Err()
-		}
-	}
-	outs := make([]jetstream.PubAckFuture, len(batch))
-	for i, r := range batch {
-		if res[i].err != nil {
-			continue
-		}
-		m, err := store.OutcomeMsg(r.outcome)
-		if err == nil {
-			outs[i], err = js.PublishMsgAsync(m)
-		}
-		if err != nil {
-			res[i].err = err
-		}
-	}
-	for i, a := range outs {
-		if a == nil {
-			continue
-		}
-		select {
-		case <-a.Ok():
-		case err := <-a.Err():
-			res[i].err = err
-		case <-ctx.Done():
-			res[i].err = ctx.Err()
-		}
-	}
-	return res
-}
-
-const expectedLastSubjectSeqHeader = "Nats-Expected-Last-Subject-Sequence"
-
 // single appends the event (compare-and-set), then stores the outcome. If
 // the second write fails the command is retried; the redelivery finds its
-// own event at the head and only writes the outcome.
+// own event at the head and only writes the outcome. A command id that
+// already has an outcome writes nothing and gets that outcome.
 func (c *committer) single(store *events.Store, r *commitReq) commitRes {
 	var res commitRes
+	if o, ok, err := store.Outcome(r.ctx, r.outcome.CommandID); err != nil {
+		return commitRes{err: err}
+	} else if ok {
+		return commitRes{existing: &o}
+	}
 	if r.env != nil {
 		ar, err := store.Append(r.ctx, *r.env, r.expected)
 		if err != nil {
@@ -234,8 +167,16 @@ func (c *committer) single(store *events.Store, r *commitReq) commitRes {
 		}
 		res.eventSeq, res.duplicate = ar.StreamSeq, ar.Duplicate
 	}
-	if _, err := store.PublishOutcome(r.ctx, r.outcome); err != nil {
-		res.err = err
+	_, err := store.PublishOutcome(r.ctx, r.outcome)
+	if errors.Is(err, events.ErrOutcomeExists) {
+		// Another engine, or our own earlier try, got there first.
+		o, ok, gerr := store.Outcome(r.ctx, r.outcome.CommandID)
+		if gerr == nil && ok {
+			res.existing = &o
+			return res
+		}
+		err = errors.Join(err, gerr)
 	}
+	res.err = err
 	return res
 }

@@ -18,21 +18,6 @@ import (
 // outcome on a core NATS subject, besides the stored one.
 const ReplyHeader = "Turnstile-Reply"
 
-// CommitMode chooses how the events and outcomes of a batch of commands are
-// written.
-type CommitMode string
-
-// Commit modes.
-const (
-	// CommitAtomic writes a batch as one JetStream atomic batch: one
-	// round trip and one fsync, all or nothing. Best with sync_always.
-	CommitAtomic CommitMode = "atomic"
-	// CommitPipelined publishes a batch's events asynchronously, then their
-	// outcomes: cheaper per batch on a single-replica file stream (which
-	// stages every atomic batch in a store of its own), not atomic.
-	CommitPipelined CommitMode = "pipelined"
-)
-
 // Config wires an engine. Store is required; the rest has defaults.
 type Config struct {
 	Store *events.Store
@@ -42,8 +27,6 @@ type Config struct {
 	Parallel int
 	// MaxAckPending bounds commands taken but not yet finished.
 	MaxAckPending int
-	// Commit is the commit mode; "" means CommitAtomic.
-	Commit CommitMode
 	// MaxBatch bounds the commands written in one atomic batch; 1 turns
 	// batching off.
 	MaxBatch int
@@ -72,9 +55,6 @@ func (c *Config) setDefaults() {
 	}
 	if c.MaxAckPending <= 0 {
 		c.MaxAckPending = 8192
-	}
-	if c.Commit == "" {
-		c.Commit = CommitAtomic
 	}
 	if c.MaxBatch <= 0 {
 		c.MaxBatch = 256
@@ -144,7 +124,7 @@ func (e *Engine) Open(ctx context.Context) error {
 	e.cancel, e.iter = cancel, it
 	e.queue = newQueue(e.cfg.MaxAckPending)
 	e.heads = newHeadCache(65536)
-	e.commit = newCommitter(e.cfg.Commit, e.cfg.MaxBatch, e.log, e.cfg.Metrics)
+	e.commit = newCommitter(e.cfg.MaxBatch, e.log, e.cfg.Metrics)
 	for i := range e.cfg.Committers {
 		store := e.store
 		if n := len(e.cfg.CommitStores); n > 0 {
@@ -156,7 +136,7 @@ func (e *Engine) Open(ctx context.Context) error {
 		e.wg.Go(func() { e.work(runCtx) })
 	}
 	e.wg.Go(func() { e.pull(runCtx) })
-	e.log.Info("engine started", "durable", e.cfg.Durable, "parallel", e.cfg.Parallel, "commit", e.cfg.Commit, "max_batch", e.cfg.MaxBatch)
+	e.log.Info("engine started", "durable", e.cfg.Durable, "parallel", e.cfg.Parallel, "max_batch", e.cfg.MaxBatch)
 	return nil
 }
 
@@ -176,15 +156,23 @@ func (e *Engine) Close() error {
 
 // pull reads commands in stream order and queues them per workspace.
 func (e *Engine) pull(ctx context.Context) {
+	failures := 0
 	for {
 		m, err := e.iter.Next()
 		if err != nil {
 			if errors.Is(err, jetstream.ErrMsgIteratorClosed) || ctx.Err() != nil {
 				return
 			}
+			// Missed heartbeats while NATS is away: the iterator recovers by
+			// itself; do not spin meanwhile.
 			e.log.Warn("engine: pull", "err", err)
+			if sleep(ctx, retryDelay(failures)) != nil {
+				return
+			}
+			failures++
 			continue
 		}
+		failures = 0
 		e.queue.push(e.names.WorkspaceOf(m.Subject()), m)
 	}
 }

@@ -9,7 +9,7 @@ import (
 
 func TestLifecycleThroughEngine(t *testing.T) {
 	core := testenv.StartCore(t, testenv.CoreOptions{})
-	startProvisioner(t, core, nil)
+	prov := startProvisioner(t, core, nil)
 	cl := core.Client(t, "alice")
 
 	o := send(t, cl, fsm.Command{Type: fsm.Create, Workspace: "ws-1"})
@@ -39,5 +39,6 @@ func TestLifecycleThroughEngine(t *testing.T) {
 	if !isRejection(o, fsm.CodeNotFound) {
 		t.Fatalf("stop of unknown: %+v", o)
 	}
+	quiesce(t, core, prov)
 	checkLog(t, core)
 }

@@ -101,6 +101,10 @@ func (e *Engine) decideAndCommit(ctx context.Context, cmd fsm.Command, md *jetst
 		e.heads.drop(cmd.Workspace)
 		return events.OutcomeRecord{}, res.err
 	}
+	if res.existing != nil {
+		e.heads.drop(cmd.Workspace)
+		return *res.existing, nil
+	}
 	if req.env != nil && !res.duplicate {
 		env := *req.env
 		env.StreamSeq = res.eventSeq

@@ -68,6 +68,15 @@ func (p *provisioner) stop() {
 	<-p.done
 }
 
+// quiesce stops the provisioner and waits until the engines have handled
+// every command, so that the log can be audited as a whole: a command being
+// written while the audit reads would look like an event without outcome.
+func quiesce(t *testing.T, core *testenv.Core, p *provisioner) {
+	t.Helper()
+	p.stop()
+	testenv.Eventually(t, 30*time.Second, "the engines to handle every command", func() bool { return consumerDone(core) })
+}
+
 // checkLog verifies the whole event stream: every command has exactly one
 // outcome, accepted outcomes and events match one to one, and every
 // workspace's history replays legally. It returns the final states.

@@ -27,7 +27,7 @@ func TestSeedRaceAtScale(t *testing.T) {
 	const n = 500
 	metrics := engine.NewMetrics(prometheus.NewRegistry())
 	core := testenv.StartCore(t, testenv.CoreOptions{Engine: engine.Config{Metrics: metrics}})
-	startProvisioner(t, core, nil)
+	prov := startProvisioner(t, core, nil)
 	a, b := core.Client(t, "client-a"), core.Client(t, "client-b")
 
 	type result struct {
@@ -85,6 +85,7 @@ func TestSeedRaceAtScale(t *testing.T) {
 	for _, r := range results {
 		waitState(t, core, r.ws, fsm.Running, 0)
 	}
+	quiesce(t, core, prov)
 	states, outcomes := checkLog(t, core)
 	for id, st := range states {
 		if st.Status != fsm.Running {
@@ -169,14 +170,8 @@ func consumerDone(core *testenv.Core) bool {
 // 50 workspaces: per-workspace CAS keeps every history legal and nothing is
 // lost or duplicated.
 func TestTwoEnginesSameWorkspaces(t *testing.T) {
-	for _, mode := range []engine.CommitMode{engine.CommitAtomic, engine.CommitPipelined} {
-		t.Run(string(mode), func(t *testing.T) { testTwoEngines(t, mode) })
-	}
-}
-
-func testTwoEngines(t *testing.T, mode engine.CommitMode) {
-	core := testenv.StartCore(t, testenv.CoreOptions{Engines: 2, Engine: engine.Config{Commit: mode}})
-	startProvisioner(t, core, func(w fsm.Workspace) bool { return w.Generation%5 == 0 })
+	core := testenv.StartCore(t, testenv.CoreOptions{Engines: 2})
+	prov := startProvisioner(t, core, func(w fsm.Workspace) bool { return w.Generation%5 == 0 })
 	clients := []*client.Client{}
 	for i := range 4 {
 		clients = append(clients, core.Client(t, fmt.Sprintf("c%d", i)))
@@ -215,6 +210,7 @@ func testTwoEngines(t *testing.T, mode engine.CommitMode) {
 		})
 	}
 	wg.Wait()
+	quiesce(t, core, prov)
 	_, outcomes := checkLog(t, core)
 	for id := range sent {
 		if _, ok := outcomes[id]; !ok {

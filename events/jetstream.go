@@ -205,11 +205,19 @@ func (s *Store) OutcomeMsg(o OutcomeRecord) (*nats.Msg, error) {
 	m.Data = data
 	// Distinct from the event's id: both live in one stream's dedupe table.
 	m.Header.Set(jetstream.MsgIDHeader, "out:"+o.CommandID)
+	// A command has one outcome, ever: the outcome subject must be empty.
+	// This outlives the dedupe window, so a command id reused much later
+	// cannot get a second outcome (or, in an atomic batch, a second event).
+	m.Header.Set(jetstream.ExpectedLastSubjSeqHeader, "0")
 	return m, nil
 }
 
-// PublishOutcome stores a command's outcome. Publishing the same command's
-// outcome twice stores it once.
+// ErrOutcomeExists means the command already has a stored outcome; read it
+// with Outcome.
+var ErrOutcomeExists = errors.New("the command already has an outcome")
+
+// PublishOutcome stores a command's outcome. It returns ErrOutcomeExists if
+// the command has one already (including our own earlier try).
 func (s *Store) PublishOutcome(ctx context.Context, o OutcomeRecord) (uint64, error) {
 	m, err := s.OutcomeMsg(o)
 	if err != nil {
@@ -219,6 +227,9 @@ func (s *Store) PublishOutcome(ctx context.Context, o OutcomeRecord) (uint64, er
 		ack, err := s.js.PublishMsg(ctx, m)
 		if err == nil {
 			return ack.Sequence, nil
+		}
+		if IsWrongLastSequence(err) {
+			return 0, ErrOutcomeExists
 		}
 		if !IsRetryable(err) || attempt >= 8 || ctx.Err() != nil {
 			return 0, fmt.Errorf("publish outcome of %s: %w", o.CommandID, err)
