@@ -164,7 +164,8 @@ func decideSystem(w Workspace, cmd Command) Decision {
 		ev.Type, ev.ContainerID = Provisioned, cmd.ContainerID
 		if w.PendingSpec() {
 			// The coalesced configures: exactly one follow-up attempt with the newest spec.
-			ev.Type, ev.Generation, dst = ReprovisionStarted, w.Generation+1, Provisioning
+			// The container it reported is replaced by the follow-up attempt.
+			ev.Type, ev.Generation, ev.ContainerID, dst = ReprovisionStarted, w.Generation+1, "", Provisioning
 			reason = fmt.Sprintf("spec version %d arrived during generation %d; applying it", w.SpecVersion, w.Generation)
 		}
 	case ProvisionFailed:

@@ -664,3 +664,27 @@ func mustReplay(t tb, h *history) {
 		t.Fatalf("replay gave %+v, want %+v", w, h.w)
 	}
 }
+
+// A provision_succeeded that carries a container id while a newer spec is
+// pending starts the follow-up attempt; the event it records must still pass
+// Check (the audit of real histories depends on it).
+func TestReprovisionWithContainerIDPassesCheck(t *testing.T) {
+	w := fsm.Workspace{ID: "re"}
+	for _, c := range []fsm.Command{
+		{ID: "a", Type: fsm.Create, Workspace: "re"},
+		{ID: "b", Type: fsm.Configure, Workspace: "re", Spec: &fsm.Spec{Image: "next"}},
+		{ID: "c", Type: fsm.ProvisionSucceeded, Workspace: "re", Generation: 1, ContainerID: "abc123"},
+	} {
+		d := fsm.Decide(w, c)
+		if d.Outcome != fsm.Accepted {
+			t.Fatalf("%s: %+v", c.Type, d)
+		}
+		if err := fsm.Check(w, *d.Event); err != nil {
+			t.Fatalf("%s records an event Check refuses: %v", c.Type, err)
+		}
+		w = fsm.Apply(w, *d.Event)
+	}
+	if w.Status != fsm.Provisioning || w.Generation != 2 {
+		t.Fatalf("after the follow-up began: %+v", w)
+	}
+}
