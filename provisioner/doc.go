@@ -18,7 +18,10 @@
 //   - Installation isolation: an implementation acts only on containers and
 //     volumes labelled with its own installation id. A foreign container
 //     named ws-<id> makes Provision fail with CodeNameTaken; Stop, Delete,
-//     Inspect and List leave it alone.
+//     Inspect, List and ListVolumes leave it alone.
+//   - ListVolumes shows every workspace volume of this installation, also
+//     those whose container is gone, so that a reconciler can find leaked
+//     ones.
 //   - Watch reports every exit and every removal of this installation's
 //     containers, each with its workspace and generation, so callers can
 //     discard outcomes of superseded generations.

@@ -52,7 +52,7 @@ func (c Code) Permanent() bool {
 
 // Error is a failed action of a Provisioner.
 type Error struct {
-	Op         string // provision, stop, delete, inspect, list, watch
+	Op         string // provision, stop, delete, remove volume, inspect, list, watch
 	Workspace  string
 	Generation uint64
 	Code       Code

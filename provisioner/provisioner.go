@@ -61,6 +61,20 @@ type Provisioner interface {
 	// particular order.
 	List(ctx context.Context) ([]Instance, error)
 
+	// ListVolumes describes every workspace volume this installation owns
+	// (labelled with its installation id), with or without a container, in
+	// no particular order. Volumes of other installations, and unlabelled
+	// ones, are not listed.
+	ListVolumes(ctx context.Context) ([]VolumeInfo, error)
+
+	// RemoveVolume removes the workspace's volume unless a container (of
+	// any generation, running or not) still uses it, and never touches a
+	// container: it is for volumes left behind by workspaces that no longer
+	// exist. A volume in use fails with CodeEngine and the engine's
+	// message; one already gone, or of another installation (left alone),
+	// is success.
+	RemoveVolume(ctx context.Context, workspace string) error
+
 	// Watch reports exits and removals of this installation's containers
 	// from now on, until ctx is done; then the channel is closed. It fails
 	// at once if the engine cannot be reached. Exits that happen while
@@ -98,6 +112,13 @@ type Instance struct {
 	// ExitCode is the last exit code; meaningful when the container ran and
 	// is not running.
 	ExitCode int
+}
+
+// VolumeInfo describes one workspace volume of this installation.
+type VolumeInfo struct {
+	Workspace string
+	// Name is the engine's name for it: ws-<id>-data.
+	Name string
 }
 
 // Exit reports that a container exited or was removed.

@@ -13,9 +13,11 @@
 //   - Images are never pulled: a missing image fails Provision with
 //     CodeImageNotFound and a reason that says to build it.
 //   - Provision waits for running, and for healthy when the image has a
-//     HEALTHCHECK, by polling; a cancelled Provision force-removes the
-//     container of its generation (with a detached, bounded context) before
-//     it returns, so nothing it started outlives it.
+//     HEALTHCHECK, waking on the container's events (with a slow poll as a
+//     safety net); a cancelled Provision force-removes the container of its
+//     generation (with a detached, bounded context) before it returns, so
+//     nothing it started outlives it. Creates of containers and volumes are
+//     never cut short, so nothing half-made escapes that removal.
 //   - Watch follows Docker's event stream (die, oom, destroy) and resumes it
 //     after a broken connection from the last event seen, so no exit is lost
 //     while the daemon stays up.

@@ -28,9 +28,13 @@ type Config struct {
 	// StopTimeout is how long a container gets after SIGTERM before
 	// SIGKILL. Default 10s.
 	StopTimeout time.Duration
-	// PollInterval is how often Provision checks whether the container is
-	// ready. Default 100ms.
+	// PollInterval is how often a removal in progress elsewhere, or a
+	// container name changing hands, is looked at again. Default 100ms.
 	PollInterval time.Duration
+	// ReadyPoll is how often Provision looks at a starting container when
+	// the engine's event stream reports nothing about it; it normally wakes
+	// on the container's health, exit and removal events. Default 1s.
+	ReadyPoll time.Duration
 	// CleanupTimeout bounds the removal a cancelled Provision does after its
 	// context ended. Default 30s.
 	CleanupTimeout time.Duration
@@ -45,6 +49,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.PollInterval <= 0 {
 		c.PollInterval = 100 * time.Millisecond
+	}
+	if c.ReadyPoll <= 0 {
+		c.ReadyPoll = time.Second
 	}
 	if c.CleanupTimeout <= 0 {
 		c.CleanupTimeout = 30 * time.Second

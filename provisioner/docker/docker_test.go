@@ -119,6 +119,11 @@ func TestContract(t *testing.T) {
 				waitNotRunning(t, cli, provisioner.ContainerName(ws))
 			},
 			VolumeExists: func(t *testing.T, ws string) bool { return volumeExists(t, cli, ws) },
+			Remove: func(t *testing.T, ws string) {
+				if err := cli.ContainerRemove(context.Background(), provisioner.ContainerName(ws), container.RemoveOptions{Force: true}); err != nil {
+					t.Fatal(err)
+				}
+			},
 		}
 	}, provisionertest.Features{Volumes: true, AgentEnv: true})
 }

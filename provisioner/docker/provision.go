@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"github.com/docker/docker/api/types/container"
+	"github.com/docker/docker/api/types/events"
+	"github.com/docker/docker/api/types/filters"
 	"github.com/docker/docker/api/types/mount"
 	"github.com/docker/docker/api/types/volume"
 
@@ -144,16 +146,33 @@ func (a *attempt) labels() map[string]string {
 	return l
 }
 
+// detached returns a context for a create call that must not be cut short
+// by ctx: a create the client gives up on may still complete in the
+// daemon, after abandon (or the next action) looked and found nothing,
+// leaving a container or volume behind that nobody removes. Waiting for
+// the create (it is short, and bounded by CleanupTimeout) means whatever it
+// made is there for abandon and the next action to see.
+func (a *attempt) detached(ctx context.Context) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(context.WithoutCancel(ctx), a.p.cfg.CleanupTimeout)
+}
+
+// volumeLabels are the labels of the workspace's volume.
+func (a *attempt) volumeLabels() map[string]string {
+	return map[string]string{
+		provisioner.LabelWorkspace:    a.req.Workspace,
+		provisioner.LabelInstallation: a.p.cfg.Installation,
+	}
+}
+
 // ensureVolume creates the workspace's volume, or checks that the existing
 // one is this installation's.
 func (a *attempt) ensureVolume(ctx context.Context) error {
 	name := provisioner.VolumeName(a.req.Workspace)
 	v, err := a.p.cli.VolumeInspect(ctx, name)
 	if isNotFound(err) {
-		v, err = a.p.cli.VolumeCreate(ctx, volume.CreateOptions{Name: name, Labels: map[string]string{
-			provisioner.LabelWorkspace:    a.req.Workspace,
-			provisioner.LabelInstallation: a.p.cfg.Installation,
-		}})
+		cctx, cancel := a.detached(ctx)
+		v, err = a.p.cli.VolumeCreate(cctx, volume.CreateOptions{Name: name, Labels: a.volumeLabels()})
+		cancel()
 		if err == nil {
 			a.log.Info("created volume", "volume", name)
 		}
@@ -187,6 +206,11 @@ func (a *attempt) create(ctx context.Context) (string, error) {
 	host := &container.HostConfig{
 		Mounts: []mount.Mount{{
 			Type: mount.TypeVolume, Source: provisioner.VolumeName(a.req.Workspace), Target: provisioner.DataPath,
+			// Should the volume vanish between ensureVolume and here (a
+			// reconciler removing a deleted workspace's leftover volume just
+			// as the id is created again), Docker creates it anew: with
+			// these labels it is still this installation's.
+			VolumeOptions: &mount.VolumeOptions{Labels: a.volumeLabels()},
 		}},
 		RestartPolicy: container.RestartPolicy{Name: container.RestartPolicyDisabled},
 		Resources: container.Resources{
@@ -194,7 +218,9 @@ func (a *attempt) create(ctx context.Context) (string, error) {
 			Memory:   spec.MemoryBytes,
 		},
 	}
-	resp, err := a.p.cli.ContainerCreate(ctx, cfg, host, nil, nil, a.name())
+	cctx, cancel := a.detached(ctx)
+	defer cancel()
+	resp, err := a.p.cli.ContainerCreate(cctx, cfg, host, nil, nil, a.name())
 	switch {
 	case err == nil:
 		a.log.Info("created container", "container", resp.ID, "image", a.image)
@@ -215,18 +241,24 @@ func (a *attempt) create(ctx context.Context) (string, error) {
 }
 
 // start starts container id unless it runs, then waits until it is ready.
+// A container this attempt just created is known not to run; an adopted
+// one is looked at first.
 func (a *attempt) start(ctx context.Context, id string, adopted bool) (provisioner.Result, error) {
 	cli := a.p.cli
-	c, err := cli.ContainerInspect(ctx, id)
-	if err != nil {
-		return provisioner.Result{}, a.engine(ctx, "inspect container "+a.name(), err)
+	var running, paused bool
+	if adopted {
+		c, err := cli.ContainerInspect(ctx, id)
+		if err != nil {
+			return provisioner.Result{}, a.engine(ctx, "inspect container "+a.name(), err)
+		}
+		running, paused = c.State.Running, c.State.Paused
 	}
 	switch {
-	case c.State.Paused:
+	case paused:
 		if err := cli.ContainerUnpause(ctx, id); err != nil {
 			return provisioner.Result{}, a.engine(ctx, "unpause container "+a.name(), err)
 		}
-	case !c.State.Running:
+	case !running:
 		if err := cli.ContainerStart(ctx, id, container.StartOptions{}); err != nil {
 			if ctx.Err() != nil {
 				return provisioner.Result{}, a.engine(ctx, "start", err)
@@ -252,10 +284,24 @@ func (a *attempt) start(ctx context.Context, id string, adopted bool) (provision
 	return provisioner.Result{ContainerID: id, Image: a.image, Adopted: adopted}, nil
 }
 
-// waitReady polls until the container runs and, if it has a health check,
-// is healthy.
+// waitReady waits until the container runs and, if it has a health check,
+// is healthy. It looks at the container again whenever the engine reports a
+// change of its health, its exit or its removal, and every ReadyPoll in
+// case an event was missed (the event stream may connect a moment after the
+// first look, or break). Waking on events rather than polling every
+// container at a short interval keeps the engine free for the starts
+// themselves when many workspaces start at once.
 func (a *attempt) waitReady(ctx context.Context, id string) error {
-	t := time.NewTicker(a.p.cfg.PollInterval)
+	ectx, stopEvents := context.WithCancel(ctx)
+	defer stopEvents()
+	changes, broken := a.p.cli.Events(ectx, events.ListOptions{Filters: filters.NewArgs(
+		filters.Arg("type", string(events.ContainerEventType)),
+		filters.Arg("container", id),
+		filters.Arg("event", "health_status"), // matches health_status: healthy, unhealthy, ...
+		filters.Arg("event", string(events.ActionDie)),
+		filters.Arg("event", string(events.ActionDestroy)),
+	)})
+	t := time.NewTicker(a.p.cfg.ReadyPoll)
 	defer t.Stop()
 	for {
 		c, err := a.p.cli.ContainerInspect(ctx, id)
@@ -293,6 +339,12 @@ func (a *attempt) waitReady(ctx context.Context, id string) error {
 		select {
 		case <-ctx.Done():
 			return provisioner.Canceled("provision", a.req.Workspace, a.req.Generation, ctx.Err())
+		case <-changes:
+		case err := <-broken:
+			if ctx.Err() == nil {
+				a.log.Debug("container event stream broke; polling alone", "err", err)
+			}
+			changes, broken = nil, nil // a nil channel never fires: the ticker remains
 		case <-t.C:
 		}
 	}
@@ -301,9 +353,8 @@ func (a *attempt) waitReady(ctx context.Context, id string) error {
 // abandon removes the container of this attempt's generation after ctx
 // ended, so that nothing a cancelled Provision created or started keeps
 // running. Docker serialises operations on one container, so a start still
-// in flight in the daemon finishes before this removal. A create still in
-// flight can leave a container that never starts; the next action, of a
-// newer generation, removes it.
+// in flight in the daemon finishes before this removal. Creates are never
+// in flight here: they run to their end whatever ctx says (see detached).
 func (a *attempt) abandon(ctx context.Context) {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), a.p.cfg.CleanupTimeout)
 	defer cancel()

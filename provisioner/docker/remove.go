@@ -48,22 +48,7 @@ func (p *Provisioner) Delete(ctx context.Context, workspace string, generation u
 		}
 		p.log.Info("removed container", "workspace", workspace, "generation", generation, "container", c.ID)
 	}
-	name := provisioner.VolumeName(workspace)
-	v, err := p.cli.VolumeInspect(ctx, name)
-	switch {
-	case isNotFound(err):
-		return nil
-	case err != nil:
-		return p.engineError(ctx, op, workspace, generation, "inspect volume "+name, err)
-	case v.Labels[provisioner.LabelInstallation] != p.cfg.Installation:
-		p.log.Warn("volume belongs to another installation; left alone", "volume", name, "owner", v.Labels[provisioner.LabelInstallation])
-		return nil
-	}
-	if err := p.cli.VolumeRemove(ctx, name, false); err != nil && !isNotFound(err) {
-		return p.engineError(ctx, op, workspace, generation, "remove volume "+name, err)
-	}
-	p.log.Info("removed volume", "workspace", workspace, "generation", generation, "volume", name)
-	return nil
+	return p.removeVolume(ctx, op, workspace, generation)
 }
 
 // own inspects the workspace's container for a stop or delete of

@@ -29,6 +29,10 @@ type Backend struct {
 	// VolumeExists reports whether the workspace's volume exists. Required
 	// with Features.Volumes.
 	VolumeExists func(t *testing.T, workspace string) bool
+	// Remove removes the workspace's container behind the provisioner's
+	// back, as "docker rm -f" would (the volume stays). Required with
+	// Features.Volumes.
+	Remove func(t *testing.T, workspace string)
 }
 
 // Features says what a backend supports beyond the core contract.
@@ -66,6 +70,8 @@ func Run(t *testing.T, newBackend func(t *testing.T) Backend, f Features) {
 		{"Delete/RemovesContainerAndVolume", true, func(t *testing.T, e *env) { testDelete(t, e, f.Volumes) }},
 		{"Volume/SurvivesNewGeneration", f.Volumes, testVolumeSurvives},
 		{"List/OwnInstallationOnly", true, testListOwn},
+		{"ListVolumes/OwnInstallationOnly", f.Volumes, testListVolumes},
+		{"RemoveVolume/OnlyUnusedAndOwn", f.Volumes, testRemoveVolume},
 		{"Installation/ForeignContainerNeverTouched", true, testForeign},
 		{"Watch/ReportsExit", true, testWatchExit},
 		{"Watch/ReportsRemoval", true, testWatchRemoval},
@@ -443,6 +449,77 @@ func testListOwn(t *testing.T, e *env) {
 		t.Fatalf("List: %+v, want only %s running generation 1", list, mine)
 	}
 	wantNotFound(t, e.p, e.ctx, theirs)
+}
+
+func testListVolumes(t *testing.T, e *env) {
+	if vs, err := e.p.ListVolumes(e.ctx); err != nil || len(vs) != 0 {
+		t.Fatalf("ListVolumes of a fresh installation: %+v, %v; want none", vs, err)
+	}
+	other := e.b.New(t, randomID("inst"))
+	mine, theirs := e.workspace(t), e.workspace(t, other)
+	e.provision(t, mine, 1, e.spec())
+	if _, err := other.Provision(e.ctx, provisioner.Request{Workspace: theirs, Generation: 1, Spec: e.spec()}); err != nil {
+		t.Fatal(err)
+	}
+	// A stopped workspace keeps its volume, and it is listed.
+	if err := e.p.Stop(e.ctx, mine, 2); err != nil {
+		t.Fatal(err)
+	}
+	want := provisioner.VolumeInfo{Workspace: mine, Name: provisioner.VolumeName(mine)}
+	if vs, err := e.p.ListVolumes(e.ctx); err != nil || len(vs) != 1 || vs[0] != want {
+		t.Fatalf("ListVolumes: %+v, %v; want only %+v", vs, err, want)
+	}
+	if vs, err := other.ListVolumes(e.ctx); err != nil || len(vs) != 1 || vs[0].Workspace != theirs {
+		t.Fatalf("the other installation's ListVolumes: %+v, %v; want only %s's", vs, err, theirs)
+	}
+	if err := e.p.Delete(e.ctx, mine, 3); err != nil {
+		t.Fatal(err)
+	}
+	if vs, err := e.p.ListVolumes(e.ctx); err != nil || len(vs) != 0 {
+		t.Fatalf("ListVolumes after Delete: %+v, %v; want none", vs, err)
+	}
+}
+
+func testRemoveVolume(t *testing.T, e *env) {
+	ws := e.workspace(t)
+	res := e.provision(t, ws, 1, e.spec())
+	if err := e.p.RemoveVolume(e.ctx, ws); provisioner.CodeOf(err) != provisioner.CodeEngine || provisioner.ReasonOf(err) == "" {
+		t.Fatalf("RemoveVolume of a running workspace: %v, want an engine error saying it is in use", err)
+	}
+	if err := e.p.Stop(e.ctx, ws, 2); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.p.RemoveVolume(e.ctx, ws); err == nil {
+		t.Fatal("RemoveVolume removed the volume of a stopped container")
+	}
+	if in := e.inspect(t, e.p, ws); in.ContainerID != res.ContainerID || !e.b.VolumeExists(t, ws) {
+		t.Fatalf("after refused removals: %+v, volume %v; want both untouched", in, e.b.VolumeExists(t, ws))
+	}
+	// Its container gone, the volume is a leftover: it goes.
+	e.b.Remove(t, ws)
+	if err := e.p.RemoveVolume(e.ctx, ws); err != nil {
+		t.Fatalf("RemoveVolume of a leftover volume: %v", err)
+	}
+	if e.b.VolumeExists(t, ws) {
+		t.Fatal("leftover volume still there")
+	}
+	if err := e.p.RemoveVolume(e.ctx, ws); err != nil {
+		t.Fatalf("RemoveVolume of a volume already gone: %v", err)
+	}
+	// Another installation's leftover volume is left alone.
+	other := e.b.New(t, randomID("inst"))
+	theirs := e.workspace(t, other)
+	if _, err := other.Provision(e.ctx, provisioner.Request{Workspace: theirs, Generation: 1, Spec: e.spec()}); err != nil {
+		t.Fatal(err)
+	}
+	e.b.Remove(t, theirs)
+	if err := e.p.RemoveVolume(e.ctx, theirs); err != nil {
+		t.Fatalf("RemoveVolume of another installation's volume: %v, want nil (nothing of ours)", err)
+	}
+	if !e.b.VolumeExists(t, theirs) {
+		t.Fatal("another installation's volume was removed")
+	}
+	wantCode(t, "RemoveVolume of a bad id", e.p.RemoveVolume(e.ctx, "a.b"), provisioner.CodeInvalid)
 }
 
 func testForeign(t *testing.T, e *env) {

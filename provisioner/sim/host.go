@@ -23,9 +23,15 @@ type Host struct {
 	mu         sync.Mutex
 	images     map[string]bool // nil: every image exists
 	containers map[string]*simContainer
-	volumes    map[string]string // volume name -> owning installation
+	volumes    map[string]simVolume // by volume name
 	subs       map[*subscriber]struct{}
 	seq        uint64
+}
+
+// simVolume is one workspace volume on the host, keyed by its name.
+type simVolume struct {
+	workspace    string
+	installation string
 }
 
 // simContainer is one container on the host, keyed by its name.
@@ -45,7 +51,7 @@ type simContainer struct {
 
 // NewHost returns an empty simulated engine.
 func NewHost(cfg HostConfig) *Host {
-	h := &Host{containers: map[string]*simContainer{}, volumes: map[string]string{}, subs: map[*subscriber]struct{}{}}
+	h := &Host{containers: map[string]*simContainer{}, volumes: map[string]simVolume{}, subs: map[*subscriber]struct{}{}}
 	if cfg.Images != nil {
 		h.images = map[string]bool{}
 		for _, i := range cfg.Images {

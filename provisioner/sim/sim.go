@@ -184,11 +184,11 @@ func (p *Provisioner) Provision(ctx context.Context, req provisioner.Request) (p
 	adopted := c != nil
 	if c == nil {
 		vol := provisioner.VolumeName(ws)
-		if owner, ok := h.volumes[vol]; ok && owner != p.cfg.Installation {
+		if v, ok := h.volumes[vol]; ok && v.installation != p.cfg.Installation {
 			h.mu.Unlock()
-			return provisioner.Result{}, provisioner.NameTaken(op, ws, gen, "volume", vol, owner)
+			return provisioner.Result{}, provisioner.NameTaken(op, ws, gen, "volume", vol, v.installation)
 		}
-		h.volumes[vol] = p.cfg.Installation
+		h.volumes[vol] = simVolume{workspace: ws, installation: p.cfg.Installation}
 		c = &simContainer{id: h.newIDLocked(), workspace: ws, generation: gen, installation: p.cfg.Installation, image: image, state: "created"}
 		h.containers[name] = c
 	}
@@ -292,9 +292,34 @@ func (p *Provisioner) Delete(ctx context.Context, workspace string, generation u
 		p.log.Info("removed container", "workspace", workspace, "generation", generation, "container", c.id)
 	}
 	vol := provisioner.VolumeName(workspace)
-	if owner, ok := h.volumes[vol]; ok && owner == p.cfg.Installation {
+	if v, ok := h.volumes[vol]; ok && v.installation == p.cfg.Installation {
 		delete(h.volumes, vol)
 	}
+	return nil
+}
+
+// RemoveVolume removes the workspace's volume unless its container exists;
+// see provisioner.Provisioner.
+func (p *Provisioner) RemoveVolume(_ context.Context, workspace string) error {
+	const op = "remove volume"
+	if err := fsm.ValidateID(workspace); err != nil {
+		return &provisioner.Error{Op: op, Workspace: workspace, Code: provisioner.CodeInvalid, Reason: err.Error(), Err: err}
+	}
+	h := p.host
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	vol := provisioner.VolumeName(workspace)
+	v, ok := h.volumes[vol]
+	if !ok || v.installation != p.cfg.Installation {
+		return nil
+	}
+	// Only this installation's container can mount this installation's volume.
+	if c := h.containers[provisioner.ContainerName(workspace)]; c != nil && c.installation == p.cfg.Installation {
+		return &provisioner.Error{Op: op, Workspace: workspace, Code: provisioner.CodeEngine,
+			Reason: fmt.Sprintf("remove volume %s: volume is in use by container %s (simulated)", vol, c.id)}
+	}
+	delete(h.volumes, vol)
+	p.log.Info("removed volume", "workspace", workspace, "volume", vol)
 	return nil
 }
 
@@ -321,6 +346,19 @@ func (p *Provisioner) List(context.Context) ([]provisioner.Instance, error) {
 	for _, c := range p.host.containers {
 		if c.installation == p.cfg.Installation {
 			out = append(out, c.instance())
+		}
+	}
+	return out, nil
+}
+
+// ListVolumes describes this installation's volumes.
+func (p *Provisioner) ListVolumes(context.Context) ([]provisioner.VolumeInfo, error) {
+	p.host.mu.Lock()
+	defer p.host.mu.Unlock()
+	out := []provisioner.VolumeInfo{}
+	for name, v := range p.host.volumes {
+		if v.installation == p.cfg.Installation {
+			out = append(out, provisioner.VolumeInfo{Workspace: v.workspace, Name: name})
 		}
 	}
 	return out, nil

@@ -50,6 +50,11 @@ func TestContract(t *testing.T) {
 				}
 			},
 			VolumeExists: func(_ *testing.T, ws string) bool { return host.VolumeExists(ws) },
+			Remove: func(t *testing.T, ws string) {
+				if err := host.Remove(ws); err != nil {
+					t.Fatal(err)
+				}
+			},
 		}
 	}, provisionertest.Features{Volumes: true, AgentEnv: true})
 }

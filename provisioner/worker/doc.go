@@ -11,9 +11,10 @@
 //     because its event is acknowledged only after the action is reported.
 //   - Supervisor: a workspace in provisioning, stopping or deleting longer
 //     than its deadline gets deadline_exceeded for that generation; the
-//     reconciler removes containers of deleted workspaces, stops containers
-//     of stopped or failed ones, and reports running workspaces whose
-//     container is gone. It logs each action with why.
+//     reconciler removes containers and volumes of deleted or unknown
+//     workspaces (after the log confirms it), stops containers of stopped
+//     or failed ones, and reports running workspaces whose container is
+//     gone. It logs each action with why.
 //   - Watcher: a container that exits or vanishes becomes container_exited
 //     for its generation; the engine records it only if that generation is
 //     still the running one.

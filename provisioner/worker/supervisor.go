@@ -211,10 +211,11 @@ func (s *Supervisor) Sweep(ctx context.Context) {
 	}
 }
 
-// Reconcile compares the containers this installation owns with the state:
-// containers of deleted or unknown workspaces are removed, running
-// containers of stopped or failed workspaces are stopped, and running
-// workspaces without a running container are reported as exited.
+// Reconcile compares the containers and volumes this installation owns
+// with the state: containers and volumes of deleted or unknown workspaces
+// are removed, running containers of stopped or failed workspaces are
+// stopped, and running workspaces without a running container are reported
+// as exited.
 func (s *Supervisor) Reconcile(ctx context.Context) {
 	// The state is read before the inventory: a workspace that was already
 	// running then had its container up before the listing.
@@ -232,6 +233,48 @@ func (s *Supervisor) Reconcile(ctx context.Context) {
 	for id, t := range before {
 		if t.status == fsm.Running && !seen[id] && s.unchanged(id, t) {
 			s.exited(ctx, id, t.generation, nil, fmt.Sprintf("container %s is gone", provisioner.ContainerName(id)))
+		}
+	}
+	s.reconcileVolumes(ctx, before, seen)
+}
+
+// reconcileVolumes removes volumes left behind by workspaces that are
+// deleted or never existed, once the log confirms it. Volumes of workspaces
+// that still have a container were dealt with above (deleting an orphan
+// container takes its volume along); those of live workspaces are data and
+// stay, even without a container (a failed workspace whose container was
+// removed from outside keeps its volume for the next start).
+func (s *Supervisor) reconcileVolumes(ctx context.Context, before map[string]tracked, seen map[string]bool) {
+	vols, err := s.cfg.Provisioner.ListVolumes(ctx)
+	if err != nil {
+		s.log.Warn("reconciler: cannot list volumes", "err", err)
+		return
+	}
+	for _, v := range vols {
+		if seen[v.Workspace] || before[v.Workspace].status != fsm.None {
+			continue
+		}
+		log := s.log.With("workspace", v.Workspace, "volume", v.Name)
+		h, err := s.cfg.Store.Load(ctx, v.Workspace)
+		if err != nil {
+			log.Warn("reconciler: cannot confirm the workspace's state; volume left for now", "err", err)
+			continue
+		}
+		if h.State.Status != fsm.None && h.State.Status != fsm.Deleted {
+			continue // created meanwhile
+		}
+		why := "workspace never existed"
+		if h.State.Status == fsm.Deleted {
+			why = fmt.Sprintf("workspace was deleted at generation %d", h.State.Generation)
+		}
+		log.Info("reconciler: removing orphan volume", "why", why)
+		s.cfg.Metrics.report("orphan_volume_removed")
+		// RemoveVolume never touches a container and refuses a volume in
+		// use: should the id be created again this very moment, its new
+		// container keeps the volume (and if the volume goes just before
+		// that container is made, the engine makes a fresh, labelled one).
+		if err := s.cfg.Provisioner.RemoveVolume(ctx, v.Workspace); err != nil {
+			log.Warn("reconciler: remove orphan volume", "err", err)
 		}
 	}
 }

@@ -61,11 +61,24 @@ type actor struct {
 type attempt struct {
 	status     fsm.Status
 	generation uint64
+	seq        uint64 // the workspace event sequence of the state acted on
 	cancel     context.CancelFunc
 }
 
 func (a attempt) is(st fsm.Workspace) bool {
 	return a.status == st.Status && a.generation == st.Generation
+}
+
+// supersededBy reports whether e ends the point of the running attempt: a
+// newer generation, or its own generation failed (a deadline). Neither an
+// older event (redelivered after its ack wait ran out while an action took
+// long) nor the attempt's own success, which arrives while the action is
+// still returning from its report, cancels it.
+func (a attempt) supersededBy(e events.Envelope) bool {
+	if e.Seq <= a.seq || a.is(e.State) {
+		return false
+	}
+	return e.State.Generation != a.generation || e.State.Status == fsm.Failed
 }
 
 // New returns a worker for cfg.
@@ -129,6 +142,7 @@ func (w *Worker) Close() error {
 
 func (w *Worker) pull(ctx context.Context) {
 	codec := w.cfg.Store.Codec()
+	failures := 0
 	for {
 		m, err := w.iter.Next()
 		if err != nil {
@@ -136,8 +150,13 @@ func (w *Worker) pull(ctx context.Context) {
 				return
 			}
 			w.log.Warn("worker: pull", "err", err)
+			if sleep(ctx, backoff(failures)) != nil {
+				return
+			}
+			failures++
 			continue
 		}
+		failures = 0
 		env, err := codec.Decode(m.Data())
 		if err != nil {
 			// Not ours to fix; the audit reports it. Never block the log on it.
@@ -160,7 +179,7 @@ func (w *Worker) dispatch(ctx context.Context, j job) {
 		w.actors[ws] = a
 	}
 	a.pending = append(a.pending, j)
-	if a.running != nil && !a.running.is(j.env.State) {
+	if a.running != nil && a.running.supersededBy(j.env) {
 		w.log.Info("worker: cancelling superseded action", "workspace", ws,
 			"action_generation", a.running.generation, "new_state", j.env.State.Status, "new_generation", j.env.State.Generation)
 		a.running.cancel()
@@ -183,19 +202,29 @@ func (w *Worker) run(ctx context.Context, ws string, a *actor) {
 		}
 		jobs := a.pending
 		a.pending = nil
-		latest := jobs[len(jobs)-1]
+		// The newest event by sequence, not by arrival: a redelivered
+		// older event can arrive after newer ones.
+		newest := 0
+		for i, j := range jobs {
+			if j.env.Seq >= jobs[newest].env.Seq {
+				newest = i
+			}
+		}
+		latest := jobs[newest]
 		st := latest.env.State
 		act := st.Status.InFlight() && !a.done.is(st)
 		var actx context.Context
 		if act {
 			var cancel context.CancelFunc
 			actx, cancel = context.WithCancel(ctx)
-			a.running = &attempt{status: st.Status, generation: st.Generation, cancel: cancel}
+			a.running = &attempt{status: st.Status, generation: st.Generation, seq: latest.env.Seq, cancel: cancel}
 		}
 		w.mu.Unlock()
 
-		for _, j := range jobs[:len(jobs)-1] {
-			_ = j.msg.Ack() // superseded by latest
+		for i, j := range jobs {
+			if i != newest {
+				_ = j.msg.Ack() // superseded by latest
+			}
 		}
 		if !act {
 			_ = latest.msg.Ack()
@@ -230,7 +259,9 @@ func (w *Worker) act(ctx, actx context.Context, j job) bool {
 		return true
 	}
 
-	stopBeat := w.heartbeat(actx, j.msg)
+	// Beat until the action has returned, also while a cancelled action
+	// cleans up, so that its event is not redelivered meanwhile.
+	stopBeat := w.heartbeat(ctx, j.msg)
 	defer stopBeat()
 	start := time.Now()
 	kind, cmd, err := w.do(actx, st)

@@ -2,126 +2,18 @@ package worker_test
 
 import (
 	"context"
-	"fmt"
 	"strings"
 	"testing"
 	"time"
 
 	"go.uber.org/goleak"
 
-	"github.com/turnstile-dev/turnstile/client"
-	"github.com/turnstile-dev/turnstile/events"
 	"github.com/turnstile-dev/turnstile/fsm"
 	"github.com/turnstile-dev/turnstile/internal/testenv"
 	"github.com/turnstile-dev/turnstile/provisioner"
-	"github.com/turnstile-dev/turnstile/provisioner/sim"
-	"github.com/turnstile-dev/turnstile/provisioner/worker"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
-
-// rig is a core plus the provisioning side on a provisioner.
-type rig struct {
-	core *testenv.Core
-	cl   *client.Client
-	prov provisioner.Provisioner
-	w    *worker.Worker
-	sup  *worker.Supervisor
-	wat  *worker.Watcher
-}
-
-type rigOptions struct {
-	deadlines map[fsm.Status]time.Duration
-	noWatcher bool
-}
-
-func newRig(t *testing.T, prov provisioner.Provisioner, o rigOptions) *rig {
-	t.Helper()
-	r := &rig{core: testenv.StartCore(t, testenv.CoreOptions{}), prov: prov}
-	r.cl = r.core.Client(t, "test")
-	r.w = r.startWorker(t)
-	pub := r.core.Client(t, "supervisor")
-	sup, err := worker.NewSupervisor(worker.SupervisorConfig{Store: r.core.Store, Provisioner: prov, Publisher: pub,
-		Deadlines: o.deadlines, SweepEvery: 20 * time.Millisecond, ReconcileEvery: time.Hour, Logger: testenv.Logger(t)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := sup.Open(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = sup.Close() })
-	r.sup = sup
-	if !o.noWatcher {
-		wat, err := worker.NewWatcher(worker.WatcherConfig{Store: r.core.Store, Provisioner: prov, Publisher: pub, Logger: testenv.Logger(t)})
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := wat.Open(context.Background()); err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { _ = wat.Close() })
-		r.wat = wat
-	}
-	return r
-}
-
-func (r *rig) startWorker(t *testing.T) *worker.Worker {
-	t.Helper()
-	w, err := worker.New(worker.Config{Store: r.core.Store, Provisioner: r.prov, Publisher: r.core.Client(t, "worker"),
-		Logger: testenv.Logger(t), AckWait: 3 * time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := w.Open(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = w.Close() })
-	return w
-}
-
-func (r *rig) send(t *testing.T, cmd fsm.Command) events.OutcomeRecord {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	o, err := r.cl.Send(ctx, cmd)
-	if err != nil {
-		t.Fatalf("%s %s: %v", cmd.Type, cmd.Workspace, err)
-	}
-	return o
-}
-
-// wait blocks until id is in status want (at generation gen, if not 0).
-func (r *rig) wait(t *testing.T, id string, want fsm.Status, gen uint64, timeout time.Duration) fsm.Workspace {
-	t.Helper()
-	var st fsm.Workspace
-	testenv.Eventually(t, timeout, fmt.Sprintf("%s to be %s (gen %d)", id, want, gen), func() bool {
-		h, err := r.core.Store.Load(context.Background(), id)
-		if err != nil {
-			t.Fatal(err)
-		}
-		st = h.State
-		return st.Status == want && (gen == 0 || st.Generation == gen)
-	})
-	return st
-}
-
-func newSim(t *testing.T, minLat, maxLat time.Duration) *sim.Provisioner {
-	t.Helper()
-	p, err := sim.New(sim.Config{Installation: "test", DefaultImage: "agent", MinLatency: minLat, MaxLatency: maxLat, Seed: 1, Logger: testenv.Logger(t)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return p
-}
-
-func instances(t *testing.T, p provisioner.Provisioner) []provisioner.Instance {
-	t.Helper()
-	list, err := p.List(context.Background())
-	if err != nil {
-		t.Fatal(err)
-	}
-	return list
-}
 
 func TestWorkerLifecycleOnSim(t *testing.T) {
 	p := newSim(t, 0, 5*time.Millisecond)
