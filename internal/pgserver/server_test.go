@@ -1,0 +1,144 @@
+package pgserver_test
+
+import (
+	"context"
+	"errors"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"go.uber.org/goleak"
+
+	"github.com/turnstile-dev/turnstile/internal/pgserver"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+// serverDir is a directory the postgres OS user can reach: t.TempDir's
+// parents are private to root.
+func serverDir(t *testing.T) string {
+	t.Helper()
+	dir, err := os.MkdirTemp("", "pgserver-test-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = os.RemoveAll(dir) })
+	return dir
+}
+
+func start(t *testing.T, o pgserver.Options) *pgserver.Server {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	s, err := pgserver.Start(ctx, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := s.Stop(context.Background()); err != nil {
+			t.Error(err)
+		}
+	})
+	return s
+}
+
+func TestServer(t *testing.T) {
+	t.Run("OK", func(t *testing.T) {
+		ctx := context.Background()
+		s := start(t, pgserver.Options{Dir: serverDir(t), Ephemeral: true})
+		if err := s.CreateDatabase(ctx, "app"); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.CreateDatabase(ctx, "app"); err != nil {
+			t.Fatalf("second create of the same database: %v", err)
+		}
+		conn, err := pgx.Connect(ctx, s.URL("app"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close(ctx)
+		var db, fsync string
+		if err := conn.QueryRow(ctx, "SELECT current_database(), current_setting('fsync')").Scan(&db, &fsync); err != nil {
+			t.Fatal(err)
+		}
+		if db != "app" || fsync != "off" {
+			t.Fatalf("got database %q fsync %q, want app, off", db, fsync)
+		}
+	})
+
+	t.Run("RestartKeepsData", func(t *testing.T) {
+		ctx := context.Background()
+		dir := serverDir(t)
+		s, err := pgserver.Start(ctx, pgserver.Options{Dir: dir, Ephemeral: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		exec(t, s.URL("postgres"), "CREATE TABLE kept (v int); INSERT INTO kept VALUES (42)")
+		port := s.Port()
+		if err := s.Stop(ctx); err != nil {
+			t.Fatal(err)
+		}
+		select {
+		case <-s.Done():
+		default:
+			t.Fatal("Done not closed after Stop")
+		}
+		if _, err := pgx.Connect(ctx, s.URL("postgres")); err == nil {
+			t.Fatal("connected to a stopped server")
+		}
+		s2 := start(t, pgserver.Options{Dir: dir, Port: port})
+		if s2.Port() != port {
+			t.Fatalf("port %d, want %d", s2.Port(), port)
+		}
+		conn, err := pgx.Connect(ctx, s2.URL("postgres"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close(ctx)
+		var v int
+		if err := conn.QueryRow(ctx, "SELECT v FROM kept").Scan(&v); err != nil || v != 42 {
+			t.Fatalf("after restart: v=%d err=%v", v, err)
+		}
+	})
+
+	t.Run("ErrPasswordRequired", func(t *testing.T) {
+		ctx := context.Background()
+		s := start(t, pgserver.Options{Dir: serverDir(t), Ephemeral: true})
+		u := strings.Replace(s.URL("postgres"), "postgres:", "postgres:wrong", 1)
+		if conn, err := pgx.Connect(ctx, u); err == nil {
+			conn.Close(ctx)
+			t.Fatal("connected with a wrong password")
+		}
+	})
+
+	t.Run("ErrBinariesMissing", func(t *testing.T) {
+		_, err := pgserver.Start(context.Background(), pgserver.Options{Dir: serverDir(t), BinDir: t.TempDir()})
+		if err == nil || !strings.Contains(err.Error(), "install postgresql-15") {
+			t.Fatalf("got %v, want an error telling to install postgresql-15", err)
+		}
+	})
+
+	t.Run("ErrContextDone", func(t *testing.T) {
+		ctx, cancel := context.WithCancel(context.Background())
+		cancel()
+		_, err := pgserver.Start(ctx, pgserver.Options{Dir: serverDir(t), Ephemeral: true})
+		if !errors.Is(err, context.Canceled) {
+			t.Fatalf("got %v, want context.Canceled", err)
+		}
+	})
+}
+
+func exec(t *testing.T, url, sql string) {
+	t.Helper()
+	ctx := context.Background()
+	conn, err := pgx.Connect(ctx, url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	if _, err := conn.Exec(ctx, sql); err != nil {
+		t.Fatal(err)
+	}
+}

@@ -1,0 +1,22 @@
+// Package projector folds the TURNSTILE_EVENTS stream (events and command
+// outcomes) into the PostgreSQL read model of package migrations: the
+// workspaces, workspace_events and commands tables.
+//
+// Guarantees:
+//   - Exactly-once application: each batch of messages and the checkpoint
+//     (the last stream sequence applied) commit in one PostgreSQL
+//     transaction, so a crash at any point either applies a batch with its
+//     checkpoint or neither. PostgreSQL, not a NATS ack, is the source of
+//     truth: consumption always restarts from checkpoint+1.
+//   - The checkpoint is compare-and-set: a batch commits only if the
+//     checkpoint is still where the batch began. Two projectors on one
+//     database, or a projector racing a rebuild, never apply a message twice
+//     or skip one; the loser resumes from the checkpoint it finds.
+//   - Stream order: messages are applied in stream sequence order, without
+//     gaps; a gap (a purged stream) stops the projector loudly rather than
+//     producing a read model that silently lacks history.
+//   - Run recovers by itself: when PostgreSQL or NATS fail it logs, backs off
+//     (bounded exponential) and resumes from the checkpoint.
+//   - Rebuild builds a complete new read model beside the live one, which
+//     keeps serving, and swaps it in with one transaction.
+package projector

@@ -1,0 +1,231 @@
+package projector
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// Projector folds the event stream into the read model. It is safe to call
+// Lag and Rebuild while Run runs; run one Run per Projector.
+type Projector struct {
+	cfg     Config
+	store   *store
+	dec     decoder
+	metrics *metrics
+	// applied is the last checkpoint this projector saw, for lag gauges
+	// while PostgreSQL is unreachable.
+	applied atomic.Uint64
+}
+
+// New checks cfg and registers the metrics. It starts nothing.
+func New(cfg Config) (*Projector, error) {
+	cfg.setDefaults()
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	m, err := newMetrics(cfg.Name, cfg.Registerer)
+	if err != nil {
+		return nil, err
+	}
+	return &Projector{
+		cfg:     cfg,
+		store:   &store{pool: cfg.Pool, name: cfg.Name, now: cfg.Now},
+		dec:     decoder{names: cfg.Names},
+		metrics: m,
+	}, nil
+}
+
+// Run projects until ctx ends, then returns nil. Failures of PostgreSQL or
+// NATS, and decode errors, are logged and retried from the checkpoint after
+// a bounded exponential backoff; a message that cannot be decoded (say, of
+// a newer schema) stalls the projector loudly rather than being skipped.
+func (p *Projector) Run(ctx context.Context) error {
+	backoff := p.cfg.MinBackoff
+	for {
+		progressed, err := p.session(ctx)
+		if ctx.Err() != nil {
+			return nil
+		}
+		p.metrics.errors.Inc()
+		if progressed {
+			backoff = p.cfg.MinBackoff
+		}
+		if errors.Is(err, errCheckpointMoved) {
+			p.cfg.Logger.Info("projector resumes from the checkpoint it found", "projector", p.cfg.Name, "reason", err)
+		} else {
+			p.cfg.Logger.Warn("projector failed; retrying from the checkpoint", "projector", p.cfg.Name,
+				"err", err, "backoff", backoff)
+		}
+		p.refreshLag(ctx)
+		t := time.NewTimer(backoff)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return nil
+		case <-t.C:
+		}
+		backoff = min(2*backoff, p.cfg.MaxBackoff)
+	}
+}
+
+// session consumes from the checkpoint until an error. progressed reports
+// whether it committed anything.
+func (p *Projector) session(ctx context.Context) (progressed bool, err error) {
+	cp, err := p.store.ensureCheckpoint(ctx)
+	if err != nil {
+		return false, err
+	}
+	p.metrics.checkpoint.Set(float64(cp.StreamSeq))
+	p.applied.Store(cp.StreamSeq)
+	stream, err := p.cfg.JetStream.Stream(ctx, p.cfg.Names.EventStream())
+	if err != nil {
+		return false, fmt.Errorf("stream %s: %w", p.cfg.Names.EventStream(), err)
+	}
+	cons, err := stream.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{
+		DeliverPolicy: jetstream.DeliverByStartSequencePolicy, OptStartSeq: cp.StreamSeq + 1})
+	if err != nil {
+		return false, fmt.Errorf("consumer from %d: %w", cp.StreamSeq+1, err)
+	}
+	it, err := cons.Messages(jetstream.PullMaxMessages(2 * p.cfg.BatchSize))
+	if err != nil {
+		return false, fmt.Errorf("consume from %d: %w", cp.StreamSeq+1, err)
+	}
+	p.cfg.Logger.Debug("projector consuming", "projector", p.cfg.Name, "from", cp.StreamSeq+1)
+	// Decoding the next batch overlaps writing this one.
+	rctx, cancel := context.WithCancel(ctx)
+	batches := make(chan []message, 1)
+	readErr := make(chan error, 1)
+	go func() {
+		defer close(batches)
+		readErr <- p.read(rctx, it, cp.StreamSeq+1, batches)
+	}()
+	defer func() {
+		cancel()
+		for range batches { // the reader exits on cancel; drop what it had
+		}
+		it.Stop()
+	}()
+	cache := map[string]*workspaceRow{} // rows as of cp; dropped with the session
+	for msgs := range batches {
+		info := batchInfo(msgs)
+		if err := p.store.apply(ctx, cp.StreamSeq, msgs, info, p.cfg.Hooks, cache); err != nil {
+			return progressed, err
+		}
+		progressed = true
+		last := msgs[len(msgs)-1]
+		cp.StreamSeq, cp.MsgTime = last.seq, last.time
+		if h := p.cfg.Hooks.AfterCommit; h != nil {
+			if err := h(ctx, info); err != nil {
+				return progressed, fmt.Errorf("after commit: %w", err)
+			}
+		}
+		p.observe(msgs)
+	}
+	return progressed, <-readErr
+}
+
+// read collects batches from next on until an error.
+func (p *Projector) read(ctx context.Context, it jetstream.MessagesContext, next uint64, out chan<- []message) error {
+	for {
+		msgs, err := p.collect(ctx, it, next)
+		if err != nil {
+			return err
+		}
+		select {
+		case out <- msgs:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+		next = msgs[len(msgs)-1].seq + 1
+	}
+}
+
+// collect blocks for one message, then gathers more until BatchSize or
+// BatchWait, whichever comes first.
+func (p *Projector) collect(ctx context.Context, it jetstream.MessagesContext, next uint64) ([]message, error) {
+	m, err := it.Next(jetstream.NextContext(ctx))
+	if err != nil {
+		return nil, fmt.Errorf("next message: %w", err)
+	}
+	msgs := make([]message, 0, p.cfg.BatchSize)
+	if msgs, err = p.add(msgs, m, next); err != nil {
+		return nil, err
+	}
+	deadline := time.Now().Add(p.cfg.BatchWait)
+	for len(msgs) < p.cfg.BatchSize {
+		wait := time.Until(deadline)
+		if wait <= 0 {
+			break
+		}
+		m, err := it.Next(jetstream.NextMaxWait(wait))
+		if errors.Is(err, nats.ErrTimeout) {
+			break
+		}
+		if err != nil {
+			return nil, fmt.Errorf("next message: %w", err)
+		}
+		if msgs, err = p.add(msgs, m, next+uint64(len(msgs))); err != nil {
+			return nil, err
+		}
+	}
+	return msgs, nil
+}
+
+// ErrGap means the stream no longer holds a message the read model needs
+// (it was purged or deleted): only a rebuild can continue.
+var ErrGap = errors.New("stream gap")
+
+func (p *Projector) add(msgs []message, m jetstream.Msg, want uint64) ([]message, error) {
+	meta, err := m.Metadata()
+	if err != nil {
+		return msgs, fmt.Errorf("message metadata: %w", err)
+	}
+	if seq := meta.Sequence.Stream; seq != want {
+		return msgs, fmt.Errorf("%w: expected stream seq %d, got %d", ErrGap, want, seq)
+	}
+	dm, err := p.dec.decode(meta.Sequence.Stream, m.Subject(), m.Data())
+	if err != nil {
+		return msgs, err
+	}
+	dm.time, dm.pending = meta.Timestamp, meta.NumPending
+	return append(msgs, dm), nil
+}
+
+func batchInfo(msgs []message) BatchInfo {
+	b := BatchInfo{First: msgs[0].seq, Last: msgs[len(msgs)-1].seq, Pending: msgs[len(msgs)-1].pending}
+	for _, m := range msgs {
+		switch {
+		case m.event != nil:
+			b.Events++
+		case m.outcome != nil:
+			b.Outcomes++
+		}
+	}
+	return b
+}
+
+// observe records a committed batch.
+func (p *Projector) observe(msgs []message) {
+	now := p.cfg.Now()
+	for _, m := range msgs {
+		p.metrics.delay.Observe(now.Sub(m.time).Seconds())
+	}
+	last := msgs[len(msgs)-1]
+	p.metrics.messages.Add(float64(len(msgs)))
+	p.metrics.batches.Inc()
+	p.metrics.checkpoint.Set(float64(last.seq))
+	p.applied.Store(last.seq)
+	p.metrics.lagMessages.Set(float64(last.pending))
+	if last.pending == 0 {
+		p.metrics.lagSeconds.Set(0)
+	} else {
+		// The next message arrived no earlier than the last applied one.
+		p.metrics.lagSeconds.Set(now.Sub(last.time).Seconds())
+	}
+}

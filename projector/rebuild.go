@@ -1,0 +1,289 @@
+package projector
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/jackc/pgx/v5/stdlib"
+
+	"github.com/turnstile-dev/turnstile/migrations"
+)
+
+// Schemas a rebuild works in. The new read model is built in rebuildSchema
+// by the same migrations as the live one, so their DDL cannot drift; the
+// swap moves tables between schemas, which keeps index names intact.
+const (
+	rebuildSchema = "turnstile_rebuild"
+	retiredSchema = "turnstile_retired"
+	// rebuildLock is the advisory lock key that allows one rebuild per
+	// database at a time.
+	rebuildLock = int64(0x7475726e_72656275) // "turnrebu"
+	copyChunk   = 20000                      // messages per COPY round
+)
+
+// readModelTables are swapped as a whole, the checkpoint included.
+func readModelTables() []string {
+	return []string{"projector_checkpoint", "workspaces", "workspace_events", "commands"}
+}
+
+// ErrRebuildRunning means another rebuild holds the database.
+var ErrRebuildRunning = errors.New("another rebuild is running on this database")
+
+// Progress reports a rebuild's advance to a callback.
+type Progress struct {
+	// Phase is "read" while the stream is read and copied, then "index",
+	// "swap" and "done".
+	Phase string
+	Done  uint64 // stream messages read
+	Total uint64 // stream messages to read
+}
+
+// RebuildStats summarizes a rebuild.
+type RebuildStats struct {
+	Through    uint64 // last stream sequence included
+	Messages   int
+	Events     int
+	Commands   int
+	Workspaces int
+	Duration   time.Duration
+	// The phases: reading and copying, building indexes, swapping.
+	Load, Index, Swap time.Duration
+}
+
+// Rebuild builds the read model anew from the whole stream, up to the
+// stream's last message when it starts, in fresh tables while the live
+// ones keep serving, then swaps them in with one transaction, checkpoint
+// included. A running projector notices the swap at its next batch (its
+// checkpoint compare-and-set fails) and resumes from the new checkpoint.
+// workspaces.container_id is carried over from the live table. Views or
+// foreign keys on the read model make the swap fail: drop them first.
+// progress may be nil.
+func (p *Projector) Rebuild(ctx context.Context, progress func(Progress)) (RebuildStats, error) {
+	started := time.Now()
+	if progress == nil {
+		progress = func(Progress) {}
+	}
+	conn, err := p.cfg.Pool.Acquire(ctx)
+	if err != nil {
+		return RebuildStats{}, fmt.Errorf("rebuild: %w", err)
+	}
+	defer conn.Release()
+	var locked bool
+	if err := conn.QueryRow(ctx, `SELECT pg_try_advisory_lock($1)`, rebuildLock).Scan(&locked); err != nil {
+		return RebuildStats{}, fmt.Errorf("rebuild: lock: %w", err)
+	}
+	if !locked {
+		return RebuildStats{}, ErrRebuildRunning
+	}
+	defer func() {
+		_, _ = conn.Exec(context.WithoutCancel(ctx), `SELECT pg_advisory_unlock($1)`, rebuildLock)
+	}()
+	if err := p.checkMigrated(ctx); err != nil {
+		return RebuildStats{}, err
+	}
+	var live string
+	if err := conn.QueryRow(ctx, `SELECT current_schema()`).Scan(&live); err != nil {
+		return RebuildStats{}, fmt.Errorf("rebuild: %w", err)
+	}
+	indexes, err := p.prepareSchema(ctx, conn.Conn())
+	if err != nil {
+		return RebuildStats{}, err
+	}
+	swapped := false
+	defer func() {
+		if !swapped {
+			_, _ = conn.Exec(context.WithoutCancel(ctx), `DROP SCHEMA IF EXISTS `+rebuildSchema+` CASCADE`)
+		}
+	}()
+	stream, err := p.cfg.JetStream.Stream(ctx, p.cfg.Names.EventStream())
+	if err != nil {
+		return RebuildStats{}, fmt.Errorf("rebuild: stream %s: %w", p.cfg.Names.EventStream(), err)
+	}
+	st := stream.CachedInfo().State
+	l := &loader{p: p, conn: conn.Conn(), through: st.LastSeq, total: st.LastSeq, progress: progress,
+		ws: map[string]*workspaceRow{}, seen: map[string]bool{}}
+	if err := l.load(ctx, stream); err != nil {
+		return RebuildStats{}, err
+	}
+	if err := l.finish(ctx); err != nil {
+		return RebuildStats{}, err
+	}
+	l.stats.Load = time.Since(started)
+	progress(Progress{Phase: "index", Done: l.stats.messages64(), Total: l.total})
+	indexed := time.Now()
+	if err := p.buildIndexes(ctx, indexes); err != nil {
+		return RebuildStats{}, err
+	}
+	if err := l.resolve(ctx); err != nil {
+		return RebuildStats{}, err
+	}
+	for _, t := range readModelTables() {
+		if _, err := conn.Exec(ctx, `ANALYZE `+pgx.Identifier{rebuildSchema, t}.Sanitize()); err != nil {
+			return RebuildStats{}, fmt.Errorf("rebuild: analyze %s: %w", t, err)
+		}
+	}
+	l.stats.Index = time.Since(indexed)
+	progress(Progress{Phase: "swap", Done: l.stats.messages64(), Total: l.total})
+	swapping := time.Now()
+	if err := p.swap(ctx, conn, live); err != nil {
+		return RebuildStats{}, err
+	}
+	swapped = true
+	l.stats.Swap = time.Since(swapping)
+	l.stats.Duration = time.Since(started)
+	progress(Progress{Phase: "done", Done: l.stats.messages64(), Total: l.total})
+	p.cfg.Logger.Info("read model rebuilt", "projector", p.cfg.Name, "through", l.stats.Through,
+		"messages", l.stats.Messages, "workspaces", l.stats.Workspaces, "duration", l.stats.Duration,
+		"load", l.stats.Load, "index", l.stats.Index, "swap", l.stats.Swap)
+	return l.stats, nil
+}
+
+// messages64 is Messages as a stream count.
+func (s RebuildStats) messages64() uint64 { return uint64(s.Messages) }
+
+func (p *Projector) checkMigrated(ctx context.Context) error {
+	db := stdlib.OpenDBFromPool(p.cfg.Pool)
+	defer db.Close()
+	pending, err := migrations.Pending(ctx, db)
+	if err != nil {
+		return fmt.Errorf("rebuild: %w", err)
+	}
+	if pending {
+		return errors.New("rebuild: the database lacks migrations of this build: run `turnstile migrate` first")
+	}
+	return nil
+}
+
+// buildIndexes runs the index builds on two connections: each build is
+// one sort, mostly on one core.
+func (p *Projector) buildIndexes(ctx context.Context, defs []string) error {
+	const workers = 2
+	errs := make(chan error, workers)
+	for w := range workers {
+		go func() {
+			errs <- p.cfg.Pool.AcquireFunc(ctx, func(c *pgxpool.Conn) error {
+				// Sort in memory when it fits.
+				if _, err := c.Exec(ctx, `SET maintenance_work_mem = '256MB'`); err != nil {
+					return err
+				}
+				defer func() { _, _ = c.Exec(context.WithoutCancel(ctx), `RESET maintenance_work_mem`) }()
+				for i := w; i < len(defs); i += workers {
+					if _, err := c.Exec(ctx, defs[i]); err != nil {
+						return fmt.Errorf("%s: %w", defs[i], err)
+					}
+				}
+				return nil
+			})
+		}()
+	}
+	var err error
+	for range workers {
+		if e := <-errs; e != nil && err == nil {
+			err = fmt.Errorf("rebuild: %w", e)
+		}
+	}
+	return err
+}
+
+// prepareSchema creates the empty read model in rebuildSchema and drops its
+// indexes, returning the statements that build them again.
+func (p *Projector) prepareSchema(ctx context.Context, conn *pgx.Conn) ([]string, error) {
+	if _, err := conn.Exec(ctx, `DROP SCHEMA IF EXISTS `+rebuildSchema+` CASCADE; CREATE SCHEMA `+rebuildSchema); err != nil {
+		return nil, fmt.Errorf("rebuild: schema: %w", err)
+	}
+	cfg := p.cfg.Pool.Config().ConnConfig.Copy()
+	cfg.RuntimeParams["search_path"] = rebuildSchema
+	db := stdlib.OpenDB(*cfg)
+	err := migrations.Up(ctx, db)
+	if cerr := db.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return nil, fmt.Errorf("rebuild: %w", err)
+	}
+	// Every index, primary keys included, is dropped now and built once
+	// after the load: a sort is far cheaper than random btree inserts.
+	rows, err := conn.Query(ctx, `SELECT format('DROP INDEX %I.%I', i.schemaname, i.indexname), i.indexdef
+		FROM pg_indexes i WHERE i.schemaname = $1 AND NOT EXISTS (SELECT 1 FROM pg_constraint c
+			WHERE c.conindid = format('%I.%I', i.schemaname, i.indexname)::regclass)
+		UNION ALL
+		SELECT format('ALTER TABLE %s DROP CONSTRAINT %I', c.conrelid::regclass, c.conname),
+			format('ALTER TABLE %s ADD CONSTRAINT %I %s', c.conrelid::regclass, c.conname, pg_get_constraintdef(c.oid))
+		FROM pg_constraint c WHERE c.connamespace = $1::regnamespace AND c.contype = 'p'`, rebuildSchema)
+	if err != nil {
+		return nil, fmt.Errorf("rebuild: indexes: %w", err)
+	}
+	var drops, defs []string
+	for rows.Next() {
+		var drop, def string
+		if err := rows.Scan(&drop, &def); err != nil {
+			return nil, fmt.Errorf("rebuild: indexes: %w", err)
+		}
+		drops, defs = append(drops, drop), append(defs, def)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("rebuild: indexes: %w", err)
+	}
+	for _, d := range drops {
+		if _, err := conn.Exec(ctx, d); err != nil {
+			return nil, fmt.Errorf("rebuild: %s: %w", d, err)
+		}
+	}
+	return defs, nil
+}
+
+// swap replaces the live read model with the rebuilt one in one
+// transaction.
+func (p *Projector) swap(ctx context.Context, conn *pgxpool.Conn, live string) error {
+	liveT := func(t string) string { return pgx.Identifier{live, t}.Sanitize() }
+	newT := func(t string) string { return pgx.Identifier{rebuildSchema, t}.Sanitize() }
+	type stmt struct {
+		sql  string
+		args []any
+	}
+	stmts := []stmt{
+		// Wait for readers rather than queue them behind us for long.
+		{sql: `SET LOCAL lock_timeout = '30s'`},
+		// The checkpoint table first: a projector's batch locks its row
+		// first too, so the two cannot deadlock.
+		{sql: `LOCK TABLE ` + liveT("projector_checkpoint") + ` IN ACCESS EXCLUSIVE MODE`},
+		// Other projectors' checkpoints stay as they are.
+		{sql: `INSERT INTO ` + newT("projector_checkpoint") + ` SELECT * FROM ` + liveT("projector_checkpoint") +
+			` WHERE name <> $1`, args: []any{p.cfg.Name}},
+		{sql: `UPDATE ` + newT("workspaces") + ` r SET container_id = w.container_id FROM ` + liveT("workspaces") +
+			` w WHERE w.id = r.id AND w.container_id IS NOT NULL`},
+		{sql: `DROP SCHEMA IF EXISTS ` + retiredSchema + ` CASCADE`},
+		{sql: `CREATE SCHEMA ` + retiredSchema},
+	}
+	for _, t := range readModelTables() {
+		stmts = append(stmts, stmt{sql: `ALTER TABLE ` + liveT(t) + ` SET SCHEMA ` + retiredSchema})
+	}
+	for _, t := range readModelTables() {
+		stmts = append(stmts, stmt{sql: `ALTER TABLE ` + newT(t) + ` SET SCHEMA ` + pgx.Identifier{live}.Sanitize()})
+	}
+	for _, t := range readModelTables() {
+		// No CASCADE: a user's view over the read model fails the swap
+		// instead of vanishing with it.
+		stmts = append(stmts, stmt{sql: `DROP TABLE ` + pgx.Identifier{retiredSchema, t}.Sanitize()})
+	}
+	stmts = append(stmts, stmt{sql: `DROP SCHEMA ` + retiredSchema}, stmt{sql: `DROP SCHEMA ` + rebuildSchema + ` CASCADE`})
+
+	tx, err := conn.Begin(ctx)
+	if err != nil {
+		return fmt.Errorf("rebuild: swap: %w", err)
+	}
+	defer func() { _ = tx.Rollback(context.WithoutCancel(ctx)) }()
+	for _, s := range stmts {
+		if _, err := tx.Exec(ctx, s.sql, s.args...); err != nil {
+			return fmt.Errorf("rebuild: swap: %s: %w", s.sql, err)
+		}
+	}
+	if err := tx.Commit(ctx); err != nil {
+		return fmt.Errorf("rebuild: swap: %w", err)
+	}
+	return nil
+}

@@ -1,0 +1,287 @@
+package projector
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
+)
+
+// errCheckpointMoved means the checkpoint is not where this projector left
+// it: a rebuild swapped the read model, or another projector applied the
+// batch. Nothing was written; resume from the checkpoint.
+var errCheckpointMoved = errors.New("checkpoint moved under the projector (a rebuild or another projector)")
+
+// store writes batches to the live read model (the tables on the
+// connection's search_path).
+type store struct {
+	pool *pgxpool.Pool
+	name string
+	now  func() time.Time
+}
+
+// ensureCheckpoint creates the checkpoint row if needed and reads it.
+func (s *store) ensureCheckpoint(ctx context.Context) (Checkpoint, error) {
+	if _, err := s.pool.Exec(ctx, `INSERT INTO projector_checkpoint (name, stream_seq, updated_at)
+		VALUES ($1, 0, $2) ON CONFLICT (name) DO NOTHING`, s.name, s.now()); err != nil {
+		return Checkpoint{}, fmt.Errorf("checkpoint: %w", err)
+	}
+	return ReadCheckpoint(ctx, s.pool, s.name)
+}
+
+// maxCached bounds the session's cache of workspace rows; past it the
+// cache starts over (a miss costs one lookup, not correctness).
+const maxCached = 200_000
+
+// apply writes msgs, which follow the checkpoint from, and moves the
+// checkpoint to the last of them, in one transaction of two round trips:
+// the writes pipelined after BEGIN, then COMMIT.
+//
+// cache holds the rows of workspaces as of from; apply loads what it lacks
+// and folds the batch into it. It is valid only while the checkpoint is
+// ours: the caller drops it whenever apply fails.
+func (s *store) apply(ctx context.Context, from uint64, msgs []message, info BatchInfo, h Hooks, cache map[string]*workspaceRow) error {
+	if len(cache) > maxCached {
+		clear(cache)
+	}
+	conn, err := s.pool.Acquire(ctx)
+	if err != nil {
+		return fmt.Errorf("connect: %w", err)
+	}
+	defer conn.Release() // a connection left inside a transaction is closed, not reused
+	// Read outside the transaction: if anyone else wrote since from, the
+	// checkpoint compare-and-set below fails and nothing is kept.
+	if err := loadMissing(ctx, conn, msgs, cache); err != nil {
+		return err
+	}
+	ws, evs, cmds, err := foldBatch(cache, msgs)
+	if err != nil {
+		return err
+	}
+	last := msgs[len(msgs)-1]
+	var b pgx.Batch
+	b.Queue(`BEGIN`)
+	// The checkpoint first: its row lock orders this transaction against
+	// a rebuild's swap, which locks the checkpoint table before the others.
+	b.Queue(`UPDATE projector_checkpoint SET stream_seq = $2, msg_time = $3, updated_at = $4
+		WHERE name = $1 AND stream_seq = $5`, s.name, int64(last.seq), last.time, s.now(), int64(from))
+	if len(evs) > 0 {
+		b.Queue(insertEventsSQL, eventColumns(evs)...)
+	}
+	if len(cmds) > 0 {
+		b.Queue(insertCommandsSQL, commandColumns(cmds)...)
+	}
+	if len(ws) > 0 {
+		cols, err := workspaceColumns(ws)
+		if err != nil {
+			return err
+		}
+		b.Queue(upsertWorkspacesSQL, cols...)
+	}
+	rollback := func() { _, _ = conn.Exec(context.WithoutCancel(ctx), `ROLLBACK`) }
+	br := conn.SendBatch(ctx, &b)
+	_, err = br.Exec() // BEGIN
+	var cas pgconn.CommandTag
+	if err == nil {
+		cas, err = br.Exec()
+	}
+	if cerr := br.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		rollback()
+		return fmt.Errorf("write batch %d-%d: %w", info.First, info.Last, err)
+	}
+	if cas.RowsAffected() != 1 {
+		rollback()
+		return errCheckpointMoved
+	}
+	if h.BeforeCommit != nil {
+		if err := h.BeforeCommit(ctx, info); err != nil {
+			rollback()
+			return fmt.Errorf("before commit: %w", err)
+		}
+	}
+	tag, err := conn.Exec(ctx, `COMMIT`)
+	if err == nil && tag.String() != "COMMIT" {
+		err = errors.New("transaction was rolled back")
+	}
+	if err != nil {
+		rollback()
+		return fmt.Errorf("commit batch %d-%d: %w", info.First, info.Last, err)
+	}
+	return nil
+}
+
+// loadMissing adds to cache the rows of workspaces the batch touches that
+// it lacks and the read model has.
+func loadMissing(ctx context.Context, conn *pgxpool.Conn, msgs []message, cache map[string]*workspaceRow) error {
+	seen := map[string]bool{}
+	var ids []string
+	for _, m := range msgs {
+		var id string
+		switch {
+		case m.event != nil:
+			id = m.event.Workspace
+		case m.outcome != nil && m.outcome.EventSeq != nil:
+			id = m.outcome.Workspace
+		}
+		if id != "" && cache[id] == nil && !seen[id] {
+			seen[id] = true
+			ids = append(ids, id)
+		}
+	}
+	if len(ids) == 0 {
+		return nil
+	}
+	rows, err := conn.Query(ctx, `SELECT id, status, created_at, status_changed_at, last_event_seq, last_stream_seq
+		FROM workspaces WHERE id = ANY($1)`, ids)
+	if err != nil {
+		return fmt.Errorf("load workspaces: %w", err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var w workspaceRow
+		if err := rows.Scan(&w.ID, &w.Status, &w.CreatedAt, &w.ChangedAt, &w.LastEventSeq, &w.LastStreamSeq); err != nil {
+			return fmt.Errorf("load workspaces: %w", err)
+		}
+		cache[w.ID] = &w
+	}
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("load workspaces: %w", err)
+	}
+	return nil
+}
+
+// foldBatch folds the batch over prev, which it updates, and returns the
+// newest row of each workspace touched, in first-touched order, the event
+// rows and the command rows.
+func foldBatch(prev map[string]*workspaceRow, msgs []message) ([]*workspaceRow, []eventRow, []commandRow, error) {
+	var order []*workspaceRow
+	touched := map[string]bool{}
+	var evs []eventRow
+	var cmds []commandRow
+	for _, m := range msgs {
+		if m.outcome != nil {
+			cmds = append(cmds, resolveEvent(prev[m.outcome.Workspace], *m.outcome))
+			continue
+		}
+		if m.event == nil {
+			continue
+		}
+		w, e, err := fold(prev[m.event.Workspace], m.event)
+		if err != nil {
+			return nil, nil, nil, err
+		}
+		evs = append(evs, e)
+		if p := prev[w.ID]; p != nil && touched[w.ID] {
+			*p = w
+			continue
+		}
+		prev[w.ID] = &w
+		touched[w.ID] = true
+		order = append(order, &w)
+	}
+	return order, evs, cmds, nil
+}
+
+const insertEventsSQL = `INSERT INTO workspace_events (stream_seq, event_id, workspace_id, seq, type, generation,
+	spec_version, from_status, to_status, reason, exit_code, payload, command_id, actor, time)
+SELECT u.stream_seq, u.event_id, u.workspace_id, u.seq, u.type, u.generation, u.spec_version, u.from_status,
+	u.to_status, u.reason, u.exit_code, u.payload::jsonb, u.command_id, u.actor, u.time
+FROM unnest($1::bigint[], $2::text[], $3::text[], $4::bigint[], $5::text[], $6::bigint[], $7::bigint[],
+	$8::text[], $9::text[], $10::text[], $11::int[], $12::text[], $13::text[], $14::text[], $15::timestamptz[])
+	AS u(stream_seq, event_id, workspace_id, seq, type, generation, spec_version, from_status, to_status,
+	reason, exit_code, payload, command_id, actor, time)
+ON CONFLICT (stream_seq) DO NOTHING`
+
+// A command's first outcome is its outcome: a later record for the same id
+// (a redelivery after the dedupe window) is ignored, here and in rebuild.
+const insertCommandsSQL = `INSERT INTO commands (command_id, workspace_id, type, actor, received_at, decided_at,
+	outcome, rejection_code, rejection_message, reason, event_stream_seq, event_seq, generation,
+	command_generation, state, outcome_stream_seq)
+SELECT u.command_id, u.workspace_id, u.type, u.actor, u.received_at, u.decided_at, u.outcome, u.rejection_code,
+	u.rejection_message, u.reason,
+	COALESCE(u.event_stream_seq, (SELECT e.stream_seq FROM workspace_events e WHERE e.workspace_id = u.workspace_id
+		AND e.seq = u.event_seq AND e.stream_seq < u.outcome_stream_seq ORDER BY e.stream_seq LIMIT 1)),
+	u.event_seq, u.generation, u.command_generation, u.state, u.outcome_stream_seq
+FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::timestamptz[], $6::timestamptz[], $7::text[],
+	$8::text[], $9::text[], $10::text[], $11::bigint[], $12::bigint[], $13::bigint[], $14::bigint[], $15::text[],
+	$16::bigint[])
+	AS u(command_id, workspace_id, type, actor, received_at, decided_at, outcome, rejection_code,
+	rejection_message, reason, event_stream_seq, event_seq, generation, command_generation, state, outcome_stream_seq)
+ON CONFLICT (command_id) DO NOTHING`
+
+// container_id is not set: the provisioner owns it.
+const upsertWorkspacesSQL = `INSERT INTO workspaces (id, status, generation, spec_version, attempt_spec_version,
+	spec, image, last_error, last_event_seq, last_stream_seq, created_at, updated_at, status_changed_at, deleted_at)
+SELECT u.id, u.status, u.generation, u.spec_version, u.attempt, u.spec::jsonb, u.image, u.last_error,
+	u.last_event_seq, u.last_stream_seq, u.created_at, u.updated_at, u.changed_at, u.deleted_at
+FROM unnest($1::text[], $2::text[], $3::bigint[], $4::bigint[], $5::bigint[], $6::text[], $7::text[], $8::text[],
+	$9::bigint[], $10::bigint[], $11::timestamptz[], $12::timestamptz[], $13::timestamptz[], $14::timestamptz[])
+	AS u(id, status, generation, spec_version, attempt, spec, image, last_error, last_event_seq,
+	last_stream_seq, created_at, updated_at, changed_at, deleted_at)
+ON CONFLICT (id) DO UPDATE SET status = EXCLUDED.status, generation = EXCLUDED.generation,
+	spec_version = EXCLUDED.spec_version, attempt_spec_version = EXCLUDED.attempt_spec_version,
+	spec = EXCLUDED.spec, image = EXCLUDED.image, last_error = EXCLUDED.last_error,
+	last_event_seq = EXCLUDED.last_event_seq, last_stream_seq = EXCLUDED.last_stream_seq,
+	created_at = EXCLUDED.created_at, updated_at = EXCLUDED.updated_at,
+	status_changed_at = EXCLUDED.status_changed_at, deleted_at = EXCLUDED.deleted_at
+WHERE workspaces.last_stream_seq < EXCLUDED.last_stream_seq`
+
+func eventColumns(rows []eventRow) []any {
+	n := len(rows)
+	var (
+		streamSeq, seq, gen, specV          = make([]int64, n), make([]int64, n), make([]int64, n), make([]int64, n)
+		id, ws, typ, from, to, payload, cmd = make([]string, n), make([]string, n), make([]string, n), make([]string, n), make([]string, n), make([]string, n), make([]string, n)
+		reason, actor                       = make([]*string, n), make([]*string, n)
+		exit                                = make([]*int32, n)
+		at                                  = make([]time.Time, n)
+	)
+	for i, r := range rows {
+		streamSeq[i], id[i], ws[i], seq[i], typ[i], gen[i], specV[i] = r.StreamSeq, r.EventID, r.Workspace, r.Seq, r.Type, r.Generation, r.SpecVersion
+		from[i], to[i], reason[i], exit[i], payload[i], cmd[i], actor[i], at[i] = r.FromStatus, r.ToStatus, r.Reason, r.ExitCode, r.Payload, r.CommandID, r.Actor, r.Time
+	}
+	return []any{streamSeq, id, ws, seq, typ, gen, specV, from, to, reason, exit, payload, cmd, actor, at}
+}
+
+func commandColumns(rows []commandRow) []any {
+	n := len(rows)
+	var (
+		id, ws, typ, outcome, state = make([]string, n), make([]string, n), make([]string, n), make([]string, n), make([]string, n)
+		actor, code, msg, reason    = make([]*string, n), make([]*string, n), make([]*string, n), make([]*string, n)
+		received, decided           = make([]time.Time, n), make([]time.Time, n)
+		evStream, eventSeq, cmdGen  = make([]*int64, n), make([]*int64, n), make([]*int64, n)
+		gen, outSeq                 = make([]int64, n), make([]int64, n)
+	)
+	for i, r := range rows {
+		id[i], ws[i], typ[i], actor[i], received[i], decided[i], outcome[i] = r.CommandID, r.Workspace, r.Type, r.Actor, r.ReceivedAt, r.DecidedAt, r.Outcome
+		code[i], msg[i], reason[i], eventSeq[i], gen[i], cmdGen[i], state[i], outSeq[i] = r.RejectionCode, r.RejectionMsg, r.Reason, r.EventSeq, r.Generation, r.CommandGeneration, r.State, r.OutcomeStreamSeq
+		evStream[i] = r.EventStreamSeq
+	}
+	return []any{id, ws, typ, actor, received, decided, outcome, code, msg, reason, evStream, eventSeq, gen, cmdGen, state, outSeq}
+}
+
+func workspaceColumns(rows []*workspaceRow) ([]any, error) {
+	n := len(rows)
+	var (
+		id, status, spec, image           = make([]string, n), make([]string, n), make([]string, n), make([]string, n)
+		gen, specV, attempt, evSeq, stSeq = make([]int64, n), make([]int64, n), make([]int64, n), make([]int64, n), make([]int64, n)
+		lastErr                           = make([]*string, n)
+		created, updated, changed         = make([]time.Time, n), make([]time.Time, n), make([]time.Time, n)
+		deleted                           = make([]*time.Time, n)
+	)
+	for i, r := range rows {
+		var err error
+		if spec[i], err = specJSON(r); err != nil {
+			return nil, err
+		}
+		id[i], status[i], gen[i], specV[i], attempt[i], image[i] = r.ID, r.Status, r.Generation, r.SpecVersion, r.Attempt, r.Image
+		lastErr[i], evSeq[i], stSeq[i], created[i], updated[i], changed[i], deleted[i] = r.LastError, r.LastEventSeq, r.LastStreamSeq, r.CreatedAt, r.UpdatedAt, r.ChangedAt, r.DeletedAt
+	}
+	return []any{id, status, gen, specV, attempt, spec, image, lastErr, evSeq, stSeq, created, updated, changed, deleted}, nil
+}
