@@ -1,0 +1,170 @@
+package api
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+
+	"github.com/turnstile-dev/turnstile/client"
+	"github.com/turnstile-dev/turnstile/events"
+	"github.com/turnstile-dev/turnstile/fsm"
+)
+
+// IdempotencyHeader carries the command id chosen by the caller.
+const IdempotencyHeader = "Idempotency-Key"
+
+// CreateRequest is POST /v1/workspaces's body.
+type CreateRequest struct {
+	ID   string    `json:"id"`
+	Spec *fsm.Spec `json:"spec,omitempty"`
+}
+
+func (s *Server) create(w http.ResponseWriter, r *http.Request) {
+	var req CreateRequest
+	if err := decodeBody(r, &req, true); err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	if err := fsm.ValidateID(req.ID); err != nil {
+		s.writeError(w, r, badField("id", err.Error()))
+		return
+	}
+	if req.Spec != nil {
+		if err := fsm.ValidateSpec(*req.Spec); err != nil {
+			s.writeError(w, r, badField(specField(err), err.Error()))
+			return
+		}
+	}
+	s.send(w, r, fsm.Command{Type: fsm.Create, Workspace: req.ID, Spec: req.Spec})
+}
+
+// command handles the commands without a body: start, stop, restart, delete.
+func (s *Server) command(t fsm.CommandType) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		id := r.PathValue("id")
+		if err := fsm.ValidateID(id); err != nil {
+			s.writeError(w, r, badField("id", err.Error()))
+			return
+		}
+		s.send(w, r, fsm.Command{Type: t, Workspace: id})
+	}
+}
+
+// configure handles PUT /v1/workspaces/{id}/spec, whose body is the spec.
+func (s *Server) configure(w http.ResponseWriter, r *http.Request) {
+	id := r.PathValue("id")
+	if err := fsm.ValidateID(id); err != nil {
+		s.writeError(w, r, badField("id", err.Error()))
+		return
+	}
+	var spec fsm.Spec
+	if err := decodeBody(r, &spec, true); err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	if err := fsm.ValidateSpec(spec); err != nil {
+		s.writeError(w, r, badField(specField(err), err.Error()))
+		return
+	}
+	s.send(w, r, fsm.Command{Type: fsm.Configure, Workspace: id, Spec: &spec})
+}
+
+// send publishes cmd under the request's idempotency key and answers with
+// its outcome.
+func (s *Server) send(w http.ResponseWriter, r *http.Request, cmd fsm.Command) {
+	if key := r.Header.Get(IdempotencyHeader); key != "" {
+		if err := fsm.ValidateCommandID(key); err != nil {
+			s.writeError(w, r, badField(IdempotencyHeader, err.Error()))
+			return
+		}
+		cmd.ID = key
+	} else {
+		cmd.ID = client.NewCommandID()
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), s.cfg.CommandTimeout)
+	defer cancel()
+	o, err := s.cfg.Client.Send(ctx, cmd)
+	switch {
+	case errors.Is(err, client.ErrNoOutcome):
+		writeJSON(w, http.StatusGatewayTimeout, ErrorBody{Code: CodeTimeout, CommandID: cmd.ID, Command: cmd.Type,
+			Message: fmt.Sprintf("no outcome within %v: the command is stored and will be handled; repeat the request with %s: %s to learn its outcome",
+				s.cfg.CommandTimeout, IdempotencyHeader, cmd.ID)})
+		return
+	case err != nil:
+		s.writeError(w, r, err)
+		return
+	}
+	w.Header().Set("Location", "/v1/workspaces/"+cmd.Workspace)
+	writeOutcome(w, o)
+}
+
+// writeOutcome answers with an outcome: 202 accepted, 200 no-op or stale,
+// and a rejection's status from StatusOf.
+func writeOutcome(w http.ResponseWriter, o events.OutcomeRecord) {
+	switch o.Outcome {
+	case fsm.Rejected:
+		rej := o.Rejection
+		if rej == nil {
+			rej = &fsm.Rejection{Code: fsm.CodeInvalid, Command: o.CommandType, State: o.State, Generation: o.Generation, Message: o.Reason}
+		}
+		writeJSON(w, StatusOf(rej.Code), rejectionBody(rej, o.CommandID))
+	case fsm.Accepted:
+		writeJSON(w, http.StatusAccepted, ResultOf(o))
+	default:
+		writeJSON(w, http.StatusOK, ResultOf(o))
+	}
+}
+
+// decodeBody reads one JSON object, refusing unknown fields and trailing
+// data, and names the field that is wrong.
+func decodeBody(r *http.Request, v any, required bool) error {
+	body, err := io.ReadAll(io.LimitReader(r.Body, events.MaxCommandBytes+1))
+	if err != nil {
+		return badField("body", "could not be read: "+err.Error())
+	}
+	if len(body) > events.MaxCommandBytes {
+		return badField("body", fmt.Sprintf("is larger than %d bytes", events.MaxCommandBytes))
+	}
+	if len(bytes.TrimSpace(body)) == 0 {
+		if required {
+			return badField("body", "is empty: send a JSON object")
+		}
+		return nil
+	}
+	dec := json.NewDecoder(bytes.NewReader(body))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		var te *json.UnmarshalTypeError
+		var se *json.SyntaxError
+		switch {
+		case errors.As(err, &te):
+			return badField(te.Field, fmt.Sprintf("has the wrong type: want %s, got JSON %s", te.Type, te.Value))
+		case errors.As(err, &se):
+			return badField("body", fmt.Sprintf("is not valid JSON at byte %d: %v", se.Offset, err))
+		case strings.HasPrefix(err.Error(), "json: unknown field "):
+			// encoding/json has no typed error for unknown fields.
+			name := strings.Trim(strings.TrimPrefix(err.Error(), "json: unknown field "), `"`)
+			return badField(name, "is not a known field")
+		default:
+			return badField("body", err.Error())
+		}
+	}
+	if dec.More() {
+		return badField("body", "has data after the JSON object")
+	}
+	return nil
+}
+
+// specField extracts the field a fsm.ValidateSpec error names ("spec.cpus").
+func specField(err error) string {
+	msg := err.Error()
+	if i := strings.IndexAny(msg, " [("); i > 0 && strings.HasPrefix(msg, "spec.") {
+		return msg[:i]
+	}
+	return "spec"
+}

@@ -1,0 +1,22 @@
+// Package api is Turnstile's HTTP API: the commands of the CLI and of the
+// NATS subjects, the read model's queries, and waiting for a state, as JSON
+// over net/http.
+//
+// Guarantees:
+//   - A command is answered with its recorded outcome: 202 when accepted
+//     (the work it asks for is under way), 200 for a no-op, and for a
+//     refusal the status of one table (StatusOf) with the rejection's code,
+//     message, state, generation and the commands allowed now.
+//   - The Idempotency-Key header is the command id: repeating a request
+//     with the same key yields the first one's outcome, never a second
+//     effect.
+//   - Bad input is refused with 400 naming the field before anything is
+//     published; an unknown workspace is 404.
+//   - Reads say what they reflect: the read model's rows carry the event
+//     sequence and generation they are current to, and a single workspace's
+//     read also names the newest event in the stream.
+//   - Waiting (GET .../wait) watches the event store, the source of truth,
+//     not the read model: 200 once the state is reached, 408 at the timeout.
+//   - Bearer-token auth when a token is configured; CheckExposure refuses an
+//     address beyond loopback without one.
+package api

@@ -1,0 +1,109 @@
+package api
+
+import (
+	"encoding/json"
+	"errors"
+	"net/http"
+
+	"github.com/turnstile-dev/turnstile/fsm"
+)
+
+// Error codes of failures that are not rejections by the lifecycle.
+const (
+	CodeUnauthorized = "unauthorized" // no or wrong bearer token
+	CodeTimeout      = "timeout"      // no outcome or state before the deadline
+	CodeUnavailable  = "unavailable"  // NATS or PostgreSQL did not answer
+	CodeInternal     = "internal"     // anything else; details are logged, not shown
+)
+
+// StatusOf is the one table from a rejection code to an HTTP status.
+func StatusOf(c fsm.Code) int {
+	switch c {
+	case fsm.CodeNotFound:
+		return http.StatusNotFound
+	case fsm.CodeExists, fsm.CodeBusy, fsm.CodeGone:
+		return http.StatusConflict
+	case fsm.CodeInvalid:
+		return http.StatusBadRequest
+	}
+	return http.StatusInternalServerError
+}
+
+// CodeOf maps an error response back to a rejection code: the body's code
+// when it is one, else what the status implies ("" when it implies none).
+// It is the inverse of StatusOf for clients of the HTTP API.
+func CodeOf(status int, body ErrorBody) fsm.Code {
+	switch c := fsm.Code(body.Code); c {
+	case fsm.CodeNotFound, fsm.CodeExists, fsm.CodeBusy, fsm.CodeGone, fsm.CodeInvalid:
+		return c
+	}
+	switch status {
+	case http.StatusNotFound:
+		return fsm.CodeNotFound
+	case http.StatusBadRequest:
+		return fsm.CodeInvalid
+	}
+	return ""
+}
+
+// ErrorBody is every error response. Rejections fill in the command, the
+// state and generation the workspace is in, and what is allowed now.
+type ErrorBody struct {
+	Code    string `json:"code"`
+	Message string `json:"message"`
+	// Field names the request field that is wrong (400 only).
+	Field       string            `json:"field,omitempty"`
+	CommandID   string            `json:"command_id,omitempty"`
+	Command     fsm.CommandType   `json:"command,omitempty"`
+	State       string            `json:"state,omitempty"`
+	Generation  *uint64           `json:"generation,omitempty"`
+	SpecVersion *uint64           `json:"spec_version,omitempty"`
+	Allowed     []fsm.CommandType `json:"allowed,omitempty"`
+}
+
+// rejectionBody is the body of a refused command.
+func rejectionBody(r *fsm.Rejection, commandID string) ErrorBody {
+	gen, spec := r.Generation, r.SpecVersion
+	allowed := r.Allowed
+	if allowed == nil {
+		allowed = []fsm.CommandType{}
+	}
+	return ErrorBody{Code: string(r.Code), Message: r.Message, CommandID: commandID, Command: r.Command,
+		State: r.State.String(), Generation: &gen, SpecVersion: &spec, Allowed: allowed}
+}
+
+// fieldError is bad input in one named field.
+type fieldError struct {
+	field string
+	msg   string
+}
+
+func (e *fieldError) Error() string { return e.field + ": " + e.msg }
+
+func badField(field, msg string) error { return &fieldError{field: field, msg: msg} }
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	_ = enc.Encode(v)
+}
+
+// writeError answers with err's status and body: rejections and bad input
+// as they are, everything else as a code without internal details (those
+// are logged).
+func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
+	var rej *fsm.Rejection
+	var fe *fieldError
+	switch {
+	case errors.As(err, &fe):
+		writeJSON(w, http.StatusBadRequest, ErrorBody{Code: string(fsm.CodeInvalid), Message: fe.Error(), Field: fe.field})
+	case errors.As(err, &rej):
+		writeJSON(w, StatusOf(rej.Code), rejectionBody(rej, ""))
+	default:
+		s.log.Error("api: request failed", "method", r.Method, "path", r.URL.Path, "err", err)
+		writeJSON(w, http.StatusServiceUnavailable, ErrorBody{Code: CodeUnavailable,
+			Message: "the request could not be completed; see the server log, then retry"})
+	}
+}

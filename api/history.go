@@ -1,0 +1,76 @@
+package api
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"time"
+
+	"github.com/turnstile-dev/turnstile/events"
+	"github.com/turnstile-dev/turnstile/fsm"
+)
+
+// Event is one entry of a workspace's timeline, read from the stream.
+type Event struct {
+	Time time.Time `json:"time"`
+	// Seq is the event's place in the workspace's history (from 1);
+	// StreamSeq its place in the whole stream.
+	Seq         uint64        `json:"seq"`
+	StreamSeq   uint64        `json:"stream_seq"`
+	Generation  uint64        `json:"generation"`
+	SpecVersion uint64        `json:"spec_version"`
+	Type        fsm.EventType `json:"type"`
+	From        string        `json:"from"`
+	To          string        `json:"to"`
+	Actor       string        `json:"actor,omitempty"`
+	CommandID   string        `json:"command_id"`
+	Reason      string        `json:"reason,omitempty"`
+	ExitCode    *int          `json:"exit_code,omitempty"`
+	Spec        *fsm.Spec     `json:"spec,omitempty"`
+}
+
+// EventOf describes env, which moved the workspace from the state from.
+func EventOf(env events.Envelope, from fsm.Status) Event {
+	return Event{Time: env.Time, Seq: env.Seq, StreamSeq: env.StreamSeq, Generation: env.Generation,
+		SpecVersion: env.SpecVersion, Type: env.Type, From: from.String(), To: env.State.Status.String(),
+		Actor: env.Actor, CommandID: env.CommandID, Reason: env.Payload.Reason, ExitCode: env.Payload.ExitCode,
+		Spec: env.Payload.Spec}
+}
+
+// History reads workspace id's timeline from the event stream, oldest
+// first. It returns an error matching ErrNoWorkspace when the workspace has
+// no events.
+func History(ctx context.Context, store *events.Store, id string) ([]Event, error) {
+	out := []Event{}
+	prev := fsm.None
+	err := store.History(ctx, id, func(env events.Envelope) error {
+		out = append(out, EventOf(env, prev))
+		prev = env.State.Status
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	if len(out) == 0 {
+		return nil, ErrNoWorkspace
+	}
+	return out, nil
+}
+
+func (s *Server) events(w http.ResponseWriter, r *http.Request) {
+	id := r.PathValue("id")
+	if err := fsm.ValidateID(id); err != nil {
+		s.writeError(w, r, badField("id", err.Error()))
+		return
+	}
+	evs, err := History(r.Context(), s.cfg.Store, id)
+	if errors.Is(err, ErrNoWorkspace) {
+		writeNotFound(w, id)
+		return
+	}
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"workspace": id, "events": evs})
+}

@@ -1,0 +1,69 @@
+package api
+
+import (
+	"context"
+	"log/slog"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/turnstile-dev/turnstile/fsm"
+)
+
+// WorkspaceCollector reports turnstile_workspaces{state} from the read
+// model at each scrape (one GROUP BY query, bounded to 2s).
+type WorkspaceCollector struct {
+	pool *pgxpool.Pool
+	log  *slog.Logger
+	desc *prometheus.Desc
+}
+
+var _ prometheus.Collector = (*WorkspaceCollector)(nil)
+
+// NewWorkspaceCollector returns the collector; register it on the registry
+// that serves /metrics.
+func NewWorkspaceCollector(pool *pgxpool.Pool, log *slog.Logger) *WorkspaceCollector {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &WorkspaceCollector{pool: pool, log: log, desc: prometheus.NewDesc("turnstile_workspaces",
+		"Workspaces by state, from the read model.", []string{"state"}, nil)}
+}
+
+// Describe implements prometheus.Collector.
+func (c *WorkspaceCollector) Describe(ch chan<- *prometheus.Desc) { ch <- c.desc }
+
+// Collect implements prometheus.Collector.
+func (c *WorkspaceCollector) Collect(ch chan<- prometheus.Metric) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	counts := map[string]float64{}
+	for _, st := range fsm.Statuses() {
+		if st != fsm.None {
+			counts[st.String()] = 0
+		}
+	}
+	rows, err := c.pool.Query(ctx, `SELECT status, count(*) FROM workspaces GROUP BY status`)
+	if err != nil {
+		c.log.Warn("metrics: workspaces by state", "err", err)
+		return
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var st string
+		var n int64
+		if err := rows.Scan(&st, &n); err != nil {
+			c.log.Warn("metrics: workspaces by state", "err", err)
+			return
+		}
+		counts[st] = float64(n)
+	}
+	if rows.Err() != nil {
+		c.log.Warn("metrics: workspaces by state", "err", rows.Err())
+		return
+	}
+	for st, n := range counts {
+		ch <- prometheus.MustNewConstMetric(c.desc, prometheus.GaugeValue, n, st)
+	}
+}

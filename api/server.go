@@ -1,0 +1,234 @@
+package api
+
+import (
+	"context"
+	"crypto/subtle"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/nats-io/nats.go"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/turnstile-dev/turnstile/client"
+	"github.com/turnstile-dev/turnstile/events"
+	"github.com/turnstile-dev/turnstile/fsm"
+)
+
+// Config wires a Server. Client and Store are required; without Pool the
+// read-model routes answer 503.
+type Config struct {
+	// Client publishes commands and waits for their outcomes.
+	Client *client.Client
+	// Store is the event store: history and wait.
+	Store *events.Store
+	// NC, when set, wakes waiters as soon as an event is appended (they
+	// also poll the store, so it is an optimisation only).
+	NC *nats.Conn
+	// Pool reads the PostgreSQL read model.
+	Pool *pgxpool.Pool
+	// Gatherer serves /metrics; nil serves no metrics.
+	Gatherer prometheus.Gatherer
+	// Token, when set, is required as "Authorization: Bearer <token>" on
+	// every route but /healthz and /readyz.
+	Token string
+	// Provisioner is the provisioner kind, "docker" or "sim", for /readyz.
+	Provisioner string
+	// Ready, when set, is asked by /readyz besides NATS and PostgreSQL; an
+	// error makes it answer 503 with the error's text.
+	Ready func(ctx context.Context) error
+	// CommandTimeout bounds the wait for a command's outcome; default 30s.
+	CommandTimeout time.Duration
+	// DefaultWait and MaxWait are /wait's default and largest timeout;
+	// defaults 30s and 10m.
+	DefaultWait, MaxWait time.Duration
+	// PollInterval is how often waiters read the store; default 250ms.
+	PollInterval time.Duration
+	Logger       *slog.Logger
+}
+
+func (c *Config) setDefaults() {
+	if c.CommandTimeout <= 0 {
+		c.CommandTimeout = 30 * time.Second
+	}
+	if c.DefaultWait <= 0 {
+		c.DefaultWait = 30 * time.Second
+	}
+	if c.MaxWait <= 0 {
+		c.MaxWait = 10 * time.Minute
+	}
+	if c.PollInterval <= 0 {
+		c.PollInterval = 250 * time.Millisecond
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+}
+
+// Server is the HTTP API. It is safe for concurrent use.
+type Server struct {
+	cfg     Config
+	log     *slog.Logger
+	handler http.Handler
+}
+
+// New checks cfg and builds the routes. It starts nothing: serve
+// Handler with an http.Server.
+func New(cfg Config) (*Server, error) {
+	if cfg.Client == nil || cfg.Store == nil {
+		return nil, errors.New("api: Config.Client and Config.Store are required")
+	}
+	cfg.setDefaults()
+	s := &Server{cfg: cfg, log: cfg.Logger}
+	mux := http.NewServeMux()
+	mux.HandleFunc("POST /v1/workspaces", s.create)
+	mux.HandleFunc("GET /v1/workspaces", s.list)
+	mux.HandleFunc("GET /v1/workspaces/{id}", s.get)
+	mux.HandleFunc("DELETE /v1/workspaces/{id}", s.command(fsm.Delete))
+	mux.HandleFunc("POST /v1/workspaces/{id}/start", s.command(fsm.Start))
+	mux.HandleFunc("POST /v1/workspaces/{id}/stop", s.command(fsm.Stop))
+	mux.HandleFunc("POST /v1/workspaces/{id}/restart", s.command(fsm.Restart))
+	mux.HandleFunc("PUT /v1/workspaces/{id}/spec", s.configure)
+	mux.HandleFunc("GET /v1/workspaces/{id}/events", s.events)
+	mux.HandleFunc("GET /v1/workspaces/{id}/wait", s.wait)
+	mux.HandleFunc("GET /healthz", s.healthz)
+	mux.HandleFunc("GET /readyz", s.readyz)
+	if cfg.Gatherer != nil {
+		mux.Handle("GET /metrics", promhttp.HandlerFor(cfg.Gatherer, promhttp.HandlerOpts{ErrorLog: slogPrinter{s.log}}))
+	}
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, http.StatusNotFound, ErrorBody{Code: string("no_route"), Message: "no such route: see docs/operations.md for the API"})
+	})
+	s.handler = s.logRequests(s.authorize(mux))
+	return s, nil
+}
+
+// Handler is the API's http.Handler.
+func (s *Server) Handler() http.Handler { return s.handler }
+
+// authorize requires the bearer token, when one is configured, on every
+// route except the health checks (which say nothing about workspaces).
+func (s *Server) authorize(next http.Handler) http.Handler {
+	if s.cfg.Token == "" {
+		return next
+	}
+	want := []byte("Bearer " + s.cfg.Token)
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/healthz" || r.URL.Path == "/readyz" {
+			next.ServeHTTP(w, r)
+			return
+		}
+		got := []byte(r.Header.Get("Authorization"))
+		if subtle.ConstantTimeCompare(got, want) != 1 {
+			w.Header().Set("WWW-Authenticate", `Bearer realm="turnstile"`)
+			writeJSON(w, http.StatusUnauthorized, ErrorBody{Code: CodeUnauthorized,
+				Message: "missing or wrong bearer token: send Authorization: Bearer <the server's --api-token>"})
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+type statusRecorder struct {
+	http.ResponseWriter
+	status int
+}
+
+func (r *statusRecorder) WriteHeader(code int) {
+	r.status = code
+	r.ResponseWriter.WriteHeader(code)
+}
+
+func (s *Server) logRequests(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		start := time.Now()
+		rec := &statusRecorder{ResponseWriter: w, status: http.StatusOK}
+		next.ServeHTTP(rec, r)
+		s.log.Debug("http", "method", r.Method, "path", r.URL.Path, "status", rec.status, "duration", time.Since(start))
+	})
+}
+
+type slogPrinter struct{ log *slog.Logger }
+
+func (p slogPrinter) Println(v ...any) {
+	p.log.Error("metrics", "err", strings.TrimSpace(fmt.Sprintln(v...)))
+}
+
+func (s *Server) healthz(w http.ResponseWriter, _ *http.Request) {
+	writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+}
+
+// Readiness is /readyz's body.
+type Readiness struct {
+	Ready bool `json:"ready"`
+	// Provisioner is "docker" or "sim"; Simulated is true for sim, whose
+	// workspaces run no containers.
+	Provisioner string            `json:"provisioner"`
+	Simulated   bool              `json:"simulated"`
+	Checks      map[string]string `json:"checks"`
+}
+
+func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
+	ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
+	defer cancel()
+	rd := Readiness{Ready: true, Provisioner: s.cfg.Provisioner, Simulated: s.cfg.Provisioner == "sim", Checks: map[string]string{}}
+	check := func(name string, err error) {
+		if err != nil {
+			rd.Ready = false
+			rd.Checks[name] = err.Error()
+			return
+		}
+		rd.Checks[name] = "ok"
+	}
+	_, err := s.cfg.Store.LastSeq(ctx)
+	check("nats", err)
+	if s.cfg.Pool != nil {
+		check("postgres", s.cfg.Pool.Ping(ctx))
+	}
+	if s.cfg.Ready != nil {
+		check("serve", s.cfg.Ready(ctx))
+	}
+	status := http.StatusOK
+	if !rd.Ready {
+		status = http.StatusServiceUnavailable
+	}
+	writeJSON(w, status, rd)
+}
+
+// CheckExposure refuses to serve on an address beyond loopback without a
+// token: an unauthenticated API there would let anyone on the network
+// delete workspaces.
+func CheckExposure(addr, token string) error {
+	if token != "" {
+		return nil
+	}
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return err
+	}
+	if IsLoopback(host) {
+		return nil
+	}
+	shown := host
+	if shown == "" {
+		shown = "every interface"
+	}
+	return errors.New("the HTTP API would listen on " + addr + " (" + shown + "), beyond loopback, without a token: " +
+		"set --api-token (TURNSTILE_API_TOKEN), or listen on 127.0.0.1")
+}
+
+// IsLoopback reports whether host (a name or an IP, no port) is only
+// reachable from this machine.
+func IsLoopback(host string) bool {
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(strings.Trim(host, "[]"))
+	return ip != nil && ip.IsLoopback()
+}

@@ -1,0 +1,179 @@
+package api
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/turnstile-dev/turnstile/events"
+	"github.com/turnstile-dev/turnstile/fsm"
+)
+
+// Waiter watches workspaces in the event store until a condition holds.
+// It reads the store (one get-last-message per look) on a ticker and, when
+// it has a NATS connection, also as soon as the workspace's event subject
+// carries a new event.
+type Waiter struct {
+	Store *events.Store
+	// NC, optional, wakes the waiter on new events.
+	NC *nats.Conn
+	// Poll is the ticker's interval; 0 means 250ms.
+	Poll time.Duration
+}
+
+// Until returns the workspace's state once cond holds for it, or its last
+// state and ctx's error when ctx ends first.
+func (wt Waiter) Until(ctx context.Context, id string, cond func(fsm.Workspace) bool) (events.Head, error) {
+	if err := fsm.ValidateID(id); err != nil {
+		return events.Head{}, err
+	}
+	poll := wt.Poll
+	if poll <= 0 {
+		poll = 250 * time.Millisecond
+	}
+	wake := make(chan struct{}, 1)
+	if wt.NC != nil {
+		sub, err := wt.NC.Subscribe(wt.Store.Names().Event(id), func(*nats.Msg) {
+			select {
+			case wake <- struct{}{}:
+			default:
+			}
+		})
+		if err == nil {
+			defer func() { _ = sub.Unsubscribe() }()
+		}
+	}
+	t := time.NewTicker(poll)
+	defer t.Stop()
+	var last events.Head
+	for {
+		h, err := wt.Store.Load(ctx, id)
+		if err != nil {
+			if ctx.Err() != nil {
+				return last, ctx.Err()
+			}
+			return last, err
+		}
+		last = h
+		if cond(h.State) {
+			return h, nil
+		}
+		select {
+		case <-ctx.Done():
+			return last, ctx.Err()
+		case <-t.C:
+		case <-wake:
+		}
+	}
+}
+
+// Reached is the condition of /wait: the workspace is in state at
+// generation gen or later (any generation when gen is 0).
+func Reached(state fsm.Status, gen uint64) func(fsm.Workspace) bool {
+	return func(w fsm.Workspace) bool { return w.Status == state && w.Generation >= gen }
+}
+
+// Settled is the condition of the CLI's --wait: the workspace has left its
+// in-flight state at generation gen or later.
+func Settled(gen uint64) func(fsm.Workspace) bool {
+	return func(w fsm.Workspace) bool { return w.Generation >= gen && !w.Status.InFlight() }
+}
+
+// WaitResult is /wait's body, and what the CLI reports after waiting.
+type WaitResult struct {
+	Reached bool `json:"reached"`
+	// Want is the state waited for.
+	Want string `json:"want"`
+	// State, Generation and EventSeq are the workspace's when the wait ended.
+	State      string  `json:"state"`
+	Generation uint64  `json:"generation"`
+	EventSeq   uint64  `json:"event_seq"`
+	LastError  string  `json:"last_error,omitempty"`
+	Waited     float64 `json:"waited_seconds"`
+}
+
+// ResultOfWait describes a wait for want that ended at h.
+func ResultOfWait(want fsm.Status, h events.Head, waited time.Duration) WaitResult {
+	st := h.State
+	return WaitResult{Reached: st.Status == want, Want: want.String(), State: st.Status.String(), Generation: st.Generation,
+		EventSeq: st.Seq, LastError: st.LastError, Waited: waited.Seconds()}
+}
+
+func (s *Server) wait(w http.ResponseWriter, r *http.Request) {
+	id := r.PathValue("id")
+	if err := fsm.ValidateID(id); err != nil {
+		s.writeError(w, r, badField("id", err.Error()))
+		return
+	}
+	q := r.URL.Query()
+	state, ok := fsm.ParseStatus(q.Get("state"))
+	if !ok || state == fsm.None {
+		s.writeError(w, r, badField("state", fmt.Sprintf("%q is not a state: use provisioning, running, stopping, stopped, failed, deleting or deleted", q.Get("state"))))
+		return
+	}
+	var gen uint64
+	if v := q.Get("generation"); v != "" {
+		n, err := strconv.ParseUint(v, 10, 64)
+		if err != nil {
+			s.writeError(w, r, badField("generation", fmt.Sprintf("%q is not a generation number", v)))
+			return
+		}
+		gen = n
+	}
+	timeout := s.cfg.DefaultWait
+	if v := q.Get("timeout"); v != "" {
+		d, err := ParseTimeout(v)
+		if err != nil || d > s.cfg.MaxWait {
+			s.writeError(w, r, badField("timeout", fmt.Sprintf("%q is not a duration up to %v (such as 30s, 2m, or seconds as a number)", v, s.cfg.MaxWait)))
+			return
+		}
+		timeout = d
+	}
+	head, err := s.cfg.Store.Load(r.Context(), id)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	if head.StreamSeq == 0 {
+		writeNotFound(w, id)
+		return
+	}
+	start := time.Now()
+	ctx, cancel := context.WithTimeout(r.Context(), timeout)
+	defer cancel()
+	h, err := Waiter{Store: s.cfg.Store, NC: s.cfg.NC, Poll: s.cfg.PollInterval}.Until(ctx, id, Reached(state, gen))
+	res := ResultOfWait(state, h, time.Since(start))
+	res.Reached = err == nil
+	switch {
+	case err == nil:
+		writeJSON(w, http.StatusOK, res)
+	case errors.Is(err, context.DeadlineExceeded) && r.Context().Err() == nil:
+		writeJSON(w, http.StatusRequestTimeout, res)
+	case r.Context().Err() != nil:
+		return // the caller went away
+	default:
+		s.writeError(w, r, err)
+	}
+}
+
+// ParseTimeout reads a Go duration ("90s", "2m") or a number of seconds.
+func ParseTimeout(v string) (time.Duration, error) {
+	v = strings.TrimSpace(v)
+	if n, err := strconv.ParseFloat(v, 64); err == nil {
+		if n < 0 || n > 1e9 {
+			return 0, fmt.Errorf("timeout %q is out of range", v)
+		}
+		return time.Duration(n * float64(time.Second)), nil
+	}
+	d, err := time.ParseDuration(v)
+	if err != nil || d < 0 {
+		return 0, fmt.Errorf("timeout %q is not a duration such as 30s", v)
+	}
+	return d, nil
+}

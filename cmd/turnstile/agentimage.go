@@ -1,0 +1,195 @@
+package main
+
+import (
+	"archive/tar"
+	"bytes"
+	"cmp"
+	"context"
+	"crypto/sha256"
+	"debug/elf"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime/debug"
+	"strings"
+	"time"
+
+	cerrdefs "github.com/containerd/errdefs"
+	"github.com/docker/docker/api/types/build"
+	"github.com/docker/docker/client"
+)
+
+// agentImageRepo is the repository of the default workspace image; its tag
+// is a hash of the binary inside, so each build of turnstile gets its own.
+const agentImageRepo = "turnstile-agent"
+
+// agentDockerfile runs `turnstile agent` from a FROM scratch image. The
+// health check is the same binary (there is no shell).
+const agentDockerfile = `FROM scratch
+COPY turnstile /turnstile
+EXPOSE 8080
+HEALTHCHECK --interval=500ms --timeout=2s --start-period=120s --retries=3 CMD ["/turnstile", "agent", "healthcheck"]
+ENTRYPOINT ["/turnstile", "agent"]
+`
+
+// ensureAgentImage returns the tag of the default workspace image, building
+// it on the engine when missing. The image holds this very binary when it
+// is statically linked; otherwise a static one built from the source tree
+// around the working directory with CGO_ENABLED=0 (needs the Go toolchain).
+// note says which.
+func ensureAgentImage(ctx context.Context, cli client.APIClient, log *slog.Logger) (tag, note string, err error) {
+	bin, note, err := staticBinary(ctx, log)
+	if err != nil {
+		return "", "", err
+	}
+	sum := sha256.Sum256(bin)
+	tag = agentImageRepo + ":" + hex.EncodeToString(sum[:])[:16]
+	if _, err := cli.ImageInspect(ctx, tag); err == nil {
+		return tag, note + "; image already built", nil
+	} else if !cerrdefs.IsNotFound(err) {
+		return "", "", fmt.Errorf("inspect %s: %w", tag, err)
+	}
+	log.Info("building the default workspace image", "tag", tag, "from", note)
+	if err := buildAgentImage(ctx, cli, bin, tag); err != nil {
+		return "", "", err
+	}
+	return tag, note + "; image built now", nil
+}
+
+// staticBinary returns a statically linked turnstile binary: this
+// executable if it is one, else one built from source.
+func staticBinary(ctx context.Context, log *slog.Logger) ([]byte, string, error) {
+	exe, err := os.Executable()
+	if err != nil {
+		return nil, "", fmt.Errorf("find this executable: %w", err)
+	}
+	static, err := isStatic(exe)
+	if err != nil {
+		return nil, "", err
+	}
+	if static {
+		b, err := os.ReadFile(exe)
+		return b, "this binary (statically linked)", err
+	}
+	root, err := sourceRoot()
+	if err != nil {
+		return nil, "", fmt.Errorf("this turnstile binary is dynamically linked, so it cannot run in a FROM scratch image, and %w: "+
+			"build turnstile with CGO_ENABLED=0, or pass --default-image", err)
+	}
+	log.Info("this binary is dynamically linked: building a static one for the workspace image", "source", root)
+	dir, err := os.MkdirTemp("", "turnstile-agent-build-")
+	if err != nil {
+		return nil, "", err
+	}
+	defer os.RemoveAll(dir)
+	out := filepath.Join(dir, "turnstile")
+	cmd := exec.CommandContext(ctx, "go", "build", "-trimpath", "-ldflags=-s -w", "-o", out, "./cmd/turnstile")
+	cmd.Dir = root
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS=linux")
+	if b, err := cmd.CombinedOutput(); err != nil {
+		return nil, "", fmt.Errorf("go build a static turnstile in %s: %w\n%s", root, err, b)
+	}
+	b, err := os.ReadFile(out)
+	return b, "a static build (CGO_ENABLED=0) of the source in " + root, err
+}
+
+// isStatic reports whether the ELF file at path needs no dynamic loader.
+func isStatic(path string) (bool, error) {
+	f, err := elf.Open(path)
+	if err != nil {
+		return false, fmt.Errorf("read %s: %w", path, err)
+	}
+	defer f.Close()
+	for _, p := range f.Progs {
+		if p.Type == elf.PT_INTERP || p.Type == elf.PT_DYNAMIC {
+			return false, nil
+		}
+	}
+	return true, nil
+}
+
+// sourceRoot finds this module's source tree at or above the working
+// directory.
+func sourceRoot() (string, error) {
+	module := "github.com/turnstile-dev/turnstile"
+	if info, ok := debug.ReadBuildInfo(); ok && info.Main.Path != "" {
+		module = info.Main.Path
+	}
+	dir, err := os.Getwd()
+	if err != nil {
+		return "", err
+	}
+	for {
+		b, err := os.ReadFile(filepath.Join(dir, "go.mod"))
+		if err == nil && strings.HasPrefix(strings.TrimSpace(string(b)), "module "+module) {
+			return dir, nil
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			return "", fmt.Errorf("no source tree of %s at or above the working directory", module)
+		}
+		dir = parent
+	}
+}
+
+func buildAgentImage(ctx context.Context, cli client.APIClient, bin []byte, tag string) error {
+	var tarball bytes.Buffer
+	tw := tar.NewWriter(&tarball)
+	for _, f := range []struct {
+		name string
+		mode int64
+		data []byte
+	}{
+		{"Dockerfile", 0o644, []byte(agentDockerfile)},
+		{"turnstile", 0o755, bin},
+	} {
+		if err := tw.WriteHeader(&tar.Header{Name: f.name, Mode: f.mode, Size: int64(len(f.data)), ModTime: time.Unix(0, 0)}); err != nil {
+			return err
+		}
+		if _, err := tw.Write(f.data); err != nil {
+			return err
+		}
+	}
+	if err := tw.Close(); err != nil {
+		return err
+	}
+	resp, err := cli.ImageBuild(ctx, &tarball, build.ImageBuildOptions{
+		Tags: []string{tag}, Remove: true, ForceRemove: true, Version: build.BuilderV1,
+		Labels: map[string]string{"org.opencontainers.image.title": "turnstile default workspace agent"},
+	})
+	if err != nil {
+		return fmt.Errorf("build %s: %w", tag, err)
+	}
+	defer resp.Body.Close()
+	return readBuildStream(resp.Body, tag)
+}
+
+// readBuildStream drains a build's JSON progress and returns its error.
+func readBuildStream(r io.Reader, tag string) error {
+	dec := json.NewDecoder(r)
+	var log strings.Builder
+	for {
+		var m struct {
+			Stream      string `json:"stream"`
+			Error       string `json:"error"`
+			ErrorDetail struct {
+				Message string `json:"message"`
+			} `json:"errorDetail"`
+		}
+		if err := dec.Decode(&m); errors.Is(err, io.EOF) {
+			return nil
+		} else if err != nil {
+			return fmt.Errorf("build %s: %w", tag, err)
+		}
+		log.WriteString(m.Stream)
+		if msg := cmp.Or(m.ErrorDetail.Message, m.Error); msg != "" {
+			return fmt.Errorf("build %s: %s\n%s", tag, msg, log.String())
+		}
+	}
+}

@@ -1,0 +1,161 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"strings"
+
+	"github.com/spf13/cobra"
+	"golang.org/x/term"
+)
+
+// streams are the process's standard streams.
+type streams struct {
+	in       io.Reader
+	out, err io.Writer
+}
+
+// app is one run of the CLI: its streams, its environment and the flags
+// every command shares. main builds one per process; tests build their own.
+type app struct {
+	streams
+	getenv func(string) string
+
+	// Connection flags.
+	natsURL, natsCreds, natsNkey, natsUser, natsPassword, natsToken string
+	natsTLSCert, natsTLSKey, natsTLSCA                              string
+	databaseURL, dataDir, prefix                                    string
+	output, logLevel, logFormat                                     string
+
+	// started is set once a command's own code runs: errors before it are
+	// usage errors from parsing the command line.
+	started bool
+}
+
+// run executes the command line args and returns the exit code.
+func run(ctx context.Context, args []string, s streams, getenv func(string) string) int {
+	a := &app{streams: s, getenv: getenv}
+	root := a.rootCmd()
+	root.SetArgs(args)
+	root.SetIn(s.in)
+	root.SetOut(s.out)
+	root.SetErr(s.err)
+	err := root.ExecuteContext(ctx)
+	code := codeOf(err, a.started)
+	var ee *codedError
+	if err != nil && !(errors.As(err, &ee) && ee.quiet) {
+		fmt.Fprintln(s.err, "turnstile:", err)
+		if code == exitUsage && !a.started {
+			fmt.Fprintln(s.err, "Run 'turnstile --help' for usage.")
+		}
+	}
+	return code
+}
+
+func (a *app) rootCmd() *cobra.Command {
+	root := &cobra.Command{
+		Use:   "turnstile",
+		Short: "Lifecycle controller for container workspaces",
+		Long: `Turnstile runs the lifecycle of container workspaces as an event-sourced state
+machine on NATS JetStream: one command per workspace at a time, illegal
+transitions refused with a reason, every attempt numbered by a generation,
+and every change kept as an event you can replay and audit.
+
+Start everything on this machine with 'turnstile serve', then use the other
+commands from another terminal.`,
+		SilenceErrors: true,
+		SilenceUsage:  true,
+		PersistentPreRunE: func(cmd *cobra.Command, _ []string) error {
+			if err := bindEnv(cmd, a.getenv); err != nil {
+				return err
+			}
+			switch a.output {
+			case "table", "json":
+			default:
+				return fmt.Errorf("--output %q: use table or json", a.output)
+			}
+			a.started = true
+			return nil
+		},
+	}
+	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError(err) })
+	pf := root.PersistentFlags()
+	pf.StringVar(&a.natsURL, "nats-url", "", "NATS server URL (client commands: default "+defaultNATSURL+"; serve: empty starts an embedded server)")
+	pf.StringVar(&a.natsCreds, "nats-creds", "", "NATS credentials file (JWT and nkey seed)")
+	pf.StringVar(&a.natsNkey, "nats-nkey", "", "NATS nkey seed file")
+	pf.StringVar(&a.natsUser, "nats-user", "", "NATS user name")
+	pf.StringVar(&a.natsPassword, "nats-password", "", "NATS password")
+	pf.StringVar(&a.natsToken, "nats-token", "", "NATS authentication token")
+	pf.StringVar(&a.natsTLSCert, "nats-tls-cert", "", "client certificate file for NATS over TLS")
+	pf.StringVar(&a.natsTLSKey, "nats-tls-key", "", "client key file for NATS over TLS")
+	pf.StringVar(&a.natsTLSCA, "nats-tls-ca", "", "CA certificate file to verify the NATS server")
+	pf.StringVar(&a.databaseURL, "database-url", "", "PostgreSQL URL of the read model (client commands: default the URL serve wrote to <data-dir>/database-url; serve: empty starts a local PostgreSQL)")
+	pf.StringVar(&a.dataDir, "data-dir", "./.turnstile", "directory for serve's state: JetStream store, local PostgreSQL, database-url and installation files")
+	pf.StringVar(&a.prefix, "prefix", "turnstile", "NATS subject prefix and stream name prefix, so installations can share an account")
+	pf.StringVarP(&a.output, "output", "o", "table", "output format: table or json")
+	pf.StringVar(&a.logLevel, "log-level", "info", "log level: debug, info, warn or error")
+	pf.StringVar(&a.logFormat, "log-format", "auto", "log format: auto (text on a terminal, JSON otherwise), text or json")
+	for _, name := range []string{"nats-url", "nats-creds", "nats-nkey", "nats-user", "nats-password", "nats-token",
+		"nats-tls-cert", "nats-tls-key", "nats-tls-ca", "database-url", "data-dir", "prefix", "output", "log-level", "log-format"} {
+		markEnv(pf, name)
+	}
+	root.AddGroup(&cobra.Group{ID: "lifecycle", Title: "Lifecycle commands (over NATS):"},
+		&cobra.Group{ID: "query", Title: "Queries, history and audits:"},
+		&cobra.Group{ID: "admin", Title: "Running Turnstile:"})
+	root.SetHelpCommandGroupID("admin")
+	root.SetCompletionCommandGroupID("admin")
+	for _, c := range a.lifecycleCmds() {
+		c.GroupID = "lifecycle"
+		root.AddCommand(c)
+	}
+	for _, c := range []*cobra.Command{a.waitCmd(), a.getCmd(), a.listCmd(), a.historyCmd(), a.auditCmd()} {
+		c.GroupID = "query"
+		root.AddCommand(c)
+	}
+	for _, c := range []*cobra.Command{a.serveCmd(), a.rebuildCmd(), a.migrateCmd(), a.versionCmd(), a.agentCmd()} {
+		c.GroupID = "admin"
+		root.AddCommand(c)
+	}
+	return root
+}
+
+// logger builds the slog logger the flags ask for, writing to stderr.
+func (a *app) logger() (*slog.Logger, error) {
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(a.logLevel)); err != nil {
+		return nil, usageError(fmt.Errorf("--log-level %q: use debug, info, warn or error", a.logLevel))
+	}
+	opts := &slog.HandlerOptions{Level: level}
+	switch a.logFormat {
+	case "text":
+		return slog.New(slog.NewTextHandler(a.err, opts)), nil
+	case "json":
+		return slog.New(slog.NewJSONHandler(a.err, opts)), nil
+	case "auto":
+		if a.isTerminal(a.err) {
+			return slog.New(slog.NewTextHandler(a.err, opts)), nil
+		}
+		return slog.New(slog.NewJSONHandler(a.err, opts)), nil
+	}
+	return nil, usageError(fmt.Errorf("--log-format %q: use auto, text or json", a.logFormat))
+}
+
+// isTerminal reports whether w is a terminal.
+func (a *app) isTerminal(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	return ok && term.IsTerminal(int(f.Fd()))
+}
+
+// exactArgs is cobra.ExactArgs whose error is a usage error naming what is missing.
+func exactArgs(names ...string) cobra.PositionalArgs {
+	return func(_ *cobra.Command, args []string) error {
+		if len(args) != len(names) {
+			return usageError(fmt.Errorf("want %d argument(s) (%s), got %d", len(names), strings.Join(names, " "), len(args)))
+		}
+		return nil
+	}
+}

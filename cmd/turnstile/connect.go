@@ -1,0 +1,164 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/turnstile-dev/turnstile/client"
+	"github.com/turnstile-dev/turnstile/events"
+)
+
+// defaultNATSURL is where client commands find serve's embedded NATS.
+const defaultNATSURL = "nats://127.0.0.1:4222"
+
+// databaseURLFile is where serve writes the URL of the PostgreSQL it
+// started, inside --data-dir, for the client commands and for psql.
+const databaseURLFile = "database-url"
+
+// natsOptions are the connection options the flags ask for.
+func (a *app) natsOptions(name string) []nats.Option {
+	opts := []nats.Option{nats.Name(name), nats.MaxReconnects(-1), nats.ReconnectWait(250 * time.Millisecond)}
+	if a.natsCreds != "" {
+		opts = append(opts, nats.UserCredentials(a.natsCreds))
+	}
+	if a.natsNkey != "" {
+		if o, err := nats.NkeyOptionFromSeed(a.natsNkey); err == nil {
+			opts = append(opts, o)
+		} else {
+			opts = append(opts, func(*nats.Options) error { return fmt.Errorf("--nats-nkey %s: %w", a.natsNkey, err) })
+		}
+	}
+	if a.natsUser != "" {
+		opts = append(opts, nats.UserInfo(a.natsUser, a.natsPassword))
+	}
+	if a.natsToken != "" {
+		opts = append(opts, nats.Token(a.natsToken))
+	}
+	if a.natsTLSCert != "" || a.natsTLSKey != "" {
+		opts = append(opts, nats.ClientCert(a.natsTLSCert, a.natsTLSKey))
+	}
+	if a.natsTLSCA != "" {
+		opts = append(opts, nats.RootCAs(a.natsTLSCA))
+	}
+	return opts
+}
+
+// clientNATSURL is the NATS URL of client commands.
+func (a *app) clientNATSURL() string {
+	if a.natsURL != "" {
+		return a.natsURL
+	}
+	return defaultNATSURL
+}
+
+// connectNATS connects a client command to NATS.
+func (a *app) connectNATS(ctx context.Context) (*nats.Conn, error) {
+	url := a.clientNATSURL()
+	opts := append(a.natsOptions("turnstile-cli"), nats.RetryOnFailedConnect(false))
+	if d, ok := ctx.Deadline(); ok {
+		opts = append(opts, nats.Timeout(max(time.Until(d), time.Second)))
+	}
+	nc, err := nats.Connect(url, opts...)
+	if err != nil {
+		return nil, fmt.Errorf("cannot reach NATS at %s: %w (is 'turnstile serve' running? otherwise pass --nats-url or set TURNSTILE_NATS_URL)", url, err)
+	}
+	return nc, nil
+}
+
+// openClient connects and returns a client and its connection; closeFn
+// releases both.
+func (a *app) openClient(ctx context.Context) (cl *client.Client, nc *nats.Conn, closeFn func(), err error) {
+	nc, err = a.connectNATS(ctx)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	cl, err = client.New(ctx, nc, client.Options{Prefix: a.prefix, Actor: actorName(a.getenv), PollInterval: 250 * time.Millisecond})
+	if err != nil {
+		nc.Close()
+		return nil, nil, nil, streamsMissing(err)
+	}
+	return cl, nc, func() { _ = cl.Close(); nc.Close() }, nil
+}
+
+// openStore connects and binds to the event stream; closeFn closes the
+// connection.
+func (a *app) openStore(ctx context.Context) (store *events.Store, nc *nats.Conn, closeFn func(), err error) {
+	nc, err = a.connectNATS(ctx)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	js, err := jetstream.New(nc)
+	if err != nil {
+		nc.Close()
+		return nil, nil, nil, err
+	}
+	store, err = events.OpenStore(ctx, js, events.NewNames(a.prefix), events.Codec{})
+	if err != nil {
+		nc.Close()
+		return nil, nil, nil, streamsMissing(err)
+	}
+	return store, nc, nc.Close, nil
+}
+
+func streamsMissing(err error) error {
+	if errors.Is(err, jetstream.ErrStreamNotFound) {
+		return fmt.Errorf("%w: NATS answers but has no Turnstile streams; start 'turnstile serve' (it creates them) or check --prefix", err)
+	}
+	return err
+}
+
+// actorName is who commands are recorded as coming from: $USER, else "cli".
+func actorName(getenv func(string) string) string {
+	if u := getenv("USER"); u != "" {
+		return "cli:" + u
+	}
+	return "cli"
+}
+
+// resolveDatabaseURL is --database-url, or else the URL serve wrote.
+func (a *app) resolveDatabaseURL() (string, error) {
+	if a.databaseURL != "" {
+		return a.databaseURL, nil
+	}
+	path := filepath.Join(a.dataDir, databaseURLFile)
+	b, err := os.ReadFile(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return "", fmt.Errorf("no database URL: pass --database-url (or set TURNSTILE_DATABASE_URL), or run 'turnstile serve' with --data-dir %s, which writes it to %s", a.dataDir, path)
+	}
+	if err != nil {
+		return "", fmt.Errorf("read the database URL: %w", err)
+	}
+	return strings.TrimSpace(string(b)), nil
+}
+
+// openPool connects to the read model.
+func (a *app) openPool(ctx context.Context) (*pgxpool.Pool, error) {
+	url, err := a.resolveDatabaseURL()
+	if err != nil {
+		return nil, err
+	}
+	cfg, err := pgxpool.ParseConfig(url)
+	if err != nil {
+		return nil, usageError(fmt.Errorf("database URL: %w", err))
+	}
+	cfg.MaxConns = 4
+	pool, err := pgxpool.NewWithConfig(ctx, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("database: %w", err)
+	}
+	if err := pool.Ping(ctx); err != nil {
+		pool.Close()
+		return nil, fmt.Errorf("cannot reach PostgreSQL at %s:%d: %w (is 'turnstile serve' running?)", cfg.ConnConfig.Host, cfg.ConnConfig.Port, err)
+	}
+	return pool, nil
+}

@@ -1,0 +1,203 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/spf13/pflag"
+	"go.uber.org/goleak"
+
+	"github.com/turnstile-dev/turnstile/client"
+	"github.com/turnstile-dev/turnstile/fsm"
+	"github.com/turnstile-dev/turnstile/internal/testenv"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+// runCLI runs the CLI in this process and returns its exit code and output.
+func runCLI(t *testing.T, env map[string]string, args ...string) (int, string, string) {
+	t.Helper()
+	var out, errb bytes.Buffer
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	code := run(ctx, args, streams{in: strings.NewReader(""), out: &out, err: &errb}, func(k string) string { return env[k] })
+	return code, out.String(), errb.String()
+}
+
+func TestExitCodeTable(t *testing.T) {
+	for _, tc := range []struct {
+		code fsm.Code
+		exit int
+	}{
+		{fsm.CodeNotFound, exitRejected},
+		{fsm.CodeExists, exitRejected},
+		{fsm.CodeBusy, exitRejected},
+		{fsm.CodeGone, exitRejected},
+		{fsm.CodeInvalid, exitUsage},
+		{"", exitError},
+	} {
+		if got := exitCodeOf(tc.code); got != tc.exit {
+			t.Errorf("exitCodeOf(%q) = %d, want %d", tc.code, got, tc.exit)
+		}
+	}
+	for _, tc := range []struct {
+		name    string
+		err     error
+		started bool
+		exit    int
+	}{
+		{"Nil", nil, true, exitOK},
+		{"ParseError", errors.New("unknown flag"), false, exitUsage},
+		{"RuntimeError", errors.New("connection refused"), true, exitError},
+		{"Coded", withCode(exitTimeout, errors.New("x")), true, exitTimeout},
+		{"Rejection", fmt.Errorf("send: %w", &fsm.Rejection{Code: fsm.CodeBusy}), true, exitRejected},
+		{"Invalid", fsm.Invalid(fsm.Create, "bad"), true, exitUsage},
+		{"NoOutcome", fmt.Errorf("x: %w", client.ErrNoOutcome), true, exitTimeout},
+		{"Deadline", context.DeadlineExceeded, true, exitTimeout},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := codeOf(tc.err, tc.started); got != tc.exit {
+				t.Fatalf("codeOf(%v, %v) = %d, want %d", tc.err, tc.started, got, tc.exit)
+			}
+		})
+	}
+}
+
+func TestEnvBinding(t *testing.T) {
+	t.Run("VariableSetsFlag", func(t *testing.T) {
+		code, out, errs := runCLI(t, map[string]string{"TURNSTILE_OUTPUT": "json"}, "version")
+		if code != 0 || !strings.HasPrefix(out, "{") {
+			t.Fatalf("exit %d, out %q, err %q", code, out, errs)
+		}
+	})
+	t.Run("FlagWins", func(t *testing.T) {
+		code, out, _ := runCLI(t, map[string]string{"TURNSTILE_OUTPUT": "json"}, "version", "-o", "table")
+		if code != 0 || !strings.HasPrefix(out, "turnstile ") {
+			t.Fatalf("exit %d, out %q", code, out)
+		}
+	})
+	t.Run("BadValueNamesVariable", func(t *testing.T) {
+		code, _, errs := runCLI(t, map[string]string{"TURNSTILE_SIM_MAX_LATENCY": "soon"}, "serve")
+		if code != exitUsage || !strings.Contains(errs, "TURNSTILE_SIM_MAX_LATENCY") {
+			t.Fatalf("exit %d, err %q", code, errs)
+		}
+	})
+	t.Run("EveryServeFlagHasAVariable", func(t *testing.T) {
+		a := &app{getenv: func(string) string { return "" }}
+		root := a.rootCmd()
+		serve, _, err := root.Find([]string{"serve"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		serve.Flags().VisitAll(func(f *pflag.Flag) {
+			if _, ok := f.Annotations[envAnnotation]; !ok && f.Name != "help" {
+				t.Errorf("serve --%s has no TURNSTILE_ variable", f.Name)
+			}
+		})
+		root.PersistentFlags().VisitAll(func(f *pflag.Flag) {
+			if _, ok := f.Annotations[envAnnotation]; !ok {
+				t.Errorf("--%s has no TURNSTILE_ variable", f.Name)
+			}
+		})
+	})
+}
+
+func TestSpecFlags(t *testing.T) {
+	parse := func(t *testing.T, args ...string) (fsm.Spec, error) {
+		t.Helper()
+		var s specFlags
+		fs := pflag.NewFlagSet("x", pflag.ContinueOnError)
+		s.register(fs, true)
+		if err := fs.Parse(args); err != nil {
+			t.Fatal(err)
+		}
+		return s.apply(fs, fsm.Spec{Image: "base:1", Env: map[string]string{"KEEP": "1"}})
+	}
+	t.Run("Merge", func(t *testing.T) {
+		spec, err := parse(t, "--memory", "512m", "--cpus", "1.5", "--env", "A=1", "--env", "B=x=y", "--label", "team=core")
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := fsm.Spec{Image: "base:1", CPUs: 1.5, MemoryBytes: 512 << 20,
+			Env: map[string]string{"KEEP": "1", "A": "1", "B": "x=y"}, Labels: map[string]string{"team": "core"}}
+		if !spec.Equal(want) {
+			t.Fatalf("spec %+v, want %+v", spec, want)
+		}
+	})
+	for _, tc := range []struct {
+		name string
+		args []string
+		says string
+	}{
+		{"BadMemory", []string{"--memory", "lots"}, "--memory"},
+		{"TinyMemory", []string{"--memory", "1k"}, "spec.memory_bytes"},
+		{"EnvWithoutValue", []string{"--env", "NOPE"}, "--env"},
+		{"ReservedLabel", []string{"--label", "turnstile.x=1"}, "spec.labels"},
+		{"NegativeCPUs", []string{"--cpus", "-1"}, "spec.cpus"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if _, err := parse(t, tc.args...); err == nil || !strings.Contains(err.Error(), tc.says) {
+				t.Fatalf("error %v does not name %s", err, tc.says)
+			}
+		})
+	}
+}
+
+// TestLifecycleInProcess drives the CLI against a real core (NATS, streams,
+// engine), with the test standing in for the provisioner.
+func TestLifecycleInProcess(t *testing.T) {
+	core := testenv.StartCore(t, testenv.CoreOptions{})
+	env := map[string]string{"TURNSTILE_NATS_URL": core.NATS.URL}
+
+	code, out, errs := runCLI(t, env, "create", "inproc", "--command-id", "c-1")
+	if code != 0 || !strings.Contains(out, "accepted; provisioning at generation 1") {
+		t.Fatalf("create: exit %d\n%s%s", code, out, errs)
+	}
+	code, out, _ = runCLI(t, env, "create", "inproc", "--command-id", "c-1")
+	if code != 0 || !strings.Contains(out, "command c-1") {
+		t.Fatalf("the same command id again: exit %d\n%s", code, out)
+	}
+	code, _, errs = runCLI(t, env, "restart", "inproc")
+	if code != exitRejected || !strings.Contains(errs, "refused (busy)") {
+		t.Fatalf("restart while provisioning: exit %d\n%s", code, errs)
+	}
+	code, _, errs = runCLI(t, env, "start", "ghost")
+	if code != exitRejected || !strings.Contains(errs, "refused (not_found)") {
+		t.Fatalf("start of nothing: exit %d\n%s", code, errs)
+	}
+	code, _, errs = runCLI(t, env, "wait", "inproc", "--state", "running", "--timeout", "200ms")
+	if code != exitTimeout {
+		t.Fatalf("wait before the outcome: exit %d\n%s", code, errs)
+	}
+	sys := core.Client(t, "test-provisioner")
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if o, err := sys.Send(ctx, fsm.Command{Type: fsm.ProvisionSucceeded, Workspace: "inproc", Generation: 1}); err != nil || o.Outcome != fsm.Accepted {
+		t.Fatal(o, err)
+	}
+	code, out, errs = runCLI(t, env, "wait", "inproc", "--state", "running", "--timeout", "10s")
+	if code != 0 || !strings.Contains(out, "inproc is running at generation 1") {
+		t.Fatalf("wait: exit %d\n%s%s", code, out, errs)
+	}
+	code, out, errs = runCLI(t, env, "configure", "inproc", "--image", "next:2", "-o", "json")
+	if code != 0 || !strings.Contains(out, `"state": "provisioning"`) || !strings.Contains(out, `"generation": 2`) {
+		t.Fatalf("configure: exit %d\n%s%s", code, out, errs)
+	}
+	code, out, errs = runCLI(t, env, "history", "inproc")
+	if code != 0 || strings.Count(out, "workspace.") != 3 || !strings.Contains(out, "running → provisioning") {
+		t.Fatalf("history: exit %d\n%s%s", code, out, errs)
+	}
+	code, out, errs = runCLI(t, env, "audit", "inproc", "--at", "2")
+	if code != 0 || !strings.Contains(out, "OK: 3 event(s)") || !strings.Contains(out, "running at generation 1") {
+		t.Fatalf("audit --at 2: exit %d\n%s%s", code, out, errs)
+	}
+	code, out, errs = runCLI(t, env, "audit", "--all", "-o", "json")
+	if code != 0 || !strings.Contains(out, `"ok": true`) {
+		t.Fatalf("audit --all: exit %d\n%s%s", code, out, errs)
+	}
+}

@@ -1,0 +1,109 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"path/filepath"
+	"strconv"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+)
+
+// embeddedNATS is the nats-server serve runs when no --nats-url is given.
+type embeddedNATS struct {
+	srv      *server.Server
+	addr     string
+	storeDir string
+	sync     bool
+}
+
+// startNATS starts the embedded server with JetStream's file store in
+// <dataDir>/nats and returns once it accepts connections.
+func startNATS(addr, syncPolicy, dataDir string, log *slog.Logger) (*embeddedNATS, error) {
+	host, portStr, err := net.SplitHostPort(addr)
+	if err != nil {
+		return nil, usageError(fmt.Errorf("--nats-listen %q: %w", addr, err))
+	}
+	port, err := strconv.Atoi(portStr)
+	if err != nil || port < 0 || port > 65535 {
+		return nil, usageError(fmt.Errorf("--nats-listen %q: bad port", addr))
+	}
+	// Ask the kernel first: nats-server's own complaint about a taken port
+	// is a log line, not an error.
+	l, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, portTaken("NATS", addr, err, "--nats-listen", "or use the server that holds it with --nats-url")
+	}
+	_ = l.Close()
+	n := &embeddedNATS{addr: addr, storeDir: filepath.Join(dataDir, "nats"), sync: syncPolicy == "always"}
+	srv, err := server.NewServer(&server.Options{
+		ServerName: "turnstile",
+		Host:       host,
+		Port:       port,
+		JetStream:  true,
+		StoreDir:   n.storeDir,
+		SyncAlways: n.sync,
+		NoSigs:     true,
+		MaxPayload: 1 << 20,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("embedded NATS: %w", err)
+	}
+	srv.SetLoggerV2(natsLogger{log.With("component", "nats-server")}, false, false, false)
+	srv.Start()
+	if !srv.ReadyForConnections(30 * time.Second) {
+		srv.Shutdown()
+		return nil, fmt.Errorf("embedded NATS on %s did not become ready in 30s (see the log above)", addr)
+	}
+	if !srv.JetStreamEnabled() {
+		srv.Shutdown()
+		return nil, errors.New("embedded NATS started without JetStream (see the log above): is " + n.storeDir + " writable?")
+	}
+	n.srv = srv
+	return n, nil
+}
+
+// url is the server's client URL.
+func (n *embeddedNATS) url() string { return n.srv.ClientURL() }
+
+// connect opens an in-process connection (no TCP) to the server.
+func (n *embeddedNATS) connect(name string) (*nats.Conn, error) {
+	nc, err := nats.Connect("", nats.InProcessServer(n.srv), nats.Name(name), nats.MaxReconnects(-1))
+	if err != nil {
+		return nil, fmt.Errorf("connect to the embedded NATS: %w", err)
+	}
+	return nc, nil
+}
+
+// shutdown stops the server and waits for it.
+func (n *embeddedNATS) shutdown() {
+	n.srv.Shutdown()
+	n.srv.WaitForShutdown()
+}
+
+// natsLogger routes nats-server's log to slog; its notices are debug lines.
+type natsLogger struct{ log *slog.Logger }
+
+func (l natsLogger) Noticef(format string, v ...any) { l.log.Debug(fmt.Sprintf(format, v...)) }
+func (l natsLogger) Warnf(format string, v ...any)   { l.log.Warn(fmt.Sprintf(format, v...)) }
+func (l natsLogger) Fatalf(format string, v ...any)  { l.log.Error(fmt.Sprintf(format, v...)) }
+func (l natsLogger) Errorf(format string, v ...any)  { l.log.Error(fmt.Sprintf(format, v...)) }
+func (l natsLogger) Debugf(format string, v ...any)  { l.log.Debug(fmt.Sprintf(format, v...)) }
+func (l natsLogger) Tracef(format string, v ...any)  { l.log.Debug(fmt.Sprintf(format, v...)) }
+
+// portTaken explains a port that cannot be bound and what to do.
+func portTaken(what, addr string, err error, flag, alternative string) error {
+	return fmt.Errorf("%s address %s is taken (%v): is another 'turnstile serve' running? Stop it, choose another address with %s (%s)%s",
+		what, addr, err, flag, envName(flag[2:]), prefixed(", ", alternative))
+}
+
+func prefixed(sep, s string) string {
+	if s == "" {
+		return ""
+	}
+	return sep + s
+}

@@ -1,0 +1,147 @@
+package main
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
+
+	"github.com/turnstile-dev/turnstile/fsm"
+	"github.com/turnstile-dev/turnstile/provisioner"
+)
+
+// serveConfig is everything serve is told by flags and variables.
+type serveConfig struct {
+	natsListen, natsSync             string
+	postgresPort                     int
+	postgresBinDir                   string
+	httpAddr, apiToken               string
+	provisioner, installation        string
+	defaultImage                     string
+	simMinLatency, simMaxLatency     time.Duration
+	simFailureRate                   float64
+	simSeed                          uint64
+	deadlineProvisioning             time.Duration
+	deadlineStopping, deadlineDelete time.Duration
+	commit                           string
+	shutdownTimeout                  time.Duration
+}
+
+func (c *serveConfig) deadlines() map[fsm.Status]time.Duration {
+	return map[fsm.Status]time.Duration{
+		fsm.Provisioning: c.deadlineProvisioning,
+		fsm.Stopping:     c.deadlineStopping,
+		fsm.Deleting:     c.deadlineDelete,
+	}
+}
+
+func (c *serveConfig) validate() error {
+	switch c.natsSync {
+	case "always", "default":
+	default:
+		return fmt.Errorf("--nats-sync %q: use always (fsync before every ack) or default (fsync every 2 minutes)", c.natsSync)
+	}
+	switch c.provisioner {
+	case "auto", "docker", "sim":
+	default:
+		return fmt.Errorf("--provisioner %q: use auto, docker or sim", c.provisioner)
+	}
+	if c.installation != "" {
+		if err := provisioner.ValidateInstallation(c.installation); err != nil {
+			return fmt.Errorf("--installation: %w", err)
+		}
+	}
+	if c.simMinLatency < 0 || c.simMaxLatency < c.simMinLatency {
+		return fmt.Errorf("--sim-min-latency %v and --sim-max-latency %v: need 0 <= min <= max", c.simMinLatency, c.simMaxLatency)
+	}
+	if c.simFailureRate < 0 || c.simFailureRate > 1 {
+		return fmt.Errorf("--sim-failure-rate %v: use a fraction from 0 to 1", c.simFailureRate)
+	}
+	for name, d := range map[string]time.Duration{"--deadline-provisioning": c.deadlineProvisioning,
+		"--deadline-stopping": c.deadlineStopping, "--deadline-deleting": c.deadlineDelete} {
+		if d <= 0 {
+			return fmt.Errorf("%s %v: use a positive duration", name, d)
+		}
+	}
+	return nil
+}
+
+func (a *app) serveCmd() *cobra.Command {
+	var c serveConfig
+	cmd := &cobra.Command{
+		Use:   "serve",
+		Short: "Run Turnstile: embedded NATS, local PostgreSQL, engine, provisioner, projector and HTTP API",
+		Long: `Run everything on this machine. With no flags: an embedded nats-server with
+JetStream on 127.0.0.1:4222 (file store under --data-dir, fsync before every ack),
+a local PostgreSQL started from the installed binaries under --data-dir (its URL is
+written to <data-dir>/database-url), the read model's migrations, the command
+engine, the provisioner (Docker when reachable, else the simulator), its worker,
+deadline sweeper, reconciler and event watcher, the projector, and the HTTP API
+on 127.0.0.1:8080. --nats-url and --database-url use existing servers instead.
+SIGINT or SIGTERM stops it cleanly.`,
+		Args: exactArgs(),
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := c.validate(); err != nil {
+				return usageError(err)
+			}
+			return a.serve(cmd.Context(), c)
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&c.natsListen, "nats-listen", "127.0.0.1:4222", "address of the embedded NATS server (without --nats-url)")
+	f.StringVar(&c.natsSync, "nats-sync", "always", "embedded NATS fsync policy: always (before every ack; survives power loss) or default (every 2 minutes; faster)")
+	f.IntVar(&c.postgresPort, "postgres-port", 0, "port of the local PostgreSQL (without --database-url); 0 picks a free one")
+	f.StringVar(&c.postgresBinDir, "postgres-bin-dir", "", "directory with initdb and postgres (default: search /usr/lib/postgresql/{15,16,17}/bin, /usr/local/pgsql/bin)")
+	f.StringVar(&c.httpAddr, "http-addr", "127.0.0.1:8080", "address of the HTTP API")
+	f.StringVar(&c.apiToken, "api-token", "", "bearer token the HTTP API requires; needed to listen beyond loopback")
+	f.StringVar(&c.provisioner, "provisioner", "auto", "provisioner: docker, sim (a SIMULATOR: no containers run) or auto (docker when reachable, else sim)")
+	f.StringVar(&c.installation, "installation", "", "installation id labelled on every container (default: generated once and kept in <data-dir>/installation)")
+	f.StringVar(&c.defaultImage, "default-image", "", "image of workspaces created without --image (docker default: turnstile-agent built locally from this binary)")
+	f.DurationVar(&c.simMinLatency, "sim-min-latency", 100*time.Millisecond, "sim: shortest simulated provision, stop and delete")
+	f.DurationVar(&c.simMaxLatency, "sim-max-latency", 500*time.Millisecond, "sim: longest simulated provision, stop and delete")
+	f.Float64Var(&c.simFailureRate, "sim-failure-rate", 0, "sim: fraction of provisions that fail")
+	f.Uint64Var(&c.simSeed, "sim-seed", 1, "sim: seed of the simulated latencies and failures")
+	f.DurationVar(&c.deadlineProvisioning, "deadline-provisioning", 10*time.Minute, "a workspace provisioning longer fails with a reason naming this deadline")
+	f.DurationVar(&c.deadlineStopping, "deadline-stopping", 5*time.Minute, "a workspace stopping longer fails")
+	f.DurationVar(&c.deadlineDelete, "deadline-deleting", 5*time.Minute, "a workspace deleting longer fails")
+	f.DurationVar(&c.shutdownTimeout, "shutdown-timeout", 30*time.Second, "how long a shutdown may take before it gives up waiting")
+	f.VisitAll(func(fl *pflag.Flag) { markEnv(f, fl.Name) })
+	return cmd
+}
+
+// installationID is --installation, or the id kept in the data dir,
+// generated on first use.
+func installationID(dataDir, flag string) (string, error) {
+	if flag != "" {
+		return flag, nil
+	}
+	path := filepath.Join(dataDir, "installation")
+	b, err := os.ReadFile(path)
+	if err == nil {
+		id := strings.TrimSpace(string(b))
+		if err := provisioner.ValidateInstallation(id); err != nil {
+			return "", fmt.Errorf("%s: %w", path, err)
+		}
+		return id, nil
+	}
+	if !errors.Is(err, fs.ErrNotExist) {
+		return "", fmt.Errorf("read the installation id: %w", err)
+	}
+	raw := make([]byte, 4)
+	if _, err := rand.Read(raw); err != nil {
+		return "", err
+	}
+	id := "ts-" + hex.EncodeToString(raw)
+	if err := os.WriteFile(path, []byte(id+"\n"), 0o644); err != nil {
+		return "", fmt.Errorf("write the installation id: %w", err)
+	}
+	return id, nil
+}

@@ -1,0 +1,333 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/jackc/pgx/v5/stdlib"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"github.com/turnstile-dev/turnstile/api"
+	"github.com/turnstile-dev/turnstile/client"
+	"github.com/turnstile-dev/turnstile/engine"
+	"github.com/turnstile-dev/turnstile/events"
+	"github.com/turnstile-dev/turnstile/migrations"
+	"github.com/turnstile-dev/turnstile/projector"
+)
+
+// service is everything serve runs. start brings the parts up in order;
+// close takes them down in the reverse order: the HTTP API first (no new
+// commands through it), then the engine (in-flight commands finish or are
+// handed back), the provisioning side, the projector, the databases.
+type service struct {
+	a     *app
+	cfg   serveConfig
+	log   *slog.Logger
+	names events.Names
+
+	embedded     *embeddedNATS
+	natsURL      string
+	db           *database
+	backend      *backend
+	installation string
+	httpURL      string
+
+	draining atomic.Bool
+	fatal    chan error // a part that stopped on its own
+	stack    []func(context.Context) error
+}
+
+// push registers how to undo the step just taken.
+func (s *service) push(name string, fn func(context.Context) error) {
+	s.stack = append(s.stack, func(ctx context.Context) error {
+		if err := fn(ctx); err != nil {
+			return fmt.Errorf("stop %s: %w", name, err)
+		}
+		s.log.Debug("stopped", "part", name)
+		return nil
+	})
+}
+
+// close undoes every step, newest first, within ctx.
+func (s *service) close(ctx context.Context) error {
+	s.draining.Store(true)
+	var errs []error
+	for i := len(s.stack) - 1; i >= 0; i-- {
+		if err := s.stack[i](ctx); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	s.stack = nil
+	return errors.Join(errs...)
+}
+
+// failed reports a part that stopped by itself; run ends with it.
+func (s *service) failed(err error) {
+	select {
+	case s.fatal <- err:
+	default:
+	}
+}
+
+// startService brings everything up; on failure it stops what it started.
+func (a *app) startService(ctx context.Context, cfg serveConfig, log *slog.Logger) (*service, error) {
+	s := &service{a: a, cfg: cfg, log: log, names: events.NewNames(a.prefix), fatal: make(chan error, 1)}
+	if err := s.start(ctx); err != nil {
+		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cfg.shutdownTimeout)
+		defer cancel()
+		if cerr := s.close(cctx); cerr != nil {
+			log.Error("stopping after a failed start", "err", cerr)
+		}
+		return nil, err
+	}
+	return s, nil
+}
+
+func (s *service) start(ctx context.Context) error {
+	cfg, log := s.cfg, s.log
+	if err := os.MkdirAll(s.a.dataDir, 0o711); err != nil {
+		return fmt.Errorf("data dir: %w", err)
+	}
+	if err := api.CheckExposure(cfg.httpAddr, cfg.apiToken); err != nil {
+		return usageError(err)
+	}
+	ln, err := net.Listen("tcp", cfg.httpAddr)
+	if err != nil {
+		return portTaken("HTTP API", cfg.httpAddr, err, "--http-addr", "")
+	}
+	s.httpURL = "http://" + ln.Addr().String()
+	served := false
+	s.push("http listener", func(context.Context) error {
+		if !served {
+			return ln.Close()
+		}
+		return nil
+	})
+	if s.installation, err = installationID(s.a.dataDir, cfg.installation); err != nil {
+		return err
+	}
+
+	// NATS: embedded unless --nats-url.
+	connect := func(name string) (*nats.Conn, error) {
+		if s.embedded != nil {
+			return s.embedded.connect(name)
+		}
+		nc, err := nats.Connect(s.natsURL, s.a.natsOptions(name)...)
+		if err != nil {
+			return nil, fmt.Errorf("cannot reach NATS at %s: %w", s.natsURL, err)
+		}
+		return nc, nil
+	}
+	if s.a.natsURL == "" {
+		if s.embedded, err = startNATS(cfg.natsListen, cfg.natsSync, s.a.dataDir, log); err != nil {
+			return err
+		}
+		s.natsURL = s.embedded.url()
+		s.push("embedded NATS", func(context.Context) error { s.embedded.shutdown(); return nil })
+	} else {
+		s.natsURL = s.a.natsURL
+	}
+	conns := map[string]*nats.Conn{}
+	for _, name := range []string{"engine", "commit-1", "commit-2", "api", "provisioning", "projector"} {
+		nc, err := connect("turnstile-serve-" + name)
+		if err != nil {
+			return err
+		}
+		conns[name] = nc
+		s.push("NATS connection "+name, func(context.Context) error { return nc.Drain() })
+	}
+	store := func(name string) (*events.Store, error) {
+		js, err := jetstream.New(conns[name])
+		if err != nil {
+			return nil, err
+		}
+		return events.OpenStore(ctx, js, s.names, events.Codec{})
+	}
+	js, err := jetstream.New(conns["engine"])
+	if err != nil {
+		return err
+	}
+	if err := events.EnsureStreams(ctx, js, s.names, events.StreamOptions{}); err != nil {
+		return err
+	}
+
+	// PostgreSQL and the read model's schema.
+	if s.db, err = openDatabase(ctx, s.a.databaseURL, s.a.dataDir, cfg, log); err != nil {
+		return err
+	}
+	s.push("PostgreSQL", s.db.close)
+	pool, err := pgxpool.New(ctx, s.db.url)
+	if err != nil {
+		return fmt.Errorf("database: %w", err)
+	}
+	s.push("database pool", func(context.Context) error { pool.Close(); return nil })
+	db := stdlib.OpenDBFromPool(pool)
+	err = migrations.Up(ctx, db)
+	_ = db.Close()
+	if err != nil {
+		return err
+	}
+
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+		api.NewWorkspaceCollector(pool, log))
+
+	// The projector.
+	pjs, err := jetstream.New(conns["projector"])
+	if err != nil {
+		return err
+	}
+	proj, err := projector.New(projector.Config{JetStream: pjs, Pool: pool, Names: s.names,
+		Logger: log.With("component", "projector"), Registerer: reg})
+	if err != nil {
+		return err
+	}
+	pctx, pcancel := context.WithCancel(context.WithoutCancel(ctx))
+	var pwg sync.WaitGroup
+	pwg.Go(func() { _ = proj.Run(pctx) })
+	s.push("projector", func(context.Context) error { pcancel(); pwg.Wait(); return nil })
+
+	// The provisioner and its worker, supervisor and watcher.
+	if s.backend, err = chooseBackend(ctx, cfg, s.installation, log); err != nil {
+		return err
+	}
+	s.push("provisioner backend", func(context.Context) error { s.backend.closeFn(); return nil })
+	provStore, err := store("provisioning")
+	if err != nil {
+		return err
+	}
+	provClient, err := client.New(ctx, conns["provisioning"], client.Options{Prefix: s.a.prefix, Actor: "provisioner"})
+	if err != nil {
+		return err
+	}
+	s.push("provisioning client", func(context.Context) error { return provClient.Close() })
+	stopProv, err := startProvisioning(context.WithoutCancel(ctx), provisioningDeps{
+		NC: conns["provisioning"], Store: provStore, Client: provClient, Provisioner: s.backend.prov,
+		Installation: s.installation, Logger: log.With("component", "provisioning"), Registry: reg,
+		Deadlines: cfg.deadlines(),
+	})
+	if err != nil {
+		return fmt.Errorf("provisioning: %w", err)
+	}
+	s.push("provisioning", func(context.Context) error { stopProv(); return nil })
+
+	// The engine.
+	engStore, err := store("engine")
+	if err != nil {
+		return err
+	}
+	var commitStores []*events.Store
+	for _, name := range []string{"commit-1", "commit-2"} {
+		cs, err := store(name)
+		if err != nil {
+			return err
+		}
+		commitStores = append(commitStores, cs)
+	}
+	eng, err := engine.New(engine.Config{Store: engStore, CommitStores: commitStores,
+		Logger: log.With("component", "engine"), Metrics: engine.NewMetrics(reg)})
+	if err != nil {
+		return err
+	}
+	if err := eng.Open(ctx); err != nil {
+		return err
+	}
+	s.push("engine", func(context.Context) error { return eng.Close() })
+
+	// The HTTP API.
+	apiStore, err := store("api")
+	if err != nil {
+		return err
+	}
+	apiClient, err := client.New(ctx, conns["api"], client.Options{Prefix: s.a.prefix, Actor: "api", PollInterval: 250 * time.Millisecond})
+	if err != nil {
+		return err
+	}
+	s.push("API client", func(context.Context) error { return apiClient.Close() })
+	srv, err := api.New(api.Config{Client: apiClient, Store: apiStore, NC: conns["api"], Pool: pool, Gatherer: reg,
+		Token: cfg.apiToken, Provisioner: s.backend.kind, Logger: log.With("component", "api"),
+		Ready: func(context.Context) error {
+			if s.draining.Load() {
+				return errors.New("shutting down")
+			}
+			return nil
+		}})
+	if err != nil {
+		return err
+	}
+	hs := &http.Server{Handler: srv.Handler(), ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute,
+		ErrorLog: slog.NewLogLogger(log.With("component", "http").Handler(), slog.LevelWarn)}
+	httpDone := make(chan struct{})
+	served = true
+	go func() {
+		defer close(httpDone)
+		if err := hs.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			s.failed(fmt.Errorf("HTTP API: %w", err))
+		}
+	}()
+	s.push("HTTP API", func(ctx context.Context) error {
+		err := hs.Shutdown(ctx)
+		if err != nil {
+			_ = hs.Close()
+		}
+		<-httpDone
+		return err
+	})
+	if s.db.srv != nil {
+		go func() {
+			select {
+			case <-s.db.srv.Done():
+				if !s.draining.Load() {
+					s.failed(errors.New("the local PostgreSQL exited; see " + s.db.srv.Dir() + "/postgres.log"))
+				}
+			case <-pctx.Done():
+			}
+		}()
+	}
+	return nil
+}
+
+// run waits for ctx (a signal) or for a part that failed on its own.
+func (s *service) run(ctx context.Context) error {
+	select {
+	case <-ctx.Done():
+		s.log.Info("shutting down: no new commands; in-flight ones finish or go back to the stream", "cause", context.Cause(ctx))
+		return nil
+	case err := <-s.fatal:
+		return err
+	}
+}
+
+// serve runs the service until a signal and stops it cleanly.
+func (a *app) serve(ctx context.Context, cfg serveConfig) error {
+	log, err := a.logger()
+	if err != nil {
+		return err
+	}
+	s, err := a.startService(ctx, cfg, log)
+	if err != nil {
+		return err
+	}
+	s.banner()
+	runErr := s.run(ctx)
+	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cfg.shutdownTimeout)
+	defer cancel()
+	closeErr := s.close(cctx)
+	if err := errors.Join(runErr, closeErr); err != nil {
+		return err
+	}
+	log.Info("stopped cleanly")
+	return nil
+}

@@ -1,0 +1,117 @@
+package main
+
+import (
+	"fmt"
+	"maps"
+	"strings"
+
+	"github.com/docker/go-units"
+	"github.com/spf13/pflag"
+
+	"github.com/turnstile-dev/turnstile/fsm"
+)
+
+// specFlags are the flags that describe a spec: create's and configure's.
+type specFlags struct {
+	image   string
+	env     []string
+	labels  []string
+	cpus    float64
+	memory  string
+	replace bool
+}
+
+func (s *specFlags) register(fs *pflag.FlagSet, configure bool) {
+	fs.StringVar(&s.image, "image", "", "image to run (default: the provisioner's default image)")
+	fs.StringArrayVar(&s.env, "env", nil, "environment variable KEY=VALUE for the container (repeatable)")
+	fs.StringArrayVar(&s.labels, "label", nil, "container label KEY=VALUE (repeatable; the turnstile. prefix is reserved)")
+	fs.Float64Var(&s.cpus, "cpus", 0, "CPU limit, in CPUs (0: none)")
+	fs.StringVar(&s.memory, "memory", "", "memory limit, such as 512m or 2g (empty: none)")
+	if configure {
+		fs.BoolVar(&s.replace, "replace", false, "replace the whole spec instead of changing the given fields of the current one")
+	}
+}
+
+// given reports whether any spec flag was set.
+func (s *specFlags) given(fs *pflag.FlagSet) bool {
+	for _, n := range []string{"image", "env", "label", "cpus", "memory"} {
+		if fs.Changed(n) {
+			return true
+		}
+	}
+	return false
+}
+
+// apply returns base with the flags that were set applied; every error
+// names its flag.
+func (s *specFlags) apply(fs *pflag.FlagSet, base fsm.Spec) (fsm.Spec, error) {
+	spec := base.Clone()
+	if fs.Changed("image") {
+		spec.Image = s.image
+	}
+	if fs.Changed("cpus") {
+		spec.CPUs = s.cpus
+	}
+	if fs.Changed("memory") {
+		spec.MemoryBytes = 0
+		if s.memory != "" && s.memory != "0" {
+			n, err := units.RAMInBytes(s.memory)
+			if err != nil {
+				return spec, fmt.Errorf("--memory %q: use a size such as 512m or 2g", s.memory)
+			}
+			spec.MemoryBytes = n
+		}
+	}
+	var err error
+	if spec.Env, err = mergePairs("--env", spec.Env, s.env); err != nil {
+		return spec, err
+	}
+	if spec.Labels, err = mergePairs("--label", spec.Labels, s.labels); err != nil {
+		return spec, err
+	}
+	if err := fsm.ValidateSpec(spec); err != nil {
+		return spec, fmt.Errorf("spec: %w", err)
+	}
+	return spec, nil
+}
+
+func mergePairs(flag string, into map[string]string, pairs []string) (map[string]string, error) {
+	if len(pairs) == 0 {
+		return into, nil
+	}
+	out := maps.Clone(into)
+	if out == nil {
+		out = map[string]string{}
+	}
+	for _, p := range pairs {
+		k, v, ok := strings.Cut(p, "=")
+		if !ok || k == "" {
+			return nil, fmt.Errorf("%s %q: use KEY=VALUE", flag, p)
+		}
+		out[k] = v
+	}
+	return out, nil
+}
+
+// describeSpec is a one-line summary of a spec.
+func describeSpec(s fsm.Spec) string {
+	var parts []string
+	img := s.Image
+	if img == "" {
+		img = "(default image)"
+	}
+	parts = append(parts, img)
+	if s.CPUs > 0 {
+		parts = append(parts, fmt.Sprintf("cpus=%g", s.CPUs))
+	}
+	if s.MemoryBytes > 0 {
+		parts = append(parts, "memory="+units.BytesSize(float64(s.MemoryBytes)))
+	}
+	for _, k := range sortedKeys(s.Env) {
+		parts = append(parts, k+"="+s.Env[k])
+	}
+	for _, k := range sortedKeys(s.Labels) {
+		parts = append(parts, "label:"+k+"="+s.Labels[k])
+	}
+	return strings.Join(parts, " ")
+}

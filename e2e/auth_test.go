@@ -1,0 +1,39 @@
+package e2e_test
+
+import (
+	"net/http"
+	"strings"
+	"testing"
+)
+
+// TestAPIAuth: with --api-token, requests without the token (or with a
+// wrong one) are refused with 401 and change nothing; with it they work.
+func TestAPIAuth(t *testing.T) {
+	const token = "e2e-secret-token"
+	srv := startServe(t, serveOptions{args: []string{"--provisioner", "sim"}, env: []string{"TURNSTILE_API_TOKEN=" + token}})
+	for _, tc := range []struct{ name, token string }{{"NoToken", ""}, {"WrongToken", "guess"}} {
+		t.Run(tc.name, func(t *testing.T) {
+			status, body := srv.httpDo(t, "POST", "/v1/workspaces", `{"id":"locked"}`, tc.token)
+			if status != http.StatusUnauthorized || !strings.Contains(string(body), `"unauthorized"`) {
+				t.Fatalf("create without the token: %d %s", status, body)
+			}
+			if status, _ := srv.httpDo(t, "GET", "/v1/workspaces", "", tc.token); status != http.StatusUnauthorized {
+				t.Fatalf("list without the token: %d", status)
+			}
+		})
+	}
+	t.Run("HealthChecksAreOpen", func(t *testing.T) {
+		if status, body := srv.httpDo(t, "GET", "/readyz", "", ""); status != http.StatusOK || !strings.Contains(string(body), `"provisioner": "sim"`) {
+			t.Fatalf("readyz: %d %s", status, body)
+		}
+	})
+	t.Run("WithToken", func(t *testing.T) {
+		if status, body := srv.httpDo(t, "POST", "/v1/workspaces", `{"id":"locked"}`, token); status != http.StatusAccepted {
+			t.Fatalf("create with the token: %d %s", status, body)
+		}
+		status, body := srv.httpDo(t, "GET", "/v1/workspaces/locked/events", "", token)
+		if status != http.StatusOK || strings.Count(string(body), `"command_id"`) != 1 {
+			t.Fatalf("one event expected: %d %s", status, body)
+		}
+	})
+}
