@@ -249,6 +249,7 @@ func (g *generator) command(w fsm.Workspace) fsm.Command {
 		switch {
 		case r < 65:
 			sys(fsm.ProvisionSucceeded, "")
+			c.ContainerID = fmt.Sprintf("ctr-%s-%d", w.ID, c.Generation)
 		case r < 75:
 			sys(fsm.ProvisionFailed, "image pull failed: manifest unknown")
 		case r < 78:

@@ -329,7 +329,8 @@ func (l *loader) finish(ctx context.Context) error {
 	}
 	slices.Sort(ids)
 	cols := []string{"id", "status", "generation", "spec_version", "attempt_spec_version", "spec", "image",
-		"last_error", "last_event_seq", "last_stream_seq", "created_at", "updated_at", "status_changed_at", "deleted_at"}
+		"last_error", "last_event_seq", "last_stream_seq", "created_at", "updated_at", "status_changed_at", "deleted_at",
+		"container_id"}
 	n, err := l.conn.CopyFrom(ctx, pgx.Identifier{rebuildSchema, "workspaces"}, cols,
 		pgx.CopyFromSlice(len(ids), func(i int) ([]any, error) {
 			r := l.ws[ids[i]]
@@ -338,7 +339,7 @@ func (l *loader) finish(ctx context.Context) error {
 				return nil, err
 			}
 			return []any{r.ID, r.Status, r.Generation, r.SpecVersion, r.Attempt, spec, r.Image, r.LastError,
-				r.LastEventSeq, r.LastStreamSeq, r.CreatedAt, r.UpdatedAt, r.ChangedAt, r.DeletedAt}, nil
+				r.LastEventSeq, r.LastStreamSeq, r.CreatedAt, r.UpdatedAt, r.ChangedAt, r.DeletedAt, r.ContainerID}, nil
 		}))
 	if err != nil {
 		return fmt.Errorf("rebuild: copy workspaces: %w", err)

@@ -229,7 +229,8 @@ func TestGetWorkspace(t *testing.T) {
 				t.Fatal(err)
 			}
 			if got.Generation != want.Generation || got.LastEventSeq != want.Seq || got.Status != want.Status ||
-				got.SpecVersion != want.SpecVersion || !got.Spec.Equal(want.Spec) || got.LastError != want.LastError {
+				got.SpecVersion != want.SpecVersion || !got.Spec.Equal(want.Spec) || got.LastError != want.LastError ||
+				got.ContainerID != want.ContainerID {
 				t.Fatalf("%s: read model %+v, want state %+v", id, got, want)
 			}
 			if got.LastStreamSeq == 0 || got.CreatedAt.IsZero() || got.UpdatedAt.Before(got.CreatedAt) {

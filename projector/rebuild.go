@@ -59,7 +59,7 @@ type RebuildStats struct {
 // ones keep serving, then swaps them in with one transaction, checkpoint
 // included. A running projector notices the swap at its next batch (its
 // checkpoint compare-and-set fails) and resumes from the new checkpoint.
-// workspaces.container_id is carried over from the live table. Views or
+// Views or
 // foreign keys on the read model make the swap fail: drop them first.
 // progress may be nil.
 func (p *Projector) Rebuild(ctx context.Context, progress func(Progress)) (RebuildStats, error) {
@@ -254,8 +254,6 @@ func (p *Projector) swap(ctx context.Context, conn *pgxpool.Conn, live string) e
 		// Other projectors' checkpoints stay as they are.
 		{sql: `INSERT INTO ` + newT("projector_checkpoint") + ` SELECT * FROM ` + liveT("projector_checkpoint") +
 			` WHERE name <> $1`, args: []any{p.cfg.Name}},
-		{sql: `UPDATE ` + newT("workspaces") + ` r SET container_id = w.container_id FROM ` + liveT("workspaces") +
-			` w WHERE w.id = r.id AND w.container_id IS NOT NULL`},
 		{sql: `DROP SCHEMA IF EXISTS ` + retiredSchema + ` CASCADE`},
 		{sql: `CREATE SCHEMA ` + retiredSchema},
 	}

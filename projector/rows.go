@@ -20,6 +20,7 @@ type workspaceRow struct {
 	Generation, SpecVersion, Attempt int64
 	Spec                             fsm.Spec // marshalled when written: a fold overwrites most rows
 	Image                            string
+	ContainerID                      *string
 	LastError                        *string
 	LastEventSeq, LastStreamSeq      int64
 	CreatedAt, UpdatedAt, ChangedAt  time.Time
@@ -121,7 +122,7 @@ func fold(prev *workspaceRow, env *events.Envelope) (workspaceRow, eventRow, err
 	w := workspaceRow{
 		ID: env.Workspace, Status: st.Status.String(), Generation: int64(st.Generation),
 		SpecVersion: int64(st.SpecVersion), Attempt: int64(st.AttemptSpecVersion), Spec: st.Spec,
-		Image: st.Spec.Image, LastError: nullString(st.LastError), LastEventSeq: int64(env.Seq),
+		Image: st.Spec.Image, ContainerID: nullString(st.ContainerID), LastError: nullString(st.LastError), LastEventSeq: int64(env.Seq),
 		LastStreamSeq: int64(env.StreamSeq), CreatedAt: t, UpdatedAt: t, ChangedAt: t,
 	}
 	from := fsm.None.String()

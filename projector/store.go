@@ -216,18 +216,22 @@ FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::timestamptz[], $
 	rejection_message, reason, event_stream_seq, event_seq, generation, command_generation, state, outcome_stream_seq)
 ON CONFLICT (command_id) DO NOTHING`
 
-// container_id is not set: the provisioner owns it.
+// container_id comes from the state: the event of a successful attempt
+// names its container.
 const upsertWorkspacesSQL = `INSERT INTO workspaces (id, status, generation, spec_version, attempt_spec_version,
-	spec, image, last_error, last_event_seq, last_stream_seq, created_at, updated_at, status_changed_at, deleted_at)
+	spec, image, last_error, last_event_seq, last_stream_seq, created_at, updated_at, status_changed_at, deleted_at,
+	container_id)
 SELECT u.id, u.status, u.generation, u.spec_version, u.attempt, u.spec::jsonb, u.image, u.last_error,
-	u.last_event_seq, u.last_stream_seq, u.created_at, u.updated_at, u.changed_at, u.deleted_at
+	u.last_event_seq, u.last_stream_seq, u.created_at, u.updated_at, u.changed_at, u.deleted_at, u.container_id
 FROM unnest($1::text[], $2::text[], $3::bigint[], $4::bigint[], $5::bigint[], $6::text[], $7::text[], $8::text[],
-	$9::bigint[], $10::bigint[], $11::timestamptz[], $12::timestamptz[], $13::timestamptz[], $14::timestamptz[])
+	$9::bigint[], $10::bigint[], $11::timestamptz[], $12::timestamptz[], $13::timestamptz[], $14::timestamptz[],
+	$15::text[])
 	AS u(id, status, generation, spec_version, attempt, spec, image, last_error, last_event_seq,
-	last_stream_seq, created_at, updated_at, changed_at, deleted_at)
+	last_stream_seq, created_at, updated_at, changed_at, deleted_at, container_id)
 ON CONFLICT (id) DO UPDATE SET status = EXCLUDED.status, generation = EXCLUDED.generation,
 	spec_version = EXCLUDED.spec_version, attempt_spec_version = EXCLUDED.attempt_spec_version,
 	spec = EXCLUDED.spec, image = EXCLUDED.image, last_error = EXCLUDED.last_error,
+	container_id = EXCLUDED.container_id,
 	last_event_seq = EXCLUDED.last_event_seq, last_stream_seq = EXCLUDED.last_stream_seq,
 	created_at = EXCLUDED.created_at, updated_at = EXCLUDED.updated_at,
 	status_changed_at = EXCLUDED.status_changed_at, deleted_at = EXCLUDED.deleted_at
@@ -271,7 +275,7 @@ func workspaceColumns(rows []*workspaceRow) ([]any, error) {
 	var (
 		id, status, spec, image           = make([]string, n), make([]string, n), make([]string, n), make([]string, n)
 		gen, specV, attempt, evSeq, stSeq = make([]int64, n), make([]int64, n), make([]int64, n), make([]int64, n), make([]int64, n)
-		lastErr                           = make([]*string, n)
+		lastErr, container                = make([]*string, n), make([]*string, n)
 		created, updated, changed         = make([]time.Time, n), make([]time.Time, n), make([]time.Time, n)
 		deleted                           = make([]*time.Time, n)
 	)
@@ -282,6 +286,7 @@ func workspaceColumns(rows []*workspaceRow) ([]any, error) {
 		}
 		id[i], status[i], gen[i], specV[i], attempt[i], image[i] = r.ID, r.Status, r.Generation, r.SpecVersion, r.Attempt, r.Image
 		lastErr[i], evSeq[i], stSeq[i], created[i], updated[i], changed[i], deleted[i] = r.LastError, r.LastEventSeq, r.LastStreamSeq, r.CreatedAt, r.UpdatedAt, r.ChangedAt, r.DeletedAt
+		container[i] = r.ContainerID
 	}
-	return []any{id, status, gen, specV, attempt, spec, image, lastErr, evSeq, stSeq, created, updated, changed, deleted}, nil
+	return []any{id, status, gen, specV, attempt, spec, image, lastErr, evSeq, stSeq, created, updated, changed, deleted, container}, nil
 }

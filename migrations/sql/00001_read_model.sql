@@ -1,8 +1,8 @@
 -- The read model the projector folds the TURNSTILE_EVENTS stream into.
--- Everything here can be rebuilt from the stream (turnstile rebuild), except
--- workspaces.container_id, which the provisioner fills and a rebuild carries
--- over. Unqualified names: the projector builds a fresh copy in another
--- schema through search_path.
+-- Everything here can be rebuilt from the stream (turnstile rebuild),
+-- workspaces.container_id included (the provisioned event names it).
+-- Unqualified names: the projector builds a fresh copy in another schema
+-- through search_path.
 
 -- +goose Up
 CREATE TABLE workspaces (
