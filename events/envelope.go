@@ -102,6 +102,12 @@ func (c Codec) Decode(b []byte) (Envelope, error) {
 	if len(b) > MaxEnvelopeBytes {
 		return e, fmt.Errorf("decode event: %d bytes exceeds %d: %w", len(b), MaxEnvelopeBytes, ErrMalformed)
 	}
+	// The common case, a current envelope, takes one strict pass; anything
+	// else goes the long way, which upcasts or says exactly what is wrong.
+	if err := decodeStrict(b, &e); err == nil && e.SchemaVersion == SchemaVersion {
+		return e, validateDecoded(e)
+	}
+	e = Envelope{}
 	var head struct {
 		SchemaVersion int    `json:"schema_version"`
 		Type          string `json:"type"`
@@ -121,21 +127,37 @@ func (c Codec) Decode(b []byte) (Envelope, error) {
 		}
 		b = up
 	}
+	if err := decodeStrict(b, &e); err != nil {
+		return e, fmt.Errorf("decode event: %w: %v", ErrMalformed, err)
+	}
+	return e, validateDecoded(e)
+}
+
+// decodeStrict decodes one envelope, refusing unknown fields.
+func decodeStrict(b []byte, e *Envelope) error {
 	dec := json.NewDecoder(bytes.NewReader(b))
 	dec.DisallowUnknownFields()
-	if err := dec.Decode(&e); err != nil {
-		return e, fmt.Errorf("decode event: %w: %v", ErrMalformed, err)
+	if err := dec.Decode(e); err != nil {
+		return err
 	}
+	if rest := bytes.TrimLeft(b[dec.InputOffset():], " \t\r\n"); len(rest) > 0 {
+		return errors.New("trailing data after the envelope")
+	}
+	return nil
+}
+
+// validateDecoded checks what JSON alone cannot.
+func validateDecoded(e Envelope) error {
 	if !e.Type.Known() {
-		return e, fmt.Errorf("decode event: type %q: %w", e.Type, ErrUnknownType)
+		return fmt.Errorf("decode event: type %q: %w", e.Type, ErrUnknownType)
 	}
 	if err := fsm.ValidateID(e.Workspace); err != nil {
-		return e, fmt.Errorf("decode event: %w: %v", ErrMalformed, err)
+		return fmt.Errorf("decode event: %w: %v", ErrMalformed, err)
 	}
 	if e.Seq == 0 || e.Generation == 0 {
-		return e, fmt.Errorf("decode event: seq and generation start at 1: %w", ErrMalformed)
+		return fmt.Errorf("decode event: seq and generation start at 1: %w", ErrMalformed)
 	}
-	return e, nil
+	return nil
 }
 
 func (c Codec) upcast(b []byte, from int) ([]byte, error) {
