@@ -1,28 +1,22 @@
 package main
 
 import (
-	"archive/tar"
-	"bytes"
-	"cmp"
 	"context"
 	"crypto/sha256"
 	"debug/elf"
 	"encoding/hex"
-	"encoding/json"
-	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"runtime/debug"
 	"strings"
-	"time"
 
 	cerrdefs "github.com/containerd/errdefs"
-	"github.com/docker/docker/api/types/build"
 	"github.com/docker/docker/client"
+
+	"github.com/turnstile-dev/turnstile/internal/imagebuild"
 )
 
 // agentImageRepo is the repository of the default workspace image; its tag
@@ -139,57 +133,5 @@ func sourceRoot() (string, error) {
 }
 
 func buildAgentImage(ctx context.Context, cli client.APIClient, bin []byte, tag string) error {
-	var tarball bytes.Buffer
-	tw := tar.NewWriter(&tarball)
-	for _, f := range []struct {
-		name string
-		mode int64
-		data []byte
-	}{
-		{"Dockerfile", 0o644, []byte(agentDockerfile)},
-		{"turnstile", 0o755, bin},
-	} {
-		if err := tw.WriteHeader(&tar.Header{Name: f.name, Mode: f.mode, Size: int64(len(f.data)), ModTime: time.Unix(0, 0)}); err != nil {
-			return err
-		}
-		if _, err := tw.Write(f.data); err != nil {
-			return err
-		}
-	}
-	if err := tw.Close(); err != nil {
-		return err
-	}
-	resp, err := cli.ImageBuild(ctx, &tarball, build.ImageBuildOptions{
-		Tags: []string{tag}, Remove: true, ForceRemove: true, Version: build.BuilderV1,
-		Labels: map[string]string{"org.opencontainers.image.title": "turnstile default workspace agent"},
-	})
-	if err != nil {
-		return fmt.Errorf("build %s: %w", tag, err)
-	}
-	defer resp.Body.Close()
-	return readBuildStream(resp.Body, tag)
-}
-
-// readBuildStream drains a build's JSON progress and returns its error.
-func readBuildStream(r io.Reader, tag string) error {
-	dec := json.NewDecoder(r)
-	var log strings.Builder
-	for {
-		var m struct {
-			Stream      string `json:"stream"`
-			Error       string `json:"error"`
-			ErrorDetail struct {
-				Message string `json:"message"`
-			} `json:"errorDetail"`
-		}
-		if err := dec.Decode(&m); errors.Is(err, io.EOF) {
-			return nil
-		} else if err != nil {
-			return fmt.Errorf("build %s: %w", tag, err)
-		}
-		log.WriteString(m.Stream)
-		if msg := cmp.Or(m.ErrorDetail.Message, m.Error); msg != "" {
-			return fmt.Errorf("build %s: %s\n%s", tag, msg, log.String())
-		}
-	}
+	return imagebuild.Build(ctx, cli, tag, "turnstile default workspace agent", agentDockerfile, map[string][]byte{"turnstile": bin})
 }

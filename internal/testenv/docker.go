@@ -1,15 +1,11 @@
 package testenv
 
 import (
-	"archive/tar"
-	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"maps"
 	"os"
 	"os/exec"
@@ -21,8 +17,9 @@ import (
 	"time"
 
 	cerrdefs "github.com/containerd/errdefs"
-	"github.com/docker/docker/api/types/build"
 	"github.com/docker/docker/client"
+
+	"github.com/turnstile-dev/turnstile/internal/imagebuild"
 )
 
 // AgentImageRepo is the repository of the locally built agent image; its
@@ -199,67 +196,5 @@ func BuildImage(tb testing.TB, cli client.APIClient, repo, dockerfile string, fi
 
 // buildImage builds tag from a tar context holding the Dockerfile and files.
 func buildImage(ctx context.Context, cli client.APIClient, tag, dockerfile string, files map[string][]byte) error {
-	var tarball bytes.Buffer
-	tw := tar.NewWriter(&tarball)
-	all := maps.Clone(files)
-	if all == nil {
-		all = map[string][]byte{}
-	}
-	all["Dockerfile"] = []byte(dockerfile)
-	for _, name := range slices.Sorted(maps.Keys(all)) {
-		mode := int64(0o755)
-		if name == "Dockerfile" {
-			mode = 0o644
-		}
-		if err := tw.WriteHeader(&tar.Header{Name: name, Mode: mode, Size: int64(len(all[name])), ModTime: time.Unix(0, 0)}); err != nil {
-			return err
-		}
-		if _, err := tw.Write(all[name]); err != nil {
-			return err
-		}
-	}
-	if err := tw.Close(); err != nil {
-		return err
-	}
-	resp, err := cli.ImageBuild(ctx, &tarball, build.ImageBuildOptions{
-		Tags:        []string{tag},
-		Remove:      true,
-		ForceRemove: true,
-		Version:     build.BuilderV1,
-		Labels:      map[string]string{"org.opencontainers.image.title": "turnstile test image"},
-	})
-	if err != nil {
-		return fmt.Errorf("build %s: %w", tag, err)
-	}
-	defer resp.Body.Close()
-	return readBuildStream(resp.Body, tag)
-}
-
-// readBuildStream drains the build's JSON message stream and returns its
-// error message, if any.
-func readBuildStream(r io.Reader, tag string) error {
-	var log strings.Builder
-	dec := json.NewDecoder(r)
-	for {
-		var m struct {
-			Stream      string `json:"stream"`
-			Error       string `json:"error"`
-			ErrorDetail struct {
-				Message string `json:"message"`
-			} `json:"errorDetail"`
-		}
-		if err := dec.Decode(&m); errors.Is(err, io.EOF) {
-			return nil
-		} else if err != nil {
-			return fmt.Errorf("build %s: reading progress: %w", tag, err)
-		}
-		log.WriteString(m.Stream)
-		msg := m.ErrorDetail.Message
-		if msg == "" {
-			msg = m.Error
-		}
-		if msg != "" {
-			return fmt.Errorf("build %s: %s\n%s", tag, msg, log.String())
-		}
-	}
+	return imagebuild.Build(ctx, cli, tag, "turnstile test image", dockerfile, files)
 }

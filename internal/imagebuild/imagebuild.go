@@ -1,0 +1,84 @@
+// Package imagebuild builds a container image on the local Docker engine
+// from a Dockerfile and a few files, with no registry: the way serve builds
+// the default workspace image and the tests build theirs.
+package imagebuild
+
+import (
+	"archive/tar"
+	"bytes"
+	"cmp"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"maps"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/docker/docker/api/types/build"
+	"github.com/docker/docker/client"
+)
+
+// Build builds tag from dockerfile and files (name → content; files are
+// executable). The context is deterministic (sorted names, zero times), so
+// the same input yields the same layers.
+func Build(ctx context.Context, cli client.APIClient, tag, title, dockerfile string, files map[string][]byte) error {
+	var tarball bytes.Buffer
+	tw := tar.NewWriter(&tarball)
+	all := maps.Clone(files)
+	if all == nil {
+		all = map[string][]byte{}
+	}
+	all["Dockerfile"] = []byte(dockerfile)
+	for _, name := range slices.Sorted(maps.Keys(all)) {
+		mode := int64(0o755)
+		if name == "Dockerfile" {
+			mode = 0o644
+		}
+		if err := tw.WriteHeader(&tar.Header{Name: name, Mode: mode, Size: int64(len(all[name])), ModTime: time.Unix(0, 0)}); err != nil {
+			return fmt.Errorf("build %s: %w", tag, err)
+		}
+		if _, err := tw.Write(all[name]); err != nil {
+			return fmt.Errorf("build %s: %w", tag, err)
+		}
+	}
+	if err := tw.Close(); err != nil {
+		return fmt.Errorf("build %s: %w", tag, err)
+	}
+	resp, err := cli.ImageBuild(ctx, &tarball, build.ImageBuildOptions{
+		Tags: []string{tag}, Remove: true, ForceRemove: true, Version: build.BuilderV1,
+		Labels: map[string]string{"org.opencontainers.image.title": title},
+	})
+	if err != nil {
+		return fmt.Errorf("build %s: %w", tag, err)
+	}
+	defer resp.Body.Close()
+	return readBuildStream(resp.Body, tag)
+}
+
+// readBuildStream drains a build's JSON progress and returns its error,
+// with the build's output so far.
+func readBuildStream(r io.Reader, tag string) error {
+	dec := json.NewDecoder(r)
+	var log strings.Builder
+	for {
+		var m struct {
+			Stream      string `json:"stream"`
+			Error       string `json:"error"`
+			ErrorDetail struct {
+				Message string `json:"message"`
+			} `json:"errorDetail"`
+		}
+		if err := dec.Decode(&m); errors.Is(err, io.EOF) {
+			return nil
+		} else if err != nil {
+			return fmt.Errorf("build %s: reading progress: %w", tag, err)
+		}
+		log.WriteString(m.Stream)
+		if msg := cmp.Or(m.ErrorDetail.Message, m.Error); msg != "" {
+			return fmt.Errorf("build %s: %s\n%s", tag, msg, log.String())
+		}
+	}
+}
