@@ -12,6 +12,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/turnstile-dev/turnstile/events"
+	"github.com/turnstile-dev/turnstile/internal/retry"
 )
 
 // ReplyHeader names the header in which a client asks for a copy of the
@@ -166,7 +167,7 @@ func (e *Engine) pull(ctx context.Context) {
 			// Missed heartbeats while NATS is away: the iterator recovers by
 			// itself; do not spin meanwhile.
 			e.log.Warn("engine: pull", "err", err)
-			if sleep(ctx, retryDelay(failures)) != nil {
+			if retry.Sleep(ctx, retryDelay(failures)) != nil {
 				return
 			}
 			failures++

@@ -11,6 +11,7 @@ import (
 
 	"github.com/turnstile-dev/turnstile/events"
 	"github.com/turnstile-dev/turnstile/fsm"
+	"github.com/turnstile-dev/turnstile/internal/retry"
 )
 
 // handle takes one command to its recorded outcome and acks it. It returns
@@ -61,7 +62,7 @@ func (e *Engine) handle(ctx context.Context, m jetstream.Msg) {
 			// Keep this workspace's order: retry here rather than nak and
 			// let a later command overtake this one.
 			e.log.Warn("engine: command not recorded yet; retrying", "command", cmd.ID, "workspace", ws, "attempt", attempt, "err", err)
-			if sleep(ctx, retryDelay(attempt)) != nil {
+			if retry.Sleep(ctx, retryDelay(attempt)) != nil {
 				return
 			}
 		}
@@ -150,7 +151,7 @@ func (e *Engine) refuse(ctx context.Context, m jetstream.Msg, md *jetstream.MsgM
 			e.finish(m, o, md)
 			return
 		}
-		if ctx.Err() != nil || sleep(ctx, retryDelay(attempt)) != nil {
+		if ctx.Err() != nil || retry.Sleep(ctx, retryDelay(attempt)) != nil {
 			return
 		}
 	}
@@ -176,16 +177,5 @@ func validReply(s string) bool {
 }
 
 func retryDelay(attempt int) time.Duration {
-	return min(time.Duration(20<<min(attempt, 8))*time.Millisecond, 2*time.Second)
-}
-
-func sleep(ctx context.Context, d time.Duration) error {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-t.C:
-		return nil
-	}
+	return retry.Backoff(attempt, 20*time.Millisecond, 2*time.Second)
 }

@@ -10,6 +10,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/turnstile-dev/turnstile/fsm"
+	"github.com/turnstile-dev/turnstile/internal/retry"
 )
 
 // StreamOptions configure the streams EnsureStreams creates.
@@ -403,15 +404,7 @@ func IsRetryable(err error) bool {
 }
 
 func backoff(ctx context.Context, attempt int) error {
-	d := time.Duration(10<<min(attempt, 6)) * time.Millisecond
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-t.C:
-		return nil
-	}
+	return retry.Sleep(ctx, retry.Backoff(attempt, 10*time.Millisecond, 640*time.Millisecond))
 }
 
 // Subscribe calls fn for every record of the event stream from stream

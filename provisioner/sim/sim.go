@@ -10,6 +10,7 @@ import (
 
 	"github.com/turnstile-dev/turnstile/fsm"
 	"github.com/turnstile-dev/turnstile/internal/agent"
+	"github.com/turnstile-dev/turnstile/internal/retry"
 	"github.com/turnstile-dev/turnstile/provisioner"
 )
 
@@ -101,14 +102,7 @@ func sleep(ctx context.Context, d time.Duration) error {
 	if d <= 0 {
 		return ctx.Err()
 	}
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-t.C:
-		return nil
-	}
+	return retry.Sleep(ctx, d)
 }
 
 func (p *Provisioner) fails() bool {

@@ -8,6 +8,7 @@ import (
 
 	"github.com/turnstile-dev/turnstile/events"
 	"github.com/turnstile-dev/turnstile/fsm"
+	"github.com/turnstile-dev/turnstile/internal/retry"
 )
 
 // Publisher sends a command durably; *client.Client implements it.
@@ -36,23 +37,12 @@ func report(ctx context.Context, store *events.Store, pub Publisher, log *slog.L
 			return err // will never pass; say so rather than loop
 		}
 		log.Warn("worker: report not sent yet; retrying", "command", cmd.ID, "attempt", attempt, "err", err)
-		if err := sleep(ctx, backoff(attempt)); err != nil {
+		if err := retry.Sleep(ctx, backoff(attempt)); err != nil {
 			return err
 		}
 	}
 }
 
 func backoff(attempt int) time.Duration {
-	return min(time.Duration(50<<min(attempt, 7))*time.Millisecond, 5*time.Second)
-}
-
-func sleep(ctx context.Context, d time.Duration) error {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-t.C:
-		return nil
-	}
+	return retry.Backoff(attempt, 50*time.Millisecond, 5*time.Second)
 }

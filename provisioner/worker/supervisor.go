@@ -10,6 +10,7 @@ import (
 
 	"github.com/turnstile-dev/turnstile/events"
 	"github.com/turnstile-dev/turnstile/fsm"
+	"github.com/turnstile-dev/turnstile/internal/retry"
 	"github.com/turnstile-dev/turnstile/provisioner"
 )
 
@@ -137,7 +138,7 @@ func (s *Supervisor) follow(ctx context.Context, caughtUpAt uint64) {
 			return
 		}
 		s.log.Warn("supervisor: following the log; resubscribing", "from", next, "err", err)
-		if sleep(ctx, backoff(attempt)) != nil {
+		if retry.Sleep(ctx, backoff(attempt)) != nil {
 			return
 		}
 	}

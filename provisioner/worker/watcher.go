@@ -8,6 +8,7 @@ import (
 
 	"github.com/turnstile-dev/turnstile/events"
 	"github.com/turnstile-dev/turnstile/fsm"
+	"github.com/turnstile-dev/turnstile/internal/retry"
 	"github.com/turnstile-dev/turnstile/provisioner"
 )
 
@@ -62,7 +63,7 @@ func (w *Watcher) run(ctx context.Context) {
 		ch, err := w.cfg.Provisioner.Watch(ctx)
 		if err != nil {
 			w.log.Warn("watcher: cannot watch the container engine; retrying", "err", err)
-			if sleep(ctx, backoff(attempt)) != nil {
+			if retry.Sleep(ctx, backoff(attempt)) != nil {
 				return
 			}
 			continue

@@ -12,6 +12,7 @@ import (
 
 	"github.com/turnstile-dev/turnstile/events"
 	"github.com/turnstile-dev/turnstile/fsm"
+	"github.com/turnstile-dev/turnstile/internal/retry"
 	"github.com/turnstile-dev/turnstile/provisioner"
 )
 
@@ -150,7 +151,7 @@ func (w *Worker) pull(ctx context.Context) {
 				return
 			}
 			w.log.Warn("worker: pull", "err", err)
-			if sleep(ctx, backoff(failures)) != nil {
+			if retry.Sleep(ctx, backoff(failures)) != nil {
 				return
 			}
 			failures++
@@ -333,7 +334,7 @@ func (w *Worker) do(ctx context.Context, st fsm.Workspace) (string, fsm.Command,
 			break
 		}
 		w.log.Warn("worker: transient failure; retrying", "workspace", st.ID, "generation", st.Generation, "action", kind, "err", err)
-		if sleep(ctx, backoff(attempt+2)) != nil {
+		if retry.Sleep(ctx, backoff(attempt+2)) != nil {
 			break
 		}
 	}
@@ -356,7 +357,7 @@ func (w *Worker) load(ctx context.Context, id string) (events.Head, error) {
 			return h, err
 		}
 		w.log.Warn("worker: load", "workspace", id, "err", err)
-		if err := sleep(ctx, backoff(attempt)); err != nil {
+		if err := retry.Sleep(ctx, backoff(attempt)); err != nil {
 			return h, err
 		}
 	}
