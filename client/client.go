@@ -14,6 +14,7 @@ import (
 	"github.com/turnstile-dev/turnstile/engine"
 	"github.com/turnstile-dev/turnstile/events"
 	"github.com/turnstile-dev/turnstile/fsm"
+	"github.com/turnstile-dev/turnstile/internal/retry"
 )
 
 // Client publishes commands and waits for outcomes. It is safe for
@@ -133,8 +134,12 @@ func (c *Client) publish(ctx context.Context, cmd fsm.Command, reply bool) (bool
 		if err == nil {
 			return ack.Duplicate, nil
 		}
-		// The same message id makes a retry safe.
+		// The same message id makes a retry safe; the pauses let it ride
+		// out a reconnect or a leader change.
 		if !events.IsRetryable(err) || ctx.Err() != nil || attempt >= 5 {
+			return false, fmt.Errorf("publish %s %s: %w", cmd.Type, cmd.Workspace, err)
+		}
+		if err := retry.Sleep(ctx, retry.Backoff(attempt, 50*time.Millisecond, time.Second)); err != nil {
 			return false, fmt.Errorf("publish %s %s: %w", cmd.Type, cmd.Workspace, err)
 		}
 	}

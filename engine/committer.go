@@ -149,10 +149,10 @@ func (c *committer) atomic(ctx context.Context, store *events.Store, batch []*co
 	return res, nil
 }
 
-// single appends the event (compare-and-set), then stores the outcome. If
-// the second write fails the command is retried; the redelivery finds its
-// own event at the head and only writes the outcome. A command id that
-// already has an outcome writes nothing and gets that outcome.
+// single writes one command's event (compare-and-set) and outcome together,
+// or its outcome alone, and sorts out why a write was refused: a command id
+// that already has an outcome writes nothing and gets that outcome; a
+// workspace that moved on is ErrConflict.
 func (c *committer) single(store *events.Store, r *commitReq) commitRes {
 	var res commitRes
 	if o, ok, err := store.Outcome(r.ctx, r.outcome.CommandID); err != nil {
@@ -161,11 +161,25 @@ func (c *committer) single(store *events.Store, r *commitReq) commitRes {
 		return commitRes{existing: &o}
 	}
 	if r.env != nil {
-		ar, err := store.Append(r.ctx, *r.env, r.expected)
+		// The event and its outcome as one atomic batch of two, so that no
+		// crash can leave one without the other.
+		out, err := c.atomic(r.ctx, store, []*commitReq{r})
+		if err == nil {
+			return out[0]
+		}
+		if !events.IsWrongLastSequence(err) {
+			return commitRes{err: err}
+		}
+		// Either the workspace moved on (a conflict) or this command's
+		// event is already stored (a retry that landed); the outcome was
+		// checked above.
+		ar, err := store.ResolveConflict(r.ctx, *r.env)
 		if err != nil {
 			return commitRes{err: err}
 		}
-		res.eventSeq, res.duplicate = ar.StreamSeq, ar.Duplicate
+		// Our event is the newest but has no outcome: written before
+		// events and outcomes went together. Record the outcome alone.
+		res.eventSeq, res.duplicate = ar.StreamSeq, true
 	}
 	_, err := store.PublishOutcome(r.ctx, r.outcome)
 	if errors.Is(err, events.ErrOutcomeExists) {

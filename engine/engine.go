@@ -148,9 +148,14 @@ func (e *Engine) Close() error {
 		return nil
 	}
 	e.iter.Stop()
-	e.queue.close()
+	left := e.queue.close()
 	e.cancel()
-	e.wg.Wait()
+	e.wg.Wait() // commands being handled are handed back by their workers
+	// Then the queued ones, oldest first: the server redelivers nak'd
+	// commands before new ones, so a workspace's order survives a restart.
+	for _, m := range left {
+		_ = m.Nak()
+	}
 	e.cancel = nil
 	return nil
 }
@@ -186,6 +191,9 @@ func (e *Engine) work(ctx context.Context) {
 			return
 		}
 		e.handle(ctx, m)
+		if ctx.Err() != nil {
+			_ = m.Nak() // handed back unless handle settled it (then a no-op)
+		}
 		e.queue.done(ws)
 	}
 }

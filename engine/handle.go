@@ -71,8 +71,16 @@ func (e *Engine) handle(ctx context.Context, m jetstream.Msg) {
 
 // decideAndCommit loads the workspace, decides, and stores event and outcome.
 func (e *Engine) decideAndCommit(ctx context.Context, cmd fsm.Command, md *jetstream.MsgMetadata) (events.OutcomeRecord, error) {
-	head, ok := e.heads.get(cmd.Workspace)
-	if !ok {
+	head, cached := e.heads.get(cmd.Workspace)
+	if cached {
+		// The cache is only safe where a compare-and-set checks it: an
+		// accepted command's append. A no-op, rejection or stale outcome
+		// writes no event, so it is decided on a fresh load.
+		if fsm.Decide(head.State, cmd).Outcome != fsm.Accepted {
+			cached = false
+		}
+	}
+	if !cached {
 		var err error
 		if head, err = e.store.Load(ctx, cmd.Workspace); err != nil {
 			return events.OutcomeRecord{}, err

@@ -7,8 +7,10 @@ import (
 )
 
 // headCache remembers the head each workspace had after this engine's last
-// append, saving a load per command. A stale entry (another engine appended)
-// costs one CAS conflict and a reload, never a wrong decision.
+// append, saving a load per accepted command. It is used only where a
+// compare-and-set checks it (an append): a stale entry (another engine
+// appended) then costs one conflict and a reload. Decisions that append
+// nothing are made on a fresh load.
 type headCache struct {
 	mu    sync.Mutex
 	max   int

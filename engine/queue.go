@@ -1,17 +1,25 @@
 package engine
 
 import (
+	"cmp"
+	"slices"
 	"sync"
 
 	"github.com/nats-io/nats.go/jetstream"
 )
+
+// queued is a command waiting for its workspace, with its stream sequence.
+type queued struct {
+	msg jetstream.Msg
+	seq uint64
+}
 
 // queue holds commands per workspace and hands out workspaces, never one
 // that is already being worked on: that is what keeps a workspace's commands
 // in order while different workspaces run in parallel.
 type queue struct {
 	mu      sync.Mutex
-	pending map[string][]jetstream.Msg
+	pending map[string][]queued
 	active  map[string]bool
 	ready   chan string
 	closed  bool
@@ -19,7 +27,7 @@ type queue struct {
 
 func newQueue(capacity int) *queue {
 	return &queue{
-		pending: make(map[string][]jetstream.Msg),
+		pending: make(map[string][]queued),
 		active:  make(map[string]bool),
 		// Each workspace is in ready at most once and holds at least one
 		// pending message, so MaxAckPending bounds it and push never blocks.
@@ -29,12 +37,24 @@ func newQueue(capacity int) *queue {
 }
 
 func (q *queue) push(ws string, m jetstream.Msg) {
+	var seq uint64
+	if md, err := m.Metadata(); err == nil {
+		seq = md.Sequence.Stream
+	}
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	if q.closed {
 		return
 	}
-	q.pending[ws] = append(q.pending[ws], m)
+	// A redelivery of a command still waiting here (its workspace is slow)
+	// replaces it rather than queueing it twice.
+	for i, p := range q.pending[ws] {
+		if seq != 0 && p.seq == seq {
+			q.pending[ws][i].msg = m
+			return
+		}
+	}
+	q.pending[ws] = append(q.pending[ws], queued{msg: m, seq: seq})
 	if !q.active[ws] && len(q.pending[ws]) == 1 {
 		q.active[ws] = true
 		q.ready <- ws
@@ -53,8 +73,8 @@ func (q *queue) next() (string, jetstream.Msg, bool) {
 		return "", nil, false
 	}
 	msgs := q.pending[ws]
-	m := msgs[0]
-	msgs[0] = nil
+	m := msgs[0].msg
+	msgs[0] = queued{}
 	q.pending[ws] = msgs[1:]
 	return ws, m, true
 }
@@ -72,13 +92,25 @@ func (q *queue) done(ws string) {
 	q.ready <- ws
 }
 
-// close wakes every worker; queued commands stay unacked and are
-// redelivered to whichever engine runs next.
-func (q *queue) close() {
+// close wakes every worker and returns the commands still queued, oldest
+// first, for the caller to hand back once the commands being handled have
+// been handed back (they are older).
+func (q *queue) close() []jetstream.Msg {
 	q.mu.Lock()
 	defer q.mu.Unlock()
-	if !q.closed {
-		q.closed = true
-		close(q.ready)
+	if q.closed {
+		return nil
 	}
+	q.closed = true
+	close(q.ready)
+	var left []queued
+	for _, msgs := range q.pending {
+		left = append(left, msgs...)
+	}
+	slices.SortFunc(left, func(a, b queued) int { return cmp.Compare(a.seq, b.seq) })
+	out := make([]jetstream.Msg, len(left))
+	for i, l := range left {
+		out[i] = l.msg
+	}
+	return out
 }

@@ -295,10 +295,12 @@ func (s *Supervisor) reconcileContainer(ctx context.Context, inst provisioner.In
 		if err := s.cfg.Provisioner.Delete(ctx, inst.Workspace, gen); err != nil {
 			log.Warn("reconciler: remove orphan", "err", err)
 		}
-	case (t.status == fsm.Stopped || t.status == fsm.Failed) && inst.Running && s.unchanged(inst.Workspace, t):
+	case (t.status == fsm.Stopped || t.status == fsm.Failed) && inst.Running && inst.Generation <= t.generation && s.unchanged(inst.Workspace, t):
+		// A container newer than the state we hold means our view lags
+		// (a start we have not read yet): never stop it.
 		log.Info("reconciler: stopping container", "why", fmt.Sprintf("workspace is %s at generation %d", t.status, t.generation))
 		s.cfg.Metrics.report("stray_stopped")
-		if err := s.cfg.Provisioner.Stop(ctx, inst.Workspace, max(t.generation, inst.Generation)); err != nil {
+		if err := s.cfg.Provisioner.Stop(ctx, inst.Workspace, t.generation); err != nil {
 			log.Warn("reconciler: stop", "err", err)
 		}
 	case t.status == fsm.Running && inst.Generation == t.generation && !inst.Running && s.unchanged(inst.Workspace, t):

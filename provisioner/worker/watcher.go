@@ -77,6 +77,18 @@ func (w *Watcher) run(ctx context.Context) {
 	}
 }
 
+// shortID keeps a container id's first 12 characters of [A-Za-z0-9_-].
+func shortID(id string) string {
+	var b []byte
+	for i := 0; i < len(id) && len(b) < 12; i++ {
+		c := id[i]
+		if c == '-' || c == '_' || '0' <= c && c <= '9' || 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' {
+			b = append(b, c)
+		}
+	}
+	return string(b)
+}
+
 func (w *Watcher) report(ctx context.Context, ex provisioner.Exit) {
 	if fsm.ValidateID(ex.Workspace) != nil || ex.Generation == 0 {
 		return
@@ -85,7 +97,14 @@ func (w *Watcher) report(ctx context.Context, ex provisioner.Exit) {
 	if ex.Removed && reason == "" {
 		reason = "container " + provisioner.ContainerName(ex.Workspace) + " was removed"
 	}
-	cmd := fsm.Command{ID: reportID("exit", ex.Workspace, ex.Generation), Type: fsm.ContainerExited,
+	// The container is part of the id: a generation's container can be
+	// adopted and restarted by a redone provision, and its later exit is a
+	// new observation. Its exit and its removal share one id.
+	id := reportID("exit", ex.Workspace, ex.Generation)
+	if c := shortID(ex.ContainerID); c != "" {
+		id += "-" + c
+	}
+	cmd := fsm.Command{ID: id, Type: fsm.ContainerExited,
 		Workspace: ex.Workspace, Generation: ex.Generation, ExitCode: ex.ExitCode, Reason: truncate(reason, fsm.MaxReasonLen), Actor: "watcher"}
 	w.log.Info("watcher: container exited", "workspace", ex.Workspace, "generation", ex.Generation, "reason", reason)
 	w.cfg.Metrics.report("exit")

@@ -152,3 +152,28 @@ func TestReconciler(t *testing.T) {
 		t.Fatal("orphan container survived reconciliation")
 	}
 }
+
+// The reconciler stops a stray container of a stopped workspace, but never a
+// container newer than the state it holds: that means its view lags behind
+// a start, and stopping it would undo the start.
+func TestReconcilerNeverStopsANewerContainer(t *testing.T) {
+	p := newSim(t, 0, time.Millisecond)
+	r := newRig(t, p, rigOptions{noWatcher: true})
+	r.send(t, fsm.Command{Type: fsm.Create, Workspace: "lag"})
+	r.wait(t, "lag", fsm.Running, 1, 10*time.Second)
+	r.send(t, fsm.Command{Type: fsm.Stop, Workspace: "lag"})
+	r.wait(t, "lag", fsm.Stopped, 2, 10*time.Second)
+	testenv.Eventually(t, 10*time.Second, "the supervisor to see it stopped", func() bool {
+		s, g := r.sup.State("lag")
+		return s == fsm.Stopped && g == 2
+	})
+	// A start the supervisor has not read yet: generation 3 runs.
+	if _, err := p.Provision(context.Background(), provisioner.Request{Workspace: "lag", Generation: 3}); err != nil {
+		t.Fatal(err)
+	}
+	r.sup.Reconcile(context.Background())
+	inst, err := p.Inspect(context.Background(), "lag")
+	if err != nil || !inst.Running || inst.Generation != 3 {
+		t.Fatalf("the newer container after reconciling: %+v, %v", inst, err)
+	}
+}
