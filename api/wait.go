@@ -156,7 +156,10 @@ func (s *Server) wait(w http.ResponseWriter, r *http.Request) {
 	case errors.Is(err, context.DeadlineExceeded) && r.Context().Err() == nil:
 		writeJSON(w, http.StatusRequestTimeout, res)
 	case r.Context().Err() != nil:
-		return // the caller went away
+		// The caller went away, or the server is shutting down: never let
+		// an unanswered wait read as 200 (reached).
+		writeJSON(w, http.StatusServiceUnavailable, ErrorBody{Code: CodeUnavailable,
+			Message: "the wait was cut short (the server is shutting down): wait again"})
 	default:
 		s.writeError(w, r, err)
 	}

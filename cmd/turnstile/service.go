@@ -267,8 +267,13 @@ func (s *service) start(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	// Requests run under a context that shutdown cancels: Shutdown alone
+	// waits for open /wait long-polls (up to 10 minutes), which would eat
+	// the shutdown budget of every part stopped after the API.
+	reqCtx, cancelReqs := context.WithCancel(context.WithoutCancel(pctx))
 	hs := &http.Server{Handler: srv.Handler(), ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute,
-		ErrorLog: slog.NewLogLogger(log.With("component", "http").Handler(), slog.LevelWarn)}
+		ErrorLog:    slog.NewLogLogger(log.With("component", "http").Handler(), slog.LevelWarn),
+		BaseContext: func(net.Listener) context.Context { return reqCtx }}
 	httpDone := make(chan struct{})
 	served = true
 	go func() {
@@ -278,6 +283,7 @@ func (s *service) start(ctx context.Context) error {
 		}
 	}()
 	s.push("HTTP API", func(ctx context.Context) error {
+		cancelReqs()
 		err := hs.Shutdown(ctx)
 		if err != nil {
 			_ = hs.Close()
