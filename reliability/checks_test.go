@@ -1,0 +1,281 @@
+package reliability_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/turnstile-dev/turnstile/audit"
+	"github.com/turnstile-dev/turnstile/client"
+	"github.com/turnstile-dev/turnstile/events"
+	"github.com/turnstile-dev/turnstile/fsm"
+)
+
+// checkpoint returns the read model's checkpoint (0 if unreachable).
+func checkpoint(ctx context.Context, dbURL string) (uint64, error) {
+	conn, err := pgx.Connect(ctx, dbURL)
+	if err != nil {
+		return 0, err
+	}
+	defer conn.Close(ctx)
+	var seq uint64
+	err = conn.QueryRow(ctx, `SELECT coalesce(max(stream_seq), 0) FROM projector_checkpoint`).Scan(&seq)
+	return seq, err
+}
+
+// consumersDrained reports whether every durable consumer of both streams
+// (the engine's, the worker's) has nothing pending and nothing unacked.
+func consumersDrained(ctx context.Context, js jetstream.JetStream, names events.Names) bool {
+	for _, stream := range []string{names.CommandStream(), names.EventStream()} {
+		s, err := js.Stream(ctx, stream)
+		if err != nil {
+			return false
+		}
+		lister := s.ListConsumers(ctx)
+		for info := range lister.Info() {
+			if info.Config.Durable == "" {
+				continue
+			}
+			if info.NumPending != 0 || info.NumAckPending != 0 {
+				return false
+			}
+		}
+		if lister.Err() != nil {
+			return false
+		}
+	}
+	return true
+}
+
+// waitQuiet waits until the system has nothing left to do: the consumers
+// are drained, no workspace of the load is in flight, the stream has not
+// grown for two seconds, and the read model has reached its end. It
+// returns the stream's last sequence.
+func waitQuiet(t *testing.T, cl *client.Client, dbURL string, workspaces []string, timeout time.Duration) uint64 {
+	t.Helper()
+	store := cl.Store()
+	var last uint64
+	var stableSince time.Time
+	var why string
+	poll(t, timeout, 250*time.Millisecond, "quiescence", func() bool {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		seq, err := store.LastSeq(ctx)
+		if err != nil {
+			why = err.Error()
+			return false
+		}
+		if seq != last {
+			last, stableSince = seq, time.Now()
+			why = "the stream grows"
+			return false
+		}
+		if !consumersDrained(ctx, store.JetStream(), store.Names()) {
+			why = "consumers have pending messages"
+			return false
+		}
+		for _, id := range workspaces {
+			h, err := store.Load(ctx, id)
+			if err != nil || h.State.Status.InFlight() {
+				why = "workspace " + id + " is in flight"
+				return false
+			}
+		}
+		if cp, err := checkpoint(ctx, dbURL); err != nil || cp != seq {
+			why = fmt.Sprintf("read model at %d of %d (%v)", cp, seq, err)
+			return false
+		}
+		return time.Since(stableSince) >= 2*time.Second
+	})
+	t.Logf("quiet at stream sequence %d (last wait: %s)", last, why)
+	return last
+}
+
+// streamFigures is what checkStream counted.
+type streamFigures struct {
+	Records, Events, Outcomes, Workspaces int
+	Lost, Duplicated                      int
+}
+
+// checkStream reads the whole event stream and checks the package's
+// guarantees against what the load sent.
+func checkStream(t *testing.T, cl *client.Client, sentCmds map[string]sent) streamFigures {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	var f streamFigures
+	outcomes := map[string]events.OutcomeRecord{}
+	eventsByCmd := map[string]int{}
+	lastSeq := map[string]uint64{}
+	replayers := map[string]*audit.Replayer{}
+	err := cl.Store().Replay(ctx, 1, 0, func(r events.Record) error {
+		f.Records++
+		switch {
+		case r.Outcome != nil:
+			f.Outcomes++
+			if _, dup := outcomes[r.Outcome.CommandID]; dup {
+				f.Duplicated++
+				t.Errorf("command %s has a second outcome at stream sequence %d", r.Outcome.CommandID, r.StreamSeq)
+			}
+			outcomes[r.Outcome.CommandID] = *r.Outcome
+		case r.Event != nil:
+			e := r.Event
+			f.Events++
+			eventsByCmd[e.CommandID]++
+			if e.Seq != lastSeq[e.Workspace]+1 {
+				t.Errorf("workspace %s: event seq %d after %d (stream sequence %d)", e.Workspace, e.Seq, lastSeq[e.Workspace], r.StreamSeq)
+			}
+			lastSeq[e.Workspace] = e.Seq
+			rp := replayers[e.Workspace]
+			if rp == nil {
+				rp = audit.NewReplayer(e.Workspace)
+				replayers[e.Workspace] = rp
+			}
+			rp.Step(*e)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatalf("replay: %v", err)
+	}
+	f.Workspaces = len(replayers)
+	for _, rp := range replayers {
+		for _, v := range rp.Violations {
+			t.Errorf("audit: %s", v)
+		}
+	}
+	for id, n := range eventsByCmd {
+		if n != 1 {
+			f.Duplicated++
+			t.Errorf("command %s has %d events", id, n)
+		}
+		if o, ok := outcomes[id]; !ok || o.Outcome != fsm.Accepted {
+			t.Errorf("command %s has an event but outcome %+v", id, o)
+		}
+	}
+	for id, o := range outcomes {
+		if o.Outcome == fsm.Accepted && eventsByCmd[id] != 1 {
+			t.Errorf("command %s accepted but has %d events", id, eventsByCmd[id])
+		}
+	}
+	for id, s := range sentCmds {
+		o, ok := outcomes[id]
+		if !ok {
+			f.Lost++
+			t.Errorf("command %s (%s %s) has no stored outcome", id, s.cmd.Type, s.cmd.Workspace)
+			continue
+		}
+		if o.Outcome != s.outcome.Outcome || o.EventSeq != s.outcome.EventSeq {
+			t.Errorf("command %s: the client was told %s (event %d), the stream says %s (event %d)",
+				id, s.outcome.Outcome, s.outcome.EventSeq, o.Outcome, o.EventSeq)
+		}
+	}
+	return f
+}
+
+// checkAuditCLI runs `turnstile audit --all` against the NATS at natsURL.
+func checkAuditCLI(t *testing.T, natsURL string) {
+	t.Helper()
+	r := cli(t, []string{"TURNSTILE_NATS_URL=" + natsURL}, "audit", "--all")
+	if r.code != 0 {
+		t.Errorf("turnstile audit --all: exit %d\n%s\n%s", r.code, r.stdout, r.stderr)
+	}
+}
+
+// dumpReadModel returns the read model's rows as JSON, in key order.
+func dumpReadModel(t *testing.T, dbURL string) map[string]string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	conn, err := pgx.Connect(ctx, dbURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	out := map[string]string{}
+	for table, key := range map[string]string{"workspaces": "id", "workspace_events": "stream_seq", "commands": "command_id"} {
+		var s string
+		q := fmt.Sprintf(`SELECT coalesce(jsonb_agg(to_jsonb(t) ORDER BY t.%s), '[]'::jsonb)::text FROM %s t`, key, table)
+		if err := conn.QueryRow(ctx, q).Scan(&s); err != nil {
+			t.Fatalf("dump %s: %v", table, err)
+		}
+		out[table] = s
+	}
+	var cp uint64
+	if err := conn.QueryRow(ctx, `SELECT coalesce(max(stream_seq), 0) FROM projector_checkpoint`).Scan(&cp); err != nil {
+		t.Fatal(err)
+	}
+	out["projector_checkpoint"] = fmt.Sprint(cp)
+	return out
+}
+
+// checkRebuild compares the live read model with a `turnstile rebuild` of
+// it, row by row.
+func checkRebuild(t *testing.T, natsURL, dbURL string) {
+	t.Helper()
+	before := dumpReadModel(t, dbURL)
+	r := cli(t, []string{"TURNSTILE_NATS_URL=" + natsURL, "TURNSTILE_DATABASE_URL=" + dbURL}, "rebuild")
+	if r.code != 0 {
+		t.Fatalf("turnstile rebuild: exit %d\n%s\n%s", r.code, r.stdout, r.stderr)
+	}
+	after := dumpReadModel(t, dbURL)
+	for table, b := range before {
+		if a := after[table]; a != b {
+			t.Errorf("read model table %s differs from its rebuild: %s", table, firstDiff(b, a))
+		}
+	}
+}
+
+// firstDiff describes the first differing row of two JSON arrays.
+func firstDiff(a, b string) string {
+	var ra, rb []json.RawMessage
+	if json.Unmarshal([]byte(a), &ra) != nil || json.Unmarshal([]byte(b), &rb) != nil {
+		return fmt.Sprintf("live %.200s, rebuilt %.200s", a, b)
+	}
+	for i := range min(len(ra), len(rb)) {
+		if string(ra[i]) != string(rb[i]) {
+			return fmt.Sprintf("row %d: live %s, rebuilt %s", i, ra[i], rb[i])
+		}
+	}
+	return fmt.Sprintf("live has %d rows, rebuilt %d", len(ra), len(rb))
+}
+
+// report is one scenario's figures, logged and, with
+// TURNSTILE_RELIABILITY_REPORT set, appended to that file as a JSON line.
+type report struct {
+	Scenario      string  `json:"scenario"`
+	Long          bool    `json:"long"`
+	Commands      int     `json:"commands"`
+	Workspaces    int     `json:"workspaces"`
+	Seconds       float64 `json:"seconds"`
+	Faults        int     `json:"faults"`
+	FaultKind     string  `json:"fault_kind"`
+	Resends       int64   `json:"resends"`
+	DuringOutage  int64   `json:"outcomes_during_outage,omitempty"`
+	StreamRecords int     `json:"stream_records"`
+	Events        int     `json:"events"`
+	Outcomes      int     `json:"outcomes"`
+	Lost          int     `json:"lost"`
+	Duplicated    int     `json:"duplicated"`
+}
+
+func (r report) log(t *testing.T) {
+	t.Helper()
+	b, _ := json.Marshal(r)
+	t.Logf("figures: %s", b)
+	if path := os.Getenv("TURNSTILE_RELIABILITY_REPORT"); path != "" {
+		f, err := os.OpenFile(path, os.O_APPEND|os.O_CREATE|os.O_WRONLY, 0o644)
+		if err != nil {
+			t.Error(err)
+			return
+		}
+		defer f.Close()
+		_, _ = f.Write(append(b, '\n'))
+	}
+}

