@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -16,6 +15,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/turnstile-dev/turnstile/internal/testenv"
 )
 
 // binDir holds the turnstile binary TestMain built.
@@ -26,20 +27,12 @@ func TestMain(m *testing.M) {
 }
 
 func runMain(m *testing.M) int {
-	dir, err := os.MkdirTemp("", "turnstile-e2e-bin-")
+	dir, remove, err := testenv.BuildTurnstile("turnstile-e2e-bin-")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
-	defer os.RemoveAll(dir)
-	// Static, as users are told to build it: the Docker test puts this very
-	// binary into the default workspace image.
-	cmd := exec.Command("go", "build", "-o", filepath.Join(dir, "turnstile"), "github.com/turnstile-dev/turnstile/cmd/turnstile")
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		fmt.Fprintf(os.Stderr, "go build turnstile: %v\n%s", err, out)
-		return 1
-	}
+	defer remove()
 	binDir = dir
 	return m.Run()
 }
@@ -60,33 +53,6 @@ func (b *syncBuffer) String() string {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.buf.String()
-}
-
-// freePort returns a loopback port nobody listens on right now.
-func freePort(t *testing.T) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
-}
-
-// workDir is a directory the postgres OS user can traverse (t.TempDir's
-// parents are private to root, and serve's PostgreSQL runs as postgres when
-// the tests run as root). It is removed when the test ends.
-func workDir(t *testing.T) string {
-	t.Helper()
-	dir, err := os.MkdirTemp("", "turnstile-e2e-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Chmod(dir, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = os.RemoveAll(dir) })
-	return dir
 }
 
 // server is one running `turnstile serve`.
@@ -120,13 +86,13 @@ func startServe(t *testing.T, o serveOptions) *server {
 	t.Helper()
 	s := &server{t: t, dir: o.dir, natsPort: o.natsPort, httpPort: o.httpPort, stderr: &syncBuffer{}, done: make(chan struct{})}
 	if s.dir == "" {
-		s.dir = workDir(t)
+		s.dir = testenv.WorkDir(t, "turnstile-e2e-")
 	}
 	if s.natsPort == 0 {
-		s.natsPort = freePort(t)
+		s.natsPort = testenv.FreePort(t)
 	}
 	if s.httpPort == 0 {
-		s.httpPort = freePort(t)
+		s.httpPort = testenv.FreePort(t)
 	}
 	s.args = append([]string{"serve"}, o.args...)
 	s.env = append([]string{

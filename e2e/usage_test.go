@@ -6,12 +6,14 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/turnstile-dev/turnstile/internal/testenv"
 )
 
 // TestUsage: exit code 2 for bad command lines and bad input, before
 // anything is contacted; 1 for a missing server.
 func TestUsage(t *testing.T) {
-	dir := workDir(t)
+	dir := testenv.WorkDir(t, "turnstile-e2e-")
 	for _, tc := range []struct {
 		args []string
 		code int
@@ -32,7 +34,7 @@ func TestUsage(t *testing.T) {
 		{[]string{"serve", "--provisioner", "kubernetes"}, 2, "--provisioner"},
 		{[]string{"serve", "--nats-sync", "sometimes"}, 2, "--nats-sync"},
 		{[]string{"get", "demo"}, 1, "no database URL"},
-		{[]string{"history", "demo", "--nats-url", fmt.Sprintf("nats://127.0.0.1:%d", freePort(t))}, 1, "cannot reach NATS"},
+		{[]string{"history", "demo", "--nats-url", fmt.Sprintf("nats://127.0.0.1:%d", testenv.FreePort(t))}, 1, "cannot reach NATS"},
 	} {
 		t.Run(strings.Join(tc.args, "_"), func(t *testing.T) {
 			r := runIn(t, dir, nil, append([]string{binDir + "/turnstile"}, tc.args...)...)
@@ -100,7 +102,7 @@ func TestServeRefusesToStart(t *testing.T) {
 	})
 	t.Run("ExposedWithoutToken", func(t *testing.T) {
 		s := startServe(t, serveOptions{args: []string{"--provisioner", "sim"}, noWait: true,
-			env: []string{fmt.Sprintf("TURNSTILE_HTTP_ADDR=0.0.0.0:%d", freePort(t))}})
+			env: []string{fmt.Sprintf("TURNSTILE_HTTP_ADDR=0.0.0.0:%d", testenv.FreePort(t))}})
 		if code := s.waitExit(time.Minute); code != 2 {
 			t.Fatalf("exit %d, want 2:\n%s", code, s.stderr)
 		}

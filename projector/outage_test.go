@@ -2,7 +2,6 @@ package projector_test
 
 import (
 	"context"
-	"net"
 	"testing"
 	"time"
 
@@ -12,13 +11,14 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/turnstile-dev/turnstile/events"
+	"github.com/turnstile-dev/turnstile/internal/testenv"
 	"github.com/turnstile-dev/turnstile/migrations"
 )
 
 // TestNATSRestart stops NATS under a running projector and starts it again
 // on the same port and storage: the projector resumes without help.
 func TestNATSRestart(t *testing.T) {
-	port := freePort(t)
+	port := testenv.FreePort(t)
 	dir := t.TempDir()
 	srv := startNATSAt(t, port, dir)
 	nc, err := nats.Connect(srv.ClientURL(), nats.MaxReconnects(-1), nats.ReconnectWait(20*time.Millisecond))
@@ -77,14 +77,4 @@ func startNATSAt(t *testing.T, port int, dir string) *server.Server {
 		s.WaitForShutdown()
 	})
 	return s
-}
-
-func freePort(t *testing.T) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
 }

@@ -3,11 +3,11 @@ package reliability_test
 import (
 	"fmt"
 	"os"
-	"os/exec"
-	"path/filepath"
 	"testing"
 
 	"go.uber.org/goleak"
+
+	"github.com/turnstile-dev/turnstile/internal/testenv"
 )
 
 // binDir holds the turnstile binary (and nats-server, once built) that
@@ -21,21 +21,14 @@ func TestMain(m *testing.M) {
 		// Each test says so itself (gate); nothing to build.
 		os.Exit(m.Run())
 	}
-	dir, err := os.MkdirTemp("", "turnstile-reliability-bin-")
+	dir, remove, err := testenv.BuildTurnstile("turnstile-reliability-bin-")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
-	cmd := exec.Command("go", "build", "-o", filepath.Join(dir, "turnstile"), "github.com/turnstile-dev/turnstile/cmd/turnstile")
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		fmt.Fprintf(os.Stderr, "go build turnstile: %v\n%s", err, out)
-		_ = os.RemoveAll(dir)
-		os.Exit(1)
-	}
 	binDir = dir
 	code := goleakRun(m)
-	_ = os.RemoveAll(dir)
+	remove()
 	os.Exit(code)
 }
 

@@ -49,7 +49,7 @@ type natsServer struct {
 
 func startNATSServer(t *testing.T) *natsServer {
 	t.Helper()
-	n := &natsServer{t: t, bin: natsServerBin(t), dir: t.TempDir(), port: freePort(t), out: &syncBuffer{}}
+	n := &natsServer{t: t, bin: natsServerBin(t), dir: t.TempDir(), port: testenv.FreePort(t), out: &syncBuffer{}}
 	n.start()
 	t.Cleanup(func() {
 		n.stop()

@@ -5,7 +5,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -15,6 +14,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/turnstile-dev/turnstile/internal/testenv"
 )
 
 // syncBuffer keeps the tail of a process's output, safe for concurrent use.
@@ -41,32 +42,6 @@ func (b *syncBuffer) String() string {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.buf.String()
-}
-
-// freePort returns a loopback port nobody listens on right now.
-func freePort(t *testing.T) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
-}
-
-// workDir is a directory the postgres OS user can traverse, removed when
-// the test ends.
-func workDir(t *testing.T) string {
-	t.Helper()
-	dir, err := os.MkdirTemp("", "turnstile-reliability-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Chmod(dir, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = os.RemoveAll(dir) })
-	return dir
 }
 
 // baseEnv is the environment without TURNSTILE_ variables.
@@ -109,7 +84,7 @@ type serve struct {
 // its output logged on failure) when the test ends.
 func startServe(t *testing.T, o serveOptions) *serve {
 	t.Helper()
-	s := &serve{t: t, dir: workDir(t), natsPort: freePort(t), httpPort: freePort(t), out: &syncBuffer{}}
+	s := &serve{t: t, dir: testenv.WorkDir(t, "turnstile-reliability-"), natsPort: testenv.FreePort(t), httpPort: testenv.FreePort(t), out: &syncBuffer{}}
 	s.env = []string{
 		"TURNSTILE_DATA_DIR=" + filepath.Join(s.dir, "data"),
 		fmt.Sprintf("TURNSTILE_NATS_LISTEN=127.0.0.1:%d", s.natsPort),

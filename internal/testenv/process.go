@@ -1,0 +1,56 @@
+package testenv
+
+import (
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"testing"
+)
+
+// FreePort returns a loopback port nobody listens on right now.
+func FreePort(tb testing.TB) int {
+	tb.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+// WorkDir is a directory the postgres OS user can traverse (t.TempDir's
+// parents are private to root, and a PostgreSQL started by serve runs as
+// postgres when the tests run as root). It is removed when the test ends.
+func WorkDir(tb testing.TB, prefix string) string {
+	tb.Helper()
+	dir, err := os.MkdirTemp("", prefix)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	if err := os.Chmod(dir, 0o755); err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { _ = os.RemoveAll(dir) })
+	return dir
+}
+
+// BuildTurnstile builds the turnstile binary into a fresh directory, static
+// as users are told to build it (serve copies that very binary into the
+// default workspace image). It is for TestMain, so it takes no testing.TB;
+// remove returns the directory.
+func BuildTurnstile(prefix string) (dir string, remove func(), err error) {
+	dir, err = os.MkdirTemp("", prefix)
+	if err != nil {
+		return "", nil, err
+	}
+	remove = func() { _ = os.RemoveAll(dir) }
+	cmd := exec.Command("go", "build", "-o", filepath.Join(dir, "turnstile"), "github.com/turnstile-dev/turnstile/cmd/turnstile")
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		remove()
+		return "", nil, fmt.Errorf("go build turnstile: %w\n%s", err, out)
+	}
+	return dir, remove, nil
+}
