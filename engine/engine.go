@@ -89,6 +89,7 @@ type Engine struct {
 	wg     sync.WaitGroup
 	iter   jetstream.MessagesContext
 	queue  *queue
+	pulled chan struct{} // closed when pull has returned
 	commit *committer
 	heads  *headCache
 }
@@ -136,7 +137,11 @@ func (e *Engine) Open(ctx context.Context) error {
 	for range e.cfg.Parallel {
 		e.wg.Go(func() { e.work(runCtx) })
 	}
-	e.wg.Go(func() { e.pull(runCtx) })
+	e.pulled = make(chan struct{})
+	go func() {
+		defer close(e.pulled)
+		e.pull(runCtx)
+	}()
 	e.log.Info("engine started", "durable", e.cfg.Durable, "parallel", e.cfg.Parallel, "max_batch", e.cfg.MaxBatch)
 	return nil
 }
@@ -147,7 +152,16 @@ func (e *Engine) Close() error {
 	if e.cancel == nil {
 		return nil
 	}
-	e.iter.Stop()
+	// Drain rather than Stop: commands already pulled into the iterator's
+	// buffer reach the queue (and are handed back below) instead of being
+	// dropped to come back only after the ack wait, behind newer ones.
+	e.iter.Drain()
+	select {
+	case <-e.pulled:
+	case <-time.After(5 * time.Second):
+		e.iter.Stop() // a drain that does not finish: give up on the buffer
+		<-e.pulled
+	}
 	left := e.queue.close()
 	e.cancel()
 	e.wg.Wait() // commands being handled are handed back by their workers
