@@ -13,9 +13,9 @@
 //   - the read model reaches the stream's last sequence and equals what
 //     `turnstile rebuild` makes from the stream.
 //
-// The scenarios are tests, opt-in for now: a short form with
-// TURNSTILE_RELIABILITY=1 and a long form with TURNSTILE_RELIABILITY_LONG=1
-// (see docs/reliability.md); without either they skip, saying so.
+// The scenarios are tests. The short form runs with `go test ./...` (and so
+// in CI); the long form runs by hand with TURNSTILE_RELIABILITY_LONG=1, and
+// TURNSTILE_RELIABILITY=0 turns the suite off (see docs/reliability.md).
 // They build the binary, run it on loopback ports only, bound every wait
 // with a deadline, and stop every process they start.
 package reliability
