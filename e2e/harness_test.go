@@ -22,10 +22,6 @@ import (
 // binDir holds the turnstile binary TestMain built.
 var binDir string
 
-func TestMain(m *testing.M) {
-	os.Exit(runMain(m))
-}
-
 func runMain(m *testing.M) int {
 	dir, remove, err := testenv.BuildTurnstile("turnstile-e2e-bin-")
 	if err != nil {
