@@ -83,6 +83,15 @@ func TestCommands(t *testing.T) {
 		if len(h.Events) != 1 {
 			t.Fatalf("three requests with one key made %d events", len(h.Events))
 		}
+		// The same key for another request: 422, and nothing recorded.
+		r = e.do(t, "POST", "/v1/workspaces", `{"id":"delta"}`, api.IdempotencyHeader, "create-beta-1")
+		e.wantStatus(t, r, http.StatusUnprocessableEntity)
+		var b api.ErrorBody
+		r.decode(t, &b)
+		if b.Code != api.CodeIDReused || b.Field != api.IdempotencyHeader || !strings.Contains(b.Message, "create beta") {
+			t.Fatalf("reused key: %+v", b)
+		}
+		e.wantStatus(t, e.do(t, "GET", "/v1/workspaces/delta/events", ""), http.StatusNotFound)
 	})
 
 	t.Run("ConfigureAndNoop", func(t *testing.T) {

@@ -142,6 +142,9 @@ func decodeBody(r *http.Request, v any, required bool) error {
 		var te *json.UnmarshalTypeError
 		var se *json.SyntaxError
 		switch {
+		case errors.As(err, &te) && te.Field == "":
+			// The top level itself: say what is expected, not a Go type.
+			return badField("body", fmt.Sprintf("must be a JSON object, not a JSON %s", te.Value))
 		case errors.As(err, &te):
 			return badField(te.Field, fmt.Sprintf("has the wrong type: want %s, got JSON %s", te.Type, te.Value))
 		case errors.As(err, &se):

@@ -9,7 +9,7 @@
 //     message, state, generation and the commands allowed now.
 //   - The Idempotency-Key header is the command id: repeating a request
 //     with the same key yields the first one's outcome, never a second
-//     effect.
+//     effect; the key of a different command is refused with 422.
 //   - Bad input is refused with 400 naming the field before anything is
 //     published; an unknown workspace is 404.
 //   - Reads say what they reflect: the read model's rows carry the event

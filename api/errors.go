@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net/http"
 
+	"github.com/turnstile-dev/turnstile/client"
 	"github.com/turnstile-dev/turnstile/fsm"
 )
 
@@ -14,6 +15,8 @@ const (
 	CodeTimeout      = "timeout"      // no outcome or state before the deadline
 	CodeUnavailable  = "unavailable"  // NATS or PostgreSQL did not answer
 	CodeInternal     = "internal"     // anything else; details are logged, not shown
+	// CodeIDReused: the Idempotency-Key was used by a different request.
+	CodeIDReused = "id_reused"
 )
 
 // StatusOf is the one table from a rejection code to an HTTP status.
@@ -96,7 +99,13 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 	var rej *fsm.Rejection
 	var fe *fieldError
+	var reused *client.IDReusedError
 	switch {
+	case errors.As(err, &reused):
+		// As the Idempotency-Key draft asks: 422 for a key reused with
+		// another request.
+		writeJSON(w, http.StatusUnprocessableEntity, ErrorBody{Code: CodeIDReused, Field: IdempotencyHeader,
+			CommandID: reused.ID, Command: reused.Type, Message: reused.Error()})
 	case errors.As(err, &fe):
 		writeJSON(w, http.StatusBadRequest, ErrorBody{Code: string(fsm.CodeInvalid), Message: fe.Error(), Field: fe.field})
 	case errors.As(err, &rej):

@@ -208,7 +208,15 @@ func (s *Server) list(w http.ResponseWriter, r *http.Request) {
 		}
 		o.Limit = n
 	}
-	o.After = q.Get("after")
+	if v := q.Get("after"); v != "" {
+		// A cursor is a workspace id (the "next" of the previous page);
+		// anything else would reach PostgreSQL as text it may refuse.
+		if err := fsm.ValidateID(v); err != nil {
+			s.writeError(w, r, badField("after", fmt.Sprintf("%q is not a workspace id: %v", v, err)))
+			return
+		}
+		o.After = v
+	}
 	if s.cfg.Pool == nil {
 		s.noReadModel(w)
 		return

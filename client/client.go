@@ -153,7 +153,8 @@ var ErrNoOutcome = errors.New("no outcome before the deadline")
 // Send publishes cmd and waits for its outcome. A rejection is returned as an
 // outcome (Outcome == fsm.Rejected), not as an error: errors are for invalid
 // input (a *fsm.Rejection with code invalid, before anything is published),
-// transport failures and ErrNoOutcome.
+// transport failures, ErrNoOutcome, and *IDReusedError for an id that an
+// earlier, different command used.
 func (c *Client) Send(ctx context.Context, cmd fsm.Command) (events.OutcomeRecord, error) {
 	cmd, err := c.Prepare(cmd)
 	if err != nil {
@@ -172,7 +173,28 @@ func (c *Client) Send(ctx context.Context, cmd fsm.Command) (events.OutcomeRecor
 	if err != nil {
 		return events.OutcomeRecord{}, err
 	}
-	return c.await(ctx, cmd.ID, ch, dup)
+	o, err := c.await(ctx, cmd.ID, ch, dup)
+	if err == nil && (o.Workspace != cmd.Workspace || o.CommandType != cmd.Type) {
+		// The id names another command: its outcome is not this one's.
+		return o, &IDReusedError{ID: cmd.ID, Type: cmd.Type, Workspace: cmd.Workspace, Outcome: o}
+	}
+	return o, err
+}
+
+// IDReusedError means a command was sent under an id that an earlier,
+// different command (another type or workspace) already used. Nothing was
+// recorded for it: a command id has one outcome ever, the first command's,
+// which Outcome holds. Send the command again under a new id.
+type IDReusedError struct {
+	ID        string
+	Type      fsm.CommandType
+	Workspace string
+	Outcome   events.OutcomeRecord
+}
+
+func (e *IDReusedError) Error() string {
+	return fmt.Sprintf("command id %s was already used for %s %s (outcome %s), so %s %s was not recorded: send it under a new id",
+		e.ID, e.Outcome.CommandType, e.Outcome.Workspace, e.Outcome.Outcome, e.Type, e.Workspace)
 }
 
 // Outcome returns a command's stored outcome, waiting for it until ctx ends.

@@ -181,3 +181,88 @@ func TestOutcome(t *testing.T) {
 		}
 	})
 }
+
+// A command id names one command forever. Sending a different command under
+// a used id (the same Idempotency-Key for another request) is refused with
+// *client.IDReusedError carrying the first command's outcome, and records
+// nothing for the second command, whether the stream dedupes the publish
+// (inside its duplicate window) or the engine meets the id again (after it:
+// simulated by publishing without a message id).
+func TestSendReusedID(t *testing.T) {
+	core := testenv.StartCore(t, testenv.CoreOptions{})
+	cl := core.Client(t, "alice")
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	first, err := cl.Send(ctx, fsm.Command{ID: "key-1", Type: fsm.Create, Workspace: "first"})
+	if err != nil || first.Outcome != fsm.Accepted {
+		t.Fatalf("first send: %+v, %v", first, err)
+	}
+	store := cl.Store()
+	noHistory := func(t *testing.T, id string) {
+		t.Helper()
+		h, err := store.Load(ctx, id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if h.State.Status != fsm.None || h.StreamSeq != 0 {
+			t.Fatalf("workspace %s has state %+v: the reused id recorded a command", id, h)
+		}
+	}
+
+	t.Run("DedupedPublish", func(t *testing.T) {
+		_, err := cl.Send(ctx, fsm.Command{ID: "key-1", Type: fsm.Create, Workspace: "second"})
+		var reused *client.IDReusedError
+		if !errors.As(err, &reused) {
+			t.Fatalf("Send: %v, want *client.IDReusedError", err)
+		}
+		if reused.Outcome.Workspace != "first" || !sameOutcome(reused.Outcome, first) {
+			t.Fatalf("the error carries %+v, want the first command's outcome %+v", reused.Outcome, first)
+		}
+		noHistory(t, "second")
+	})
+	t.Run("AfterTheDuplicateWindow", func(t *testing.T) {
+		b, err := events.EncodeCommand(fsm.Command{ID: "key-1", Type: fsm.Create, Workspace: "third", Actor: "alice"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		// No Nats-Msg-Id: the stream stores it, as it would once the
+		// duplicate window has passed, and the engine handles it.
+		if _, err := core.JS.Publish(ctx, events.NewNames("").Command("third"), b); err != nil {
+			t.Fatal(err)
+		}
+		_, err = cl.Send(ctx, fsm.Command{ID: "key-1", Type: fsm.Create, Workspace: "third"})
+		var reused *client.IDReusedError
+		if !errors.As(err, &reused) || !sameOutcome(reused.Outcome, first) {
+			t.Fatalf("Send: %v, want *client.IDReusedError with the first outcome", err)
+		}
+		// The engine has taken the raw command off the stream once its
+		// consumer has nothing pending; only then is "nothing recorded" a
+		// finding rather than a race.
+		waitDrained(t, ctx, core)
+		noHistory(t, "third")
+		o, ok, err := store.Outcome(ctx, "key-1")
+		if err != nil || !ok || !sameOutcome(o, first) {
+			t.Fatalf("stored outcome of key-1: %+v, %v, %v; want the first", o, ok, err)
+		}
+	})
+}
+
+// waitDrained waits until the engine's consumer has nothing pending or
+// unacked.
+func waitDrained(t *testing.T, ctx context.Context, core *testenv.Core) {
+	t.Helper()
+	for {
+		c, err := core.JS.Consumer(ctx, events.NewNames("").CommandStream(), "turnstile-engine")
+		if err == nil {
+			info, err := c.Info(ctx)
+			if err == nil && info.NumPending == 0 && info.NumAckPending == 0 {
+				return
+			}
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatalf("the engine's consumer did not drain: %v", ctx.Err())
+		case <-time.After(20 * time.Millisecond): // poll interval
+		}
+	}
+}

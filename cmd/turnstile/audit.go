@@ -53,6 +53,18 @@ sequence; --all checks every workspace in one pass over the stream.`,
 			case all && at != "":
 				return usageError(errors.New("--at needs a workspace ID"))
 			}
+			// Check the input before connecting: bad input is a usage
+			// error whether or not a server is there.
+			if !all {
+				if err := fsm.ValidateID(args[0]); err != nil {
+					return usageError(err)
+				}
+			}
+			if at != "" {
+				if _, err := parseAt(at); err != nil {
+					return usageError(err)
+				}
+			}
 			return nil
 		},
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -105,10 +117,8 @@ func (p auditPoint) includes(env events.Envelope) bool {
 	return !env.Time.After(p.time)
 }
 
+// auditOne audits one workspace; Args has checked id and at.
 func (a *app) auditOne(ctx context.Context, store *events.Store, id, at string) error {
-	if err := fsm.ValidateID(id); err != nil {
-		return usageError(err)
-	}
 	var point *auditPoint
 	if at != "" {
 		p, err := parseAt(at)

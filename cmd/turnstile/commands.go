@@ -76,28 +76,31 @@ func (a *app) runLifecycle(cmd *cobra.Command, t fsm.CommandType, id string, f *
 	if c.ID == "" {
 		c.ID = client.NewCommandID()
 	}
-	if t == fsm.Create && f.spec.given(cmd.Flags()) {
+	// Every spec that needs no server is built (and refused) before
+	// connecting: create's, and configure's with --replace.
+	if (t == fsm.Create && f.spec.given(cmd.Flags())) || (t == fsm.Configure && f.spec.replace) {
 		spec, err := f.spec.apply(cmd.Flags(), fsm.Spec{})
 		if err != nil {
 			return usageError(err)
 		}
 		c.Spec = &spec
 	}
+	if t == fsm.Configure {
+		if err := f.spec.check(cmd.Flags()); err != nil {
+			return usageError(err)
+		}
+	}
 	cl, nc, closeFn, err := a.openClient(ctx)
 	if err != nil {
 		return err
 	}
 	defer closeFn()
-	if t == fsm.Configure {
-		base := fsm.Spec{}
-		if !f.spec.replace {
-			h, err := cl.Store().Load(ctx, id)
-			if err != nil {
-				return err
-			}
-			base = h.State.Spec
+	if t == fsm.Configure && !f.spec.replace {
+		h, err := cl.Store().Load(ctx, id)
+		if err != nil {
+			return err
 		}
-		spec, err := f.spec.apply(cmd.Flags(), base)
+		spec, err := f.spec.apply(cmd.Flags(), h.State.Spec)
 		if err != nil {
 			return usageError(err)
 		}
@@ -105,7 +108,10 @@ func (a *app) runLifecycle(cmd *cobra.Command, t fsm.CommandType, id string, f *
 	}
 	start := time.Now()
 	o, err := cl.Send(ctx, c)
+	var reused *client.IDReusedError
 	switch {
+	case errors.As(err, &reused):
+		return usageError(fmt.Errorf("--command-id: %w", err))
 	case errors.Is(err, client.ErrNoOutcome):
 		return withCode(exitTimeout, fmt.Errorf("no outcome for %s %s within %v: the command is stored and will be handled; run it again with --command-id %s to learn its outcome",
 			t, id, f.timeout, c.ID))

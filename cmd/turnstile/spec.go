@@ -75,6 +75,22 @@ func (s *specFlags) apply(fs *pflag.FlagSet, base fsm.Spec) (fsm.Spec, error) {
 	return spec, nil
 }
 
+// check reports the errors of the flags themselves (a size or a pair that
+// does not parse), which need no base spec, so they are found before
+// connecting.
+func (s *specFlags) check(fs *pflag.FlagSet) error {
+	if fs.Changed("memory") && s.memory != "" && s.memory != "0" {
+		if _, err := units.RAMInBytes(s.memory); err != nil {
+			return fmt.Errorf("--memory %q: use a size such as 512m or 2g", s.memory)
+		}
+	}
+	if _, err := mergePairs("--env", nil, s.env); err != nil {
+		return err
+	}
+	_, err := mergePairs("--label", nil, s.labels)
+	return err
+}
+
 func mergePairs(flag string, into map[string]string, pairs []string) (map[string]string, error) {
 	if len(pairs) == 0 {
 		return into, nil
