@@ -2,6 +2,7 @@ package e2e_test
 
 import (
 	"net/http"
+	"path/filepath"
 	"strings"
 	"testing"
 )
@@ -35,5 +36,29 @@ func TestAPIAuth(t *testing.T) {
 		if status != http.StatusOK || strings.Count(string(body), `"command_id"`) != 1 {
 			t.Fatalf("one event expected: %d %s", status, body)
 		}
+	})
+}
+
+// TestNATSAuth: with TURNSTILE_NATS_TOKEN, serve's embedded NATS refuses
+// clients without the token, so nothing can be published around it; the
+// CLI with the same variable works. Without a token the embedded NATS
+// refuses to listen beyond loopback (TestServeRefusesToStart).
+func TestNATSAuth(t *testing.T) {
+	const token = "e2e-nats-token"
+	srv := startServe(t, serveOptions{args: []string{"--provisioner", "sim"}, env: []string{"TURNSTILE_NATS_TOKEN=" + token}})
+	t.Run("NoToken", func(t *testing.T) {
+		r := srv.turnstile(t, "create", "locked-out")
+		want(t, r, 1, "create without the NATS token")
+		if !strings.Contains(strings.ToLower(r.stderr), "authorization") {
+			t.Fatalf("stderr does not say why: %s", r)
+		}
+	})
+	t.Run("WithToken", func(t *testing.T) {
+		r := runIn(t, srv.dir, append(srv.clientEnv(), "TURNSTILE_NATS_TOKEN="+token),
+			filepath.Join(binDir, "turnstile"), "create", "let-in")
+		want(t, r, 0, "create with the NATS token")
+		r = runIn(t, srv.dir, append(srv.clientEnv(), "TURNSTILE_NATS_TOKEN="+token),
+			filepath.Join(binDir, "turnstile"), "history", "locked-out")
+		want(t, r, 3, "the refused create left no history")
 	})
 }

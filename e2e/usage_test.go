@@ -110,6 +110,16 @@ func TestServeRefusesToStart(t *testing.T) {
 			t.Fatalf("stderr:\n%s", s.stderr)
 		}
 	})
+	t.Run("NATSExposedWithoutToken", func(t *testing.T) {
+		s := startServe(t, serveOptions{args: []string{"--provisioner", "sim"}, noWait: true,
+			env: []string{fmt.Sprintf("TURNSTILE_NATS_LISTEN=0.0.0.0:%d", testenv.FreePort(t))}})
+		if code := s.waitExit(time.Minute); code != 2 {
+			t.Fatalf("exit %d, want 2:\n%s", code, s.stderr)
+		}
+		if !strings.Contains(s.stderr.String(), "embedded NATS would listen on 0.0.0.0") || !strings.Contains(s.stderr.String(), "--nats-token") {
+			t.Fatalf("stderr:\n%s", s.stderr)
+		}
+	})
 	t.Run("NoPostgreSQLBinaries", func(t *testing.T) {
 		s := startServe(t, serveOptions{args: []string{"--provisioner", "sim", "--postgres-bin-dir", "/nonexistent/bin"}, noWait: true})
 		if code := s.waitExit(time.Minute); code != 1 {

@@ -89,7 +89,7 @@ commands from another terminal.`,
 	pf.StringVar(&a.natsNkey, "nats-nkey", "", "NATS nkey seed file")
 	pf.StringVar(&a.natsUser, "nats-user", "", "NATS user name")
 	pf.StringVar(&a.natsPassword, "nats-password", "", "NATS password")
-	pf.StringVar(&a.natsToken, "nats-token", "", "NATS authentication token")
+	pf.StringVar(&a.natsToken, "nats-token", "", "NATS authentication token; serve: the token its embedded NATS requires (needed to listen beyond loopback)")
 	pf.StringVar(&a.natsTLSCert, "nats-tls-cert", "", "client certificate file for NATS over TLS")
 	pf.StringVar(&a.natsTLSKey, "nats-tls-key", "", "client key file for NATS over TLS")
 	pf.StringVar(&a.natsTLSCA, "nats-tls-ca", "", "CA certificate file to verify the NATS server")

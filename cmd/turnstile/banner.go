@@ -21,7 +21,11 @@ func (s *service) banner() {
 		if !s.embedded.sync {
 			sync = "fsync every 2 minutes (--nats-sync default)"
 		}
-		row("NATS", fmt.Sprintf("%s (embedded; JetStream in %s; %s)", s.natsURL, s.embedded.storeDir, sync))
+		natsAuth := "no token: loopback only"
+		if s.embedded.token != "" {
+			natsAuth = "token required: nats://TOKEN@host:port"
+		}
+		row("NATS", fmt.Sprintf("%s (embedded; JetStream in %s; %s; %s)", s.natsURL, s.embedded.storeDir, sync, natsAuth))
 	} else {
 		row("NATS", s.natsURL+" (given by --nats-url)")
 	}

@@ -11,6 +11,8 @@ import (
 
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
+
+	"github.com/turnstile-dev/turnstile/api"
 )
 
 // embeddedNATS is the nats-server serve runs when no --nats-url is given.
@@ -19,11 +21,15 @@ type embeddedNATS struct {
 	addr     string
 	storeDir string
 	sync     bool
+	token    string
 }
 
 // startNATS starts the embedded server with JetStream's file store in
 // <dataDir>/nats and returns once it accepts connections.
-func startNATS(addr, syncPolicy, dataDir string, log *slog.Logger) (*embeddedNATS, error) {
+//
+// The embedded server takes commands from anyone who can connect, so, like
+// the HTTP API, it listens beyond loopback only with a token.
+func startNATS(addr, syncPolicy, token, dataDir string, log *slog.Logger) (*embeddedNATS, error) {
 	host, portStr, err := net.SplitHostPort(addr)
 	if err != nil {
 		return nil, usageError(fmt.Errorf("--nats-listen %q: %w", addr, err))
@@ -32,6 +38,14 @@ func startNATS(addr, syncPolicy, dataDir string, log *slog.Logger) (*embeddedNAT
 	if err != nil || port < 0 || port > 65535 {
 		return nil, usageError(fmt.Errorf("--nats-listen %q: bad port", addr))
 	}
+	if token == "" && !api.IsLoopback(host) {
+		shown := host
+		if shown == "" {
+			shown = "every interface"
+		}
+		return nil, usageError(fmt.Errorf("the embedded NATS would listen on %s (%s), beyond loopback, without a token: "+
+			"set --nats-token (TURNSTILE_NATS_TOKEN), or listen on 127.0.0.1", addr, shown))
+	}
 	// Ask the kernel first: nats-server's own complaint about a taken port
 	// is a log line, not an error.
 	l, err := net.Listen("tcp", addr)
@@ -39,7 +53,7 @@ func startNATS(addr, syncPolicy, dataDir string, log *slog.Logger) (*embeddedNAT
 		return nil, portTaken("NATS", addr, err, "--nats-listen", "or use the server that holds it with --nats-url")
 	}
 	_ = l.Close()
-	n := &embeddedNATS{addr: addr, storeDir: filepath.Join(dataDir, "nats"), sync: syncPolicy == "always"}
+	n := &embeddedNATS{addr: addr, storeDir: filepath.Join(dataDir, "nats"), sync: syncPolicy == "always", token: token}
 	srv, err := server.NewServer(&server.Options{
 		ServerName: "turnstile",
 		Host:       host,
@@ -49,6 +63,9 @@ func startNATS(addr, syncPolicy, dataDir string, log *slog.Logger) (*embeddedNAT
 		SyncAlways: n.sync,
 		NoSigs:     true,
 		MaxPayload: 1 << 20,
+		// Empty: no authorization, which the check above allows on
+		// loopback only.
+		Authorization: token,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("embedded NATS: %w", err)
@@ -72,7 +89,11 @@ func (n *embeddedNATS) url() string { return n.srv.ClientURL() }
 
 // connect opens an in-process connection (no TCP) to the server.
 func (n *embeddedNATS) connect(name string) (*nats.Conn, error) {
-	nc, err := nats.Connect("", nats.InProcessServer(n.srv), nats.Name(name), nats.MaxReconnects(-1))
+	opts := []nats.Option{nats.InProcessServer(n.srv), nats.Name(name), nats.MaxReconnects(-1)}
+	if n.token != "" {
+		opts = append(opts, nats.Token(n.token))
+	}
+	nc, err := nats.Connect("", opts...)
 	if err != nil {
 		return nil, fmt.Errorf("connect to the embedded NATS: %w", err)
 	}

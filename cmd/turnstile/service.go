@@ -131,7 +131,7 @@ func (s *service) start(ctx context.Context) error {
 		return nc, nil
 	}
 	if s.a.natsURL == "" {
-		if s.embedded, err = startNATS(cfg.natsListen, cfg.natsSync, s.a.dataDir, log); err != nil {
+		if s.embedded, err = startNATS(cfg.natsListen, cfg.natsSync, s.a.natsToken, s.a.dataDir, log); err != nil {
 			return err
 		}
 		s.natsURL = s.embedded.url()
