@@ -150,15 +150,26 @@ func (c *Client) publish(ctx context.Context, cmd fsm.Command, reply bool) (bool
 // learn its outcome.
 var ErrNoOutcome = errors.New("no outcome before the deadline")
 
-// Send publishes cmd and waits for its outcome. A rejection is returned as an
-// outcome (Outcome == fsm.Rejected), not as an error: errors are for invalid
-// input (a *fsm.Rejection with code invalid, before anything is published),
-// transport failures, ErrNoOutcome, and *IDReusedError for an id that an
-// earlier, different command used.
+// Send publishes cmd and waits for its outcome; a command whose id already
+// has a stored outcome is answered from it without publishing. A rejection
+// is returned as an outcome (Outcome == fsm.Rejected), not as an error:
+// errors are for invalid input (a *fsm.Rejection with code invalid, before
+// anything is published), transport failures, ErrNoOutcome, and
+// *IDReusedError for an id that an earlier, different command used.
 func (c *Client) Send(ctx context.Context, cmd fsm.Command) (events.OutcomeRecord, error) {
+	chosen := cmd.ID != ""
 	cmd, err := c.Prepare(cmd)
 	if err != nil {
 		return events.OutcomeRecord{}, err
+	}
+	if chosen {
+		// A caller-chosen id may have been used already (a retry, or a
+		// reused key): answer from the stored outcome without publishing,
+		// so a reused id leaves no trace even after the stream's
+		// duplicate window. A failed lookup just falls through.
+		if o, ok, err := c.store.Outcome(ctx, cmd.ID); err == nil && ok {
+			return o, reused(cmd, o)
+		}
 	}
 	ch := make(chan events.OutcomeRecord, 1)
 	c.mu.Lock()
@@ -174,11 +185,19 @@ func (c *Client) Send(ctx context.Context, cmd fsm.Command) (events.OutcomeRecor
 		return events.OutcomeRecord{}, err
 	}
 	o, err := c.await(ctx, cmd.ID, ch, dup)
-	if err == nil && (o.Workspace != cmd.Workspace || o.CommandType != cmd.Type) {
-		// The id names another command: its outcome is not this one's.
-		return o, &IDReusedError{ID: cmd.ID, Type: cmd.Type, Workspace: cmd.Workspace, Outcome: o}
+	if err != nil {
+		return o, err
 	}
-	return o, err
+	return o, reused(cmd, o)
+}
+
+// reused returns an *IDReusedError if o, the outcome stored under cmd's
+// id, is another command's.
+func reused(cmd fsm.Command, o events.OutcomeRecord) error {
+	if o.Workspace != cmd.Workspace || o.CommandType != cmd.Type {
+		return &IDReusedError{ID: cmd.ID, Type: cmd.Type, Workspace: cmd.Workspace, Outcome: o}
+	}
+	return nil
 }
 
 // IDReusedError means a command was sent under an id that an earlier,

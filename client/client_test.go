@@ -71,8 +71,8 @@ func TestSend(t *testing.T) {
 	})
 }
 
-// The second Send of a command id is deduped by the stream and answered
-// from the stored outcome: with the engine gone, nothing else could answer.
+// The second Send of a command id is answered from the stored outcome
+// without publishing again: with the engine gone, nothing else could answer.
 func TestSendSameIDTwice(t *testing.T) {
 	core := testenv.StartCore(t, testenv.CoreOptions{})
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
@@ -185,9 +185,10 @@ func TestOutcome(t *testing.T) {
 // A command id names one command forever. Sending a different command under
 // a used id (the same Idempotency-Key for another request) is refused with
 // *client.IDReusedError carrying the first command's outcome, and records
-// nothing for the second command, whether the stream dedupes the publish
-// (inside its duplicate window) or the engine meets the id again (after it:
-// simulated by publishing without a message id).
+// nothing for the second command: Send finds the stored outcome before it
+// publishes, and an engine that meets the id again anyway (a publisher
+// without that check, after the stream's duplicate window: simulated by
+// publishing without a message id) records nothing either.
 func TestSendReusedID(t *testing.T) {
 	core := testenv.StartCore(t, testenv.CoreOptions{})
 	cl := core.Client(t, "alice")
@@ -209,8 +210,12 @@ func TestSendReusedID(t *testing.T) {
 		}
 	}
 
-	t.Run("DedupedPublish", func(t *testing.T) {
+	t.Run("RefusedBeforePublishing", func(t *testing.T) {
+		before := commandCount(t, core)
 		_, err := cl.Send(ctx, fsm.Command{ID: "key-1", Type: fsm.Create, Workspace: "second"})
+		if after := commandCount(t, core); after != before {
+			t.Fatalf("the reused id was published: %d commands, then %d", before, after)
+		}
 		var reused *client.IDReusedError
 		if !errors.As(err, &reused) {
 			t.Fatalf("Send: %v, want *client.IDReusedError", err)
@@ -220,7 +225,17 @@ func TestSendReusedID(t *testing.T) {
 		}
 		noHistory(t, "second")
 	})
-	t.Run("AfterTheDuplicateWindow", func(t *testing.T) {
+	t.Run("SameCommandAgain", func(t *testing.T) {
+		before := commandCount(t, core)
+		o, err := cl.Send(ctx, fsm.Command{ID: "key-1", Type: fsm.Create, Workspace: "first"})
+		if err != nil || !sameOutcome(o, first) {
+			t.Fatalf("Send of the same command: %+v, %v; want the first outcome", o, err)
+		}
+		if after := commandCount(t, core); after != before {
+			t.Fatalf("a stored command was published again: %d commands, then %d", before, after)
+		}
+	})
+	t.Run("EngineMeetsAReusedID", func(t *testing.T) {
 		b, err := events.EncodeCommand(fsm.Command{ID: "key-1", Type: fsm.Create, Workspace: "third", Actor: "alice"})
 		if err != nil {
 			t.Fatal(err)
