@@ -2,6 +2,7 @@ package reliability_test
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -59,10 +60,16 @@ func baseEnv() []string {
 type serveOptions struct {
 	databaseURL string // --database-url (an external PostgreSQL)
 	natsURL     string // --nats-url; "" runs the embedded server
+	// provisioner is --provisioner; "" is sim.
+	provisioner string
+	// env is added after the defaults, so it can also override them (the
+	// last of two equal keys wins in exec.Cmd.Env).
+	env []string
 }
 
-// serve is one `turnstile serve --provisioner sim` that can be killed and
-// started again on the same data dir and ports.
+// serve is one `turnstile serve` (--provisioner sim unless serveOptions
+// say otherwise) that can be killed and started again on the same data dir
+// and ports.
 type serve struct {
 	t        *testing.T
 	dir      string
@@ -91,7 +98,7 @@ func startServe(t *testing.T, o serveOptions) *serve {
 		fmt.Sprintf("TURNSTILE_HTTP_ADDR=127.0.0.1:%d", s.httpPort),
 		"TURNSTILE_DATABASE_URL=" + o.databaseURL,
 		"TURNSTILE_NATS_URL=" + o.natsURL,
-		"TURNSTILE_PROVISIONER=sim",
+		"TURNSTILE_PROVISIONER=" + cmp.Or(o.provisioner, "sim"),
 		"TURNSTILE_SIM_MIN_LATENCY=5ms",
 		"TURNSTILE_SIM_MAX_LATENCY=50ms",
 		// Attempts cut short by a kill end by deadline, not after 10 minutes.
@@ -101,6 +108,7 @@ func startServe(t *testing.T, o serveOptions) *serve {
 		"TURNSTILE_LOG_FORMAT=text",
 		"TURNSTILE_LOG_LEVEL=warn",
 	}
+	s.env = append(s.env, o.env...)
 	if o.natsURL != "" {
 		s.natsPort = 0
 	}
