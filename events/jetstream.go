@@ -8,6 +8,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/synadia-io/orbit.go/jetstreamext"
 
 	"github.com/turnstile-dev/turnstile/fsm"
 	"github.com/turnstile-dev/turnstile/internal/retry"
@@ -267,15 +268,50 @@ func (s *Store) History(ctx context.Context, id string, fn func(Envelope) error)
 	if err != nil || h.StreamSeq == 0 {
 		return err
 	}
-	return s.replay(ctx, []string{s.names.Event(id)}, 1, h.StreamSeq, func(m jetstream.Msg, seq uint64) error {
-		env, err := s.codec.Decode(m.Data())
+	// Direct batch gets, not a consumer: a history read is a request like
+	// any other, and a consumer per read would let many readers exhaust
+	// the server's consumers (the API fuzzer did).
+	subject := s.names.Event(id)
+	for next := uint64(1); next <= h.StreamSeq; {
+		msgs, err := jetstreamext.GetBatch(ctx, s.js, s.names.EventStream(), historyPage,
+			jetstreamext.GetBatchSeq(next), jetstreamext.GetBatchSubject(subject))
 		if err != nil {
-			return fmt.Errorf("history of %s at stream sequence %d: %w", id, seq, err)
+			return fmt.Errorf("history of %s: %w", id, err)
 		}
-		env.StreamSeq = seq
-		return fn(env)
-	})
+		got := 0
+		for m, err := range msgs {
+			if errors.Is(err, jetstreamext.ErrNoMessages) {
+				break
+			}
+			if err != nil {
+				return fmt.Errorf("history of %s from stream sequence %d: %w", id, next, err)
+			}
+			if m.Sequence > h.StreamSeq {
+				return nil
+			}
+			env, err := s.codec.Decode(m.Data)
+			if err != nil {
+				return fmt.Errorf("history of %s at stream sequence %d: %w", id, m.Sequence, err)
+			}
+			env.StreamSeq = m.Sequence
+			if err := fn(env); err != nil {
+				return err
+			}
+			next = m.Sequence + 1
+			got++
+		}
+		if got == 0 {
+			// The head said events up to h.StreamSeq exist: none left
+			// before it means they were removed under us.
+			return fmt.Errorf("history of %s: no event at or after stream sequence %d, though the newest is %d", id, next, h.StreamSeq)
+		}
+	}
+	return nil
 }
+
+// historyPage is how many events one direct batch get of a history asks
+// for.
+const historyPage = 512
 
 // Record is one message of the event stream: an event or an outcome.
 type Record struct {
