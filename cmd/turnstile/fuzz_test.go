@@ -269,6 +269,9 @@ func serveConfigOf(fs *pflag.FlagSet) (serveConfig, error) {
 	c.simSeed = seed
 	c.deadlineProvisioning, c.deadlineStopping, c.deadlineDelete = dur("deadline-provisioning"), dur("deadline-stopping"), dur("deadline-deleting")
 	c.shutdownTimeout = dur("shutdown-timeout")
+	maxActions, err := fs.GetInt("max-actions")
+	errs = append(errs, err)
+	c.maxActions = maxActions
 	return c, errors.Join(errs...)
 }
 

@@ -26,6 +26,9 @@ type provisioningDeps struct {
 	Logger       *slog.Logger
 	Registry     prometheus.Registerer
 	Deadlines    map[fsm.Status]time.Duration
+	// MaxActions bounds the provisioner actions running at once (0: the
+	// worker's default).
+	MaxActions int
 }
 
 // opener is the Open/Close shape of the worker, supervisor and watcher.
@@ -39,7 +42,8 @@ type opener interface {
 func startProvisioning(ctx context.Context, d provisioningDeps) (stop func(), err error) {
 	metrics := worker.NewMetrics(d.Registry)
 	w, err := worker.New(worker.Config{Store: d.Store, Provisioner: d.Provisioner, Publisher: d.Client,
-		Durable: "turnstile-worker-" + d.Installation, Logger: d.Logger, Metrics: metrics})
+		Durable: "turnstile-worker-" + d.Installation, Logger: d.Logger, Metrics: metrics,
+		MaxConcurrentActions: d.MaxActions})
 	if err != nil {
 		return nil, err
 	}

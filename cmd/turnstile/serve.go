@@ -16,6 +16,7 @@ import (
 
 	"github.com/turnstile-dev/turnstile/fsm"
 	"github.com/turnstile-dev/turnstile/provisioner"
+	"github.com/turnstile-dev/turnstile/provisioner/worker"
 )
 
 // serveConfig is everything serve is told by flags and variables.
@@ -31,6 +32,7 @@ type serveConfig struct {
 	simSeed                          uint64
 	deadlineProvisioning             time.Duration
 	deadlineStopping, deadlineDelete time.Duration
+	maxActions                       int
 	commit                           string
 	shutdownTimeout                  time.Duration
 }
@@ -64,6 +66,9 @@ func (c *serveConfig) validate() error {
 	}
 	if c.simFailureRate < 0 || c.simFailureRate > 1 {
 		return fmt.Errorf("--sim-failure-rate %v: use a fraction from 0 to 1", c.simFailureRate)
+	}
+	if c.maxActions < 1 {
+		return fmt.Errorf("--max-actions %d: use a positive number", c.maxActions)
 	}
 	for name, d := range map[string]time.Duration{"--deadline-provisioning": c.deadlineProvisioning,
 		"--deadline-stopping": c.deadlineStopping, "--deadline-deleting": c.deadlineDelete} {
@@ -112,6 +117,7 @@ SIGINT or SIGTERM stops it cleanly.`,
 	f.DurationVar(&c.deadlineProvisioning, "deadline-provisioning", 10*time.Minute, "a workspace provisioning longer fails with a reason naming this deadline")
 	f.DurationVar(&c.deadlineStopping, "deadline-stopping", 5*time.Minute, "a workspace stopping longer fails")
 	f.DurationVar(&c.deadlineDelete, "deadline-deleting", 5*time.Minute, "a workspace deleting longer fails")
+	f.IntVar(&c.maxActions, "max-actions", worker.DefaultMaxConcurrentActions, "provisioner actions (provision, stop, delete) run at once over all workspaces; more wait for a slot")
 	f.DurationVar(&c.shutdownTimeout, "shutdown-timeout", 30*time.Second, "how long a shutdown may take before it gives up waiting")
 	f.VisitAll(func(fl *pflag.Flag) { markEnv(f, fl.Name) })
 	return cmd

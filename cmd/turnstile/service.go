@@ -216,7 +216,7 @@ func (s *service) start(ctx context.Context) error {
 	stopProv, err := startProvisioning(context.WithoutCancel(ctx), provisioningDeps{
 		NC: conns["provisioning"], Store: provStore, Client: provClient, Provisioner: s.backend.prov,
 		Installation: s.installation, Logger: log.With("component", "provisioning"), Registry: reg,
-		Deadlines: cfg.deadlines(),
+		Deadlines: cfg.deadlines(), MaxActions: cfg.maxActions,
 	})
 	if err != nil {
 		return fmt.Errorf("provisioning: %w", err)

@@ -17,7 +17,15 @@
 //     safety net); a cancelled Provision force-removes the container of its
 //     generation (with a detached, bounded context) before it returns, so
 //     nothing it started outlives it. Creates of containers and volumes are
-//     never cut short, so nothing half-made escapes that removal.
+//     not cut short by ctx (only by CleanupTimeout), so nothing half-made
+//     escapes that removal.
+//   - A create that times out, or finds the name reserved although inspect
+//     finds no container (a create or removal still in flight in the
+//     engine), is an unknown outcome, not a failure: Provision looks again,
+//     with growing pauses, until the container appears (adopted if it is
+//     this generation's) or the name is free, for as long as its context
+//     lasts. Only replacing one container after another under the name
+//     (more than a few times) fails it.
 //   - Watch follows Docker's event stream (die, oom, destroy) and resumes it
 //     after a broken connection from the last event seen, so no exit is lost
 //     while the daemon stays up.

@@ -383,8 +383,11 @@ func TestFailureReasons(t *testing.T) {
 	})
 	t.Run("Unhealthy", func(t *testing.T) {
 		f := setup(t)
+		// The probe answers 503 at once; its generous timeout only keeps a
+		// loaded machine's slow exec from turning "unhealthy with the
+		// probe's output" into "health check exceeded timeout".
 		image := testenv.BuildImage(t, f.cli, "turnstile-agent-impatient", "FROM "+f.image+
-			"\nHEALTHCHECK --interval=100ms --timeout=2s --start-period=1ms --retries=1 CMD [\"/agent\", \"healthcheck\"]\n", nil)
+			"\nHEALTHCHECK --interval=100ms --timeout=30s --start-period=1ms --retries=1 CMD [\"/agent\", \"healthcheck\"]\n", nil)
 		ws := randomID("ws")
 		_, err := f.p.Provision(f.ctx, provisioner.Request{Workspace: ws, Generation: 1,
 			Spec: fsm.Spec{Image: image, Env: map[string]string{agent.EnvStartDelay: "10m"}}})

@@ -2,6 +2,7 @@ package docker
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"maps"
@@ -18,13 +19,22 @@ import (
 	"github.com/docker/docker/api/types/volume"
 
 	"github.com/turnstile-dev/turnstile/fsm"
+	"github.com/turnstile-dev/turnstile/internal/retry"
 	"github.com/turnstile-dev/turnstile/provisioner"
 )
 
-// maxRounds bounds Provision's inspect-act loop: each round removes an
-// older container or loses a create race; more than a few means something
-// else keeps recreating the name.
+// maxRounds bounds how often Provision replaces a container it found under
+// the workspace's name (an older generation's, or one being removed) and
+// finds yet another there: more than a few means something else keeps
+// recreating the name. Rounds that find the name free but cannot take it
+// (a create or removal of that name still in flight in the engine) are not
+// rounds: Provision keeps looking at them, with growing pauses, for as long
+// as its context lasts.
 const maxRounds = 5
+
+// errCreateUnsure marks a create whose outcome is unknown: the call timed
+// out, but the engine may still complete it.
+var errCreateUnsure = errors.New("the create timed out; the engine may still complete it")
 
 // Provision makes the workspace's container run req.Spec at req.Generation;
 // see provisioner.Provisioner.
@@ -83,25 +93,38 @@ func (a *attempt) run(ctx context.Context) (provisioner.Result, error) {
 		}
 		return provisioner.Result{}, a.engine(ctx, "inspect image "+a.image, err)
 	}
-	for range maxRounds {
+	replaced, waits := 0, 0
+	for {
 		c, err := cli.ContainerInspect(ctx, a.name())
 		if isNotFound(err) {
 			id, err := a.create(ctx)
-			if isConflict(err) {
-				a.log.Warn("container name taken while creating; looking again", "container", a.name())
-				if err := a.pause(ctx); err != nil {
-					return provisioner.Result{}, err
+			switch {
+			case err == nil:
+				return a.start(ctx, id, false)
+			case isConflict(err):
+				// The name is reserved although inspect found nothing: a
+				// create (perhaps this attempt's own, timed out) or a removal
+				// of that name is still in flight in the engine.
+				level := slog.LevelWarn
+				if waits > 0 {
+					level = slog.LevelDebug // said once per wait is enough
 				}
-				continue
-			}
-			if err != nil {
+				a.log.Log(ctx, level, "container name taken while creating; looking again", "container", a.name(), "looks", waits+1)
+			case errors.Is(err, errCreateUnsure):
+				a.log.Warn("create timed out; looking for the container it may still make", "container", a.name(), "err", err)
+			default:
 				return provisioner.Result{}, err
 			}
-			return a.start(ctx, id, false)
+			if err := a.pause(ctx, waits); err != nil {
+				return provisioner.Result{}, err
+			}
+			waits++
+			continue
 		}
 		if err != nil {
 			return provisioner.Result{}, a.engine(ctx, "inspect container "+a.name(), err)
 		}
+		waits = 0
 		if owner := ownerOf(c); owner != a.p.cfg.Installation {
 			return provisioner.Result{}, provisioner.NameTaken("provision", a.req.Workspace, a.req.Generation, "container", a.name(), owner)
 		}
@@ -110,29 +133,35 @@ func (a *attempt) run(ctx context.Context) (provisioner.Result, error) {
 		case gen > a.req.Generation:
 			return provisioner.Result{}, provisioner.Superseded("provision", a.req.Workspace, a.req.Generation, gen)
 		case gen < a.req.Generation || c.State.Dead || c.State.Status == container.StateRemoving:
+			if replaced == maxRounds {
+				return provisioner.Result{}, a.fail(provisioner.CodeEngine,
+					fmt.Sprintf("container name %s kept changing hands: %d containers replaced and yet another there (generation %d): is something else creating it?",
+						a.name(), replaced, gen), nil)
+			}
+			replaced++
 			a.log.Info("replacing container of an older generation", "container", c.ID, "old_generation", gen)
 			if err := a.p.removeContainer(ctx, c.ID); err != nil {
 				return provisioner.Result{}, a.engine(ctx, fmt.Sprintf("remove container %s of generation %d", a.name(), gen), err)
 			}
-			continue
 		default:
+			// This generation's: made by an earlier attempt, or by this
+			// one's create that timed out.
 			return a.start(ctx, c.ID, true)
 		}
 	}
-	return provisioner.Result{}, a.fail(provisioner.CodeEngine,
-		fmt.Sprintf("container name %s kept changing hands in %d rounds: is something else creating it?", a.name(), maxRounds), nil)
 }
 
-// pause waits one poll interval, or until ctx ends.
-func (a *attempt) pause(ctx context.Context) error {
-	t := time.NewTimer(a.p.cfg.PollInterval)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return provisioner.Canceled("provision", a.req.Workspace, a.req.Generation, ctx.Err())
-	case <-t.C:
-		return nil
+// pause waits before the next look at a name that is reserved but not
+// (yet) inspectable: PollInterval doubled per earlier wait, up to
+// 10×PollInterval, or until ctx ends. Such a wait can last as long as a
+// create or removal in flight in an overloaded engine (tens of seconds), so
+// it is bounded only by ctx (the provisioning deadline, which cancels it).
+func (a *attempt) pause(ctx context.Context, waits int) error {
+	d := retry.Backoff(waits, a.p.cfg.PollInterval, 10*a.p.cfg.PollInterval)
+	if err := retry.Sleep(ctx, d); err != nil {
+		return provisioner.Canceled("provision", a.req.Workspace, a.req.Generation, err)
 	}
+	return nil
 }
 
 func (a *attempt) labels() map[string]string {
@@ -150,8 +179,10 @@ func (a *attempt) labels() map[string]string {
 // by ctx: a create the client gives up on may still complete in the
 // daemon, after abandon (or the next action) looked and found nothing,
 // leaving a container or volume behind that nobody removes. Waiting for
-// the create (it is short, and bounded by CleanupTimeout) means whatever it
-// made is there for abandon and the next action to see.
+// the create (normally short) means whatever it made is there for abandon
+// and the next action to see. It is bounded by CleanupTimeout all the
+// same; an overloaded engine can outlast that, and such a create's outcome
+// is unknown (see errCreateUnsure).
 func (a *attempt) detached(ctx context.Context) (context.Context, context.CancelFunc) {
 	return context.WithTimeout(context.WithoutCancel(ctx), a.p.cfg.CleanupTimeout)
 }
@@ -227,6 +258,11 @@ func (a *attempt) create(ctx context.Context) (string, error) {
 		return resp.ID, nil
 	case isConflict(err):
 		return "", err
+	case ctx.Err() == nil && (cctx.Err() != nil || errors.Is(err, context.DeadlineExceeded)):
+		// The client gave up; the engine may not have. The caller looks
+		// for the container until it appears (and adopts it) or the name
+		// is free.
+		return "", fmt.Errorf("create container %s: %w: %w", a.name(), errCreateUnsure, err)
 	case isNotFound(err):
 		// The image was there a moment ago; say so if it is gone now.
 		if _, ierr := a.p.cli.ImageInspect(ctx, a.image); isNotFound(ierr) {
@@ -353,8 +389,11 @@ func (a *attempt) waitReady(ctx context.Context, id string) error {
 // abandon removes the container of this attempt's generation after ctx
 // ended, so that nothing a cancelled Provision created or started keeps
 // running. Docker serialises operations on one container, so a start still
-// in flight in the daemon finishes before this removal. Creates are never
-// in flight here: they run to their end whatever ctx says (see detached).
+// in flight in the daemon finishes before this removal. Creates are
+// normally not in flight here: they run to their end whatever ctx says (see
+// detached). One that outlasted CleanupTimeout may be; a container it makes
+// later is of this, abandoned, generation, never started, and the next
+// provision of the workspace replaces it as an older generation's.
 func (a *attempt) abandon(ctx context.Context) {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), a.p.cfg.CleanupTimeout)
 	defer cancel()

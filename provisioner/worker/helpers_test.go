@@ -35,6 +35,9 @@ type rig struct {
 	wat  *worker.Watcher
 	// ackWait is what startWorker gives each worker.
 	ackWait time.Duration
+	// maxActions and metrics are what startWorker gives each worker.
+	maxActions int
+	metrics    *worker.Metrics
 }
 
 type rigOptions struct {
@@ -42,11 +45,16 @@ type rigOptions struct {
 	noWatcher bool
 	// ackWait is the worker's AckWait; 0 means 3s.
 	ackWait time.Duration
+	// maxActions is the worker's MaxConcurrentActions; 0 means its default.
+	maxActions int
+	// metrics, if not nil, are the worker's.
+	metrics *worker.Metrics
 }
 
 func newRig(tb testing.TB, prov provisioner.Provisioner, o rigOptions) *rig {
 	tb.Helper()
-	r := &rig{core: testenv.StartCore(tb, testenv.CoreOptions{}), prov: prov, ackWait: o.ackWait}
+	r := &rig{core: testenv.StartCore(tb, testenv.CoreOptions{}), prov: prov, ackWait: o.ackWait,
+		maxActions: o.maxActions, metrics: o.metrics}
 	if r.ackWait == 0 {
 		r.ackWait = 3 * time.Second
 	}
@@ -80,7 +88,7 @@ func newRig(tb testing.TB, prov provisioner.Provisioner, o rigOptions) *rig {
 func (r *rig) startWorker(tb testing.TB) *worker.Worker {
 	tb.Helper()
 	w, err := worker.New(worker.Config{Store: r.core.Store, Provisioner: r.prov, Publisher: r.core.Client(tb, "worker"),
-		Logger: testenv.Logger(tb), AckWait: r.ackWait})
+		Logger: testenv.Logger(tb), AckWait: r.ackWait, MaxConcurrentActions: r.maxActions, Metrics: r.metrics})
 	if err != nil {
 		tb.Fatal(err)
 	}

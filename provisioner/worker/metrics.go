@@ -11,6 +11,9 @@ type Metrics struct {
 	Duration *prometheus.HistogramVec
 	// Reports counts reports sent by the supervisor and watcher, by kind.
 	Reports *prometheus.CounterVec
+	// Running is how many actions hold a slot (at most
+	// Config.MaxConcurrentActions); Waiting, how many wait for one.
+	Running, Waiting prometheus.Gauge
 }
 
 // NewMetrics creates the collectors and registers them on reg (if not nil).
@@ -26,9 +29,15 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		Reports: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "turnstile_supervisor_reports_total", Help: "Deadline, exit and reconciler reports sent, by kind.",
 		}, []string{"kind"}),
+		Running: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "turnstile_actions_running", Help: "Provisioner actions running now (bounded by the worker's MaxConcurrentActions).",
+		}),
+		Waiting: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "turnstile_actions_waiting", Help: "Provisioner actions waiting for a free slot under the worker's MaxConcurrentActions.",
+		}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.Actions, m.Duration, m.Reports)
+		reg.MustRegister(m.Actions, m.Duration, m.Reports, m.Running, m.Waiting)
 	}
 	return m
 }
@@ -44,5 +53,17 @@ func (m *Metrics) action(kind, result string, seconds float64) {
 func (m *Metrics) report(kind string) {
 	if m != nil {
 		m.Reports.WithLabelValues(kind).Inc()
+	}
+}
+
+func (m *Metrics) running(delta float64) {
+	if m != nil {
+		m.Running.Add(delta)
+	}
+}
+
+func (m *Metrics) waiting(delta float64) {
+	if m != nil {
+		m.Waiting.Add(delta)
 	}
 }

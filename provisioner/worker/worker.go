@@ -29,9 +29,22 @@ type Config struct {
 	// Retries is how often a transient failure (the engine unreachable) is
 	// retried before it is reported as a failure.
 	Retries int
+	// MaxConcurrentActions bounds how many actions (provision, stop,
+	// delete; all workspaces together) run on the provisioner at once;
+	// further actions wait for a slot, in no particular order, and a newer
+	// generation still cancels a waiting one. An engine given hundreds of
+	// creates at once slows every one of them down past its timeouts.
+	// 0 means DefaultMaxConcurrentActions.
+	MaxConcurrentActions int
+
 	Logger  *slog.Logger
 	Metrics *Metrics
 }
+
+// DefaultMaxConcurrentActions is Config.MaxConcurrentActions when unset:
+// what one Docker Engine on a small host handles without its creates
+// taking tens of seconds.
+const DefaultMaxConcurrentActions = 16
 
 // Worker carries out provision, stop and delete actions. New starts
 // nothing; Open starts; Close stops.
@@ -41,6 +54,7 @@ type Worker struct {
 	names  events.Names
 	mu     sync.Mutex
 	actors map[string]*actor
+	slots  chan struct{} // one token per running action; see MaxConcurrentActions
 	cancel context.CancelFunc
 	iter   jetstream.MessagesContext
 	wg     sync.WaitGroup
@@ -96,10 +110,17 @@ func New(cfg Config) (*Worker, error) {
 	if cfg.Retries <= 0 {
 		cfg.Retries = 3
 	}
+	if cfg.MaxConcurrentActions < 0 {
+		return nil, fmt.Errorf("worker: MaxConcurrentActions is %d; want 0 (the default, %d) or more", cfg.MaxConcurrentActions, DefaultMaxConcurrentActions)
+	}
+	if cfg.MaxConcurrentActions == 0 {
+		cfg.MaxConcurrentActions = DefaultMaxConcurrentActions
+	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	return &Worker{cfg: cfg, log: cfg.Logger, names: cfg.Store.Names(), actors: map[string]*actor{}}, nil
+	return &Worker{cfg: cfg, log: cfg.Logger, names: cfg.Store.Names(), actors: map[string]*actor{},
+		slots: make(chan struct{}, cfg.MaxConcurrentActions)}, nil
 }
 
 // Open binds the durable consumer on the event subjects and starts acting.
@@ -249,7 +270,21 @@ func (w *Worker) act(ctx, actx context.Context, j job) bool {
 	st := j.env.State
 	log := w.log.With("workspace", st.ID, "generation", st.Generation, "state", st.Status)
 
-	// After a crash, or when this worker lags, the event may be old news.
+	// Beat until the action has returned, also while it waits for a slot
+	// and while a cancelled action cleans up, so that its event is not
+	// redelivered meanwhile.
+	stopBeat := w.heartbeat(ctx, j.msg)
+	defer stopBeat()
+	waited := time.Now()
+	if !w.acquire(actx) {
+		w.cfg.Metrics.action(kindOf(st.Status), "abandoned", time.Since(waited).Seconds())
+		log.Debug("worker: action abandoned while waiting for a slot", "why", context.Cause(actx))
+		return w.abandoned(ctx, j)
+	}
+	defer w.release()
+
+	// After a crash, when this worker lags, or after waiting for a slot,
+	// the event may be old news.
 	head, err := w.load(actx, st.ID)
 	if err != nil {
 		return w.abandoned(ctx, j)
@@ -260,10 +295,6 @@ func (w *Worker) act(ctx, actx context.Context, j job) bool {
 		return true
 	}
 
-	// Beat until the action has returned, also while a cancelled action
-	// cleans up, so that its event is not redelivered meanwhile.
-	stopBeat := w.heartbeat(ctx, j.msg)
-	defer stopBeat()
 	start := time.Now()
 	kind, cmd, err := w.do(actx, st)
 	result := "succeeded"
@@ -290,6 +321,46 @@ func (w *Worker) act(ctx, actx context.Context, j job) bool {
 	}
 	_ = j.msg.Ack()
 	return true
+}
+
+// acquire takes a slot for an action (see MaxConcurrentActions), waiting
+// while all are taken. It gives up, returning false, when actx ends: a
+// newer generation cancels a waiting action as it does a running one.
+func (w *Worker) acquire(actx context.Context) bool {
+	select {
+	case w.slots <- struct{}{}:
+		w.cfg.Metrics.running(1)
+		return true
+	default:
+	}
+	w.cfg.Metrics.waiting(1)
+	defer w.cfg.Metrics.waiting(-1)
+	select {
+	case w.slots <- struct{}{}:
+		w.cfg.Metrics.running(1)
+		return true
+	case <-actx.Done():
+		return false
+	}
+}
+
+// release gives back the slot acquire took.
+func (w *Worker) release() {
+	w.cfg.Metrics.running(-1)
+	<-w.slots
+}
+
+// kindOf names the action a state asks for, as metrics and logs do.
+func kindOf(s fsm.Status) string {
+	switch s {
+	case fsm.Provisioning:
+		return "provision"
+	case fsm.Stopping:
+		return "stop"
+	case fsm.Deleting:
+		return "delete"
+	}
+	return "none"
 }
 
 // abandoned acks an action that a newer event superseded (that event's
