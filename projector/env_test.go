@@ -2,6 +2,7 @@ package projector_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"maps"
 	"math/rand/v2"
@@ -314,7 +315,13 @@ func (g *generator) publishErr(js jetstream.JetStream, events int) error {
 	pending := 0
 	for g.Events < target {
 		for _, m := range g.next() {
-			if _, err := js.PublishMsgAsync(m); err != nil {
+			_, err := js.PublishMsgAsync(m)
+			for errors.Is(err, jetstream.ErrTooManyStalledMsgs) { // a loaded machine: wait, then go on
+				if err = waitAcks(ctx, js); err == nil {
+					_, err = js.PublishMsgAsync(m)
+				}
+			}
+			if err != nil {
 				return err
 			}
 			pending++

@@ -2,364 +2,261 @@ package projector
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"maps"
 	"slices"
-	"sync"
+	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/nats-io/nats.go/jetstream"
 )
 
-// loader reads the stream and copies it into rebuildSchema.
+// loader reads the stream and writes it into rebuildSchema.
 type loader struct {
 	p        *Projector
 	conn     *pgx.Conn
 	through  uint64
-	total    uint64
 	progress func(Progress)
+	indexes  map[string][]string // per table, the statements that build its indexes
 	ws       map[string]*workspaceRow
-	seen     map[string]bool // command ids: the first outcome wins
-	lastTime time.Time
-	stats    RebuildStats
+	// Row slices come back once copied, to be filled again: memory reused
+	// costs no page faults and no collections.
+	freeEvents   chan []eventFacts
+	freeCommands chan []commandRow
+	// unresolved counts accepted commands whose event fold could not
+	// locate; resolve finds them in SQL.
+	unresolved int
+	lastTime   time.Time
+	stats      RebuildStats
 }
 
-type chunk struct {
-	events   []eventRow
-	commands []commandRow
+// tableDone is a table's row count and when they were all copied.
+type tableDone struct {
+	rows   int64
+	copied time.Time
+	err    error
 }
 
-// load reads messages 1..through: one goroutine fetches, two decode, one
-// folds in stream order, and two copy (events and commands, each on its
-// own connection), so that decoding and both COPYs overlap.
-func (l *loader) load(ctx context.Context, stream jetstream.Stream) error {
-	if l.through == 0 {
-		return nil
-	}
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	chunks := make(chan chunk, 2)
-	evs, cmds := make(chan []eventRow, 1), make(chan []commandRow, 1)
-	errs := make(chan error, 3)
+// load writes the read model's tables from messages 1..through. prepare
+// creates the empty tables on l.conn and returns per table the statements
+// that build its indexes; it runs while the stream is read. One goroutine
+// fetches, two decode, one folds in stream order and hands the rows of
+// events and commands to two copiers, each with a connection and a
+// transaction of its own, which then build their table's indexes. The
+// workspaces, known only at the end, and the checkpoint are written last,
+// on l.conn. load returns the time the last row was copied, once every
+// index is built.
+func (l *loader) load(ctx context.Context, stream jetstream.Stream,
+	prepare func(context.Context) (map[string][]string, error)) (time.Time, error) {
+	// The first failure cancels the rest and is the one returned.
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	prepared := make(chan struct{})
 	go func() {
-		defer close(chunks)
-		errs <- l.read(ctx, stream, chunks)
-	}()
-	var copied struct{ events, commands int64 }
-	fail := func(err error) error {
+		defer close(prepared)
+		indexes, err := prepare(ctx)
 		if err != nil {
-			cancel() // stop the reader early
+			cancel(err)
+			return
 		}
-		return err
+		l.indexes = indexes
+	}()
+	// Room for what is read while the tables are prepared.
+	evs, cmds := make(chan []eventFacts, 24), make(chan []commandRow, 24)
+	l.freeEvents, l.freeCommands = make(chan []eventFacts, 40), make(chan []commandRow, 40)
+	evDone, cmdDone := make(chan tableDone, 1), make(chan tableDone, 1)
+	go func() {
+		<-prepared
+		evDone <- l.copier(ctx, cancel, "workspace_events", eventCopyColumns, func(ctx context.Context, tx pgx.Tx) (int64, error) {
+			return copyTable(ctx, tx, "workspace_events", eventCopyColumns, evs, func(b []byte, f *eventFacts) []byte {
+				return encodeEvent(b, &f.row)
+			}, l.freeEvents)
+		})
+	}()
+	go func() {
+		<-prepared
+		cmdDone <- l.copier(ctx, cancel, "commands", commandCopyColumns, func(ctx context.Context, tx pgx.Tx) (int64, error) {
+			return copyTable(ctx, tx, "commands", commandCopyColumns, cmds, encodeCommand, l.freeCommands)
+		})
+	}()
+	var ws, cp tableDone
+	if err := l.read(ctx, stream, evs, cmds); err != nil {
+		cancel(err) // before the copiers see their rows end
 	}
-	go func() {
-		errs <- fail(l.copyAll(ctx, func(ctx context.Context, c *pgxpool.Conn) error {
-			for rows := range evs {
-				n, err := copyEvents(ctx, c.Conn(), rows)
-				if err != nil {
-					return err
-				}
-				copied.events += n
-			}
-			return nil
-		}, func() {
-			for range evs {
-			}
-		}))
-	}()
-	go func() {
-		errs <- fail(l.copyAll(ctx, func(ctx context.Context, c *pgxpool.Conn) error {
-			for rows := range cmds {
-				n, err := copyCommands(ctx, c.Conn(), rows)
-				if err != nil {
-					return err
-				}
-				copied.commands += n
-			}
-			return nil
-		}, func() {
-			for range cmds {
-			}
-		}))
-	}()
-	read := 0
-	for c := range chunks {
-		evs <- c.events
-		cmds <- c.commands
-		read += len(c.events) + len(c.commands)
-		l.progress(Progress{Phase: "read", Done: uint64(read), Total: l.total})
+	<-prepared
+	if ctx.Err() == nil {
+		l.progress(Progress{Phase: "index", Done: l.through, Total: l.through})
+		if ws = l.fill(ctx, l.conn, "workspaces", workspaceCopyColumns, l.copyWorkspaces); ws.err == nil {
+			cp = l.fill(ctx, l.conn, "projector_checkpoint", nil, l.writeCheckpoint)
+		}
+		if ws.err != nil || cp.err != nil {
+			cancel(errors.Join(ws.err, cp.err))
+		}
 	}
 	close(evs)
 	close(cmds)
-	var err error
-	for range 3 {
-		if e := <-errs; e != nil && err == nil {
-			err = e
-			cancel()
-		}
+	ev, cmd := <-evDone, <-cmdDone
+	if err := context.Cause(ctx); err != nil {
+		return time.Time{}, err
 	}
-	l.stats.Events, l.stats.Commands = int(copied.events), int(copied.commands)
+	var copied time.Time
+	for _, d := range []tableDone{ws, cp, ev, cmd} {
+		copied = later(copied, d.copied)
+	}
+	l.stats.Events, l.stats.Commands, l.stats.Workspaces = int(ev.rows), int(cmd.rows), int(ws.rows)
 	l.stats.Messages = l.stats.Events + l.stats.Commands
-	return err
+	return copied, nil
 }
 
-// copyAll runs copy on a connection of its own; on failure it drains, so
-// that load never blocks on a dead copier.
-func (l *loader) copyAll(ctx context.Context, copy func(context.Context, *pgxpool.Conn) error, drain func()) error {
-	err := l.p.cfg.Pool.AcquireFunc(ctx, func(c *pgxpool.Conn) error { return copy(ctx, c) })
-	if err != nil {
-		drain()
-		return fmt.Errorf("rebuild: copy: %w", err)
+func later(a, b time.Time) time.Time {
+	if b.After(a) {
+		return b
 	}
-	return nil
+	return a
 }
 
-// raw is an undecoded stream message.
-type raw struct {
-	seq     uint64
-	subject string
-	data    []byte
-	time    time.Time
-}
-
-// decodeJob is a run of messages to decode and where the result goes.
-type decodeJob struct {
-	msgs []raw
-	res  chan decoded
-}
-
-// decoded is a run of decoded messages, delivered in stream order.
-type decoded struct {
-	msgs []message
-	err  error
-}
-
-// read fetches messages 1..through in runs, decodes the runs on two
-// goroutines (decoding is most of a rebuild's CPU) and folds them in stream
-// order into chunks for load to copy.
-func (l *loader) read(ctx context.Context, stream jetstream.Stream, out chan<- chunk) error {
-	const run = 1000
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	jobs := make(chan decodeJob)
-	order := make(chan chan decoded, 8) // results in stream order
-	fetchErr := make(chan error, 1)
-	go func() {
-		defer close(order)
-		defer close(jobs)
-		fetchErr <- l.fetch(ctx, stream, run, func(msgs []raw) bool {
-			res := make(chan decoded, 1)
-			select {
-			case order <- res:
-			case <-ctx.Done():
-				return false
-			}
-			select {
-			case jobs <- decodeJob{msgs, res}:
-				return true
-			case <-ctx.Done():
-				res <- decoded{err: ctx.Err()} // the folder waits for every result
-				return false
-			}
-		})
-	}()
-	var workers sync.WaitGroup
-	for range 2 {
-		workers.Go(func() {
-			for j := range jobs {
-				d := decoded{msgs: make([]message, 0, len(j.msgs))}
-				for _, r := range j.msgs {
-					m, err := l.p.dec.decode(r.seq, r.subject, r.data)
-					if err != nil {
-						d.err = fmt.Errorf("rebuild: %w", err)
-						break
-					}
-					m.time = r.time
-					d.msgs = append(d.msgs, m)
-				}
-				j.res <- d
-			}
-		})
+// copier is fill on a connection of the pool; a failure cancels the load.
+func (l *loader) copier(ctx context.Context, cancel context.CancelCauseFunc, table string, cols []string,
+	write func(context.Context, pgx.Tx) (int64, error)) tableDone {
+	if ctx.Err() != nil {
+		return tableDone{err: ctx.Err()}
 	}
-	var c chunk
-	n := 0
-	send := func() error {
-		select {
-		case out <- c:
-		case <-ctx.Done():
-			return ctx.Err()
+	d := tableDone{err: fmt.Errorf("rebuild: %s: no connection", table)}
+	if err := l.p.cfg.Pool.AcquireFunc(ctx, func(c *pgxpool.Conn) error {
+		d = l.fill(ctx, c.Conn(), table, cols, write)
+		return nil
+	}); err != nil {
+		d.err = fmt.Errorf("rebuild: %s: %w", table, err)
+	}
+	if d.err != nil {
+		cancel(d.err)
+	}
+	return d
+}
+
+// fill writes one table in one transaction on conn: it truncates it (so
+// that COPY may freeze the rows: no later pass sets their hint bits),
+// writes the rows, builds the table's indexes and gathers statistics on
+// cols.
+//
+// An index build sorts in memory when it fits, on this backend alone:
+// parallel workers cost more than they bring for tables this size, and
+// the other tables are being built beside it.
+//
+// The statistics are a quick sample (statistics target 10: 3,000 rows)
+// that gives the planner the table's shape at once. ANALYZE with a column
+// list leaves the table's count of changes since the last analysis as it
+// is, so autovacuum soon analyzes the new table in full, as it would have
+// had the rows come one by one.
+func (l *loader) fill(ctx context.Context, conn *pgx.Conn, table string, cols []string,
+	write func(context.Context, pgx.Tx) (int64, error)) tableDone {
+	var d tableDone
+	if d.err = ctx.Err(); d.err != nil {
+		return d // pgx closes a connection whose BEGIN fails
+	}
+	d.err = pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error {
+		t := pgx.Identifier{rebuildSchema, table}.Sanitize()
+		if _, err := tx.Exec(ctx, `SET LOCAL maintenance_work_mem = '256MB';
+			SET LOCAL max_parallel_maintenance_workers = 0; SET LOCAL default_statistics_target = 10;
+			TRUNCATE `+t); err != nil {
+			return err
 		}
-		c, n = chunk{}, 0
+		n, err := write(ctx, tx)
+		if err != nil {
+			return err
+		}
+		d.rows, d.copied = n, time.Now()
+		dups, err := l.buildIndexes(ctx, tx, table)
+		if err != nil {
+			return err
+		}
+		d.rows -= dups
+		if len(cols) > 0 {
+			if _, err := tx.Exec(ctx, `ANALYZE `+t+` (`+strings.Join(cols, ", ")+`)`); err != nil {
+				return fmt.Errorf("analyze: %w", err)
+			}
+		}
+		return nil
+	})
+	if d.err != nil {
+		d.err = fmt.Errorf("rebuild: %s: %w", table, d.err)
+	}
+	return d
+}
+
+// uniqueViolation is PostgreSQL's SQLSTATE unique_violation.
+const uniqueViolation = "23505"
+
+// buildIndexes builds table's indexes in tx. A command's first outcome is
+// its outcome and a later one (a redelivery after the dedupe window) is
+// ignored, as the incremental path does with ON CONFLICT DO NOTHING; the
+// load copies them all, and when the commands' primary key finds two, the
+// later ones are deleted and the indexes built again. It returns the
+// number of rows deleted.
+func (l *loader) buildIndexes(ctx context.Context, tx pgx.Tx, table string) (int64, error) {
+	build := func(tx pgx.Tx) error {
+		for _, def := range l.indexes[table] {
+			if _, err := tx.Exec(ctx, def); err != nil {
+				return fmt.Errorf("%s: %w", def, err)
+			}
+		}
 		return nil
 	}
-	var err error
-	for res := range order {
-		d := <-res
-		if err == nil && d.err != nil {
-			err = d.err
-			cancel()
-		}
-		for _, m := range d.msgs {
-			if err != nil {
-				break
-			}
-			l.lastTime = m.time
-			if err = l.fold(&c, m); err != nil {
-				cancel()
-				break
-			}
-			if n++; n >= copyChunk {
-				if err = send(); err != nil {
-					cancel()
-				}
-			}
-		}
+	if table != "commands" {
+		return 0, build(tx)
 	}
-	if ferr := <-fetchErr; err == nil {
-		err = ferr
+	err := pgx.BeginFunc(ctx, tx, build) // a savepoint
+	var pgErr *pgconn.PgError
+	if !errors.As(err, &pgErr) || pgErr.Code != uniqueViolation {
+		return 0, err
 	}
-	workers.Wait()
-	if err == nil && n > 0 {
-		err = send()
+	tag, err := tx.Exec(ctx, `DELETE FROM `+rebuildSchema+`.commands c USING (SELECT command_id,
+			min(outcome_stream_seq) AS first FROM `+rebuildSchema+`.commands GROUP BY command_id HAVING count(*) > 1) d
+		WHERE c.command_id = d.command_id AND c.outcome_stream_seq > d.first`)
+	if err != nil {
+		return 0, fmt.Errorf("later outcomes: %w", err)
 	}
-	return err
+	return tag.RowsAffected(), build(tx)
 }
 
-// fetch reads messages 1..through and hands them on in runs of n; it
-// stops early when hand returns false.
-func (l *loader) fetch(ctx context.Context, stream jetstream.Stream, n int, hand func([]raw) bool) error {
-	cons, err := stream.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{})
-	if err != nil {
-		return fmt.Errorf("rebuild: consumer: %w", err)
-	}
-	it, err := cons.Messages(jetstream.PullMaxMessages(4096))
-	if err != nil {
-		return fmt.Errorf("rebuild: consume: %w", err)
-	}
-	defer it.Stop()
-	buf := make([]raw, 0, n)
-	for want := uint64(1); want <= l.through; want++ {
-		m, err := it.Next(jetstream.NextContext(ctx))
+// copyWorkspaces copies the folded workspaces.
+func (l *loader) copyWorkspaces(ctx context.Context, tx pgx.Tx) (int64, error) {
+	rows := make([]specRow, 0, len(l.ws))
+	for _, id := range slices.Sorted(maps.Keys(l.ws)) {
+		r := l.ws[id]
+		spec, err := specJSON(r)
 		if err != nil {
-			return fmt.Errorf("rebuild: read: %w", err)
+			return 0, err
 		}
-		meta, err := m.Metadata()
-		if err != nil {
-			return fmt.Errorf("rebuild: read: %w", err)
-		}
-		if seq := meta.Sequence.Stream; seq != want {
-			return fmt.Errorf("rebuild: %w: expected stream seq %d, got %d", ErrGap, want, seq)
-		}
-		buf = append(buf, raw{seq: want, subject: m.Subject(), data: m.Data(), time: meta.Timestamp})
-		if len(buf) == n || want == l.through {
-			if !hand(buf) {
-				return ctx.Err()
-			}
-			buf = make([]raw, 0, n)
-		}
+		rows = append(rows, specRow{r, spec})
 	}
-	return nil
+	ch := make(chan []specRow, 1)
+	ch <- rows
+	close(ch)
+	return copyTable(ctx, tx, "workspaces", workspaceCopyColumns, ch, encodeWorkspace, nil)
 }
 
-// fold is the in-memory twin of store.apply: same rows, same rules.
-func (l *loader) fold(c *chunk, m message) error {
-	switch {
-	case m.event != nil:
-		w, e, err := fold(l.ws[m.event.Workspace], m.event)
-		if err != nil {
-			return fmt.Errorf("rebuild: %w", err)
-		}
-		l.ws[w.ID] = &w
-		c.events = append(c.events, e)
-	case m.outcome != nil:
-		r := *m.outcome
-		if l.seen[r.CommandID] {
-			return nil
-		}
-		l.seen[r.CommandID] = true
-		c.commands = append(c.commands, resolveEvent(l.ws[r.Workspace], r))
-	}
-	return nil
-}
-
-func copyEvents(ctx context.Context, conn *pgx.Conn, rows []eventRow) (int64, error) {
-	if len(rows) == 0 {
-		return 0, nil
-	}
-	cols := []string{"stream_seq", "event_id", "workspace_id", "seq", "type", "generation", "spec_version",
-		"from_status", "to_status", "reason", "exit_code", "payload", "command_id", "actor", "time"}
-	n, err := conn.CopyFrom(ctx, pgx.Identifier{rebuildSchema, "workspace_events"}, cols,
-		pgx.CopyFromSlice(len(rows), func(i int) ([]any, error) {
-			r := &rows[i]
-			return []any{r.StreamSeq, r.EventID, r.Workspace, r.Seq, r.Type, r.Generation, r.SpecVersion,
-				r.FromStatus, r.ToStatus, r.Reason, r.ExitCode, r.Payload, r.CommandID, r.Actor, r.Time}, nil
-		}))
-	if err != nil {
-		return 0, fmt.Errorf("events: %w", err)
-	}
-	return n, nil
-}
-
-func copyCommands(ctx context.Context, conn *pgx.Conn, rows []commandRow) (int64, error) {
-	if len(rows) == 0 {
-		return 0, nil
-	}
-	cols := []string{"command_id", "workspace_id", "type", "actor", "received_at", "decided_at", "outcome",
-		"rejection_code", "rejection_message", "reason", "event_stream_seq", "event_seq", "generation",
-		"command_generation", "state", "outcome_stream_seq"}
-	n, err := conn.CopyFrom(ctx, pgx.Identifier{rebuildSchema, "commands"}, cols,
-		pgx.CopyFromSlice(len(rows), func(i int) ([]any, error) {
-			r := &rows[i]
-			return []any{r.CommandID, r.Workspace, r.Type, r.Actor, r.ReceivedAt, r.DecidedAt, r.Outcome,
-				r.RejectionCode, r.RejectionMsg, r.Reason, r.EventStreamSeq, r.EventSeq, r.Generation,
-				r.CommandGeneration, r.State, r.OutcomeStreamSeq}, nil
-		}))
-	if err != nil {
-		return 0, fmt.Errorf("commands: %w", err)
-	}
-	return n, nil
-}
-
-// finish copies the folded workspaces and writes the checkpoint.
-func (l *loader) finish(ctx context.Context) error {
-	ids := make([]string, 0, len(l.ws))
-	for id := range l.ws {
-		ids = append(ids, id)
-	}
-	slices.Sort(ids)
-	cols := []string{"id", "status", "generation", "spec_version", "attempt_spec_version", "spec", "image",
-		"last_error", "last_event_seq", "last_stream_seq", "created_at", "updated_at", "status_changed_at", "deleted_at",
-		"container_id"}
-	n, err := l.conn.CopyFrom(ctx, pgx.Identifier{rebuildSchema, "workspaces"}, cols,
-		pgx.CopyFromSlice(len(ids), func(i int) ([]any, error) {
-			r := l.ws[ids[i]]
-			spec, err := specJSON(r)
-			if err != nil {
-				return nil, err
-			}
-			return []any{r.ID, r.Status, r.Generation, r.SpecVersion, r.Attempt, spec, r.Image, r.LastError,
-				r.LastEventSeq, r.LastStreamSeq, r.CreatedAt, r.UpdatedAt, r.ChangedAt, r.DeletedAt, r.ContainerID}, nil
-		}))
-	if err != nil {
-		return fmt.Errorf("rebuild: copy workspaces: %w", err)
-	}
-	l.stats.Workspaces = int(n)
+// writeCheckpoint writes this projector's checkpoint: the last message.
+func (l *loader) writeCheckpoint(ctx context.Context, tx pgx.Tx) (int64, error) {
 	var msgTime *time.Time
 	if l.through > 0 {
 		msgTime = &l.lastTime
 	}
-	if _, err := l.conn.Exec(ctx, `INSERT INTO `+rebuildSchema+`.projector_checkpoint (name, stream_seq, msg_time, updated_at)
-		VALUES ($1, $2, $3, $4)`, l.p.cfg.Name, int64(l.through), msgTime, l.p.cfg.Now()); err != nil {
-		return fmt.Errorf("rebuild: checkpoint: %w", err)
-	}
-	l.stats.Through = l.through
-	return nil
+	_, err := tx.Exec(ctx, `INSERT INTO `+rebuildSchema+`.projector_checkpoint (name, stream_seq, msg_time, updated_at)
+		VALUES ($1, $2, $3, $4)`, l.p.cfg.Name, int64(l.through), msgTime, l.p.cfg.Now())
+	return 1, err
 }
 
-// resolve fills in the event references resolveEvent could not, as the
-// incremental path does in SQL. It needs the indexes built.
+// resolve fills in the event references fold could not, as the
+// incremental path does in SQL. It needs the events' indexes built.
 func (l *loader) resolve(ctx context.Context) error {
+	if l.unresolved == 0 {
+		return nil
+	}
 	_, err := l.conn.Exec(ctx, `UPDATE `+rebuildSchema+`.commands c SET event_stream_seq =
 		(SELECT e.stream_seq FROM `+rebuildSchema+`.workspace_events e WHERE e.workspace_id = c.workspace_id
 			AND e.seq = c.event_seq AND e.stream_seq < c.outcome_stream_seq ORDER BY e.stream_seq LIMIT 1)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -22,7 +23,6 @@ const (
 	// rebuildLock is the advisory lock key that allows one rebuild per
 	// database at a time.
 	rebuildLock = int64(0x7475726e_72656275) // "turnrebu"
-	copyChunk   = 20000                      // messages per COPY round
 )
 
 // readModelTables are swapped as a whole, the checkpoint included.
@@ -50,7 +50,10 @@ type RebuildStats struct {
 	Commands   int
 	Workspaces int
 	Duration   time.Duration
-	// The phases: reading and copying, building indexes, swapping.
+	// The phases. Load runs to the last row copied (the new tables are
+	// created while the stream is read); Index from there to the last index
+	// built (a table's indexes are started as soon as its own rows are in,
+	// so some of that work falls in Load); Swap is the swap transaction.
 	Load, Index, Swap time.Duration
 }
 
@@ -59,9 +62,14 @@ type RebuildStats struct {
 // ones keep serving, then swaps them in with one transaction, checkpoint
 // included. A running projector notices the swap at its next batch (its
 // checkpoint compare-and-set fails) and resumes from the new checkpoint.
-// Views or
-// foreign keys on the read model make the swap fail: drop them first.
-// progress may be nil.
+// Views or foreign keys on the read model make the swap fail: drop them
+// first. progress may be nil.
+//
+// The new tables are ordinary, WAL-logged tables from the first row (the
+// rows are copied frozen, in the transaction that truncates the table), so
+// once the swap commits, the rebuilt read model survives a crash as any
+// committed data does. A rebuild that fails or is canceled leaves the live
+// read model as it was.
 func (p *Projector) Rebuild(ctx context.Context, progress func(Progress)) (RebuildStats, error) {
 	started := time.Now()
 	if progress == nil {
@@ -82,21 +90,14 @@ func (p *Projector) Rebuild(ctx context.Context, progress func(Progress)) (Rebui
 	defer func() {
 		_, _ = conn.Exec(context.WithoutCancel(ctx), `SELECT pg_advisory_unlock($1)`, rebuildLock)
 	}()
-	if err := p.checkMigrated(ctx); err != nil {
-		return RebuildStats{}, err
-	}
 	var live string
 	if err := conn.QueryRow(ctx, `SELECT current_schema()`).Scan(&live); err != nil {
 		return RebuildStats{}, fmt.Errorf("rebuild: %w", err)
 	}
-	indexes, err := p.prepareSchema(ctx, conn.Conn())
-	if err != nil {
-		return RebuildStats{}, err
-	}
 	swapped := false
 	defer func() {
 		if !swapped {
-			_, _ = conn.Exec(context.WithoutCancel(ctx), `DROP SCHEMA IF EXISTS `+rebuildSchema+` CASCADE`)
+			p.dropRebuildSchema(context.WithoutCancel(ctx), conn)
 		}
 	}()
 	stream, err := p.cfg.JetStream.Stream(ctx, p.cfg.Names.EventStream())
@@ -104,30 +105,25 @@ func (p *Projector) Rebuild(ctx context.Context, progress func(Progress)) (Rebui
 		return RebuildStats{}, fmt.Errorf("rebuild: stream %s: %w", p.cfg.Names.EventStream(), err)
 	}
 	st := stream.CachedInfo().State
-	l := &loader{p: p, conn: conn.Conn(), through: st.LastSeq, total: st.LastSeq, progress: progress,
-		ws: map[string]*workspaceRow{}, seen: map[string]bool{}}
-	if err := l.load(ctx, stream); err != nil {
-		return RebuildStats{}, err
-	}
-	if err := l.finish(ctx); err != nil {
-		return RebuildStats{}, err
-	}
-	l.stats.Load = time.Since(started)
-	progress(Progress{Phase: "index", Done: l.stats.messages64(), Total: l.total})
-	indexed := time.Now()
-	if err := p.buildIndexes(ctx, indexes); err != nil {
+	l := &loader{p: p, conn: conn.Conn(), through: st.LastSeq, progress: progress,
+		ws: map[string]*workspaceRow{}}
+	// The stream is read while the new tables are prepared.
+	progress(Progress{Phase: "read", Total: l.through})
+	copied, err := l.load(ctx, stream, func(ctx context.Context) (map[string][]string, error) {
+		if err := p.checkMigrated(ctx); err != nil {
+			return nil, err
+		}
+		return p.prepareSchema(ctx, conn.Conn())
+	})
+	if err != nil {
 		return RebuildStats{}, err
 	}
 	if err := l.resolve(ctx); err != nil {
 		return RebuildStats{}, err
 	}
-	for _, t := range readModelTables() {
-		if _, err := conn.Exec(ctx, `ANALYZE `+pgx.Identifier{rebuildSchema, t}.Sanitize()); err != nil {
-			return RebuildStats{}, fmt.Errorf("rebuild: analyze %s: %w", t, err)
-		}
-	}
-	l.stats.Index = time.Since(indexed)
-	progress(Progress{Phase: "swap", Done: l.stats.messages64(), Total: l.total})
+	l.stats.Through = l.through
+	l.stats.Load, l.stats.Index = copied.Sub(started), time.Since(copied)
+	progress(Progress{Phase: "swap", Done: l.stats.messages64(), Total: l.through})
 	swapping := time.Now()
 	if err := p.swap(ctx, conn, live); err != nil {
 		return RebuildStats{}, err
@@ -135,11 +131,35 @@ func (p *Projector) Rebuild(ctx context.Context, progress func(Progress)) (Rebui
 	swapped = true
 	l.stats.Swap = time.Since(swapping)
 	l.stats.Duration = time.Since(started)
-	progress(Progress{Phase: "done", Done: l.stats.messages64(), Total: l.total})
+	progress(Progress{Phase: "done", Done: l.stats.messages64(), Total: l.through})
 	p.cfg.Logger.Info("read model rebuilt", "projector", p.cfg.Name, "through", l.stats.Through,
 		"messages", l.stats.Messages, "workspaces", l.stats.Workspaces, "duration", l.stats.Duration,
 		"load", l.stats.Load, "index", l.stats.Index, "swap", l.stats.Swap)
 	return l.stats, nil
+}
+
+// dropRebuildSchema drops what a failed rebuild leaves, on conn, which
+// holds the rebuild lock. A query canceled under a connection closes it,
+// and the server then releases its lock: then the schema is dropped on
+// another connection once it has taken the lock again, unless another
+// rebuild keeps it (that one drops the schema itself).
+func (p *Projector) dropRebuildSchema(ctx context.Context, conn *pgxpool.Conn) {
+	drop := `DROP SCHEMA IF EXISTS ` + rebuildSchema + ` CASCADE`
+	if !conn.Conn().IsClosed() {
+		_, _ = conn.Exec(ctx, drop)
+		return
+	}
+	// The closed connection's backend may take a moment to end.
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	_ = p.cfg.Pool.AcquireFunc(ctx, func(c *pgxpool.Conn) error {
+		if _, err := c.Exec(ctx, `SELECT pg_advisory_lock($1)`, rebuildLock); err != nil {
+			return err
+		}
+		_, _ = c.Exec(ctx, drop)
+		_, err := c.Exec(context.WithoutCancel(ctx), `SELECT pg_advisory_unlock($1)`, rebuildLock)
+		return err
+	})
 }
 
 // messages64 is Messages as a stream count.
@@ -158,40 +178,11 @@ func (p *Projector) checkMigrated(ctx context.Context) error {
 	return nil
 }
 
-// buildIndexes runs the index builds on two connections: each build is
-// one sort, mostly on one core.
-func (p *Projector) buildIndexes(ctx context.Context, defs []string) error {
-	const workers = 2
-	errs := make(chan error, workers)
-	for w := range workers {
-		go func() {
-			errs <- p.cfg.Pool.AcquireFunc(ctx, func(c *pgxpool.Conn) error {
-				// Sort in memory when it fits.
-				if _, err := c.Exec(ctx, `SET maintenance_work_mem = '256MB'`); err != nil {
-					return err
-				}
-				defer func() { _, _ = c.Exec(context.WithoutCancel(ctx), `RESET maintenance_work_mem`) }()
-				for i := w; i < len(defs); i += workers {
-					if _, err := c.Exec(ctx, defs[i]); err != nil {
-						return fmt.Errorf("%s: %w", defs[i], err)
-					}
-				}
-				return nil
-			})
-		}()
-	}
-	var err error
-	for range workers {
-		if e := <-errs; e != nil && err == nil {
-			err = fmt.Errorf("rebuild: %w", e)
-		}
-	}
-	return err
-}
-
-// prepareSchema creates the empty read model in rebuildSchema and drops its
-// indexes, returning the statements that build them again.
-func (p *Projector) prepareSchema(ctx context.Context, conn *pgx.Conn) ([]string, error) {
+// prepareSchema creates the empty read model in rebuildSchema and drops
+// its indexes, returning per table the statements that build them again.
+// Every index, primary keys included, is built once after the load: a
+// sort is far cheaper than random btree inserts.
+func (p *Projector) prepareSchema(ctx context.Context, conn *pgx.Conn) (map[string][]string, error) {
 	if _, err := conn.Exec(ctx, `DROP SCHEMA IF EXISTS `+rebuildSchema+` CASCADE; CREATE SCHEMA `+rebuildSchema); err != nil {
 		return nil, fmt.Errorf("rebuild: schema: %w", err)
 	}
@@ -205,32 +196,33 @@ func (p *Projector) prepareSchema(ctx context.Context, conn *pgx.Conn) ([]string
 	if err != nil {
 		return nil, fmt.Errorf("rebuild: %w", err)
 	}
-	// Every index, primary keys included, is dropped now and built once
-	// after the load: a sort is far cheaper than random btree inserts.
-	rows, err := conn.Query(ctx, `SELECT format('DROP INDEX %I.%I', i.schemaname, i.indexname), i.indexdef
-		FROM pg_indexes i WHERE i.schemaname = $1 AND NOT EXISTS (SELECT 1 FROM pg_constraint c
+	rows, err := conn.Query(ctx, `SELECT i.tablename, format('DROP INDEX %I.%I', i.schemaname, i.indexname), i.indexdef
+		FROM pg_indexes i WHERE i.schemaname = $1 AND i.tablename = ANY($2) AND NOT EXISTS (SELECT 1 FROM pg_constraint c
 			WHERE c.conindid = format('%I.%I', i.schemaname, i.indexname)::regclass)
 		UNION ALL
-		SELECT format('ALTER TABLE %s DROP CONSTRAINT %I', c.conrelid::regclass, c.conname),
+		SELECT t.relname, format('ALTER TABLE %s DROP CONSTRAINT %I', c.conrelid::regclass, c.conname),
 			format('ALTER TABLE %s ADD CONSTRAINT %I %s', c.conrelid::regclass, c.conname, pg_get_constraintdef(c.oid))
-		FROM pg_constraint c WHERE c.connamespace = $1::regnamespace AND c.contype = 'p'`, rebuildSchema)
+		FROM pg_constraint c JOIN pg_class t ON t.oid = c.conrelid
+		WHERE c.connamespace = $1::regnamespace AND c.contype = 'p' AND t.relname = ANY($2)`,
+		rebuildSchema, readModelTables())
 	if err != nil {
 		return nil, fmt.Errorf("rebuild: indexes: %w", err)
 	}
-	var drops, defs []string
+	var drops []string
+	defs := map[string][]string{}
 	for rows.Next() {
-		var drop, def string
-		if err := rows.Scan(&drop, &def); err != nil {
+		var table, drop, def string
+		if err := rows.Scan(&table, &drop, &def); err != nil {
 			return nil, fmt.Errorf("rebuild: indexes: %w", err)
 		}
-		drops, defs = append(drops, drop), append(defs, def)
+		drops, defs[table] = append(drops, drop), append(defs[table], def)
 	}
 	if err := rows.Err(); err != nil {
 		return nil, fmt.Errorf("rebuild: indexes: %w", err)
 	}
-	for _, d := range drops {
-		if _, err := conn.Exec(ctx, d); err != nil {
-			return nil, fmt.Errorf("rebuild: %s: %w", d, err)
+	if len(drops) > 0 { // in one transaction: one commit
+		if _, err := conn.Exec(ctx, strings.Join(drops, ";\n")); err != nil {
+			return nil, fmt.Errorf("rebuild: drop indexes: %w", err)
 		}
 	}
 	return defs, nil

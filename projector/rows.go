@@ -19,6 +19,7 @@ type workspaceRow struct {
 	Status                           string
 	Generation, SpecVersion, Attempt int64
 	Spec                             fsm.Spec // marshalled when written: a fold overwrites most rows
+	SpecJSON                         string   // or, when not empty, Spec's JSON as read from the stream
 	Image                            string
 	ContainerID                      *string
 	LastError                        *string
@@ -63,14 +64,24 @@ type message struct {
 	seq     uint64
 	time    time.Time // stream time
 	pending uint64
-	event   *events.Envelope
+	event   *eventFacts
 	outcome *commandRow
+}
+
+// eventFacts is what the read model takes from one event: its row, less
+// from_status, and the workspace row it produces, as if it were the
+// workspace's first event. fold adds what depends on the rows before.
+type eventFacts struct {
+	row     eventRow
+	state   workspaceRow
+	created bool // a workspace.created event, which restarts created_at
 }
 
 // decoder turns stream messages into read-model input.
 type decoder struct {
 	names events.Names
 	codec events.Codec
+	slow  bool // no fast path: for tests that compare the two
 }
 
 // decode classifies by subject. A subject of neither kind yields a message
@@ -79,21 +90,51 @@ func (d decoder) decode(seq uint64, subject string, data []byte) (message, error
 	m := message{seq: seq}
 	switch {
 	case d.names.IsEvent(subject):
-		env, err := d.codec.Decode(data)
+		f, err := d.event(seq, subject, data)
 		if err != nil {
-			return m, fmt.Errorf("stream seq %d (%s): %w", seq, subject, err)
+			return m, err
 		}
-		env.StreamSeq = seq
-		m.event = &env
-	case strings.HasPrefix(subject, d.names.Prefix+".out."):
-		o, err := events.DecodeOutcome(data)
+		m.event = &f
+	case d.isOutcome(subject):
+		r, err := d.outcome(seq, subject, data)
 		if err != nil {
-			return m, fmt.Errorf("stream seq %d (%s): %w", seq, subject, err)
+			return m, err
 		}
-		r := outcomeRow(seq, o)
 		m.outcome = &r
 	}
 	return m, nil
+}
+
+func (d decoder) isOutcome(subject string) bool {
+	return strings.HasPrefix(subject, d.names.Prefix+".out.")
+}
+
+// event decodes an envelope read at stream sequence seq. Envelopes in the
+// form this build writes take the fast path (wire.go); anything else,
+// including every envelope the fast path would refuse, is decoded by the
+// events package, which also says what is wrong with it.
+func (d decoder) event(seq uint64, subject string, data []byte) (eventFacts, error) {
+	if f, ok := scanEvent(seq, data); ok && !d.slow {
+		return f, nil
+	}
+	env, err := d.codec.Decode(data)
+	if err != nil {
+		return eventFacts{}, fmt.Errorf("stream seq %d (%s): %w", seq, subject, err)
+	}
+	env.StreamSeq = seq
+	return factsOf(&env, "", "")
+}
+
+// outcome decodes an outcome record as event does an envelope.
+func (d decoder) outcome(seq uint64, subject string, data []byte) (commandRow, error) {
+	if r, ok := scanOutcome(seq, data); ok && !d.slow {
+		return r, nil
+	}
+	o, err := events.DecodeOutcome(data)
+	if err != nil {
+		return commandRow{}, fmt.Errorf("stream seq %d (%s): %w", seq, subject, err)
+	}
+	return outcomeRow(seq, o), nil
 }
 
 func outcomeRow(seq uint64, o events.OutcomeRecord) commandRow {
@@ -110,46 +151,63 @@ func outcomeRow(seq uint64, o events.OutcomeRecord) commandRow {
 	return r
 }
 
-// fold applies env to the workspace's previous row (nil: none yet) and
-// returns the new row and the event's row.
-func fold(prev *workspaceRow, env *events.Envelope) (workspaceRow, eventRow, error) {
-	st := env.State
-	payload, err := json.Marshal(env.Payload)
-	if err != nil {
-		return workspaceRow{}, eventRow{}, fmt.Errorf("stream seq %d: payload: %w", env.StreamSeq, err)
+// factsOf maps an envelope read at env.StreamSeq to its facts. payload and
+// spec, when not empty, are the JSON documents of env.Payload and
+// env.State.Spec as read from the stream, and env need not hold those
+// decoded (but for the spec's image); when empty, they are marshalled from
+// env (the spec only when the row is written).
+func factsOf(env *events.Envelope, payload, spec string) (eventFacts, error) {
+	if payload == "" {
+		b, err := json.Marshal(env.Payload)
+		if err != nil {
+			return eventFacts{}, fmt.Errorf("stream seq %d: payload: %w", env.StreamSeq, err)
+		}
+		payload = string(b)
 	}
+	st := env.State
 	t := env.Time
-	w := workspaceRow{
+	f := eventFacts{created: env.Type == fsm.Created}
+	f.state = workspaceRow{
 		ID: env.Workspace, Status: st.Status.String(), Generation: int64(st.Generation),
-		SpecVersion: int64(st.SpecVersion), Attempt: int64(st.AttemptSpecVersion), Spec: st.Spec,
+		SpecVersion: int64(st.SpecVersion), Attempt: int64(st.AttemptSpecVersion), Spec: st.Spec, SpecJSON: spec,
 		Image: st.Spec.Image, ContainerID: nullString(st.ContainerID), LastError: nullString(st.LastError), LastEventSeq: int64(env.Seq),
 		LastStreamSeq: int64(env.StreamSeq), CreatedAt: t, UpdatedAt: t, ChangedAt: t,
 	}
-	from := fsm.None.String()
+	if spec != "" {
+		f.state.Spec = fsm.Spec{}
+	}
+	f.row = eventRow{
+		StreamSeq: int64(env.StreamSeq), EventID: env.ID, Workspace: env.Workspace, Seq: int64(env.Seq),
+		Type: string(env.Type), Generation: int64(env.Generation), SpecVersion: int64(env.SpecVersion),
+		ToStatus: f.state.Status, Reason: nullString(env.Payload.Reason), Payload: payload,
+		CommandID: env.CommandID, Actor: nullString(env.Actor), Time: t,
+	}
+	if env.Payload.ExitCode != nil {
+		c := int32(*env.Payload.ExitCode)
+		f.row.ExitCode = &c
+	}
+	return f, nil
+}
+
+// fold applies an event to the workspace's previous row (nil: none yet)
+// and returns the new row and the event's row.
+func fold(prev *workspaceRow, f *eventFacts) (workspaceRow, eventRow) {
+	w, e := f.state, f.row
+	e.FromStatus = fsm.None.String()
 	if prev != nil {
-		from = prev.Status
-		if env.Type != fsm.Created {
+		e.FromStatus = prev.Status
+		if !f.created {
 			w.CreatedAt = prev.CreatedAt
 		}
 		if prev.Status == w.Status {
 			w.ChangedAt = prev.ChangedAt
 		}
 	}
-	if st.Status == fsm.Deleted {
+	if w.Status == string(fsm.Deleted) {
 		d := w.ChangedAt
 		w.DeletedAt = &d
 	}
-	e := eventRow{
-		StreamSeq: int64(env.StreamSeq), EventID: env.ID, Workspace: env.Workspace, Seq: int64(env.Seq),
-		Type: string(env.Type), Generation: int64(env.Generation), SpecVersion: int64(env.SpecVersion),
-		FromStatus: from, ToStatus: w.Status, Reason: nullString(env.Payload.Reason), Payload: string(payload),
-		CommandID: env.CommandID, Actor: nullString(env.Actor), Time: t,
-	}
-	if env.Payload.ExitCode != nil {
-		c := int32(*env.Payload.ExitCode)
-		e.ExitCode = &c
-	}
-	return w, e, nil
+	return w, e
 }
 
 func nullString(s string) *string {
@@ -169,6 +227,9 @@ func nullInt(v uint64) *int64 {
 
 // specJSON is the spec as the workspaces.spec column holds it.
 func specJSON(r *workspaceRow) (string, error) {
+	if r.SpecJSON != "" {
+		return r.SpecJSON, nil
+	}
 	b, err := json.Marshal(r.Spec)
 	if err != nil {
 		return "", fmt.Errorf("workspace %s: spec: %w", r.ID, err)

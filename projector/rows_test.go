@@ -26,10 +26,11 @@ func TestFold(t *testing.T) {
 		}
 		env := events.NewEnvelope("e", w, *d.Event, cmd, t0.Add(time.Duration(i)*time.Minute))
 		env.StreamSeq = uint64(10 + i)
-		nw, e, err := fold(row, &env)
+		f, err := factsOf(&env, "", "")
 		if err != nil {
 			t.Fatal(err)
 		}
+		nw, e := fold(row, &f)
 		w, row = env.State, &nw
 		return nw, e
 	}

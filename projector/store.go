@@ -58,10 +58,7 @@ func (s *store) apply(ctx context.Context, from uint64, msgs []message, info Bat
 	if err := loadMissing(ctx, conn, msgs, cache); err != nil {
 		return err
 	}
-	ws, evs, cmds, err := foldBatch(cache, msgs)
-	if err != nil {
-		return err
-	}
+	ws, evs, cmds := foldBatch(cache, msgs)
 	last := msgs[len(msgs)-1]
 	var b pgx.Batch
 	b.Queue(`BEGIN`)
@@ -126,7 +123,7 @@ func loadMissing(ctx context.Context, conn *pgxpool.Conn, msgs []message, cache 
 		var id string
 		switch {
 		case m.event != nil:
-			id = m.event.Workspace
+			id = m.event.row.Workspace
 		case m.outcome != nil && m.outcome.EventSeq != nil:
 			id = m.outcome.Workspace
 		}
@@ -160,7 +157,7 @@ func loadMissing(ctx context.Context, conn *pgxpool.Conn, msgs []message, cache 
 // foldBatch folds the batch over prev, which it updates, and returns the
 // newest row of each workspace touched, in first-touched order, the event
 // rows and the command rows.
-func foldBatch(prev map[string]*workspaceRow, msgs []message) ([]*workspaceRow, []eventRow, []commandRow, error) {
+func foldBatch(prev map[string]*workspaceRow, msgs []message) ([]*workspaceRow, []eventRow, []commandRow) {
 	var order []*workspaceRow
 	touched := map[string]bool{}
 	var evs []eventRow
@@ -173,10 +170,7 @@ func foldBatch(prev map[string]*workspaceRow, msgs []message) ([]*workspaceRow, 
 		if m.event == nil {
 			continue
 		}
-		w, e, err := fold(prev[m.event.Workspace], m.event)
-		if err != nil {
-			return nil, nil, nil, err
-		}
+		w, e := fold(prev[m.event.row.Workspace], m.event)
 		evs = append(evs, e)
 		if p := prev[w.ID]; p != nil && touched[w.ID] {
 			*p = w
@@ -186,7 +180,7 @@ func foldBatch(prev map[string]*workspaceRow, msgs []message) ([]*workspaceRow, 
 		touched[w.ID] = true
 		order = append(order, &w)
 	}
-	return order, evs, cmds, nil
+	return order, evs, cmds
 }
 
 const insertEventsSQL = `INSERT INTO workspace_events (stream_seq, event_id, workspace_id, seq, type, generation,
