@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -132,9 +133,13 @@ func (c *committer) atomic(ctx context.Context, store *events.Store, batch []*co
 		}
 		msgs = append(msgs, m)
 	}
+	start := time.Now()
 	ack, err := jetstreamext.PublishMsgBatch(ctx, store.JetStream(), msgs)
 	if err != nil {
 		return nil, err
+	}
+	if c.metrics != nil {
+		c.metrics.CommitSeconds.Observe(time.Since(start).Seconds())
 	}
 	if ack.BatchSize != uint64(len(msgs)) {
 		return nil, fmt.Errorf("atomic batch of %d stored %d", len(msgs), ack.BatchSize)

@@ -12,6 +12,9 @@ type Metrics struct {
 	Latency   prometheus.Histogram
 	Conflicts prometheus.Counter
 	Batches   prometheus.Histogram
+	// CommitSeconds is the time one atomic batch takes to be written, from
+	// its first message sent to the server's ack of its last.
+	CommitSeconds prometheus.Histogram
 	// BatchFallbacks counts atomic batches refused as a whole (usually one
 	// workspace's CAS conflict) and then written one command at a time.
 	BatchFallbacks prometheus.Counter
@@ -34,12 +37,16 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "turnstile_commit_batch_commands", Help: "Commands written per atomic batch.",
 			Buckets: prometheus.ExponentialBuckets(1, 2, 10),
 		}),
+		CommitSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "turnstile_commit_batch_seconds", Help: "Time to write one atomic batch of events and outcomes, until the server's ack.",
+			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 14),
+		}),
 		BatchFallbacks: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "turnstile_commit_batch_fallbacks_total", Help: "Atomic batches refused as a whole and rewritten one command at a time.",
 		}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.Commands, m.Latency, m.Conflicts, m.Batches, m.BatchFallbacks)
+		reg.MustRegister(m.Commands, m.Latency, m.Conflicts, m.Batches, m.CommitSeconds, m.BatchFallbacks)
 	}
 	return m
 }

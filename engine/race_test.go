@@ -231,9 +231,15 @@ func histMean(h prometheus.Histogram) float64 {
 }
 
 func histCount(h prometheus.Histogram) uint64 {
+	n, _ := histCountSum(h)
+	return n
+}
+
+// histCountSum is h's count and sum of observations.
+func histCountSum(h prometheus.Histogram) (uint64, float64) {
 	var m dto.Metric
 	if err := h.Write(&m); err != nil {
-		return 0
+		return 0, 0
 	}
-	return m.Histogram.GetSampleCount()
+	return m.Histogram.GetSampleCount(), m.Histogram.GetSampleSum()
 }

@@ -6,6 +6,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	dto "github.com/prometheus/client_model/go"
+
+	"github.com/turnstile-dev/turnstile/engine"
 	"github.com/turnstile-dev/turnstile/events"
 	"github.com/turnstile-dev/turnstile/fsm"
 	"github.com/turnstile-dev/turnstile/internal/testenv"
@@ -95,5 +100,50 @@ func TestOrderSurvivesEngineRestart(t *testing.T) {
 		if got[i] != ids[i] {
 			t.Fatalf("event %d is command %s, want %s: a later command overtook an earlier one", i+1, got[i], ids[i])
 		}
+	}
+}
+
+// nats-server refuses an atomic batch of more than 1,000 messages, and a
+// refused batch is rewritten one command at a time: MaxBatch is held to
+// MaxAtomicCommands, so a backlog is written in large batches, none
+// refused.
+func TestMaxBatchHeldToServerLimit(t *testing.T) {
+	metrics := engine.NewMetrics(prometheus.NewRegistry())
+	core := testenv.StartCore(t, testenv.CoreOptions{Engine: engine.Config{Metrics: metrics, MaxBatch: 2000, Parallel: 2000}})
+	if err := core.Engines[0].Close(); err != nil { // a backlog builds while no engine runs
+		t.Fatal(err)
+	}
+	cl := core.Client(t, "t")
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	ids := make([]string, 1500)
+	for i := range ids {
+		cmd, err := cl.Publish(ctx, fsm.Command{Type: fsm.Create, Workspace: fmt.Sprintf("big-%d", i)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids[i] = cmd.ID
+	}
+	core.StartEngine(t)
+	for _, id := range ids {
+		if o, err := cl.Outcome(ctx, id); err != nil || o.Outcome != fsm.Accepted {
+			t.Fatalf("command %s: %+v %v", id, o, err)
+		}
+	}
+	if n := testutil.ToFloat64(metrics.BatchFallbacks); n != 0 {
+		t.Fatalf("%v atomic batches refused by the server", n)
+	}
+	var m dto.Metric
+	if err := metrics.Batches.Write(&m); err != nil {
+		t.Fatal(err)
+	}
+	var upTo256 uint64
+	for _, b := range m.Histogram.GetBucket() {
+		if b.GetUpperBound() == 256 {
+			upTo256 = b.GetCumulativeCount()
+		}
+	}
+	if upTo256 == m.Histogram.GetSampleCount() {
+		t.Fatalf("no batch above 256 commands (%d batches): the backlog did not exercise the limit", upTo256)
 	}
 }

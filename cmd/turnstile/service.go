@@ -228,15 +228,11 @@ func (s *service) start(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	var commitStores []*events.Store
-	for _, name := range []string{"commit-1", "commit-2"} {
-		cs, err := store(name)
-		if err != nil {
-			return err
-		}
-		commitStores = append(commitStores, cs)
+	commitStore, err := store("commit") // DefaultCommitters: one
+	if err != nil {
+		return err
 	}
-	eng, err := engine.New(engine.Config{Store: engStore, CommitStores: commitStores,
+	eng, err := engine.New(engine.Config{Store: engStore, CommitStores: []*events.Store{commitStore},
 		Logger: log.With("component", "engine"), Metrics: engine.NewMetrics(reg)})
 	if err != nil {
 		return err

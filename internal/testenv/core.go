@@ -70,7 +70,7 @@ func (c *Core) StartEngine(tb testing.TB) *engine.Engine {
 	cfg := c.opts.Engine
 	cfg.Store = store
 	if cfg.Committers == 0 {
-		cfg.Committers = 4
+		cfg.Committers = engine.DefaultCommitters
 	}
 	cfg.CommitStores = nil
 	for range cfg.Committers {
