@@ -140,7 +140,7 @@ func (s *service) start(ctx context.Context) error {
 		s.natsURL = s.a.natsURL
 	}
 	conns := map[string]*nats.Conn{}
-	for _, name := range []string{"engine", "commit-1", "commit-2", "api", "provisioning", "projector"} {
+	for _, name := range []string{"engine", "commit", "api", "provisioning", "projector"} {
 		nc, err := connect("turnstile-serve-" + name)
 		if err != nil {
 			return err
@@ -149,7 +149,11 @@ func (s *service) start(ctx context.Context) error {
 		s.push("NATS connection "+name, func(context.Context) error { return nc.Drain() })
 	}
 	store := func(name string) (*events.Store, error) {
-		js, err := jetstream.New(conns[name])
+		nc, ok := conns[name]
+		if !ok {
+			return nil, fmt.Errorf("no NATS connection named %q", name)
+		}
+		js, err := jetstream.New(nc)
 		if err != nil {
 			return nil, err
 		}
