@@ -154,6 +154,7 @@ func (l *loader) foldRun(ctx context.Context, d *decodedRun, evs chan<- []eventF
 			ev++
 			prev := l.ws[f.row.Workspace]
 			w, e := fold(prev, f)
+			w = w.owned()
 			if prev != nil {
 				*prev = w
 			} else {

@@ -1,9 +1,11 @@
 package projector
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -23,6 +25,8 @@ const (
 	// rebuildLock is the advisory lock key that allows one rebuild per
 	// database at a time.
 	rebuildLock = int64(0x7475726e_72656275) // "turnrebu"
+	// rebuildConns is the connections a rebuild holds at once.
+	rebuildConns = 3
 )
 
 // readModelTables are swapped as a whole, the checkpoint included.
@@ -74,6 +78,11 @@ func (p *Projector) Rebuild(ctx context.Context, progress func(Progress)) (Rebui
 	started := time.Now()
 	if progress == nil {
 		progress = func(Progress) {}
+	}
+	// The load holds three connections at once (its own and two copiers);
+	// with fewer it would wait for a connection forever.
+	if n := p.cfg.Pool.Config().MaxConns; n < rebuildConns {
+		return RebuildStats{}, fmt.Errorf("rebuild: the pool allows %d connections; a rebuild needs at least %d", n, rebuildConns)
 	}
 	conn, err := p.cfg.Pool.Acquire(ctx)
 	if err != nil {
@@ -220,12 +229,28 @@ func (p *Projector) prepareSchema(ctx context.Context, conn *pgx.Conn) (map[stri
 	if err := rows.Err(); err != nil {
 		return nil, fmt.Errorf("rebuild: indexes: %w", err)
 	}
+	// Primary keys first: the commands' key is what finds a command's
+	// later outcomes (buildIndexes), and the other indexes are then built
+	// once, after those rows are gone.
+	for _, d := range defs {
+		slices.SortStableFunc(d, func(a, b string) int {
+			return cmp.Compare(pkRank(a), pkRank(b))
+		})
+	}
 	if len(drops) > 0 { // in one transaction: one commit
 		if _, err := conn.Exec(ctx, strings.Join(drops, ";\n")); err != nil {
 			return nil, fmt.Errorf("rebuild: drop indexes: %w", err)
 		}
 	}
 	return defs, nil
+}
+
+// pkRank orders index statements: primary keys (ADD CONSTRAINT) first.
+func pkRank(def string) int {
+	if strings.HasPrefix(def, "ALTER TABLE") {
+		return 0
+	}
+	return 1
 }
 
 // swap replaces the live read model with the rebuilt one in one

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/nats-io/nats.go"
 
 	"github.com/turnstile-dev/turnstile/events"
@@ -331,5 +332,28 @@ func TestRebuildKeepsSchema(t *testing.T) {
 	}
 	if after := schema(); !slices.Equal(before, after) {
 		t.Fatalf("schema after the rebuild:\n%s\nwant:\n%s", strings.Join(after, "\n"), strings.Join(before, "\n"))
+	}
+}
+
+// A rebuild holds three connections at once; on a smaller pool it would
+// wait for a connection forever, so it refuses at once and says why.
+func TestRebuildNeedsThreeConnections(t *testing.T) {
+	e := newEnv(t)
+	newGenerator(e.names, 10, 43).publish(t, e.js, 100)
+	cfg := e.pool.Config().Copy()
+	cfg.MaxConns = 2
+	small, err := pgxpool.NewWithConfig(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer small.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	_, err = e.projector(t, func(c *projector.Config) { c.Pool = small }).Rebuild(ctx, nil)
+	if err == nil || !strings.Contains(err.Error(), "at least 3") {
+		t.Fatalf("rebuild on a pool of 2: %v, want a refusal naming the 3 connections it needs", err)
+	}
+	if cp, err := e.checkpoint(ctx); !errors.Is(err, projector.ErrNotFound) {
+		t.Fatalf("checkpoint %d (%v): a refused rebuild must write none", cp, err)
 	}
 }

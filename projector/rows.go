@@ -210,6 +210,24 @@ func fold(prev *workspaceRow, f *eventFacts) (workspaceRow, eventRow) {
 	return w, e
 }
 
+// owned returns r with its strings copied out of the message they may
+// have been cut from (the fast decoder's strings share the message's
+// memory): a row kept across messages, in the fold's cache or a
+// rebuild's workspaces, must not keep its whole message alive.
+func (r workspaceRow) owned() workspaceRow {
+	r.ID, r.Status, r.SpecJSON, r.Image = strings.Clone(r.ID), strings.Clone(r.Status), strings.Clone(r.SpecJSON), strings.Clone(r.Image)
+	r.ContainerID, r.LastError = cloneNull(r.ContainerID), cloneNull(r.LastError)
+	return r
+}
+
+func cloneNull(s *string) *string {
+	if s == nil {
+		return nil
+	}
+	c := strings.Clone(*s)
+	return &c
+}
+
 func nullString(s string) *string {
 	if s == "" {
 		return nil

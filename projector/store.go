@@ -171,6 +171,7 @@ func foldBatch(prev map[string]*workspaceRow, msgs []message) ([]*workspaceRow, 
 			continue
 		}
 		w, e := fold(prev[m.event.row.Workspace], m.event)
+		w = w.owned() // kept in the cache across batches
 		evs = append(evs, e)
 		if p := prev[w.ID]; p != nil && touched[w.ID] {
 			*p = w

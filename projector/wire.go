@@ -327,7 +327,11 @@ func (p *scanner) payload(env *events.Envelope) string {
 			env.Payload.Reason = p.text()
 		case "exit_code":
 			p.once(&seen, 1<<2)
-			c := int(p.int())
+			v := p.int()
+			if int64(int(v)) != v { // beyond int on 32 bits: the codec refuses it
+				p.fail()
+			}
+			c := int(v)
 			env.Payload.ExitCode = &c
 		case "container_id":
 			p.once(&seen, 1<<3)
