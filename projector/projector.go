@@ -178,7 +178,9 @@ func (p *Projector) collect(ctx context.Context, it jetstream.MessagesContext, n
 }
 
 // ErrGap means the stream no longer holds a message the read model needs
-// (it was purged or deleted): only a rebuild can continue.
+// (it was purged or deleted). The projector stalls on it, logging it as it
+// retries, and a rebuild refuses such a stream: the read model is made of
+// every message, and the stream is its only source.
 var ErrGap = errors.New("stream gap")
 
 func (p *Projector) add(msgs []message, m jetstream.Msg, want uint64) ([]message, error) {

@@ -201,34 +201,39 @@ func (l *loader) fetch(ctx context.Context, stream jetstream.Stream, n int, hand
 	var (
 		// The callback runs on one goroutine at a time but for a moment
 		// when the ordered consumer replaces its subscription.
-		mu   sync.Mutex
-		buf  = make([]raw, 0, n)
-		want = uint64(1)
+		mu    sync.Mutex
+		buf   = make([]raw, 0, n)
+		order = sequencer{want: 1}
+		ready []raw
 	)
 	cc, err := cons.Consume(func(m jetstream.Msg) {
 		mu.Lock()
 		defer mu.Unlock()
-		if want > l.through {
+		if order.want > l.through {
 			return
 		}
 		meta, err := m.Metadata()
-		if err == nil && meta.Sequence.Stream != want {
-			err = fmt.Errorf("%w: expected stream seq %d, got %d", ErrGap, want, meta.Sequence.Stream)
+		if err == nil {
+			ready, err = order.add(raw{seq: meta.Sequence.Stream, subject: m.Subject(), data: m.Data(), time: meta.Timestamp}, ready[:0])
 		}
 		if err != nil {
-			want = l.through + 1 // take no more
+			order.want = l.through + 1 // take no more
 			failed <- fmt.Errorf("rebuild: read: %w", err)
 			return
 		}
-		buf = append(buf, raw{seq: want, subject: m.Subject(), data: m.Data(), time: meta.Timestamp})
-		if len(buf) == n || want == l.through {
-			select {
-			case runs <- buf:
-			case <-ctx.Done():
+		for _, r := range ready {
+			if r.seq > l.through {
+				break
 			}
-			buf = make([]raw, 0, n)
+			buf = append(buf, r)
+			if len(buf) == n || r.seq == l.through {
+				select {
+				case runs <- buf:
+				case <-ctx.Done():
+				}
+				buf = make([]raw, 0, n)
+			}
 		}
-		want++
 	}, jetstream.PullMaxMessages(4096), jetstream.StopAfter(int(l.through)))
 	if err != nil {
 		return fmt.Errorf("rebuild: consume: %w", err)
@@ -263,4 +268,34 @@ func (l *loader) fetch(ctx context.Context, stream jetstream.Stream, n int, hand
 		}
 	}
 	return nil
+}
+
+// sequencer puts the ordered consumer's messages back in stream order.
+// They come in order, but when the consumer replaces its subscription
+// (after a missed heartbeat, a reconnect) the old subscription's last
+// callback can run just after the new one's first: a message may come one
+// place late. Any other disorder is a gap in the stream.
+type sequencer struct {
+	want  uint64 // the next stream sequence to hand on
+	early *raw   // the one message that came before want, if any
+}
+
+// add takes r and appends to out the messages now in order.
+func (s *sequencer) add(r raw, out []raw) ([]raw, error) {
+	switch {
+	case r.seq < s.want:
+		return out, nil // handed on already
+	case r.seq == s.want:
+		out = append(out, r)
+		s.want++
+		if s.early != nil && s.early.seq == s.want {
+			out = append(out, *s.early)
+			s.want, s.early = s.want+1, nil
+		}
+		return out, nil
+	case r.seq == s.want+1 && s.early == nil:
+		s.early = &r
+		return out, nil
+	}
+	return out, fmt.Errorf("%w: expected stream seq %d, got %d", ErrGap, s.want, r.seq)
 }

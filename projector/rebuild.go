@@ -114,6 +114,12 @@ func (p *Projector) Rebuild(ctx context.Context, progress func(Progress)) (Rebui
 		return RebuildStats{}, fmt.Errorf("rebuild: stream %s: %w", p.cfg.Names.EventStream(), err)
 	}
 	st := stream.CachedInfo().State
+	// Every message from the first on goes into the read model: a stream
+	// that lost some (purged, or deleted one by one) cannot be rebuilt.
+	if st.Msgs > 0 && (st.FirstSeq > 1 || st.NumDeleted > 0) {
+		return RebuildStats{}, fmt.Errorf("rebuild: %w: the stream starts at %d and lacks %d messages before %d",
+			ErrGap, st.FirstSeq, st.NumDeleted, st.LastSeq)
+	}
 	l := &loader{p: p, conn: conn.Conn(), through: st.LastSeq, progress: progress,
 		ws: map[string]*workspaceRow{}}
 	// The stream is read while the new tables are prepared.

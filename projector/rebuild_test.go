@@ -357,3 +357,26 @@ func TestRebuildNeedsThreeConnections(t *testing.T) {
 		t.Fatalf("checkpoint %d (%v): a refused rebuild must write none", cp, err)
 	}
 }
+
+// A stream that lost a message cannot be rebuilt: the rebuild says so at
+// once with ErrGap and leaves the read model as it was.
+func TestRebuildRefusesGap(t *testing.T) {
+	e := newEnv(t)
+	newGenerator(e.names, 10, 44).publish(t, e.js, 100)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	stream, err := e.js.Stream(ctx, e.names.EventStream())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := stream.DeleteMsg(ctx, 7); err != nil {
+		t.Fatal(err)
+	}
+	_, err = e.projector(t, nil).Rebuild(ctx, nil)
+	if !errors.Is(err, projector.ErrGap) {
+		t.Fatalf("rebuild of a stream without message 7: %v, want ErrGap", err)
+	}
+	if _, err := e.checkpoint(ctx); !errors.Is(err, projector.ErrNotFound) {
+		t.Fatalf("checkpoint: %v: a refused rebuild must write none", err)
+	}
+}
