@@ -3,3 +3,9 @@ package projector
 // DecodeSlowly makes p decode every message with the events package alone,
 // without the fast path, for tests that compare the two.
 func DecodeSlowly(p *Projector) { p.dec.slow = true }
+
+// CopyColumns are the columns a rebuild copies, per table, in the order
+// its binary encoders write them.
+var CopyColumns = map[string][]string{
+	"workspace_events": eventCopyColumns, "commands": commandCopyColumns, "workspaces": workspaceCopyColumns,
+}
