@@ -26,11 +26,11 @@ const ReplyHeader = "Turnstile-Reply"
 const MaxAtomicCommands = 500
 
 // DefaultCommitters is one: the events stream applies atomic batches one
-// at a time in a single goroutine of the server, and each batch pays a
-// fixed cost there (a staging store created, flushed and removed), so
-// batches in flight together only make each other smaller. Measured in
-// docs/benchmarks.md: one committer gave 35-60% more commands per second
-// than four under both durabilities.
+// at a time in a single goroutine of the server (staging each in a store
+// of its own, created, flushed and removed), so batches in flight together
+// are applied one after another anyway and only make each other smaller.
+// Measured in docs/benchmarks.md: one committer gave 35-60% more commands
+// per second than four under both durabilities.
 const DefaultCommitters = 1
 
 // Config wires an engine. Store is required; the rest has defaults.
