@@ -52,12 +52,12 @@ func TestMaxConcurrentActions(t *testing.T) {
 	// while both slots stay taken; its stop waits in its place.
 	for i, id := range queued {
 		r.send(t, fsm.Command{Type: fsm.Stop, Workspace: id})
-		testenv.Eventually(t, 10*time.Second, "the waiting provision of "+id+" to be abandoned", func() bool {
-			return abandoned() == i+1
+		// The stop takes the abandoned provision's place in the queue a
+		// moment after the abandon is counted: wait for both.
+		testenv.Eventually(t, 10*time.Second, "the waiting provision of "+id+" to be abandoned, with 2 actions running and 2 waiting", func() bool {
+			running, waiting := gauge()
+			return abandoned() == i+1 && running == 2 && waiting == 2
 		})
-		if running, waiting := gauge(); running != 2 || waiting != 2 {
-			t.Fatalf("after stopping %s: %d actions running, %d waiting; want 2 and 2", id, running, waiting)
-		}
 	}
 
 	// Freeing the slots lets every stop through.
