@@ -83,12 +83,14 @@ func (s *Server) send(w http.ResponseWriter, r *http.Request, cmd fsm.Command) {
 			return
 		}
 		cmd.ID = key
-	} else {
-		cmd.ID = client.NewCommandID()
+	}
+	send := s.cfg.Client.Send // a key may have been used: Send looks its outcome up
+	if cmd.ID == "" {
+		cmd.ID, send = client.NewCommandID(), s.cfg.Client.SendNew
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), s.cfg.CommandTimeout)
 	defer cancel()
-	o, err := s.cfg.Client.Send(ctx, cmd)
+	o, err := send(ctx, cmd)
 	switch {
 	case errors.Is(err, client.ErrNoOutcome):
 		writeJSON(w, http.StatusGatewayTimeout, ErrorBody{Code: CodeTimeout, CommandID: cmd.ID, Command: cmd.Type,

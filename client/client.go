@@ -157,12 +157,23 @@ var ErrNoOutcome = errors.New("no outcome before the deadline")
 // anything is published), transport failures, ErrNoOutcome, and
 // *IDReusedError for an id that an earlier, different command used.
 func (c *Client) Send(ctx context.Context, cmd fsm.Command) (events.OutcomeRecord, error) {
-	chosen := cmd.ID != ""
+	return c.send(ctx, cmd, cmd.ID != "")
+}
+
+// SendNew is Send for a command whose id the caller has just made with
+// NewCommandID: no command can have used it yet, so the lookup of a stored
+// outcome, a round trip, is skipped.
+func (c *Client) SendNew(ctx context.Context, cmd fsm.Command) (events.OutcomeRecord, error) {
+	return c.send(ctx, cmd, false)
+}
+
+// send is Send; lookup asks for the stored outcome first.
+func (c *Client) send(ctx context.Context, cmd fsm.Command, lookup bool) (events.OutcomeRecord, error) {
 	cmd, err := c.Prepare(cmd)
 	if err != nil {
 		return events.OutcomeRecord{}, err
 	}
-	if chosen {
+	if lookup {
 		// A caller-chosen id may have been used already (a retry, or a
 		// reused key): answer from the stored outcome without publishing,
 		// so a reused id leaves no trace even after the stream's
