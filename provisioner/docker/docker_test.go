@@ -152,17 +152,11 @@ func setup(t *testing.T) *fixture {
 // provisioner's back, removed when the test ends.
 func (f *fixture) rawContainer(t *testing.T, ws string, labels map[string]string) string {
 	t.Helper()
-	resp, err := f.cli.ContainerCreate(f.ctx, &container.Config{Image: f.image, Labels: labels}, nil, nil, nil, provisioner.ContainerName(ws))
-	if err != nil {
+	id := f.rawCreate(t, ws, labels)
+	if err := f.cli.ContainerStart(f.ctx, id, container.StartOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() {
-		_ = f.cli.ContainerRemove(context.Background(), resp.ID, container.RemoveOptions{Force: true})
-	})
-	if err := f.cli.ContainerStart(f.ctx, resp.ID, container.StartOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	return resp.ID
+	return id
 }
 
 func (f *fixture) wantRunning(t *testing.T, id string) {

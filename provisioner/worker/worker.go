@@ -376,24 +376,24 @@ func (w *Worker) abandoned(ctx context.Context, j job) bool {
 // do runs one action, retrying transient failures, and returns the report.
 func (w *Worker) do(ctx context.Context, st fsm.Workspace) (string, fsm.Command, error) {
 	p := w.cfg.Provisioner
-	var kind string
+	kind := kindOf(st.Status)
 	var ok, fail fsm.CommandType
 	var run func() (string, error)
 	switch st.Status {
 	case fsm.Provisioning:
-		kind, ok, fail = "provision", fsm.ProvisionSucceeded, fsm.ProvisionFailed
+		ok, fail = fsm.ProvisionSucceeded, fsm.ProvisionFailed
 		run = func() (string, error) {
 			res, err := p.Provision(ctx, provisioner.Request{Workspace: st.ID, Generation: st.Generation, Spec: st.Spec})
 			return res.ContainerID, err
 		}
 	case fsm.Stopping:
-		kind, ok, fail = "stop", fsm.StopSucceeded, fsm.StopFailed
+		ok, fail = fsm.StopSucceeded, fsm.StopFailed
 		run = func() (string, error) { return "", p.Stop(ctx, st.ID, st.Generation) }
 	case fsm.Deleting:
-		kind, ok, fail = "delete", fsm.DeleteSucceeded, fsm.DeleteFailed
+		ok, fail = fsm.DeleteSucceeded, fsm.DeleteFailed
 		run = func() (string, error) { return "", p.Delete(ctx, st.ID, st.Generation) }
 	default:
-		return "none", fsm.Command{}, fmt.Errorf("worker: nothing to do in %s", st.Status)
+		return kind, fsm.Command{}, fmt.Errorf("worker: nothing to do in %s", st.Status)
 	}
 	var err error
 	var container string
