@@ -17,6 +17,7 @@ import (
 	"github.com/turnstile-dev/turnstile/client"
 	"github.com/turnstile-dev/turnstile/events"
 	"github.com/turnstile-dev/turnstile/fsm"
+	"github.com/turnstile-dev/turnstile/internal/retry"
 )
 
 // cmdRecorder sends commands, each under one id that it resends after a
@@ -64,7 +65,9 @@ func (r *cmdRecorder) send(ctx context.Context, cmd fsm.Command) (events.Outcome
 		if errors.As(err, &rej) || ctx.Err() != nil {
 			return o, fmt.Errorf("%s %s: %w", cmd.Type, cmd.Workspace, err)
 		}
-		time.Sleep(100 * time.Millisecond) // back off before the resend
+		if err := retry.Sleep(ctx, 100*time.Millisecond); err != nil { // back off before the resend
+			return o, fmt.Errorf("%s %s: %w", cmd.Type, cmd.Workspace, err)
+		}
 	}
 }
 
