@@ -45,10 +45,11 @@ type Config struct {
 // it and resumes from the checkpoint (tests usually also cancel Run's ctx).
 type Hooks struct {
 	// BeforeCommit runs after a batch is written, before its transaction
-	// commits; an error rolls the batch back.
+	// commits; an error rolls the batch back, and the next batch, which
+	// may be written already, with it.
 	BeforeCommit func(ctx context.Context, b BatchInfo) error
-	// AfterCommit runs after the commit, before the projector moves on to
-	// the next message.
+	// AfterCommit runs after the commit, before the projector commits or
+	// begins another batch (the next one may be written already).
 	AfterCommit func(ctx context.Context, b BatchInfo) error
 }
 

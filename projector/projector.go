@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"sync/atomic"
 	"time"
 
@@ -18,6 +19,9 @@ type Projector struct {
 	store   *store
 	dec     decoder
 	metrics *metrics
+	// linger is how long a batch in flight waits for the next one to
+	// overlap with; zero but in tests, which need the overlap for sure.
+	linger time.Duration
 	// applied is the last checkpoint this projector saw, for lag gauges
 	// while PostgreSQL is unreachable.
 	applied atomic.Uint64
@@ -111,23 +115,107 @@ func (p *Projector) session(ctx context.Context) (progressed bool, err error) {
 		}
 		it.Stop()
 	}()
-	cache := map[string]*workspaceRow{} // rows as of cp; dropped with the session
-	for msgs := range batches {
-		info := batchInfo(msgs)
-		if err := p.store.apply(ctx, cp.StreamSeq, msgs, info, p.cfg.Hooks, cache); err != nil {
-			return progressed, err
+	cache := map[string]*workspaceRow{} // rows as of the last batch begun; dropped with the session
+	pp := &pipe{key: rand.Int32()}
+	var inflight *tx
+	defer func() {
+		if inflight != nil {
+			inflight.rollback(ctx)
+		}
+	}()
+	commit := func() error {
+		t := inflight
+		inflight = nil
+		if err := p.store.finish(ctx, t, p.cfg.Hooks); err != nil {
+			return err
 		}
 		progressed = true
-		last := msgs[len(msgs)-1]
-		cp.StreamSeq, cp.MsgTime = last.seq, last.time
 		if h := p.cfg.Hooks.AfterCommit; h != nil {
-			if err := h(ctx, info); err != nil {
-				return progressed, fmt.Errorf("after commit: %w", err)
+			if err := h(ctx, t.info); err != nil {
+				return fmt.Errorf("after commit: %w", err)
 			}
 		}
-		p.observe(msgs)
+		p.observe(t.msgs)
+		return nil
+	}
+	from := cp.StreamSeq
+	for {
+		msgs, ok, ready := p.next(batches, inflight != nil)
+		if !ready {
+			// Overlap only with a batch that is ready: the one in flight
+			// commits now rather than wait for the next.
+			if err := commit(); err != nil {
+				return progressed, err
+			}
+			continue
+		}
+		if !ok {
+			break // the reader failed
+		}
+		info := batchInfo(msgs)
+		if len(cache) > maxCached {
+			// The cache may start over only with nothing in flight: a
+			// batch in flight is not yet in the rows a miss would load.
+			if inflight != nil {
+				if err := commit(); err != nil {
+					return progressed, err
+				}
+			}
+			clear(cache)
+		}
+		t, err := p.store.begin(ctx, pp, from, msgs, info, cache, inflight)
+		if errors.Is(err, errBusy) {
+			if err := commit(); err != nil {
+				return progressed, err
+			}
+			t, err = p.store.begin(ctx, pp, from, msgs, info, cache, nil)
+		}
+		if err != nil {
+			return progressed, err
+		}
+		t.msgs = msgs
+		if inflight != nil {
+			if err := commit(); err != nil {
+				t.rollback(ctx) // its checkpoint compare-and-set fails now anyway
+				return progressed, err
+			}
+		}
+		inflight = t
+		from = info.Last
+	}
+	// The reader failed: what was written is still good.
+	if inflight != nil {
+		if err := commit(); err != nil {
+			return progressed, err
+		}
 	}
 	return progressed, <-readErr
+}
+
+// next receives the next batch; ok is false when the reader has ended.
+// With a batch in flight it does not wait, but for p.linger: ready is
+// false when no batch came.
+func (p *Projector) next(batches <-chan []message, inflight bool) (msgs []message, ok, ready bool) {
+	if !inflight {
+		msgs, ok = <-batches
+		return msgs, ok, true
+	}
+	select {
+	case msgs, ok = <-batches:
+		return msgs, ok, true
+	default:
+	}
+	if p.linger <= 0 {
+		return nil, false, false
+	}
+	t := time.NewTimer(p.linger)
+	defer t.Stop()
+	select {
+	case msgs, ok = <-batches:
+		return msgs, ok, true
+	case <-t.C:
+		return nil, false, false
+	}
 }
 
 // read collects batches from next on until an error.

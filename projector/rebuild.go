@@ -271,8 +271,8 @@ func (p *Projector) swap(ctx context.Context, conn *pgxpool.Conn, live string) e
 	stmts := []stmt{
 		// Wait for readers rather than queue them behind us for long.
 		{sql: `SET LOCAL lock_timeout = '30s'`},
-		// The checkpoint table first: a projector's batch locks its row
-		// first too, so the two cannot deadlock.
+		// The checkpoint table first: a projector's batch locks it first
+		// too, so the two cannot deadlock.
 		{sql: `LOCK TABLE ` + liveT("projector_checkpoint") + ` IN ACCESS EXCLUSIVE MODE`},
 		// Other projectors' checkpoints stay as they are.
 		{sql: `INSERT INTO ` + newT("projector_checkpoint") + ` SELECT * FROM ` + liveT("projector_checkpoint") +

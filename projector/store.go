@@ -1,9 +1,11 @@
 package projector
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -37,81 +39,214 @@ func (s *store) ensureCheckpoint(ctx context.Context) (Checkpoint, error) {
 // cache starts over (a miss costs one lookup, not correctness).
 const maxCached = 200_000
 
-// apply writes msgs, which follow the checkpoint from, and moves the
-// checkpoint to the last of them, in one transaction of two round trips:
-// the writes pipelined after BEGIN, then COMMIT.
+// lanes is how many advisory locks a session's transactions take turns
+// on. Transaction k holds lane k%3 and, before it writes workspaces, waits
+// for lane (k-1)%3, which transaction k-1 holds to its end. Three, not two:
+// the wait leaves k holding k-1's lane in shared mode until k ends, and
+// k+1 takes lane (k+1)%3 = (k-2)%3, whose holders k-2 and k-1 are both
+// done by then, so beginning never waits.
+const lanes = 3
+
+// errBusy means a batch could not begin at once, beside the one in
+// flight: no connection was free, or someone (a rebuild's swap) waits for
+// the checkpoint table. Commit the batch in flight, then begin again,
+// waiting.
+var errBusy = errors.New("checkpoint table busy")
+
+// lockNotAvailable is PostgreSQL's SQLSTATE lock_not_available (NOWAIT).
+const lockNotAvailable = "55P03"
+
+// tx is one batch's transaction, on a connection of its own: begun, its
+// writes sent, not yet committed. Up to two are in flight: while one
+// commits, the next one's rows are being written.
 //
-// cache holds the rows of workspaces as of from; apply loads what it lacks
-// and folds the batch into it. It is valid only while the checkpoint is
-// ours: the caller drops it whenever apply fails.
-func (s *store) apply(ctx context.Context, from uint64, msgs []message, info BatchInfo, h Hooks, cache map[string]*workspaceRow) error {
-	if len(cache) > maxCached {
-		clear(cache)
-	}
-	conn, err := s.pool.Acquire(ctx)
+// Their order is kept by the checkpoint compare-and-set, the last write
+// of each: it expects the checkpoint the previous batch moves, so it
+// succeeds only once that batch has committed and fails (nothing kept) if
+// that batch rolled back. Rows of events and commands do not overlap
+// between batches and are written at once; workspace rows are written
+// only once the previous batch has ended (the lane), in id order, so the
+// two never wait on each other's rows in opposite orders.
+type tx struct {
+	conn   *pgxpool.Conn
+	br     pgx.BatchResults
+	writes int // statements sent in br
+	info   BatchInfo
+	msgs   []message
+	// events locates this batch's events by workspace and per-workspace
+	// sequence, for outcomes of the next batch that the cache cannot
+	// resolve and SQL cannot see before this batch commits.
+	events map[eventKey]int64
+}
+
+type eventKey struct {
+	workspace string
+	seq       int64
+}
+
+// pipe is what a session's transactions share.
+type pipe struct {
+	key   int32 // the advisory lock space of this session's lanes
+	count int   // transactions begun
+}
+
+// begin starts the transaction of msgs, which follow from, and sends its
+// writes. prev is the transaction in flight before it, if any. When prev
+// is not nil begin does not wait for locks: it fails with errBusy instead.
+//
+// cache holds the rows of workspaces as of the last batch folded; begin
+// loads what it lacks and folds msgs into it. It is valid only while the
+// checkpoint is ours: the caller drops it whenever a batch fails.
+func (s *store) begin(ctx context.Context, pp *pipe, from uint64, msgs []message, info BatchInfo,
+	cache map[string]*workspaceRow, prev *tx) (*tx, error) {
+	conn, err := s.acquire(ctx, prev != nil)
 	if err != nil {
-		return fmt.Errorf("connect: %w", err)
+		return nil, err
 	}
-	defer conn.Release() // a connection left inside a transaction is closed, not reused
-	// Read outside the transaction: if anyone else wrote since from, the
-	// checkpoint compare-and-set below fails and nothing is kept.
+	t := &tx{conn: conn, info: info}
+	// Read outside the transaction. A row the cache lacks was not touched
+	// by a batch in flight (those are folded into the cache), so what is
+	// committed is current; if anyone else wrote since from, the checkpoint
+	// compare-and-set fails and nothing is kept.
 	if err := loadMissing(ctx, conn, msgs, cache); err != nil {
-		return err
+		conn.Release()
+		return nil, err
 	}
+	lane := pp.count % lanes
+	// The checkpoint table first: a rebuild's swap locks it before the
+	// others, so the two cannot deadlock. One round trip, so that this
+	// lane is held before the next batch is sent to wait on it.
+	nowait := ""
+	if prev != nil {
+		nowait = " NOWAIT"
+	}
+	if _, err := conn.Exec(ctx, fmt.Sprintf(`BEGIN; LOCK TABLE projector_checkpoint IN ROW EXCLUSIVE MODE%s;
+		SELECT pg_advisory_xact_lock(%d, %d)`, nowait, pp.key, lane)); err != nil {
+		t.rollback(ctx)
+		if pgErr := (*pgconn.PgError)(nil); errors.As(err, &pgErr) && pgErr.Code == lockNotAvailable {
+			return nil, errBusy
+		}
+		return nil, fmt.Errorf("begin batch %d-%d: %w", info.First, info.Last, err)
+	}
+	pp.count++
 	ws, evs, cmds := foldBatch(cache, msgs)
+	t.events = make(map[eventKey]int64, len(evs))
+	for _, e := range evs {
+		t.events[eventKey{e.Workspace, e.Seq}] = e.StreamSeq
+	}
+	if prev != nil {
+		for i := range cmds {
+			c := &cmds[i]
+			if c.EventSeq != nil && c.EventStreamSeq == nil {
+				if seq, ok := prev.events[eventKey{c.Workspace, *c.EventSeq}]; ok {
+					c.EventStreamSeq = &seq
+				}
+			}
+		}
+	}
+	// Id order: see tx. Stable, so that of two outcomes of one command the
+	// first is still inserted first, and kept.
+	slices.SortStableFunc(cmds, func(a, b commandRow) int { return cmp.Compare(a.CommandID, b.CommandID) })
+	slices.SortFunc(ws, func(a, b *workspaceRow) int { return cmp.Compare(a.ID, b.ID) })
 	last := msgs[len(msgs)-1]
 	var b pgx.Batch
-	b.Queue(`BEGIN`)
-	// The checkpoint first: its row lock orders this transaction against
-	// a rebuild's swap, which locks the checkpoint table before the others.
-	b.Queue(`UPDATE projector_checkpoint SET stream_seq = $2, msg_time = $3, updated_at = $4
-		WHERE name = $1 AND stream_seq = $5`, s.name, int64(last.seq), last.time, s.now(), int64(from))
 	if len(evs) > 0 {
 		b.Queue(insertEventsSQL, eventColumns(evs)...)
 	}
 	if len(cmds) > 0 {
 		b.Queue(insertCommandsSQL, commandColumns(cmds)...)
 	}
+	if prev != nil {
+		b.Queue(`SELECT pg_advisory_xact_lock_shared($1, $2)`, pp.key, (lane+lanes-1)%lanes)
+	}
 	if len(ws) > 0 {
 		cols, err := workspaceColumns(ws)
 		if err != nil {
-			return err
+			t.rollback(ctx)
+			return nil, err
 		}
 		b.Queue(upsertWorkspacesSQL, cols...)
 	}
-	rollback := func() { _, _ = conn.Exec(context.WithoutCancel(ctx), `ROLLBACK`) }
-	br := conn.SendBatch(ctx, &b)
-	_, err = br.Exec() // BEGIN
-	var cas pgconn.CommandTag
-	if err == nil {
-		cas, err = br.Exec()
+	b.Queue(`UPDATE projector_checkpoint SET stream_seq = $2, msg_time = $3, updated_at = $4
+		WHERE name = $1 AND stream_seq = $5`, s.name, int64(last.seq), last.time, s.now(), int64(from))
+	t.br, t.writes = conn.SendBatch(ctx, &b), b.Len()
+	return t, nil
+}
+
+// acquire takes a connection. With a batch in flight it does not wait
+// for one to be released (whoever holds them all may be waiting for that
+// batch, as a rebuild sharing the pool does) and fails with errBusy.
+func (s *store) acquire(ctx context.Context, inflight bool) (*pgxpool.Conn, error) {
+	if !inflight {
+		conn, err := s.pool.Acquire(ctx)
+		if err != nil {
+			return nil, fmt.Errorf("connect: %w", err)
+		}
+		return conn, nil
 	}
-	if cerr := br.Close(); err == nil {
+	if st := s.pool.Stat(); st.IdleConns() == 0 && st.TotalConns() >= st.MaxConns() {
+		return nil, errBusy
+	}
+	// Another goroutine may take the last idle one first: wait a little.
+	actx, cancel := context.WithTimeout(ctx, time.Second)
+	defer cancel()
+	conn, err := s.pool.Acquire(actx)
+	if err != nil {
+		if ctx.Err() == nil {
+			return nil, errBusy
+		}
+		return nil, fmt.Errorf("connect: %w", err)
+	}
+	return conn, nil
+}
+
+// finish waits for t's writes and commits them. Whatever the result, t's
+// connection goes back to the pool.
+func (s *store) finish(ctx context.Context, t *tx, h Hooks) error {
+	var cas pgconn.CommandTag
+	var err error
+	for range t.writes {
+		if cas, err = t.br.Exec(); err != nil {
+			break
+		}
+	} // the compare-and-set is the last
+	if cerr := t.br.Close(); err == nil {
 		err = cerr
 	}
+	t.br = nil
 	if err != nil {
-		rollback()
-		return fmt.Errorf("write batch %d-%d: %w", info.First, info.Last, err)
+		t.rollback(ctx)
+		return fmt.Errorf("write batch %d-%d: %w", t.info.First, t.info.Last, err)
 	}
 	if cas.RowsAffected() != 1 {
-		rollback()
+		t.rollback(ctx)
 		return errCheckpointMoved
 	}
 	if h.BeforeCommit != nil {
-		if err := h.BeforeCommit(ctx, info); err != nil {
-			rollback()
+		if err := h.BeforeCommit(ctx, t.info); err != nil {
+			t.rollback(ctx)
 			return fmt.Errorf("before commit: %w", err)
 		}
 	}
-	tag, err := conn.Exec(ctx, `COMMIT`)
+	tag, err := t.conn.Exec(ctx, `COMMIT`)
 	if err == nil && tag.String() != "COMMIT" {
 		err = errors.New("transaction was rolled back")
 	}
 	if err != nil {
-		rollback()
-		return fmt.Errorf("commit batch %d-%d: %w", info.First, info.Last, err)
+		t.rollback(ctx)
+		return fmt.Errorf("commit batch %d-%d: %w", t.info.First, t.info.Last, err)
 	}
+	t.conn.Release()
 	return nil
+}
+
+// rollback ends t without keeping anything and releases its connection.
+func (t *tx) rollback(ctx context.Context) {
+	if t.br != nil {
+		_ = t.br.Close()
+	}
+	_, _ = t.conn.Exec(context.WithoutCancel(ctx), `ROLLBACK`)
+	t.conn.Release() // a connection left inside a transaction is closed, not reused
 }
 
 // loadMissing adds to cache the rows of workspaces the batch touches that

@@ -1,0 +1,173 @@
+package projector_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/nats-io/nats.go"
+
+	"github.com/turnstile-dev/turnstile/fsm"
+	"github.com/turnstile-dev/turnstile/projector"
+)
+
+// TestPipeline covers two batches in flight at once: the next batch's rows
+// are written while the one before it commits.
+func TestPipeline(t *testing.T) {
+	// An outcome whose event is in the batch before, and not its
+	// workspace's newest, gets its event's stream sequence although that
+	// batch has not committed when the outcome is written.
+	t.Run("OutcomeOfEventInFlight", func(t *testing.T) {
+		e := newEnv(t)
+		h := history(t, e.names, "ws-pipe", []fsm.Command{{Type: fsm.Create}, {Type: fsm.ProvisionSucceeded}}, nil)
+		e1, o1, e2, o2 := h[0], h[1], h[2], h[3]
+		for _, m := range []*nats.Msg{e1, e2, o1, o2} { // stream seqs 1-4
+			if _, err := e.js.PublishMsg(context.Background(), m); err != nil {
+				t.Fatal(err)
+			}
+		}
+		var failed errorOnce
+		p := e.projector(t, func(c *projector.Config) {
+			c.BatchSize = 2
+			c.Hooks.BeforeCommit = func(ctx context.Context, b projector.BatchInfo) error {
+				if b.First == 1 {
+					failed.set(waitOverlap(ctx, e.pool))
+				}
+				return nil
+			}
+		})
+		projector.Overlap(p, 2*time.Second)
+		stop := run(t, p)
+		e.waitCaughtUp(t, 60*time.Second)
+		stop()
+		if err := failed.get(); err != nil {
+			t.Fatal(err)
+		}
+		var seq *int64
+		if err := e.pool.QueryRow(context.Background(), `SELECT event_stream_seq FROM commands WHERE command_id = $1`,
+			"ws-pipe-a").Scan(&seq); err != nil {
+			t.Fatal(err)
+		}
+		if seq == nil || *seq != 1 {
+			t.Fatalf("the create's event_stream_seq is %v, want 1", seq)
+		}
+		e.assertEqualsRebuild(t, p)
+	})
+
+	// A rebuild's swap queues for the checkpoint table while two batches
+	// are in flight: the projector must commit the one it holds rather than
+	// wait behind the swap for the next, or the swap times out.
+	t.Run("SwapWhileInFlight", func(t *testing.T) {
+		e := newEnv(t)
+		g := newGenerator(e.names, 40, 31)
+		g.publish(t, e.js, 1000)
+		var (
+			failed  errorOnce
+			once    sync.Once
+			rebuilt = make(chan error, 1)
+			p       *projector.Projector
+		)
+		p = e.projector(t, func(c *projector.Config) {
+			c.BatchSize = 20
+			c.Hooks.BeforeCommit = func(ctx context.Context, b projector.BatchInfo) error {
+				if b.First < 200 {
+					return nil
+				}
+				once.Do(func() {
+					if err := waitOverlap(ctx, e.pool); err != nil {
+						failed.set(err)
+						return
+					}
+					go func() {
+						_, err := p.Rebuild(context.Background(), nil)
+						rebuilt <- err
+					}()
+					failed.set(waitFor2(ctx, 60*time.Second, "the swap to wait for the checkpoint table", func(ctx context.Context) (bool, error) {
+						var n int
+						err := e.pool.QueryRow(ctx, `SELECT count(*) FROM pg_locks l JOIN pg_class c ON c.oid = l.relation
+							WHERE c.relname = 'projector_checkpoint' AND l.mode = 'AccessExclusiveLock' AND NOT l.granted`).Scan(&n)
+						return n > 0, err
+					}))
+				})
+				return nil
+			}
+		})
+		projector.Overlap(p, 2*time.Second)
+		stop := run(t, p)
+		select {
+		case err := <-rebuilt:
+			if err != nil {
+				t.Fatalf("rebuild: %v", err)
+			}
+		case <-time.After(2 * time.Minute):
+			t.Fatal("the rebuild did not end")
+		}
+		if err := failed.get(); err != nil {
+			t.Fatal(err)
+		}
+		g.publish(t, e.js, 100)
+		e.waitCaughtUp(t, 60*time.Second)
+		stop()
+		e.assertCounts(t, g)
+		e.assertEqualsRebuild(t, p)
+	})
+}
+
+// waitOverlap waits until a backend of this database waits on an advisory
+// lock: the next batch, written, waiting for the one in flight to end.
+func waitOverlap(ctx context.Context, pool *pgxpool.Pool) error {
+	return waitFor2(ctx, 30*time.Second, "the next batch to wait on this one", func(ctx context.Context) (bool, error) {
+		var n int
+		err := pool.QueryRow(ctx, `SELECT count(*) FROM pg_stat_activity
+			WHERE datname = current_database() AND wait_event_type = 'Lock' AND wait_event = 'advisory'`).Scan(&n)
+		return n > 0, err
+	})
+}
+
+// waitFor2 is waitFor for goroutines other than the test's: it returns
+// an error instead of failing the test.
+func waitFor2(ctx context.Context, timeout time.Duration, what string, cond func(context.Context) (bool, error)) error {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	t := time.NewTicker(10 * time.Millisecond)
+	defer t.Stop()
+	var lastErr error
+	for {
+		ok, err := cond(ctx)
+		if err == nil && ok {
+			return nil
+		}
+		if err != nil && !errors.Is(err, context.DeadlineExceeded) {
+			lastErr = err
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("timed out after %v waiting for %s (last error: %v)", timeout, what, lastErr)
+		case <-t.C:
+		}
+	}
+}
+
+// errorOnce keeps the first error set from any goroutine.
+type errorOnce struct {
+	mu  sync.Mutex
+	err error
+}
+
+func (o *errorOnce) set(err error) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.err == nil {
+		o.err = err
+	}
+}
+
+func (o *errorOnce) get() error {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return o.err
+}
