@@ -68,6 +68,9 @@ func openPool(tb testing.TB, url string) *pgxpool.Pool {
 	if err != nil {
 		tb.Fatal(err)
 	}
+	// A running projector holds one connection and borrows another; a
+	// rebuild beside it holds three; the test reads on one more.
+	cfg.MaxConns = 8
 	pool, err := pgxpool.NewWithConfig(context.Background(), cfg)
 	if err != nil {
 		tb.Fatal(err)

@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -31,10 +33,16 @@ func TestPipeline(t *testing.T) {
 			}
 		}
 		var failed errorOnce
+		var held atomic.Bool
 		p := e.projector(t, func(c *projector.Config) {
 			c.BatchSize = 2
 			c.Hooks.BeforeCommit = func(ctx context.Context, b projector.BatchInfo) error {
 				if b.First == 1 {
+					if b.Last != 2 {
+						failed.set(fmt.Errorf("the first batch is %d-%d; the test needs 1-2", b.First, b.Last))
+						return nil
+					}
+					held.Store(true)
 					failed.set(waitOverlap(ctx, e.pool))
 				}
 				return nil
@@ -47,6 +55,9 @@ func TestPipeline(t *testing.T) {
 		if err := failed.get(); err != nil {
 			t.Fatal(err)
 		}
+		if !held.Load() {
+			t.Fatal("the first batch never reached its commit")
+		}
 		var seq *int64
 		if err := e.pool.QueryRow(context.Background(), `SELECT event_stream_seq FROM commands WHERE command_id = $1`,
 			"ws-pipe-a").Scan(&seq); err != nil {
@@ -56,6 +67,75 @@ func TestPipeline(t *testing.T) {
 			t.Fatalf("the create's event_stream_seq is %v, want 1", seq)
 		}
 		e.assertEqualsRebuild(t, p)
+	})
+
+	// A later outcome of a command the batch in flight records is left
+	// out of the next batch, not written to wait on that batch's row: the
+	// first outcome counts, and neither batch waits on the other.
+	t.Run("LaterOutcomeOfCommandInFlight", func(t *testing.T) {
+		e := newEnv(t)
+		a := history(t, e.names, "ws-first", []fsm.Command{{Type: fsm.Create}}, nil)
+		b := history(t, e.names, "ws-other", []fsm.Command{{Type: fsm.Create}}, nil)
+		// Stream seqs 1-4: batch 1-2 records ws-first-a; batch 3-4 has its
+		// outcome again and another workspace's event.
+		for _, m := range []*nats.Msg{a[0], a[1], a[1], b[0], b[1]} {
+			if _, err := e.js.PublishMsg(context.Background(), m); err != nil {
+				t.Fatal(err)
+			}
+		}
+		var failed errorOnce
+		var held atomic.Bool
+		p := e.projector(t, func(c *projector.Config) {
+			c.BatchSize = 2
+			c.Hooks.BeforeCommit = func(ctx context.Context, b projector.BatchInfo) error {
+				if b.First == 1 {
+					held.Store(b.Last == 2)
+					failed.set(waitOverlap(ctx, e.pool))
+				}
+				return nil
+			}
+		})
+		projector.Overlap(p, 2*time.Second)
+		stop := run(t, p)
+		e.waitCaughtUp(t, 60*time.Second)
+		stop()
+		if err := failed.get(); err != nil {
+			t.Fatal(err)
+		}
+		if !held.Load() {
+			t.Fatal("the first batch was not 1-2")
+		}
+		if n := count(t, e, `SELECT outcome_stream_seq FROM commands WHERE command_id = 'ws-first-a'`); n != 2 {
+			t.Fatalf("ws-first-a's outcome is stream seq %d, want the first, 2", n)
+		}
+		e.assertEqualsRebuild(t, p)
+	})
+
+	// Batches of megabytes: sending the next batch must not wait for the
+	// server to read it while the server waits for the batch in flight.
+	t.Run("LargeRows", func(t *testing.T) {
+		e := newEnv(t)
+		env := map[string]string{}
+		for j := range 20 {
+			env[fmt.Sprintf("V%02d", j)] = strings.Repeat("y", 4000)
+		}
+		for i := range 600 {
+			h := history(t, e.names, fmt.Sprintf("ws-%04d", i),
+				[]fsm.Command{{Type: fsm.Create, Spec: &fsm.Spec{Image: "img", Env: env}}}, nil)
+			for _, m := range h {
+				if _, err := e.js.PublishMsg(context.Background(), m); err != nil {
+					t.Fatal(err)
+				}
+			}
+		}
+		p := e.projector(t, func(c *projector.Config) { c.BatchSize, c.BatchWait = 500, time.Second })
+		projector.Overlap(p, 2*time.Second)
+		stop := run(t, p)
+		e.waitCaughtUp(t, 60*time.Second)
+		stop()
+		if n := count(t, e, `SELECT count(*) FROM workspaces WHERE length(spec::text) > 80000`); n != 600 {
+			t.Fatalf("%d workspaces with their whole spec, want 600", n)
+		}
 	})
 
 	// A rebuild's swap queues for the checkpoint table while two batches
@@ -117,14 +197,15 @@ func TestPipeline(t *testing.T) {
 	})
 }
 
-// waitOverlap waits until a backend of this database waits on an advisory
-// lock: the next batch, written, waiting for the one in flight to end.
+// waitOverlap waits, from BeforeCommit, until two transactions of this
+// database have written and not committed: the batch committing and the
+// next one, its rows written.
 func waitOverlap(ctx context.Context, pool *pgxpool.Pool) error {
-	return waitFor2(ctx, 30*time.Second, "the next batch to wait on this one", func(ctx context.Context) (bool, error) {
+	return waitFor2(ctx, 30*time.Second, "the next batch's rows to be written", func(ctx context.Context) (bool, error) {
 		var n int
 		err := pool.QueryRow(ctx, `SELECT count(*) FROM pg_stat_activity
-			WHERE datname = current_database() AND wait_event_type = 'Lock' AND wait_event = 'advisory'`).Scan(&n)
-		return n > 0, err
+			WHERE datname = current_database() AND state = 'idle in transaction' AND backend_xid IS NOT NULL`).Scan(&n)
+		return n >= 2, err
 	})
 }
 

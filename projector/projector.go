@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"math/rand/v2"
 	"sync/atomic"
 	"time"
 
@@ -81,6 +80,12 @@ func (p *Projector) Run(ctx context.Context) error {
 // session consumes from the checkpoint until an error. progressed reports
 // whether it committed anything.
 func (p *Projector) session(ctx context.Context) (progressed bool, err error) {
+	// One session of this name writes at a time; the others wait here.
+	lead, err := p.store.lead(ctx)
+	if err != nil {
+		return false, err
+	}
+	defer p.store.unlead(lead)
 	cp, err := p.store.ensureCheckpoint(ctx)
 	if err != nil {
 		return false, err
@@ -116,7 +121,6 @@ func (p *Projector) session(ctx context.Context) (progressed bool, err error) {
 		it.Stop()
 	}()
 	cache := map[string]*workspaceRow{} // rows as of the last batch begun; dropped with the session
-	pp := &pipe{key: rand.Int32()}
 	var inflight *tx
 	defer func() {
 		if inflight != nil {
@@ -163,12 +167,12 @@ func (p *Projector) session(ctx context.Context) (progressed bool, err error) {
 			}
 			clear(cache)
 		}
-		t, err := p.store.begin(ctx, pp, from, msgs, info, cache, inflight)
+		t, err := p.store.begin(ctx, lead, from, msgs, info, cache, inflight)
 		if errors.Is(err, errBusy) {
 			if err := commit(); err != nil {
 				return progressed, err
 			}
-			t, err = p.store.begin(ctx, pp, from, msgs, info, cache, nil)
+			t, err = p.store.begin(ctx, lead, from, msgs, info, cache, nil)
 		}
 		if err != nil {
 			return progressed, err

@@ -1,11 +1,10 @@
 package projector
 
 import (
-	"cmp"
 	"context"
 	"errors"
 	"fmt"
-	"slices"
+	"hash/fnv"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -39,14 +38,6 @@ func (s *store) ensureCheckpoint(ctx context.Context) (Checkpoint, error) {
 // cache starts over (a miss costs one lookup, not correctness).
 const maxCached = 200_000
 
-// lanes is how many advisory locks a session's transactions take turns
-// on. Transaction k holds lane k%3 and, before it writes workspaces, waits
-// for lane (k-1)%3, which transaction k-1 holds to its end. Three, not two:
-// the wait leaves k holding k-1's lane in shared mode until k ends, and
-// k+1 takes lane (k+1)%3 = (k-2)%3, whose holders k-2 and k-1 are both
-// done by then, so beginning never waits.
-const lanes = 3
-
 // errBusy means a batch could not begin at once, beside the one in
 // flight: no connection was free, or someone (a rebuild's swap) waits for
 // the checkpoint table. Commit the batch in flight, then begin again,
@@ -56,27 +47,32 @@ var errBusy = errors.New("checkpoint table busy")
 // lockNotAvailable is PostgreSQL's SQLSTATE lock_not_available (NOWAIT).
 const lockNotAvailable = "55P03"
 
-// tx is one batch's transaction, on a connection of its own: begun, its
-// writes sent, not yet committed. Up to two are in flight: while one
-// commits, the next one's rows are being written.
+// tx is one batch's transaction: begun, its event and command rows sent,
+// not yet committed. Up to two are in flight, each on its connection:
+// while one commits, the next one's rows are being written.
 //
-// Their order is kept by the checkpoint compare-and-set, the last write
-// of each: it expects the checkpoint the previous batch moves, so it
-// succeeds only once that batch has committed and fails (nothing kept) if
-// that batch rolled back. Rows of events and commands do not overlap
-// between batches and are written at once; workspace rows are written
-// only once the previous batch has ended (the lane), in id order, so the
-// two never wait on each other's rows in opposite orders.
+// The next batch's first writes never wait on the batch in flight: their
+// events are other stream messages, and an outcome whose command the batch
+// in flight records is left out (the first outcome counts). The rest, the
+// workspace rows and the checkpoint compare-and-set, is sent by finish,
+// once the batch before has committed: no batch ever waits on rows of the
+// one after it, and the server never stops reading a batch mid-way for
+// one of ours, so sending never blocks on it either.
 type tx struct {
-	conn   *pgxpool.Conn
-	br     pgx.BatchResults
-	writes int // statements sent in br
-	info   BatchInfo
-	msgs   []message
+	conn *pgxpool.Conn
+	lead bool // conn is the session's leading connection
+	br   pgx.BatchResults
+	rows int // statements sent in br
+	// rest is the workspace upsert and the compare-and-set, for finish.
+	rest pgx.Batch
+	info BatchInfo
+	msgs []message
 	// events locates this batch's events by workspace and per-workspace
 	// sequence, for outcomes of the next batch that the cache cannot
 	// resolve and SQL cannot see before this batch commits.
 	events map[eventKey]int64
+	// commands are the command ids this batch records.
+	commands map[string]bool
 }
 
 type eventKey struct {
@@ -84,70 +80,105 @@ type eventKey struct {
 	seq       int64
 }
 
-// pipe is what a session's transactions share.
-type pipe struct {
-	key   int32 // the advisory lock space of this session's lanes
-	count int   // transactions begun
+// leadKey is the advisory lock a projector session holds while it
+// writes: one session per projector name writes at a time, so batches of
+// two sessions never interleave (they would wait on each other's rows).
+func leadKey(name string) int64 {
+	h := fnv.New64a()
+	h.Write([]byte("turnstile projector " + name))
+	return int64(h.Sum64())
+}
+
+// lead takes the session's leading connection and, waiting as long as
+// another session of this name writes, its advisory lock. The lock goes
+// with the connection: release it with unlead.
+func (s *store) lead(ctx context.Context) (*pgxpool.Conn, error) {
+	conn, err := s.pool.Acquire(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("connect: %w", err)
+	}
+	if _, err := conn.Exec(ctx, `SELECT pg_advisory_lock($1)`, leadKey(s.name)); err != nil {
+		s.unlead(conn)
+		return nil, fmt.Errorf("lead: %w", err)
+	}
+	return conn, nil
+}
+
+// unlead closes the leading connection: the lock ends with its session,
+// and the pool never hands out a connection that holds it.
+func (s *store) unlead(conn *pgxpool.Conn) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	_ = conn.Conn().Close(ctx)
+	conn.Release()
 }
 
 // begin starts the transaction of msgs, which follow from, and sends its
-// writes. prev is the transaction in flight before it, if any. When prev
-// is not nil begin does not wait for locks: it fails with errBusy instead.
+// event and command rows. prev is the transaction in flight before it, if
+// any; lead is the session's leading connection, used when prev does not
+// hold it. With prev in flight begin waits for neither a connection nor a
+// lock: it fails with errBusy instead.
 //
 // cache holds the rows of workspaces as of the last batch folded; begin
 // loads what it lacks and folds msgs into it. It is valid only while the
 // checkpoint is ours: the caller drops it whenever a batch fails.
-func (s *store) begin(ctx context.Context, pp *pipe, from uint64, msgs []message, info BatchInfo,
+func (s *store) begin(ctx context.Context, lead *pgxpool.Conn, from uint64, msgs []message, info BatchInfo,
 	cache map[string]*workspaceRow, prev *tx) (*tx, error) {
-	conn, err := s.acquire(ctx, prev != nil)
-	if err != nil {
-		return nil, err
+	t := &tx{info: info}
+	if prev == nil || !prev.lead {
+		t.conn, t.lead = lead, true
+	} else {
+		conn, err := s.acquire(ctx)
+		if err != nil {
+			return nil, err
+		}
+		t.conn = conn
 	}
-	t := &tx{conn: conn, info: info}
 	// Read outside the transaction. A row the cache lacks was not touched
 	// by a batch in flight (those are folded into the cache), so what is
 	// committed is current; if anyone else wrote since from, the checkpoint
 	// compare-and-set fails and nothing is kept.
-	if err := loadMissing(ctx, conn, msgs, cache); err != nil {
-		conn.Release()
+	if err := loadMissing(ctx, t.conn, msgs, cache); err != nil {
+		t.release()
 		return nil, err
 	}
-	lane := pp.count % lanes
 	// The checkpoint table first: a rebuild's swap locks it before the
-	// others, so the two cannot deadlock. One round trip, so that this
-	// lane is held before the next batch is sent to wait on it.
+	// others, so the two cannot deadlock. With a batch in flight, do not
+	// queue behind a swap: the swap waits for that batch, which waits for
+	// us to commit it.
 	nowait := ""
 	if prev != nil {
 		nowait = " NOWAIT"
 	}
-	if _, err := conn.Exec(ctx, fmt.Sprintf(`BEGIN; LOCK TABLE projector_checkpoint IN ROW EXCLUSIVE MODE%s;
-		SELECT pg_advisory_xact_lock(%d, %d)`, nowait, pp.key, lane)); err != nil {
+	if _, err := t.conn.Exec(ctx, `BEGIN; LOCK TABLE projector_checkpoint IN ROW EXCLUSIVE MODE`+nowait); err != nil {
 		t.rollback(ctx)
 		if pgErr := (*pgconn.PgError)(nil); errors.As(err, &pgErr) && pgErr.Code == lockNotAvailable {
 			return nil, errBusy
 		}
 		return nil, fmt.Errorf("begin batch %d-%d: %w", info.First, info.Last, err)
 	}
-	pp.count++
 	ws, evs, cmds := foldBatch(cache, msgs)
 	t.events = make(map[eventKey]int64, len(evs))
 	for _, e := range evs {
 		t.events[eventKey{e.Workspace, e.Seq}] = e.StreamSeq
 	}
-	if prev != nil {
-		for i := range cmds {
-			c := &cmds[i]
+	t.commands = make(map[string]bool, len(cmds))
+	kept := cmds[:0]
+	for _, c := range cmds {
+		t.commands[c.CommandID] = true
+		if prev != nil {
+			if prev.commands[c.CommandID] {
+				continue // a later outcome; the one in flight counts
+			}
 			if c.EventSeq != nil && c.EventStreamSeq == nil {
 				if seq, ok := prev.events[eventKey{c.Workspace, *c.EventSeq}]; ok {
 					c.EventStreamSeq = &seq
 				}
 			}
 		}
+		kept = append(kept, c)
 	}
-	// Id order: see tx. Stable, so that of two outcomes of one command the
-	// first is still inserted first, and kept.
-	slices.SortStableFunc(cmds, func(a, b commandRow) int { return cmp.Compare(a.CommandID, b.CommandID) })
-	slices.SortFunc(ws, func(a, b *workspaceRow) int { return cmp.Compare(a.ID, b.ID) })
+	cmds = kept
 	last := msgs[len(msgs)-1]
 	var b pgx.Batch
 	if len(evs) > 0 {
@@ -156,34 +187,26 @@ func (s *store) begin(ctx context.Context, pp *pipe, from uint64, msgs []message
 	if len(cmds) > 0 {
 		b.Queue(insertCommandsSQL, commandColumns(cmds)...)
 	}
-	if prev != nil {
-		b.Queue(`SELECT pg_advisory_xact_lock_shared($1, $2)`, pp.key, (lane+lanes-1)%lanes)
-	}
 	if len(ws) > 0 {
 		cols, err := workspaceColumns(ws)
 		if err != nil {
 			t.rollback(ctx)
 			return nil, err
 		}
-		b.Queue(upsertWorkspacesSQL, cols...)
+		t.rest.Queue(upsertWorkspacesSQL, cols...)
 	}
-	b.Queue(`UPDATE projector_checkpoint SET stream_seq = $2, msg_time = $3, updated_at = $4
+	t.rest.Queue(`UPDATE projector_checkpoint SET stream_seq = $2, msg_time = $3, updated_at = $4
 		WHERE name = $1 AND stream_seq = $5`, s.name, int64(last.seq), last.time, s.now(), int64(from))
-	t.br, t.writes = conn.SendBatch(ctx, &b), b.Len()
+	if b.Len() > 0 {
+		t.br, t.rows = t.conn.SendBatch(ctx, &b), b.Len()
+	}
 	return t, nil
 }
 
-// acquire takes a connection. With a batch in flight it does not wait
+// acquire takes a connection beside a batch in flight. It does not wait
 // for one to be released (whoever holds them all may be waiting for that
-// batch, as a rebuild sharing the pool does) and fails with errBusy.
-func (s *store) acquire(ctx context.Context, inflight bool) (*pgxpool.Conn, error) {
-	if !inflight {
-		conn, err := s.pool.Acquire(ctx)
-		if err != nil {
-			return nil, fmt.Errorf("connect: %w", err)
-		}
-		return conn, nil
-	}
+// batch, as a rebuild sharing the pool does): it fails with errBusy.
+func (s *store) acquire(ctx context.Context) (*pgxpool.Conn, error) {
 	if st := s.pool.Stat(); st.IdleConns() == 0 && st.TotalConns() >= st.MaxConns() {
 		return nil, errBusy
 	}
@@ -200,20 +223,34 @@ func (s *store) acquire(ctx context.Context, inflight bool) (*pgxpool.Conn, erro
 	return conn, nil
 }
 
-// finish waits for t's writes and commits them. Whatever the result, t's
-// connection goes back to the pool.
+// finish writes the rest of t, once the batch before it has committed, and
+// commits t. Whatever the result, t's connection is given back (the
+// leading one stays with the session).
 func (s *store) finish(ctx context.Context, t *tx, h Hooks) error {
-	var cas pgconn.CommandTag
 	var err error
-	for range t.writes {
-		if cas, err = t.br.Exec(); err != nil {
-			break
+	if t.br != nil {
+		for range t.rows {
+			if _, err = t.br.Exec(); err != nil {
+				break
+			}
 		}
-	} // the compare-and-set is the last
-	if cerr := t.br.Close(); err == nil {
-		err = cerr
+		if cerr := t.br.Close(); err == nil {
+			err = cerr
+		}
+		t.br = nil
 	}
-	t.br = nil
+	var cas pgconn.CommandTag
+	if err == nil {
+		br := t.conn.SendBatch(ctx, &t.rest)
+		for range t.rest.Len() {
+			if cas, err = br.Exec(); err != nil {
+				break
+			} // the compare-and-set is the last
+		}
+		if cerr := br.Close(); err == nil {
+			err = cerr
+		}
+	}
 	if err != nil {
 		t.rollback(ctx)
 		return fmt.Errorf("write batch %d-%d: %w", t.info.First, t.info.Last, err)
@@ -236,17 +273,27 @@ func (s *store) finish(ctx context.Context, t *tx, h Hooks) error {
 		t.rollback(ctx)
 		return fmt.Errorf("commit batch %d-%d: %w", t.info.First, t.info.Last, err)
 	}
-	t.conn.Release()
+	t.release()
 	return nil
 }
 
-// rollback ends t without keeping anything and releases its connection.
+// rollback ends t without keeping anything and gives back its connection.
 func (t *tx) rollback(ctx context.Context) {
 	if t.br != nil {
 		_ = t.br.Close()
+		t.br = nil
 	}
 	_, _ = t.conn.Exec(context.WithoutCancel(ctx), `ROLLBACK`)
-	t.conn.Release() // a connection left inside a transaction is closed, not reused
+	t.release()
+}
+
+// release gives t's connection back to the pool, unless it is the
+// session's leading one, which the session closes when it ends. A pooled
+// connection left inside a transaction is closed, not reused.
+func (t *tx) release() {
+	if !t.lead {
+		t.conn.Release()
+	}
 }
 
 // loadMissing adds to cache the rows of workspaces the batch touches that

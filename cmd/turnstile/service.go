@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -172,7 +173,16 @@ func (s *service) start(ctx context.Context) error {
 		return err
 	}
 	s.push("PostgreSQL", s.db.close)
-	pool, err := pgxpool.New(ctx, s.db.url)
+	pcfg, err := pgxpool.ParseConfig(s.db.url)
+	if err != nil {
+		return fmt.Errorf("database: %w", err)
+	}
+	if !strings.Contains(s.db.url, "pool_max_conns") {
+		// The projector holds one connection and borrows a second while
+		// two batches are in flight; the rest serve the API and metrics.
+		pcfg.MaxConns = 8
+	}
+	pool, err := pgxpool.NewWithConfig(ctx, pcfg)
 	if err != nil {
 		return fmt.Errorf("database: %w", err)
 	}
