@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/nats-io/nats.go"
 
@@ -128,14 +129,85 @@ func TestPipeline(t *testing.T) {
 				}
 			}
 		}
-		p := e.projector(t, func(c *projector.Config) { c.BatchSize, c.BatchWait = 500, time.Second })
+		var failed errorOnce
+		p := e.projector(t, func(c *projector.Config) {
+			c.BatchSize, c.BatchWait = 500, time.Second
+			c.Hooks.BeforeCommit = func(ctx context.Context, b projector.BatchInfo) error {
+				if b.First == 1 {
+					failed.set(waitOverlap(ctx, e.pool))
+				}
+				return nil
+			}
+		})
 		projector.Overlap(p, 2*time.Second)
 		stop := run(t, p)
-		e.waitCaughtUp(t, 60*time.Second)
+		e.waitCaughtUp(t, 90*time.Second)
 		stop()
+		if err := failed.get(); err != nil {
+			t.Fatal(err)
+		}
 		if n := count(t, e, `SELECT count(*) FROM workspaces WHERE length(spec::text) > 80000`); n != 600 {
 			t.Fatalf("%d workspaces with their whole spec, want 600", n)
 		}
+	})
+
+	// A migration that holds one table of the read model and waits for
+	// another, which the batch in flight holds: the next batch must not
+	// queue behind it (the migration waits for the batch in flight, which
+	// waits for us to commit it), but commit the batch in flight first.
+	t.Run("MigrationWhileInFlight", func(t *testing.T) {
+		e := newEnv(t)
+		for _, w := range []string{"ws-a", "ws-b", "ws-c", "ws-d"} {
+			for _, m := range history(t, e.names, w, []fsm.Command{{Type: fsm.Create}}, nil) {
+				if _, err := e.js.PublishMsg(context.Background(), m); err != nil {
+					t.Fatal(err)
+				}
+			}
+		}
+		var failed errorOnce
+		migrated := make(chan error, 1)
+		p := e.projector(t, func(c *projector.Config) {
+			c.BatchSize = 2 // a new workspace in every batch: each reads workspaces
+			c.Hooks.BeforeCommit = func(ctx context.Context, b projector.BatchInfo) error {
+				if b.First != 1 {
+					return nil
+				}
+				if err := waitOverlap(ctx, e.pool); err != nil {
+					failed.set(err)
+					return nil
+				}
+				go func() {
+					migrated <- pgx.BeginFunc(context.Background(), e.pool, func(tx pgx.Tx) error {
+						_, err := tx.Exec(context.Background(), `LOCK TABLE workspaces IN ACCESS EXCLUSIVE MODE;
+							LOCK TABLE commands IN ACCESS EXCLUSIVE MODE`)
+						return err
+					})
+				}()
+				failed.set(waitFor2(ctx, 30*time.Second, "the migration to wait for this batch", func(ctx context.Context) (bool, error) {
+					var n int
+					err := e.pool.QueryRow(ctx, `SELECT count(*) FROM pg_locks l JOIN pg_class c ON c.oid = l.relation
+						WHERE c.relname = 'workspaces' AND l.mode = 'AccessExclusiveLock' AND NOT l.granted`).Scan(&n)
+					return n > 0, err
+				}))
+				return nil
+			}
+		})
+		projector.Overlap(p, 2*time.Second)
+		stop := run(t, p)
+		select {
+		case err := <-migrated:
+			if err != nil {
+				t.Fatalf("migration: %v", err)
+			}
+		case <-time.After(time.Minute):
+			t.Fatal("the migration did not end")
+		}
+		e.waitCaughtUp(t, 60*time.Second)
+		stop()
+		if err := failed.get(); err != nil {
+			t.Fatal(err)
+		}
+		e.assertEqualsRebuild(t, p)
 	})
 
 	// A rebuild's swap queues for the checkpoint table while two batches

@@ -86,7 +86,7 @@ func (p *Projector) session(ctx context.Context) (progressed bool, err error) {
 		return false, err
 	}
 	defer p.store.unlead(lead)
-	cp, err := p.store.ensureCheckpoint(ctx)
+	cp, err := p.store.ensureCheckpoint(ctx, lead)
 	if err != nil {
 		return false, err
 	}

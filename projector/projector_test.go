@@ -94,9 +94,13 @@ func TestProjector(t *testing.T) {
 		g := newGenerator(e.names, 40, 4)
 		small := func(c *projector.Config) { c.BatchSize = 20 }
 		p1, p2 := e.projector(t, small), e.projector(t, small)
-		run(t, p1)
+		stop1 := run(t, p1)
 		run(t, p2)
 		g.publish(t, e.js, 1500)
+		e.waitCaughtUp(t, 60*time.Second)
+		// One writes at a time; when it stops, the other takes over.
+		stop1()
+		g.publish(t, e.js, 500)
 		e.waitCaughtUp(t, 60*time.Second)
 		e.assertCounts(t, g)
 		e.assertEqualsRebuild(t, p1)

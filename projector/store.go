@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"hash/fnv"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -26,12 +25,12 @@ type store struct {
 }
 
 // ensureCheckpoint creates the checkpoint row if needed and reads it.
-func (s *store) ensureCheckpoint(ctx context.Context) (Checkpoint, error) {
-	if _, err := s.pool.Exec(ctx, `INSERT INTO projector_checkpoint (name, stream_seq, updated_at)
+func (s *store) ensureCheckpoint(ctx context.Context, conn *pgxpool.Conn) (Checkpoint, error) {
+	if _, err := conn.Exec(ctx, `INSERT INTO projector_checkpoint (name, stream_seq, updated_at)
 		VALUES ($1, 0, $2) ON CONFLICT (name) DO NOTHING`, s.name, s.now()); err != nil {
 		return Checkpoint{}, fmt.Errorf("checkpoint: %w", err)
 	}
-	return ReadCheckpoint(ctx, s.pool, s.name)
+	return ReadCheckpoint(ctx, conn, s.name)
 }
 
 // maxCached bounds the session's cache of workspace rows; past it the
@@ -80,24 +79,24 @@ type eventKey struct {
 	seq       int64
 }
 
-// leadKey is the advisory lock a projector session holds while it
-// writes: one session per projector name writes at a time, so batches of
-// two sessions never interleave (they would wait on each other's rows).
-func leadKey(name string) int64 {
-	h := fnv.New64a()
-	h.Write([]byte("turnstile projector " + name))
-	return int64(h.Sum64())
-}
-
 // lead takes the session's leading connection and, waiting as long as
-// another session of this name writes, its advisory lock. The lock goes
-// with the connection: release it with unlead.
+// another session of this name and schema writes, its advisory lock: one
+// session per read model writes at a time, so batches of two sessions
+// never interleave (they would wait on each other's rows). The lock goes
+// with the connection: release it with unlead. Keepalives make the server
+// notice within a minute a holder whose host vanished, rather than hours.
 func (s *store) lead(ctx context.Context) (*pgxpool.Conn, error) {
 	conn, err := s.pool.Acquire(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("connect: %w", err)
 	}
-	if _, err := conn.Exec(ctx, `SELECT pg_advisory_lock($1)`, leadKey(s.name)); err != nil {
+	if _, err := conn.Exec(ctx, `SET tcp_keepalives_idle = 20; SET tcp_keepalives_interval = 5;
+		SET tcp_keepalives_count = 4`); err != nil {
+		s.unlead(conn)
+		return nil, fmt.Errorf("lead: %w", err)
+	}
+	if _, err := conn.Exec(ctx, `SELECT pg_advisory_lock(hashtextextended('turnstile projector ' ||
+		current_schema() || ' ' || $1, 0))`, s.name); err != nil {
 		s.unlead(conn)
 		return nil, fmt.Errorf("lead: %w", err)
 	}
@@ -134,33 +133,40 @@ func (s *store) begin(ctx context.Context, lead *pgxpool.Conn, from uint64, msgs
 		}
 		t.conn = conn
 	}
-	// Read outside the transaction. A row the cache lacks was not touched
-	// by a batch in flight (those are folded into the cache), so what is
-	// committed is current; if anyone else wrote since from, the checkpoint
-	// compare-and-set fails and nothing is kept.
-	if err := loadMissing(ctx, t.conn, msgs, cache); err != nil {
-		t.release()
-		return nil, err
-	}
-	// The checkpoint table first: a rebuild's swap locks it before the
-	// others, so the two cannot deadlock. With a batch in flight, do not
-	// queue behind a swap: the swap waits for that batch, which waits for
-	// us to commit it.
+	// Every table the batch writes, at once and the checkpoint table first,
+	// as a rebuild's swap locks them: the two cannot deadlock, and nothing
+	// the batch does later waits on a lock (a statement's first parse
+	// takes its table's lock too). With a batch in flight, do not queue
+	// behind anyone (a swap, a migration) who waits for that batch, which
+	// waits for us to commit it. Read committed whatever the server's
+	// default: the compare-and-set must see the batch before commit.
 	nowait := ""
 	if prev != nil {
 		nowait = " NOWAIT"
 	}
-	if _, err := t.conn.Exec(ctx, `BEGIN; LOCK TABLE projector_checkpoint IN ROW EXCLUSIVE MODE`+nowait); err != nil {
+	if _, err := t.conn.Exec(ctx, `BEGIN ISOLATION LEVEL READ COMMITTED; LOCK TABLE projector_checkpoint,
+		workspaces, workspace_events, commands IN ROW EXCLUSIVE MODE`+nowait); err != nil {
 		t.rollback(ctx)
 		if pgErr := (*pgconn.PgError)(nil); errors.As(err, &pgErr) && pgErr.Code == lockNotAvailable {
 			return nil, errBusy
 		}
 		return nil, fmt.Errorf("begin batch %d-%d: %w", info.First, info.Last, err)
 	}
+	// A row the cache lacks was not touched by a batch in flight (those
+	// are folded into the cache), so what is committed is current; if
+	// anyone else wrote since from, the checkpoint compare-and-set fails
+	// and nothing is kept.
+	if err := loadMissing(ctx, t.conn, msgs, cache); err != nil {
+		t.rollback(ctx)
+		return nil, err
+	}
 	ws, evs, cmds := foldBatch(cache, msgs)
 	t.events = make(map[eventKey]int64, len(evs))
 	for _, e := range evs {
-		t.events[eventKey{e.Workspace, e.Seq}] = e.StreamSeq
+		k := eventKey{e.Workspace, e.Seq}
+		if _, ok := t.events[k]; !ok { // the earliest, as SQL resolves it
+			t.events[k] = e.StreamSeq
+		}
 	}
 	t.commands = make(map[string]bool, len(cmds))
 	kept := cmds[:0]
