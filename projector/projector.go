@@ -168,7 +168,7 @@ func (p *Projector) session(ctx context.Context) (progressed bool, err error) {
 			clear(cache)
 		}
 		t, err := p.store.begin(ctx, lead, from, msgs, info, cache, inflight)
-		if errors.Is(err, errBusy) {
+		if errors.Is(err, errBusy) && inflight != nil {
 			if err := commit(); err != nil {
 				return progressed, err
 			}

@@ -43,8 +43,12 @@ const maxCached = 200_000
 // waiting.
 var errBusy = errors.New("checkpoint table busy")
 
-// lockNotAvailable is PostgreSQL's SQLSTATE lock_not_available (NOWAIT).
+// lockNotAvailable is PostgreSQL's SQLSTATE lock_not_available (NOWAIT,
+// lock_timeout).
 const lockNotAvailable = "55P03"
+
+// lockTimeout bounds any lock wait of a batch's transaction.
+const lockTimeout = "10s"
 
 // tx is one batch's transaction: begun, its event and command rows sent,
 // not yet committed. Up to two are in flight, each on its connection:
@@ -83,15 +87,16 @@ type eventKey struct {
 // another session of this name and schema writes, its advisory lock: one
 // session per read model writes at a time, so batches of two sessions
 // never interleave (they would wait on each other's rows). The lock goes
-// with the connection: release it with unlead. Keepalives make the server
-// notice within a minute a holder whose host vanished, rather than hours.
+// with the connection: release it with unlead. Keepalives and a user
+// timeout (for unacknowledged data) make the server notice within a
+// minute a holder whose host vanished, rather than hours.
 func (s *store) lead(ctx context.Context) (*pgxpool.Conn, error) {
 	conn, err := s.pool.Acquire(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("connect: %w", err)
 	}
 	if _, err := conn.Exec(ctx, `SET tcp_keepalives_idle = 20; SET tcp_keepalives_interval = 5;
-		SET tcp_keepalives_count = 4`); err != nil {
+		SET tcp_keepalives_count = 4; SET tcp_user_timeout = 60000`); err != nil {
 		s.unlead(conn)
 		return nil, fmt.Errorf("lead: %w", err)
 	}
@@ -144,10 +149,16 @@ func (s *store) begin(ctx context.Context, lead *pgxpool.Conn, from uint64, msgs
 	if prev != nil {
 		nowait = " NOWAIT"
 	}
-	if _, err := t.conn.Exec(ctx, `BEGIN ISOLATION LEVEL READ COMMITTED; LOCK TABLE projector_checkpoint,
-		workspaces, workspace_events, commands IN ROW EXCLUSIVE MODE`+nowait); err != nil {
+	//
+	// LOCK TABLE leaves the tables' indexes out: someone who queues for an
+	// index alone behind one batch can still hold up a statement of the
+	// other. lock_timeout bounds that wait (the session restarts from its
+	// checkpoint) instead of letting it last for ever.
+	if _, err := t.conn.Exec(ctx, `BEGIN ISOLATION LEVEL READ COMMITTED; SET LOCAL lock_timeout = '`+
+		lockTimeout+`'; LOCK TABLE projector_checkpoint, workspaces, workspace_events, commands
+		IN ROW EXCLUSIVE MODE`+nowait); err != nil {
 		t.rollback(ctx)
-		if pgErr := (*pgconn.PgError)(nil); errors.As(err, &pgErr) && pgErr.Code == lockNotAvailable {
+		if pgErr := (*pgconn.PgError)(nil); prev != nil && errors.As(err, &pgErr) && pgErr.Code == lockNotAvailable {
 			return nil, errBusy
 		}
 		return nil, fmt.Errorf("begin batch %d-%d: %w", info.First, info.Last, err)
