@@ -145,15 +145,15 @@ func (s *store) begin(ctx context.Context, lead *pgxpool.Conn, from uint64, msgs
 	// behind anyone (a swap, a migration) who waits for that batch, which
 	// waits for us to commit it. Read committed whatever the server's
 	// default: the compare-and-set must see the batch before commit.
-	nowait := ""
-	if prev != nil {
-		nowait = " NOWAIT"
-	}
 	//
 	// LOCK TABLE leaves the tables' indexes out: someone who queues for an
 	// index alone behind one batch can still hold up a statement of the
 	// other. lock_timeout bounds that wait (the session restarts from its
 	// checkpoint) instead of letting it last for ever.
+	nowait := ""
+	if prev != nil {
+		nowait = " NOWAIT"
+	}
 	if _, err := t.conn.Exec(ctx, `BEGIN ISOLATION LEVEL READ COMMITTED; SET LOCAL lock_timeout = '`+
 		lockTimeout+`'; LOCK TABLE projector_checkpoint, workspaces, workspace_events, commands
 		IN ROW EXCLUSIVE MODE`+nowait); err != nil {
