@@ -140,7 +140,15 @@ func (e *env) waitCaughtUp(tb testing.TB, timeout time.Duration) {
 // waitFor polls cond until it holds or timeout passes.
 func waitFor(tb testing.TB, timeout time.Duration, what string, cond func(context.Context) (bool, error)) {
 	tb.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	if err := poll(context.Background(), timeout, what, cond); err != nil {
+		tb.Fatal(err)
+	}
+}
+
+// poll is waitFor for goroutines other than the test's (projector hooks):
+// it returns an error instead of failing the test.
+func poll(ctx context.Context, timeout time.Duration, what string, cond func(context.Context) (bool, error)) error {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	t := time.NewTicker(20 * time.Millisecond)
 	defer t.Stop()
@@ -150,13 +158,25 @@ func waitFor(tb testing.TB, timeout time.Duration, what string, cond func(contex
 		ok, err := cond(cctx)
 		ccancel()
 		if err == nil && ok {
-			return
+			return nil
 		}
-		lastErr = err
+		if err != nil && ctx.Err() == nil {
+			lastErr = err
+		}
 		select {
 		case <-ctx.Done():
-			tb.Fatalf("timed out after %v waiting for %s (last error: %v)", timeout, what, lastErr)
+			return fmt.Errorf("timed out after %v waiting for %s (last error: %v)", timeout, what, lastErr)
 		case <-t.C:
+		}
+	}
+}
+
+// publishAll publishes msgs in order.
+func publishAll(tb testing.TB, js jetstream.JetStream, msgs ...*nats.Msg) {
+	tb.Helper()
+	for _, m := range msgs {
+		if _, err := js.PublishMsg(context.Background(), m); err != nil {
+			tb.Fatal(err)
 		}
 	}
 }

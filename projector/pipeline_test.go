@@ -2,7 +2,6 @@ package projector_test
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"strings"
 	"sync"
@@ -12,7 +11,6 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
-	"github.com/nats-io/nats.go"
 
 	"github.com/turnstile-dev/turnstile/fsm"
 	"github.com/turnstile-dev/turnstile/projector"
@@ -28,11 +26,7 @@ func TestPipeline(t *testing.T) {
 		e := newEnv(t)
 		h := history(t, e.names, "ws-pipe", []fsm.Command{{Type: fsm.Create}, {Type: fsm.ProvisionSucceeded}}, nil)
 		e1, o1, e2, o2 := h[0], h[1], h[2], h[3]
-		for _, m := range []*nats.Msg{e1, e2, o1, o2} { // stream seqs 1-4
-			if _, err := e.js.PublishMsg(context.Background(), m); err != nil {
-				t.Fatal(err)
-			}
-		}
+		publishAll(t, e.js, e1, e2, o1, o2) // stream seqs 1-4
 		var failed errorOnce
 		var held atomic.Bool
 		p := e.projector(t, func(c *projector.Config) {
@@ -79,11 +73,7 @@ func TestPipeline(t *testing.T) {
 		b := history(t, e.names, "ws-other", []fsm.Command{{Type: fsm.Create}}, nil)
 		// Stream seqs 1-4: batch 1-2 records ws-first-a; batch 3-4 has its
 		// outcome again and another workspace's event.
-		for _, m := range []*nats.Msg{a[0], a[1], a[1], b[0], b[1]} {
-			if _, err := e.js.PublishMsg(context.Background(), m); err != nil {
-				t.Fatal(err)
-			}
-		}
+		publishAll(t, e.js, a[0], a[1], a[1], b[0], b[1])
 		var failed errorOnce
 		var held atomic.Bool
 		p := e.projector(t, func(c *projector.Config) {
@@ -123,11 +113,7 @@ func TestPipeline(t *testing.T) {
 		for i := range 600 {
 			h := history(t, e.names, fmt.Sprintf("ws-%04d", i),
 				[]fsm.Command{{Type: fsm.Create, Spec: &fsm.Spec{Image: "img", Env: env}}}, nil)
-			for _, m := range h {
-				if _, err := e.js.PublishMsg(context.Background(), m); err != nil {
-					t.Fatal(err)
-				}
-			}
+			publishAll(t, e.js, h...)
 		}
 		var failed errorOnce
 		p := e.projector(t, func(c *projector.Config) {
@@ -158,11 +144,7 @@ func TestPipeline(t *testing.T) {
 	t.Run("MigrationWhileInFlight", func(t *testing.T) {
 		e := newEnv(t)
 		for _, w := range []string{"ws-a", "ws-b", "ws-c", "ws-d"} {
-			for _, m := range history(t, e.names, w, []fsm.Command{{Type: fsm.Create}}, nil) {
-				if _, err := e.js.PublishMsg(context.Background(), m); err != nil {
-					t.Fatal(err)
-				}
-			}
+			publishAll(t, e.js, history(t, e.names, w, []fsm.Command{{Type: fsm.Create}}, nil)...)
 		}
 		var failed errorOnce
 		migrated := make(chan error, 1)
@@ -183,12 +165,7 @@ func TestPipeline(t *testing.T) {
 						return err
 					})
 				}()
-				failed.set(waitFor2(ctx, 30*time.Second, "the migration to wait for this batch", func(ctx context.Context) (bool, error) {
-					var n int
-					err := e.pool.QueryRow(ctx, `SELECT count(*) FROM pg_locks l JOIN pg_class c ON c.oid = l.relation
-						WHERE c.relname = 'workspaces' AND l.mode = 'AccessExclusiveLock' AND NOT l.granted`).Scan(&n)
-					return n > 0, err
-				}))
+				failed.set(waitQueued(ctx, e.pool, "workspaces", "the migration to wait for this batch"))
 				return nil
 			}
 		})
@@ -238,12 +215,7 @@ func TestPipeline(t *testing.T) {
 						_, err := p.Rebuild(context.Background(), nil)
 						rebuilt <- err
 					}()
-					failed.set(waitFor2(ctx, 60*time.Second, "the swap to wait for the checkpoint table", func(ctx context.Context) (bool, error) {
-						var n int
-						err := e.pool.QueryRow(ctx, `SELECT count(*) FROM pg_locks l JOIN pg_class c ON c.oid = l.relation
-							WHERE c.relname = 'projector_checkpoint' AND l.mode = 'AccessExclusiveLock' AND NOT l.granted`).Scan(&n)
-						return n > 0, err
-					}))
+					failed.set(waitQueued(ctx, e.pool, "projector_checkpoint", "the swap to wait for the checkpoint table"))
 				})
 				return nil
 			}
@@ -273,7 +245,7 @@ func TestPipeline(t *testing.T) {
 // database have written and not committed: the batch committing and the
 // next one, its rows written.
 func waitOverlap(ctx context.Context, pool *pgxpool.Pool) error {
-	return waitFor2(ctx, 30*time.Second, "the next batch's rows to be written", func(ctx context.Context) (bool, error) {
+	return poll(ctx, 30*time.Second, "the next batch's rows to be written", func(ctx context.Context) (bool, error) {
 		var n int
 		err := pool.QueryRow(ctx, `SELECT count(*) FROM pg_stat_activity
 			WHERE datname = current_database() AND state = 'idle in transaction' AND backend_xid IS NOT NULL`).Scan(&n)
@@ -281,28 +253,15 @@ func waitOverlap(ctx context.Context, pool *pgxpool.Pool) error {
 	})
 }
 
-// waitFor2 is waitFor for goroutines other than the test's: it returns
-// an error instead of failing the test.
-func waitFor2(ctx context.Context, timeout time.Duration, what string, cond func(context.Context) (bool, error)) error {
-	ctx, cancel := context.WithTimeout(ctx, timeout)
-	defer cancel()
-	t := time.NewTicker(10 * time.Millisecond)
-	defer t.Stop()
-	var lastErr error
-	for {
-		ok, err := cond(ctx)
-		if err == nil && ok {
-			return nil
-		}
-		if err != nil && !errors.Is(err, context.DeadlineExceeded) {
-			lastErr = err
-		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("timed out after %v waiting for %s (last error: %v)", timeout, what, lastErr)
-		case <-t.C:
-		}
-	}
+// waitQueued waits until someone queues for table in ACCESS EXCLUSIVE
+// mode: a swap or a migration waiting for the batches in flight.
+func waitQueued(ctx context.Context, pool *pgxpool.Pool, table, what string) error {
+	return poll(ctx, 60*time.Second, what, func(ctx context.Context) (bool, error) {
+		var n int
+		err := pool.QueryRow(ctx, `SELECT count(*) FROM pg_locks l JOIN pg_class c ON c.oid = l.relation
+			WHERE c.relname = $1 AND l.mode = 'AccessExclusiveLock' AND NOT l.granted`, table).Scan(&n)
+		return n > 0, err
+	})
 }
 
 // errorOnce keeps the first error set from any goroutine.

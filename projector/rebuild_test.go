@@ -29,11 +29,7 @@ func TestRebuildMatchesSlowDecoding(t *testing.T) {
 	e := newEnv(t)
 	g := newGenerator(e.names, 30, 21)
 	g.publish(t, e.js, 1000)
-	for _, m := range unusualMessages(t, e.names) {
-		if _, err := e.js.PublishMsg(context.Background(), m); err != nil {
-			t.Fatal(err)
-		}
-	}
+	publishAll(t, e.js, unusualMessages(t, e.names)...)
 	g.publish(t, e.js, 200)
 	slow := e.projector(t, nil)
 	projector.DecodeSlowly(slow)

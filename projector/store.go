@@ -41,7 +41,7 @@ const maxCached = 200_000
 // flight: no connection was free, or someone (a rebuild's swap) waits for
 // the checkpoint table. Commit the batch in flight, then begin again,
 // waiting.
-var errBusy = errors.New("checkpoint table busy")
+var errBusy = errors.New("cannot begin beside the batch in flight")
 
 // lockNotAvailable is PostgreSQL's SQLSTATE lock_not_available (NOWAIT,
 // lock_timeout).
