@@ -37,16 +37,16 @@ func consumersDrained(ctx context.Context, js jetstream.JetStream, names events.
 		if err != nil {
 			return false
 		}
+		// Read the lister to its end: its goroutine sends without watching
+		// the context, so leaving early would leak it (goleak reports it).
+		drained := true
 		lister := s.ListConsumers(ctx)
 		for info := range lister.Info() {
-			if info.Config.Durable == "" {
-				continue
-			}
-			if info.NumPending != 0 || info.NumAckPending != 0 {
-				return false
+			if info.Config.Durable != "" && (info.NumPending != 0 || info.NumAckPending != 0) {
+				drained = false
 			}
 		}
-		if lister.Err() != nil {
+		if lister.Err() != nil || !drained {
 			return false
 		}
 	}
