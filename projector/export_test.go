@@ -10,6 +10,10 @@ func DecodeSlowly(p *Projector) { p.dec.slow = true }
 // tests of two batches in flight get them.
 func Overlap(p *Projector, d time.Duration) { p.linger = d }
 
+// ConnWait bounds how long p's rebuilds wait for their copiers'
+// connections.
+func ConnWait(p *Projector, d time.Duration) { p.connWait = d }
+
 // CopyColumns are the columns a rebuild copies, per table, in the order
 // its binary encoders write them.
 var CopyColumns = map[string][]string{

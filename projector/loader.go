@@ -11,7 +11,6 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
-	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/nats-io/nats.go/jetstream"
 )
 
@@ -19,6 +18,7 @@ import (
 type loader struct {
 	p        *Projector
 	conn     *pgx.Conn
+	copiers  [2]*pgx.Conn // the events' and the commands' connections
 	through  uint64
 	progress func(Progress)
 	indexes  map[string][]string // per table, the statements that build its indexes
@@ -71,7 +71,7 @@ func (l *loader) load(ctx context.Context, stream jetstream.Stream,
 	evDone, cmdDone := make(chan tableDone, 1), make(chan tableDone, 1)
 	go func() {
 		<-prepared
-		evDone <- l.copier(ctx, cancel, "workspace_events", eventCopyColumns, func(ctx context.Context, tx pgx.Tx) (int64, error) {
+		evDone <- l.copier(ctx, cancel, l.copiers[0], "workspace_events", eventCopyColumns, func(ctx context.Context, tx pgx.Tx) (int64, error) {
 			return copyTable(ctx, tx, "workspace_events", eventCopyColumns, evs, func(b []byte, f *eventFacts) []byte {
 				return encodeEvent(b, &f.row)
 			}, l.freeEvents)
@@ -79,7 +79,7 @@ func (l *loader) load(ctx context.Context, stream jetstream.Stream,
 	}()
 	go func() {
 		<-prepared
-		cmdDone <- l.copier(ctx, cancel, "commands", commandCopyColumns, func(ctx context.Context, tx pgx.Tx) (int64, error) {
+		cmdDone <- l.copier(ctx, cancel, l.copiers[1], "commands", commandCopyColumns, func(ctx context.Context, tx pgx.Tx) (int64, error) {
 			return copyTable(ctx, tx, "commands", commandCopyColumns, cmds, encodeCommand, l.freeCommands)
 		})
 	}()
@@ -119,19 +119,10 @@ func later(a, b time.Time) time.Time {
 	return a
 }
 
-// copier is fill on a connection of the pool; a failure cancels the load.
-func (l *loader) copier(ctx context.Context, cancel context.CancelCauseFunc, table string, cols []string,
+// copier is fill on conn; a failure cancels the load.
+func (l *loader) copier(ctx context.Context, cancel context.CancelCauseFunc, conn *pgx.Conn, table string, cols []string,
 	write func(context.Context, pgx.Tx) (int64, error)) tableDone {
-	if ctx.Err() != nil {
-		return tableDone{err: ctx.Err()}
-	}
-	d := tableDone{err: fmt.Errorf("rebuild: %s: no connection", table)}
-	if err := l.p.cfg.Pool.AcquireFunc(ctx, func(c *pgxpool.Conn) error {
-		d = l.fill(ctx, c.Conn(), table, cols, write)
-		return nil
-	}); err != nil {
-		d.err = fmt.Errorf("rebuild: %s: %w", table, err)
-	}
+	d := l.fill(ctx, conn, table, cols, write)
 	if d.err != nil {
 		cancel(d.err)
 	}

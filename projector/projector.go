@@ -21,6 +21,8 @@ type Projector struct {
 	// linger is how long a batch in flight waits for the next one to
 	// overlap with; zero but in tests, which need the overlap for sure.
 	linger time.Duration
+	// connWait bounds a rebuild's wait for its copiers' connections.
+	connWait time.Duration
 	// applied is the last checkpoint this projector saw, for lag gauges
 	// while PostgreSQL is unreachable.
 	applied atomic.Uint64
@@ -37,10 +39,11 @@ func New(cfg Config) (*Projector, error) {
 		return nil, err
 	}
 	return &Projector{
-		cfg:     cfg,
-		store:   &store{pool: cfg.Pool, name: cfg.Name, now: cfg.Now},
-		dec:     decoder{names: cfg.Names},
-		metrics: m,
+		cfg:      cfg,
+		store:    &store{pool: cfg.Pool, name: cfg.Name, now: cfg.Now},
+		dec:      decoder{names: cfg.Names},
+		metrics:  m,
+		connWait: defaultConnWait,
 	}, nil
 }
 

@@ -27,6 +27,10 @@ const (
 	rebuildLock = int64(0x7475726e_72656275) // "turnrebu"
 	// rebuildConns is the connections a rebuild holds at once.
 	rebuildConns = 3
+	// defaultConnWait bounds the wait for the copiers' connections: others
+	// may hold the pool's connections for good (a running projector keeps
+	// one), and a wait without end would hang the rebuild.
+	defaultConnWait = 10 * time.Second
 )
 
 // readModelTables are swapped as a whole, the checkpoint included.
@@ -67,7 +71,9 @@ type RebuildStats struct {
 // included. A running projector notices the swap at its next batch (its
 // checkpoint compare-and-set fails) and resumes from the new checkpoint.
 // Views or foreign keys on the read model make the swap fail: drop them
-// first. progress may be nil.
+// first. progress may be nil. It holds three of the pool's connections at
+// once, and fails if they are not free within 10 s: a projector running on
+// the same pool keeps one for as long as it runs.
 //
 // The new tables are ordinary, WAL-logged tables from the first row (the
 // rows are copied frozen, in the transaction that truncates the table), so
@@ -80,7 +86,9 @@ func (p *Projector) Rebuild(ctx context.Context, progress func(Progress)) (Rebui
 		progress = func(Progress) {}
 	}
 	// The load holds three connections at once (its own and two copiers);
-	// with fewer it would wait for a connection forever.
+	// with fewer it would wait for a connection forever. All three are
+	// taken before the stream is read: a copier that waited for one while
+	// the other held its own would stall the read that feeds them both.
 	if n := p.cfg.Pool.Config().MaxConns; n < rebuildConns {
 		return RebuildStats{}, fmt.Errorf("rebuild: the pool allows %d connections; a rebuild needs at least %d", n, rebuildConns)
 	}
@@ -120,8 +128,17 @@ func (p *Projector) Rebuild(ctx context.Context, progress func(Progress)) (Rebui
 		return RebuildStats{}, fmt.Errorf("rebuild: %w: the stream starts at %d and lacks %d messages before %d",
 			ErrGap, st.FirstSeq, st.NumDeleted, st.LastSeq)
 	}
-	l := &loader{p: p, conn: conn.Conn(), through: st.LastSeq, progress: progress,
-		ws: map[string]*workspaceRow{}}
+	copiers, err := p.acquireCopiers(ctx)
+	if err != nil {
+		return RebuildStats{}, err
+	}
+	defer func() {
+		for _, c := range copiers {
+			c.Release()
+		}
+	}()
+	l := &loader{p: p, conn: conn.Conn(), copiers: [2]*pgx.Conn{copiers[0].Conn(), copiers[1].Conn()},
+		through: st.LastSeq, progress: progress, ws: map[string]*workspaceRow{}}
 	// The stream is read while the new tables are prepared.
 	progress(Progress{Phase: "read", Total: l.through})
 	copied, err := l.load(ctx, stream, func(ctx context.Context) (map[string][]string, error) {
@@ -151,6 +168,30 @@ func (p *Projector) Rebuild(ctx context.Context, progress func(Progress)) (Rebui
 		"messages", l.stats.Messages, "workspaces", l.stats.Workspaces, "duration", l.stats.Duration,
 		"load", l.stats.Load, "index", l.stats.Index, "swap", l.stats.Swap)
 	return l.stats, nil
+}
+
+// acquireCopiers takes the copiers' two connections from the pool, waiting
+// at most p.connWait for them.
+func (p *Projector) acquireCopiers(ctx context.Context) ([]*pgxpool.Conn, error) {
+	actx, cancel := context.WithTimeout(ctx, p.connWait)
+	defer cancel()
+	var conns []*pgxpool.Conn
+	for len(conns) < rebuildConns-1 {
+		c, err := p.cfg.Pool.Acquire(actx)
+		if err != nil {
+			for _, c := range conns {
+				c.Release()
+			}
+			if ctx.Err() == nil && actx.Err() != nil {
+				st := p.cfg.Pool.Stat()
+				return nil, fmt.Errorf("rebuild: no free connection in the pool within %s (%d of %d in use, this rebuild's included): "+
+					"a rebuild needs %d at once; give it a pool of its own or a larger one", p.connWait, st.AcquiredConns(), st.MaxConns(), rebuildConns)
+			}
+			return nil, fmt.Errorf("rebuild: %w", err)
+		}
+		conns = append(conns, c)
+	}
+	return conns, nil
 }
 
 // dropRebuildSchema drops what a failed rebuild leaves, on conn, which

@@ -354,6 +354,43 @@ func TestRebuildNeedsThreeConnections(t *testing.T) {
 	}
 }
 
+// A running projector keeps one of the pool's connections for good. A
+// rebuild that shares a pool of three with it cannot have the three it
+// needs at once: it says so within its bound, and the read model and the
+// projector go on as they were. (Its copiers used to take their
+// connections as they started: on a stream longer than the read-ahead,
+// one waited for a connection the other held until the read ended, and
+// the read waited for it, for good. On this short stream that version
+// got by, one copier after the other.)
+func TestRebuildBesideProjectorOnSmallPool(t *testing.T) {
+	e := newEnv(t)
+	g := newGenerator(e.names, 10, 45)
+	g.publish(t, e.js, 100)
+	cfg := e.pool.Config().Copy()
+	cfg.MaxConns = 3
+	small, err := pgxpool.NewWithConfig(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer small.Close()
+	onSmall := func(c *projector.Config) { c.Pool = small }
+	stop := run(t, e.projector(t, onSmall))
+	defer stop()
+	e.waitCaughtUp(t, time.Minute)
+	before := dump(t, e.pool)
+
+	p := e.projector(t, onSmall)
+	projector.ConnWait(p, 500*time.Millisecond)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if _, err := p.Rebuild(ctx, nil); err == nil || !strings.Contains(err.Error(), "no free connection") {
+		t.Fatalf("rebuild beside a projector on a pool of 3: %v, want a refusal for want of a connection", err)
+	}
+	assertSameModel(t, before, dump(t, e.pool))
+	g.publish(t, e.js, 50)
+	e.waitCaughtUp(t, time.Minute)
+}
+
 // A stream that lost a message cannot be rebuilt: the rebuild says so at
 // once with ErrGap and leaves the read model as it was.
 func TestRebuildRefusesGap(t *testing.T) {
