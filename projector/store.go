@@ -246,27 +246,12 @@ func (s *store) acquire(ctx context.Context) (*pgxpool.Conn, error) {
 func (s *store) finish(ctx context.Context, t *tx, h Hooks) error {
 	var err error
 	if t.br != nil {
-		for range t.rows {
-			if _, err = t.br.Exec(); err != nil {
-				break
-			}
-		}
-		if cerr := t.br.Close(); err == nil {
-			err = cerr
-		}
+		_, err = drain(t.br, t.rows)
 		t.br = nil
 	}
-	var cas pgconn.CommandTag
+	var cas pgconn.CommandTag // the compare-and-set's: it is the last statement
 	if err == nil {
-		br := t.conn.SendBatch(ctx, &t.rest)
-		for range t.rest.Len() {
-			if cas, err = br.Exec(); err != nil {
-				break
-			} // the compare-and-set is the last
-		}
-		if cerr := br.Close(); err == nil {
-			err = cerr
-		}
+		cas, err = drain(t.conn.SendBatch(ctx, &t.rest), t.rest.Len())
 	}
 	if err != nil {
 		t.rollback(ctx)
@@ -292,6 +277,22 @@ func (s *store) finish(ctx context.Context, t *tx, h Hooks) error {
 	}
 	t.release()
 	return nil
+}
+
+// drain reads the results of n statements sent in br, stopping at the
+// first error, and closes br. It returns the last statement's tag.
+func drain(br pgx.BatchResults, n int) (pgconn.CommandTag, error) {
+	var tag pgconn.CommandTag
+	var err error
+	for range n {
+		if tag, err = br.Exec(); err != nil {
+			break
+		}
+	}
+	if cerr := br.Close(); err == nil {
+		err = cerr
+	}
+	return tag, err
 }
 
 // rollback ends t without keeping anything and gives back its connection.
