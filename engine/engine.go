@@ -135,9 +135,9 @@ func (e *Engine) Open(ctx context.Context) error {
 		return fmt.Errorf("engine: consumer %s: %w", e.cfg.Durable, err)
 	}
 	// Before the first pull: commands an earlier engine took and did not
-	// finish come back only after the ack wait, and the workspace's later
-	// commands must not overtake them meanwhile.
-	holds, err := e.unfinished(ctx, cons)
+	// finish would come back only after the ack wait, and their workspaces'
+	// later commands must not overtake them; they are queued first.
+	recovered, err := e.unfinished(ctx, cons)
 	if err != nil {
 		return err
 	}
@@ -148,13 +148,8 @@ func (e *Engine) Open(ctx context.Context) error {
 	runCtx, cancel := context.WithCancel(context.Background())
 	e.cancel, e.iter = cancel, it
 	e.queue = newQueue(e.cfg.MaxAckPending)
-	for _, h := range holds {
-		e.queue.hold(h)
-	}
-	if len(holds) > 0 {
-		e.log.Info("engine: holding workspaces behind commands an earlier engine took and did not finish",
-			"commands", len(holds))
-		e.wg.Go(func() { e.releaseHolds(runCtx, time.Now().Add(2*e.cfg.AckWait)) })
+	for _, m := range recovered {
+		e.queue.push(e.names.WorkspaceOf(m.Subject()), m)
 	}
 	e.heads = newHeadCache(65536)
 	e.commit = newCommitter(e.cfg.MaxBatch, e.log, e.cfg.Metrics)

@@ -11,14 +11,40 @@ import (
 
 	"github.com/turnstile-dev/turnstile/events"
 	"github.com/turnstile-dev/turnstile/fsm"
-	"github.com/turnstile-dev/turnstile/internal/retry"
 )
 
-// unfinished returns the commands the durable consumer delivered and that
-// have no stored outcome: taken by an engine that died (or is another
-// engine, still at work) and not finished. They lie between the consumer's
-// ack floor and its last delivered sequence.
-func (e *Engine) unfinished(ctx context.Context, cons jetstream.Consumer) ([]hold, error) {
+// recovered is a command an earlier engine took and did not finish, read
+// again from the stream. The engine handles it at once, ahead of its
+// workspace's later commands, instead of waiting for the server to
+// redeliver it after the ack wait; the redelivery then finds its outcome
+// and is acked. Settling this copy is the redelivery's job, so its acks
+// are no-ops. Handling a command another engine is still handling is safe:
+// an outcome is stored at most once (its subject must be empty) and goes in
+// one atomic batch with the event, so the slower of the two stores nothing
+// and returns the stored outcome.
+type recovered struct {
+	jetstream.Msg // the stream's copy: subject, headers, data
+	md            jetstream.MsgMetadata
+}
+
+func (r *recovered) Metadata() (*jetstream.MsgMetadata, error) {
+	md := r.md
+	return &md, nil
+}
+func (r *recovered) Ack() error                       { return nil }
+func (r *recovered) DoubleAck(context.Context) error  { return nil }
+func (r *recovered) Nak() error                       { return nil }
+func (r *recovered) NakWithDelay(time.Duration) error { return nil }
+func (r *recovered) InProgress() error                { return nil }
+func (r *recovered) Term() error                      { return nil }
+func (r *recovered) TermWithReason(string) error      { return nil }
+func (r *recovered) Reply() string                    { return "" }
+
+// unfinished returns, in stream order, the commands the durable consumer
+// delivered that have no stored outcome: taken by an engine that died (or
+// by another engine, still at work) and not finished. They lie between the
+// consumer's ack floor and its last delivered sequence.
+func (e *Engine) unfinished(ctx context.Context, cons jetstream.Consumer) ([]jetstream.Msg, error) {
 	info, err := cons.Info(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("engine: consumer %s: %w", e.cfg.Durable, err)
@@ -46,7 +72,8 @@ func (e *Engine) unfinished(ctx context.Context, cons jetstream.Consumer) ([]hol
 		_ = e.js.DeleteConsumer(dctx, e.names.CommandStream(), rd.CachedInfo().Name)
 	}()
 	started := time.Now()
-	var taken []hold // delivered commands, finished or not
+	var taken []*recovered // delivered commands, finished or not
+	var ids []string
 	for last := from - 1; last < to; {
 		batch, err := rd.FetchNoWait(256)
 		if err != nil {
@@ -59,10 +86,13 @@ func (e *Engine) unfinished(ctx context.Context, cons jetstream.Consumer) ([]hol
 				continue
 			}
 			n, last = n+1, md.Sequence.Stream
-			ws := e.names.WorkspaceOf(m.Subject())
-			if id := commandIDOf(m, ws); id != "" { // else refused when it comes back, whatever the order
-				taken = append(taken, hold{ws: ws, seq: md.Sequence.Stream, id: id})
+			id := commandIDOf(m, e.names.WorkspaceOf(m.Subject()))
+			if id == "" {
+				continue // unreadable: refused when it comes back, whatever the order
 			}
+			r := &recovered{Msg: m, md: *md}
+			r.md.NumDelivered = 2 // a redelivery: handle looks for its outcome first
+			taken, ids = append(taken, r), append(ids, id)
 		}
 		if err := batch.Error(); err != nil && !errors.Is(err, jetstream.ErrNoMessages) {
 			return nil, fmt.Errorf("engine: read unfinished commands: %w", err)
@@ -76,9 +106,9 @@ func (e *Engine) unfinished(ctx context.Context, cons jetstream.Consumer) ([]hol
 	done := make([]bool, len(taken))
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(32)
-	for i, h := range taken {
+	for i, id := range ids {
 		g.Go(func() error {
-			_, ok, err := e.store.Outcome(gctx, h.id)
+			_, ok, err := e.store.Outcome(gctx, id)
 			done[i] = ok
 			return err
 		})
@@ -86,15 +116,15 @@ func (e *Engine) unfinished(ctx context.Context, cons jetstream.Consumer) ([]hol
 	if err := g.Wait(); err != nil {
 		return nil, fmt.Errorf("engine: read unfinished commands: %w", err)
 	}
-	var holds []hold
-	for i, h := range taken {
+	var out []jetstream.Msg
+	for i, r := range taken {
 		if !done[i] {
-			holds = append(holds, h)
+			out = append(out, r)
 		}
 	}
 	e.log.Info("engine: read the commands taken before this start", "from", from, "to", to,
-		"commands", len(taken), "unfinished", len(holds), "took", time.Since(started))
-	return holds, nil
+		"commands", len(taken), "unfinished", len(out), "took", time.Since(started))
+	return out, nil
 }
 
 // commandIDOf is the id a command's outcome is stored under, as handle
@@ -111,44 +141,4 @@ func commandIDOf(m jetstream.Msg, ws string) string {
 		return ""
 	}
 	return cmd.ID
-}
-
-// releaseHolds drops each hold whose command got an outcome elsewhere
-// (another engine finished it), checking every second, and drops the rest
-// at deadline: by then the server has redelivered every command the
-// earlier engine held, so one still missing will not come (it was removed
-// from the stream) and would hold its workspace for good. Meanwhile the
-// commands waiting behind holds are kept from their own redelivery (to
-// this engine, a wasted lookup; to another, an overtaking) with
-// InProgress every half ack wait.
-func (e *Engine) releaseHolds(ctx context.Context, deadline time.Time) {
-	beat := max(e.cfg.AckWait/2, time.Second)
-	lastBeat := time.Now()
-	for {
-		if retry.Sleep(ctx, time.Second) != nil {
-			return
-		}
-		holds := e.queue.holds()
-		if len(holds) == 0 {
-			return
-		}
-		late := time.Now().After(deadline)
-		for _, h := range holds {
-			if late {
-				e.log.Warn("engine: a command an earlier engine took did not come back; its workspace goes on without it",
-					"command", h.id, "workspace", h.ws, "seq", h.seq)
-				e.queue.release(h.ws, h.seq)
-				continue
-			}
-			if _, ok, err := e.store.Outcome(ctx, h.id); err == nil && ok {
-				e.queue.release(h.ws, h.seq)
-			}
-		}
-		if time.Since(lastBeat) >= beat {
-			lastBeat = time.Now()
-			for _, m := range e.queue.behindHolds() {
-				_ = m.InProgress()
-			}
-		}
-	}
 }

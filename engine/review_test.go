@@ -7,7 +7,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/synadia-io/orbit.go/jetstreamext"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
@@ -189,11 +191,12 @@ func eventCommands(t *testing.T, core *testenv.Core, ws string) []string {
 }
 
 // An engine killed while it held a command leaves it unacked: the server
-// redelivers it only after the ack wait. A command of the same workspace
-// sent after a new engine started must wait for it, not overtake it (here
-// a delete would be refused not_found ahead of its create).
+// redelivers it only after the ack wait. The next engine handles it at once,
+// before the same workspace's later commands (here a delete would be refused
+// not_found ahead of its create), without waiting for the redelivery: the
+// ack wait here outlasts the test.
 func TestOrderSurvivesEngineKill(t *testing.T) {
-	core := testenv.StartCore(t, testenv.CoreOptions{Engine: engine.Config{AckWait: 2 * time.Second}})
+	core := testenv.StartCore(t, testenv.CoreOptions{Engine: engine.Config{AckWait: 5 * time.Minute}})
 	cl := core.Client(t, "t")
 	if err := core.Engines[0].Close(); err != nil {
 		t.Fatal(err)
@@ -224,136 +227,74 @@ func TestOrderSurvivesEngineKill(t *testing.T) {
 	}
 }
 
-// A command another engine took is held for too, and the workspace goes
-// on as soon as that engine records its outcome, not at the ack wait.
-func TestHeldCommandFinishedElsewhere(t *testing.T) {
-	core := testenv.StartCore(t, testenv.CoreOptions{Engine: engine.Config{AckWait: 5 * time.Minute}})
+// The server's redelivery of a command the engine already handled from
+// the stream finds its outcome and is acked: nothing is written twice.
+func TestRecoveredCommandRedelivered(t *testing.T) {
+	core := testenv.StartCore(t, testenv.CoreOptions{Engine: engine.Config{AckWait: 2 * time.Second}})
 	cl := core.Client(t, "t")
 	if err := core.Engines[0].Close(); err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	create, err := cl.Publish(ctx, fsm.Command{Type: fsm.Create, Workspace: "elsewhere"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	other := deadTake(t, core, create.ID) // the other engine, still at work
-	core.StartEngine(t)
-	del, err := cl.Publish(ctx, fsm.Command{Type: fsm.Delete, Workspace: "elsewhere"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	testenv.Eventually(t, 10*time.Second, "the delete taken", func() bool {
-		info, err := core.JS.Consumer(ctx, core.Store.Names().CommandStream(), "turnstile-engine")
-		return err == nil && info.CachedInfo().NumAckPending == 2
-	})
-	if _, ok, err := core.Store.Outcome(ctx, del.ID); err != nil || ok {
-		t.Fatalf("the delete got an outcome (%v, %v) while its create is unfinished", ok, err)
-	}
-	// The other engine finishes the create: event, outcome, ack.
-	appendDirect(t, core, create)
-	h, err := core.Store.Load(ctx, "elsewhere")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := core.Store.PublishOutcome(ctx, events.OutcomeRecord{CommandID: create.ID, Workspace: "elsewhere",
-		CommandType: fsm.Create, Outcome: fsm.Accepted, EventSeq: h.Last.Seq, Generation: h.State.Generation,
-		State: h.State.Status, ReceivedAt: time.Now().UTC(), DecidedAt: time.Now().UTC()}); err != nil {
-		t.Fatal(err)
-	}
-	if err := other.Ack(); err != nil {
-		t.Fatal(err)
-	}
-	o, err := cl.Outcome(ctx, del.ID)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if o.Outcome != fsm.Accepted {
-		t.Fatalf("delete: %s %+v, want accepted after the create", o.Outcome, o.Rejection)
-	}
-	if got := eventCommands(t, core, "elsewhere"); !slices.Equal(got, []string{create.ID, del.ID}) {
-		t.Fatalf("events of commands %v, want %v", got, []string{create.ID, del.ID})
-	}
-}
-
-// A held command that will never come back (removed from the stream after
-// the dead engine took it) holds its workspace only until twice the ack
-// wait: then the workspace goes on without it.
-func TestHeldCommandRemovedFromStream(t *testing.T) {
-	// The removal below must come before the server redelivers the create:
-	// it follows the dead take by one engine start (tens of milliseconds).
-	const ackWait = 5 * time.Second
-	core := testenv.StartCore(t, testenv.CoreOptions{Engine: engine.Config{AckWait: ackWait}})
-	cl := core.Client(t, "t")
-	if err := core.Engines[0].Close(); err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	create, err := cl.Publish(ctx, fsm.Command{Type: fsm.Create, Workspace: "removed"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	taken := deadTake(t, core, create.ID)
-	md, err := taken.Metadata()
-	if err != nil {
-		t.Fatal(err)
-	}
-	stream, err := core.JS.Stream(ctx, core.Store.Names().CommandStream())
-	if err != nil {
-		t.Fatal(err)
-	}
-	started := time.Now()
-	core.StartEngine(t) // holds the create
-	if err := stream.DeleteMsg(ctx, md.Sequence.Stream); err != nil {
-		t.Fatal(err)
-	}
-	del, err := cl.Publish(ctx, fsm.Command{Type: fsm.Delete, Workspace: "removed"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	o, err := cl.Outcome(ctx, del.ID)
-	if err != nil {
-		t.Fatalf("delete behind a command that will not come back: %v", err)
-	}
-	if !isRejection(o, fsm.CodeNotFound) {
-		t.Fatalf("delete: %s %+v, want rejected not_found (its create is gone)", o.Outcome, o.Rejection)
-	}
-	// Nothing but the deadline releases this hold.
-	if deadline := started.Add(2 * ackWait); o.DecidedAt.Before(deadline) {
-		t.Fatalf("delete decided at %s, before the hold's deadline %s", o.DecidedAt, deadline)
-	}
-}
-
-// An engine closed while it still holds workspaces stops its release loop
-// and hands back only real commands (goleak checks the loop is gone).
-func TestCloseWhileHolding(t *testing.T) {
-	core := testenv.StartCore(t, testenv.CoreOptions{Engine: engine.Config{AckWait: 5 * time.Minute}})
-	cl := core.Client(t, "t")
-	if err := core.Engines[0].Close(); err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	create, err := cl.Publish(ctx, fsm.Command{Type: fsm.Create, Workspace: "closing"})
+	create, err := cl.Publish(ctx, fsm.Command{Type: fsm.Create, Workspace: "again"})
 	if err != nil {
 		t.Fatal(err)
 	}
 	deadTake(t, core, create.ID)
-	e := core.StartEngine(t)
-	del, err := cl.Publish(ctx, fsm.Command{Type: fsm.Delete, Workspace: "closing"})
+	core.StartEngine(t)
+	o, err := cl.Outcome(ctx, create.ID)
+	if err != nil || o.Outcome != fsm.Accepted {
+		t.Fatalf("create: %+v, %v", o, err)
+	}
+	testenv.Eventually(t, 20*time.Second, "the redelivery acked", func() bool {
+		info, err := core.JS.Consumer(ctx, core.Store.Names().CommandStream(), "turnstile-engine")
+		return err == nil && info.CachedInfo().NumAckPending == 0 && info.CachedInfo().NumPending == 0
+	})
+	if got := eventCommands(t, core, "again"); !slices.Equal(got, []string{create.ID}) {
+		t.Fatalf("events of commands %v, want the create's alone", got)
+	}
+}
+
+// What makes handling a command that another engine may still be handling
+// safe: once the command has an outcome, the other engine's write of it
+// is refused whole, even when its event's compare-and-set is current (it
+// decided on the newer state, and whatever it decided there is accepted:
+// here a delete under the configure's id stands for it).
+func TestSecondHandlingStoresNothing(t *testing.T) {
+	core := testenv.StartCore(t, testenv.CoreOptions{})
+	cl := core.Client(t, "t")
+	send(t, cl, fsm.Command{Type: fsm.Create, Workspace: "twice"})
+	cfg := fsm.Command{ID: "configure-twice", Type: fsm.Configure, Workspace: "twice",
+		Spec: &fsm.Spec{Env: map[string]string{"N": "1"}}}
+	if o := send(t, cl, cfg); o.Outcome != fsm.Accepted {
+		t.Fatalf("configure: %+v", o)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	h, err := core.Store.Load(ctx, "twice")
 	if err != nil {
 		t.Fatal(err)
 	}
-	testenv.Eventually(t, 10*time.Second, "the delete taken and held", func() bool {
-		info, err := core.JS.Consumer(ctx, core.Store.Names().CommandStream(), "turnstile-engine")
-		return err == nil && info.CachedInfo().NumAckPending == 2
-	})
-	if err := e.Close(); err != nil {
+	late := fsm.Command{ID: cfg.ID, Type: fsm.Delete, Workspace: "twice"}
+	d := fsm.Decide(h.State, late)
+	if d.Outcome != fsm.Accepted {
+		t.Fatalf("setup: not accepted on the newer state: %+v", d)
+	}
+	ev, err := core.Store.EventMsg(events.NewEnvelope("late-event", h.State, *d.Event, late, time.Now()))
+	if err != nil {
 		t.Fatal(err)
 	}
-	if _, ok, err := core.Store.Outcome(ctx, del.ID); err != nil || ok {
-		t.Fatalf("the held delete got an outcome (%v, %v): it must wait for its create", ok, err)
+	ev.Header.Set(jetstream.ExpectedLastSubjSeqHeader, fmt.Sprint(h.StreamSeq))
+	out, err := core.Store.OutcomeMsg(events.OutcomeRecord{CommandID: cfg.ID, Workspace: "twice",
+		CommandType: fsm.Configure, Outcome: fsm.Accepted, ReceivedAt: time.Now().UTC(), DecidedAt: time.Now().UTC()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := jetstreamext.PublishMsgBatch(ctx, core.JS, []*nats.Msg{ev, out}); err == nil {
+		t.Fatal("a second handling of a command stored a second event and outcome")
+	}
+	if got := eventCommands(t, core, "twice"); len(got) != 2 || got[1] != cfg.ID {
+		t.Fatalf("events of commands %v, want the create and one configure", got)
 	}
 }

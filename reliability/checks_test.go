@@ -279,3 +279,85 @@ func (r report) log(t *testing.T) {
 		_, _ = f.Write(append(b, '\n'))
 	}
 }
+
+// checkOrder checks that every workspace's commands were decided in the
+// order they reached the command stream: their outcomes are in the events
+// stream in that order too. A command sent again under its id counts at
+// its first place. It holds where one engine at a time takes commands and
+// a restarted engine holds what the dead one took (not between two engines
+// sharing the durable consumer: docs/reliability.md).
+func checkOrder(t *testing.T, cl *client.Client) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	store := cl.Store()
+	names := store.Names()
+	decided := map[string]uint64{} // command id → its outcome's stream sequence
+	if err := store.Replay(ctx, 1, 0, func(r events.Record) error {
+		if r.Outcome != nil {
+			decided[r.Outcome.CommandID] = r.StreamSeq
+		}
+		return nil
+	}); err != nil {
+		t.Fatalf("replay: %v", err)
+	}
+	js := store.JetStream()
+	stream, err := js.Stream(ctx, names.CommandStream())
+	if err != nil {
+		t.Fatal(err)
+	}
+	last := stream.CachedInfo().State.LastSeq
+	cons, err := js.OrderedConsumer(ctx, names.CommandStream(), jetstream.OrderedConsumerConfig{
+		FilterSubjects: []string{names.Commands()}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	type place struct {
+		id            string
+		seq, decision uint64
+	}
+	prev := map[string]place{} // per workspace, the latest command seen
+	seen := map[string]bool{}
+	violations := 0
+	for read := uint64(0); read < last; {
+		batch, err := cons.Fetch(1000, jetstream.FetchMaxWait(5*time.Second))
+		if err != nil {
+			t.Fatal(err)
+		}
+		n := 0
+		for m := range batch.Messages() {
+			n++
+			md, err := m.Metadata()
+			if err != nil {
+				continue
+			}
+			read = md.Sequence.Stream
+			id := m.Headers().Get(jetstream.MsgIDHeader)
+			if id == "" || seen[id] {
+				continue
+			}
+			seen[id] = true
+			d, ok := decided[id]
+			if !ok {
+				continue // checkStream reports commands without an outcome
+			}
+			ws := names.WorkspaceOf(m.Subject())
+			if p, ok := prev[ws]; ok && p.decision > d {
+				if violations++; violations <= 10 {
+					t.Errorf("workspace %s: command %s (command stream seq %d) was decided before command %s (seq %d), which reached the stream first",
+						ws, id, md.Sequence.Stream, p.id, p.seq)
+				}
+			}
+			prev[ws] = place{id: id, seq: md.Sequence.Stream, decision: d}
+		}
+		if err := batch.Error(); err != nil {
+			t.Fatal(err)
+		}
+		if n == 0 {
+			t.Fatalf("the command stream ended at %d of %d", read, last)
+		}
+	}
+	if violations > 0 {
+		t.Errorf("%d commands were decided out of their workspace's order", violations)
+	}
+}

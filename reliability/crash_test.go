@@ -27,8 +27,8 @@ func pick[T any](short, long_ T) T {
 // a load of random user commands and restarts it on the same data dir and
 // ports each time. PostgreSQL is external, so only serve dies. Afterwards:
 // every command has exactly one outcome, no event is duplicated, every
-// history is legal, `audit --all` passes and the read model equals a
-// rebuild.
+// workspace's commands were decided in stream order, every history is
+// legal, `audit --all` passes and the read model equals a rebuild.
 func TestCrash(t *testing.T) {
 	gate(t)
 	commands := pick(1000, 10000)
@@ -86,6 +86,7 @@ func TestCrash(t *testing.T) {
 
 	waitQuiet(t, cl, dbURL, l.workspaces, pick(2*time.Minute, 5*time.Minute))
 	f := checkStream(t, cl, l.commands())
+	checkOrder(t, cl)
 	checkAuditCLI(t, natsURL)
 	checkRebuild(t, natsURL, dbURL)
 	t.Logf("serve was restarting for %v in total", s.down)
