@@ -137,17 +137,16 @@ func (e *Engine) Open(ctx context.Context) error {
 	// Before the first pull: commands an earlier engine took and did not
 	// finish would come back only after the ack wait, and their workspaces'
 	// later commands must not overtake them; they are queued first.
-	recovered, err := e.unfinished(ctx, cons)
-	if err != nil {
-		return err
-	}
+	recovered := e.unfinished(ctx, cons)
 	it, err := cons.Messages(jetstream.PullMaxMessages(min(1024, e.cfg.MaxAckPending)))
 	if err != nil {
 		return fmt.Errorf("engine: pull: %w", err)
 	}
 	runCtx, cancel := context.WithCancel(context.Background())
 	e.cancel, e.iter = cancel, it
-	e.queue = newQueue(e.cfg.MaxAckPending)
+	// Room for the recovered besides: the consumer may hold more unacked
+	// commands than this engine's MaxAckPending, if an earlier one had more.
+	e.queue = newQueue(e.cfg.MaxAckPending + len(recovered))
 	for _, m := range recovered {
 		e.queue.push(e.names.WorkspaceOf(m.Subject()), m)
 	}

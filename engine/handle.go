@@ -38,7 +38,7 @@ func (e *Engine) handle(ctx context.Context, m jetstream.Msg) {
 		// A redelivery, or a message the stream could not dedupe (no
 		// Nats-Msg-Id): if the outcome is stored, the command is done.
 		if o, ok, err := e.store.Outcome(ctx, cmd.ID); err == nil && ok {
-			e.finish(m, o, md)
+			e.settle(m, o)
 			return
 		}
 	}
@@ -165,8 +165,17 @@ func (e *Engine) refuse(ctx context.Context, m jetstream.Msg, md *jetstream.MsgM
 	}
 }
 
-// finish sends the outcome to a waiting client (if it asked) and acks.
+// finish sends the outcome to a waiting client (if it asked), acks, and
+// counts the command as handled.
 func (e *Engine) finish(m jetstream.Msg, o events.OutcomeRecord, md *jetstream.MsgMetadata) {
+	e.settle(m, o)
+	e.cfg.Metrics.observe(o.CommandType, o.Outcome, time.Since(md.Timestamp).Seconds())
+}
+
+// settle is finish for a redelivered command found done (by this engine
+// from the stream after a restart, by another engine, or before a crash
+// lost its ack): it was counted when it was decided.
+func (e *Engine) settle(m jetstream.Msg, o events.OutcomeRecord) {
 	if reply := m.Headers().Get(ReplyHeader); validReply(reply) {
 		if b, err := events.EncodeOutcome(o); err == nil {
 			// Best effort: the stored outcome is the truth; clients fall
@@ -177,7 +186,6 @@ func (e *Engine) finish(m jetstream.Msg, o events.OutcomeRecord, md *jetstream.M
 	if err := m.Ack(); err != nil {
 		e.log.Warn("engine: ack", "command", o.CommandID, "err", err)
 	}
-	e.cfg.Metrics.observe(o.CommandType, o.Outcome, time.Since(md.Timestamp).Seconds())
 }
 
 func validReply(s string) bool {

@@ -43,8 +43,20 @@ func (r *recovered) Reply() string                    { return "" }
 // unfinished returns, in stream order, the commands the durable consumer
 // delivered that have no stored outcome: taken by an engine that died (or
 // by another engine, still at work) and not finished. They lie between the
-// consumer's ack floor and its last delivered sequence.
-func (e *Engine) unfinished(ctx context.Context, cons jetstream.Consumer) ([]jetstream.Msg, error) {
+// consumer's ack floor and its last delivered sequence. If they cannot be
+// read, the engine starts without them (logged): they still come back
+// after the ack wait, only their workspaces' order is not kept.
+func (e *Engine) unfinished(ctx context.Context, cons jetstream.Consumer) []jetstream.Msg {
+	msgs, err := e.readUnfinished(ctx, cons)
+	if err != nil {
+		e.log.Warn("engine: could not read the commands taken before this start; "+
+			"they come back after the ack wait, and later commands of their workspaces may overtake them", "err", err)
+		return nil
+	}
+	return msgs
+}
+
+func (e *Engine) readUnfinished(ctx context.Context, cons jetstream.Consumer) ([]jetstream.Msg, error) {
 	info, err := cons.Info(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("engine: consumer %s: %w", e.cfg.Durable, err)
@@ -104,18 +116,16 @@ func (e *Engine) unfinished(ctx context.Context, cons jetstream.Consumer) ([]jet
 	// One lookup per command, many at once: the range can be long (the
 	// floor stays at the oldest unacked command while later ones are acked).
 	done := make([]bool, len(taken))
-	g, gctx := errgroup.WithContext(ctx)
+	var g errgroup.Group
 	g.SetLimit(32)
 	for i, id := range ids {
 		g.Go(func() error {
-			_, ok, err := e.store.Outcome(gctx, id)
-			done[i] = ok
-			return err
+			// A failed lookup counts as unfinished: handle looks again.
+			_, done[i], _ = e.store.Outcome(ctx, id)
+			return nil
 		})
 	}
-	if err := g.Wait(); err != nil {
-		return nil, fmt.Errorf("engine: read unfinished commands: %w", err)
-	}
+	_ = g.Wait()
 	var out []jetstream.Msg
 	for i, r := range taken {
 		if !done[i] {

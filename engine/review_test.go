@@ -227,27 +227,32 @@ func TestOrderSurvivesEngineKill(t *testing.T) {
 	}
 }
 
-// The server's redelivery of a command the engine already handled from
-// the stream finds its outcome and is acked: nothing is written twice.
+// The engine handles a dead engine's command from the stream well before
+// the ack wait, and the server's redelivery of it later finds its outcome
+// and is acked: nothing is written twice.
 func TestRecoveredCommandRedelivered(t *testing.T) {
-	core := testenv.StartCore(t, testenv.CoreOptions{Engine: engine.Config{AckWait: 2 * time.Second}})
+	const ackWait = 10 * time.Second
+	core := testenv.StartCore(t, testenv.CoreOptions{Engine: engine.Config{AckWait: ackWait}})
 	cl := core.Client(t, "t")
 	if err := core.Engines[0].Close(); err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	create, err := cl.Publish(ctx, fsm.Command{Type: fsm.Create, Workspace: "again"})
 	if err != nil {
 		t.Fatal(err)
 	}
 	deadTake(t, core, create.ID)
+	taken := time.Now()
 	core.StartEngine(t)
-	o, err := cl.Outcome(ctx, create.ID)
+	octx, ocancel := context.WithDeadline(ctx, taken.Add(ackWait*8/10)) // before any redelivery
+	o, err := cl.Outcome(octx, create.ID)
+	ocancel()
 	if err != nil || o.Outcome != fsm.Accepted {
-		t.Fatalf("create: %+v, %v", o, err)
+		t.Fatalf("create, before the ack wait: %+v, %v", o, err)
 	}
-	testenv.Eventually(t, 20*time.Second, "the redelivery acked", func() bool {
+	testenv.Eventually(t, 3*ackWait, "the redelivery acked", func() bool {
 		info, err := core.JS.Consumer(ctx, core.Store.Names().CommandStream(), "turnstile-engine")
 		return err == nil && info.CachedInfo().NumAckPending == 0 && info.CachedInfo().NumPending == 0
 	})
@@ -291,8 +296,16 @@ func TestSecondHandlingStoresNothing(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := jetstreamext.PublishMsgBatch(ctx, core.JS, []*nats.Msg{ev, out}); err == nil {
+	// Past the dedupe window (2 min) the message ids no longer refuse it:
+	// the outcome's own compare-and-set must.
+	ev.Header.Del(jetstream.MsgIDHeader)
+	out.Header.Del(jetstream.MsgIDHeader)
+	_, err = jetstreamext.PublishMsgBatch(ctx, core.JS, []*nats.Msg{ev, out})
+	if err == nil {
 		t.Fatal("a second handling of a command stored a second event and outcome")
+	}
+	if !events.IsWrongLastSequence(err) {
+		t.Fatalf("refused for %v, want the outcome's wrong last sequence", err)
 	}
 	if got := eventCommands(t, core, "twice"); len(got) != 2 || got[1] != cfg.ID {
 		t.Fatalf("events of commands %v, want the create and one configure", got)

@@ -284,8 +284,8 @@ func (r report) log(t *testing.T) {
 // order they reached the command stream: their outcomes are in the events
 // stream in that order too. A command sent again under its id counts at
 // its first place. It holds where one engine at a time takes commands and
-// a restarted engine holds what the dead one took (not between two engines
-// sharing the durable consumer: docs/reliability.md).
+// a restarted engine handles what the dead one left unfinished first (not
+// between two engines sharing the durable consumer: docs/reliability.md).
 func checkOrder(t *testing.T, cl *client.Client) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
