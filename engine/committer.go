@@ -173,6 +173,12 @@ func (c *committer) single(store *events.Store, r *commitReq) commitRes {
 			return out[0]
 		}
 		if !events.IsWrongLastSequence(err) {
+			// A racing handling of the same command (a recovered copy,
+			// another engine) may have stored it meanwhile; within the
+			// dedupe window ours is then refused by message id.
+			if o, ok, gerr := store.Outcome(r.ctx, r.outcome.CommandID); gerr == nil && ok {
+				return commitRes{existing: &o}
+			}
 			return commitRes{err: err}
 		}
 		// Either the workspace moved on (a conflict) or this command's
