@@ -60,9 +60,13 @@ func (e *Engine) handle(ctx context.Context, m jetstream.Msg) {
 			return
 		default:
 			// Keep this workspace's order: retry here rather than nak and
-			// let a later command overtake this one.
+			// let a later command overtake this one. Tell the server the
+			// command is in hand, so that it is not redelivered meanwhile
+			// (here a wasted lookup, to another engine a command handled
+			// beside this one).
 			e.log.Warn("engine: command not recorded yet; retrying", "command", cmd.ID, "workspace", ws, "attempt", attempt, "err", err)
-			if retry.Sleep(ctx, retryDelay(attempt)) != nil {
+			_ = m.InProgress()
+			if retry.Sleep(ctx, min(retryDelay(attempt), e.cfg.AckWait/2)) != nil {
 				return
 			}
 		}

@@ -311,3 +311,35 @@ func TestSecondHandlingStoresNothing(t *testing.T) {
 		t.Fatalf("events of commands %v, want the create and one configure", got)
 	}
 }
+
+// A command that cannot be recorded (here its workspace's head event is
+// unreadable) is retried in place, keeping the workspace's order, and
+// the server is told it is in hand, so it is not redelivered every ack wait.
+func TestRetriedCommandNotRedelivered(t *testing.T) {
+	const ackWait = 2 * time.Second // beats every second: a second of slack
+	core := testenv.StartCore(t, testenv.CoreOptions{Engine: engine.Config{AckWait: ackWait}})
+	cl := core.Client(t, "t")
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if _, err := core.JS.Publish(ctx, core.Store.Names().Event("wedged"), []byte("{not an event")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cl.Publish(ctx, fsm.Command{Type: fsm.Create, Workspace: "wedged"}); err != nil {
+		t.Fatal(err)
+	}
+	consumer := func() *jetstream.ConsumerInfo {
+		c, err := core.JS.Consumer(ctx, core.Store.Names().CommandStream(), "turnstile-engine")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c.CachedInfo()
+	}
+	testenv.Eventually(t, 10*time.Second, "the command taken", func() bool { return consumer().NumAckPending == 1 })
+	// Two ack waits without a redelivery. A negative can only be
+	// watched for a while; the pause paces the polling.
+	for end := time.Now().Add(2 * ackWait); time.Now().Before(end); time.Sleep(100 * time.Millisecond) {
+		if ci := consumer(); ci.NumRedelivered != 0 || ci.NumAckPending != 1 {
+			t.Fatalf("redelivered %d, ack pending %d: the command in hand was redelivered", ci.NumRedelivered, ci.NumAckPending)
+		}
+	}
+}
