@@ -79,6 +79,19 @@ func openPool(tb testing.TB, url string) *pgxpool.Pool {
 	return pool
 }
 
+// smallPool is a pool on e's database that allows n connections.
+func (e *env) smallPool(tb testing.TB, n int32) *pgxpool.Pool {
+	tb.Helper()
+	cfg := e.pool.Config().Copy()
+	cfg.MaxConns = n
+	pool, err := pgxpool.NewWithConfig(context.Background(), cfg)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(pool.Close)
+	return pool
+}
+
 func (e *env) projector(tb testing.TB, mod func(*projector.Config)) *projector.Projector {
 	tb.Helper()
 	cfg := projector.Config{JetStream: e.js, Pool: e.pool, Names: e.names,

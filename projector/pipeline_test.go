@@ -27,29 +27,15 @@ func TestPipeline(t *testing.T) {
 		h := history(t, e.names, "ws-pipe", []fsm.Command{{Type: fsm.Create}, {Type: fsm.ProvisionSucceeded}}, nil)
 		e1, o1, e2, o2 := h[0], h[1], h[2], h[3]
 		publishAll(t, e.js, e1, e2, o1, o2) // stream seqs 1-4
-		var failed errorOnce
 		var held atomic.Bool
-		p := e.projector(t, func(c *projector.Config) {
-			c.BatchSize = 2
-			c.Hooks.BeforeCommit = func(ctx context.Context, b projector.BatchInfo) error {
-				if b.First == 1 {
-					if b.Last != 2 {
-						failed.set(fmt.Errorf("the first batch is %d-%d; the test needs 1-2", b.First, b.Last))
-						return nil
-					}
-					held.Store(true)
-					failed.set(waitOverlap(ctx, e.pool))
+		p := e.projectOverlapping(t, 60*time.Second, func(c *projector.Config) { c.BatchSize = 2 },
+			func(b projector.BatchInfo) error {
+				if b.Last != 2 {
+					return fmt.Errorf("the first batch is %d-%d; the test needs 1-2", b.First, b.Last)
 				}
+				held.Store(true)
 				return nil
-			}
-		})
-		projector.Overlap(p, 2*time.Second)
-		stop := run(t, p)
-		e.waitCaughtUp(t, 60*time.Second)
-		stop()
-		if err := failed.get(); err != nil {
-			t.Fatal(err)
-		}
+			})
 		if !held.Load() {
 			t.Fatal("the first batch never reached its commit")
 		}
@@ -74,25 +60,12 @@ func TestPipeline(t *testing.T) {
 		// Stream seqs 1-4: batch 1-2 records ws-first-a; batch 3-4 has its
 		// outcome again and another workspace's event.
 		publishAll(t, e.js, a[0], a[1], a[1], b[0], b[1])
-		var failed errorOnce
 		var held atomic.Bool
-		p := e.projector(t, func(c *projector.Config) {
-			c.BatchSize = 2
-			c.Hooks.BeforeCommit = func(ctx context.Context, b projector.BatchInfo) error {
-				if b.First == 1 {
-					held.Store(b.Last == 2)
-					failed.set(waitOverlap(ctx, e.pool))
-				}
+		p := e.projectOverlapping(t, 60*time.Second, func(c *projector.Config) { c.BatchSize = 2 },
+			func(b projector.BatchInfo) error {
+				held.Store(b.Last == 2)
 				return nil
-			}
-		})
-		projector.Overlap(p, 2*time.Second)
-		stop := run(t, p)
-		e.waitCaughtUp(t, 60*time.Second)
-		stop()
-		if err := failed.get(); err != nil {
-			t.Fatal(err)
-		}
+			})
 		if !held.Load() {
 			t.Fatal("the first batch was not 1-2")
 		}
@@ -115,23 +88,7 @@ func TestPipeline(t *testing.T) {
 				[]fsm.Command{{Type: fsm.Create, Spec: &fsm.Spec{Image: "img", Env: env}}}, nil)
 			publishAll(t, e.js, h...)
 		}
-		var failed errorOnce
-		p := e.projector(t, func(c *projector.Config) {
-			c.BatchSize, c.BatchWait = 500, time.Second
-			c.Hooks.BeforeCommit = func(ctx context.Context, b projector.BatchInfo) error {
-				if b.First == 1 {
-					failed.set(waitOverlap(ctx, e.pool))
-				}
-				return nil
-			}
-		})
-		projector.Overlap(p, 2*time.Second)
-		stop := run(t, p)
-		e.waitCaughtUp(t, 90*time.Second)
-		stop()
-		if err := failed.get(); err != nil {
-			t.Fatal(err)
-		}
+		e.projectOverlapping(t, 90*time.Second, func(c *projector.Config) { c.BatchSize, c.BatchWait = 500, time.Second }, nil)
 		if n := count(t, e, `SELECT count(*) FROM workspaces WHERE length(spec::text) > 80000`); n != 600 {
 			t.Fatalf("%d workspaces with their whole spec, want 600", n)
 		}
@@ -239,6 +196,41 @@ func TestPipeline(t *testing.T) {
 		e.assertCounts(t, g)
 		e.assertEqualsRebuild(t, p)
 	})
+}
+
+// projectOverlapping runs a projector configured by mod until it has
+// caught up (within timeout) and stops it; the batch that starts at stream
+// sequence 1 is held at its commit until the next batch's rows are
+// written, after first, if set, has seen it (an error from first skips the
+// wait). It fails the test on any error the hook met.
+func (e *env) projectOverlapping(t *testing.T, timeout time.Duration, mod func(*projector.Config),
+	first func(projector.BatchInfo) error) *projector.Projector {
+	t.Helper()
+	var failed errorOnce
+	p := e.projector(t, func(c *projector.Config) {
+		mod(c)
+		c.Hooks.BeforeCommit = func(ctx context.Context, b projector.BatchInfo) error {
+			if b.First != 1 {
+				return nil
+			}
+			if first != nil {
+				if err := first(b); err != nil {
+					failed.set(err)
+					return nil
+				}
+			}
+			failed.set(waitOverlap(ctx, e.pool))
+			return nil
+		}
+	})
+	projector.Overlap(p, 2*time.Second)
+	stop := run(t, p)
+	e.waitCaughtUp(t, timeout)
+	stop()
+	if err := failed.get(); err != nil {
+		t.Fatal(err)
+	}
+	return p
 }
 
 // waitOverlap waits, from BeforeCommit, until two transactions of this

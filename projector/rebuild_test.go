@@ -11,7 +11,6 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/nats-io/nats.go"
 
 	"github.com/turnstile-dev/turnstile/events"
@@ -336,16 +335,10 @@ func TestRebuildKeepsSchema(t *testing.T) {
 func TestRebuildNeedsThreeConnections(t *testing.T) {
 	e := newEnv(t)
 	newGenerator(e.names, 10, 43).publish(t, e.js, 100)
-	cfg := e.pool.Config().Copy()
-	cfg.MaxConns = 2
-	small, err := pgxpool.NewWithConfig(context.Background(), cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer small.Close()
+	small := e.smallPool(t, 2)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	_, err = e.projector(t, func(c *projector.Config) { c.Pool = small }).Rebuild(ctx, nil)
+	_, err := e.projector(t, func(c *projector.Config) { c.Pool = small }).Rebuild(ctx, nil)
 	if err == nil || !strings.Contains(err.Error(), "at least 3") {
 		t.Fatalf("rebuild on a pool of 2: %v, want a refusal naming the 3 connections it needs", err)
 	}
@@ -366,13 +359,7 @@ func TestRebuildBesideProjectorOnSmallPool(t *testing.T) {
 	e := newEnv(t)
 	g := newGenerator(e.names, 10, 45)
 	g.publish(t, e.js, 100)
-	cfg := e.pool.Config().Copy()
-	cfg.MaxConns = 3
-	small, err := pgxpool.NewWithConfig(context.Background(), cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer small.Close()
+	small := e.smallPool(t, 3)
 	onSmall := func(c *projector.Config) { c.Pool = small }
 	stop := run(t, e.projector(t, onSmall))
 	defer stop()
