@@ -25,6 +25,7 @@ import (
 type recovered struct {
 	jetstream.Msg // the stream's copy: subject, headers, data
 	md            jetstream.MsgMetadata
+	id            string // the command's
 }
 
 func (r *recovered) Metadata() (*jetstream.MsgMetadata, error) {
@@ -85,7 +86,6 @@ func (e *Engine) readUnfinished(ctx context.Context, cons jetstream.Consumer) ([
 	}()
 	started := time.Now()
 	var taken []*recovered // delivered commands, finished or not
-	var ids []string
 	for last := from - 1; last < to; {
 		batch, err := rd.FetchNoWait(256)
 		if err != nil {
@@ -102,9 +102,9 @@ func (e *Engine) readUnfinished(ctx context.Context, cons jetstream.Consumer) ([
 			if id == "" {
 				continue // unreadable: refused when it comes back, whatever the order
 			}
-			r := &recovered{Msg: m, md: *md}
+			r := &recovered{Msg: m, md: *md, id: id}
 			r.md.NumDelivered = 2 // a redelivery: handle looks for its outcome first
-			taken, ids = append(taken, r), append(ids, id)
+			taken = append(taken, r)
 		}
 		if err := batch.Error(); err != nil && !errors.Is(err, jetstream.ErrNoMessages) {
 			return nil, fmt.Errorf("engine: read unfinished commands: %w", err)
@@ -118,10 +118,10 @@ func (e *Engine) readUnfinished(ctx context.Context, cons jetstream.Consumer) ([
 	done := make([]bool, len(taken))
 	var g errgroup.Group
 	g.SetLimit(32)
-	for i, id := range ids {
+	for i, r := range taken {
 		g.Go(func() error {
 			// A failed lookup counts as unfinished: handle looks again.
-			_, done[i], _ = e.store.Outcome(ctx, id)
+			_, done[i], _ = e.store.Outcome(ctx, r.id)
 			return nil
 		})
 	}

@@ -101,6 +101,8 @@ func waitQuiet(t *testing.T, cl *client.Client, dbURL string, workspaces []strin
 type streamFigures struct {
 	Records, Events, Outcomes, Workspaces int
 	Lost, Duplicated                      int
+	// decided is each command's outcome's stream sequence (the first).
+	decided map[string]uint64
 }
 
 // checkStream reads the whole event stream and checks the package's
@@ -109,7 +111,7 @@ func checkStream(t *testing.T, cl *client.Client, sentCmds map[string]sent) stre
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-	var f streamFigures
+	f := streamFigures{decided: map[string]uint64{}}
 	outcomes := map[string]events.OutcomeRecord{}
 	eventsByCmd := map[string]int{}
 	lastSeq := map[string]uint64{}
@@ -124,6 +126,9 @@ func checkStream(t *testing.T, cl *client.Client, sentCmds map[string]sent) stre
 				t.Errorf("command %s has a second outcome at stream sequence %d", r.Outcome.CommandID, r.StreamSeq)
 			}
 			outcomes[r.Outcome.CommandID] = *r.Outcome
+			if _, ok := f.decided[r.Outcome.CommandID]; !ok {
+				f.decided[r.Outcome.CommandID] = r.StreamSeq
+			}
 		case r.Event != nil:
 			e := r.Event
 			f.Events++
@@ -280,27 +285,19 @@ func (r report) log(t *testing.T) {
 	}
 }
 
-// checkOrder checks that every workspace's commands were decided in the
-// order they reached the command stream: their outcomes are in the events
-// stream in that order too. A command sent again under its id counts at
+// checkOrder checks, with the outcomes checkStream read, that every
+// workspace's commands were decided in the order they reached the command
+// stream: their outcomes are in the events stream in that order too. A command sent again under its id counts at
 // its first place. It holds where one engine at a time takes commands and
 // a restarted engine handles what the dead one left unfinished first (not
 // between two engines sharing the durable consumer: docs/reliability.md).
-func checkOrder(t *testing.T, cl *client.Client) {
+func checkOrder(t *testing.T, cl *client.Client, f streamFigures) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	store := cl.Store()
 	names := store.Names()
-	decided := map[string]uint64{} // command id → its outcome's stream sequence
-	if err := store.Replay(ctx, 1, 0, func(r events.Record) error {
-		if r.Outcome != nil {
-			decided[r.Outcome.CommandID] = r.StreamSeq
-		}
-		return nil
-	}); err != nil {
-		t.Fatalf("replay: %v", err)
-	}
+	decided := f.decided
 	js := store.JetStream()
 	stream, err := js.Stream(ctx, names.CommandStream())
 	if err != nil {
