@@ -3,6 +3,7 @@ package testenv
 import (
 	"context"
 	"fmt"
+	"maps"
 	"os"
 	"regexp"
 	"strings"
@@ -20,11 +21,12 @@ import (
 // loses it, which no test cares about. Hand out one database per test with
 // NewDatabase.
 type Postgres struct {
-	Server  *pgserver.Server
-	dir     string
-	port    int
-	durable bool
-	dbs     atomic.Uint64
+	Server   *pgserver.Server
+	dir      string
+	port     int
+	durable  bool
+	settings map[string]string
+	dbs      atomic.Uint64
 }
 
 // PostgresOptions tune StartPostgresWith.
@@ -32,6 +34,9 @@ type PostgresOptions struct {
 	// Durable keeps fsync and synchronous commit on, as in production: for
 	// benchmarks that must report both figures.
 	Durable bool
+	// Settings are extra server settings, over the defaults here
+	// (max_connections 200): e.g. more connections for a benchmark.
+	Settings map[string]string
 }
 
 // StartPostgres starts a PostgreSQL for one test and stops it when the test
@@ -72,7 +77,7 @@ func newPostgres(ctx context.Context, o PostgresOptions) (*Postgres, error) {
 	if err != nil {
 		return nil, fmt.Errorf("testenv: %w", err)
 	}
-	p := &Postgres{dir: dir, durable: o.Durable}
+	p := &Postgres{dir: dir, durable: o.Durable, settings: o.Settings}
 	if err := p.start(ctx); err != nil {
 		_ = os.RemoveAll(dir)
 		return nil, err
@@ -81,8 +86,10 @@ func newPostgres(ctx context.Context, o PostgresOptions) (*Postgres, error) {
 }
 
 func (p *Postgres) start(ctx context.Context) error {
+	settings := map[string]string{"max_connections": "200"}
+	maps.Copy(settings, p.settings)
 	s, err := pgserver.Start(ctx, pgserver.Options{Dir: p.dir, Port: p.port, Ephemeral: !p.durable,
-		Settings: map[string]string{"max_connections": "200"}})
+		Settings: settings})
 	if err != nil {
 		return fmt.Errorf("testenv: %w", err)
 	}
