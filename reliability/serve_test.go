@@ -145,9 +145,9 @@ func (s *serve) start() error {
 func (s *serve) httpURL() string { return fmt.Sprintf("http://127.0.0.1:%d", s.httpPort) }
 
 // apiGet GETs path from serve's API with the token serve generated into its
-// data dir, as a user would: $(cat .turnstile/api-token).
+// data dir (TURNSTILE_DATA_DIR), as a user would: $(cat <data-dir>/api-token).
 func (s *serve) apiGet(hc *http.Client, path string) (*http.Response, error) {
-	token, err := os.ReadFile(filepath.Join(s.dir, ".turnstile", "api-token"))
+	token, err := os.ReadFile(filepath.Join(s.dir, "data", "api-token"))
 	if err != nil {
 		return nil, err
 	}

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"crypto/sha256"
 	"crypto/tls"
 	"fmt"
 	"log/slog"
@@ -19,7 +20,7 @@ type apiCertificate struct {
 
 	mu      sync.Mutex
 	cert    *tls.Certificate
-	stamp   string // the two files' sizes and modification times
+	stamp   string // digest of the two files' contents
 	checked time.Time
 }
 
@@ -39,19 +40,21 @@ func newAPICertificate(certFile, keyFile string, log *slog.Logger) (*apiCertific
 	return c, nil
 }
 
+// fileStamp is a digest of both files' contents: a renewal is seen
+// whatever the file system's timestamps.
 func (c *apiCertificate) fileStamp() (string, error) {
-	var stamp string
+	h := sha256.New()
 	for _, p := range []string{c.certFile, c.keyFile} {
-		st, err := os.Stat(p)
+		b, err := os.ReadFile(p)
 		if err != nil {
 			return "", err
 		}
-		stamp += fmt.Sprintf("%d/%d;", st.Size(), st.ModTime().UnixNano())
+		h.Write(b)
 	}
-	return stamp, nil
+	return string(h.Sum(nil)), nil
 }
 
-// get is tls.Config.GetCertificate: the files are looked at most once a
+// get is tls.Config.GetCertificate: the files are read at most once a
 // second.
 func (c *apiCertificate) get(*tls.ClientHelloInfo) (*tls.Certificate, error) {
 	c.mu.Lock()
