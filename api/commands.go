@@ -2,6 +2,7 @@ package api
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -84,6 +85,8 @@ func (s *Server) send(w http.ResponseWriter, r *http.Request, cmd fsm.Command) {
 		}
 		cmd.ID = key
 	}
+	// The actor names the token that sent the command.
+	cmd.Actor = ActorPrefix + cmp.Or(TokenName(r.Context()), "unknown")
 	send := s.cfg.Client.Send // a key may have been used: Send looks its outcome up
 	if cmd.ID == "" {
 		cmd.ID, send = client.NewCommandID(), s.cfg.Client.SendNew

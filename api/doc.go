@@ -17,6 +17,15 @@
 //     read also names the newest event in the stream.
 //   - Waiting (GET .../wait) watches the event store, the source of truth,
 //     not the read model: 200 once the state is reached, 408 at the timeout.
-//   - Bearer-token auth when a token is configured; CheckExposure refuses an
-//     address beyond loopback without one.
+//   - Never open: every route but /healthz and /readyz needs a bearer token
+//     (at least MinTokenLength characters) of Config.Tokens, and the
+//     commands it sends are recorded with the actor "api:<token name>".
+//   - Writes only from programs: a write whose Content-Type is not
+//     application/json is refused (415), a browser's cross-origin write is
+//     refused (403), and on a loopback listener a Host that is not a
+//     loopback name is refused (421, against DNS rebinding); a refused
+//     request publishes nothing.
+//   - Bounded: a request body must arrive within ReadTimeout, an answer be
+//     written within WriteTimeout (a /wait within its timeout plus
+//     WaitGrace), and at most MaxWaits waits are open at once (429 beyond).
 package api

@@ -17,6 +17,11 @@ const (
 	CodeInternal     = "internal"     // anything else; details are logged, not shown
 	// CodeIDReused: the Idempotency-Key was used by a different request.
 	CodeIDReused = "id_reused"
+	// Refusals of the guards every request passes (guard.go).
+	CodeWrongHost            = "wrong_host"             // 421: a Host that is not loopback on a loopback listener
+	CodeCrossOrigin          = "cross_origin"           // 403: a browser's write from another origin
+	CodeUnsupportedMediaType = "unsupported_media_type" // 415: a write whose Content-Type is not application/json
+	CodeTooManyWaits         = "too_many_waits"         // 429: the cap on open /wait requests is reached
 )
 
 // StatusOf is the one table from a rejection code to an HTTP status.

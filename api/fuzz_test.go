@@ -40,15 +40,16 @@ import (
 //     timeout inside the server is sent once more, and fails if it 5xx's
 //     again);
 //   - an error body has a code and a message, and the code agrees with the
-//     status (400 invalid with the field named, 401 unauthorized, 404
-//     not_found or no_route, 409 exists, busy or gone);
-//   - a refused request (400, 401, no route, redirect) appended nothing to
+//     status (400 invalid with the field named, 401 unauthorized, 403
+//     cross_origin, 404 not_found or no_route, 409 exists, busy or gone,
+//     415 unsupported_media_type);
+//   - a refused request (400, 401, 403, 415, no route, redirect) appended nothing to
 //     either stream, a read appended nothing, and only a 202 appended an
 //     event.
 
 // fuzzToken is the bearer token of the fuzzed server; requests carry it
 // unless the fuzzed headers set Authorization themselves.
-const fuzzToken = "fuzz-token"
+const fuzzToken = "fuzz-token-0123456789abcdefghijklmnopqrstuvwxyz"
 
 // fuzzServer is one API server with its core and read model, shared by
 // every input of a fuzz target.
@@ -83,7 +84,7 @@ func newFuzzServer(tb testing.TB) *fuzzServer {
 	log := &logBuffer{}
 	s, err := api.New(api.Config{Client: core.Client(tb, "api"), Store: core.Store, NC: core.NC, Pool: pool,
 		Logger: slog.New(slog.NewTextHandler(log, &slog.HandlerOptions{Level: slog.LevelWarn})),
-		Token:  fuzzToken, Provisioner: "sim", CommandTimeout: 20 * time.Second,
+		Tokens: []api.Token{{Name: "fuzz", Secret: fuzzToken}}, Provisioner: "sim", CommandTimeout: 20 * time.Second,
 		DefaultWait: 10 * time.Millisecond, MaxWait: 50 * time.Millisecond, PollInterval: 10 * time.Millisecond})
 	if err != nil {
 		tb.Fatal(err)
@@ -191,6 +192,9 @@ func fuzzRequest(method, target string, body []byte, headers string) (*http.Requ
 	}
 	if h.Get("Authorization") == "" {
 		h.Set("Authorization", "Bearer "+fuzzToken)
+	}
+	if h.Get("Content-Type") == "" && len(body) > 0 {
+		h.Set("Content-Type", "application/json")
 	}
 	r := &http.Request{Method: method, URL: u, RequestURI: target, Proto: "HTTP/1.1", ProtoMajor: 1, ProtoMinor: 1,
 		Header: h, Host: "turnstile.test", RemoteAddr: "192.0.2.1:1234",
@@ -314,6 +318,14 @@ func (fs *fuzzServer) serveOnce(t *testing.T, method, target string, body []byte
 			if b.Code != api.CodeUnauthorized {
 				t.Fatalf("a 401 with code %q: %s", b.Code, desc())
 			}
+		case http.StatusForbidden:
+			if b.Code != api.CodeCrossOrigin || isRead {
+				t.Fatalf("a 403 that is not a cross-origin write: %s", desc())
+			}
+		case http.StatusUnsupportedMediaType:
+			if b.Code != api.CodeUnsupportedMediaType || isRead {
+				t.Fatalf("a 415 that is not a write of another content type: %s", desc())
+			}
 		case http.StatusNotFound:
 			switch b.Code {
 			case "no_route":
@@ -405,6 +417,11 @@ func FuzzCommandRoutes(f *testing.F) {
 		{"POST", "/v1/workspaces/alpha/../beta/stop", ``, ""},
 		{"PATCH", "/v1/workspaces", `{"id":"x"}`, ""},
 		{"POST", "/v1/workspaces/alpha/start?force=1", ``, ""},
+		{"POST", "/v1/workspaces", `{"id":"fz-d"}`, "Content-Type: text/plain"},
+		{"POST", "/v1/workspaces/beta/stop", ``, "Content-Type: application/x-www-form-urlencoded"},
+		{"PUT", "/v1/workspaces/beta/spec", `{"image":"agent:3"}`, "Content-Type: application/json; charset=utf-8"},
+		{"POST", "/v1/workspaces", `{"id":"fz-e"}`, "Origin: https://attacker.example"},
+		{"DELETE", "/v1/workspaces/beta", ``, "Sec-Fetch-Site: cross-site"},
 	} {
 		f.Add(s.method, s.target, []byte(s.body), s.headers)
 	}

@@ -36,24 +36,39 @@ type env struct {
 	pool   *pgxpool.Pool
 	srv    *httptest.Server
 	token  string
+	reg    *prometheus.Registry
 }
 
+// testToken is the token every env's API accepts, named testTokenName.
+const (
+	testToken     = "test-token-0123456789abcdefghijklmnopqrstuvwxyz"
+	testTokenName = "tester"
+)
+
 type envOptions struct {
-	token       string
+	// tokens are accepted besides testToken.
+	tokens      []api.Token
 	noReadModel bool
+	// configure, when set, changes the API's configuration.
+	configure func(*api.Config)
 }
 
 func newEnv(t *testing.T, o envOptions) *env {
 	t.Helper()
-	e := &env{core: testenv.StartCore(t, testenv.CoreOptions{}), token: o.token}
+	e := &env{core: testenv.StartCore(t, testenv.CoreOptions{}), token: testToken}
 	e.system = e.core.Client(t, "test-provisioner")
 	reg := prometheus.NewRegistry()
-	cfg := api.Config{Client: e.core.Client(t, "api"), Store: e.core.Store, NC: e.core.NC, Token: o.token,
-		Provisioner: "sim", PollInterval: 20 * time.Millisecond, Gatherer: reg, Logger: testenv.Logger(t)}
+	e.reg = reg
+	cfg := api.Config{Client: e.core.Client(t, "api"), Store: e.core.Store, NC: e.core.NC,
+		Tokens:      append([]api.Token{{Name: testTokenName, Secret: testToken}}, o.tokens...),
+		Provisioner: "sim", PollInterval: 20 * time.Millisecond, Gatherer: reg, Registerer: reg, Logger: testenv.Logger(t)}
 	if !o.noReadModel {
 		e.pool = startReadModel(t, e.core)
 		cfg.Pool = e.pool
 		reg.MustRegister(api.NewWorkspaceCollector(e.pool, testenv.Logger(t)))
+	}
+	if o.configure != nil {
+		o.configure(&cfg)
 	}
 	s, err := api.New(cfg)
 	if err != nil {
@@ -111,8 +126,10 @@ func (r response) errorBody(t *testing.T) api.ErrorBody {
 	return b
 }
 
-// do sends a request with the env's token (if any) and the given headers
-// ("Key", "value" pairs), failing the test on a transport error.
+// do sends a request with the env's token (if any), Content-Type
+// application/json when it has a body, and the given headers ("Key",
+// "value" pairs, which may override both), failing the test on a
+// transport error.
 func (e *env) do(t *testing.T, method, path, body string, headers ...string) response {
 	t.Helper()
 	r, err := e.try(method, path, body, headers...)
@@ -124,18 +141,30 @@ func (e *env) do(t *testing.T, method, path, body string, headers ...string) res
 
 // try is do without a test, for other goroutines.
 func (e *env) try(method, path, body string, headers ...string) (response, error) {
+	return e.tryCtx(context.Background(), method, path, body, headers...)
+}
+
+// tryCtx is try under ctx. A "Host" header sets the request's Host.
+func (e *env) tryCtx(ctx context.Context, method, path, body string, headers ...string) (response, error) {
 	var rd io.Reader
 	if body != "" {
 		rd = bytes.NewBufferString(body)
 	}
-	req, err := http.NewRequest(method, e.srv.URL+path, rd)
+	req, err := http.NewRequestWithContext(ctx, method, e.srv.URL+path, rd)
 	if err != nil {
 		return response{}, err
 	}
 	if e.token != "" {
 		req.Header.Set("Authorization", "Bearer "+e.token)
 	}
+	if body != "" {
+		req.Header.Set("Content-Type", "application/json")
+	}
 	for i := 0; i+1 < len(headers); i += 2 {
+		if headers[i] == "Host" {
+			req.Host = headers[i+1]
+			continue
+		}
 		req.Header.Set(headers[i], headers[i+1])
 	}
 	resp, err := e.srv.Client().Do(req)

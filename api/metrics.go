@@ -67,3 +67,28 @@ func (c *WorkspaceCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(c.desc, prometheus.GaugeValue, n, st)
 	}
 }
+
+// metrics are the API's own: open waits and refused requests.
+type metrics struct {
+	waits   prometheus.Gauge
+	refused *prometheus.CounterVec
+}
+
+// newMetrics makes the API's metrics and registers them on reg, if any.
+func newMetrics(reg prometheus.Registerer) (metrics, error) {
+	m := metrics{
+		waits: prometheus.NewGauge(prometheus.GaugeOpts{Name: "turnstile_api_waits_open",
+			Help: "GET .../wait requests open now (capped by --http-max-waits)."}),
+		refused: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "turnstile_api_refused_total",
+			Help: "Requests the API refused before their route, by code: unauthorized, wrong_host, cross_origin, unsupported_media_type, too_many_waits."},
+			[]string{"code"}),
+	}
+	if reg != nil {
+		for _, c := range []prometheus.Collector{m.waits, m.refused} {
+			if err := reg.Register(c); err != nil {
+				return metrics{}, err
+			}
+		}
+	}
+	return m, nil
+}

@@ -2,7 +2,6 @@ package api
 
 import (
 	"context"
-	"crypto/subtle"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -35,9 +34,25 @@ type Config struct {
 	Pool *pgxpool.Pool
 	// Gatherer serves /metrics; nil serves no metrics.
 	Gatherer prometheus.Gatherer
-	// Token, when set, is required as "Authorization: Bearer <token>" on
-	// every route but /healthz and /readyz.
-	Token string
+	// Tokens are the credentials the API accepts, as "Authorization:
+	// Bearer <secret>", on every route but /healthz and /readyz; at least
+	// one is required: the API is never open. A command's actor is
+	// "api:<name>" of the token that sent it.
+	Tokens []Token
+	// LoopbackOnly refuses requests whose Host is not a loopback name
+	// (421): set it when the listener is on loopback, against DNS
+	// rebinding.
+	LoopbackOnly bool
+	// ReadTimeout bounds the upload of a request's body (a body trickled
+	// in is cut off); default 30s. WriteTimeout bounds a request from its
+	// headers to the end of its answer; default CommandTimeout + 30s.
+	// /wait has its own: its timeout plus WaitGrace.
+	ReadTimeout, WriteTimeout time.Duration
+	// MaxWaits caps the /wait requests open at once; beyond it /wait
+	// answers 429 with Retry-After. Default DefaultMaxWaits.
+	MaxWaits int
+	// Registerer, when set, registers the API's own metrics.
+	Registerer prometheus.Registerer
 	// Provisioner is the provisioner kind, "docker" or "sim", for /readyz.
 	Provisioner string
 	// Ready, when set, is asked by /readyz besides NATS and PostgreSQL; an
@@ -66,6 +81,15 @@ func (c *Config) setDefaults() {
 	if c.PollInterval <= 0 {
 		c.PollInterval = 250 * time.Millisecond
 	}
+	if c.ReadTimeout <= 0 {
+		c.ReadTimeout = 30 * time.Second
+	}
+	if c.WriteTimeout <= 0 {
+		c.WriteTimeout = c.CommandTimeout + 30*time.Second
+	}
+	if c.MaxWaits <= 0 {
+		c.MaxWaits = DefaultMaxWaits
+	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -76,7 +100,16 @@ type Server struct {
 	cfg     Config
 	log     *slog.Logger
 	handler http.Handler
+	tokens  tokenSet
+	waits   chan struct{} // a slot per open /wait
+	metrics metrics
 }
+
+// DefaultMaxWaits is Config.MaxWaits's default.
+const DefaultMaxWaits = 256
+
+// WaitGrace is how long past its timeout a /wait may take to be answered.
+const WaitGrace = 30 * time.Second
 
 // New checks cfg and builds the routes. It starts nothing: serve
 // Handler with an http.Server.
@@ -84,8 +117,15 @@ func New(cfg Config) (*Server, error) {
 	if cfg.Client == nil || cfg.Store == nil {
 		return nil, errors.New("api: Config.Client and Config.Store are required")
 	}
+	if err := ValidateTokens(cfg.Tokens); err != nil {
+		return nil, fmt.Errorf("api: %w", err)
+	}
 	cfg.setDefaults()
-	s := &Server{cfg: cfg, log: cfg.Logger}
+	m, err := newMetrics(cfg.Registerer)
+	if err != nil {
+		return nil, fmt.Errorf("api: %w", err)
+	}
+	s := &Server{cfg: cfg, log: cfg.Logger, tokens: newTokenSet(cfg.Tokens), waits: make(chan struct{}, cfg.MaxWaits), metrics: m}
 	mux := http.NewServeMux()
 	mux.HandleFunc("POST /v1/workspaces", s.create)
 	mux.HandleFunc("GET /v1/workspaces", s.list)
@@ -105,35 +145,12 @@ func New(cfg Config) (*Server, error) {
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusNotFound, ErrorBody{Code: string("no_route"), Message: "no such route: see docs/operations.md for the API"})
 	})
-	s.handler = s.logRequests(s.authorize(mux))
+	s.handler = s.logRequests(s.limitTime(s.checkHost(s.authorize(s.checkOrigin(s.checkContentType(mux))))))
 	return s, nil
 }
 
 // Handler is the API's http.Handler.
 func (s *Server) Handler() http.Handler { return s.handler }
-
-// authorize requires the bearer token, when one is configured, on every
-// route except the health checks (which say nothing about workspaces).
-func (s *Server) authorize(next http.Handler) http.Handler {
-	if s.cfg.Token == "" {
-		return next
-	}
-	want := []byte("Bearer " + s.cfg.Token)
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.URL.Path == "/healthz" || r.URL.Path == "/readyz" {
-			next.ServeHTTP(w, r)
-			return
-		}
-		got := []byte(r.Header.Get("Authorization"))
-		if subtle.ConstantTimeCompare(got, want) != 1 {
-			w.Header().Set("WWW-Authenticate", `Bearer realm="turnstile"`)
-			writeJSON(w, http.StatusUnauthorized, ErrorBody{Code: CodeUnauthorized,
-				Message: "missing or wrong bearer token: send Authorization: Bearer <the server's --api-token>"})
-			return
-		}
-		next.ServeHTTP(w, r)
-	})
-}
 
 type statusRecorder struct {
 	http.ResponseWriter
@@ -145,12 +162,15 @@ func (r *statusRecorder) WriteHeader(code int) {
 	r.ResponseWriter.WriteHeader(code)
 }
 
+// Unwrap lets http.ResponseController reach the connection's deadlines.
+func (r *statusRecorder) Unwrap() http.ResponseWriter { return r.ResponseWriter }
+
 func (s *Server) logRequests(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
 		rec := &statusRecorder{ResponseWriter: w, status: http.StatusOK}
 		next.ServeHTTP(rec, r)
-		s.log.Debug("http", "method", r.Method, "path", r.URL.Path, "status", rec.status, "duration", time.Since(start))
+		s.log.Debug("http", "method", r.Method, "path", r.URL.Path, "status", rec.status, "duration", time.Since(start), "remote", r.RemoteAddr)
 	})
 }
 
@@ -199,28 +219,6 @@ func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
 		status = http.StatusServiceUnavailable
 	}
 	writeJSON(w, status, rd)
-}
-
-// CheckExposure refuses to serve on an address beyond loopback without a
-// token: an unauthenticated API there would let anyone on the network
-// delete workspaces.
-func CheckExposure(addr, token string) error {
-	if token != "" {
-		return nil
-	}
-	host, _, err := net.SplitHostPort(addr)
-	if err != nil {
-		return err
-	}
-	if IsLoopback(host) {
-		return nil
-	}
-	shown := host
-	if shown == "" {
-		shown = "every interface"
-	}
-	return errors.New("the HTTP API would listen on " + addr + " (" + shown + "), beyond loopback, without a token: " +
-		"set --api-token (TURNSTILE_API_TOKEN), or listen on 127.0.0.1")
 }
 
 // IsLoopback reports whether host (a name or an IP, no port) is only

@@ -135,6 +135,22 @@ func (s *Server) wait(w http.ResponseWriter, r *http.Request) {
 		}
 		timeout = d
 	}
+	select {
+	case s.waits <- struct{}{}:
+		s.metrics.waits.Inc()
+		defer func() { <-s.waits; s.metrics.waits.Dec() }()
+	default:
+		w.Header().Set("Retry-After", "1")
+		s.refuse(w, r, http.StatusTooManyRequests, CodeTooManyWaits, fmt.Sprintf(
+			"%d waits are open, the most this server takes at once (--http-max-waits): retry in a moment", s.cfg.MaxWaits))
+		return
+	}
+	// A long poll outlasts the usual deadlines: allow its timeout.
+	rc := http.NewResponseController(w)
+	_ = rc.SetWriteDeadline(time.Now().Add(timeout + WaitGrace))
+	if r.ContentLength != 0 {
+		_ = rc.SetReadDeadline(time.Now().Add(timeout + WaitGrace))
+	}
 	head, err := s.cfg.Store.Load(r.Context(), id)
 	if err != nil {
 		s.writeError(w, r, err)

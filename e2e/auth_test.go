@@ -10,9 +10,9 @@ import (
 // TestAPIAuth: with --api-token, requests without the token (or with a
 // wrong one) are refused with 401 and change nothing; with it they work.
 func TestAPIAuth(t *testing.T) {
-	const token = "e2e-secret-token"
+	const token = "e2e-secret-token-0123456789abcdefghijklmnop"
 	srv := startServe(t, serveOptions{args: []string{"--provisioner", "sim"}, env: []string{"TURNSTILE_API_TOKEN=" + token}})
-	for _, tc := range []struct{ name, token string }{{"NoToken", ""}, {"WrongToken", "guess"}} {
+	for _, tc := range []struct{ name, token string }{{"NoToken", noToken}, {"WrongToken", "guess"}} {
 		t.Run(tc.name, func(t *testing.T) {
 			status, body := srv.httpDo(t, "POST", "/v1/workspaces", `{"id":"locked"}`, tc.token)
 			if status != http.StatusUnauthorized || !strings.Contains(string(body), `"unauthorized"`) {
@@ -24,7 +24,7 @@ func TestAPIAuth(t *testing.T) {
 		})
 	}
 	t.Run("HealthChecksAreOpen", func(t *testing.T) {
-		if status, body := srv.httpDo(t, "GET", "/readyz", "", ""); status != http.StatusOK || !strings.Contains(string(body), `"provisioner": "sim"`) {
+		if status, body := srv.httpDo(t, "GET", "/readyz", "", noToken); status != http.StatusOK || !strings.Contains(string(body), `"provisioner": "sim"`) {
 			t.Fatalf("readyz: %d %s", status, body)
 		}
 	})

@@ -265,7 +265,26 @@ func want(t *testing.T, r result, code int, what string) {
 	}
 }
 
-// httpDo sends one request to s's API and returns the status and body.
+// noToken makes httpDo send no Authorization header.
+const noToken = "<none>"
+
+// apiToken is the token serve generated into its data dir, as a user reads
+// it: $(cat .turnstile/api-token); "" when there is none.
+func (s *server) apiToken(t *testing.T) string {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(s.dir, ".turnstile", "api-token"))
+	if errors.Is(err, os.ErrNotExist) {
+		return ""
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	return strings.TrimSpace(string(b))
+}
+
+// httpDo sends one request to s's API and returns the status and body. An
+// empty token sends the one serve generated (if any), noToken none; a body
+// goes as application/json.
 func (s *server) httpDo(t *testing.T, method, path, body, token string) (int, []byte) {
 	t.Helper()
 	var rd io.Reader
@@ -276,8 +295,17 @@ func (s *server) httpDo(t *testing.T, method, path, body, token string) (int, []
 	if err != nil {
 		t.Fatal(err)
 	}
+	switch token {
+	case noToken:
+		token = ""
+	case "":
+		token = s.apiToken(t)
+	}
 	if token != "" {
 		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	if body != "" {
+		req.Header.Set("Content-Type", "application/json")
 	}
 	hc := &http.Client{Timeout: 2 * time.Minute}
 	resp, err := hc.Do(req)

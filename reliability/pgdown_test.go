@@ -17,7 +17,7 @@ import (
 // metric reads one unlabelled-by-us gauge from serve's /metrics.
 func (s *serve) metric(name string) (float64, error) {
 	hc := &http.Client{Timeout: 2 * time.Second}
-	resp, err := hc.Get(s.httpURL() + "/metrics")
+	resp, err := s.apiGet(hc, "/metrics")
 	if err != nil {
 		return 0, err
 	}

@@ -144,6 +144,21 @@ func (s *serve) start() error {
 
 func (s *serve) httpURL() string { return fmt.Sprintf("http://127.0.0.1:%d", s.httpPort) }
 
+// apiGet GETs path from serve's API with the token serve generated into its
+// data dir (TURNSTILE_DATA_DIR), as a user would: $(cat <data-dir>/api-token).
+func (s *serve) apiGet(hc *http.Client, path string) (*http.Response, error) {
+	token, err := os.ReadFile(filepath.Join(s.dir, "data", "api-token"))
+	if err != nil {
+		return nil, err
+	}
+	req, err := http.NewRequest(http.MethodGet, s.httpURL()+path, nil)
+	if err != nil {
+		return nil, err
+	}
+	req.Header.Set("Authorization", "Bearer "+strings.TrimSpace(string(token)))
+	return hc.Do(req)
+}
+
 // waitReady polls /readyz until it answers 200, failing the test if it
 // does not. Call it from the test's goroutine; others use ready.
 func (s *serve) waitReady(timeout time.Duration) {

@@ -169,7 +169,7 @@ func (s *serve) readModel(t *testing.T, id string, seq uint64) api.Workspace {
 	var last string
 	deadline := time.Now().Add(time.Minute)
 	for {
-		resp, err := hc.Get(s.httpURL() + "/v1/workspaces/" + id)
+		resp, err := s.apiGet(hc, "/v1/workspaces/"+id)
 		if err == nil {
 			w = api.Workspace{}
 			err = json.NewDecoder(resp.Body).Decode(&w)

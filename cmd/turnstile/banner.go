@@ -11,9 +11,12 @@ func (s *service) banner() {
 	var b strings.Builder
 	fmt.Fprintf(&b, "Turnstile is serving (%s)\n", readVersion())
 	row := func(k, v string) { fmt.Fprintf(&b, "  %-13s %s\n", k, v) }
-	auth := "no token: loopback only"
-	if s.cfg.apiToken != "" {
-		auth = "bearer token required"
+	auth := "bearer token required: " + s.apiTokens.note
+	switch {
+	case s.httpTLS != nil:
+		auth += "; TLS"
+	case !s.httpLoopback:
+		auth += "; NO TLS beyond loopback: the token crosses the network in clear text"
 	}
 	row("HTTP API", fmt.Sprintf("%s (%s; /metrics, /healthz, /readyz)", s.httpURL, auth))
 	if s.embedded != nil {
@@ -39,6 +42,9 @@ func (s *service) banner() {
 	row("Default image", orDash(s.backend.image)+" ("+s.backend.imageNote+")")
 	row("Installation", s.installation)
 	fmt.Fprintf(&b, "Try: turnstile create demo --wait    (Ctrl-C stops serve)\n")
+	if s.apiTokens.generated != "" {
+		fmt.Fprintf(&b, "     curl -H \"Authorization: Bearer $(cat %s)\" %s/v1/workspaces\n", s.apiTokens.generated, s.httpURL)
+	}
 	fmt.Fprint(s.a.err, b.String())
 	s.log.Info("serving", "http", s.httpURL, "nats", s.natsURL, "provisioner", s.backend.kind,
 		"simulated", s.backend.kind == kindSim, "installation", s.installation, "default_image", s.backend.image)

@@ -74,6 +74,13 @@ func FuzzCLI(f *testing.F) {
 		{"serve\x00--sim-failure-rate\x00NaN", ""},
 		{"serve\x00--deadline-stopping\x000s", ""},
 		{"serve\x00--installation\x00Bad Install", ""},
+		{"serve\x00--api-token\x00short", ""},
+		{"serve\x00--api-token\x00Bad Name:0123456789abcdefghijklmnopqrstuvwxyz", ""},
+		{"serve", "API_TOKEN=s3cret"},
+		{"serve\x00--tls-cert\x00cert.pem", ""},
+		{"serve\x00--http-max-waits\x000", ""},
+		{"token", ""},
+		{"token\x00--name\x00Bad Name", ""},
 		{"migrate", ""},
 		{"migrate\x00up\x00extra", ""},
 		{"rebuild\x00-o\x00xml", ""},
@@ -258,7 +265,15 @@ func serveConfigOf(fs *pflag.FlagSet) (serveConfig, error) {
 	port, err := fs.GetInt("postgres-port")
 	errs = append(errs, err)
 	c.postgresPort = port
-	c.postgresBinDir, c.httpAddr, c.apiToken = str("postgres-bin-dir"), str("http-addr"), str("api-token")
+	c.postgresBinDir, c.httpAddr = str("postgres-bin-dir"), str("http-addr")
+	tokens, err := fs.GetStringArray("api-token")
+	errs = append(errs, err)
+	c.apiTokens = tokens
+	c.apiTokenFile, c.tlsCert, c.tlsKey = str("api-token-file"), str("tls-cert"), str("tls-key")
+	c.httpReadTimeout = dur("http-read-timeout")
+	maxWaits, err := fs.GetInt("http-max-waits")
+	errs = append(errs, err)
+	c.httpMaxWaits = maxWaits
 	c.provisioner, c.installation, c.defaultImage = str("provisioner"), str("installation"), str("default-image")
 	c.simMinLatency, c.simMaxLatency = dur("sim-min-latency"), dur("sim-max-latency")
 	rate, err := fs.GetFloat64("sim-failure-rate")

@@ -14,6 +14,7 @@ import (
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 
+	"github.com/turnstile-dev/turnstile/api"
 	"github.com/turnstile-dev/turnstile/fsm"
 	"github.com/turnstile-dev/turnstile/provisioner"
 	"github.com/turnstile-dev/turnstile/provisioner/worker"
@@ -24,7 +25,12 @@ type serveConfig struct {
 	natsListen, natsSync             string
 	postgresPort                     int
 	postgresBinDir                   string
-	httpAddr, apiToken               string
+	httpAddr                         string
+	apiTokens                        []string // SECRET or NAME:SECRET each
+	apiTokenFile                     string
+	tlsCert, tlsKey                  string
+	httpReadTimeout                  time.Duration
+	httpMaxWaits                     int
 	provisioner, installation        string
 	defaultImage                     string
 	simMinLatency, simMaxLatency     time.Duration
@@ -70,6 +76,20 @@ func (c *serveConfig) validate() error {
 	if c.maxActions < 1 {
 		return fmt.Errorf("--max-actions %d: use a positive number", c.maxActions)
 	}
+	for _, t := range c.apiTokens {
+		if _, err := api.ParseToken(t); err != nil {
+			return fmt.Errorf("--api-token: %w", err)
+		}
+	}
+	if (c.tlsCert == "") != (c.tlsKey == "") {
+		return fmt.Errorf("--tls-cert %q and --tls-key %q: give both (TLS) or neither (plain HTTP)", c.tlsCert, c.tlsKey)
+	}
+	if c.httpReadTimeout <= 0 {
+		return fmt.Errorf("--http-read-timeout %v: use a positive duration", c.httpReadTimeout)
+	}
+	if c.httpMaxWaits < 1 {
+		return fmt.Errorf("--http-max-waits %d: use a positive number", c.httpMaxWaits)
+	}
 	for name, d := range map[string]time.Duration{"--deadline-provisioning": c.deadlineProvisioning,
 		"--deadline-stopping": c.deadlineStopping, "--deadline-deleting": c.deadlineDelete} {
 		if d <= 0 {
@@ -90,7 +110,10 @@ a local PostgreSQL started from the installed binaries under --data-dir (its URL
 written to <data-dir>/database-url), the read model's migrations, the command
 engine, the provisioner (Docker when reachable, else the simulator), its worker,
 deadline sweeper, reconciler and event watcher, the projector, and the HTTP API
-on 127.0.0.1:8080. --nats-url and --database-url use existing servers instead.
+on 127.0.0.1:8080, which requires a bearer token: --api-token, or one generated
+into <data-dir>/api-token on first start (curl -H "Authorization: Bearer $(cat
+.turnstile/api-token)" ...). --nats-url and --database-url use existing servers
+instead.
 SIGINT or SIGTERM stops it cleanly.`,
 		Args: exactArgs(),
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -106,7 +129,12 @@ SIGINT or SIGTERM stops it cleanly.`,
 	f.IntVar(&c.postgresPort, "postgres-port", 0, "port of the local PostgreSQL (without --database-url); 0 picks a free one")
 	f.StringVar(&c.postgresBinDir, "postgres-bin-dir", "", "directory with initdb and postgres (default: search /usr/lib/postgresql/{15,16,17}/bin, /usr/local/pgsql/bin)")
 	f.StringVar(&c.httpAddr, "http-addr", "127.0.0.1:8080", "address of the HTTP API")
-	f.StringVar(&c.apiToken, "api-token", "", "bearer token the HTTP API requires; needed to listen beyond loopback")
+	f.StringArrayVar(&c.apiTokens, "api-token", nil, "bearer token of the HTTP API, SECRET or NAME:SECRET (commands are recorded as by api:NAME; NAME default \"default\"); repeatable; at least 32 characters (turnstile token makes one). Default: one generated once and kept in <data-dir>/api-token")
+	f.StringVar(&c.apiTokenFile, "api-token-file", "", "file of HTTP API tokens, one NAME:SECRET (or SECRET) a line, # comments; mode 0600; read at start")
+	f.StringVar(&c.tlsCert, "tls-cert", "", "certificate file (PEM, chain included) to serve the HTTP API over TLS, with --tls-key; reread when it changes")
+	f.StringVar(&c.tlsKey, "tls-key", "", "private key file (PEM) of --tls-cert")
+	f.DurationVar(&c.httpReadTimeout, "http-read-timeout", 30*time.Second, "how long a request's body may take to arrive; a slower one is cut off")
+	f.IntVar(&c.httpMaxWaits, "http-max-waits", api.DefaultMaxWaits, "GET .../wait requests open at once; beyond, /wait answers 429 with Retry-After")
 	f.StringVar(&c.provisioner, "provisioner", "auto", "provisioner: docker, sim (a SIMULATOR: no containers run) or auto (docker when reachable, else sim)")
 	f.StringVar(&c.installation, "installation", "", "installation id labelled on every container (default: generated once and kept in <data-dir>/installation)")
 	f.StringVar(&c.defaultImage, "default-image", "", "image of workspaces created without --image (docker default: turnstile-agent built locally from this binary)")

@@ -44,6 +44,9 @@ type service struct {
 	backend      *backend
 	installation string
 	httpURL      string
+	apiTokens    apiTokenSource
+	httpTLS      *apiCertificate // nil: plain HTTP
+	httpLoopback bool
 
 	draining atomic.Bool
 	fatal    chan error // a part that stopped on its own
@@ -101,14 +104,33 @@ func (s *service) start(ctx context.Context) error {
 	if err := os.MkdirAll(s.a.dataDir, 0o711); err != nil {
 		return fmt.Errorf("data dir: %w", err)
 	}
-	if err := api.CheckExposure(cfg.httpAddr, cfg.apiToken); err != nil {
-		return usageError(err)
+	// The API is never open: its tokens, and its certificate, before
+	// anything listens.
+	var err error
+	if s.apiTokens, err = loadAPITokens(s.a.dataDir, cfg); err != nil {
+		return err
+	}
+	if cfg.tlsCert != "" {
+		if s.httpTLS, err = newAPICertificate(cfg.tlsCert, cfg.tlsKey, log.With("component", "http")); err != nil {
+			return usageError(err)
+		}
 	}
 	ln, err := net.Listen("tcp", cfg.httpAddr)
 	if err != nil {
 		return portTaken("HTTP API", cfg.httpAddr, err, "--http-addr", "")
 	}
-	s.httpURL = "http://" + ln.Addr().String()
+	scheme := "http://"
+	if s.httpTLS != nil {
+		scheme = "https://"
+	}
+	s.httpURL = scheme + ln.Addr().String()
+	if ta, ok := ln.Addr().(*net.TCPAddr); ok {
+		s.httpLoopback = ta.IP.IsLoopback()
+	}
+	if !s.httpLoopback && s.httpTLS == nil {
+		log.Warn("the HTTP API listens beyond loopback without TLS: its bearer token crosses the network in clear text; "+
+			"give --tls-cert and --tls-key, or put a TLS proxy in front", "addr", ln.Addr().String())
+	}
 	served := false
 	s.push("http listener", func(context.Context) error {
 		if !served {
@@ -267,7 +289,8 @@ func (s *service) start(ctx context.Context) error {
 	}
 	s.push("API client", func(context.Context) error { return apiClient.Close() })
 	srv, err := api.New(api.Config{Client: apiClient, Store: apiStore, NC: conns["api"], Pool: pool, Gatherer: reg,
-		Token: cfg.apiToken, Provisioner: s.backend.kind, Logger: log.With("component", "api"),
+		Tokens: s.apiTokens.tokens, LoopbackOnly: s.httpLoopback, ReadTimeout: cfg.httpReadTimeout, MaxWaits: cfg.httpMaxWaits,
+		Registerer: reg, Provisioner: s.backend.kind, Logger: log.With("component", "api"),
 		Ready: func(context.Context) error {
 			if s.draining.Load() {
 				return errors.New("shutting down")
@@ -281,14 +304,24 @@ func (s *service) start(ctx context.Context) error {
 	// waits for open /wait long-polls (up to 10 minutes), which would eat
 	// the shutdown budget of every part stopped after the API.
 	reqCtx, cancelReqs := context.WithCancel(context.WithoutCancel(pctx))
+	// The API bounds each request's body and answer itself (api.Config's
+	// timeouts, longer for /wait); the server bounds the headers.
 	hs := &http.Server{Handler: srv.Handler(), ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute,
-		ErrorLog:    slog.NewLogLogger(log.With("component", "http").Handler(), slog.LevelWarn),
-		BaseContext: func(net.Listener) context.Context { return reqCtx }}
+		MaxHeaderBytes: 64 << 10,
+		ErrorLog:       slog.NewLogLogger(log.With("component", "http").Handler(), slog.LevelWarn),
+		BaseContext:    func(net.Listener) context.Context { return reqCtx }}
+	if s.httpTLS != nil {
+		hs.TLSConfig = s.httpTLS.tlsConfig()
+	}
 	httpDone := make(chan struct{})
 	served = true
 	go func() {
 		defer close(httpDone)
-		if err := hs.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		serve := func() error { return hs.Serve(ln) }
+		if hs.TLSConfig != nil {
+			serve = func() error { return hs.ServeTLS(ln, "", "") }
+		}
+		if err := serve(); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			s.failed(fmt.Errorf("HTTP API: %w", err))
 		}
 	}()
