@@ -26,6 +26,7 @@ import (
 	"github.com/turnstile-dev/turnstile/events"
 	"github.com/turnstile-dev/turnstile/migrations"
 	"github.com/turnstile-dev/turnstile/projector"
+	"github.com/turnstile-dev/turnstile/secrets"
 )
 
 // service is everything serve runs. start brings the parts up in order;
@@ -230,7 +231,7 @@ func (s *service) start(ctx context.Context) error {
 	stopProv, err := startProvisioning(context.WithoutCancel(ctx), provisioningDeps{
 		NC: conns["provisioning"], Store: provStore, Client: provClient, Provisioner: s.backend.prov,
 		Installation: s.installation, Logger: log.With("component", "provisioning"), Registry: reg,
-		Deadlines: cfg.deadlines(), MaxActions: cfg.maxActions,
+		Deadlines: cfg.deadlines(), MaxActions: cfg.maxActions, Secrets: s.secretResolver(),
 	})
 	if err != nil {
 		return fmt.Errorf("provisioning: %w", err)
@@ -313,6 +314,16 @@ func (s *service) start(ctx context.Context) error {
 		}()
 	}
 	return nil
+}
+
+// secretResolver reads secrets from the data dir's store (what 'turnstile
+// secret set' writes) and then from --secrets-dir, if given.
+func (s *service) secretResolver() *secrets.Resolver {
+	sources := []secrets.Source{s.a.secretStore()}
+	if s.cfg.secretsDir != "" {
+		sources = append(sources, secrets.NewStore(s.cfg.secretsDir))
+	}
+	return secrets.NewResolver(sources...)
 }
 
 // run waits for ctx (a signal) or for a part that failed on its own.
