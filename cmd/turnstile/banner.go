@@ -38,6 +38,11 @@ func (s *service) banner() {
 	}
 	row("Default image", orDash(s.backend.image)+" ("+s.backend.imageNote+")")
 	row("Installation", s.installation)
+	secretsFrom := s.a.secretStore().Dir() + " ('turnstile secret set')"
+	if s.cfg.secretsDir != "" {
+		secretsFrom += ", then " + s.cfg.secretsDir
+	}
+	row("Secrets", secretsFrom)
 	fmt.Fprintf(&b, "Try: turnstile create demo --wait    (Ctrl-C stops serve)\n")
 	fmt.Fprint(s.a.err, b.String())
 	s.log.Info("serving", "http", s.httpURL, "nats", s.natsURL, "provisioner", s.backend.kind,

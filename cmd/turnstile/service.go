@@ -319,7 +319,12 @@ func (s *service) start(ctx context.Context) error {
 // secretResolver reads secrets from the data dir's store (what 'turnstile
 // secret set' writes) and then from --secrets-dir, if given.
 func (s *service) secretResolver() *secrets.Resolver {
-	sources := []secrets.Source{s.a.secretStore()}
+	store := s.a.secretStore()
+	if fi, err := os.Stat(store.Dir()); err == nil && fi.Mode().Perm()&0o077 != 0 {
+		// 'secret set' tightens it at its next write; say so now.
+		s.log.Warn("the secrets directory is open to other users: chmod 700 it", "dir", store.Dir(), "mode", fi.Mode().Perm().String())
+	}
+	sources := []secrets.Source{store}
 	if s.cfg.secretsDir != "" {
 		sources = append(sources, secrets.NewStore(s.cfg.secretsDir))
 	}
