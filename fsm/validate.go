@@ -71,6 +71,11 @@ func ValidateSpec(s Spec) error {
 		if len(v) > MaxValueLen {
 			return fmt.Errorf("spec.env[%s] is %d bytes: at most %d allowed", k, len(v), MaxValueLen)
 		}
+		if name, ok := SecretRef(v); ok {
+			if err := ValidateSecretName(name); err != nil {
+				return fmt.Errorf("spec.env[%s] is not a valid %sNAME reference: %w", k, SecretScheme, err)
+			}
+		}
 	}
 	if len(s.Labels) > MaxLabels {
 		return fmt.Errorf("spec.labels has %d entries: at most %d allowed", len(s.Labels), MaxLabels)

@@ -41,6 +41,11 @@ func (s *service) banner() {
 	}
 	row("Default image", orDash(s.backend.image)+" ("+s.backend.imageNote+")")
 	row("Installation", s.installation)
+	secretsFrom := s.a.secretStore().Dir() + " ('turnstile secret set')"
+	if s.cfg.secretsDir != "" {
+		secretsFrom += ", then " + s.cfg.secretsDir
+	}
+	row("Secrets", secretsFrom)
 	fmt.Fprintf(&b, "Try: turnstile create demo --wait    (Ctrl-C stops serve)\n")
 	if s.apiTokens.generated != "" {
 		fmt.Fprintf(&b, "     curl -H \"Authorization: Bearer $(cat %s)\" %s/v1/workspaces\n", s.apiTokens.generated, s.httpURL)

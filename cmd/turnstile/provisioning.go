@@ -29,6 +29,8 @@ type provisioningDeps struct {
 	// MaxActions bounds the provisioner actions running at once (0: the
 	// worker's default).
 	MaxActions int
+	// Secrets resolves secret://NAME env references at provision time.
+	Secrets worker.Resolver
 }
 
 // opener is the Open/Close shape of the worker, supervisor and watcher.
@@ -43,7 +45,7 @@ func startProvisioning(ctx context.Context, d provisioningDeps) (stop func(), er
 	metrics := worker.NewMetrics(d.Registry)
 	w, err := worker.New(worker.Config{Store: d.Store, Provisioner: d.Provisioner, Publisher: d.Client,
 		Durable: "turnstile-worker-" + d.Installation, Logger: d.Logger, Metrics: metrics,
-		MaxConcurrentActions: d.MaxActions})
+		MaxConcurrentActions: d.MaxActions, Secrets: d.Secrets})
 	if err != nil {
 		return nil, err
 	}

@@ -39,6 +39,7 @@ type serveConfig struct {
 	deadlineProvisioning             time.Duration
 	deadlineStopping, deadlineDelete time.Duration
 	maxActions                       int
+	secretsDir                       string
 	commit                           string
 	shutdownTimeout                  time.Duration
 }
@@ -72,6 +73,15 @@ func (c *serveConfig) validate() error {
 	}
 	if c.simFailureRate < 0 || c.simFailureRate > 1 {
 		return fmt.Errorf("--sim-failure-rate %v: use a fraction from 0 to 1", c.simFailureRate)
+	}
+	if c.secretsDir != "" {
+		fi, err := os.Stat(c.secretsDir)
+		if err != nil {
+			return fmt.Errorf("--secrets-dir: %w", err)
+		}
+		if !fi.IsDir() {
+			return fmt.Errorf("--secrets-dir %q is not a directory", c.secretsDir)
+		}
 	}
 	if c.maxActions < 1 {
 		return fmt.Errorf("--max-actions %d: use a positive number", c.maxActions)
@@ -146,6 +156,7 @@ SIGINT or SIGTERM stops it cleanly.`,
 	f.DurationVar(&c.deadlineStopping, "deadline-stopping", 5*time.Minute, "a workspace stopping longer fails")
 	f.DurationVar(&c.deadlineDelete, "deadline-deleting", 5*time.Minute, "a workspace deleting longer fails")
 	f.IntVar(&c.maxActions, "max-actions", worker.DefaultMaxConcurrentActions, "provisioner actions (provision, stop, delete) run at once over all workspaces; more wait for a slot")
+	f.StringVar(&c.secretsDir, "secrets-dir", "", "directory of secrets the operator provides, one file per secret named as the secret (Docker or Kubernetes secret mounts), read after <data-dir>/secrets for secret://NAME env values")
 	f.DurationVar(&c.shutdownTimeout, "shutdown-timeout", 30*time.Second, "how long a shutdown may take before it gives up waiting")
 	f.VisitAll(func(fl *pflag.Flag) { markEnv(f, fl.Name) })
 	return cmd

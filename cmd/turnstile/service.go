@@ -26,6 +26,7 @@ import (
 	"github.com/turnstile-dev/turnstile/events"
 	"github.com/turnstile-dev/turnstile/migrations"
 	"github.com/turnstile-dev/turnstile/projector"
+	"github.com/turnstile-dev/turnstile/secrets"
 )
 
 // service is everything serve runs. start brings the parts up in order;
@@ -252,7 +253,7 @@ func (s *service) start(ctx context.Context) error {
 	stopProv, err := startProvisioning(context.WithoutCancel(ctx), provisioningDeps{
 		NC: conns["provisioning"], Store: provStore, Client: provClient, Provisioner: s.backend.prov,
 		Installation: s.installation, Logger: log.With("component", "provisioning"), Registry: reg,
-		Deadlines: cfg.deadlines(), MaxActions: cfg.maxActions,
+		Deadlines: cfg.deadlines(), MaxActions: cfg.maxActions, Secrets: s.secretResolver(),
 	})
 	if err != nil {
 		return fmt.Errorf("provisioning: %w", err)
@@ -346,6 +347,21 @@ func (s *service) start(ctx context.Context) error {
 		}()
 	}
 	return nil
+}
+
+// secretResolver reads secrets from the data dir's store (what 'turnstile
+// secret set' writes) and then from --secrets-dir, if given.
+func (s *service) secretResolver() *secrets.Resolver {
+	store := s.a.secretStore()
+	if fi, err := os.Stat(store.Dir()); err == nil && fi.Mode().Perm()&0o077 != 0 {
+		// 'secret set' tightens it at its next write; say so now.
+		s.log.Warn("the secrets directory is open to other users: chmod 700 it", "dir", store.Dir(), "mode", fi.Mode().Perm().String())
+	}
+	sources := []secrets.Source{store}
+	if s.cfg.secretsDir != "" {
+		sources = append(sources, secrets.NewStore(s.cfg.secretsDir))
+	}
+	return secrets.NewResolver(sources...)
 }
 
 // run waits for ctx (a signal) or for a part that failed on its own.

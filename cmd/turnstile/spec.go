@@ -15,6 +15,7 @@ import (
 type specFlags struct {
 	image   string
 	env     []string
+	secrets []string // --secret-env KEY=NAME: env KEY=secret://NAME
 	labels  []string
 	cpus    float64
 	memory  string
@@ -23,7 +24,8 @@ type specFlags struct {
 
 func (s *specFlags) register(fs *pflag.FlagSet, configure bool) {
 	fs.StringVar(&s.image, "image", "", "image to run (default: the provisioner's default image)")
-	fs.StringArrayVar(&s.env, "env", nil, "environment variable KEY=VALUE for the container (repeatable)")
+	fs.StringArrayVar(&s.env, "env", nil, "environment variable KEY=VALUE for the container (repeatable); plain values are stored in the event history in plaintext: for secrets use KEY=secret://NAME")
+	fs.StringArrayVar(&s.secrets, "secret-env", nil, "environment variable KEY=NAME whose value is the secret NAME ('turnstile secret set NAME'); the same as --env KEY=secret://NAME (repeatable)")
 	fs.StringArrayVar(&s.labels, "label", nil, "container label KEY=VALUE (repeatable; the turnstile. prefix is reserved)")
 	fs.Float64Var(&s.cpus, "cpus", 0, "CPU limit, in CPUs (0: none)")
 	fs.StringVar(&s.memory, "memory", "", "memory limit, such as 512m or 2g (empty: none)")
@@ -34,7 +36,7 @@ func (s *specFlags) register(fs *pflag.FlagSet, configure bool) {
 
 // given reports whether any spec flag was set.
 func (s *specFlags) given(fs *pflag.FlagSet) bool {
-	for _, n := range []string{"image", "env", "label", "cpus", "memory"} {
+	for _, n := range []string{"image", "env", "secret-env", "label", "cpus", "memory"} {
 		if fs.Changed(n) {
 			return true
 		}
@@ -66,6 +68,13 @@ func (s *specFlags) apply(fs *pflag.FlagSet, base fsm.Spec) (fsm.Spec, error) {
 	if spec.Env, err = mergePairs("--env", spec.Env, s.env); err != nil {
 		return spec, err
 	}
+	refs, err := s.secretRefs()
+	if err != nil {
+		return spec, err
+	}
+	if spec.Env, err = mergePairs("--secret-env", spec.Env, refs); err != nil {
+		return spec, err
+	}
 	if spec.Labels, err = mergePairs("--label", spec.Labels, s.labels); err != nil {
 		return spec, err
 	}
@@ -87,8 +96,56 @@ func (s *specFlags) check(fs *pflag.FlagSet) error {
 	if _, err := mergePairs("--env", nil, s.env); err != nil {
 		return err
 	}
+	if _, err := s.secretRefs(); err != nil {
+		return err
+	}
 	_, err := mergePairs("--label", nil, s.labels)
 	return err
+}
+
+// secretRefs turns each --secret-env KEY=NAME into KEY=secret://NAME.
+func (s *specFlags) secretRefs() ([]string, error) {
+	out := make([]string, 0, len(s.secrets))
+	for _, p := range s.secrets {
+		k, name, ok := strings.Cut(p, "=")
+		if !ok || k == "" {
+			return nil, fmt.Errorf("--secret-env %q: use KEY=NAME", p)
+		}
+		if err := fsm.ValidateSecretName(name); err != nil {
+			return nil, fmt.Errorf("--secret-env %q: %w", p, err)
+		}
+		out = append(out, k+"="+fsm.SecretScheme+name)
+	}
+	return out, nil
+}
+
+// secretLooking are the endings of variable names that usually hold
+// secrets.
+var secretLooking = []string{"TOKEN", "PASSWORD", "PASSWD", "SECRET", "KEY", "CREDENTIALS", "CREDENTIAL"}
+
+// plainSecretWarnings warns about each --env given with a plain value whose
+// name looks like a secret's: that value is kept in plaintext in the event
+// history forever. It is not refused, for compatibility.
+func (s *specFlags) plainSecretWarnings() []string {
+	var out []string
+	for _, p := range s.env {
+		k, v, ok := strings.Cut(p, "=")
+		if !ok || v == "" {
+			continue
+		}
+		if _, ref := fsm.SecretRef(v); ref {
+			continue
+		}
+		upper := strings.ToUpper(k)
+		for _, end := range secretLooking {
+			if strings.HasSuffix(upper, end) {
+				out = append(out, fmt.Sprintf("warning: --env %s has a plain value, which is kept in plaintext in the event history, the read model and every response; "+
+					"for a secret, run 'turnstile secret set NAME' and pass --env %s=%sNAME", k, k, fsm.SecretScheme))
+				break
+			}
+		}
+	}
+	return out
 }
 
 func mergePairs(flag string, into map[string]string, pairs []string) (map[string]string, error) {

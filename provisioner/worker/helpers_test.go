@@ -38,6 +38,7 @@ type rig struct {
 	// maxActions and metrics are what startWorker gives each worker.
 	maxActions int
 	metrics    *worker.Metrics
+	secrets    worker.Resolver
 }
 
 type rigOptions struct {
@@ -49,12 +50,14 @@ type rigOptions struct {
 	maxActions int
 	// metrics, if not nil, are the worker's.
 	metrics *worker.Metrics
+	// secrets, if not nil, resolves the worker's secret references.
+	secrets worker.Resolver
 }
 
 func newRig(tb testing.TB, prov provisioner.Provisioner, o rigOptions) *rig {
 	tb.Helper()
 	r := &rig{core: testenv.StartCore(tb, testenv.CoreOptions{}), prov: prov, ackWait: o.ackWait,
-		maxActions: o.maxActions, metrics: o.metrics}
+		maxActions: o.maxActions, metrics: o.metrics, secrets: o.secrets}
 	if r.ackWait == 0 {
 		r.ackWait = 3 * time.Second
 	}
@@ -88,7 +91,7 @@ func newRig(tb testing.TB, prov provisioner.Provisioner, o rigOptions) *rig {
 func (r *rig) startWorker(tb testing.TB) *worker.Worker {
 	tb.Helper()
 	w, err := worker.New(worker.Config{Store: r.core.Store, Provisioner: r.prov, Publisher: r.core.Client(tb, "worker"),
-		Logger: testenv.Logger(tb), AckWait: r.ackWait, MaxConcurrentActions: r.maxActions, Metrics: r.metrics})
+		Logger: testenv.Logger(tb), AckWait: r.ackWait, MaxConcurrentActions: r.maxActions, Metrics: r.metrics, Secrets: r.secrets})
 	if err != nil {
 		tb.Fatal(err)
 	}

@@ -37,8 +37,20 @@ type Config struct {
 	// 0 means DefaultMaxConcurrentActions.
 	MaxConcurrentActions int
 
+	// Secrets resolves the secret://NAME env references of a spec just
+	// before it is provisioned, so that only references are ever in
+	// events. Nil: a spec with references fails to provision.
+	Secrets Resolver
+
 	Logger  *slog.Logger
 	Metrics *Metrics
+}
+
+// Resolver turns a spec's secret references into values.
+type Resolver interface {
+	// Resolve returns spec with each secret://NAME env value replaced by the
+	// secret's value, or an error that names the secret but holds no value.
+	Resolve(ctx context.Context, spec fsm.Spec) (fsm.Spec, error)
 }
 
 // DefaultMaxConcurrentActions is Config.MaxConcurrentActions when unset:
@@ -383,7 +395,11 @@ func (w *Worker) do(ctx context.Context, st fsm.Workspace) (string, fsm.Command,
 	case fsm.Provisioning:
 		ok, fail = fsm.ProvisionSucceeded, fsm.ProvisionFailed
 		run = func() (string, error) {
-			res, err := p.Provision(ctx, provisioner.Request{Workspace: st.ID, Generation: st.Generation, Spec: st.Spec})
+			spec, err := w.resolve(ctx, st)
+			if err != nil {
+				return "", err
+			}
+			res, err := p.Provision(ctx, provisioner.Request{Workspace: st.ID, Generation: st.Generation, Spec: spec})
 			return res.ContainerID, err
 		}
 	case fsm.Stopping:
@@ -419,6 +435,30 @@ func (w *Worker) do(ctx context.Context, st fsm.Workspace) (string, fsm.Command,
 		cmd.ContainerID = truncate(container, 128)
 	}
 	return kind, cmd, nil
+}
+
+// resolve returns st's spec with its secret references resolved, read
+// afresh for each attempt so that a secret set again is used by the next
+// one. A reference that cannot be resolved fails the attempt for good
+// (CodeInvalid): repeating it cannot help until someone sets the secret.
+func (w *Worker) resolve(ctx context.Context, st fsm.Workspace) (fsm.Spec, error) {
+	if len(st.Spec.SecretRefs()) == 0 {
+		return st.Spec, nil
+	}
+	fail := func(reason string) error {
+		return &provisioner.Error{Op: "provision", Workspace: st.ID, Generation: st.Generation, Code: provisioner.CodeInvalid, Reason: reason}
+	}
+	if w.cfg.Secrets == nil {
+		return fsm.Spec{}, fail("the spec refers to secrets (" + fsm.SecretScheme + "NAME) but this worker has no secret store")
+	}
+	spec, err := w.cfg.Secrets.Resolve(ctx, st.Spec)
+	if err != nil {
+		if ctx.Err() != nil {
+			return fsm.Spec{}, provisioner.Canceled("provision", st.ID, st.Generation, ctx.Err())
+		}
+		return fsm.Spec{}, fail(err.Error())
+	}
+	return spec, nil
 }
 
 func (w *Worker) load(ctx context.Context, id string) (events.Head, error) {

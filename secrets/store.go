@@ -1,0 +1,212 @@
+package secrets
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/turnstile-dev/turnstile/fsm"
+)
+
+// MaxValueLen bounds a secret's value: it becomes an env value, which a
+// spec bounds the same way.
+const MaxValueLen = fsm.MaxValueLen
+
+// ErrNotFound means a source has no secret of that name.
+var ErrNotFound = errors.New("secret not found")
+
+// Info describes a stored secret without its value.
+type Info struct {
+	Name string `json:"name"`
+	Size int    `json:"size"`
+	// Digest is the first 8 hex digits of the value's SHA-256: enough to
+	// tell one version from another, too short to confirm a guess.
+	Digest  string    `json:"digest"`
+	Updated time.Time `json:"updated_at"`
+}
+
+// Store is a directory of secrets, one file per name. It is safe for
+// concurrent use, also by several processes (serve reads, the CLI writes).
+type Store struct {
+	dir string
+}
+
+// NewStore returns the store in dir; nothing is touched until it is used.
+func NewStore(dir string) *Store { return &Store{dir: dir} }
+
+// Dir is the store's directory.
+func (s *Store) Dir() string { return s.dir }
+
+// ValidateValue checks a value before it is stored: not empty, at most
+// MaxValueLen bytes, no NUL byte (an env value cannot hold one), and not
+// itself a reference. The message never contains the value.
+func ValidateValue(value []byte) error {
+	switch {
+	case len(value) == 0:
+		return errors.New("the value is empty")
+	case len(value) > MaxValueLen:
+		return fmt.Errorf("the value is %d bytes: at most %d allowed", len(value), MaxValueLen)
+	case slices.Contains(value, 0):
+		return errors.New("the value contains a NUL byte, which no environment variable can hold")
+	case strings.HasPrefix(string(value), fsm.SecretScheme):
+		return fmt.Errorf("the value starts with %s: references do not nest", fsm.SecretScheme)
+	}
+	return nil
+}
+
+// Set stores value under name, replacing any older value atomically.
+func (s *Store) Set(ctx context.Context, name string, value []byte) (Info, error) {
+	if err := fsm.ValidateSecretName(name); err != nil {
+		return Info{}, err
+	}
+	if err := ValidateValue(value); err != nil {
+		return Info{}, fmt.Errorf("secret %q: %w", name, err)
+	}
+	if err := ctx.Err(); err != nil {
+		return Info{}, err
+	}
+	if err := s.ensureDir(); err != nil {
+		return Info{}, err
+	}
+	tmp, err := os.CreateTemp(s.dir, ".tmp-"+name+"-*") // mode 0600
+	if err != nil {
+		return Info{}, fmt.Errorf("secret %q: %w", name, err)
+	}
+	defer func() { _ = os.Remove(tmp.Name()) }() // a no-op after the rename
+	if err := tmp.Chmod(0o600); err != nil {     // whatever the umask did
+		_ = tmp.Close()
+		return Info{}, fmt.Errorf("secret %q: %w", name, err)
+	}
+	_, err = tmp.Write(value)
+	if err == nil {
+		err = tmp.Sync()
+	}
+	if cerr := tmp.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(tmp.Name(), s.path(name))
+	}
+	if err != nil {
+		return Info{}, fmt.Errorf("secret %q: %w", name, err)
+	}
+	syncDir(s.dir)
+	return s.stat(name)
+}
+
+// Get returns name's value, or an error matching ErrNotFound.
+func (s *Store) Get(ctx context.Context, name string) ([]byte, error) {
+	if err := fsm.ValidateSecretName(name); err != nil {
+		return nil, err
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	b, err := os.ReadFile(s.path(name))
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, fmt.Errorf("%w: %q in %s", ErrNotFound, name, s.dir)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("secret %q: %w", name, err)
+	}
+	return b, nil
+}
+
+// Remove deletes name; an absent name is an error matching ErrNotFound.
+func (s *Store) Remove(ctx context.Context, name string) error {
+	if err := fsm.ValidateSecretName(name); err != nil {
+		return err
+	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	err := os.Remove(s.path(name))
+	if errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("%w: %q in %s", ErrNotFound, name, s.dir)
+	}
+	if err != nil {
+		return fmt.Errorf("secret %q: %w", name, err)
+	}
+	syncDir(s.dir)
+	return nil
+}
+
+// List describes every secret, by name. A store that does not exist yet is
+// empty. Files whose names are not secret names (temporary files,
+// Kubernetes' ..data links) are skipped.
+func (s *Store) List(ctx context.Context) ([]Info, error) {
+	entries, err := os.ReadDir(s.dir)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("secrets: %w", err)
+	}
+	var out []Info
+	for _, e := range entries {
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
+		if fsm.ValidateSecretName(e.Name()) != nil || e.IsDir() {
+			continue
+		}
+		info, err := s.stat(e.Name())
+		if errors.Is(err, fs.ErrNotExist) {
+			continue // removed meanwhile
+		}
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, info)
+	}
+	return out, nil // ReadDir sorts by name
+}
+
+func (s *Store) stat(name string) (Info, error) {
+	p := s.path(name)
+	fi, err := os.Stat(p)
+	if err != nil {
+		return Info{}, fmt.Errorf("secret %q: %w", name, err)
+	}
+	b, err := os.ReadFile(p)
+	if err != nil {
+		return Info{}, fmt.Errorf("secret %q: %w", name, err)
+	}
+	return Info{Name: name, Size: len(b), Digest: Digest(b), Updated: fi.ModTime().UTC()}, nil
+}
+
+// Digest is the short digest Info shows for value.
+func Digest(value []byte) string {
+	sum := sha256.Sum256(value)
+	return hex.EncodeToString(sum[:4])
+}
+
+func (s *Store) path(name string) string { return filepath.Join(s.dir, name) }
+
+// ensureDir makes the directory 0700, also when it exists looser.
+func (s *Store) ensureDir() error {
+	if err := os.MkdirAll(s.dir, 0o700); err != nil {
+		return fmt.Errorf("secrets: %w", err)
+	}
+	if err := os.Chmod(s.dir, 0o700); err != nil {
+		return fmt.Errorf("secrets: %w", err)
+	}
+	return nil
+}
+
+// syncDir makes a rename or removal in dir durable; best effort, as a
+// failure here leaves the change made, only perhaps not yet on disk.
+func syncDir(dir string) {
+	if d, err := os.Open(dir); err == nil {
+		_ = d.Sync()
+		_ = d.Close()
+	}
+}
