@@ -164,7 +164,11 @@ func (s *service) start(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	if err := events.EnsureStreams(ctx, js, s.names, events.StreamOptions{}); err != nil {
+	retention := cfg.rejectedRetention
+	if retention == 0 {
+		retention = -1 // for ever
+	}
+	if err := events.EnsureStreams(ctx, js, s.names, events.StreamOptions{RejectedRetention: retention}); err != nil {
 		return err
 	}
 
@@ -247,7 +251,8 @@ func (s *service) start(ctx context.Context) error {
 		return err
 	}
 	eng, err := engine.New(engine.Config{Store: engStore, CommitStores: []*events.Store{commitStore},
-		Logger: log.With("component", "engine"), Metrics: engine.NewMetrics(reg)})
+		MaxPendingPerWorkspace: cfg.maxPendingPerWorkspace,
+		Logger:                 log.With("component", "engine"), Metrics: engine.NewMetrics(reg)})
 	if err != nil {
 		return err
 	}
