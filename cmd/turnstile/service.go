@@ -177,30 +177,27 @@ func (s *service) start(ctx context.Context) error {
 		return err
 	}
 	s.push("PostgreSQL", s.db.close)
-	pcfg, err := pgxpool.ParseConfig(s.db.url)
-	if err != nil {
-		return fmt.Errorf("database: %w", err)
+	// Migrations as the owner, on a connection of their own.
+	if err := s.migrate(ctx); err != nil {
+		return err
 	}
-	if !strings.Contains(s.db.url, "pool_max_conns") {
-		// The projector holds one connection and borrows a second while
-		// two batches are in flight; the rest serve the API and metrics.
-		pcfg.MaxConns = 8
-	}
-	pool, err := pgxpool.NewWithConfig(ctx, pcfg)
-	if err != nil {
-		return fmt.Errorf("database: %w", err)
-	}
-	s.push("database pool", func(context.Context) error { pool.Close(); return nil })
-	db := stdlib.OpenDBFromPool(pool)
-	err = migrations.Up(ctx, db)
-	_ = db.Close()
+	// The projector writes as the writer; the API and metrics read as the
+	// reader. A given --database-url is one role: one pool, as before.
+	shared := s.db.readerURL == s.db.writerURL
+	pool, err := s.openPool(ctx, s.db.writerURL, map[bool]int32{true: 8, false: 4}[shared])
 	if err != nil {
 		return err
+	}
+	readPool := pool
+	if !shared {
+		if readPool, err = s.openPool(ctx, s.db.readerURL, 4); err != nil {
+			return err
+		}
 	}
 
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
-		api.NewWorkspaceCollector(pool, log))
+		api.NewWorkspaceCollector(readPool, log))
 
 	// The projector.
 	pjs, err := jetstream.New(conns["projector"])
@@ -271,7 +268,7 @@ func (s *service) start(ctx context.Context) error {
 		return err
 	}
 	s.push("API client", func(context.Context) error { return apiClient.Close() })
-	srv, err := api.New(api.Config{Client: apiClient, Store: apiStore, NC: conns["api"], Pool: pool, Gatherer: reg,
+	srv, err := api.New(api.Config{Client: apiClient, Store: apiStore, NC: conns["api"], Pool: readPool, Gatherer: reg,
 		Token: cfg.apiToken, Provisioner: s.backend.kind, Logger: log.With("component", "api"),
 		Ready: func(context.Context) error {
 			if s.draining.Load() {
@@ -318,6 +315,43 @@ func (s *service) start(ctx context.Context) error {
 		}()
 	}
 	return nil
+}
+
+// migrate applies the read model's migrations as the database's owner,
+// then gives the other roles the tables.
+func (s *service) migrate(ctx context.Context) error {
+	pool, err := s.openPool(ctx, s.db.ownerURL, 2)
+	if err != nil {
+		return err
+	}
+	db := stdlib.OpenDBFromPool(pool)
+	err = migrations.Up(ctx, db)
+	_ = db.Close()
+	pool.Close()
+	if err != nil {
+		return err
+	}
+	return s.db.migrated(ctx)
+}
+
+// openPool opens a pool on url, of maxConns unless the URL says
+// (pool_max_conns), closed when serve stops.
+func (s *service) openPool(ctx context.Context, url string, maxConns int32) (*pgxpool.Pool, error) {
+	pcfg, err := pgxpool.ParseConfig(url)
+	if err != nil {
+		return nil, fmt.Errorf("database: %w", err)
+	}
+	if !strings.Contains(url, "pool_max_conns") {
+		// The projector holds one connection and borrows a second while
+		// two batches are in flight; the rest serve the API and metrics.
+		pcfg.MaxConns = maxConns
+	}
+	pool, err := pgxpool.NewWithConfig(ctx, pcfg)
+	if err != nil {
+		return nil, fmt.Errorf("database: %w", err)
+	}
+	s.push("database pool", func(context.Context) error { pool.Close(); return nil })
+	return pool, nil
 }
 
 // run waits for ctx (a signal) or for a part that failed on its own.

@@ -242,7 +242,13 @@ func (s *Server) Dir() string { return s.opts.Dir }
 
 // URL is a connection URL for database db as the superuser.
 func (s *Server) URL(db string) string {
-	u := url.URL{Scheme: "postgres", User: url.UserPassword(Superuser, s.password),
+	return s.URLFor(Superuser, s.password, db)
+}
+
+// URLFor is a connection URL for database db as role user with password,
+// on the server's loopback address: for roles the caller created.
+func (s *Server) URLFor(user, password, db string) string {
+	u := url.URL{Scheme: "postgres", User: url.UserPassword(user, password),
 		Host: net.JoinHostPort("127.0.0.1", strconv.Itoa(s.port)), Path: "/" + db,
 		RawQuery: "sslmode=disable"}
 	return u.String()
