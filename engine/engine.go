@@ -113,11 +113,12 @@ type Engine struct {
 	wg     sync.WaitGroup
 	iter   jetstream.MessagesContext
 	queue  *queue
+	pulled chan struct{} // closed when pull has returned
+	commit *committer
+	heads  *headCache
+
 	// refusing bounds the busy refusals written at once (busy.go).
 	refusing chan struct{}
-	pulled   chan struct{} // closed when pull has returned
-	commit   *committer
-	heads    *headCache
 }
 
 // New returns an engine for cfg.

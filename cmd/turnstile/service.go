@@ -248,8 +248,8 @@ func (s *service) start(ctx context.Context) error {
 		return err
 	}
 	eng, err := engine.New(engine.Config{Store: engStore, CommitStores: []*events.Store{commitStore},
-		MaxPendingPerWorkspace: cfg.maxPendingPerWorkspace,
-		Logger:                 log.With("component", "engine"), Metrics: engine.NewMetrics(reg)})
+		Logger: log.With("component", "engine"), Metrics: engine.NewMetrics(reg),
+		MaxPendingPerWorkspace: cfg.maxPendingPerWorkspace})
 	if err != nil {
 		return err
 	}
