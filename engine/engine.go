@@ -158,7 +158,7 @@ func (e *Engine) Open(ctx context.Context) error {
 	// Room for the recovered besides: the consumer may hold more unacked
 	// commands than this engine's MaxAckPending, if an earlier one had more.
 	e.queue = newQueue(e.cfg.MaxAckPending+len(recovered), e.cfg.MaxPendingPerWorkspace)
-	e.refusing = make(chan struct{}, 2*e.cfg.MaxBatch)
+	e.refusing = make(chan struct{}, refusalsInFlight)
 	for _, m := range recovered {
 		e.queue.push(e.names.WorkspaceOf(m.Subject()), m)
 	}
