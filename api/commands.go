@@ -9,11 +9,13 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"reflect"
 	"strings"
 
 	"github.com/turnstile-dev/turnstile/client"
 	"github.com/turnstile-dev/turnstile/events"
 	"github.com/turnstile-dev/turnstile/fsm"
+	"github.com/turnstile-dev/turnstile/internal/jsonstrict"
 )
 
 // IdempotencyHeader carries the command id chosen by the caller.
@@ -125,8 +127,9 @@ func writeOutcome(w http.ResponseWriter, o events.OutcomeRecord) {
 	}
 }
 
-// decodeBody reads one JSON object, refusing unknown fields and trailing
-// data, and names the field that is wrong.
+// decodeBody reads one JSON object, refusing unknown fields, trailing
+// data, keys given twice and field names in another case, and names the
+// field that is wrong.
 func decodeBody(r *http.Request, v any, required bool) error {
 	body, err := io.ReadAll(io.LimitReader(r.Body, events.MaxCommandBytes+1))
 	if err != nil {
@@ -164,6 +167,14 @@ func decodeBody(r *http.Request, v any, required bool) error {
 	}
 	if dec.More() {
 		return badField("body", "has data after the JSON object")
+	}
+	// A key given twice or a field name in another case: encoding/json
+	// takes them silently (issue 12 item 11).
+	var se *jsonstrict.Error
+	if err := jsonstrict.Check(body, reflect.TypeOf(v)); errors.As(err, &se) {
+		return badField(se.FieldPath(), se.Reason())
+	} else if err != nil {
+		return badField("body", err.Error())
 	}
 	return nil
 }

@@ -42,6 +42,11 @@ type Config struct {
 	Parallel int
 	// MaxAckPending bounds commands taken but not yet finished.
 	MaxAckPending int
+	// MaxPendingPerWorkspace bounds the commands waiting for one
+	// workspace; a user command beyond it is refused busy at once, without
+	// being decided (see busy.go). 0 means DefaultMaxPendingPerWorkspace;
+	// negative, no bound.
+	MaxPendingPerWorkspace int
 	// MaxBatch bounds the commands written in one atomic batch; 1 turns
 	// batching off. At most MaxAtomicCommands: larger values are lowered.
 	MaxBatch int
@@ -71,6 +76,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.MaxAckPending <= 0 {
 		c.MaxAckPending = 8192
+	}
+	if c.MaxPendingPerWorkspace == 0 {
+		c.MaxPendingPerWorkspace = DefaultMaxPendingPerWorkspace
 	}
 	if c.MaxBatch <= 0 {
 		c.MaxBatch = 256
@@ -108,6 +116,9 @@ type Engine struct {
 	pulled chan struct{} // closed when pull has returned
 	commit *committer
 	heads  *headCache
+
+	// refusing bounds the busy refusals written at once (busy.go).
+	refusing chan struct{}
 }
 
 // New returns an engine for cfg.
@@ -146,7 +157,8 @@ func (e *Engine) Open(ctx context.Context) error {
 	e.cancel, e.iter = cancel, it
 	// Room for the recovered besides: the consumer may hold more unacked
 	// commands than this engine's MaxAckPending, if an earlier one had more.
-	e.queue = newQueue(e.cfg.MaxAckPending + len(recovered))
+	e.queue = newQueue(e.cfg.MaxAckPending+len(recovered), e.cfg.MaxPendingPerWorkspace)
+	e.refusing = make(chan struct{}, refusalsInFlight)
 	for _, m := range recovered {
 		e.queue.push(e.names.WorkspaceOf(m.Subject()), m)
 	}
@@ -168,7 +180,7 @@ func (e *Engine) Open(ctx context.Context) error {
 		e.pull(runCtx)
 	}()
 	e.log.Info("engine started", "durable", e.cfg.Durable, "parallel", e.cfg.Parallel, "max_batch", e.cfg.MaxBatch,
-		"committers", e.cfg.Committers)
+		"committers", e.cfg.Committers, "max_pending_per_workspace", e.cfg.MaxPendingPerWorkspace)
 	return nil
 }
 
@@ -219,7 +231,9 @@ func (e *Engine) pull(ctx context.Context) {
 			continue
 		}
 		failures = 0
-		e.queue.push(e.names.WorkspaceOf(m.Subject()), m)
+		if ws := e.names.WorkspaceOf(m.Subject()); !e.queue.offer(ws, m) {
+			e.overflow(ctx, ws, m)
+		}
 	}
 }
 

@@ -18,6 +18,9 @@ type Metrics struct {
 	// BatchFallbacks counts atomic batches refused as a whole (usually one
 	// workspace's CAS conflict) and then written one command at a time.
 	BatchFallbacks prometheus.Counter
+	// Overflows counts commands refused busy, undecided, because their
+	// workspace already had MaxPendingPerWorkspace commands waiting.
+	Overflows prometheus.Counter
 }
 
 // NewMetrics creates the collectors and registers them on reg (if not nil).
@@ -44,9 +47,12 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		BatchFallbacks: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "turnstile_commit_batch_fallbacks_total", Help: "Atomic batches refused as a whole and rewritten one command at a time.",
 		}),
+		Overflows: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "turnstile_engine_overflow_total", Help: "Commands refused busy without being decided: their workspace already had --max-pending-per-workspace commands waiting.",
+		}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.Commands, m.Latency, m.Conflicts, m.Batches, m.CommitSeconds, m.BatchFallbacks)
+		reg.MustRegister(m.Commands, m.Latency, m.Conflicts, m.Batches, m.CommitSeconds, m.BatchFallbacks, m.Overflows)
 	}
 	return m
 }

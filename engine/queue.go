@@ -18,19 +18,23 @@ type queued struct {
 // that is already being worked on: that is what keeps a workspace's commands
 // in order while different workspaces run in parallel. A workspace's
 // commands are kept in stream order, so a redelivered command goes before
-// later ones still waiting.
+// later ones still waiting. offer holds at most perWorkspace commands
+// waiting per workspace: one workspace's flood must not fill the consumer's
+// MaxAckPending and stall everyone else's commands behind it.
 type queue struct {
-	mu      sync.Mutex
-	pending map[string][]queued
-	active  map[string]bool // in ready or being worked on
-	ready   chan string
-	closed  bool
+	mu           sync.Mutex
+	pending      map[string][]queued
+	active       map[string]bool // in ready or being worked on
+	ready        chan string
+	closed       bool
+	perWorkspace int // 0: no cap
 }
 
-func newQueue(capacity int) *queue {
+func newQueue(capacity, perWorkspace int) *queue {
 	return &queue{
-		pending: make(map[string][]queued),
-		active:  make(map[string]bool),
+		perWorkspace: max(perWorkspace, 0),
+		pending:      make(map[string][]queued),
+		active:       make(map[string]bool),
 		// Each workspace is in ready at most once and holds at least one
 		// pending message, so MaxAckPending bounds it and push never blocks.
 		// Redeliveries and recovered commands can add a workspace's
@@ -39,7 +43,21 @@ func newQueue(capacity int) *queue {
 	}
 }
 
+// push queues m whatever the workspace's queue holds: for commands that
+// must not be refused (recovered ones, system reports).
 func (q *queue) push(ws string, m jetstream.Msg) {
+	q.add(ws, m, 0)
+}
+
+// offer queues m unless its workspace already has perWorkspace commands
+// waiting (besides the one being handled); false means m was not queued
+// and is the caller's to refuse. A copy of a command already waiting
+// replaces it, full or not.
+func (q *queue) offer(ws string, m jetstream.Msg) bool {
+	return q.add(ws, m, q.perWorkspace)
+}
+
+func (q *queue) add(ws string, m jetstream.Msg, limit int) bool {
 	var seq uint64
 	if md, err := m.Metadata(); err == nil {
 		seq = md.Sequence.Stream
@@ -47,7 +65,7 @@ func (q *queue) push(ws string, m jetstream.Msg) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	if q.closed {
-		return
+		return true // dropped: handed back by the server after its ack wait
 	}
 	p := q.pending[ws]
 	if seq != 0 { // zero: no metadata, it goes last
@@ -56,9 +74,14 @@ func (q *queue) push(ws string, m jetstream.Msg) {
 		for i, x := range p {
 			if x.seq == seq {
 				p[i].msg = m
-				return
+				return true
 			}
 		}
+	}
+	if limit > 0 && len(p) >= limit {
+		return false
+	}
+	if seq != 0 {
 		if i := slices.IndexFunc(p, func(x queued) bool { return x.seq > seq || x.seq == 0 }); i >= 0 {
 			p = slices.Insert(p, i, queued{msg: m, seq: seq})
 		} else {
@@ -72,6 +95,7 @@ func (q *queue) push(ws string, m jetstream.Msg) {
 		q.active[ws] = true
 		q.ready <- ws
 	}
+	return true
 }
 
 // next blocks for a workspace with work and takes its oldest command.

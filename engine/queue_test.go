@@ -34,7 +34,7 @@ func take(t *testing.T, q *queue) (string, seqMsg) {
 // arrive in (a redelivery after later commands, a recovered command before
 // the pull), one at a time, and a copy of a waiting one replaces it.
 func TestQueueStreamOrder(t *testing.T) {
-	q := newQueue(16)
+	q := newQueue(16, 0)
 	q.push("a", seqMsg{seq: 9})
 	q.push("b", seqMsg{seq: 10})
 	ws, m := take(t, q)
@@ -70,4 +70,36 @@ func TestQueueStreamOrder(t *testing.T) {
 	if left := q.close(); len(left) != 0 {
 		t.Fatalf("close handed back %d commands, want none", len(left))
 	}
+}
+
+// issue 12 item 10: offer holds at most the cap of commands waiting per
+// workspace (besides the one being handled) and says so; other workspaces,
+// a copy of a waiting command and push are not held to it.
+func TestQueueCap(t *testing.T) {
+	q := newQueue(16, 2)
+	for seq := uint64(1); seq <= 2; seq++ {
+		if !q.offer("a", seqMsg{seq: seq}) {
+			t.Fatalf("command %d refused: only %d wait", seq, seq-1)
+		}
+	}
+	if ws, m := take(t, q); ws != "a" || m.seq != 1 {
+		t.Fatalf("took %s/%d, want a/1", ws, m.seq)
+	}
+	if !q.offer("a", seqMsg{seq: 3}) {
+		t.Fatal("command 3 refused while 1 is handled and 2 waits")
+	}
+	if !q.offer("a", seqMsg{seq: 3}) {
+		t.Fatal("a copy of a waiting command was refused")
+	}
+	if q.offer("a", seqMsg{seq: 4}) {
+		t.Fatal("a third waiting command was queued past the cap of 2")
+	}
+	if !q.offer("b", seqMsg{seq: 5}) {
+		t.Fatal("another workspace's command was refused")
+	}
+	q.push("a", seqMsg{seq: 6}) // a system report: queued regardless
+	if n := len(q.pending["a"]); n != 3 {
+		t.Fatalf("a has %d waiting, want 2 offered and 1 pushed", n)
+	}
+	q.close()
 }

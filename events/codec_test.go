@@ -239,6 +239,14 @@ func TestDecodeCommandRefuses(t *testing.T) {
 		{"OtherWorkspace", valid, "ws-2", `names workspace "ws-1" but was published for "ws-2"`},
 		{"TooLarge", `{"id":"c1","pad":"` + strings.Repeat("x", MaxCommandBytes) + `"}`, "", "at most"},
 		{"GrowsPastLimit", env.String(), "", "at most"},
+		// issue 12 item 11: encoding/json keeps the last of two keys and
+		// folds field names' case; both are refused.
+		{"DuplicateType", `{"id":"c1","type":"create","workspace":"ws-1","type":"delete"}`, "", `duplicate key "type"`},
+		{"DuplicateEscaped", `{"id":"c1","type":"create","workspace":"ws-1","typ\u0065":"delete"}`, "", `duplicate key "type"`},
+		{"DuplicateEnv", `{"id":"c1","type":"create","workspace":"ws-1","spec":{"env":{"A":"1","A":"2"}}}`, "", `duplicate key "A" in $.spec.env`},
+		{"CaseFoldedType", `{"id":"c1","Type":"create","workspace":"ws-1"}`, "", `field "Type" is not known; did you mean "type"?`},
+		{"CaseFoldedSpec", `{"id":"c1","type":"create","workspace":"ws-1","spec":{"Image":"x"}}`, "", `did you mean "image"?`},
+		{"UnicodeFoldedSpec", `{"id":"c1","type":"create","workspace":"ws-1","ſpec":{}}`, "", `did you mean "spec"?`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := DecodeCommand([]byte(tc.input), tc.subject)

@@ -7,6 +7,7 @@ import (
 	"fmt"
 
 	"github.com/turnstile-dev/turnstile/fsm"
+	"github.com/turnstile-dev/turnstile/internal/jsonstrict"
 )
 
 // MaxCommandBytes bounds a command on the wire.
@@ -27,7 +28,8 @@ func EncodeCommand(c fsm.Command) ([]byte, error) {
 	return b, nil
 }
 
-// DecodeCommand parses and validates a command. Every error is a
+// DecodeCommand parses and validates a command: unknown fields, a key
+// given twice and a field name in another case are refused. Every error is a
 // *fsm.Rejection with code invalid and a message naming what is wrong.
 // subjectWorkspace, when not empty, must match the command's workspace.
 func DecodeCommand(b []byte, subjectWorkspace string) (fsm.Command, error) {
@@ -52,6 +54,12 @@ func DecodeCommand(b []byte, subjectWorkspace string) (fsm.Command, error) {
 	// Not dec.More(): it reports false for a trailing ']' or '}'.
 	if rest := bytes.TrimLeft(b[dec.InputOffset():], " \t\r\n"); len(rest) > 0 {
 		return c, fsm.Invalid(c.Type, "command has trailing data after the JSON object")
+	}
+	// encoding/json keeps the last of two equal keys and matches field
+	// names ignoring case: what one reader of this command sees another
+	// may not (issue 12 item 11), so neither is accepted.
+	if err := jsonstrict.For[fsm.Command](b); err != nil {
+		return c, fsm.Invalid(c.Type, "command: %v", err)
 	}
 	if subjectWorkspace != "" && c.Workspace != subjectWorkspace {
 		return c, fsm.Invalid(c.Type, "command names workspace %q but was published for %q", c.Workspace, subjectWorkspace)

@@ -22,11 +22,28 @@ type StreamOptions struct {
 	// means 2 minutes (the server's default).
 	DuplicateWindow time.Duration
 	// CommandMaxAge bounds how long commands are kept after they are handled;
-	// 0 means 7 days. Events and outcomes are kept forever.
+	// 0 means 7 days. It is lowered to RejectedRetention when that is
+	// shorter, so that a command still in the stream (which a redelivery
+	// or a restarted engine may read again) always finds its outcome.
 	CommandMaxAge time.Duration
+	// RejectedRetention is how long an outcome that wrote no event
+	// (rejected, no-op, stale) is kept: a per-message TTL (Nats-TTL), so a
+	// flood of refused commands does not grow the event stream for ever.
+	// 0 means DefaultRejectedRetention; negative keeps them for ever.
+	// At least the duplicate window. Events and accepted outcomes are
+	// kept for ever.
+	RejectedRetention time.Duration
 	// Memory keeps streams in memory (tests and benchmarks only).
 	Memory bool
 }
+
+// DefaultRejectedRetention is how long rejected, no-op and stale
+// outcomes are kept by default: as long as commands are.
+const DefaultRejectedRetention = 7 * 24 * time.Hour
+
+// retentionKey is the event stream's metadata entry that tells every Store
+// the TTL of outcomes that wrote no event (a Go duration; absent: none).
+const retentionKey = "turnstile_rejected_retention"
 
 // EnsureStreams creates the command and event streams, or verifies and
 // updates them if they exist. It fails if an existing stream cannot be
@@ -40,6 +57,18 @@ func EnsureStreams(ctx context.Context, js jetstream.JetStream, n Names, o Strea
 	}
 	if o.CommandMaxAge == 0 {
 		o.CommandMaxAge = 7 * 24 * time.Hour
+	}
+	if o.RejectedRetention == 0 {
+		o.RejectedRetention = DefaultRejectedRetention
+	}
+	var meta map[string]string
+	if o.RejectedRetention > 0 {
+		if o.RejectedRetention < o.DuplicateWindow || o.RejectedRetention < time.Second {
+			return fmt.Errorf("ensure streams: rejected outcome retention %v is shorter than the duplicate window %v (and 1s)",
+				o.RejectedRetention, o.DuplicateWindow)
+		}
+		o.CommandMaxAge = min(o.CommandMaxAge, o.RejectedRetention)
+		meta = map[string]string{retentionKey: o.RejectedRetention.String()}
 	}
 	storage := jetstream.FileStorage
 	if o.Memory {
@@ -66,6 +95,10 @@ func EnsureStreams(ctx context.Context, js jetstream.JetStream, n Names, o Strea
 		AllowDirect: true,
 		// Events and outcomes of many commands are committed together.
 		AllowAtomicPublish: true,
+		// Outcomes that wrote no event expire (RejectedRetention). Once
+		// on, the server does not let it be turned off again.
+		AllowMsgTTL: true,
+		Metadata:    meta,
 	}}
 	for _, cfg := range cfgs {
 		if _, err := js.CreateOrUpdateStream(ctx, cfg); err != nil {
@@ -95,16 +128,34 @@ type Store struct {
 	names  Names
 	codec  Codec
 	stream jetstream.Stream
+	// rejectedTTL is the TTL of outcomes that wrote no event; 0: none.
+	rejectedTTL time.Duration
 }
 
 // OpenStore binds to the event stream, which EnsureStreams must have created.
+// It takes the retention of outcomes that wrote no event from the
+// stream's configuration, so every process writes them alike.
 func OpenStore(ctx context.Context, js jetstream.JetStream, n Names, c Codec) (*Store, error) {
 	st, err := js.Stream(ctx, n.EventStream())
 	if err != nil {
 		return nil, fmt.Errorf("open event stream %s: %w", n.EventStream(), err)
 	}
-	return &Store{js: js, names: n, codec: c, stream: st}, nil
+	s := &Store{js: js, names: n, codec: c, stream: st}
+	if cfg := st.CachedInfo().Config; cfg.AllowMsgTTL {
+		if v, ok := cfg.Metadata[retentionKey]; ok {
+			d, err := time.ParseDuration(v)
+			if err != nil || d < time.Second {
+				return nil, fmt.Errorf("open event stream %s: metadata %s=%q: want a duration of at least 1s", n.EventStream(), retentionKey, v)
+			}
+			s.rejectedTTL = d
+		}
+	}
+	return s, nil
 }
+
+// RejectedRetention is how long outcomes that wrote no event are kept; 0
+// means for ever.
+func (s *Store) RejectedRetention() time.Duration { return s.rejectedTTL }
 
 // Names returns the subjects and streams the store uses.
 func (s *Store) Names() Names { return s.names }
@@ -211,6 +262,11 @@ func (s *Store) OutcomeMsg(o OutcomeRecord) (*nats.Msg, error) {
 	// This outlives the dedupe window, so a command id reused much later
 	// cannot get a second outcome (or, in an atomic batch, a second event).
 	m.Header.Set(jetstream.ExpectedLastSubjSeqHeader, "0")
+	if o.Outcome != fsm.Accepted && s.rejectedTTL > 0 {
+		// It changed nothing: once it expires, the command id may be
+		// decided again (the command itself expired before it).
+		m.Header.Set(jetstream.MsgTTLHeader, s.rejectedTTL.String())
+	}
 	return m, nil
 }
 

@@ -22,8 +22,14 @@ import (
 const defaultNATSURL = "nats://127.0.0.1:4222"
 
 // databaseURLFile is where serve writes the URL of the PostgreSQL it
-// started, inside --data-dir, for the client commands and for psql.
+// started, inside --data-dir, for the client commands and for psql: the
+// read-only role's.
 const databaseURLFile = "database-url"
+
+// databaseOwnerURLFile is where serve writes the URL of the role that owns
+// the read model, for the commands that change its schema or tables
+// (migrate, rebuild).
+const databaseOwnerURLFile = "database-owner-url"
 
 // natsOptions are the connection options the flags ask for.
 func (a *app) natsOptions(name string) []nats.Option {
@@ -125,12 +131,17 @@ func actorName(getenv func(string) string) string {
 	return "cli"
 }
 
-// resolveDatabaseURL is --database-url, or else the URL serve wrote.
-func (a *app) resolveDatabaseURL() (string, error) {
+// resolveDatabaseURL is --database-url, or else the URL serve wrote: the
+// read-only role's, or the owner's if owner.
+func (a *app) resolveDatabaseURL(owner bool) (string, error) {
 	if a.databaseURL != "" {
 		return a.databaseURL, nil
 	}
-	path := filepath.Join(a.dataDir, databaseURLFile)
+	file := databaseURLFile
+	if owner {
+		file = databaseOwnerURLFile
+	}
+	path := filepath.Join(a.dataDir, file)
 	b, err := os.ReadFile(path)
 	if errors.Is(err, fs.ErrNotExist) {
 		return "", fmt.Errorf("no database URL: pass --database-url (or set TURNSTILE_DATABASE_URL), or run 'turnstile serve' with --data-dir %s, which writes it to %s", a.dataDir, path)
@@ -141,9 +152,18 @@ func (a *app) resolveDatabaseURL() (string, error) {
 	return strings.TrimSpace(string(b)), nil
 }
 
-// openPool connects to the read model.
+// openPool connects to the read model to read it.
 func (a *app) openPool(ctx context.Context) (*pgxpool.Pool, error) {
-	url, err := a.resolveDatabaseURL()
+	return a.connectDatabase(ctx, false)
+}
+
+// openOwnerPool connects to the read model as its owner, to change it.
+func (a *app) openOwnerPool(ctx context.Context) (*pgxpool.Pool, error) {
+	return a.connectDatabase(ctx, true)
+}
+
+func (a *app) connectDatabase(ctx context.Context, owner bool) (*pgxpool.Pool, error) {
+	url, err := a.resolveDatabaseURL(owner)
 	if err != nil {
 		return nil, err
 	}

@@ -47,7 +47,7 @@ func (a *app) migrateCmd() *cobra.Command {
 func (a *app) withDB(ctx context.Context, fn func(context.Context, *sql.DB) error) error {
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Minute)
 	defer cancel()
-	pool, err := a.openPool(ctx)
+	pool, err := a.openOwnerPool(ctx)
 	if err != nil {
 		return err
 	}

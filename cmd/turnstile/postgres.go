@@ -13,17 +13,24 @@ import (
 
 // database is the read model's PostgreSQL: one given by --database-url, or
 // a local one serve started and stops.
+//
+// A local one is used through three roles (pgroles.go): migrations as the
+// owner, the projector as the writer, the API's reads as the reader. The
+// reader's URL goes to <data-dir>/database-url (get, list, psql), the
+// owner's to <data-dir>/database-owner-url (migrate, rebuild); both 0600.
+// A given URL is used for everything.
 type database struct {
-	url     string
-	srv     *pgserver.Server // nil when given by URL
-	urlFile string
+	readerURL, writerURL, ownerURL string
+	superURL                       string           // local only
+	srv                            *pgserver.Server // nil when given by URL
+	urlFile, ownerFile             string
 }
 
 // openDatabase returns the given URL, or starts a local PostgreSQL in
-// <dataDir>/postgres and writes its URL to <dataDir>/database-url.
+// <dataDir>/postgres, sets up its roles and writes their URL files.
 func openDatabase(ctx context.Context, url, dataDir string, c serveConfig, log *slog.Logger) (*database, error) {
 	if url != "" {
-		return &database{url: url}, nil
+		return &database{readerURL: url, writerURL: url, ownerURL: url}, nil
 	}
 	dir := filepath.Join(dataDir, "postgres")
 	srv, err := pgserver.Start(ctx, pgserver.Options{Dir: dir, Port: c.postgresPort, BinDir: c.postgresBinDir,
@@ -33,17 +40,41 @@ func openDatabase(ctx context.Context, url, dataDir string, c serveConfig, log *
 			"Install the PostgreSQL server (Debian: apt-get install postgresql-15), point --postgres-bin-dir at its binaries, "+
 			"or pass --database-url postgres://... (TURNSTILE_DATABASE_URL) to use an existing server", dir, err)
 	}
-	d := &database{srv: srv, urlFile: filepath.Join(dataDir, databaseURLFile)}
-	if err := srv.CreateDatabase(ctx, "turnstile"); err != nil {
-		d.close(context.WithoutCancel(ctx))
+	d := &database{srv: srv, urlFile: filepath.Join(dataDir, databaseURLFile), ownerFile: filepath.Join(dataDir, databaseOwnerURLFile)}
+	fail := func(err error) (*database, error) {
+		_ = d.close(context.WithoutCancel(ctx))
 		return nil, err
 	}
-	d.url = srv.URL("turnstile")
-	if err := os.WriteFile(d.urlFile, []byte(d.url+"\n"), 0o600); err != nil {
-		d.close(context.WithoutCancel(ctx))
-		return nil, fmt.Errorf("write %s: %w", d.urlFile, err)
+	const db = "turnstile"
+	if err := srv.CreateDatabase(ctx, db); err != nil {
+		return fail(err)
+	}
+	pw, err := newRolePasswords()
+	if err != nil {
+		return fail(err)
+	}
+	d.superURL = srv.URL(db)
+	// Also takes over a database from before the roles, whose tables the
+	// superuser owns, and rewrites its superuser database-url below.
+	if err := setupRoles(ctx, d.superURL, db, pw); err != nil {
+		return fail(err)
+	}
+	d.ownerURL, d.writerURL, d.readerURL = srv.URLFor(roleOwner, pw.owner, db), srv.URLFor(roleWriter, pw.writer, db),
+		srv.URLFor(roleReader, pw.reader, db)
+	for path, u := range map[string]string{d.urlFile: d.readerURL, d.ownerFile: d.ownerURL} {
+		if err := writeFileAtomic(path, []byte(u+"\n"), 0o600); err != nil {
+			return fail(err)
+		}
 	}
 	return d, nil
+}
+
+// migrated finishes the roles' grants once migrations have made the tables.
+func (d *database) migrated(ctx context.Context) error {
+	if d.srv == nil {
+		return nil
+	}
+	return grantRoles(ctx, d.superURL)
 }
 
 // describe says where the database is, without its password.
@@ -51,18 +82,48 @@ func (d *database) describe() string {
 	if d.srv == nil {
 		return "given by --database-url"
 	}
-	return fmt.Sprintf("local, 127.0.0.1:%d, data in %s; URL in %s", d.srv.Port(), d.srv.Dir(), d.urlFile)
+	return fmt.Sprintf("local, 127.0.0.1:%d, data in %s; read-only URL in %s, owner's in %s",
+		d.srv.Port(), d.srv.Dir(), d.urlFile, d.ownerFile)
 }
 
-// close stops a local server and removes its URL file.
+// close stops a local server and removes its URL files.
 func (d *database) close(ctx context.Context) error {
 	if d.srv == nil {
 		return nil
 	}
-	if d.urlFile != "" {
-		if err := os.Remove(d.urlFile); err != nil && !errors.Is(err, os.ErrNotExist) {
+	for _, f := range []string{d.urlFile, d.ownerFile} {
+		if err := os.Remove(f); err != nil && !errors.Is(err, os.ErrNotExist) {
 			return err
 		}
 	}
 	return d.srv.Stop(ctx)
+}
+
+// writeFileAtomic replaces path with data, readable by mode only, at once:
+// a reader sees the old file or the new, never a part, and an existing
+// file's looser mode is not kept (os.WriteFile keeps it).
+func writeFileAtomic(path string, data []byte, mode os.FileMode) error {
+	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*")
+	if err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	tmp := f.Name()
+	err = f.Chmod(mode)
+	if err == nil {
+		_, err = f.Write(data)
+	}
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(tmp, path)
+	}
+	if err != nil {
+		_ = os.Remove(tmp)
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	return nil
 }

@@ -21,7 +21,7 @@ func (a *app) rebuildCmd() *cobra.Command {
 			ctx := cmd.Context()
 			cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 			defer cancel()
-			pool, err := a.openPool(cctx)
+			pool, err := a.openOwnerPool(cctx)
 			if err != nil {
 				return err
 			}

@@ -15,6 +15,8 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/turnstile-dev/turnstile/api"
+	"github.com/turnstile-dev/turnstile/engine"
+	"github.com/turnstile-dev/turnstile/events"
 	"github.com/turnstile-dev/turnstile/fsm"
 	"github.com/turnstile-dev/turnstile/provisioner"
 	"github.com/turnstile-dev/turnstile/provisioner/worker"
@@ -40,6 +42,8 @@ type serveConfig struct {
 	deadlineStopping, deadlineDelete time.Duration
 	maxActions                       int
 	secretsDir                       string
+	maxPendingPerWorkspace           int
+	rejectedRetention                time.Duration
 	commit                           string
 	shutdownTimeout                  time.Duration
 }
@@ -100,6 +104,12 @@ func (c *serveConfig) validate() error {
 	if c.httpMaxWaits < 1 {
 		return fmt.Errorf("--http-max-waits %d: use a positive number", c.httpMaxWaits)
 	}
+	if c.maxPendingPerWorkspace < 1 {
+		return fmt.Errorf("--max-pending-per-workspace %d: use a positive number", c.maxPendingPerWorkspace)
+	}
+	if c.rejectedRetention != 0 && c.rejectedRetention < time.Hour {
+		return fmt.Errorf("--rejected-retention %v: use at least 1h, or 0 to keep them for ever", c.rejectedRetention)
+	}
 	for name, d := range map[string]time.Duration{"--deadline-provisioning": c.deadlineProvisioning,
 		"--deadline-stopping": c.deadlineStopping, "--deadline-deleting": c.deadlineDelete} {
 		if d <= 0 {
@@ -157,6 +167,8 @@ SIGINT or SIGTERM stops it cleanly.`,
 	f.DurationVar(&c.deadlineDelete, "deadline-deleting", 5*time.Minute, "a workspace deleting longer fails")
 	f.IntVar(&c.maxActions, "max-actions", worker.DefaultMaxConcurrentActions, "provisioner actions (provision, stop, delete) run at once over all workspaces; more wait for a slot")
 	f.StringVar(&c.secretsDir, "secrets-dir", "", "directory of secrets the operator provides, one file per secret named as the secret (Docker or Kubernetes secret mounts), read after <data-dir>/secrets for secret://NAME env values")
+	f.IntVar(&c.maxPendingPerWorkspace, "max-pending-per-workspace", engine.DefaultMaxPendingPerWorkspace, "commands queued for one workspace at most; a user command beyond it is refused busy at once, undecided, so one workspace's flood cannot hold up the others")
+	f.DurationVar(&c.rejectedRetention, "rejected-retention", events.DefaultRejectedRetention, "how long outcomes that wrote no event (rejected, no-op, stale) are kept in JetStream; commands are kept no longer; 0 keeps them for ever")
 	f.DurationVar(&c.shutdownTimeout, "shutdown-timeout", 30*time.Second, "how long a shutdown may take before it gives up waiting")
 	f.VisitAll(func(fl *pflag.Flag) { markEnv(f, fl.Name) })
 	return cmd

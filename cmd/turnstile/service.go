@@ -187,7 +187,11 @@ func (s *service) start(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	if err := events.EnsureStreams(ctx, js, s.names, events.StreamOptions{}); err != nil {
+	retention := cfg.rejectedRetention
+	if retention == 0 {
+		retention = -1 // for ever
+	}
+	if err := events.EnsureStreams(ctx, js, s.names, events.StreamOptions{RejectedRetention: retention}); err != nil {
 		return err
 	}
 
@@ -196,30 +200,27 @@ func (s *service) start(ctx context.Context) error {
 		return err
 	}
 	s.push("PostgreSQL", s.db.close)
-	pcfg, err := pgxpool.ParseConfig(s.db.url)
-	if err != nil {
-		return fmt.Errorf("database: %w", err)
+	// Migrations as the owner, on a connection of their own.
+	if err := s.migrate(ctx); err != nil {
+		return err
 	}
-	if !strings.Contains(s.db.url, "pool_max_conns") {
-		// The projector holds one connection and borrows a second while
-		// two batches are in flight; the rest serve the API and metrics.
-		pcfg.MaxConns = 8
-	}
-	pool, err := pgxpool.NewWithConfig(ctx, pcfg)
-	if err != nil {
-		return fmt.Errorf("database: %w", err)
-	}
-	s.push("database pool", func(context.Context) error { pool.Close(); return nil })
-	db := stdlib.OpenDBFromPool(pool)
-	err = migrations.Up(ctx, db)
-	_ = db.Close()
+	// The projector writes as the writer; the API and metrics read as the
+	// reader. A given --database-url is one role: one pool, as before.
+	shared := s.db.readerURL == s.db.writerURL
+	pool, err := s.openPool(ctx, s.db.writerURL, map[bool]int32{true: 8, false: 4}[shared])
 	if err != nil {
 		return err
+	}
+	readPool := pool
+	if !shared {
+		if readPool, err = s.openPool(ctx, s.db.readerURL, 4); err != nil {
+			return err
+		}
 	}
 
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
-		api.NewWorkspaceCollector(pool, log))
+		api.NewWorkspaceCollector(readPool, log))
 
 	// The projector.
 	pjs, err := jetstream.New(conns["projector"])
@@ -270,7 +271,8 @@ func (s *service) start(ctx context.Context) error {
 		return err
 	}
 	eng, err := engine.New(engine.Config{Store: engStore, CommitStores: []*events.Store{commitStore},
-		Logger: log.With("component", "engine"), Metrics: engine.NewMetrics(reg)})
+		Logger: log.With("component", "engine"), Metrics: engine.NewMetrics(reg),
+		MaxPendingPerWorkspace: cfg.maxPendingPerWorkspace})
 	if err != nil {
 		return err
 	}
@@ -289,7 +291,7 @@ func (s *service) start(ctx context.Context) error {
 		return err
 	}
 	s.push("API client", func(context.Context) error { return apiClient.Close() })
-	srv, err := api.New(api.Config{Client: apiClient, Store: apiStore, NC: conns["api"], Pool: pool, Gatherer: reg,
+	srv, err := api.New(api.Config{Client: apiClient, Store: apiStore, NC: conns["api"], Pool: readPool, Gatherer: reg,
 		Tokens: s.apiTokens.tokens, LoopbackOnly: s.httpLoopback, ReadTimeout: cfg.httpReadTimeout, MaxWaits: cfg.httpMaxWaits,
 		Registerer: reg, Provisioner: s.backend.kind, Logger: log.With("component", "api"),
 		Ready: func(context.Context) error {
@@ -362,6 +364,43 @@ func (s *service) secretResolver() *secrets.Resolver {
 		sources = append(sources, secrets.NewStore(s.cfg.secretsDir))
 	}
 	return secrets.NewResolver(sources...)
+}
+
+// migrate applies the read model's migrations as the database's owner,
+// then gives the other roles the tables.
+func (s *service) migrate(ctx context.Context) error {
+	pool, err := s.openPool(ctx, s.db.ownerURL, 2)
+	if err != nil {
+		return err
+	}
+	db := stdlib.OpenDBFromPool(pool)
+	err = migrations.Up(ctx, db)
+	_ = db.Close()
+	pool.Close()
+	if err != nil {
+		return err
+	}
+	return s.db.migrated(ctx)
+}
+
+// openPool opens a pool on url, of maxConns unless the URL says
+// (pool_max_conns), closed when serve stops.
+func (s *service) openPool(ctx context.Context, url string, maxConns int32) (*pgxpool.Pool, error) {
+	pcfg, err := pgxpool.ParseConfig(url)
+	if err != nil {
+		return nil, fmt.Errorf("database: %w", err)
+	}
+	if !strings.Contains(url, "pool_max_conns") {
+		// The projector holds one connection and borrows a second while
+		// two batches are in flight; the rest serve the API and metrics.
+		pcfg.MaxConns = maxConns
+	}
+	pool, err := pgxpool.NewWithConfig(ctx, pcfg)
+	if err != nil {
+		return nil, fmt.Errorf("database: %w", err)
+	}
+	s.push("database pool", func(context.Context) error { pool.Close(); return nil })
+	return pool, nil
 }
 
 // run waits for ctx (a signal) or for a part that failed on its own.

@@ -242,7 +242,13 @@ func (s *Server) Dir() string { return s.opts.Dir }
 
 // URL is a connection URL for database db as the superuser.
 func (s *Server) URL(db string) string {
-	u := url.URL{Scheme: "postgres", User: url.UserPassword(Superuser, s.password),
+	return s.URLFor(Superuser, s.password, db)
+}
+
+// URLFor is a connection URL for database db as role user with password,
+// on the server's loopback address: for roles the caller created.
+func (s *Server) URLFor(user, password, db string) string {
+	u := url.URL{Scheme: "postgres", User: url.UserPassword(user, password),
 		Host: net.JoinHostPort("127.0.0.1", strconv.Itoa(s.port)), Path: "/" + db,
 		RawQuery: "sslmode=disable"}
 	return u.String()
@@ -301,10 +307,17 @@ func (s *Server) kill() {
 	}
 }
 
+// ensurePassword returns the superuser's password kept at path, generating
+// it (crypto/rand) when there is none. The file is made 0600 in any case:
+// one left readable by others (by hand, or by an older writer that kept an
+// existing file's mode) is tightened rather than trusted.
 func ensurePassword(path string, acct *account) (string, error) {
 	if b, err := os.ReadFile(path); err == nil {
 		if pw := strings.TrimSpace(string(b)); pw != "" {
-			return pw, nil
+			if err := os.Chmod(path, 0o600); err != nil {
+				return "", fmt.Errorf("pgserver: password: %w", err)
+			}
+			return pw, acct.own(path)
 		}
 	}
 	raw := make([]byte, 18)
@@ -312,7 +325,21 @@ func ensurePassword(path string, acct *account) (string, error) {
 		return "", fmt.Errorf("pgserver: password: %w", err)
 	}
 	pw := hex.EncodeToString(raw)
-	if err := os.WriteFile(path, []byte(pw+"\n"), 0o600); err != nil {
+	// A new file made 0600 and renamed over: os.WriteFile would keep the
+	// mode of an (empty) file already there.
+	f, err := os.CreateTemp(filepath.Dir(path), ".password.*")
+	if err != nil {
+		return "", fmt.Errorf("pgserver: password: %w", err)
+	}
+	_, err = f.WriteString(pw + "\n")
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(f.Name(), path)
+	}
+	if err != nil {
+		_ = os.Remove(f.Name())
 		return "", fmt.Errorf("pgserver: password: %w", err)
 	}
 	// initdb reads it as the server's user.

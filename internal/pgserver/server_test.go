@@ -113,6 +113,24 @@ func TestServer(t *testing.T) {
 		}
 	})
 
+	// issue 12 item 8: the password file is 0600 whatever was there, and
+	// the password in it is the one used.
+	t.Run("PasswordFileTightened", func(t *testing.T) {
+		dir := serverDir(t)
+		if err := os.WriteFile(dir+"/password", []byte("kept-password\n"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		s := start(t, pgserver.Options{Dir: dir, Ephemeral: true})
+		fi, err := os.Stat(dir + "/password")
+		if err != nil || fi.Mode().Perm() != 0o600 {
+			t.Fatalf("password file: %v %v, want mode 0600", fi.Mode(), err)
+		}
+		if !strings.Contains(s.URL("postgres"), ":kept-password@") {
+			t.Fatalf("URL does not use the kept password")
+		}
+		exec(t, s.URL("postgres"), "SELECT 1")
+	})
+
 	t.Run("ErrBinariesMissing", func(t *testing.T) {
 		_, err := pgserver.Start(context.Background(), pgserver.Options{Dir: serverDir(t), BinDir: t.TempDir()})
 		if err == nil || !strings.Contains(err.Error(), "install postgresql-15") {
