@@ -63,29 +63,49 @@ func ReasonOf(err error) string {
 // DecodeEvent decodes the envelope of a message on subject and checks that
 // it belongs there. Every reader of the stream decodes events through it.
 func (s *Store) DecodeEvent(subject string, data []byte) (Envelope, error) {
-	return decodeEventOn(s.names, s.codec, subject, data)
+	return s.names.DecodeEventOn(s.codec, subject, data)
 }
 
-func decodeEventOn(n Names, c Codec, subject string, data []byte) (Envelope, error) {
+// DecodeEventOn decodes with c the envelope of a message on subject and
+// checks that it belongs there (CheckEvent).
+func (n Names) DecodeEventOn(c Codec, subject string, data []byte) (Envelope, error) {
 	env, err := c.Decode(data)
 	if err != nil {
-		return env, err
+		return Envelope{}, err
 	}
-	if ws := n.WorkspaceOf(subject); !n.IsEvent(subject) || env.Workspace != ws {
-		return Envelope{}, fmt.Errorf("envelope of workspace %q on %s: %w", env.Workspace, subject, ErrMisaddressed)
+	if err := n.CheckEvent(subject, env.Workspace); err != nil {
+		return Envelope{}, err
 	}
 	return env, nil
 }
 
+// CheckEvent returns ErrMisaddressed unless subject is the event subject
+// of workspace.
+func (n Names) CheckEvent(subject, workspace string) error {
+	if !n.IsEvent(subject) || n.WorkspaceOf(subject) != workspace {
+		return fmt.Errorf("envelope of workspace %q on %s: %w", workspace, subject, ErrMisaddressed)
+	}
+	return nil
+}
+
 // DecodeOutcomeOn decodes the outcome record of a message on subject and
-// checks that it belongs there.
+// checks that it belongs there (CheckOutcome).
 func (n Names) DecodeOutcomeOn(subject string, data []byte) (OutcomeRecord, error) {
 	o, err := DecodeOutcome(data)
 	if err != nil {
-		return o, err
+		return OutcomeRecord{}, err
 	}
-	if id, ok := strings.CutPrefix(subject, n.Prefix+".out."); !ok || o.CommandID != id {
-		return OutcomeRecord{}, fmt.Errorf("outcome of command %q on %s: %w", o.CommandID, subject, ErrMisaddressed)
+	if err := n.CheckOutcome(subject, o.CommandID); err != nil {
+		return OutcomeRecord{}, err
 	}
 	return o, nil
+}
+
+// CheckOutcome returns ErrMisaddressed unless subject is the outcome
+// subject of command commandID.
+func (n Names) CheckOutcome(subject, commandID string) error {
+	if id, ok := strings.CutPrefix(subject, n.Prefix+".out."); !ok || id != commandID {
+		return fmt.Errorf("outcome of command %q on %s: %w", commandID, subject, ErrMisaddressed)
+	}
+	return nil
 }

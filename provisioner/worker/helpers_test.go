@@ -62,7 +62,8 @@ func newRig(tb testing.TB, prov provisioner.Provisioner, o rigOptions) *rig {
 	r.w = r.startWorker(tb)
 	pub := r.core.Client(tb, "supervisor")
 	sup, err := worker.NewSupervisor(worker.SupervisorConfig{Store: r.core.Store, Provisioner: prov, Publisher: pub,
-		Deadlines: o.deadlines, SweepEvery: 20 * time.Millisecond, ReconcileEvery: time.Hour, Logger: testenv.Logger(tb)})
+		Deadlines: o.deadlines, SweepEvery: 20 * time.Millisecond, ReconcileEvery: time.Hour, Logger: testenv.Logger(tb),
+		Metrics: o.metrics})
 	if err != nil {
 		tb.Fatal(err)
 	}
