@@ -82,10 +82,13 @@ var ErrConflict = errors.New("append conflict: the workspace changed since it wa
 // Head is a workspace's current state and where it stands in the stream.
 type Head struct {
 	State fsm.Workspace
-	// StreamSeq is the stream sequence of the newest event, 0 if none: the
-	// expected last subject sequence of the next append.
+	// StreamSeq is the stream sequence of the newest message on the
+	// workspace's subject, 0 if none: the expected last subject sequence of
+	// the next append. It is the newest event's but when the newest
+	// message is unreadable (see Unreadable).
 	StreamSeq uint64
-	// Last is the newest event, nil if none.
+	// Last is the newest readable event, nil if none: the workspace does
+	// not exist.
 	Last *Envelope
 }
 

@@ -49,6 +49,19 @@ func TestUnreadableMessagesInCLI(t *testing.T) {
 		}
 	}
 
+	// A workspace whose subject holds nothing readable does not exist.
+	m := nats.NewMsg(core.Store.Names().Event("ghost"))
+	m.Data = []byte(`{"garbage":true}`)
+	if _, err := core.JS.PublishMsg(ctx, m); err != nil {
+		t.Fatal(err)
+	}
+	if code, out, errs := runCLI(t, env, "wait", "ghost", "--state", "running", "--timeout", "10s"); code != exitRejected {
+		t.Fatalf("wait ghost: exit %d\n%s%s", code, out, errs)
+	}
+	if code, out, errs := runCLI(t, env, "history", "ghost"); code != exitRejected {
+		t.Fatalf("history ghost: exit %d\n%s%s", code, out, errs)
+	}
+
 	code, out, errs := runCLI(t, env, "history", "control")
 	if code != 0 || strings.Count(out, "workspace.") != 2 {
 		t.Fatalf("history: exit %d\n%s%s", code, out, errs)
@@ -69,7 +82,7 @@ func TestUnreadableMessagesInCLI(t *testing.T) {
 	if err := json.Unmarshal([]byte(out), &rep); err != nil {
 		t.Fatalf("audit --all: exit %d, %v\n%s%s", code, err, out, errs)
 	}
-	if code != exitError || rep.OK || len(rep.Violations) != 2 || rep.Workspaces != 2 || rep.Violations[0].Workspace != "control" ||
+	if code != exitError || rep.OK || len(rep.Violations) != 3 || rep.Workspaces != 2 || rep.Violations[0].Workspace != "control" ||
 		!strings.Contains(rep.Violations[0].Problem, "(malformed") {
 		t.Fatalf("audit --all: exit %d\n%s%s", code, out, errs)
 	}
