@@ -143,11 +143,40 @@ func (s *Store) Load(ctx context.Context, id string) (Head, error) {
 }
 
 // loadBefore is Load when the newest message of workspace id, at stream
-// sequence last, is unreadable: it reads the workspace's history, once, for
-// the newest readable envelope. The engine's next event makes Load one
-// get-last-message call again.
+// sequence last, is unreadable: the newest readable envelope before it is
+// the state. It steps back one message at a time (a get-last-message up to
+// a sequence), and past a run of maxStepsBack unreadable messages reads
+// the workspace's history once instead. The engine's next event makes Load
+// one get-last-message call again.
 func (s *Store) loadBefore(ctx context.Context, id string, last uint64) (Head, error) {
 	h := Head{State: fsm.Workspace{ID: id}, StreamSeq: last}
+	subject := s.names.Event(id)
+	for before, step := last, 0; step < maxStepsBack; step++ {
+		msgs, err := jetstreamext.GetLastMsgsFor(ctx, s.js, s.names.EventStream(), []string{subject},
+			jetstreamext.GetLastMsgsUpToSeq(before-1))
+		if err != nil {
+			return Head{}, fmt.Errorf("load workspace %s before stream sequence %d: %w", id, before, err)
+		}
+		var m *jetstream.RawStreamMsg
+		for msg, err := range msgs {
+			if errors.Is(err, jetstreamext.ErrNoMessages) {
+				break
+			}
+			if err != nil {
+				return Head{}, fmt.Errorf("load workspace %s before stream sequence %d: %w", id, before, err)
+			}
+			m = msg
+		}
+		if m == nil || m.Sequence >= before {
+			return h, nil // nothing readable before: no workspace
+		}
+		if env, err := s.DecodeEvent(m.Subject, m.Data); err == nil {
+			env.StreamSeq = m.Sequence
+			h.State, h.Last = env.State, &env
+			return h, nil
+		}
+		before = m.Sequence
+	}
 	err := s.scan(ctx, id, last, func(r Record) error {
 		if r.Event != nil {
 			h.State, h.Last = r.Event.State, r.Event
@@ -349,6 +378,10 @@ func (s *Store) scan(ctx context.Context, id string, through uint64, fn func(Rec
 	}
 	return nil
 }
+
+// maxStepsBack bounds how many unreadable messages loadBefore steps over
+// one by one before it reads the history instead.
+const maxStepsBack = 16
 
 // historyPage is how many events one direct batch get of a history asks
 // for.
