@@ -192,3 +192,38 @@ func counterSum(tb testing.TB, reg *prometheus.Registry, name string) float64 {
 	}
 	return sum
 }
+
+// TestNULCharacters: the engine accepts a NUL character in an actor, an
+// env or label value or a reason (JSON "\u0000"), but PostgreSQL's text
+// and jsonb refuse it. Issue 12 item 5: on main such an event, which any
+// client could cause with one command, stalled the projector for every
+// workspace. The projector stores U+FFFD in its place, in the
+// incremental path and the rebuild alike.
+func TestNULCharacters(t *testing.T) {
+	e := newEnv(t)
+	g := newGenerator(e.names, 5, 3)
+	g.publish(t, e.js, 50)
+	nul := "a\x00b"
+	publishAll(t, e.js, history(t, e.names, "ws-nul", []fsm.Command{
+		{Type: fsm.Create, Actor: nul, Spec: &fsm.Spec{Image: "img", Env: map[string]string{"A": nul}, Labels: map[string]string{"l": nul}}},
+		{Type: fsm.ProvisionFailed, Reason: nul},
+	}, nil)...)
+	g.publish(t, e.js, 50)
+	p := e.projector(t, nil)
+	stop := run(t, p)
+	e.waitCaughtUp(t, 60*time.Second)
+	stop()
+	var actor, env, reason, lastErr string
+	if err := e.pool.QueryRow(context.Background(), `SELECT e.actor, w.spec->'env'->>'A', e2.reason, w.last_error
+		FROM workspaces w JOIN workspace_events e ON e.workspace_id = w.id AND e.seq = 1
+		JOIN workspace_events e2 ON e2.workspace_id = w.id AND e2.seq = 2 WHERE w.id = 'ws-nul'`).
+		Scan(&actor, &env, &reason, &lastErr); err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range []string{actor, env, reason, lastErr} {
+		if s != "a\uFFFDb" {
+			t.Fatalf("stored %q, want %q", s, "a\uFFFDb")
+		}
+	}
+	e.assertEqualsRebuild(t, e.projector(t, nil))
+}

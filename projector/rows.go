@@ -90,8 +90,8 @@ const maxDeadLetterData = 4096
 
 func deadLetterOf(u *events.Unreadable) deadLetterRow {
 	data := u.Data[:min(len(u.Data), maxDeadLetterData)]
-	return deadLetterRow{StreamSeq: int64(u.StreamSeq), Subject: strings.ToValidUTF8(u.Subject, "?"),
-		Reason: events.ReasonOf(u), Error: strings.ToValidUTF8(u.Err.Error(), "?"),
+	return deadLetterRow{StreamSeq: int64(u.StreamSeq), Subject: storable(strings.ToValidUTF8(u.Subject, "\uFFFD")),
+		Reason: events.ReasonOf(u), Error: storable(strings.ToValidUTF8(u.Err.Error(), "\uFFFD")),
 		Size: int64(len(u.Data)), Data: bytes.Clone(data), Time: u.Time}
 }
 
@@ -179,6 +179,12 @@ func (d decoder) outcome(seq uint64, subject string, data []byte) (commandRow, e
 }
 
 func outcomeRow(seq uint64, o events.OutcomeRecord) commandRow {
+	o.CommandID, o.Actor, o.Reason = storable(o.CommandID), storable(o.Actor), storable(o.Reason)
+	if o.Rejection != nil {
+		rej := *o.Rejection
+		rej.Code, rej.Message = fsm.Code(storable(string(rej.Code))), storable(rej.Message)
+		o.Rejection = &rej
+	}
 	r := commandRow{
 		CommandID: o.CommandID, Workspace: o.Workspace, Type: string(o.CommandType), Actor: nullString(o.Actor),
 		ReceivedAt: o.ReceivedAt, DecidedAt: o.DecidedAt, Outcome: string(o.Outcome), Reason: nullString(o.Reason),
@@ -205,7 +211,11 @@ func factsOf(env *events.Envelope, payload, spec string) (eventFacts, error) {
 		}
 		payload = string(b)
 	}
+	payload, spec = storableJSON(payload), storableJSON(spec)
+	env.ID, env.CommandID, env.Actor = storable(env.ID), storable(env.CommandID), storable(env.Actor)
+	env.Payload.Reason = storable(env.Payload.Reason)
 	st := env.State
+	st.ContainerID, st.LastError, st.Spec.Image = storable(st.ContainerID), storable(st.LastError), storable(st.Spec.Image)
 	t := env.Time
 	f := eventFacts{created: env.Type == fsm.Created}
 	f.state = workspaceRow{
@@ -293,7 +303,41 @@ func specJSON(r *workspaceRow) (string, error) {
 	if err != nil {
 		return "", fmt.Errorf("workspace %s: spec: %w", r.ID, err)
 	}
-	return string(b), nil
+	return storableJSON(string(b)), nil
+}
+
+// storable replaces the one character PostgreSQL's text cannot hold, NUL,
+// with U+FFFD. The engine stores what a command carried, NUL included
+// (JSON "\u0000"), and a row the database refuses would stall the
+// projector for every workspace.
+func storable(s string) string {
+	if strings.IndexByte(s, 0) < 0 {
+		return s
+	}
+	return strings.ReplaceAll(s, "\x00", "\uFFFD")
+}
+
+// storableJSON is storable for a JSON document, which jsonb refuses with
+// a "\u0000" escape in any string: it becomes "\ufffd".
+func storableJSON(s string) string {
+	if !strings.Contains(s, `\u0000`) {
+		return s
+	}
+	var b strings.Builder
+	b.Grow(len(s))
+	for i := 0; i < len(s); i++ {
+		switch {
+		case s[i] != '\\' || i+1 == len(s):
+			b.WriteByte(s[i])
+		case strings.HasPrefix(s[i:], `\u0000`):
+			b.WriteString(`\ufffd`)
+			i += len(`\u0000`) - 1
+		default: // any other escape, \\ included, passes whole
+			b.WriteString(s[i : i+2])
+			i++
+		}
+	}
+	return b.String()
 }
 
 // resolveEvent fills in the stream sequence of the event an accepted
