@@ -208,6 +208,13 @@ func TestNULCharacters(t *testing.T) {
 		{Type: fsm.Create, Actor: nul, Spec: &fsm.Spec{Image: "img", Env: map[string]string{"A": nul}, Labels: map[string]string{"l": nul}}},
 		{Type: fsm.ProvisionFailed, Reason: nul},
 	}, nil)...)
+	// An outcome record is checked less than an envelope: NUL anywhere.
+	o, err := events.EncodeOutcome(events.OutcomeRecord{CommandID: "nul-cmd", Workspace: nul, CommandType: fsm.CommandType(nul),
+		Actor: nul, Outcome: fsm.Rejected, State: fsm.Status(nul), Rejection: &fsm.Rejection{Code: fsm.Code(nul), Message: nul}, Reason: nul})
+	if err != nil {
+		t.Fatal(err)
+	}
+	publishAll(t, e.js, &nats.Msg{Subject: e.names.Outcome("nul-cmd"), Data: o})
 	g.publish(t, e.js, 50)
 	p := e.projector(t, nil)
 	stop := run(t, p)
@@ -224,6 +231,14 @@ func TestNULCharacters(t *testing.T) {
 		if s != "a\uFFFDb" {
 			t.Fatalf("stored %q, want %q", s, "a\uFFFDb")
 		}
+	}
+	var row string
+	if err := e.pool.QueryRow(context.Background(), `SELECT concat_ws(',', workspace_id, type, actor, state, rejection_code,
+		rejection_message, reason) FROM commands WHERE command_id = 'nul-cmd'`).Scan(&row); err != nil {
+		t.Fatal(err)
+	}
+	if want := strings.Repeat("a\uFFFDb,", 6) + "a\uFFFDb"; row != want {
+		t.Fatalf("outcome stored as %q, want %q", row, want)
 	}
 	e.assertEqualsRebuild(t, e.projector(t, nil))
 }

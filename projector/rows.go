@@ -195,6 +195,9 @@ func outcomeRow(seq uint64, o events.OutcomeRecord) commandRow {
 		r.RejectionCode = nullString(string(o.Rejection.Code))
 		r.RejectionMsg = nullString(o.Rejection.Message)
 	}
+	// Outcome records are checked less than envelopes: any member may
+	// carry a NUL.
+	r.Workspace, r.Type, r.Outcome, r.State = storable(r.Workspace), storable(r.Type), storable(r.Outcome), storable(r.State)
 	return r
 }
 
@@ -215,6 +218,7 @@ func factsOf(env *events.Envelope, payload, spec string) (eventFacts, error) {
 	env.ID, env.CommandID, env.Actor = storable(env.ID), storable(env.CommandID), storable(env.Actor)
 	env.Payload.Reason = storable(env.Payload.Reason)
 	st := env.State
+	st.Status = fsm.Status(storable(string(st.Status))) // not checked by the codec
 	st.ContainerID, st.LastError, st.Spec.Image = storable(st.ContainerID), storable(st.LastError), storable(st.Spec.Image)
 	t := env.Time
 	f := eventFacts{created: env.Type == fsm.Created}
