@@ -102,6 +102,9 @@ func TestQuarantine(t *testing.T) {
 			stop := run(t, p)
 			e.waitCaughtUp(t, 60*time.Second)
 			stop()
+			if l, err := p.Lag(context.Background()); err != nil || l.Messages != 0 || l.Behind != 0 {
+				t.Fatalf("lag %+v, %v: want none", l, err)
+			}
 
 			// The good events, all of them, and nothing of the bad.
 			var evs, cmds int
