@@ -156,7 +156,7 @@ func (s *Server) wait(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, err)
 		return
 	}
-	if head.StreamSeq == 0 {
+	if head.Last == nil { // no readable event: no workspace
 		writeNotFound(w, id)
 		return
 	}

@@ -94,7 +94,7 @@ func GetWorkspace(ctx context.Context, pool *pgxpool.Pool, store *events.Store, 
 	rm, err := projector.GetWorkspace(ctx, pool, id)
 	switch {
 	case errors.Is(err, projector.ErrNotFound):
-		if head.StreamSeq == 0 {
+		if head.Last == nil { // no readable event: no workspace
 			return Workspace{}, fmt.Errorf("workspace %s: %w", id, ErrNoWorkspace)
 		}
 		return fromHead(head), nil

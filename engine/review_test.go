@@ -312,16 +312,18 @@ func TestSecondHandlingStoresNothing(t *testing.T) {
 	}
 }
 
-// A command that cannot be recorded (here its workspace's head event is
-// unreadable) is retried in place, keeping the workspace's order, and
-// the server is told it is in hand, so it is not redelivered every ack wait.
+// A command that cannot be recorded (here the event stream is gone, so its
+// workspace cannot be loaded; an unreadable head event no longer stops a
+// load, issue 12 item 5) is retried in place, keeping the workspace's
+// order, and the server is told it is in hand, so it is not redelivered
+// every ack wait.
 func TestRetriedCommandNotRedelivered(t *testing.T) {
 	const ackWait = 2 * time.Second // beats every second: a second of slack
 	core := testenv.StartCore(t, testenv.CoreOptions{Engine: engine.Config{AckWait: ackWait}})
 	cl := core.Client(t, "t")
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	if _, err := core.JS.Publish(ctx, core.Store.Names().Event("wedged"), []byte("{not an event")); err != nil {
+	if err := core.JS.DeleteStream(ctx, core.Store.Names().EventStream()); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := cl.Publish(ctx, fsm.Command{Type: fsm.Create, Workspace: "wedged"}); err != nil {

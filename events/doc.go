@@ -10,4 +10,8 @@
 //     one get-last-message call whatever the length of its history.
 //   - The codec refuses unknown event types and future schema versions with a
 //     clear error; older versions pass through an upcaster.
+//   - No reader stalls on a message it cannot use (undecodable, or
+//     misaddressed to another workspace or command): Load, History, Replay
+//     and Subscribe skip it or hand it on as Record.Unreadable, and Load
+//     takes the newest readable envelope's state.
 package events

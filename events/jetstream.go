@@ -115,10 +115,13 @@ var ErrConflict = errors.New("append conflict: the workspace changed since it wa
 // Head is a workspace's current state and where it stands in the stream.
 type Head struct {
 	State fsm.Workspace
-	// StreamSeq is the stream sequence of the newest event, 0 if none: the
-	// expected last subject sequence of the next append.
+	// StreamSeq is the stream sequence of the newest message on the
+	// workspace's subject, 0 if none: the expected last subject sequence of
+	// the next append. It is the newest event's but when the newest
+	// message is unreadable (see Unreadable).
 	StreamSeq uint64
-	// Last is the newest event, nil if none.
+	// Last is the newest readable event, nil if none: the workspace does
+	// not exist.
 	Last *Envelope
 }
 
@@ -179,12 +182,62 @@ func (s *Store) Load(ctx context.Context, id string) (Head, error) {
 	if err != nil {
 		return Head{}, fmt.Errorf("load workspace %s: %w", id, err)
 	}
-	env, err := s.codec.Decode(msg.Data)
+	env, err := s.DecodeEvent(msg.Subject, msg.Data)
 	if err != nil {
-		return Head{}, fmt.Errorf("load workspace %s at stream sequence %d: %w", id, msg.Sequence, err)
+		// An unreadable newest message must not wedge the workspace: the
+		// state is the newest readable envelope's, and the next append
+		// still goes after the unreadable message (the CAS names it).
+		return s.loadBefore(ctx, id, msg.Sequence)
 	}
 	env.StreamSeq = msg.Sequence
 	return Head{State: env.State, StreamSeq: msg.Sequence, Last: &env}, nil
+}
+
+// loadBefore is Load when the newest message of workspace id, at stream
+// sequence last, is unreadable: the newest readable envelope before it is
+// the state. It steps back one message at a time (a get-last-message up to
+// a sequence), and past a run of maxStepsBack unreadable messages reads
+// the workspace's history once instead. The engine's next event makes Load
+// one get-last-message call again.
+func (s *Store) loadBefore(ctx context.Context, id string, last uint64) (Head, error) {
+	h := Head{State: fsm.Workspace{ID: id}, StreamSeq: last}
+	subject := s.names.Event(id)
+	for before, step := last, 0; step < maxStepsBack; step++ {
+		msgs, err := jetstreamext.GetLastMsgsFor(ctx, s.js, s.names.EventStream(), []string{subject},
+			jetstreamext.GetLastMsgsUpToSeq(before-1))
+		if err != nil {
+			return Head{}, fmt.Errorf("load workspace %s before stream sequence %d: %w", id, before, err)
+		}
+		var m *jetstream.RawStreamMsg
+		for msg, err := range msgs {
+			if errors.Is(err, jetstreamext.ErrNoMessages) {
+				break
+			}
+			if err != nil {
+				return Head{}, fmt.Errorf("load workspace %s before stream sequence %d: %w", id, before, err)
+			}
+			m = msg
+		}
+		if m == nil || m.Sequence >= before {
+			return h, nil // nothing readable before: no workspace
+		}
+		if env, err := s.DecodeEvent(m.Subject, m.Data); err == nil {
+			env.StreamSeq = m.Sequence
+			h.State, h.Last = env.State, &env
+			return h, nil
+		}
+		before = m.Sequence
+	}
+	err := s.scan(ctx, id, last, func(r Record) error {
+		if r.Event != nil {
+			h.State, h.Last = r.Event.State, r.Event
+		}
+		return nil
+	})
+	if err != nil {
+		return Head{}, fmt.Errorf("load workspace %s: %w", id, err)
+	}
+	return h, nil
 }
 
 // AppendResult says where an append landed.
@@ -315,20 +368,42 @@ func (s *Store) Outcome(ctx context.Context, commandID string) (o OutcomeRecord,
 }
 
 // History calls fn for each event of workspace id, oldest first, up to the
-// newest event at the time of the call.
+// newest event at the time of the call. Unreadable messages on the
+// workspace's subject are skipped (HistoryRecords reports them).
 func (s *Store) History(ctx context.Context, id string, fn func(Envelope) error) error {
+	return s.HistoryRecords(ctx, id, func(r Record) error {
+		if r.Event == nil {
+			return nil
+		}
+		return fn(*r.Event)
+	})
+}
+
+// HistoryRecords calls fn for each message on workspace id's subject,
+// oldest first, up to the newest at the time of the call: a Record with
+// Event set, or with Unreadable set for a message no reader can use.
+func (s *Store) HistoryRecords(ctx context.Context, id string, fn func(Record) error) error {
 	if err := fsm.ValidateID(id); err != nil {
 		return err
 	}
-	h, err := s.Load(ctx, id)
-	if err != nil || h.StreamSeq == 0 {
-		return err
+	msg, err := s.stream.GetLastMsgForSubject(ctx, s.names.Event(id))
+	if errors.Is(err, jetstream.ErrMsgNotFound) {
+		return nil
 	}
+	if err != nil {
+		return fmt.Errorf("history of %s: %w", id, err)
+	}
+	return s.scan(ctx, id, msg.Sequence, fn)
+}
+
+// scan calls fn for each message on workspace id's subject up to stream
+// sequence through, which must hold one.
+func (s *Store) scan(ctx context.Context, id string, through uint64, fn func(Record) error) error {
 	// Direct batch gets, not a consumer: a history read is a request like
 	// any other, and a consumer per read would let many readers exhaust
 	// the server's consumers (the API fuzzer did).
 	subject := s.names.Event(id)
-	for next := uint64(1); next <= h.StreamSeq; {
+	for next := uint64(1); next <= through; {
 		msgs, err := jetstreamext.GetBatch(ctx, s.js, s.names.EventStream(), historyPage,
 			jetstreamext.GetBatchSeq(next), jetstreamext.GetBatchSubject(subject))
 		if err != nil {
@@ -342,39 +417,42 @@ func (s *Store) History(ctx context.Context, id string, fn func(Envelope) error)
 			if err != nil {
 				return fmt.Errorf("history of %s from stream sequence %d: %w", id, next, err)
 			}
-			if m.Sequence > h.StreamSeq {
+			if m.Sequence > through {
 				return nil
 			}
-			env, err := s.codec.Decode(m.Data)
-			if err != nil {
-				return fmt.Errorf("history of %s at stream sequence %d: %w", id, m.Sequence, err)
-			}
-			env.StreamSeq = m.Sequence
-			if err := fn(env); err != nil {
+			if err := fn(s.decodeRecord(m.Subject, m.Data, m.Sequence, m.Time)); err != nil {
 				return err
 			}
 			next = m.Sequence + 1
 			got++
 		}
 		if got == 0 {
-			// The head said events up to h.StreamSeq exist: none left
+			// The head said events up to through exist: none left
 			// before it means they were removed under us.
-			return fmt.Errorf("history of %s: no event at or after stream sequence %d, though the newest is %d", id, next, h.StreamSeq)
+			return fmt.Errorf("history of %s: no event at or after stream sequence %d, though the newest is %d", id, next, through)
 		}
 	}
 	return nil
 }
 
+// maxStepsBack bounds how many unreadable messages loadBefore steps over
+// one by one before it reads the history instead.
+const maxStepsBack = 16
+
 // historyPage is how many events one direct batch get of a history asks
 // for.
 const historyPage = 512
 
-// Record is one message of the event stream: an event or an outcome.
+// Record is one message of the event stream: an event, an outcome, or a
+// message no reader can use.
 type Record struct {
 	StreamSeq uint64
 	Time      time.Time
 	Event     *Envelope      // set for events
 	Outcome   *OutcomeRecord // set for outcomes
+	// Unreadable is set, and Event and Outcome are nil, for a message that
+	// does not decode or does not belong to its subject. Readers skip it.
+	Unreadable *Unreadable
 }
 
 // LastSeq returns the event stream's last sequence.
@@ -402,36 +480,38 @@ func (s *Store) Replay(ctx context.Context, from, to uint64, fn func(Record) err
 	if to < from {
 		return nil
 	}
-	return s.replay(ctx, []string{s.names.Events(), s.names.Outcomes()}, from, to, func(m jetstream.Msg, seq uint64) error {
-		r, err := s.decodeRecord(m.Subject(), m.Data(), seq)
-		if err != nil {
-			return err
-		}
-		return fn(r)
+	return s.replay(ctx, []string{s.names.Events(), s.names.Outcomes()}, from, to, func(m jetstream.Msg, md *jetstream.MsgMetadata) error {
+		return fn(s.decodeRecord(m.Subject(), m.Data(), md.Sequence.Stream, md.Timestamp))
 	})
 }
 
-func (s *Store) decodeRecord(subject string, data []byte, seq uint64) (Record, error) {
+// decodeRecord decodes a message read at stream sequence seq, stored at
+// stored. One that cannot be used comes back as Record.Unreadable, never
+// as an error: a reader that stopped at it would stall on it for ever.
+func (s *Store) decodeRecord(subject string, data []byte, seq uint64, stored time.Time) Record {
 	r := Record{StreamSeq: seq}
+	var err error
 	if s.names.IsEvent(subject) {
-		env, err := s.codec.Decode(data)
-		if err != nil {
-			return r, fmt.Errorf("stream sequence %d: %w", seq, err)
+		var env Envelope
+		if env, err = s.DecodeEvent(subject, data); err == nil {
+			env.StreamSeq = seq
+			r.Event, r.Time = &env, env.Time
+			return r
 		}
-		env.StreamSeq = seq
-		r.Event, r.Time = &env, env.Time
-		return r, nil
+	} else {
+		var o OutcomeRecord
+		if o, err = s.names.DecodeOutcomeOn(subject, data); err == nil {
+			r.Outcome, r.Time = &o, o.DecidedAt
+			return r
+		}
 	}
-	o, err := DecodeOutcome(data)
-	if err != nil {
-		return r, fmt.Errorf("stream sequence %d: %w", seq, err)
-	}
-	r.Outcome, r.Time = &o, o.DecidedAt
-	return r, nil
+	r.Time = stored
+	r.Unreadable = &Unreadable{StreamSeq: seq, Subject: subject, Time: stored, Data: data, Err: err}
+	return r
 }
 
 // replay reads subjects from sequence from to to with an ordered consumer.
-func (s *Store) replay(ctx context.Context, subjects []string, from, to uint64, fn func(jetstream.Msg, uint64) error) error {
+func (s *Store) replay(ctx context.Context, subjects []string, from, to uint64, fn func(jetstream.Msg, *jetstream.MsgMetadata) error) error {
 	cons, err := s.stream.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{
 		FilterSubjects: subjects,
 		DeliverPolicy:  jetstream.DeliverByStartSequencePolicy,
@@ -463,7 +543,7 @@ func (s *Store) replay(ctx context.Context, subjects []string, from, to uint64, 
 		if seq > to {
 			return nil
 		}
-		if err := fn(m, seq); err != nil {
+		if err := fn(m, md); err != nil {
 			return err
 		}
 		if seq == to || md.NumPending == 0 {
@@ -501,7 +581,8 @@ func backoff(ctx context.Context, attempt int) error {
 
 // Subscribe calls fn for every record of the event stream from stream
 // sequence from on, including those appended later, until ctx ends or fn
-// fails. Records arrive in stream order.
+// fails. Records arrive in stream order; a message that cannot be used
+// comes as a Record with Unreadable set.
 func (s *Store) Subscribe(ctx context.Context, from uint64, fn func(Record) error) error {
 	if from == 0 {
 		from = 1
@@ -533,11 +614,7 @@ func (s *Store) Subscribe(ctx context.Context, from uint64, fn func(Record) erro
 		if err != nil {
 			return fmt.Errorf("subscribe: %w", err)
 		}
-		r, err := s.decodeRecord(m.Subject(), m.Data(), md.Sequence.Stream)
-		if err != nil {
-			return err
-		}
-		if err := fn(r); err != nil {
+		if err := fn(s.decodeRecord(m.Subject(), m.Data(), md.Sequence.Stream, md.Timestamp)); err != nil {
 			return err
 		}
 	}

@@ -58,6 +58,7 @@ type BatchInfo struct {
 	First, Last uint64
 	Events      int // envelopes
 	Outcomes    int // outcome records
+	Quarantined int // dead letters: messages no reader can use
 	// Pending is how many messages the stream held beyond Last when Last
 	// was delivered.
 	Pending uint64

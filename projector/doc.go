@@ -1,6 +1,6 @@
 // Package projector folds the TURNSTILE_EVENTS stream (events and command
 // outcomes) into the PostgreSQL read model of package migrations: the
-// workspaces, workspace_events and commands tables.
+// workspaces, workspace_events, commands and dead_letters tables.
 //
 // Guarantees:
 //   - Exactly-once application: each batch of messages and the checkpoint
@@ -15,6 +15,11 @@
 //   - Stream order: messages are applied in stream sequence order, without
 //     gaps; a gap (a purged stream) stops the projector loudly rather than
 //     producing a read model that silently lacks history.
+//   - One bad message stalls nothing: a message no reader can use
+//     (events.Unreadable: undecodable, or misaddressed to another workspace
+//     or command) is quarantined, recorded in dead_letters in its batch and
+//     passed by the checkpoint, counted and logged once; a rebuild records
+//     the same.
 //   - Run recovers by itself: when PostgreSQL or NATS fail it logs, backs off
 //     (bounded exponential) and resumes from the checkpoint.
 //   - Rebuild builds a complete new read model beside the live one, which

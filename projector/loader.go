@@ -30,8 +30,10 @@ type loader struct {
 	// unresolved counts accepted commands whose event fold could not
 	// locate; resolve finds them in SQL.
 	unresolved int
-	lastTime   time.Time
-	stats      RebuildStats
+	// dead are the quarantined messages, in stream order.
+	dead     []deadLetterRow
+	lastTime time.Time
+	stats    RebuildStats
 }
 
 // tableDone is a table's row count and when they were all copied.
@@ -83,7 +85,7 @@ func (l *loader) load(ctx context.Context, stream jetstream.Stream,
 			return copyTable(ctx, tx, "commands", commandCopyColumns, cmds, encodeCommand, l.freeCommands)
 		})
 	}()
-	var ws, cp tableDone
+	var ws, cp, dl tableDone
 	if err := l.read(ctx, stream, evs, cmds); err != nil {
 		cancel(err) // before the copiers see their rows end
 	}
@@ -91,10 +93,12 @@ func (l *loader) load(ctx context.Context, stream jetstream.Stream,
 	if ctx.Err() == nil {
 		l.progress(Progress{Phase: "index", Done: l.through, Total: l.through})
 		if ws = l.fill(ctx, l.conn, "workspaces", workspaceCopyColumns, l.copyWorkspaces); ws.err == nil {
-			cp = l.fill(ctx, l.conn, "projector_checkpoint", nil, l.writeCheckpoint)
+			if dl = l.fill(ctx, l.conn, "dead_letters", nil, l.writeDeadLetters); dl.err == nil {
+				cp = l.fill(ctx, l.conn, "projector_checkpoint", nil, l.writeCheckpoint)
+			}
 		}
-		if ws.err != nil || cp.err != nil {
-			cancel(errors.Join(ws.err, cp.err))
+		if err := errors.Join(ws.err, dl.err, cp.err); err != nil {
+			cancel(err)
 		}
 	}
 	close(evs)
@@ -104,11 +108,12 @@ func (l *loader) load(ctx context.Context, stream jetstream.Stream,
 		return time.Time{}, err
 	}
 	var copied time.Time
-	for _, d := range []tableDone{ws, cp, ev, cmd} {
+	for _, d := range []tableDone{ws, dl, cp, ev, cmd} {
 		copied = later(copied, d.copied)
 	}
 	l.stats.Events, l.stats.Commands, l.stats.Workspaces = int(ev.rows), int(cmd.rows), int(ws.rows)
-	l.stats.Messages = l.stats.Events + l.stats.Commands
+	l.stats.Quarantined = int(dl.rows)
+	l.stats.Messages = l.stats.Events + l.stats.Commands + l.stats.Quarantined
 	return copied, nil
 }
 
@@ -229,6 +234,16 @@ func (l *loader) copyWorkspaces(ctx context.Context, tx pgx.Tx) (int64, error) {
 	ch <- rows
 	close(ch)
 	return copyTable(ctx, tx, "workspaces", workspaceCopyColumns, ch, encodeWorkspace, nil)
+}
+
+// writeDeadLetters writes the quarantined messages: few, in one statement.
+func (l *loader) writeDeadLetters(ctx context.Context, tx pgx.Tx) (int64, error) {
+	if len(l.dead) == 0 {
+		return 0, nil
+	}
+	tag, err := tx.Exec(ctx, insertDeadLettersSQL(pgx.Identifier{rebuildSchema, "dead_letters"}.Sanitize(), false),
+		deadLetterColumns(l.dead)...)
+	return tag.RowsAffected(), err
 }
 
 // writeCheckpoint writes this projector's checkpoint: the last message.

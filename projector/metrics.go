@@ -4,6 +4,8 @@ import (
 	"fmt"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/turnstile-dev/turnstile/internal/quarantine"
 )
 
 // metrics are the projector's instruments, labelled with its name so that
@@ -16,6 +18,7 @@ type metrics struct {
 	batches     prometheus.Counter
 	errors      prometheus.Counter
 	delay       prometheus.Histogram
+	quarantined *quarantine.Counter
 }
 
 func newMetrics(name string, reg prometheus.Registerer) (*metrics, error) {
@@ -41,6 +44,15 @@ func newMetrics(name string, reg prometheus.Registerer) (*metrics, error) {
 			Help:    "From a message's arrival in the stream to the commit that applied it.",
 			Buckets: prometheus.ExponentialBuckets(0.001, 2, 16)}),
 	}
+	component := "projector"
+	if name != DefaultName {
+		component += ":" + name
+	}
+	q, err := quarantine.NewCounter(component, reg)
+	if err != nil {
+		return nil, fmt.Errorf("projector metrics: %w", err)
+	}
+	m.quarantined = q
 	if reg == nil {
 		return m, nil
 	}

@@ -48,9 +48,11 @@ func New(cfg Config) (*Projector, error) {
 }
 
 // Run projects until ctx ends, then returns nil. Failures of PostgreSQL or
-// NATS, and decode errors, are logged and retried from the checkpoint after
-// a bounded exponential backoff; a message that cannot be decoded (say, of
-// a newer schema) stalls the projector loudly rather than being skipped.
+// NATS are logged and retried from the checkpoint after a bounded
+// exponential backoff. A message that cannot be used (events.Unreadable:
+// undecodable, of a newer schema, misaddressed) is quarantined: recorded in
+// dead_letters in its batch, counted and logged once, and passed; one bad
+// message must not stall the read model of every workspace.
 func (p *Projector) Run(ctx context.Context) error {
 	backoff := p.cfg.MinBackoff
 	for {
@@ -286,11 +288,8 @@ func (p *Projector) add(msgs []message, m jetstream.Msg, want uint64) ([]message
 	if seq := meta.Sequence.Stream; seq != want {
 		return msgs, fmt.Errorf("%w: expected stream seq %d, got %d", ErrGap, want, seq)
 	}
-	dm, err := p.dec.decode(meta.Sequence.Stream, m.Subject(), m.Data())
-	if err != nil {
-		return msgs, err
-	}
-	dm.time, dm.pending = meta.Timestamp, meta.NumPending
+	dm := p.dec.decode(meta.Sequence.Stream, m.Subject(), m.Data(), meta.Timestamp)
+	dm.pending = meta.NumPending
 	return append(msgs, dm), nil
 }
 
@@ -302,6 +301,8 @@ func batchInfo(msgs []message) BatchInfo {
 			b.Events++
 		case m.outcome != nil:
 			b.Outcomes++
+		case m.dead != nil:
+			b.Quarantined++
 		}
 	}
 	return b
@@ -312,6 +313,9 @@ func (p *Projector) observe(msgs []message) {
 	now := p.cfg.Now()
 	for _, m := range msgs {
 		p.metrics.delay.Observe(now.Sub(m.time).Seconds())
+		if m.dead != nil { // counted and logged once: its batch is committed
+			p.metrics.quarantined.Add(p.cfg.Logger, m.dead)
+		}
 	}
 	last := msgs[len(msgs)-1]
 	p.metrics.messages.Add(float64(len(msgs)))

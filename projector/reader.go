@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/turnstile-dev/turnstile/events"
 )
 
 // raw is an undecoded stream message.
@@ -29,7 +31,8 @@ type decodeJob struct {
 type decodedRun struct {
 	events   []eventFacts
 	outcomes []commandRow
-	isEvent  []bool    // per event or outcome, in stream order
+	isEvent  []bool // per event or outcome, in stream order
+	dead     []deadLetterRow
 	n        int       // messages, of any subject
 	last     time.Time // stream time of the last
 	err      error
@@ -46,15 +49,15 @@ func (l *loader) decodeRun(msgs []raw) decodedRun {
 		case dec.names.IsEvent(r.subject):
 			f, err := dec.event(r.seq, r.subject, r.data)
 			if err != nil {
-				d.err = fmt.Errorf("rebuild: %w", err)
-				return d
+				d.dead = append(d.dead, deadLetterOf(&events.Unreadable{StreamSeq: r.seq, Subject: r.subject, Time: r.time, Data: r.data, Err: err}))
+				continue
 			}
 			d.events, d.isEvent = append(d.events, f), append(d.isEvent, true)
 		case dec.isOutcome(r.subject):
 			c, err := dec.outcome(r.seq, r.subject, r.data)
 			if err != nil {
-				d.err = fmt.Errorf("rebuild: %w", err)
-				return d
+				d.dead = append(d.dead, deadLetterOf(&events.Unreadable{StreamSeq: r.seq, Subject: r.subject, Time: r.time, Data: r.data, Err: err}))
+				continue
 			}
 			d.outcomes, d.isEvent = append(d.outcomes, c), append(d.isEvent, false)
 		}
@@ -147,6 +150,7 @@ func (l *loader) foldRun(ctx context.Context, d *decodedRun, evs chan<- []eventF
 	if d.n > 0 {
 		l.lastTime = d.last
 	}
+	l.dead = append(l.dead, d.dead...)
 	ev := 0
 	for i, isEvent := range d.isEvent {
 		if isEvent {

@@ -35,7 +35,7 @@ const (
 
 // readModelTables are swapped as a whole, the checkpoint included.
 func readModelTables() []string {
-	return []string{"projector_checkpoint", "workspaces", "workspace_events", "commands"}
+	return []string{"projector_checkpoint", "workspaces", "workspace_events", "commands", "dead_letters"}
 }
 
 // ErrRebuildRunning means another rebuild holds the database.
@@ -57,7 +57,9 @@ type RebuildStats struct {
 	Events     int
 	Commands   int
 	Workspaces int
-	Duration   time.Duration
+	// Quarantined counts the dead letters: messages no reader can use.
+	Quarantined int
+	Duration    time.Duration
 	// The phases. Load runs to the last row copied (the new tables are
 	// created while the stream is read); Index from there to the last index
 	// built (a table's indexes are started as soon as its own rows are in,
@@ -165,7 +167,7 @@ func (p *Projector) Rebuild(ctx context.Context, progress func(Progress)) (Rebui
 	l.stats.Duration = time.Since(started)
 	progress(Progress{Phase: "done", Done: l.stats.messages64(), Total: l.through})
 	p.cfg.Logger.Info("read model rebuilt", "projector", p.cfg.Name, "through", l.stats.Through,
-		"messages", l.stats.Messages, "workspaces", l.stats.Workspaces, "duration", l.stats.Duration,
+		"messages", l.stats.Messages, "workspaces", l.stats.Workspaces, "quarantined", l.stats.Quarantined, "duration", l.stats.Duration,
 		"load", l.stats.Load, "index", l.stats.Index, "swap", l.stats.Swap)
 	return l.stats, nil
 }

@@ -1,6 +1,7 @@
 package projector
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"strings"
@@ -59,13 +60,39 @@ type commandRow struct {
 	OutcomeStreamSeq         int64
 }
 
-// message is one decoded stream message: an event or an outcome.
+// message is one decoded stream message: an event, an outcome, or one
+// that no reader can use, which is quarantined (a dead letter).
 type message struct {
 	seq     uint64
 	time    time.Time // stream time
 	pending uint64
 	event   *eventFacts
 	outcome *commandRow
+	dead    *events.Unreadable
+}
+
+// deadLetterRow is a quarantined message as the dead_letters table keeps
+// it: enough to see what it was, not all of it.
+type deadLetterRow struct {
+	StreamSeq int64
+	Subject   string
+	Reason    string
+	Error     string
+	Size      int64
+	Data      []byte // the first maxDeadLetterData bytes
+	Time      time.Time
+}
+
+// maxDeadLetterData bounds the bytes of a quarantined message kept: enough
+// to recognize it, and a flood of large ones cannot grow the read model
+// much.
+const maxDeadLetterData = 4096
+
+func deadLetterOf(u *events.Unreadable) deadLetterRow {
+	data := u.Data[:min(len(u.Data), maxDeadLetterData)]
+	return deadLetterRow{StreamSeq: int64(u.StreamSeq), Subject: storable(strings.ToValidUTF8(u.Subject, "\uFFFD")),
+		Reason: events.ReasonOf(u), Error: storable(strings.ToValidUTF8(u.Err.Error(), "\uFFFD")),
+		Size: int64(len(u.Data)), Data: bytes.Clone(data), Time: u.Time}
 }
 
 // eventFacts is what the read model takes from one event: its row, less
@@ -85,24 +112,29 @@ type decoder struct {
 }
 
 // decode classifies by subject. A subject of neither kind yields a message
-// with neither set: it still advances the checkpoint.
-func (d decoder) decode(seq uint64, subject string, data []byte) (message, error) {
-	m := message{seq: seq}
+// with none set: it still advances the checkpoint. A message that cannot
+// be used (events.Unreadable) is quarantined: it comes back as a dead
+// letter, which also advances the checkpoint, so it never stalls the
+// projector.
+func (d decoder) decode(seq uint64, subject string, data []byte, stored time.Time) message {
+	m := message{seq: seq, time: stored}
+	var err error
 	switch {
 	case d.names.IsEvent(subject):
-		f, err := d.event(seq, subject, data)
-		if err != nil {
-			return m, err
+		var f eventFacts
+		if f, err = d.event(seq, subject, data); err == nil {
+			m.event = &f
 		}
-		m.event = &f
 	case d.isOutcome(subject):
-		r, err := d.outcome(seq, subject, data)
-		if err != nil {
-			return m, err
+		var r commandRow
+		if r, err = d.outcome(seq, subject, data); err == nil {
+			m.outcome = &r
 		}
-		m.outcome = &r
 	}
-	return m, nil
+	if err != nil {
+		m.dead = &events.Unreadable{StreamSeq: seq, Subject: subject, Time: stored, Data: data, Err: err}
+	}
+	return m
 }
 
 func (d decoder) isOutcome(subject string) bool {
@@ -113,13 +145,19 @@ func (d decoder) isOutcome(subject string) bool {
 // form this build writes take the fast path (wire.go); anything else,
 // including every envelope the fast path would refuse, is decoded by the
 // events package, which also says what is wrong with it.
+//
+// An envelope of another workspace than its subject names is refused
+// (events.ErrMisaddressed), as every reader of the stream refuses it.
 func (d decoder) event(seq uint64, subject string, data []byte) (eventFacts, error) {
 	if f, ok := scanEvent(seq, data); ok && !d.slow {
+		if err := d.names.CheckEvent(subject, f.row.Workspace); err != nil {
+			return eventFacts{}, err
+		}
 		return f, nil
 	}
-	env, err := d.codec.Decode(data)
+	env, err := d.names.DecodeEventOn(d.codec, subject, data)
 	if err != nil {
-		return eventFacts{}, fmt.Errorf("stream seq %d (%s): %w", seq, subject, err)
+		return eventFacts{}, err
 	}
 	env.StreamSeq = seq
 	return factsOf(&env, "", "")
@@ -128,16 +166,25 @@ func (d decoder) event(seq uint64, subject string, data []byte) (eventFacts, err
 // outcome decodes an outcome record as event does an envelope.
 func (d decoder) outcome(seq uint64, subject string, data []byte) (commandRow, error) {
 	if r, ok := scanOutcome(seq, data); ok && !d.slow {
+		if err := d.names.CheckOutcome(subject, r.CommandID); err != nil {
+			return commandRow{}, err
+		}
 		return r, nil
 	}
-	o, err := events.DecodeOutcome(data)
+	o, err := d.names.DecodeOutcomeOn(subject, data)
 	if err != nil {
-		return commandRow{}, fmt.Errorf("stream seq %d (%s): %w", seq, subject, err)
+		return commandRow{}, err
 	}
 	return outcomeRow(seq, o), nil
 }
 
 func outcomeRow(seq uint64, o events.OutcomeRecord) commandRow {
+	o.CommandID, o.Actor, o.Reason = storable(o.CommandID), storable(o.Actor), storable(o.Reason)
+	if o.Rejection != nil {
+		rej := *o.Rejection
+		rej.Code, rej.Message = fsm.Code(storable(string(rej.Code))), storable(rej.Message)
+		o.Rejection = &rej
+	}
 	r := commandRow{
 		CommandID: o.CommandID, Workspace: o.Workspace, Type: string(o.CommandType), Actor: nullString(o.Actor),
 		ReceivedAt: o.ReceivedAt, DecidedAt: o.DecidedAt, Outcome: string(o.Outcome), Reason: nullString(o.Reason),
@@ -148,6 +195,9 @@ func outcomeRow(seq uint64, o events.OutcomeRecord) commandRow {
 		r.RejectionCode = nullString(string(o.Rejection.Code))
 		r.RejectionMsg = nullString(o.Rejection.Message)
 	}
+	// Outcome records are checked less than envelopes: any member may
+	// carry a NUL.
+	r.Workspace, r.Type, r.Outcome, r.State = storable(r.Workspace), storable(r.Type), storable(r.Outcome), storable(r.State)
 	return r
 }
 
@@ -164,7 +214,12 @@ func factsOf(env *events.Envelope, payload, spec string) (eventFacts, error) {
 		}
 		payload = string(b)
 	}
+	payload, spec = storableJSON(payload), storableJSON(spec)
+	env.ID, env.CommandID, env.Actor = storable(env.ID), storable(env.CommandID), storable(env.Actor)
+	env.Payload.Reason = storable(env.Payload.Reason)
 	st := env.State
+	st.Status = fsm.Status(storable(string(st.Status))) // not checked by the codec
+	st.ContainerID, st.LastError, st.Spec.Image = storable(st.ContainerID), storable(st.LastError), storable(st.Spec.Image)
 	t := env.Time
 	f := eventFacts{created: env.Type == fsm.Created}
 	f.state = workspaceRow{
@@ -252,7 +307,41 @@ func specJSON(r *workspaceRow) (string, error) {
 	if err != nil {
 		return "", fmt.Errorf("workspace %s: spec: %w", r.ID, err)
 	}
-	return string(b), nil
+	return storableJSON(string(b)), nil
+}
+
+// storable replaces the one character PostgreSQL's text cannot hold, NUL,
+// with U+FFFD. The engine stores what a command carried, NUL included
+// (JSON "\u0000"), and a row the database refuses would stall the
+// projector for every workspace.
+func storable(s string) string {
+	if strings.IndexByte(s, 0) < 0 {
+		return s
+	}
+	return strings.ReplaceAll(s, "\x00", "\uFFFD")
+}
+
+// storableJSON is storable for a JSON document, which jsonb refuses with
+// a "\u0000" escape in any string: it becomes "\ufffd".
+func storableJSON(s string) string {
+	if !strings.Contains(s, `\u0000`) {
+		return s
+	}
+	var b strings.Builder
+	b.Grow(len(s))
+	for i := 0; i < len(s); i++ {
+		switch {
+		case s[i] != '\\' || i+1 == len(s):
+			b.WriteByte(s[i])
+		case strings.HasPrefix(s[i:], `\u0000`):
+			b.WriteString(`\ufffd`)
+			i += len(`\u0000`) - 1
+		default: // any other escape, \\ included, passes whole
+			b.WriteString(s[i : i+2])
+			i++
+		}
+	}
+	return b.String()
 }
 
 // resolveEvent fills in the stream sequence of the event an accepted

@@ -58,3 +58,23 @@ func TestFold(t *testing.T) {
 		t.Fatalf("second incarnation: %+v %+v", r, e)
 	}
 }
+
+// TestStorableJSON: a NUL escape, which jsonb refuses, becomes U+FFFD's;
+// an escaped backslash before "u0000" is text and stays (issue 12 item 5).
+func TestStorableJSON(t *testing.T) {
+	for in, want := range map[string]string{
+		`{"a":"x"}`:                 `{"a":"x"}`,
+		`{"a":"\u0000"}`:            `{"a":"\ufffd"}`,
+		`{"a":"x\u0000y\u0000"}`:    `{"a":"x\ufffdy\ufffd"}`,
+		`{"a":"\\u0000"}`:           `{"a":"\\u0000"}`,
+		`{"a":"\\\u0000","b":"\""}`: `{"a":"\\\ufffd","b":"\""}`,
+		`{"\u0000":1}`:              `{"\ufffd":1}`,
+	} {
+		if got := storableJSON(in); got != want {
+			t.Errorf("storableJSON(%s) = %s, want %s", in, got, want)
+		}
+	}
+	if got := storable("a\x00b\x00"); got != "a\uFFFDb\uFFFD" {
+		t.Errorf("storable = %q", got)
+	}
+}

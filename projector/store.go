@@ -155,7 +155,7 @@ func (s *store) begin(ctx context.Context, lead *pgxpool.Conn, from uint64, msgs
 		nowait = " NOWAIT"
 	}
 	if _, err := t.conn.Exec(ctx, `BEGIN ISOLATION LEVEL READ COMMITTED; SET LOCAL lock_timeout = '`+
-		lockTimeout+`'; LOCK TABLE projector_checkpoint, workspaces, workspace_events, commands
+		lockTimeout+`'; LOCK TABLE projector_checkpoint, workspaces, workspace_events, commands, dead_letters
 		IN ROW EXCLUSIVE MODE`+nowait); err != nil {
 		t.rollback(ctx)
 		if pgErr := (*pgconn.PgError)(nil); prev != nil && errors.As(err, &pgErr) && pgErr.Code == lockNotAvailable {
@@ -203,6 +203,9 @@ func (s *store) begin(ctx context.Context, lead *pgxpool.Conn, from uint64, msgs
 	}
 	if len(cmds) > 0 {
 		b.Queue(insertCommandsSQL, commandColumns(cmds)...)
+	}
+	if dead := deadLetters(msgs); len(dead) > 0 {
+		b.Queue(insertDeadLettersSQL("dead_letters", true), deadLetterColumns(dead)...)
 	}
 	if len(ws) > 0 {
 		cols, err := workspaceColumns(ws)
@@ -431,6 +434,43 @@ ON CONFLICT (id) DO UPDATE SET status = EXCLUDED.status, generation = EXCLUDED.g
 	created_at = EXCLUDED.created_at, updated_at = EXCLUDED.updated_at,
 	status_changed_at = EXCLUDED.status_changed_at, deleted_at = EXCLUDED.deleted_at
 WHERE workspaces.last_stream_seq < EXCLUDED.last_stream_seq`
+
+// insertDeadLettersSQL records quarantined messages in table; once each,
+// by stream sequence, unless the table has no key yet (a rebuild's, whose
+// indexes are built after its rows are in).
+func insertDeadLettersSQL(table string, keyed bool) string {
+	q := `INSERT INTO ` + table + ` (stream_seq, subject, reason, error, size, data, stream_time)
+SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::bigint[], $6::bytea[], $7::timestamptz[])`
+	if keyed {
+		q += ` ON CONFLICT (stream_seq) DO NOTHING`
+	}
+	return q
+}
+
+// deadLetters are the rows of msgs' quarantined messages.
+func deadLetters(msgs []message) []deadLetterRow {
+	var out []deadLetterRow
+	for _, m := range msgs {
+		if m.dead != nil {
+			out = append(out, deadLetterOf(m.dead))
+		}
+	}
+	return out
+}
+
+func deadLetterColumns(rows []deadLetterRow) []any {
+	n := len(rows)
+	var (
+		seq, size               = make([]int64, n), make([]int64, n)
+		subject, reason, errMsg = make([]string, n), make([]string, n), make([]string, n)
+		data                    = make([][]byte, n)
+		at                      = make([]time.Time, n)
+	)
+	for i, r := range rows {
+		seq[i], subject[i], reason[i], errMsg[i], size[i], data[i], at[i] = r.StreamSeq, r.Subject, r.Reason, r.Error, r.Size, r.Data, r.Time
+	}
+	return []any{seq, subject, reason, errMsg, size, data, at}
+}
 
 func eventColumns(rows []eventRow) []any {
 	n := len(rows)

@@ -130,7 +130,12 @@ func (a *app) auditOne(ctx context.Context, store *events.Store, id, at string) 
 	r := audit.NewReplayer(id)
 	rep := auditReport{Workspace: id, Violations: []audit.Violation{}}
 	var atEnv *events.Envelope
-	err := store.History(ctx, id, func(env events.Envelope) error {
+	err := store.HistoryRecords(ctx, id, func(rec events.Record) error {
+		if rec.Unreadable != nil {
+			rep.Violations = append(rep.Violations, unreadableFinding(store.Names(), rec.Unreadable))
+			return nil
+		}
+		env := *rec.Event
 		r.Step(env)
 		rep.Events++
 		if point != nil && point.includes(env) {
@@ -144,10 +149,11 @@ func (a *app) auditOne(ctx context.Context, store *events.Store, id, at string) 
 	if err != nil {
 		return err
 	}
-	if rep.Events == 0 {
+	if rep.Events == 0 && len(rep.Violations) == 0 {
 		return withCode(exitRejected, fmt.Errorf("workspace %s has no history (not_found)", id))
 	}
 	rep.Violations = append(rep.Violations, r.Violations...)
+	sortViolations(rep.Violations)
 	rep.OK = len(rep.Violations) == 0
 	state := r.State
 	rep.State = &state
@@ -217,6 +223,10 @@ func (a *app) auditAll(ctx context.Context, store *events.Store) error {
 		if bar != nil && rec.StreamSeq%256 == 0 {
 			_ = bar.Set64(int64(rec.StreamSeq))
 		}
+		if rec.Unreadable != nil {
+			rep.Violations = append(rep.Violations, unreadableFinding(store.Names(), rec.Unreadable))
+			return nil
+		}
 		env := rec.Event
 		if env == nil {
 			return nil
@@ -260,6 +270,18 @@ func (a *app) auditAll(ctx context.Context, store *events.Store) error {
 		return &codedError{code: exitError, err: fmt.Errorf("audit found %d violation(s)", len(rep.Violations))}
 	}
 	return nil
+}
+
+// unreadableFinding reports a message no reader can use: every reader
+// skips it, so it changed nothing, but the engine never writes one, so it
+// is corruption or a forgery, and the audit fails on it.
+func unreadableFinding(n events.Names, u *events.Unreadable) audit.Violation {
+	v := audit.Violation{StreamSeq: u.StreamSeq, Problem: fmt.Sprintf("unreadable message on %s (%s, %d bytes), skipped by every reader: %v",
+		u.Subject, events.ReasonOf(u), len(u.Data), u.Err)}
+	if n.IsEvent(u.Subject) {
+		v.Workspace = n.WorkspaceOf(u.Subject)
+	}
+	return v
 }
 
 func sortViolations(vs []audit.Violation) {

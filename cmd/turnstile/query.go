@@ -162,7 +162,7 @@ func (a *app) waitCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			if h.StreamSeq == 0 {
+			if h.Last == nil { // no readable event: no workspace
 				return withCode(exitRejected, fmt.Errorf("workspace %s does not exist (not_found)", id))
 			}
 			h, err = api.Waiter{Store: store, NC: nc}.Until(ctx, id, api.Reached(want, gen))

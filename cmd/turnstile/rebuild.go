@@ -53,10 +53,14 @@ func (a *app) rebuildCmd() *cobra.Command {
 			}
 			if a.output == "json" {
 				return printJSON(a.out, map[string]any{"through_stream_seq": st.Through, "messages": st.Messages,
-					"events": st.Events, "commands": st.Commands, "workspaces": st.Workspaces, "seconds": st.Duration.Seconds()})
+					"events": st.Events, "commands": st.Commands, "workspaces": st.Workspaces, "quarantined": st.Quarantined,
+					"seconds": st.Duration.Seconds()})
 			}
 			fmt.Fprintf(a.out, "rebuilt the read model through stream seq %d: %d message(s), %d event(s), %d command(s), %d workspace(s) in %v\n",
 				st.Through, st.Messages, st.Events, st.Commands, st.Workspaces, st.Duration.Round(time.Millisecond))
+			if st.Quarantined > 0 {
+				fmt.Fprintf(a.out, "%d unreadable message(s) quarantined: see the dead_letters table\n", st.Quarantined)
+			}
 			return nil
 		},
 	}

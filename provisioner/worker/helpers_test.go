@@ -65,7 +65,8 @@ func newRig(tb testing.TB, prov provisioner.Provisioner, o rigOptions) *rig {
 	r.w = r.startWorker(tb)
 	pub := r.core.Client(tb, "supervisor")
 	sup, err := worker.NewSupervisor(worker.SupervisorConfig{Store: r.core.Store, Provisioner: prov, Publisher: pub,
-		Deadlines: o.deadlines, SweepEvery: 20 * time.Millisecond, ReconcileEvery: time.Hour, Logger: testenv.Logger(tb)})
+		Deadlines: o.deadlines, SweepEvery: 20 * time.Millisecond, ReconcileEvery: time.Hour, Logger: testenv.Logger(tb),
+		Metrics: o.metrics})
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -173,6 +174,9 @@ func (r *rig) auditAll(tb testing.TB) (map[string]fsm.Workspace, map[string][]st
 	replayers := map[string]*audit.Replayer{}
 	failures := map[string][]string{}
 	err := r.core.Store.Replay(ctx, 1, 0, func(rec events.Record) error {
+		if rec.Unreadable != nil { // the engine never writes one
+			tb.Errorf("%v", rec.Unreadable)
+		}
 		if rec.Event == nil {
 			return nil
 		}

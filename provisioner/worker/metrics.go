@@ -1,6 +1,10 @@
 package worker
 
-import "github.com/prometheus/client_golang/prometheus"
+import (
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/turnstile-dev/turnstile/internal/quarantine"
+)
 
 // Metrics are the worker's Prometheus collectors.
 type Metrics struct {
@@ -14,6 +18,11 @@ type Metrics struct {
 	// Running is how many actions hold a slot (at most
 	// Config.MaxConcurrentActions); Waiting, how many wait for one.
 	Running, Waiting prometheus.Gauge
+	// WorkerQuarantined and SupervisorQuarantined count the event-stream
+	// messages each skipped because no reader can use them
+	// (turnstile_quarantined_messages_total, component "worker" and
+	// "supervisor").
+	WorkerQuarantined, SupervisorQuarantined *quarantine.Counter
 }
 
 // NewMetrics creates the collectors and registers them on reg (if not nil).
@@ -39,9 +48,31 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	if reg != nil {
 		reg.MustRegister(m.Actions, m.Duration, m.Reports, m.Running, m.Waiting)
 	}
+	var err error
+	if m.WorkerQuarantined, err = quarantine.NewCounter("worker", reg); err != nil {
+		panic(err) // as MustRegister above: a second registration is a wiring bug
+	}
+	if m.SupervisorQuarantined, err = quarantine.NewCounter("supervisor", reg); err != nil {
+		panic(err)
+	}
 	return m
 }
 
+// workerQuarantine and supervisorQuarantine are the counters of skipped
+// event-stream messages; nil (counting nothing) without metrics.
+func (m *Metrics) workerQuarantine() *quarantine.Counter {
+	if m == nil {
+		return nil
+	}
+	return m.WorkerQuarantined
+}
+
+func (m *Metrics) supervisorQuarantine() *quarantine.Counter {
+	if m == nil {
+		return nil
+	}
+	return m.SupervisorQuarantined
+}
 func (m *Metrics) action(kind, result string, seconds float64) {
 	if m == nil {
 		return

@@ -125,8 +125,13 @@ func (s *Supervisor) follow(ctx context.Context, caughtUpAt uint64) {
 	for attempt := 0; ctx.Err() == nil; attempt++ {
 		err := s.cfg.Store.Subscribe(ctx, next, func(r events.Record) error {
 			next = r.StreamSeq + 1
-			if r.Event != nil {
+			switch {
+			case r.Event != nil:
 				s.observe(r.Event)
+			case r.Unreadable != nil:
+				// Passed, not retried: a message no reader can use must
+				// not stop the deadlines of every workspace.
+				s.cfg.Metrics.supervisorQuarantine().Add(s.log, r.Unreadable)
 			}
 			if r.StreamSeq >= caughtUpAt {
 				readyOnce()

@@ -175,7 +175,6 @@ func (w *Worker) Close() error {
 }
 
 func (w *Worker) pull(ctx context.Context) {
-	codec := w.cfg.Store.Codec()
 	failures := 0
 	for {
 		m, err := w.iter.Next()
@@ -191,10 +190,16 @@ func (w *Worker) pull(ctx context.Context) {
 			continue
 		}
 		failures = 0
-		env, err := codec.Decode(m.Data())
+		env, err := w.cfg.Store.DecodeEvent(m.Subject(), m.Data())
 		if err != nil {
-			// Not ours to fix; the audit reports it. Never block the log on it.
-			w.log.Error("worker: undecodable event; skipping", "subject", m.Subject(), "err", err)
+			// Not ours to fix; the projector's dead letters and the audit
+			// report it. Never block the log on it, and never act on an
+			// envelope its subject does not name.
+			u := &events.Unreadable{Subject: m.Subject(), Data: m.Data(), Err: err}
+			if md, err := m.Metadata(); err == nil {
+				u.StreamSeq, u.Time = md.Sequence.Stream, md.Timestamp
+			}
+			w.cfg.Metrics.workerQuarantine().Add(w.log, u)
 			_ = m.Term()
 			continue
 		}
