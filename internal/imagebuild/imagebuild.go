@@ -22,8 +22,10 @@ import (
 )
 
 // Build builds tag from dockerfile and files (name → content; files are
-// executable). The context is deterministic (sorted names, zero times), so
-// the same input yields the same layers.
+// executable; a name ending in "/" is an empty directory, for a COPY
+// --chown that makes a directory owned by the image's user). The context is
+// deterministic (sorted names, zero times), so the same input yields the
+// same layers.
 func Build(ctx context.Context, cli client.APIClient, tag, title, dockerfile string, files map[string][]byte) error {
 	var tarball bytes.Buffer
 	tw := tar.NewWriter(&tarball)
@@ -33,11 +35,14 @@ func Build(ctx context.Context, cli client.APIClient, tag, title, dockerfile str
 	}
 	all["Dockerfile"] = []byte(dockerfile)
 	for _, name := range slices.Sorted(maps.Keys(all)) {
-		mode := int64(0o755)
-		if name == "Dockerfile" {
-			mode = 0o644
+		hdr := &tar.Header{Name: name, Mode: 0o755, Size: int64(len(all[name])), ModTime: time.Unix(0, 0)}
+		switch {
+		case name == "Dockerfile":
+			hdr.Mode = 0o644
+		case strings.HasSuffix(name, "/"):
+			hdr.Typeflag, hdr.Size = tar.TypeDir, 0
 		}
-		if err := tw.WriteHeader(&tar.Header{Name: name, Mode: mode, Size: int64(len(all[name])), ModTime: time.Unix(0, 0)}); err != nil {
+		if err := tw.WriteHeader(hdr); err != nil {
 			return fmt.Errorf("build %s: %w", tag, err)
 		}
 		if _, err := tw.Write(all[name]); err != nil {

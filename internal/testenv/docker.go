@@ -30,8 +30,13 @@ const AgentImageRepo = "turnstile-agent"
 // health check uses the agent binary itself (there is no shell). Its start
 // period keeps a slow start (AGENT_START_DELAY) from counting as unhealthy;
 // the short interval makes a container healthy within a few hundred ms.
+// It runs as nobody, and its /data belongs to nobody, so that a fresh
+// workspace volume mounted there does too (Docker copies the image
+// directory's owner to an empty volume), as in the image serve builds.
 const agentDockerfile = `FROM scratch
 COPY agent /agent
+COPY --chown=65534:65534 data/ /data/
+USER 65534:65534
 EXPOSE 8080
 HEALTHCHECK --interval=250ms --timeout=2s --start-period=120s --retries=3 CMD ["/agent", "healthcheck"]
 ENTRYPOINT ["/agent"]
@@ -164,7 +169,7 @@ func buildAgentImage(ctx context.Context, cli client.APIClient, root, tag string
 	if err != nil {
 		return err
 	}
-	return buildImage(ctx, cli, tag, agentDockerfile, map[string][]byte{"agent": binary})
+	return buildImage(ctx, cli, tag, agentDockerfile, map[string][]byte{"agent": binary, "data/": nil})
 }
 
 // BuildImage builds an image from dockerfile and files (name to content,
