@@ -43,7 +43,8 @@ type Policy struct {
 	// (alpine:3, docker.io/library/alpine:3).
 	AllowedImages []string
 	// AllowedProfiles are the profiles a spec may name (default: just
-	// DefaultProfile).
+	// DefaultProfile). A profile stricter than DefaultProfile is always
+	// allowed: asking for less is never refused.
 	AllowedProfiles []string
 	// DefaultProfile is the profile of a spec that names none (default
 	// restricted); it must be allowed.
@@ -175,9 +176,9 @@ func (p Policy) Plan(op string, req Request, defaultImage string) (Plan, error) 
 	if !ok {
 		return Plan{}, fail(CodeInvalid, "security profile %q does not exist: the profiles are %s", name, strings.Join(ProfileNames(), ", "))
 	}
-	if !slices.Contains(p.AllowedProfiles, name) {
+	if allowed := p.allowedProfiles(); !slices.Contains(allowed, name) {
 		return Plan{}, fail(CodeNotAllowed, "security profile %s is not allowed here: serve allows %s (--allowed-profiles)",
-			name, strings.Join(p.AllowedProfiles, ", "))
+			name, strings.Join(allowed, ", "))
 	}
 	plan.Profile = prof
 	if plan.MemoryBytes == 0 {
@@ -199,6 +200,23 @@ func (p Policy) Plan(op string, req Request, defaultImage string) (Plan, error) 
 		}
 	}
 	return plan, nil
+}
+
+// allowedProfiles are the profiles a spec may name, strictest first: the
+// allowed ones and any stricter than the default. Call on a policy with
+// defaults.
+func (p Policy) allowedProfiles() []string {
+	var out []string
+	strict := true // built-in profiles come strictest first
+	for _, name := range ProfileNames() {
+		if strict || slices.Contains(p.AllowedProfiles, name) {
+			out = append(out, name)
+		}
+		if name == p.DefaultProfile {
+			strict = false
+		}
+	}
+	return out
 }
 
 // allowImage says why image may not run, or nil when it may.

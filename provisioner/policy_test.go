@@ -54,6 +54,16 @@ func TestPolicyPlan(t *testing.T) {
 			t.Fatalf("plan %+v, %v: want standard", plan, err)
 		}
 	})
+	t.Run("StricterThanDefaultAllowed", func(t *testing.T) {
+		pol := provisioner.Policy{DefaultProfile: "standard"}
+		plan, err := pol.Plan("provision", req(fsm.Spec{Profile: "restricted"}), def)
+		if err != nil || plan.Profile.Name != "restricted" {
+			t.Fatalf("plan %+v, %v: asking for a stricter profile than the default must be allowed", plan, err)
+		}
+		if plan, err := pol.Plan("provision", req(fsm.Spec{}), def); err != nil || plan.Profile.Name != "standard" {
+			t.Fatalf("plan %+v, %v: want the default standard", plan, err)
+		}
+	})
 	t.Run("Images", func(t *testing.T) {
 		pol := provisioner.Policy{AllowedImages: []string{"registry.example/team/*", "alpine:3.*"}}
 		for image, ok := range map[string]bool{

@@ -68,7 +68,7 @@ func (a *app) runLifecycle(cmd *cobra.Command, t fsm.CommandType, id string, f *
 		}
 	}
 	if t == fsm.Configure && !f.spec.given(cmd.Flags()) {
-		return usageError(errors.New("configure needs at least one of --image, --env, --label, --cpus, --memory"))
+		return usageError(errors.New("configure needs at least one of --image, --env, --label, --cpus, --memory, --profile"))
 	}
 	ctx, cancel := context.WithTimeout(cmd.Context(), f.timeout)
 	defer cancel()
