@@ -187,11 +187,13 @@ func (p Policy) Plan(op string, req Request, defaultImage string) (Plan, error) 
 	if plan.CPUs == 0 {
 		plan.CPUs = max(p.DefaultCPUs, 0)
 	}
-	if p.MaxMemoryBytes > 0 && plan.MemoryBytes > p.MaxMemoryBytes {
-		return Plan{}, fail(CodeNotAllowed, "memory limit %d bytes is above the maximum of %d that serve allows (--max-memory)", plan.MemoryBytes, p.MaxMemoryBytes)
+	// No limit (0) is above any maximum; Validate keeps the defaults
+	// within them, so only a policy used unvalidated gets here with one.
+	if p.MaxMemoryBytes > 0 && (plan.MemoryBytes > p.MaxMemoryBytes || plan.MemoryBytes == 0) {
+		return Plan{}, fail(CodeNotAllowed, "memory limit %d bytes (0: none) is above the maximum of %d that serve allows (--max-memory)", plan.MemoryBytes, p.MaxMemoryBytes)
 	}
-	if p.MaxCPUs > 0 && plan.CPUs > p.MaxCPUs {
-		return Plan{}, fail(CodeNotAllowed, "CPU limit %v is above the maximum of %v that serve allows (--max-cpus)", plan.CPUs, p.MaxCPUs)
+	if p.MaxCPUs > 0 && (plan.CPUs > p.MaxCPUs || plan.CPUs == 0) {
+		return Plan{}, fail(CodeNotAllowed, "CPU limit %v (0: none) is above the maximum of %v that serve allows (--max-cpus)", plan.CPUs, p.MaxCPUs)
 	}
 	if len(s.Labels) > 0 {
 		plan.Labels = make(map[string]string, len(s.Labels))
