@@ -7,10 +7,12 @@ import (
 	"encoding/hex"
 	"fmt"
 	"log/slog"
+	"maps"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"runtime/debug"
+	"slices"
 	"strings"
 
 	cerrdefs "github.com/containerd/errdefs"
@@ -51,6 +53,11 @@ func ensureAgentImage(ctx context.Context, cli client.APIClient, log *slog.Logge
 	h := sha256.New() // the binary and how it is packed: either changing is a new image
 	h.Write(bin)
 	h.Write([]byte(agentDockerfile))
+	data := imagebuild.DataFiles()
+	for _, name := range slices.Sorted(maps.Keys(data)) {
+		h.Write([]byte(name))
+		h.Write(data[name])
+	}
 	tag = agentImageRepo + ":" + hex.EncodeToString(h.Sum(nil))[:16]
 	if _, err := cli.ImageInspect(ctx, tag); err == nil {
 		return tag, note + "; image already built", nil
@@ -141,5 +148,7 @@ func sourceRoot() (string, error) {
 }
 
 func buildAgentImage(ctx context.Context, cli client.APIClient, bin []byte, tag string) error {
-	return imagebuild.Build(ctx, cli, tag, "turnstile default workspace agent", agentDockerfile, map[string][]byte{"turnstile": bin, "data/": nil})
+	files := imagebuild.DataFiles()
+	files["turnstile"] = bin
+	return imagebuild.Build(ctx, cli, tag, "turnstile default workspace agent", agentDockerfile, files)
 }

@@ -127,6 +127,11 @@ func moduleRoot(ctx context.Context) (string, error) {
 func agentHash(root string) (string, error) {
 	h := sha256.New()
 	fmt.Fprintf(h, "%s %s/%s\n%s", runtime.Version(), runtime.GOOS, runtime.GOARCH, agentDockerfile)
+	data := imagebuild.DataFiles()
+	for _, name := range slices.Sorted(maps.Keys(data)) {
+		fmt.Fprintf(h, "\n%s %d\n", name, len(data[name]))
+		h.Write(data[name])
+	}
 	var files []string
 	for _, dir := range []string{"cmd/agent", "internal/agent"} { // the agent binary's packages
 		matches, err := filepath.Glob(filepath.Join(root, dir, "*.go"))
@@ -169,7 +174,9 @@ func buildAgentImage(ctx context.Context, cli client.APIClient, root, tag string
 	if err != nil {
 		return err
 	}
-	return buildImage(ctx, cli, tag, agentDockerfile, map[string][]byte{"agent": binary, "data/": nil})
+	files := imagebuild.DataFiles()
+	files["agent"] = binary
+	return buildImage(ctx, cli, tag, agentDockerfile, files)
 }
 
 // BuildImage builds an image from dockerfile and files (name to content,
