@@ -3,7 +3,6 @@ package fsm
 import (
 	"fmt"
 	"regexp"
-	"slices"
 	"strings"
 )
 
@@ -37,9 +36,6 @@ var (
 // provenance. User labels are applied under a prefix of Turnstile's anyway;
 // refusing these keeps a label from even looking like one of those.
 var reservedLabelPrefixes = []string{"turnstile.", "com.docker.", "io.docker.", "org.dockerproject.", "org.opencontainers."}
-
-// ReservedLabelPrefixes returns the label key prefixes a spec may not use.
-func ReservedLabelPrefixes() []string { return slices.Clone(reservedLabelPrefixes) }
 
 // reservedLabel returns the reserved prefix key starts with, or "".
 func reservedLabel(key string) string {
