@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"io"
 	"net/http"
 	"strings"
 	"testing"
@@ -16,19 +17,22 @@ import (
 )
 
 // TestDocker: on a real Docker engine, create with no --image runs the
-// default image serve builds from its own (static) binary, an --image that
-// is not there fails with a reason that says so, and delete removes the
+// default image serve builds from its own (static) binary, confined by the
+// restricted profile yet able to write to its volume and /tmp; an --image
+// that is not there fails with a reason that says so, one outside
+// --allowed-images with a reason naming the flag; and delete removes the
 // container.
 func TestDocker(t *testing.T) {
 	cli := testenv.Docker(t)
 	suffix := randomSuffix(t)
 	installation := "e2e-" + suffix
-	srv := startServe(t, serveOptions{args: []string{"--provisioner", "docker", "--installation", installation}})
-	ok, missing := "dock-"+suffix, "nope-"+suffix
+	srv := startServe(t, serveOptions{args: []string{"--provisioner", "docker", "--installation", installation,
+		"--allowed-images", "turnstile-e2e-missing:*"}})
+	ok, missing, elsewhere := "dock-"+suffix, "nope-"+suffix, "else-"+suffix
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	t.Cleanup(func() { // whatever happens, leave no container behind
-		for _, id := range []string{ok, missing} {
+		for _, id := range []string{ok, missing, elsewhere} {
 			_ = cli.ContainerRemove(context.Background(), provisioner.ContainerName(id), containerRemoveForce())
 		}
 	})
@@ -54,6 +58,36 @@ func TestDocker(t *testing.T) {
 			c.Config.Labels[provisioner.LabelWorkspace] != ok || !strings.HasPrefix(c.Config.Image, "turnstile-agent:") {
 			t.Fatalf("container: running %v, labels %v, image %s", c.State.Running, c.Config.Labels, c.Config.Image)
 		}
+		// issue 12 item 7: the restricted profile, and the default image's
+		// agent still has a writable volume and /tmp.
+		hc := c.HostConfig
+		if len(hc.CapDrop) != 1 || hc.CapDrop[0] != "ALL" || !hc.ReadonlyRootfs || hc.Memory != 512<<20 ||
+			hc.PidsLimit == nil || c.Config.User != provisioner.NonRootUser {
+			t.Fatalf("container confinement: cap drop %v, read-only %v, memory %d, pids %v, user %q",
+				hc.CapDrop, hc.ReadonlyRootfs, hc.Memory, hc.PidsLimit, c.Config.User)
+		}
+		exec, err := cli.ContainerExecCreate(ctx, c.ID, container.ExecOptions{
+			Cmd: []string{"/turnstile", "agent", "writable", provisioner.DataPath, provisioner.TmpPath}, AttachStdout: true, AttachStderr: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		att, err := cli.ContainerExecAttach(ctx, exec.ID, container.ExecAttachOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, _ = io.Copy(io.Discard, att.Reader) // until it ends
+		att.Close()
+		if st, err := cli.ContainerExecInspect(ctx, exec.ID); err != nil || st.Running || st.ExitCode != 0 {
+			t.Fatalf("agent writable /data /tmp in the default image: %+v, %v", st, err)
+		}
+	})
+
+	t.Run("ImageNotAllowed", func(t *testing.T) {
+		r := srv.turnstile(t, "create", elsewhere, "--image", "turnstile-e2e-elsewhere:1", "--wait", "--timeout", "2m")
+		want(t, r, 1, "create --wait with an image outside --allowed-images")
+		if !strings.Contains(r.stderr, "image turnstile-e2e-elsewhere:1 is not allowed here") || !strings.Contains(r.stderr, "--allowed-images") {
+			t.Fatalf("the reason does not say the image is not allowed:\n%s", r)
+		}
 	})
 
 	t.Run("MissingImage", func(t *testing.T) {
@@ -65,7 +99,7 @@ func TestDocker(t *testing.T) {
 	})
 
 	t.Run("Delete", func(t *testing.T) {
-		for _, id := range []string{ok, missing} {
+		for _, id := range []string{ok, missing, elsewhere} {
 			want(t, srv.turnstile(t, "delete", id, "--wait", "--timeout", "2m"), 0, "delete "+id)
 		}
 		if _, err := cli.ContainerInspect(ctx, provisioner.ContainerName(ok)); err == nil {

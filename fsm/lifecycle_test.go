@@ -688,3 +688,20 @@ func TestReprovisionWithContainerIDPassesCheck(t *testing.T) {
 		t.Fatalf("after the follow-up began: %+v", w)
 	}
 }
+
+// TestConfigureProfileOnly: a spec that changes only its security profile is
+// a new spec (issue 12 item 7): configuring it restarts a running workspace
+// rather than answering no-op.
+func TestConfigureProfileOnly(t *testing.T) {
+	h := mustReach(t, fsm.Running)
+	looser := h.w.Spec.Clone()
+	looser.Profile = "standard"
+	if h.w.Spec.Equal(looser) || !looser.Equal(looser.Clone()) {
+		t.Fatalf("Equal ignores the profile: %+v vs %+v", h.w.Spec, looser)
+	}
+	ev := h.mustDo(t, withSpec(command(wsID, fsm.Configure), looser))
+	if ev.Type != fsm.Configured || ev.Spec == nil || ev.Spec.Profile != "standard" || h.w.Status != fsm.Provisioning {
+		t.Fatalf("event %+v, state %+v: want configured with the profile, provisioning", ev, h.w)
+	}
+	mustReplay(t, h)
+}

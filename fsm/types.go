@@ -60,19 +60,23 @@ func ParseStatus(s string) (Status, bool) {
 }
 
 // Spec is what a workspace should run. The zero Spec means "the provisioner's
-// default image with no limits".
+// default image, limits and security profile".
 type Spec struct {
 	Image       string            `json:"image,omitempty"`
 	Env         map[string]string `json:"env,omitempty"`
 	CPUs        float64           `json:"cpus,omitempty"`
 	MemoryBytes int64             `json:"memory_bytes,omitempty"`
 	Labels      map[string]string `json:"labels,omitempty"`
+	// Profile names the security profile the container runs with; empty
+	// means the provisioner's default. Which names exist and which a spec
+	// may ask for is the provisioner's policy, not the lifecycle's.
+	Profile string `json:"profile,omitempty"`
 }
 
 // Equal reports whether two specs ask for the same thing.
 func (s Spec) Equal(o Spec) bool {
 	return s.Image == o.Image && s.CPUs == o.CPUs && s.MemoryBytes == o.MemoryBytes &&
-		maps.Equal(s.Env, o.Env) && maps.Equal(s.Labels, o.Labels)
+		s.Profile == o.Profile && maps.Equal(s.Env, o.Env) && maps.Equal(s.Labels, o.Labels)
 }
 
 // Clone returns a deep copy, so states never share maps.

@@ -27,7 +27,26 @@ var (
 	containerIDPattern = regexp.MustCompile(`^[A-Za-z0-9_.-]{1,128}$`)
 	envKeyPattern      = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
 	labelKeyPattern    = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._/-]{0,127}$`)
+	profilePattern     = regexp.MustCompile(`^[a-z]([a-z0-9-]{0,30}[a-z0-9])?$`)
 )
+
+// reservedLabelPrefixes are label key prefixes a spec may not use (compared
+// without regard to case): Turnstile's own, the namespaces Docker reserves
+// for itself, and the OCI image annotations tools read as the image's
+// provenance. User labels are applied under a prefix of Turnstile's anyway;
+// refusing these keeps a label from even looking like one of those.
+var reservedLabelPrefixes = []string{"turnstile.", "com.docker.", "io.docker.", "org.dockerproject.", "org.opencontainers."}
+
+// reservedLabel returns the reserved prefix key starts with, or "".
+func reservedLabel(key string) string {
+	k := strings.ToLower(key)
+	for _, p := range reservedLabelPrefixes {
+		if strings.HasPrefix(k, p) {
+			return p
+		}
+	}
+	return ""
+}
 
 // ValidateID checks a workspace id: a DNS label of 1 to 63 characters.
 func ValidateID(id string) error {
@@ -81,12 +100,19 @@ func ValidateSpec(s Spec) error {
 		return fmt.Errorf("spec.labels has %d entries: at most %d allowed", len(s.Labels), MaxLabels)
 	}
 	for k, v := range s.Labels {
-		if !labelKeyPattern.MatchString(k) || strings.HasPrefix(k, "turnstile.") {
-			return fmt.Errorf("spec.labels key %q is invalid (letters, digits, '.', '_', '/', '-'; the turnstile. prefix is reserved)", truncate(k, 64))
+		if !labelKeyPattern.MatchString(k) {
+			return fmt.Errorf("spec.labels key %q is invalid: use 1-128 letters, digits, '.', '_', '/' and '-', starting with a letter or digit", truncate(k, 64))
+		}
+		if p := reservedLabel(k); p != "" {
+			return fmt.Errorf("spec.labels key %q is reserved: keys starting with %s are not for workspaces (reserved: %s)",
+				truncate(k, 64), p, strings.Join(reservedLabelPrefixes, "*, ")+"*")
 		}
 		if len(v) > MaxValueLen {
 			return fmt.Errorf("spec.labels[%s] is %d bytes: at most %d allowed", k, len(v), MaxValueLen)
 		}
+	}
+	if s.Profile != "" && !profilePattern.MatchString(s.Profile) {
+		return fmt.Errorf("spec.profile %q is not a profile name: use 1-32 characters of a-z, 0-9 and '-', starting with a letter (such as restricted)", truncate(s.Profile, 64))
 	}
 	return nil
 }

@@ -93,6 +93,17 @@ func TestValidateRefuses(t *testing.T) {
 		{"spec/env_value_too_long", configure(fsm.Spec{Env: map[string]string{"A": long}}), "spec.env[A]"},
 		{"spec/env_too_many", configure(fsm.Spec{Env: many(fsm.MaxEnvVars + 1)}), "spec.env has"},
 		{"spec/label_reserved", configure(fsm.Spec{Labels: map[string]string{"turnstile.generation": "1"}}), "spec.labels key"},
+		// issue 12 item 7: Docker's and the OCI's namespaces are reserved
+		// too, whatever the case, so a label cannot pose as the engine's or
+		// the image's own.
+		{"spec/label_reserved_case", configure(fsm.Spec{Labels: map[string]string{"Turnstile.Workspace": "x"}}), "is reserved"},
+		{"spec/label_com_docker", configure(fsm.Spec{Labels: map[string]string{"com.docker.compose.project": "x"}}), "com.docker."},
+		{"spec/label_io_docker", configure(fsm.Spec{Labels: map[string]string{"io.docker.x": "x"}}), "is reserved"},
+		{"spec/label_dockerproject", configure(fsm.Spec{Labels: map[string]string{"org.dockerproject.x": "x"}}), "is reserved"},
+		{"spec/label_oci", configure(fsm.Spec{Labels: map[string]string{"org.opencontainers.image.source": "x"}}), "org.opencontainers."},
+		{"spec/profile_uppercase", configure(fsm.Spec{Profile: "Standard"}), "spec.profile"},
+		{"spec/profile_space", configure(fsm.Spec{Profile: "a b"}), "spec.profile"},
+		{"spec/profile_too_long", configure(fsm.Spec{Profile: strings.Repeat("p", 33)}), "spec.profile"},
 		{"spec/label_key_empty", configure(fsm.Spec{Labels: map[string]string{"": "v"}}), "spec.labels key"},
 		{"spec/label_key_space", configure(fsm.Spec{Labels: map[string]string{"a b": "v"}}), "spec.labels key"},
 		{"spec/label_value_too_long", configure(fsm.Spec{Labels: map[string]string{"team": long}}), "spec.labels[team]"},
@@ -135,7 +146,8 @@ func TestValidateAccepts(t *testing.T) {
 		withSpec(command("ws-1", fsm.Create), specA),
 		withSpec(command("ws-1", fsm.Configure), fsm.Spec{}),
 		withSpec(command("ws-1", fsm.Configure), fsm.Spec{CPUs: fsm.MaxCPUs, MemoryBytes: fsm.MinMemoryBytes,
-			Env: map[string]string{"_X1": ""}, Labels: map[string]string{"app.kubernetes.io/name": "x"}}),
+			Env: map[string]string{"_X1": ""}, Labels: map[string]string{"app.kubernetes.io/name": "x", "com.example.docker": "y"},
+			Profile: "standard"}),
 		func() fsm.Command {
 			c := command("ws-1", fsm.Start)
 			c.ID = strings.Repeat("Z", fsm.MaxCommandIDLen)

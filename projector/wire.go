@@ -304,6 +304,9 @@ func (p *scanner) spec() (image, doc string) {
 		case "labels":
 			p.once(&seen, 1<<4)
 			p.strings()
+		case "profile":
+			p.once(&seen, 1<<5)
+			p.text()
 		default:
 			p.fail()
 		}

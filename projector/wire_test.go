@@ -50,7 +50,7 @@ func wireSeeds(tb testing.TB) []wireSeed {
 	var w fsm.Workspace
 	cmds := []fsm.Command{
 		{Type: fsm.Create, Actor: "alice", Spec: &fsm.Spec{Image: "registry.local/dev:1", Env: map[string]string{"B": "2", "A": "1"},
-			CPUs: 1.5, MemoryBytes: 512 << 20, Labels: map[string]string{"team": "x"}}},
+			CPUs: 1.5, MemoryBytes: 512 << 20, Labels: map[string]string{"team": "x"}, Profile: "standard"}},
 		{Type: fsm.ProvisionSucceeded, ContainerID: "ctr-1"},
 		{Type: fsm.ContainerExited, ExitCode: &exit, Reason: "oom killed"},
 		{Type: fsm.Start},

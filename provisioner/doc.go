@@ -22,6 +22,12 @@
 //   - ListVolumes shows every workspace volume of this installation, also
 //     those whose container is gone, so that a reconciler can find leaked
 //     ones.
+//   - Policy: Provision runs a spec only as the backend's Policy allows:
+//     its image is the default or matches an allowed pattern, its security
+//     profile is allowed, its limits are within the maximums; otherwise it
+//     fails with CodeNotAllowed (or CodeInvalid) before anything is touched.
+//     A spec with no limits gets the policy's defaults, and its labels are
+//     applied under LabelUserPrefix only.
 //   - Watch reports every exit and every removal of this installation's
 //     containers, each with its workspace and generation, so callers can
 //     discard outcomes of superseded generations.

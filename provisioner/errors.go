@@ -26,6 +26,10 @@ const (
 	// CodeNameTaken: the container or volume name belongs to another
 	// installation or to something Turnstile does not manage.
 	CodeNameTaken Code = "name_taken"
+	// CodeNotAllowed: the operator's policy refuses the spec (an image
+	// outside --allowed-images, a profile outside --allowed-profiles, a
+	// limit above the maximum); nothing was touched.
+	CodeNotAllowed Code = "not_allowed"
 	// CodeSuperseded: a newer generation's container exists; the request is
 	// stale and nothing was touched.
 	CodeSuperseded Code = "superseded"
@@ -41,10 +45,11 @@ const (
 )
 
 // Permanent reports whether repeating the same request cannot succeed until
-// something outside Turnstile changes (an image is built, a name freed).
+// something outside Turnstile changes (an image is built, a name freed,
+// the policy or the spec changed).
 func (c Code) Permanent() bool {
 	switch c {
-	case CodeInvalid, CodeImageNotFound, CodeNameTaken, CodeSuperseded:
+	case CodeInvalid, CodeNotAllowed, CodeImageNotFound, CodeNameTaken, CodeSuperseded:
 		return true
 	}
 	return false

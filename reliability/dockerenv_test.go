@@ -59,12 +59,14 @@ func randomHex(t *testing.T) string {
 
 // serveEnv is what serve needs to run this env's installation on Docker:
 // the installation id, the agent image as the default image (serve builds
-// no image of its own then) and deadlines long enough for a loaded 2-core
-// machine, so that a deadline never stands in for the fault under test.
+// no image of its own then), the images the tests name allowed, and
+// deadlines long enough for a loaded 2-core machine, so that a deadline
+// never stands in for the fault under test.
 func (d *dockerEnv) serveEnv(deadline time.Duration) []string {
 	return []string{
 		"TURNSTILE_INSTALLATION=" + d.installation,
 		"TURNSTILE_DEFAULT_IMAGE=" + d.image,
+		"TURNSTILE_ALLOWED_IMAGES=turnstile-reliability-*:*," + d.image,
 		"TURNSTILE_DEADLINE_PROVISIONING=" + deadline.String(),
 		"TURNSTILE_DEADLINE_STOPPING=" + deadline.String(),
 		"TURNSTILE_DEADLINE_DELETING=" + deadline.String(),

@@ -7,10 +7,12 @@ import (
 	"encoding/hex"
 	"fmt"
 	"log/slog"
+	"maps"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"runtime/debug"
+	"slices"
 	"strings"
 
 	cerrdefs "github.com/containerd/errdefs"
@@ -20,13 +22,19 @@ import (
 )
 
 // agentImageRepo is the repository of the default workspace image; its tag
-// is a hash of the binary inside, so each build of turnstile gets its own.
+// is a hash of the binary inside and the Dockerfile, so each build of
+// turnstile gets its own.
 const agentImageRepo = "turnstile-agent"
 
 // agentDockerfile runs `turnstile agent` from a FROM scratch image. The
-// health check is the same binary (there is no shell).
+// health check is the same binary (there is no shell). It runs as nobody
+// (65534), and its /data belongs to nobody, so that a fresh workspace
+// volume mounted there does too (Docker copies the image directory's owner
+// to an empty volume) and the restricted profile's agent can write to it.
 const agentDockerfile = `FROM scratch
 COPY turnstile /turnstile
+COPY --chown=65534:65534 data/ /data/
+USER 65534:65534
 EXPOSE 8080
 HEALTHCHECK --interval=500ms --timeout=2s --start-period=120s --retries=3 CMD ["/turnstile", "agent", "healthcheck"]
 ENTRYPOINT ["/turnstile", "agent"]
@@ -42,8 +50,15 @@ func ensureAgentImage(ctx context.Context, cli client.APIClient, log *slog.Logge
 	if err != nil {
 		return "", "", err
 	}
-	sum := sha256.Sum256(bin)
-	tag = agentImageRepo + ":" + hex.EncodeToString(sum[:])[:16]
+	h := sha256.New() // the binary and how it is packed: either changing is a new image
+	h.Write(bin)
+	h.Write([]byte(agentDockerfile))
+	data := imagebuild.DataFiles()
+	for _, name := range slices.Sorted(maps.Keys(data)) {
+		h.Write([]byte(name))
+		h.Write(data[name])
+	}
+	tag = agentImageRepo + ":" + hex.EncodeToString(h.Sum(nil))[:16]
 	if _, err := cli.ImageInspect(ctx, tag); err == nil {
 		return tag, note + "; image already built", nil
 	} else if !cerrdefs.IsNotFound(err) {
@@ -133,5 +148,7 @@ func sourceRoot() (string, error) {
 }
 
 func buildAgentImage(ctx context.Context, cli client.APIClient, bin []byte, tag string) error {
-	return imagebuild.Build(ctx, cli, tag, "turnstile default workspace agent", agentDockerfile, map[string][]byte{"turnstile": bin})
+	files := imagebuild.DataFiles()
+	files["turnstile"] = bin
+	return imagebuild.Build(ctx, cli, tag, "turnstile default workspace agent", agentDockerfile, files)
 }

@@ -29,14 +29,29 @@ type backend struct {
 	why string
 	// image is the default workspace image; note says how it came to be.
 	image, imageNote string
-	closeFn          func()
+	// policy is what specs may ask for (serve's flags).
+	policy  provisioner.Policy
+	closeFn func()
 }
 
 // chooseBackend builds the provisioner --provisioner asks for: docker,
 // sim, or auto (docker when it answers, else sim).
 func chooseBackend(ctx context.Context, c serveConfig, installation string, log *slog.Logger) (*backend, error) {
+	policy, err := c.policy()
+	if err != nil {
+		return nil, err
+	}
+	b, err := openBackend(ctx, c, policy, installation, log)
+	if err != nil {
+		return nil, err
+	}
+	b.policy = policy
+	return b, nil
+}
+
+func openBackend(ctx context.Context, c serveConfig, policy provisioner.Policy, installation string, log *slog.Logger) (*backend, error) {
 	if c.provisioner == kindSim {
-		return newSim(c, installation, log, "chosen with --provisioner sim")
+		return newSim(c, policy, installation, log, "chosen with --provisioner sim")
 	}
 	pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	cli, err := docker.Connect(pctx)
@@ -45,7 +60,7 @@ func chooseBackend(ctx context.Context, c serveConfig, installation string, log 
 		if c.provisioner == kindDocker {
 			return nil, fmt.Errorf("--provisioner docker: %w", err)
 		}
-		return newSim(c, installation, log, fmt.Sprintf("--provisioner auto: Docker is unreachable (%v)", err))
+		return newSim(c, policy, installation, log, fmt.Sprintf("--provisioner auto: Docker is unreachable (%v)", err))
 	}
 	b := &backend{kind: kindDocker, why: "Docker at " + cli.DaemonHost(), closeFn: func() { _ = cli.Close() }}
 	b.image, b.imageNote = c.defaultImage, "from --default-image"
@@ -59,7 +74,7 @@ func chooseBackend(ctx context.Context, c serveConfig, installation string, log 
 		}
 	}
 	p, err := docker.New(docker.Config{Client: cli, Installation: installation, DefaultImage: b.image,
-		Logger: log.With("component", "provisioner")})
+		Policy: policy, Logger: log.With("component", "provisioner")})
 	if err != nil {
 		b.closeFn()
 		return nil, err
@@ -68,12 +83,12 @@ func chooseBackend(ctx context.Context, c serveConfig, installation string, log 
 	return b, nil
 }
 
-func newSim(c serveConfig, installation string, log *slog.Logger, why string) (*backend, error) {
+func newSim(c serveConfig, policy provisioner.Policy, installation string, log *slog.Logger, why string) (*backend, error) {
 	image := c.defaultImage
 	if image == "" {
 		image = simDefaultImage
 	}
-	p, err := sim.New(sim.Config{Installation: installation, DefaultImage: image, MinLatency: c.simMinLatency,
+	p, err := sim.New(sim.Config{Installation: installation, DefaultImage: image, Policy: policy, MinLatency: c.simMinLatency,
 		MaxLatency: c.simMaxLatency, FailureRate: c.simFailureRate, Seed: c.simSeed, Logger: log.With("component", "provisioner")})
 	if err != nil {
 		return nil, err

@@ -40,6 +40,7 @@ func (s *service) banner() {
 		row("Provisioner", "docker ("+s.backend.why+")")
 	}
 	row("Default image", orDash(s.backend.image)+" ("+s.backend.imageNote+")")
+	row("Containers", describePolicy(s.cfg))
 	row("Installation", s.installation)
 	secretsFrom := s.a.secretStore().Dir() + " ('turnstile secret set')"
 	if s.cfg.secretsDir != "" {
@@ -52,5 +53,31 @@ func (s *service) banner() {
 	}
 	fmt.Fprint(s.a.err, b.String())
 	s.log.Info("serving", "http", s.httpURL, "nats", s.natsURL, "provisioner", s.backend.kind,
-		"simulated", s.backend.kind == kindSim, "installation", s.installation, "default_image", s.backend.image)
+		"simulated", s.backend.kind == kindSim, "installation", s.installation, "default_image", s.backend.image,
+		"allowed_images", s.cfg.allowedImages, "default_profile", s.cfg.defaultProfile, "allowed_profiles", s.cfg.allowedProfiles)
+}
+
+// describePolicy says in one line how workspace containers are confined
+// and what a spec may ask for beyond that.
+func describePolicy(c serveConfig) string {
+	limit := func(v string) string {
+		if v == "" || v == "0" {
+			return "none"
+		}
+		return v
+	}
+	cpus := "none"
+	if c.defaultCPUs > 0 {
+		cpus = fmt.Sprint(c.defaultCPUs)
+	}
+	profiles := c.defaultProfile
+	if len(c.allowedProfiles) > 0 {
+		profiles += "; a spec may ask for " + strings.Join(c.allowedProfiles, ", ")
+	}
+	images := "only the default image"
+	if len(c.allowedImages) > 0 {
+		images = "the default image and " + strings.Join(c.allowedImages, ", ")
+	}
+	return fmt.Sprintf("profile %s; images: %s; defaults: memory %s, cpus %s, pids %d",
+		profiles, images, limit(c.defaultMemory), cpus, c.pidsLimit)
 }

@@ -68,7 +68,7 @@ func (a *app) runLifecycle(cmd *cobra.Command, t fsm.CommandType, id string, f *
 		}
 	}
 	if t == fsm.Configure && !f.spec.given(cmd.Flags()) {
-		return usageError(errors.New("configure needs at least one of --image, --env, --secret-env, --label, --cpus, --memory"))
+		return usageError(errors.New("configure needs at least one of --image, --env, --secret-env, --label, --cpus, --memory, --profile"))
 	}
 	for _, w := range f.spec.plainSecretWarnings() {
 		fmt.Fprintln(a.err, w)

@@ -81,6 +81,10 @@ func FuzzCLI(f *testing.F) {
 		{"serve\x00--http-max-waits\x000", ""},
 		{"token", ""},
 		{"token\x00--name\x00Bad Name", ""},
+		{"serve\x00--allowed-images\x00registry/[a", ""},
+		{"serve\x00--allowed-profiles\x00privileged", ""},
+		{"serve\x00--default-memory\x00lots", ""},
+		{"serve\x00--max-cpus\x001", "DEFAULT_CPUS=2"},
 		{"migrate", ""},
 		{"migrate\x00up\x00extra", ""},
 		{"rebuild\x00-o\x00xml", ""},
@@ -287,6 +291,14 @@ func serveConfigOf(fs *pflag.FlagSet) (serveConfig, error) {
 	maxActions, err := fs.GetInt("max-actions")
 	errs = append(errs, err)
 	c.maxActions = maxActions
+	slice := func(n string) []string { v, err := fs.GetStringSlice(n); errs = append(errs, err); return v }
+	num := func(n string) float64 { v, err := fs.GetFloat64(n); errs = append(errs, err); return v }
+	c.allowedImages, c.allowedProfiles, c.defaultProfile = slice("allowed-images"), slice("allowed-profiles"), str("default-profile")
+	c.defaultMemory, c.maxMemory, c.tmpSize = str("default-memory"), str("max-memory"), str("tmp-size")
+	c.defaultCPUs, c.maxCPUs = num("default-cpus"), num("max-cpus")
+	pids, err := fs.GetInt64("pids-limit")
+	errs = append(errs, err)
+	c.pidsLimit = pids
 	return c, errors.Join(errs...)
 }
 

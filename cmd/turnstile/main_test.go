@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -15,6 +16,7 @@ import (
 	"github.com/turnstile-dev/turnstile/client"
 	"github.com/turnstile-dev/turnstile/fsm"
 	"github.com/turnstile-dev/turnstile/internal/testenv"
+	"github.com/turnstile-dev/turnstile/provisioner"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -119,12 +121,13 @@ func TestSpecFlags(t *testing.T) {
 		return s.apply(fs, fsm.Spec{Image: "base:1", Env: map[string]string{"KEEP": "1"}})
 	}
 	t.Run("Merge", func(t *testing.T) {
-		spec, err := parse(t, "--memory", "512m", "--cpus", "1.5", "--env", "A=1", "--env", "B=x=y", "--label", "team=core")
+		spec, err := parse(t, "--memory", "512m", "--cpus", "1.5", "--env", "A=1", "--env", "B=x=y", "--label", "team=core",
+			"--profile", "standard")
 		if err != nil {
 			t.Fatal(err)
 		}
 		want := fsm.Spec{Image: "base:1", CPUs: 1.5, MemoryBytes: 512 << 20,
-			Env: map[string]string{"KEEP": "1", "A": "1", "B": "x=y"}, Labels: map[string]string{"team": "core"}}
+			Env: map[string]string{"KEEP": "1", "A": "1", "B": "x=y"}, Labels: map[string]string{"team": "core"}, Profile: "standard"}
 		if !spec.Equal(want) {
 			t.Fatalf("spec %+v, want %+v", spec, want)
 		}
@@ -139,10 +142,79 @@ func TestSpecFlags(t *testing.T) {
 		{"EnvWithoutValue", []string{"--env", "NOPE"}, "--env"},
 		{"ReservedLabel", []string{"--label", "turnstile.x=1"}, "spec.labels"},
 		{"NegativeCPUs", []string{"--cpus", "-1"}, "spec.cpus"},
+		{"DockerLabel", []string{"--label", "com.docker.compose.project=x"}, "spec.labels"},
+		{"BadProfile", []string{"--profile", "Privileged!"}, "spec.profile"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			if _, err := parse(t, tc.args...); err == nil || !strings.Contains(err.Error(), tc.says) {
 				t.Fatalf("error %v does not name %s", err, tc.says)
+			}
+		})
+	}
+}
+
+// TestServePolicyFlags: issue 12 item 7. serve's flags and variables make
+// the provisioner policy: strict defaults, 0 for "no limit", and a bad
+// pattern, profile or size refused with the flag named.
+func TestServePolicyFlags(t *testing.T) {
+	policyOf := func(t *testing.T, env map[string]string, args ...string) (provisioner.Policy, error) {
+		t.Helper()
+		a := &app{getenv: func(k string) string { return env[k] }}
+		serve, _, err := a.rootCmd().Find([]string{"serve"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := serve.ParseFlags(args); err != nil {
+			t.Fatal(err)
+		}
+		if err := bindEnv(serve, a.getenv); err != nil {
+			t.Fatal(err)
+		}
+		c, err := serveConfigOf(serve.Flags())
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c.policy()
+	}
+	t.Run("Defaults", func(t *testing.T) {
+		p, err := policyOf(t, nil)
+		want := provisioner.Policy{DefaultProfile: "restricted", DefaultMemoryBytes: 512 << 20, DefaultCPUs: 1,
+			PidsLimit: 512, TmpBytes: 64 << 20}
+		if err != nil || !reflect.DeepEqual(p, want) {
+			t.Fatalf("policy %+v, %v; want %+v", p, err, want)
+		}
+	})
+	t.Run("Given", func(t *testing.T) {
+		p, err := policyOf(t, map[string]string{"TURNSTILE_ALLOWED_IMAGES": "registry.example/team/*,alpine:3.*"},
+			"--allowed-profiles", "restricted,standard", "--default-memory", "0", "--default-cpus", "0",
+			"--pids-limit", "0", "--max-memory", "2g", "--max-cpus", "4")
+		if err == nil {
+			t.Fatalf("policy %+v: no limit by default yet a maximum must be refused", p)
+		}
+		p, err = policyOf(t, map[string]string{"TURNSTILE_ALLOWED_IMAGES": "registry.example/team/*,alpine:3.*"},
+			"--allowed-profiles", "restricted,standard", "--default-memory", "1g", "--pids-limit", "0", "--max-memory", "2g", "--max-cpus", "4")
+		want := provisioner.Policy{AllowedImages: []string{"registry.example/team/*", "alpine:3.*"},
+			AllowedProfiles: []string{"restricted", "standard"}, DefaultProfile: "restricted", DefaultMemoryBytes: 1 << 30,
+			DefaultCPUs: 1, MaxMemoryBytes: 2 << 30, MaxCPUs: 4, PidsLimit: -1, TmpBytes: 64 << 20}
+		if err != nil || !reflect.DeepEqual(p, want) {
+			t.Fatalf("policy %+v, %v; want %+v", p, err, want)
+		}
+	})
+	for _, tc := range []struct {
+		name string
+		args []string
+		says string
+	}{
+		{"BadPattern", []string{"--allowed-images", "registry/[a"}, "--allowed-images"},
+		{"UnknownProfile", []string{"--allowed-profiles", "privileged"}, `"privileged" does not exist`},
+		{"DefaultNotAllowed", []string{"--default-profile", "standard", "--allowed-profiles", "restricted"}, "not among the allowed"},
+		{"BadSize", []string{"--default-memory", "lots"}, "--default-memory"},
+		{"NegativeCPUs", []string{"--default-cpus", "-1"}, "--default-cpus"},
+		{"DefaultAboveMax", []string{"--max-memory", "256m"}, "maximum memory"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if _, err := policyOf(t, nil, tc.args...); err == nil || !strings.Contains(err.Error(), tc.says) {
+				t.Fatalf("error %v does not say %s", err, tc.says)
 			}
 		})
 	}

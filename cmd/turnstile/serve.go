@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/docker/go-units"
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 
@@ -35,6 +36,12 @@ type serveConfig struct {
 	httpMaxWaits                     int
 	provisioner, installation        string
 	defaultImage                     string
+	allowedImages, allowedProfiles   []string
+	defaultProfile                   string
+	defaultMemory, maxMemory         string
+	defaultCPUs, maxCPUs             float64
+	pidsLimit                        int64
+	tmpSize                          string
 	simMinLatency, simMaxLatency     time.Duration
 	simFailureRate                   float64
 	simSeed                          uint64
@@ -86,6 +93,9 @@ func (c *serveConfig) validate() error {
 		if !fi.IsDir() {
 			return fmt.Errorf("--secrets-dir %q is not a directory", c.secretsDir)
 		}
+	}
+	if _, err := c.policy(); err != nil {
+		return err
 	}
 	if c.maxActions < 1 {
 		return fmt.Errorf("--max-actions %d: use a positive number", c.maxActions)
@@ -158,6 +168,15 @@ SIGINT or SIGTERM stops it cleanly.`,
 	f.StringVar(&c.provisioner, "provisioner", "auto", "provisioner: docker, sim (a SIMULATOR: no containers run) or auto (docker when reachable, else sim)")
 	f.StringVar(&c.installation, "installation", "", "installation id labelled on every container (default: generated once and kept in <data-dir>/installation)")
 	f.StringVar(&c.defaultImage, "default-image", "", "image of workspaces created without --image (docker default: turnstile-agent built locally from this binary)")
+	f.StringSliceVar(&c.allowedImages, "allowed-images", nil, "patterns (path.Match: * stays within one /-separated part) of the images a spec may name besides the default image, which is always allowed; comma-separated or repeated (default: none)")
+	f.StringSliceVar(&c.allowedProfiles, "allowed-profiles", nil, "security profiles a spec may ask for: restricted, standard (default: the default profile only)")
+	f.StringVar(&c.defaultProfile, "default-profile", provisioner.ProfileRestricted, "security profile of a spec that names none: restricted (no capabilities, read-only root filesystem, non-root) or standard")
+	f.StringVar(&c.defaultMemory, "default-memory", "512m", "memory limit of a spec that sets none, such as 512m or 2g (0: no limit)")
+	f.Float64Var(&c.defaultCPUs, "default-cpus", provisioner.DefaultCPUs, "CPU limit of a spec that sets none (0: no limit)")
+	f.StringVar(&c.maxMemory, "max-memory", "0", "the largest memory limit a spec may ask for (0: no maximum)")
+	f.Float64Var(&c.maxCPUs, "max-cpus", 0, "the largest CPU limit a spec may ask for (0: no maximum)")
+	f.Int64Var(&c.pidsLimit, "pids-limit", provisioner.DefaultPidsLimit, "most processes and threads in one workspace container (0: no limit)")
+	f.StringVar(&c.tmpSize, "tmp-size", "64m", "size of the tmpfs /tmp of a container with a read-only root filesystem (restricted); it counts against the memory limit")
 	f.DurationVar(&c.simMinLatency, "sim-min-latency", 100*time.Millisecond, "sim: shortest simulated provision, stop and delete")
 	f.DurationVar(&c.simMaxLatency, "sim-max-latency", 500*time.Millisecond, "sim: longest simulated provision, stop and delete")
 	f.Float64Var(&c.simFailureRate, "sim-failure-rate", 0, "sim: fraction of provisions that fail")
@@ -172,6 +191,66 @@ SIGINT or SIGTERM stops it cleanly.`,
 	f.DurationVar(&c.shutdownTimeout, "shutdown-timeout", 30*time.Second, "how long a shutdown may take before it gives up waiting")
 	f.VisitAll(func(fl *pflag.Flag) { markEnv(f, fl.Name) })
 	return cmd
+}
+
+// policy is the provisioner policy the flags describe. A 0 default (no
+// limit) is a negative number to provisioner.Policy, whose zero fields
+// are its own defaults.
+func (c *serveConfig) policy() (provisioner.Policy, error) {
+	size := func(flag, v string) (int64, error) {
+		if v == "" || v == "0" {
+			return 0, nil
+		}
+		n, err := units.RAMInBytes(v)
+		if err != nil || n < 0 {
+			return 0, fmt.Errorf("--%s %q: use a size such as 512m or 2g, or 0", flag, v)
+		}
+		return n, nil
+	}
+	orNone := func(n int64) int64 {
+		if n == 0 {
+			return -1
+		}
+		return n
+	}
+	p := provisioner.Policy{AllowedImages: nonEmpty(c.allowedImages), AllowedProfiles: nonEmpty(c.allowedProfiles),
+		DefaultProfile: c.defaultProfile, MaxCPUs: c.maxCPUs, PidsLimit: orNone(c.pidsLimit)}
+	var err error
+	if p.DefaultMemoryBytes, err = size("default-memory", c.defaultMemory); err != nil {
+		return p, err
+	}
+	if p.MaxMemoryBytes, err = size("max-memory", c.maxMemory); err != nil {
+		return p, err
+	}
+	if p.TmpBytes, err = size("tmp-size", c.tmpSize); err != nil {
+		return p, err
+	}
+	p.DefaultMemoryBytes = orNone(p.DefaultMemoryBytes)
+	if c.defaultCPUs < 0 || c.maxCPUs < 0 || c.pidsLimit < 0 {
+		return p, fmt.Errorf("--default-cpus %v, --max-cpus %v, --pids-limit %d: use 0 (none) or a positive number", c.defaultCPUs, c.maxCPUs, c.pidsLimit)
+	}
+	p.DefaultCPUs = c.defaultCPUs
+	if p.DefaultCPUs == 0 {
+		p.DefaultCPUs = -1
+	}
+	if p.TmpBytes == 0 {
+		return p, fmt.Errorf("--tmp-size 0: /tmp needs a size (it is memory)")
+	}
+	if err := p.Validate(); err != nil {
+		return p, fmt.Errorf("provisioner policy (--allowed-images, --allowed-profiles, --default-*, --max-*): %w", err)
+	}
+	return p, nil
+}
+
+// nonEmpty drops empty entries (a trailing comma); nil when none is left.
+func nonEmpty(list []string) []string {
+	var out []string
+	for _, v := range list {
+		if v = strings.TrimSpace(v); v != "" {
+			out = append(out, v)
+		}
+	}
+	return out
 }
 
 // installationID is --installation, or the id kept in the data dir,

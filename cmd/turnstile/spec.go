@@ -19,6 +19,7 @@ type specFlags struct {
 	labels  []string
 	cpus    float64
 	memory  string
+	profile string
 	replace bool
 }
 
@@ -26,9 +27,10 @@ func (s *specFlags) register(fs *pflag.FlagSet, configure bool) {
 	fs.StringVar(&s.image, "image", "", "image to run (default: the provisioner's default image)")
 	fs.StringArrayVar(&s.env, "env", nil, "environment variable KEY=VALUE for the container (repeatable); plain values are stored in the event history in plaintext: for secrets use KEY=secret://NAME")
 	fs.StringArrayVar(&s.secrets, "secret-env", nil, "environment variable KEY=NAME whose value is the secret NAME ('turnstile secret set NAME'); the same as --env KEY=secret://NAME (repeatable)")
-	fs.StringArrayVar(&s.labels, "label", nil, "container label KEY=VALUE (repeatable; the turnstile. prefix is reserved)")
-	fs.Float64Var(&s.cpus, "cpus", 0, "CPU limit, in CPUs (0: none)")
-	fs.StringVar(&s.memory, "memory", "", "memory limit, such as 512m or 2g (empty: none)")
+	fs.StringArrayVar(&s.labels, "label", nil, "container label KEY=VALUE, applied as turnstile.label.KEY (repeatable; keys under turnstile., com.docker., io.docker., org.dockerproject. and org.opencontainers. are reserved)")
+	fs.Float64Var(&s.cpus, "cpus", 0, "CPU limit, in CPUs (0: serve's default)")
+	fs.StringVar(&s.memory, "memory", "", "memory limit, such as 512m or 2g (empty: serve's default)")
+	fs.StringVar(&s.profile, "profile", "", "security profile: restricted or standard, if serve allows it (empty: serve's default, restricted)")
 	if configure {
 		fs.BoolVar(&s.replace, "replace", false, "replace the whole spec instead of changing the given fields of the current one")
 	}
@@ -36,7 +38,7 @@ func (s *specFlags) register(fs *pflag.FlagSet, configure bool) {
 
 // given reports whether any spec flag was set.
 func (s *specFlags) given(fs *pflag.FlagSet) bool {
-	for _, n := range []string{"image", "env", "secret-env", "label", "cpus", "memory"} {
+	for _, n := range []string{"image", "env", "secret-env", "label", "cpus", "memory", "profile"} {
 		if fs.Changed(n) {
 			return true
 		}
@@ -53,6 +55,9 @@ func (s *specFlags) apply(fs *pflag.FlagSet, base fsm.Spec) (fsm.Spec, error) {
 	}
 	if fs.Changed("cpus") {
 		spec.CPUs = s.cpus
+	}
+	if fs.Changed("profile") {
+		spec.Profile = s.profile
 	}
 	if fs.Changed("memory") {
 		spec.MemoryBytes = 0
@@ -179,6 +184,9 @@ func describeSpec(s fsm.Spec) string {
 	}
 	if s.MemoryBytes > 0 {
 		parts = append(parts, "memory="+units.BytesSize(float64(s.MemoryBytes)))
+	}
+	if s.Profile != "" {
+		parts = append(parts, "profile="+s.Profile)
 	}
 	for _, k := range sortedKeys(s.Env) {
 		parts = append(parts, k+"="+s.Env[k])

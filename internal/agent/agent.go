@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -172,8 +173,27 @@ func Healthcheck(ctx context.Context, addr string) error {
 	return nil
 }
 
+// Writable checks that the agent's user can create files in each dir: it
+// creates and removes one. It is how an operator (docker exec) or a test
+// sees what a security profile leaves writable, in an image with no shell.
+func Writable(dirs ...string) error {
+	for _, dir := range dirs {
+		f, err := os.CreateTemp(dir, ".agent-writable-*")
+		if err != nil {
+			return fmt.Errorf("%s is not writable: %w", dir, err)
+		}
+		name := f.Name()
+		_ = f.Close()
+		if err := os.Remove(name); err != nil {
+			return fmt.Errorf("%s: remove the probe file: %w", dir, err)
+		}
+	}
+	return nil
+}
+
 // Main is the agent's command line: "agent" serves, "agent healthcheck"
-// probes. It returns the process exit code. ctx should end on SIGTERM.
+// probes, "agent writable DIR..." checks that each DIR is writable. It
+// returns the process exit code. ctx should end on SIGTERM.
 func Main(ctx context.Context, args []string, getenv func(string) string, stderr io.Writer) int {
 	cfg, err := ConfigFromEnv(getenv)
 	if err != nil {
@@ -201,8 +221,14 @@ func Main(ctx context.Context, args []string, getenv func(string) string, stderr
 			return 1
 		}
 		return 0
+	case len(args) > 1 && args[0] == "writable":
+		if err := Writable(args[1:]...); err != nil {
+			fmt.Fprintln(stderr, "agent:", err)
+			return 1
+		}
+		return 0
 	default:
-		fmt.Fprintf(stderr, "usage: agent [serve|healthcheck]\n")
+		fmt.Fprintf(stderr, "usage: agent [serve|healthcheck|writable DIR...]\n")
 		return 2
 	}
 }

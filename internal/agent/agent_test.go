@@ -6,6 +6,9 @@ import (
 	"errors"
 	"net"
 	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -141,5 +144,23 @@ func TestMainHealthcheck(t *testing.T) {
 	}
 	if code := agent.Main(context.Background(), []string{"bogus"}, getenv, &stderr); code != 2 {
 		t.Fatalf("unknown command: exit %d, want 2", code)
+	}
+}
+
+func TestMainWritable(t *testing.T) {
+	dir := t.TempDir()
+	none := func(string) string { return "" }
+	var stderr bytes.Buffer
+	if code := agent.Main(context.Background(), []string{"writable", dir}, none, &stderr); code != 0 {
+		t.Fatalf("writable %s: exit %d: %s", dir, code, stderr.String())
+	}
+	if entries, _ := os.ReadDir(dir); len(entries) != 0 {
+		t.Fatalf("the probe left %v behind", entries)
+	}
+	missing := filepath.Join(dir, "missing")
+	stderr.Reset()
+	if code := agent.Main(context.Background(), []string{"writable", dir, missing}, none, &stderr); code != 1 ||
+		!strings.Contains(stderr.String(), missing+" is not writable") {
+		t.Fatalf("writable of a missing dir: exit %d: %s", code, stderr.String())
 	}
 }

@@ -21,9 +21,12 @@ import (
 	"github.com/docker/docker/client"
 )
 
-// Build builds tag from dockerfile and files (name → content; files are
-// executable). The context is deterministic (sorted names, zero times), so
-// the same input yields the same layers.
+// Build builds tag from dockerfile and files (name → content; files at the
+// top are executable, those in a directory not; a name ending in "/" is a
+// directory, for a COPY
+// --chown that makes a directory owned by the image's user). The context is
+// deterministic (sorted names, zero times), so the same input yields the
+// same layers.
 func Build(ctx context.Context, cli client.APIClient, tag, title, dockerfile string, files map[string][]byte) error {
 	var tarball bytes.Buffer
 	tw := tar.NewWriter(&tarball)
@@ -33,11 +36,16 @@ func Build(ctx context.Context, cli client.APIClient, tag, title, dockerfile str
 	}
 	all["Dockerfile"] = []byte(dockerfile)
 	for _, name := range slices.Sorted(maps.Keys(all)) {
-		mode := int64(0o755)
-		if name == "Dockerfile" {
-			mode = 0o644
+		hdr := &tar.Header{Name: name, Mode: 0o755, Size: int64(len(all[name])), ModTime: time.Unix(0, 0)}
+		switch {
+		case name == "Dockerfile":
+			hdr.Mode = 0o644
+		case strings.HasSuffix(name, "/"):
+			hdr.Typeflag, hdr.Size = tar.TypeDir, 0
+		case strings.Contains(name, "/"):
+			hdr.Mode = 0o644
 		}
-		if err := tw.WriteHeader(&tar.Header{Name: name, Mode: mode, Size: int64(len(all[name])), ModTime: time.Unix(0, 0)}); err != nil {
+		if err := tw.WriteHeader(hdr); err != nil {
 			return fmt.Errorf("build %s: %w", tag, err)
 		}
 		if _, err := tw.Write(all[name]); err != nil {
@@ -80,5 +88,22 @@ func readBuildStream(r io.Reader, tag string) error {
 		if msg := cmp.Or(m.ErrorDetail.Message, m.Error); msg != "" {
 			return fmt.Errorf("build %s: %s\n%s", tag, msg, log.String())
 		}
+	}
+}
+
+// DataFiles are the build-context entries of a workspace image's /data: a
+// directory and one small file, for
+//
+//	COPY --chown=<uid>:<gid> data/ /data/
+//
+// which makes /data the image user's. Docker gives a new, empty volume
+// mounted there the owner of that directory (and a copy of its files). The
+// file keeps the volume from being empty afterwards: Docker copies into an
+// empty volume at every container create, touching it each time.
+func DataFiles() map[string][]byte {
+	return map[string][]byte{
+		"data/": nil,
+		"data/.turnstile-volume": []byte("This is a Turnstile workspace volume, mounted at /data. " +
+			"This file came from the image; it keeps the volume non-empty, so that Docker sets its owner once.\n"),
 	}
 }

@@ -30,8 +30,13 @@ const AgentImageRepo = "turnstile-agent"
 // health check uses the agent binary itself (there is no shell). Its start
 // period keeps a slow start (AGENT_START_DELAY) from counting as unhealthy;
 // the short interval makes a container healthy within a few hundred ms.
+// It runs as nobody, and its /data belongs to nobody, so that a fresh
+// workspace volume mounted there does too (Docker copies the image
+// directory's owner to an empty volume), as in the image serve builds.
 const agentDockerfile = `FROM scratch
 COPY agent /agent
+COPY --chown=65534:65534 data/ /data/
+USER 65534:65534
 EXPOSE 8080
 HEALTHCHECK --interval=250ms --timeout=2s --start-period=120s --retries=3 CMD ["/agent", "healthcheck"]
 ENTRYPOINT ["/agent"]
@@ -122,6 +127,11 @@ func moduleRoot(ctx context.Context) (string, error) {
 func agentHash(root string) (string, error) {
 	h := sha256.New()
 	fmt.Fprintf(h, "%s %s/%s\n%s", runtime.Version(), runtime.GOOS, runtime.GOARCH, agentDockerfile)
+	data := imagebuild.DataFiles()
+	for _, name := range slices.Sorted(maps.Keys(data)) {
+		fmt.Fprintf(h, "\n%s %d\n", name, len(data[name]))
+		h.Write(data[name])
+	}
 	var files []string
 	for _, dir := range []string{"cmd/agent", "internal/agent"} { // the agent binary's packages
 		matches, err := filepath.Glob(filepath.Join(root, dir, "*.go"))
@@ -164,7 +174,9 @@ func buildAgentImage(ctx context.Context, cli client.APIClient, root, tag string
 	if err != nil {
 		return err
 	}
-	return buildImage(ctx, cli, tag, agentDockerfile, map[string][]byte{"agent": binary})
+	files := imagebuild.DataFiles()
+	files["agent"] = binary
+	return buildImage(ctx, cli, tag, agentDockerfile, files)
 }
 
 // BuildImage builds an image from dockerfile and files (name to content,

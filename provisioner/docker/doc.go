@@ -6,10 +6,19 @@
 //     turnstile.installation=<Config.Installation>. Anything else, even
 //     when named ws-<id>, is never stopped, removed or adopted.
 //   - One container per workspace, named ws-<id>, labelled with its
-//     workspace, generation and installation (plus the spec's labels), with
-//     restart policy "no", the spec's env, CPU (NanoCPUs) and memory limits,
-//     and the named volume ws-<id>-data (labelled too) mounted at /data. The
-//     volume survives new generations and goes only with Delete.
+//     workspace, generation, installation and security profile (the spec's
+//     labels only under turnstile.label.), with restart policy "no", the
+//     spec's env, and the named volume ws-<id>-data (labelled too) mounted
+//     at /data. The volume survives new generations and goes only with
+//     Delete.
+//   - Confined as Config.Policy says (provisioner.Policy): every
+//     capability dropped and only the profile's added back,
+//     no-new-privileges, under restricted a read-only root filesystem with
+//     a noexec tmpfs /tmp and a non-root user (NonRootUser when the image
+//     would run as root), CPU, memory (no swap beyond it) and process
+//     limits, the policy's defaults where the spec sets none. A spec image
+//     other than the default must be allowed by the policy and be a name
+//     (tag or digest) of the image the engine finds, never an id prefix.
 //   - Images are never pulled: a missing image fails Provision with
 //     CodeImageNotFound and a reason that says to build it.
 //   - Provision waits for running, and for healthy when the image has a

@@ -25,6 +25,10 @@ type Config struct {
 	Installation string
 	// DefaultImage runs when a spec names no image.
 	DefaultImage string
+	// Policy is what a spec may ask for (images, security profile,
+	// limits) and the limits it gets when it asks for none; the zero
+	// Policy is the strict default (see provisioner.Policy).
+	Policy provisioner.Policy
 	// StopTimeout is how long a container gets after SIGTERM before
 	// SIGKILL. Default 10s.
 	StopTimeout time.Duration
@@ -73,6 +77,9 @@ func (c Config) Validate() error {
 		if err := fsm.ValidateSpec(fsm.Spec{Image: c.DefaultImage}); err != nil {
 			return fmt.Errorf("docker provisioner: default image: %w", err)
 		}
+	}
+	if err := c.Policy.Validate(); err != nil {
+		return fmt.Errorf("docker provisioner: policy: %w", err)
 	}
 	return nil
 }

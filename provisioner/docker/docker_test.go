@@ -34,11 +34,20 @@ func quiet() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)
 
 func randomID(prefix string) string { return fmt.Sprintf("%s-%08x", prefix, rand.Uint32()) }
 
+// testPolicy is the strict default policy, allowing the images the tests
+// build from the agent image.
+var testPolicy = provisioner.Policy{AllowedImages: []string{"turnstile-agent-*:*"}}
+
 // mustNew returns a provisioner for installation and removes everything
 // labelled with it when the test ends.
 func mustNew(t *testing.T, cli *client.Client, installation, image string) *docker.Provisioner {
 	t.Helper()
-	p, err := docker.New(docker.Config{Client: cli, Installation: installation, DefaultImage: image,
+	return mustNewPolicy(t, cli, installation, image, testPolicy)
+}
+
+func mustNewPolicy(t *testing.T, cli *client.Client, installation, image string, policy provisioner.Policy) *docker.Provisioner {
+	t.Helper()
+	p, err := docker.New(docker.Config{Client: cli, Installation: installation, DefaultImage: image, Policy: policy,
 		PollInterval: 50 * time.Millisecond, Logger: quiet()})
 	if err != nil {
 		t.Fatal(err)
@@ -108,8 +117,8 @@ func TestContract(t *testing.T) {
 		cli := testenv.Docker(t)
 		image := testenv.AgentImage(t, cli)
 		return provisionertest.Backend{
-			New: func(t *testing.T, installation string) provisioner.Provisioner {
-				return mustNew(t, cli, installation, image)
+			New: func(t *testing.T, installation string, policy provisioner.Policy) provisioner.Provisioner {
+				return mustNewPolicy(t, cli, installation, image, policy)
 			},
 			Image: image,
 			Kill: func(t *testing.T, ws string) {
@@ -248,13 +257,18 @@ func TestContainerShape(t *testing.T) {
 	if c.Name != "/ws-"+ws {
 		t.Errorf("name %q, want /ws-%s", c.Name, ws)
 	}
+	// issue 12 item 7: the spec's labels are applied under a prefix of
+	// Turnstile's, never as given.
 	for k, v := range map[string]string{
 		provisioner.LabelWorkspace: ws, provisioner.LabelGeneration: "3",
-		provisioner.LabelInstallation: f.installation, "team": "infra",
+		provisioner.LabelInstallation: f.installation, provisioner.LabelUserPrefix + "team": "infra",
 	} {
 		if c.Config.Labels[k] != v {
 			t.Errorf("label %s=%q, want %q", k, c.Config.Labels[k], v)
 		}
+	}
+	if _, ok := c.Config.Labels["team"]; ok {
+		t.Errorf("labels %v: the spec's label is there without the prefix", c.Config.Labels)
 	}
 	for _, e := range []string{"GREETING=hello", "B=2"} {
 		if !slices.Contains(c.Config.Env, e) {

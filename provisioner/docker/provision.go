@@ -1,6 +1,7 @@
 package docker
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -12,13 +13,14 @@ import (
 	"strings"
 	"time"
 
+	"github.com/distribution/reference"
 	"github.com/docker/docker/api/types/container"
 	"github.com/docker/docker/api/types/events"
 	"github.com/docker/docker/api/types/filters"
+	"github.com/docker/docker/api/types/image"
 	"github.com/docker/docker/api/types/mount"
 	"github.com/docker/docker/api/types/volume"
 
-	"github.com/turnstile-dev/turnstile/fsm"
 	"github.com/turnstile-dev/turnstile/internal/retry"
 	"github.com/turnstile-dev/turnstile/provisioner"
 )
@@ -43,20 +45,11 @@ func (p *Provisioner) Provision(ctx context.Context, req provisioner.Request) (p
 	if err := provisioner.Validate(op, req.Workspace, req.Generation); err != nil {
 		return provisioner.Result{}, err
 	}
-	invalid := func(reason string) error {
-		return &provisioner.Error{Op: op, Workspace: req.Workspace, Generation: req.Generation, Code: provisioner.CodeInvalid, Reason: reason}
+	plan, err := p.cfg.Policy.Plan(op, req, p.cfg.DefaultImage)
+	if err != nil {
+		return provisioner.Result{}, err
 	}
-	if err := fsm.ValidateSpec(req.Spec); err != nil {
-		return provisioner.Result{}, invalid(err.Error())
-	}
-	image := req.Spec.Image
-	if image == "" {
-		image = p.cfg.DefaultImage
-	}
-	if image == "" {
-		return provisioner.Result{}, invalid("the spec names no image and no default image is configured: pass --image")
-	}
-	a := &attempt{p: p, req: req, image: image,
+	a := &attempt{p: p, req: req, plan: plan, image: plan.Image,
 		log: p.log.With("workspace", req.Workspace, "generation", req.Generation)}
 	res, err := a.run(ctx)
 	if err != nil && ctx.Err() != nil {
@@ -70,8 +63,11 @@ func (p *Provisioner) Provision(ctx context.Context, req provisioner.Request) (p
 type attempt struct {
 	p     *Provisioner
 	req   provisioner.Request
+	plan  provisioner.Plan
 	image string
-	log   *slog.Logger
+	// user is the user the container runs as; "" is the image's own.
+	user string
+	log  *slog.Logger
 }
 
 func (a *attempt) name() string { return provisioner.ContainerName(a.req.Workspace) }
@@ -87,11 +83,22 @@ func (a *attempt) engine(ctx context.Context, what string, err error) error {
 func (a *attempt) run(ctx context.Context) (provisioner.Result, error) {
 	cli := a.p.cli
 	// Fail on a missing image before anything is touched.
-	if _, err := cli.ImageInspect(ctx, a.image); err != nil {
+	img, err := cli.ImageInspect(ctx, a.image)
+	if err != nil {
 		if isNotFound(err) {
 			return provisioner.Result{}, provisioner.ImageNotFound("provision", a.req.Workspace, a.req.Generation, a.image, err)
 		}
 		return provisioner.Result{}, a.engine(ctx, "inspect image "+a.image, err)
+	}
+	if a.image != a.p.cfg.DefaultImage && !knownAs(img, a.image) {
+		// The engine falls back to reading a name as an image id prefix:
+		// an allowed pattern must not let a spec run any local image that
+		// way.
+		return provisioner.Result{}, a.fail(provisioner.CodeNotAllowed, fmt.Sprintf(
+			"image %s is not a name of the image it finds (%s): name images by repository:tag or @digest", a.image, img.ID), nil)
+	}
+	if a.plan.Profile.NonRoot && (img.Config == nil || provisioner.IsRootUser(img.Config.User)) {
+		a.user = provisioner.NonRootUser
 	}
 	replaced, waits := 0, 0
 	for {
@@ -164,14 +171,17 @@ func (a *attempt) pause(ctx context.Context, waits int) error {
 	return nil
 }
 
+// labels are the container's labels: the spec's under LabelUserPrefix
+// (the plan has them so), then Turnstile's own, which nothing shadows.
 func (a *attempt) labels() map[string]string {
-	l := maps.Clone(a.req.Spec.Labels)
+	l := maps.Clone(a.plan.Labels)
 	if l == nil {
 		l = map[string]string{}
 	}
 	l[provisioner.LabelWorkspace] = a.req.Workspace
 	l[provisioner.LabelGeneration] = strconv.FormatUint(a.req.Generation, 10)
 	l[provisioner.LabelInstallation] = a.p.cfg.Installation
+	l[provisioner.LabelProfile] = a.plan.Profile.Name
 	return l
 }
 
@@ -233,28 +243,15 @@ func (a *attempt) create(ctx context.Context) (string, error) {
 		Env:      env,
 		Labels:   a.labels(),
 		Hostname: a.req.Workspace, // a DNS label; ws-<id> can exceed 63 characters
+		User:     a.user,
 	}
-	host := &container.HostConfig{
-		Mounts: []mount.Mount{{
-			Type: mount.TypeVolume, Source: provisioner.VolumeName(a.req.Workspace), Target: provisioner.DataPath,
-			// Should the volume vanish between ensureVolume and here (a
-			// reconciler removing a deleted workspace's leftover volume just
-			// as the id is created again), Docker creates it anew: with
-			// these labels it is still this installation's.
-			VolumeOptions: &mount.VolumeOptions{Labels: a.volumeLabels()},
-		}},
-		RestartPolicy: container.RestartPolicy{Name: container.RestartPolicyDisabled},
-		Resources: container.Resources{
-			NanoCPUs: int64(math.Round(spec.CPUs * 1e9)),
-			Memory:   spec.MemoryBytes,
-		},
-	}
+	host := a.hostConfig()
 	cctx, cancel := a.detached(ctx)
 	defer cancel()
 	resp, err := a.p.cli.ContainerCreate(cctx, cfg, host, nil, nil, a.name())
 	switch {
 	case err == nil:
-		a.log.Info("created container", "container", resp.ID, "image", a.image)
+		a.log.Info("created container", "container", resp.ID, "image", a.image, "profile", a.plan.Profile.Name, "user", cmp.Or(a.user, "(image's)"))
 		return resp.ID, nil
 	case isConflict(err):
 		return "", err
@@ -274,6 +271,65 @@ func (a *attempt) create(ctx context.Context) (string, error) {
 	default:
 		return "", a.engine(ctx, "create container "+a.name(), err)
 	}
+}
+
+// hostConfig is the container's confinement: the plan's profile and
+// limits, the workspace's volume, no restart policy.
+func (a *attempt) hostConfig() *container.HostConfig {
+	plan, prof := a.plan, a.plan.Profile
+	host := &container.HostConfig{
+		Mounts: []mount.Mount{{
+			Type: mount.TypeVolume, Source: provisioner.VolumeName(a.req.Workspace), Target: provisioner.DataPath,
+			// Should the volume vanish between ensureVolume and here (a
+			// reconciler removing a deleted workspace's leftover volume just
+			// as the id is created again), Docker creates it anew: with
+			// these labels it is still this installation's.
+			VolumeOptions: &mount.VolumeOptions{Labels: a.volumeLabels()},
+		}},
+		RestartPolicy: container.RestartPolicy{Name: container.RestartPolicyDisabled},
+		// Every profile starts from no capabilities and adds back its own.
+		CapDrop:        []string{"ALL"},
+		CapAdd:         slices.Clone(prof.CapAdd),
+		ReadonlyRootfs: prof.ReadOnlyRootfs,
+		Resources: container.Resources{
+			NanoCPUs: int64(math.Round(plan.CPUs * 1e9)),
+			Memory:   plan.MemoryBytes,
+		},
+	}
+	if plan.MemoryBytes > 0 {
+		host.MemorySwap = plan.MemoryBytes // the limit is the limit: no swap beyond it
+	}
+	if plan.PidsLimit > 0 {
+		host.PidsLimit = &plan.PidsLimit
+	}
+	if prof.NoNewPrivileges {
+		host.SecurityOpt = []string{"no-new-privileges:true"}
+	}
+	if prof.ReadOnlyRootfs {
+		host.Tmpfs = map[string]string{
+			provisioner.TmpPath: fmt.Sprintf("rw,noexec,nosuid,nodev,size=%d,mode=1777", plan.TmpBytes),
+		}
+	}
+	return host
+}
+
+// knownAs reports whether ref is one of img's names (a tag or a digest),
+// rather than a prefix of its id that the engine fell back to.
+func knownAs(img image.InspectResponse, ref string) bool {
+	named, err := reference.ParseNormalizedNamed(ref)
+	if err != nil {
+		return false
+	}
+	same := func(names []string, want string) bool {
+		return slices.ContainsFunc(names, func(n string) bool {
+			nn, err := reference.ParseNormalizedNamed(n)
+			return err == nil && reference.TagNameOnly(nn).String() == want
+		})
+	}
+	if c, ok := named.(reference.Canonical); ok {
+		return same(img.RepoDigests, reference.TrimNamed(c).String()+"@"+c.Digest().String())
+	}
+	return same(img.RepoTags, reference.TagNameOnly(named).String())
 }
 
 // start starts container id unless it runs, then waits until it is ready.

@@ -17,10 +17,11 @@ import (
 // Backend is what an implementation gives the suite for one test.
 type Backend struct {
 	// New returns a provisioner for installation whose default image is
-	// Image. All provisioners New returns within one test share one engine
-	// (as installations share a Docker host). The backend removes
-	// everything labelled with installation when the test ends.
-	New func(t *testing.T, installation string) provisioner.Provisioner
+	// Image and whose policy is policy. All provisioners New returns within
+	// one test share one engine (as installations share a Docker host).
+	// The backend removes everything labelled with installation when the
+	// test ends.
+	New func(t *testing.T, installation string, policy provisioner.Policy) provisioner.Provisioner
 	// Image exists on the engine and runs internal/agent (or behaves as if).
 	Image string
 	// Kill makes the workspace's container exit as SIGKILL would (code 137),
@@ -61,6 +62,10 @@ func Run(t *testing.T, newBackend func(t *testing.T) Backend, f Features) {
 		{"Provision/DefaultImage", true, testDefaultImage},
 		{"Provision/Invalid", true, testInvalid},
 		{"Provision/ImageNotFound", true, testImageNotFound},
+		{"Policy/ImageNotAllowed", true, testImageNotAllowed},
+		{"Policy/ProfileNotAllowed", true, testProfileNotAllowed},
+		{"Policy/AllowedProfileRuns", true, testAllowedProfileRuns},
+		{"Policy/LimitAboveMaximum", true, testLimitAboveMaximum},
 		{"Provision/WaitsUntilReady", f.AgentEnv, testWaitsUntilReady},
 		{"Provision/ExitAtOnceFails", f.AgentEnv, testExitAtOnce},
 		{"Provision/CancelReturnsPromptly", f.AgentEnv, testCancel},
@@ -86,12 +91,16 @@ func Run(t *testing.T, newBackend func(t *testing.T) Backend, f Features) {
 			b := newBackend(t)
 			ctx, cancel := context.WithTimeout(context.Background(), timeout)
 			t.Cleanup(cancel)
-			e := &env{b: b, ctx: ctx, installation: randomID("inst")}
-			e.p = b.New(t, e.installation)
+			e := &env{b: b, ctx: ctx, installation: randomID("inst"), volumes: f.Volumes}
+			e.p = b.New(t, e.installation, suitePolicy)
 			tc.fn(t, e)
 		})
 	}
 }
+
+// suitePolicy is the policy of the suite's provisioners: the strict
+// default, and the images the suite names (they need not exist).
+var suitePolicy = provisioner.Policy{AllowedImages: []string{"turnstile-test/*"}}
 
 // env is one test's backend, provisioner and context.
 type env struct {
@@ -99,6 +108,7 @@ type env struct {
 	p            provisioner.Provisioner
 	ctx          context.Context
 	installation string
+	volumes      bool
 }
 
 func randomID(prefix string) string { return fmt.Sprintf("%s-%08x", prefix, rand.Uint32()) }
@@ -297,6 +307,80 @@ func testInvalid(t *testing.T, e *env) {
 	}
 }
 
+// testImageNotAllowed: issue 12 item 7. An image outside the policy fails
+// before anything is made, with a reason naming the flag that allows it.
+func testImageNotAllowed(t *testing.T, e *env) {
+	p := e.b.New(t, e.installation, provisioner.Policy{})
+	ws := e.workspace(t, p)
+	image := "turnstile-test/elsewhere:" + randomID("never")
+	_, err := p.Provision(e.ctx, provisioner.Request{Workspace: ws, Generation: 1, Spec: fsm.Spec{Image: image}})
+	pe := wantCode(t, "Provision of an image outside the policy", err, provisioner.CodeNotAllowed)
+	if !strings.Contains(pe.Reason, image) || !strings.Contains(pe.Reason, "--allowed-images") || !pe.Permanent() {
+		t.Fatalf("reason %q (permanent %v): want the image and the flag", pe.Reason, pe.Permanent())
+	}
+	e.wantNothing(t, p, ws)
+	// The default image, named or not, is always allowed.
+	if _, err := p.Provision(e.ctx, provisioner.Request{Workspace: ws, Generation: 2, Spec: fsm.Spec{Image: e.b.Image}}); err != nil {
+		t.Fatalf("Provision of the default image by name: %v", err)
+	}
+}
+
+// testProfileNotAllowed: issue 12 item 7. A spec asking for a looser profile
+// than serve allows fails before anything is made.
+func testProfileNotAllowed(t *testing.T, e *env) {
+	ws := e.workspace(t)
+	spec := e.spec()
+	spec.Profile = provisioner.ProfileStandard
+	_, err := e.p.Provision(e.ctx, provisioner.Request{Workspace: ws, Generation: 1, Spec: spec})
+	pe := wantCode(t, "Provision with a profile outside the policy", err, provisioner.CodeNotAllowed)
+	if !strings.Contains(pe.Reason, "standard") || !strings.Contains(pe.Reason, "--allowed-profiles") {
+		t.Fatalf("reason %q: want the profile and the flag", pe.Reason)
+	}
+	e.wantNothing(t, e.p, ws)
+	spec.Profile = "privileged"
+	_, err = e.p.Provision(e.ctx, provisioner.Request{Workspace: ws, Generation: 2, Spec: spec})
+	wantCode(t, "Provision with a profile that does not exist", err, provisioner.CodeInvalid)
+	e.wantNothing(t, e.p, ws)
+}
+
+// testAllowedProfileRuns: a looser profile the policy allows runs.
+func testAllowedProfileRuns(t *testing.T, e *env) {
+	pol := suitePolicy
+	pol.AllowedProfiles = []string{provisioner.ProfileRestricted, provisioner.ProfileStandard}
+	p := e.b.New(t, e.installation, pol)
+	ws := e.workspace(t, p)
+	spec := e.spec()
+	spec.Profile = provisioner.ProfileStandard
+	if _, err := p.Provision(e.ctx, provisioner.Request{Workspace: ws, Generation: 1, Spec: spec}); err != nil {
+		t.Fatalf("Provision with an allowed profile: %v", err)
+	}
+	if in, err := p.Inspect(e.ctx, ws); err != nil || !in.Running {
+		t.Fatalf("Inspect: %+v, %v; want it running", in, err)
+	}
+}
+
+// testLimitAboveMaximum: a limit above the policy's maximum fails.
+func testLimitAboveMaximum(t *testing.T, e *env) {
+	pol := suitePolicy
+	pol.MaxMemoryBytes, pol.MaxCPUs, pol.DefaultMemoryBytes = 256<<20, 1, 128<<20
+	p := e.b.New(t, e.installation, pol)
+	ws := e.workspace(t, p)
+	for _, s := range []fsm.Spec{{MemoryBytes: 1 << 30}, {CPUs: 2}} {
+		_, err := p.Provision(e.ctx, provisioner.Request{Workspace: ws, Generation: 1, Spec: s})
+		wantCode(t, fmt.Sprintf("Provision of %+v", s), err, provisioner.CodeNotAllowed)
+		e.wantNothing(t, p, ws)
+	}
+}
+
+// wantNothing fails unless ws has neither container nor volume.
+func (e *env) wantNothing(t *testing.T, p provisioner.Provisioner, ws string) {
+	t.Helper()
+	wantNotFound(t, p, e.ctx, ws)
+	if e.volumes && e.b.VolumeExists(t, ws) {
+		t.Fatalf("a refused provision of %s made its volume", ws)
+	}
+}
+
 func testImageNotFound(t *testing.T, e *env) {
 	ws := e.workspace(t)
 	image := "turnstile-test/missing:" + randomID("never")
@@ -435,7 +519,7 @@ func testVolumeSurvives(t *testing.T, e *env) {
 }
 
 func testListOwn(t *testing.T, e *env) {
-	other := e.b.New(t, randomID("inst"))
+	other := e.b.New(t, randomID("inst"), suitePolicy)
 	mine, theirs := e.workspace(t), e.workspace(t, other)
 	e.provision(t, mine, 1, e.spec())
 	if _, err := other.Provision(e.ctx, provisioner.Request{Workspace: theirs, Generation: 1, Spec: e.spec()}); err != nil {
@@ -455,7 +539,7 @@ func testListVolumes(t *testing.T, e *env) {
 	if vs, err := e.p.ListVolumes(e.ctx); err != nil || len(vs) != 0 {
 		t.Fatalf("ListVolumes of a fresh installation: %+v, %v; want none", vs, err)
 	}
-	other := e.b.New(t, randomID("inst"))
+	other := e.b.New(t, randomID("inst"), suitePolicy)
 	mine, theirs := e.workspace(t), e.workspace(t, other)
 	e.provision(t, mine, 1, e.spec())
 	if _, err := other.Provision(e.ctx, provisioner.Request{Workspace: theirs, Generation: 1, Spec: e.spec()}); err != nil {
@@ -507,7 +591,7 @@ func testRemoveVolume(t *testing.T, e *env) {
 		t.Fatalf("RemoveVolume of a volume already gone: %v", err)
 	}
 	// Another installation's leftover volume is left alone.
-	other := e.b.New(t, randomID("inst"))
+	other := e.b.New(t, randomID("inst"), suitePolicy)
 	theirs := e.workspace(t, other)
 	if _, err := other.Provision(e.ctx, provisioner.Request{Workspace: theirs, Generation: 1, Spec: e.spec()}); err != nil {
 		t.Fatal(err)
@@ -524,7 +608,7 @@ func testRemoveVolume(t *testing.T, e *env) {
 
 func testForeign(t *testing.T, e *env) {
 	otherID := randomID("inst")
-	other := e.b.New(t, otherID)
+	other := e.b.New(t, otherID, suitePolicy)
 	ws := e.workspace(t, other)
 	theirs, err := other.Provision(e.ctx, provisioner.Request{Workspace: ws, Generation: 5, Spec: e.spec()})
 	if err != nil {

@@ -9,6 +9,9 @@
 //     installation isolation on a shared Host, the same names and labels,
 //     and Watch reporting the same exits and removals Docker's event stream
 //     would (a graceful stop exits with code 0, as the agent does).
+//   - The same provisioner.Policy checks as the docker backend (allowed
+//     images and profiles, maximum limits), so a refusal reads the same
+//     without Docker; Host.Profile tells which profile a container got.
 //   - Deterministic for a given Seed and call order: latency (uniform in
 //     [MinLatency, MaxLatency] per Provision, Stop and Delete) and injected
 //     Provision failures (FailureRate) come from math/rand/v2 seeded by it.

@@ -41,6 +41,7 @@ type simContainer struct {
 	generation   uint64
 	installation string
 	image        string
+	profile      string // the security profile it was made with
 	state        string // created, running, exited
 	exitCode     int
 	readyAt      time.Time
@@ -93,6 +94,18 @@ func (h *Host) Remove(workspace string) error {
 	}
 	h.removeLocked(c, 137)
 	return nil
+}
+
+// Profile returns the security profile the workspace's container was
+// made with, as the docker backend labels it (turnstile.profile); "" when
+// there is no container.
+func (h *Host) Profile(workspace string) string {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if c := h.containers[provisioner.ContainerName(workspace)]; c != nil {
+		return c.profile
+	}
+	return ""
 }
 
 // VolumeExists reports whether the workspace's volume exists.

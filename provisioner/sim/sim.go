@@ -22,6 +22,9 @@ type Config struct {
 	Installation string
 	// DefaultImage runs when a spec names no image.
 	DefaultImage string
+	// Policy is what a spec may ask for, judged exactly as the docker
+	// backend judges it; the zero Policy is the strict default.
+	Policy provisioner.Policy
 	// MinLatency and MaxLatency bound the simulated time each Provision,
 	// Stop and Delete takes (uniformly drawn).
 	MinLatency, MaxLatency time.Duration
@@ -39,6 +42,9 @@ type Config struct {
 func (c Config) Validate() error {
 	if err := provisioner.ValidateInstallation(c.Installation); err != nil {
 		return fmt.Errorf("sim provisioner: %w", err)
+	}
+	if err := c.Policy.Validate(); err != nil {
+		return fmt.Errorf("sim provisioner: policy: %w", err)
 	}
 	if c.MinLatency < 0 || c.MaxLatency < c.MinLatency {
 		return fmt.Errorf("sim provisioner: latency range [%v, %v] is invalid", c.MinLatency, c.MaxLatency)
@@ -136,16 +142,11 @@ func (p *Provisioner) Provision(ctx context.Context, req provisioner.Request) (p
 	if err := provisioner.Validate(op, ws, gen); err != nil {
 		return provisioner.Result{}, err
 	}
-	if err := fsm.ValidateSpec(req.Spec); err != nil {
-		return provisioner.Result{}, fail(provisioner.CodeInvalid, err.Error())
+	plan, err := p.cfg.Policy.Plan(op, req, p.cfg.DefaultImage)
+	if err != nil {
+		return provisioner.Result{}, err
 	}
-	image := req.Spec.Image
-	if image == "" {
-		image = p.cfg.DefaultImage
-	}
-	if image == "" {
-		return provisioner.Result{}, fail(provisioner.CodeInvalid, "the spec names no image and no default image is configured: pass --image")
-	}
+	image := plan.Image
 	if !p.host.hasImage(image) {
 		return provisioner.Result{}, provisioner.ImageNotFound(op, ws, gen, image, nil)
 	}
@@ -183,7 +184,8 @@ func (p *Provisioner) Provision(ctx context.Context, req provisioner.Request) (p
 			return provisioner.Result{}, provisioner.NameTaken(op, ws, gen, "volume", vol, v.installation)
 		}
 		h.volumes[vol] = simVolume{workspace: ws, installation: p.cfg.Installation}
-		c = &simContainer{id: h.newIDLocked(), workspace: ws, generation: gen, installation: p.cfg.Installation, image: image, state: "created"}
+		c = &simContainer{id: h.newIDLocked(), workspace: ws, generation: gen, installation: p.cfg.Installation, image: image,
+			profile: plan.Profile.Name, state: "created"}
 		h.containers[name] = c
 	}
 	if c.state != "running" {

@@ -39,8 +39,8 @@ func TestContract(t *testing.T) {
 	provisionertest.Run(t, func(t *testing.T) provisionertest.Backend {
 		host := sim.NewHost(sim.HostConfig{Images: []string{image}})
 		return provisionertest.Backend{
-			New: func(t *testing.T, installation string) provisioner.Provisioner {
-				return newSim(t, sim.Config{Host: host, Installation: installation, DefaultImage: image,
+			New: func(t *testing.T, installation string, policy provisioner.Policy) provisioner.Provisioner {
+				return newSim(t, sim.Config{Host: host, Installation: installation, DefaultImage: image, Policy: policy,
 					MinLatency: time.Millisecond, MaxLatency: 5 * time.Millisecond, Seed: 1})
 			},
 			Image: image,
@@ -188,5 +188,22 @@ func TestConcurrentWorkspaces(t *testing.T) {
 	wg.Wait()
 	if l, _ := p.List(context.Background()); len(l) != 0 {
 		t.Fatalf("List after deleting everything: %d containers", len(l))
+	}
+}
+
+// TestProfileRecorded: issue 12 item 7. The simulated container carries the
+// profile the policy chose: the default when the spec names none.
+func TestProfileRecorded(t *testing.T) {
+	p := newSim(t, sim.Config{Installation: "prof", DefaultImage: image,
+		Policy: provisioner.Policy{AllowedProfiles: []string{provisioner.ProfileRestricted, provisioner.ProfileStandard}}})
+	ctx := context.Background()
+	if _, err := p.Provision(ctx, provisioner.Request{Workspace: "a", Generation: 1}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := p.Provision(ctx, provisioner.Request{Workspace: "b", Generation: 1, Spec: fsm.Spec{Profile: provisioner.ProfileStandard}}); err != nil {
+		t.Fatal(err)
+	}
+	if a, b := p.Host().Profile("a"), p.Host().Profile("b"); a != provisioner.ProfileRestricted || b != provisioner.ProfileStandard {
+		t.Fatalf("profiles %q, %q; want restricted (the default) and standard", a, b)
 	}
 }
