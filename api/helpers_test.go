@@ -46,7 +46,7 @@ type envOptions struct {
 func newEnv(t *testing.T, o envOptions) *env {
 	t.Helper()
 	e := &env{core: testenv.StartCore(t, testenv.CoreOptions{}), token: o.token}
-	e.system = e.core.Client(t, "test-provisioner")
+	e.system = e.core.SystemClient(t, "test-provisioner")
 	reg := prometheus.NewRegistry()
 	cfg := api.Config{Client: e.core.Client(t, "api"), Store: e.core.Store, NC: e.core.NC, Token: o.token,
 		Provisioner: "sim", PollInterval: 20 * time.Millisecond, Gatherer: reg, Logger: testenv.Logger(t)}

@@ -18,6 +18,9 @@ type Metrics struct {
 	// BatchFallbacks counts atomic batches refused as a whole (usually one
 	// workspace's CAS conflict) and then written one command at a time.
 	BatchFallbacks prometheus.Counter
+	// ReportIDConflicts counts system reports whose id held another
+	// command's outcome (an alert: the report was not applied).
+	ReportIDConflicts prometheus.Counter
 }
 
 // NewMetrics creates the collectors and registers them on reg (if not nil).
@@ -44,9 +47,13 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		BatchFallbacks: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "turnstile_commit_batch_fallbacks_total", Help: "Atomic batches refused as a whole and rewritten one command at a time.",
 		}),
+		ReportIDConflicts: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "turnstile_report_id_conflicts_total",
+			Help: "System reports whose id already held another command's outcome (another workspace, type or generation): not applied; an alert.",
+		}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.Commands, m.Latency, m.Conflicts, m.Batches, m.CommitSeconds, m.BatchFallbacks)
+		reg.MustRegister(m.Commands, m.Latency, m.Conflicts, m.Batches, m.CommitSeconds, m.BatchFallbacks, m.ReportIDConflicts)
 	}
 	return m
 }

@@ -33,6 +33,16 @@ type OutcomeRecord struct {
 	DecidedAt  time.Time `json:"decided_at"`
 }
 
+// Answers reports whether o, found under cmd's id, is cmd's own outcome:
+// same workspace and type, and for a system report the same generation.
+// Anything else is another command that used the id first.
+func (o OutcomeRecord) Answers(cmd fsm.Command) bool {
+	if o.Workspace != cmd.Workspace || o.CommandType != cmd.Type {
+		return false
+	}
+	return !cmd.Type.IsSystem() || o.CommandGeneration == cmd.Generation
+}
+
 // EncodeOutcome marshals an outcome record.
 func EncodeOutcome(o OutcomeRecord) ([]byte, error) {
 	b, err := json.Marshal(o)

@@ -15,6 +15,16 @@ import (
 	"github.com/turnstile-dev/turnstile/api"
 )
 
+// serveInboxPrefix is the inbox prefix of serve's own NATS connections
+// (JetStream requests, pulls), and serveReplyPrefix that of the engine's
+// direct replies to the API. Users' inboxes are under _INBOX: a user may
+// read _INBOX.> and the engine replies there, but neither reaches serve's
+// own inboxes (issue 12 items 2 and 4).
+const (
+	serveInboxPrefix = "_TURNSTILE_INBOX"
+	serveReplyPrefix = "_TURNSTILE_REPLY"
+)
+
 // embeddedNATS is the nats-server serve runs when no --nats-url is given.
 type embeddedNATS struct {
 	srv      *server.Server
@@ -89,7 +99,7 @@ func (n *embeddedNATS) url() string { return n.srv.ClientURL() }
 
 // connect opens an in-process connection (no TCP) to the server.
 func (n *embeddedNATS) connect(name string) (*nats.Conn, error) {
-	opts := []nats.Option{nats.InProcessServer(n.srv), nats.Name(name), nats.MaxReconnects(-1)}
+	opts := []nats.Option{nats.InProcessServer(n.srv), nats.Name(name), nats.MaxReconnects(-1), nats.CustomInboxPrefix(serveInboxPrefix)}
 	if n.token != "" {
 		opts = append(opts, nats.Token(n.token))
 	}
