@@ -2,6 +2,9 @@ package e2e_test
 
 import (
 	"context"
+	"os"
+	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -14,7 +17,13 @@ import (
 // goClient connects the Go client package to s, as a service would.
 func (s *server) goClient(t *testing.T) (*client.Client, jetstream.JetStream) {
 	t.Helper()
-	nc, err := nats.Connect(s.natsURL(), nats.MaxReconnects(-1), nats.ReconnectWait(100*time.Millisecond))
+	// The user role's token serve wrote, as the CLI finds it.
+	tok, err := os.ReadFile(filepath.Join(s.dir, ".turnstile", "nats-token"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	nc, err := nats.Connect(s.natsURL(), nats.MaxReconnects(-1), nats.ReconnectWait(100*time.Millisecond),
+		nats.Token(strings.TrimSpace(string(tok))))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -132,7 +132,11 @@ func (s *service) start(ctx context.Context) error {
 		return nc, nil
 	}
 	if s.a.natsURL == "" {
-		if s.embedded, err = startNATS(cfg.natsListen, cfg.natsSync, s.a.natsToken, s.a.dataDir, log); err != nil {
+		perms := userPermissions(s.names, map[string][]string{
+			s.names.CommandStream(): {engineDurable}, s.names.SystemStream(): {engineDurable},
+			s.names.EventStream(): {workerDurable(s.installation)},
+		})
+		if s.embedded, err = startNATS(cfg.natsListen, cfg.natsSync, s.a.natsToken, s.a.dataDir, perms, log); err != nil {
 			return err
 		}
 		s.natsURL = s.embedded.url()
