@@ -85,6 +85,7 @@ func userPermissions(n events.Names, serveDurables map[string][]string) *server.
 		allow = append(allow,
 			"$JS.API.STREAM.INFO."+stream,
 			"$JS.API.DIRECT.GET."+stream, "$JS.API.DIRECT.GET."+stream+".>",
+			"$JS.API.STREAM.MSG.GET."+stream, // tools such as `nats stream get`
 			"$JS.API.CONSUMER.LIST."+stream, "$JS.API.CONSUMER.INFO."+stream+".*",
 			// Ordered consumers (audit --all, rebuild): ephemeral, no
 			// acks; they expire when idle.

@@ -167,6 +167,12 @@ func TestNATSRoles(t *testing.T) {
 				t.Fatalf("refusal: %v", err)
 			}
 		}
+		// The token in the URL, as docs/operations.md's `nats` example has it.
+		nc, err := nats.Connect(strings.Replace(s.natsURL, "nats://", "nats://"+s.token(t)+"@", 1))
+		if err != nil {
+			t.Fatalf("the token in the URL: %v", err)
+		}
+		nc.Close()
 		// The CLI, told to look elsewhere for the token, says why.
 		env := map[string]string{"TURNSTILE_NATS_URL": s.natsURL, "TURNSTILE_DATA_DIR": t.TempDir()}
 		code, _, errs := runCLI(t, env, "delete", "anything")
