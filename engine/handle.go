@@ -151,7 +151,7 @@ func (e *Engine) checkSource(subject string, system bool, cmd fsm.Command) error
 }
 
 // checkReport alerts when a system report finds another command's outcome
-// under its id (another workspace, type or generation): the report was not
+// under its id (another workspace, generation or kind of report): the report was not
 // decided, and nothing can be stored for it under that id. Report ids are
 // in a namespace users cannot send (fsm.SystemIDPrefix) and reports travel
 // on a stream users cannot write, so this means a misconfigured NATS or a

@@ -49,7 +49,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		}),
 		ReportIDConflicts: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "turnstile_report_id_conflicts_total",
-			Help: "System reports whose id already held another command's outcome (another workspace, type or generation): not applied; an alert.",
+			Help: "System reports whose id already held another command's outcome (another workspace, generation or kind of report): not applied; an alert.",
 		}),
 	}
 	if reg != nil {

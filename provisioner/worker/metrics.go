@@ -40,7 +40,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		}),
 		ReportIDConflicts: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "turnstile_worker_report_id_conflicts_total",
-			Help: "Reports whose id already held another command's outcome (another workspace, type or generation); sent again under another id. An alert.",
+			Help: "Reports whose id already held another command's outcome (another workspace, generation or kind of report); sent again under another id. An alert.",
 		}),
 	}
 	if reg != nil {
