@@ -9,7 +9,10 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 
+	"github.com/turnstile-dev/turnstile/engine"
 	"github.com/turnstile-dev/turnstile/events"
 	"github.com/turnstile-dev/turnstile/fsm"
 	"github.com/turnstile-dev/turnstile/internal/testenv"
@@ -181,4 +184,25 @@ func TestReplySubjectConfined(t *testing.T) {
 		t.Fatalf("victim2: %+v %v", h.State, err)
 	}
 	checkLog(t, core)
+}
+
+// issue 12 item 3: the engine alerts (metric) on a system report whose id
+// holds another command's outcome; the report is not applied.
+func TestEngineCountsForeignReportOutcome(t *testing.T) {
+	metrics := engine.NewMetrics(prometheus.NewRegistry())
+	core := testenv.StartCore(t, testenv.CoreOptions{Engine: engine.Config{Metrics: metrics}})
+	names := events.NewNames("")
+	sys := core.SystemClient(t, "provisioner")
+	send(t, sys, fsm.Command{Type: fsm.Create, Workspace: "victim"})
+	if o := send(t, sys, fsm.Command{ID: "sys-taken", Type: fsm.StopSucceeded, Workspace: "elsewhere", Generation: 1}); o.Outcome != fsm.Rejected {
+		t.Fatalf("planted outcome: %+v", o)
+	}
+	// The same id for victim's report, without a Nats-Msg-Id (the stream
+	// cannot drop it as a duplicate): the engine finds the planted outcome.
+	publishRaw(t, core, names.System("victim"), "", `{"id":"sys-taken","type":"provision_succeeded","workspace":"victim","generation":1}`)
+	testenv.Eventually(t, 20*time.Second, "the report handled", func() bool { return consumerDone(core) })
+	if n := testutil.ToFloat64(metrics.ReportIDConflicts); n != 1 {
+		t.Fatalf("report id conflicts: %v, want 1", n)
+	}
+	waitState(t, core, "victim", fsm.Provisioning, 1)
 }
