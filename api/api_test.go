@@ -143,6 +143,8 @@ func TestBadInput(t *testing.T) {
 		{"ReservedLabel", "PUT", "/v1/workspaces/gamma/spec", `{"labels":{"turnstile.x":"y"}}`, nil, "spec.labels"},
 		{"BadPathID", "POST", "/v1/workspaces/UPPER/start", ``, nil, "id"},
 		{"BadIdempotencyKey", "POST", "/v1/workspaces/gamma/stop", ``, []string{api.IdempotencyHeader, "has space"}, api.IdempotencyHeader},
+		// issue 12 item 3: the id of gamma's provision report is reserved.
+		{"ReservedIdempotencyKey", "POST", "/v1/workspaces/gamma/stop", ``, []string{api.IdempotencyHeader, "sys-provision-gamma-g1"}, api.IdempotencyHeader},
 		{"WaitBadState", "GET", "/v1/workspaces/gamma/wait?state=sleeping", ``, nil, "state"},
 		{"WaitBadGeneration", "GET", "/v1/workspaces/gamma/wait?state=running&generation=x", ``, nil, "generation"},
 		{"WaitBadTimeout", "GET", "/v1/workspaces/gamma/wait?state=running&timeout=soon", ``, nil, "timeout"},

@@ -81,7 +81,7 @@ func (s *Server) configure(w http.ResponseWriter, r *http.Request) {
 // its outcome.
 func (s *Server) send(w http.ResponseWriter, r *http.Request, cmd fsm.Command) {
 	if key := r.Header.Get(IdempotencyHeader); key != "" {
-		if err := fsm.ValidateCommandID(key); err != nil {
+		if err := fsm.ValidateUserCommandID(key); err != nil {
 			s.writeError(w, r, badField(IdempotencyHeader, err.Error()))
 			return
 		}

@@ -102,7 +102,7 @@ func newFuzzServer(tb testing.TB) *fuzzServer {
 			tb.Fatalf("create %s: %+v %v", id, o, err)
 		}
 	}
-	o, err := core.Client(tb, "fuzz-provisioner").Send(ctx, fsm.Command{ID: "setup-beta-up", Type: fsm.ProvisionSucceeded, Workspace: "beta", Generation: 1})
+	o, err := core.SystemClient(tb, "fuzz-provisioner").Send(ctx, fsm.Command{ID: "sys-setup-beta-up", Type: fsm.ProvisionSucceeded, Workspace: "beta", Generation: 1})
 	if err != nil || o.Outcome != fsm.Accepted {
 		tb.Fatalf("provision beta: %+v %v", o, err)
 	}

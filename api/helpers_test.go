@@ -56,7 +56,7 @@ type envOptions struct {
 func newEnv(t *testing.T, o envOptions) *env {
 	t.Helper()
 	e := &env{core: testenv.StartCore(t, testenv.CoreOptions{}), token: testToken}
-	e.system = e.core.Client(t, "test-provisioner")
+	e.system = e.core.SystemClient(t, "test-provisioner")
 	reg := prometheus.NewRegistry()
 	e.reg = reg
 	cfg := api.Config{Client: e.core.Client(t, "api"), Store: e.core.Store, NC: e.core.NC,

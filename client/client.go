@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"time"
 
@@ -25,11 +26,14 @@ type Client struct {
 	store *events.Store
 	names events.Names
 	actor string
-	inbox string
-	sub   *nats.Subscription
-	mu    sync.Mutex
-	wait  map[string]chan events.OutcomeRecord
-	poll  time.Duration
+	// system: this client is serve's own provisioning side; it may send
+	// system reports, which go to <prefix>.sys.<workspace>.
+	system bool
+	inbox  string
+	sub    *nats.Subscription
+	mu     sync.Mutex
+	wait   map[string]chan events.OutcomeRecord
+	poll   time.Duration
 }
 
 // Options configure a Client.
@@ -39,6 +43,18 @@ type Options struct {
 	// PollInterval is how often a waiting Send reads the stored outcome in
 	// case the engine's direct reply was lost; 0 means 1s.
 	PollInterval time.Duration
+	// System makes a client for Turnstile's own provisioner, supervisor and
+	// watcher: system reports (provision_succeeded, ...) are published on
+	// <prefix>.sys.<workspace>, which only serve's own NATS user may write;
+	// user commands still go to <prefix>.cmd.<workspace>. Without it, a
+	// system report is refused as invalid before anything is published.
+	System bool
+	// ReplyPrefix is the subject prefix of the engine's direct replies to
+	// this client; "" means the connection's inbox prefix (_INBOX by
+	// default). The engine replies only under the prefixes it is
+	// configured with (engine.Config.ReplyPrefixes); elsewhere the client
+	// reads the stored outcome instead.
+	ReplyPrefix string
 }
 
 // New returns a client on an open connection. Close releases its subscription.
@@ -58,8 +74,12 @@ func New(ctx context.Context, nc *nats.Conn, o Options) (*Client, error) {
 	if o.PollInterval <= 0 {
 		o.PollInterval = time.Second
 	}
-	c := &Client{nc: nc, js: js, store: store, names: names, actor: o.Actor,
-		inbox: nc.NewRespInbox(), wait: make(map[string]chan events.OutcomeRecord), poll: o.PollInterval}
+	inbox := nc.NewRespInbox()
+	if o.ReplyPrefix != "" {
+		inbox = o.ReplyPrefix + "." + strings.ReplaceAll(uuid.NewString(), "-", "")
+	}
+	c := &Client{nc: nc, js: js, store: store, names: names, actor: o.Actor, system: o.System,
+		inbox: inbox, wait: make(map[string]chan events.OutcomeRecord), poll: o.PollInterval}
 	c.sub, err = nc.Subscribe(c.inbox+".*", c.onReply)
 	if err != nil {
 		return nil, fmt.Errorf("client: subscribe: %w", err)
@@ -93,15 +113,23 @@ func (c *Client) onReply(m *nats.Msg) {
 func NewCommandID() string { return uuid.NewString() }
 
 // Prepare fills in a command's id and actor if missing and validates it.
+// A system report is refused unless the client was made with
+// Options.System; its generated id is in fsm.SystemIDPrefix.
 func (c *Client) Prepare(cmd fsm.Command) (fsm.Command, error) {
 	if cmd.ID == "" {
 		cmd.ID = NewCommandID()
+		if cmd.Type.IsSystem() {
+			cmd.ID = fsm.SystemIDPrefix + cmd.ID
+		}
 	}
 	if cmd.Actor == "" {
 		cmd.Actor = c.actor
 	}
 	if err := cmd.Validate(); err != nil {
 		return cmd, err
+	}
+	if cmd.Type.IsSystem() && !c.system {
+		return cmd, fsm.Invalid(cmd.Type, "%s is a system report: only Turnstile's own provisioner, supervisor and watcher send it", cmd.Type)
 	}
 	return cmd, nil
 }
@@ -123,7 +151,11 @@ func (c *Client) publish(ctx context.Context, cmd fsm.Command, reply bool) (bool
 	if err != nil {
 		return false, err
 	}
-	m := nats.NewMsg(c.names.Command(cmd.Workspace))
+	subject := c.names.Command(cmd.Workspace)
+	if cmd.Type.IsSystem() { // only a system client gets here (Prepare)
+		subject = c.names.System(cmd.Workspace)
+	}
+	m := nats.NewMsg(subject)
 	m.Data = b
 	m.Header.Set(jetstream.MsgIDHeader, cmd.ID)
 	if reply {

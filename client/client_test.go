@@ -281,3 +281,38 @@ func waitDrained(t *testing.T, ctx context.Context, core *testenv.Core) {
 		}
 	}
 }
+
+// A system client sends reports to <prefix>.sys.<ws> (under a reserved id
+// when it makes one up) and user commands to <prefix>.cmd.<ws>; a client
+// with a ReplyPrefix the engine allows gets its direct reply there (the
+// poll interval here is far longer than the test). Issue 12 items 2-4.
+func TestSystemClientAndReplyPrefix(t *testing.T) {
+	core := testenv.StartCore(t, testenv.CoreOptions{Engine: engine.Config{
+		ReplyPrefixes: append(engine.DefaultReplyPrefixes(), "_TEST_REPLY."),
+	}})
+	nc, _ := core.NATS.Connect(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	sys, err := client.New(ctx, nc, client.Options{Actor: "provisioner", System: true, ReplyPrefix: "_TEST_REPLY", PollInterval: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sys.Close()
+	if o, err := sys.Send(ctx, fsm.Command{Type: fsm.Create, Workspace: "sys-1"}); err != nil || o.Outcome != fsm.Accepted {
+		t.Fatalf("create: %+v %v", o, err)
+	}
+	o, err := sys.Send(ctx, fsm.Command{Type: fsm.ProvisionSucceeded, Workspace: "sys-1", Generation: 1})
+	if err != nil || o.Outcome != fsm.Accepted || !fsm.IsSystemID(o.CommandID) {
+		t.Fatalf("report: %+v %v", o, err)
+	}
+	names := events.NewNames("")
+	for stream, want := range map[string]uint64{names.CommandStream(): 1, names.SystemStream(): 1} {
+		st, err := core.JS.Stream(ctx, stream)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if info, err := st.Info(ctx); err != nil || info.State.Msgs != want {
+			t.Fatalf("%s holds %+v (%v), want %d message(s)", stream, info.State, err, want)
+		}
+	}
+}

@@ -7,4 +7,7 @@
 //     command id, so sending the same command again, after a timeout or a
 //     crash, yields its one outcome and never a second effect.
 //   - Waiting is bounded by the caller's context.
+//   - A client sends user commands to <prefix>.cmd.<workspace>; only one
+//     made with Options.System (serve's provisioning side) may send system
+//     reports, which go to <prefix>.sys.<workspace>.
 package client

@@ -2,6 +2,11 @@ package e2e_test
 
 import (
 	"context"
+	"errors"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -14,7 +19,17 @@ import (
 // goClient connects the Go client package to s, as a service would.
 func (s *server) goClient(t *testing.T) (*client.Client, jetstream.JetStream) {
 	t.Helper()
-	nc, err := nats.Connect(s.natsURL(), nats.MaxReconnects(-1), nats.ReconnectWait(100*time.Millisecond))
+	// The user role's token serve wrote, as the CLI finds it (none with
+	// an external NATS).
+	opts := []nats.Option{nats.MaxReconnects(-1), nats.ReconnectWait(100 * time.Millisecond)}
+	tok, err := os.ReadFile(filepath.Join(s.dir, ".turnstile", "nats-token"))
+	switch {
+	case err == nil:
+		opts = append(opts, nats.Token(strings.TrimSpace(string(tok))))
+	case !errors.Is(err, fs.ErrNotExist):
+		t.Fatal(err)
+	}
+	nc, err := nats.Connect(s.natsURL(), opts...)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -34,11 +34,14 @@ const refusalsInFlight = 512
 // background (at most cap(e.refusing) at once), so the pull moves on to
 // other workspaces' commands.
 func (e *Engine) overflow(ctx context.Context, ws string, m jetstream.Msg) {
-	cmd, err := events.DecodeCommand(m.Data(), ws)
-	if err == nil && cmd.Type.IsSystem() {
+	// Keyed on the subject, not the body: only serve's own parts can
+	// publish on the system subjects, while anyone may write a system
+	// type into a user command.
+	if e.names.IsSystem(m.Subject()) {
 		e.queue.push(ws, m)
 		return
 	}
+	cmd, err := events.DecodeCommand(m.Data(), ws)
 	select {
 	case e.refusing <- struct{}{}:
 	case <-ctx.Done():
@@ -68,8 +71,13 @@ func (e *Engine) refuseBusy(ctx context.Context, m jetstream.Msg, ws string, cmd
 			decodeErr = fsm.Invalid(cmd.Type, "Nats-Msg-Id header %q differs from the command id %q: they must be equal", id, cmd.ID)
 		}
 	}
+	if decodeErr == nil {
+		// As handle does: a system type or a reserved id on a user
+		// subject is refused invalid, under an id of its own.
+		decodeErr = e.checkSource(m.Subject(), false, cmd)
+	}
 	if decodeErr != nil {
-		e.refuse(ctx, m, md, ws, cmd, decodeErr)
+		e.refuse(ctx, m, md, ws, false, cmd, decodeErr)
 		return
 	}
 	if md.NumDelivered > 1 || m.Headers().Get(jetstream.MsgIDHeader) == "" {

@@ -1,6 +1,7 @@
-// Package engine is the command consumer: it pulls commands from
-// <prefix>.cmd.>, decides each against its workspace's state with package
-// fsm, appends the resulting event and records the command's outcome.
+// Package engine is the command consumer: it pulls user commands from
+// <prefix>.cmd.> and system reports from <prefix>.sys.>, decides each
+// against its workspace's state with package fsm, appends the resulting
+// event and records the command's outcome.
 //
 // Guarantees:
 //   - One command per workspace at a time, in stream order; different
@@ -10,6 +11,12 @@
 //   - Correctness never rests on being the only engine: every append is a
 //     compare-and-set on the workspace's last event, and a conflict reloads
 //     and decides again.
+//   - System report types count only from <prefix>.sys.> (writable by
+//     serve's own parts alone) and user command types only from
+//     <prefix>.cmd.>; anything else is refused as invalid and changes
+//     nothing. User command ids never take the reserved sys- namespace.
+//   - A direct reply goes only to subjects under the configured reply
+//     prefixes (_INBOX. by default), never where a sender points it.
 //   - Events and outcomes of many commands are written together in atomic
 //     batches (JetStream's group commit); a batch that fails is retried one
 //     command at a time.

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/google/uuid"
@@ -18,6 +19,10 @@ import (
 // ReplyHeader names the header in which a client asks for a copy of the
 // outcome on a core NATS subject, besides the stored one.
 const ReplyHeader = "Turnstile-Reply"
+
+// DefaultReplyPrefixes are where the engine replies by default: NATS
+// clients' default inboxes.
+func DefaultReplyPrefixes() []string { return []string{"_INBOX."} }
 
 // MaxAtomicCommands is the most commands one atomic batch can hold: a
 // command writes up to two messages (event and outcome), and nats-server
@@ -60,8 +65,14 @@ type Config struct {
 	CommitStores []*events.Store
 	// AckWait is how long the server waits before redelivering a command.
 	AckWait time.Duration
-	Logger  *slog.Logger
-	Metrics *Metrics
+	// ReplyPrefixes are the subject prefixes the engine sends direct
+	// replies (ReplyHeader) under; default DefaultReplyPrefixes. A reply
+	// subject elsewhere gets no reply (the outcome is still stored): the
+	// header is the sender's to choose, and the engine must not publish
+	// into another workspace's events or another part's inbox for them.
+	ReplyPrefixes []string
+	Logger        *slog.Logger
+	Metrics       *Metrics
 	// Now and NewID are injected for deterministic tests.
 	Now   func() time.Time
 	NewID func() string
@@ -90,6 +101,9 @@ func (c *Config) setDefaults() {
 	if c.AckWait <= 0 {
 		c.AckWait = 30 * time.Second
 	}
+	if len(c.ReplyPrefixes) == 0 {
+		c.ReplyPrefixes = DefaultReplyPrefixes()
+	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -111,14 +125,34 @@ type Engine struct {
 
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
-	iter   jetstream.MessagesContext
+	iters  []jetstream.MessagesContext // user commands, system reports
 	queue  *queue
-	pulled chan struct{} // closed when pull has returned
+	pulled sync.WaitGroup // the pull loops
 	commit *committer
 	heads  *headCache
 
 	// refusing bounds the busy refusals written at once (busy.go).
 	refusing chan struct{}
+
+	// warnedReply: a refused reply subject has been logged at warn level
+	// (later ones at debug).
+	warnedReply atomic.Bool
+}
+
+// source is a stream the engine consumes: user commands on
+// <prefix>.cmd.>, or system reports on <prefix>.sys.>, which only serve's
+// own parts can publish. Each has a durable consumer of its own; both feed
+// one queue, so a workspace's commands and reports are handled one at a
+// time.
+type source struct {
+	stream, filter string
+}
+
+func (e *Engine) sources() []source {
+	return []source{
+		{stream: e.names.CommandStream(), filter: e.names.Commands()},
+		{stream: e.names.SystemStream(), filter: e.names.Systems()},
+	}
 }
 
 // New returns an engine for cfg.
@@ -130,34 +164,48 @@ func New(cfg Config) (*Engine, error) {
 	return &Engine{cfg: cfg, store: cfg.Store, js: cfg.Store.JetStream(), names: cfg.Store.Names(), log: cfg.Logger}, nil
 }
 
-// Open creates or binds the durable consumer and starts handling commands.
+// Open creates or binds the durable consumers (one per source) and starts
+// handling commands.
 func (e *Engine) Open(ctx context.Context) error {
-	cons, err := e.js.CreateOrUpdateConsumer(ctx, e.names.CommandStream(), jetstream.ConsumerConfig{
-		Durable:       e.cfg.Durable,
-		Description:   "Turnstile command engine",
-		FilterSubject: e.names.Commands(),
-		AckPolicy:     jetstream.AckExplicitPolicy,
-		AckWait:       e.cfg.AckWait,
-		MaxAckPending: e.cfg.MaxAckPending,
-		MaxDeliver:    -1,
-		DeliverPolicy: jetstream.DeliverAllPolicy,
-	})
-	if err != nil {
-		return fmt.Errorf("engine: consumer %s: %w", e.cfg.Durable, err)
+	var recovered []jetstream.Msg
+	var iters []jetstream.MessagesContext
+	stopIters := func() {
+		for _, it := range iters {
+			it.Stop()
+		}
 	}
-	// Before the first pull: commands an earlier engine took and did not
-	// finish would come back only after the ack wait, and their workspaces'
-	// later commands must not overtake them; they are queued first.
-	recovered := e.unfinished(ctx, cons)
-	it, err := cons.Messages(jetstream.PullMaxMessages(min(1024, e.cfg.MaxAckPending)))
-	if err != nil {
-		return fmt.Errorf("engine: pull: %w", err)
+	for _, src := range e.sources() {
+		cons, err := e.js.CreateOrUpdateConsumer(ctx, src.stream, jetstream.ConsumerConfig{
+			Durable:       e.cfg.Durable,
+			Description:   "Turnstile command engine",
+			FilterSubject: src.filter,
+			AckPolicy:     jetstream.AckExplicitPolicy,
+			AckWait:       e.cfg.AckWait,
+			MaxAckPending: e.cfg.MaxAckPending,
+			MaxDeliver:    -1,
+			DeliverPolicy: jetstream.DeliverAllPolicy,
+		})
+		if err != nil {
+			stopIters()
+			return fmt.Errorf("engine: consumer %s on %s: %w", e.cfg.Durable, src.stream, err)
+		}
+		// Before the first pull: commands an earlier engine took and did
+		// not finish would come back only after the ack wait, and their
+		// workspaces' later commands must not overtake them; they are
+		// queued first.
+		recovered = append(recovered, e.unfinished(ctx, cons, src)...)
+		it, err := cons.Messages(jetstream.PullMaxMessages(min(1024, e.cfg.MaxAckPending)))
+		if err != nil {
+			stopIters()
+			return fmt.Errorf("engine: pull from %s: %w", src.stream, err)
+		}
+		iters = append(iters, it)
 	}
 	runCtx, cancel := context.WithCancel(context.Background())
-	e.cancel, e.iter = cancel, it
-	// Room for the recovered besides: the consumer may hold more unacked
+	e.cancel, e.iters = cancel, iters
+	// Room for the recovered besides: the consumers may hold more unacked
 	// commands than this engine's MaxAckPending, if an earlier one had more.
-	e.queue = newQueue(e.cfg.MaxAckPending+len(recovered), e.cfg.MaxPendingPerWorkspace)
+	e.queue = newQueue(len(iters)*e.cfg.MaxAckPending+len(recovered), e.cfg.MaxPendingPerWorkspace)
 	e.refusing = make(chan struct{}, refusalsInFlight)
 	for _, m := range recovered {
 		e.queue.push(e.names.WorkspaceOf(m.Subject()), m)
@@ -174,11 +222,9 @@ func (e *Engine) Open(ctx context.Context) error {
 	for range e.cfg.Parallel {
 		e.wg.Go(func() { e.work(runCtx) })
 	}
-	e.pulled = make(chan struct{})
-	go func() {
-		defer close(e.pulled)
-		e.pull(runCtx)
-	}()
+	for _, it := range e.iters {
+		e.pulled.Go(func() { e.pull(runCtx, it) })
+	}
 	e.log.Info("engine started", "durable", e.cfg.Durable, "parallel", e.cfg.Parallel, "max_batch", e.cfg.MaxBatch,
 		"committers", e.cfg.Committers, "max_pending_per_workspace", e.cfg.MaxPendingPerWorkspace)
 	return nil
@@ -193,12 +239,18 @@ func (e *Engine) Close() error {
 	// Drain rather than Stop: commands already pulled into the iterator's
 	// buffer reach the queue (and are handed back below) instead of being
 	// dropped to come back only after the ack wait, behind newer ones.
-	e.iter.Drain()
+	for _, it := range e.iters {
+		it.Drain()
+	}
+	pulled := make(chan struct{})
+	go func() { e.pulled.Wait(); close(pulled) }()
 	select {
-	case <-e.pulled:
+	case <-pulled:
 	case <-time.After(5 * time.Second):
-		e.iter.Stop() // a drain that does not finish: give up on the buffer
-		<-e.pulled
+		for _, it := range e.iters { // a drain that does not finish: give up on the buffer
+			it.Stop()
+		}
+		<-pulled
 	}
 	left := e.queue.close()
 	e.cancel()
@@ -212,11 +264,12 @@ func (e *Engine) Close() error {
 	return nil
 }
 
-// pull reads commands in stream order and queues them per workspace.
-func (e *Engine) pull(ctx context.Context) {
+// pull reads one source's commands in stream order and queues them per
+// workspace.
+func (e *Engine) pull(ctx context.Context, it jetstream.MessagesContext) {
 	failures := 0
 	for {
-		m, err := e.iter.Next()
+		m, err := it.Next()
 		if err != nil {
 			if errors.Is(err, jetstream.ErrMsgIteratorClosed) || ctx.Err() != nil {
 				return

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"strings"
 	"time"
 
@@ -24,20 +25,25 @@ func (e *Engine) handle(ctx context.Context, m jetstream.Msg) {
 		return
 	}
 	ws := e.names.WorkspaceOf(m.Subject())
+	system := e.names.IsSystem(m.Subject())
 	cmd, err := events.DecodeCommand(m.Data(), ws)
 	if err == nil {
 		if id := m.Headers().Get(jetstream.MsgIDHeader); id != "" && id != cmd.ID {
 			err = fsm.Invalid(cmd.Type, "Nats-Msg-Id header %q differs from the command id %q: they must be equal", id, cmd.ID)
 		}
 	}
+	if err == nil {
+		err = e.checkSource(m.Subject(), system, cmd)
+	}
 	if err != nil {
-		e.refuse(ctx, m, md, ws, cmd, err)
+		e.refuse(ctx, m, md, ws, system, cmd, err)
 		return
 	}
 	if md.NumDelivered > 1 || m.Headers().Get(jetstream.MsgIDHeader) == "" {
 		// A redelivery, or a message the stream could not dedupe (no
 		// Nats-Msg-Id): if the outcome is stored, the command is done.
 		if o, ok, err := e.store.Outcome(ctx, cmd.ID); err == nil && ok {
+			e.checkReport(cmd, o)
 			e.settle(m, o)
 			return
 		}
@@ -49,6 +55,7 @@ func (e *Engine) handle(ctx context.Context, m jetstream.Msg) {
 		o, err := e.decideAndCommit(ctx, cmd, md)
 		switch {
 		case err == nil:
+			e.checkReport(cmd, o)
 			e.finish(m, o, md)
 			return
 		case errors.Is(err, events.ErrConflict):
@@ -128,22 +135,64 @@ func (e *Engine) decideAndCommit(ctx context.Context, cmd fsm.Command, md *jetst
 	return req.outcome, nil
 }
 
+// checkSource refuses a command type on the wrong subject: system reports
+// are trusted only from <prefix>.sys.<ws>, which only serve's own parts can
+// publish (issue 12 item 2), and user commands belong on <prefix>.cmd.<ws>.
+func (e *Engine) checkSource(subject string, system bool, cmd fsm.Command) error {
+	switch {
+	case !system && cmd.Type.IsSystem():
+		return fsm.Invalid(cmd.Type, "%s is a system report, which Turnstile's own provisioner, supervisor and watcher send on %s: "+
+			"it is not accepted on %s", cmd.Type, e.names.System(cmd.Workspace), subject)
+	case system && !cmd.Type.IsSystem():
+		return fsm.Invalid(cmd.Type, "%s is a user command: publish it on %s, not on the system report subject %s",
+			cmd.Type, e.names.Command(cmd.Workspace), subject)
+	}
+	return nil
+}
+
+// checkReport alerts when a system report finds another command's outcome
+// under its id (another workspace, generation or kind of report): the report was not
+// decided, and nothing can be stored for it under that id. Report ids are
+// in a namespace users cannot send (fsm.SystemIDPrefix) and reports travel
+// on a stream users cannot write, so this means a misconfigured NATS or a
+// bug; the sender (provisioner/worker) sees the same and reports again
+// under another id.
+func (e *Engine) checkReport(cmd fsm.Command, o events.OutcomeRecord) {
+	if !cmd.Type.IsSystem() || o.Answers(cmd) {
+		return
+	}
+	e.log.Error("engine: a system report's id holds another command's outcome; the report was not applied",
+		"command", cmd.ID, "workspace", cmd.Workspace, "type", cmd.Type, "generation", cmd.Generation,
+		"stored_workspace", o.Workspace, "stored_type", o.CommandType, "stored_generation", o.CommandGeneration, "stored_outcome", o.Outcome)
+	if e.cfg.Metrics != nil {
+		e.cfg.Metrics.ReportIDConflicts.Inc()
+	}
+}
+
 // refuse records a rejection for a command that could not be read, under
 // the best id it has: its own, the Nats-Msg-Id header, or one made from its
 // stream sequence.
-func (e *Engine) refuse(ctx context.Context, m jetstream.Msg, md *jetstream.MsgMetadata, ws string, cmd fsm.Command, err error) {
+func (e *Engine) refuse(ctx context.Context, m jetstream.Msg, md *jetstream.MsgMetadata, ws string, system bool, cmd fsm.Command, err error) {
 	var rej *fsm.Rejection
 	if !errors.As(err, &rej) {
 		rej = fsm.Invalid(cmd.Type, "%v", err)
 	}
+	// On the user command stream an id in the system namespace is never
+	// used: the refusal must not take a report's outcome subject.
+	validID := fsm.ValidateUserCommandID
+	invalidID := fmt.Sprintf("invalid-%d", md.Sequence.Stream)
+	if system {
+		validID, invalidID = fsm.ValidateCommandID, fmt.Sprintf("invalid-sys-%d", md.Sequence.Stream)
+	}
 	// The Nats-Msg-Id, the key the stream dedupes on, comes first: a body
 	// naming another command's id must not take that command's outcome.
+	// A message with an unusable Nats-Msg-Id has no usable identity.
 	id := m.Headers().Get(jetstream.MsgIDHeader)
-	if fsm.ValidateCommandID(id) != nil {
+	if id == "" {
 		id = cmd.ID
 	}
-	if fsm.ValidateCommandID(id) != nil {
-		id = fmt.Sprintf("invalid-%d", md.Sequence.Stream)
+	if validID(id) != nil {
+		id = invalidID
 	}
 	if fsm.ValidateID(ws) != nil {
 		ws = ""
@@ -180,11 +229,23 @@ func (e *Engine) finish(m jetstream.Msg, o events.OutcomeRecord, md *jetstream.M
 // from the stream after a restart, by another engine, or before a crash
 // lost its ack): it was counted when it was decided.
 func (e *Engine) settle(m jetstream.Msg, o events.OutcomeRecord) {
-	if reply := m.Headers().Get(ReplyHeader); validReply(reply) {
-		if b, err := events.EncodeOutcome(o); err == nil {
-			// Best effort: the stored outcome is the truth; clients fall
-			// back to reading it.
-			_ = e.js.Conn().Publish(reply, b)
+	if reply := m.Headers().Get(ReplyHeader); reply != "" {
+		if e.replyAllowed(reply) {
+			if b, err := events.EncodeOutcome(o); err == nil {
+				// Best effort: the stored outcome is the truth; clients
+				// fall back to reading it.
+				_ = e.js.Conn().Publish(reply, b)
+			}
+		} else {
+			// The sender chose the subject: publishing there would make
+			// the engine write on its behalf where it may not (another
+			// workspace's events, another part's inbox). Issue 12 item 4.
+			level := slog.LevelDebug
+			if !e.warnedReply.Swap(true) {
+				level = slog.LevelWarn
+			}
+			e.log.Log(context.Background(), level, "engine: reply subject refused; no reply sent (the outcome is stored)",
+				"command", o.CommandID, "reply", truncateSubject(reply), "allowed_prefixes", e.cfg.ReplyPrefixes)
 		}
 	}
 	if err := m.Ack(); err != nil {
@@ -192,8 +253,25 @@ func (e *Engine) settle(m jetstream.Msg, o events.OutcomeRecord) {
 	}
 }
 
-func validReply(s string) bool {
-	return s != "" && len(s) <= 256 && !strings.ContainsAny(s, "*> \t\r\n")
+// replyAllowed reports whether the engine may send a direct reply to s: a
+// plain subject under one of the configured reply prefixes.
+func (e *Engine) replyAllowed(s string) bool {
+	if s == "" || len(s) > 256 || strings.ContainsAny(s, "*> \t\r\n") {
+		return false
+	}
+	for _, p := range e.cfg.ReplyPrefixes {
+		if strings.HasPrefix(s, p) && len(s) > len(p) {
+			return true
+		}
+	}
+	return false
+}
+
+func truncateSubject(s string) string {
+	if len(s) > 80 {
+		return s[:80] + "…"
+	}
+	return s
 }
 
 func retryDelay(attempt int) time.Duration {

@@ -24,7 +24,7 @@ type provisioner struct {
 
 func startProvisioner(t *testing.T, core *testenv.Core, fail func(fsm.Workspace) bool) *provisioner {
 	t.Helper()
-	cl := core.Client(t, "provisioner")
+	cl := core.SystemClient(t, "provisioner")
 	ctx, cancel := context.WithCancel(context.Background())
 	p := &provisioner{cancel: cancel, done: make(chan struct{}), fail: fail}
 	var wg sync.WaitGroup

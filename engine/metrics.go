@@ -21,6 +21,9 @@ type Metrics struct {
 	// Overflows counts commands refused busy, undecided, because their
 	// workspace already had MaxPendingPerWorkspace commands waiting.
 	Overflows prometheus.Counter
+	// ReportIDConflicts counts system reports whose id held another
+	// command's outcome (an alert: the report was not applied).
+	ReportIDConflicts prometheus.Counter
 }
 
 // NewMetrics creates the collectors and registers them on reg (if not nil).
@@ -50,9 +53,13 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		Overflows: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "turnstile_engine_overflow_total", Help: "Commands refused busy without being decided: their workspace already had --max-pending-per-workspace commands waiting.",
 		}),
+		ReportIDConflicts: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "turnstile_report_id_conflicts_total",
+			Help: "System reports whose id already held another command's outcome (another workspace, generation or kind of report): not applied; an alert.",
+		}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.Commands, m.Latency, m.Conflicts, m.Batches, m.CommitSeconds, m.BatchFallbacks, m.Overflows)
+		reg.MustRegister(m.Commands, m.Latency, m.Conflicts, m.Batches, m.CommitSeconds, m.BatchFallbacks, m.Overflows, m.ReportIDConflicts)
 	}
 	return m
 }

@@ -8,19 +8,24 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 )
 
-// queued is a command waiting for its workspace, with its stream sequence.
+// queued is a command waiting for its workspace, with its stream and
+// stream sequence (user commands and system reports come from two streams,
+// whose sequences are unrelated).
 type queued struct {
-	msg jetstream.Msg
-	seq uint64
+	msg    jetstream.Msg
+	stream string
+	seq    uint64
 }
 
 // queue holds commands per workspace and hands out workspaces, never one
 // that is already being worked on: that is what keeps a workspace's commands
 // in order while different workspaces run in parallel. A workspace's
-// commands are kept in stream order, so a redelivered command goes before
-// later ones still waiting. offer holds at most perWorkspace commands
-// waiting per workspace: one workspace's flood must not fill the consumer's
-// MaxAckPending and stall everyone else's commands behind it.
+// commands are kept in stream order (per stream: between the user command
+// and system report streams, arrival order), so a redelivered command goes
+// before later ones of its stream still waiting. offer holds at most
+// perWorkspace commands waiting per workspace: one workspace's flood must
+// not fill the consumer's MaxAckPending and stall everyone else's commands
+// behind it.
 type queue struct {
 	mu           sync.Mutex
 	pending      map[string][]queued
@@ -59,8 +64,9 @@ func (q *queue) offer(ws string, m jetstream.Msg) bool {
 
 func (q *queue) add(ws string, m jetstream.Msg, limit int) bool {
 	var seq uint64
+	var stream string
 	if md, err := m.Metadata(); err == nil {
-		seq = md.Sequence.Stream
+		seq, stream = md.Sequence.Stream, md.Stream
 	}
 	q.mu.Lock()
 	defer q.mu.Unlock()
@@ -72,7 +78,7 @@ func (q *queue) add(ws string, m jetstream.Msg, limit int) bool {
 		// A redelivery of a command still waiting here replaces it rather
 		// than queueing it twice.
 		for i, x := range p {
-			if x.seq == seq {
+			if x.seq == seq && x.stream == stream {
 				p[i].msg = m
 				return true
 			}
@@ -82,10 +88,10 @@ func (q *queue) add(ws string, m jetstream.Msg, limit int) bool {
 		return false
 	}
 	if seq != 0 {
-		if i := slices.IndexFunc(p, func(x queued) bool { return x.seq > seq || x.seq == 0 }); i >= 0 {
-			p = slices.Insert(p, i, queued{msg: m, seq: seq})
+		if i := slices.IndexFunc(p, func(x queued) bool { return (x.stream == stream && x.seq > seq) || x.seq == 0 }); i >= 0 {
+			p = slices.Insert(p, i, queued{msg: m, stream: stream, seq: seq})
 		} else {
-			p = append(p, queued{msg: m, seq: seq})
+			p = append(p, queued{msg: m, stream: stream, seq: seq})
 		}
 	} else {
 		p = append(p, queued{msg: m, seq: seq})

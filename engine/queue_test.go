@@ -103,3 +103,38 @@ func TestQueueCap(t *testing.T) {
 	}
 	q.close()
 }
+
+// streamMsg is a command of a named stream.
+type streamMsg struct {
+	seqMsg
+	stream string
+}
+
+func (m streamMsg) Metadata() (*jetstream.MsgMetadata, error) {
+	return &jetstream.MsgMetadata{Stream: m.stream, Sequence: jetstream.SequencePair{Stream: m.seq}}, nil
+}
+
+// User commands and system reports come from two streams with unrelated
+// sequences (issue 12 item 2): one's sequence 5 is not a copy of the
+// other's, and each stream keeps its own order.
+func TestQueueTwoStreams(t *testing.T) {
+	q := newQueue(16, 0)
+	q.push("a", streamMsg{seqMsg{seq: 5}, "CMD"})
+	q.push("a", streamMsg{seqMsg{seq: 5}, "SYS"}) // not a redelivery of CMD 5
+	q.push("a", streamMsg{seqMsg{seq: 3}, "SYS"}) // before SYS 5, not before CMD 5
+	var got []streamMsg
+	for range 3 {
+		_, m, ok := q.next()
+		if !ok {
+			t.Fatal("queue closed")
+		}
+		got = append(got, m.(streamMsg))
+		q.done("a")
+	}
+	want := []string{"CMD/5", "SYS/3", "SYS/5"}
+	for i, m := range got {
+		if s := m.stream + "/" + string(rune('0'+m.seq)); s != want[i] {
+			t.Fatalf("took %v, want %v", got, want)
+		}
+	}
+}

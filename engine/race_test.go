@@ -101,7 +101,7 @@ func TestSeedRaceAtScale(t *testing.T) {
 // 2, is stale and changes nothing.
 func TestStaleFailureNeverMarksFailed(t *testing.T) {
 	core := testenv.StartCore(t, testenv.CoreOptions{})
-	cl := core.Client(t, "t")
+	cl := core.SystemClient(t, "t")
 	ws := "stale-1"
 	send(t, cl, fsm.Command{Type: fsm.Create, Workspace: ws})
 	if o := send(t, cl, fsm.Command{Type: fsm.ProvisionSucceeded, Workspace: ws, Generation: 1}); o.Outcome != fsm.Accepted {
@@ -158,12 +158,18 @@ func TestSameCommandTwice(t *testing.T) {
 }
 
 func consumerDone(core *testenv.Core) bool {
-	c, err := core.JS.Consumer(context.Background(), "TURNSTILE_COMMANDS", "turnstile-engine")
-	if err != nil {
-		return false
+	// The engine consumes user commands and system reports.
+	for _, stream := range []string{"TURNSTILE_COMMANDS", "TURNSTILE_SYSTEM"} {
+		c, err := core.JS.Consumer(context.Background(), stream, "turnstile-engine")
+		if err != nil {
+			return false
+		}
+		info, err := c.Info(context.Background())
+		if err != nil || info.NumPending != 0 || info.NumAckPending != 0 {
+			return false
+		}
 	}
-	info, err := c.Info(context.Background())
-	return err == nil && info.NumPending == 0 && info.NumAckPending == 0
+	return true
 }
 
 // Two engines sharing the work, hammered with random commands on the same

@@ -47,17 +47,17 @@ func (r *recovered) Reply() string                    { return "" }
 // consumer's ack floor and its last delivered sequence. If they cannot be
 // read, the engine starts without them (logged): they still come back
 // after the ack wait, only their workspaces' order is not kept.
-func (e *Engine) unfinished(ctx context.Context, cons jetstream.Consumer) []jetstream.Msg {
-	msgs, err := e.readUnfinished(ctx, cons)
+func (e *Engine) unfinished(ctx context.Context, cons jetstream.Consumer, src source) []jetstream.Msg {
+	msgs, err := e.readUnfinished(ctx, cons, src)
 	if err != nil {
 		e.log.Warn("engine: could not read the commands taken before this start; "+
-			"they come back after the ack wait, and later commands of their workspaces may overtake them", "err", err)
+			"they come back after the ack wait, and later commands of their workspaces may overtake them", "stream", src.stream, "err", err)
 		return nil
 	}
 	return msgs
 }
 
-func (e *Engine) readUnfinished(ctx context.Context, cons jetstream.Consumer) ([]jetstream.Msg, error) {
+func (e *Engine) readUnfinished(ctx context.Context, cons jetstream.Consumer, src source) ([]jetstream.Msg, error) {
 	info, err := cons.Info(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("engine: consumer %s: %w", e.cfg.Durable, err)
@@ -68,9 +68,9 @@ func (e *Engine) readUnfinished(ctx context.Context, cons jetstream.Consumer) ([
 	}
 	// An ephemeral reader of that range; it goes away when deleted below
 	// or, should this process die first, once idle.
-	rd, err := e.js.CreateConsumer(ctx, e.names.CommandStream(), jetstream.ConsumerConfig{
+	rd, err := e.js.CreateConsumer(ctx, src.stream, jetstream.ConsumerConfig{
 		Description:       "Turnstile engine: commands taken and not finished",
-		FilterSubject:     e.names.Commands(),
+		FilterSubject:     src.filter,
 		DeliverPolicy:     jetstream.DeliverByStartSequencePolicy,
 		OptStartSeq:       from,
 		AckPolicy:         jetstream.AckNonePolicy,
@@ -82,7 +82,7 @@ func (e *Engine) readUnfinished(ctx context.Context, cons jetstream.Consumer) ([
 	defer func() {
 		dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 		defer cancel()
-		_ = e.js.DeleteConsumer(dctx, e.names.CommandStream(), rd.CachedInfo().Name)
+		_ = e.js.DeleteConsumer(dctx, src.stream, rd.CachedInfo().Name)
 	}()
 	started := time.Now()
 	var taken []*recovered // delivered commands, finished or not
@@ -132,7 +132,7 @@ func (e *Engine) readUnfinished(ctx context.Context, cons jetstream.Consumer) ([
 			out = append(out, r)
 		}
 	}
-	e.log.Info("engine: read the commands taken before this start", "from", from, "to", to,
+	e.log.Info("engine: read the commands taken before this start", "stream", src.stream, "from", from, "to", to,
 		"commands", len(taken), "unfinished", len(out), "took", time.Since(started))
 	return out, nil
 }

@@ -44,7 +44,7 @@ func appendDirect(t *testing.T, core *testenv.Core, cmd fsm.Command) {
 // against a cached "running".
 func TestCachedHeadNeverDecidesWithoutCAS(t *testing.T) {
 	core := testenv.StartCore(t, testenv.CoreOptions{})
-	cl := core.Client(t, "t")
+	cl := core.SystemClient(t, "t")
 	send(t, cl, fsm.Command{Type: fsm.Create, Workspace: "cache"})
 	send(t, cl, fsm.Command{Type: fsm.ProvisionSucceeded, Workspace: "cache", Generation: 1}) // cached: running g1
 	appendDirect(t, core, fsm.Command{ID: "other-stop", Type: fsm.Stop, Workspace: "cache"})

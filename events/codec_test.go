@@ -306,3 +306,32 @@ func TestDecodedCommandFitsAnEnvelope(t *testing.T) {
 		})
 	}
 }
+
+// An outcome found under a report's id is the report's own only for the
+// same workspace, generation and kind of observation (issue 12 item 3).
+func TestOutcomeAnswers(t *testing.T) {
+	report := fsm.Command{ID: "sys-provision-w-g2", Type: fsm.ProvisionSucceeded, Workspace: "w", Generation: 2}
+	for _, tc := range []struct {
+		name string
+		o    OutcomeRecord
+		want bool
+	}{
+		{"Own", OutcomeRecord{Workspace: "w", CommandType: fsm.ProvisionSucceeded, CommandGeneration: 2}, true},
+		{"RedoneWithTheOtherResult", OutcomeRecord{Workspace: "w", CommandType: fsm.ProvisionFailed, CommandGeneration: 2}, true},
+		{"OtherWorkspace", OutcomeRecord{Workspace: "v", CommandType: fsm.ProvisionSucceeded, CommandGeneration: 2}, false},
+		{"OtherGeneration", OutcomeRecord{Workspace: "w", CommandType: fsm.ProvisionSucceeded, CommandGeneration: 1}, false},
+		{"OtherKind", OutcomeRecord{Workspace: "w", CommandType: fsm.StopSucceeded, CommandGeneration: 2}, false},
+		{"AUserCommand", OutcomeRecord{Workspace: "w", CommandType: fsm.Start}, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := tc.o.Answers(report); got != tc.want {
+				t.Fatalf("Answers = %v, want %v", got, tc.want)
+			}
+		})
+	}
+	user := fsm.Command{ID: "u", Type: fsm.Start, Workspace: "w"}
+	if !(OutcomeRecord{Workspace: "w", CommandType: fsm.Start}).Answers(user) ||
+		(OutcomeRecord{Workspace: "w", CommandType: fsm.Stop}).Answers(user) {
+		t.Fatal("user command: same workspace and type only")
+	}
+}

@@ -21,10 +21,11 @@ type StreamOptions struct {
 	// DuplicateWindow is how long a command id is remembered for dedupe; 0
 	// means 2 minutes (the server's default).
 	DuplicateWindow time.Duration
-	// CommandMaxAge bounds how long commands are kept after they are handled;
-	// 0 means 7 days. It is lowered to RejectedRetention when that is
-	// shorter, so that a command still in the stream (which a redelivery
-	// or a restarted engine may read again) always finds its outcome.
+	// CommandMaxAge bounds how long commands and system reports are kept
+	// after they are handled; 0 means 7 days. It is lowered to
+	// RejectedRetention when that is shorter, so that a command still in the
+	// stream (which a redelivery or a restarted engine may read again)
+	// always finds its outcome.
 	CommandMaxAge time.Duration
 	// RejectedRetention is how long an outcome that wrote no event
 	// (rejected, no-op, stale) is kept: a per-message TTL (Nats-TTL), so a
@@ -45,7 +46,7 @@ const DefaultRejectedRetention = 7 * 24 * time.Hour
 // the TTL of outcomes that wrote no event (a Go duration; absent: none).
 const retentionKey = "turnstile_rejected_retention"
 
-// EnsureStreams creates the command and event streams, or verifies and
+// EnsureStreams creates the command, system report and event streams, or verifies and
 // updates them if they exist. It fails if an existing stream cannot be
 // brought to the expected configuration.
 func EnsureStreams(ctx context.Context, js jetstream.JetStream, n Names, o StreamOptions) error {
@@ -78,6 +79,18 @@ func EnsureStreams(ctx context.Context, js jetstream.JetStream, n Names, o Strea
 		Name:        n.CommandStream(),
 		Description: "Turnstile commands, one subject per workspace",
 		Subjects:    []string{n.Commands()},
+		Retention:   jetstream.LimitsPolicy,
+		MaxAge:      o.CommandMaxAge,
+		Duplicates:  o.DuplicateWindow,
+		Storage:     storage,
+		Replicas:    o.Replicas,
+		AllowDirect: true,
+	}, {
+		// Only serve's own parts may publish here (NATS permissions); the
+		// engine trusts system command types from this stream alone.
+		Name:        n.SystemStream(),
+		Description: "Turnstile system reports (provisioner, supervisor, watcher), one subject per workspace",
+		Subjects:    []string{n.Systems()},
 		Retention:   jetstream.LimitsPolicy,
 		MaxAge:      o.CommandMaxAge,
 		Duplicates:  o.DuplicateWindow,

@@ -33,6 +33,39 @@ type OutcomeRecord struct {
 	DecidedAt  time.Time `json:"decided_at"`
 }
 
+// Answers reports whether o, found under cmd's id, is cmd's own outcome:
+// same workspace and type; for a system report, the same generation and
+// the same kind of observation (a redone provision that failed where the
+// first try succeeded, or the other way round, is the same report: its id
+// names the attempt, not the result). Anything else is another command
+// that used the id first.
+func (o OutcomeRecord) Answers(cmd fsm.Command) bool {
+	if o.Workspace != cmd.Workspace {
+		return false
+	}
+	if !cmd.Type.IsSystem() {
+		return o.CommandType == cmd.Type
+	}
+	return o.CommandGeneration == cmd.Generation && reportKind(o.CommandType) == reportKind(cmd.Type)
+}
+
+// reportKind is what a system report observes: the end of a provision, a
+// stop or a delete, a container exit, a deadline. "" for user commands.
+func reportKind(t fsm.CommandType) string {
+	switch t {
+	case fsm.ProvisionSucceeded, fsm.ProvisionFailed:
+		return "provision"
+	case fsm.StopSucceeded, fsm.StopFailed:
+		return "stop"
+	case fsm.DeleteSucceeded, fsm.DeleteFailed:
+		return "delete"
+	}
+	if t.IsSystem() {
+		return string(t)
+	}
+	return ""
+}
+
 // EncodeOutcome marshals an outcome record.
 func EncodeOutcome(o OutcomeRecord) ([]byte, error) {
 	b, err := json.Marshal(o)

@@ -69,6 +69,28 @@ func ValidateCommandID(id string) error {
 	return nil
 }
 
+// SystemIDPrefix starts the ids of the reports Turnstile's own provisioner,
+// supervisor and watcher send. User commands may not use it: a user who
+// could send a command under a report's (predictable) id would take that
+// report's outcome subject, and the report would find "its" outcome stored
+// and never be decided (issue 12 item 3).
+const SystemIDPrefix = "sys-"
+
+// ValidateUserCommandID checks the id of a user command: a command id that
+// does not start with SystemIDPrefix.
+func ValidateUserCommandID(id string) error {
+	if err := ValidateCommandID(id); err != nil {
+		return err
+	}
+	if IsSystemID(id) {
+		return fmt.Errorf("command id %q starts with %q, which is reserved for Turnstile's own reports: choose another id", truncate(id, 140), SystemIDPrefix)
+	}
+	return nil
+}
+
+// IsSystemID reports whether id has the shape reserved for system reports.
+func IsSystemID(id string) bool { return strings.HasPrefix(id, SystemIDPrefix) }
+
 // ValidateSpec checks a spec's fields.
 func ValidateSpec(s Spec) error {
 	if len(s.Image) > MaxImageLen || strings.ContainsAny(s.Image, " \t\r\n") {
@@ -125,7 +147,13 @@ func (c Command) Validate() error {
 	if err := ValidateID(c.Workspace); err != nil {
 		return Invalid(c.Type, "%v", err)
 	}
-	if err := ValidateCommandID(c.ID); err != nil {
+	// System reports may use any command id (their senders choose ids in
+	// SystemIDPrefix); user commands may not use that namespace.
+	checkID := ValidateUserCommandID
+	if c.Type.IsSystem() {
+		checkID = ValidateCommandID
+	}
+	if err := checkID(c.ID); err != nil {
 		return Invalid(c.Type, "%v", err)
 	}
 	if len(c.Actor) > MaxActorLen {

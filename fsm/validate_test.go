@@ -58,6 +58,9 @@ func TestValidateRefuses(t *testing.T) {
 		{"command_id/dot", cmdID("a.b"), "command id"},
 		{"command_id/star", cmdID("*"), "command id"},
 		{"command_id/gt", cmdID(">"), "command id"},
+		// issue 12 item 3: a user command may not take a report's id.
+		{"command_id/reserved", cmdID("sys-provision-victim-g1"), "reserved for Turnstile's own reports"},
+		{"command_id/reserved-prefix-only", cmdID("sys-"), "reserved"},
 		{"command_id/unicode", cmdID("befehl-ä"), "command id"},
 		{"command_id/129_chars", cmdID(strings.Repeat("c", 129)), "command id"},
 		{"type/empty", user(func(c *fsm.Command) { c.Type = "" }), "unknown command type"},
@@ -154,6 +157,16 @@ func TestValidateAccepts(t *testing.T) {
 			return c
 		}(),
 		system("ws-1", fsm.ProvisionFailed, 9),
+		func() fsm.Command { // reports use the reserved namespace
+			c := system("ws-1", fsm.ProvisionSucceeded, 1)
+			c.ID = "sys-provision-ws-1-g1"
+			return c
+		}(),
+		func() fsm.Command { // "sys" alone, or elsewhere in the id, is not the prefix
+			c := command("ws-1", fsm.Start)
+			c.ID = "sysadmin-sys-1"
+			return c
+		}(),
 		func() fsm.Command {
 			c := system("ws-1", fsm.ContainerExited, 1)
 			c.ExitCode, c.Reason = new(-1), "killed"

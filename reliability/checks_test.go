@@ -29,10 +29,10 @@ func checkpoint(ctx context.Context, dbURL string) (uint64, error) {
 	return seq, err
 }
 
-// consumersDrained reports whether every durable consumer of both streams
-// (the engine's, the worker's) has nothing pending and nothing unacked.
+// consumersDrained reports whether every durable consumer of the streams
+// (the engine's two, the worker's) has nothing pending and nothing unacked.
 func consumersDrained(ctx context.Context, js jetstream.JetStream, names events.Names) bool {
-	for _, stream := range []string{names.CommandStream(), names.EventStream()} {
+	for _, stream := range []string{names.CommandStream(), names.SystemStream(), names.EventStream()} {
 		s, err := js.Stream(ctx, stream)
 		if err != nil {
 			return false

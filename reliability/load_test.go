@@ -21,7 +21,7 @@ import (
 // under test goes away and comes back on the same port.
 func connect(t *testing.T, url, name string) *nats.Conn {
 	t.Helper()
-	nc, err := nats.Connect(url, nats.Name(name), nats.MaxReconnects(-1),
+	nc, err := nats.Connect(url, nats.Name(name), nats.MaxReconnects(-1), nats.Token(natsToken),
 		nats.ReconnectWait(50*time.Millisecond), nats.RetryOnFailedConnect(true),
 		nats.Timeout(2*time.Second))
 	if err != nil {

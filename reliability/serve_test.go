@@ -46,6 +46,11 @@ func (b *syncBuffer) String() string {
 }
 
 // baseEnv is the environment without TURNSTILE_ variables.
+// natsToken is the token serve's embedded NATS requires of the tests'
+// clients (its user role); an external NATS without authentication ignores
+// it.
+const natsToken = "reliability-nats-token-0123456789abcdef"
+
 func baseEnv() []string {
 	var out []string
 	for _, kv := range os.Environ() {
@@ -93,6 +98,7 @@ func startServe(t *testing.T, o serveOptions) *serve {
 	t.Helper()
 	s := &serve{t: t, dir: testenv.WorkDir(t, "turnstile-reliability-"), natsPort: testenv.FreePort(t), httpPort: testenv.FreePort(t), out: &syncBuffer{}}
 	s.env = []string{
+		"TURNSTILE_NATS_TOKEN=" + natsToken,
 		"TURNSTILE_DATA_DIR=" + filepath.Join(s.dir, "data"),
 		fmt.Sprintf("TURNSTILE_NATS_LISTEN=127.0.0.1:%d", s.natsPort),
 		fmt.Sprintf("TURNSTILE_HTTP_ADDR=127.0.0.1:%d", s.httpPort),
@@ -254,7 +260,7 @@ func cli(t *testing.T, env []string, args ...string) result {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, filepath.Join(binDir, "turnstile"), args...)
-	cmd.Env = append(baseEnv(), env...)
+	cmd.Env = append(append(baseEnv(), "TURNSTILE_NATS_TOKEN="+natsToken), env...)
 	var out, errb bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errb
 	err := cmd.Run()

@@ -24,10 +24,7 @@ func (s *service) banner() {
 		if !s.embedded.sync {
 			sync = "fsync every 2 minutes (--nats-sync default)"
 		}
-		natsAuth := "no token: loopback only"
-		if s.embedded.token != "" {
-			natsAuth = "token required: nats://TOKEN@host:port"
-		}
+		natsAuth := "clients need the token in " + s.embedded.tokenSource + "; its role publishes commands and reads"
 		row("NATS", fmt.Sprintf("%s (embedded; JetStream in %s; %s; %s)", s.natsURL, s.embedded.storeDir, sync, natsAuth))
 	} else {
 		row("NATS", s.natsURL+" (given by --nats-url)")

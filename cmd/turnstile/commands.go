@@ -63,7 +63,7 @@ func (a *app) runLifecycle(cmd *cobra.Command, t fsm.CommandType, id string, f *
 		return usageError(err)
 	}
 	if f.commandID != "" {
-		if err := fsm.ValidateCommandID(f.commandID); err != nil {
+		if err := fsm.ValidateUserCommandID(f.commandID); err != nil {
 			return usageError(fmt.Errorf("--command-id: %w", err))
 		}
 	}

@@ -67,15 +67,44 @@ func (a *app) clientNATSURL() string {
 	return defaultNATSURL
 }
 
+// natsTokenFromDataDir is the token serve wrote to <data-dir>/nats-token,
+// used when no --nats-* credential is given and the URL carries none; ""
+// if there is no such file.
+func (a *app) natsTokenFromDataDir(url string) (string, error) {
+	if a.natsCreds != "" || a.natsNkey != "" || a.natsUser != "" || a.natsToken != "" || strings.Contains(url, "@") {
+		return "", nil
+	}
+	b, err := os.ReadFile(filepath.Join(a.dataDir, natsTokenFile))
+	if errors.Is(err, fs.ErrNotExist) {
+		return "", nil
+	}
+	if err != nil {
+		return "", fmt.Errorf("read the NATS token serve wrote: %w (pass --nats-token, or run as the user that runs serve)", err)
+	}
+	return strings.TrimSpace(string(b)), nil
+}
+
 // connectNATS connects a client command to NATS.
 func (a *app) connectNATS(ctx context.Context) (*nats.Conn, error) {
 	url := a.clientNATSURL()
 	opts := append(a.natsOptions("turnstile-cli"), nats.RetryOnFailedConnect(false))
+	// As database-url: serve's embedded NATS requires the token it wrote.
+	tok, err := a.natsTokenFromDataDir(url)
+	if err != nil {
+		return nil, err
+	}
+	if tok != "" {
+		opts = append(opts, nats.Token(tok))
+	}
 	if d, ok := ctx.Deadline(); ok {
 		opts = append(opts, nats.Timeout(max(time.Until(d), time.Second)))
 	}
 	nc, err := nats.Connect(url, opts...)
 	if err != nil {
+		if errors.Is(err, nats.ErrAuthorization) {
+			return nil, fmt.Errorf("NATS at %s refused this client: %w (serve's embedded NATS wants the token in %s: run from the directory serve runs in, or pass --data-dir or --nats-token)",
+				url, err, filepath.Join(a.dataDir, natsTokenFile))
+		}
 		return nil, fmt.Errorf("cannot reach NATS at %s: %w (is 'turnstile serve' running? otherwise pass --nats-url or set TURNSTILE_NATS_URL)", url, err)
 	}
 	return nc, nil

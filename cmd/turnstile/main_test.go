@@ -246,7 +246,7 @@ func TestLifecycleInProcess(t *testing.T) {
 	if code != exitTimeout {
 		t.Fatalf("wait before the outcome: exit %d\n%s", code, errs)
 	}
-	sys := core.Client(t, "test-provisioner")
+	sys := core.SystemClient(t, "test-provisioner")
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	if o, err := sys.Send(ctx, fsm.Command{Type: fsm.ProvisionSucceeded, Workspace: "inproc", Generation: 1}); err != nil || o.Outcome != fsm.Accepted {

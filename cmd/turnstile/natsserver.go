@@ -15,21 +15,38 @@ import (
 	"github.com/turnstile-dev/turnstile/api"
 )
 
+// serveInboxPrefix is the inbox prefix of serve's own NATS connections
+// (JetStream requests, pulls), and serveReplyPrefix that of the engine's
+// direct replies to the API. Users' inboxes are under _INBOX: a user may
+// read _INBOX.> and the engine replies there, but neither reaches serve's
+// own inboxes (issue 12 items 2 and 4).
+const (
+	serveInboxPrefix = "_TURNSTILE_INBOX"
+	serveReplyPrefix = "_TURNSTILE_REPLY"
+)
+
 // embeddedNATS is the nats-server serve runs when no --nats-url is given.
 type embeddedNATS struct {
 	srv      *server.Server
 	addr     string
 	storeDir string
 	sync     bool
-	token    string
+	// systemToken authenticates serve's own connections (all permissions);
+	// made at each start, never written anywhere.
+	systemToken string
+	// tokenSource says where clients find the user role's token.
+	tokenSource string
 }
 
 // startNATS starts the embedded server with JetStream's file store in
 // <dataDir>/nats and returns once it accepts connections.
 //
-// The embedded server takes commands from anyone who can connect, so, like
-// the HTTP API, it listens beyond loopback only with a token.
-func startNATS(addr, syncPolicy, token, dataDir string, log *slog.Logger) (*embeddedNATS, error) {
+// Every client must authenticate (natsAuth): serve's own connections with a
+// token made at each start, everyone else with the user role's token
+// (--nats-token, else <dataDir>/nats-token, made on first start), which
+// grants userPerms only. As for the HTTP API, listening beyond loopback
+// takes an explicit --nats-token.
+func startNATS(addr, syncPolicy, token, dataDir string, userPerms *server.Permissions, log *slog.Logger) (*embeddedNATS, error) {
 	host, portStr, err := net.SplitHostPort(addr)
 	if err != nil {
 		return nil, usageError(fmt.Errorf("--nats-listen %q: %w", addr, err))
@@ -53,19 +70,29 @@ func startNATS(addr, syncPolicy, token, dataDir string, log *slog.Logger) (*embe
 		return nil, portTaken("NATS", addr, err, "--nats-listen", "or use the server that holds it with --nats-url")
 	}
 	_ = l.Close()
-	n := &embeddedNATS{addr: addr, storeDir: filepath.Join(dataDir, "nats"), sync: syncPolicy == "always", token: token}
+	userToken, err := natsUserToken(token, dataDir)
+	if err != nil {
+		return nil, err
+	}
+	systemToken, err := newToken()
+	if err != nil {
+		return nil, err
+	}
+	n := &embeddedNATS{addr: addr, storeDir: filepath.Join(dataDir, "nats"), sync: syncPolicy == "always", systemToken: systemToken,
+		tokenSource: filepath.Join(dataDir, natsTokenFile)}
+	if token != "" {
+		n.tokenSource = "--nats-token (TURNSTILE_NATS_TOKEN)"
+	}
 	srv, err := server.NewServer(&server.Options{
-		ServerName: "turnstile",
-		Host:       host,
-		Port:       port,
-		JetStream:  true,
-		StoreDir:   n.storeDir,
-		SyncAlways: n.sync,
-		NoSigs:     true,
-		MaxPayload: 1 << 20,
-		// Empty: no authorization, which the check above allows on
-		// loopback only.
-		Authorization: token,
+		ServerName:                 "turnstile",
+		Host:                       host,
+		Port:                       port,
+		JetStream:                  true,
+		StoreDir:                   n.storeDir,
+		SyncAlways:                 n.sync,
+		NoSigs:                     true,
+		MaxPayload:                 1 << 20,
+		CustomClientAuthentication: &natsAuth{system: []byte(systemToken), user: []byte(userToken), userPerms: userPerms},
 	})
 	if err != nil {
 		return nil, fmt.Errorf("embedded NATS: %w", err)
@@ -89,10 +116,8 @@ func (n *embeddedNATS) url() string { return n.srv.ClientURL() }
 
 // connect opens an in-process connection (no TCP) to the server.
 func (n *embeddedNATS) connect(name string) (*nats.Conn, error) {
-	opts := []nats.Option{nats.InProcessServer(n.srv), nats.Name(name), nats.MaxReconnects(-1)}
-	if n.token != "" {
-		opts = append(opts, nats.Token(n.token))
-	}
+	opts := []nats.Option{nats.InProcessServer(n.srv), nats.Name(name), nats.MaxReconnects(-1), nats.CustomInboxPrefix(serveInboxPrefix)}
+	opts = append(opts, nats.Token(n.systemToken))
 	nc, err := nats.Connect("", opts...)
 	if err != nil {
 		return nil, fmt.Errorf("connect to the embedded NATS: %w", err)

@@ -33,6 +33,14 @@ type provisioningDeps struct {
 	Secrets worker.Resolver
 }
 
+// engineDurable is the engine's durable consumer on the command and system
+// streams (engine.Config's default).
+const engineDurable = "turnstile-engine"
+
+// workerDurable is the name of the worker's durable consumer on the event
+// stream; the embedded NATS's user role may not touch it.
+func workerDurable(installation string) string { return "turnstile-worker-" + installation }
+
 // opener is the Open/Close shape of the worker, supervisor and watcher.
 type opener interface {
 	Open(context.Context) error
@@ -44,7 +52,7 @@ type opener interface {
 func startProvisioning(ctx context.Context, d provisioningDeps) (stop func(), err error) {
 	metrics := worker.NewMetrics(d.Registry)
 	w, err := worker.New(worker.Config{Store: d.Store, Provisioner: d.Provisioner, Publisher: d.Client,
-		Durable: "turnstile-worker-" + d.Installation, Logger: d.Logger, Metrics: metrics,
+		Durable: workerDurable(d.Installation), Logger: d.Logger, Metrics: metrics,
 		MaxConcurrentActions: d.MaxActions, Secrets: d.Secrets})
 	if err != nil {
 		return nil, err

@@ -148,14 +148,18 @@ func (s *service) start(ctx context.Context) error {
 		if s.embedded != nil {
 			return s.embedded.connect(name)
 		}
-		nc, err := nats.Connect(s.natsURL, s.a.natsOptions(name)...)
+		nc, err := nats.Connect(s.natsURL, append(s.a.natsOptions(name), nats.CustomInboxPrefix(serveInboxPrefix))...)
 		if err != nil {
 			return nil, fmt.Errorf("cannot reach NATS at %s: %w", s.natsURL, err)
 		}
 		return nc, nil
 	}
 	if s.a.natsURL == "" {
-		if s.embedded, err = startNATS(cfg.natsListen, cfg.natsSync, s.a.natsToken, s.a.dataDir, log); err != nil {
+		perms := userPermissions(s.names, map[string][]string{
+			s.names.CommandStream(): {engineDurable}, s.names.SystemStream(): {engineDurable},
+			s.names.EventStream(): {workerDurable(s.installation)},
+		})
+		if s.embedded, err = startNATS(cfg.natsListen, cfg.natsSync, s.a.natsToken, s.a.dataDir, perms, log); err != nil {
 			return err
 		}
 		s.natsURL = s.embedded.url()
@@ -246,7 +250,8 @@ func (s *service) start(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	provClient, err := client.New(ctx, conns["provisioning"], client.Options{Prefix: s.a.prefix, Actor: "provisioner"})
+	// The one client that may send system reports (to <prefix>.sys.<ws>).
+	provClient, err := client.New(ctx, conns["provisioning"], client.Options{Prefix: s.a.prefix, Actor: "provisioner", System: true})
 	if err != nil {
 		return err
 	}
@@ -271,7 +276,8 @@ func (s *service) start(ctx context.Context) error {
 		return err
 	}
 	eng, err := engine.New(engine.Config{Store: engStore, CommitStores: []*events.Store{commitStore},
-		Logger: log.With("component", "engine"), Metrics: engine.NewMetrics(reg),
+		ReplyPrefixes: append(engine.DefaultReplyPrefixes(), serveReplyPrefix+"."),
+		Logger:        log.With("component", "engine"), Metrics: engine.NewMetrics(reg),
 		MaxPendingPerWorkspace: cfg.maxPendingPerWorkspace})
 	if err != nil {
 		return err
@@ -286,7 +292,8 @@ func (s *service) start(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	apiClient, err := client.New(ctx, conns["api"], client.Options{Prefix: s.a.prefix, Actor: "api", PollInterval: 250 * time.Millisecond})
+	apiClient, err := client.New(ctx, conns["api"], client.Options{Prefix: s.a.prefix, Actor: "api", PollInterval: 250 * time.Millisecond,
+		ReplyPrefix: serveReplyPrefix})
 	if err != nil {
 		return err
 	}

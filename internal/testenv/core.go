@@ -96,13 +96,25 @@ func (c *Core) StartEngine(tb testing.TB) *engine.Engine {
 	return e
 }
 
-// Client returns a client on its own connection.
+// Client returns a user client on its own connection.
 func (c *Core) Client(tb testing.TB, actor string) *client.Client {
+	tb.Helper()
+	return c.newClient(tb, client.Options{Actor: actor, PollInterval: 200 * time.Millisecond})
+}
+
+// SystemClient returns a client on its own connection that may also send
+// system reports (client.Options.System), as serve's provisioning side does.
+func (c *Core) SystemClient(tb testing.TB, actor string) *client.Client {
+	tb.Helper()
+	return c.newClient(tb, client.Options{Actor: actor, PollInterval: 200 * time.Millisecond, System: true})
+}
+
+func (c *Core) newClient(tb testing.TB, o client.Options) *client.Client {
 	tb.Helper()
 	nc, _ := c.NATS.Connect(tb)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	cl, err := client.New(ctx, nc, client.Options{Actor: actor, PollInterval: 200 * time.Millisecond})
+	cl, err := client.New(ctx, nc, o)
 	if err != nil {
 		tb.Fatal(err)
 	}

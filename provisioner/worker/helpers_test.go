@@ -63,7 +63,7 @@ func newRig(tb testing.TB, prov provisioner.Provisioner, o rigOptions) *rig {
 	}
 	r.cl = r.core.Client(tb, "test")
 	r.w = r.startWorker(tb)
-	pub := r.core.Client(tb, "supervisor")
+	pub := r.core.SystemClient(tb, "supervisor")
 	sup, err := worker.NewSupervisor(worker.SupervisorConfig{Store: r.core.Store, Provisioner: prov, Publisher: pub,
 		Deadlines: o.deadlines, SweepEvery: 20 * time.Millisecond, ReconcileEvery: time.Hour, Logger: testenv.Logger(tb),
 		Metrics: o.metrics})
@@ -91,7 +91,7 @@ func newRig(tb testing.TB, prov provisioner.Provisioner, o rigOptions) *rig {
 
 func (r *rig) startWorker(tb testing.TB) *worker.Worker {
 	tb.Helper()
-	w, err := worker.New(worker.Config{Store: r.core.Store, Provisioner: r.prov, Publisher: r.core.Client(tb, "worker"),
+	w, err := worker.New(worker.Config{Store: r.core.Store, Provisioner: r.prov, Publisher: r.core.SystemClient(tb, "worker"),
 		Logger: testenv.Logger(tb), AckWait: r.ackWait, MaxConcurrentActions: r.maxActions, Metrics: r.metrics, Secrets: r.secrets})
 	if err != nil {
 		tb.Fatal(err)

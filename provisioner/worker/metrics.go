@@ -23,6 +23,9 @@ type Metrics struct {
 	// (turnstile_quarantined_messages_total, component "worker" and
 	// "supervisor").
 	WorkerQuarantined, SupervisorQuarantined *quarantine.Counter
+	// ReportIDConflicts counts reports whose id held another command's
+	// outcome (an alert; the report went out under another id).
+	ReportIDConflicts prometheus.Counter
 }
 
 // NewMetrics creates the collectors and registers them on reg (if not nil).
@@ -44,9 +47,13 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		Waiting: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "turnstile_actions_waiting", Help: "Provisioner actions waiting for a free slot under the worker's MaxConcurrentActions.",
 		}),
+		ReportIDConflicts: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "turnstile_worker_report_id_conflicts_total",
+			Help: "Reports whose id already held another command's outcome (another workspace, generation or kind of report); sent again under another id. An alert.",
+		}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.Actions, m.Duration, m.Reports, m.Running, m.Waiting)
+		reg.MustRegister(m.Actions, m.Duration, m.Reports, m.Running, m.Waiting, m.ReportIDConflicts)
 	}
 	var err error
 	if m.WorkerQuarantined, err = quarantine.NewCounter("worker", reg); err != nil {
@@ -84,6 +91,12 @@ func (m *Metrics) action(kind, result string, seconds float64) {
 func (m *Metrics) report(kind string) {
 	if m != nil {
 		m.Reports.WithLabelValues(kind).Inc()
+	}
+}
+
+func (m *Metrics) reportIDConflict() {
+	if m != nil {
+		m.ReportIDConflicts.Inc()
 	}
 }
 

@@ -211,7 +211,7 @@ func (s *Supervisor) Sweep(ctx context.Context) {
 	for _, cmd := range due {
 		s.log.Warn("supervisor: deadline exceeded", "workspace", cmd.Workspace, "generation", cmd.Generation, "reason", cmd.Reason)
 		s.cfg.Metrics.report("deadline")
-		if err := report(ctx, s.cfg.Store, s.cfg.Publisher, s.log, cmd); err != nil && ctx.Err() == nil {
+		if err := report(ctx, s.cfg.Store, s.cfg.Publisher, s.log, s.cfg.Metrics, cmd); err != nil && ctx.Err() == nil {
 			s.log.Error("supervisor: deadline report", "command", cmd.ID, "err", err)
 		}
 	}
@@ -319,7 +319,7 @@ func (s *Supervisor) exited(ctx context.Context, id string, gen uint64, code *in
 	s.cfg.Metrics.report("exit_found")
 	cmd := fsm.Command{ID: reportID("exitfound", id, gen), Type: fsm.ContainerExited, Workspace: id, Generation: gen,
 		ExitCode: code, Reason: why, Actor: "reconciler"}
-	if err := report(ctx, s.cfg.Store, s.cfg.Publisher, s.log, cmd); err != nil && ctx.Err() == nil {
+	if err := report(ctx, s.cfg.Store, s.cfg.Publisher, s.log, s.cfg.Metrics, cmd); err != nil && ctx.Err() == nil {
 		s.log.Error("reconciler: report", "command", cmd.ID, "err", err)
 	}
 }

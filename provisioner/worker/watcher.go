@@ -108,7 +108,7 @@ func (w *Watcher) report(ctx context.Context, ex provisioner.Exit) {
 		Workspace: ex.Workspace, Generation: ex.Generation, ExitCode: ex.ExitCode, Reason: truncate(reason, fsm.MaxReasonLen), Actor: "watcher"}
 	w.log.Info("watcher: container exited", "workspace", ex.Workspace, "generation", ex.Generation, "reason", reason)
 	w.cfg.Metrics.report("exit")
-	if err := report(ctx, w.cfg.Store, w.cfg.Publisher, w.log, cmd); err != nil && ctx.Err() == nil {
+	if err := report(ctx, w.cfg.Store, w.cfg.Publisher, w.log, w.cfg.Metrics, cmd); err != nil && ctx.Err() == nil {
 		w.log.Error("watcher: report", "command", cmd.ID, "err", err)
 	}
 }

@@ -330,7 +330,7 @@ func (w *Worker) act(ctx, actx context.Context, j job) bool {
 		log.Warn("worker: action failed", "action", kind, "reason", cmd.Reason)
 	}
 	w.cfg.Metrics.action(kind, result, time.Since(start).Seconds())
-	if err := report(actx, w.cfg.Store, w.cfg.Publisher, w.log, cmd); err != nil {
+	if err := report(actx, w.cfg.Store, w.cfg.Publisher, w.log, w.cfg.Metrics, cmd); err != nil {
 		if actx.Err() != nil {
 			return w.abandoned(ctx, j)
 		}

@@ -1,0 +1,291 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/turnstile-dev/turnstile/internal/testenv"
+)
+
+// lockedBuffer is a bytes.Buffer safe for serve writing while a test reads.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (b *lockedBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.Write(p)
+}
+
+func (b *lockedBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.String()
+}
+
+// inProcessServe is `turnstile serve --provisioner sim` run in this process
+// on a throwaway data dir and ports.
+type inProcessServe struct {
+	dir, natsURL string
+	env          map[string]string // for client commands
+}
+
+func startInProcessServe(t *testing.T, extra map[string]string) *inProcessServe {
+	t.Helper()
+	pg := testenv.StartPostgres(t)
+	dbURL := pg.NewDatabase(t)
+	dir := t.TempDir()
+	natsAddr := fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))
+	httpAddr := fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))
+	env := map[string]string{
+		"TURNSTILE_DATA_DIR": dir, "TURNSTILE_NATS_LISTEN": natsAddr, "TURNSTILE_HTTP_ADDR": httpAddr,
+		"TURNSTILE_DATABASE_URL": dbURL, "TURNSTILE_PROVISIONER": "sim", "TURNSTILE_LOG_LEVEL": "warn",
+		"TURNSTILE_LOG_FORMAT": "text", "TURNSTILE_SIM_MIN_LATENCY": "5ms", "TURNSTILE_SIM_MAX_LATENCY": "20ms",
+	}
+	for k, v := range extra {
+		env[k] = v
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	var out lockedBuffer
+	done := make(chan int, 1)
+	go func() {
+		done <- run(ctx, []string{"serve"}, streams{in: strings.NewReader(""), out: &out, err: &out}, func(k string) string { return env[k] })
+	}()
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case code := <-done:
+			if code != 0 {
+				t.Errorf("serve exited %d:\n%s", code, out.String())
+			}
+		case <-time.After(2 * time.Minute):
+			t.Errorf("serve did not stop in 2 minutes:\n%s", out.String())
+		}
+	})
+	testenv.Eventually(t, 2*time.Minute, "serve to be ready", func() bool {
+		select {
+		case code := <-done:
+			done <- code
+			t.Fatalf("serve exited %d:\n%s", code, out.String())
+		default:
+		}
+		resp, err := http.Get("http://" + httpAddr + "/readyz")
+		if err != nil {
+			return false
+		}
+		_ = resp.Body.Close()
+		return resp.StatusCode == http.StatusOK
+	})
+	s := &inProcessServe{dir: dir, natsURL: "nats://" + natsAddr, env: map[string]string{
+		"TURNSTILE_NATS_URL": "nats://" + natsAddr, "TURNSTILE_DATA_DIR": dir, "TURNSTILE_DATABASE_URL": dbURL,
+	}}
+	return s
+}
+
+// token is the user role's token serve wrote.
+func (s *inProcessServe) token(t *testing.T) string {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(s.dir, natsTokenFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return strings.TrimSpace(string(b))
+}
+
+// connectUser connects with the user role's token and collects the
+// server's asynchronous errors (permission violations).
+func (s *inProcessServe) connectUser(t *testing.T) (*nats.Conn, jetstream.JetStream, chan error) {
+	t.Helper()
+	errs := make(chan error, 64)
+	nc, err := nats.Connect(s.natsURL, nats.Token(s.token(t)), nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
+		select {
+		case errs <- err:
+		default:
+		}
+	}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return nc, js, errs
+}
+
+// waitViolation waits for a permission violation naming subject.
+func waitViolation(t *testing.T, errs chan error, subject string) {
+	t.Helper()
+	timeout := time.After(30 * time.Second)
+	for {
+		select {
+		case err := <-errs:
+			if errors.Is(err, nats.ErrPermissionViolation) && strings.Contains(err.Error(), subject) {
+				return
+			}
+		case <-timeout:
+			t.Fatalf("no permission violation for %s", subject)
+		}
+	}
+}
+
+// issue 12 item 2: serve's embedded NATS refuses clients without the token
+// it wrote to the data dir (0600), so --api-token cannot be bypassed over
+// NATS; with the token a client has the user role: the CLI's commands all
+// work, but it cannot publish events, outcomes or system reports, subscribe
+// to reports, touch serve's consumers, or delete or purge streams.
+func TestNATSRoles(t *testing.T) {
+	s := startInProcessServe(t, nil)
+	info, err := os.Stat(filepath.Join(s.dir, natsTokenFile))
+	if err != nil || info.Mode().Perm() != 0o600 {
+		t.Fatalf("token file: %v %v, want mode 0600", info, err)
+	}
+
+	t.Run("NoCredentialRefused", func(t *testing.T) {
+		for _, opts := range [][]nats.Option{nil, {nats.Token("guess")}, {nats.UserInfo("turnstile-user", "guess")}} {
+			nc, err := nats.Connect(s.natsURL, opts...)
+			if err == nil {
+				nc.Close()
+				t.Fatal("connected without the token")
+			}
+			if !errors.Is(err, nats.ErrAuthorization) {
+				t.Fatalf("refusal: %v", err)
+			}
+		}
+		// The token in the URL, as docs/operations.md's `nats` example has it.
+		nc, err := nats.Connect(strings.Replace(s.natsURL, "nats://", "nats://"+s.token(t)+"@", 1))
+		if err != nil {
+			t.Fatalf("the token in the URL: %v", err)
+		}
+		nc.Close()
+		// The CLI, told to look elsewhere for the token, says why.
+		env := map[string]string{"TURNSTILE_NATS_URL": s.natsURL, "TURNSTILE_DATA_DIR": t.TempDir()}
+		code, _, errs := runCLI(t, env, "delete", "anything")
+		if code != exitError || !strings.Contains(errs, "refused this client") {
+			t.Fatalf("delete without the token: exit %d\n%s", code, errs)
+		}
+	})
+
+	t.Run("CLIWorksUnderTheUserRole", func(t *testing.T) {
+		for _, args := range [][]string{
+			{"create", "roles", "--wait"},
+			{"wait", "roles", "--state", "running", "--timeout", "30s"},
+			{"get", "roles"},
+			{"list"},
+			{"history", "roles"},
+			{"audit", "roles"},
+			{"audit", "--all"},
+			{"restart", "roles", "--wait"},
+			{"delete", "roles", "--wait"},
+			{"history", "roles", "-o", "json"},
+		} {
+			code, out, errs := runCLI(t, s.env, args...)
+			if code != 0 {
+				t.Fatalf("turnstile %s: exit %d\n%s%s", strings.Join(args, " "), code, out, errs)
+			}
+		}
+	})
+
+	t.Run("UserRoleCannotForge", func(t *testing.T) {
+		nc, js, errs := s.connectUser(t)
+		for _, subject := range []string{"turnstile.evt.victim", "turnstile.out.sys-provision-victim-g1", "turnstile.sys.victim", "$JS.ACK.TURNSTILE_COMMANDS.turnstile-engine.1.1.1.1.0"} {
+			if err := nc.Publish(subject, []byte(`{"id":"sys-provision-victim-g1","type":"provision_succeeded","workspace":"victim","generation":1,"container_id":"deadbeef"}`)); err != nil {
+				t.Fatal(err)
+			}
+			waitViolation(t, errs, subject)
+		}
+		if _, err := nc.Subscribe("turnstile.sys.>", func(*nats.Msg) {}); err != nil {
+			t.Fatal(err)
+		}
+		waitViolation(t, errs, "turnstile.sys.>")
+		if _, err := nc.Subscribe("_TURNSTILE_INBOX.>", func(*nats.Msg) {}); err != nil {
+			t.Fatal(err)
+		}
+		waitViolation(t, errs, "_TURNSTILE_INBOX.>")
+
+		inst, err := os.ReadFile(filepath.Join(s.dir, "installation"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		worker := workerDurable(strings.TrimSpace(string(inst)))
+		// Each refused request times out on the client (the server drops
+		// it) and is reported to the connection as a permission violation.
+		ctx := context.Background()
+		for _, tc := range []struct {
+			name, subject string
+			do            func(context.Context) error
+		}{
+			{"DeleteStream", "$JS.API.STREAM.DELETE.TURNSTILE_EVENTS", func(ctx context.Context) error { return js.DeleteStream(ctx, "TURNSTILE_EVENTS") }},
+			{"PurgeStream", "$JS.API.STREAM.PURGE.TURNSTILE_EVENTS", func(ctx context.Context) error {
+				st, err := js.Stream(ctx, "TURNSTILE_EVENTS")
+				if err != nil {
+					return err
+				}
+				return st.Purge(ctx)
+			}},
+			{"DeleteMsg", "$JS.API.STREAM.MSG.DELETE.TURNSTILE_EVENTS", func(ctx context.Context) error {
+				st, err := js.Stream(ctx, "TURNSTILE_EVENTS")
+				if err != nil {
+					return err
+				}
+				return st.DeleteMsg(ctx, 1)
+			}},
+			{"DeleteEngineConsumer", "$JS.API.CONSUMER.DELETE.TURNSTILE_COMMANDS.turnstile-engine", func(ctx context.Context) error {
+				return js.DeleteConsumer(ctx, "TURNSTILE_COMMANDS", "turnstile-engine")
+			}},
+			{"UpdateStream", "$JS.API.STREAM.UPDATE.TURNSTILE_EVENTS", func(ctx context.Context) error {
+				_, err := js.UpdateStream(ctx, jetstream.StreamConfig{Name: "TURNSTILE_EVENTS", Subjects: []string{"turnstile.evt.>"}})
+				return err
+			}},
+			{"PullFromTheEngine", "$JS.API.CONSUMER.MSG.NEXT.TURNSTILE_COMMANDS.turnstile-engine", func(ctx context.Context) error {
+				return nc.PublishRequest("$JS.API.CONSUMER.MSG.NEXT.TURNSTILE_COMMANDS.turnstile-engine", nc.NewRespInbox(), []byte(`{"batch":1}`))
+			}},
+			{"RedefineTheEngine", "$JS.API.CONSUMER.CREATE.TURNSTILE_SYSTEM.turnstile-engine", func(ctx context.Context) error {
+				_, err := js.CreateOrUpdateConsumer(ctx, "TURNSTILE_SYSTEM", jetstream.ConsumerConfig{Durable: "turnstile-engine", FilterSubject: "turnstile.sys.nothing"})
+				return err
+			}},
+			{"PullFromTheWorker", "$JS.API.CONSUMER.MSG.NEXT.TURNSTILE_EVENTS." + worker, func(ctx context.Context) error {
+				return nc.PublishRequest("$JS.API.CONSUMER.MSG.NEXT.TURNSTILE_EVENTS."+worker, nc.NewRespInbox(), []byte(`{"batch":1}`))
+			}},
+			{"RedefineTheWorker", "$JS.API.CONSUMER.CREATE.TURNSTILE_EVENTS." + worker, func(ctx context.Context) error {
+				_, err := js.CreateOrUpdateConsumer(ctx, "TURNSTILE_EVENTS", jetstream.ConsumerConfig{Durable: worker, FilterSubject: "turnstile.evt.nothing"})
+				return err
+			}},
+			{"PublishReportThroughJetStream", "turnstile.sys.victim", func(ctx context.Context) error {
+				_, err := js.Publish(ctx, "turnstile.sys.victim", []byte(`{}`))
+				return err
+			}},
+		} {
+			t.Run(tc.name, func(t *testing.T) {
+				ctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+				defer cancel()
+				_ = tc.do(ctx)
+				waitViolation(t, errs, tc.subject)
+			})
+		}
+		// Everything is still there: the workspace's history and the audit.
+		code, out, errOut := runCLI(t, s.env, "audit", "--all")
+		if code != 0 || !strings.Contains(out, "OK") {
+			t.Fatalf("audit --all after the attempts: exit %d\n%s%s", code, out, errOut)
+		}
+		code, out, errOut = runCLI(t, s.env, "history", "roles")
+		if code != 0 || !strings.Contains(out, "deleted") {
+			t.Fatalf("history after the attempts: exit %d\n%s%s", code, out, errOut)
+		}
+	})
+}

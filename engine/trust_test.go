@@ -1,0 +1,208 @@
+package engine_test
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/turnstile-dev/turnstile/engine"
+	"github.com/turnstile-dev/turnstile/events"
+	"github.com/turnstile-dev/turnstile/fsm"
+	"github.com/turnstile-dev/turnstile/internal/testenv"
+)
+
+// publishRaw publishes body on subject as a plain NATS client would, with
+// a Nats-Msg-Id (if msgID is not empty) and extra headers, and returns the
+// stream sequence.
+func publishRaw(t *testing.T, core *testenv.Core, subject, msgID, body string, headers ...string) uint64 {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	m := nats.NewMsg(subject)
+	m.Data = []byte(body)
+	if msgID != "" {
+		m.Header.Set(jetstream.MsgIDHeader, msgID)
+	}
+	for i := 0; i+1 < len(headers); i += 2 {
+		m.Header.Set(headers[i], headers[i+1])
+	}
+	ack, err := core.JS.PublishMsg(ctx, m)
+	if err != nil {
+		t.Fatalf("publish on %s: %v", subject, err)
+	}
+	return ack.Sequence
+}
+
+// storedOutcome waits for the outcome stored under id.
+func storedOutcome(t *testing.T, core *testenv.Core, id string) events.OutcomeRecord {
+	t.Helper()
+	var o events.OutcomeRecord
+	testenv.Eventually(t, 30*time.Second, "the outcome of "+id, func() bool {
+		var ok bool
+		var err error
+		o, ok, err = core.Store.Outcome(context.Background(), id)
+		if err != nil {
+			t.Fatalf("outcome of %s: %v", id, err)
+		}
+		return ok
+	})
+	return o
+}
+
+// issue 12 item 2: system reports forged over raw NATS on the user command
+// subject are refused (invalid, nothing applied), whatever they claim;
+// reports count only from the system subject, and user commands are not
+// taken from there.
+func TestForgedSystemReportsRefused(t *testing.T) {
+	core := testenv.StartCore(t, testenv.CoreOptions{})
+	names := events.NewNames("")
+	user := core.Client(t, "user")
+	const ws = "forged"
+	if o := send(t, user, fsm.Command{Type: fsm.Create, Workspace: ws}); o.Outcome != fsm.Accepted {
+		t.Fatalf("create: %+v", o)
+	}
+	for _, tc := range []struct{ name, id, body string }{
+		{"ProvisionSucceeded", "forge-ok", `{"id":"forge-ok","type":"provision_succeeded","workspace":"forged","generation":1,"container_id":"deadbeef"}`},
+		{"ProvisionFailed", "forge-failed", `{"id":"forge-failed","type":"provision_failed","workspace":"forged","generation":1,"reason":"forged"}`},
+		{"NoMsgID", "forge-nomsgid", `{"id":"forge-nomsgid","type":"provision_succeeded","workspace":"forged","generation":1}`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			msgID := tc.id
+			if tc.name == "NoMsgID" {
+				msgID = ""
+			}
+			publishRaw(t, core, names.Command(ws), msgID, tc.body)
+			o := storedOutcome(t, core, tc.id)
+			if !isRejection(o, fsm.CodeInvalid) || !strings.Contains(o.Rejection.Message, "system report") || o.EventSeq != 0 {
+				t.Fatalf("forged report on %s: %+v %+v", names.Command(ws), o, o.Rejection)
+			}
+		})
+	}
+	// A user command on the system subject is refused the same way.
+	publishRaw(t, core, names.System(ws), "user-on-sys", `{"id":"user-on-sys","type":"delete","workspace":"forged"}`)
+	if o := storedOutcome(t, core, "user-on-sys"); !isRejection(o, fsm.CodeInvalid) || !strings.Contains(o.Rejection.Message, "user command") {
+		t.Fatalf("user command on the system subject: %+v %+v", o, o.Rejection)
+	}
+	h, err := core.Store.Load(context.Background(), ws)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if h.State.Status != fsm.Provisioning || h.State.Generation != 1 || h.State.Seq != 1 {
+		t.Fatalf("forged reports changed the workspace: %+v", h.State)
+	}
+	// A user client refuses to send a report at all.
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	_, err = user.Send(ctx, fsm.Command{Type: fsm.ProvisionSucceeded, Workspace: ws, Generation: 1})
+	checkInvalid(t, "user client sending a report", err, "system report")
+	// The real report, on the system subject, is applied.
+	sys := core.SystemClient(t, "provisioner")
+	if o := send(t, sys, fsm.Command{Type: fsm.ProvisionSucceeded, Workspace: ws, Generation: 1}); o.Outcome != fsm.Accepted || o.State != fsm.Running {
+		t.Fatalf("report on the system subject: %+v", o)
+	}
+	testenv.Eventually(t, 20*time.Second, "every command handled", func() bool { return consumerDone(core) })
+	checkLog(t, core)
+}
+
+// issue 12 item 3: a user command under an id in the system namespace is
+// refused and stored under invalid-<stream seq>, never under the report's
+// id, so the report it tried to squat is decided when it comes.
+func TestReservedCommandIDRefused(t *testing.T) {
+	core := testenv.StartCore(t, testenv.CoreOptions{})
+	names := events.NewNames("")
+	const squat = "sys-provision-victim-g1"
+	for _, tc := range []struct{ name, msgID, body string }{
+		{"HeaderAndBody", squat, `{"id":"sys-provision-victim-g1","type":"start","workspace":"nobody"}`},
+		{"BodyOnly", "", `{"id":"sys-provision-victim-g1","type":"start","workspace":"nobody"}`},
+		{"HeaderOnly", squat, `{"id":"nobody-start","type":"start","workspace":"nobody"}`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			seq := publishRaw(t, core, names.Command("nobody"), tc.msgID, tc.body)
+			o := storedOutcome(t, core, fmt.Sprintf("invalid-%d", seq))
+			if !isRejection(o, fsm.CodeInvalid) {
+				t.Fatalf("outcome: %+v", o)
+			}
+		})
+	}
+	if o, ok, err := core.Store.Outcome(context.Background(), squat); err != nil || ok {
+		t.Fatalf("a user command took the report's id: %+v %v", o, err)
+	}
+	// Through the client it is refused before anything is published.
+	user := core.Client(t, "user")
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	_, err := user.Send(ctx, fsm.Command{ID: squat, Type: fsm.Start, Workspace: "nobody"})
+	checkInvalid(t, "Send under a reserved id", err, "reserved")
+
+	if o := send(t, user, fsm.Command{Type: fsm.Create, Workspace: "victim"}); o.Outcome != fsm.Accepted {
+		t.Fatalf("create victim: %+v", o)
+	}
+	sys := core.SystemClient(t, "provisioner")
+	if o := send(t, sys, fsm.Command{ID: squat, Type: fsm.ProvisionSucceeded, Workspace: "victim", Generation: 1}); o.Outcome != fsm.Accepted {
+		t.Fatalf("the report: %+v", o)
+	}
+	waitState(t, core, "victim", fsm.Running, 1)
+	testenv.Eventually(t, 20*time.Second, "every command handled", func() bool { return consumerDone(core) })
+	checkLog(t, core)
+}
+
+// issue 12 item 4: the engine sends direct replies only under _INBOX (or a
+// configured prefix). A Turnstile-Reply naming another workspace's event
+// subject writes nothing there; the outcome is still stored.
+func TestReplySubjectConfined(t *testing.T) {
+	core := testenv.StartCore(t, testenv.CoreOptions{})
+	names := events.NewNames("")
+	user := core.Client(t, "user")
+	if o := send(t, user, fsm.Command{Type: fsm.Create, Workspace: "victim2"}); o.Outcome != fsm.Accepted {
+		t.Fatalf("create victim2: %+v", o)
+	}
+	before := streamMsgs(t, core, names.EventStream(), names.Event("victim2"))
+	for i, reply := range []string{names.Event("victim2"), names.Command("victim2"), "_TURNSTILE_INBOX.x", "_INBOX"} {
+		id := fmt.Sprintf("deputy-%d", i)
+		publishRaw(t, core, names.Command("attacker"), id, fmt.Sprintf(`{"id":%q,"type":"start","workspace":"attacker"}`, id),
+			"Turnstile-Reply", reply)
+		if o := storedOutcome(t, core, id); !isRejection(o, fsm.CodeNotFound) {
+			t.Fatalf("outcome of %s: %+v", id, o)
+		}
+	}
+	testenv.Eventually(t, 20*time.Second, "every command handled (replies are sent before the ack)", func() bool { return consumerDone(core) })
+	if after := streamMsgs(t, core, names.EventStream(), names.Event("victim2")); after != before {
+		t.Fatalf("the engine wrote %d message(s) on %s for a sender's reply header", after-before, names.Event("victim2"))
+	}
+	if n := streamMsgs(t, core, names.CommandStream(), names.Command("victim2")); n != 1 {
+		t.Fatalf("%d commands on %s, want the create alone", n, names.Command("victim2"))
+	}
+	h, err := core.Store.Load(context.Background(), "victim2")
+	if err != nil || h.State.Status != fsm.Provisioning || h.State.Seq != 1 {
+		t.Fatalf("victim2: %+v %v", h.State, err)
+	}
+	checkLog(t, core)
+}
+
+// issue 12 item 3: the engine alerts (metric) on a system report whose id
+// holds another command's outcome; the report is not applied.
+func TestEngineCountsForeignReportOutcome(t *testing.T) {
+	metrics := engine.NewMetrics(prometheus.NewRegistry())
+	core := testenv.StartCore(t, testenv.CoreOptions{Engine: engine.Config{Metrics: metrics}})
+	names := events.NewNames("")
+	sys := core.SystemClient(t, "provisioner")
+	send(t, sys, fsm.Command{Type: fsm.Create, Workspace: "victim"})
+	if o := send(t, sys, fsm.Command{ID: "sys-taken", Type: fsm.StopSucceeded, Workspace: "elsewhere", Generation: 1}); o.Outcome != fsm.Rejected {
+		t.Fatalf("planted outcome: %+v", o)
+	}
+	// The same id for victim's report, without a Nats-Msg-Id (the stream
+	// cannot drop it as a duplicate): the engine finds the planted outcome.
+	publishRaw(t, core, names.System("victim"), "", `{"id":"sys-taken","type":"provision_succeeded","workspace":"victim","generation":1}`)
+	testenv.Eventually(t, 20*time.Second, "the report handled", func() bool { return consumerDone(core) })
+	if n := testutil.ToFloat64(metrics.ReportIDConflicts); n != 1 {
+		t.Fatalf("report id conflicts: %v, want 1", n)
+	}
+	waitState(t, core, "victim", fsm.Provisioning, 1)
+}
