@@ -319,8 +319,10 @@ func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
 // would only add connections.
 func newTurnstileSide(tb testing.TB, core *testenv.Core) *side {
 	clients := make([]*client.Client, 8)
+	reporters := make([]*client.Client, 8) // system reports go on <prefix>.sys.<ws>
 	for i := range clients {
 		clients[i] = core.Client(tb, fmt.Sprintf("bench-%d", i))
+		reporters[i] = core.SystemClient(tb, fmt.Sprintf("bench-report-%d", i))
 	}
 	return &side{
 		name: "turnstile",
@@ -332,7 +334,7 @@ func newTurnstileSide(tb testing.TB, core *testenv.Core) *side {
 				err error
 			)
 			if cmd.Type.IsSystem() {
-				o, err = sendReport(ctx, cl, cmd)
+				o, err = reporters[worker%len(reporters)].Send(ctx, cmd)
 			} else {
 				o, err = cl.Send(ctx, cmd)
 			}
@@ -340,14 +342,6 @@ func newTurnstileSide(tb testing.TB, core *testenv.Core) *side {
 		},
 		open: func(context.Context, testing.TB, int) {},
 	}
-}
-
-// sendReport sends a system outcome (the provisioner's report) and waits
-// for its outcome. Today it is a command on <prefix>.cmd.<workspace> like
-// any other; when system commands get their own subject and client mode,
-// this is the one line to change.
-func sendReport(ctx context.Context, cl *client.Client, cmd fsm.Command) (events.OutcomeRecord, error) {
-	return cl.Send(ctx, cmd)
 }
 
 // newPeerSide is the row-lock peer on a fresh database: its schema made,
