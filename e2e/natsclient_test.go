@@ -16,12 +16,11 @@ import (
 	"github.com/turnstile-dev/turnstile/client"
 )
 
-// goClient connects the Go client package to s, as a service would.
-func (s *server) goClient(t *testing.T) (*client.Client, jetstream.JetStream) {
+// userNATS connects to s's NATS as a user does: with the user role's token
+// serve wrote, as the CLI finds it (none with an external NATS).
+func (s *server) userNATS(t *testing.T, extra ...nats.Option) *nats.Conn {
 	t.Helper()
-	// The user role's token serve wrote, as the CLI finds it (none with
-	// an external NATS).
-	opts := []nats.Option{nats.MaxReconnects(-1), nats.ReconnectWait(100 * time.Millisecond)}
+	opts := append([]nats.Option{nats.MaxReconnects(-1), nats.ReconnectWait(100 * time.Millisecond)}, extra...)
 	tok, err := os.ReadFile(filepath.Join(s.dir, ".turnstile", "nats-token"))
 	switch {
 	case err == nil:
@@ -34,6 +33,13 @@ func (s *server) goClient(t *testing.T) (*client.Client, jetstream.JetStream) {
 		t.Fatal(err)
 	}
 	t.Cleanup(nc.Close)
+	return nc
+}
+
+// goClient connects the Go client package to s, as a service would.
+func (s *server) goClient(t *testing.T) (*client.Client, jetstream.JetStream) {
+	t.Helper()
+	nc := s.userNATS(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	cl, err := client.New(ctx, nc, client.Options{Actor: "e2e", PollInterval: 100 * time.Millisecond})
