@@ -29,7 +29,7 @@ func TestUnreadableMessagesInCLI(t *testing.T) {
 			t.Fatalf("create %s: exit %d\n%s%s", id, code, out, errs)
 		}
 	}
-	sys := core.Client(t, "test-provisioner")
+	sys := core.SystemClient(t, "test-provisioner")
 	if o, err := sys.Send(ctx, fsm.Command{Type: fsm.ProvisionSucceeded, Workspace: "control", Generation: 1}); err != nil || o.Outcome != fsm.Accepted {
 		t.Fatal(o, err)
 	}
