@@ -105,8 +105,8 @@ func TestSecretsStayOutOfTheLog(t *testing.T) {
 	// Every message of every stream, headers included.
 	_, js := srv.goClient(t)
 	refs := 0
-	names := js.StreamNames(ctx)
-	for name := range names.Name() {
+	// The three streams serve keeps (the user role may not list streams).
+	for _, name := range []string{"TURNSTILE_COMMANDS", "TURNSTILE_SYSTEM", "TURNSTILE_EVENTS"} {
 		st, err := js.Stream(ctx, name)
 		if err != nil {
 			t.Fatal(err)
@@ -129,9 +129,6 @@ func TestSecretsStayOutOfTheLog(t *testing.T) {
 			}
 			refs += bytes.Count(m.Data, []byte("secret://db"))
 		}
-	}
-	if names.Err() != nil {
-		t.Fatal(names.Err())
 	}
 	if refs == 0 {
 		t.Fatal("no message holds the reference: the test reads the wrong streams")
