@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/turnstile-dev/turnstile/fsm"
+	"github.com/turnstile-dev/turnstile/internal/atomicfile"
 )
 
 // MaxValueLen bounds a secret's value: it becomes an env value, which a
@@ -76,29 +77,9 @@ func (s *Store) Set(ctx context.Context, name string, value []byte) (Info, error
 	if err := s.ensureDir(); err != nil {
 		return Info{}, err
 	}
-	tmp, err := os.CreateTemp(s.dir, ".tmp-"+name+"-*") // mode 0600
-	if err != nil {
+	if err := atomicfile.Write(s.path(name), value, 0o600); err != nil {
 		return Info{}, fmt.Errorf("secret %q: %w", name, err)
 	}
-	defer func() { _ = os.Remove(tmp.Name()) }() // a no-op after the rename
-	if err := tmp.Chmod(0o600); err != nil {     // whatever the umask did
-		_ = tmp.Close()
-		return Info{}, fmt.Errorf("secret %q: %w", name, err)
-	}
-	_, err = tmp.Write(value)
-	if err == nil {
-		err = tmp.Sync()
-	}
-	if cerr := tmp.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp.Name(), s.path(name))
-	}
-	if err != nil {
-		return Info{}, fmt.Errorf("secret %q: %w", name, err)
-	}
-	syncDir(s.dir)
 	return s.stat(name)
 }
 

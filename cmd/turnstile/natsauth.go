@@ -14,6 +14,7 @@ import (
 	"github.com/nats-io/nats-server/v2/server"
 
 	"github.com/turnstile-dev/turnstile/events"
+	"github.com/turnstile-dev/turnstile/internal/atomicfile"
 )
 
 // natsTokenFile is where serve keeps the token of its embedded NATS's user
@@ -137,7 +138,7 @@ func natsUserToken(flagToken, dataDir string) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	if err := writeFileAtomic(path, []byte(tok+"\n"), 0o600); err != nil {
+	if err := atomicfile.Write(path, []byte(tok+"\n"), 0o600); err != nil {
 		return "", fmt.Errorf("write the NATS token: %w", err)
 	}
 	return tok, nil

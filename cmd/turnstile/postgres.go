@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 
+	"github.com/turnstile-dev/turnstile/internal/atomicfile"
 	"github.com/turnstile-dev/turnstile/internal/pgserver"
 )
 
@@ -62,7 +63,7 @@ func openDatabase(ctx context.Context, url, dataDir string, c serveConfig, log *
 	d.ownerURL, d.writerURL, d.readerURL = srv.URLFor(roleOwner, pw.owner, db), srv.URLFor(roleWriter, pw.writer, db),
 		srv.URLFor(roleReader, pw.reader, db)
 	for path, u := range map[string]string{d.urlFile: d.readerURL, d.ownerFile: d.ownerURL} {
-		if err := writeFileAtomic(path, []byte(u+"\n"), 0o600); err != nil {
+		if err := atomicfile.Write(path, []byte(u+"\n"), 0o600); err != nil {
 			return fail(err)
 		}
 	}
@@ -97,33 +98,4 @@ func (d *database) close(ctx context.Context) error {
 		}
 	}
 	return d.srv.Stop(ctx)
-}
-
-// writeFileAtomic replaces path with data, readable by mode only, at once:
-// a reader sees the old file or the new, never a part, and an existing
-// file's looser mode is not kept (os.WriteFile keeps it).
-func writeFileAtomic(path string, data []byte, mode os.FileMode) error {
-	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*")
-	if err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	tmp := f.Name()
-	err = f.Chmod(mode)
-	if err == nil {
-		_, err = f.Write(data)
-	}
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp, path)
-	}
-	if err != nil {
-		_ = os.Remove(tmp)
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	return nil
 }

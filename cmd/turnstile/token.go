@@ -13,6 +13,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/turnstile-dev/turnstile/api"
+	"github.com/turnstile-dev/turnstile/internal/atomicfile"
 )
 
 // apiTokenFile is where serve keeps the API token it generated, in the
@@ -140,46 +141,10 @@ func apiTokenKeep(path string) (secret string, made bool, err error) {
 	if secret, err = api.NewSecret(); err != nil {
 		return "", false, err
 	}
-	if err := apiTokenWrite(path, secret); err != nil {
+	if err := atomicfile.Write(path, []byte(secret+"\n"), 0o600); err != nil {
 		return "", false, fmt.Errorf("write the API token: %w", err)
 	}
 	return secret, true, nil
-}
-
-// apiTokenWrite writes secret to path with mode 0600 through a temporary
-// file in the same directory, synced before and after the rename.
-func apiTokenWrite(path, secret string) error {
-	dir := filepath.Dir(path)
-	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".*") // mode 0600
-	if err != nil {
-		return err
-	}
-	tmp := f.Name()
-	defer func() { _ = os.Remove(tmp) }() // a no-op after the rename
-	if err := f.Chmod(0o600); err != nil {
-		_ = f.Close()
-		return err
-	}
-	if _, err := f.WriteString(secret + "\n"); err != nil {
-		_ = f.Close()
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		_ = f.Close()
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		return err
-	}
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
 }
 
 // tokenCmd prints a fresh API token secret.

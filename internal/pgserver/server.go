@@ -22,6 +22,8 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/turnstile-dev/turnstile/internal/atomicfile"
 )
 
 // Options configure Start.
@@ -325,21 +327,9 @@ func ensurePassword(path string, acct *account) (string, error) {
 		return "", fmt.Errorf("pgserver: password: %w", err)
 	}
 	pw := hex.EncodeToString(raw)
-	// A new file made 0600 and renamed over: os.WriteFile would keep the
-	// mode of an (empty) file already there.
-	f, err := os.CreateTemp(filepath.Dir(path), ".password.*")
-	if err != nil {
-		return "", fmt.Errorf("pgserver: password: %w", err)
-	}
-	_, err = f.WriteString(pw + "\n")
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(f.Name(), path)
-	}
-	if err != nil {
-		_ = os.Remove(f.Name())
+	// Replaced, not rewritten: os.WriteFile would keep the mode of an
+	// (empty) file already there.
+	if err := atomicfile.Write(path, []byte(pw+"\n"), 0o600); err != nil {
 		return "", fmt.Errorf("pgserver: password: %w", err)
 	}
 	// initdb reads it as the server's user.
