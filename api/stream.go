@@ -203,9 +203,6 @@ func (s *Server) events(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, page)
 }
 
-// errPageFull stops a replay once a page is full.
-var errPageFull = errors.New("page full")
-
 // streamEvents is GET /v1/events: the whole event stream, by stream
 // sequence.
 func (s *Server) streamEvents(w http.ResponseWriter, r *http.Request) {
@@ -221,29 +218,55 @@ func (s *Server) streamEvents(w http.ResponseWriter, r *http.Request) {
 	if p.limit == 0 {
 		p.limit = DefaultPageLimit
 	}
-	page := Page{Events: []Event{}}
-	prev := prevStates{store: s.cfg.Store}
-	err = s.cfg.Store.Replay(r.Context(), p.after+1, 0, func(rec events.Record) error {
-		if rec.Event == nil {
-			return nil
-		}
-		if len(page.Events) == p.limit {
-			next := page.Events[len(page.Events)-1].StreamSeq
-			page.NextAfter = &next
-			return errPageFull
-		}
-		ev, err := prev.event(r.Context(), *rec.Event)
-		if err != nil {
-			return err
-		}
-		page.Events = append(page.Events, ev)
-		return nil
-	})
-	if err != nil && !errors.Is(err, errPageFull) {
+	page, err := streamPage(r.Context(), s.cfg.Store, p.after, p.limit)
+	if err != nil {
 		s.writeError(w, r, err)
 		return
 	}
 	writeJSON(w, http.StatusOK, page)
+}
+
+// streamPage reads up to limit events after stream sequence after with
+// one direct batch get (no consumer: a page is a request like any other).
+func streamPage(ctx context.Context, store *events.Store, after uint64, limit int) (Page, error) {
+	page := Page{Events: []Event{}}
+	n := store.Names()
+	msgs, err := jetstreamext.GetBatch(ctx, store.JetStream(), n.EventStream(), limit+1,
+		jetstreamext.GetBatchSeq(after+1), jetstreamext.GetBatchSubject(n.Events()))
+	if err != nil {
+		return page, fmt.Errorf("events after stream sequence %d: %w", after, err)
+	}
+	prev := prevStates{store: store}
+	read, last := 0, after // messages read, the newest one taken
+	for m, err := range msgs {
+		if errors.Is(err, jetstreamext.ErrNoMessages) {
+			break
+		}
+		if err != nil {
+			return page, fmt.Errorf("events after stream sequence %d: %w", after, err)
+		}
+		read++
+		if len(page.Events) == limit {
+			break // one more exists
+		}
+		last = m.Sequence
+		env, err := store.DecodeEvent(m.Subject, m.Data)
+		if err != nil {
+			continue // unreadable: skipped, as History skips it
+		}
+		env.StreamSeq = m.Sequence
+		ev, err := prev.event(ctx, env)
+		if err != nil {
+			return page, err
+		}
+		page.Events = append(page.Events, ev)
+	}
+	if read == limit+1 {
+		// A full batch: there is more (or unreadable messages took the
+		// room of events): the next page starts after the last one taken.
+		page.NextAfter = &last
+	}
+	return page, nil
 }
 
 // prevStates remembers each workspace's newest state seen by a read of the
@@ -314,50 +337,15 @@ func (s *Server) followWorkspace(w http.ResponseWriter, r *http.Request, id stri
 	}
 	store := s.cfg.Store
 	s.follow(w, r, after, func(ctx context.Context, out chan<- sseItem) error {
-		// An ordered consumer of this workspace's subject only: no acks,
-		// gone when the stream ends (or, if this process dies, when idle).
-		st, err := store.JetStream().Stream(ctx, store.Names().EventStream())
-		if err != nil {
-			return fmt.Errorf("follow %s: %w", id, err)
-		}
-		cons, err := st.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{
-			FilterSubjects: []string{store.Names().Event(id)}, DeliverPolicy: jetstream.DeliverAllPolicy})
-		if err != nil {
-			return fmt.Errorf("follow %s: %w", id, err)
-		}
-		it, err := cons.Messages(jetstream.PullMaxMessages(256))
-		if err != nil {
-			return fmt.Errorf("follow %s: %w", id, err)
-		}
-		defer it.Stop()
-		defer context.AfterFunc(ctx, it.Stop)()
 		prev := fsm.None
-		for {
-			m, err := it.Next()
-			if err != nil {
-				if ctx.Err() != nil {
-					return ctx.Err()
-				}
-				return fmt.Errorf("follow %s: %w", id, err)
-			}
-			env, err := store.DecodeEvent(m.Subject(), m.Data())
-			if err != nil {
-				continue // unreadable: skipped, as History skips it
-			}
-			if md, err := m.Metadata(); err == nil {
-				env.StreamSeq = md.Sequence.Stream
-			}
+		return readEvents(ctx, store, store.Names().Event(id), 1, func(env events.Envelope) error {
 			from := prev
 			prev = env.State.Status
 			if env.Seq <= after {
-				continue
+				return nil
 			}
-			select {
-			case out <- sseItem{id: env.Seq, ev: EventOf(env, from)}:
-			case <-ctx.Done():
-				return ctx.Err()
-			}
-		}
+			return send(ctx, out, sseItem{id: env.Seq, ev: EventOf(env, from)})
+		})
 	})
 }
 
@@ -367,22 +355,67 @@ func (s *Server) followAll(w http.ResponseWriter, r *http.Request, after uint64)
 	store := s.cfg.Store
 	s.follow(w, r, after, func(ctx context.Context, out chan<- sseItem) error {
 		prev := prevStates{store: store}
-		return store.Subscribe(ctx, after+1, func(rec events.Record) error {
-			if rec.Event == nil {
-				return nil // outcomes and unreadable messages
-			}
-			ev, err := prev.event(ctx, *rec.Event)
+		return readEvents(ctx, store, store.Names().Events(), after+1, func(env events.Envelope) error {
+			ev, err := prev.event(ctx, env)
 			if err != nil {
 				return err
 			}
-			select {
-			case out <- sseItem{id: rec.StreamSeq, ev: ev}:
-				return nil
-			case <-ctx.Done():
-				return ctx.Err()
-			}
+			return send(ctx, out, sseItem{id: env.StreamSeq, ev: ev})
 		})
 	})
+}
+
+func send(ctx context.Context, out chan<- sseItem, it sseItem) error {
+	select {
+	case out <- it:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// readEvents calls fn for each readable event on subject (a workspace's, or
+// every event subject) from stream sequence from on, including those
+// appended later, until ctx ends or fn fails. It reads through an ordered
+// consumer: no acks, gone when the read ends (or, should this process die,
+// once idle); unreadable messages are skipped, as History skips them.
+func readEvents(ctx context.Context, store *events.Store, subject string, from uint64, fn func(events.Envelope) error) error {
+	st, err := store.JetStream().Stream(ctx, store.Names().EventStream())
+	if err != nil {
+		return fmt.Errorf("follow %s: %w", subject, err)
+	}
+	cons, err := st.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{FilterSubjects: []string{subject},
+		DeliverPolicy: jetstream.DeliverByStartSequencePolicy, OptStartSeq: max(from, 1)})
+	if err != nil {
+		return fmt.Errorf("follow %s: %w", subject, err)
+	}
+	it, err := cons.Messages(jetstream.PullMaxMessages(256))
+	if err != nil {
+		return fmt.Errorf("follow %s: %w", subject, err)
+	}
+	defer it.Stop()
+	defer context.AfterFunc(ctx, it.Stop)()
+	for {
+		m, err := it.Next()
+		if err != nil {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			return fmt.Errorf("follow %s: %w", subject, err)
+		}
+		md, err := m.Metadata()
+		if err != nil {
+			return fmt.Errorf("follow %s: %w", subject, err)
+		}
+		env, err := store.DecodeEvent(m.Subject(), m.Data())
+		if err != nil {
+			continue
+		}
+		env.StreamSeq = md.Sequence.Stream
+		if err := fn(env); err != nil {
+			return err
+		}
+	}
 }
 
 // follow answers a Server-Sent Events stream of what read sends, until the
