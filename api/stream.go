@@ -269,6 +269,10 @@ func streamPage(ctx context.Context, store *events.Store, after uint64, limit in
 	return page, nil
 }
 
+// maxRemembered bounds how many workspaces' states a read of the whole
+// stream remembers.
+const maxRemembered = 10000
+
 // prevStates remembers each workspace's newest state seen by a read of the
 // whole stream, to say where each event came from; the first event of a
 // workspace in the read looks up the one before it.
@@ -287,6 +291,9 @@ func (p *prevStates) event(ctx context.Context, env events.Envelope) (Event, err
 		if from, err = statusBefore(ctx, p.store, env); err != nil {
 			return Event{}, err
 		}
+	}
+	if len(p.last) >= maxRemembered {
+		clear(p.last) // a long follow stays bounded: forgotten ones are looked up again
 	}
 	p.last[env.Workspace] = env.State.Status
 	return EventOf(env, from), nil
