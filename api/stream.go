@@ -68,8 +68,8 @@ type Page struct {
 	NextAfter *uint64 `json:"next_after,omitempty"`
 }
 
-// position is where a read starts: after sequence After, of at most Limit
-// events (0: all), following on if Follow.
+// position is where a read starts: after sequence after, of at most limit
+// events (0: all), following on if follow.
 type position struct {
 	after  uint64
 	limit  int
@@ -80,7 +80,10 @@ type position struct {
 // onlyParams refuses a query parameter other than allowed: a misspelled or
 // unsupported one (such as ?watch=true) must not be silently ignored.
 func onlyParams(r *http.Request, allowed ...string) error {
-	for k := range r.URL.Query() {
+	for k, vs := range r.URL.Query() {
+		if len(vs) > 1 {
+			return badField(clip(k, 100), "query parameter given more than once")
+		}
 		ok := false
 		for _, a := range allowed {
 			ok = ok || k == a
@@ -90,7 +93,7 @@ func onlyParams(r *http.Request, allowed ...string) error {
 			if len(allowed) > 0 {
 				what = fmt.Sprintf("this route takes only %v", allowed)
 			}
-			return badField(k, fmt.Sprintf("unknown query parameter: %s (see docs/operations.md)", what))
+			return badField(clip(k, 100), fmt.Sprintf("unknown query parameter: %s (see docs/operations.md)", what))
 		}
 	}
 	return nil
@@ -125,15 +128,17 @@ func parsePosition(r *http.Request) (position, error) {
 		}
 		p.after, given = max(n, 1)-1, given+1
 	}
+	if given > 1 {
+		return p, badField("after", "give after or since, not both")
+	}
+	// An EventSource reconnects to the same URL with the id of the last
+	// event it got: that is where it stands now, whatever the URL says.
 	if v := r.Header.Get("Last-Event-ID"); v != "" {
 		n, err := seq("Last-Event-ID", v)
 		if err != nil {
 			return p, err
 		}
 		p.after, given = n, given+1
-	}
-	if given > 1 {
-		return p, badField("after", "give one of after, since and Last-Event-ID")
 	}
 	if v := q.Get("follow"); q.Has("follow") {
 		b, err := strconv.ParseBool(v)

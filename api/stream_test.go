@@ -172,6 +172,12 @@ func TestFollowWorkspaceResumes(t *testing.T) {
 	if got := s2.next(t); got.id != 4 || got.ev.Type != fsm.StoppedEv {
 		t.Fatalf("since=4: %+v", got)
 	}
+	// An EventSource reconnects to the same URL with Last-Event-ID: that
+	// wins over since.
+	s3 := e.follow(t, e.srv.URL, "/v1/workspaces/res/events?follow=true&since=4", "Last-Event-ID", "4")
+	if got := s3.next(t); got.id != 5 || got.ev.Type != fsm.StartRequested {
+		t.Fatalf("since=4 with Last-Event-ID 4: %+v", got)
+	}
 }
 
 // Issue 14 item 1: the whole stream, by stream sequence, resumed with
@@ -275,6 +281,7 @@ func TestEventsPaging(t *testing.T) {
 		{"/v1/workspaces/pg/events?limit=1001", "limit"},
 		{"/v1/workspaces/pg/events?after=x", "after"},
 		{"/v1/workspaces/pg/events?after=1&since=2", "after"},
+		{"/v1/workspaces/pg/events?after=1&after=2", "after"},
 		{"/v1/workspaces/pg/events?follow=maybe", "follow"},
 		{"/v1/workspaces/pg/events?follow=1&limit=2", "limit"},
 		{"/v1/events?page=2", "page"},
