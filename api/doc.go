@@ -25,7 +25,14 @@
 //     refused (403), and on a loopback listener a Host that is not a
 //     loopback name is refused (421, against DNS rebinding); a refused
 //     request publishes nothing.
+//   - Watchable: the events routes page (after, since, limit, a next_after
+//     cursor) or, with follow=1, stream Server-Sent Events whose id is the
+//     event's sequence, so a reconnect with Last-Event-ID gets every later
+//     event once; each event says its cause. Explain says what a workspace
+//     waits for. A query parameter a route does not take is refused (400).
 //   - Bounded: a request body must arrive within ReadTimeout, an answer be
 //     written within WriteTimeout (a /wait within its timeout plus
-//     WaitGrace), and at most MaxWaits waits are open at once (429 beyond).
+//     WaitGrace; each write of a follow stream within WriteTimeout), and
+//     at most MaxWaits waits and follow streams are open at once (429
+//     beyond); follow streams end when the request's context does.
 package api

@@ -234,7 +234,11 @@ func (fs *fuzzServer) serveOnce(t *testing.T, method, target string, body []byte
 	if !ok {
 		return false
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	timeout := 30 * time.Second
+	if r.URL.Query().Has("follow") {
+		timeout = time.Second // a follow stream lasts as long as its request
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
 	r = r.WithContext(ctx)
 	before := fs.state(t)
@@ -261,6 +265,10 @@ func (fs *fuzzServer) serveOnce(t *testing.T, method, target string, body []byte
 			return true
 		}
 		t.Fatalf("client input answered with a server error: %s\nserver log: %s", desc(), logged)
+	}
+	if rec.Header().Get("Content-Type") == "text/event-stream" && status == http.StatusOK && r.Method == http.MethodGet {
+		fs.unchanged(t, before, after, desc) // a follow stream (issue 14 item 1) only reads
+		return false
 	}
 	if ct := rec.Header().Get("Content-Type"); ct != "application/json" {
 		t.Fatalf("Content-Type %q: %s", ct, desc())
@@ -463,6 +471,12 @@ func FuzzReadRoutes(f *testing.F) {
 		{"/readyz", ""},
 		{"/metrics", ""},
 		{"/v1/workspaces/beta/events/extra", ""},
+		{"/v1/workspaces/beta/events?limit=1&after=1", ""},
+		{"/v1/workspaces/beta/events?since=x", ""},
+		{"/v1/events?limit=2", ""},
+		{"/v1/workspaces/beta/events?follow=1", ""},
+		{"/v1/workspaces/beta/explain", ""},
+		{"/v1/workspaces/beta?watch=true", ""},
 	} {
 		f.Add("GET", s.target, []byte(nil), s.headers)
 	}

@@ -35,6 +35,7 @@ type env struct {
 	system *client.Client // plays the provisioner: sends outcomes
 	pool   *pgxpool.Pool
 	srv    *httptest.Server
+	api    *api.Server
 	token  string
 	reg    *prometheus.Registry
 }
@@ -74,6 +75,7 @@ func newEnv(t *testing.T, o envOptions) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
+	e.api = s
 	e.srv = httptest.NewServer(s.Handler())
 	t.Cleanup(e.srv.Close)
 	return e

@@ -2,8 +2,6 @@ package api
 
 import (
 	"context"
-	"errors"
-	"net/http"
 	"time"
 
 	"github.com/turnstile-dev/turnstile/events"
@@ -12,7 +10,8 @@ import (
 
 // Event is one entry of a workspace's timeline, read from the stream.
 type Event struct {
-	Time time.Time `json:"time"`
+	Time      time.Time `json:"time"`
+	Workspace string    `json:"workspace"`
 	// Seq is the event's place in the workspace's history (from 1);
 	// StreamSeq its place in the whole stream.
 	Seq         uint64        `json:"seq"`
@@ -27,14 +26,17 @@ type Event struct {
 	Reason      string        `json:"reason,omitempty"`
 	ExitCode    *int          `json:"exit_code,omitempty"`
 	Spec        *fsm.Spec     `json:"spec,omitempty"`
+	// Cause is why it happened: a user's command, a system report or a
+	// deadline.
+	Cause Cause `json:"cause"`
 }
 
 // EventOf describes env, which moved the workspace from the state from.
 func EventOf(env events.Envelope, from fsm.Status) Event {
-	return Event{Time: env.Time, Seq: env.Seq, StreamSeq: env.StreamSeq, Generation: env.Generation,
+	return Event{Time: env.Time, Workspace: env.Workspace, Seq: env.Seq, StreamSeq: env.StreamSeq, Generation: env.Generation,
 		SpecVersion: env.SpecVersion, Type: env.Type, From: from.String(), To: env.State.Status.String(),
 		Actor: env.Actor, CommandID: env.CommandID, Reason: env.Payload.Reason, ExitCode: env.Payload.ExitCode,
-		Spec: env.Payload.Spec}
+		Spec: env.Payload.Spec, Cause: CauseOf(env)}
 }
 
 // History reads workspace id's timeline from the event stream, oldest
@@ -55,22 +57,4 @@ func History(ctx context.Context, store *events.Store, id string) ([]Event, erro
 		return nil, ErrNoWorkspace
 	}
 	return out, nil
-}
-
-func (s *Server) events(w http.ResponseWriter, r *http.Request) {
-	id := r.PathValue("id")
-	if err := fsm.ValidateID(id); err != nil {
-		s.writeError(w, r, badField("id", err.Error()))
-		return
-	}
-	evs, err := History(r.Context(), s.cfg.Store, id)
-	if errors.Is(err, ErrNoWorkspace) {
-		writeNotFound(w, id)
-		return
-	}
-	if err != nil {
-		s.writeError(w, r, err)
-		return
-	}
-	writeJSON(w, http.StatusOK, map[string]any{"workspace": id, "events": evs})
 }

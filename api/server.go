@@ -65,7 +65,16 @@ type Config struct {
 	DefaultWait, MaxWait time.Duration
 	// PollInterval is how often waiters read the store; default 250ms.
 	PollInterval time.Duration
-	Logger       *slog.Logger
+	// KeepAlive is how often an idle follow stream sends a comment;
+	// default DefaultKeepAlive.
+	KeepAlive time.Duration
+	// Deadlines are serve's deadlines per in-flight state, for explain;
+	// a state without one shows no deadline.
+	Deadlines map[fsm.Status]time.Duration
+	// EngineDurable is the engine's durable consumer on the command
+	// stream, for explain's queued commands; default "turnstile-engine".
+	EngineDurable string
+	Logger        *slog.Logger
 }
 
 func (c *Config) setDefaults() {
@@ -86,6 +95,12 @@ func (c *Config) setDefaults() {
 	}
 	if c.WriteTimeout <= 0 {
 		c.WriteTimeout = c.CommandTimeout + 30*time.Second
+	}
+	if c.KeepAlive <= 0 {
+		c.KeepAlive = DefaultKeepAlive
+	}
+	if c.EngineDurable == "" {
+		c.EngineDurable = DefaultEngineDurable
 	}
 	if c.MaxWaits <= 0 {
 		c.MaxWaits = DefaultMaxWaits
@@ -137,6 +152,8 @@ func New(cfg Config) (*Server, error) {
 	mux.HandleFunc("PUT /v1/workspaces/{id}/spec", s.configure)
 	mux.HandleFunc("GET /v1/workspaces/{id}/events", s.events)
 	mux.HandleFunc("GET /v1/workspaces/{id}/wait", s.wait)
+	mux.HandleFunc("GET /v1/workspaces/{id}/explain", s.explain)
+	mux.HandleFunc("GET /v1/events", s.streamEvents)
 	mux.HandleFunc("GET /healthz", s.healthz)
 	mux.HandleFunc("GET /readyz", s.readyz)
 	if cfg.Gatherer != nil {

@@ -173,6 +173,12 @@ func (s *Server) get(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, badField("id", err.Error()))
 		return
 	}
+	// ?watch=true was silently ignored (issue 14 item 1): follow
+	// .../events instead.
+	if err := onlyParams(r); err != nil {
+		s.writeError(w, r, err)
+		return
+	}
 	if s.cfg.Pool == nil {
 		s.noReadModel(w)
 		return

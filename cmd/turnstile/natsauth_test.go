@@ -188,6 +188,7 @@ func TestNATSRoles(t *testing.T) {
 			{"get", "roles"},
 			{"list"},
 			{"history", "roles"},
+			{"explain", "roles"},
 			{"audit", "roles"},
 			{"audit", "--all"},
 			{"restart", "roles", "--wait"},

@@ -300,7 +300,7 @@ func (s *service) start(ctx context.Context) error {
 	s.push("API client", func(context.Context) error { return apiClient.Close() })
 	srv, err := api.New(api.Config{Client: apiClient, Store: apiStore, NC: conns["api"], Pool: readPool, Gatherer: reg,
 		Tokens: s.apiTokens.tokens, LoopbackOnly: s.httpLoopback, ReadTimeout: cfg.httpReadTimeout, MaxWaits: cfg.httpMaxWaits,
-		Registerer: reg, Provisioner: s.backend.kind, Logger: log.With("component", "api"),
+		Registerer: reg, Provisioner: s.backend.kind, Logger: log.With("component", "api"), Deadlines: cfg.deadlines(),
 		Ready: func(context.Context) error {
 			if s.draining.Load() {
 				return errors.New("shutting down")

@@ -1,0 +1,204 @@
+package api
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/synadia-io/orbit.go/jetstreamext"
+
+	"github.com/turnstile-dev/turnstile/events"
+	"github.com/turnstile-dev/turnstile/fsm"
+)
+
+// "What is it waiting for?" (issue 14 item 5): the action in flight, the
+// commands queued behind it and the commands allowed now, read from the
+// streams (the source of truth), not the read model.
+
+// DefaultEngineDurable is the engine's durable consumer name unless serve
+// is configured otherwise.
+const DefaultEngineDurable = "turnstile-engine"
+
+// maxQueuedScan bounds how many commands of one workspace explain reads
+// past the engine's ack floor.
+const maxQueuedScan = 1000
+
+// Explanation is GET /v1/workspaces/{id}/explain's body.
+type Explanation struct {
+	Workspace  string `json:"workspace"`
+	State      string `json:"state"`
+	Generation uint64 `json:"generation"`
+	// EventSeq is the newest event's sequence: what the explanation is
+	// current to.
+	EventSeq  uint64 `json:"event_seq"`
+	LastError string `json:"last_error,omitempty"`
+	// InFlight is the asynchronous action under way, nil when none.
+	InFlight *Action `json:"in_flight"`
+	// Queued are the user commands published for the workspace that the
+	// engine has not decided yet, oldest first.
+	Queued []QueuedCommand `json:"queued"`
+	// Allowed are the user commands that would be accepted (or be no-ops)
+	// in the current state.
+	Allowed []fsm.CommandType `json:"allowed"`
+}
+
+// Action is an attempt under way: it ends with a report of the provisioner
+// (or, past Deadline, with a deadline_exceeded failure).
+type Action struct {
+	// Kind is "provision", "stop" or "delete".
+	Kind       string    `json:"kind"`
+	Generation uint64    `json:"generation"`
+	Started    time.Time `json:"started"`
+	// Deadline is when the supervisor fails it, if it is still under way;
+	// absent when the server was given no deadline for it.
+	Deadline *time.Time `json:"deadline,omitempty"`
+	// Cause is what started it.
+	Cause Cause `json:"cause"`
+}
+
+// QueuedCommand is a command in the command stream without an outcome.
+type QueuedCommand struct {
+	CommandID string          `json:"command_id"`
+	Type      fsm.CommandType `json:"type"`
+	Actor     string          `json:"actor,omitempty"`
+	QueuedAt  time.Time       `json:"queued_at"`
+	StreamSeq uint64          `json:"stream_seq"`
+}
+
+// ExplainOptions say what explain cannot read from the streams.
+type ExplainOptions struct {
+	// Durable is the engine's consumer on the command stream; "" means
+	// DefaultEngineDurable.
+	Durable string
+	// Deadlines are serve's per in-flight state.
+	Deadlines map[fsm.Status]time.Duration
+}
+
+// Explain says what workspace id is waiting for. It returns an error
+// matching ErrNoWorkspace when the workspace has no events.
+func Explain(ctx context.Context, store *events.Store, id string, o ExplainOptions) (Explanation, error) {
+	if o.Durable == "" {
+		o.Durable = DefaultEngineDurable
+	}
+	var (
+		last  *events.Envelope
+		start *events.Envelope // the event that began the current generation
+	)
+	err := store.History(ctx, id, func(env events.Envelope) error {
+		if last == nil || env.Generation != last.Generation {
+			start = &env
+		}
+		last = &env
+		return nil
+	})
+	if err != nil {
+		return Explanation{}, err
+	}
+	if last == nil {
+		return Explanation{}, ErrNoWorkspace
+	}
+	st := last.State
+	x := Explanation{Workspace: id, State: st.Status.String(), Generation: st.Generation, EventSeq: st.Seq,
+		LastError: st.LastError, Queued: []QueuedCommand{}, Allowed: fsm.Allowed(st)}
+	if st.Status.InFlight() {
+		a := &Action{Kind: actionKind(st.Status), Generation: st.Generation, Started: start.Time, Cause: CauseOf(*start)}
+		if d, ok := o.Deadlines[st.Status]; ok && d > 0 {
+			dl := start.Time.Add(d)
+			a.Deadline = &dl
+		}
+		x.InFlight = a
+	}
+	x.Queued, err = queued(ctx, store, id, o.Durable)
+	if err != nil {
+		return Explanation{}, err
+	}
+	return x, nil
+}
+
+func actionKind(st fsm.Status) string {
+	switch st {
+	case fsm.Provisioning:
+		return "provision"
+	case fsm.Stopping:
+		return "stop"
+	case fsm.Deleting:
+		return "delete"
+	}
+	return ""
+}
+
+// queued lists workspace id's commands after the engine consumer's ack
+// floor that have no outcome, as the engine finds its unfinished ones
+// (engine/recover.go): everything below the floor was decided.
+func queued(ctx context.Context, store *events.Store, id, durable string) ([]QueuedCommand, error) {
+	n := store.Names()
+	js := store.JetStream()
+	from := uint64(1)
+	cons, err := js.Consumer(ctx, n.CommandStream(), durable)
+	switch {
+	case err == nil:
+		from = cons.CachedInfo().AckFloor.Stream + 1
+	case errors.Is(err, jetstream.ErrConsumerNotFound):
+		// No engine ever ran: every command is undecided.
+	default:
+		return nil, fmt.Errorf("explain %s: engine consumer %s: %w", id, durable, err)
+	}
+	out := []QueuedCommand{}
+	for next, scanned := from, 0; scanned < maxQueuedScan; {
+		msgs, err := jetstreamext.GetBatch(ctx, js, n.CommandStream(), 256,
+			jetstreamext.GetBatchSeq(next), jetstreamext.GetBatchSubject(n.Command(id)))
+		if err != nil {
+			return nil, fmt.Errorf("explain %s: read commands: %w", id, err)
+		}
+		got := 0
+		for m, err := range msgs {
+			if errors.Is(err, jetstreamext.ErrNoMessages) {
+				break
+			}
+			if err != nil {
+				return nil, fmt.Errorf("explain %s: read commands from stream sequence %d: %w", id, next, err)
+			}
+			got, scanned, next = got+1, scanned+1, m.Sequence+1
+			cmd, err := events.DecodeCommand(m.Data, id)
+			if err != nil {
+				continue // unreadable: the engine refuses it, it waits for nothing
+			}
+			_, done, err := store.Outcome(ctx, cmd.ID)
+			if err != nil {
+				return nil, fmt.Errorf("explain %s: %w", id, err)
+			}
+			if !done {
+				out = append(out, QueuedCommand{CommandID: cmd.ID, Type: cmd.Type, Actor: cmd.Actor, QueuedAt: m.Time, StreamSeq: m.Sequence})
+			}
+		}
+		if got == 0 {
+			break
+		}
+	}
+	return out, nil
+}
+
+func (s *Server) explain(w http.ResponseWriter, r *http.Request) {
+	id := r.PathValue("id")
+	if err := fsm.ValidateID(id); err != nil {
+		s.writeError(w, r, badField("id", err.Error()))
+		return
+	}
+	if err := onlyParams(r); err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	x, err := Explain(r.Context(), s.cfg.Store, id, ExplainOptions{Durable: s.cfg.EngineDurable, Deadlines: s.cfg.Deadlines})
+	if errors.Is(err, ErrNoWorkspace) {
+		writeNotFound(w, id)
+		return
+	}
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, x)
+}
