@@ -40,7 +40,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "turnstile_append_conflicts_total", Help: "Appends refused because another writer appended first (then reloaded and decided again).",
 		}),
 		Batches: prometheus.NewHistogram(prometheus.HistogramOpts{
-			Name: "turnstile_commit_batch_commands", Help: "Commands written per atomic batch.",
+			Name: "turnstile_commit_batch_commands", Help: "Commands written at once: those with an event in one atomic batch, outcomes alone beside it.",
 			Buckets: prometheus.ExponentialBuckets(1, 2, 10),
 		}),
 		CommitSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{
