@@ -10,41 +10,114 @@ import (
 	looplab "github.com/looplab/fsm"
 )
 
-// transitions is DESIGN.md's lifecycle table as looplab/fsm events: every
-// legal transition that changes something. No-ops (noop) and rejections
-// (rejectionCode) are what is not here.
-func transitions() []looplab.EventDesc {
-	s := func(st ...Status) []string {
-		out := make([]string, len(st))
-		for i, x := range st {
-			out[i] = x.String()
-		}
-		return out
-	}
+// rule is one row of the lifecycle table: a command, the states it is
+// accepted from, the event it records and the state that event leads to.
+// Decide, Apply, CommandFor and the looplab/fsm table below are all read
+// from these rows, so each rule is stated once.
+type rule struct {
+	cmd   CommandType
+	from  []Status
+	event EventType
+	to    Status
+	// stays: the event keeps the state it is applied to (to is unused).
+	stays bool
+	// followUp: not a looplab transition of its own; decideSystem picks
+	// this row instead of cmd's main one when a newer spec is pending.
+	followUp bool
+}
+
+// rules is DESIGN.md's lifecycle table: every legal transition that changes
+// something. No-ops (noop) and rejections (rejectionCode) are what is not
+// here. Each command's first row names the event it records.
+func rules() []rule {
 	live := []Status{Provisioning, Running, Stopping, Stopped, Failed}
-	return []looplab.EventDesc{
-		{Name: string(Create), Src: s(None, Deleted), Dst: Provisioning.String()},
-		{Name: string(Start), Src: s(Stopped, Failed), Dst: Provisioning.String()},
-		{Name: string(Stop), Src: s(Provisioning, Running, Failed), Dst: Stopping.String()},
-		{Name: string(Restart), Src: s(Running, Stopped, Failed), Dst: Provisioning.String()},
-		{Name: string(Delete), Src: s(live...), Dst: Deleting.String()},
+	return []rule{
+		{cmd: Create, from: []Status{None, Deleted}, event: Created, to: Provisioning},
+		{cmd: Start, from: []Status{Stopped, Failed}, event: StartRequested, to: Provisioning},
+		{cmd: Stop, from: []Status{Provisioning, Running, Failed}, event: StopRequested, to: Stopping},
+		{cmd: Restart, from: []Status{Running, Stopped, Failed}, event: RestartRequested, to: Provisioning},
+		{cmd: Delete, from: live, event: DeleteRequested, to: Deleting},
 		// configure keeps the state except in running, where it restarts to apply.
-		{Name: string(Configure), Src: s(Running), Dst: Provisioning.String()},
-		{Name: string(Configure), Src: s(Provisioning), Dst: Provisioning.String()},
-		{Name: string(Configure), Src: s(Stopping), Dst: Stopping.String()},
-		{Name: string(Configure), Src: s(Stopped), Dst: Stopped.String()},
-		{Name: string(Configure), Src: s(Failed), Dst: Failed.String()},
+		{cmd: Configure, from: []Status{Running}, event: Configured, to: Provisioning},
+		{cmd: Configure, from: []Status{Provisioning, Stopping, Stopped, Failed}, event: Configured, stays: true},
+		{cmd: ProvisionSucceeded, from: []Status{Provisioning}, event: Provisioned, to: Running},
 		// With a newer spec pending, provision_succeeded starts the one
 		// follow-up attempt instead (see decideSystem).
-		{Name: string(ProvisionSucceeded), Src: s(Provisioning), Dst: Running.String()},
-		{Name: string(ProvisionFailed), Src: s(Provisioning), Dst: Failed.String()},
-		{Name: string(StopSucceeded), Src: s(Stopping), Dst: Stopped.String()},
-		{Name: string(StopFailed), Src: s(Stopping), Dst: Failed.String()},
-		{Name: string(DeleteSucceeded), Src: s(Deleting), Dst: Deleted.String()},
-		{Name: string(DeleteFailed), Src: s(Deleting), Dst: Failed.String()},
-		{Name: string(ContainerExited), Src: s(Running), Dst: Failed.String()},
-		{Name: string(DeadlineExceeded), Src: s(Provisioning, Stopping, Deleting), Dst: Failed.String()},
+		{cmd: ProvisionSucceeded, from: []Status{Provisioning}, event: ReprovisionStarted, to: Provisioning, followUp: true},
+		{cmd: ProvisionFailed, from: []Status{Provisioning}, event: ProvisionFailedEv, to: Failed},
+		{cmd: StopSucceeded, from: []Status{Stopping}, event: StoppedEv, to: Stopped},
+		{cmd: StopFailed, from: []Status{Stopping}, event: StopFailedEv, to: Failed},
+		{cmd: DeleteSucceeded, from: []Status{Deleting}, event: DeletedEv, to: Deleted},
+		{cmd: DeleteFailed, from: []Status{Deleting}, event: DeleteFailedEv, to: Failed},
+		{cmd: ContainerExited, from: []Status{Running}, event: ContainerExitedEv, to: Failed},
+		{cmd: DeadlineExceeded, from: []Status{Provisioning, Stopping, Deleting}, event: DeadlineExceededEv, to: Failed},
 	}
+}
+
+// ruleTable is rules, built once: Apply and Decide read it on the engine's
+// hot path. Nothing writes it after the once.
+var ruleTable = sync.OnceValue(rules)
+
+// transitions is the rules as looplab/fsm events.
+func transitions() []looplab.EventDesc {
+	var out []looplab.EventDesc
+	for _, r := range rules() {
+		switch {
+		case r.followUp:
+		case r.stays:
+			for _, st := range r.from {
+				out = append(out, looplab.EventDesc{Name: string(r.cmd), Src: []string{st.String()}, Dst: st.String()})
+			}
+		default:
+			src := make([]string, len(r.from))
+			for i, st := range r.from {
+				src[i] = st.String()
+			}
+			out = append(out, looplab.EventDesc{Name: string(r.cmd), Src: src, Dst: r.to.String()})
+		}
+	}
+	return out
+}
+
+// eventOf is the event cmd records (its first rule's); ok is false for an
+// unknown command.
+func eventOf(cmd CommandType) (EventType, bool) {
+	for _, r := range ruleTable() {
+		if r.cmd == cmd {
+			return r.event, true
+		}
+	}
+	return "", false
+}
+
+// ruleOf is the rule that records e from st: the one whose sources hold st,
+// else (a history the table does not allow, which Apply still folds) e's
+// rule that keeps the state, if it has one, or its first. ok is false for
+// an unknown event.
+func ruleOf(e EventType, st Status) (rule, bool) {
+	var first rule
+	found := false
+	for _, r := range ruleTable() {
+		if r.event != e {
+			continue
+		}
+		if slices.Contains(r.from, st) {
+			return r, true
+		}
+		if !found || r.stays {
+			first, found = r, true
+		}
+	}
+	return first, found
+}
+
+// landing is where e leads from st.
+func landing(st Status, e EventType) Status {
+	r, ok := ruleOf(e, st)
+	if !ok || r.stays {
+		return st
+	}
+	return r.to
 }
 
 // transitionKey is one cell of the lifecycle table.
@@ -132,9 +205,7 @@ type Decision struct {
 // Decide judges cmd against w. It never fails: malformed commands are
 // rejected as invalid.
 func Decide(w Workspace, cmd Command) Decision {
-	if err := cmd.Validate(); err != nil {
-		var r *Rejection
-		errors.As(err, &r)
+	if r := cmd.Validate(); r != nil {
 		return reject(w, r.Code, cmd.Type, r.Message)
 	}
 	if w.ID != "" && cmd.Workspace != w.ID {
@@ -155,24 +226,13 @@ func Decide(w Workspace, cmd Command) Decision {
 	if dst != w.Status && dst.InFlight() {
 		ev.Generation = w.Generation + 1
 	}
-	switch cmd.Type {
-	case Create:
+	ev.Type, _ = eventOf(cmd.Type)
+	if cmd.Type == Create || cmd.Type == Configure {
 		spec := Spec{}
 		if cmd.Spec != nil {
 			spec = cmd.Spec.Clone()
 		}
-		ev.Type, ev.Spec, ev.SpecVersion = Created, &spec, w.SpecVersion+1
-	case Start:
-		ev.Type = StartRequested
-	case Stop:
-		ev.Type = StopRequested
-	case Restart:
-		ev.Type = RestartRequested
-	case Delete:
-		ev.Type = DeleteRequested
-	case Configure:
-		spec := cmd.Spec.Clone()
-		ev.Type, ev.Spec, ev.SpecVersion = Configured, &spec, w.SpecVersion+1
+		ev.Spec, ev.SpecVersion = &spec, w.SpecVersion+1
 	}
 	return Decision{Outcome: Accepted, Event: &ev}
 }
@@ -188,31 +248,21 @@ func decideSystem(w Workspace, cmd Command) Decision {
 			"%s for generation %d is stale: workspace %s is %s at generation %d", cmd.Type, cmd.Generation, w.ID, w.Status, w.Generation)}
 	}
 	ev := Event{Generation: w.Generation, SpecVersion: w.SpecVersion}
+	ev.Type, _ = eventOf(cmd.Type)
 	reason := cmd.Reason
 	switch cmd.Type {
 	case ProvisionSucceeded:
-		ev.Type, ev.ContainerID = Provisioned, cmd.ContainerID
+		ev.ContainerID = cmd.ContainerID
 		if w.PendingSpec() {
 			// The coalesced configures: exactly one follow-up attempt with the newest spec.
 			// The container it reported is replaced by the follow-up attempt.
-			ev.Type, ev.Generation, ev.ContainerID, dst = ReprovisionStarted, w.Generation+1, "", Provisioning
+			ev.Type, ev.Generation, ev.ContainerID = ReprovisionStarted, w.Generation+1, ""
+			dst = landing(w.Status, ReprovisionStarted)
 			reason = fmt.Sprintf("spec version %d arrived during generation %d; applying it", w.SpecVersion, w.Generation)
 		}
-	case ProvisionFailed:
-		ev.Type = ProvisionFailedEv
-	case StopSucceeded:
-		ev.Type = StoppedEv
-	case StopFailed:
-		ev.Type = StopFailedEv
-	case DeleteSucceeded:
-		ev.Type = DeletedEv
-	case DeleteFailed:
-		ev.Type = DeleteFailedEv
 	case ContainerExited:
-		ev.Type, ev.ExitCode = ContainerExitedEv, cmd.ExitCode
+		ev.ExitCode = cmd.ExitCode
 		reason = containerExitReason(cmd)
-	case DeadlineExceeded:
-		ev.Type = DeadlineExceededEv
 	}
 	if dst == Failed && reason == "" {
 		reason = fmt.Sprintf("%s reported without a reason", cmd.Type)
@@ -243,28 +293,19 @@ func Apply(w Workspace, e Event) Workspace {
 	if e.Spec != nil {
 		n.Spec = e.Spec.Clone()
 	}
-	switch e.Type {
-	case Created, StartRequested, RestartRequested, ReprovisionStarted:
-		n.Status, n.AttemptSpecVersion = Provisioning, n.SpecVersion
-	case Configured:
-		if w.Status == Running {
-			n.Status, n.AttemptSpecVersion = Provisioning, n.SpecVersion
+	if r, ok := ruleOf(e.Type, w.Status); ok && !r.stays {
+		n.Status = r.to
+		switch r.to {
+		case Provisioning: // a new attempt, with the newest spec
+			n.AttemptSpecVersion = n.SpecVersion
+		case Failed:
+			n.LastError = e.Reason
+		case Deleted:
+			n.ContainerID = ""
 		}
-	case StopRequested:
-		n.Status = Stopping
-	case DeleteRequested:
-		n.Status = Deleting
-	case Provisioned:
-		n.Status = Running
-		if e.ContainerID != "" {
-			n.ContainerID = e.ContainerID
-		}
-	case StoppedEv:
-		n.Status = Stopped
-	case DeletedEv:
-		n.Status, n.ContainerID = Deleted, ""
-	case ProvisionFailedEv, StopFailedEv, DeleteFailedEv, ContainerExitedEv, DeadlineExceededEv:
-		n.Status, n.LastError = Failed, e.Reason
+	}
+	if e.Type == Provisioned && e.ContainerID != "" {
+		n.ContainerID = e.ContainerID
 	}
 	return n
 }
@@ -273,38 +314,21 @@ func Apply(w Workspace, e Event) Workspace {
 // state at generation gen, for audits.
 func CommandFor(e Event, prevGeneration uint64) Command {
 	c := Command{Generation: e.Generation, Reason: e.Reason}
-	user := func(t CommandType) Command { return Command{Type: t, Spec: e.Spec} }
+	r, ok := ruleOf(e.Type, None)
+	if !ok {
+		return c
+	}
+	if !r.cmd.IsSystem() {
+		return Command{Type: r.cmd, Spec: e.Spec}
+	}
+	c.Type = r.cmd
 	switch e.Type {
-	case Created:
-		return user(Create)
-	case StartRequested:
-		return user(Start)
-	case StopRequested:
-		return user(Stop)
-	case RestartRequested:
-		return user(Restart)
-	case DeleteRequested:
-		return user(Delete)
-	case Configured:
-		return user(Configure)
 	case Provisioned:
-		c.Type, c.ContainerID = ProvisionSucceeded, e.ContainerID
+		c.ContainerID = e.ContainerID
 	case ReprovisionStarted:
-		c.Type, c.Generation, c.Reason = ProvisionSucceeded, prevGeneration, ""
-	case ProvisionFailedEv:
-		c.Type = ProvisionFailed
-	case StoppedEv:
-		c.Type = StopSucceeded
-	case StopFailedEv:
-		c.Type = StopFailed
-	case DeletedEv:
-		c.Type = DeleteSucceeded
-	case DeleteFailedEv:
-		c.Type = DeleteFailed
+		c.Generation, c.Reason = prevGeneration, ""
 	case ContainerExitedEv:
-		c.Type, c.ExitCode, c.Reason = ContainerExited, e.ExitCode, ""
-	case DeadlineExceededEv:
-		c.Type = DeadlineExceeded
+		c.ExitCode, c.Reason = e.ExitCode, ""
 	}
 	return c
 }

@@ -139,8 +139,11 @@ func ValidateSpec(s Spec) error {
 	return nil
 }
 
-// Validate checks a command's shape without looking at any state.
-func (c Command) Validate() error {
+// Validate checks a command's shape without looking at any state. It returns
+// the concrete *Rejection (code invalid) so that Decide needs no assertion;
+// callers that hold it in an error must compare the pointer, not the
+// interface, with nil (err := c.Validate() does).
+func (c Command) Validate() *Rejection {
 	if !c.Type.Known() {
 		return Invalid(c.Type, "unknown command type %q: use one of create, start, stop, restart, delete, configure", truncate(string(c.Type), 64))
 	}

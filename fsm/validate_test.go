@@ -179,3 +179,18 @@ func TestValidateAccepts(t *testing.T) {
 		}
 	}
 }
+
+// TestValidateReturnsRejection: Validate's result is a *Rejection by type,
+// so Decide uses it without an assertion that a different error type would
+// have made panic (issue 15 item 3). On a Validate that returns error this
+// file does not compile.
+func TestValidateReturnsRejection(t *testing.T) {
+	var r *fsm.Rejection = fsm.Command{Type: "bogus", Workspace: "ws-1", ID: "c1"}.Validate()
+	if r == nil || r.Code != fsm.CodeInvalid {
+		t.Fatalf("Validate() = %v, want an invalid *Rejection", r)
+	}
+	var ok *fsm.Rejection = fsm.Command{Type: fsm.Start, Workspace: "ws-1", ID: "c1"}.Validate()
+	if ok != nil {
+		t.Fatalf("Validate() of a good command = %v, want nil", ok)
+	}
+}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"path/filepath"
 	"time"
 
 	"github.com/turnstile-dev/turnstile/provisioner"
@@ -36,12 +37,12 @@ type backend struct {
 
 // chooseBackend builds the provisioner --provisioner asks for: docker,
 // sim, or auto (docker when it answers, else sim).
-func chooseBackend(ctx context.Context, c serveConfig, installation string, log *slog.Logger) (*backend, error) {
+func chooseBackend(ctx context.Context, c serveConfig, installation, dataDir string, log *slog.Logger) (*backend, error) {
 	policy, err := c.policy()
 	if err != nil {
 		return nil, err
 	}
-	b, err := openBackend(ctx, c, policy, installation, log)
+	b, err := openBackend(ctx, c, policy, installation, dataDir, log)
 	if err != nil {
 		return nil, err
 	}
@@ -49,9 +50,9 @@ func chooseBackend(ctx context.Context, c serveConfig, installation string, log 
 	return b, nil
 }
 
-func openBackend(ctx context.Context, c serveConfig, policy provisioner.Policy, installation string, log *slog.Logger) (*backend, error) {
+func openBackend(ctx context.Context, c serveConfig, policy provisioner.Policy, installation, dataDir string, log *slog.Logger) (*backend, error) {
 	if c.provisioner == kindSim {
-		return newSim(c, policy, installation, log, "chosen with --provisioner sim")
+		return newSim(c, policy, installation, dataDir, log, "chosen with --provisioner sim")
 	}
 	pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	cli, err := docker.Connect(pctx)
@@ -60,7 +61,7 @@ func openBackend(ctx context.Context, c serveConfig, policy provisioner.Policy, 
 		if c.provisioner == kindDocker {
 			return nil, fmt.Errorf("--provisioner docker: %w", err)
 		}
-		return newSim(c, policy, installation, log, fmt.Sprintf("--provisioner auto: Docker is unreachable (%v)", err))
+		return newSim(c, policy, installation, dataDir, log, fmt.Sprintf("--provisioner auto: Docker is unreachable (%v)", err))
 	}
 	b := &backend{kind: kindDocker, why: "Docker at " + cli.DaemonHost(), closeFn: func() { _ = cli.Close() }}
 	b.image, b.imageNote = c.defaultImage, "from --default-image"
@@ -83,13 +84,18 @@ func openBackend(ctx context.Context, c serveConfig, policy provisioner.Policy, 
 	return b, nil
 }
 
-func newSim(c serveConfig, policy provisioner.Policy, installation string, log *slog.Logger, why string) (*backend, error) {
+// simStateFile is where the simulator keeps its containers and volumes, so
+// that a restart of serve finds them as it would find Docker's.
+func simStateFile(dataDir string) string { return filepath.Join(dataDir, "sim", "host.json") }
+
+func newSim(c serveConfig, policy provisioner.Policy, installation, dataDir string, log *slog.Logger, why string) (*backend, error) {
 	image := c.defaultImage
 	if image == "" {
 		image = simDefaultImage
 	}
 	p, err := sim.New(sim.Config{Installation: installation, DefaultImage: image, Policy: policy, MinLatency: c.simMinLatency,
-		MaxLatency: c.simMaxLatency, FailureRate: c.simFailureRate, Seed: c.simSeed, Logger: log.With("component", "provisioner")})
+		MaxLatency: c.simMaxLatency, FailureRate: c.simFailureRate, Seed: c.simSeed, StateFile: simStateFile(dataDir),
+		Logger: log.With("component", "provisioner")})
 	if err != nil {
 		return nil, err
 	}

@@ -242,7 +242,7 @@ func (s *service) start(ctx context.Context) error {
 	s.push("projector", func(context.Context) error { pcancel(); pwg.Wait(); return nil })
 
 	// The provisioner and its worker, supervisor and watcher.
-	if s.backend, err = chooseBackend(ctx, cfg, s.installation, log); err != nil {
+	if s.backend, err = chooseBackend(ctx, cfg, s.installation, s.a.dataDir, log); err != nil {
 		return err
 	}
 	s.push("provisioner backend", func(context.Context) error { s.backend.closeFn(); return nil })

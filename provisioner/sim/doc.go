@@ -1,6 +1,6 @@
-// Package sim is a SIMULATED Provisioner: an in-memory stand-in for a
-// Docker Engine, for development, demos and load tests. No container ever
-// runs; New logs a warning saying so.
+// Package sim is a SIMULATED Provisioner: a stand-in for a Docker Engine,
+// for development, demos and load tests. No container ever runs; New logs
+// a warning saying so.
 //
 // Guarantees:
 //   - The semantics of package provisioner, as the docker backend keeps
@@ -18,6 +18,11 @@
 //   - It honours the test agent's environment in the spec, as if every
 //     image ran internal/agent: AGENT_START_DELAY delays readiness,
 //     AGENT_EXIT_AFTER with AGENT_EXIT_CODE makes the container exit.
+//   - Persistence on request: a Host from OpenHost (or a Config with a
+//     StateFile) keeps its containers and volumes in a JSON file, replaced
+//     atomically before any change is reported, and loads it when opened,
+//     so they outlive the process as Docker's outlive serve. NewHost keeps
+//     everything in memory.
 //   - Host.Kill and Host.Remove simulate a crash and "docker rm -f", for
 //     watcher and reconciler tests.
 package sim

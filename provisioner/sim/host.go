@@ -4,6 +4,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
+	"log/slog"
 	"sync"
 	"time"
 
@@ -26,6 +27,8 @@ type Host struct {
 	volumes    map[string]simVolume // by volume name
 	subs       map[*subscriber]struct{}
 	seq        uint64
+	path       string       // the state file; "" keeps everything in memory (NewHost)
+	log        *slog.Logger // set with path
 }
 
 // simVolume is one workspace volume on the host, keyed by its name.
@@ -50,7 +53,8 @@ type simContainer struct {
 	timer        *time.Timer
 }
 
-// NewHost returns an empty simulated engine.
+// NewHost returns an empty simulated engine that lives in memory only; see
+// OpenHost for one that outlives the process.
 func NewHost(cfg HostConfig) *Host {
 	h := &Host{containers: map[string]*simContainer{}, volumes: map[string]simVolume{}, subs: map[*subscriber]struct{}{}}
 	if cfg.Images != nil {
@@ -79,7 +83,7 @@ func (h *Host) Kill(workspace string, code int) error {
 		return fmt.Errorf("no running container %s: %w", provisioner.ContainerName(workspace), provisioner.ErrNotFound)
 	}
 	h.exitLocked(c, code, "")
-	return nil
+	return h.saveLocked()
 }
 
 // Remove removes the workspace's container as "docker rm -f" would: it
@@ -93,7 +97,7 @@ func (h *Host) Remove(workspace string) error {
 		return fmt.Errorf("no container %s: %w", provisioner.ContainerName(workspace), provisioner.ErrNotFound)
 	}
 	h.removeLocked(c, 137)
-	return nil
+	return h.saveLocked()
 }
 
 // Profile returns the security profile the workspace's container was
@@ -136,13 +140,23 @@ func (h *Host) startLocked(c *simContainer, startDelay time.Duration, exitAfter 
 		return
 	}
 	c.exitAt = now.Add(*exitAfter)
+	h.armExitLocked(c, *exitAfter, exitCode)
+}
+
+// armExitLocked makes the running c exit with exitCode after d.
+func (h *Host) armExitLocked(c *simContainer, d time.Duration, exitCode int) {
 	id := c.id
 	name := provisioner.ContainerName(c.workspace)
-	c.timer = time.AfterFunc(*exitAfter, func() {
+	c.timer = time.AfterFunc(d, func() {
 		h.mu.Lock()
 		defer h.mu.Unlock()
 		if cur := h.containers[name]; cur != nil && cur.id == id && cur.state == "running" {
 			h.exitLocked(cur, exitCode, "")
+			if err := h.saveLocked(); err != nil {
+				// The exit is reported regardless; after a restart the
+				// file's exit_at finds the container exited all the same.
+				h.log.Error("sim host: planned exit not saved", "workspace", cur.workspace, "err", err)
+			}
 		}
 	})
 }

@@ -16,8 +16,13 @@ import (
 
 // Config configures a simulated Provisioner.
 type Config struct {
-	// Host is the simulated engine; nil gives the provisioner a private one.
+	// Host is the simulated engine; nil gives the provisioner a private one,
+	// kept in StateFile if that is set.
 	Host *Host
+	// StateFile, with no Host, keeps the private engine's containers and
+	// volumes in this JSON file so that they outlive the process (see
+	// OpenHost); "" keeps them in memory only.
+	StateFile string
 	// Installation is this installation's id. Required; a DNS label.
 	Installation string
 	// DefaultImage runs when a spec names no image.
@@ -49,6 +54,9 @@ func (c Config) Validate() error {
 	if c.MinLatency < 0 || c.MaxLatency < c.MinLatency {
 		return fmt.Errorf("sim provisioner: latency range [%v, %v] is invalid", c.MinLatency, c.MaxLatency)
 	}
+	if c.Host != nil && c.StateFile != "" {
+		return fmt.Errorf("sim provisioner: give a Host or a StateFile, not both (a shared Host is opened with OpenHost)")
+	}
 	if c.FailureRate < 0 || c.FailureRate > 1 {
 		return fmt.Errorf("sim provisioner: failure rate %v is not in [0, 1]", c.FailureRate)
 	}
@@ -73,11 +81,19 @@ func New(cfg Config) (*Provisioner, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	if cfg.Host == nil {
-		cfg.Host = NewHost(HostConfig{})
-	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
+	}
+	switch {
+	case cfg.Host != nil:
+	case cfg.StateFile != "":
+		h, err := OpenHost(HostConfig{}, cfg.StateFile, cfg.Logger)
+		if err != nil {
+			return nil, err
+		}
+		cfg.Host = h
+	default:
+		cfg.Host = NewHost(HostConfig{})
 	}
 	p := &Provisioner{
 		cfg: cfg, host: cfg.Host,
@@ -191,6 +207,10 @@ func (p *Provisioner) Provision(ctx context.Context, req provisioner.Request) (p
 	if c.state != "running" {
 		h.startLocked(c, startDelay, exitAfter, exitCode)
 	}
+	if err := h.saveLocked(); err != nil {
+		h.mu.Unlock()
+		return provisioner.Result{}, &provisioner.Error{Op: op, Workspace: ws, Generation: gen, Code: provisioner.CodeEngine, Reason: err.Error(), Err: err}
+	}
 	id, wake := c.id, c.readyAt
 	if !c.exitAt.IsZero() && c.exitAt.Before(wake) {
 		wake = c.exitAt
@@ -210,6 +230,9 @@ func (p *Provisioner) Provision(ctx context.Context, req provisioner.Request) (p
 		return provisioner.Result{}, fail(provisioner.CodeEngine, fmt.Sprintf("container %s vanished while starting: was it removed by someone else?", name))
 	case c.state == "running" && !c.exitAt.IsZero() && !time.Now().Before(c.exitAt):
 		h.exitLocked(c, c.exitPlanCode, "") // the exit timer is about to fire
+		if err := h.saveLocked(); err != nil {
+			return provisioner.Result{}, &provisioner.Error{Op: op, Workspace: ws, Generation: gen, Code: provisioner.CodeEngine, Reason: err.Error(), Err: err}
+		}
 	}
 	if c.state != "running" {
 		return provisioner.Result{}, fail(provisioner.CodeExited, fmt.Sprintf("container %s exited with code %d before it was ready", name, c.exitCode))
@@ -225,6 +248,10 @@ func (p *Provisioner) abandon(ws string, gen uint64, id string) {
 	if c := h.containers[provisioner.ContainerName(ws)]; c != nil && c.id == id && c.generation == gen {
 		h.removeLocked(c, 137)
 		p.log.Info("abandoned provision: removed its container", "workspace", ws, "generation", gen, "container", id)
+		if err := h.saveLocked(); err != nil {
+			// The next Provision of the workspace replaces or adopts it.
+			p.log.Error("abandoned provision not saved", "workspace", ws, "err", err)
+		}
 	}
 }
 
@@ -262,6 +289,9 @@ func (p *Provisioner) Stop(ctx context.Context, workspace string, generation uin
 	if c.state == "running" {
 		p.host.exitLocked(c, 0, "")
 		p.log.Info("stopped container", "workspace", workspace, "generation", generation, "container", c.id)
+		if err := p.host.saveLocked(); err != nil {
+			return &provisioner.Error{Op: op, Workspace: workspace, Generation: generation, Code: provisioner.CodeEngine, Reason: err.Error(), Err: err}
+		}
 	}
 	return nil
 }
@@ -291,6 +321,9 @@ func (p *Provisioner) Delete(ctx context.Context, workspace string, generation u
 	if v, ok := h.volumes[vol]; ok && v.installation == p.cfg.Installation {
 		delete(h.volumes, vol)
 	}
+	if err := h.saveLocked(); err != nil {
+		return &provisioner.Error{Op: op, Workspace: workspace, Generation: generation, Code: provisioner.CodeEngine, Reason: err.Error(), Err: err}
+	}
 	return nil
 }
 
@@ -316,6 +349,9 @@ func (p *Provisioner) RemoveVolume(_ context.Context, workspace string) error {
 	}
 	delete(h.volumes, vol)
 	p.log.Info("removed volume", "workspace", workspace, "volume", vol)
+	if err := h.saveLocked(); err != nil {
+		return &provisioner.Error{Op: op, Workspace: workspace, Code: provisioner.CodeEngine, Reason: err.Error(), Err: err}
+	}
 	return nil
 }
 
