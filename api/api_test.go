@@ -307,8 +307,8 @@ func TestReads(t *testing.T) {
 
 func TestAuth(t *testing.T) {
 	e := newEnv(t, envOptions{noReadModel: true})
-	anon := &env{srv: e.srv}
-	wrong := &env{srv: e.srv, token: "guess"}
+	anon := &env{openapi: e.openapi, t: e.t, srv: e.srv}
+	wrong := &env{openapi: e.openapi, t: e.t, srv: e.srv, token: "guess"}
 
 	t.Run("NoTokenIs401", func(t *testing.T) {
 		r := anon.do(t, "POST", "/v1/workspaces", `{"id":"theta"}`)

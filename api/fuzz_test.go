@@ -342,6 +342,10 @@ func (fs *fuzzServer) serveOnce(t *testing.T, method, target string, body []byte
 			default:
 				t.Fatalf("a 404 with code %q: %s", b.Code, desc())
 			}
+		case http.StatusMethodNotAllowed:
+			if b.Code != api.CodeMethodNotAllowed || rec.Header().Get("Allow") == "" {
+				t.Fatalf("a 405 without its code or Allow: %s", desc())
+			}
 		case http.StatusConflict:
 			switch fsm.Code(b.Code) {
 			case fsm.CodeExists, fsm.CodeBusy, fsm.CodeGone:

@@ -199,7 +199,7 @@ func TestTokens(t *testing.T) {
 
 	const ciSecret = "ci-secret-0123456789abcdefghijklmnopqrstuvwxyz"
 	e := newEnv(t, envOptions{noReadModel: true, tokens: []api.Token{{Name: "ci", Secret: ciSecret}}})
-	ci := &env{core: e.core, srv: e.srv, token: ciSecret}
+	ci := &env{openapi: e.openapi, t: e.t, core: e.core, srv: e.srv, token: ciSecret}
 
 	t.Run("ActorIsTheTokenName", func(t *testing.T) {
 		var res api.CommandResult
@@ -223,7 +223,7 @@ func TestTokens(t *testing.T) {
 	t.Run("WrongOrMissingToken", func(t *testing.T) {
 		before := e.streamCounts(t)
 		for _, auth := range []string{"", "Bearer", "Bearer ", "Basic " + ciSecret, "Bearer " + ciSecret[:len(ciSecret)-1], ciSecret} {
-			anon := &env{core: e.core, srv: e.srv}
+			anon := &env{openapi: e.openapi, t: e.t, core: e.core, srv: e.srv}
 			r := anon.do(t, "POST", "/v1/workspaces", `{"id":"nope"}`, "Authorization", auth)
 			e.wantRefused(t, r, http.StatusUnauthorized, api.CodeUnauthorized, before)
 		}

@@ -38,6 +38,10 @@ type env struct {
 	api    *api.Server
 	token  string
 	reg    *prometheus.Registry
+	// openapi validates every exchange against api/openapi.json; a
+	// mismatch fails the test that made the env.
+	openapi *openAPIChecker
+	t       *testing.T
 }
 
 // testToken is the token every env's API accepts, named testTokenName.
@@ -56,7 +60,7 @@ type envOptions struct {
 
 func newEnv(t *testing.T, o envOptions) *env {
 	t.Helper()
-	e := &env{core: testenv.StartCore(t, testenv.CoreOptions{}), token: testToken}
+	e := &env{core: testenv.StartCore(t, testenv.CoreOptions{}), token: testToken, openapi: newOpenAPIChecker(t), t: t}
 	e.system = e.core.SystemClient(t, "test-provisioner")
 	reg := prometheus.NewRegistry()
 	e.reg = reg
@@ -177,6 +181,9 @@ func (e *env) tryCtx(ctx context.Context, method, path, body string, headers ...
 	b, err := io.ReadAll(resp.Body)
 	if err != nil {
 		return response{}, err
+	}
+	if err := e.openapi.check(req, []byte(body), resp, b); err != nil {
+		e.t.Error(err)
 	}
 	return response{status: resp.StatusCode, header: resp.Header, body: b}, nil
 }

@@ -68,10 +68,12 @@ func (c *WorkspaceCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 }
 
-// metrics are the API's own: open waits and refused requests.
+// metrics are the API's own: open waits, refused requests, and requests
+// by route and code.
 type metrics struct {
 	waits   prometheus.Gauge
 	refused *prometheus.CounterVec
+	http    httpMetrics
 }
 
 // newMetrics makes the API's metrics and registers them on reg, if any.
@@ -82,9 +84,10 @@ func newMetrics(reg prometheus.Registerer) (metrics, error) {
 		refused: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "turnstile_api_refused_total",
 			Help: "Requests the API refused before their route, by code: unauthorized, wrong_host, cross_origin, unsupported_media_type, too_many_waits."},
 			[]string{"code"}),
+		http: newHTTPMetrics(),
 	}
 	if reg != nil {
-		for _, c := range []prometheus.Collector{m.waits, m.refused} {
+		for _, c := range append([]prometheus.Collector{m.waits, m.refused}, m.http.collectors()...) {
 			if err := reg.Register(c); err != nil {
 				return metrics{}, err
 			}

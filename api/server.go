@@ -159,10 +159,9 @@ func New(cfg Config) (*Server, error) {
 	if cfg.Gatherer != nil {
 		mux.Handle("GET /metrics", promhttp.HandlerFor(cfg.Gatherer, promhttp.HandlerOpts{ErrorLog: slogPrinter{s.log}}))
 	}
-	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
-		writeJSON(w, http.StatusNotFound, ErrorBody{Code: string("no_route"), Message: "no such route: see docs/operations.md for the API"})
-	})
-	s.handler = s.logRequests(s.limitTime(s.checkHost(s.authorize(s.checkOrigin(s.checkContentType(mux))))))
+	mux.HandleFunc("GET /v1/openapi.json", serveOpenAPI)
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) { noRoute(mux, w, r) })
+	s.handler = s.measure(mux, s.logRequests(s.limitTime(s.checkHost(s.authorize(s.checkOrigin(s.checkContentType(mux)))))))
 	return s, nil
 }
 

@@ -87,7 +87,10 @@ func Settled(gen uint64) func(fsm.Workspace) bool {
 
 // WaitResult is /wait's body, and what the CLI reports after waiting.
 type WaitResult struct {
-	Reached bool `json:"reached"`
+	// Code is "timeout" on a 408 (the state was not reached in time), as
+	// every other error answer carries a code; empty otherwise.
+	Code    string `json:"code,omitempty"`
+	Reached bool   `json:"reached"`
 	// Want is the state waited for.
 	Want string `json:"want"`
 	// State, Generation and EventSeq are the workspace's when the wait ended.
@@ -170,6 +173,7 @@ func (s *Server) wait(w http.ResponseWriter, r *http.Request) {
 	case err == nil:
 		writeJSON(w, http.StatusOK, res)
 	case errors.Is(err, context.DeadlineExceeded) && r.Context().Err() == nil:
+		res.Code = CodeTimeout
 		writeJSON(w, http.StatusRequestTimeout, res)
 	case r.Context().Err() != nil:
 		// The caller went away, or the server is shutting down: never let

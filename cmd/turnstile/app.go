@@ -124,12 +124,14 @@ commands from another terminal.`,
 }
 
 // logger builds the slog logger the flags ask for, writing to stderr.
+// Durations are logged as strings such as "1.2s": the JSON handler would
+// write nanoseconds as a bare number, which reads as anything.
 func (a *app) logger() (*slog.Logger, error) {
 	var level slog.Level
 	if err := level.UnmarshalText([]byte(a.logLevel)); err != nil {
 		return nil, usageError(fmt.Errorf("--log-level %q: use debug, info, warn or error", a.logLevel))
 	}
-	opts := &slog.HandlerOptions{Level: level}
+	opts := &slog.HandlerOptions{Level: level, ReplaceAttr: durationAsString}
 	switch a.logFormat {
 	case "text":
 		return slog.New(slog.NewTextHandler(a.err, opts)), nil
@@ -142,6 +144,15 @@ func (a *app) logger() (*slog.Logger, error) {
 		return slog.New(slog.NewJSONHandler(a.err, opts)), nil
 	}
 	return nil, usageError(fmt.Errorf("--log-format %q: use auto, text or json", a.logFormat))
+}
+
+// durationAsString is the loggers' ReplaceAttr: a time.Duration becomes its
+// String ("1.5s"), in groups too.
+func durationAsString(_ []string, attr slog.Attr) slog.Attr {
+	if attr.Value.Kind() == slog.KindDuration {
+		return slog.String(attr.Key, attr.Value.Duration().String())
+	}
+	return attr
 }
 
 // isTerminal reports whether w is a terminal.

@@ -6,8 +6,18 @@ import (
 )
 
 // banner tells the person who ran serve what is running where, which
-// provisioner acts, and whether it is the simulator.
+// provisioner acts, and whether it is the simulator. With --log-format
+// json the human banner is left out, so that stderr carries only JSON
+// lines; the "serving" log line says the same. (auto keeps it: there the
+// format follows whether stderr is a terminal, not a request for JSON.)
 func (s *service) banner() {
+	s.log.Info("serving", "http", s.httpURL, "nats", s.natsURL, "provisioner", s.backend.kind,
+		"simulated", s.backend.kind == kindSim, "installation", s.installation, "default_image", s.backend.image,
+		"allowed_images", s.cfg.allowedImages, "default_profile", s.cfg.defaultProfile, "allowed_profiles", s.cfg.allowedProfiles,
+		"api_token_file", s.apiTokens.generated, "version", readVersion().String())
+	if s.a.logFormat == "json" {
+		return
+	}
 	var b strings.Builder
 	fmt.Fprintf(&b, "Turnstile is serving (%s)\n", readVersion())
 	row := func(k, v string) { fmt.Fprintf(&b, "  %-13s %s\n", k, v) }
@@ -49,9 +59,6 @@ func (s *service) banner() {
 		fmt.Fprintf(&b, "     curl -H \"Authorization: Bearer $(cat %s)\" %s/v1/workspaces\n", s.apiTokens.generated, s.httpURL)
 	}
 	fmt.Fprint(s.a.err, b.String())
-	s.log.Info("serving", "http", s.httpURL, "nats", s.natsURL, "provisioner", s.backend.kind,
-		"simulated", s.backend.kind == kindSim, "installation", s.installation, "default_image", s.backend.image,
-		"allowed_images", s.cfg.allowedImages, "default_profile", s.cfg.defaultProfile, "allowed_profiles", s.cfg.allowedProfiles)
 }
 
 // describePolicy says in one line how workspace containers are confined

@@ -42,6 +42,8 @@ func (b *lockedBuffer) String() string {
 type inProcessServe struct {
 	dir, natsURL string
 	env          map[string]string // for client commands
+	httpURL      string
+	out          *lockedBuffer // serve's stdout and stderr
 }
 
 func startInProcessServe(t *testing.T, extra map[string]string) *inProcessServe {
@@ -90,7 +92,7 @@ func startInProcessServe(t *testing.T, extra map[string]string) *inProcessServe 
 		_ = resp.Body.Close()
 		return resp.StatusCode == http.StatusOK
 	})
-	s := &inProcessServe{dir: dir, natsURL: "nats://" + natsAddr, env: map[string]string{
+	s := &inProcessServe{dir: dir, natsURL: "nats://" + natsAddr, httpURL: "http://" + httpAddr, out: &out, env: map[string]string{
 		"TURNSTILE_NATS_URL": "nats://" + natsAddr, "TURNSTILE_DATA_DIR": dir, "TURNSTILE_DATABASE_URL": dbURL,
 	}}
 	return s

@@ -224,7 +224,7 @@ func (s *service) start(ctx context.Context) error {
 
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
-		api.NewWorkspaceCollector(readPool, log))
+		api.NewWorkspaceCollector(readPool, log), buildInfo(readVersion()))
 
 	// The projector.
 	pjs, err := jetstream.New(conns["projector"])

@@ -5,6 +5,7 @@ import (
 	"runtime"
 	"runtime/debug"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spf13/cobra"
 )
 
@@ -67,4 +68,17 @@ func (a *app) versionCmd() *cobra.Command {
 			return nil
 		},
 	}
+}
+
+// buildInfo is turnstile_build_info: always 1, its labels say which build
+// serves (a dashboard joins on it to show versions across instances).
+func buildInfo(v buildVersion) prometheus.Collector {
+	g := prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "turnstile_build_info",
+		Help: "Always 1; the labels are this binary's version, VCS commit and Go version."}, []string{"version", "commit", "go_version"})
+	commit := v.Revision
+	if commit != "" && v.Modified {
+		commit += "-modified"
+	}
+	g.WithLabelValues(v.Version, commit, v.Go).Set(1)
+	return g
 }
