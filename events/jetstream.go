@@ -493,9 +493,7 @@ func (s *Store) Replay(ctx context.Context, from, to uint64, fn func(Record) err
 	if to < from {
 		return nil
 	}
-	return s.replay(ctx, []string{s.names.Events(), s.names.Outcomes()}, from, to, func(m jetstream.Msg, md *jetstream.MsgMetadata) error {
-		return fn(s.decodeRecord(m.Subject(), m.Data(), md.Sequence.Stream, md.Timestamp))
-	})
+	return s.replay(ctx, from, to, fn)
 }
 
 // decodeRecord decodes a message read at stream sequence seq, stored at
@@ -523,46 +521,42 @@ func (s *Store) decodeRecord(subject string, data []byte, seq uint64, stored tim
 	return r
 }
 
-// replay reads subjects from sequence from to to with an ordered consumer.
-func (s *Store) replay(ctx context.Context, subjects []string, from, to uint64, fn func(jetstream.Msg, *jetstream.MsgMetadata) error) error {
-	cons, err := s.stream.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{
-		FilterSubjects: subjects,
-		DeliverPolicy:  jetstream.DeliverByStartSequencePolicy,
-		OptStartSeq:    from,
-	})
-	if err != nil {
-		return fmt.Errorf("replay: %w", err)
-	}
-	it, err := cons.Messages(jetstream.PullMaxMessages(2048))
-	if err != nil {
-		return fmt.Errorf("replay: %w", err)
-	}
-	defer it.Stop()
-	stop := context.AfterFunc(ctx, it.Stop)
-	defer stop()
-	for {
-		m, err := it.Next()
+// replayPage is how many messages one direct batch get of a replay asks for.
+const replayPage = 1000
+
+// replay reads the event stream from sequence from to to with direct batch
+// gets, not a consumer: a NATS user may read but not create consumers
+// (a consumer's deliver subject could point anywhere, docs/security.md),
+// and the CLI's audit --all runs as that user.
+func (s *Store) replay(ctx context.Context, from, to uint64, fn func(Record) error) error {
+	for next := from; next <= to; {
+		msgs, err := jetstreamext.GetBatch(ctx, s.js, s.names.EventStream(), min(replayPage, int(to-next+1)),
+			jetstreamext.GetBatchSeq(next))
 		if err != nil {
-			if ctx.Err() != nil {
-				return ctx.Err()
+			return fmt.Errorf("replay from stream sequence %d: %w", next, err)
+		}
+		got := 0
+		for m, err := range msgs {
+			if errors.Is(err, jetstreamext.ErrNoMessages) {
+				break
 			}
-			return fmt.Errorf("replay: %w", err)
+			if err != nil {
+				return fmt.Errorf("replay from stream sequence %d: %w", next, err)
+			}
+			if m.Sequence > to {
+				return nil
+			}
+			if err := fn(s.decodeRecord(m.Subject, m.Data, m.Sequence, m.Time)); err != nil {
+				return err
+			}
+			next = m.Sequence + 1
+			got++
 		}
-		md, err := m.Metadata()
-		if err != nil {
-			return fmt.Errorf("replay: %w", err)
-		}
-		seq := md.Sequence.Stream
-		if seq > to {
-			return nil
-		}
-		if err := fn(m, md); err != nil {
-			return err
-		}
-		if seq == to || md.NumPending == 0 {
-			return nil
+		if got == 0 {
+			return nil // nothing at or after next: the rest was removed (expired outcomes)
 		}
 	}
+	return nil
 }
 
 // IsWrongLastSequence reports the server's "wrong last sequence" refusal of

@@ -70,11 +70,14 @@ func (a *app) clientNATSURL() string {
 // natsTokenFromDataDir is the token serve wrote to <data-dir>/nats-token,
 // used when no --nats-* credential is given and the URL carries none; ""
 // if there is no such file.
-func (a *app) natsTokenFromDataDir(url string) (string, error) {
-	if a.natsCreds != "" || a.natsNkey != "" || a.natsUser != "" || a.natsToken != "" || strings.Contains(url, "@") {
+func (a *app) natsTokenFromDataDir(url, file string) (string, error) {
+	if a.natsCreds != "" || a.natsNkey != "" || a.natsUser != "" || strings.Contains(url, "@") {
 		return "", nil
 	}
-	b, err := os.ReadFile(filepath.Join(a.dataDir, natsTokenFile))
+	if a.natsToken != "" && file == natsTokenFile {
+		return "", nil // --nats-token is the user role's token
+	}
+	b, err := os.ReadFile(filepath.Join(a.dataDir, file))
 	if errors.Is(err, fs.ErrNotExist) {
 		return "", nil
 	}
@@ -84,12 +87,23 @@ func (a *app) natsTokenFromDataDir(url string) (string, error) {
 	return strings.TrimSpace(string(b)), nil
 }
 
-// connectNATS connects a client command to NATS.
+// connectNATS connects a client command to NATS as the user role.
 func (a *app) connectNATS(ctx context.Context) (*nats.Conn, error) {
+	return a.connectNATSWith(ctx, natsTokenFile)
+}
+
+// connectNATSAdmin connects as the admin role, for rebuild's consumer.
+func (a *app) connectNATSAdmin(ctx context.Context) (*nats.Conn, error) {
+	return a.connectNATSWith(ctx, natsAdminTokenFile)
+}
+
+// connectNATSWith connects a client command to NATS with the token serve
+// wrote to file in the data dir, unless a credential is given.
+func (a *app) connectNATSWith(ctx context.Context, file string) (*nats.Conn, error) {
 	url := a.clientNATSURL()
 	opts := append(a.natsOptions("turnstile-cli"), nats.RetryOnFailedConnect(false))
 	// As database-url: serve's embedded NATS requires the token it wrote.
-	tok, err := a.natsTokenFromDataDir(url)
+	tok, err := a.natsTokenFromDataDir(url, file)
 	if err != nil {
 		return nil, err
 	}
@@ -103,7 +117,7 @@ func (a *app) connectNATS(ctx context.Context) (*nats.Conn, error) {
 	if err != nil {
 		if errors.Is(err, nats.ErrAuthorization) {
 			return nil, fmt.Errorf("NATS at %s refused this client: %w (serve's embedded NATS wants the token in %s: run from the directory serve runs in, or pass --data-dir or --nats-token)",
-				url, err, filepath.Join(a.dataDir, natsTokenFile))
+				url, err, filepath.Join(a.dataDir, file))
 		}
 		return nil, fmt.Errorf("cannot reach NATS at %s: %w (is 'turnstile serve' running? otherwise pass --nats-url or set TURNSTILE_NATS_URL)", url, err)
 	}

@@ -9,6 +9,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 
 	"github.com/nats-io/nats-server/v2/server"
@@ -22,11 +23,17 @@ import (
 // it as they read database-url.
 const natsTokenFile = "nats-token"
 
+// natsAdminTokenFile holds the token of the admin role (the user role plus
+// consumers of its own: `turnstile rebuild` reads the stream through one),
+// beside nats-token and as sensitive as database-owner-url.
+const natsAdminTokenFile = "nats-admin-token"
+
 // NATS user names on the embedded server, as its log and monitoring show
 // them.
 const (
 	natsSystemUser = "turnstile-serve"
 	natsClientUser = "turnstile-user"
+	natsAdminUser  = "turnstile-admin"
 )
 
 // natsAuth authenticates the embedded server's clients by token into one of
@@ -35,8 +42,8 @@ const (
 // user role (the CLI, the Go client, `nats` against this server) may publish
 // user commands and read, and nothing else.
 type natsAuth struct {
-	system, user []byte
-	userPerms    *server.Permissions
+	system, user, admin   []byte
+	userPerms, adminPerms *server.Permissions
 }
 
 var _ server.Authentication = (*natsAuth)(nil)
@@ -55,25 +62,38 @@ func (a *natsAuth) Check(c server.ClientAuthentication) bool {
 	case subtle.ConstantTimeCompare(tok, a.user) == 1:
 		c.RegisterUser(&server.User{Username: natsClientUser, Permissions: a.userPerms})
 		return true
+	case len(a.admin) > 0 && subtle.ConstantTimeCompare(tok, a.admin) == 1:
+		c.RegisterUser(&server.User{Username: natsAdminUser, Permissions: a.adminPerms})
+		return true
 	}
 	return false
 }
 
-// userPermissions is what the user role may do: publish user commands
-// (JetStream publishes, answered on its _INBOX), read what Turnstile stores
-// (stream and consumer info, direct gets, ordered consumers on the three
-// streams), and subscribe to its inboxes and to events (waiters). Nothing
-// else, notably: publishing events, outcomes or system reports; acking, or
-// pulling from, or creating (which would update) serve's durable consumers;
-// creating, updating, purging or deleting streams; deleting messages or
-// consumers. serveDurables are the durable consumers serve keeps, by
-// stream.
+// rolePermissions are what the user and admin roles may do.
+//
+// The user role: publish user commands (JetStream publishes, answered on
+// its _INBOX), read what Turnstile stores (stream and consumer info, direct
+// gets, single and batched), and subscribe to its inboxes and to events
+// (waiters). Nothing else, notably: publishing events, outcomes or system
+// reports; acking; creating, updating, purging or deleting streams;
+// deleting messages; and creating consumers at all. A consumer create is
+// refused because a permission sees only the subject, never the request:
+// a push consumer's deliver subject may be <prefix>.evt.<ws>, which would
+// write any message, headers and all, into the event stream, and an update
+// of one of serve's consumers (its filter) would silently blind it (both
+// seen in a review). Every CLI read but rebuild uses direct gets.
+//
+// The admin role is the user role plus consumers (create, pull) other than
+// serveDurables, the durable consumers serve keeps, by stream: what
+// `turnstile rebuild` needs for its ordered consumer. Its token is as
+// sensitive as the database owner's URL; a holder could write into the
+// event stream as above, and is trusted as an operator is.
 //
 // Found by running create, get, list, history, audit (one and --all),
-// wait, restart and delete under this role (TestNATSRoles), plus the reads
-// the reliability checks make; docs/operations.md shows the same as a
+// wait, explain, restart and delete under the user role and rebuild under
+// the admin role (TestNATSRoles); docs/operations.md shows the same as a
 // nats-server configuration for --nats-url.
-func userPermissions(n events.Names, serveDurables map[string][]string) *server.Permissions {
+func rolePermissions(n events.Names, serveDurables map[string][]string) (user, admin *server.Permissions) {
 	deny := []string{
 		n.Events(), n.Outcomes(), n.Systems(),
 		"$JS.ACK.>",
@@ -82,26 +102,32 @@ func userPermissions(n events.Names, serveDurables map[string][]string) *server.
 		"$JS.API.CONSUMER.PAUSE.>", "$JS.API.CONSUMER.UNPIN.>",
 	}
 	allow := []string{n.Commands()}
+	var consumers, serveOnly []string
 	for _, stream := range []string{n.CommandStream(), n.SystemStream(), n.EventStream()} {
 		allow = append(allow,
 			"$JS.API.STREAM.INFO."+stream,
 			"$JS.API.DIRECT.GET."+stream, "$JS.API.DIRECT.GET."+stream+".>",
 			"$JS.API.STREAM.MSG.GET."+stream, // tools such as `nats stream get`
-			"$JS.API.CONSUMER.LIST."+stream, "$JS.API.CONSUMER.INFO."+stream+".*",
-			// Ordered consumers (audit --all, rebuild): ephemeral, no
-			// acks; they expire when idle.
+			"$JS.API.CONSUMER.LIST."+stream, "$JS.API.CONSUMER.INFO."+stream+".*")
+		consumers = append(consumers,
 			"$JS.API.CONSUMER.CREATE."+stream, "$JS.API.CONSUMER.CREATE."+stream+".>",
 			"$JS.API.CONSUMER.MSG.NEXT."+stream+".*")
 		for _, d := range serveDurables[stream] {
-			deny = append(deny,
+			serveOnly = append(serveOnly,
 				"$JS.API.CONSUMER.CREATE."+stream+"."+d, "$JS.API.CONSUMER.CREATE."+stream+"."+d+".>",
 				"$JS.API.CONSUMER.MSG.NEXT."+stream+"."+d)
 		}
 	}
-	return &server.Permissions{
-		Publish:   &server.SubjectPermission{Allow: allow, Deny: deny},
-		Subscribe: &server.SubjectPermission{Allow: []string{"_INBOX.>", n.Events()}},
+	sub := &server.SubjectPermission{Allow: []string{"_INBOX.>", n.Events()}}
+	user = &server.Permissions{
+		Publish:   &server.SubjectPermission{Allow: allow, Deny: append(slices.Clone(deny), "$JS.API.CONSUMER.CREATE.>", "$JS.API.CONSUMER.MSG.NEXT.>")},
+		Subscribe: sub,
 	}
+	admin = &server.Permissions{
+		Publish:   &server.SubjectPermission{Allow: append(slices.Clone(allow), consumers...), Deny: append(slices.Clone(deny), serveOnly...)},
+		Subscribe: sub,
+	}
+	return user, admin
 }
 
 // newToken returns 32 random bytes, URL-safe base64 encoded.
@@ -120,7 +146,12 @@ func natsUserToken(flagToken, dataDir string) (string, error) {
 	if flagToken != "" {
 		return flagToken, nil
 	}
-	path := filepath.Join(dataDir, natsTokenFile)
+	return natsTokenIn(filepath.Join(dataDir, natsTokenFile))
+}
+
+// natsTokenIn returns the token in path, made on first use (crypto/rand,
+// written 0600 and atomically) and reused afterwards.
+func natsTokenIn(path string) (string, error) {
 	b, err := os.ReadFile(path)
 	switch {
 	case err == nil:

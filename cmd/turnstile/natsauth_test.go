@@ -269,6 +269,27 @@ func TestNATSRoles(t *testing.T) {
 				_, err := js.CreateOrUpdateConsumer(ctx, "TURNSTILE_EVENTS", jetstream.ConsumerConfig{Durable: worker, FilterSubject: "turnstile.evt.nothing"})
 				return err
 			}},
+			// A review found these: a push consumer whose deliver subject is
+			// an event subject writes any message, headers and all, into
+			// the event stream; an update of serve's ordered consumers (the
+			// supervisor's) blinds them; a durable of one's own cannot be
+			// deleted again. The user role creates no consumer at all.
+			{"PushConsumerIntoEvents", "$JS.API.CONSUMER.CREATE.TURNSTILE_COMMANDS", func(ctx context.Context) error {
+				req := `{"stream_name":"TURNSTILE_COMMANDS","config":{"deliver_subject":"turnstile.evt.zz","ack_policy":"none","deliver_policy":"all"}}`
+				return nc.PublishRequest("$JS.API.CONSUMER.CREATE.TURNSTILE_COMMANDS", nc.NewRespInbox(), []byte(req))
+			}},
+			{"DurableOfOnesOwn", "$JS.API.CONSUMER.CREATE.TURNSTILE_EVENTS.evil", func(ctx context.Context) error {
+				_, err := js.CreateOrUpdateConsumer(ctx, "TURNSTILE_EVENTS", jetstream.ConsumerConfig{Durable: "evil"})
+				return err
+			}},
+			{"OrderedConsumer", "$JS.API.CONSUMER.CREATE.TURNSTILE_EVENTS.", func(ctx context.Context) error {
+				c, err := js.OrderedConsumer(ctx, "TURNSTILE_EVENTS", jetstream.OrderedConsumerConfig{})
+				if err != nil {
+					return err
+				}
+				_, err = c.Info(ctx)
+				return err
+			}},
 			{"PublishReportThroughJetStream", "turnstile.sys.victim", func(ctx context.Context) error {
 				_, err := js.Publish(ctx, "turnstile.sys.victim", []byte(`{}`))
 				return err
@@ -280,6 +301,15 @@ func TestNATSRoles(t *testing.T) {
 				_ = tc.do(ctx)
 				waitViolation(t, errs, tc.subject)
 			})
+		}
+		// The admin role (its own token file, 0600) may make the
+		// consumer rebuild reads through; the user role's token cannot.
+		info, err := os.Stat(filepath.Join(s.dir, natsAdminTokenFile))
+		if err != nil || info.Mode().Perm() != 0o600 {
+			t.Fatalf("admin token file: %v %v, want mode 0600", info, err)
+		}
+		if code, out, errOut := runCLI(t, s.env, "rebuild"); code != 0 {
+			t.Fatalf("rebuild under the admin role: exit %d\n%s%s", code, out, errOut)
 		}
 		// Everything is still there: the workspace's history and the audit.
 		code, out, errOut := runCLI(t, s.env, "audit", "--all")

@@ -46,7 +46,7 @@ type embeddedNATS struct {
 // (--nats-token, else <dataDir>/nats-token, made on first start), which
 // grants userPerms only. As for the HTTP API, listening beyond loopback
 // takes an explicit --nats-token.
-func startNATS(addr, syncPolicy, token, dataDir string, userPerms *server.Permissions, log *slog.Logger) (*embeddedNATS, error) {
+func startNATS(addr, syncPolicy, token, dataDir string, userPerms, adminPerms *server.Permissions, log *slog.Logger) (*embeddedNATS, error) {
 	host, portStr, err := net.SplitHostPort(addr)
 	if err != nil {
 		return nil, usageError(fmt.Errorf("--nats-listen %q: %w", addr, err))
@@ -74,6 +74,10 @@ func startNATS(addr, syncPolicy, token, dataDir string, userPerms *server.Permis
 	if err != nil {
 		return nil, err
 	}
+	adminToken, err := natsTokenIn(filepath.Join(dataDir, natsAdminTokenFile))
+	if err != nil {
+		return nil, err
+	}
 	systemToken, err := newToken()
 	if err != nil {
 		return nil, err
@@ -84,15 +88,16 @@ func startNATS(addr, syncPolicy, token, dataDir string, userPerms *server.Permis
 		n.tokenSource = "--nats-token (TURNSTILE_NATS_TOKEN)"
 	}
 	srv, err := server.NewServer(&server.Options{
-		ServerName:                 "turnstile",
-		Host:                       host,
-		Port:                       port,
-		JetStream:                  true,
-		StoreDir:                   n.storeDir,
-		SyncAlways:                 n.sync,
-		NoSigs:                     true,
-		MaxPayload:                 1 << 20,
-		CustomClientAuthentication: &natsAuth{system: []byte(systemToken), user: []byte(userToken), userPerms: userPerms},
+		ServerName: "turnstile",
+		Host:       host,
+		Port:       port,
+		JetStream:  true,
+		StoreDir:   n.storeDir,
+		SyncAlways: n.sync,
+		NoSigs:     true,
+		MaxPayload: 1 << 20,
+		CustomClientAuthentication: &natsAuth{system: []byte(systemToken), user: []byte(userToken), admin: []byte(adminToken),
+			userPerms: userPerms, adminPerms: adminPerms},
 	})
 	if err != nil {
 		return nil, fmt.Errorf("embedded NATS: %w", err)

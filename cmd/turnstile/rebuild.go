@@ -26,7 +26,7 @@ func (a *app) rebuildCmd() *cobra.Command {
 				return err
 			}
 			defer pool.Close()
-			nc, err := a.connectNATS(cctx)
+			nc, err := a.connectNATSAdmin(cctx)
 			if err != nil {
 				return err
 			}

@@ -155,11 +155,11 @@ func (s *service) start(ctx context.Context) error {
 		return nc, nil
 	}
 	if s.a.natsURL == "" {
-		perms := userPermissions(s.names, map[string][]string{
+		userPerms, adminPerms := rolePermissions(s.names, map[string][]string{
 			s.names.CommandStream(): {engineDurable}, s.names.SystemStream(): {engineDurable},
 			s.names.EventStream(): {workerDurable(s.installation)},
 		})
-		if s.embedded, err = startNATS(cfg.natsListen, cfg.natsSync, s.a.natsToken, s.a.dataDir, perms, log); err != nil {
+		if s.embedded, err = startNATS(cfg.natsListen, cfg.natsSync, s.a.natsToken, s.a.dataDir, userPerms, adminPerms, log); err != nil {
 			return err
 		}
 		s.natsURL = s.embedded.url()
