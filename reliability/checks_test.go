@@ -225,11 +225,17 @@ func dumpReadModel(t *testing.T, dbURL string) map[string]string {
 }
 
 // checkRebuild compares the live read model with a `turnstile rebuild` of
-// it, row by row.
-func checkRebuild(t *testing.T, natsURL, dbURL string) {
+// it, row by row. dataDir is serve's, where rebuild finds the embedded
+// NATS's admin token (its consumer needs that role); "" with an external
+// NATS.
+func checkRebuild(t *testing.T, natsURL, dbURL, dataDir string) {
 	t.Helper()
 	before := dumpReadModel(t, dbURL)
-	r := cli(t, []string{"TURNSTILE_NATS_URL=" + natsURL, "TURNSTILE_DATABASE_URL=" + dbURL}, "rebuild")
+	env := []string{"TURNSTILE_NATS_URL=" + natsURL, "TURNSTILE_DATABASE_URL=" + dbURL}
+	if dataDir != "" {
+		env = append(env, "TURNSTILE_DATA_DIR="+dataDir)
+	}
+	r := cli(t, env, "rebuild")
 	if r.code != 0 {
 		t.Fatalf("turnstile rebuild: exit %d\n%s\n%s", r.code, r.stdout, r.stderr)
 	}

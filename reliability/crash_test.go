@@ -88,7 +88,7 @@ func TestCrash(t *testing.T) {
 	f := checkStream(t, cl, l.commands())
 	checkOrder(t, cl, f)
 	checkAuditCLI(t, natsURL)
-	checkRebuild(t, natsURL, dbURL)
+	checkRebuild(t, natsURL, dbURL, s.dataDir())
 	t.Logf("serve was restarting for %v in total", s.down)
 	if s.kills != kills {
 		t.Errorf("%d kills, want %d", s.kills, kills)

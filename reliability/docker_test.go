@@ -30,7 +30,7 @@ func dockerServe(t *testing.T, d *dockerEnv, deadline time.Duration, env ...stri
 // deleteAllAndCheck deletes every workspace, checks that Docker holds
 // nothing of the installation any more, waits until the system is quiet
 // and runs the package's checks; it returns what checkStream counted.
-func deleteAllAndCheck(t *testing.T, d *dockerEnv, rec *cmdRecorder, natsURL, dbURL string, ids []string) streamFigures {
+func deleteAllAndCheck(t *testing.T, d *dockerEnv, rec *cmdRecorder, natsURL, dbURL, dataDir string, ids []string) streamFigures {
 	t.Helper()
 	store := rec.cl.Store()
 	for _, id := range ids {
@@ -52,7 +52,7 @@ func deleteAllAndCheck(t *testing.T, d *dockerEnv, rec *cmdRecorder, natsURL, db
 	waitQuiet(t, rec.cl, dbURL, ids, 2*time.Minute)
 	f := checkStream(t, rec.cl, rec.commands())
 	checkAuditCLI(t, natsURL)
-	checkRebuild(t, natsURL, dbURL)
+	checkRebuild(t, natsURL, dbURL, dataDir)
 	return f
 }
 
@@ -171,7 +171,7 @@ func TestDockerFaults(t *testing.T) {
 		t.FailNow()
 	}
 	d.checkInventory(t, store)
-	f := deleteAllAndCheck(t, d, rec, natsURL, dbURL, ids)
+	f := deleteAllAndCheck(t, d, rec, natsURL, dbURL, s.dataDir(), ids)
 	report{Scenario: "docker-faults", Long: long(), Commands: len(rec.commands()), Workspaces: len(ids),
 		Seconds: time.Since(begin).Seconds(), Faults: 4,
 		FaultKind:     "container removed from outside; missing image; image exiting at once; image exiting while running",
@@ -280,7 +280,7 @@ func TestDockerSocketDown(t *testing.T) {
 		t.FailNow()
 	}
 	d.checkInventory(t, store)
-	f := deleteAllAndCheck(t, d, rec, natsURL, dbURL, ids)
+	f := deleteAllAndCheck(t, d, rec, natsURL, dbURL, s.dataDir(), ids)
 	t.Logf("%d workspaces failed with a reason, %d completed after all", failed, completed)
 	report{Scenario: "docker-socket-down", Long: long(), Commands: len(rec.commands()), Workspaces: len(ids),
 		Seconds: time.Since(begin).Seconds(), Faults: proxy.cuts,

@@ -140,7 +140,7 @@ func TestDockerSeedRace(t *testing.T) {
 
 	// Whatever the second round left, delete must clean up after it.
 	start := time.Now()
-	f := deleteAllAndCheck(t, d, rec, natsURL, dbURL, ids)
+	f := deleteAllAndCheck(t, d, rec, natsURL, dbURL, s.dataDir(), ids)
 	t.Logf("delete and checks: %v", time.Since(start).Round(time.Millisecond))
 	var lookedAgain, createTimeouts int
 	for line := range strings.Lines(s.out.String()) {

@@ -147,7 +147,7 @@ func TestNATSDown(t *testing.T) {
 	waitQuiet(t, cl, dbURL, l.workspaces, 2*time.Minute)
 	f := checkStream(t, cl, l.commands())
 	checkAuditCLI(t, ns.url())
-	checkRebuild(t, ns.url(), dbURL)
+	checkRebuild(t, ns.url(), dbURL, "")
 	report{Scenario: "nats-down", Long: long(), Commands: len(l.commands()), Workspaces: workspaces,
 		Seconds: loadTime.Seconds(), Faults: 1, FaultKind: fmt.Sprintf("external nats-server stopped for %v", outage),
 		Resends: l.resends.Load(), StreamRecords: f.Records, Events: f.Events,

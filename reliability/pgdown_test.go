@@ -102,7 +102,7 @@ func TestPostgresDown(t *testing.T) {
 	t.Logf("%d outcomes during the %v outage; read model caught up %v after PostgreSQL came back", during, outage, catchUp)
 	f := checkStream(t, cl, l.commands())
 	checkAuditCLI(t, natsURL)
-	checkRebuild(t, natsURL, dbURL)
+	checkRebuild(t, natsURL, dbURL, s.dataDir())
 	report{Scenario: "postgres-down", Long: long(), Commands: len(l.commands()), Workspaces: workspaces,
 		Seconds: loadTime.Seconds(), Faults: 1, FaultKind: fmt.Sprintf("PostgreSQL stopped for %v", outage),
 		Resends: l.resends.Load(), DuringOutage: during, StreamRecords: f.Records, Events: f.Events,

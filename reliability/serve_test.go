@@ -212,6 +212,9 @@ func (s *serve) kill9() {
 	<-done
 }
 
+// dataDir is serve's data dir (TURNSTILE_DATA_DIR).
+func (s *serve) dataDir() string { return filepath.Join(s.dir, "data") }
+
 // restart starts serve again on the same data dir and ports and waits until
 // it is ready.
 func (s *serve) restart() error {

@@ -81,7 +81,7 @@ func TestTwoServes(t *testing.T) {
 	waitQuiet(t, cl, dbURL, l.workspaces, pick(3*time.Minute, 5*time.Minute))
 	f := checkStream(t, cl, l.commands())
 	checkAuditCLI(t, ns.url())
-	checkRebuild(t, ns.url(), dbURL)
+	checkRebuild(t, ns.url(), dbURL, "")
 	if b.kills != kills {
 		t.Errorf("%d kills, want %d", b.kills, kills)
 	}
