@@ -434,16 +434,11 @@ func readEvents(ctx context.Context, store *events.Store, subject string, from u
 // client goes, the server shuts down (the request's context ends) or read
 // fails. It takes one of the MaxWaits slots for its whole life.
 func (s *Server) follow(w http.ResponseWriter, r *http.Request, after uint64, read func(context.Context, chan<- sseItem) error) {
-	select {
-	case s.waits <- struct{}{}:
-		s.metrics.waits.Inc()
-		defer func() { <-s.waits; s.metrics.waits.Dec() }()
-	default:
-		w.Header().Set("Retry-After", "1")
-		s.refuse(w, r, http.StatusTooManyRequests, CodeTooManyWaits, fmt.Sprintf(
-			"%d waits and follow streams are open, the most this server takes at once (--http-max-waits): retry in a moment", s.cfg.MaxWaits))
+	release, ok := s.takeWaitSlot(w, r)
+	if !ok {
 		return
 	}
+	defer release()
 	ctx, cancel := context.WithCancel(r.Context())
 	defer cancel()
 	items := make(chan sseItem, 64)

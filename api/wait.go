@@ -138,16 +138,11 @@ func (s *Server) wait(w http.ResponseWriter, r *http.Request) {
 		}
 		timeout = d
 	}
-	select {
-	case s.waits <- struct{}{}:
-		s.metrics.waits.Inc()
-		defer func() { <-s.waits; s.metrics.waits.Dec() }()
-	default:
-		w.Header().Set("Retry-After", "1")
-		s.refuse(w, r, http.StatusTooManyRequests, CodeTooManyWaits, fmt.Sprintf(
-			"%d waits are open, the most this server takes at once (--http-max-waits): retry in a moment", s.cfg.MaxWaits))
+	release, ok := s.takeWaitSlot(w, r)
+	if !ok {
 		return
 	}
+	defer release()
 	// A long poll outlasts the usual deadlines: allow its timeout.
 	rc := http.NewResponseController(w)
 	_ = rc.SetWriteDeadline(time.Now().Add(timeout + WaitGrace))
@@ -199,4 +194,20 @@ func ParseTimeout(v string) (time.Duration, error) {
 		return 0, fmt.Errorf("timeout %q is not a duration such as 30s", v)
 	}
 	return d, nil
+}
+
+// takeWaitSlot takes one of the MaxWaits slots that /wait long polls and
+// follow streams share, or answers 429 and reports false; release gives
+// the slot back.
+func (s *Server) takeWaitSlot(w http.ResponseWriter, r *http.Request) (release func(), ok bool) {
+	select {
+	case s.waits <- struct{}{}:
+		s.metrics.waits.Inc()
+		return func() { <-s.waits; s.metrics.waits.Dec() }, true
+	default:
+		w.Header().Set("Retry-After", "1")
+		s.refuse(w, r, http.StatusTooManyRequests, CodeTooManyWaits, fmt.Sprintf(
+			"%d waits and follow streams are open, the most this server takes at once (--http-max-waits): retry in a moment", s.cfg.MaxWaits))
+		return nil, false
+	}
 }
