@@ -12,6 +12,7 @@ import (
 
 	"github.com/turnstile-dev/turnstile/events"
 	"github.com/turnstile-dev/turnstile/fsm"
+	"github.com/turnstile-dev/turnstile/read"
 )
 
 // "What is it waiting for?" (issue 14 item 5): the action in flight, the
@@ -104,7 +105,7 @@ func Explain(ctx context.Context, store *events.Store, id string, o ExplainOptio
 	x := Explanation{Workspace: id, State: st.Status.String(), Generation: st.Generation, EventSeq: st.Seq,
 		LastError: st.LastError, Queued: []QueuedCommand{}, Allowed: fsm.Allowed(st)}
 	if st.Status.InFlight() {
-		a := &Action{Kind: actionKind(st.Status), Generation: st.Generation, Started: start.Time, Cause: CauseOf(*start)}
+		a := &Action{Kind: actionKind(st.Status), Generation: st.Generation, Started: start.Time, Cause: read.CauseOf(*start)}
 		if d, ok := o.Deadlines[st.Status]; ok && d > 0 {
 			dl := start.Time.Add(d)
 			a.Deadline = &dl

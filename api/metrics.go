@@ -8,7 +8,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/turnstile-dev/turnstile/fsm"
+	"github.com/turnstile-dev/turnstile/read"
 )
 
 // WorkspaceCollector reports turnstile_workspaces{state} from the read
@@ -38,33 +38,13 @@ func (c *WorkspaceCollector) Describe(ch chan<- *prometheus.Desc) { ch <- c.desc
 func (c *WorkspaceCollector) Collect(ch chan<- prometheus.Metric) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
-	counts := map[string]float64{}
-	for _, st := range fsm.Statuses() {
-		if st != fsm.None {
-			counts[st.String()] = 0
-		}
-	}
-	rows, err := c.pool.Query(ctx, `SELECT status, count(*) FROM workspaces GROUP BY status`)
+	counts, err := read.CountByStatus(ctx, c.pool)
 	if err != nil {
 		c.log.Warn("metrics: workspaces by state", "err", err)
 		return
 	}
-	defer rows.Close()
-	for rows.Next() {
-		var st string
-		var n int64
-		if err := rows.Scan(&st, &n); err != nil {
-			c.log.Warn("metrics: workspaces by state", "err", err)
-			return
-		}
-		counts[st] = float64(n)
-	}
-	if rows.Err() != nil {
-		c.log.Warn("metrics: workspaces by state", "err", rows.Err())
-		return
-	}
 	for st, n := range counts {
-		ch <- prometheus.MustNewConstMetric(c.desc, prometheus.GaugeValue, n, st)
+		ch <- prometheus.MustNewConstMetric(c.desc, prometheus.GaugeValue, float64(n), st.String())
 	}
 }
 

@@ -14,6 +14,7 @@ import (
 
 	"github.com/turnstile-dev/turnstile/events"
 	"github.com/turnstile-dev/turnstile/fsm"
+	"github.com/turnstile-dev/turnstile/read"
 )
 
 // Streams and pages of events (issue 14 item 1). Without follow, a route
@@ -32,32 +33,6 @@ const (
 // DefaultKeepAlive is how often an idle follow stream sends a comment, so
 // that proxies and clients can tell it from a dead connection.
 const DefaultKeepAlive = 15 * time.Second
-
-// Cause says why an event happened, as the envelope records it: the
-// command that produced it (derived from the event's type) and its actor.
-type Cause struct {
-	// Kind is "user" for a command a person or program sent (Actor is
-	// "api:<token name>" over HTTP, the CLI's or client's actor over
-	// NATS), "system" for a report of serve's own parts (Actor: worker,
-	// supervisor, watcher or reconciler), "deadline" for an in-flight
-	// action that outlived its deadline (sent by the supervisor).
-	Kind    string          `json:"kind"`
-	Command fsm.CommandType `json:"command"`
-	Actor   string          `json:"actor,omitempty"`
-}
-
-// CauseOf derives the cause of env.
-func CauseOf(env events.Envelope) Cause {
-	cmd := fsm.CommandFor(env.Event(), env.Generation)
-	c := Cause{Kind: "user", Command: cmd.Type, Actor: env.Actor}
-	switch {
-	case cmd.Type == fsm.DeadlineExceeded:
-		c.Kind = "deadline"
-	case cmd.Type.IsSystem():
-		c.Kind = "system"
-	}
-	return c
-}
 
 // Page is one page of a workspace's events or of the whole stream.
 type Page struct {
@@ -179,8 +154,8 @@ func (s *Server) events(w http.ResponseWriter, r *http.Request) {
 		s.followWorkspace(w, r, id, p.after)
 		return
 	}
-	evs, err := History(r.Context(), s.cfg.Store, id)
-	if errors.Is(err, ErrNoWorkspace) {
+	evs, err := read.History(r.Context(), s.cfg.Store, id)
+	if errors.Is(err, read.ErrNoWorkspace) {
 		writeNotFound(w, id)
 		return
 	}
@@ -301,7 +276,7 @@ func (p *prevStates) event(ctx context.Context, env events.Envelope) (Event, err
 		clear(p.last) // a long follow stays bounded: forgotten ones are looked up again
 	}
 	p.last[env.Workspace] = env.State.Status
-	return EventOf(env, from), nil
+	return read.EventOf(env, from), nil
 }
 
 // statusBefore is the workspace's state before env: that of the newest
@@ -356,7 +331,7 @@ func (s *Server) followWorkspace(w http.ResponseWriter, r *http.Request, id stri
 			if env.Seq <= after {
 				return nil
 			}
-			return send(ctx, out, sseItem{id: env.Seq, ev: EventOf(env, from)})
+			return send(ctx, out, sseItem{id: env.Seq, ev: read.EventOf(env, from)})
 		})
 	})
 }

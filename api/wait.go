@@ -9,81 +9,10 @@ import (
 	"strings"
 	"time"
 
-	"github.com/nats-io/nats.go"
-
 	"github.com/turnstile-dev/turnstile/events"
 	"github.com/turnstile-dev/turnstile/fsm"
+	"github.com/turnstile-dev/turnstile/read"
 )
-
-// Waiter watches workspaces in the event store until a condition holds.
-// It reads the store (one get-last-message per look) on a ticker and, when
-// it has a NATS connection, also as soon as the workspace's event subject
-// carries a new event.
-type Waiter struct {
-	Store *events.Store
-	// NC, optional, wakes the waiter on new events.
-	NC *nats.Conn
-	// Poll is the ticker's interval; 0 means 250ms.
-	Poll time.Duration
-}
-
-// Until returns the workspace's state once cond holds for it, or its last
-// state and ctx's error when ctx ends first.
-func (wt Waiter) Until(ctx context.Context, id string, cond func(fsm.Workspace) bool) (events.Head, error) {
-	if err := fsm.ValidateID(id); err != nil {
-		return events.Head{}, err
-	}
-	poll := wt.Poll
-	if poll <= 0 {
-		poll = 250 * time.Millisecond
-	}
-	wake := make(chan struct{}, 1)
-	if wt.NC != nil {
-		sub, err := wt.NC.Subscribe(wt.Store.Names().Event(id), func(*nats.Msg) {
-			select {
-			case wake <- struct{}{}:
-			default:
-			}
-		})
-		if err == nil {
-			defer func() { _ = sub.Unsubscribe() }()
-		}
-	}
-	t := time.NewTicker(poll)
-	defer t.Stop()
-	var last events.Head
-	for {
-		h, err := wt.Store.Load(ctx, id)
-		if err != nil {
-			if ctx.Err() != nil {
-				return last, ctx.Err()
-			}
-			return last, err
-		}
-		last = h
-		if cond(h.State) {
-			return h, nil
-		}
-		select {
-		case <-ctx.Done():
-			return last, ctx.Err()
-		case <-t.C:
-		case <-wake:
-		}
-	}
-}
-
-// Reached is the condition of /wait: the workspace is in state at
-// generation gen or later (any generation when gen is 0).
-func Reached(state fsm.Status, gen uint64) func(fsm.Workspace) bool {
-	return func(w fsm.Workspace) bool { return w.Status == state && w.Generation >= gen }
-}
-
-// Settled is the condition of the CLI's --wait: the workspace has left its
-// in-flight state at generation gen or later.
-func Settled(gen uint64) func(fsm.Workspace) bool {
-	return func(w fsm.Workspace) bool { return w.Generation >= gen && !w.Status.InFlight() }
-}
 
 // WaitResult is /wait's body, and what the CLI reports after waiting.
 type WaitResult struct {
@@ -161,7 +90,7 @@ func (s *Server) wait(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
 	ctx, cancel := context.WithTimeout(r.Context(), timeout)
 	defer cancel()
-	h, err := Waiter{Store: s.cfg.Store, NC: s.cfg.NC, Poll: s.cfg.PollInterval}.Until(ctx, id, Reached(state, gen))
+	h, err := read.Waiter{Store: s.cfg.Store, NC: s.cfg.NC, Poll: s.cfg.PollInterval}.Until(ctx, id, read.Reached(state, gen))
 	res := ResultOfWait(state, h, time.Since(start))
 	res.Reached = err == nil
 	switch {

@@ -50,38 +50,146 @@ type Workspace struct {
 	DeletedAt       *time.Time
 }
 
-// GetWorkspace reads one workspace. It returns ErrNotFound if the read
-// model has no row for id.
-func GetWorkspace(ctx context.Context, q Querier, id string) (Workspace, error) {
+// readColumns are the columns scanWorkspace reads, in its order.
+const readColumns = `w.id, w.status, w.generation, w.spec_version, w.attempt_spec_version, w.spec::text,
+	w.container_id, w.last_error, w.last_event_seq, w.last_stream_seq, w.created_at, w.updated_at, w.status_changed_at, w.deleted_at`
+
+// scanWorkspace reads readColumns (after the columns before, if
+// any) from row; it reports false when the row's id is NULL (a list's
+// row that carries only the checkpoint).
+func scanWorkspace(row pgx.Row, before ...any) (Workspace, bool, error) {
 	var (
 		w                       Workspace
-		status, spec            string
+		id, status, spec        *string
 		container, lastErr      *string
-		gen, specV, att, es, ss int64
+		gen, specV, att, es, ss *int64
+		created, upd, changed   *time.Time
 	)
-	err := q.QueryRow(ctx, `SELECT id, status, generation, spec_version, attempt_spec_version, spec::text,
-		container_id, last_error, last_event_seq, last_stream_seq, created_at, updated_at, status_changed_at, deleted_at
-		FROM workspaces WHERE id = $1`, id).Scan(&w.ID, &status, &gen, &specV, &att, &spec, &container, &lastErr,
-		&es, &ss, &w.CreatedAt, &w.UpdatedAt, &w.StatusChangedAt, &w.DeletedAt)
-	if errors.Is(err, pgx.ErrNoRows) {
-		return w, fmt.Errorf("workspace %s: %w", id, ErrNotFound)
+	dest := append(before, &id, &status, &gen, &specV, &att, &spec, &container, &lastErr, &es, &ss, &created, &upd, &changed, &w.DeletedAt)
+	if err := row.Scan(dest...); err != nil {
+		return w, false, err
 	}
-	if err != nil {
-		return w, fmt.Errorf("read workspace %s: %w", id, err)
+	if id == nil {
+		return w, false, nil
 	}
-	if err := json.Unmarshal([]byte(spec), &w.Spec); err != nil {
-		return w, fmt.Errorf("read workspace %s: spec: %w", id, err)
+	w.ID = *id
+	if spec != nil {
+		if err := json.Unmarshal([]byte(*spec), &w.Spec); err != nil {
+			return w, false, fmt.Errorf("spec: %w", err)
+		}
 	}
-	w.Status, _ = fsm.ParseStatus(status)
-	w.Generation, w.SpecVersion, w.AttemptSpecVersion = uint64(gen), uint64(specV), uint64(att)
-	w.LastEventSeq, w.LastStreamSeq = uint64(es), uint64(ss)
+	if status != nil {
+		w.Status, _ = fsm.ParseStatus(*status)
+	}
+	u := func(p *int64) uint64 {
+		if p == nil {
+			return 0
+		}
+		return uint64(*p)
+	}
+	t := func(p *time.Time) time.Time {
+		if p == nil {
+			return time.Time{}
+		}
+		return *p
+	}
+	w.Generation, w.SpecVersion, w.AttemptSpecVersion = u(gen), u(specV), u(att)
+	w.LastEventSeq, w.LastStreamSeq = u(es), u(ss)
+	w.CreatedAt, w.UpdatedAt, w.StatusChangedAt = t(created), t(upd), t(changed)
 	if container != nil {
 		w.ContainerID = *container
 	}
 	if lastErr != nil {
 		w.LastError = *lastErr
 	}
+	return w, true, nil
+}
+
+// GetWorkspace reads one workspace. It returns ErrNotFound if the read
+// model has no row for id.
+func GetWorkspace(ctx context.Context, q Querier, id string) (Workspace, error) {
+	w, _, err := scanWorkspace(q.QueryRow(ctx, `SELECT `+readColumns+` FROM workspaces w WHERE w.id = $1`, id))
+	if errors.Is(err, pgx.ErrNoRows) {
+		return w, fmt.Errorf("workspace %s: %w", id, ErrNotFound)
+	}
+	if err != nil {
+		return w, fmt.Errorf("read workspace %s: %w", id, err)
+	}
 	return w, nil
+}
+
+// RowsQuerier runs a query of many rows: *pgxpool.Pool, *pgx.Conn and
+// pgx.Tx satisfy it.
+type RowsQuerier interface {
+	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
+}
+
+var _ RowsQuerier = (*pgxpool.Pool)(nil)
+
+// WorkspacePage is one page of ListWorkspaces.
+type WorkspacePage struct {
+	Workspaces []Workspace
+	// Checkpoint is the stream sequence projector DefaultName had applied
+	// in the snapshot the rows come from (0 if it never ran).
+	Checkpoint uint64
+}
+
+// ListWorkspaces reads up to limit workspaces with an id after after (""
+// from the first), ordered by id, in status (every status when it is
+// ""), and the checkpoint they reflect: one statement, so one snapshot
+// and one round trip, whatever the page's size.
+func ListWorkspaces(ctx context.Context, q RowsQuerier, status fsm.Status, after string, limit int) (WorkspacePage, error) {
+	// The checkpoint row is the left side, so an empty page still says
+	// where the read model stands.
+	rows, err := q.Query(ctx, `SELECT cp.stream_seq, `+readColumns+`
+		FROM (SELECT coalesce((SELECT stream_seq FROM projector_checkpoint WHERE name = $4), 0) AS stream_seq) cp
+		LEFT JOIN LATERAL (SELECT * FROM workspaces
+			WHERE ($1 = '' OR status = $1) AND id > $2 ORDER BY id LIMIT $3) w ON true
+		ORDER BY w.id`, string(status), after, limit, DefaultName)
+	if err != nil {
+		return WorkspacePage{}, fmt.Errorf("list workspaces: %w", err)
+	}
+	defer rows.Close()
+	page := WorkspacePage{Workspaces: []Workspace{}}
+	for rows.Next() {
+		var cp int64
+		w, ok, err := scanWorkspace(rows, &cp)
+		if err != nil {
+			return page, fmt.Errorf("list workspaces: %w", err)
+		}
+		page.Checkpoint = uint64(cp)
+		if ok {
+			page.Workspaces = append(page.Workspaces, w)
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return page, fmt.Errorf("list workspaces: %w", err)
+	}
+	return page, nil
+}
+
+// CountByStatus counts the workspaces in each state (states without one
+// are absent).
+func CountByStatus(ctx context.Context, q RowsQuerier) (map[fsm.Status]int64, error) {
+	rows, err := q.Query(ctx, `SELECT status, count(*) FROM workspaces GROUP BY status`)
+	if err != nil {
+		return nil, fmt.Errorf("count workspaces: %w", err)
+	}
+	defer rows.Close()
+	out := map[fsm.Status]int64{}
+	for rows.Next() {
+		var st string
+		var n int64
+		if err := rows.Scan(&st, &n); err != nil {
+			return nil, fmt.Errorf("count workspaces: %w", err)
+		}
+		s, _ := fsm.ParseStatus(st)
+		out[s] = n
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("count workspaces: %w", err)
+	}
+	return out, nil
 }
 
 // Checkpoint is how far a projector has applied the stream.

@@ -13,6 +13,7 @@ import (
 	"github.com/turnstile-dev/turnstile/client"
 	"github.com/turnstile-dev/turnstile/events"
 	"github.com/turnstile-dev/turnstile/fsm"
+	"github.com/turnstile-dev/turnstile/read"
 )
 
 // lifecycleFlags are the flags every lifecycle command has.
@@ -157,7 +158,7 @@ func (a *app) rejected(res api.CommandResult) error {
 // records in res whether it reached the state the command leads to.
 func (a *app) waitSteady(ctx context.Context, nc *nats.Conn, store *events.Store, o events.OutcomeRecord, start time.Time, res *api.CommandResult, timeout time.Duration) error {
 	want := api.Target(o.State)
-	h, err := api.Waiter{Store: store, NC: nc}.Until(ctx, o.Workspace, api.Settled(o.Generation))
+	h, err := read.Waiter{Store: store, NC: nc}.Until(ctx, o.Workspace, read.Settled(o.Generation))
 	wr := api.ResultOfWait(want, h, time.Since(start))
 	res.Wait = &wr
 	switch {

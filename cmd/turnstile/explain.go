@@ -12,6 +12,7 @@ import (
 	"github.com/turnstile-dev/turnstile/api"
 	"github.com/turnstile-dev/turnstile/fsm"
 	"github.com/turnstile-dev/turnstile/provisioner/worker"
+	"github.com/turnstile-dev/turnstile/read"
 )
 
 // explainCmd is `turnstile explain ID` (issue 14 item 5): what the
@@ -49,7 +50,7 @@ knows them).`,
 			}
 			defer closeStore()
 			x, err := api.Explain(ctx, store, id, o)
-			if errors.Is(err, api.ErrNoWorkspace) {
+			if errors.Is(err, read.ErrNoWorkspace) {
 				return withCode(exitRejected, fmt.Errorf("workspace %s does not exist (not_found)", id))
 			}
 			if err != nil {

@@ -9,8 +9,8 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/turnstile-dev/turnstile/api"
 	"github.com/turnstile-dev/turnstile/fsm"
+	"github.com/turnstile-dev/turnstile/read"
 )
 
 func (a *app) historyCmd() *cobra.Command {
@@ -30,8 +30,8 @@ func (a *app) historyCmd() *cobra.Command {
 				return err
 			}
 			defer closeStore()
-			evs, err := api.History(ctx, store, id)
-			if errors.Is(err, api.ErrNoWorkspace) {
+			evs, err := read.History(ctx, store, id)
+			if errors.Is(err, read.ErrNoWorkspace) {
 				return withCode(exitRejected, fmt.Errorf("workspace %s has no history (not_found)", id))
 			}
 			if err != nil {

@@ -11,6 +11,7 @@ import (
 
 	"github.com/turnstile-dev/turnstile/api"
 	"github.com/turnstile-dev/turnstile/fsm"
+	"github.com/turnstile-dev/turnstile/read"
 )
 
 func (a *app) getCmd() *cobra.Command {
@@ -35,8 +36,8 @@ func (a *app) getCmd() *cobra.Command {
 				return err
 			}
 			defer closeStore()
-			w, err := api.GetWorkspace(ctx, pool, store, id)
-			if errors.Is(err, api.ErrNoWorkspace) {
+			w, err := read.GetWorkspace(ctx, pool, store, id)
+			if errors.Is(err, read.ErrNoWorkspace) {
 				return withCode(exitRejected, fmt.Errorf("workspace %s does not exist (not_found): create it first", id))
 			}
 			if err != nil {
@@ -64,7 +65,7 @@ func (a *app) getCmd() *cobra.Command {
 // reflects says which point of the history a read shows.
 func reflects(w api.Workspace) string {
 	s := fmt.Sprintf("event %d at generation %d (stream seq %d), from the %s", w.EventSeq, w.Generation, w.StreamSeq,
-		map[string]string{api.SourceReadModel: "read model", api.SourceEventStore: "event stream (the read model has not caught up yet)"}[w.Source])
+		map[string]string{read.SourceReadModel: "read model", read.SourceEventStore: "event stream (the read model has not caught up yet)"}[w.Source])
 	switch {
 	case w.LatestEventSeq > w.EventSeq:
 		s += fmt.Sprintf("; the stream already holds event %d: the read model is catching up", w.LatestEventSeq)
@@ -85,7 +86,7 @@ func (a *app) listCmd() *cobra.Command {
 			if limit < 1 || limit > 1000 {
 				return usageError(fmt.Errorf("--limit %d: use 1 to 1000", limit))
 			}
-			o := api.ListOptions{Limit: limit}
+			o := read.ListOptions{Limit: limit}
 			if status != "" {
 				st, ok := fsm.ParseStatus(status)
 				if !ok || st == fsm.None {
@@ -100,7 +101,7 @@ func (a *app) listCmd() *cobra.Command {
 				return err
 			}
 			defer pool.Close()
-			list, err := api.ListWorkspaces(ctx, pool, o)
+			list, err := read.ListWorkspaces(ctx, pool, o)
 			if err != nil {
 				return err
 			}
@@ -165,7 +166,7 @@ func (a *app) waitCmd() *cobra.Command {
 			if h.Last == nil { // no readable event: no workspace
 				return withCode(exitRejected, fmt.Errorf("workspace %s does not exist (not_found)", id))
 			}
-			h, err = api.Waiter{Store: store, NC: nc}.Until(ctx, id, api.Reached(want, gen))
+			h, err = read.Waiter{Store: store, NC: nc}.Until(ctx, id, read.Reached(want, gen))
 			res := api.ResultOfWait(want, h, time.Since(start))
 			res.Reached = err == nil
 			if perr := a.printWait(id, res); perr != nil {

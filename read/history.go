@@ -1,4 +1,4 @@
-package api
+package read
 
 import (
 	"context"
@@ -29,6 +29,32 @@ type Event struct {
 	// Cause is why it happened: a user's command, a system report or a
 	// deadline.
 	Cause Cause `json:"cause"`
+}
+
+// Cause says why an event happened, as the envelope records it: the
+// command that produced it (derived from the event's type) and its actor.
+type Cause struct {
+	// Kind is "user" for a command a person or program sent (Actor is
+	// "api:<token name>" over HTTP, the CLI's or client's actor over
+	// NATS), "system" for a report of serve's own parts (Actor: worker,
+	// supervisor, watcher or reconciler), "deadline" for an in-flight
+	// action that outlived its deadline (sent by the supervisor).
+	Kind    string          `json:"kind"`
+	Command fsm.CommandType `json:"command"`
+	Actor   string          `json:"actor,omitempty"`
+}
+
+// CauseOf derives the cause of env.
+func CauseOf(env events.Envelope) Cause {
+	cmd := fsm.CommandFor(env.Event(), env.Generation)
+	c := Cause{Kind: "user", Command: cmd.Type, Actor: env.Actor}
+	switch {
+	case cmd.Type == fsm.DeadlineExceeded:
+		c.Kind = "deadline"
+	case cmd.Type.IsSystem():
+		c.Kind = "system"
+	}
+	return c
 }
 
 // EventOf describes env, which moved the workspace from the state from.
