@@ -64,7 +64,9 @@ func TestTour(t *testing.T) {
 	}
 	args := strings.Fields(strings.TrimPrefix(steps[0].line, "turnstile "))
 	srv := startServe(t, serveOptions{args: args[1:]})
-	env := append(srv.clientEnv(), "PATH="+binDir+":"+os.Getenv("PATH"))
+	// As a user runs it: in serve's directory, with nothing but what serve
+	// wrote into .turnstile/ (api-url and its token, nats-url, database-url).
+	env := []string{"PATH=" + binDir + ":" + os.Getenv("PATH")}
 	for _, st := range steps[1:] {
 		if strings.HasPrefix(st.line, "psql ") && !hasPsql() {
 			t.Logf("skipping %q: psql is not installed", st.line)

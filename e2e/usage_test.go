@@ -30,7 +30,7 @@ func TestUsage(t *testing.T) {
 		{[]string{"list", "--status", "sleeping"}, 2, "--status"},
 		{[]string{"audit"}, 2, "give a workspace ID, or --all"},
 		{[]string{"audit", "x", "--all"}, 2, "not both"},
-		{[]string{"-o", "yaml", "version"}, 2, "--output"},
+		{[]string{"-o", "xml", "version"}, 2, "--output"},
 		{[]string{"serve", "--provisioner", "kubernetes"}, 2, "--provisioner"},
 		{[]string{"serve", "--nats-sync", "sometimes"}, 2, "--nats-sync"},
 		{[]string{"get", "demo"}, 1, "no database URL"},
@@ -45,14 +45,14 @@ func TestUsage(t *testing.T) {
 		})
 	}
 	t.Run("EnvVariableIsUsed", func(t *testing.T) {
-		r := runIn(t, dir, []string{"TURNSTILE_OUTPUT=yaml"}, binDir+"/turnstile", "version")
-		want(t, r, 2, "TURNSTILE_OUTPUT=yaml")
+		r := runIn(t, dir, []string{"TURNSTILE_OUTPUT=xml"}, binDir+"/turnstile", "version")
+		want(t, r, 2, "TURNSTILE_OUTPUT=xml")
 		r = runIn(t, dir, []string{"TURNSTILE_OUTPUT=json"}, binDir+"/turnstile", "version")
 		want(t, r, 0, "TURNSTILE_OUTPUT=json")
 		if !strings.HasPrefix(r.stdout, "{") {
 			t.Fatalf("TURNSTILE_OUTPUT=json did not apply:\n%s", r)
 		}
-		r = runIn(t, dir, []string{"TURNSTILE_OUTPUT=yaml"}, binDir+"/turnstile", "version", "-o", "table")
+		r = runIn(t, dir, []string{"TURNSTILE_OUTPUT=xml"}, binDir+"/turnstile", "version", "-o", "table")
 		want(t, r, 0, "the flag wins over the variable")
 	})
 	t.Run("Completion", func(t *testing.T) {

@@ -29,6 +29,7 @@ type app struct {
 	natsURL, natsCreds, natsNkey, natsUser, natsPassword, natsToken string
 	natsTLSCert, natsTLSKey, natsTLSCA                              string
 	databaseURL, dataDir, prefix                                    string
+	apiURL, apiToken                                                string
 	output, logLevel, logFormat                                     string
 
 	// started is set once a command's own code runs: errors before it are
@@ -74,9 +75,9 @@ commands from another terminal.`,
 				return err
 			}
 			switch a.output {
-			case "table", "json":
+			case "table", "json", "yaml":
 			default:
-				return fmt.Errorf("--output %q: use table or json", a.output)
+				return fmt.Errorf("--output %q: use table, json or yaml", a.output)
 			}
 			a.started = true
 			return nil
@@ -96,11 +97,13 @@ commands from another terminal.`,
 	pf.StringVar(&a.databaseURL, "database-url", "", "PostgreSQL URL of the read model (client commands: default the URL serve wrote to <data-dir>/database-url; serve: empty starts a local PostgreSQL)")
 	pf.StringVar(&a.dataDir, "data-dir", "./.turnstile", "directory for serve's state: JetStream store, local PostgreSQL, database-url, nats-token and installation files")
 	pf.StringVar(&a.prefix, "prefix", "turnstile", "NATS subject prefix and stream name prefix, so installations can share an account")
-	pf.StringVarP(&a.output, "output", "o", "table", "output format: table or json")
+	pf.StringVar(&a.apiURL, "api-url", "", "URL of serve's HTTP API: client commands go through it alone, with --api-token (default: the api-url serve wrote to <data-dir>, unless --nats-url or --database-url is given)")
+	pf.StringVar(&a.apiToken, "api-token", "", "client commands: the HTTP API's bearer token, SECRET or NAME:SECRET (default: the one serve wrote to <data-dir>/api-token); serve: the tokens it accepts (see serve --help)")
+	pf.StringVarP(&a.output, "output", "o", "table", "output format: table, json or yaml")
 	pf.StringVar(&a.logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	pf.StringVar(&a.logFormat, "log-format", "auto", "log format: auto (text on a terminal, JSON otherwise), text or json")
 	for _, name := range []string{"nats-url", "nats-creds", "nats-nkey", "nats-user", "nats-password", "nats-token",
-		"nats-tls-cert", "nats-tls-key", "nats-tls-ca", "database-url", "data-dir", "prefix", "output", "log-level", "log-format"} {
+		"nats-tls-cert", "nats-tls-key", "nats-tls-ca", "database-url", "api-url", "api-token", "data-dir", "prefix", "output", "log-level", "log-format"} {
 		markEnv(pf, name)
 	}
 	root.AddGroup(&cobra.Group{ID: "lifecycle", Title: "Lifecycle commands (over NATS):"},

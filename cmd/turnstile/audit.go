@@ -163,8 +163,8 @@ func (a *app) auditOne(ctx context.Context, store *events.Store, id, at string) 
 			rep.AtLabel = fmt.Sprintf("event %d (stream seq %d) at %s", atEnv.Seq, atEnv.StreamSeq, atEnv.Time.Format(time.RFC3339Nano))
 		}
 	}
-	if a.output == "json" {
-		if err := printJSON(a.out, rep); err != nil {
+	if a.structured() {
+		if err := a.print(rep); err != nil {
 			return err
 		}
 	} else {
@@ -252,8 +252,8 @@ func (a *app) auditAll(ctx context.Context, store *events.Store) error {
 	sortViolations(rep.Violations)
 	rep.Workspaces = len(replayers)
 	rep.OK = len(rep.Violations) == 0
-	if a.output == "json" {
-		if err := printJSON(a.out, rep); err != nil {
+	if a.structured() {
+		if err := a.print(rep); err != nil {
 			return err
 		}
 	} else if rep.OK {

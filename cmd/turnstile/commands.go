@@ -10,6 +10,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/turnstile-dev/turnstile/api"
+	"github.com/turnstile-dev/turnstile/apiclient"
 	"github.com/turnstile-dev/turnstile/client"
 	"github.com/turnstile-dev/turnstile/events"
 	"github.com/turnstile-dev/turnstile/fsm"
@@ -94,6 +95,13 @@ func (a *app) runLifecycle(cmd *cobra.Command, t fsm.CommandType, id string, f *
 			return usageError(err)
 		}
 	}
+	hc, viaAPI, err := a.apiClient()
+	if err != nil {
+		return err
+	}
+	if viaAPI {
+		return a.runLifecycleHTTP(ctx, cmd, hc, c, f)
+	}
 	cl, nc, closeFn, err := a.openClient(ctx)
 	if err != nil {
 		return err
@@ -139,8 +147,8 @@ func (a *app) runLifecycle(cmd *cobra.Command, t fsm.CommandType, id string, f *
 // rejected prints a refusal (as JSON on stdout with -o json) and returns
 // the exit error with the reason, for stderr.
 func (a *app) rejected(res api.CommandResult) error {
-	if a.output == "json" {
-		if err := printJSON(a.out, res); err != nil {
+	if a.structured() {
+		if err := a.print(res); err != nil {
 			return err
 		}
 	}
@@ -178,8 +186,8 @@ func (a *app) waitSteady(ctx context.Context, nc *nats.Conn, store *events.Store
 }
 
 func (a *app) printResult(res api.CommandResult) error {
-	if a.output == "json" {
-		return printJSON(a.out, res)
+	if a.structured() {
+		return a.print(res)
 	}
 	switch res.Outcome {
 	case fsm.Accepted:
@@ -191,6 +199,105 @@ func (a *app) printResult(res api.CommandResult) error {
 	}
 	if w := res.Wait; w != nil {
 		fmt.Fprintf(a.out, "%s is %s at generation %d (event %d; waited %.1fs)\n", res.Workspace, w.State, w.Generation, w.EventSeq, w.Waited)
+	}
+	return nil
+}
+
+// runLifecycleHTTP sends c through the HTTP API and, with --wait, follows
+// the workspace's events until it settles.
+func (a *app) runLifecycleHTTP(ctx context.Context, cmd *cobra.Command, hc *apiclient.Client, c fsm.Command, f *lifecycleFlags) error {
+	if c.Type == fsm.Configure && !f.spec.replace {
+		// The flags change the current spec: the newest the stream has,
+		// so wait (briefly) for the read model to show the newest event.
+		w, err := catchUp(ctx, func(ctx context.Context) (api.Workspace, error) { return hc.Get(ctx, c.Workspace) },
+			func(w api.Workspace) bool { return w.EventSeq >= w.LatestEventSeq })
+		if err != nil && !errors.Is(err, read.ErrNoWorkspace) {
+			return err
+		}
+		// An unknown workspace goes with an empty spec: the lifecycle
+		// refuses it (not_found) with what is allowed.
+		spec, err := f.spec.apply(cmd.Flags(), w.Spec)
+		if err != nil {
+			return usageError(err)
+		}
+		c.Spec = &spec
+	}
+	start := time.Now()
+	res, err := hc.Send(ctx, c)
+	var ae *apiclient.Error
+	switch {
+	case errors.As(err, &ae) && ae.Body.Code == api.CodeIDReused:
+		return usageError(fmt.Errorf("--command-id: %w", err))
+	case errors.As(err, &ae) && ae.Code() == fsm.CodeInvalid:
+		return usageError(err)
+	case errors.Is(err, client.ErrNoOutcome):
+		return withCode(exitTimeout, fmt.Errorf("no outcome for %s %s within %v: the command is stored and will be handled; run it again with --command-id %s to learn its outcome",
+			c.Type, c.Workspace, f.timeout, c.ID))
+	case err != nil:
+		return err
+	}
+	if res.Outcome == fsm.Rejected {
+		return a.rejected(res)
+	}
+	var waitErr error
+	if f.wait {
+		waitErr = a.waitSteadyHTTP(ctx, hc, start, &res, f.timeout)
+	}
+	if err := a.printResult(res); err != nil {
+		return err
+	}
+	return waitErr
+}
+
+// waitSteadyHTTP is waitSteady over the API: it follows the workspace's
+// events from the command's on until it leaves its in-flight state at the
+// command's generation or later.
+func (a *app) waitSteadyHTTP(ctx context.Context, hc *apiclient.Client, start time.Time, res *api.CommandResult, timeout time.Duration) error {
+	st, _ := fsm.ParseStatus(res.State)
+	want := api.Target(st)
+	gen := res.Generation
+	wr := api.WaitResult{Want: want.String(), State: res.State, Generation: res.Generation, EventSeq: res.EventSeq}
+	settled := func() bool {
+		s, _ := fsm.ParseStatus(wr.State)
+		return read.Settled(gen)(fsm.Workspace{Status: s, Generation: wr.Generation})
+	}
+	if !settled() {
+		after := res.EventSeq
+		if after == 0 { // no event of its own (a no-op): from the newest one on
+			w, err := hc.Get(ctx, res.Workspace)
+			if err != nil {
+				return err
+			}
+			after = max(w.LatestEventSeq, w.EventSeq)
+		}
+		errSettled := errors.New("settled")
+		err := hc.FollowWorkspace(ctx, res.Workspace, after, a.followOptions(), func(ev api.Event) error {
+			wr.State, wr.Generation, wr.EventSeq, wr.LastError = ev.To, ev.Generation, ev.Seq, ""
+			if ev.To == fsm.Failed.String() {
+				wr.LastError = ev.Reason
+			}
+			if settled() {
+				return errSettled
+			}
+			return nil
+		})
+		if err != nil && !errors.Is(err, errSettled) {
+			return err
+		}
+	}
+	wr.Reached = wr.State == want.String()
+	wr.Waited = time.Since(start).Seconds()
+	res.Wait = &wr
+	switch {
+	case !settled() && ctx.Err() != nil:
+		return withCode(exitTimeout, fmt.Errorf("timed out after %v waiting for %s to be %s: it is %s at generation %d",
+			timeout, res.Workspace, want, wr.State, wr.Generation))
+	case !wr.Reached:
+		msg := fmt.Sprintf("%s ended %s at generation %d instead of %s", res.Workspace, wr.State, wr.Generation, want)
+		if wr.State == fsm.Failed.String() && wr.LastError != "" {
+			msg += ": " + wr.LastError
+		}
+		return withCode(exitError, errors.New(msg))
 	}
 	return nil
 }

@@ -59,10 +59,14 @@ func (a *app) natsOptions(name string) []nats.Option {
 	return opts
 }
 
-// clientNATSURL is the NATS URL of client commands.
+// clientNATSURL is the NATS URL of client commands: --nats-url, else the
+// one serve wrote to <data-dir>/nats-url, else defaultNATSURL.
 func (a *app) clientNATSURL() string {
 	if a.natsURL != "" {
 		return a.natsURL
+	}
+	if u, err := a.dataDirFile(natsURLFile); err == nil && u != "" {
+		return u
 	}
 	return defaultNATSURL
 }

@@ -30,9 +30,9 @@ func (a *app) explainCmd() *cobra.Command {
 		Short: "Say what a workspace is waiting for: the action in flight, the commands queued, the commands allowed",
 		Long: `Say what a workspace is waiting for: the action in flight (kind, generation, when it
 started, its deadline), the commands queued behind it (published, not yet decided by the
-engine) and the commands allowed now. The deadlines are serve's defaults unless given:
-serve's --deadline-* flags are not readable from here (GET /v1/workspaces/ID/explain
-knows them).`,
+engine) and the commands allowed now. Over the HTTP API the deadlines are serve's own;
+on the direct path (NATS) they are serve's defaults unless given: serve's --deadline-*
+flags are not readable from there.`,
 		Args: exactArgs("ID"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			id := args[0]
@@ -44,30 +44,43 @@ knows them).`,
 			}
 			ctx, cancel := context.WithTimeout(cmd.Context(), 5*time.Minute)
 			defer cancel()
-			store, _, closeStore, err := a.openStore(ctx)
-			if err != nil {
-				return err
-			}
-			defer closeStore()
-			x, err := api.Explain(ctx, store, id, o)
+			x, err := a.explain(ctx, id, o)
 			if errors.Is(err, read.ErrNoWorkspace) {
 				return withCode(exitRejected, fmt.Errorf("workspace %s does not exist (not_found)", id))
 			}
 			if err != nil {
 				return err
 			}
-			if a.output == "json" {
-				return printJSON(a.out, x)
+			if a.structured() {
+				return a.print(x)
 			}
 			return a.printExplanation(x)
 		},
 	}
 	f := c.Flags()
-	f.DurationVar(dl[fsm.Provisioning], "deadline-provisioning", *dl[fsm.Provisioning], "serve's --deadline-provisioning, to show the deadline")
+	f.DurationVar(dl[fsm.Provisioning], "deadline-provisioning", *dl[fsm.Provisioning], "serve's --deadline-provisioning, to show the deadline (direct path only)")
 	f.DurationVar(dl[fsm.Stopping], "deadline-stopping", *dl[fsm.Stopping], "serve's --deadline-stopping, to show the deadline")
 	f.DurationVar(dl[fsm.Deleting], "deadline-deleting", *dl[fsm.Deleting], "serve's --deadline-deleting, to show the deadline")
 	f.StringVar(&o.Durable, "engine-durable", api.DefaultEngineDurable, "the engine's durable consumer on the command stream")
 	return c
+}
+
+// explain asks the API when the CLI speaks HTTP, else reads the streams
+// with o.
+func (a *app) explain(ctx context.Context, id string, o api.ExplainOptions) (api.Explanation, error) {
+	hc, viaAPI, err := a.apiClient()
+	if err != nil {
+		return api.Explanation{}, err
+	}
+	if viaAPI {
+		return hc.Explain(ctx, id)
+	}
+	store, _, closeStore, err := a.openStore(ctx)
+	if err != nil {
+		return api.Explanation{}, err
+	}
+	defer closeStore()
+	return api.Explain(ctx, store, id, o)
 }
 
 func (a *app) printExplanation(x api.Explanation) error {

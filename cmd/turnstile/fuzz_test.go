@@ -62,7 +62,11 @@ func FuzzCLI(f *testing.F) {
 		{"wait\x00demo\x00--state\x00sleeping", ""},
 		{"wait\x00demo\x00--generation\x00-1", ""},
 		{"get\x00", ""},
-		{"list\x00--limit\x000", ""},
+		{"list\x00--limit\x00-1", ""},
+		{"list\x00--page-size\x000", ""},
+		{"list\x00--watch", ""},
+		{"history\x00demo\x00--follow", ""},
+		{"get\x00demo\x00-o\x00yaml", ""},
 		{"list\x00--status\x00none", ""},
 		{"history\x00demo", "DATABASE_URL=postgres://elsewhere/db"},
 		{"audit\x00--all\x00demo", ""},
@@ -172,6 +176,7 @@ func (tr *trap) confine(a *app) {
 	a.natsCreds, a.natsNkey, a.natsUser, a.natsPassword, a.natsToken = "", "", "", "", ""
 	a.natsTLSCert, a.natsTLSKey, a.natsTLSCA = "", "", ""
 	a.databaseURL = "postgres://fuzz@" + addr + "/fuzz?sslmode=disable&connect_timeout=5"
+	a.apiURL, a.apiToken = "", "" // the direct path, to the trap
 }
 
 // cliResult is one confined run.

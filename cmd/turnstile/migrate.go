@@ -62,8 +62,8 @@ func (a *app) printMigrations(ctx context.Context, db *sql.DB) error {
 	if err != nil {
 		return err
 	}
-	if a.output == "json" {
-		return printJSON(a.out, ms)
+	if a.structured() {
+		return a.print(ms)
 	}
 	t := newTable(a.out, "VERSION", "NAME", "APPLIED")
 	for _, m := range ms {

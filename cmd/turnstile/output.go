@@ -8,9 +8,40 @@ import (
 	"strings"
 	"text/tabwriter"
 	"time"
+	"unicode/utf8"
+
+	"sigs.k8s.io/yaml"
 
 	"github.com/turnstile-dev/turnstile/fsm"
 )
+
+// structured reports whether -o asks for a document (json or yaml)
+// rather than a table.
+func (a *app) structured() bool { return a.output == "json" || a.output == "yaml" }
+
+// print writes v as -o asks: indented JSON, or YAML with the JSON
+// field names (through sigs.k8s.io/yaml, so both formats say the same).
+func (a *app) print(v any) error {
+	if a.output != "yaml" {
+		return printJSON(a.out, v)
+	}
+	b, err := yaml.Marshal(v)
+	if err != nil {
+		return err
+	}
+	_, err = a.out.Write(b)
+	return err
+}
+
+// printNext writes v as one more document of a stream (--watch,
+// --follow): JSON on one line each, YAML after a "---" separator.
+func (a *app) printNext(v any) error {
+	if a.output != "yaml" {
+		return json.NewEncoder(a.out).Encode(v)
+	}
+	fmt.Fprintln(a.out, "---")
+	return a.print(v)
+}
 
 // printJSON writes v as indented JSON.
 func printJSON(w io.Writer, v any) error {
@@ -34,6 +65,41 @@ func (t *table) row(cols ...string) { fmt.Fprintln(t.tw, strings.Join(cols, "\t"
 
 func (t *table) flush() error { return t.tw.Flush() }
 
+// liveTable writes rows as they come, each at once, padded to the widest
+// cell seen so far in its column: a follow's rows line up with the
+// block before them without waiting for the rows after.
+type liveTable struct {
+	w      io.Writer
+	widths []int
+}
+
+// add widens the columns to fit rows without writing them.
+func (t *liveTable) add(rows ...[]string) {
+	for _, r := range rows {
+		for i, c := range r {
+			if i >= len(t.widths) {
+				t.widths = append(t.widths, 0)
+			}
+			t.widths[i] = max(t.widths[i], utf8.RuneCountInString(c))
+		}
+	}
+}
+
+// row writes one row.
+func (t *liveTable) row(cols ...string) error {
+	t.add(cols)
+	var b strings.Builder
+	for i, c := range cols {
+		b.WriteString(c)
+		if i < len(cols)-1 {
+			b.WriteString(strings.Repeat(" ", t.widths[i]-utf8.RuneCountInString(c)+2))
+		}
+	}
+	b.WriteByte('\n')
+	_, err := io.WriteString(t.w, b.String())
+	return err
+}
+
 func sortedKeys(m map[string]string) []string {
 	keys := make([]string, 0, len(m))
 	for k := range m {
@@ -43,11 +109,35 @@ func sortedKeys(m map[string]string) []string {
 	return keys
 }
 
+// formatTime is a time in the local zone, with the zone's offset so that
+// it reads the same anywhere.
 func formatTime(t time.Time) string {
 	if t.IsZero() {
 		return "-"
 	}
-	return t.Local().Format("2006-01-02 15:04:05.000")
+	return t.Local().Format("2006-01-02 15:04:05.000 -07:00")
+}
+
+// formatAge is how long ago t was, as kubectl's AGE column says it: 45s,
+// 12m, 3h5m, 4d.
+func formatAge(t *time.Time, now time.Time) string {
+	if t == nil || t.IsZero() {
+		return "-"
+	}
+	d := max(now.Sub(*t), 0)
+	switch {
+	case d < time.Minute:
+		return fmt.Sprintf("%ds", int(d.Seconds()))
+	case d < time.Hour:
+		return fmt.Sprintf("%dm", int(d.Minutes()))
+	case d < 24*time.Hour:
+		h := int(d.Hours())
+		if m := int(d.Minutes()) - 60*h; m > 0 && h < 10 {
+			return fmt.Sprintf("%dh%dm", h, m)
+		}
+		return fmt.Sprintf("%dh", h)
+	}
+	return fmt.Sprintf("%dd", int(d.Hours()/24))
 }
 
 func orDash(s string) string {

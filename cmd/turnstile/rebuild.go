@@ -51,8 +51,8 @@ func (a *app) rebuildCmd() *cobra.Command {
 			if err != nil {
 				return fmt.Errorf("rebuild: %w", err)
 			}
-			if a.output == "json" {
-				return printJSON(a.out, map[string]any{"through_stream_seq": st.Through, "messages": st.Messages,
+			if a.structured() {
+				return a.print(map[string]any{"through_stream_seq": st.Through, "messages": st.Messages,
 					"events": st.Events, "commands": st.Commands, "workspaces": st.Workspaces, "quarantined": st.Quarantined,
 					"seconds": st.Duration.Seconds()})
 			}

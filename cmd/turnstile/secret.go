@@ -78,8 +78,8 @@ in the shell's history and in ps. At most 4096 bytes, no NUL byte.`,
 			if err != nil {
 				return err
 			}
-			if a.output == "json" {
-				return printJSON(a.out, info)
+			if a.structured() {
+				return a.print(info)
 			}
 			fmt.Fprintf(a.out, "secret %s set (%d bytes, sha256 %s…); workspaces get it at their next provisioning attempt (turnstile restart ID)\n",
 				info.Name, info.Size, info.Digest)
@@ -133,11 +133,11 @@ func (a *app) secretListCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			if a.output == "json" {
+			if a.structured() {
 				if list == nil {
 					list = []secrets.Info{}
 				}
-				return printJSON(a.out, list)
+				return a.print(list)
 			}
 			t := newTable(a.out, "NAME", "SIZE", "SHA256", "UPDATED")
 			for _, s := range list {
@@ -167,8 +167,8 @@ func (a *app) secretRmCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			if a.output == "json" {
-				return printJSON(a.out, map[string]any{"name": name, "removed": true})
+			if a.structured() {
+				return a.print(map[string]any{"name": name, "removed": true})
 			}
 			fmt.Fprintf(a.out, "secret %s removed; running containers keep their value\n", name)
 			return nil

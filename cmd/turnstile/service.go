@@ -167,6 +167,9 @@ func (s *service) start(ctx context.Context) error {
 	} else {
 		s.natsURL = s.a.natsURL
 	}
+	if err := writeEndpoints(s.a.dataDir, s.httpURL, s.natsURL); err != nil {
+		return err
+	}
 	conns := map[string]*nats.Conn{}
 	for _, name := range []string{"engine", "commit", "api", "provisioning", "projector"} {
 		nc, err := connect("turnstile-serve-" + name)

@@ -61,8 +61,8 @@ func (a *app) versionCmd() *cobra.Command {
 		Args:  exactArgs(),
 		RunE: func(*cobra.Command, []string) error {
 			v := readVersion()
-			if a.output == "json" {
-				return printJSON(a.out, v)
+			if a.structured() {
+				return a.print(v)
 			}
 			fmt.Fprintln(a.out, v)
 			return nil

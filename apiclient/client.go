@@ -1,0 +1,297 @@
+package apiclient
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/turnstile-dev/turnstile/api"
+	"github.com/turnstile-dev/turnstile/client"
+	"github.com/turnstile-dev/turnstile/fsm"
+	"github.com/turnstile-dev/turnstile/read"
+)
+
+// Client talks to one serve's HTTP API. It is safe for concurrent use.
+type Client struct {
+	base  *url.URL
+	token string
+	hc    *http.Client
+}
+
+// New returns a client of the API at baseURL ("http://127.0.0.1:8080")
+// that sends token; hc nil means a client without an overall timeout (the
+// context of each call bounds it; streams last as long as it does).
+func New(baseURL, token string, hc *http.Client) (*Client, error) {
+	u, err := url.Parse(strings.TrimRight(strings.TrimSpace(baseURL), "/"))
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return nil, fmt.Errorf("API URL %q: want http://HOST:PORT or https://HOST:PORT", baseURL)
+	}
+	if token == "" {
+		return nil, errors.New("no API token: the API is never open")
+	}
+	if hc == nil {
+		hc = &http.Client{}
+	}
+	return &Client{base: u, token: token, hc: hc}, nil
+}
+
+// URL is the API's base URL.
+func (c *Client) URL() string { return c.base.String() }
+
+// Error is an error answer of the API that is not a refusal of a command.
+type Error struct {
+	Status int
+	Body   api.ErrorBody
+	raw    []byte
+}
+
+func (e *Error) Error() string {
+	switch e.Status {
+	case http.StatusUnauthorized:
+		return "the API refused the token (401 unauthorized): pass the API's token with --api-token or TURNSTILE_API_TOKEN"
+	}
+	msg := e.Body.Message
+	if msg == "" {
+		msg = http.StatusText(e.Status)
+	}
+	if e.Body.Field != "" && !strings.HasPrefix(msg, e.Body.Field) {
+		msg = e.Body.Field + ": " + msg
+	}
+	if e.Body.Code != "" {
+		return fmt.Sprintf("%s (%d %s)", msg, e.Status, e.Body.Code)
+	}
+	return fmt.Sprintf("%s (%d)", msg, e.Status)
+}
+
+// Code is the rejection code the answer carries ("" for none).
+func (e *Error) Code() fsm.Code { return api.CodeOf(e.Status, e.Body) }
+
+// do sends one request and decodes a 2xx answer into out (if not nil).
+// An error answer is an *Error.
+func (c *Client) do(ctx context.Context, method, path string, query url.Values, hdr http.Header, body, out any) (int, error) {
+	resp, err := c.request(ctx, method, path, query, hdr, body)
+	if err != nil {
+		return 0, err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
+	if err != nil {
+		return resp.StatusCode, fmt.Errorf("%s %s: %w", method, path, err)
+	}
+	if resp.StatusCode/100 != 2 {
+		e := &Error{Status: resp.StatusCode, raw: b}
+		_ = json.Unmarshal(b, &e.Body) // a body that is not ours still has its status
+		return resp.StatusCode, e
+	}
+	if out != nil {
+		if err := json.Unmarshal(b, out); err != nil {
+			return resp.StatusCode, fmt.Errorf("%s %s: the answer is not what this CLI understands: %w", method, path, err)
+		}
+	}
+	return resp.StatusCode, nil
+}
+
+func (c *Client) request(ctx context.Context, method, path string, query url.Values, hdr http.Header, body any) (*http.Response, error) {
+	u := *c.base
+	u.Path = c.base.Path + path
+	u.RawQuery = query.Encode()
+	var rd io.Reader
+	if body != nil {
+		b, err := json.Marshal(body)
+		if err != nil {
+			return nil, err
+		}
+		rd = bytes.NewReader(b)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, u.String(), rd)
+	if err != nil {
+		return nil, err
+	}
+	for k, vs := range hdr {
+		req.Header[k] = vs
+	}
+	req.Header.Set("Authorization", "Bearer "+c.token)
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	resp, err := c.hc.Do(req)
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		return nil, fmt.Errorf("cannot reach the API at %s: %w (is 'turnstile serve' running?)", c.base, err)
+	}
+	return resp, nil
+}
+
+// Send sends cmd (its ID is the Idempotency-Key; empty lets the server
+// choose one) and returns its outcome; a refusal is a result with
+// Outcome rejected. An answer the server could not give in time is an
+// error matching client.ErrNoOutcome; a key used by another command is an
+// *Error with code id_reused.
+func (c *Client) Send(ctx context.Context, cmd fsm.Command) (api.CommandResult, error) {
+	ws := "/v1/workspaces/" + url.PathEscape(cmd.Workspace)
+	var method, path string
+	var body any
+	switch cmd.Type {
+	case fsm.Create:
+		method, path, body = http.MethodPost, "/v1/workspaces", api.CreateRequest{ID: cmd.Workspace, Spec: cmd.Spec}
+	case fsm.Start, fsm.Stop, fsm.Restart:
+		method, path = http.MethodPost, ws+"/"+string(cmd.Type)
+	case fsm.Delete:
+		method, path = http.MethodDelete, ws
+	case fsm.Configure:
+		if cmd.Spec == nil {
+			return api.CommandResult{}, errors.New("configure needs a spec")
+		}
+		method, path, body = http.MethodPut, ws+"/spec", cmd.Spec
+	default:
+		return api.CommandResult{}, fmt.Errorf("the API takes no %s command", cmd.Type)
+	}
+	hdr := http.Header{}
+	if cmd.ID != "" {
+		hdr.Set(api.IdempotencyHeader, cmd.ID)
+	}
+	var res api.CommandResult
+	_, err := c.do(ctx, method, path, nil, hdr, body, &res)
+	var e *Error
+	switch {
+	case err == nil:
+		return res, nil
+	case !errors.As(err, &e):
+		return res, err
+	case e.Body.Code == api.CodeTimeout && e.Status == http.StatusGatewayTimeout:
+		return res, fmt.Errorf("%w: %s", client.ErrNoOutcome, e.Body.Message)
+	}
+	// A refusal by the lifecycle names the state it was refused in; a
+	// refused request (bad field, wrong token) does not.
+	if code := e.Code(); code != "" && e.Body.State != "" {
+		st, _ := fsm.ParseStatus(e.Body.State)
+		rej := &fsm.Rejection{Code: code, Command: cmd.Type, Message: e.Body.Message, State: st, Allowed: e.Body.Allowed}
+		if e.Body.Generation != nil {
+			rej.Generation = *e.Body.Generation
+		}
+		if e.Body.SpecVersion != nil {
+			rej.SpecVersion = *e.Body.SpecVersion
+		}
+		if e.Body.Command != "" {
+			rej.Command = e.Body.Command
+		}
+		id := cmp(e.Body.CommandID, cmd.ID)
+		return api.CommandResult{CommandID: id, Workspace: cmd.Workspace, Command: rej.Command, Outcome: fsm.Rejected,
+			State: e.Body.State, Generation: rej.Generation, Reason: e.Body.Message, Rejection: rej}, nil
+	}
+	return res, err
+}
+
+func cmp(a, b string) string {
+	if a != "" {
+		return a
+	}
+	return b
+}
+
+// notFound turns a 404 into an error matching read.ErrNoWorkspace.
+func notFound(id string, err error) error {
+	var e *Error
+	if errors.As(err, &e) && e.Status == http.StatusNotFound {
+		return fmt.Errorf("workspace %s: %w", id, read.ErrNoWorkspace)
+	}
+	return err
+}
+
+// Get reads one workspace.
+func (c *Client) Get(ctx context.Context, id string) (api.Workspace, error) {
+	var w api.Workspace
+	_, err := c.do(ctx, http.MethodGet, "/v1/workspaces/"+url.PathEscape(id), nil, nil, nil, &w)
+	return w, notFound(id, err)
+}
+
+// List reads one page of workspaces.
+func (c *Client) List(ctx context.Context, o read.ListOptions) (api.WorkspaceList, error) {
+	q := url.Values{}
+	if o.Status != fsm.None {
+		q.Set("status", o.Status.String())
+	}
+	if o.After != "" {
+		q.Set("after", o.After)
+	}
+	if o.Limit > 0 {
+		q.Set("limit", strconv.Itoa(o.Limit))
+	}
+	var l api.WorkspaceList
+	_, err := c.do(ctx, http.MethodGet, "/v1/workspaces", q, nil, nil, &l)
+	return l, err
+}
+
+// History reads a workspace's whole timeline, oldest first.
+func (c *Client) History(ctx context.Context, id string) ([]api.Event, error) {
+	var out struct {
+		Events []api.Event `json:"events"`
+	}
+	_, err := c.do(ctx, http.MethodGet, "/v1/workspaces/"+url.PathEscape(id)+"/events", nil, nil, nil, &out)
+	if err != nil {
+		return nil, notFound(id, err)
+	}
+	if len(out.Events) == 0 {
+		return nil, fmt.Errorf("workspace %s: %w", id, read.ErrNoWorkspace)
+	}
+	return out.Events, nil
+}
+
+// Explain says what a workspace is waiting for.
+func (c *Client) Explain(ctx context.Context, id string) (api.Explanation, error) {
+	var x api.Explanation
+	_, err := c.do(ctx, http.MethodGet, "/v1/workspaces/"+url.PathEscape(id)+"/explain", nil, nil, nil, &x)
+	return x, notFound(id, err)
+}
+
+// MaxWait is the longest one /wait request lasts; Wait asks again for
+// longer waits (the server's own cap is 10 minutes by default).
+const MaxWait = 5 * time.Minute
+
+// Wait waits until workspace id is in state at generation gen or later
+// (any when 0), for at most timeout. It returns the result and whether the
+// state was reached; not reaching it in time is not an error.
+func (c *Client) Wait(ctx context.Context, id string, state fsm.Status, gen uint64, timeout time.Duration) (api.WaitResult, error) {
+	deadline := time.Now().Add(timeout)
+	start := time.Now()
+	for {
+		left := time.Until(deadline)
+		if left < 0 {
+			left = 0
+		}
+		q := url.Values{"state": {state.String()}, "timeout": {min(left, MaxWait).String()}}
+		if gen > 0 {
+			q.Set("generation", strconv.FormatUint(gen, 10))
+		}
+		var res api.WaitResult
+		_, err := c.do(ctx, http.MethodGet, "/v1/workspaces/"+url.PathEscape(id)+"/wait", q, nil, nil, &res)
+		var e *Error
+		switch {
+		case err == nil:
+			res.Waited = time.Since(start).Seconds()
+			return res, nil
+		case errors.As(err, &e) && e.Status == http.StatusRequestTimeout:
+			// The 408's body is a WaitResult too: where the workspace is.
+			if err := json.Unmarshal(e.raw, &res); err != nil {
+				return res, fmt.Errorf("wait for %s: %w", id, err)
+			}
+			if time.Now().Before(deadline) {
+				continue
+			}
+			res.Waited = time.Since(start).Seconds()
+			return res, nil
+		default:
+			return res, notFound(id, err)
+		}
+	}
+}

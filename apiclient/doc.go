@@ -1,0 +1,17 @@
+// Package apiclient is a Go client of Turnstile's HTTP API: the commands,
+// the reads, waiting, and the Server-Sent Events streams, in the API's own
+// views (api.CommandResult, api.Workspace, api.Event, ...). The CLI speaks
+// to a serve through it when it has the API's URL.
+//
+// Guarantees:
+//   - Every request carries the bearer token; a command carries its id as
+//     the Idempotency-Key, so sending it again yields its first outcome.
+//   - A refusal by the lifecycle is an outcome, not an error: Send returns
+//     a CommandResult whose Rejection has the code, state, generation and
+//     the commands allowed now. Any other error answer is an *Error with
+//     the status and the API's body; the API's timeout is
+//     client.ErrNoOutcome, an unknown workspace read.ErrNoWorkspace.
+//   - Follow resumes a stream after a disconnect with Last-Event-ID: every
+//     event once, in order, until its context ends.
+//   - It keeps no state between calls but the http.Client's connections.
+package apiclient

@@ -1,0 +1,97 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/turnstile-dev/turnstile/api"
+	"github.com/turnstile-dev/turnstile/apiclient"
+	"github.com/turnstile-dev/turnstile/internal/atomicfile"
+)
+
+// Where serve writes the URLs of its API and of its NATS, inside
+// --data-dir beside database-url, so that client commands started in the
+// same directory reach this serve and no other (issue 14: the banner's
+// hint talked to whatever NATS listened on 4222).
+const (
+	apiURLFile  = "api-url"
+	natsURLFile = "nats-url"
+)
+
+// writeEndpoints records serve's API and NATS URLs in dataDir (0600,
+// atomically). A URL's user and password, if any, are left out: the files
+// say where, the token files say who.
+func writeEndpoints(dataDir, apiURL, natsURL string) error {
+	for file, u := range map[string]string{apiURLFile: apiURL, natsURLFile: natsURL} {
+		if err := atomicfile.Write(filepath.Join(dataDir, file), []byte(withoutUserinfo(u)+"\n"), 0o600); err != nil {
+			return fmt.Errorf("write %s: %w", file, err)
+		}
+	}
+	return nil
+}
+
+// withoutUserinfo drops user:password@ from each URL of a comma-separated
+// list (NATS takes several).
+func withoutUserinfo(list string) string {
+	parts := strings.Split(list, ",")
+	for i, p := range parts {
+		if u, err := url.Parse(strings.TrimSpace(p)); err == nil && u.User != nil {
+			u.User = nil
+			parts[i] = u.String()
+		}
+	}
+	return strings.Join(parts, ",")
+}
+
+// dataDirFile is the trimmed content of a file serve wrote in the data
+// dir; "" when there is none.
+func (a *app) dataDirFile(name string) (string, error) {
+	b, err := os.ReadFile(filepath.Join(a.dataDir, name))
+	if errors.Is(err, fs.ErrNotExist) {
+		return "", nil
+	}
+	if err != nil {
+		return "", fmt.Errorf("read %s: %w (run as the user that runs serve, or pass --api-url and --api-token)", filepath.Join(a.dataDir, name), err)
+	}
+	return strings.TrimSpace(string(b)), nil
+}
+
+// apiClient is the HTTP API client commands use, and whether they use it:
+// with --api-url; or, when none of --api-url, --nats-url and --database-url
+// is given, with the api-url serve wrote into the data dir. The token is
+// --api-token (SECRET or NAME:SECRET, as serve takes it), else the one
+// serve generated into <data-dir>/api-token. ok false means the direct
+// path: NATS and PostgreSQL.
+func (a *app) apiClient() (c *apiclient.Client, ok bool, err error) {
+	u := a.apiURL
+	if u == "" {
+		if a.natsURL != "" || a.databaseURL != "" {
+			return nil, false, nil
+		}
+		if u, err = a.dataDirFile(apiURLFile); err != nil || u == "" {
+			return nil, false, err
+		}
+	}
+	tok := a.apiToken
+	if tok == "" {
+		if tok, err = a.dataDirFile(apiTokenFile); err != nil {
+			return nil, false, err
+		}
+	}
+	if tok == "" {
+		return nil, false, usageError(fmt.Errorf("no API token for %s: pass --api-token or set TURNSTILE_API_TOKEN (serve's token is in its <data-dir>/%s)", u, apiTokenFile))
+	}
+	if t, perr := api.ParseToken(tok); perr == nil {
+		tok = t.Secret
+	}
+	c, err = apiclient.New(u, tok, nil)
+	if err != nil {
+		return nil, false, usageError(fmt.Errorf("--api-url: %w", err))
+	}
+	return c, true, nil
+}
