@@ -1,0 +1,85 @@
+package main
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"testing"
+)
+
+// TestWriteEndpoints: serve's URL files are 0600 and carry no password.
+func TestWriteEndpoints(t *testing.T) {
+	dir := t.TempDir()
+	if err := writeEndpoints(dir, "http://127.0.0.1:8080", "nats://u:pw@10.0.0.1:4222,nats://10.0.0.2:4222"); err != nil {
+		t.Fatal(err)
+	}
+	for file, want := range map[string]string{apiURLFile: "http://127.0.0.1:8080\n", natsURLFile: "nats://10.0.0.1:4222,nats://10.0.0.2:4222\n"} {
+		p := filepath.Join(dir, file)
+		b, err := os.ReadFile(p)
+		if err != nil || string(b) != want {
+			t.Fatalf("%s: %q %v, want %q", file, b, err, want)
+		}
+		if fi, err := os.Stat(p); err != nil || fi.Mode().Perm() != 0o600 {
+			t.Fatalf("%s: mode %v %v, want 0600", file, fi.Mode().Perm(), err)
+		}
+	}
+}
+
+// TestClientPath: which path client commands take, by flags and by what
+// serve wrote into the data dir.
+func TestClientPath(t *testing.T) {
+	const tok = "0123456789abcdefghijklmnopqrstuvwxyzABCDEFG"
+	write := func(t *testing.T, dir string, files map[string]string) {
+		for name, v := range files {
+			if err := os.WriteFile(filepath.Join(dir, name), []byte(v+"\n"), 0o600); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	served := map[string]string{apiURLFile: "http://127.0.0.1:18080", apiTokenFile: tok, natsURLFile: "nats://127.0.0.1:14222"}
+	for _, tc := range []struct {
+		name     string
+		files    map[string]string
+		set      func(a *app)
+		wantHTTP string // the API URL, "" for the direct path
+		wantNATS string
+		usage    bool
+	}{
+		{name: "NothingIsDirect", wantNATS: defaultNATSURL},
+		{name: "ServesFilesAreHTTP", files: served, wantHTTP: "http://127.0.0.1:18080", wantNATS: "nats://127.0.0.1:14222"},
+		{name: "NATSURLFlagIsDirect", files: served, set: func(a *app) { a.natsURL = "nats://elsewhere:4222" }, wantNATS: "nats://elsewhere:4222"},
+		{name: "DatabaseURLFlagIsDirect", files: served, set: func(a *app) { a.databaseURL = "postgres://x/y" }, wantNATS: "nats://127.0.0.1:14222"},
+		{name: "APIURLFlagWins", files: served, set: func(a *app) { a.apiURL, a.natsURL = "https://remote:8443", "nats://x:4222" },
+			wantHTTP: "https://remote:8443", wantNATS: "nats://x:4222"},
+		{name: "NamedToken", set: func(a *app) { a.apiURL, a.apiToken = "http://remote:8080", "ci:" + tok }, wantHTTP: "http://remote:8080", wantNATS: defaultNATSURL},
+		{name: "NoTokenIsUsage", set: func(a *app) { a.apiURL = "http://remote:8080" }, usage: true},
+		{name: "BadURLIsUsage", set: func(a *app) { a.apiURL, a.apiToken = "remote:8080", tok }, usage: true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			write(t, dir, tc.files)
+			a := &app{dataDir: dir, getenv: func(string) string { return "" }}
+			if tc.set != nil {
+				tc.set(a)
+			}
+			c, ok, err := a.apiClient()
+			var ce *codedError
+			switch {
+			case tc.usage:
+				if !errors.As(err, &ce) || ce.code != exitUsage {
+					t.Fatalf("want a usage error, got %v", err)
+				}
+				return
+			case err != nil:
+				t.Fatal(err)
+			case tc.wantHTTP == "" && ok:
+				t.Fatalf("HTTP to %s, want the direct path", c.URL())
+			case tc.wantHTTP != "" && (!ok || c.URL() != tc.wantHTTP):
+				t.Fatalf("HTTP %v, want HTTP to %s", ok, tc.wantHTTP)
+			}
+			if got := a.clientNATSURL(); got != tc.wantNATS {
+				t.Fatalf("NATS URL %s, want %s", got, tc.wantNATS)
+			}
+		})
+	}
+}
