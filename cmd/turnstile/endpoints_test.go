@@ -51,7 +51,7 @@ func TestClientPath(t *testing.T) {
 		{name: "DatabaseURLFlagIsDirect", files: served, set: func(a *app) { a.databaseURL = "postgres://x/y" }, wantNATS: "nats://127.0.0.1:14222"},
 		{name: "APIURLFlagWins", files: served, set: func(a *app) { a.apiURL, a.natsURL = "https://remote:8443", "nats://x:4222" },
 			wantHTTP: "https://remote:8443", wantNATS: "nats://x:4222"},
-		{name: "NamedToken", set: func(a *app) { a.apiURL, a.apiToken = "http://remote:8080", "ci:" + tok }, wantHTTP: "http://remote:8080", wantNATS: defaultNATSURL},
+		{name: "NamedToken", set: func(a *app) { a.apiURL, a.apiToken = "http://remote:8080", "ci:"+tok }, wantHTTP: "http://remote:8080", wantNATS: defaultNATSURL},
 		{name: "NoTokenIsUsage", set: func(a *app) { a.apiURL = "http://remote:8080" }, usage: true},
 		{name: "BadURLIsUsage", set: func(a *app) { a.apiURL, a.apiToken = "remote:8080", tok }, usage: true},
 	} {
