@@ -29,7 +29,7 @@ type app struct {
 	natsURL, natsCreds, natsNkey, natsUser, natsPassword, natsToken string
 	natsTLSCert, natsTLSKey, natsTLSCA                              string
 	databaseURL, dataDir, prefix                                    string
-	apiURL, apiToken                                                string
+	apiURL, apiToken, apiTLSCA                                      string
 	output, logLevel, logFormat                                     string
 
 	// started is set once a command's own code runs: errors before it are
@@ -99,11 +99,12 @@ commands from another terminal.`,
 	pf.StringVar(&a.prefix, "prefix", "turnstile", "NATS subject prefix and stream name prefix, so installations can share an account")
 	pf.StringVar(&a.apiURL, "api-url", "", "URL of serve's HTTP API: client commands go through it alone, with --api-token (default: the api-url serve wrote to <data-dir>, unless --nats-url or --database-url is given)")
 	pf.StringVar(&a.apiToken, "api-token", "", "client commands: the HTTP API's bearer token, SECRET or NAME:SECRET (default: the one serve wrote to <data-dir>/api-token); serve: the tokens it accepts (see serve --help)")
+	pf.StringVar(&a.apiTLSCA, "api-tls-ca", "", "client commands: CA certificate file (PEM) to verify an https --api-url, besides the system's")
 	pf.StringVarP(&a.output, "output", "o", "table", "output format: table, json or yaml")
 	pf.StringVar(&a.logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	pf.StringVar(&a.logFormat, "log-format", "auto", "log format: auto (text on a terminal, JSON otherwise), text or json")
 	for _, name := range []string{"nats-url", "nats-creds", "nats-nkey", "nats-user", "nats-password", "nats-token",
-		"nats-tls-cert", "nats-tls-key", "nats-tls-ca", "database-url", "api-url", "api-token", "data-dir", "prefix", "output", "log-level", "log-format"} {
+		"nats-tls-cert", "nats-tls-key", "nats-tls-ca", "database-url", "api-url", "api-token", "api-tls-ca", "data-dir", "prefix", "output", "log-level", "log-format"} {
 		markEnv(pf, name)
 	}
 	root.AddGroup(&cobra.Group{ID: "lifecycle", Title: "Lifecycle commands (over NATS):"},

@@ -1,9 +1,12 @@
 package main
 
 import (
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"io/fs"
+	"net/http"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -89,9 +92,39 @@ func (a *app) apiClient() (c *apiclient.Client, ok bool, err error) {
 	if t, perr := api.ParseToken(tok); perr == nil {
 		tok = t.Secret
 	}
-	c, err = apiclient.New(u, tok, nil)
+	hc, err := a.apiHTTPClient()
+	if err != nil {
+		return nil, false, err
+	}
+	c, err = apiclient.New(u, tok, hc)
 	if err != nil {
 		return nil, false, usageError(fmt.Errorf("--api-url: %w", err))
 	}
+	if pu, perr := url.Parse(u); perr == nil && pu.Scheme == "http" && !api.IsLoopback(pu.Hostname()) {
+		fmt.Fprintf(a.err, "turnstile: warning: the API token goes to %s in clear text (plain HTTP beyond loopback): use https\n", pu.Host)
+	}
 	return c, true, nil
+}
+
+// apiHTTPClient is the HTTP client of the API: the system's roots, and
+// --api-tls-ca's certificates besides (serve's own CA or self-signed
+// certificate).
+func (a *app) apiHTTPClient() (*http.Client, error) {
+	if a.apiTLSCA == "" {
+		return nil, nil
+	}
+	pem, err := os.ReadFile(a.apiTLSCA)
+	if err != nil {
+		return nil, usageError(fmt.Errorf("--api-tls-ca: %w", err))
+	}
+	pool, err := x509.SystemCertPool()
+	if err != nil {
+		pool = x509.NewCertPool()
+	}
+	if !pool.AppendCertsFromPEM(pem) {
+		return nil, usageError(fmt.Errorf("--api-tls-ca %s: no PEM certificate in it", a.apiTLSCA))
+	}
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	tr.TLSClientConfig = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
+	return &http.Client{Transport: tr}, nil
 }

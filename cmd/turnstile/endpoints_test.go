@@ -1,10 +1,19 @@
 package main
 
 import (
+	"bytes"
+	"context"
+	"encoding/pem"
 	"errors"
+	"io"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
+
+	"github.com/turnstile-dev/turnstile/read"
 )
 
 // TestWriteEndpoints: serve's URL files are 0600 and carry no password.
@@ -58,7 +67,8 @@ func TestClientPath(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			dir := t.TempDir()
 			write(t, dir, tc.files)
-			a := &app{dataDir: dir, getenv: func(string) string { return "" }}
+			var errb bytes.Buffer
+			a := &app{streams: streams{out: io.Discard, err: &errb}, dataDir: dir, getenv: func(string) string { return "" }}
 			if tc.set != nil {
 				tc.set(a)
 			}
@@ -80,6 +90,40 @@ func TestClientPath(t *testing.T) {
 			if got := a.clientNATSURL(); got != tc.wantNATS {
 				t.Fatalf("NATS URL %s, want %s", got, tc.wantNATS)
 			}
+			if warned := strings.Contains(errb.String(), "clear text"); warned != (strings.HasPrefix(tc.wantHTTP, "http://") && !strings.Contains(tc.wantHTTP, "127.0.0.1")) {
+				t.Fatalf("clear-text warning %v for %s: %q", warned, tc.wantHTTP, errb.String())
+			}
 		})
+	}
+}
+
+// TestAPITLSCA: an https API with a certificate of its own is verified
+// with --api-tls-ca, and refused without it.
+func TestAPITLSCA(t *testing.T) {
+	srv := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusNotFound)
+		_, _ = io.WriteString(w, `{"code":"not_found","message":"workspace x does not exist","state":"none"}`)
+	}))
+	defer srv.Close()
+	ca := filepath.Join(t.TempDir(), "ca.pem")
+	if err := os.WriteFile(ca, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: srv.Certificate().Raw}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	get := func(caFile string) error {
+		a := &app{streams: streams{out: io.Discard, err: io.Discard}, dataDir: t.TempDir(), apiURL: srv.URL,
+			apiToken: "0123456789abcdefghijklmnopqrstuvwxyzABCDEFG", apiTLSCA: caFile, getenv: func(string) string { return "" }}
+		c, ok, err := a.apiClient()
+		if err != nil || !ok {
+			t.Fatalf("apiClient: %v %v", ok, err)
+		}
+		_, err = c.Get(context.Background(), "x")
+		return err
+	}
+	if err := get(ca); !errors.Is(err, read.ErrNoWorkspace) {
+		t.Fatalf("with --api-tls-ca: %v, want the server's 404", err)
+	}
+	if err := get(""); err == nil || errors.Is(err, read.ErrNoWorkspace) {
+		t.Fatalf("without --api-tls-ca: %v, want a certificate error", err)
 	}
 }
