@@ -1,14 +1,19 @@
 package e2e_test
 
 import (
+	"context"
 	"encoding/json"
+	"fmt"
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/turnstile-dev/turnstile/api"
+	"github.com/turnstile-dev/turnstile/client"
+	"github.com/turnstile-dev/turnstile/fsm"
 	"github.com/turnstile-dev/turnstile/internal/testenv"
 )
 
@@ -190,4 +195,61 @@ func TestCLIOverHTTP(t *testing.T) {
 	}
 
 	want(t, cli("delete", "h-e", "--wait", "--timeout", "60s"), 0, "delete --wait")
+}
+
+// TestCLIListPastOneThousand: 1,001 workspaces (created in bulk over NATS,
+// as a service would) are listed whole through the API from elsewhere:
+// list reads a full page of 1,000 and follows its next.
+func TestCLIListPastOneThousand(t *testing.T) {
+	srv := startServe(t, serveOptions{args: []string{"--provisioner", "sim", "--sim-min-latency", "0s", "--sim-max-latency", "10ms"}})
+	cl, _ := srv.goClient(t)
+	const n = 1001
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	var wg sync.WaitGroup
+	errs := make(chan error, n)
+	next := make(chan int, n)
+	for i := range n {
+		next <- i
+	}
+	close(next)
+	for range 16 {
+		wg.Go(func() {
+			for i := range next {
+				o, err := cl.SendNew(ctx, fsm.Command{ID: client.NewCommandID(), Type: fsm.Create, Workspace: fmt.Sprintf("bulk-%04d", i)})
+				if err == nil && o.Outcome != fsm.Accepted {
+					err = fmt.Errorf("create bulk-%04d: %s %s", i, o.Outcome, o.Reason)
+				}
+				if err != nil {
+					errs <- err
+				}
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+
+	away := testenv.WorkDir(t, "turnstile-e2e-away-")
+	env := []string{"TURNSTILE_API_URL=" + srv.httpURL(), "TURNSTILE_API_TOKEN=" + srv.apiToken(t)}
+	var l api.WorkspaceList
+	waitFor(t, time.Minute, "list shows all 1,001 workspaces", func() bool {
+		r := runIn(t, away, env, filepath.Join(binDir, "turnstile"), "list", "-o", "json")
+		want(t, r, 0, "list")
+		l = api.WorkspaceList{}
+		if err := json.Unmarshal([]byte(r.stdout), &l); err != nil {
+			t.Fatalf("list -o json: %v\n%s", err, r)
+		}
+		return len(l.Workspaces) == n
+	})
+	if l.Workspaces[0].ID != "bulk-0000" || l.Workspaces[n-1].ID != fmt.Sprintf("bulk-%04d", n-1) || l.Next != "" {
+		t.Fatalf("list: first %s, last %s, next %q", l.Workspaces[0].ID, l.Workspaces[n-1].ID, l.Next)
+	}
+	r := runIn(t, away, env, filepath.Join(binDir, "turnstile"), "list", "--limit", "1000")
+	want(t, r, 0, "list --limit 1000")
+	if !strings.Contains(r.stdout, "1000 workspace(s)") || !strings.Contains(r.stdout, "more after bulk-0999") {
+		t.Fatalf("list --limit 1000 should say there is more:\n%.300s", r.stdout[max(0, len(r.stdout)-300):])
+	}
 }
