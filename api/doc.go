@@ -1,6 +1,6 @@
 // Package api is Turnstile's HTTP API: the commands of the CLI and of the
-// NATS subjects, the read model's queries, and waiting for a state, as JSON
-// over net/http.
+// NATS subjects, the reads of package read, and waiting for a state, as
+// JSON over net/http. It holds no SQL of its own.
 //
 // Guarantees:
 //   - A command is answered with its recorded outcome: 202 when accepted

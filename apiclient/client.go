@@ -2,6 +2,7 @@ package apiclient
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -185,18 +186,11 @@ func (c *Client) Send(ctx context.Context, cmd fsm.Command) (api.CommandResult, 
 		if e.Body.Command != "" {
 			rej.Command = e.Body.Command
 		}
-		id := cmp(e.Body.CommandID, cmd.ID)
+		id := cmp.Or(e.Body.CommandID, cmd.ID)
 		return api.CommandResult{CommandID: id, Workspace: cmd.Workspace, Command: rej.Command, Outcome: fsm.Rejected,
 			State: e.Body.State, Generation: rej.Generation, Reason: e.Body.Message, Rejection: rej}, nil
 	}
 	return res, err
-}
-
-func cmp(a, b string) string {
-	if a != "" {
-		return a
-	}
-	return b
 }
 
 // notFound turns a 404 into an error matching read.ErrNoWorkspace.

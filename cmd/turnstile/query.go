@@ -66,12 +66,18 @@ writes one JSON object a line, -o yaml one document each).`,
 				}
 				return w, err
 			}
-			w, err := get(cmd.Context())
+			if !watch {
+				w, err := get(cmd.Context())
+				if err != nil {
+					return err
+				}
+				return a.printWorkspace(w, false)
+			}
+			// What the stream holds now, once the read model shows it:
+			// the follow starts after it.
+			w, err := catchUp(cmd.Context(), get, func(w api.Workspace) bool { return w.EventSeq >= w.LatestEventSeq })
 			if err != nil {
 				return err
-			}
-			if !watch {
-				return a.printWorkspace(w, false)
 			}
 			if err := a.printWorkspace(w, true); err != nil {
 				return err
