@@ -2,10 +2,12 @@ package e2e_test
 
 import (
 	"os"
+	"os/exec"
 	"regexp"
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 )
 
 // tourStep is one line of the README's tour.
@@ -72,6 +74,13 @@ func TestTour(t *testing.T) {
 			t.Logf("skipping %q: psql is not installed", st.line)
 			continue
 		}
+		if strings.Contains(st.line, " --follow") || strings.Contains(st.line, " --watch") {
+			r := runFollowStep(t, srv.dir, env, st.line)
+			t.Logf("$ %s  (then Ctrl-C)\n%s%s", st.line, r.stdout, r.stderr)
+			want(t, r, st.wantExit, st.line+", then Ctrl-C")
+			checkTourOutput(t, st.line, r)
+			continue
+		}
 		r := runIn(t, srv.dir, env, "sh", "-c", st.line)
 		t.Logf("$ %s\n%s%s", st.line, r.stdout, r.stderr)
 		want(t, r, st.wantExit, st.line)
@@ -98,7 +107,7 @@ func checkTourOutput(t *testing.T, line string, r result) {
 		expect("stdout", r.stdout, "demo is running at generation 1")
 	case line == "turnstile restart demo --wait":
 		expect("stdout", r.stdout, "demo is running at generation 2")
-	case line == "turnstile history demo":
+	case line == "turnstile history demo", line == "turnstile history demo --follow":
 		for _, s := range []string{"workspace.created", "none → provisioning", "workspace.provisioned", "workspace.restart_requested"} {
 			expect("stdout", r.stdout, s)
 		}
@@ -111,6 +120,44 @@ func checkTourOutput(t *testing.T, line string, r result) {
 		expect("stdout", r.stdout, "demo")
 	case strings.HasPrefix(line, "turnstile delete demo"):
 		expect("stdout", r.stdout, "demo is deleted")
+	}
+}
+
+// runFollowStep runs a line that follows until Ctrl-C, as a reader of the
+// README would: once it has shown the timeline so far (within a minute),
+// it gets SIGINT, and must end within ten seconds.
+func runFollowStep(t *testing.T, dir string, env []string, line string) result {
+	t.Helper()
+	cmd := exec.Command("sh", "-c", "exec "+line) // exec: the signal reaches turnstile
+	cmd.Dir = dir
+	cmd.Env = append(baseEnv(), env...)
+	out, errb := &syncBuffer{}, &syncBuffer{}
+	cmd.Stdout, cmd.Stderr = out, errb
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	ended := false
+	defer func() {
+		if !ended {
+			_ = cmd.Process.Kill()
+			<-done
+		}
+	}()
+	waitFor(t, time.Minute, line+" shows the timeline so far", func() bool {
+		return strings.Contains(out.String(), "workspace.provisioned")
+	})
+	if err := cmd.Process.Signal(os.Interrupt); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-done:
+		ended = true
+		return result{code: exitCode(err), stdout: out.String(), stderr: errb.String()}
+	case <-time.After(10 * time.Second):
+		t.Fatalf("%s did not end within 10s of Ctrl-C:\n%s\n%s", line, out, errb)
+		return result{}
 	}
 }
 
