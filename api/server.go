@@ -153,6 +153,7 @@ func New(cfg Config) (*Server, error) {
 	mux.HandleFunc("GET /v1/workspaces/{id}/events", s.events)
 	mux.HandleFunc("GET /v1/workspaces/{id}/wait", s.wait)
 	mux.HandleFunc("GET /v1/workspaces/{id}/explain", s.explain)
+	mux.HandleFunc("GET /v1/workspaces/{id}/outcomes", s.outcomes)
 	mux.HandleFunc("GET /v1/events", s.streamEvents)
 	mux.HandleFunc("GET /healthz", s.healthz)
 	mux.HandleFunc("GET /readyz", s.readyz)

@@ -332,7 +332,7 @@ func statusBefore(ctx context.Context, store *events.Store, env events.Envelope)
 // sseItem is one event of a follow stream with its SSE id.
 type sseItem struct {
 	id uint64
-	ev Event
+	ev any // an Event or an Outcome
 }
 
 // followWorkspace streams workspace id's events after per-workspace

@@ -1,0 +1,186 @@
+package api
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/synadia-io/orbit.go/jetstreamext"
+
+	"github.com/turnstile-dev/turnstile/events"
+	"github.com/turnstile-dev/turnstile/fsm"
+)
+
+// A workspace's outcomes: what became of every command sent to it,
+// including those that recorded no event (refused, no-op, and stale
+// reports of an older generation), which its events alone cannot show.
+// Outcomes are stored by command id, not by workspace, so a read scans the
+// outcomes of every workspace from the workspace's first event on and
+// keeps its own: a debugging read, not a hot path.
+
+// Outcome is one command's outcome, as GET .../outcomes answers it.
+type Outcome struct {
+	CommandResult
+	// StreamSeq is the outcome's place in the event stream: the cursor of
+	// after= and the id: of a follow stream.
+	StreamSeq uint64 `json:"stream_seq"`
+	Actor     string `json:"actor,omitempty"`
+	// CommandGeneration is the generation a system report was about; one
+	// below the workspace's is what makes a report stale.
+	CommandGeneration uint64    `json:"command_generation,omitempty"`
+	ReceivedAt        time.Time `json:"received_at"`
+	DecidedAt         time.Time `json:"decided_at"`
+	Cause             Cause     `json:"cause"`
+}
+
+// OutcomeOf describes o, read at stream sequence seq.
+func OutcomeOf(o events.OutcomeRecord, seq uint64) Outcome {
+	c := Cause{Kind: "user", Command: o.CommandType, Actor: o.Actor}
+	switch {
+	case o.CommandType == fsm.DeadlineExceeded:
+		c.Kind = "deadline"
+	case o.CommandType.IsSystem():
+		c.Kind = "system"
+	}
+	return Outcome{CommandResult: ResultOf(o), StreamSeq: seq, Actor: o.Actor, CommandGeneration: o.CommandGeneration,
+		ReceivedAt: o.ReceivedAt, DecidedAt: o.DecidedAt, Cause: c}
+}
+
+// OutcomePage is a page of a workspace's outcomes.
+type OutcomePage struct {
+	Workspace string    `json:"workspace"`
+	Outcomes  []Outcome `json:"outcomes"`
+	// NextAfter, when set, is the cursor of the next page: pass it as
+	// after=. Absent, there is nothing more now.
+	NextAfter *uint64 `json:"next_after,omitempty"`
+}
+
+// errPageDone ends a page's read.
+var errPageDone = errors.New("page done")
+
+func (s *Server) outcomes(w http.ResponseWriter, r *http.Request) {
+	id := r.PathValue("id")
+	if err := fsm.ValidateID(id); err != nil {
+		s.writeError(w, r, badField("id", err.Error()))
+		return
+	}
+	p, err := parsePosition(r)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	first, ok, err := firstEventSeq(r.Context(), s.cfg.Store, id)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	if !ok {
+		writeNotFound(w, id)
+		return
+	}
+	from := max(p.after+1, first)
+	store := s.cfg.Store
+	if p.follow {
+		s.follow(w, r, p.after, func(ctx context.Context, out chan<- sseItem) error {
+			return readOutcomes(ctx, store, id, from, true, func(o Outcome) error {
+				return send(ctx, out, sseItem{id: o.StreamSeq, ev: o})
+			})
+		})
+		return
+	}
+	if p.limit == 0 {
+		p.limit = DefaultPageLimit
+	}
+	page := OutcomePage{Workspace: id, Outcomes: []Outcome{}}
+	err = readOutcomes(r.Context(), store, id, from, false, func(o Outcome) error {
+		if len(page.Outcomes) == p.limit {
+			next := page.Outcomes[len(page.Outcomes)-1].StreamSeq
+			page.NextAfter = &next
+			return errPageDone
+		}
+		page.Outcomes = append(page.Outcomes, o)
+		return nil
+	})
+	if err != nil && !errors.Is(err, errPageDone) {
+		s.writeError(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, page)
+}
+
+// firstEventSeq is the stream sequence of workspace id's first event; ok
+// is false when it has none.
+func firstEventSeq(ctx context.Context, store *events.Store, id string) (uint64, bool, error) {
+	n := store.Names()
+	msgs, err := jetstreamext.GetBatch(ctx, store.JetStream(), n.EventStream(), 1,
+		jetstreamext.GetBatchSeq(1), jetstreamext.GetBatchSubject(n.Event(id)))
+	if err != nil {
+		return 0, false, fmt.Errorf("first event of %s: %w", id, err)
+	}
+	for m, err := range msgs {
+		if errors.Is(err, jetstreamext.ErrNoMessages) {
+			return 0, false, nil
+		}
+		if err != nil {
+			return 0, false, fmt.Errorf("first event of %s: %w", id, err)
+		}
+		return m.Sequence, true, nil
+	}
+	return 0, false, nil
+}
+
+// readOutcomes calls fn for each readable outcome of workspace id from
+// stream sequence from on: with follow, including those stored later,
+// until ctx ends or fn fails; without, up to the newest one at the time of
+// the call.
+func readOutcomes(ctx context.Context, store *events.Store, id string, from uint64, follow bool, fn func(Outcome) error) error {
+	subject := store.Names().Outcomes()
+	st, err := store.JetStream().Stream(ctx, store.Names().EventStream())
+	if err != nil {
+		return fmt.Errorf("outcomes of %s: %w", id, err)
+	}
+	cons, err := st.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{FilterSubjects: []string{subject},
+		DeliverPolicy: jetstream.DeliverByStartSequencePolicy, OptStartSeq: max(from, 1)})
+	if err != nil {
+		return fmt.Errorf("outcomes of %s: %w", id, err)
+	}
+	if !follow {
+		info, err := cons.Info(ctx)
+		if err != nil {
+			return fmt.Errorf("outcomes of %s: %w", id, err)
+		}
+		if info.NumPending == 0 {
+			return nil // Next would wait for one
+		}
+	}
+	it, err := cons.Messages(jetstream.PullMaxMessages(256))
+	if err != nil {
+		return fmt.Errorf("outcomes of %s: %w", id, err)
+	}
+	defer it.Stop()
+	defer context.AfterFunc(ctx, it.Stop)()
+	for {
+		m, err := it.Next()
+		if err != nil {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			return fmt.Errorf("outcomes of %s: %w", id, err)
+		}
+		md, err := m.Metadata()
+		if err != nil {
+			return fmt.Errorf("outcomes of %s: %w", id, err)
+		}
+		if o, err := events.DecodeOutcome(m.Data()); err == nil && o.Workspace == id {
+			if err := fn(OutcomeOf(o, md.Sequence.Stream)); err != nil {
+				return err
+			}
+		}
+		if !follow && md.NumPending == 0 {
+			return nil
+		}
+	}
+}
