@@ -18,6 +18,7 @@ import (
 	"github.com/turnstile-dev/turnstile/client"
 	"github.com/turnstile-dev/turnstile/events"
 	"github.com/turnstile-dev/turnstile/fsm"
+	"github.com/turnstile-dev/turnstile/ui"
 )
 
 // Config wires a Server. Client and Store are required; without Pool the
@@ -161,6 +162,7 @@ func New(cfg Config) (*Server, error) {
 		mux.Handle("GET /metrics", promhttp.HandlerFor(cfg.Gatherer, promhttp.HandlerOpts{ErrorLog: slogPrinter{s.log}}))
 	}
 	mux.HandleFunc("GET /v1/openapi.json", serveOpenAPI)
+	ui.Register(mux) // the timeline page: GET / and /ui/<file>
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) { noRoute(mux, w, r) })
 	s.handler = s.measure(mux, s.logRequests(s.limitTime(s.checkHost(s.authorize(s.checkOrigin(s.checkContentType(mux)))))))
 	return s, nil
