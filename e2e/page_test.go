@@ -79,7 +79,8 @@ func browser(t *testing.T) (context.Context, func() []string) {
 // live in a real browser. Opened before anything exists, with the token in
 // the fragment, it lists a workspace as it is created, and its timeline shows
 // generation lanes, the restart refused while provisioning with its code,
-// the provision, and the container's exit as a failure with its reason.
+// the provision, a stale report of the replaced generation, and the
+// container's exit as a failure with its reason.
 // TURNSTILE_SCREENSHOT=1 saves docs/timeline.png.
 func TestTimelinePage(t *testing.T) {
 	ctx, console := browser(t)
@@ -125,10 +126,9 @@ func TestTimelinePage(t *testing.T) {
 		t.Fatalf("the token stays in the address bar: %q %v", loc, err)
 	}
 
-	// The agent is ready 2s after it starts (the window for the refused
-	// restart) and exits with code 3 three seconds later.
-	status, body := srv.httpDo(t, "POST", "/v1/workspaces",
-		`{"id":"tl","spec":{"env":{"AGENT_START_DELAY":"2s","AGENT_EXIT_AFTER":"5s","AGENT_EXIT_CODE":"3"}}}`, "")
+	// Generation 1's agent is ready 2s after it starts: the window for the
+	// refused restart.
+	status, body := srv.httpDo(t, "POST", "/v1/workspaces", `{"id":"tl","spec":{"env":{"AGENT_START_DELAY":"2s"}}}`, "")
 	if status != http.StatusAccepted {
 		t.Fatalf("create: %d %s", status, body)
 	}
@@ -146,36 +146,40 @@ func TestTimelinePage(t *testing.T) {
 	step("open the timeline", chromedp.Click(`tr[data-ws="tl"] a`))
 	until("the refused restart is on the timeline",
 		`!!document.querySelector('.entry[data-kind="refused"][data-type="restart"][data-code="busy"][data-gen="1"]')`)
-	until("the provision is on the timeline", `!!document.querySelector('.entry[data-kind="event"][data-type="workspace.provisioned"]')`)
-	until("the exit is a failure on the timeline",
-		`!!document.querySelector('.entry[data-kind="failure"][data-type="workspace.container_exited"][data-gen="1"]')`)
-	until("the list says failed", `document.querySelector('tr[data-ws="tl"] td.state').textContent === 'failed'`)
-
+	until("the provision is on the timeline", `!!document.querySelector('.entry[data-kind="event"][data-type="workspace.provisioned"][data-gen="1"]')`)
+	until("the list says running", `document.querySelector('tr[data-ws="tl"] td.state').textContent === 'running'`)
 	refused := text(`.entry[data-kind="refused"]`)
 	for _, want := range []string{"restart refused", "busy", "user: restart by api:", "provisioning"} {
 		if !strings.Contains(refused, want) {
 			t.Errorf("the refused restart reads %q, want %q in it", refused, want)
 		}
 	}
+
+	// A new spec on a running workspace provisions generation 2, whose
+	// agent exits with code 3 two seconds after it is ready; replacing
+	// generation 1's container makes the watcher report its exit, which is
+	// stale by then.
+	if status, body := srv.httpDo(t, "PUT", "/v1/workspaces/tl/spec", `{"env":{"AGENT_EXIT_AFTER":"2s","AGENT_EXIT_CODE":"3"}}`, ""); status != http.StatusAccepted {
+		t.Fatalf("configure: %d %s", status, body)
+	}
+	until("generation 2 gets a lane", `!!document.querySelector('.lane-head[data-gen="2"]') && !!document.querySelector('.entry[data-gen="2"]')`)
+	until("the stale report is marked in lane 1",
+		`!!document.querySelector('.entry[data-kind="stale"][data-type="container_exited"][data-gen="1"]')`)
+	until("the exit is a failure in lane 2",
+		`!!document.querySelector('.entry[data-kind="failure"][data-type="workspace.container_exited"][data-gen="2"]')`)
+	until("the list says failed at generation 2",
+		`document.querySelector('tr[data-ws="tl"] td.state').textContent === 'failed' && document.querySelector('tr[data-ws="tl"] td.gen').textContent === '2'`)
 	failure := text(`.entry[data-kind="failure"]`)
-	for _, want := range []string{"container_exited", "running → failed", "code 3", "system: container_exited"} {
+	for _, want := range []string{"container_exited", "running → failed", "code 3", "system: container_exited by watcher"} {
 		if !strings.Contains(failure, want) {
 			t.Errorf("the failure reads %q, want %q in it", failure, want)
 		}
 	}
-
-	// A restart from failed opens lane 2; lane 1 keeps its history.
-	if status, body := srv.httpDo(t, "POST", "/v1/workspaces/tl/restart", "", ""); status != http.StatusAccepted {
-		t.Fatalf("restart after the failure: %d %s", status, body)
-	}
-	until("generation 2 gets a lane", `!!document.querySelector('.lane-head[data-gen="2"]') && !!document.querySelector('.entry[data-gen="2"]')`)
-	until("the list says generation 2", `document.querySelector('tr[data-ws="tl"] td.gen').textContent === '2'`)
-	if n, err := chromedp.Run(ctx, chromedp.Evaluate[int](`document.querySelectorAll('.entry[data-gen="1"]').length`)); err != nil || n < 4 {
-		t.Errorf("lane 1 after the restart: %d entries, %v", n, err)
+	if stale := text(`.entry[data-kind="stale"]`); !strings.Contains(stale, "stale") || !strings.Contains(stale, "by watcher") {
+		t.Errorf("the stale report reads %q", stale)
 	}
 
 	if os.Getenv("TURNSTILE_SCREENSHOT") != "" {
-		until("generation 2 is running", `document.querySelector('tr[data-ws="tl"] td.state').textContent === 'running'`)
 		png, err := chromedp.Run(ctx, chromedp.FullScreenshot(100))
 		if err != nil {
 			t.Fatal(err)
