@@ -11,6 +11,7 @@ const FAILURES = new Set(['workspace.provision_failed', 'workspace.stop_failed',
 const $ = (id) => document.getElementById(id);
 
 class Unauthorized extends Error {}
+class NotFound extends Error {}
 
 function token() { return sessionStorage.getItem(TOKEN_KEY) || ''; }
 
@@ -69,7 +70,7 @@ async function follow(path, onItem, onState, signal) {
       if (r.status === 401) throw new Unauthorized();
       if (!r.ok) {
         const b = await r.json().catch(() => ({}));
-        throw new Error(b.message || 'HTTP ' + r.status);
+        throw new (r.status === 404 ? NotFound : Error)(b.message || 'HTTP ' + r.status);
       }
       onState('live', '');
       const reader = r.body.pipeThrough(new TextDecoderStream()).getReader();
@@ -101,7 +102,7 @@ async function follow(path, onItem, onState, signal) {
       onState('retrying', 'the stream ended');
     } catch (e) {
       if (signal.aborted) return;
-      if (e instanceof Unauthorized) throw e;
+      if (e instanceof Unauthorized || e instanceof NotFound) throw e;
       onState('retrying', e.message);
     }
     await sleep(retry, signal);
@@ -159,7 +160,21 @@ function applyEvent(ev) {
   upsertRow(w);
 }
 
+// watchList keeps the list live; a failure other than a refused token
+// (serve restarting, no read model yet) is retried.
 async function watchList(signal) {
+  while (!signal.aborted) {
+    try {
+      await listOnce(signal);
+    } catch (e) {
+      if (signal.aborted || e instanceof Unauthorized) throw e;
+      setConn('retrying', e.message);
+    }
+    await sleep(2000, signal);
+  }
+}
+
+async function listOnce(signal) {
   workspaces.clear();
   $('workspaces').replaceChildren();
   // The list and the checkpoint it reflects, then every event after it.
@@ -289,11 +304,16 @@ function openTimeline(parent) {
   parent.addEventListener('abort', () => abort.abort(), { once: true });
   timeline = { id, entries: new Map(), abort, pending: false };
   $('tl-id').textContent = id;
+  $('tl-note').textContent = '';
   showState(workspaces.has(id) ? workspaces.get(id).status : '');
   const base = '/v1/workspaces/' + encodeURIComponent(id);
-  const quiet = () => {};
+  const note = (state, why) => { $('tl-note').textContent = state === 'live' ? '' : 'reconnecting: ' + why; };
+  const failed = (e) => {
+    if (e instanceof NotFound) $('tl-note').textContent = e.message;
+    else if (!abort.signal.aborted) signOut(e);
+  };
   for (const [path, entry] of [[base + '/events?follow=1', entryOfEvent], [base + '/outcomes?follow=1', entryOfOutcome]]) {
-    follow(path, (x) => addEntry(entry(x)), quiet, abort.signal).catch(signOut);
+    follow(path, (x) => addEntry(entry(x)), note, abort.signal).catch(failed);
   }
 }
 
@@ -324,6 +344,7 @@ function signOut(err) {
 function start() {
   takeFragment();
   if (session) session.abort();
+  timeline = null; // aborted with the session: open it again
   if (!token()) {
     showLogin('');
     return;
