@@ -208,7 +208,7 @@ func (e *Engine) Open(ctx context.Context) error {
 	e.queue = newQueue(len(iters)*e.cfg.MaxAckPending+len(recovered), e.cfg.MaxPendingPerWorkspace)
 	e.refusing = make(chan struct{}, refusalsInFlight)
 	for _, m := range recovered {
-		e.queue.push(e.names.WorkspaceOf(m.Subject()), m)
+		e.queue.pushRecovered(e.names.WorkspaceOf(m.Subject()), m)
 	}
 	e.heads = newHeadCache(65536)
 	e.commit = newCommitter(e.cfg.MaxBatch, e.log, e.cfg.Metrics)
@@ -293,13 +293,13 @@ func (e *Engine) pull(ctx context.Context, it jetstream.MessagesContext) {
 // work handles one workspace's next command at a time.
 func (e *Engine) work(ctx context.Context) {
 	for {
-		ws, m, ok := e.queue.next()
+		ws, j, ok := e.queue.next()
 		if !ok {
 			return
 		}
-		e.handle(ctx, m)
-		if ctx.Err() != nil {
-			_ = m.Nak() // handed back unless handle settled it (then a no-op)
+		e.handle(ctx, j.msg, j.recovered)
+		if ctx.Err() != nil && !j.recovered {
+			_ = j.msg.Nak() // handed back unless handle settled it (then a no-op)
 		}
 		e.queue.done(ws)
 	}
