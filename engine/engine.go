@@ -13,7 +13,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/turnstile-dev/turnstile/events"
-	"github.com/turnstile-dev/turnstile/internal/retry"
+	"github.com/turnstile-dev/turnstile/internal/pull"
 )
 
 // ReplyHeader names the header in which a client asks for a copy of the
@@ -267,27 +267,11 @@ func (e *Engine) Close() error {
 // pull reads one source's commands in stream order and queues them per
 // workspace.
 func (e *Engine) pull(ctx context.Context, it jetstream.MessagesContext) {
-	failures := 0
-	for {
-		m, err := it.Next()
-		if err != nil {
-			if errors.Is(err, jetstream.ErrMsgIteratorClosed) || ctx.Err() != nil {
-				return
-			}
-			// Missed heartbeats while NATS is away: the iterator recovers by
-			// itself; do not spin meanwhile.
-			e.log.Warn("engine: pull", "err", err)
-			if retry.Sleep(ctx, retryDelay(failures)) != nil {
-				return
-			}
-			failures++
-			continue
-		}
-		failures = 0
+	pull.Loop(ctx, it, "engine", e.log, retryDelay, func(m jetstream.Msg) {
 		if ws := e.names.WorkspaceOf(m.Subject()); !e.queue.offer(ws, m) {
 			e.overflow(ctx, ws, m)
 		}
-	}
+	})
 }
 
 // work handles one workspace's next command at a time.

@@ -12,6 +12,7 @@ import (
 
 	"github.com/turnstile-dev/turnstile/events"
 	"github.com/turnstile-dev/turnstile/fsm"
+	"github.com/turnstile-dev/turnstile/internal/pull"
 	"github.com/turnstile-dev/turnstile/internal/retry"
 	"github.com/turnstile-dev/turnstile/provisioner"
 )
@@ -179,21 +180,7 @@ func (w *Worker) Close() error {
 }
 
 func (w *Worker) pull(ctx context.Context) {
-	failures := 0
-	for {
-		m, err := w.iter.Next()
-		if err != nil {
-			if errors.Is(err, jetstream.ErrMsgIteratorClosed) || ctx.Err() != nil {
-				return
-			}
-			w.log.Warn("worker: pull", "err", err)
-			if retry.Sleep(ctx, backoff(failures)) != nil {
-				return
-			}
-			failures++
-			continue
-		}
-		failures = 0
+	pull.Loop(ctx, w.iter, "worker", w.log, backoff, func(m jetstream.Msg) {
 		env, err := w.cfg.Store.DecodeEvent(m.Subject(), m.Data())
 		if err != nil {
 			// Not ours to fix; the projector's dead letters and the audit
@@ -205,10 +192,10 @@ func (w *Worker) pull(ctx context.Context) {
 			}
 			w.cfg.Metrics.workerQuarantine().Add(w.log, u)
 			_ = m.Term()
-			continue
+			return
 		}
 		w.dispatch(ctx, job{msg: m, env: env})
-	}
+	})
 }
 
 // dispatch queues j behind its workspace's other events and cancels the
