@@ -26,30 +26,11 @@ func TestProjector(t *testing.T) {
 		e.assertEqualsRebuild(t, p)
 	})
 
-	errKill := errors.New("killed")
-
 	t.Run("KillBeforeCommit", func(t *testing.T) {
 		e := newEnv(t)
 		g := newGenerator(e.names, 30, 2)
 		g.publish(t, e.js, 500)
-		ctx, cancel := context.WithCancel(context.Background())
-		defer cancel()
-		var killed projector.BatchInfo
-		batches := 0
-		p := e.projector(t, func(c *projector.Config) {
-			c.BatchSize = 50
-			c.Hooks.BeforeCommit = func(_ context.Context, b projector.BatchInfo) error {
-				if batches++; batches == 3 {
-					killed = b
-					cancel()
-					return errKill
-				}
-				return nil
-			}
-		})
-		if err := p.Run(ctx); err != nil {
-			t.Fatal(err)
-		}
+		killed := runKilled(t, e, func(c *projector.Config, h hook) { c.Hooks.BeforeCommit = h })
 		cp, err := e.checkpoint(context.Background())
 		if err != nil || cp != killed.First-1 {
 			t.Fatalf("checkpoint %d (err %v), want %d: the killed batch must not count", cp, err, killed.First-1)
@@ -64,24 +45,7 @@ func TestProjector(t *testing.T) {
 		e := newEnv(t)
 		g := newGenerator(e.names, 30, 3)
 		g.publish(t, e.js, 500)
-		ctx, cancel := context.WithCancel(context.Background())
-		defer cancel()
-		var killed projector.BatchInfo
-		batches := 0
-		p := e.projector(t, func(c *projector.Config) {
-			c.BatchSize = 50
-			c.Hooks.AfterCommit = func(_ context.Context, b projector.BatchInfo) error {
-				if batches++; batches == 3 {
-					killed = b
-					cancel()
-					return errKill
-				}
-				return nil
-			}
-		})
-		if err := p.Run(ctx); err != nil {
-			t.Fatal(err)
-		}
+		killed := runKilled(t, e, func(c *projector.Config, h hook) { c.Hooks.AfterCommit = h })
 		cp, err := e.checkpoint(context.Background())
 		if err != nil || cp != killed.Last {
 			t.Fatalf("checkpoint %d (err %v), want %d: the committed batch must count", cp, err, killed.Last)
@@ -310,4 +274,33 @@ func metric(t testing.TB, reg *prometheus.Registry, name string) float64 {
 		}
 	}
 	return v
+}
+
+// hook is a projector.Hooks function.
+type hook = func(context.Context, projector.BatchInfo) error
+
+// runKilled runs a projector with batches of 50 until the hook that set
+// installs kills it at its third batch (cancels the run and fails), and
+// returns that batch.
+func runKilled(t *testing.T, e *env, set func(*projector.Config, hook)) projector.BatchInfo {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var killed projector.BatchInfo
+	batches := 0
+	p := e.projector(t, func(c *projector.Config) {
+		c.BatchSize = 50
+		set(c, func(_ context.Context, b projector.BatchInfo) error {
+			if batches++; batches == 3 {
+				killed = b
+				cancel()
+				return errors.New("killed")
+			}
+			return nil
+		})
+	})
+	if err := p.Run(ctx); err != nil {
+		t.Fatal(err)
+	}
+	return killed
 }
