@@ -10,6 +10,6 @@
 //     has ended at a failed read or during the wait after one; never
 //     otherwise.
 //   - A failed read (missed heartbeats while NATS is away: the iterator
-//     recovers by itself) is logged and followed by a growing
+//     recovers by itself) is logged and followed by a growing, jittered
 //     wait, so the loop never spins; the first good read resets it.
 package pull
