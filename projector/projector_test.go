@@ -20,10 +20,7 @@ func TestProjector(t *testing.T) {
 		g.publish(t, e.js, 2000)
 		p := e.projector(t, nil)
 		stop := run(t, p)
-		e.waitCaughtUp(t, 30*time.Second)
-		stop()
-		e.assertCounts(t, g)
-		e.assertEqualsRebuild(t, p)
+		e.stopCaughtUp(t, g, p, stop, 30*time.Second)
 	})
 
 	t.Run("KillBeforeCommit", func(t *testing.T) {
@@ -65,9 +62,7 @@ func TestProjector(t *testing.T) {
 		// One writes at a time; when it stops, the other takes over.
 		stop1()
 		g.publish(t, e.js, 500)
-		e.waitCaughtUp(t, 60*time.Second)
-		e.assertCounts(t, g)
-		e.assertEqualsRebuild(t, p1)
+		e.stopCaughtUp(t, g, p1, nil, 60*time.Second)
 	})
 
 	// The projector applies messages past the rebuild's end while the
@@ -105,10 +100,7 @@ func TestProjector(t *testing.T) {
 			t.Fatalf("rebuild went through %d, the projector was at %d: the test needs it behind", stats.Through, ahead)
 		}
 		g.publish(t, e.js, 200)
-		e.waitCaughtUp(t, 30*time.Second)
-		stop()
-		e.assertCounts(t, g)
-		e.assertEqualsRebuild(t, p)
+		e.stopCaughtUp(t, g, p, stop, 30*time.Second)
 	})
 
 	t.Run("PostgresRestart", func(t *testing.T) {
@@ -126,10 +118,7 @@ func TestProjector(t *testing.T) {
 			return metric(t, reg, "turnstile_projector_errors_total") > 0, nil
 		})
 		own.Start(t)
-		e.waitCaughtUp(t, 30*time.Second)
-		stop()
-		e.assertCounts(t, g)
-		e.assertEqualsRebuild(t, p)
+		e.stopCaughtUp(t, g, p, stop, 30*time.Second)
 	})
 
 	t.Run("Lag", func(t *testing.T) {
@@ -218,9 +207,18 @@ func TestGetWorkspace(t *testing.T) {
 func (e *env) restartAndCompare(t *testing.T, g *generator) {
 	t.Helper()
 	p := e.projector(t, func(c *projector.Config) { c.BatchSize = 50 })
-	stop := run(t, p)
-	e.waitCaughtUp(t, 30*time.Second)
-	stop()
+	e.stopCaughtUp(t, g, p, run(t, p), 30*time.Second)
+}
+
+// stopCaughtUp waits within for the read model to catch up with the
+// stream, stops p (stop, unless nil) and checks the read model: every
+// message of g once, and equal to a rebuild.
+func (e *env) stopCaughtUp(t *testing.T, g *generator, p *projector.Projector, stop func(), within time.Duration) {
+	t.Helper()
+	e.waitCaughtUp(t, within)
+	if stop != nil {
+		stop()
+	}
 	e.assertCounts(t, g)
 	e.assertEqualsRebuild(t, p)
 }

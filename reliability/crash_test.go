@@ -1,7 +1,6 @@
 package reliability_test
 
 import (
-	"context"
 	"fmt"
 	"os"
 	"testing"
@@ -43,17 +42,7 @@ func TestCrash(t *testing.T) {
 	cl := newClient(t, nc)
 	l := newLoad(t, cl, workspaces, 32)
 
-	ctx, cancel := context.WithTimeout(context.Background(), pick(3*time.Minute, 40*time.Minute))
-	defer cancel()
-	start := time.Now()
-	// Kill when the load has reached random points between 5% and 90%.
-	killerDone := killDuring(ctx, cancel, t, s, l, seed, commands, kills)
-	l.run(ctx, seed, func(i int64) bool { return i < int64(commands) })
-	<-killerDone
-	loadTime := time.Since(start)
-	if t.Failed() {
-		t.FailNow()
-	}
+	loadTime := loadWithKills(t, s, l, seed, commands, kills, pick(3*time.Minute, 40*time.Minute))
 
 	waitQuiet(t, cl, dbURL, l.workspaces, pick(2*time.Minute, 5*time.Minute))
 	f := checkStream(t, cl, l.commands())

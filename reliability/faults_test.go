@@ -11,10 +11,26 @@ import (
 	"github.com/turnstile-dev/turnstile/client"
 )
 
-// killDuring kill -9's and restarts s each time the load passes one of
-// kills points drawn from seed between 5% and 90% of commands: the one kill
-// scheduler of TestCrash and TestTwoServe. The channel closes when it is
-// done; a failed restart fails the test and cancels the load's ctx.
+// loadWithKills runs commands commands of l within timeout while s is
+// kill -9'd and restarted each time the load passes one of kills points
+// drawn from seed between 5% and 90% of commands: the one kill scheduler of
+// TestCrash and TestTwoServes. It returns how long the load took, and
+// stops the test if anything failed (a failed restart ends the load).
+func loadWithKills(t *testing.T, s *serve, l *load, seed uint64, commands, kills int, timeout time.Duration) time.Duration {
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	start := time.Now()
+	killerDone := killDuring(ctx, cancel, t, s, l, seed, commands, kills)
+	l.run(ctx, seed, func(i int64) bool { return i < int64(commands) })
+	<-killerDone
+	loadTime := time.Since(start)
+	if t.Failed() {
+		t.FailNow()
+	}
+	return loadTime
+}
+
+// killDuring is loadWithKills' killer; the channel closes when it is done.
 func killDuring(ctx context.Context, cancel context.CancelFunc, t *testing.T, s *serve, l *load, seed uint64, commands, kills int) <-chan struct{} {
 	r := rand.New(rand.NewPCG(seed, 0))
 	var at []int64

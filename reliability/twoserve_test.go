@@ -1,7 +1,6 @@
 package reliability_test
 
 import (
-	"context"
 	"testing"
 	"time"
 
@@ -34,16 +33,7 @@ func TestTwoServes(t *testing.T) {
 
 	// A kill -9'd engine's unacked commands come back after the consumer's
 	// AckWait (30 s), so the short form allows for a few of those.
-	ctx, cancel := context.WithTimeout(context.Background(), pick(5*time.Minute, 40*time.Minute))
-	defer cancel()
-	start := time.Now()
-	killerDone := killDuring(ctx, cancel, t, b, l, seed, commands, kills)
-	l.run(ctx, seed, func(i int64) bool { return i < int64(commands) })
-	<-killerDone
-	loadTime := time.Since(start)
-	if t.Failed() {
-		t.FailNow()
-	}
+	loadTime := loadWithKills(t, b, l, seed, commands, kills, pick(5*time.Minute, 40*time.Minute))
 	// The survivor never stopped serving.
 	if err := a.ready(10 * time.Second); err != nil {
 		t.Fatalf("the serve that was not killed: %v", err)
