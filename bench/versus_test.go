@@ -203,7 +203,6 @@ type side struct {
 	gens []uint64
 	// measured samples, reset by take.
 	lat     []time.Duration
-	n       int
 	elapsed time.Duration
 	// open prepares the side for a number of clients (the peer's pool).
 	open func(ctx context.Context, tb testing.TB, clients int)

@@ -13,7 +13,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/turnstile-dev/turnstile/events"
-	"github.com/turnstile-dev/turnstile/internal/retry"
+	"github.com/turnstile-dev/turnstile/internal/pull"
 )
 
 // ReplyHeader names the header in which a client asks for a copy of the
@@ -208,7 +208,7 @@ func (e *Engine) Open(ctx context.Context) error {
 	e.queue = newQueue(len(iters)*e.cfg.MaxAckPending+len(recovered), e.cfg.MaxPendingPerWorkspace)
 	e.refusing = make(chan struct{}, refusalsInFlight)
 	for _, m := range recovered {
-		e.queue.push(e.names.WorkspaceOf(m.Subject()), m)
+		e.queue.pushRecovered(e.names.WorkspaceOf(m.Subject()), m)
 	}
 	e.heads = newHeadCache(65536)
 	e.commit = newCommitter(e.cfg.MaxBatch, e.log, e.cfg.Metrics)
@@ -267,39 +267,23 @@ func (e *Engine) Close() error {
 // pull reads one source's commands in stream order and queues them per
 // workspace.
 func (e *Engine) pull(ctx context.Context, it jetstream.MessagesContext) {
-	failures := 0
-	for {
-		m, err := it.Next()
-		if err != nil {
-			if errors.Is(err, jetstream.ErrMsgIteratorClosed) || ctx.Err() != nil {
-				return
-			}
-			// Missed heartbeats while NATS is away: the iterator recovers by
-			// itself; do not spin meanwhile.
-			e.log.Warn("engine: pull", "err", err)
-			if retry.Sleep(ctx, retryDelay(failures)) != nil {
-				return
-			}
-			failures++
-			continue
-		}
-		failures = 0
+	pull.Loop(ctx, it, "engine", e.log, retryDelay, func(m jetstream.Msg) {
 		if ws := e.names.WorkspaceOf(m.Subject()); !e.queue.offer(ws, m) {
 			e.overflow(ctx, ws, m)
 		}
-	}
+	})
 }
 
 // work handles one workspace's next command at a time.
 func (e *Engine) work(ctx context.Context) {
 	for {
-		ws, m, ok := e.queue.next()
+		ws, j, ok := e.queue.next()
 		if !ok {
 			return
 		}
-		e.handle(ctx, m)
-		if ctx.Err() != nil {
-			_ = m.Nak() // handed back unless handle settled it (then a no-op)
+		e.handle(ctx, j.msg, j.recovered)
+		if ctx.Err() != nil && !j.recovered {
+			_ = j.msg.Nak() // handed back unless handle settled it (then a no-op)
 		}
 		e.queue.done(ws)
 	}

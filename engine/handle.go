@@ -17,7 +17,8 @@ import (
 
 // handle takes one command to its recorded outcome and acks it. It returns
 // without acking only when the engine stops, so the command is redelivered.
-func (e *Engine) handle(ctx context.Context, m jetstream.Msg) {
+// recovered: m is a recovered copy (see job), handled as a redelivery.
+func (e *Engine) handle(ctx context.Context, m jetstream.Msg, recovered bool) {
 	md, err := m.Metadata()
 	if err != nil {
 		e.log.Error("engine: command without metadata; terminating it", "subject", m.Subject(), "err", err)
@@ -39,7 +40,7 @@ func (e *Engine) handle(ctx context.Context, m jetstream.Msg) {
 		e.refuse(ctx, m, md, ws, system, cmd, err)
 		return
 	}
-	if md.NumDelivered > 1 || m.Headers().Get(jetstream.MsgIDHeader) == "" {
+	if recovered || md.NumDelivered > 1 || m.Headers().Get(jetstream.MsgIDHeader) == "" {
 		// A redelivery, or a message the stream could not dedupe (no
 		// Nats-Msg-Id): if the outcome is stored, the command is done.
 		if o, ok, err := e.store.Outcome(ctx, cmd.ID); err == nil && ok {

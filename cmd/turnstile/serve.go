@@ -51,7 +51,6 @@ type serveConfig struct {
 	secretsDir                       string
 	maxPendingPerWorkspace           int
 	rejectedRetention                time.Duration
-	commit                           string
 	shutdownTimeout                  time.Duration
 }
 
