@@ -389,7 +389,9 @@ func (d *Dispatcher) refreshLag(ctx context.Context, id string, cons jetstream.C
 	}
 }
 
-func deliveryID(webhook string, seq uint64) string { return webhook + "-" + strconv.FormatUint(seq, 10) }
+func deliveryID(webhook string, seq uint64) string {
+	return webhook + "-" + strconv.FormatUint(seq, 10)
+}
 
 // post makes one attempt; on failure it says why (a retries reason).
 func (d *Dispatcher) post(ctx context.Context, h Webhook, env events.Envelope, body []byte, attempt int) (string, error) {
