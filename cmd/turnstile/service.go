@@ -168,7 +168,7 @@ func (s *service) start(ctx context.Context) error {
 		s.natsURL = s.a.natsURL
 	}
 	conns := map[string]*nats.Conn{}
-	for _, name := range []string{"engine", "commit", "api", "provisioning", "projector"} {
+	for _, name := range []string{"engine", "commit", "api", "provisioning", "projector", "webhooks"} {
 		nc, err := connect("turnstile-serve-" + name)
 		if err != nil {
 			return err
@@ -287,6 +287,12 @@ func (s *service) start(ctx context.Context) error {
 	}
 	s.push("engine", func(context.Context) error { return eng.Close() })
 
+	// Webhook deliveries; the API manages their registry.
+	hooks, err := s.startWebhooks(ctx, conns["webhooks"], reg)
+	if err != nil {
+		return err
+	}
+
 	// The HTTP API.
 	apiStore, err := store("api")
 	if err != nil {
@@ -300,7 +306,7 @@ func (s *service) start(ctx context.Context) error {
 	s.push("API client", func(context.Context) error { return apiClient.Close() })
 	srv, err := api.New(api.Config{Client: apiClient, Store: apiStore, NC: conns["api"], Pool: readPool, Gatherer: reg,
 		Tokens: s.apiTokens.tokens, LoopbackOnly: s.httpLoopback, ReadTimeout: cfg.httpReadTimeout, MaxWaits: cfg.httpMaxWaits,
-		Registerer: reg, Provisioner: s.backend.kind, Logger: log.With("component", "api"), Deadlines: cfg.deadlines(),
+		Registerer: reg, Provisioner: s.backend.kind, Webhooks: hooks, Logger: log.With("component", "api"), Deadlines: cfg.deadlines(),
 		Ready: func(context.Context) error {
 			if s.draining.Load() {
 				return errors.New("shutting down")
