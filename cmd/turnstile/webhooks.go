@@ -30,7 +30,7 @@ func (s *service) startWebhooks(ctx context.Context, nc *nats.Conn, reg promethe
 		return nil, fmt.Errorf("webhooks: %w", err)
 	}
 	d, err := webhook.New(webhook.Config{Store: store, Registry: hooks, AllowPrivate: s.cfg.webhookAllowPrivate,
-		Render: func(ctx context.Context, env events.Envelope) (any, error) { return api.EventIn(ctx, store, env) },
+		Render:     func(ctx context.Context, env events.Envelope) (any, error) { return api.EventIn(ctx, store, env) },
 		Registerer: reg, Logger: s.log.With("component", "webhook")})
 	if err != nil {
 		return nil, err
