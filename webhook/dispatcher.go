@@ -13,6 +13,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 	goretry "github.com/sethvargo/go-retry"
@@ -91,11 +92,8 @@ func New(cfg Config) (*Dispatcher, error) {
 	if cfg.MaxBackoff <= 0 {
 		cfg.MaxBackoff = time.Minute
 	}
-	// Between two heartbeats lie an attempt and a back-off with its
-	// jitter: they must fit in the ack wait, with room to spare.
-	if cfg.MaxBackoff < cfg.MinBackoff || cfg.MaxBackoff*5/4+cfg.AttemptTimeout >= AckWait*3/4 {
-		return nil, fmt.Errorf("webhook: MaxBackoff %v must be at least MinBackoff %v, and with its jitter and AttemptTimeout %v under %v",
-			cfg.MaxBackoff, cfg.MinBackoff, cfg.AttemptTimeout, AckWait*3/4)
+	if cfg.MaxBackoff < cfg.MinBackoff {
+		return nil, fmt.Errorf("webhook: MaxBackoff %v is shorter than MinBackoff %v", cfg.MaxBackoff, cfg.MinBackoff)
 	}
 	if cfg.UserAgent == "" {
 		cfg.UserAgent = "Turnstile-Webhook/1"
@@ -134,7 +132,8 @@ func (d *Dispatcher) Open(ctx context.Context) error {
 		return errors.New("webhook: dispatcher already open")
 	}
 	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
-	w, err := d.cfg.Registry.kv.WatchAll(ctx)
+	// The watch lives as long as the dispatcher, not as ctx: Close ends it.
+	w, err := d.cfg.Registry.kv.WatchAll(runCtx)
 	if err != nil {
 		cancel()
 		return fmt.Errorf("webhook: watch %s: %w", BucketName(d.cfg.Store.Names()), err)
@@ -243,45 +242,61 @@ func (d *Dispatcher) stopAll() {
 // run delivers webhook h's events until ctx ends. It binds to the
 // consumer Add made and never creates one: a missing consumer means the
 // webhook is being removed.
+//
+// It fetches one message at a time rather than keeping a pull open (as
+// Consumer.Messages does): with no pull outstanding while an event is
+// tried, the event a stopping dispatcher hands back (Nak) waits for the
+// next dispatcher instead of going to a pull of the stopping one, where
+// it would sit out the ack wait.
 func (d *Dispatcher) run(ctx context.Context, h Webhook) {
 	log := d.log.With("webhook", h.ID)
 	js, stream := d.cfg.Store.JetStream(), d.cfg.Store.Names().EventStream()
-	for failures := 0; ctx.Err() == nil; failures++ {
+	var cons jetstream.Consumer
+	for failures := 0; ctx.Err() == nil; {
 		if failures > 0 && retry.Sleep(ctx, retry.Backoff(failures-1, d.cfg.MinBackoff, d.cfg.MaxBackoff)) != nil {
 			return
 		}
-		cons, err := js.Consumer(ctx, stream, Durable(h.ID))
-		if err != nil {
-			if ctx.Err() == nil {
-				log.Warn("webhook: bind consumer", "err", err)
-			}
-			continue
-		}
-		it, err := cons.Messages(jetstream.PullMaxMessages(1))
-		if err != nil {
-			log.Warn("webhook: pull", "err", err)
-			continue
-		}
-		stopIt := context.AfterFunc(ctx, it.Stop)
-		for {
-			m, err := it.Next()
+		if cons == nil {
+			c, err := js.Consumer(ctx, stream, Durable(h.ID))
 			if err != nil {
-				if ctx.Err() != nil || errors.Is(err, jetstream.ErrMsgIteratorClosed) {
-					break
+				if ctx.Err() == nil {
+					log.Warn("webhook: bind consumer", "err", err)
 				}
-				if errors.Is(err, jetstream.ErrConsumerDeleted) || errors.Is(err, jetstream.ErrConsumerNotFound) {
-					it.Stop()
-					break
-				}
-				log.Debug("webhook: pull", "err", err)
+				failures++
 				continue
 			}
-			failures = 0
-			d.handle(ctx, log, h, cons, m)
+			cons = c
 		}
-		stopIt()
+		fctx, cancel := context.WithTimeout(ctx, fetchWait)
+		batch, err := cons.Fetch(1, jetstream.FetchContext(fctx))
+		var msg jetstream.Msg
+		if err == nil {
+			for m := range batch.Messages() {
+				msg = m
+			}
+			err = batch.Error()
+		}
+		cancel()
+		switch {
+		case msg != nil:
+			failures = 0
+			d.handle(ctx, log, h, cons, msg)
+		case ctx.Err() != nil:
+			return
+		case err == nil, errors.Is(err, context.DeadlineExceeded), errors.Is(err, nats.ErrTimeout):
+			// Nothing new: fetch again.
+		case errors.Is(err, jetstream.ErrConsumerDeleted), errors.Is(err, jetstream.ErrConsumerNotFound):
+			cons = nil
+			failures++
+		default:
+			log.Debug("webhook: fetch", "err", err)
+			failures++
+		}
 	}
 }
+
+// fetchWait is how long one fetch waits for an event.
+const fetchWait = 30 * time.Second
 
 // handle carries one event to its end: delivered and acked, filtered and
 // acked, unreadable and terminated, or abandoned unacked when ctx ends.
@@ -304,10 +319,16 @@ func (d *Dispatcher) handle(ctx context.Context, log *slog.Logger, h Webhook, co
 	env.StreamSeq = seq
 	result := ResultFiltered
 	if matches(h.Events, env.Type) {
-		if err := d.deliver(ctx, log, h, env, m, func() { d.refreshLag(ctx, h.ID, cons) }); err != nil {
+		stopBeat := heartbeat(m)
+		err := d.deliver(ctx, log, h, env, m, func() { d.refreshLag(ctx, h.ID, cons) })
+		stopBeat()
+		if err != nil {
 			// Stopping: hand it back now, so the next dispatcher (a
 			// restarted serve) need not wait out the ack wait.
-			_ = m.Nak()
+			if err := m.Nak(); err != nil {
+				log.Warn("webhook: hand back", "stream_seq", seq, "err", err)
+			}
+			log.Debug("webhook: stopping; handed back", "stream_seq", seq)
 			return
 		}
 		result = ResultDelivered
@@ -336,8 +357,6 @@ func (d *Dispatcher) deliver(ctx context.Context, log *slog.Logger, h Webhook, e
 	}))
 	return goretry.Do(ctx, backoff, func(ctx context.Context) error {
 		attempt++
-		// Keeps the server from handing the event out again while we try.
-		_ = m.InProgress()
 		if body == nil {
 			b, err := d.body(ctx, h, env)
 			if err != nil {
@@ -378,6 +397,27 @@ func (d *Dispatcher) body(ctx context.Context, h Webhook, env events.Envelope) (
 		}
 	}
 	return json.Marshal(Delivery{ID: deliveryID(h.ID, env.StreamSeq), Webhook: h.ID, StreamSeq: env.StreamSeq, Type: env.Type, Event: ev})
+}
+
+// heartbeat tells the server every AckWait/3 that m is still being
+// tried, so that it is not handed out again however long the receiver is
+// down; the returned func stops it.
+func heartbeat(m jetstream.Msg) func() {
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		t := time.NewTicker(AckWait / 3)
+		defer t.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-t.C:
+				_ = m.InProgress()
+			}
+		}
+	})
+	return func() { close(done); wg.Wait() }
 }
 
 // refreshLag sets webhook id's lag from its consumer's state.

@@ -202,14 +202,14 @@ func TestSinceReplays(t *testing.T) {
 	}
 }
 
-// The defaults fit the ack wait; a back-off that does not is refused.
+// The defaults are valid; back-off bounds the wrong way round are refused.
 func TestConfigDefaults(t *testing.T) {
 	f := newFixture(t)
 	if _, err := webhook.New(webhook.Config{Store: f.core.Store, Registry: f.reg, AllowPrivate: true}); err != nil {
 		t.Fatalf("defaults: %v", err)
 	}
-	if _, err := webhook.New(webhook.Config{Store: f.core.Store, Registry: f.reg, AllowPrivate: true, MaxBackoff: webhook.AckWait}); err == nil {
-		t.Fatal("a back-off as long as the ack wait was accepted")
+	if _, err := webhook.New(webhook.Config{Store: f.core.Store, Registry: f.reg, AllowPrivate: true, MinBackoff: time.Second, MaxBackoff: time.Millisecond}); err == nil {
+		t.Fatal("a MaxBackoff under MinBackoff was accepted")
 	}
 	if _, err := webhook.New(webhook.Config{Store: f.core.Store, Registry: f.reg}); err == nil {
 		t.Fatal("a dispatcher that disagrees with its registry on AllowPrivate was accepted")

@@ -15,10 +15,12 @@ import (
 )
 
 // AckWait is how long the server waits for a delivery's ack before it
-// hands the event out again; the dispatcher sends an in-progress
-// heartbeat before every attempt, so only a dispatcher that stopped lets
-// it run out.
-const AckWait = 2 * time.Minute
+// hands the event out again. The dispatcher sends an in-progress
+// heartbeat every AckWait/3 while it tries an event, so it runs out only
+// when the dispatcher is gone: an event in flight when serve crashed (or
+// stopped together with its embedded NATS, which keeps no record of the
+// hand-back) is tried again within AckWait.
+const AckWait = 30 * time.Second
 
 // BucketName is the KV bucket of the webhooks of installation n.
 func BucketName(n events.Names) string { return strings.ToUpper(n.Prefix) + "_WEBHOOKS" }
