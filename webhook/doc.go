@@ -7,7 +7,10 @@
 //     and a message is acked only after the receiver answered 2xx. A
 //     receiver that was down (or a serve that restarted) gets every event
 //     since its last ack, in order, with no gaps; a redelivery carries the
-//     same delivery id, so a receiver can drop repeats.
+//     same delivery id, so a receiver can drop repeats. The event being
+//     tried when serve stops is handed back at once; after a crash (or a
+//     restart together with an embedded NATS) it comes again within
+//     AckWait.
 //   - Every delivery is signed: Turnstile-Signature: t=<unix>,v1=<hex
 //     HMAC-SHA256(secret, t + "." + body)>; Verify checks one. The secret is
 //     made at Add, returned once, and never listed.
