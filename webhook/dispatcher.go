@@ -161,6 +161,9 @@ func (d *Dispatcher) Close() error {
 func (d *Dispatcher) follow(ctx context.Context, w jetstream.KeyWatcher) {
 	defer d.stopAll()
 	for failures := 0; ; {
+		// seen collects the initial values of this watch, so that a
+		// webhook removed while a previous watch was down is stopped.
+		seen := map[string]bool{}
 		for ctx.Err() == nil {
 			var e jetstream.KeyValueEntry
 			var ok bool
@@ -172,8 +175,15 @@ func (d *Dispatcher) follow(ctx context.Context, w jetstream.KeyWatcher) {
 				break
 			}
 			failures = 0
-			if e == nil {
-				continue // the end of the initial values
+			if e == nil { // the end of the initial values
+				if seen != nil {
+					d.stopAllBut(seen)
+					seen = nil
+				}
+				continue
+			}
+			if seen != nil && e.Operation() == jetstream.KeyValuePut {
+				seen[e.Key()] = true
 			}
 			d.apply(ctx, e)
 		}
@@ -201,7 +211,6 @@ func (d *Dispatcher) apply(ctx context.Context, e jetstream.KeyValueEntry) {
 	switch e.Operation() {
 	case jetstream.KeyValueDelete, jetstream.KeyValuePurge:
 		d.stop(id)
-		d.m.lag.DeleteLabelValues(id)
 		d.log.Info("webhook removed", "webhook", id)
 	case jetstream.KeyValuePut:
 		h, err := decode(e.Value())
@@ -230,12 +239,17 @@ func (d *Dispatcher) stop(id string) {
 	}
 }
 
-func (d *Dispatcher) stopAll() {
+func (d *Dispatcher) stopAll() { d.stopAllBut(nil) }
+
+// stopAllBut stops every runner whose webhook is not in keep.
+func (d *Dispatcher) stopAllBut(keep map[string]bool) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	for id, cancel := range d.runners {
-		cancel()
-		delete(d.runners, id)
+		if !keep[id] {
+			cancel()
+			delete(d.runners, id)
+		}
 	}
 }
 
@@ -250,6 +264,9 @@ func (d *Dispatcher) stopAll() {
 // it would sit out the ack wait.
 func (d *Dispatcher) run(ctx context.Context, h Webhook) {
 	log := d.log.With("webhook", h.ID)
+	// The series goes with the runner (its webhook removed, or serve
+	// stopping), after the runner's last update of it.
+	defer d.m.lag.DeleteLabelValues(h.ID)
 	js, stream := d.cfg.Store.JetStream(), d.cfg.Store.Names().EventStream()
 	var cons jetstream.Consumer
 	for failures := 0; ctx.Err() == nil; {
