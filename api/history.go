@@ -39,6 +39,20 @@ func EventOf(env events.Envelope, from fsm.Status) Event {
 		Spec: env.Payload.Spec, Cause: CauseOf(env)}
 }
 
+// EventIn describes env, looking up in store the state it moved the
+// workspace from: an event as GET /v1/events shows it, and as webhook
+// deliveries carry it.
+func EventIn(ctx context.Context, store *events.Store, env events.Envelope) (Event, error) {
+	from := fsm.None
+	if env.Seq > 1 {
+		var err error
+		if from, err = statusBefore(ctx, store, env); err != nil {
+			return Event{}, err
+		}
+	}
+	return EventOf(env, from), nil
+}
+
 // History reads workspace id's timeline from the event stream, oldest
 // first. It returns an error matching ErrNoWorkspace when the workspace has
 // no events.

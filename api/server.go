@@ -72,6 +72,9 @@ type Config struct {
 	// Deadlines are serve's deadlines per in-flight state, for explain;
 	// a state without one shows no deadline.
 	Deadlines map[fsm.Status]time.Duration
+	// Webhooks, when set, serves /v1/webhooks; without it those routes
+	// answer 503.
+	Webhooks Webhooks
 	// EngineDurable is the engine's durable consumer on the command
 	// stream, for explain's queued commands; default "turnstile-engine".
 	EngineDurable string
@@ -156,6 +159,9 @@ func New(cfg Config) (*Server, error) {
 	mux.HandleFunc("GET /v1/workspaces/{id}/explain", s.explain)
 	mux.HandleFunc("GET /v1/workspaces/{id}/outcomes", s.outcomes)
 	mux.HandleFunc("GET /v1/events", s.streamEvents)
+	mux.HandleFunc("POST /v1/webhooks", s.addWebhook)
+	mux.HandleFunc("GET /v1/webhooks", s.listWebhooks)
+	mux.HandleFunc("DELETE /v1/webhooks/{id}", s.removeWebhook)
 	mux.HandleFunc("GET /healthz", s.healthz)
 	mux.HandleFunc("GET /readyz", s.readyz)
 	if cfg.Gatherer != nil {

@@ -51,6 +51,7 @@ type serveConfig struct {
 	secretsDir                       string
 	maxPendingPerWorkspace           int
 	rejectedRetention                time.Duration
+	webhookAllowPrivate              bool
 	shutdownTimeout                  time.Duration
 }
 
@@ -187,6 +188,7 @@ SIGINT or SIGTERM stops it cleanly.`,
 	f.StringVar(&c.secretsDir, "secrets-dir", "", "directory of secrets the operator provides, one file per secret named as the secret (Docker or Kubernetes secret mounts), read after <data-dir>/secrets for secret://NAME env values")
 	f.IntVar(&c.maxPendingPerWorkspace, "max-pending-per-workspace", engine.DefaultMaxPendingPerWorkspace, "commands queued for one workspace at most; a user command beyond it is refused busy at once, undecided, so one workspace's flood cannot hold up the others")
 	f.DurationVar(&c.rejectedRetention, "rejected-retention", events.DefaultRejectedRetention, "how long outcomes that wrote no event (rejected, no-op, stale) are kept in JetStream; commands are kept no longer; 0 keeps them for ever")
+	f.BoolVar(&c.webhookAllowPrivate, "webhook-allow-private", false, "let webhooks call loopback, private and link-local addresses (receivers on this host or network); by default serve refuses them at add and at every dial")
 	f.DurationVar(&c.shutdownTimeout, "shutdown-timeout", 30*time.Second, "how long a shutdown may take before it gives up waiting")
 	f.VisitAll(func(fl *pflag.Flag) { markEnv(f, fl.Name) })
 	return cmd

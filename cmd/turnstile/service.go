@@ -27,6 +27,7 @@ import (
 	"github.com/turnstile-dev/turnstile/migrations"
 	"github.com/turnstile-dev/turnstile/projector"
 	"github.com/turnstile-dev/turnstile/secrets"
+	"github.com/turnstile-dev/turnstile/webhook"
 )
 
 // service is everything serve runs. start brings the parts up in order;
@@ -57,6 +58,7 @@ type service struct {
 	pool     *pgxpool.Pool // the projector's (writer)
 	readPool *pgxpool.Pool // the API's and metrics' (reader; pool if one role)
 	reg      *prometheus.Registry
+	hooks    *webhook.Registry // the webhooks' registry, which the API manages
 
 	draining atomic.Bool
 	fatal    chan error // a part that stopped on its own
@@ -126,6 +128,7 @@ func (s *service) start(ctx context.Context) error {
 		s.startProjector,
 		s.startProvisioning,
 		s.startEngine,
+		s.startWebhooks,
 		s.startAPI,
 		s.watchPostgres,
 	} {
@@ -218,7 +221,7 @@ func (s *service) startNATS(ctx context.Context) error {
 		s.natsURL = s.a.natsURL
 	}
 	s.conns = map[string]*nats.Conn{}
-	for _, name := range []string{"engine", "commit", "api", "provisioning", "projector"} {
+	for _, name := range []string{"engine", "commit", "api", "provisioning", "projector", "webhooks"} {
 		nc, err := connect("turnstile-serve-" + name)
 		if err != nil {
 			return err
@@ -370,7 +373,7 @@ func (s *service) startAPI(ctx context.Context) error {
 	s.push("API client", func(context.Context) error { return apiClient.Close() })
 	srv, err := api.New(api.Config{Client: apiClient, Store: apiStore, NC: s.conns["api"], Pool: s.readPool, Gatherer: s.reg,
 		Tokens: s.apiTokens.tokens, LoopbackOnly: s.httpLoopback, ReadTimeout: cfg.httpReadTimeout, MaxWaits: cfg.httpMaxWaits,
-		Registerer: s.reg, Provisioner: s.backend.kind, Logger: log.With("component", "api"), Deadlines: cfg.deadlines(),
+		Registerer: s.reg, Provisioner: s.backend.kind, Webhooks: s.hooks, Logger: log.With("component", "api"), Deadlines: cfg.deadlines(),
 		Ready: func(context.Context) error {
 			if s.draining.Load() {
 				return errors.New("shutting down")
