@@ -44,17 +44,17 @@ func (e *env) rawGet(t *testing.T, path string, headers ...string) (*http.Respon
 func TestPageRoutes(t *testing.T) {
 	e := newEnv(t, envOptions{noReadModel: true, configure: func(c *api.Config) { c.LoopbackOnly = true }})
 	for _, path := range []string{"/", "/ui/app.js"} {
-		resp, body := e.rawGet(t, path)
+		resp, body := e.rawGet(t, path) //nolint:bodyclose // rawGet read and closed it
 		if resp.StatusCode != http.StatusOK || resp.Header.Get("Content-Security-Policy") != ui.CSP || body == "" {
 			t.Fatalf("%s without a token: %d %v", path, resp.StatusCode, resp.Header)
 		}
 	}
-	resp, body := e.rawGet(t, "/", "Host", "attacker.example")
+	resp, body := e.rawGet(t, "/", "Host", "attacker.example") //nolint:bodyclose // rawGet read and closed it
 	if resp.StatusCode != http.StatusMisdirectedRequest || !strings.Contains(body, api.CodeWrongHost) {
 		t.Fatalf("/ with a rebound Host: %d %s", resp.StatusCode, body)
 	}
 	for _, path := range []string{"/v1/workspaces", "/v1/nothing-here", "/ui/../v1/workspaces", "/ui/"} {
-		resp, body := e.rawGet(t, path)
+		resp, body := e.rawGet(t, path) //nolint:bodyclose // rawGet read and closed it
 		if resp.StatusCode != http.StatusUnauthorized && resp.StatusCode != http.StatusMovedPermanently {
 			t.Fatalf("%s without a token: %d %s", path, resp.StatusCode, body)
 		}
