@@ -153,11 +153,12 @@ func BenchmarkLoad(b *testing.B) {
 				b.Fatalf("seed: %+v", d)
 			}
 			env := events.NewEnvelope(cmd.ID, w, *d.Event, cmd, time.Now())
-			res, err := core.Store.Append(ctx, env, last)
-			if err != nil {
-				b.Fatal(err)
+			res, _ := core.Store.Commit(ctx, []events.Write{{Event: &env, Expected: last,
+				Outcome: events.OutcomeRecord{CommandID: cmd.ID, Workspace: id, CommandType: cmd.Type, Outcome: fsm.Accepted}}})
+			if res[0].Err != nil {
+				b.Fatal(res[0].Err)
 			}
-			w, last = env.State, res.StreamSeq
+			w, last = env.State, res[0].EventSeq
 		}
 	}
 	seed("short", 1)

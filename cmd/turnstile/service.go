@@ -275,7 +275,7 @@ func (s *service) start(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	eng, err := engine.New(engine.Config{Store: engStore, CommitStores: []*events.Store{commitStore},
+	eng, err := engine.New(engine.Config{Store: engStore, JetStream: js, CommitStores: []*events.Store{commitStore},
 		ReplyPrefixes: append(engine.DefaultReplyPrefixes(), serveReplyPrefix+"."),
 		Logger:        log.With("component", "engine"), Metrics: engine.NewMetrics(reg),
 		MaxPendingPerWorkspace: cfg.maxPendingPerWorkspace})
