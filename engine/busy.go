@@ -107,7 +107,7 @@ func (e *Engine) refuseBusy(ctx context.Context, m jetstream.Msg, ws string, cmd
 		store = e.cfg.CommitStores[0]
 	}
 	for attempt := 0; ; attempt++ {
-		res, _ := store.Commit(ctx, []events.Write{{Outcome: o}})
+		res, _ := store.Commit(ctx, []events.Write{{Outcome: o}}, events.CommitOptions{})
 		switch {
 		case res[0].Err == nil && res[0].Existing != nil:
 			// Decided meanwhile (a racing handling of the same command).

@@ -20,13 +20,15 @@ type commitReq struct {
 // so a batch never holds two appends to one subject.
 type committer struct {
 	maxBatch int
+	opt      events.CommitOptions
 	log      *slog.Logger
 	metrics  *Metrics
 	reqs     chan *commitReq
 }
 
-func newCommitter(maxBatch int, log *slog.Logger, m *Metrics) *committer {
-	return &committer{maxBatch: maxBatch, log: log, metrics: m, reqs: make(chan *commitReq, 4*maxBatch)}
+func newCommitter(maxBatch, atomicFrom int, log *slog.Logger, m *Metrics) *committer {
+	return &committer{maxBatch: maxBatch, opt: events.CommitOptions{AtomicFrom: atomicFrom},
+		log: log, metrics: m, reqs: make(chan *commitReq, 4*maxBatch)}
 }
 
 // submit queues w and waits for its result.
@@ -71,7 +73,7 @@ func (c *committer) run(ctx context.Context, store *events.Store) {
 		for _, r := range batch {
 			writes = append(writes, r.w)
 		}
-		res, st := store.Commit(ctx, writes)
+		res, st := store.Commit(ctx, writes, c.opt)
 		if c.metrics != nil {
 			c.metrics.Batches.Observe(float64(len(batch)))
 			if st.Batch > 0 {
@@ -82,7 +84,7 @@ func (c *committer) run(ctx context.Context, store *events.Store) {
 			}
 		}
 		if st.Fallback {
-			c.log.Debug("engine: atomic batch refused; written one by one", "commands", len(batch))
+			c.log.Debug("engine: batch refused in part; those written one by one", "commands", len(batch))
 		}
 		for i, r := range batch {
 			r.done <- res[i]

@@ -32,6 +32,13 @@ const MaxAtomicCommands = events.MaxCommitWrites
 // per second than four under both durabilities.
 const DefaultCommitters = 1
 
+// DefaultAtomicBatchFrom is right for a server that fsyncs every write
+// (sync_always, serve's default): there a plain publish costs one fsync per
+// message, so two or more events go cheaper in one atomic batch (its
+// staging store costs about two fsyncs), and a lone command goes plain.
+// Measured in docs/benchmarks.md.
+const DefaultAtomicBatchFrom = 2
+
 // Config wires an engine. Store and JetStream are required; the rest has
 // defaults.
 type Config struct {
@@ -55,6 +62,13 @@ type Config struct {
 	// MaxBatch bounds the commands written in one atomic batch; 1 turns
 	// batching off. At most MaxAtomicCommands: larger values are lowered.
 	MaxBatch int
+	// AtomicBatchFrom: a batch with at least this many events is written
+	// as one JetStream atomic batch, a smaller one as plain publishes
+	// (events.CommitOptions). 0 means DefaultAtomicBatchFrom; negative,
+	// never. Use -1 when the server does not fsync every write (its
+	// default durability): an atomic batch then costs more than the plain
+	// publishes it replaces at any size.
+	AtomicBatchFrom int
 	// Committers is how many batches may be in flight at once; default
 	// DefaultCommitters.
 	Committers int
@@ -97,6 +111,9 @@ func (c *Config) setDefaults() {
 	c.MaxBatch = min(c.MaxBatch, MaxAtomicCommands)
 	if c.Committers <= 0 {
 		c.Committers = DefaultCommitters
+	}
+	if c.AtomicBatchFrom == 0 {
+		c.AtomicBatchFrom = DefaultAtomicBatchFrom
 	}
 	if c.AckWait <= 0 {
 		c.AckWait = 30 * time.Second
@@ -214,7 +231,7 @@ func (e *Engine) Open(ctx context.Context) error {
 		e.queue.push(e.names.WorkspaceOf(m.Subject()), m)
 	}
 	e.heads = newHeadCache(65536)
-	e.commit = newCommitter(e.cfg.MaxBatch, e.log, e.cfg.Metrics)
+	e.commit = newCommitter(e.cfg.MaxBatch, max(e.cfg.AtomicBatchFrom, 0), e.log, e.cfg.Metrics)
 	for i := range e.cfg.Committers {
 		store := e.store
 		if n := len(e.cfg.CommitStores); n > 0 {

@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -35,7 +36,7 @@ func appendDirect(t *testing.T, core *testenv.Core, cmd fsm.Command) {
 	env := events.NewEnvelope(cmd.ID, h.State, *d.Event, cmd, time.Now())
 	o := events.OutcomeRecord{CommandID: cmd.ID, Workspace: cmd.Workspace, CommandType: cmd.Type, Outcome: fsm.Accepted,
 		EventSeq: env.Seq, Generation: env.State.Generation, State: env.State.Status}
-	if res, _ := core.Store.Commit(ctx, []events.Write{{Event: &env, Expected: h.StreamSeq, Outcome: o}}); res[0].Err != nil || res[0].Existing != nil {
+	if res, _ := core.Store.Commit(ctx, []events.Write{{Event: &env, Expected: h.StreamSeq, Outcome: o}}, events.CommitOptions{}); res[0].Err != nil || res[0].Existing != nil {
 		t.Fatalf("append: %+v", res[0])
 	}
 }
@@ -293,5 +294,50 @@ func TestRetriedCommandNotRedelivered(t *testing.T) {
 		if ci := consumer(); ci.NumRedelivered != 0 || ci.NumAckPending != 1 {
 			t.Fatalf("redelivered %d, ack pending %d: the command in hand was redelivered", ci.NumRedelivered, ci.NumAckPending)
 		}
+	}
+}
+
+// An engine that died between a command's event and its outcome (they are
+// written one after the other, docs/reliability.md) left the event alone:
+// the command's next handling finds its event at the head of the workspace
+// and records the outcome it had, without deciding again or appending a
+// second event.
+func TestEventWithoutOutcomeRepaired(t *testing.T) {
+	core := testenv.StartCore(t, testenv.CoreOptions{})
+	cl := core.Client(t, "t")
+	send(t, cl, fsm.Command{Type: fsm.Create, Workspace: "half"})
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	cmd, err := cl.Prepare(fsm.Command{Type: fsm.Configure, Workspace: "half", Spec: &fsm.Spec{Env: map[string]string{"N": "1"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h, err := core.Store.Load(ctx, "half")
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := fsm.Decide(h.State, cmd)
+	if d.Outcome != fsm.Accepted {
+		t.Fatalf("setup: %+v", d)
+	}
+	// The event as the dead engine wrote it: a CAS append under the
+	// command's id, and nothing after it.
+	env := events.NewEnvelope("half-event", h.State, *d.Event, cmd, time.Now())
+	data, err := events.Codec{}.Encode(env)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := nats.NewMsg(core.Store.Names().Event("half"))
+	m.Data = data
+	m.Header.Set(jetstream.MsgIDHeader, cmd.ID)
+	if _, err := core.JS.PublishMsg(ctx, m, jetstream.WithExpectLastSequencePerSubject(h.StreamSeq)); err != nil {
+		t.Fatal(err)
+	}
+	o := send(t, cl, cmd)
+	if o.Outcome != fsm.Accepted || o.EventSeq != env.Seq || o.Generation != env.State.Generation {
+		t.Fatalf("outcome %+v, want accepted with the stored event's seq %d", o, env.Seq)
+	}
+	if got := eventCommands(t, core, "half"); len(got) != 2 || got[1] != cmd.ID {
+		t.Fatalf("events of commands %v, want the create and one configure", got)
 	}
 }

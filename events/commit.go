@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -51,10 +52,24 @@ type Written struct {
 	Err error
 }
 
+// CommitOptions tune how Commit writes.
+type CommitOptions struct {
+	// AtomicFrom: a batch with at least this many events is written as
+	// one atomic batch (events and outcomes together); a smaller one as
+	// plain publishes, pipelined. 0 means never atomic.
+	//
+	// An atomic batch costs a fixed staging store on the server (two
+	// fsyncs, about 2.5 ms on a quiet host); a plain publish costs an
+	// fsync only where the server fsyncs every write (sync_always), and
+	// then one per message. So: never atomic with the server's default
+	// durability; with sync_always, atomic from 2.
+	AtomicFrom int
+}
+
 // CommitStats describes how a Commit went, for metrics.
 type CommitStats struct {
-	// Batch is how long the atomic batch of events and outcomes took until
-	// the server's ack; 0 when none was sent.
+	// Batch is how long the events and their outcomes took to be written,
+	// until the server's last ack; 0 when no event was written.
 	Batch time.Duration
 	// Fallback: an atomic batch of more than one command was refused as a
 	// whole (usually one workspace's conflict) and rewritten one by one.
@@ -65,33 +80,44 @@ type CommitStats struct {
 // batch must not hold two events for one workspace), and says for each
 // what happened, in order.
 //
-// Guarantees: an event is stored only with its outcome (one atomic
-// batch), and only if its workspace's newest message is at Expected; a
+// Guarantees: an event is stored only if its workspace's newest message
+// is at Expected; an accepted command's outcome only after its event; a
 // command has at most one outcome, ever (the outcome subject must be
-// empty), so handling a command twice stores nothing twice. A refusal is
-// sorted out per write: a command that has an outcome gets it back
-// (Written.Existing), a workspace that moved on is ErrConflict.
+// empty). A refusal is sorted out per write: a command that has an
+// outcome gets it back (Written.Existing), a workspace that moved on is
+// ErrConflict.
 //
-// Outcomes without an event are single messages guarded alone, so they go
-// beside the atomic batch, not in it: an atomic batch costs the server a
-// staging store of its own, created, fsynced and removed (about 2.5 ms
-// against 0.1 ms for a plain publish, docs/benchmarks.md).
-func (s *Store) Commit(ctx context.Context, ws []Write) ([]Written, CommitStats) {
+// A batch of opt.AtomicFrom events or more is one atomic batch, outcomes
+// with their events. Otherwise the writes are plain publishes, pipelined: the batch's outcome subjects
+// are checked in one request, then every event goes out (a compare-and-set
+// on its workspace, deduplicated by command id) and their acks are awaited
+// together, then every outcome likewise. Three short round trips for the
+// whole batch; not an atomic batch, which costs the server a staging
+// store of its own, created, fsynced and removed (2.5 ms on a quiet host,
+// far more when the disk is busy; docs/benchmarks.md). So a crash may
+// leave an event without its outcome: the next handling of the command
+// finds its event at the head of the workspace and records the outcome
+// alone (the engine's repair). And a command handled twice at once stores
+// one event and one outcome: the second event is refused by the
+// compare-and-set or, within the duplicate window, by its message id; past
+// the window only the outcome check before the events stands in the way
+// (see docs/reliability.md). A refused write is sorted out by the single
+// path, which still writes an event with its outcome in one atomic batch.
+func (s *Store) Commit(ctx context.Context, ws []Write, opt CommitOptions) ([]Written, CommitStats) {
 	out := make([]Written, len(ws))
 	var st CommitStats
 	for lo := 0; lo < len(ws); lo += MaxCommitWrites {
 		hi := min(lo+MaxCommitWrites, len(ws))
-		chunk := s.commit(ctx, ws[lo:hi], out[lo:hi])
+		chunk := s.commit(ctx, ws[lo:hi], out[lo:hi], opt)
 		st.Batch += chunk.Batch
 		st.Fallback = st.Fallback || chunk.Fallback
 	}
 	return out, st
 }
 
-func (s *Store) commit(ctx context.Context, ws []Write, out []Written) CommitStats {
+func (s *Store) commit(ctx context.Context, ws []Write, out []Written, opt CommitOptions) CommitStats {
 	var st CommitStats
-	appends := make([]int, 0, len(ws))
-	var alone []int
+	var appends, alone, single []int
 	for i := range ws {
 		if ws[i].Event == nil {
 			alone = append(alone, i)
@@ -99,82 +125,167 @@ func (s *Store) commit(ctx context.Context, ws []Write, out []Written) CommitSta
 			appends = append(appends, i)
 		}
 	}
-	wait := s.publishOutcomes(ws, out, alone)
-	if len(appends) > 0 {
-		// Straight to the batch, even for one command: a refusal (a CAS
-		// conflict, a stored outcome) sends it down the single path, which
-		// looks up what is stored only then.
-		batch := make([]Write, len(appends))
-		for j, i := range appends {
-			batch[j] = ws[i]
-		}
+	// Outcomes without an event need nothing before them: out at once.
+	waitAlone := s.publishAsync(alone, func(i int) (*nats.Msg, error) { return s.outcomeMsg(ws[i].Outcome) })
+	if opt.AtomicFrom > 0 && len(appends) >= opt.AtomicFrom {
+		st = s.commitAtomic(ctx, ws, out, appends)
+	} else if len(appends) > 0 {
 		start := time.Now()
-		seqs, err := s.atomic(ctx, batch)
-		if err == nil {
+		appends, single = s.withoutOutcome(ctx, ws, appends)
+		// The events, each a compare-and-set on its workspace.
+		var stored []int
+		waitEvents := s.publishAsync(appends, func(i int) (*nats.Msg, error) {
+			m, err := s.eventMsg(*ws[i].Event)
+			if err == nil {
+				m.Header.Set(jetstream.ExpectedLastSubjSeqHeader, strconv.FormatUint(ws[i].Expected, 10))
+			}
+			return m, err
+		})
+		waitEvents(ctx, func(i int, ack *jetstream.PubAck, err error) {
+			if err != nil || ack.Duplicate {
+				// Refused (a conflict, usually), or the command's event
+				// already stored by an earlier try: sorted out alone.
+				single = append(single, i)
+				return
+			}
+			out[i].EventSeq = ack.Sequence
+			stored = append(stored, i)
+		})
+		// Then their outcomes.
+		waitOutcomes := s.publishAsync(stored, func(i int) (*nats.Msg, error) { return s.outcomeMsg(ws[i].Outcome) })
+		waitOutcomes(ctx, func(i int, ack *jetstream.PubAck, err error) {
+			if err == nil && !ack.Duplicate {
+				return
+			}
+			// The event is stored: only the outcome is left to sort out.
+			o := s.outcomeAlone(ctx, ws[i].Outcome)
+			o.EventSeq = out[i].EventSeq
+			out[i] = o
+		})
+		if len(stored) > 0 {
 			st.Batch = time.Since(start)
-			for j, i := range appends {
-				out[i] = Written{EventSeq: seqs[j]}
-			}
-		} else {
-			st.Fallback = len(appends) > 1
-			for _, i := range appends {
-				out[i] = s.single(ctx, ws[i])
-			}
 		}
+		st.Fallback = len(single) > 0 && len(ws) > 1
 	}
-	wait(ctx)
+	waitAlone(ctx, func(i int, ack *jetstream.PubAck, err error) {
+		if err != nil || ack.Duplicate {
+			single = append(single, i)
+		}
+	})
+	for _, i := range single {
+		out[i] = s.single(ctx, ws[i])
+	}
 	return st
 }
 
-// publishOutcomes sends the outcomes of ws[at...] (writes without an
-// event) without waiting, and returns a function that waits for their
-// acks and fills out. One that is not plainly stored (the outcome exists,
-// a duplicate id, a transport error) goes down the single path, which
-// sorts out why.
-func (s *Store) publishOutcomes(ws []Write, out []Written, at []int) func(context.Context) {
+// commitAtomic writes the events of ws[at...] with their outcomes in one
+// atomic batch. Any refusal (typically one workspace's CAS conflict) sends
+// each of them down the single path, which sorts out who conflicted.
+func (s *Store) commitAtomic(ctx context.Context, ws []Write, out []Written, at []int) CommitStats {
+	var st CommitStats
+	batch := make([]Write, len(at))
+	for j, i := range at {
+		batch[j] = ws[i]
+	}
+	start := time.Now()
+	seqs, err := s.atomic(ctx, batch)
+	if err == nil {
+		st.Batch = time.Since(start)
+		for j, i := range at {
+			out[i] = Written{EventSeq: seqs[j]}
+		}
+		return st
+	}
+	st.Fallback = len(at) > 1
+	for _, i := range at {
+		out[i] = s.single(ctx, ws[i])
+	}
+	return st
+}
+
+// withoutOutcome splits the writes at of ws into those whose command has
+// no outcome yet and those that may have one (to the single path, which
+// looks and returns it): one request for all their outcome subjects.
+// Within the duplicate window the events' message ids refuse a second
+// handling anyway; past it this check is what keeps a command id sent
+// again, and decided again on a newer state, from a second event.
+func (s *Store) withoutOutcome(ctx context.Context, ws []Write, at []int) (fresh, done []int) {
+	subjects := make([]string, len(at))
+	for j, i := range at {
+		subjects[j] = s.names.Outcome(ws[i].Outcome.CommandID)
+	}
+	ctx, cancel := context.WithTimeout(ctx, s.js.Options().DefaultTimeout)
+	defer cancel()
+	found := map[string]bool{}
+	msgs, err := jetstreamext.GetLastMsgsFor(ctx, s.js, s.names.EventStream(), subjects)
+	if err == nil {
+		for m, merr := range msgs {
+			if errors.Is(merr, jetstreamext.ErrNoMessages) {
+				break
+			}
+			if merr != nil {
+				err = merr
+				break
+			}
+			found[m.Subject] = true
+		}
+	}
+	if err != nil {
+		return nil, at // cannot tell: each looks for itself
+	}
+	for j, i := range at {
+		if found[subjects[j]] {
+			done = append(done, i)
+		} else {
+			fresh = append(fresh, i)
+		}
+	}
+	return fresh, done
+}
+
+// publishAsync sends the message build makes for each of at without
+// waiting, and returns a function that waits for their acks (or errors)
+// and hands each to fn, in order. An ack that never comes (a lost
+// connection) does not hold the caller: past the JetStream timeout the
+// rest are handed on as timed out.
+func (s *Store) publishAsync(at []int, build func(int) (*nats.Msg, error)) func(context.Context, func(int, *jetstream.PubAck, error)) {
 	type sent struct {
-		i int
-		f jetstream.PubAckFuture
+		i   int
+		f   jetstream.PubAckFuture
+		err error
 	}
 	inFlight := make([]sent, 0, len(at))
 	for _, i := range at {
-		m, err := s.outcomeMsg(ws[i].Outcome)
+		m, err := build(i)
 		if err != nil {
-			out[i] = Written{Err: err}
+			inFlight = append(inFlight, sent{i: i, err: err})
 			continue
 		}
 		f, err := s.js.PublishMsgAsync(m)
-		if err != nil {
-			inFlight = append(inFlight, sent{i, nil})
-			continue
-		}
-		inFlight = append(inFlight, sent{i, f})
+		inFlight = append(inFlight, sent{i: i, f: f, err: err})
 	}
-	return func(ctx context.Context) {
+	return func(ctx context.Context, fn func(int, *jetstream.PubAck, error)) {
 		if len(inFlight) == 0 {
 			return
 		}
-		// An ack that never comes (a lost connection) must not hold the
-		// writer: past the JetStream timeout the single path retries.
 		timeout := time.NewTimer(s.js.Options().DefaultTimeout)
 		defer timeout.Stop()
 		for _, p := range inFlight {
-			if p.f != nil {
-				select {
-				case ack := <-p.f.Ok():
-					if !ack.Duplicate {
-						out[p.i] = Written{}
-						continue
-					}
-				case <-p.f.Err():
-				case <-timeout.C:
-					timeout.Reset(0) // the rest are late too: each to the single path
-				case <-ctx.Done():
-					out[p.i] = Written{Err: ctx.Err()}
-					continue
-				}
+			if p.err != nil {
+				fn(p.i, nil, p.err)
+				continue
 			}
-			out[p.i] = s.single(ctx, ws[p.i])
+			select {
+			case ack := <-p.f.Ok():
+				fn(p.i, ack, nil)
+			case err := <-p.f.Err():
+				fn(p.i, nil, err)
+			case <-timeout.C:
+				timeout.Reset(0) // the rest are late too
+				fn(p.i, nil, nats.ErrTimeout)
+			case <-ctx.Done():
+				fn(p.i, nil, ctx.Err())
+			}
 		}
 	}
 }
@@ -257,18 +368,24 @@ func (s *Store) single(ctx context.Context, w Write) Written {
 		// events and outcomes went together. Record the outcome alone.
 		res.EventSeq, res.Duplicate = seq, true
 	}
-	_, err := s.publishOutcome(ctx, w.Outcome)
+	o := s.outcomeAlone(ctx, w.Outcome)
+	o.EventSeq, o.Duplicate = res.EventSeq, res.Duplicate
+	return o
+}
+
+// outcomeAlone stores a command's outcome by itself (its event, if any, is
+// stored): Existing if the command has one already.
+func (s *Store) outcomeAlone(ctx context.Context, o OutcomeRecord) Written {
+	_, err := s.publishOutcome(ctx, o)
 	if errors.Is(err, errOutcomeExists) {
 		// Another engine, or our own earlier try, got there first.
-		o, ok, gerr := s.Outcome(ctx, w.Outcome.CommandID)
+		prev, ok, gerr := s.Outcome(ctx, o.CommandID)
 		if gerr == nil && ok {
-			res.Existing = &o
-			return res
+			return Written{Existing: &prev}
 		}
 		err = errors.Join(err, gerr)
 	}
-	res.Err = err
-	return res
+	return Written{Err: err}
 }
 
 // isDuplicateInBatch reports an atomic batch refused because a message's

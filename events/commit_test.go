@@ -71,7 +71,14 @@ func eventIDs(t *testing.T, store *events.Store, ws string) []string {
 	return got
 }
 
+// TestCommit runs through both ways Commit writes: plain publishes, and
+// one atomic batch (from one event on).
 func TestCommit(t *testing.T) {
+	t.Run("Plain", func(t *testing.T) { testCommit(t, events.CommitOptions{}) })
+	t.Run("Atomic", func(t *testing.T) { testCommit(t, events.CommitOptions{AtomicFrom: 1}) })
+}
+
+func testCommit(t *testing.T, opt events.CommitOptions) {
 	store, js := commitEnv(t)
 	ctx := context.Background()
 	create := func(ws string) fsm.Command { return fsm.Command{ID: "create-" + ws, Type: fsm.Create, Workspace: ws} }
@@ -83,7 +90,7 @@ func TestCommit(t *testing.T) {
 		if ws[2].Event != nil {
 			t.Fatal("setup: a start of a missing workspace appends")
 		}
-		res, _ := store.Commit(ctx, ws)
+		res, _ := store.Commit(ctx, ws, opt)
 		for i, r := range res {
 			if r.Err != nil || r.Existing != nil || r.Duplicate || (ws[i].Event != nil) != (r.EventSeq > 0) {
 				t.Fatalf("write %d: %+v", i, r)
@@ -99,7 +106,7 @@ func TestCommit(t *testing.T) {
 
 	t.Run("ErrConflict", func(t *testing.T) {
 		stale := load(t, store, "c")
-		if res, _ := store.Commit(ctx, []events.Write{decided(t, stale, create("c"))}); res[0].Err != nil {
+		if res, _ := store.Commit(ctx, []events.Write{decided(t, stale, create("c"))}, opt); res[0].Err != nil {
 			t.Fatal(res[0].Err)
 		}
 		cfg := fsm.Command{ID: "configure-c", Type: fsm.Configure, Workspace: "c", Spec: &fsm.Spec{Env: map[string]string{"N": "1"}}}
@@ -107,7 +114,7 @@ func TestCommit(t *testing.T) {
 		// Decided on a state another writer has since left.
 		w := decided(t, h, cfg)
 		w.Expected = stale.StreamSeq
-		res, st := store.Commit(ctx, []events.Write{w})
+		res, st := store.Commit(ctx, []events.Write{w}, opt)
 		if !errors.Is(res[0].Err, events.ErrConflict) {
 			t.Fatalf("got %+v, want ErrConflict", res[0])
 		}
@@ -125,7 +132,7 @@ func TestCommit(t *testing.T) {
 	t.Run("Existing", func(t *testing.T) {
 		h := load(t, store, "d")
 		first := decided(t, h, create("d"))
-		if res, _ := store.Commit(ctx, []events.Write{first}); res[0].Err != nil {
+		if res, _ := store.Commit(ctx, []events.Write{first}, opt); res[0].Err != nil {
 			t.Fatal(res[0].Err)
 		}
 		// The same command handled again, on the state before it: the
@@ -133,7 +140,7 @@ func TestCommit(t *testing.T) {
 		// with another workspace's write, which still lands.
 		again := decided(t, h, create("d"))
 		other := decided(t, load(t, store, "e"), create("e"))
-		res, st := store.Commit(ctx, []events.Write{again, other})
+		res, st := store.Commit(ctx, []events.Write{again, other}, opt)
 		if res[0].Err != nil || res[0].Existing == nil || res[0].Existing.DecidedAt != first.Outcome.DecidedAt {
 			t.Fatalf("second handling: %+v, want the first outcome", res[0])
 		}
@@ -162,7 +169,7 @@ func TestCommit(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		res, _ := store.Commit(ctx, []events.Write{w})
+		res, _ := store.Commit(ctx, []events.Write{w}, opt)
 		if res[0].Err != nil || !res[0].Duplicate || res[0].EventSeq != ack.Sequence {
 			t.Fatalf("got %+v, want the stored event at %d as a duplicate", res[0], ack.Sequence)
 		}
@@ -174,10 +181,33 @@ func TestCommit(t *testing.T) {
 		}
 	})
 
+	t.Run("OutcomeCheckedFirst", func(t *testing.T) {
+		// Events and outcomes are separate writes: an event whose command
+		// already has an outcome must not land even where neither its
+		// compare-and-set nor its message id refuses it (a command id
+		// sent again past the duplicate window, decided on a newer
+		// state). Here the event's message id is another's.
+		if res, _ := store.Commit(ctx, []events.Write{decided(t, load(t, store, "g"), create("g"))}, opt); res[0].Err != nil {
+			t.Fatal(res[0].Err)
+		}
+		again := decided(t, load(t, store, "g"), fsm.Command{ID: "create-g", Type: fsm.Delete, Workspace: "g"})
+		if again.Event == nil {
+			t.Fatal("setup: the delete is not accepted")
+		}
+		again.Event.CommandID = "not-create-g"
+		res, _ := store.Commit(ctx, []events.Write{again}, opt)
+		if res[0].Err != nil || res[0].Existing == nil || res[0].Existing.CommandType != fsm.Create {
+			t.Fatalf("got %+v, want the create's outcome", res[0])
+		}
+		if got := eventIDs(t, store, "g"); !slices.Equal(got, []string{"create-g"}) {
+			t.Fatalf("events of commands %v, want the create's alone", got)
+		}
+	})
+
 	t.Run("ErrBadInput", func(t *testing.T) {
 		// An outcome that cannot be encoded: a clear error, nothing stored.
 		bad := events.Write{Outcome: events.OutcomeRecord{CommandID: "no workspace!"}}
-		res, _ := store.Commit(ctx, []events.Write{bad})
+		res, _ := store.Commit(ctx, []events.Write{bad}, opt)
 		if res[0].Err == nil {
 			t.Fatalf("got %+v, want an error", res[0])
 		}
@@ -192,12 +222,13 @@ func TestCommit(t *testing.T) {
 // ids no longer dedupe it (past the duplicate window).
 func TestSecondHandlingStoresNothing(t *testing.T) {
 	store, js := commitEnv(t)
+	var opt events.CommitOptions
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	cfg := fsm.Command{ID: "configure-twice", Type: fsm.Configure, Workspace: "twice",
 		Spec: &fsm.Spec{Env: map[string]string{"N": "1"}}}
 	for _, cmd := range []fsm.Command{{ID: "create-twice", Type: fsm.Create, Workspace: "twice"}, cfg} {
-		if res, _ := store.Commit(ctx, []events.Write{decided(t, load(t, store, "twice"), cmd)}); res[0].Err != nil {
+		if res, _ := store.Commit(ctx, []events.Write{decided(t, load(t, store, "twice"), cmd)}, opt); res[0].Err != nil {
 			t.Fatal(res[0].Err)
 		}
 	}
@@ -228,7 +259,7 @@ func TestSecondHandlingStoresNothing(t *testing.T) {
 		t.Fatalf("events of commands %v, want the create and one configure", got)
 	}
 	// Through Commit (within the duplicate window) likewise.
-	res, _ := store.Commit(ctx, []events.Write{w})
+	res, _ := store.Commit(ctx, []events.Write{w}, opt)
 	if res[0].Err != nil || res[0].Existing == nil || res[0].Existing.CommandType != fsm.Configure {
 		t.Fatalf("second handling through Commit: %+v, want the configure's outcome", res[0])
 	}

@@ -275,7 +275,14 @@ func (s *service) start(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	eng, err := engine.New(engine.Config{Store: engStore, JetStream: js, CommitStores: []*events.Store{commitStore},
+	// Atomic batches pay off only where the server fsyncs every write
+	// (engine.Config.AtomicBatchFrom); another server's policy is unknown,
+	// so the default, right for sync_always, stays.
+	atomicFrom := 0
+	if s.embedded != nil && !s.embedded.sync {
+		atomicFrom = -1
+	}
+	eng, err := engine.New(engine.Config{Store: engStore, JetStream: js, CommitStores: []*events.Store{commitStore}, AtomicBatchFrom: atomicFrom,
 		ReplyPrefixes: append(engine.DefaultReplyPrefixes(), serveReplyPrefix+"."),
 		Logger:        log.With("component", "engine"), Metrics: engine.NewMetrics(reg),
 		MaxPendingPerWorkspace: cfg.maxPendingPerWorkspace})
