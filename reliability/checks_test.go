@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/synadia-io/orbit.go/jetstreamext"
 
@@ -33,7 +34,11 @@ func checkpoint(ctx context.Context, dbURL string) (uint64, error) {
 
 // consumersDrained reports whether every durable consumer of the streams
 // (the engine's two, the worker's) has nothing pending and nothing unacked.
-func consumersDrained(ctx context.Context, js jetstream.JetStream, names events.Names) bool {
+func consumersDrained(ctx context.Context, nc *nats.Conn, names events.Names) bool {
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return false
+	}
 	for _, stream := range []string{names.CommandStream(), names.SystemStream(), names.EventStream()} {
 		s, err := js.Stream(ctx, stream)
 		if err != nil {
@@ -78,7 +83,7 @@ func waitQuiet(t *testing.T, cl *client.Client, dbURL string, workspaces []strin
 			why = "the stream grows"
 			return false
 		}
-		if !consumersDrained(ctx, store.JetStream(), store.Names()) {
+		if !consumersDrained(ctx, cl.Conn(), store.Names()) {
 			why = "consumers have pending messages"
 			return false
 		}
@@ -308,7 +313,10 @@ func checkOrder(t *testing.T, cl *client.Client, f streamFigures) {
 	store := cl.Store()
 	names := store.Names()
 	decided := f.decided
-	js := store.JetStream()
+	js, err := jetstream.New(cl.Conn())
+	if err != nil {
+		t.Fatal(err)
+	}
 	stream, err := js.Stream(ctx, names.CommandStream())
 	if err != nil {
 		t.Fatal(err)

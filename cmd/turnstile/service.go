@@ -344,7 +344,14 @@ func (s *service) startEngine(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	eng, err := engine.New(engine.Config{Store: engStore, CommitStores: []*events.Store{commitStore},
+	// Atomic batches pay off only where the server fsyncs every write
+	// (engine.Config.AtomicBatchFrom); another server's policy is unknown,
+	// so the default, right for sync_always, stays.
+	atomicFrom := 0
+	if s.embedded != nil && !s.embedded.sync {
+		atomicFrom = -1
+	}
+	eng, err := engine.New(engine.Config{Store: engStore, JetStream: js, CommitStores: []*events.Store{commitStore}, AtomicBatchFrom: atomicFrom,
 		ReplyPrefixes: append(engine.DefaultReplyPrefixes(), serveReplyPrefix+"."),
 		Logger:        s.log.With("component", "engine"), Metrics: engine.NewMetrics(s.reg),
 		MaxPendingPerWorkspace: s.cfg.maxPendingPerWorkspace})

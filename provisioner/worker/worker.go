@@ -142,23 +142,10 @@ func New(cfg Config) (*Worker, error) {
 
 // Open binds the durable consumer on the event subjects and starts acting.
 func (w *Worker) Open(ctx context.Context) error {
-	js := w.cfg.Store.JetStream()
-	cons, err := js.CreateOrUpdateConsumer(ctx, w.names.EventStream(), jetstream.ConsumerConfig{
-		Durable:       w.cfg.Durable,
-		Description:   "Turnstile provisioner worker",
-		FilterSubject: w.names.Events(),
-		AckPolicy:     jetstream.AckExplicitPolicy,
-		AckWait:       w.cfg.AckWait,
-		MaxAckPending: 20000,
-		MaxDeliver:    -1,
-		DeliverPolicy: jetstream.DeliverAllPolicy,
-	})
+	it, err := w.cfg.Store.ConsumeEvents(ctx, events.DurableConfig{Durable: w.cfg.Durable, Description: "Turnstile provisioner worker",
+		AckWait: w.cfg.AckWait, MaxAckPending: 20000, Pull: 512})
 	if err != nil {
-		return fmt.Errorf("worker: consumer %s: %w", w.cfg.Durable, err)
-	}
-	it, err := cons.Messages(jetstream.PullMaxMessages(512))
-	if err != nil {
-		return fmt.Errorf("worker: pull: %w", err)
+		return fmt.Errorf("worker: %w", err)
 	}
 	runCtx, cancel := context.WithCancel(context.Background())
 	w.cancel, w.iter = cancel, it
