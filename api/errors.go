@@ -8,10 +8,9 @@ import (
 	"net/http"
 
 	"github.com/jackc/pgx/v5/pgconn"
-	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/turnstile-dev/turnstile/client"
+	"github.com/turnstile-dev/turnstile/events"
 	"github.com/turnstile-dev/turnstile/fsm"
 )
 
@@ -137,15 +136,8 @@ func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 // reached or did not answer in time: a failure that a retry may get past.
 // It classifies by the libraries' error values and types, never by text.
 func unavailable(err error) bool {
-	for _, target := range []error{
-		nats.ErrConnectionClosed, nats.ErrConnectionReconnecting, nats.ErrConnectionDraining,
-		nats.ErrDisconnected, nats.ErrNoServers, nats.ErrNoResponders, nats.ErrTimeout,
-		jetstream.ErrNoStreamResponse, jetstream.ErrServerShutdown,
-		context.DeadlineExceeded,
-	} {
-		if errors.Is(err, target) {
-			return true
-		}
+	if events.IsUnavailable(err) || errors.Is(err, context.DeadlineExceeded) {
+		return true
 	}
 	var connect *pgconn.ConnectError
 	var netErr net.Error

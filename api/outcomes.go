@@ -7,9 +7,6 @@ import (
 	"net/http"
 	"time"
 
-	"github.com/nats-io/nats.go/jetstream"
-	"github.com/synadia-io/orbit.go/jetstreamext"
-
 	"github.com/turnstile-dev/turnstile/events"
 	"github.com/turnstile-dev/turnstile/fsm"
 )
@@ -72,7 +69,7 @@ func (s *Server) outcomes(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, err)
 		return
 	}
-	first, ok, err := firstEventSeq(r.Context(), s.cfg.Store, id)
+	first, ok, err := s.cfg.Store.FirstEventSeq(r.Context(), id)
 	if err != nil {
 		s.writeError(w, r, err)
 		return
@@ -111,76 +108,19 @@ func (s *Server) outcomes(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, page)
 }
 
-// firstEventSeq is the stream sequence of workspace id's first event; ok
-// is false when it has none.
-func firstEventSeq(ctx context.Context, store *events.Store, id string) (uint64, bool, error) {
-	n := store.Names()
-	msgs, err := jetstreamext.GetBatch(ctx, store.JetStream(), n.EventStream(), 1,
-		jetstreamext.GetBatchSeq(1), jetstreamext.GetBatchSubject(n.Event(id)))
-	if err != nil {
-		return 0, false, fmt.Errorf("first event of %s: %w", id, err)
-	}
-	for m, err := range msgs {
-		if errors.Is(err, jetstreamext.ErrNoMessages) {
-			return 0, false, nil
-		}
-		if err != nil {
-			return 0, false, fmt.Errorf("first event of %s: %w", id, err)
-		}
-		return m.Sequence, true, nil
-	}
-	return 0, false, nil
-}
-
 // readOutcomes calls fn for each readable outcome of workspace id from
 // stream sequence from on: with follow, including those stored later,
 // until ctx ends or fn fails; without, up to the newest one at the time of
 // the call.
 func readOutcomes(ctx context.Context, store *events.Store, id string, from uint64, follow bool, fn func(Outcome) error) error {
-	subject := store.Names().Outcomes()
-	st, err := store.JetStream().Stream(ctx, store.Names().EventStream())
-	if err != nil {
-		return fmt.Errorf("outcomes of %s: %w", id, err)
-	}
-	cons, err := st.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{FilterSubjects: []string{subject},
-		DeliverPolicy: jetstream.DeliverByStartSequencePolicy, OptStartSeq: max(from, 1)})
-	if err != nil {
-		return fmt.Errorf("outcomes of %s: %w", id, err)
-	}
-	if !follow {
-		info, err := cons.Info(ctx)
-		if err != nil {
-			return fmt.Errorf("outcomes of %s: %w", id, err)
-		}
-		if info.NumPending == 0 {
-			return nil // Next would wait for one
-		}
-	}
-	it, err := cons.Messages(jetstream.PullMaxMessages(256))
-	if err != nil {
-		return fmt.Errorf("outcomes of %s: %w", id, err)
-	}
-	defer it.Stop()
-	defer context.AfterFunc(ctx, it.Stop)()
-	for {
-		m, err := it.Next()
-		if err != nil {
-			if ctx.Err() != nil {
-				return ctx.Err()
-			}
-			return fmt.Errorf("outcomes of %s: %w", id, err)
-		}
-		md, err := m.Metadata()
-		if err != nil {
-			return fmt.Errorf("outcomes of %s: %w", id, err)
-		}
-		if o, err := events.DecodeOutcome(m.Data()); err == nil && o.Workspace == id {
-			if err := fn(OutcomeOf(o, md.Sequence.Stream)); err != nil {
-				return err
-			}
-		}
-		if !follow && md.NumPending == 0 {
+	err := store.Outcomes(ctx, from, follow, func(r events.Record) error {
+		if r.Outcome == nil || r.Outcome.Workspace != id {
 			return nil
 		}
+		return fn(OutcomeOf(*r.Outcome, r.StreamSeq))
+	})
+	if err != nil && ctx.Err() == nil && !errors.Is(err, errPageDone) {
+		return fmt.Errorf("outcomes of %s: %w", id, err)
 	}
+	return err
 }

@@ -2,6 +2,7 @@ package api_test
 
 import (
 	"context"
+	"github.com/nats-io/nats.go/jetstream"
 	"net/http"
 	"strings"
 	"testing"
@@ -15,7 +16,11 @@ import (
 // nothing.
 func TestWebhookRoutes(t *testing.T) {
 	e := newEnv(t, envOptions{noReadModel: true, configure: func(c *api.Config) {
-		reg, err := webhook.OpenRegistry(context.Background(), c.Store.JetStream(), c.Store.Names(), webhook.RegistryOptions{Memory: true})
+		js, err := jetstream.New(c.NC)
+		if err != nil {
+			t.Fatal(err)
+		}
+		reg, err := webhook.OpenRegistry(context.Background(), js, c.Store.Names(), webhook.RegistryOptions{Memory: true})
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -501,6 +501,23 @@ func IsRetryable(err error) bool {
 		errors.Is(err, nats.ErrNoResponders) || errors.Is(err, nats.ErrConnectionReconnecting)
 }
 
+// IsUnavailable reports errors that say NATS could not be reached or did
+// not answer: the connection closed, reconnecting or draining, no servers,
+// no responders, a timeout, a stream that did not respond or a server
+// shutting down. A retry may get past them.
+func IsUnavailable(err error) bool {
+	for _, target := range []error{
+		nats.ErrConnectionClosed, nats.ErrConnectionReconnecting, nats.ErrConnectionDraining,
+		nats.ErrDisconnected, nats.ErrNoServers, nats.ErrNoResponders, nats.ErrTimeout,
+		jetstream.ErrNoStreamResponse, jetstream.ErrServerShutdown,
+	} {
+		if errors.Is(err, target) {
+			return true
+		}
+	}
+	return false
+}
+
 func backoff(ctx context.Context, attempt int) error {
 	return retry.Sleep(ctx, retry.Backoff(attempt, 10*time.Millisecond, 640*time.Millisecond))
 }
@@ -560,4 +577,45 @@ func (s *Store) subscribe(ctx context.Context, subjects []string, from uint64, p
 			return err
 		}
 	}
+}
+
+// FirstEventSeq returns the stream sequence of workspace id's first event;
+// ok is false when it has none.
+func (s *Store) FirstEventSeq(ctx context.Context, id string) (seq uint64, ok bool, err error) {
+	if err := fsm.ValidateID(id); err != nil {
+		return 0, false, err
+	}
+	last, err := s.LastSeq(ctx)
+	if err != nil || last == 0 {
+		return 0, false, err
+	}
+	errFound := errors.New("found")
+	_, err = s.read(ctx, 1, last, s.names.Event(id), 1, func(r Record) error {
+		seq, ok = r.StreamSeq, true
+		return errFound
+	})
+	if err != nil && !errors.Is(err, errFound) {
+		return 0, false, fmt.Errorf("first event of %s: %w", id, err)
+	}
+	return seq, ok, nil
+}
+
+// Outcomes calls fn for every outcome record (of every workspace) from
+// stream sequence from on: up to the last one stored at the time of the
+// call, or, with follow, including those stored later until ctx ends or fn
+// fails. A message that cannot be used comes as a Record with Unreadable
+// set.
+func (s *Store) Outcomes(ctx context.Context, from uint64, follow bool, fn func(Record) error) error {
+	if follow {
+		return s.subscribe(ctx, []string{s.names.Outcomes()}, from, 256, fn)
+	}
+	last, err := s.LastSeq(ctx)
+	if err != nil {
+		return err
+	}
+	if from = max(from, 1); from > last {
+		return nil
+	}
+	_, err = s.read(ctx, from, last, s.names.Outcomes(), replayPage, fn)
+	return err
 }

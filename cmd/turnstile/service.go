@@ -351,6 +351,10 @@ func (s *service) startEngine(ctx context.Context) error {
 	if s.embedded != nil && !s.embedded.sync {
 		atomicFrom = -1
 	}
+	js, err := jetstream.New(s.conns["engine"])
+	if err != nil {
+		return err
+	}
 	eng, err := engine.New(engine.Config{Store: engStore, JetStream: js, CommitStores: []*events.Store{commitStore}, AtomicBatchFrom: atomicFrom,
 		ReplyPrefixes: append(engine.DefaultReplyPrefixes(), serveReplyPrefix+"."),
 		Logger:        s.log.With("component", "engine"), Metrics: engine.NewMetrics(s.reg),
