@@ -10,16 +10,23 @@ import (
 	"github.com/turnstile-dev/turnstile/ui"
 )
 
-func get(t *testing.T, h http.Handler, path string) (*http.Response, string) {
+// answer is what a test needs of a response, its body already read.
+type answer struct {
+	StatusCode int
+	Header     http.Header
+}
+
+func get(t *testing.T, h http.Handler, path string) (answer, string) {
 	t.Helper()
 	rec := httptest.NewRecorder()
 	h.ServeHTTP(rec, httptest.NewRequest("GET", path, nil))
 	resp := rec.Result()
+	defer resp.Body.Close()
 	b, err := io.ReadAll(resp.Body)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return resp, string(b)
+	return answer{resp.StatusCode, resp.Header}, string(b)
 }
 
 // The page and its assets are served with a strict CSP, nothing else is,
