@@ -154,6 +154,7 @@ func New(cfg Config) (*Server, error) {
 	mux.HandleFunc("GET /v1/workspaces/{id}/wait", s.wait)
 	mux.HandleFunc("GET /v1/workspaces/{id}/explain", s.explain)
 	mux.HandleFunc("GET /v1/events", s.streamEvents)
+	mux.HandleFunc("GET /v1/cluster", s.cluster)
 	mux.HandleFunc("GET /healthz", s.healthz)
 	mux.HandleFunc("GET /readyz", s.readyz)
 	if cfg.Gatherer != nil {

@@ -116,7 +116,7 @@ commands from another terminal.`,
 		c.GroupID = "query"
 		root.AddCommand(c)
 	}
-	for _, c := range []*cobra.Command{a.serveCmd(), a.secretCmd(), a.rebuildCmd(), a.migrateCmd(), a.tokenCmd(), a.versionCmd(), a.agentCmd()} {
+	for _, c := range []*cobra.Command{a.serveCmd(), a.statusCmd(), a.secretCmd(), a.rebuildCmd(), a.migrateCmd(), a.tokenCmd(), a.versionCmd(), a.agentCmd()} {
 		c.GroupID = "admin"
 		root.AddCommand(c)
 	}

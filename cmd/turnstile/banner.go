@@ -14,7 +14,7 @@ func (s *service) banner() {
 	s.log.Info("serving", "http", s.httpURL, "nats", s.natsURL, "provisioner", s.backend.kind,
 		"simulated", s.backend.kind == kindSim, "installation", s.installation, "default_image", s.backend.image,
 		"allowed_images", s.cfg.allowedImages, "default_profile", s.cfg.defaultProfile, "allowed_profiles", s.cfg.allowedProfiles,
-		"api_token_file", s.apiTokens.generated, "version", readVersion().String())
+		"api_token_file", s.apiTokens.generated, "replicas", s.replicas, "version", readVersion().String())
 	if s.a.logFormat == "json" {
 		return
 	}
@@ -39,6 +39,7 @@ func (s *service) banner() {
 	} else {
 		row("NATS", s.natsURL+" (given by --nats-url)")
 	}
+	row("Replicas", fmt.Sprintf("%d of every stream (--replicas; 'turnstile status' shows leaders and lag)", s.replicas))
 	row("PostgreSQL", s.db.describe())
 	switch s.backend.kind {
 	case kindSim:

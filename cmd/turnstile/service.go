@@ -48,6 +48,7 @@ type service struct {
 	apiTokens    apiTokenSource
 	httpTLS      *apiCertificate // nil: plain HTTP
 	httpLoopback bool
+	replicas     int // of every stream
 
 	draining atomic.Bool
 	fatal    chan error // a part that stopped on its own
@@ -195,7 +196,10 @@ func (s *service) start(ctx context.Context) error {
 	if retention == 0 {
 		retention = -1 // for ever
 	}
-	if err := events.EnsureStreams(ctx, js, s.names, events.StreamOptions{RejectedRetention: retention}); err != nil {
+	if s.replicas, err = s.streamReplicas(ctx, js); err != nil {
+		return err
+	}
+	if err := events.EnsureStreams(ctx, js, s.names, events.StreamOptions{RejectedRetention: retention, Replicas: s.replicas}); err != nil {
 		return err
 	}
 
