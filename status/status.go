@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -50,6 +51,9 @@ type Stream struct {
 	LastSeq  uint64     `json:"last_seq"`
 	Peers    []Peer     `json:"peers"`
 	Consumer []Consumer `json:"consumers"`
+	// Error says why the stream did not answer (no leader, say); the
+	// other fields are then empty.
+	Error string `json:"error,omitempty"`
 }
 
 // Peer is a replica of a stream other than the leader's, as the leader
@@ -93,7 +97,14 @@ type Partition struct {
 // system streams (cmd/turnstile's engineDurable).
 const engineConsumer = "turnstile-engine"
 
-// Read takes a report over nc (for the connected server) and js.
+// AskTimeout bounds each stream's info request: a request to a stream
+// whose leader just died goes unanswered, and a report should say so
+// rather than wait.
+const AskTimeout = 3 * time.Second
+
+// Read takes a report over nc (for the connected server) and js. A stream
+// that does not answer within AskTimeout is reported with its Error; Read
+// fails only when ctx ends.
 func Read(ctx context.Context, nc *nats.Conn, js jetstream.JetStream, names events.Names) (Report, error) {
 	var r Report
 	nodes := map[string]*Node{}
@@ -112,53 +123,13 @@ func Read(ctx context.Context, nc *nats.Conn, js jetstream.JetStream, names even
 	part := Partition{ID: 0, Consumers: []string{},
 		Owner: "every serve's engine, through the shared durable consumer (one partition; per-partition owners: docs/scale-out.md)"}
 	for _, name := range []string{names.CommandStream(), names.SystemStream(), names.EventStream()} {
-		st, err := js.Stream(ctx, name)
+		s, err := readStream(ctx, js, name, node, &part)
 		if err != nil {
-			return Report{}, fmt.Errorf("stream %s: %w", name, err)
+			if ctx.Err() != nil {
+				return Report{}, fmt.Errorf("stream %s: %w", name, err)
+			}
+			s = Stream{Name: name, Peers: []Peer{}, Consumer: []Consumer{}, Error: err.Error()}
 		}
-		info := st.CachedInfo()
-		s := Stream{Name: name, Replicas: max(info.Config.Replicas, 1), Messages: info.State.Msgs, Bytes: info.State.Bytes,
-			LastSeq: info.State.LastSeq, Peers: []Peer{}, Consumer: []Consumer{}}
-		if ci := info.Cluster; ci != nil {
-			s.Leader = ci.Leader
-			if ci.Leader != "" {
-				n := node(ci.Leader)
-				n.JetStream = true
-				n.Leads = append(n.Leads, name)
-				if n.Cluster == "" {
-					n.Cluster = ci.Name
-				}
-			}
-			for _, p := range ci.Replicas {
-				n := node(p.Name)
-				n.JetStream = true
-				n.Offline = n.Offline || p.Offline
-				if n.Cluster == "" {
-					n.Cluster = ci.Name
-				}
-				s.Peers = append(s.Peers, Peer{Name: p.Name, Current: p.Current, Offline: p.Offline, Lag: p.Lag,
-					ActiveMS: p.Active.Milliseconds()})
-			}
-		}
-		lister := st.ListConsumers(ctx)
-		for ci := range lister.Info() {
-			if ci.Config.Durable == "" {
-				continue // ordered and other ephemeral readers
-			}
-			c := Consumer{Name: ci.Name, Pending: ci.NumPending, AckPending: ci.NumAckPending,
-				Redelivered: ci.NumRedelivered, WaitingPulls: ci.NumWaiting}
-			if ci.Cluster != nil {
-				c.Leader = ci.Cluster.Leader
-			}
-			s.Consumer = append(s.Consumer, c)
-			if ci.Name == engineConsumer {
-				part.Consumers = append(part.Consumers, name+"/"+ci.Name)
-			}
-		}
-		if err := lister.Err(); err != nil {
-			return Report{}, fmt.Errorf("consumers of stream %s: %w", name, err)
-		}
-		slices.SortFunc(s.Consumer, func(a, b Consumer) int { return strings.Compare(a.Name, b.Name) })
 		r.Streams = append(r.Streams, s)
 	}
 	for _, n := range nodes {
@@ -172,11 +143,68 @@ func Read(ctx context.Context, nc *nats.Conn, js jetstream.JetStream, names even
 	return r, nil
 }
 
+// readStream reads one stream's info and its durable consumers'.
+func readStream(ctx context.Context, js jetstream.JetStream, name string, node func(string) *Node, part *Partition) (Stream, error) {
+	ctx, cancel := context.WithTimeout(ctx, AskTimeout)
+	defer cancel()
+	st, err := js.Stream(ctx, name)
+	if err != nil {
+		return Stream{}, err
+	}
+	info := st.CachedInfo()
+	s := Stream{Name: name, Replicas: max(info.Config.Replicas, 1), Messages: info.State.Msgs, Bytes: info.State.Bytes,
+		LastSeq: info.State.LastSeq, Peers: []Peer{}, Consumer: []Consumer{}}
+	if ci := info.Cluster; ci != nil {
+		s.Leader = ci.Leader
+		if ci.Leader != "" {
+			n := node(ci.Leader)
+			n.JetStream = true
+			n.Leads = append(n.Leads, name)
+			if n.Cluster == "" {
+				n.Cluster = ci.Name
+			}
+		}
+		for _, p := range ci.Replicas {
+			n := node(p.Name)
+			n.JetStream = true
+			n.Offline = n.Offline || p.Offline
+			if n.Cluster == "" {
+				n.Cluster = ci.Name
+			}
+			s.Peers = append(s.Peers, Peer{Name: p.Name, Current: p.Current, Offline: p.Offline, Lag: p.Lag,
+				ActiveMS: p.Active.Milliseconds()})
+		}
+	}
+	lister := st.ListConsumers(ctx)
+	for ci := range lister.Info() {
+		if ci.Config.Durable == "" {
+			continue // ordered and other ephemeral readers
+		}
+		c := Consumer{Name: ci.Name, Pending: ci.NumPending, AckPending: ci.NumAckPending,
+			Redelivered: ci.NumRedelivered, WaitingPulls: ci.NumWaiting}
+		if ci.Cluster != nil {
+			c.Leader = ci.Cluster.Leader
+		}
+		s.Consumer = append(s.Consumer, c)
+		if ci.Name == engineConsumer {
+			part.Consumers = append(part.Consumers, name+"/"+ci.Name)
+		}
+	}
+	if err := lister.Err(); err != nil {
+		return Stream{}, fmt.Errorf("consumers: %w", err)
+	}
+	slices.SortFunc(s.Consumer, func(a, b Consumer) int { return strings.Compare(a.Name, b.Name) })
+	return s, nil
+}
+
 // Lagging reports the replicas and consumers that are behind: for an
 // operator's one-line summary.
 func (r Report) Lagging() []string {
 	var out []string
 	for _, s := range r.Streams {
+		if s.Error != "" {
+			out = append(out, fmt.Sprintf("stream %s did not answer: %s", s.Name, s.Error))
+		}
 		if s.Leader == "" && s.Replicas > 1 {
 			out = append(out, fmt.Sprintf("stream %s has no leader", s.Name))
 		}

@@ -4,10 +4,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/http"
+	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/turnstile-dev/turnstile/events"
+	"github.com/turnstile-dev/turnstile/internal/retry"
 )
 
 // streamReplicas is the replica count serve gives every stream it ensures:
@@ -36,4 +40,39 @@ func (s *service) streamReplicas(ctx context.Context, js jetstream.JetStream) (i
 		return 0, fmt.Errorf("read the replicas of stream %s: %w", s.names.EventStream(), err)
 	}
 	return max(st.CachedInfo().Config.Replicas, 1), nil
+}
+
+// ensureStreamsFor is how long serve retries creating its streams while a
+// NATS cluster that has just started elects its leaders.
+const ensureStreamsFor = time.Minute
+
+// ensureStreams runs events.EnsureStreams, retrying while the servers are
+// not ready for it (a request that times out, "JetStream temporarily
+// unavailable", no responders): a cluster started together with serve has
+// its meta leader some seconds later. A replica count the servers cannot
+// hold, or any other refusal, fails at once.
+func (s *service) ensureStreams(ctx context.Context, js jetstream.JetStream, o events.StreamOptions) error {
+	deadline := time.Now().Add(ensureStreamsFor)
+	for attempt := 0; ; attempt++ {
+		err := events.EnsureStreams(ctx, js, s.names, o)
+		if err == nil || ctx.Err() != nil || !notReady(err) || time.Now().After(deadline) {
+			return err
+		}
+		s.log.Warn("NATS is not ready to create the streams yet; retrying", "err", err)
+		if err := retry.Sleep(ctx, retry.Backoff(attempt, 100*time.Millisecond, 2*time.Second)); err != nil {
+			return err
+		}
+	}
+}
+
+// notReady reports an error that a JetStream cluster still electing its
+// leaders answers.
+func notReady(err error) bool {
+	var api *jetstream.APIError
+	if errors.As(err, &api) {
+		// Not "JetStream not enabled": that does not pass by waiting.
+		return api.Code == http.StatusServiceUnavailable && api.ErrorCode != jetstream.JSErrCodeJetStreamNotEnabled &&
+			api.ErrorCode != jetstream.JSErrCodeJetStreamNotEnabledForAccount
+	}
+	return errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrTimeout) || errors.Is(err, nats.ErrNoResponders)
 }

@@ -199,7 +199,7 @@ func (s *service) start(ctx context.Context) error {
 	if s.replicas, err = s.streamReplicas(ctx, js); err != nil {
 		return err
 	}
-	if err := events.EnsureStreams(ctx, js, s.names, events.StreamOptions{RejectedRetention: retention, Replicas: s.replicas}); err != nil {
+	if err := s.ensureStreams(ctx, js, events.StreamOptions{RejectedRetention: retention, Replicas: s.replicas}); err != nil {
 		return err
 	}
 

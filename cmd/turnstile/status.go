@@ -7,8 +7,10 @@ import (
 	"strings"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/spf13/cobra"
 
+	"github.com/turnstile-dev/turnstile/events"
 	"github.com/turnstile-dev/turnstile/status"
 )
 
@@ -26,12 +28,18 @@ answers the same.`,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx, cancel := context.WithTimeout(cmd.Context(), 30*time.Second)
 			defer cancel()
-			store, nc, closeStore, err := a.openStore(ctx)
+			// Not openStore: a stream without a leader must not keep the
+			// report of the others from being shown.
+			nc, err := a.connectNATS(ctx)
 			if err != nil {
 				return err
 			}
-			defer closeStore()
-			rep, err := status.Read(ctx, nc, store.JetStream(), store.Names())
+			defer nc.Close()
+			js, err := jetstream.New(nc)
+			if err != nil {
+				return err
+			}
+			rep, err := status.Read(ctx, nc, js, events.NewNames(a.prefix))
 			if err != nil {
 				return err
 			}
@@ -62,6 +70,10 @@ func (a *app) printStatus(rep status.Report) error {
 	fmt.Fprintln(a.out)
 	t = newTable(a.out, "STREAM", "REPLICAS", "LEADER", "MESSAGES", "LAST SEQ", "OTHER REPLICAS")
 	for _, s := range rep.Streams {
+		if s.Error != "" {
+			t.row(s.Name, "?", "NO ANSWER", "-", "-", s.Error)
+			continue
+		}
 		var peers []string
 		for _, p := range s.Peers {
 			state := "current"
