@@ -14,7 +14,7 @@ func (s *service) banner() {
 	s.log.Info("serving", "http", s.httpURL, "nats", s.natsURL, "provisioner", s.backend.kind,
 		"simulated", s.backend.kind == kindSim, "installation", s.installation, "default_image", s.backend.image,
 		"allowed_images", s.cfg.allowedImages, "default_profile", s.cfg.defaultProfile, "allowed_profiles", s.cfg.allowedProfiles,
-		"api_token_file", s.apiTokens.generated, "replicas", s.replicas, "version", readVersion().String())
+		"api_token_file", s.apiTokens.generated, "version", readVersion().String())
 	if s.a.logFormat == "json" {
 		return
 	}

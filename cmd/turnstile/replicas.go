@@ -55,7 +55,12 @@ func (s *service) ensureStreams(ctx context.Context, js jetstream.JetStream, o e
 	deadline := time.Now().Add(ensureStreamsFor)
 	for attempt := 0; ; attempt++ {
 		err := events.EnsureStreams(ctx, js, s.names, o)
-		if err == nil || ctx.Err() != nil || !notReady(err) || time.Now().After(deadline) {
+		if err == nil {
+			s.log.Info("streams ready", "replicas", o.Replicas, "commands", s.names.CommandStream(),
+				"system", s.names.SystemStream(), "events", s.names.EventStream())
+			return nil
+		}
+		if ctx.Err() != nil || !notReady(err) || time.Now().After(deadline) {
 			return err
 		}
 		s.log.Warn("NATS is not ready to create the streams yet; retrying", "err", err)
