@@ -154,6 +154,7 @@ func New(cfg Config) (*Server, error) {
 	mux.HandleFunc("POST /v1/workspaces/{id}/stop", s.command(fsm.Stop))
 	mux.HandleFunc("POST /v1/workspaces/{id}/restart", s.command(fsm.Restart))
 	mux.HandleFunc("PUT /v1/workspaces/{id}/spec", s.configure)
+	mux.HandleFunc("GET /v1/cluster", s.cluster)
 	mux.HandleFunc("GET /v1/workspaces/{id}/events", s.events)
 	mux.HandleFunc("GET /v1/workspaces/{id}/wait", s.wait)
 	mux.HandleFunc("GET /v1/workspaces/{id}/explain", s.explain)

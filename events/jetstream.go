@@ -17,7 +17,8 @@ import (
 
 // StreamOptions configure the streams EnsureStreams creates.
 type StreamOptions struct {
-	// Replicas of each stream; 0 means 1.
+	// Replicas of each stream: 1, 3 or 5; 0 means 1. More than one needs
+	// a NATS cluster of at least that many JetStream servers (ErrReplicas).
 	Replicas int
 	// DuplicateWindow is how long a command id is remembered for dedupe; 0
 	// means 2 minutes (the server's default).
@@ -53,6 +54,9 @@ const retentionKey = "turnstile_rejected_retention"
 func EnsureStreams(ctx context.Context, js jetstream.JetStream, n Names, o StreamOptions) error {
 	if o.Replicas == 0 {
 		o.Replicas = 1
+	}
+	if err := ValidateReplicas(o.Replicas); err != nil {
+		return fmt.Errorf("ensure streams: %w", err)
 	}
 	if o.DuplicateWindow == 0 {
 		o.DuplicateWindow = 2 * time.Minute
@@ -116,7 +120,7 @@ func EnsureStreams(ctx context.Context, js jetstream.JetStream, n Names, o Strea
 	}}
 	for _, cfg := range cfgs {
 		if _, err := js.CreateOrUpdateStream(ctx, cfg); err != nil {
-			return fmt.Errorf("ensure stream %s: %w", cfg.Name, err)
+			return fmt.Errorf("ensure stream %s: %w", cfg.Name, replicasError(err, o.Replicas))
 		}
 	}
 	return nil

@@ -283,6 +283,7 @@ type report struct {
 	Outcomes      int     `json:"outcomes"`
 	Lost          int     `json:"lost"`
 	Duplicated    int     `json:"duplicated"`
+	Misordered    int     `json:"misordered,omitempty"`
 }
 
 func (r report) log(t *testing.T) {
@@ -306,8 +307,15 @@ func (r report) log(t *testing.T) {
 // its first place. It holds where one engine at a time takes commands and
 // a restarted engine handles what the dead one left unfinished first (not
 // between two engines sharing the durable consumer: docs/reliability.md).
-func checkOrder(t *testing.T, cl *client.Client, f streamFigures) {
+//
+// strict fails the test on a violation; otherwise violations are logged
+// (a known defect a scenario documents). It returns their number.
+func checkOrder(t *testing.T, cl *client.Client, f streamFigures, strict bool) int {
 	t.Helper()
+	report := t.Errorf
+	if !strict {
+		report = t.Logf
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	store := cl.Store()
@@ -357,7 +365,7 @@ func checkOrder(t *testing.T, cl *client.Client, f streamFigures) {
 			ws := names.WorkspaceOf(m.Subject)
 			if p, ok := prev[ws]; ok && p.decision > d {
 				if violations++; violations <= 10 {
-					t.Errorf("workspace %s: command %s (command stream seq %d) was decided before command %s (seq %d), which reached the stream first",
+					report("workspace %s: command %s (command stream seq %d) was decided before command %s (seq %d), which reached the stream first",
 						ws, id, m.Sequence, p.id, p.seq)
 				}
 			}
@@ -368,6 +376,7 @@ func checkOrder(t *testing.T, cl *client.Client, f streamFigures) {
 		}
 	}
 	if violations > 0 {
-		t.Errorf("%d commands were decided out of their workspace's order", violations)
+		report("%d commands were decided out of their workspace's order", violations)
 	}
+	return violations
 }

@@ -46,7 +46,7 @@ func TestCrash(t *testing.T) {
 
 	waitQuiet(t, cl, dbURL, l.workspaces, pick(2*time.Minute, 5*time.Minute))
 	f := checkStream(t, cl, l.commands())
-	checkOrder(t, cl, f)
+	checkOrder(t, cl, f, true)
 	checkAuditCLI(t, natsURL)
 	checkRebuild(t, natsURL, dbURL, s.dataDir())
 	t.Logf("serve was restarting for %v in total", s.down)

@@ -112,7 +112,7 @@ commands from another terminal.`,
 		c.GroupID = "lifecycle"
 		root.AddCommand(c)
 	}
-	for _, c := range []*cobra.Command{a.waitCmd(), a.getCmd(), a.listCmd(), a.historyCmd(), a.explainCmd(), a.auditCmd()} {
+	for _, c := range []*cobra.Command{a.waitCmd(), a.getCmd(), a.listCmd(), a.historyCmd(), a.explainCmd(), a.auditCmd(), a.statusCmd()} {
 		c.GroupID = "query"
 		root.AddCommand(c)
 	}

@@ -40,6 +40,7 @@ func (s *service) banner() {
 	} else {
 		row("NATS", s.natsURL+" (given by --nats-url)")
 	}
+	row("Replicas", fmt.Sprintf("%d of every stream (--replicas; 'turnstile status' shows leaders and lag)", s.replicas))
 	row("PostgreSQL", s.db.describe())
 	switch s.backend.kind {
 	case kindSim:

@@ -49,6 +49,7 @@ type service struct {
 	apiTokens    apiTokenSource
 	httpTLS      *apiCertificate // nil: plain HTTP
 	httpLoopback bool
+	replicas     int // of every stream
 
 	// Wired by one part of start, used by later ones.
 	life     context.Context // until close; see start
@@ -237,7 +238,10 @@ func (s *service) startNATS(ctx context.Context) error {
 	if retention == 0 {
 		retention = -1 // for ever
 	}
-	return events.EnsureStreams(ctx, js, s.names, events.StreamOptions{RejectedRetention: retention})
+	if s.replicas, err = s.streamReplicas(ctx, js); err != nil {
+		return err
+	}
+	return s.ensureStreams(ctx, js, events.StreamOptions{RejectedRetention: retention, Replicas: s.replicas})
 }
 
 // store opens the event store on the NATS connection of the part name.
