@@ -58,7 +58,8 @@ func TestCluster(t *testing.T) {
 		testenv.Eventually(t, 2*time.Minute, "the load to reach its next fault", func() bool {
 			return l.done.Load() >= at || ctx.Err() != nil
 		})
-		victim, what := -1, ""
+		var victim int
+		var what string
 		switch {
 		case i == 0 || (i > 1 && r.IntN(3) == 0):
 			victim, what = c.WaitMetaLeader(t, 30*time.Second), "meta leader"
