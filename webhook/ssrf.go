@@ -16,8 +16,10 @@ var ErrForbiddenAddress = errors.New("webhook destination is not a public addres
 
 // internal are the ranges not named by netip's predicates that still
 // reach inside: "this network", shared address space (RFC 6598), IETF
-// protocol assignments, benchmarking, the reserved block, NAT64 (which
-// may embed any IPv4 address), discard-only, and documentation blocks.
+// protocol assignments, benchmarking, the reserved block, NAT64, and the
+// other IPv6 forms that embed an IPv4 address a host with the matching
+// tunnel or translator routes to (IPv4-compatible, SIIT, 6to4, Teredo),
+// the deprecated site-local block, discard-only, and documentation blocks.
 var internal = []netip.Prefix{
 	netip.MustParsePrefix("0.0.0.0/8"),
 	netip.MustParsePrefix("100.64.0.0/10"),
@@ -29,6 +31,11 @@ var internal = []netip.Prefix{
 	netip.MustParsePrefix("240.0.0.0/4"),
 	netip.MustParsePrefix("64:ff9b::/96"),
 	netip.MustParsePrefix("64:ff9b:1::/48"),
+	netip.MustParsePrefix("::/96"),
+	netip.MustParsePrefix("::ffff:0:0:0/96"),
+	netip.MustParsePrefix("2002::/16"),
+	netip.MustParsePrefix("2001::/32"),
+	netip.MustParsePrefix("fec0::/10"),
 	netip.MustParsePrefix("100::/64"),
 	netip.MustParsePrefix("2001:db8::/32"),
 }
