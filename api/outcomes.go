@@ -87,7 +87,7 @@ func (s *Server) outcomes(w http.ResponseWriter, r *http.Request) {
 		s.follow(w, r, p.after, func(ctx context.Context, out chan<- sseItem) error {
 			return readOutcomes(ctx, store, id, from, true, func(o Outcome) error {
 				return send(ctx, out, sseItem{id: o.StreamSeq, ev: o})
-			})
+			}, nil)
 		})
 		return
 	}
@@ -95,6 +95,7 @@ func (s *Server) outcomes(w http.ResponseWriter, r *http.Request) {
 		p.limit = DefaultPageLimit
 	}
 	page := OutcomePage{Workspace: id, Outcomes: []Outcome{}}
+	scanned := 0
 	err = readOutcomes(r.Context(), store, id, from, false, func(o Outcome) error {
 		if len(page.Outcomes) == p.limit {
 			next := page.Outcomes[len(page.Outcomes)-1].StreamSeq
@@ -102,6 +103,14 @@ func (s *Server) outcomes(w http.ResponseWriter, r *http.Request) {
 			return errPageDone
 		}
 		page.Outcomes = append(page.Outcomes, o)
+		return nil
+	}, func(seq uint64) error {
+		// The read's cost is what it scans, not what it keeps: stop at
+		// the budget and let the cursor carry on from here.
+		if scanned++; scanned >= s.cfg.MaxOutcomeScan {
+			page.NextAfter = &seq
+			return errPageDone
+		}
 		return nil
 	})
 	if err != nil && !errors.Is(err, errPageDone) {
@@ -135,8 +144,12 @@ func firstEventSeq(ctx context.Context, store *events.Store, id string) (uint64,
 // readOutcomes calls fn for each readable outcome of workspace id from
 // stream sequence from on: with follow, including those stored later,
 // until ctx ends or fn fails; without, up to the newest one at the time of
-// the call.
-func readOutcomes(ctx context.Context, store *events.Store, id string, from uint64, follow bool, fn func(Outcome) error) error {
+// the call. Without follow, scanned (if set) is called with the stream
+// sequence of each outcome read, of any workspace, but the last; its
+// error ends the read as fn's does.
+func readOutcomes(ctx context.Context, store *events.Store, id string, from uint64, follow bool,
+	fn func(Outcome) error, scanned func(seq uint64) error,
+) error {
 	subject := store.Names().Outcomes()
 	st, err := store.JetStream().Stream(ctx, store.Names().EventStream())
 	if err != nil {
@@ -181,6 +194,11 @@ func readOutcomes(ctx context.Context, store *events.Store, id string, from uint
 		}
 		if !follow && md.NumPending == 0 {
 			return nil
+		}
+		if scanned != nil {
+			if err := scanned(md.Sequence.Stream); err != nil {
+				return err
+			}
 		}
 	}
 }
