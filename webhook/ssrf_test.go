@@ -23,6 +23,9 @@ func TestPublicAddr(t *testing.T) {
 		{"::7f00:1", false}, {"::a00:1", false}, {"::ffff:0:7f00:1", false}, {"2002:7f00:1::1", false},
 		{"2002:a9fe:a9fe::1", false}, {"2001:0:4136:e378:8000:63bf:3fff:fdd2", false}, {"fec0::1", false},
 		{"2001:4860:4860::8888", true},
+		// NAT64's well-known prefix is how an IPv6-only host with DNS64
+		// reaches an IPv4 receiver: judged by the IPv4 address it carries.
+		{"64:ff9b::808:808", true}, {"64:ff9b::a00:1", false}, {"64:ff9b::a9fe:a9fe", false},
 	} {
 		if got := publicAddr(netip.MustParseAddr(tc.addr)); got != tc.public {
 			t.Errorf("publicAddr(%s) = %v, want %v", tc.addr, got, tc.public)
