@@ -128,3 +128,29 @@ func TestWorkspaceOutcomesScanBounded(t *testing.T) {
 		t.Fatalf("outcomes of oc over the pages: %+v", got)
 	}
 }
+
+// A position past the API's integers (openapi.json's int64) is a bad
+// field, on every route that reads one: after+1 wrapped to 0, which
+// answered the whole list on outcomes and 500 on /v1/events.
+func TestPositionOutOfRange(t *testing.T) {
+	e := newEnv(t, envOptions{noReadModel: true})
+	e.create(t, "oc")
+	const huge = "9223372036854775808" // MaxInt64+1
+	for _, tc := range []struct{ path, field, header string }{
+		{"/v1/workspaces/oc/outcomes?after=" + huge, "after", ""},
+		{"/v1/workspaces/oc/outcomes?after=18446744073709551615", "after", ""},
+		{"/v1/events?after=18446744073709551615", "after", ""},
+		{"/v1/workspaces/oc/events?since=" + huge, "since", ""},
+		{"/v1/workspaces/oc/outcomes", "Last-Event-ID", "18446744073709551615"},
+	} {
+		var headers []string
+		if tc.header != "" {
+			headers = []string{"Last-Event-ID", tc.header}
+		}
+		r := e.do(t, "GET", tc.path, "", headers...)
+		e.wantStatus(t, r, http.StatusBadRequest)
+		if b := r.errorBody(t); b.Field != tc.field {
+			t.Fatalf("%s: field %q, want %q: %s", tc.path, b.Field, tc.field, r.body)
+		}
+	}
+}
