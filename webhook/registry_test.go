@@ -46,6 +46,7 @@ func TestAddRefusesBadSpecs(t *testing.T) {
 		// since+1 is where the replay starts: the largest sequence would
 		// wrap to 0.
 		{"SinceOverflow", webhook.Spec{URL: "https://example.com/x", Since: new(uint64(math.MaxUint64))}, "since"},
+		{"SinceBeyondInt64", webhook.Spec{URL: "https://example.com/x", Since: new(uint64(math.MaxInt64) + 1)}, "since"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := reg.Add(t.Context(), tc.spec)

@@ -121,8 +121,9 @@ func checkSpec(s Spec, allowPrivate bool) (Spec, error) {
 	if err := checkURL(s.URL, allowPrivate); err != nil {
 		return Spec{}, err
 	}
-	if s.Since != nil && *s.Since == math.MaxUint64 {
-		// The replay starts at since+1, which would wrap to 0.
+	if s.Since != nil && *s.Since > math.MaxInt64 {
+		// The API's integers are int64s; and the replay starts at since+1,
+		// which the largest uint64 would wrap to 0.
 		return Spec{}, invalid("since", "%d is past any stream sequence", *s.Since)
 	}
 	evs := slices.Clone(s.Events)
