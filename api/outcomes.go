@@ -84,7 +84,7 @@ func (s *Server) outcomes(w http.ResponseWriter, r *http.Request) {
 		s.follow(w, r, p.after, func(ctx context.Context, out chan<- sseItem) error {
 			return readOutcomes(ctx, store, id, from, true, func(o Outcome) error {
 				return send(ctx, out, sseItem{id: o.StreamSeq, ev: o})
-			})
+			}, nil)
 		})
 		return
 	}
@@ -92,6 +92,7 @@ func (s *Server) outcomes(w http.ResponseWriter, r *http.Request) {
 		p.limit = DefaultPageLimit
 	}
 	page := OutcomePage{Workspace: id, Outcomes: []Outcome{}}
+	scanned := 0
 	err = readOutcomes(r.Context(), store, id, from, false, func(o Outcome) error {
 		if len(page.Outcomes) == p.limit {
 			next := page.Outcomes[len(page.Outcomes)-1].StreamSeq
@@ -99,6 +100,14 @@ func (s *Server) outcomes(w http.ResponseWriter, r *http.Request) {
 			return errPageDone
 		}
 		page.Outcomes = append(page.Outcomes, o)
+		return nil
+	}, func(seq uint64) error {
+		// The read's cost is what it scans, not what it keeps: stop at
+		// the budget and let the cursor carry on from here.
+		if scanned++; scanned >= s.cfg.MaxOutcomeScan {
+			page.NextAfter = &seq
+			return errPageDone
+		}
 		return nil
 	})
 	if err != nil && !errors.Is(err, errPageDone) {
@@ -111,9 +120,21 @@ func (s *Server) outcomes(w http.ResponseWriter, r *http.Request) {
 // readOutcomes calls fn for each readable outcome of workspace id from
 // stream sequence from on: with follow, including those stored later,
 // until ctx ends or fn fails; without, up to the newest one at the time of
-// the call.
-func readOutcomes(ctx context.Context, store *events.Store, id string, from uint64, follow bool, fn func(Outcome) error) error {
+// the call. Without follow, scanned (if set) is called with the stream
+// sequence of each outcome read, of any workspace, but the last; its
+// error ends the read as fn's does.
+func readOutcomes(ctx context.Context, store *events.Store, id string, from uint64, follow bool,
+	fn func(Outcome) error, scanned func(seq uint64) error,
+) error {
+	var prev uint64 // the record read before this one; 0: none yet
 	err := store.Outcomes(ctx, from, follow, func(r events.Record) error {
+		if prev != 0 && scanned != nil && !follow {
+			// Called for the one before: so never for the last.
+			if err := scanned(prev); err != nil {
+				return err
+			}
+		}
+		prev = r.StreamSeq
 		if r.Outcome == nil || r.Outcome.Workspace != id {
 			return nil
 		}

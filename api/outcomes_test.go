@@ -91,3 +91,66 @@ func TestWorkspaceOutcomes(t *testing.T) {
 		e.wantStatus(t, r, http.StatusBadRequest)
 	})
 }
+
+// A page reads at most MaxOutcomeScan outcomes of all workspaces: one
+// workspace among many busy ones costs a bounded read per request, and
+// the cursor carries the rest over to the next pages.
+func TestWorkspaceOutcomesScanBounded(t *testing.T) {
+	const scan = 3
+	e := newEnv(t, envOptions{noReadModel: true, configure: func(c *api.Config) { c.MaxOutcomeScan = scan }})
+	e.create(t, "oc")
+	for i := range 5 {
+		e.create(t, "busy"+strconv.Itoa(i))
+	}
+	e.wantStatus(t, e.do(t, "POST", "/v1/workspaces/oc/restart", ""), http.StatusConflict)
+
+	var got []api.Outcome
+	after, pages := "", 0
+	for {
+		var p api.OutcomePage
+		e.do(t, "GET", "/v1/workspaces/oc/outcomes?limit=100"+after, "").decode(t, &p)
+		pages++
+		got = append(got, p.Outcomes...)
+		if p.NextAfter == nil {
+			break
+		}
+		if pages > 10 {
+			t.Fatalf("no end after %d pages: %+v", pages, got)
+		}
+		after = "&after=" + strconv.FormatUint(*p.NextAfter, 10)
+	}
+	// oc's create, five others, oc's refused restart: 7 outcomes read,
+	// at most 3 a page.
+	if pages < 3 {
+		t.Fatalf("%d pages for 7 outcomes read at most %d a page", pages, scan)
+	}
+	if len(got) != 2 || got[0].Command != fsm.Create || got[1].Command != fsm.Restart || got[1].Outcome != fsm.Rejected {
+		t.Fatalf("outcomes of oc over the pages: %+v", got)
+	}
+}
+
+// A position past the API's integers (openapi.json's int64) is a bad
+// field, on every route that reads one: after+1 wrapped to 0, which
+// answered the whole list on outcomes and 500 on /v1/events.
+func TestPositionOutOfRange(t *testing.T) {
+	e := newEnv(t, envOptions{noReadModel: true})
+	e.create(t, "oc")
+	const huge = "9223372036854775808" // MaxInt64+1
+	for _, tc := range []struct{ path, field, header string }{
+		{"/v1/workspaces/oc/outcomes?after=" + huge, "after", ""},
+		{"/v1/workspaces/oc/outcomes?after=18446744073709551615", "after", ""},
+		{"/v1/events?after=18446744073709551615", "after", ""},
+		{"/v1/workspaces/oc/events?since=" + huge, "since", ""},
+		{"/v1/workspaces/oc/outcomes", "Last-Event-ID", "18446744073709551615"},
+	} {
+		var headers []string
+		if tc.header != "" {
+			headers = []string{"Last-Event-ID", tc.header}
+		}
+		r := e.do(t, "GET", tc.path, "", headers...)
+		e.wantStatus(t, r, http.StatusBadRequest)
+		if b := r.errorBody(t); b.Field != tc.field {
+			t.Fatalf("%s: field %q, want %q: %s", tc.path, b.Field, tc.field, r.body)
+		}
+	}
+}

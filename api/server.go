@@ -52,6 +52,11 @@ type Config struct {
 	// MaxWaits caps the /wait requests open at once; beyond it /wait
 	// answers 429 with Retry-After. Default DefaultMaxWaits.
 	MaxWaits int
+	// MaxOutcomeScan bounds how many outcomes, of every workspace, one
+	// page of GET .../outcomes reads: a workspace among busy ones answers
+	// a short page with next_after rather than scanning the whole
+	// stream. Default DefaultMaxOutcomeScan.
+	MaxOutcomeScan int
 	// Registerer, when set, registers the API's own metrics.
 	Registerer prometheus.Registerer
 	// Provisioner is the provisioner kind, "docker" or "sim", for /readyz.
@@ -106,6 +111,9 @@ func (c *Config) setDefaults() {
 	if c.EngineDurable == "" {
 		c.EngineDurable = DefaultEngineDurable
 	}
+	if c.MaxOutcomeScan <= 0 {
+		c.MaxOutcomeScan = DefaultMaxOutcomeScan
+	}
 	if c.MaxWaits <= 0 {
 		c.MaxWaits = DefaultMaxWaits
 	}
@@ -126,6 +134,9 @@ type Server struct {
 
 // DefaultMaxWaits is Config.MaxWaits's default.
 const DefaultMaxWaits = 256
+
+// DefaultMaxOutcomeScan is Config.MaxOutcomeScan's default.
+const DefaultMaxOutcomeScan = 10000
 
 // WaitGrace is how long past its timeout a /wait may take to be answered.
 const WaitGrace = 30 * time.Second

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"net/http"
 	"strconv"
 	"time"
@@ -105,8 +106,10 @@ func parsePosition(r *http.Request) (position, error) {
 	}
 	q := r.URL.Query()
 	seq := func(field, v string) (uint64, error) {
+		// At most MaxInt64, openapi.json's integers: the largest uint64
+		// would also wrap the read's start (after+1) to 0.
 		n, err := strconv.ParseUint(v, 10, 64)
-		if err != nil {
+		if err != nil || n > math.MaxInt64 {
 			return 0, badField(field, fmt.Sprintf("%q is not a sequence number", v))
 		}
 		return n, nil

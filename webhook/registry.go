@@ -207,13 +207,18 @@ func (r *Registry) Remove(ctx context.Context, id string) error {
 	if _, err := r.Get(ctx, id); err != nil {
 		return err
 	}
-	// Purge, not Delete: the secret goes with the value.
-	if err := r.kv.Purge(ctx, id); err != nil {
-		return fmt.Errorf("%w: remove webhook %s: %w", ErrUnavailable, id, err)
-	}
+	// Once begun, finish whether or not the caller waits (the NATS
+	// client's own timeout bounds each step). The consumer goes first:
+	// should the purge fail, the entry is still there for another remove,
+	// whereas a consumer without its entry could never be removed.
+	ctx = context.WithoutCancel(ctx)
 	err := r.js.DeleteConsumer(ctx, r.names.EventStream(), Durable(id))
 	if err != nil && !errors.Is(err, jetstream.ErrConsumerNotFound) {
 		return fmt.Errorf("%w: delete consumer of webhook %s: %w", ErrUnavailable, id, err)
+	}
+	// Purge, not Delete: the secret goes with the value.
+	if err := r.kv.Purge(ctx, id); err != nil {
+		return fmt.Errorf("%w: remove webhook %s: %w", ErrUnavailable, id, err)
 	}
 	return nil
 }

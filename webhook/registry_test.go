@@ -3,6 +3,7 @@ package webhook_test
 import (
 	"encoding/json"
 	"errors"
+	"math"
 	"strings"
 	"testing"
 
@@ -40,6 +41,12 @@ func TestAddRefusesBadSpecs(t *testing.T) {
 		{"Unspecified", webhook.Spec{URL: "http://0.0.0.0/x"}, "url"},
 		{"Long", webhook.Spec{URL: "https://example.com/" + strings.Repeat("a", webhook.MaxURLLen)}, "url"},
 		{"UnknownEvent", webhook.Spec{URL: "https://example.com/x", Events: []fsm.EventType{"workspace.exploded"}}, "events"},
+		{"SixToFourLoopback", webhook.Spec{URL: "http://[2002:7f00:1::1]/x"}, "url"},
+		{"IPv4CompatibleLoopback", webhook.Spec{URL: "http://[::127.0.0.1]/x"}, "url"},
+		// since+1 is where the replay starts: the largest sequence would
+		// wrap to 0.
+		{"SinceOverflow", webhook.Spec{URL: "https://example.com/x", Since: new(uint64(math.MaxUint64))}, "since"},
+		{"SinceBeyondInt64", webhook.Spec{URL: "https://example.com/x", Since: new(uint64(math.MaxInt64) + 1)}, "since"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := reg.Add(t.Context(), tc.spec)

@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"math"
 	"net/url"
 	"regexp"
 	"slices"
@@ -119,6 +120,11 @@ func newSecret() (string, error) {
 func checkSpec(s Spec, allowPrivate bool) (Spec, error) {
 	if err := checkURL(s.URL, allowPrivate); err != nil {
 		return Spec{}, err
+	}
+	if s.Since != nil && *s.Since > math.MaxInt64 {
+		// The API's integers are int64s; and the replay starts at since+1,
+		// which the largest uint64 would wrap to 0.
+		return Spec{}, invalid("since", "%d is past any stream sequence", *s.Since)
 	}
 	evs := slices.Clone(s.Events)
 	for _, e := range evs {
