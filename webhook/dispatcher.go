@@ -9,6 +9,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"net/url"
 	"strconv"
 	"sync"
 	"time"
@@ -226,7 +227,7 @@ func (d *Dispatcher) apply(ctx context.Context, e jetstream.KeyValueEntry) {
 		rctx, cancel := context.WithCancel(ctx)
 		d.runners[id] = cancel
 		d.wg.Go(func() { d.run(rctx, h) })
-		d.log.Info("webhook delivering", "webhook", id, "url", h.URL)
+		d.log.Info("webhook delivering", "webhook", id, "destination", destination(h.URL))
 	}
 }
 
@@ -400,7 +401,7 @@ func (d *Dispatcher) failed(ctx context.Context, log *slog.Logger, h Webhook, en
 	if attempt%10 == 1 {
 		lvl = slog.LevelWarn // the first failure and every tenth: a dead receiver must not flood the log
 	}
-	log.Log(ctx, lvl, "webhook delivery failed; retrying", "url", h.URL, "stream_seq", env.StreamSeq,
+	log.Log(ctx, lvl, "webhook delivery failed; retrying", "destination", destination(h.URL), "stream_seq", env.StreamSeq,
 		"type", env.Type, "attempt", attempt, "reason", reason, "err", err)
 	return goretry.RetryableError(err)
 }
@@ -481,4 +482,14 @@ func (d *Dispatcher) post(ctx context.Context, h Webhook, env events.Envelope, b
 		return ReasonStatus, fmt.Errorf("%s answered %s", h.URL, resp.Status)
 	}
 	return "", nil
+}
+
+// destination is what the logs say of a receiver URL: its scheme and
+// host. A path or query may carry the receiver's own token.
+func destination(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return "(unparsable)"
+	}
+	return u.Scheme + "://" + u.Host
 }

@@ -326,7 +326,7 @@ func (s *service) startProvisioning(ctx context.Context) error {
 		return err
 	}
 	s.push("provisioning client", func(context.Context) error { return provClient.Close() })
-	stopProv, err := startProvisioning(context.WithoutCancel(ctx), provisioningDeps{
+	stopProv, err := startProvisioning(s.life, provisioningDeps{
 		NC: s.conns["provisioning"], Store: provStore, Client: provClient, Provisioner: s.backend.prov,
 		Installation: s.installation, Logger: log.With("component", "provisioning"), Registry: s.reg,
 		Deadlines: cfg.deadlines(), MaxActions: cfg.maxActions, Secrets: s.secretResolver(),

@@ -70,7 +70,8 @@ async function follow(path, onItem, onState, signal) {
       if (r.status === 401) throw new Unauthorized();
       if (!r.ok) {
         const b = await r.json().catch(() => ({}));
-        throw new (r.status === 404 ? NotFound : Error)(b.message || 'HTTP ' + r.status);
+        // A missing workspace or a bad id (400) stays so: shown, not retried.
+        throw new (r.status === 404 || r.status === 400 ? NotFound : Error)(b.message || 'HTTP ' + r.status);
       }
       onState('live', '');
       const reader = r.body.pipeThrough(new TextDecoderStream()).getReader();
