@@ -17,8 +17,9 @@
 //     read also names the newest event in the stream.
 //   - Waiting (GET .../wait) watches the event store, the source of truth,
 //     not the read model: 200 once the state is reached, 408 at the timeout.
-//   - Never open: every route but /healthz and /readyz needs a bearer token
-//     (at least MinTokenLength characters) of Config.Tokens, and the
+//   - Never open: every route but /healthz, /readyz and the timeline
+//     page's static files (package ui, which hold no data) needs a bearer
+//     token (at least MinTokenLength characters) of Config.Tokens, and the
 //     commands it sends are recorded with the actor "api:<token name>".
 //   - Writes only from programs: a write whose Content-Type is not
 //     application/json is refused (415), a browser's cross-origin write is
@@ -28,8 +29,9 @@
 //   - Watchable: the events routes page (after, since, limit, a next_after
 //     cursor) or, with follow=1, stream Server-Sent Events whose id is the
 //     event's sequence, so a reconnect with Last-Event-ID gets every later
-//     event once; each event says its cause. Explain says what a workspace
-//     waits for. A query parameter a route does not take is refused (400).
+//     event once; each event says its cause. The outcomes route pages and
+//     follows the same way what became of each command, refused and stale
+//     ones included. Explain says what a workspace waits for. A query parameter a route does not take is refused (400).
 //   - Bounded: a request body must arrive within ReadTimeout, an answer be
 //     written within WriteTimeout (a /wait within its timeout plus
 //     WaitGrace; each write of a follow stream within WriteTimeout), and

@@ -1,11 +1,16 @@
 package api
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
+	"net"
 	"net/http"
 
+	"github.com/jackc/pgx/v5/pgconn"
+
 	"github.com/turnstile-dev/turnstile/client"
+	"github.com/turnstile-dev/turnstile/events"
 	"github.com/turnstile-dev/turnstile/fsm"
 )
 
@@ -13,8 +18,8 @@ import (
 const (
 	CodeUnauthorized = "unauthorized" // no or wrong bearer token
 	CodeTimeout      = "timeout"      // no outcome or state before the deadline
-	CodeUnavailable  = "unavailable"  // NATS or PostgreSQL did not answer
-	CodeInternal     = "internal"     // anything else; details are logged, not shown
+	CodeUnavailable  = "unavailable"  // 503: NATS or PostgreSQL did not answer
+	CodeInternal     = "internal"     // 500: anything else; details are logged, not shown
 	// CodeIDReused: the Idempotency-Key was used by a different request.
 	CodeIDReused = "id_reused"
 	// Refusals of the guards every request passes (guard.go).
@@ -115,9 +120,26 @@ func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 		writeJSON(w, http.StatusBadRequest, ErrorBody{Code: string(fsm.CodeInvalid), Message: fe.Error(), Field: fe.field})
 	case errors.As(err, &rej):
 		writeJSON(w, StatusOf(rej.Code), rejectionBody(rej, ""))
-	default:
+	case unavailable(err):
 		s.log.Error("api: request failed", "method", r.Method, "path", r.URL.Path, "err", err)
 		writeJSON(w, http.StatusServiceUnavailable, ErrorBody{Code: CodeUnavailable,
-			Message: "the request could not be completed; see the server log, then retry"})
+			Message: "NATS or PostgreSQL did not answer; see the server log, then retry"})
+	default:
+		// Not known to be passing: a retry may not help, so no 503.
+		s.log.Error("api: request failed", "method", r.Method, "path", r.URL.Path, "err", err)
+		writeJSON(w, http.StatusInternalServerError, ErrorBody{Code: CodeInternal,
+			Message: "the request could not be completed; see the server log"})
 	}
+}
+
+// unavailable reports whether err says NATS or PostgreSQL could not be
+// reached or did not answer in time: a failure that a retry may get past.
+// It classifies by the libraries' error values and types, never by text.
+func unavailable(err error) bool {
+	if events.IsUnavailable(err) || errors.Is(err, context.DeadlineExceeded) {
+		return true
+	}
+	var connect *pgconn.ConnectError
+	var netErr net.Error
+	return errors.As(err, &connect) || errors.As(err, &netErr) || pgconn.Timeout(err) || pgconn.SafeToRetry(err)
 }

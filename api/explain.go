@@ -7,9 +7,6 @@ import (
 	"net/http"
 	"time"
 
-	"github.com/nats-io/nats.go/jetstream"
-	"github.com/synadia-io/orbit.go/jetstreamext"
-
 	"github.com/turnstile-dev/turnstile/events"
 	"github.com/turnstile-dev/turnstile/fsm"
 	"github.com/turnstile-dev/turnstile/read"
@@ -135,49 +132,14 @@ func actionKind(st fsm.Status) string {
 // floor that have no outcome, as the engine finds its unfinished ones
 // (engine/recover.go): everything below the floor was decided.
 func queued(ctx context.Context, store *events.Store, id, durable string) ([]QueuedCommand, error) {
-	n := store.Names()
-	js := store.JetStream()
-	from := uint64(1)
-	cons, err := js.Consumer(ctx, n.CommandStream(), durable)
-	switch {
-	case err == nil:
-		from = cons.CachedInfo().AckFloor.Stream + 1
-	case errors.Is(err, jetstream.ErrConsumerNotFound):
-		// No engine ever ran: every command is undecided.
-	default:
-		return nil, fmt.Errorf("explain %s: engine consumer %s: %w", id, durable, err)
+	pending, err := store.PendingCommands(ctx, id, durable, maxQueuedScan)
+	if err != nil {
+		return nil, fmt.Errorf("explain %s: %w", id, err)
 	}
-	out := []QueuedCommand{}
-	for next, scanned := from, 0; scanned < maxQueuedScan; {
-		msgs, err := jetstreamext.GetBatch(ctx, js, n.CommandStream(), 256,
-			jetstreamext.GetBatchSeq(next), jetstreamext.GetBatchSubject(n.Command(id)))
-		if err != nil {
-			return nil, fmt.Errorf("explain %s: read commands: %w", id, err)
-		}
-		got := 0
-		for m, err := range msgs {
-			if errors.Is(err, jetstreamext.ErrNoMessages) {
-				break
-			}
-			if err != nil {
-				return nil, fmt.Errorf("explain %s: read commands from stream sequence %d: %w", id, next, err)
-			}
-			got, scanned, next = got+1, scanned+1, m.Sequence+1
-			cmd, err := events.DecodeCommand(m.Data, id)
-			if err != nil {
-				continue // unreadable: the engine refuses it, it waits for nothing
-			}
-			_, done, err := store.Outcome(ctx, cmd.ID)
-			if err != nil {
-				return nil, fmt.Errorf("explain %s: %w", id, err)
-			}
-			if !done {
-				out = append(out, QueuedCommand{CommandID: cmd.ID, Type: cmd.Type, Actor: cmd.Actor, QueuedAt: m.Time, StreamSeq: m.Sequence})
-			}
-		}
-		if got == 0 {
-			break
-		}
+	out := make([]QueuedCommand, 0, len(pending))
+	for _, p := range pending {
+		out = append(out, QueuedCommand{CommandID: p.Command.ID, Type: p.Command.Type, Actor: p.Command.Actor,
+			QueuedAt: p.Time, StreamSeq: p.StreamSeq})
 	}
 	return out, nil
 }

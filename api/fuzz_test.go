@@ -25,6 +25,7 @@ import (
 	"github.com/turnstile-dev/turnstile/fsm"
 	"github.com/turnstile-dev/turnstile/internal/testenv"
 	"github.com/turnstile-dev/turnstile/migrations"
+	"github.com/turnstile-dev/turnstile/ui"
 )
 
 // The fuzz targets below drive the real handler (routing, authorization,
@@ -34,7 +35,8 @@ import (
 //
 //   - the handler never panics;
 //   - every answer is one JSON object with Content-Type application/json,
-//     except ServeMux's redirect of a non-canonical path (3xx, no effect);
+//     except ServeMux's redirect of a non-canonical path (3xx, no effect)
+//     and the timeline page's files (package ui, with its CSP);
 //   - no answer is a 5xx: the server is healthy, so a 5xx can only be bad
 //     input the handler failed to recognise (one whose server log blames a
 //     timeout inside the server is sent once more, and fails if it 5xx's
@@ -270,6 +272,13 @@ func (fs *fuzzServer) serveOnce(t *testing.T, method, target string, body []byte
 		fs.unchanged(t, before, after, desc) // a follow stream (issue 14 item 1) only reads
 		return false
 	}
+	if ui.Public(r.URL.Path) && rec.Header().Get("Content-Security-Policy") == ui.CSP {
+		if r.Method != http.MethodGet && r.Method != http.MethodHead {
+			t.Fatalf("the page answered a %s: %s", r.Method, desc())
+		}
+		fs.unchanged(t, before, after, desc) // the timeline page's files (or their 404) only read
+		return false
+	}
 	if ct := rec.Header().Get("Content-Type"); ct != "application/json" {
 		t.Fatalf("Content-Type %q: %s", ct, desc())
 	}
@@ -481,6 +490,13 @@ func FuzzReadRoutes(f *testing.F) {
 		{"/v1/workspaces/beta/events?follow=1", ""},
 		{"/v1/workspaces/beta/explain", ""},
 		{"/v1/workspaces/beta?watch=true", ""},
+		{"/v1/workspaces/beta/outcomes", ""},
+		{"/v1/workspaces/beta/outcomes?limit=1&after=x", ""},
+		{"/", "Authorization: none"},
+		{"/ui/app.js", ""},
+		{"/ui/nothing.js", ""},
+		{"/ui/../v1/workspaces", "Authorization: none"},
+		{"/ui/", ""},
 	} {
 		f.Add("GET", s.target, []byte(nil), s.headers)
 	}

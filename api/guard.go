@@ -9,6 +9,8 @@ import (
 	"net/http"
 	"strings"
 	"time"
+
+	"github.com/turnstile-dev/turnstile/ui"
 )
 
 // The guards every request passes before its route, outermost first:
@@ -85,11 +87,13 @@ func IsLoopbackHost(hostport string) bool {
 }
 
 // authorize requires a configured bearer token on every route except the
-// health checks (which say nothing about workspaces), and puts the token's
-// name in the request's context for the actor of its commands.
+// health checks (which say nothing about workspaces) and the timeline
+// page's static files (which hold no data: the page sends the token on its
+// own API requests), and puts the token's name in the request's context
+// for the actor of its commands.
 func (s *Server) authorize(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.URL.Path == "/healthz" || r.URL.Path == "/readyz" {
+		if r.URL.Path == "/healthz" || r.URL.Path == "/readyz" || ui.Public(r.URL.Path) {
 			next.ServeHTTP(w, r)
 			return
 		}

@@ -1,6 +1,12 @@
 package api
 
-import "github.com/turnstile-dev/turnstile/read"
+import (
+	"context"
+
+	"github.com/turnstile-dev/turnstile/events"
+	"github.com/turnstile-dev/turnstile/fsm"
+	"github.com/turnstile-dev/turnstile/read"
+)
 
 // The views of package read that the API answers with, under the names
 // its clients and docs know.
@@ -23,3 +29,17 @@ const (
 
 // ErrNoWorkspace is read.ErrNoWorkspace.
 var ErrNoWorkspace = read.ErrNoWorkspace
+
+// EventIn describes env, looking up in store the state it moved the
+// workspace from: an event as GET /v1/events shows it, and as webhook
+// deliveries carry it.
+func EventIn(ctx context.Context, store *events.Store, env events.Envelope) (Event, error) {
+	from := fsm.None
+	if env.Seq > 1 {
+		var err error
+		if from, err = statusBefore(ctx, store, env); err != nil {
+			return Event{}, err
+		}
+	}
+	return read.EventOf(env, from), nil
+}

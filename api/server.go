@@ -18,6 +18,7 @@ import (
 	"github.com/turnstile-dev/turnstile/client"
 	"github.com/turnstile-dev/turnstile/events"
 	"github.com/turnstile-dev/turnstile/fsm"
+	"github.com/turnstile-dev/turnstile/ui"
 )
 
 // Config wires a Server. Client and Store are required; without Pool the
@@ -51,6 +52,11 @@ type Config struct {
 	// MaxWaits caps the /wait requests open at once; beyond it /wait
 	// answers 429 with Retry-After. Default DefaultMaxWaits.
 	MaxWaits int
+	// MaxOutcomeScan bounds how many outcomes, of every workspace, one
+	// page of GET .../outcomes reads: a workspace among busy ones answers
+	// a short page with next_after rather than scanning the whole
+	// stream. Default DefaultMaxOutcomeScan.
+	MaxOutcomeScan int
 	// Registerer, when set, registers the API's own metrics.
 	Registerer prometheus.Registerer
 	// Provisioner is the provisioner kind, "docker" or "sim", for /readyz.
@@ -71,6 +77,9 @@ type Config struct {
 	// Deadlines are serve's deadlines per in-flight state, for explain;
 	// a state without one shows no deadline.
 	Deadlines map[fsm.Status]time.Duration
+	// Webhooks, when set, serves /v1/webhooks; without it those routes
+	// answer 503.
+	Webhooks Webhooks
 	// EngineDurable is the engine's durable consumer on the command
 	// stream, for explain's queued commands; default "turnstile-engine".
 	EngineDurable string
@@ -102,6 +111,9 @@ func (c *Config) setDefaults() {
 	if c.EngineDurable == "" {
 		c.EngineDurable = DefaultEngineDurable
 	}
+	if c.MaxOutcomeScan <= 0 {
+		c.MaxOutcomeScan = DefaultMaxOutcomeScan
+	}
 	if c.MaxWaits <= 0 {
 		c.MaxWaits = DefaultMaxWaits
 	}
@@ -122,6 +134,9 @@ type Server struct {
 
 // DefaultMaxWaits is Config.MaxWaits's default.
 const DefaultMaxWaits = 256
+
+// DefaultMaxOutcomeScan is Config.MaxOutcomeScan's default.
+const DefaultMaxOutcomeScan = 10000
 
 // WaitGrace is how long past its timeout a /wait may take to be answered.
 const WaitGrace = 30 * time.Second
@@ -150,16 +165,22 @@ func New(cfg Config) (*Server, error) {
 	mux.HandleFunc("POST /v1/workspaces/{id}/stop", s.command(fsm.Stop))
 	mux.HandleFunc("POST /v1/workspaces/{id}/restart", s.command(fsm.Restart))
 	mux.HandleFunc("PUT /v1/workspaces/{id}/spec", s.configure)
+	mux.HandleFunc("GET /v1/cluster", s.cluster)
 	mux.HandleFunc("GET /v1/workspaces/{id}/events", s.events)
 	mux.HandleFunc("GET /v1/workspaces/{id}/wait", s.wait)
 	mux.HandleFunc("GET /v1/workspaces/{id}/explain", s.explain)
+	mux.HandleFunc("GET /v1/workspaces/{id}/outcomes", s.outcomes)
 	mux.HandleFunc("GET /v1/events", s.streamEvents)
+	mux.HandleFunc("POST /v1/webhooks", s.addWebhook)
+	mux.HandleFunc("GET /v1/webhooks", s.listWebhooks)
+	mux.HandleFunc("DELETE /v1/webhooks/{id}", s.removeWebhook)
 	mux.HandleFunc("GET /healthz", s.healthz)
 	mux.HandleFunc("GET /readyz", s.readyz)
 	if cfg.Gatherer != nil {
 		mux.Handle("GET /metrics", promhttp.HandlerFor(cfg.Gatherer, promhttp.HandlerOpts{ErrorLog: slogPrinter{s.log}}))
 	}
 	mux.HandleFunc("GET /v1/openapi.json", serveOpenAPI)
+	ui.Register(mux) // the timeline page: GET / and /ui/<file>
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) { noRoute(mux, w, r) })
 	s.handler = s.measure(mux, s.logRequests(s.limitTime(s.checkHost(s.authorize(s.checkOrigin(s.checkContentType(mux)))))))
 	return s, nil

@@ -1,16 +1,15 @@
 package api
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"net/http"
 	"strconv"
 	"time"
-
-	"github.com/nats-io/nats.go/jetstream"
-	"github.com/synadia-io/orbit.go/jetstreamext"
 
 	"github.com/turnstile-dev/turnstile/events"
 	"github.com/turnstile-dev/turnstile/fsm"
@@ -82,8 +81,10 @@ func parsePosition(r *http.Request) (position, error) {
 	}
 	q := r.URL.Query()
 	seq := func(field, v string) (uint64, error) {
+		// At most MaxInt64, openapi.json's integers: the largest uint64
+		// would also wrap the read's start (after+1) to 0.
 		n, err := strconv.ParseUint(v, 10, 64)
-		if err != nil {
+		if err != nil || n > math.MaxInt64 {
 			return 0, badField(field, fmt.Sprintf("%q is not a sequence number", v))
 		}
 		return n, nil
@@ -210,36 +211,26 @@ func (s *Server) streamEvents(w http.ResponseWriter, r *http.Request) {
 // one direct batch get (no consumer: a page is a request like any other).
 func streamPage(ctx context.Context, store *events.Store, after uint64, limit int) (Page, error) {
 	page := Page{Events: []Event{}}
-	n := store.Names()
-	msgs, err := jetstreamext.GetBatch(ctx, store.JetStream(), n.EventStream(), limit+1,
-		jetstreamext.GetBatchSeq(after+1), jetstreamext.GetBatchSubject(n.Events()))
-	if err != nil {
-		return page, fmt.Errorf("events after stream sequence %d: %w", after, err)
-	}
 	prev := prevStates{store: store}
 	read, last := 0, after // messages read, the newest one taken
-	for m, err := range msgs {
-		if errors.Is(err, jetstreamext.ErrNoMessages) {
-			break
-		}
-		if err != nil {
-			return page, fmt.Errorf("events after stream sequence %d: %w", after, err)
-		}
+	err := store.Events(ctx, after+1, limit+1, func(r events.Record) error {
 		read++
 		if len(page.Events) == limit {
-			break // one more exists
+			return nil // one more exists
 		}
-		last = m.Sequence
-		env, err := store.DecodeEvent(m.Subject, m.Data)
-		if err != nil {
-			continue // unreadable: skipped, as History skips it
+		last = r.StreamSeq
+		if r.Event == nil {
+			return nil // unreadable: skipped, as History skips it
 		}
-		env.StreamSeq = m.Sequence
-		ev, err := prev.event(ctx, env)
+		ev, err := prev.event(ctx, *r.Event)
 		if err != nil {
-			return page, err
+			return err
 		}
 		page.Events = append(page.Events, ev)
+		return nil
+	})
+	if err != nil {
+		return page, fmt.Errorf("events after stream sequence %d: %w", after, err)
 	}
 	if read == limit+1 {
 		// A full batch: there is more (or unreadable messages took the
@@ -281,33 +272,19 @@ func (p *prevStates) event(ctx context.Context, env events.Envelope) (Event, err
 
 // statusBefore is the workspace's state before env: that of the newest
 // readable event on its subject before env's stream sequence (None if
-// there is none, or it cannot be read).
+// there is none).
 func statusBefore(ctx context.Context, store *events.Store, env events.Envelope) (fsm.Status, error) {
-	n := store.Names()
-	msgs, err := jetstreamext.GetLastMsgsFor(ctx, store.JetStream(), n.EventStream(), []string{n.Event(env.Workspace)},
-		jetstreamext.GetLastMsgsUpToSeq(env.StreamSeq-1))
+	h, err := store.LoadBefore(ctx, env.Workspace, env.StreamSeq)
 	if err != nil {
 		return fsm.None, fmt.Errorf("state of %s before stream sequence %d: %w", env.Workspace, env.StreamSeq, err)
 	}
-	st := fsm.None
-	for m, err := range msgs {
-		if errors.Is(err, jetstreamext.ErrNoMessages) {
-			break
-		}
-		if err != nil {
-			return fsm.None, fmt.Errorf("state of %s before stream sequence %d: %w", env.Workspace, env.StreamSeq, err)
-		}
-		if prev, err := store.DecodeEvent(m.Subject, m.Data); err == nil {
-			st = prev.State.Status
-		}
-	}
-	return st, nil
+	return h.State.Status, nil
 }
 
 // sseItem is one event of a follow stream with its SSE id.
 type sseItem struct {
 	id uint64
-	ev Event
+	ev any // an Event or an Outcome
 }
 
 // followWorkspace streams workspace id's events after per-workspace
@@ -325,7 +302,7 @@ func (s *Server) followWorkspace(w http.ResponseWriter, r *http.Request, id stri
 	store := s.cfg.Store
 	s.follow(w, r, after, func(ctx context.Context, out chan<- sseItem) error {
 		prev := fsm.None
-		return readEvents(ctx, store, store.Names().Event(id), 1, func(env events.Envelope) error {
+		return readEvents(ctx, store, id, 1, func(env events.Envelope) error {
 			from := prev
 			prev = env.State.Status
 			if env.Seq <= after {
@@ -342,7 +319,7 @@ func (s *Server) followAll(w http.ResponseWriter, r *http.Request, after uint64)
 	store := s.cfg.Store
 	s.follow(w, r, after, func(ctx context.Context, out chan<- sseItem) error {
 		prev := prevStates{store: store}
-		return readEvents(ctx, store, store.Names().Events(), after+1, func(env events.Envelope) error {
+		return readEvents(ctx, store, "", after+1, func(env events.Envelope) error {
 			ev, err := prev.event(ctx, env)
 			if err != nil {
 				return err
@@ -361,48 +338,21 @@ func send(ctx context.Context, out chan<- sseItem, it sseItem) error {
 	}
 }
 
-// readEvents calls fn for each readable event on subject (a workspace's, or
-// every event subject) from stream sequence from on, including those
-// appended later, until ctx ends or fn fails. It reads through an ordered
-// consumer: no acks, gone when the read ends (or, should this process die,
-// once idle); unreadable messages are skipped, as History skips them.
-func readEvents(ctx context.Context, store *events.Store, subject string, from uint64, fn func(events.Envelope) error) error {
-	st, err := store.JetStream().Stream(ctx, store.Names().EventStream())
-	if err != nil {
-		return fmt.Errorf("follow %s: %w", subject, err)
-	}
-	cons, err := st.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{FilterSubjects: []string{subject},
-		DeliverPolicy: jetstream.DeliverByStartSequencePolicy, OptStartSeq: max(from, 1)})
-	if err != nil {
-		return fmt.Errorf("follow %s: %w", subject, err)
-	}
-	it, err := cons.Messages(jetstream.PullMaxMessages(256))
-	if err != nil {
-		return fmt.Errorf("follow %s: %w", subject, err)
-	}
-	defer it.Stop()
-	defer context.AfterFunc(ctx, it.Stop)()
-	for {
-		m, err := it.Next()
-		if err != nil {
-			if ctx.Err() != nil {
-				return ctx.Err()
-			}
-			return fmt.Errorf("follow %s: %w", subject, err)
+// readEvents calls fn for each readable event of workspace id (of every
+// workspace if id is empty) from stream sequence from on, including those
+// appended later, until ctx ends or fn fails; unreadable messages are
+// skipped, as History skips them.
+func readEvents(ctx context.Context, store *events.Store, id string, from uint64, fn func(events.Envelope) error) error {
+	err := store.SubscribeEvents(ctx, id, from, func(r events.Record) error {
+		if r.Event == nil {
+			return nil
 		}
-		md, err := m.Metadata()
-		if err != nil {
-			return fmt.Errorf("follow %s: %w", subject, err)
-		}
-		env, err := store.DecodeEvent(m.Subject(), m.Data())
-		if err != nil {
-			continue
-		}
-		env.StreamSeq = md.Sequence.Stream
-		if err := fn(env); err != nil {
-			return err
-		}
+		return fn(*r.Event)
+	})
+	if err != nil && ctx.Err() == nil {
+		return fmt.Errorf("follow %s: %w", cmp.Or(id, "all workspaces"), err)
 	}
+	return err
 }
 
 // follow answers a Server-Sent Events stream of what read sends, until the

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -50,7 +51,7 @@ func (e *env) follow(t *testing.T, base, path string, headers ...string) *sseStr
 	for i := 0; i+1 < len(headers); i += 2 {
 		req.Header.Set(headers[i], headers[i+1])
 	}
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := http.DefaultClient.Do(req) //nolint:bodyclose // the stream's close closes it
 	if err != nil {
 		cancel()
 		t.Fatal(err)
@@ -321,7 +322,7 @@ func TestFollowEndsAndIsCapped(t *testing.T) {
 	cancelReqs() // as serve does at shutdown
 	select {
 	case err := <-s.done:
-		if err != io.EOF {
+		if !errors.Is(err, io.EOF) {
 			t.Fatalf("stream ended with %v, want a clean end", err)
 		}
 	case <-time.After(30 * time.Second):

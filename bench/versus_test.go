@@ -19,6 +19,7 @@ import (
 
 	"github.com/turnstile-dev/turnstile/bench"
 	"github.com/turnstile-dev/turnstile/client"
+	"github.com/turnstile-dev/turnstile/engine"
 	"github.com/turnstile-dev/turnstile/events"
 	"github.com/turnstile-dev/turnstile/fsm"
 	"github.com/turnstile-dev/turnstile/internal/testenv"
@@ -118,7 +119,14 @@ func BenchmarkVersusRowLock(b *testing.B) {
 		b.Run(d.name, func(b *testing.B) {
 			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Minute)
 			defer cancel()
-			core := testenv.StartCore(b, testenv.CoreOptions{NATS: testenv.NATSOptions{SyncAlways: d.jsSync}})
+			// As serve configures it: atomic batches only where the
+			// server fsyncs every write.
+			atomicFrom := -1
+			if d.jsSync {
+				atomicFrom = engine.DefaultAtomicBatchFrom
+			}
+			core := testenv.StartCore(b, testenv.CoreOptions{NATS: testenv.NATSOptions{SyncAlways: d.jsSync},
+				Engine: engine.Config{AtomicBatchFrom: atomicFrom}})
 			ts := newTurnstileSide(b, core)
 			peerURL := pg.NewDatabase(b)
 			params := map[string]string{"synchronous_commit": d.pgSync}
@@ -203,7 +211,6 @@ type side struct {
 	gens []uint64
 	// measured samples, reset by take.
 	lat     []time.Duration
-	n       int
 	elapsed time.Duration
 	// open prepares the side for a number of clients (the peer's pool).
 	open func(ctx context.Context, tb testing.TB, clients int)

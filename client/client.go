@@ -12,7 +12,6 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/turnstile-dev/turnstile/engine"
 	"github.com/turnstile-dev/turnstile/events"
 	"github.com/turnstile-dev/turnstile/fsm"
 	"github.com/turnstile-dev/turnstile/internal/retry"
@@ -93,6 +92,9 @@ func (c *Client) Close() error { return c.sub.Unsubscribe() }
 // Store returns the event store the client reads outcomes and history from.
 func (c *Client) Store() *events.Store { return c.store }
 
+// Conn returns the connection the client was made on.
+func (c *Client) Conn() *nats.Conn { return c.nc }
+
 func (c *Client) onReply(m *nats.Msg) {
 	o, err := events.DecodeOutcome(m.Data)
 	if err != nil {
@@ -159,7 +161,7 @@ func (c *Client) publish(ctx context.Context, cmd fsm.Command, reply bool) (bool
 	m.Data = b
 	m.Header.Set(jetstream.MsgIDHeader, cmd.ID)
 	if reply {
-		m.Header.Set(engine.ReplyHeader, c.inbox+"."+cmd.ID)
+		m.Header.Set(events.ReplyHeader, c.inbox+"."+cmd.ID)
 	}
 	for attempt := 0; ; attempt++ {
 		ack, err := c.js.PublishMsg(ctx, m)

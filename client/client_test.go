@@ -128,7 +128,7 @@ func TestSendNoEngine(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	e, err := engine.New(engine.Config{Store: store, Logger: testenv.Logger(t)})
+	e, err := engine.New(engine.Config{Store: store, JetStream: js, Logger: testenv.Logger(t)})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -184,7 +184,7 @@ func TestCLIOverHTTP(t *testing.T) {
 	if code := srv.terminate(time.Minute); code != 0 {
 		t.Fatalf("serve exited %d:\n%s", code, srv.stderr)
 	}
-	srv = startServe(t, serveOptions{args: args, dir: srv.dir, natsPort: srv.natsPort, httpPort: srv.httpPort})
+	_ = startServe(t, serveOptions{args: args, dir: srv.dir, natsPort: srv.natsPort, httpPort: srv.httpPort})
 	want(t, cli("start", "h-c", "--wait", "--timeout", "60s"), 0, "start h-c after the restart")
 	follow.waitOutput(t, time.Minute, "workspace.start_requested")
 	if n := strings.Count(follow.out.String(), "workspace.stop_requested"); n != 1 {

@@ -142,7 +142,7 @@ func runFollowStep(t *testing.T, dir string, env []string, line string) result {
 	defer func() {
 		if !ended {
 			_ = cmd.Process.Kill()
-			<-done
+			t.Logf("%s killed: %v", line, <-done)
 		}
 	}()
 	waitFor(t, time.Minute, line+" shows the timeline so far", func() bool {

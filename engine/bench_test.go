@@ -39,8 +39,12 @@ func BenchmarkEndToEnd(b *testing.B) {
 	for _, d := range durabilities {
 		b.Run(d.name, func(b *testing.B) {
 			metrics := engine.NewMetrics(prometheus.NewRegistry())
+			atomicFrom := -1 // as serve: atomic batches only where the server fsyncs every write
+			if d.sync {
+				atomicFrom = engine.DefaultAtomicBatchFrom
+			}
 			core := testenv.StartCore(b, testenv.CoreOptions{NATS: testenv.NATSOptions{SyncAlways: d.sync},
-				Engine: engine.Config{Metrics: metrics, Committers: benchCommitters(), MaxBatch: benchBatch()}})
+				Engine: engine.Config{Metrics: metrics, Committers: benchCommitters(), MaxBatch: benchBatch(), AtomicBatchFrom: atomicFrom}})
 			const workspaces = 1000
 			inflight := envInt("BENCH_INFLIGHT", 512)
 			clients := make([]*client.Client, 8)
@@ -153,11 +157,12 @@ func BenchmarkLoad(b *testing.B) {
 				b.Fatalf("seed: %+v", d)
 			}
 			env := events.NewEnvelope(cmd.ID, w, *d.Event, cmd, time.Now())
-			res, err := core.Store.Append(ctx, env, last)
-			if err != nil {
-				b.Fatal(err)
+			res, _ := core.Store.Commit(ctx, []events.Write{{Event: &env, Expected: last,
+				Outcome: events.OutcomeRecord{CommandID: cmd.ID, Workspace: id, CommandType: cmd.Type, Outcome: fsm.Accepted}}}, events.CommitOptions{})
+			if res[0].Err != nil {
+				b.Fatal(res[0].Err)
 			}
-			w, last = env.State, res.StreamSeq
+			w, last = env.State, res[0].EventSeq
 		}
 	}
 	seed("short", 1)

@@ -2,7 +2,6 @@ package engine
 
 import (
 	"context"
-	"errors"
 	"fmt"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -108,17 +107,15 @@ func (e *Engine) refuseBusy(ctx context.Context, m jetstream.Msg, ws string, cmd
 		store = e.cfg.CommitStores[0]
 	}
 	for attempt := 0; ; attempt++ {
-		_, err := store.PublishOutcome(ctx, o)
+		res, _ := store.Commit(ctx, []events.Write{{Outcome: o}}, events.CommitOptions{})
 		switch {
-		case err == nil:
+		case res[0].Err == nil && res[0].Existing != nil:
+			// Decided meanwhile (a racing handling of the same command).
+			e.settle(m, *res[0].Existing)
+			return
+		case res[0].Err == nil:
 			e.finish(m, o, md)
 			return
-		case errors.Is(err, events.ErrOutcomeExists):
-			// Decided meanwhile (a racing handling of the same command).
-			if prev, ok, gerr := store.Outcome(ctx, o.CommandID); gerr == nil && ok {
-				e.settle(m, prev)
-				return
-			}
 		}
 		if ctx.Err() != nil || retry.Sleep(ctx, retryDelay(attempt)) != nil {
 			return

@@ -17,7 +17,7 @@
 //     nothing. User command ids never take the reserved sys- namespace.
 //   - A direct reply goes only to subjects under the configured reply
 //     prefixes (_INBOX. by default), never where a sender points it.
-//   - Events and outcomes of many commands are written together in atomic
-//     batches (JetStream's group commit); a batch that fails is retried one
-//     command at a time.
+//   - Events and outcomes of many commands are handed to
+//     events.Store.Commit together (one round trip for all); how they are
+//     written, and how a refusal is sorted out, is that package's.
 package engine

@@ -13,22 +13,16 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/turnstile-dev/turnstile/events"
-	"github.com/turnstile-dev/turnstile/internal/retry"
+	"github.com/turnstile-dev/turnstile/internal/pull"
 )
-
-// ReplyHeader names the header in which a client asks for a copy of the
-// outcome on a core NATS subject, besides the stored one.
-const ReplyHeader = "Turnstile-Reply"
 
 // DefaultReplyPrefixes are where the engine replies by default: NATS
 // clients' default inboxes.
 func DefaultReplyPrefixes() []string { return []string{"_INBOX."} }
 
-// MaxAtomicCommands is the most commands one atomic batch can hold: a
-// command writes up to two messages (event and outcome), and nats-server
-// refuses atomic batches of more than 1,000 messages by default. A refused
-// batch would be rewritten one command at a time, far slower.
-const MaxAtomicCommands = 500
+// MaxAtomicCommands is the most commands one batch can hold
+// (events.MaxCommitWrites: the server's limit on an atomic batch).
+const MaxAtomicCommands = events.MaxCommitWrites
 
 // DefaultCommitters is one: the events stream applies atomic batches one
 // at a time in a single goroutine of the server (staging each in a store
@@ -38,9 +32,22 @@ const MaxAtomicCommands = 500
 // per second than four under both durabilities.
 const DefaultCommitters = 1
 
-// Config wires an engine. Store is required; the rest has defaults.
+// DefaultAtomicBatchFrom is right for a server that fsyncs every write
+// (sync_always, serve's default): there a plain publish costs one fsync per
+// message, so two or more events go cheaper in one atomic batch (its
+// staging store costs about two fsyncs), and a lone command goes plain.
+// Measured in docs/benchmarks.md.
+const DefaultAtomicBatchFrom = 2
+
+// Config wires an engine. Store and JetStream are required; the rest has
+// defaults.
 type Config struct {
+	// Store is the event log the engine loads workspaces from and commits
+	// to.
 	Store *events.Store
+	// JetStream is the context of the command and system report streams:
+	// the engine's consumers, acks and direct replies.
+	JetStream jetstream.JetStream
 	// Durable is the consumer name; engines with the same name share the work.
 	Durable string
 	// Parallel bounds how many workspaces are handled at once.
@@ -55,6 +62,13 @@ type Config struct {
 	// MaxBatch bounds the commands written in one atomic batch; 1 turns
 	// batching off. At most MaxAtomicCommands: larger values are lowered.
 	MaxBatch int
+	// AtomicBatchFrom: a batch with at least this many events is written
+	// as one JetStream atomic batch, a smaller one as plain publishes
+	// (events.CommitOptions). 0 means DefaultAtomicBatchFrom; negative,
+	// never. Use -1 when the server does not fsync every write (its
+	// default durability): an atomic batch then costs more than the plain
+	// publishes it replaces at any size.
+	AtomicBatchFrom int
 	// Committers is how many batches may be in flight at once; default
 	// DefaultCommitters.
 	Committers int
@@ -66,7 +80,7 @@ type Config struct {
 	// AckWait is how long the server waits before redelivering a command.
 	AckWait time.Duration
 	// ReplyPrefixes are the subject prefixes the engine sends direct
-	// replies (ReplyHeader) under; default DefaultReplyPrefixes. A reply
+	// replies (events.ReplyHeader) under; default DefaultReplyPrefixes. A reply
 	// subject elsewhere gets no reply (the outcome is still stored): the
 	// header is the sender's to choose, and the engine must not publish
 	// into another workspace's events or another part's inbox for them.
@@ -97,6 +111,9 @@ func (c *Config) setDefaults() {
 	c.MaxBatch = min(c.MaxBatch, MaxAtomicCommands)
 	if c.Committers <= 0 {
 		c.Committers = DefaultCommitters
+	}
+	if c.AtomicBatchFrom == 0 {
+		c.AtomicBatchFrom = DefaultAtomicBatchFrom
 	}
 	if c.AckWait <= 0 {
 		c.AckWait = 30 * time.Second
@@ -160,8 +177,11 @@ func New(cfg Config) (*Engine, error) {
 	if cfg.Store == nil {
 		return nil, errors.New("engine: Config.Store is required")
 	}
+	if cfg.JetStream == nil {
+		return nil, errors.New("engine: Config.JetStream is required")
+	}
 	cfg.setDefaults()
-	return &Engine{cfg: cfg, store: cfg.Store, js: cfg.Store.JetStream(), names: cfg.Store.Names(), log: cfg.Logger}, nil
+	return &Engine{cfg: cfg, store: cfg.Store, js: cfg.JetStream, names: cfg.Store.Names(), log: cfg.Logger}, nil
 }
 
 // Open creates or binds the durable consumers (one per source) and starts
@@ -208,10 +228,10 @@ func (e *Engine) Open(ctx context.Context) error {
 	e.queue = newQueue(len(iters)*e.cfg.MaxAckPending+len(recovered), e.cfg.MaxPendingPerWorkspace)
 	e.refusing = make(chan struct{}, refusalsInFlight)
 	for _, m := range recovered {
-		e.queue.push(e.names.WorkspaceOf(m.Subject()), m)
+		e.queue.pushRecovered(e.names.WorkspaceOf(m.Subject()), m)
 	}
 	e.heads = newHeadCache(65536)
-	e.commit = newCommitter(e.cfg.MaxBatch, e.log, e.cfg.Metrics)
+	e.commit = newCommitter(e.cfg.MaxBatch, max(e.cfg.AtomicBatchFrom, 0), e.log, e.cfg.Metrics)
 	for i := range e.cfg.Committers {
 		store := e.store
 		if n := len(e.cfg.CommitStores); n > 0 {
@@ -267,39 +287,23 @@ func (e *Engine) Close() error {
 // pull reads one source's commands in stream order and queues them per
 // workspace.
 func (e *Engine) pull(ctx context.Context, it jetstream.MessagesContext) {
-	failures := 0
-	for {
-		m, err := it.Next()
-		if err != nil {
-			if errors.Is(err, jetstream.ErrMsgIteratorClosed) || ctx.Err() != nil {
-				return
-			}
-			// Missed heartbeats while NATS is away: the iterator recovers by
-			// itself; do not spin meanwhile.
-			e.log.Warn("engine: pull", "err", err)
-			if retry.Sleep(ctx, retryDelay(failures)) != nil {
-				return
-			}
-			failures++
-			continue
-		}
-		failures = 0
+	pull.Loop(ctx, it, "engine", e.log, retryDelay, func(m jetstream.Msg) {
 		if ws := e.names.WorkspaceOf(m.Subject()); !e.queue.offer(ws, m) {
 			e.overflow(ctx, ws, m)
 		}
-	}
+	})
 }
 
 // work handles one workspace's next command at a time.
 func (e *Engine) work(ctx context.Context) {
 	for {
-		ws, m, ok := e.queue.next()
+		ws, j, ok := e.queue.next()
 		if !ok {
 			return
 		}
-		e.handle(ctx, m)
-		if ctx.Err() != nil {
-			_ = m.Nak() // handed back unless handle settled it (then a no-op)
+		e.handle(ctx, j.msg, j.recovered)
+		if ctx.Err() != nil && !j.recovered {
+			_ = j.msg.Nak() // handed back unless handle settled it (then a no-op)
 		}
 		e.queue.done(ws)
 	}

@@ -17,7 +17,8 @@ import (
 
 // handle takes one command to its recorded outcome and acks it. It returns
 // without acking only when the engine stops, so the command is redelivered.
-func (e *Engine) handle(ctx context.Context, m jetstream.Msg) {
+// recovered: m is a recovered copy (see job), handled as a redelivery.
+func (e *Engine) handle(ctx context.Context, m jetstream.Msg, recovered bool) {
 	md, err := m.Metadata()
 	if err != nil {
 		e.log.Error("engine: command without metadata; terminating it", "subject", m.Subject(), "err", err)
@@ -39,7 +40,7 @@ func (e *Engine) handle(ctx context.Context, m jetstream.Msg) {
 		e.refuse(ctx, m, md, ws, system, cmd, err)
 		return
 	}
-	if md.NumDelivered > 1 || m.Headers().Get(jetstream.MsgIDHeader) == "" {
+	if recovered || md.NumDelivered > 1 || m.Headers().Get(jetstream.MsgIDHeader) == "" {
 		// A redelivery, or a message the stream could not dedupe (no
 		// Nats-Msg-Id): if the outcome is stored, the command is done.
 		if o, ok, err := e.store.Outcome(ctx, cmd.ID); err == nil && ok {
@@ -102,37 +103,37 @@ func (e *Engine) decideAndCommit(ctx context.Context, cmd fsm.Command, md *jetst
 		Generation: head.State.Generation, State: head.State.Status, CommandGeneration: cmd.Generation,
 		ReceivedAt: md.Timestamp.UTC(), DecidedAt: e.cfg.Now().UTC(),
 	}
-	req := &commitReq{outcome: o}
+	w := events.Write{Outcome: o}
 	if last := head.Last; last != nil && last.CommandID == cmd.ID {
 		// Our event is stored but its outcome may not be (a crash between
 		// the two writes): record the outcome it had.
-		req.outcome.Outcome, req.outcome.EventSeq = fsm.Accepted, last.Seq
+		w.Outcome.Outcome, w.Outcome.EventSeq = fsm.Accepted, last.Seq
 	} else {
 		d := fsm.Decide(head.State, cmd)
-		req.outcome.Outcome, req.outcome.Rejection, req.outcome.Reason = d.Outcome, d.Rejection, d.Reason
+		w.Outcome.Outcome, w.Outcome.Rejection, w.Outcome.Reason = d.Outcome, d.Rejection, d.Reason
 		if d.Outcome == fsm.Accepted {
 			env := events.NewEnvelope(e.cfg.NewID(), head.State, *d.Event, cmd, e.cfg.Now())
-			req.env, req.expected = &env, head.StreamSeq
-			req.outcome.EventSeq, req.outcome.Generation, req.outcome.State = env.Seq, env.State.Generation, env.State.Status
+			w.Event, w.Expected = &env, head.StreamSeq
+			w.Outcome.EventSeq, w.Outcome.Generation, w.Outcome.State = env.Seq, env.State.Generation, env.State.Status
 		}
 	}
-	res := e.commit.submit(ctx, req)
-	if res.err != nil {
+	res := e.commit.submit(ctx, w)
+	if res.Err != nil {
 		e.heads.drop(cmd.Workspace)
-		return events.OutcomeRecord{}, res.err
+		return events.OutcomeRecord{}, res.Err
 	}
-	if res.existing != nil {
+	if res.Existing != nil {
 		e.heads.drop(cmd.Workspace)
-		return *res.existing, nil
+		return *res.Existing, nil
 	}
-	if req.env != nil && !res.duplicate {
-		env := *req.env
-		env.StreamSeq = res.eventSeq
-		e.heads.put(cmd.Workspace, events.Head{State: env.State, StreamSeq: res.eventSeq, Last: &env})
-	} else if req.env != nil {
+	if w.Event != nil && !res.Duplicate {
+		env := *w.Event
+		env.StreamSeq = res.EventSeq
+		e.heads.put(cmd.Workspace, events.Head{State: env.State, StreamSeq: res.EventSeq, Last: &env})
+	} else if w.Event != nil {
 		e.heads.drop(cmd.Workspace)
 	}
-	return req.outcome, nil
+	return w.Outcome, nil
 }
 
 // checkSource refuses a command type on the wrong subject: system reports
@@ -207,8 +208,8 @@ func (e *Engine) refuse(ctx context.Context, m jetstream.Msg, md *jetstream.MsgM
 	}
 	e.log.Info("engine: command refused", "command", id, "subject", m.Subject(), "reason", rej.Message)
 	for attempt := 0; ; attempt++ {
-		res := e.commit.submit(ctx, &commitReq{outcome: o})
-		if res.err == nil {
+		res := e.commit.submit(ctx, events.Write{Outcome: o})
+		if res.Err == nil {
 			e.finish(m, o, md)
 			return
 		}
@@ -229,7 +230,7 @@ func (e *Engine) finish(m jetstream.Msg, o events.OutcomeRecord, md *jetstream.M
 // from the stream after a restart, by another engine, or before a crash
 // lost its ack): it was counted when it was decided.
 func (e *Engine) settle(m jetstream.Msg, o events.OutcomeRecord) {
-	if reply := m.Headers().Get(ReplyHeader); reply != "" {
+	if reply := m.Headers().Get(events.ReplyHeader); reply != "" {
 		if e.replyAllowed(reply) {
 			if b, err := events.EncodeOutcome(o); err == nil {
 				// Best effort: the stored outcome is the truth; clients

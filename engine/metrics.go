@@ -12,11 +12,11 @@ type Metrics struct {
 	Latency   prometheus.Histogram
 	Conflicts prometheus.Counter
 	Batches   prometheus.Histogram
-	// CommitSeconds is the time one atomic batch takes to be written, from
-	// its first message sent to the server's ack of its last.
+	// CommitSeconds is the time one batch's events and their outcomes take
+	// to be written, until the server's ack of the last.
 	CommitSeconds prometheus.Histogram
-	// BatchFallbacks counts atomic batches refused as a whole (usually one
-	// workspace's CAS conflict) and then written one command at a time.
+	// BatchFallbacks counts batches of which some write was refused
+	// (usually one workspace's CAS conflict), then written one at a time.
 	BatchFallbacks prometheus.Counter
 	// Overflows counts commands refused busy, undecided, because their
 	// workspace already had MaxPendingPerWorkspace commands waiting.
@@ -40,15 +40,15 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "turnstile_append_conflicts_total", Help: "Appends refused because another writer appended first (then reloaded and decided again).",
 		}),
 		Batches: prometheus.NewHistogram(prometheus.HistogramOpts{
-			Name: "turnstile_commit_batch_commands", Help: "Commands written at once: those with an event in one atomic batch, outcomes alone beside it.",
+			Name: "turnstile_commit_batch_commands", Help: "Commands written at once.",
 			Buckets: prometheus.ExponentialBuckets(1, 2, 10),
 		}),
 		CommitSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{
-			Name: "turnstile_commit_batch_seconds", Help: "Time to write one atomic batch of events and outcomes, until the server's ack.",
+			Name: "turnstile_commit_batch_seconds", Help: "Time to write one batch's events and their outcomes, until the server's last ack.",
 			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 14),
 		}),
 		BatchFallbacks: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "turnstile_commit_batch_fallbacks_total", Help: "Atomic batches refused as a whole and rewritten one command at a time.",
+			Name: "turnstile_commit_batch_fallbacks_total", Help: "Batches of which some write was refused, rewritten one command at a time.",
 		}),
 		Overflows: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "turnstile_engine_overflow_total", Help: "Commands refused busy without being decided: their workspace already had --max-pending-per-workspace commands waiting.",

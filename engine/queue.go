@@ -8,11 +8,24 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 )
 
+// job is one command to handle: a delivery from the engine's durable
+// consumer, or a recovered copy (recover.go) of a command an earlier engine
+// took and did not finish, read again from the stream. handle treats a
+// recovered command as a redelivery (it looks for the stored outcome
+// first), and the engine never hands one back: its delivery on the durable
+// consumer is still pending and is settled when it comes back. (The copy's
+// own acks go to the reader that fetched it, which takes no acks and is gone
+// by then.)
+type job struct {
+	msg       jetstream.Msg
+	recovered bool
+}
+
 // queued is a command waiting for its workspace, with its stream and
 // stream sequence (user commands and system reports come from two streams,
 // whose sequences are unrelated).
 type queued struct {
-	msg    jetstream.Msg
+	job
 	stream string
 	seq    uint64
 }
@@ -49,9 +62,15 @@ func newQueue(capacity, perWorkspace int) *queue {
 }
 
 // push queues m whatever the workspace's queue holds: for commands that
-// must not be refused (recovered ones, system reports).
+// must not be refused (system reports).
 func (q *queue) push(ws string, m jetstream.Msg) {
-	q.add(ws, m, 0)
+	q.add(ws, job{msg: m}, 0)
+}
+
+// pushRecovered queues a recovered command (see job), before the first
+// pull, whatever the workspace's queue holds.
+func (q *queue) pushRecovered(ws string, m jetstream.Msg) {
+	q.add(ws, job{msg: m, recovered: true}, 0)
 }
 
 // offer queues m unless its workspace already has perWorkspace commands
@@ -59,13 +78,13 @@ func (q *queue) push(ws string, m jetstream.Msg) {
 // and is the caller's to refuse. A copy of a command already waiting
 // replaces it, full or not.
 func (q *queue) offer(ws string, m jetstream.Msg) bool {
-	return q.add(ws, m, q.perWorkspace)
+	return q.add(ws, job{msg: m}, q.perWorkspace)
 }
 
-func (q *queue) add(ws string, m jetstream.Msg, limit int) bool {
+func (q *queue) add(ws string, j job, limit int) bool {
 	var seq uint64
 	var stream string
-	if md, err := m.Metadata(); err == nil {
+	if md, err := j.msg.Metadata(); err == nil {
 		seq, stream = md.Sequence.Stream, md.Stream
 	}
 	q.mu.Lock()
@@ -76,10 +95,10 @@ func (q *queue) add(ws string, m jetstream.Msg, limit int) bool {
 	p := q.pending[ws]
 	if seq != 0 { // zero: no metadata, it goes last
 		// A redelivery of a command still waiting here replaces it rather
-		// than queueing it twice.
+		// than queueing it twice (a delivery replaces a recovered copy).
 		for i, x := range p {
 			if x.seq == seq && x.stream == stream {
-				p[i].msg = m
+				p[i].job = j
 				return true
 			}
 		}
@@ -89,12 +108,12 @@ func (q *queue) add(ws string, m jetstream.Msg, limit int) bool {
 	}
 	if seq != 0 {
 		if i := slices.IndexFunc(p, func(x queued) bool { return (x.stream == stream && x.seq > seq) || x.seq == 0 }); i >= 0 {
-			p = slices.Insert(p, i, queued{msg: m, stream: stream, seq: seq})
+			p = slices.Insert(p, i, queued{job: j, stream: stream, seq: seq})
 		} else {
-			p = append(p, queued{msg: m, stream: stream, seq: seq})
+			p = append(p, queued{job: j, stream: stream, seq: seq})
 		}
 	} else {
-		p = append(p, queued{msg: m, seq: seq})
+		p = append(p, queued{job: j, seq: seq})
 	}
 	q.pending[ws] = p
 	if !q.active[ws] {
@@ -105,21 +124,21 @@ func (q *queue) add(ws string, m jetstream.Msg, limit int) bool {
 }
 
 // next blocks for a workspace with work and takes its oldest command.
-func (q *queue) next() (string, jetstream.Msg, bool) {
+func (q *queue) next() (string, job, bool) {
 	ws, ok := <-q.ready
 	if !ok {
-		return "", nil, false
+		return "", job{}, false
 	}
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	if q.closed {
-		return "", nil, false
+		return "", job{}, false
 	}
 	msgs := q.pending[ws]
-	m := msgs[0].msg
+	j := msgs[0].job
 	msgs[0] = queued{}
 	q.pending[ws] = msgs[1:]
-	return ws, m, true
+	return ws, j, true
 }
 
 // done releases ws; if more commands wait, it is queued again (behind the
@@ -137,7 +156,8 @@ func (q *queue) done(ws string) {
 
 // close wakes every worker and returns the commands still queued, oldest
 // first, for the caller to hand back once the commands being handled have
-// been handed back (they are older).
+// been handed back (they are older). Recovered copies are left out: there
+// is nothing of theirs to hand back.
 func (q *queue) close() []jetstream.Msg {
 	q.mu.Lock()
 	defer q.mu.Unlock()
@@ -151,9 +171,11 @@ func (q *queue) close() []jetstream.Msg {
 		left = append(left, msgs...)
 	}
 	slices.SortFunc(left, func(a, b queued) int { return cmp.Compare(a.seq, b.seq) })
-	out := make([]jetstream.Msg, len(left))
-	for i, l := range left {
-		out[i] = l.msg
+	out := make([]jetstream.Msg, 0, len(left))
+	for _, l := range left {
+		if !l.recovered {
+			out = append(out, l.msg)
+		}
 	}
 	return out
 }

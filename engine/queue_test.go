@@ -23,11 +23,11 @@ func take(t *testing.T, q *queue) (string, seqMsg) {
 	if len(q.ready) == 0 {
 		t.Fatal("no workspace ready")
 	}
-	ws, m, ok := q.next()
+	ws, j, ok := q.next()
 	if !ok {
 		t.Fatal("queue closed")
 	}
-	return ws, m.(seqMsg)
+	return ws, j.msg.(seqMsg)
 }
 
 // A workspace's commands come out in stream order whatever order they
@@ -124,11 +124,11 @@ func TestQueueTwoStreams(t *testing.T) {
 	q.push("a", streamMsg{seqMsg{seq: 3}, "SYS"}) // before SYS 5, not before CMD 5
 	var got []streamMsg
 	for range 3 {
-		_, m, ok := q.next()
+		_, j, ok := q.next()
 		if !ok {
 			t.Fatal("queue closed")
 		}
-		got = append(got, m.(streamMsg))
+		got = append(got, j.msg.(streamMsg))
 		q.done("a")
 	}
 	want := []string{"CMD/5", "SYS/3", "SYS/5"}
@@ -136,5 +136,29 @@ func TestQueueTwoStreams(t *testing.T) {
 		if s := m.stream + "/" + string(rune('0'+m.seq)); s != want[i] {
 			t.Fatalf("took %v, want %v", got, want)
 		}
+	}
+}
+
+// A recovered copy goes first like any command, is marked so that handle
+// treats it as a redelivery, is replaced by a delivery of the same command,
+// and is never handed back on close: its delivery is still pending.
+func TestQueueRecovered(t *testing.T) {
+	q := newQueue(16, 0)
+	q.pushRecovered("a", seqMsg{seq: 4})
+	q.pushRecovered("b", seqMsg{seq: 5})
+	q.offer("a", seqMsg{seq: 6})
+	ws, j, ok := q.next()
+	if !ok || ws != "a" || !j.recovered || j.msg.(seqMsg).seq != 4 {
+		t.Fatalf("took %s %+v, want a's recovered 4", ws, j)
+	}
+	q.done("a")
+	q.offer("b", seqMsg{seq: 5, copy: 1}) // its delivery arrives
+	if p := q.pending["b"]; len(p) != 1 || p[0].recovered || p[0].msg.(seqMsg).copy != 1 {
+		t.Fatalf("b holds %+v, want the delivery of 5 alone", p)
+	}
+	q.pushRecovered("c", seqMsg{seq: 7})
+	left := q.close()
+	if len(left) != 2 || left[0].(seqMsg).seq != 5 || left[1].(seqMsg).seq != 6 {
+		t.Fatalf("close handed back %+v, want the deliveries 5 and 6, not the recovered 7", left)
 	}
 }

@@ -124,9 +124,23 @@ func TestStaleFailureNeverMarksFailed(t *testing.T) {
 	checkLog(t, core)
 }
 
+// writeModes are the two ways the engine writes events and outcomes
+// (Config.AtomicBatchFrom): plain publishes only, and atomic batches from
+// two events on (the default).
+var writeModes = []struct {
+	name       string
+	atomicFrom int
+}{{"Plain", -1}, {"Atomic", 0}}
+
 // The same command delivered twice yields one event and the same outcome.
 func TestSameCommandTwice(t *testing.T) {
-	core := testenv.StartCore(t, testenv.CoreOptions{})
+	for _, m := range writeModes {
+		t.Run(m.name, func(t *testing.T) { testSameCommandTwice(t, m.atomicFrom) })
+	}
+}
+
+func testSameCommandTwice(t *testing.T, atomicFrom int) {
+	core := testenv.StartCore(t, testenv.CoreOptions{Engine: engine.Config{AtomicBatchFrom: atomicFrom}})
 	cl := core.Client(t, "t")
 	cmd := fsm.Command{ID: "create-dup-1", Type: fsm.Create, Workspace: "dup-1"}
 	first := send(t, cl, cmd)
@@ -176,7 +190,13 @@ func consumerDone(core *testenv.Core) bool {
 // 50 workspaces: per-workspace CAS keeps every history legal and nothing is
 // lost or duplicated.
 func TestTwoEnginesSameWorkspaces(t *testing.T) {
-	core := testenv.StartCore(t, testenv.CoreOptions{Engines: 2})
+	for _, m := range writeModes {
+		t.Run(m.name, func(t *testing.T) { testTwoEnginesSameWorkspaces(t, m.atomicFrom) })
+	}
+}
+
+func testTwoEnginesSameWorkspaces(t *testing.T, atomicFrom int) {
+	core := testenv.StartCore(t, testenv.CoreOptions{Engines: 2, Engine: engine.Config{AtomicBatchFrom: atomicFrom}})
 	prov := startProvisioner(t, core, func(w fsm.Workspace) bool { return w.Generation%5 == 0 })
 	clients := []*client.Client{}
 	for i := range 4 {

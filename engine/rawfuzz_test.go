@@ -129,5 +129,5 @@ func TestRandomRawUserTraffic(t *testing.T) {
 	// an event: checkLog's replay would have failed.
 }
 
-// engineReplyHeader is engine.ReplyHeader, spelled as a raw client would.
+// engineReplyHeader is events.ReplyHeader, spelled as a raw client would.
 const engineReplyHeader = "Turnstile-Reply"

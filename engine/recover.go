@@ -13,33 +13,14 @@ import (
 	"github.com/turnstile-dev/turnstile/fsm"
 )
 
-// recovered is a command an earlier engine took and did not finish, read
-// again from the stream. The engine handles it at once, ahead of its
-// workspace's later commands, instead of waiting for the server to
-// redeliver it after the ack wait; the redelivery then finds its outcome
-// and is acked. Settling this copy is the redelivery's job, so its acks
-// are no-ops. Handling a command another engine is still handling is safe:
-// an outcome is stored at most once (its subject must be empty) and goes in
-// one atomic batch with the event, so the slower of the two stores nothing
-// and returns the stored outcome.
-type recovered struct {
-	jetstream.Msg // the stream's copy: subject, headers, data
-	md            jetstream.MsgMetadata
-	id            string // the command's
-}
-
-func (r *recovered) Metadata() (*jetstream.MsgMetadata, error) {
-	md := r.md
-	return &md, nil
-}
-func (r *recovered) Ack() error                       { return nil }
-func (r *recovered) DoubleAck(context.Context) error  { return nil }
-func (r *recovered) Nak() error                       { return nil }
-func (r *recovered) NakWithDelay(time.Duration) error { return nil }
-func (r *recovered) InProgress() error                { return nil }
-func (r *recovered) Term() error                      { return nil }
-func (r *recovered) TermWithReason(string) error      { return nil }
-func (r *recovered) Reply() string                    { return "" }
+// Recovery. A command an earlier engine took and did not finish is read
+// again from the stream and handled at once, ahead of its workspace's later
+// commands, instead of waiting for the server to redeliver it after the ack
+// wait; the redelivery then finds its outcome and is acked. Handling a
+// command another engine is still handling is safe: an outcome is stored at
+// most once (its subject must be empty) and goes in one atomic batch with
+// the event, so the slower of the two stores nothing and returns the stored
+// outcome.
 
 // unfinished returns, in stream order, the commands the durable consumer
 // delivered that have no stored outcome: taken by an engine that died (or
@@ -85,7 +66,11 @@ func (e *Engine) readUnfinished(ctx context.Context, cons jetstream.Consumer, sr
 		_ = e.js.DeleteConsumer(dctx, src.stream, rd.CachedInfo().Name)
 	}()
 	started := time.Now()
-	var taken []*recovered // delivered commands, finished or not
+	type taken1 struct {
+		msg jetstream.Msg
+		id  string // the command's
+	}
+	var taken []taken1 // delivered commands, finished or not
 	for last := from - 1; last < to; {
 		batch, err := rd.FetchNoWait(256)
 		if err != nil {
@@ -102,9 +87,7 @@ func (e *Engine) readUnfinished(ctx context.Context, cons jetstream.Consumer, sr
 			if id == "" {
 				continue // unreadable: refused when it comes back, whatever the order
 			}
-			r := &recovered{Msg: m, md: *md, id: id}
-			r.md.NumDelivered = 2 // a redelivery: handle looks for its outcome first
-			taken = append(taken, r)
+			taken = append(taken, taken1{msg: m, id: id})
 		}
 		if err := batch.Error(); err != nil && !errors.Is(err, jetstream.ErrNoMessages) {
 			return nil, fmt.Errorf("engine: read unfinished commands: %w", err)
@@ -129,7 +112,7 @@ func (e *Engine) readUnfinished(ctx context.Context, cons jetstream.Consumer, sr
 	var out []jetstream.Msg
 	for i, r := range taken {
 		if !done[i] {
-			out = append(out, r)
+			out = append(out, r.msg)
 		}
 	}
 	e.log.Info("engine: read the commands taken before this start", "stream", src.stream, "from", from, "to", to,

@@ -1,11 +1,18 @@
 // Package events is the workspace event log: the versioned envelope and its
-// JSON codec, and the event store on NATS JetStream.
+// JSON codec, and the event store on NATS JetStream. It is the only package
+// that reads or writes the event stream through JetStream; the others use a
+// Store (docs/architecture.md, "Layering").
 //
 // Guarantees:
-//   - Append is optimistic per workspace: it lands only if nobody appended to
-//     that workspace since the caller loaded it (Nats-Expected-Last-Subject-Sequence),
-//     and idempotent per command id (Nats-Msg-Id), including a retry after a
-//     timeout whose first try did land.
+//   - Commit is optimistic per workspace: an event lands only if nobody
+//     appended to that workspace since the caller loaded it
+//     (Nats-Expected-Last-Subject-Sequence), and a conflict (ErrConflict)
+//     is told apart from a retry of a write that did land.
+//   - A command has one outcome, ever, stored after its event (in one
+//     atomic batch with it, or right after it): handling a command twice
+//     stores nothing twice, and the second handling gets the first outcome
+//     back (Written.Existing). Commit's doc says where the separate writes
+//     leave a gap, and how the engine closes it.
 //   - Every envelope carries the state it produces, so loading a workspace is
 //     one get-last-message call whatever the length of its history.
 //   - The codec refuses unknown event types and future schema versions with a

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -16,7 +17,8 @@ import (
 
 // StreamOptions configure the streams EnsureStreams creates.
 type StreamOptions struct {
-	// Replicas of each stream; 0 means 1.
+	// Replicas of each stream: 1, 3 or 5; 0 means 1. More than one needs
+	// a NATS cluster of at least that many JetStream servers (ErrReplicas).
 	Replicas int
 	// DuplicateWindow is how long a command id is remembered for dedupe; 0
 	// means 2 minutes (the server's default).
@@ -52,6 +54,9 @@ const retentionKey = "turnstile_rejected_retention"
 func EnsureStreams(ctx context.Context, js jetstream.JetStream, n Names, o StreamOptions) error {
 	if o.Replicas == 0 {
 		o.Replicas = 1
+	}
+	if err := ValidateReplicas(o.Replicas); err != nil {
+		return fmt.Errorf("ensure streams: %w", err)
 	}
 	if o.DuplicateWindow == 0 {
 		o.DuplicateWindow = 2 * time.Minute
@@ -115,15 +120,11 @@ func EnsureStreams(ctx context.Context, js jetstream.JetStream, n Names, o Strea
 	}}
 	for _, cfg := range cfgs {
 		if _, err := js.CreateOrUpdateStream(ctx, cfg); err != nil {
-			return fmt.Errorf("ensure stream %s: %w", cfg.Name, err)
+			return fmt.Errorf("ensure stream %s: %w", cfg.Name, replicasError(err, o.Replicas))
 		}
 	}
 	return nil
 }
-
-// ErrConflict means another writer appended to the workspace since it was
-// loaded: reload and decide again.
-var ErrConflict = errors.New("append conflict: the workspace changed since it was loaded")
 
 // Head is a workspace's current state and where it stands in the stream.
 type Head struct {
@@ -179,9 +180,6 @@ func (s *Store) Names() Names { return s.names }
 // Codec returns the store's codec.
 func (s *Store) Codec() Codec { return s.codec }
 
-// JetStream returns the JetStream context the store writes through.
-func (s *Store) JetStream() jetstream.JetStream { return s.js }
-
 // Load returns a workspace's current state: one get-last-message call,
 // whatever the length of its history.
 func (s *Store) Load(ctx context.Context, id string) (Head, error) {
@@ -204,6 +202,24 @@ func (s *Store) Load(ctx context.Context, id string) (Head, error) {
 	}
 	env.StreamSeq = msg.Sequence
 	return Head{State: env.State, StreamSeq: msg.Sequence, Last: &env}, nil
+}
+
+// LoadBefore returns workspace id as it was before stream sequence seq:
+// the newest readable envelope on its subject before seq (no workspace if
+// there is none). Head.StreamSeq is that envelope's.
+func (s *Store) LoadBefore(ctx context.Context, id string, seq uint64) (Head, error) {
+	if err := fsm.ValidateID(id); err != nil {
+		return Head{}, err
+	}
+	h, err := s.loadBefore(ctx, id, seq)
+	if err != nil {
+		return Head{}, err
+	}
+	h.StreamSeq = 0
+	if h.Last != nil {
+		h.StreamSeq = h.Last.StreamSeq
+	}
+	return h, nil
 }
 
 // loadBefore is Load when the newest message of workspace id, at stream
@@ -251,117 +267,6 @@ func (s *Store) loadBefore(ctx context.Context, id string, last uint64) (Head, e
 		return Head{}, fmt.Errorf("load workspace %s: %w", id, err)
 	}
 	return h, nil
-}
-
-// AppendResult says where an append landed.
-type AppendResult struct {
-	StreamSeq uint64
-	// Duplicate is true when the command's event was already stored (a
-	// redelivery or a retry after a timeout); StreamSeq is then the original.
-	Duplicate bool
-}
-
-// EventMsg builds the message that appends env after expected.
-func (s *Store) EventMsg(env Envelope) (*nats.Msg, error) {
-	data, err := s.codec.Encode(env)
-	if err != nil {
-		return nil, err
-	}
-	m := nats.NewMsg(s.names.Event(env.Workspace))
-	m.Data = data
-	m.Header.Set(jetstream.MsgIDHeader, env.CommandID)
-	return m, nil
-}
-
-// Append stores env if the workspace's newest event is still at expected
-// (0: the workspace has no events). It returns ErrConflict when another
-// writer got there first. A retry of an append that did land (same command
-// id) reports Duplicate instead of a conflict.
-func (s *Store) Append(ctx context.Context, env Envelope, expected uint64) (AppendResult, error) {
-	m, err := s.EventMsg(env)
-	if err != nil {
-		return AppendResult{}, err
-	}
-	for attempt := 0; ; attempt++ {
-		ack, err := s.js.PublishMsg(ctx, m, jetstream.WithExpectLastSequencePerSubject(expected))
-		if err == nil {
-			return AppendResult{StreamSeq: ack.Sequence, Duplicate: ack.Duplicate}, nil
-		}
-		if IsWrongLastSequence(err) {
-			return s.ResolveConflict(ctx, env)
-		}
-		if !IsRetryable(err) || attempt >= 8 || ctx.Err() != nil {
-			return AppendResult{}, fmt.Errorf("append %s to %s: %w", env.Type, env.Workspace, err)
-		}
-		if err := backoff(ctx, attempt); err != nil {
-			return AppendResult{}, err
-		}
-	}
-}
-
-// ResolveConflict handles "wrong last sequence" for env: on a single-replica
-// stream the sequence check runs before dedupe, so our own earlier try may be
-// the newest event. It compares command ids before calling it a conflict
-// (ErrConflict).
-func (s *Store) ResolveConflict(ctx context.Context, env Envelope) (AppendResult, error) {
-	h, err := s.Load(ctx, env.Workspace)
-	if err != nil {
-		return AppendResult{}, fmt.Errorf("after append conflict: %w", err)
-	}
-	if h.Last != nil && h.Last.CommandID == env.CommandID {
-		return AppendResult{StreamSeq: h.StreamSeq, Duplicate: true}, nil
-	}
-	return AppendResult{}, ErrConflict
-}
-
-// OutcomeMsg builds the message that records an outcome.
-func (s *Store) OutcomeMsg(o OutcomeRecord) (*nats.Msg, error) {
-	data, err := EncodeOutcome(o)
-	if err != nil {
-		return nil, err
-	}
-	m := nats.NewMsg(s.names.Outcome(o.CommandID))
-	m.Data = data
-	// Distinct from the event's id: both live in one stream's dedupe table.
-	m.Header.Set(jetstream.MsgIDHeader, "out:"+o.CommandID)
-	// A command has one outcome, ever: the outcome subject must be empty.
-	// This outlives the dedupe window, so a command id reused much later
-	// cannot get a second outcome (or, in an atomic batch, a second event).
-	m.Header.Set(jetstream.ExpectedLastSubjSeqHeader, "0")
-	if o.Outcome != fsm.Accepted && s.rejectedTTL > 0 {
-		// It changed nothing: once it expires, the command id may be
-		// decided again (the command itself expired before it).
-		m.Header.Set(jetstream.MsgTTLHeader, s.rejectedTTL.String())
-	}
-	return m, nil
-}
-
-// ErrOutcomeExists means the command already has a stored outcome; read it
-// with Outcome.
-var ErrOutcomeExists = errors.New("the command already has an outcome")
-
-// PublishOutcome stores a command's outcome. It returns ErrOutcomeExists if
-// the command has one already (including our own earlier try).
-func (s *Store) PublishOutcome(ctx context.Context, o OutcomeRecord) (uint64, error) {
-	m, err := s.OutcomeMsg(o)
-	if err != nil {
-		return 0, err
-	}
-	for attempt := 0; ; attempt++ {
-		ack, err := s.js.PublishMsg(ctx, m)
-		if err == nil {
-			return ack.Sequence, nil
-		}
-		if IsWrongLastSequence(err) {
-			return 0, ErrOutcomeExists
-		}
-		if !IsRetryable(err) || attempt >= 8 || ctx.Err() != nil {
-			return 0, fmt.Errorf("publish outcome of %s: %w", o.CommandID, err)
-		}
-		if err := backoff(ctx, attempt); err != nil {
-			return 0, err
-		}
-	}
 }
 
 // Outcome returns a command's stored outcome; ok is false if there is none yet.
@@ -412,38 +317,14 @@ func (s *Store) HistoryRecords(ctx context.Context, id string, fn func(Record) e
 // scan calls fn for each message on workspace id's subject up to stream
 // sequence through, which must hold one.
 func (s *Store) scan(ctx context.Context, id string, through uint64, fn func(Record) error) error {
-	// Direct batch gets, not a consumer: a history read is a request like
-	// any other, and a consumer per read would let many readers exhaust
-	// the server's consumers (the API fuzzer did).
-	subject := s.names.Event(id)
-	for next := uint64(1); next <= through; {
-		msgs, err := jetstreamext.GetBatch(ctx, s.js, s.names.EventStream(), historyPage,
-			jetstreamext.GetBatchSeq(next), jetstreamext.GetBatchSubject(subject))
-		if err != nil {
-			return fmt.Errorf("history of %s: %w", id, err)
-		}
-		got := 0
-		for m, err := range msgs {
-			if errors.Is(err, jetstreamext.ErrNoMessages) {
-				break
-			}
-			if err != nil {
-				return fmt.Errorf("history of %s from stream sequence %d: %w", id, next, err)
-			}
-			if m.Sequence > through {
-				return nil
-			}
-			if err := fn(s.decodeRecord(m.Subject, m.Data, m.Sequence, m.Time)); err != nil {
-				return err
-			}
-			next = m.Sequence + 1
-			got++
-		}
-		if got == 0 {
-			// The head said events up to through exist: none left
-			// before it means they were removed under us.
-			return fmt.Errorf("history of %s: no event at or after stream sequence %d, though the newest is %d", id, next, through)
-		}
+	got, err := s.read(ctx, 1, through, s.names.Event(id), historyPage, fn)
+	if err != nil {
+		return fmt.Errorf("history of %s: %w", id, err)
+	}
+	if got < through {
+		// The head said messages up to through exist: none left before
+		// it means they were removed under us.
+		return fmt.Errorf("history of %s: no event at or after stream sequence %d, though the newest is %d", id, got+1, through)
 	}
 	return nil
 }
@@ -493,7 +374,39 @@ func (s *Store) Replay(ctx context.Context, from, to uint64, fn func(Record) err
 	if to < from {
 		return nil
 	}
-	return s.replay(ctx, from, to, fn)
+	if _, err := s.read(ctx, from, to, "", replayPage, fn); err != nil {
+		return fmt.Errorf("replay: %w", err)
+	}
+	return nil
+}
+
+// errEnough stops a read once it has what it wants.
+var errEnough = errors.New("enough")
+
+// Events calls fn for up to n messages on the event subjects (events
+// only, no outcomes), from stream sequence from on, stored at the time of
+// the call, in stream order; unreadable ones come as Record.Unreadable.
+func (s *Store) Events(ctx context.Context, from uint64, n int, fn func(Record) error) error {
+	if n <= 0 {
+		return nil
+	}
+	seen := 0
+	_, err := s.read(ctx, max(from, 1), math.MaxUint64, s.names.Events(), n, func(r Record) error {
+		if err := fn(r); err != nil {
+			return err
+		}
+		if seen++; seen == n {
+			return errEnough
+		}
+		return nil
+	})
+	if errors.Is(err, errEnough) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("events from stream sequence %d: %w", from, err)
+	}
+	return nil
 }
 
 // decodeRecord decodes a message read at stream sequence seq, stored at
@@ -524,16 +437,26 @@ func (s *Store) decodeRecord(subject string, data []byte, seq uint64, stored tim
 // replayPage is how many messages one direct batch get of a replay asks for.
 const replayPage = 1000
 
-// replay reads the event stream from sequence from to to with direct batch
-// gets, not a consumer: a NATS user may read but not create consumers
-// (a consumer's deliver subject could point anywhere, docs/security.md),
-// and the CLI's audit --all runs as that user.
-func (s *Store) replay(ctx context.Context, from, to uint64, fn func(Record) error) error {
-	for next := from; next <= to; {
-		msgs, err := jetstreamext.GetBatch(ctx, s.js, s.names.EventStream(), min(replayPage, int(to-next+1)),
-			jetstreamext.GetBatchSeq(next))
+// read calls fn for each message of the event stream (on subject, if
+// not empty) from stream sequence from up to and including to, page
+// messages per request, and returns the sequence read through: to, or
+// less when no message is left before it (removed: expired outcomes, or
+// the stream purged). It reads with direct batch gets, not a consumer: a
+// read is a request like any other, a consumer per read would let many
+// readers exhaust the server's consumers (the API fuzzer did), and a NATS
+// user may read but not create consumers (a consumer's deliver subject
+// could point anywhere, docs/security.md); the CLI's audit --all runs as
+// that user.
+func (s *Store) read(ctx context.Context, from, to uint64, subject string, page int, fn func(Record) error) (uint64, error) {
+	through := from - 1
+	for through < to {
+		opts := []jetstreamext.GetBatchOpt{jetstreamext.GetBatchSeq(through + 1)}
+		if subject != "" {
+			opts = append(opts, jetstreamext.GetBatchSubject(subject))
+		}
+		msgs, err := jetstreamext.GetBatch(ctx, s.js, s.names.EventStream(), int(min(uint64(page), to-through)), opts...)
 		if err != nil {
-			return fmt.Errorf("replay from stream sequence %d: %w", next, err)
+			return through, fmt.Errorf("read from stream sequence %d: %w", through+1, err)
 		}
 		got := 0
 		for m, err := range msgs {
@@ -541,22 +464,22 @@ func (s *Store) replay(ctx context.Context, from, to uint64, fn func(Record) err
 				break
 			}
 			if err != nil {
-				return fmt.Errorf("replay from stream sequence %d: %w", next, err)
+				return through, fmt.Errorf("read from stream sequence %d: %w", through+1, err)
 			}
 			if m.Sequence > to {
-				return nil
+				return to, nil
 			}
 			if err := fn(s.decodeRecord(m.Subject, m.Data, m.Sequence, m.Time)); err != nil {
-				return err
+				return through, err
 			}
-			next = m.Sequence + 1
+			through = m.Sequence
 			got++
 		}
 		if got == 0 {
-			return nil // nothing at or after next: the rest was removed (expired outcomes)
+			return through, nil
 		}
 	}
-	return nil
+	return through, nil
 }
 
 // IsWrongLastSequence reports the server's "wrong last sequence" refusal of
@@ -582,6 +505,23 @@ func IsRetryable(err error) bool {
 		errors.Is(err, nats.ErrNoResponders) || errors.Is(err, nats.ErrConnectionReconnecting)
 }
 
+// IsUnavailable reports errors that say NATS could not be reached or did
+// not answer: the connection closed, reconnecting or draining, no servers,
+// no responders, a timeout, a stream that did not respond or a server
+// shutting down. A retry may get past them.
+func IsUnavailable(err error) bool {
+	for _, target := range []error{
+		nats.ErrConnectionClosed, nats.ErrConnectionReconnecting, nats.ErrConnectionDraining,
+		nats.ErrDisconnected, nats.ErrNoServers, nats.ErrNoResponders, nats.ErrTimeout,
+		jetstream.ErrNoStreamResponse, jetstream.ErrServerShutdown,
+	} {
+		if errors.Is(err, target) {
+			return true
+		}
+	}
+	return false
+}
+
 func backoff(ctx context.Context, attempt int) error {
 	return retry.Sleep(ctx, retry.Backoff(attempt, 10*time.Millisecond, 640*time.Millisecond))
 }
@@ -591,18 +531,34 @@ func backoff(ctx context.Context, attempt int) error {
 // fails. Records arrive in stream order; a message that cannot be used
 // comes as a Record with Unreadable set.
 func (s *Store) Subscribe(ctx context.Context, from uint64, fn func(Record) error) error {
-	if from == 0 {
-		from = 1
+	return s.subscribe(ctx, []string{s.names.Events(), s.names.Outcomes()}, from, 1024, fn)
+}
+
+// SubscribeEvents is Subscribe for events alone: of workspace id, or of
+// every workspace when id is empty.
+func (s *Store) SubscribeEvents(ctx context.Context, id string, from uint64, fn func(Record) error) error {
+	subject := s.names.Events()
+	if id != "" {
+		if err := fsm.ValidateID(id); err != nil {
+			return err
+		}
+		subject = s.names.Event(id)
 	}
+	return s.subscribe(ctx, []string{subject}, from, 256, fn)
+}
+
+// subscribe reads subjects through an ordered consumer: no acks, gone
+// when the read ends (or, should this process die, once idle).
+func (s *Store) subscribe(ctx context.Context, subjects []string, from uint64, pull int, fn func(Record) error) error {
 	cons, err := s.stream.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{
-		FilterSubjects: []string{s.names.Events(), s.names.Outcomes()},
+		FilterSubjects: subjects,
 		DeliverPolicy:  jetstream.DeliverByStartSequencePolicy,
-		OptStartSeq:    from,
+		OptStartSeq:    max(from, 1),
 	})
 	if err != nil {
 		return fmt.Errorf("subscribe: %w", err)
 	}
-	it, err := cons.Messages(jetstream.PullMaxMessages(1024))
+	it, err := cons.Messages(jetstream.PullMaxMessages(pull))
 	if err != nil {
 		return fmt.Errorf("subscribe: %w", err)
 	}
@@ -625,4 +581,45 @@ func (s *Store) Subscribe(ctx context.Context, from uint64, fn func(Record) erro
 			return err
 		}
 	}
+}
+
+// FirstEventSeq returns the stream sequence of workspace id's first event;
+// ok is false when it has none.
+func (s *Store) FirstEventSeq(ctx context.Context, id string) (seq uint64, ok bool, err error) {
+	if err := fsm.ValidateID(id); err != nil {
+		return 0, false, err
+	}
+	last, err := s.LastSeq(ctx)
+	if err != nil || last == 0 {
+		return 0, false, err
+	}
+	errFound := errors.New("found")
+	_, err = s.read(ctx, 1, last, s.names.Event(id), 1, func(r Record) error {
+		seq, ok = r.StreamSeq, true
+		return errFound
+	})
+	if err != nil && !errors.Is(err, errFound) {
+		return 0, false, fmt.Errorf("first event of %s: %w", id, err)
+	}
+	return seq, ok, nil
+}
+
+// Outcomes calls fn for every outcome record (of every workspace) from
+// stream sequence from on: up to the last one stored at the time of the
+// call, or, with follow, including those stored later until ctx ends or fn
+// fails. A message that cannot be used comes as a Record with Unreadable
+// set.
+func (s *Store) Outcomes(ctx context.Context, from uint64, follow bool, fn func(Record) error) error {
+	if follow {
+		return s.subscribe(ctx, []string{s.names.Outcomes()}, from, 256, fn)
+	}
+	last, err := s.LastSeq(ctx)
+	if err != nil {
+		return err
+	}
+	if from = max(from, 1); from > last {
+		return nil
+	}
+	_, err = s.read(ctx, from, last, s.names.Outcomes(), replayPage, fn)
+	return err
 }

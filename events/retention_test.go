@@ -54,15 +54,14 @@ func TestRejectedRetention(t *testing.T) {
 	accepted := events.OutcomeRecord{CommandID: "a1", Workspace: "ws-1", CommandType: fsm.Create, Outcome: fsm.Accepted,
 		EventSeq: 1, Generation: 1, State: fsm.Provisioning, ReceivedAt: now, DecidedAt: now}
 	for _, o := range []events.OutcomeRecord{rejected, noop, accepted} {
-		seq, err := store.PublishOutcome(ctx, o)
-		if err != nil {
-			t.Fatal(err)
+		if res, _ := store.Commit(ctx, []events.Write{{Outcome: o}}, events.CommitOptions{}); res[0].Err != nil || res[0].Existing != nil {
+			t.Fatalf("commit %s outcome: %+v", o.Outcome, res[0])
 		}
 		es, err := js.Stream(ctx, names.EventStream())
 		if err != nil {
 			t.Fatal(err)
 		}
-		m, err := es.GetMsg(ctx, seq)
+		m, err := es.GetLastMsgForSubject(ctx, names.Outcome(o.CommandID))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -80,7 +79,7 @@ func TestRejectedRetention(t *testing.T) {
 		t.Fatalf("accepted outcome: ok=%v err=%v, want kept", ok, err)
 	}
 	// Expired, the id may be decided again: its outcome subject is empty.
-	if _, err := store.PublishOutcome(ctx, rejected); err != nil {
-		t.Fatalf("outcome of an expired command id: %v", err)
+	if res, _ := store.Commit(ctx, []events.Write{{Outcome: rejected}}, events.CommitOptions{}); res[0].Err != nil || res[0].Existing != nil {
+		t.Fatalf("outcome of an expired command id: %+v", res[0])
 	}
 }

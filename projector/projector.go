@@ -9,6 +9,8 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/turnstile-dev/turnstile/internal/retry"
 )
 
 // Projector folds the event stream into the read model. It is safe to call
@@ -48,13 +50,13 @@ func New(cfg Config) (*Projector, error) {
 }
 
 // Run projects until ctx ends, then returns nil. Failures of PostgreSQL or
-// NATS are logged and retried from the checkpoint after a bounded
-// exponential backoff. A message that cannot be used (events.Unreadable:
+// NATS are logged and retried from the checkpoint after a bounded,
+// jittered exponential backoff (internal/retry). A message that cannot be used (events.Unreadable:
 // undecodable, of a newer schema, misaddressed) is quarantined: recorded in
 // dead_letters in its batch, counted and logged once, and passed; one bad
 // message must not stall the read model of every workspace.
 func (p *Projector) Run(ctx context.Context) error {
-	backoff := p.cfg.MinBackoff
+	failures := 0
 	for {
 		progressed, err := p.session(ctx)
 		if ctx.Err() != nil {
@@ -62,8 +64,9 @@ func (p *Projector) Run(ctx context.Context) error {
 		}
 		p.metrics.errors.Inc()
 		if progressed {
-			backoff = p.cfg.MinBackoff
+			failures = 0
 		}
+		backoff := retry.Backoff(failures, p.cfg.MinBackoff, p.cfg.MaxBackoff)
 		if errors.Is(err, errCheckpointMoved) {
 			p.cfg.Logger.Info("projector resumes from the checkpoint it found", "projector", p.cfg.Name, "reason", err)
 		} else {
@@ -71,14 +74,10 @@ func (p *Projector) Run(ctx context.Context) error {
 				"err", err, "backoff", backoff)
 		}
 		p.refreshLag(ctx)
-		t := time.NewTimer(backoff)
-		select {
-		case <-ctx.Done():
-			t.Stop()
+		if retry.Sleep(ctx, backoff) != nil {
 			return nil
-		case <-t.C:
 		}
-		backoff = min(2*backoff, p.cfg.MaxBackoff)
+		failures++
 	}
 }
 

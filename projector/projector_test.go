@@ -20,36 +20,14 @@ func TestProjector(t *testing.T) {
 		g.publish(t, e.js, 2000)
 		p := e.projector(t, nil)
 		stop := run(t, p)
-		e.waitCaughtUp(t, 30*time.Second)
-		stop()
-		e.assertCounts(t, g)
-		e.assertEqualsRebuild(t, p)
+		e.stopCaughtUp(t, g, p, stop, 30*time.Second)
 	})
-
-	errKill := errors.New("killed")
 
 	t.Run("KillBeforeCommit", func(t *testing.T) {
 		e := newEnv(t)
 		g := newGenerator(e.names, 30, 2)
 		g.publish(t, e.js, 500)
-		ctx, cancel := context.WithCancel(context.Background())
-		defer cancel()
-		var killed projector.BatchInfo
-		batches := 0
-		p := e.projector(t, func(c *projector.Config) {
-			c.BatchSize = 50
-			c.Hooks.BeforeCommit = func(_ context.Context, b projector.BatchInfo) error {
-				if batches++; batches == 3 {
-					killed = b
-					cancel()
-					return errKill
-				}
-				return nil
-			}
-		})
-		if err := p.Run(ctx); err != nil {
-			t.Fatal(err)
-		}
+		killed := runKilled(t, e, func(c *projector.Config, h hook) { c.Hooks.BeforeCommit = h })
 		cp, err := e.checkpoint(context.Background())
 		if err != nil || cp != killed.First-1 {
 			t.Fatalf("checkpoint %d (err %v), want %d: the killed batch must not count", cp, err, killed.First-1)
@@ -64,24 +42,7 @@ func TestProjector(t *testing.T) {
 		e := newEnv(t)
 		g := newGenerator(e.names, 30, 3)
 		g.publish(t, e.js, 500)
-		ctx, cancel := context.WithCancel(context.Background())
-		defer cancel()
-		var killed projector.BatchInfo
-		batches := 0
-		p := e.projector(t, func(c *projector.Config) {
-			c.BatchSize = 50
-			c.Hooks.AfterCommit = func(_ context.Context, b projector.BatchInfo) error {
-				if batches++; batches == 3 {
-					killed = b
-					cancel()
-					return errKill
-				}
-				return nil
-			}
-		})
-		if err := p.Run(ctx); err != nil {
-			t.Fatal(err)
-		}
+		killed := runKilled(t, e, func(c *projector.Config, h hook) { c.Hooks.AfterCommit = h })
 		cp, err := e.checkpoint(context.Background())
 		if err != nil || cp != killed.Last {
 			t.Fatalf("checkpoint %d (err %v), want %d: the committed batch must count", cp, err, killed.Last)
@@ -101,9 +62,7 @@ func TestProjector(t *testing.T) {
 		// One writes at a time; when it stops, the other takes over.
 		stop1()
 		g.publish(t, e.js, 500)
-		e.waitCaughtUp(t, 60*time.Second)
-		e.assertCounts(t, g)
-		e.assertEqualsRebuild(t, p1)
+		e.stopCaughtUp(t, g, p1, nil, 60*time.Second)
 	})
 
 	// The projector applies messages past the rebuild's end while the
@@ -141,10 +100,7 @@ func TestProjector(t *testing.T) {
 			t.Fatalf("rebuild went through %d, the projector was at %d: the test needs it behind", stats.Through, ahead)
 		}
 		g.publish(t, e.js, 200)
-		e.waitCaughtUp(t, 30*time.Second)
-		stop()
-		e.assertCounts(t, g)
-		e.assertEqualsRebuild(t, p)
+		e.stopCaughtUp(t, g, p, stop, 30*time.Second)
 	})
 
 	t.Run("PostgresRestart", func(t *testing.T) {
@@ -162,10 +118,7 @@ func TestProjector(t *testing.T) {
 			return metric(t, reg, "turnstile_projector_errors_total") > 0, nil
 		})
 		own.Start(t)
-		e.waitCaughtUp(t, 30*time.Second)
-		stop()
-		e.assertCounts(t, g)
-		e.assertEqualsRebuild(t, p)
+		e.stopCaughtUp(t, g, p, stop, 30*time.Second)
 	})
 
 	t.Run("Lag", func(t *testing.T) {
@@ -254,9 +207,18 @@ func TestGetWorkspace(t *testing.T) {
 func (e *env) restartAndCompare(t *testing.T, g *generator) {
 	t.Helper()
 	p := e.projector(t, func(c *projector.Config) { c.BatchSize = 50 })
-	stop := run(t, p)
-	e.waitCaughtUp(t, 30*time.Second)
-	stop()
+	e.stopCaughtUp(t, g, p, run(t, p), 30*time.Second)
+}
+
+// stopCaughtUp waits within for the read model to catch up with the
+// stream, stops p (stop, unless nil) and checks the read model: every
+// message of g once, and equal to a rebuild.
+func (e *env) stopCaughtUp(t *testing.T, g *generator, p *projector.Projector, stop func(), within time.Duration) {
+	t.Helper()
+	e.waitCaughtUp(t, within)
+	if stop != nil {
+		stop()
+	}
 	e.assertCounts(t, g)
 	e.assertEqualsRebuild(t, p)
 }
@@ -310,4 +272,33 @@ func metric(t testing.TB, reg *prometheus.Registry, name string) float64 {
 		}
 	}
 	return v
+}
+
+// hook is a projector.Hooks function.
+type hook = func(context.Context, projector.BatchInfo) error
+
+// runKilled runs a projector with batches of 50 until the hook that set
+// installs kills it at its third batch (cancels the run and fails), and
+// returns that batch.
+func runKilled(t *testing.T, e *env, set func(*projector.Config, hook)) projector.BatchInfo {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var killed projector.BatchInfo
+	batches := 0
+	p := e.projector(t, func(c *projector.Config) {
+		c.BatchSize = 50
+		set(c, func(_ context.Context, b projector.BatchInfo) error {
+			if batches++; batches == 3 {
+				killed = b
+				cancel()
+				return errors.New("killed")
+			}
+			return nil
+		})
+	})
+	if err := p.Run(ctx); err != nil {
+		t.Fatal(err)
+	}
+	return killed
 }

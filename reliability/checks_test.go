@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/synadia-io/orbit.go/jetstreamext"
 
@@ -33,7 +34,11 @@ func checkpoint(ctx context.Context, dbURL string) (uint64, error) {
 
 // consumersDrained reports whether every durable consumer of the streams
 // (the engine's two, the worker's) has nothing pending and nothing unacked.
-func consumersDrained(ctx context.Context, js jetstream.JetStream, names events.Names) bool {
+func consumersDrained(ctx context.Context, nc *nats.Conn, names events.Names) bool {
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return false
+	}
 	for _, stream := range []string{names.CommandStream(), names.SystemStream(), names.EventStream()} {
 		s, err := js.Stream(ctx, stream)
 		if err != nil {
@@ -78,7 +83,7 @@ func waitQuiet(t *testing.T, cl *client.Client, dbURL string, workspaces []strin
 			why = "the stream grows"
 			return false
 		}
-		if !consumersDrained(ctx, store.JetStream(), store.Names()) {
+		if !consumersDrained(ctx, cl.Conn(), store.Names()) {
 			why = "consumers have pending messages"
 			return false
 		}
@@ -278,6 +283,7 @@ type report struct {
 	Outcomes      int     `json:"outcomes"`
 	Lost          int     `json:"lost"`
 	Duplicated    int     `json:"duplicated"`
+	Misordered    int     `json:"misordered,omitempty"`
 }
 
 func (r report) log(t *testing.T) {
@@ -301,14 +307,24 @@ func (r report) log(t *testing.T) {
 // its first place. It holds where one engine at a time takes commands and
 // a restarted engine handles what the dead one left unfinished first (not
 // between two engines sharing the durable consumer: docs/reliability.md).
-func checkOrder(t *testing.T, cl *client.Client, f streamFigures) {
+//
+// strict fails the test on a violation; otherwise violations are logged
+// (a known defect a scenario documents). It returns their number.
+func checkOrder(t *testing.T, cl *client.Client, f streamFigures, strict bool) int {
 	t.Helper()
+	report := t.Errorf
+	if !strict {
+		report = t.Logf
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	store := cl.Store()
 	names := store.Names()
 	decided := f.decided
-	js := store.JetStream()
+	js, err := jetstream.New(cl.Conn())
+	if err != nil {
+		t.Fatal(err)
+	}
 	stream, err := js.Stream(ctx, names.CommandStream())
 	if err != nil {
 		t.Fatal(err)
@@ -349,7 +365,7 @@ func checkOrder(t *testing.T, cl *client.Client, f streamFigures) {
 			ws := names.WorkspaceOf(m.Subject)
 			if p, ok := prev[ws]; ok && p.decision > d {
 				if violations++; violations <= 10 {
-					t.Errorf("workspace %s: command %s (command stream seq %d) was decided before command %s (seq %d), which reached the stream first",
+					report("workspace %s: command %s (command stream seq %d) was decided before command %s (seq %d), which reached the stream first",
 						ws, id, m.Sequence, p.id, p.seq)
 				}
 			}
@@ -360,6 +376,7 @@ func checkOrder(t *testing.T, cl *client.Client, f streamFigures) {
 		}
 	}
 	if violations > 0 {
-		t.Errorf("%d commands were decided out of their workspace's order", violations)
+		report("%d commands were decided out of their workspace's order", violations)
 	}
+	return violations
 }

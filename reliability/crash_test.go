@@ -1,11 +1,8 @@
 package reliability_test
 
 import (
-	"context"
 	"fmt"
-	"math/rand/v2"
 	"os"
-	"slices"
 	"testing"
 	"time"
 
@@ -45,48 +42,11 @@ func TestCrash(t *testing.T) {
 	cl := newClient(t, nc)
 	l := newLoad(t, cl, workspaces, 32)
 
-	// Kill when the load has reached random points between 5% and 90%.
-	r := rand.New(rand.NewPCG(seed, 0))
-	var at []int64
-	for range kills {
-		at = append(at, int64(commands)*int64(5+r.IntN(86))/100)
-	}
-	slices.Sort(at)
-
-	ctx, cancel := context.WithTimeout(context.Background(), pick(3*time.Minute, 40*time.Minute))
-	defer cancel()
-	start := time.Now()
-	killerDone := make(chan struct{})
-	go func() {
-		defer close(killerDone)
-		for _, n := range at {
-			for l.done.Load() < n {
-				if ctx.Err() != nil {
-					return
-				}
-				time.Sleep(5 * time.Millisecond) // poll interval of the load's progress
-			}
-			// Load shaping: a random few milliseconds more, so kills do not
-			// line up with outcome boundaries.
-			time.Sleep(time.Duration(r.IntN(50)) * time.Millisecond)
-			s.kill9()
-			if err := s.restart(); err != nil {
-				t.Errorf("restart after kill %d: %v", s.kills, err)
-				cancel()
-				return
-			}
-		}
-	}()
-	l.run(ctx, seed, func(i int64) bool { return i < int64(commands) })
-	<-killerDone
-	loadTime := time.Since(start)
-	if t.Failed() {
-		t.FailNow()
-	}
+	loadTime := loadWithKills(t, s, l, seed, commands, kills, pick(3*time.Minute, 40*time.Minute))
 
 	waitQuiet(t, cl, dbURL, l.workspaces, pick(2*time.Minute, 5*time.Minute))
 	f := checkStream(t, cl, l.commands())
-	checkOrder(t, cl, f)
+	checkOrder(t, cl, f, true)
 	checkAuditCLI(t, natsURL)
 	checkRebuild(t, natsURL, dbURL, s.dataDir())
 	t.Logf("serve was restarting for %v in total", s.down)

@@ -7,7 +7,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"sync"
-	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -115,29 +114,16 @@ func TestNATSDown(t *testing.T) {
 	dbURL := pg.NewDatabase(t)
 	s := startServe(t, serveOptions{databaseURL: dbURL, natsURL: ns.url()})
 	cl := newClient(t, connect(t, ns.url(), "reliability-load"))
-	l := newLoad(t, cl, workspaces, 8)
-	l.pace = 20 * time.Millisecond
 
 	ctx, cancel := context.WithTimeout(context.Background(), pick(3*time.Minute, 10*time.Minute))
 	defer cancel()
-	var stop atomic.Bool
-	loadDone := make(chan struct{})
-	start := time.Now()
-	go func() {
-		defer close(loadDone)
-		l.run(ctx, seed, func(int64) bool { return !stop.Load() })
-	}()
-	defer func() { stop.Store(true); cancel(); <-loadDone }()
-
-	poll(t, time.Minute, 10*time.Millisecond, "200 outcomes before the outage", func() bool { return l.done.Load() >= 200 })
+	l := startOutageLoad(ctx, t, cl, workspaces, seed)
 	ns.stop()
 	time.Sleep(outage) // the fault's duration: NATS stays down this long
 	ns.start()
 	after := l.done.Load()
 	poll(t, 2*time.Minute, 10*time.Millisecond, "200 more outcomes after the outage", func() bool { return l.done.Load() >= after+200 })
-	stop.Store(true)
-	<-loadDone
-	loadTime := time.Since(start)
+	loadTime := l.finish()
 	if t.Failed() {
 		t.FailNow()
 	}

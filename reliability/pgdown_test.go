@@ -7,7 +7,6 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -51,21 +50,10 @@ func TestPostgresDown(t *testing.T) {
 	s := startServe(t, serveOptions{databaseURL: dbURL})
 	natsURL := fmt.Sprintf("nats://127.0.0.1:%d", s.natsPort)
 	cl := newClient(t, connect(t, natsURL, "reliability-load"))
-	l := newLoad(t, cl, workspaces, 8)
-	l.pace = 20 * time.Millisecond
 
 	ctx, cancel := context.WithTimeout(context.Background(), pick(3*time.Minute, 10*time.Minute))
 	defer cancel()
-	var stop atomic.Bool
-	loadDone := make(chan struct{})
-	start := time.Now()
-	go func() {
-		defer close(loadDone)
-		l.run(ctx, seed, func(int64) bool { return !stop.Load() })
-	}()
-	defer func() { stop.Store(true); cancel(); <-loadDone }()
-
-	poll(t, time.Minute, 10*time.Millisecond, "200 outcomes before the outage", func() bool { return l.done.Load() >= 200 })
+	l := startOutageLoad(ctx, t, cl, workspaces, seed)
 	pg.Stop(t)
 	before := l.done.Load()
 	time.Sleep(outage) // the fault's duration: PostgreSQL stays down this long
@@ -88,9 +76,7 @@ func TestPostgresDown(t *testing.T) {
 	})
 	catchUp := time.Since(restarted)
 	poll(t, time.Minute, 50*time.Millisecond, "200 more outcomes after the outage", func() bool { return l.done.Load() >= before+during+200 })
-	stop.Store(true)
-	<-loadDone
-	loadTime := time.Since(start)
+	loadTime := l.finish()
 	if t.Failed() {
 		t.FailNow()
 	}

@@ -1,9 +1,6 @@
 package reliability_test
 
 import (
-	"context"
-	"math/rand/v2"
-	"slices"
 	"testing"
 	"time"
 
@@ -34,45 +31,9 @@ func TestTwoServes(t *testing.T) {
 	cl := newClient(t, connect(t, ns.url(), "reliability-load"))
 	l := newLoad(t, cl, workspaces, 32)
 
-	r := rand.New(rand.NewPCG(seed, 0))
-	var at []int64
-	for range kills {
-		at = append(at, int64(commands)*int64(5+r.IntN(86))/100)
-	}
-	slices.Sort(at)
-
 	// A kill -9'd engine's unacked commands come back after the consumer's
 	// AckWait (30 s), so the short form allows for a few of those.
-	ctx, cancel := context.WithTimeout(context.Background(), pick(5*time.Minute, 40*time.Minute))
-	defer cancel()
-	start := time.Now()
-	killerDone := make(chan struct{})
-	go func() {
-		defer close(killerDone)
-		for _, n := range at {
-			for l.done.Load() < n {
-				if ctx.Err() != nil {
-					return
-				}
-				time.Sleep(5 * time.Millisecond) // poll interval of the load's progress
-			}
-			// Load shaping: a random few milliseconds more, so kills do not
-			// line up with outcome boundaries.
-			time.Sleep(time.Duration(r.IntN(50)) * time.Millisecond)
-			b.kill9()
-			if err := b.restart(); err != nil {
-				t.Errorf("restart after kill %d: %v", b.kills, err)
-				cancel()
-				return
-			}
-		}
-	}()
-	l.run(ctx, seed, func(i int64) bool { return i < int64(commands) })
-	<-killerDone
-	loadTime := time.Since(start)
-	if t.Failed() {
-		t.FailNow()
-	}
+	loadTime := loadWithKills(t, b, l, seed, commands, kills, pick(5*time.Minute, 40*time.Minute))
 	// The survivor never stopped serving.
 	if err := a.ready(10 * time.Second); err != nil {
 		t.Fatalf("the serve that was not killed: %v", err)

@@ -116,11 +116,11 @@ commands from another terminal.`,
 		c.GroupID = "lifecycle"
 		root.AddCommand(c)
 	}
-	for _, c := range []*cobra.Command{a.waitCmd(), a.getCmd(), a.listCmd(), a.historyCmd(), a.explainCmd(), a.auditCmd()} {
+	for _, c := range []*cobra.Command{a.waitCmd(), a.getCmd(), a.listCmd(), a.historyCmd(), a.explainCmd(), a.auditCmd(), a.statusCmd()} {
 		c.GroupID = "query"
 		root.AddCommand(c)
 	}
-	for _, c := range []*cobra.Command{a.serveCmd(), a.secretCmd(), a.rebuildCmd(), a.migrateCmd(), a.tokenCmd(), a.versionCmd(), a.agentCmd()} {
+	for _, c := range []*cobra.Command{a.serveCmd(), a.secretCmd(), a.rebuildCmd(), a.migrateCmd(), a.tokenCmd(), a.webhookCmd(), a.versionCmd(), a.agentCmd()} {
 		c.GroupID = "admin"
 		root.AddCommand(c)
 	}

@@ -213,9 +213,7 @@ func (a *app) auditAll(ctx context.Context, store *events.Store) error {
 	}
 	var bar *progressbar.ProgressBar
 	if a.isTerminal(a.err) && last > 0 {
-		bar = progressbar.NewOptions64(int64(last), progressbar.OptionSetWriter(a.err),
-			progressbar.OptionSetDescription("audit"), progressbar.OptionShowCount(), progressbar.OptionShowIts(),
-			progressbar.OptionSetItsString("msg"), progressbar.OptionThrottle(100*time.Millisecond), progressbar.OptionClearOnFinish())
+		bar = newBar(a.err, "audit", int64(last))
 	}
 	replayers := map[string]*audit.Replayer{}
 	rep := auditReport{Violations: []audit.Violation{}, Through: last}

@@ -14,7 +14,7 @@ func (s *service) banner() {
 	s.log.Info("serving", "http", s.httpURL, "nats", s.natsURL, "provisioner", s.backend.kind,
 		"simulated", s.backend.kind == kindSim, "installation", s.installation, "default_image", s.backend.image,
 		"allowed_images", s.cfg.allowedImages, "default_profile", s.cfg.defaultProfile, "allowed_profiles", s.cfg.allowedProfiles,
-		"api_token_file", s.apiTokens.generated, "version", readVersion().String())
+		"api_token_file", s.apiTokens.generated, "page", s.httpURL+"/", "version", readVersion().String())
 	if s.a.logFormat == "json" {
 		return
 	}
@@ -29,6 +29,7 @@ func (s *service) banner() {
 		auth += "; NO TLS beyond loopback: the token crosses the network in clear text"
 	}
 	row("HTTP API", fmt.Sprintf("%s (%s; /metrics, /healthz, /readyz)", s.httpURL, auth))
+	row("Page", s.httpURL+"/ (the timeline; it asks for the API token, or takes it as /#token=..., which the browser never sends)")
 	if s.embedded != nil {
 		sync := "fsync before every ack"
 		if !s.embedded.sync {
@@ -39,6 +40,7 @@ func (s *service) banner() {
 	} else {
 		row("NATS", s.natsURL+" (given by --nats-url)")
 	}
+	row("Replicas", fmt.Sprintf("%d of every stream (--replicas; 'turnstile status' shows leaders and lag)", s.replicas))
 	row("PostgreSQL", s.db.describe())
 	switch s.backend.kind {
 	case kindSim:
@@ -57,6 +59,11 @@ func (s *service) banner() {
 	fmt.Fprintf(&b, "Try: turnstile create demo --wait    (Ctrl-C stops serve)\n")
 	if s.apiTokens.generated != "" {
 		fmt.Fprintf(&b, "     curl -H \"Authorization: Bearer $(cat %s)\" %s/v1/workspaces\n", s.apiTokens.generated, s.httpURL)
+		if s.httpLoopback || s.httpTLS != nil {
+			// The command line holds the token, the banner does not: the
+			// banner may end up in a log.
+			fmt.Fprintf(&b, "     xdg-open \"%s/#token=$(cat %s)\"    (the page; macOS: open)\n", s.httpURL, s.apiTokens.generated)
+		}
 	}
 	fmt.Fprint(s.a.err, b.String())
 }

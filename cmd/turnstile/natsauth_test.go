@@ -193,6 +193,7 @@ func TestNATSRoles(t *testing.T) {
 			{"explain", "roles"},
 			{"audit", "roles"},
 			{"audit", "--all"},
+			{"status"},
 			{"restart", "roles", "--wait"},
 			{"delete", "roles", "--wait"},
 			{"history", "roles", "-o", "json"},

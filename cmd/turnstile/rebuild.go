@@ -45,7 +45,7 @@ func (a *app) rebuildCmd() *cobra.Command {
 			}
 			var progress func(projector.Progress)
 			if a.isTerminal(a.err) {
-				progress = projector.ProgressBar(a.err)
+				progress = rebuildBar(a.err)
 			}
 			st, err := p.Rebuild(ctx, progress)
 			if err != nil {

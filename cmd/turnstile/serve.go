@@ -26,6 +26,7 @@ import (
 // serveConfig is everything serve is told by flags and variables.
 type serveConfig struct {
 	natsListen, natsSync             string
+	replicas                         int
 	postgresPort                     int
 	postgresBinDir                   string
 	httpAddr                         string
@@ -51,7 +52,7 @@ type serveConfig struct {
 	secretsDir                       string
 	maxPendingPerWorkspace           int
 	rejectedRetention                time.Duration
-	commit                           string
+	webhookAllowPrivate              bool
 	shutdownTimeout                  time.Duration
 }
 
@@ -78,6 +79,11 @@ func (c *serveConfig) validate() error {
 		if err := provisioner.ValidateInstallation(c.installation); err != nil {
 			return fmt.Errorf("--installation: %w", err)
 		}
+	}
+	switch c.replicas {
+	case 0, 1, 3, 5:
+	default:
+		return fmt.Errorf("--replicas %d: use 1, 3 or 5 (a Raft group needs a majority: an even count survives no more faults than one less)", c.replicas)
 	}
 	if c.simMinLatency < 0 || c.simMaxLatency < c.simMinLatency {
 		return fmt.Errorf("--sim-min-latency %v and --sim-max-latency %v: need 0 <= min <= max", c.simMinLatency, c.simMaxLatency)
@@ -156,6 +162,7 @@ SIGINT or SIGTERM stops it cleanly.`,
 	f := cmd.Flags()
 	f.StringVar(&c.natsListen, "nats-listen", "127.0.0.1:4222", "address of the embedded NATS server (without --nats-url)")
 	f.StringVar(&c.natsSync, "nats-sync", "always", "embedded NATS fsync policy: always (before every ack; survives power loss) or default (every 2 minutes; faster)")
+	f.IntVar(&c.replicas, "replicas", 0, "replicas of every stream serve creates, 1, 3 or 5, updated in place at start; more than 1 needs --nats-url to a NATS cluster of at least that many JetStream servers (default: 1 on the embedded server; on --nats-url what the streams have, 1 for new ones)")
 	f.IntVar(&c.postgresPort, "postgres-port", 0, "port of the local PostgreSQL (without --database-url); 0 picks a free one")
 	f.StringVar(&c.postgresBinDir, "postgres-bin-dir", "", "directory with initdb and postgres (default: search /usr/lib/postgresql/{15,16,17}/bin, /usr/local/pgsql/bin)")
 	f.StringVar(&c.httpAddr, "http-addr", "127.0.0.1:8080", "address of the HTTP API")
@@ -188,6 +195,7 @@ SIGINT or SIGTERM stops it cleanly.`,
 	f.StringVar(&c.secretsDir, "secrets-dir", "", "directory of secrets the operator provides, one file per secret named as the secret (Docker or Kubernetes secret mounts), read after <data-dir>/secrets for secret://NAME env values")
 	f.IntVar(&c.maxPendingPerWorkspace, "max-pending-per-workspace", engine.DefaultMaxPendingPerWorkspace, "commands queued for one workspace at most; a user command beyond it is refused busy at once, undecided, so one workspace's flood cannot hold up the others")
 	f.DurationVar(&c.rejectedRetention, "rejected-retention", events.DefaultRejectedRetention, "how long outcomes that wrote no event (rejected, no-op, stale) are kept in JetStream; commands are kept no longer; 0 keeps them for ever")
+	f.BoolVar(&c.webhookAllowPrivate, "webhook-allow-private", false, "let webhooks call loopback, private and link-local addresses (receivers on this host or network); by default serve refuses them at add and at every dial")
 	f.DurationVar(&c.shutdownTimeout, "shutdown-timeout", 30*time.Second, "how long a shutdown may take before it gives up waiting")
 	f.VisitAll(func(fl *pflag.Flag) { markEnv(f, fl.Name) })
 	return cmd

@@ -27,6 +27,7 @@ import (
 	"github.com/turnstile-dev/turnstile/migrations"
 	"github.com/turnstile-dev/turnstile/projector"
 	"github.com/turnstile-dev/turnstile/secrets"
+	"github.com/turnstile-dev/turnstile/webhook"
 )
 
 // service is everything serve runs. start brings the parts up in order;
@@ -48,6 +49,17 @@ type service struct {
 	apiTokens    apiTokenSource
 	httpTLS      *apiCertificate // nil: plain HTTP
 	httpLoopback bool
+	replicas     int // of every stream
+
+	// Wired by one part of start, used by later ones.
+	life     context.Context // until close; see start
+	ln       net.Listener    // the HTTP API's, taken early, served last
+	served   bool            // the HTTP server owns ln
+	conns    map[string]*nats.Conn
+	pool     *pgxpool.Pool // the projector's (writer)
+	readPool *pgxpool.Pool // the API's and metrics' (reader; pool if one role)
+	reg      *prometheus.Registry
+	hooks    *webhook.Registry // the webhooks' registry, which the API manages
 
 	draining atomic.Bool
 	fatal    chan error // a part that stopped on its own
@@ -100,13 +112,42 @@ func (a *app) startService(ctx context.Context, cfg serveConfig, log *slog.Logge
 	return s, nil
 }
 
+// start brings the parts up in order, each by a method of its own, under
+// ctx (which bounds the start only). What runs until close runs under
+// s.life.
 func (s *service) start(ctx context.Context) error {
+	// The service's lifetime: not ended by the end of start's ctx; cancelled
+	// by close, last (pushed first).
+	life, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	s.life = life
+	s.push("service lifetime", func(context.Context) error { cancel(); return nil })
+	for _, part := range []func(context.Context) error{
+		s.startDataDir,
+		s.startListener,
+		s.startNATS,
+		s.startDatabase,
+		s.startProjector,
+		s.startProvisioning,
+		s.startEngine,
+		s.startWebhooks,
+		s.startAPI,
+		s.watchPostgres,
+	} {
+		if err := part(ctx); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// startDataDir makes the data dir and reads what the API needs before
+// anything listens: the API is never open, so its tokens and its
+// certificate come first; then the installation id.
+func (s *service) startDataDir(context.Context) error {
 	cfg, log := s.cfg, s.log
 	if err := os.MkdirAll(s.a.dataDir, 0o711); err != nil {
 		return fmt.Errorf("data dir: %w", err)
 	}
-	// The API is never open: its tokens, and its certificate, before
-	// anything listens.
 	var err error
 	if s.apiTokens, err = loadAPITokens(s.a.dataDir, cfg); err != nil {
 		return err
@@ -116,10 +157,18 @@ func (s *service) start(ctx context.Context) error {
 			return usageError(err)
 		}
 	}
+	return nil
+}
+
+// startListener takes the HTTP API's address (served by startAPI, last),
+// so that a taken port fails the start before anything else runs.
+func (s *service) startListener(context.Context) error {
+	cfg, log := s.cfg, s.log
 	ln, err := net.Listen("tcp", cfg.httpAddr)
 	if err != nil {
 		return portTaken("HTTP API", cfg.httpAddr, err, "--http-addr", "")
 	}
+	s.ln = ln
 	scheme := "http://"
 	if s.httpTLS != nil {
 		scheme = "https://"
@@ -132,9 +181,8 @@ func (s *service) start(ctx context.Context) error {
 		log.Warn("the HTTP API listens beyond loopback without TLS: its bearer token crosses the network in clear text; "+
 			"give --tls-cert and --tls-key, or put a TLS proxy in front", "addr", ln.Addr().String())
 	}
-	served := false
 	s.push("http listener", func(context.Context) error {
-		if !served {
+		if !s.served {
 			return ln.Close()
 		}
 		return nil
@@ -142,8 +190,14 @@ func (s *service) start(ctx context.Context) error {
 	if s.installation, err = installationID(s.a.dataDir, cfg.installation); err != nil {
 		return err
 	}
+	return nil
+}
 
-	// NATS: embedded unless --nats-url.
+// startNATS starts the embedded NATS unless --nats-url, opens one
+// connection per part and makes sure the streams exist.
+func (s *service) startNATS(ctx context.Context) error {
+	cfg, log := s.cfg, s.log
+	var err error
 	connect := func(name string) (*nats.Conn, error) {
 		if s.embedded != nil {
 			return s.embedded.connect(name)
@@ -170,27 +224,16 @@ func (s *service) start(ctx context.Context) error {
 	if err := writeEndpoints(s.a.dataDir, s.httpURL, s.natsURL); err != nil {
 		return err
 	}
-	conns := map[string]*nats.Conn{}
-	for _, name := range []string{"engine", "commit", "api", "provisioning", "projector"} {
+	s.conns = map[string]*nats.Conn{}
+	for _, name := range []string{"engine", "commit", "api", "provisioning", "projector", "webhooks"} {
 		nc, err := connect("turnstile-serve-" + name)
 		if err != nil {
 			return err
 		}
-		conns[name] = nc
+		s.conns[name] = nc
 		s.push("NATS connection "+name, func(context.Context) error { return nc.Drain() })
 	}
-	store := func(name string) (*events.Store, error) {
-		nc, ok := conns[name]
-		if !ok {
-			return nil, fmt.Errorf("no NATS connection named %q", name)
-		}
-		js, err := jetstream.New(nc)
-		if err != nil {
-			return nil, err
-		}
-		return events.OpenStore(ctx, js, s.names, events.Codec{})
-	}
-	js, err := jetstream.New(conns["engine"])
+	js, err := jetstream.New(s.conns["engine"])
 	if err != nil {
 		return err
 	}
@@ -198,11 +241,31 @@ func (s *service) start(ctx context.Context) error {
 	if retention == 0 {
 		retention = -1 // for ever
 	}
-	if err := events.EnsureStreams(ctx, js, s.names, events.StreamOptions{RejectedRetention: retention}); err != nil {
+	if s.replicas, err = s.streamReplicas(ctx, js); err != nil {
 		return err
 	}
+	return s.ensureStreams(ctx, js, events.StreamOptions{RejectedRetention: retention, Replicas: s.replicas})
+}
 
-	// PostgreSQL and the read model's schema.
+// store opens the event store on the NATS connection of the part name.
+func (s *service) store(ctx context.Context, name string) (*events.Store, error) {
+	nc, ok := s.conns[name]
+	if !ok {
+		return nil, fmt.Errorf("no NATS connection named %q", name)
+	}
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return nil, err
+	}
+	return events.OpenStore(ctx, js, s.names, events.Codec{})
+}
+
+// startDatabase opens PostgreSQL, applies the read model's schema and
+// opens the pools, and makes the metrics registry (its workspace
+// collector reads the read model).
+func (s *service) startDatabase(ctx context.Context) error {
+	cfg, log := s.cfg, s.log
+	var err error
 	if s.db, err = openDatabase(ctx, s.a.databaseURL, s.a.dataDir, cfg, log); err != nil {
 		return err
 	}
@@ -214,74 +277,95 @@ func (s *service) start(ctx context.Context) error {
 	// The projector writes as the writer; the API and metrics read as the
 	// reader. A given --database-url is one role: one pool, as before.
 	shared := s.db.readerURL == s.db.writerURL
-	pool, err := s.openPool(ctx, s.db.writerURL, map[bool]int32{true: 8, false: 4}[shared])
-	if err != nil {
+	if s.pool, err = s.openPool(ctx, s.db.writerURL, map[bool]int32{true: 8, false: 4}[shared]); err != nil {
 		return err
 	}
-	readPool := pool
+	s.readPool = s.pool
 	if !shared {
-		if readPool, err = s.openPool(ctx, s.db.readerURL, 4); err != nil {
+		if s.readPool, err = s.openPool(ctx, s.db.readerURL, 4); err != nil {
 			return err
 		}
 	}
+	s.reg = prometheus.NewRegistry()
+	s.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+		api.NewWorkspaceCollector(s.readPool, log), buildInfo(readVersion()))
+	return nil
+}
 
-	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
-		api.NewWorkspaceCollector(readPool, log), buildInfo(readVersion()))
-
-	// The projector.
-	pjs, err := jetstream.New(conns["projector"])
+// startProjector runs the projector until close.
+func (s *service) startProjector(context.Context) error {
+	pjs, err := jetstream.New(s.conns["projector"])
 	if err != nil {
 		return err
 	}
-	proj, err := projector.New(projector.Config{JetStream: pjs, Pool: pool, Names: s.names,
-		Logger: log.With("component", "projector"), Registerer: reg})
+	proj, err := projector.New(projector.Config{JetStream: pjs, Pool: s.pool, Names: s.names,
+		Logger: s.log.With("component", "projector"), Registerer: s.reg})
 	if err != nil {
 		return err
 	}
-	pctx, pcancel := context.WithCancel(context.WithoutCancel(ctx))
+	pctx, pcancel := context.WithCancel(s.life)
 	var pwg sync.WaitGroup
 	pwg.Go(func() { _ = proj.Run(pctx) })
 	s.push("projector", func(context.Context) error { pcancel(); pwg.Wait(); return nil })
+	return nil
+}
 
-	// The provisioner and its worker, supervisor and watcher.
+// startProvisioning starts the provisioner and its worker, supervisor and
+// watcher.
+func (s *service) startProvisioning(ctx context.Context) error {
+	cfg, log := s.cfg, s.log
+	var err error
 	if s.backend, err = chooseBackend(ctx, cfg, s.installation, s.a.dataDir, log); err != nil {
 		return err
 	}
 	s.push("provisioner backend", func(context.Context) error { s.backend.closeFn(); return nil })
-	provStore, err := store("provisioning")
+	provStore, err := s.store(ctx, "provisioning")
 	if err != nil {
 		return err
 	}
 	// The one client that may send system reports (to <prefix>.sys.<ws>).
-	provClient, err := client.New(ctx, conns["provisioning"], client.Options{Prefix: s.a.prefix, Actor: "provisioner", System: true})
+	provClient, err := client.New(ctx, s.conns["provisioning"], client.Options{Prefix: s.a.prefix, Actor: "provisioner", System: true})
 	if err != nil {
 		return err
 	}
 	s.push("provisioning client", func(context.Context) error { return provClient.Close() })
-	stopProv, err := startProvisioning(context.WithoutCancel(ctx), provisioningDeps{
-		NC: conns["provisioning"], Store: provStore, Client: provClient, Provisioner: s.backend.prov,
-		Installation: s.installation, Logger: log.With("component", "provisioning"), Registry: reg,
+	stopProv, err := startProvisioning(s.life, provisioningDeps{
+		NC: s.conns["provisioning"], Store: provStore, Client: provClient, Provisioner: s.backend.prov,
+		Installation: s.installation, Logger: log.With("component", "provisioning"), Registry: s.reg,
 		Deadlines: cfg.deadlines(), MaxActions: cfg.maxActions, Secrets: s.secretResolver(),
 	})
 	if err != nil {
 		return fmt.Errorf("provisioning: %w", err)
 	}
 	s.push("provisioning", func(context.Context) error { stopProv(); return nil })
+	return nil
+}
 
-	// The engine.
-	engStore, err := store("engine")
+// startEngine starts the command engine.
+func (s *service) startEngine(ctx context.Context) error {
+	engStore, err := s.store(ctx, "engine")
 	if err != nil {
 		return err
 	}
-	commitStore, err := store("commit") // DefaultCommitters: one
+	commitStore, err := s.store(ctx, "commit") // DefaultCommitters: one
 	if err != nil {
 		return err
 	}
-	eng, err := engine.New(engine.Config{Store: engStore, CommitStores: []*events.Store{commitStore},
+	// Atomic batches pay off only where the server fsyncs every write
+	// (engine.Config.AtomicBatchFrom); another server's policy is unknown,
+	// so the default, right for sync_always, stays.
+	atomicFrom := 0
+	if s.embedded != nil && !s.embedded.sync {
+		atomicFrom = -1
+	}
+	js, err := jetstream.New(s.conns["engine"])
+	if err != nil {
+		return err
+	}
+	eng, err := engine.New(engine.Config{Store: engStore, JetStream: js, CommitStores: []*events.Store{commitStore}, AtomicBatchFrom: atomicFrom,
 		ReplyPrefixes: append(engine.DefaultReplyPrefixes(), serveReplyPrefix+"."),
-		Logger:        log.With("component", "engine"), Metrics: engine.NewMetrics(reg),
-		MaxPendingPerWorkspace: cfg.maxPendingPerWorkspace})
+		Logger:        s.log.With("component", "engine"), Metrics: engine.NewMetrics(s.reg),
+		MaxPendingPerWorkspace: s.cfg.maxPendingPerWorkspace})
 	if err != nil {
 		return err
 	}
@@ -289,21 +373,25 @@ func (s *service) start(ctx context.Context) error {
 		return err
 	}
 	s.push("engine", func(context.Context) error { return eng.Close() })
+	return nil
+}
 
-	// The HTTP API.
-	apiStore, err := store("api")
+// startAPI serves the HTTP API on the listener startListener took.
+func (s *service) startAPI(ctx context.Context) error {
+	cfg, log := s.cfg, s.log
+	apiStore, err := s.store(ctx, "api")
 	if err != nil {
 		return err
 	}
-	apiClient, err := client.New(ctx, conns["api"], client.Options{Prefix: s.a.prefix, Actor: "api", PollInterval: 250 * time.Millisecond,
+	apiClient, err := client.New(ctx, s.conns["api"], client.Options{Prefix: s.a.prefix, Actor: "api", PollInterval: 250 * time.Millisecond,
 		ReplyPrefix: serveReplyPrefix})
 	if err != nil {
 		return err
 	}
 	s.push("API client", func(context.Context) error { return apiClient.Close() })
-	srv, err := api.New(api.Config{Client: apiClient, Store: apiStore, NC: conns["api"], Pool: readPool, Gatherer: reg,
+	srv, err := api.New(api.Config{Client: apiClient, Store: apiStore, NC: s.conns["api"], Pool: s.readPool, Gatherer: s.reg,
 		Tokens: s.apiTokens.tokens, LoopbackOnly: s.httpLoopback, ReadTimeout: cfg.httpReadTimeout, MaxWaits: cfg.httpMaxWaits,
-		Registerer: reg, Provisioner: s.backend.kind, Logger: log.With("component", "api"), Deadlines: cfg.deadlines(),
+		Registerer: s.reg, Provisioner: s.backend.kind, Webhooks: s.hooks, Logger: log.With("component", "api"), Deadlines: cfg.deadlines(),
 		Ready: func(context.Context) error {
 			if s.draining.Load() {
 				return errors.New("shutting down")
@@ -316,7 +404,7 @@ func (s *service) start(ctx context.Context) error {
 	// Requests run under a context that shutdown cancels: Shutdown alone
 	// waits for open /wait long-polls (up to 10 minutes), which would eat
 	// the shutdown budget of every part stopped after the API.
-	reqCtx, cancelReqs := context.WithCancel(context.WithoutCancel(pctx))
+	reqCtx, cancelReqs := context.WithCancel(s.life)
 	// The API bounds each request's body and answer itself (api.Config's
 	// timeouts, longer for /wait); the server bounds the headers.
 	hs := &http.Server{Handler: srv.Handler(), ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute,
@@ -327,7 +415,8 @@ func (s *service) start(ctx context.Context) error {
 		hs.TLSConfig = s.httpTLS.tlsConfig()
 	}
 	httpDone := make(chan struct{})
-	served = true
+	s.served = true
+	ln := s.ln
 	go func() {
 		defer close(httpDone)
 		serve := func() error { return hs.Serve(ln) }
@@ -347,17 +436,24 @@ func (s *service) start(ctx context.Context) error {
 		<-httpDone
 		return err
 	})
-	if s.db.srv != nil {
-		go func() {
-			select {
-			case <-s.db.srv.Done():
-				if !s.draining.Load() {
-					s.failed(errors.New("the local PostgreSQL exited; see " + s.db.srv.Dir() + "/postgres.log"))
-				}
-			case <-pctx.Done():
-			}
-		}()
+	return nil
+}
+
+// watchPostgres fails the service if the local PostgreSQL exits while
+// serve is not shutting down.
+func (s *service) watchPostgres(context.Context) error {
+	if s.db.srv == nil {
+		return nil
 	}
+	go func() {
+		select {
+		case <-s.db.srv.Done():
+			if !s.draining.Load() {
+				s.failed(errors.New("the local PostgreSQL exited; see " + s.db.srv.Dir() + "/postgres.log"))
+			}
+		case <-s.life.Done():
+		}
+	}()
 	return nil
 }
 

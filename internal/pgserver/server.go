@@ -165,7 +165,7 @@ func (s *Server) launch(ctx context.Context, acct *account) error {
 	if err != nil {
 		return fmt.Errorf("pgserver: %w", err)
 	}
-	cmd := exec.Command(filepath.Join(s.opts.BinDir, "postgres"), args...)
+	cmd := exec.Command(filepath.Join(s.opts.BinDir, "postgres"), args...) //nolint:noctx // the server outlives Start's context; Stop ends it
 	cmd.Env = append(os.Environ(), "LC_ALL=C")
 	cmd.Stdout, cmd.Stderr = logFile, logFile
 	acct.configure(cmd)

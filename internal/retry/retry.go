@@ -1,14 +1,30 @@
-// Package retry has the two pieces every retry loop here needs: a bounded
-// exponential delay and a sleep that ends with its context.
+// Package retry has the two pieces every retry loop here needs: a bounded,
+// jittered exponential delay and a sleep that ends with its context.
 package retry
 
 import (
 	"context"
+	"math/rand/v2"
 	"time"
 )
 
-// Backoff is base doubled attempt times (attempt 0 gives base), capped at max.
+// Backoff is the delay before retry number attempt (from 0): base doubled
+// attempt times, capped at max, less a random part of up to half of it
+// ("equal jitter"). The random part spreads out the retries of many
+// goroutines or processes that failed together (a NATS or PostgreSQL
+// restart), so they do not all come back in the same instant; the fixed
+// half keeps the delay growing.
 func Backoff(attempt int, base, max time.Duration) time.Duration {
+	d := Ceiling(attempt, base, max)
+	if half := int64(d / 2); half > 0 {
+		d -= time.Duration(rand.Int64N(half + 1))
+	}
+	return d
+}
+
+// Ceiling is the most Backoff(attempt, base, max) returns: base doubled
+// attempt times, capped at max.
+func Ceiling(attempt int, base, max time.Duration) time.Duration {
 	return min(base<<min(attempt, 16), max)
 }
 

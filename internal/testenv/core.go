@@ -68,7 +68,7 @@ func (c *Core) StartEngine(tb testing.TB) *engine.Engine {
 		tb.Fatal(err)
 	}
 	cfg := c.opts.Engine
-	cfg.Store = store
+	cfg.Store, cfg.JetStream = store, js
 	if cfg.Committers == 0 {
 		cfg.Committers = engine.DefaultCommitters
 	}

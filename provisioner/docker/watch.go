@@ -9,6 +9,7 @@ import (
 	"github.com/docker/docker/api/types/events"
 	"github.com/docker/docker/api/types/filters"
 
+	"github.com/turnstile-dev/turnstile/internal/retry"
 	"github.com/turnstile-dev/turnstile/provisioner"
 )
 
@@ -48,21 +49,16 @@ type watcher struct {
 
 func (w *watcher) run(ctx context.Context) {
 	defer close(w.out)
-	backoff := 100 * time.Millisecond
-	for {
+	for failures := 0; ; failures++ {
 		err := w.follow(ctx)
 		if ctx.Err() != nil {
 			return
 		}
+		backoff := retry.Backoff(failures, 100*time.Millisecond, 5*time.Second)
 		w.p.log.Warn("docker event stream broke; resuming", "err", err, "retry_in", backoff)
-		t := time.NewTimer(backoff)
-		select {
-		case <-ctx.Done():
-			t.Stop()
+		if retry.Sleep(ctx, backoff) != nil {
 			return
-		case <-t.C:
 		}
-		backoff = min(2*backoff, 5*time.Second)
 	}
 }
 

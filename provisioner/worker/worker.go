@@ -12,6 +12,7 @@ import (
 
 	"github.com/turnstile-dev/turnstile/events"
 	"github.com/turnstile-dev/turnstile/fsm"
+	"github.com/turnstile-dev/turnstile/internal/pull"
 	"github.com/turnstile-dev/turnstile/internal/retry"
 	"github.com/turnstile-dev/turnstile/provisioner"
 )
@@ -89,8 +90,12 @@ type attempt struct {
 	status     fsm.Status
 	generation uint64
 	seq        uint64 // the workspace event sequence of the state acted on
-	cancel     context.CancelFunc
+	cancel     context.CancelCauseFunc
 }
+
+// errSuperseded is the cause an attempt is cancelled with when a newer
+// event takes its point away; any other cause means the worker stops.
+var errSuperseded = errors.New("superseded by a newer event")
 
 func (a attempt) is(st fsm.Workspace) bool {
 	return a.status == st.Status && a.generation == st.Generation
@@ -137,23 +142,10 @@ func New(cfg Config) (*Worker, error) {
 
 // Open binds the durable consumer on the event subjects and starts acting.
 func (w *Worker) Open(ctx context.Context) error {
-	js := w.cfg.Store.JetStream()
-	cons, err := js.CreateOrUpdateConsumer(ctx, w.names.EventStream(), jetstream.ConsumerConfig{
-		Durable:       w.cfg.Durable,
-		Description:   "Turnstile provisioner worker",
-		FilterSubject: w.names.Events(),
-		AckPolicy:     jetstream.AckExplicitPolicy,
-		AckWait:       w.cfg.AckWait,
-		MaxAckPending: 20000,
-		MaxDeliver:    -1,
-		DeliverPolicy: jetstream.DeliverAllPolicy,
-	})
+	it, err := w.cfg.Store.ConsumeEvents(ctx, events.DurableConfig{Durable: w.cfg.Durable, Description: "Turnstile provisioner worker",
+		AckWait: w.cfg.AckWait, MaxAckPending: 20000, Pull: 512})
 	if err != nil {
-		return fmt.Errorf("worker: consumer %s: %w", w.cfg.Durable, err)
-	}
-	it, err := cons.Messages(jetstream.PullMaxMessages(512))
-	if err != nil {
-		return fmt.Errorf("worker: pull: %w", err)
+		return fmt.Errorf("worker: %w", err)
 	}
 	runCtx, cancel := context.WithCancel(context.Background())
 	w.cancel, w.iter = cancel, it
@@ -175,21 +167,7 @@ func (w *Worker) Close() error {
 }
 
 func (w *Worker) pull(ctx context.Context) {
-	failures := 0
-	for {
-		m, err := w.iter.Next()
-		if err != nil {
-			if errors.Is(err, jetstream.ErrMsgIteratorClosed) || ctx.Err() != nil {
-				return
-			}
-			w.log.Warn("worker: pull", "err", err)
-			if retry.Sleep(ctx, backoff(failures)) != nil {
-				return
-			}
-			failures++
-			continue
-		}
-		failures = 0
+	pull.Loop(ctx, w.iter, "worker", w.log, backoff, func(m jetstream.Msg) {
 		env, err := w.cfg.Store.DecodeEvent(m.Subject(), m.Data())
 		if err != nil {
 			// Not ours to fix; the projector's dead letters and the audit
@@ -201,10 +179,10 @@ func (w *Worker) pull(ctx context.Context) {
 			}
 			w.cfg.Metrics.workerQuarantine().Add(w.log, u)
 			_ = m.Term()
-			continue
+			return
 		}
 		w.dispatch(ctx, job{msg: m, env: env})
-	}
+	})
 }
 
 // dispatch queues j behind its workspace's other events and cancels the
@@ -221,7 +199,7 @@ func (w *Worker) dispatch(ctx context.Context, j job) {
 	if a.running != nil && a.running.supersededBy(j.env) {
 		w.log.Info("worker: cancelling superseded action", "workspace", ws,
 			"action_generation", a.running.generation, "new_state", j.env.State.Status, "new_generation", j.env.State.Generation)
-		a.running.cancel()
+		a.running.cancel(errSuperseded)
 	}
 	w.mu.Unlock()
 	if !ok {
@@ -254,8 +232,8 @@ func (w *Worker) run(ctx context.Context, ws string, a *actor) {
 		act := st.Status.InFlight() && !a.done.is(st)
 		var actx context.Context
 		if act {
-			var cancel context.CancelFunc
-			actx, cancel = context.WithCancel(ctx)
+			var cancel context.CancelCauseFunc
+			actx, cancel = context.WithCancelCause(ctx)
 			a.running = &attempt{status: st.Status, generation: st.Generation, seq: latest.env.Seq, cancel: cancel}
 		}
 		w.mu.Unlock()
@@ -269,9 +247,9 @@ func (w *Worker) run(ctx context.Context, ws string, a *actor) {
 			_ = latest.msg.Ack()
 			continue
 		}
-		finished := w.act(ctx, actx, latest)
+		finished := w.act(actx, latest)
 		w.mu.Lock()
-		a.running.cancel()
+		a.running.cancel(nil)
 		if finished {
 			a.done = *a.running
 		}
@@ -280,23 +258,25 @@ func (w *Worker) run(ctx context.Context, ws string, a *actor) {
 	}
 }
 
-// act carries out the action j's state asks for and reports it. It returns
-// true when the action reached an end (reported, or found superseded), and
-// acks j then; on shutdown it leaves j unacked for redelivery.
-func (w *Worker) act(ctx, actx context.Context, j job) bool {
+// act carries out the action j's state asks for and reports it. actx ends
+// when a newer event supersedes the attempt (cause errSuperseded) or the
+// worker stops. It returns true when the action reached an end (reported,
+// or found superseded), and acks j then; on shutdown it leaves j unacked
+// for redelivery.
+func (w *Worker) act(actx context.Context, j job) bool {
 	st := j.env.State
 	log := w.log.With("workspace", st.ID, "generation", st.Generation, "state", st.Status)
 
 	// Beat until the action has returned, also while it waits for a slot
 	// and while a cancelled action cleans up, so that its event is not
 	// redelivered meanwhile.
-	stopBeat := w.heartbeat(ctx, j.msg)
+	stopBeat := w.heartbeat(context.WithoutCancel(actx), j.msg)
 	defer stopBeat()
 	waited := time.Now()
 	if !w.acquire(actx) {
 		w.cfg.Metrics.action(kindOf(st.Status), "abandoned", time.Since(waited).Seconds())
 		log.Debug("worker: action abandoned while waiting for a slot", "why", context.Cause(actx))
-		return w.abandoned(ctx, j)
+		return w.abandoned(actx, j)
 	}
 	defer w.release()
 
@@ -304,7 +284,7 @@ func (w *Worker) act(ctx, actx context.Context, j job) bool {
 	// the event may be old news.
 	head, err := w.load(actx, st.ID)
 	if err != nil {
-		return w.abandoned(ctx, j)
+		return w.abandoned(actx, j)
 	}
 	if head.State.Generation != st.Generation || head.State.Status != st.Status {
 		log.Debug("worker: event superseded before acting", "now", head.State.Status, "now_generation", head.State.Generation)
@@ -319,7 +299,7 @@ func (w *Worker) act(ctx, actx context.Context, j job) bool {
 	case actx.Err() != nil:
 		w.cfg.Metrics.action(kind, "abandoned", time.Since(start).Seconds())
 		log.Info("worker: action abandoned", "action", kind, "why", context.Cause(actx))
-		return w.abandoned(ctx, j)
+		return w.abandoned(actx, j)
 	case provisioner.CodeOf(err) == provisioner.CodeSuperseded:
 		w.cfg.Metrics.action(kind, "superseded", time.Since(start).Seconds())
 		log.Info("worker: action superseded by a newer container", "action", kind, "reason", provisioner.ReasonOf(err))
@@ -332,7 +312,7 @@ func (w *Worker) act(ctx, actx context.Context, j job) bool {
 	w.cfg.Metrics.action(kind, result, time.Since(start).Seconds())
 	if err := report(actx, w.cfg.Store, w.cfg.Publisher, w.log, w.cfg.Metrics, cmd); err != nil {
 		if actx.Err() != nil {
-			return w.abandoned(ctx, j)
+			return w.abandoned(actx, j)
 		}
 		log.Error("worker: report refused", "command", cmd.ID, "err", err)
 	}
@@ -382,8 +362,8 @@ func kindOf(s fsm.Status) string {
 
 // abandoned acks an action that a newer event superseded (that event's
 // action takes over), and leaves it unacked when the worker stops.
-func (w *Worker) abandoned(ctx context.Context, j job) bool {
-	if ctx.Err() != nil {
+func (w *Worker) abandoned(actx context.Context, j job) bool {
+	if !errors.Is(context.Cause(actx), errSuperseded) {
 		return false
 	}
 	_ = j.msg.Ack()

@@ -1,4 +1,4 @@
-package projector_test
+package main
 
 import (
 	"bytes"
@@ -8,9 +8,9 @@ import (
 	"github.com/turnstile-dev/turnstile/projector"
 )
 
-func TestProgressBar(t *testing.T) {
+func TestRebuildBar(t *testing.T) {
 	var buf bytes.Buffer
-	bar := projector.ProgressBar(&buf)
+	bar := rebuildBar(&buf)
 	bar(projector.Progress{Phase: "read", Done: 500, Total: 1000})
 	bar(projector.Progress{Phase: "index", Done: 1000, Total: 1000})
 	if out := buf.String(); !strings.Contains(out, "rebuild: ") || !strings.Contains(out, "1000") {

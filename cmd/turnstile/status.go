@@ -1,0 +1,107 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/turnstile-dev/turnstile/events"
+	"github.com/turnstile-dev/turnstile/status"
+)
+
+func (a *app) statusCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:   "status",
+		Short: "Show the NATS servers, each stream's replicas, leader and lag, and each consumer's backlog",
+		Long: `Show where Turnstile's data lives and how far behind each part is, read from
+JetStream now (the NATS user role may read it): the NATS servers holding the
+streams, each stream's replicas and leader and whether each other replica is
+current, each durable consumer's backlog (pending, ack pending, redelivered,
+open pulls), and who handles each partition of the commands. GET /v1/cluster
+answers the same.`,
+		Args: exactArgs(),
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			ctx, cancel := context.WithTimeout(cmd.Context(), 30*time.Second)
+			defer cancel()
+			// Not openStore: a stream without a leader must not keep the
+			// report of the others from being shown.
+			nc, err := a.connectNATS(ctx)
+			if err != nil {
+				return err
+			}
+			defer nc.Close()
+			rep, err := status.Read(ctx, nc, events.NewNames(a.prefix))
+			if err != nil {
+				return err
+			}
+			if a.structured() {
+				return a.print(rep)
+			}
+			return a.printStatus(rep)
+		},
+	}
+}
+
+// printStatus writes a report as three tables and the partitions.
+func (a *app) printStatus(rep status.Report) error {
+	t := newTable(a.out, "NODE", "CLUSTER", "VERSION", "JETSTREAM", "STATE", "LEADS")
+	for _, n := range rep.Nodes {
+		state := "online"
+		if n.Offline {
+			state = "OFFLINE"
+		}
+		if n.Connected {
+			state += " (connected)"
+		}
+		t.row(n.Name, orDash(n.Cluster), orDash(n.Version), strconv.FormatBool(n.JetStream), state, orDash(strings.Join(n.Leads, ", ")))
+	}
+	if err := t.flush(); err != nil {
+		return err
+	}
+	fmt.Fprintln(a.out)
+	t = newTable(a.out, "STREAM", "REPLICAS", "LEADER", "MESSAGES", "LAST SEQ", "OTHER REPLICAS")
+	for _, s := range rep.Streams {
+		if s.Error != "" {
+			t.row(s.Name, "?", "NO ANSWER", "-", "-", s.Error)
+			continue
+		}
+		var peers []string
+		for _, p := range s.Peers {
+			state := "current"
+			switch {
+			case p.Offline:
+				state = "OFFLINE"
+			case !p.Current:
+				state = "behind"
+			}
+			peers = append(peers, fmt.Sprintf("%s %s lag %d", p.Name, state, p.Lag))
+		}
+		t.row(s.Name, strconv.Itoa(s.Replicas), orDash(s.Leader), strconv.FormatUint(s.Messages, 10),
+			strconv.FormatUint(s.LastSeq, 10), orDash(strings.Join(peers, "; ")))
+	}
+	if err := t.flush(); err != nil {
+		return err
+	}
+	fmt.Fprintln(a.out)
+	t = newTable(a.out, "CONSUMER", "STREAM", "LEADER", "PENDING", "ACK PENDING", "REDELIVERED", "PULLS")
+	for _, s := range rep.Streams {
+		for _, c := range s.Consumer {
+			t.row(c.Name, s.Name, orDash(c.Leader), strconv.FormatUint(c.Pending, 10), strconv.Itoa(c.AckPending),
+				strconv.Itoa(c.Redelivered), strconv.Itoa(c.WaitingPulls))
+		}
+	}
+	if err := t.flush(); err != nil {
+		return err
+	}
+	for _, p := range rep.Partitions {
+		fmt.Fprintf(a.out, "\npartition %d (%s): %s\n", p.ID, strings.Join(p.Consumers, ", "), p.Owner)
+	}
+	for _, l := range rep.Lagging() {
+		fmt.Fprintln(a.out, "attention:", l)
+	}
+	return nil
+}

@@ -1,0 +1,243 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/turnstile-dev/turnstile/api"
+	"github.com/turnstile-dev/turnstile/fsm"
+	"github.com/turnstile-dev/turnstile/webhook"
+)
+
+// defaultAPIURL is serve's --http-addr default, as a URL.
+const defaultAPIURL = "http://127.0.0.1:8080"
+
+// apiEndpoint is where the CLI finds serve's HTTP API, the bearer token
+// and the HTTP client for it: --api-url (TURNSTILE_API_URL), else the
+// api-url serve wrote into the data dir, else defaultAPIURL; --api-token
+// (TURNSTILE_API_TOKEN, SECRET or NAME:SECRET), else <data-dir>/api-token;
+// the client trusts --api-tls-ca besides the system's roots. The webhook
+// commands take this path whatever the other commands take: webhooks
+// exist only in serve's API.
+func (a *app) apiEndpoint() (base, token string, hc *http.Client, err error) {
+	base = a.apiURL
+	if base == "" {
+		if base, err = a.dataDirFile(apiURLFile); err != nil {
+			return "", "", nil, err
+		}
+	}
+	if base == "" {
+		base = defaultAPIURL
+	}
+	token = a.apiToken
+	if token == "" {
+		if token, err = a.dataDirFile(apiTokenFile); err != nil {
+			return "", "", nil, err
+		}
+	}
+	if token == "" {
+		return "", "", nil, usageError(fmt.Errorf("no API token for %s: pass --api-token or set TURNSTILE_API_TOKEN (serve's token is in its <data-dir>/%s)", base, apiTokenFile))
+	}
+	if t, perr := api.ParseToken(token); perr == nil {
+		token = t.Secret // as apiClient takes it
+	}
+	if hc, err = a.apiHTTPClient(); err != nil {
+		return "", "", nil, err
+	}
+	return strings.TrimRight(base, "/"), token, hc, nil
+}
+
+// apiCall sends one JSON request to serve's API and decodes a 2xx answer
+// into out (if not nil); an error answer becomes an error with the exit
+// code its code implies.
+func (a *app) apiCall(ctx context.Context, method, path string, in, out any) error {
+	base, token, hc, err := a.apiEndpoint()
+	if err != nil {
+		return err
+	}
+	var body io.Reader
+	if in != nil {
+		b, err := json.Marshal(in)
+		if err != nil {
+			return err
+		}
+		body = bytes.NewReader(b)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, base+path, body)
+	if err != nil {
+		return usageError(fmt.Errorf("API URL %q: %w", base, err))
+	}
+	req.Header.Set("Authorization", "Bearer "+token)
+	if in != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	resp, err := hc.Do(req)
+	if err != nil {
+		return fmt.Errorf("cannot reach serve's API at %s (pass --api-url or set TURNSTILE_API_URL): %w", base, err)
+	}
+	defer resp.Body.Close()
+	raw, err := io.ReadAll(io.LimitReader(resp.Body, 4<<20))
+	if err != nil {
+		return fmt.Errorf("%s %s: %w", method, path, err)
+	}
+	if resp.StatusCode >= 300 {
+		var eb api.ErrorBody
+		if json.Unmarshal(raw, &eb) != nil || eb.Message == "" {
+			return fmt.Errorf("%s %s: %s", method, path, resp.Status)
+		}
+		if c := api.CodeOf(resp.StatusCode, eb); c != "" {
+			return withCode(exitCodeOf(c), errors.New(eb.Message))
+		}
+		return fmt.Errorf("%s (%s)", eb.Message, resp.Status)
+	}
+	if out == nil || resp.StatusCode == http.StatusNoContent {
+		return nil
+	}
+	if err := json.Unmarshal(raw, out); err != nil {
+		return fmt.Errorf("%s %s: the answer does not decode: %w", method, path, err)
+	}
+	return nil
+}
+
+func (a *app) webhookCmd() *cobra.Command {
+	c := &cobra.Command{
+		Use:   "webhook",
+		Short: "Send lifecycle events to HTTP receivers: add, list, rm (over serve's HTTP API)",
+		Long: `A webhook receives a signed POST for every lifecycle event, at least once and
+in stream order, retried with back-off while it fails; a receiver that was down
+gets everything since its last 2xx. Each body is {"id","webhook","stream_seq",
+"type","event"}, with the event as GET /v1/events shows it (its cause
+included). Verify the Turnstile-Signature header: t=<unix>,v1=<hex HMAC-SHA256
+of t + "." + body under the secret 'add' prints once>.
+
+These commands talk to serve's HTTP API: TURNSTILE_API_URL (default the
+data dir's api-url, else ` + defaultAPIURL + `) with TURNSTILE_API_TOKEN
+(default the data dir's api-token).`,
+	}
+	c.AddCommand(a.webhookAddCmd(), a.webhookListCmd(), a.webhookRmCmd())
+	return c
+}
+
+func (a *app) webhookAddCmd() *cobra.Command {
+	var evs []string
+	var since uint64
+	c := &cobra.Command{
+		Use:   "add URL",
+		Short: "Subscribe URL to lifecycle events; prints the signing secret, once",
+		Args:  exactArgs("URL"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			req := api.WebhookRequest{URL: args[0]}
+			for _, e := range evs {
+				t, err := parseEventType(e)
+				if err != nil {
+					return usageError(err)
+				}
+				req.Events = append(req.Events, t)
+			}
+			if cmd.Flags().Changed("since") {
+				req.Since = &since
+			}
+			ctx, cancel := context.WithTimeout(cmd.Context(), 30*time.Second)
+			defer cancel()
+			var h webhook.Webhook
+			if err := a.apiCall(ctx, http.MethodPost, "/v1/webhooks", req, &h); err != nil {
+				return err
+			}
+			if a.structured() {
+				return a.print(h)
+			}
+			fmt.Fprintf(a.out, "webhook %s added: %s (%s)\n", h.ID, h.URL, eventsText(h.Events))
+			fmt.Fprintf(a.out, "signing secret (shown only now; keep it with the receiver):\n%s\n", h.Secret)
+			return nil
+		},
+	}
+	c.Flags().StringSliceVar(&evs, "events", nil, "event types to deliver, comma-separated or repeated, such as created,provisioned,provision_failed (the workspace. prefix may be left out; default: all)")
+	c.Flags().Uint64Var(&since, "since", 0, "first replay the events after this stream sequence (0: the whole stream); without it only new events are delivered")
+	return c
+}
+
+// parseEventType takes an event type with or without its "workspace."
+// prefix.
+func parseEventType(s string) (fsm.EventType, error) {
+	s = strings.TrimSpace(s)
+	t := fsm.EventType(s)
+	if !strings.Contains(s, ".") {
+		t = fsm.EventType("workspace." + s)
+	}
+	if !t.Known() {
+		var names []string
+		for _, e := range fsm.EventTypes() {
+			names = append(names, strings.TrimPrefix(string(e), "workspace."))
+		}
+		return "", fmt.Errorf("--events: %q is not an event type: use %s", s, strings.Join(names, ", "))
+	}
+	return t, nil
+}
+
+func eventsText(evs []fsm.EventType) string {
+	if len(evs) == 0 {
+		return "all events"
+	}
+	var s []string
+	for _, e := range evs {
+		s = append(s, strings.TrimPrefix(string(e), "workspace."))
+	}
+	return strings.Join(s, ",")
+}
+
+func (a *app) webhookListCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:   "list",
+		Short: "List the webhooks and their delivery (never their secrets)",
+		Args:  exactArgs(),
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			ctx, cancel := context.WithTimeout(cmd.Context(), 30*time.Second)
+			defer cancel()
+			var l api.WebhookList
+			if err := a.apiCall(ctx, http.MethodGet, "/v1/webhooks", nil, &l); err != nil {
+				return err
+			}
+			if a.structured() {
+				return a.print(l.Webhooks)
+			}
+			t := newTable(a.out, "ID", "URL", "EVENTS", "ACKED", "PENDING", "CREATED")
+			for _, h := range l.Webhooks {
+				t.row(h.ID, h.URL, eventsText(h.Events), strconv.FormatUint(h.AckedStreamSeq, 10), strconv.FormatUint(h.Pending, 10), formatTime(h.Created))
+			}
+			return t.flush()
+		},
+	}
+}
+
+func (a *app) webhookRmCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:   "rm ID",
+		Short: "Remove a webhook: its deliveries stop and its consumer is deleted",
+		Args:  exactArgs("ID"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := webhook.ValidateID(args[0]); err != nil {
+				return usageError(err)
+			}
+			ctx, cancel := context.WithTimeout(cmd.Context(), 30*time.Second)
+			defer cancel()
+			if err := a.apiCall(ctx, http.MethodDelete, "/v1/webhooks/"+args[0], nil, nil); err != nil {
+				return err
+			}
+			if a.structured() {
+				return a.print(map[string]any{"id": args[0], "removed": true})
+			}
+			fmt.Fprintf(a.out, "webhook %s removed\n", args[0])
+			return nil
+		},
+	}
+}

@@ -1,0 +1,104 @@
+package main
+
+import (
+	"context"
+	"maps"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// The webhook signing secrets are serve's alone: neither the user role
+// nor the admin role of the embedded NATS can read the bucket that holds
+// them (stream info, direct and message gets, a watch, a consumer), and
+// the CLI manages webhooks over the HTTP API.
+func TestWebhookSecretsOutOfNATSRoles(t *testing.T) {
+	s := startInProcessServe(t, map[string]string{"TURNSTILE_WEBHOOK_ALLOW_PRIVATE": "true"})
+	env := maps.Clone(s.env)
+	env["TURNSTILE_API_URL"] = s.httpURL
+	code, out, errOut := runCLI(t, env, "webhook", "add", "http://127.0.0.1:9/hook", "--events", "created,provisioned")
+	if code != 0 {
+		t.Fatalf("webhook add: exit %d\n%s%s", code, out, errOut)
+	}
+	id := regexp.MustCompile(`wh-[0-9a-f]{16}`).FindString(out)
+	secret := regexp.MustCompile(`whsec_\S+`).FindString(out)
+	if id == "" || secret == "" {
+		t.Fatalf("webhook add printed no id or secret:\n%s", out)
+	}
+	code, out, errOut = runCLI(t, env, "webhook", "list")
+	if code != 0 || !strings.Contains(out, id) || strings.Contains(out, secret) {
+		t.Fatalf("webhook list: exit %d\n%s%s", code, out, errOut)
+	}
+	if code, _, errOut := runCLI(t, env, "webhook", "add", "ftp://x.example.com/"); code != exitUsage || !strings.Contains(errOut, "scheme") {
+		t.Fatalf("webhook add ftp://: exit %d %s", code, errOut)
+	}
+
+	admin, err := os.ReadFile(filepath.Join(s.dir, natsAdminTokenFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for role, token := range map[string]string{"user": s.token(t), "admin": strings.TrimSpace(string(admin))} {
+		t.Run(role, func(t *testing.T) {
+			errs := make(chan error, 64)
+			nc, err := nats.Connect(s.natsURL, nats.Token(token), nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
+				select {
+				case errs <- err:
+				default:
+				}
+			}))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer nc.Close()
+			js, err := jetstream.New(nc)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, tc := range []struct {
+				name, subject string
+				do            func(context.Context) error
+			}{
+				{"BucketInfo", "$JS.API.STREAM.INFO.KV_TURNSTILE_WEBHOOKS", func(ctx context.Context) error {
+					_, err := js.KeyValue(ctx, "TURNSTILE_WEBHOOKS")
+					return err
+				}},
+				{"DirectGet", "$JS.API.DIRECT.GET.KV_TURNSTILE_WEBHOOKS.$KV.TURNSTILE_WEBHOOKS." + id, func(ctx context.Context) error {
+					_, err := nc.RequestWithContext(ctx, "$JS.API.DIRECT.GET.KV_TURNSTILE_WEBHOOKS.$KV.TURNSTILE_WEBHOOKS."+id, nil)
+					return err
+				}},
+				{"MsgGet", "$JS.API.STREAM.MSG.GET.KV_TURNSTILE_WEBHOOKS", func(ctx context.Context) error {
+					_, err := nc.RequestWithContext(ctx, "$JS.API.STREAM.MSG.GET.KV_TURNSTILE_WEBHOOKS", []byte(`{"last_by_subj":"$KV.TURNSTILE_WEBHOOKS.`+id+`"}`))
+					return err
+				}},
+				{"Consumer", "$JS.API.CONSUMER.CREATE.KV_TURNSTILE_WEBHOOKS", func(ctx context.Context) error {
+					return nc.PublishRequest("$JS.API.CONSUMER.CREATE.KV_TURNSTILE_WEBHOOKS", nc.NewRespInbox(),
+						[]byte(`{"stream_name":"KV_TURNSTILE_WEBHOOKS","config":{"ack_policy":"none","deliver_policy":"all"}}`))
+				}},
+				{"Watch", "$KV.TURNSTILE_WEBHOOKS.>", func(context.Context) error {
+					_, err := nc.Subscribe("$KV.TURNSTILE_WEBHOOKS.>", func(*nats.Msg) {})
+					return err
+				}},
+			} {
+				t.Run(tc.name, func(t *testing.T) {
+					ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+					defer cancel()
+					_ = tc.do(ctx)
+					waitViolation(t, errs, tc.subject)
+				})
+			}
+		})
+	}
+
+	if code, out, errOut := runCLI(t, env, "webhook", "rm", id); code != 0 || !strings.Contains(out, "removed") {
+		t.Fatalf("webhook rm: exit %d\n%s%s", code, out, errOut)
+	}
+	if code, _, errOut := runCLI(t, env, "webhook", "rm", id); code != exitRejected {
+		t.Fatalf("second webhook rm: exit %d %s", code, errOut)
+	}
+}

@@ -1,0 +1,479 @@
+package events
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/synadia-io/orbit.go/jetstreamext"
+
+	"github.com/turnstile-dev/turnstile/fsm"
+)
+
+// ReplyHeader names the header in which a command's sender asks the engine
+// for a copy of the outcome on a core NATS subject, besides the stored one.
+const ReplyHeader = "Turnstile-Reply"
+
+// MaxCommitWrites is the most writes one Commit puts in one atomic batch:
+// a write is up to two messages (event and outcome), and nats-server
+// refuses atomic batches of more than 1,000 messages by default. Commit
+// splits larger slices.
+const MaxCommitWrites = 500
+
+// Write is one command's record: the event it appends (none for a
+// rejection, a no-op, a stale report) and its outcome.
+type Write struct {
+	// Event, if set, is appended only if the workspace's newest message
+	// is still at stream sequence Expected (0: the workspace has none).
+	Event    *Envelope
+	Expected uint64
+	Outcome  OutcomeRecord
+}
+
+// Written says what Commit did with one Write. Exactly one of these holds:
+// Err is set (nothing of the write may be assumed stored); Existing is set
+// (the command already had that outcome: nothing was written); or the
+// outcome is stored, and the event, if any, at EventSeq.
+type Written struct {
+	// EventSeq is the event's stream sequence.
+	EventSeq uint64
+	// Duplicate: the command's event was already the workspace's newest
+	// (an earlier try that landed without its outcome); EventSeq is that
+	// event's, and only the outcome was written now.
+	Duplicate bool
+	// Existing is the command's earlier outcome when it had one.
+	Existing *OutcomeRecord
+	// Err is ErrConflict when the workspace moved on since it was loaded
+	// (reload and decide again), else why nothing could be stored.
+	Err error
+}
+
+// CommitOptions tune how Commit writes.
+type CommitOptions struct {
+	// AtomicFrom: a batch with at least this many events is written as
+	// one atomic batch (events and outcomes together); a smaller one as
+	// plain publishes, pipelined. 0 means never atomic.
+	//
+	// An atomic batch costs a fixed staging store on the server (two
+	// fsyncs, about 2.5 ms on a quiet host); a plain publish costs an
+	// fsync only where the server fsyncs every write (sync_always), and
+	// then one per message. So: never atomic with the server's default
+	// durability; with sync_always, atomic from 2.
+	AtomicFrom int
+}
+
+// CommitStats describes how a Commit went, for metrics.
+type CommitStats struct {
+	// Batch is how long the events and their outcomes took to be written,
+	// until the server's last ack; 0 when no event was written.
+	Batch time.Duration
+	// Fallback: an atomic batch of more than one command was refused as a
+	// whole (usually one workspace's conflict) and rewritten one by one.
+	Fallback bool
+}
+
+// Commit stores the writes of many commands, for different workspaces (a
+// batch must not hold two events for one workspace), and says for each
+// what happened, in order.
+//
+// Guarantees: an event is stored only if its workspace's newest message
+// is at Expected; an accepted command's outcome only after its event; a
+// command has at most one outcome, ever (the outcome subject must be
+// empty). A refusal is sorted out per write: a command that has an
+// outcome gets it back (Written.Existing), a workspace that moved on is
+// ErrConflict.
+//
+// A batch of opt.AtomicFrom events or more is one atomic batch, outcomes
+// with their events. Otherwise the writes are plain publishes, pipelined: the batch's outcome subjects
+// are checked in one request, then every event goes out (a compare-and-set
+// on its workspace, deduplicated by command id) and their acks are awaited
+// together, then every outcome likewise. Three short round trips for the
+// whole batch; not an atomic batch, which costs the server a staging
+// store of its own, created, fsynced and removed (2.5 ms on a quiet host,
+// far more when the disk is busy; docs/benchmarks.md). So a crash may
+// leave an event without its outcome: the next handling of the command
+// finds its event at the head of the workspace and records the outcome
+// alone (the engine's repair). And a command handled twice at once stores
+// one event and one outcome: the second event is refused by the
+// compare-and-set or, within the duplicate window, by its message id; past
+// the window only the outcome check before the events stands in the way
+// (see docs/reliability.md). A refused write is sorted out by the single
+// path, which still writes an event with its outcome in one atomic batch.
+func (s *Store) Commit(ctx context.Context, ws []Write, opt CommitOptions) ([]Written, CommitStats) {
+	out := make([]Written, len(ws))
+	var st CommitStats
+	for lo := 0; lo < len(ws); lo += MaxCommitWrites {
+		hi := min(lo+MaxCommitWrites, len(ws))
+		chunk := s.commit(ctx, ws[lo:hi], out[lo:hi], opt)
+		st.Batch += chunk.Batch
+		st.Fallback = st.Fallback || chunk.Fallback
+	}
+	return out, st
+}
+
+func (s *Store) commit(ctx context.Context, ws []Write, out []Written, opt CommitOptions) CommitStats {
+	var st CommitStats
+	var appends, alone, single []int
+	for i := range ws {
+		if ws[i].Event == nil {
+			alone = append(alone, i)
+		} else {
+			appends = append(appends, i)
+		}
+	}
+	// Outcomes without an event need nothing before them: out at once.
+	waitAlone := s.publishAsync(alone, func(i int) (*nats.Msg, error) { return s.outcomeMsg(ws[i].Outcome) })
+	if opt.AtomicFrom > 0 && len(appends) >= opt.AtomicFrom {
+		st = s.commitAtomic(ctx, ws, out, appends)
+	} else if len(appends) > 0 {
+		start := time.Now()
+		appends, single = s.withoutOutcome(ctx, ws, appends)
+		// The events, each a compare-and-set on its workspace.
+		var stored []int
+		waitEvents := s.publishAsync(appends, func(i int) (*nats.Msg, error) {
+			m, err := s.eventMsg(*ws[i].Event)
+			if err == nil {
+				m.Header.Set(jetstream.ExpectedLastSubjSeqHeader, strconv.FormatUint(ws[i].Expected, 10))
+			}
+			return m, err
+		})
+		waitEvents(ctx, func(i int, ack *jetstream.PubAck, err error) {
+			if err != nil || ack.Duplicate {
+				// Refused (a conflict, usually), or the command's event
+				// already stored by an earlier try: sorted out alone.
+				single = append(single, i)
+				return
+			}
+			out[i].EventSeq = ack.Sequence
+			stored = append(stored, i)
+		})
+		// Then their outcomes.
+		waitOutcomes := s.publishAsync(stored, func(i int) (*nats.Msg, error) { return s.outcomeMsg(ws[i].Outcome) })
+		waitOutcomes(ctx, func(i int, ack *jetstream.PubAck, err error) {
+			if err == nil && !ack.Duplicate {
+				return
+			}
+			// The event is stored: only the outcome is left to sort out.
+			o := s.outcomeAlone(ctx, ws[i].Outcome)
+			o.EventSeq = out[i].EventSeq
+			out[i] = o
+		})
+		if len(stored) > 0 {
+			st.Batch = time.Since(start)
+		}
+		st.Fallback = len(single) > 0 && len(ws) > 1
+	}
+	waitAlone(ctx, func(i int, ack *jetstream.PubAck, err error) {
+		if err != nil || ack.Duplicate {
+			single = append(single, i)
+		}
+	})
+	for _, i := range single {
+		out[i] = s.single(ctx, ws[i])
+	}
+	return st
+}
+
+// commitAtomic writes the events of ws[at...] with their outcomes in one
+// atomic batch. Any refusal (typically one workspace's CAS conflict) sends
+// each of them down the single path, which sorts out who conflicted.
+func (s *Store) commitAtomic(ctx context.Context, ws []Write, out []Written, at []int) CommitStats {
+	var st CommitStats
+	batch := make([]Write, len(at))
+	for j, i := range at {
+		batch[j] = ws[i]
+	}
+	start := time.Now()
+	seqs, err := s.atomic(ctx, batch)
+	if err == nil {
+		st.Batch = time.Since(start)
+		for j, i := range at {
+			out[i] = Written{EventSeq: seqs[j]}
+		}
+		return st
+	}
+	st.Fallback = len(at) > 1
+	for _, i := range at {
+		out[i] = s.single(ctx, ws[i])
+	}
+	return st
+}
+
+// withoutOutcome splits the writes at of ws into those whose command has
+// no outcome yet and those that may have one (to the single path, which
+// looks and returns it): one request for all their outcome subjects.
+// Within the duplicate window the events' message ids refuse a second
+// handling anyway; past it this check is what keeps a command id sent
+// again, and decided again on a newer state, from a second event.
+func (s *Store) withoutOutcome(ctx context.Context, ws []Write, at []int) (fresh, done []int) {
+	subjects := make([]string, len(at))
+	for j, i := range at {
+		subjects[j] = s.names.Outcome(ws[i].Outcome.CommandID)
+	}
+	ctx, cancel := context.WithTimeout(ctx, s.js.Options().DefaultTimeout)
+	defer cancel()
+	found := map[string]bool{}
+	msgs, err := jetstreamext.GetLastMsgsFor(ctx, s.js, s.names.EventStream(), subjects)
+	if err == nil {
+		for m, merr := range msgs {
+			if errors.Is(merr, jetstreamext.ErrNoMessages) {
+				break
+			}
+			if merr != nil {
+				err = merr
+				break
+			}
+			found[m.Subject] = true
+		}
+	}
+	if err != nil {
+		return nil, at // cannot tell: each looks for itself
+	}
+	for j, i := range at {
+		if found[subjects[j]] {
+			done = append(done, i)
+		} else {
+			fresh = append(fresh, i)
+		}
+	}
+	return fresh, done
+}
+
+// publishAsync sends the message build makes for each of at without
+// waiting, and returns a function that waits for their acks (or errors)
+// and hands each to fn, in order. An ack that never comes (a lost
+// connection) does not hold the caller: past the JetStream timeout the
+// rest are handed on as timed out.
+func (s *Store) publishAsync(at []int, build func(int) (*nats.Msg, error)) func(context.Context, func(int, *jetstream.PubAck, error)) {
+	type sent struct {
+		i   int
+		f   jetstream.PubAckFuture
+		err error
+	}
+	inFlight := make([]sent, 0, len(at))
+	for _, i := range at {
+		m, err := build(i)
+		if err != nil {
+			inFlight = append(inFlight, sent{i: i, err: err})
+			continue
+		}
+		f, err := s.js.PublishMsgAsync(m)
+		inFlight = append(inFlight, sent{i: i, f: f, err: err})
+	}
+	return func(ctx context.Context, fn func(int, *jetstream.PubAck, error)) {
+		if len(inFlight) == 0 {
+			return
+		}
+		timeout := time.NewTimer(s.js.Options().DefaultTimeout)
+		defer timeout.Stop()
+		for _, p := range inFlight {
+			if p.err != nil {
+				fn(p.i, nil, p.err)
+				continue
+			}
+			select {
+			case ack := <-p.f.Ok():
+				fn(p.i, ack, nil)
+			case err := <-p.f.Err():
+				fn(p.i, nil, err)
+			case <-timeout.C:
+				timeout.Reset(0) // the rest are late too
+				fn(p.i, nil, nats.ErrTimeout)
+			case <-ctx.Done():
+				fn(p.i, nil, ctx.Err())
+			}
+		}
+	}
+}
+
+// atomic writes every event and outcome of batch or nothing, and returns
+// the events' stream sequences (0 for a write without an event).
+func (s *Store) atomic(ctx context.Context, batch []Write) ([]uint64, error) {
+	msgs := make([]*nats.Msg, 0, 2*len(batch))
+	eventAt := make([]int, len(batch))
+	for i, w := range batch {
+		eventAt[i] = -1
+		if w.Event != nil {
+			m, err := s.eventMsg(*w.Event)
+			if err != nil {
+				return nil, err
+			}
+			m.Header.Set(jetstream.ExpectedLastSubjSeqHeader, fmt.Sprint(w.Expected))
+			eventAt[i] = len(msgs)
+			msgs = append(msgs, m)
+		}
+		m, err := s.outcomeMsg(w.Outcome)
+		if err != nil {
+			return nil, err
+		}
+		msgs = append(msgs, m)
+	}
+	ack, err := jetstreamext.PublishMsgBatch(ctx, s.js, msgs)
+	if err != nil {
+		return nil, err
+	}
+	if ack.BatchSize != uint64(len(msgs)) {
+		return nil, fmt.Errorf("atomic batch of %d stored %d", len(msgs), ack.BatchSize)
+	}
+	first := ack.Sequence - ack.BatchSize + 1
+	seqs := make([]uint64, len(batch))
+	for i := range batch {
+		if eventAt[i] >= 0 {
+			seqs[i] = first + uint64(eventAt[i])
+		}
+	}
+	return seqs, nil
+}
+
+// single writes one command's event (compare-and-set) and outcome
+// together, or its outcome alone, and sorts out why a write was refused: a
+// command id that already has an outcome writes nothing and gets that
+// outcome; a workspace that moved on is ErrConflict.
+func (s *Store) single(ctx context.Context, w Write) Written {
+	var res Written
+	if o, ok, err := s.Outcome(ctx, w.Outcome.CommandID); err != nil {
+		return Written{Err: err}
+	} else if ok {
+		return Written{Existing: &o}
+	}
+	if w.Event != nil {
+		// The event and its outcome as one atomic batch of two, so that no
+		// crash can leave one without the other.
+		seqs, err := s.atomic(ctx, []Write{w})
+		if err == nil {
+			return Written{EventSeq: seqs[0]}
+		}
+		if !IsWrongLastSequence(err) && !isDuplicateInBatch(err) {
+			// A racing handling of the same command (a recovered copy,
+			// another engine) may have stored it meanwhile; within the
+			// dedupe window ours is then refused by message id.
+			if o, ok, gerr := s.Outcome(ctx, w.Outcome.CommandID); gerr == nil && ok {
+				return Written{Existing: &o}
+			}
+			return Written{Err: err}
+		}
+		// Either the workspace moved on (a conflict) or this command's
+		// event is already stored (a retry that landed: within the
+		// duplicate window an atomic batch refuses its id before the
+		// sequence check); the outcome was checked above.
+		seq, err := s.resolveConflict(ctx, *w.Event)
+		if err != nil {
+			return Written{Err: err}
+		}
+		// Our event is the newest but has no outcome: written before
+		// events and outcomes went together. Record the outcome alone.
+		res.EventSeq, res.Duplicate = seq, true
+	}
+	o := s.outcomeAlone(ctx, w.Outcome)
+	o.EventSeq, o.Duplicate = res.EventSeq, res.Duplicate
+	return o
+}
+
+// outcomeAlone stores a command's outcome by itself (its event, if any, is
+// stored): Existing if the command has one already.
+func (s *Store) outcomeAlone(ctx context.Context, o OutcomeRecord) Written {
+	_, err := s.publishOutcome(ctx, o)
+	if errors.Is(err, errOutcomeExists) {
+		// Another engine, or our own earlier try, got there first.
+		prev, ok, gerr := s.Outcome(ctx, o.CommandID)
+		if gerr == nil && ok {
+			return Written{Existing: &prev}
+		}
+		err = errors.Join(err, gerr)
+	}
+	return Written{Err: err}
+}
+
+// isDuplicateInBatch reports an atomic batch refused because a message's
+// id is in the stream's duplicate window.
+func isDuplicateInBatch(err error) bool {
+	var apiErr *jetstream.APIError
+	return errors.As(err, &apiErr) && apiErr.ErrorCode == jetstreamext.JSErrCodeBatchPublishDuplicateMsgID
+}
+
+// ErrConflict means another writer appended to the workspace since it was
+// loaded: reload and decide again.
+var ErrConflict = errors.New("append conflict: the workspace changed since it was loaded")
+
+// resolveConflict handles "wrong last sequence" for env: on a
+// single-replica stream the sequence check runs before dedupe, so our own
+// earlier try may be the newest event. It compares command ids before
+// calling it a conflict (ErrConflict), and returns the stored event's
+// stream sequence when it is ours.
+func (s *Store) resolveConflict(ctx context.Context, env Envelope) (uint64, error) {
+	h, err := s.Load(ctx, env.Workspace)
+	if err != nil {
+		return 0, fmt.Errorf("after append conflict: %w", err)
+	}
+	if h.Last != nil && h.Last.CommandID == env.CommandID {
+		return h.StreamSeq, nil
+	}
+	return 0, ErrConflict
+}
+
+// eventMsg builds the message that appends env (its expected sequence is
+// set by the caller).
+func (s *Store) eventMsg(env Envelope) (*nats.Msg, error) {
+	data, err := s.codec.Encode(env)
+	if err != nil {
+		return nil, err
+	}
+	m := nats.NewMsg(s.names.Event(env.Workspace))
+	m.Data = data
+	m.Header.Set(jetstream.MsgIDHeader, env.CommandID)
+	return m, nil
+}
+
+// outcomeMsg builds the message that records an outcome.
+func (s *Store) outcomeMsg(o OutcomeRecord) (*nats.Msg, error) {
+	data, err := EncodeOutcome(o)
+	if err != nil {
+		return nil, err
+	}
+	m := nats.NewMsg(s.names.Outcome(o.CommandID))
+	m.Data = data
+	// Distinct from the event's id: both live in one stream's dedupe table.
+	m.Header.Set(jetstream.MsgIDHeader, "out:"+o.CommandID)
+	// A command has one outcome, ever: the outcome subject must be empty.
+	// This outlives the dedupe window, so a command id reused much later
+	// cannot get a second outcome (or, in an atomic batch, a second event).
+	m.Header.Set(jetstream.ExpectedLastSubjSeqHeader, "0")
+	if o.Outcome != fsm.Accepted && s.rejectedTTL > 0 {
+		// It changed nothing: once it expires, the command id may be
+		// decided again (the command itself expired before it).
+		m.Header.Set(jetstream.MsgTTLHeader, s.rejectedTTL.String())
+	}
+	return m, nil
+}
+
+// errOutcomeExists means the command already has a stored outcome.
+var errOutcomeExists = errors.New("the command already has an outcome")
+
+// publishOutcome stores a command's outcome alone, retrying transient
+// errors. It returns errOutcomeExists if the command has one already
+// (including our own earlier try).
+func (s *Store) publishOutcome(ctx context.Context, o OutcomeRecord) (uint64, error) {
+	m, err := s.outcomeMsg(o)
+	if err != nil {
+		return 0, err
+	}
+	for attempt := 0; ; attempt++ {
+		ack, err := s.js.PublishMsg(ctx, m)
+		if err == nil {
+			return ack.Sequence, nil
+		}
+		if IsWrongLastSequence(err) {
+			return 0, errOutcomeExists
+		}
+		if !IsRetryable(err) || attempt >= 8 || ctx.Err() != nil {
+			return 0, fmt.Errorf("publish outcome of %s: %w", o.CommandID, err)
+		}
+		if err := backoff(ctx, attempt); err != nil {
+			return 0, err
+		}
+	}
+}

@@ -1,0 +1,269 @@
+package events_test
+
+import (
+	"context"
+	"errors"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/synadia-io/orbit.go/jetstreamext"
+
+	"github.com/turnstile-dev/turnstile/events"
+	"github.com/turnstile-dev/turnstile/fsm"
+	"github.com/turnstile-dev/turnstile/internal/testenv"
+)
+
+// commitEnv opens a store on a fresh embedded NATS.
+func commitEnv(t *testing.T) (*events.Store, jetstream.JetStream) {
+	t.Helper()
+	n := testenv.StartNATS(t, testenv.NATSOptions{})
+	_, js := n.Connect(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	names := events.NewNames("")
+	if err := events.EnsureStreams(ctx, js, names, events.StreamOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	store, err := events.OpenStore(ctx, js, names, events.Codec{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return store, js
+}
+
+// decided is the write the engine makes for cmd on h.
+func decided(t *testing.T, h events.Head, cmd fsm.Command) events.Write {
+	t.Helper()
+	d := fsm.Decide(h.State, cmd)
+	now := time.Now().UTC()
+	w := events.Write{Outcome: events.OutcomeRecord{CommandID: cmd.ID, Workspace: cmd.Workspace, CommandType: cmd.Type,
+		Outcome: d.Outcome, Rejection: d.Rejection, Generation: h.State.Generation, State: h.State.Status,
+		ReceivedAt: now, DecidedAt: now}}
+	if d.Outcome == fsm.Accepted {
+		env := events.NewEnvelope(cmd.ID+"-event", h.State, *d.Event, cmd, now)
+		w.Event, w.Expected = &env, h.StreamSeq
+		w.Outcome.EventSeq, w.Outcome.Generation, w.Outcome.State = env.Seq, env.State.Generation, env.State.Status
+	}
+	return w
+}
+
+func load(t *testing.T, store *events.Store, ws string) events.Head {
+	t.Helper()
+	h, err := store.Load(context.Background(), ws)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return h
+}
+
+func eventIDs(t *testing.T, store *events.Store, ws string) []string {
+	t.Helper()
+	var got []string
+	if err := store.History(context.Background(), ws, func(e events.Envelope) error {
+		got = append(got, e.CommandID)
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	return got
+}
+
+// TestCommit runs through both ways Commit writes: plain publishes, and
+// one atomic batch (from one event on).
+func TestCommit(t *testing.T) {
+	t.Run("Plain", func(t *testing.T) { testCommit(t, events.CommitOptions{}) })
+	t.Run("Atomic", func(t *testing.T) { testCommit(t, events.CommitOptions{AtomicFrom: 1}) })
+}
+
+func testCommit(t *testing.T, opt events.CommitOptions) {
+	store, js := commitEnv(t)
+	ctx := context.Background()
+	create := func(ws string) fsm.Command { return fsm.Command{ID: "create-" + ws, Type: fsm.Create, Workspace: ws} }
+
+	t.Run("OK", func(t *testing.T) {
+		// Several workspaces' events and an outcome alone, in one call.
+		ws := []events.Write{decided(t, load(t, store, "a"), create("a")), decided(t, load(t, store, "b"), create("b")),
+			decided(t, load(t, store, "a"), fsm.Command{ID: "start-a", Type: fsm.Start, Workspace: "a"})}
+		if ws[2].Event != nil {
+			t.Fatal("setup: a start of a missing workspace appends")
+		}
+		res, _ := store.Commit(ctx, ws, opt)
+		for i, r := range res {
+			if r.Err != nil || r.Existing != nil || r.Duplicate || (ws[i].Event != nil) != (r.EventSeq > 0) {
+				t.Fatalf("write %d: %+v", i, r)
+			}
+			if o, ok, err := store.Outcome(ctx, ws[i].Outcome.CommandID); err != nil || !ok || o.Outcome != ws[i].Outcome.Outcome {
+				t.Fatalf("outcome of %s: %+v %v %v", ws[i].Outcome.CommandID, o, ok, err)
+			}
+		}
+		if h := load(t, store, "a"); h.StreamSeq != res[0].EventSeq || h.Last.CommandID != "create-a" {
+			t.Fatalf("head of a %+v, want the create at %d", h, res[0].EventSeq)
+		}
+	})
+
+	t.Run("ErrConflict", func(t *testing.T) {
+		stale := load(t, store, "c")
+		if res, _ := store.Commit(ctx, []events.Write{decided(t, stale, create("c"))}, opt); res[0].Err != nil {
+			t.Fatal(res[0].Err)
+		}
+		cfg := fsm.Command{ID: "configure-c", Type: fsm.Configure, Workspace: "c", Spec: &fsm.Spec{Env: map[string]string{"N": "1"}}}
+		h := load(t, store, "c")
+		// Decided on a state another writer has since left.
+		w := decided(t, h, cfg)
+		w.Expected = stale.StreamSeq
+		res, st := store.Commit(ctx, []events.Write{w}, opt)
+		if !errors.Is(res[0].Err, events.ErrConflict) {
+			t.Fatalf("got %+v, want ErrConflict", res[0])
+		}
+		if st.Batch != 0 {
+			t.Fatalf("a refused batch timed as written: %+v", st)
+		}
+		if _, ok, _ := store.Outcome(ctx, cfg.ID); ok {
+			t.Fatal("a conflicting write stored its outcome")
+		}
+		if got := eventIDs(t, store, "c"); !slices.Equal(got, []string{"create-c"}) {
+			t.Fatalf("events of commands %v, want the create's alone", got)
+		}
+	})
+
+	t.Run("Existing", func(t *testing.T) {
+		h := load(t, store, "d")
+		first := decided(t, h, create("d"))
+		if res, _ := store.Commit(ctx, []events.Write{first}, opt); res[0].Err != nil {
+			t.Fatal(res[0].Err)
+		}
+		// The same command handled again, on the state before it: the
+		// stored outcome comes back and nothing is written, in a batch
+		// with another workspace's write, which still lands.
+		again := decided(t, h, create("d"))
+		other := decided(t, load(t, store, "e"), create("e"))
+		res, st := store.Commit(ctx, []events.Write{again, other}, opt)
+		if res[0].Err != nil || res[0].Existing == nil || res[0].Existing.DecidedAt != first.Outcome.DecidedAt {
+			t.Fatalf("second handling: %+v, want the first outcome", res[0])
+		}
+		if res[1].Err != nil || res[1].Existing != nil || res[1].EventSeq == 0 {
+			t.Fatalf("the other workspace's write: %+v", res[1])
+		}
+		if !st.Fallback {
+			t.Fatal("the refused batch was not reported as a fallback")
+		}
+		if got := eventIDs(t, store, "d"); !slices.Equal(got, []string{"create-d"}) {
+			t.Fatalf("events of commands %v, want one create", got)
+		}
+	})
+
+	t.Run("Duplicate", func(t *testing.T) {
+		// An event stored without its outcome (a writer that died between
+		// the two, or wrote before they went together): the outcome alone
+		// is recorded, against the event already there.
+		h := load(t, store, "f")
+		w := decided(t, h, create("f"))
+		m, err := store.EventMsgForTest(*w.Event, w.Expected)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ack, err := js.PublishMsg(ctx, m)
+		if err != nil {
+			t.Fatal(err)
+		}
+		res, _ := store.Commit(ctx, []events.Write{w}, opt)
+		if res[0].Err != nil || !res[0].Duplicate || res[0].EventSeq != ack.Sequence {
+			t.Fatalf("got %+v, want the stored event at %d as a duplicate", res[0], ack.Sequence)
+		}
+		if _, ok, _ := store.Outcome(ctx, w.Outcome.CommandID); !ok {
+			t.Fatal("outcome not recorded")
+		}
+		if got := eventIDs(t, store, "f"); len(got) != 1 {
+			t.Fatalf("events of commands %v, want one", got)
+		}
+	})
+
+	t.Run("OutcomeCheckedFirst", func(t *testing.T) {
+		// Events and outcomes are separate writes: an event whose command
+		// already has an outcome must not land even where neither its
+		// compare-and-set nor its message id refuses it (a command id
+		// sent again past the duplicate window, decided on a newer
+		// state). Here the event's message id is another's.
+		if res, _ := store.Commit(ctx, []events.Write{decided(t, load(t, store, "g"), create("g"))}, opt); res[0].Err != nil {
+			t.Fatal(res[0].Err)
+		}
+		again := decided(t, load(t, store, "g"), fsm.Command{ID: "create-g", Type: fsm.Delete, Workspace: "g"})
+		if again.Event == nil {
+			t.Fatal("setup: the delete is not accepted")
+		}
+		again.Event.CommandID = "not-create-g"
+		res, _ := store.Commit(ctx, []events.Write{again}, opt)
+		if res[0].Err != nil || res[0].Existing == nil || res[0].Existing.CommandType != fsm.Create {
+			t.Fatalf("got %+v, want the create's outcome", res[0])
+		}
+		if got := eventIDs(t, store, "g"); !slices.Equal(got, []string{"create-g"}) {
+			t.Fatalf("events of commands %v, want the create's alone", got)
+		}
+	})
+
+	t.Run("ErrBadInput", func(t *testing.T) {
+		// An outcome that cannot be encoded: a clear error, nothing stored.
+		bad := events.Write{Outcome: events.OutcomeRecord{CommandID: "no workspace!"}}
+		res, _ := store.Commit(ctx, []events.Write{bad}, opt)
+		if res[0].Err == nil {
+			t.Fatalf("got %+v, want an error", res[0])
+		}
+	})
+}
+
+// What makes handling a command that another engine may still be handling
+// safe: once the command has an outcome, another writer's write of it is
+// refused whole, even when its event's compare-and-set is current (it
+// decided on the newer state, and whatever it decided there is accepted:
+// here a delete under the configure's id stands for it) and the message
+// ids no longer dedupe it (past the duplicate window).
+func TestSecondHandlingStoresNothing(t *testing.T) {
+	store, js := commitEnv(t)
+	var opt events.CommitOptions
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	cfg := fsm.Command{ID: "configure-twice", Type: fsm.Configure, Workspace: "twice",
+		Spec: &fsm.Spec{Env: map[string]string{"N": "1"}}}
+	for _, cmd := range []fsm.Command{{ID: "create-twice", Type: fsm.Create, Workspace: "twice"}, cfg} {
+		if res, _ := store.Commit(ctx, []events.Write{decided(t, load(t, store, "twice"), cmd)}, opt); res[0].Err != nil {
+			t.Fatal(res[0].Err)
+		}
+	}
+	h := load(t, store, "twice")
+	late := fsm.Command{ID: cfg.ID, Type: fsm.Delete, Workspace: "twice"}
+	w := decided(t, h, late)
+	if w.Event == nil {
+		t.Fatalf("setup: not accepted on the newer state: %+v", w.Outcome)
+	}
+	ev, err := store.EventMsgForTest(*w.Event, w.Expected)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := store.OutcomeMsgForTest(w.Outcome)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ev.Header.Del(jetstream.MsgIDHeader)
+	out.Header.Del(jetstream.MsgIDHeader)
+	_, err = jetstreamext.PublishMsgBatch(ctx, js, []*nats.Msg{ev, out})
+	if err == nil {
+		t.Fatal("a second handling of a command stored a second event and outcome")
+	}
+	if !events.IsWrongLastSequence(err) {
+		t.Fatalf("refused for %v, want the outcome's wrong last sequence", err)
+	}
+	if got := eventIDs(t, store, "twice"); !slices.Equal(got, []string{"create-twice", cfg.ID}) {
+		t.Fatalf("events of commands %v, want the create and one configure", got)
+	}
+	// Through Commit (within the duplicate window) likewise.
+	res, _ := store.Commit(ctx, []events.Write{w}, opt)
+	if res[0].Err != nil || res[0].Existing == nil || res[0].Existing.CommandType != fsm.Configure {
+		t.Fatalf("second handling through Commit: %+v, want the configure's outcome", res[0])
+	}
+	if got := eventIDs(t, store, "twice"); len(got) != 2 {
+		t.Fatalf("events of commands %v, want two", got)
+	}
+}

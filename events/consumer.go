@@ -1,0 +1,111 @@
+package events
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/synadia-io/orbit.go/jetstreamext"
+
+	"github.com/turnstile-dev/turnstile/fsm"
+)
+
+// DurableConfig configures a durable consumer of the events (not the
+// outcomes) of the event stream: a part of serve that must act on every
+// event at least once, acking each when done.
+type DurableConfig struct {
+	Durable, Description string
+	// AckWait is how long the server waits for an ack before redelivering.
+	AckWait time.Duration
+	// MaxAckPending bounds the events delivered and not yet acked.
+	MaxAckPending int
+	// Pull is how many messages one pull asks for.
+	Pull int
+}
+
+// ConsumeEvents creates (or updates) a durable consumer of every event from
+// the first on and returns its messages; a message is an event's, to be
+// decoded with DecodeEvent and acked by the caller. Stop the iterator to
+// end.
+func (s *Store) ConsumeEvents(ctx context.Context, c DurableConfig) (jetstream.MessagesContext, error) {
+	cons, err := s.js.CreateOrUpdateConsumer(ctx, s.names.EventStream(), jetstream.ConsumerConfig{
+		Durable:       c.Durable,
+		Description:   c.Description,
+		FilterSubject: s.names.Events(),
+		AckPolicy:     jetstream.AckExplicitPolicy,
+		AckWait:       c.AckWait,
+		MaxAckPending: c.MaxAckPending,
+		MaxDeliver:    -1,
+		DeliverPolicy: jetstream.DeliverAllPolicy,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("consumer %s: %w", c.Durable, err)
+	}
+	it, err := cons.Messages(jetstream.PullMaxMessages(c.Pull))
+	if err != nil {
+		return nil, fmt.Errorf("consumer %s: pull: %w", c.Durable, err)
+	}
+	return it, nil
+}
+
+// PendingCommand is a user command waiting for its outcome.
+type PendingCommand struct {
+	Command   fsm.Command
+	StreamSeq uint64    // in the command stream
+	Time      time.Time // stored at
+}
+
+// PendingCommands lists workspace id's user commands after the ack floor of
+// the command stream's consumer durable (all of them when it does not
+// exist: no engine ever ran) that have no outcome, reading at most max
+// commands. Everything below the floor was decided; unreadable commands
+// are left out (the engine refuses them, they wait for nothing).
+func (s *Store) PendingCommands(ctx context.Context, id, durable string, max int) ([]PendingCommand, error) {
+	if err := fsm.ValidateID(id); err != nil {
+		return nil, err
+	}
+	from := uint64(1)
+	cons, err := s.js.Consumer(ctx, s.names.CommandStream(), durable)
+	switch {
+	case err == nil:
+		from = cons.CachedInfo().AckFloor.Stream + 1
+	case errors.Is(err, jetstream.ErrConsumerNotFound):
+	default:
+		return nil, fmt.Errorf("engine consumer %s: %w", durable, err)
+	}
+	out := []PendingCommand{}
+	for next, scanned := from, 0; scanned < max; {
+		msgs, err := jetstreamext.GetBatch(ctx, s.js, s.names.CommandStream(), min(256, max-scanned),
+			jetstreamext.GetBatchSeq(next), jetstreamext.GetBatchSubject(s.names.Command(id)))
+		if err != nil {
+			return nil, fmt.Errorf("read commands: %w", err)
+		}
+		got := 0
+		for m, err := range msgs {
+			if errors.Is(err, jetstreamext.ErrNoMessages) {
+				break
+			}
+			if err != nil {
+				return nil, fmt.Errorf("read commands from stream sequence %d: %w", next, err)
+			}
+			got, scanned, next = got+1, scanned+1, m.Sequence+1
+			cmd, err := DecodeCommand(m.Data, id)
+			if err != nil {
+				continue
+			}
+			_, done, err := s.Outcome(ctx, cmd.ID)
+			if err != nil {
+				return nil, err
+			}
+			if !done {
+				out = append(out, PendingCommand{Command: cmd, StreamSeq: m.Sequence, Time: m.Time})
+			}
+		}
+		if got == 0 {
+			break
+		}
+	}
+	return out, nil
+}

@@ -1,0 +1,22 @@
+package events
+
+import (
+	"fmt"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// EventMsgForTest is the message Commit sends for env after expected, for
+// tests that write what a writer in another state would.
+func (s *Store) EventMsgForTest(env Envelope, expected uint64) (*nats.Msg, error) {
+	m, err := s.eventMsg(env)
+	if err != nil {
+		return nil, err
+	}
+	m.Header.Set(jetstream.ExpectedLastSubjSeqHeader, fmt.Sprint(expected))
+	return m, nil
+}
+
+// OutcomeMsgForTest is the message Commit sends for o.
+func (s *Store) OutcomeMsgForTest(o OutcomeRecord) (*nats.Msg, error) { return s.outcomeMsg(o) }

@@ -1,0 +1,232 @@
+package status
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/turnstile-dev/turnstile/events"
+)
+
+// Report is the state of the NATS servers and streams at one moment.
+type Report struct {
+	Nodes   []Node   `json:"nodes"`
+	Streams []Stream `json:"streams"`
+	// Partitions is who handles commands. Today one partition, taken by
+	// the engine of every serve through one shared durable consumer.
+	Partitions []Partition `json:"partitions"`
+}
+
+// Node is one NATS server.
+type Node struct {
+	Name    string `json:"name"`
+	Cluster string `json:"cluster,omitempty"`
+	// Version is known for the server this client is connected to only.
+	Version string `json:"version,omitempty"`
+	// JetStream: the server holds a replica of a Turnstile stream, or is
+	// the connected server and answers JetStream requests.
+	JetStream bool `json:"jetstream"`
+	// Connected: this client's connection is to this server.
+	Connected bool `json:"connected"`
+	// Offline: a stream's leader reports this server's replica offline.
+	Offline bool `json:"offline"`
+	// Leads are the streams this server leads.
+	Leads []string `json:"leads"`
+}
+
+// Stream is one Turnstile stream.
+type Stream struct {
+	Name     string `json:"name"`
+	Replicas int    `json:"replicas"`
+	// Leader is the server that orders its writes; "" while it has none
+	// (an election is under way, or too few replicas are up).
+	Leader   string     `json:"leader"`
+	Messages uint64     `json:"messages"`
+	Bytes    uint64     `json:"bytes"`
+	LastSeq  uint64     `json:"last_seq"`
+	Peers    []Peer     `json:"peers"`
+	Consumer []Consumer `json:"consumers"`
+	// Error says why the stream did not answer (no leader, say); the
+	// other fields are then empty.
+	Error string `json:"error,omitempty"`
+}
+
+// Peer is a replica of a stream other than the leader's, as the leader
+// sees it.
+type Peer struct {
+	Name string `json:"name"`
+	// Current: caught up with the leader.
+	Current bool `json:"current"`
+	Offline bool `json:"offline"`
+	// Lag is how many operations it is behind the leader.
+	Lag uint64 `json:"lag"`
+	// ActiveMS is how long ago the leader last heard from it.
+	ActiveMS int64 `json:"active_ms"`
+}
+
+// Consumer is a durable consumer's backlog.
+type Consumer struct {
+	Name   string `json:"name"`
+	Leader string `json:"leader"`
+	// Pending messages not yet delivered; AckPending delivered and not yet
+	// acknowledged; Redelivered delivered more than once and unacked.
+	Pending     uint64 `json:"pending"`
+	AckPending  int    `json:"ack_pending"`
+	Redelivered int    `json:"redelivered"`
+	// WaitingPulls are open pull requests: roughly, the engines (or
+	// workers) pulling from it now.
+	WaitingPulls int `json:"waiting_pulls"`
+}
+
+// Partition is a share of the workspaces and who handles its commands.
+type Partition struct {
+	ID int `json:"id"`
+	// Consumers are the durable consumers the partition's commands come
+	// through, as stream/consumer.
+	Consumers []string `json:"consumers"`
+	// Owner says which engine handles the partition.
+	Owner string `json:"owner"`
+}
+
+// engineConsumer is the engine's durable consumer on the command and
+// system streams (cmd/turnstile's engineDurable).
+const engineConsumer = "turnstile-engine"
+
+// AskTimeout bounds each stream's info request: a request to a stream
+// whose leader just died goes unanswered, and a report should say so
+// rather than wait.
+const AskTimeout = 3 * time.Second
+
+// Read takes a report over nc. A stream that does not answer within
+// AskTimeout is reported with its Error; Read fails only when ctx ends (or
+// nc is unusable).
+func Read(ctx context.Context, nc *nats.Conn, names events.Names) (Report, error) {
+	var r Report
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return r, fmt.Errorf("status: %w", err)
+	}
+	nodes := map[string]*Node{}
+	node := func(name string) *Node {
+		if n, ok := nodes[name]; ok {
+			return n
+		}
+		n := &Node{Name: name, Leads: []string{}}
+		nodes[name] = n
+		return n
+	}
+	if nc != nil && nc.ConnectedServerName() != "" {
+		n := node(nc.ConnectedServerName())
+		n.Connected, n.Version, n.Cluster = true, nc.ConnectedServerVersion(), nc.ConnectedClusterName()
+	}
+	part := Partition{ID: 0, Consumers: []string{},
+		Owner: "every serve's engine, through the shared durable consumer (one partition; per-partition owners: docs/scale-out.md)"}
+	for _, name := range []string{names.CommandStream(), names.SystemStream(), names.EventStream()} {
+		s, err := readStream(ctx, js, name, node, &part)
+		if err != nil {
+			if ctx.Err() != nil {
+				return Report{}, fmt.Errorf("stream %s: %w", name, err)
+			}
+			s = Stream{Name: name, Peers: []Peer{}, Consumer: []Consumer{}, Error: err.Error()}
+		}
+		r.Streams = append(r.Streams, s)
+	}
+	for _, n := range nodes {
+		if n.Connected {
+			n.JetStream = true // it answered the stream info requests
+		}
+		r.Nodes = append(r.Nodes, *n)
+	}
+	slices.SortFunc(r.Nodes, func(a, b Node) int { return strings.Compare(a.Name, b.Name) })
+	r.Partitions = []Partition{part}
+	return r, nil
+}
+
+// readStream reads one stream's info and its durable consumers'.
+func readStream(ctx context.Context, js jetstream.JetStream, name string, node func(string) *Node, part *Partition) (Stream, error) {
+	ctx, cancel := context.WithTimeout(ctx, AskTimeout)
+	defer cancel()
+	st, err := js.Stream(ctx, name)
+	if err != nil {
+		return Stream{}, err
+	}
+	info := st.CachedInfo()
+	s := Stream{Name: name, Replicas: max(info.Config.Replicas, 1), Messages: info.State.Msgs, Bytes: info.State.Bytes,
+		LastSeq: info.State.LastSeq, Peers: []Peer{}, Consumer: []Consumer{}}
+	if ci := info.Cluster; ci != nil {
+		s.Leader = ci.Leader
+		if ci.Leader != "" {
+			n := node(ci.Leader)
+			n.JetStream = true
+			n.Leads = append(n.Leads, name)
+			if n.Cluster == "" {
+				n.Cluster = ci.Name
+			}
+		}
+		for _, p := range ci.Replicas {
+			n := node(p.Name)
+			n.JetStream = true
+			n.Offline = n.Offline || p.Offline
+			if n.Cluster == "" {
+				n.Cluster = ci.Name
+			}
+			s.Peers = append(s.Peers, Peer{Name: p.Name, Current: p.Current, Offline: p.Offline, Lag: p.Lag,
+				ActiveMS: p.Active.Milliseconds()})
+		}
+	}
+	lister := st.ListConsumers(ctx)
+	for ci := range lister.Info() {
+		if ci.Config.Durable == "" {
+			continue // ordered and other ephemeral readers
+		}
+		c := Consumer{Name: ci.Name, Pending: ci.NumPending, AckPending: ci.NumAckPending,
+			Redelivered: ci.NumRedelivered, WaitingPulls: ci.NumWaiting}
+		if ci.Cluster != nil {
+			c.Leader = ci.Cluster.Leader
+		}
+		s.Consumer = append(s.Consumer, c)
+		if ci.Name == engineConsumer {
+			part.Consumers = append(part.Consumers, name+"/"+ci.Name)
+		}
+	}
+	if err := lister.Err(); err != nil {
+		return Stream{}, fmt.Errorf("consumers: %w", err)
+	}
+	slices.SortFunc(s.Consumer, func(a, b Consumer) int { return strings.Compare(a.Name, b.Name) })
+	return s, nil
+}
+
+// Lagging reports the replicas and consumers that are behind: for an
+// operator's one-line summary.
+func (r Report) Lagging() []string {
+	var out []string
+	for _, s := range r.Streams {
+		if s.Error != "" {
+			out = append(out, fmt.Sprintf("stream %s did not answer: %s", s.Name, s.Error))
+		}
+		if s.Leader == "" && s.Replicas > 1 {
+			out = append(out, fmt.Sprintf("stream %s has no leader", s.Name))
+		}
+		for _, p := range s.Peers {
+			if p.Offline || !p.Current {
+				out = append(out, fmt.Sprintf("stream %s: replica on %s is %s (lag %d)", s.Name, p.Name, peerState(p), p.Lag))
+			}
+		}
+	}
+	return out
+}
+
+func peerState(p Peer) string {
+	switch {
+	case p.Offline:
+		return "offline"
+	case !p.Current:
+		return "catching up"
+	}
+	return "current"
+}

@@ -1,0 +1,32 @@
+// Package webhook delivers the workspace event stream to HTTP receivers
+// that subscribed with `turnstile webhook add` (issue 14 item 4).
+//
+// Guarantees:
+//   - At least once, in stream order, per webhook: each webhook has its own
+//     durable JetStream consumer on the event subjects with MaxAckPending 1,
+//     and a message is acked only after the receiver answered 2xx. A
+//     receiver that was down (or a serve that restarted) gets every event
+//     since its last ack, in order, with no gaps; a redelivery carries the
+//     same delivery id, so a receiver can drop repeats. The event being
+//     tried when serve stops is handed back at once; after a crash (or a
+//     restart together with an embedded NATS) it comes again within
+//     AckWait.
+//   - Every delivery is signed: Turnstile-Signature: t=<unix>,v1=<hex
+//     HMAC-SHA256(secret, t + "." + body)>; Verify checks one. The secret is
+//     made at Add, returned once, and never listed.
+//   - A failed attempt (non-2xx, timeout, refused connection) is retried
+//     for as long as the webhook exists, with capped exponential back-off
+//     and jitter; each attempt has its own timeout.
+//   - Serve never dials a loopback, private, link-local or otherwise
+//     internal address for a webhook unless it was started with
+//     AllowPrivate: the check runs on the address actually dialled (a
+//     net.Dialer Control function), so a name that resolves elsewhere later
+//     (DNS rebinding) is refused too. Redirects are not followed, and no
+//     proxy from the environment is used.
+//   - Unreadable stream messages (events.Unreadable) are skipped and
+//     counted, never delivered and never a stall.
+//
+// Subscriptions live in a JetStream KV bucket (<PREFIX>_WEBHOOKS) that only
+// serve's own NATS connections may read: its secrets are outside the user
+// and admin roles' permissions.
+package webhook

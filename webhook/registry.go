@@ -1,0 +1,224 @@
+package webhook
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/turnstile-dev/turnstile/events"
+)
+
+// AckWait is how long the server waits for a delivery's ack before it
+// hands the event out again. The dispatcher sends an in-progress
+// heartbeat every AckWait/3 while it tries an event, so it runs out only
+// when the dispatcher is gone: an event in flight when serve crashed (or
+// stopped together with its embedded NATS, which keeps no record of the
+// hand-back) is tried again within AckWait.
+const AckWait = 30 * time.Second
+
+// BucketName is the KV bucket of the webhooks of installation n.
+func BucketName(n events.Names) string { return strings.ToUpper(n.Prefix) + "_WEBHOOKS" }
+
+// Durable is the name of webhook id's consumer on the event stream.
+func Durable(id string) string { return "webhook-" + id }
+
+// Registry stores webhooks (a KV bucket) and their consumers. It is safe
+// for concurrent use.
+type Registry struct {
+	js           jetstream.JetStream
+	names        events.Names
+	kv           jetstream.KeyValue
+	allowPrivate bool
+	now          func() time.Time
+}
+
+// RegistryOptions tune OpenRegistry.
+type RegistryOptions struct {
+	// AllowPrivate accepts webhook URLs of loopback, private and local
+	// destinations (the dispatcher must be given the same).
+	AllowPrivate bool
+	// Memory keeps the bucket in memory (tests only).
+	Memory bool
+	// Now is the clock of Created; default time.Now.
+	Now func() time.Time
+}
+
+// OpenRegistry creates the bucket if it is missing and binds to it. The
+// event stream must exist (events.EnsureStreams).
+func OpenRegistry(ctx context.Context, js jetstream.JetStream, n events.Names, o RegistryOptions) (*Registry, error) {
+	storage := jetstream.FileStorage
+	if o.Memory {
+		storage = jetstream.MemoryStorage
+	}
+	kv, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+		Bucket:      BucketName(n),
+		Description: "Turnstile webhooks and their signing secrets: serve's connections only",
+		History:     1,
+		Storage:     storage,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("webhook bucket %s: %w", BucketName(n), err)
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	return &Registry{js: js, names: n, kv: kv, allowPrivate: o.AllowPrivate, now: o.Now}, nil
+}
+
+// Add stores a webhook for s and creates its consumer, which starts at
+// the stream's end (or after s.Since): every event recorded after Add
+// returns is delivered (and those after s.Since, if set). The answer holds the signing secret, the only
+// time it is shown. A bad s is an *InvalidError; nothing is changed.
+func (r *Registry) Add(ctx context.Context, s Spec) (Webhook, error) {
+	s, err := checkSpec(s, r.allowPrivate)
+	if err != nil {
+		return Webhook{}, err
+	}
+	keys, err := r.keys(ctx)
+	if err != nil {
+		return Webhook{}, err
+	}
+	if len(keys) >= MaxWebhooks {
+		return Webhook{}, invalid("url", "this installation has %d webhooks already, the most it may have", len(keys))
+	}
+	id, err := newID()
+	if err != nil {
+		return Webhook{}, err
+	}
+	secret, err := newSecret()
+	if err != nil {
+		return Webhook{}, err
+	}
+	h := Webhook{ID: id, URL: s.URL, Events: s.Events, Created: r.now().UTC().Round(time.Millisecond), Secret: secret}
+	cfg := jetstream.ConsumerConfig{
+		Durable:       Durable(id),
+		Description:   "Turnstile webhook " + id,
+		FilterSubject: r.names.Events(),
+		AckPolicy:     jetstream.AckExplicitPolicy,
+		AckWait:       AckWait,
+		// One at a time: deliveries stay in stream order.
+		MaxAckPending: 1,
+		MaxDeliver:    -1,
+		DeliverPolicy: jetstream.DeliverNewPolicy,
+	}
+	if s.Since != nil {
+		cfg.DeliverPolicy, cfg.OptStartSeq = jetstream.DeliverByStartSequencePolicy, *s.Since+1
+	}
+	if _, err := r.js.CreateConsumer(ctx, r.names.EventStream(), cfg); err != nil {
+		return Webhook{}, fmt.Errorf("%w: create consumer of webhook %s: %w", ErrUnavailable, id, err)
+	}
+	data, err := json.Marshal(h) //nolint:gosec // G117: the secret is stored on purpose, in the bucket only serve may read
+	if err != nil {
+		return Webhook{}, err
+	}
+	if _, err := r.kv.Create(ctx, id, data); err != nil {
+		// Undo, so no consumer is left without its webhook.
+		_ = r.js.DeleteConsumer(context.WithoutCancel(ctx), r.names.EventStream(), Durable(id))
+		return Webhook{}, fmt.Errorf("%w: store webhook %s: %w", ErrUnavailable, id, err)
+	}
+	return h, nil
+}
+
+// Get returns webhook id, secret included (the dispatcher's read).
+func (r *Registry) Get(ctx context.Context, id string) (Webhook, error) {
+	if err := ValidateID(id); err != nil {
+		return Webhook{}, err
+	}
+	e, err := r.kv.Get(ctx, id)
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		return Webhook{}, fmt.Errorf("webhook %s: %w", id, ErrNotFound)
+	}
+	if err != nil {
+		return Webhook{}, fmt.Errorf("%w: get webhook %s: %w", ErrUnavailable, id, err)
+	}
+	return decode(e.Value())
+}
+
+func decode(b []byte) (Webhook, error) {
+	var h Webhook
+	if err := json.Unmarshal(b, &h); err != nil {
+		return Webhook{}, fmt.Errorf("stored webhook: %w", err)
+	}
+	if ValidateID(h.ID) != nil || h.Secret == "" {
+		return Webhook{}, fmt.Errorf("stored webhook %q: no id or no secret", h.ID)
+	}
+	return h, nil
+}
+
+func (r *Registry) keys(ctx context.Context) ([]string, error) {
+	kl, err := r.kv.ListKeys(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("%w: list webhooks: %w", ErrUnavailable, err)
+	}
+	defer func() { _ = kl.Stop() }()
+	var keys []string
+	for k := range kl.Keys() {
+		keys = append(keys, k)
+	}
+	return keys, nil
+}
+
+// List returns every webhook, oldest first, without secrets, with where
+// its delivery stands.
+func (r *Registry) List(ctx context.Context) ([]Info, error) {
+	keys, err := r.keys(ctx)
+	if err != nil {
+		return nil, err
+	}
+	out := []Info{}
+	for _, k := range keys {
+		h, err := r.Get(ctx, k)
+		if errors.Is(err, ErrNotFound) {
+			continue // removed meanwhile
+		}
+		if err != nil {
+			return nil, err
+		}
+		in := Info{ID: h.ID, URL: h.URL, Events: h.Events, Created: h.Created}
+		ci, err := r.js.Consumer(ctx, r.names.EventStream(), Durable(h.ID))
+		if err == nil {
+			info := ci.CachedInfo()
+			in.AckedStreamSeq = info.AckFloor.Stream
+			in.Pending = info.NumPending + uint64(info.NumAckPending)
+			in.Redelivered = info.NumRedelivered
+		} else if !errors.Is(err, jetstream.ErrConsumerNotFound) {
+			return nil, fmt.Errorf("%w: consumer of webhook %s: %w", ErrUnavailable, h.ID, err)
+		}
+		out = append(out, in)
+	}
+	slices.SortFunc(out, func(a, b Info) int {
+		if c := a.Created.Compare(b.Created); c != 0 {
+			return c
+		}
+		return strings.Compare(a.ID, b.ID)
+	})
+	return out, nil
+}
+
+// Remove deletes webhook id and its consumer: no delivery starts after it
+// returns (one in flight may finish). ErrNotFound if there is none.
+func (r *Registry) Remove(ctx context.Context, id string) error {
+	if _, err := r.Get(ctx, id); err != nil {
+		return err
+	}
+	// Once begun, finish whether or not the caller waits (the NATS
+	// client's own timeout bounds each step). The consumer goes first:
+	// should the purge fail, the entry is still there for another remove,
+	// whereas a consumer without its entry could never be removed.
+	ctx = context.WithoutCancel(ctx)
+	err := r.js.DeleteConsumer(ctx, r.names.EventStream(), Durable(id))
+	if err != nil && !errors.Is(err, jetstream.ErrConsumerNotFound) {
+		return fmt.Errorf("%w: delete consumer of webhook %s: %w", ErrUnavailable, id, err)
+	}
+	// Purge, not Delete: the secret goes with the value.
+	if err := r.kv.Purge(ctx, id); err != nil {
+		return fmt.Errorf("%w: remove webhook %s: %w", ErrUnavailable, id, err)
+	}
+	return nil
+}
