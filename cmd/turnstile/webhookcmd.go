@@ -54,6 +54,9 @@ func (a *app) apiEndpoint() (base, token string, hc *http.Client, err error) {
 	if hc, err = a.apiHTTPClient(); err != nil {
 		return "", "", nil, err
 	}
+	if hc == nil { // no --api-tls-ca: the system's roots
+		hc = http.DefaultClient
+	}
 	return strings.TrimRight(base, "/"), token, hc, nil
 }
 
