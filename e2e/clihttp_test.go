@@ -161,11 +161,16 @@ func TestCLIOverHTTP(t *testing.T) {
 		}
 		r = cli("configure", "h-b", "--env", "A=1", "--wait", "--timeout", "60s")
 		want(t, r, 0, "configure --wait")
-		r = cli("get", "h-b", "-o", "json")
-		var w api.Workspace
-		if err := json.Unmarshal([]byte(r.stdout), &w); err != nil || w.Spec.Env["A"] != "1" || w.SpecVersion != 2 {
-			t.Fatalf("get after configure: %v\n%s", err, r)
-		}
+		// --wait waits on the event stream; the read model that get shows
+		// follows it (latest_event_seq says by how much it is behind).
+		waitFor(t, 30*time.Second, "get to show the configure", func() bool {
+			r = cli("get", "h-b", "-o", "json")
+			var w api.Workspace
+			if err := json.Unmarshal([]byte(r.stdout), &w); err != nil {
+				t.Fatalf("get after configure: %v\n%s", err, r)
+			}
+			return w.Spec.Env["A"] == "1" && w.SpecVersion == 2
+		})
 	})
 
 	// Following and watching; serve restarts under them (not in a
