@@ -108,3 +108,14 @@ func TestAuditAllTakesAWaitSlot(t *testing.T) {
 		t.Fatalf("429: %v %s", r.header, r.body)
 	}
 }
+
+// TestAuditAllIsBounded: a whole-stream audit that outlasts MaxWait is
+// answered 503 with a code and a way out, not left to the write deadline.
+func TestAuditAllIsBounded(t *testing.T) {
+	e := newEnv(t, envOptions{noReadModel: true, configure: func(c *api.Config) { c.MaxWait = time.Nanosecond }})
+	r := e.do(t, "GET", "/v1/audit", "")
+	e.wantStatus(t, r, http.StatusServiceUnavailable)
+	if b := r.errorBody(t); b.Code != api.CodeUnavailable || !strings.Contains(b.Message, "did not finish in 1ns") {
+		t.Fatalf("503: %s", r.body)
+	}
+}
