@@ -248,6 +248,26 @@ func (c *Client) Explain(ctx context.Context, id string) (api.Explanation, error
 	return x, notFound(id, err)
 }
 
+// Audit has serve replay workspace id's history; at ("" for none) is an
+// event sequence or an RFC 3339 time to report the state at.
+func (c *Client) Audit(ctx context.Context, id, at string) (api.AuditReport, error) {
+	var rep api.AuditReport
+	var q url.Values
+	if at != "" {
+		q = url.Values{"at": {at}}
+	}
+	_, err := c.do(ctx, http.MethodGet, "/v1/workspaces/"+url.PathEscape(id)+"/audit", q, nil, nil, &rep)
+	return rep, notFound(id, err)
+}
+
+// AuditAll has serve replay every workspace in one pass over the event
+// stream: a long request, bounded by ctx and by the server.
+func (c *Client) AuditAll(ctx context.Context) (api.AuditReport, error) {
+	var rep api.AuditReport
+	_, err := c.do(ctx, http.MethodGet, "/v1/audit", nil, nil, nil, &rep)
+	return rep, err
+}
+
 // MaxWait is the longest one /wait request lasts; Wait asks again for
 // longer waits (the server's own cap is 10 minutes by default).
 const MaxWait = 5 * time.Minute

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -112,6 +113,19 @@ func TestAuditAll(t *testing.T) {
 	}
 	want(t, srv.turnstile(t, "audit", "busy-07"), 1, "audit busy-07")
 	want(t, srv.turnstile(t, "audit", "busy-08"), 0, "audit busy-08")
+
+	// Over HTTP alone, from another directory and with no NATS access,
+	// serve runs the same audits: the same output and exit codes (issue
+	// 14 item 2).
+	away := testenv.WorkDir(t, "turnstile-e2e-away-")
+	apiEnv := []string{"TURNSTILE_API_URL=" + srv.httpURL(), "TURNSTILE_API_TOKEN=" + srv.apiToken(t)}
+	for _, args := range [][]string{{"audit", "--all"}, {"audit", "busy-07"}, {"audit", "busy-08", "--at", "2"}, {"audit", "nobody"}, {"audit", "--all", "-o", "json"}} {
+		direct := srv.turnstile(t, args...)
+		viaHTTP := runIn(t, away, apiEnv, append([]string{filepath.Join(binDir, "turnstile")}, args...)...)
+		if viaHTTP.code != direct.code || viaHTTP.stdout != direct.stdout || viaHTTP.stderr != direct.stderr {
+			t.Fatalf("%v over HTTP differs from the direct path:\nHTTP: %s\ndirect: %s", args, viaHTTP, direct)
+		}
+	}
 }
 
 // waitFor polls cond every 50ms until it holds, failing after timeout.

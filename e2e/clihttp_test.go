@@ -159,6 +159,17 @@ func TestCLIOverHTTP(t *testing.T) {
 		if !strings.Contains(r.stdout, "IN FLIGHT  nothing") {
 			t.Fatalf("explain:\n%s", r)
 		}
+		r = cli("audit", "h-a", "--at", "1")
+		want(t, r, 0, "audit")
+		if !strings.Contains(r.stdout, "audit h-a: OK: 2 event(s)") || !strings.Contains(r.stdout, "at event 1 (stream seq") {
+			t.Fatalf("audit:\n%s", r)
+		}
+		want(t, cli("audit", "nobody"), 3, "audit of an unknown workspace")
+		r = cli("audit", "--all")
+		want(t, r, 0, "audit --all")
+		if !strings.Contains(r.stdout, "audit --all: OK: 5 workspace(s)") {
+			t.Fatalf("audit --all:\n%s", r)
+		}
 		r = cli("configure", "h-b", "--env", "A=1", "--wait", "--timeout", "60s")
 		want(t, r, 0, "configure --wait")
 		// --wait waits on the event stream; the read model that get shows

@@ -1,37 +1,22 @@
 package main
 
 import (
-	"cmp"
 	"context"
 	"errors"
 	"fmt"
-	"slices"
-	"strconv"
 	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/schollz/progressbar/v3"
 	"github.com/spf13/cobra"
 
-	"github.com/turnstile-dev/turnstile/audit"
+	"github.com/turnstile-dev/turnstile/api"
 	"github.com/turnstile-dev/turnstile/events"
 	"github.com/turnstile-dev/turnstile/fsm"
 )
 
-// auditReport is audit's -o json output.
-type auditReport struct {
-	Workspace  string            `json:"workspace,omitempty"`
-	Workspaces int               `json:"workspaces,omitempty"`
-	Events     int               `json:"events"`
-	Through    uint64            `json:"through_stream_seq,omitempty"`
-	OK         bool              `json:"ok"`
-	Violations []audit.Violation `json:"violations"`
-	// State is the replayed state after the last event (one workspace).
-	State *fsm.Workspace `json:"state,omitempty"`
-	// At is the replayed state at --at; nil before the first event.
-	At      *fsm.Workspace `json:"at,omitempty"`
-	AtLabel string         `json:"at_label,omitempty"`
-}
+// auditReport is audit's -o json output: the report serve's API returns.
+type auditReport = api.AuditReport
 
 func (a *app) auditCmd() *cobra.Command {
 	var all bool
@@ -42,7 +27,8 @@ func (a *app) auditCmd() *cobra.Command {
 		Long: `Replay a workspace's events from the stream through the lifecycle: every transition
 must be legal from the state before it, and every state stored with an event must
 equal the replayed one. --at shows the state at a time (RFC 3339) or at an event
-sequence; --all checks every workspace in one pass over the stream.`,
+sequence; --all checks every workspace in one pass over the stream. Over the HTTP
+API serve runs the replay and the CLI prints its report.`,
 		Example: "  turnstile audit demo\n  turnstile audit demo --at 3\n  turnstile audit demo --at 2026-01-02T15:04:05Z\n  turnstile audit --all",
 		Args: func(_ *cobra.Command, args []string) error {
 			switch {
@@ -69,20 +55,72 @@ sequence; --all checks every workspace in one pass over the stream.`,
 		},
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx := cmd.Context()
-			store, _, closeStore, err := a.openStoreWithin(ctx, 10*time.Second)
+			id := ""
+			if !all {
+				id = args[0]
+			}
+			rep, err := a.audit(ctx, id, at)
+			if errors.Is(err, api.ErrNoWorkspace) {
+				return withCode(exitRejected, fmt.Errorf("workspace %s has no history (not_found)", id))
+			}
 			if err != nil {
 				return err
 			}
-			defer closeStore()
 			if all {
-				return a.auditAll(ctx, store)
+				return a.reportAuditAll(rep)
 			}
-			return a.auditOne(ctx, store, args[0], at)
+			return a.reportAudit(rep)
 		},
 	}
-	c.Flags().BoolVar(&all, "all", false, "audit every workspace, with a progress bar and a summary")
+	c.Flags().BoolVar(&all, "all", false, "audit every workspace, with a summary (and a progress bar on the direct path)")
 	c.Flags().StringVar(&at, "at", "", "show the state at this event sequence (a number) or time (RFC 3339)")
 	return c
+}
+
+// audit runs the audit of id (of every workspace when id is "") in
+// serve when the CLI speaks HTTP, else here over NATS: the same code
+// either way (api.Audit, api.AuditAll). Args has checked id and at.
+func (a *app) audit(ctx context.Context, id, at string) (auditReport, error) {
+	hc, viaAPI, err := a.apiClient()
+	if err != nil {
+		return auditReport{}, err
+	}
+	if viaAPI {
+		if id == "" {
+			return hc.AuditAll(ctx)
+		}
+		return hc.Audit(ctx, id, at)
+	}
+	store, _, closeStore, err := a.openStoreWithin(ctx, 10*time.Second)
+	if err != nil {
+		return auditReport{}, err
+	}
+	defer closeStore()
+	if id == "" {
+		var bar *progressbar.ProgressBar
+		defer func() {
+			if bar != nil {
+				_ = bar.Finish()
+			}
+		}()
+		return api.AuditAll(ctx, store, func(seq, last uint64) {
+			if bar == nil && last > 0 && a.isTerminal(a.err) {
+				bar = newBar(a.err, "audit", int64(last))
+			}
+			if bar != nil {
+				_ = bar.Set64(int64(seq))
+			}
+		})
+	}
+	var point *api.AuditPoint
+	if at != "" {
+		p, err := parseAt(at)
+		if err != nil {
+			return auditReport{}, usageError(err)
+		}
+		point = &p
+	}
+	return api.Audit(ctx, store, id, point)
 }
 
 // openStoreWithin connects with a deadline on connecting only, so a long
@@ -93,76 +131,16 @@ func (a *app) openStoreWithin(ctx context.Context, d time.Duration) (*events.Sto
 	return a.openStore(cctx)
 }
 
-// auditPoint selects events up to a sequence or a time.
-type auditPoint struct {
-	seq  uint64
-	time time.Time
-}
-
-func parseAt(s string) (auditPoint, error) {
-	if n, err := strconv.ParseUint(s, 10, 64); err == nil {
-		return auditPoint{seq: n}, nil
-	}
-	t, err := time.Parse(time.RFC3339Nano, s)
+func parseAt(s string) (api.AuditPoint, error) {
+	p, err := api.ParseAuditPoint(s)
 	if err != nil {
-		return auditPoint{}, fmt.Errorf("--at %q: give an event sequence (a number) or an RFC 3339 time such as 2026-01-02T15:04:05Z", s)
+		return p, fmt.Errorf("--at %w", err)
 	}
-	return auditPoint{time: t}, nil
+	return p, nil
 }
 
-func (p auditPoint) includes(env events.Envelope) bool {
-	if p.seq > 0 {
-		return env.Seq <= p.seq
-	}
-	return !env.Time.After(p.time)
-}
-
-// auditOne audits one workspace; Args has checked id and at.
-func (a *app) auditOne(ctx context.Context, store *events.Store, id, at string) error {
-	var point *auditPoint
-	if at != "" {
-		p, err := parseAt(at)
-		if err != nil {
-			return usageError(err)
-		}
-		point = &p
-	}
-	r := audit.NewReplayer(id)
-	rep := auditReport{Workspace: id, Violations: []audit.Violation{}}
-	var atEnv *events.Envelope
-	err := store.HistoryRecords(ctx, id, func(rec events.Record) error {
-		if rec.Unreadable != nil {
-			rep.Violations = append(rep.Violations, unreadableFinding(store.Names(), rec.Unreadable))
-			return nil
-		}
-		env := *rec.Event
-		r.Step(env)
-		rep.Events++
-		if point != nil && point.includes(env) {
-			s := r.State
-			rep.At = &s
-			e := env
-			atEnv = &e
-		}
-		return nil
-	})
-	if err != nil {
-		return err
-	}
-	if rep.Events == 0 && len(rep.Violations) == 0 {
-		return withCode(exitRejected, fmt.Errorf("workspace %s has no history (not_found)", id))
-	}
-	rep.Violations = append(rep.Violations, r.Violations...)
-	sortViolations(rep.Violations)
-	rep.OK = len(rep.Violations) == 0
-	state := r.State
-	rep.State = &state
-	if point != nil {
-		rep.AtLabel = "before the first event: the workspace did not exist yet"
-		if atEnv != nil {
-			rep.AtLabel = fmt.Sprintf("event %d (stream seq %d) at %s", atEnv.Seq, atEnv.StreamSeq, atEnv.Time.Format(time.RFC3339Nano))
-		}
-	}
+// reportAudit prints one workspace's report; exit 1 on a violation.
+func (a *app) reportAudit(rep auditReport) error {
 	if a.structured() {
 		if err := a.print(rep); err != nil {
 			return err
@@ -171,7 +149,7 @@ func (a *app) auditOne(ctx context.Context, store *events.Store, id, at string) 
 		a.printAudit(rep)
 	}
 	if !rep.OK {
-		return &codedError{code: exitError, err: fmt.Errorf("audit of %s found %d violation(s)", id, len(rep.Violations))}
+		return &codedError{code: exitError, err: fmt.Errorf("audit of %s found %d violation(s)", rep.Workspace, len(rep.Violations))}
 	}
 	return nil
 }
@@ -206,50 +184,9 @@ func describeState(w fsm.Workspace) string {
 	return s
 }
 
-func (a *app) auditAll(ctx context.Context, store *events.Store) error {
-	last, err := store.LastSeq(ctx)
-	if err != nil {
-		return err
-	}
-	var bar *progressbar.ProgressBar
-	if a.isTerminal(a.err) && last > 0 {
-		bar = newBar(a.err, "audit", int64(last))
-	}
-	replayers := map[string]*audit.Replayer{}
-	rep := auditReport{Violations: []audit.Violation{}, Through: last}
-	err = store.Replay(ctx, 1, last, func(rec events.Record) error {
-		if bar != nil && rec.StreamSeq%256 == 0 {
-			_ = bar.Set64(int64(rec.StreamSeq))
-		}
-		if rec.Unreadable != nil {
-			rep.Violations = append(rep.Violations, unreadableFinding(store.Names(), rec.Unreadable))
-			return nil
-		}
-		env := rec.Event
-		if env == nil {
-			return nil
-		}
-		r := replayers[env.Workspace]
-		if r == nil {
-			r = audit.NewReplayer(env.Workspace)
-			replayers[env.Workspace] = r
-		}
-		r.Step(*env)
-		rep.Events++
-		return nil
-	})
-	if bar != nil {
-		_ = bar.Finish()
-	}
-	if err != nil {
-		return err
-	}
-	for _, r := range replayers {
-		rep.Violations = append(rep.Violations, r.Violations...)
-	}
-	sortViolations(rep.Violations)
-	rep.Workspaces = len(replayers)
-	rep.OK = len(rep.Violations) == 0
+// reportAuditAll prints the report of every workspace; exit 1 on a
+// violation.
+func (a *app) reportAuditAll(rep auditReport) error {
 	if a.structured() {
 		if err := a.print(rep); err != nil {
 			return err
@@ -268,20 +205,4 @@ func (a *app) auditAll(ctx context.Context, store *events.Store) error {
 		return &codedError{code: exitError, err: fmt.Errorf("audit found %d violation(s)", len(rep.Violations))}
 	}
 	return nil
-}
-
-// unreadableFinding reports a message no reader can use: every reader
-// skips it, so it changed nothing, but the engine never writes one, so it
-// is corruption or a forgery, and the audit fails on it.
-func unreadableFinding(n events.Names, u *events.Unreadable) audit.Violation {
-	v := audit.Violation{StreamSeq: u.StreamSeq, Problem: fmt.Sprintf("unreadable message on %s (%s, %d bytes), skipped by every reader: %v",
-		u.Subject, events.ReasonOf(u), len(u.Data), u.Err)}
-	if n.IsEvent(u.Subject) {
-		v.Workspace = n.WorkspaceOf(u.Subject)
-	}
-	return v
-}
-
-func sortViolations(vs []audit.Violation) {
-	slices.SortFunc(vs, func(x, y audit.Violation) int { return cmp.Compare(x.StreamSeq, y.StreamSeq) })
 }

@@ -1,0 +1,233 @@
+package api
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"slices"
+	"strconv"
+	"time"
+
+	"github.com/turnstile-dev/turnstile/audit"
+	"github.com/turnstile-dev/turnstile/events"
+	"github.com/turnstile-dev/turnstile/fsm"
+)
+
+// The audit runs here, in one place, whether the CLI reads the stream
+// itself or asks serve (issue 14 item 2): serve replays and returns the
+// report the CLI prints, so both paths cannot drift apart. The API's event
+// views do not carry the state stored with each event, which the audit
+// compares, nor the unreadable messages it reports.
+
+// AuditReport is the body of GET /v1/workspaces/{id}/audit and GET
+// /v1/audit, and `turnstile audit -o json`.
+type AuditReport struct {
+	Workspace  string            `json:"workspace,omitempty"`
+	Workspaces int               `json:"workspaces,omitempty"`
+	Events     int               `json:"events"`
+	Through    uint64            `json:"through_stream_seq,omitempty"`
+	OK         bool              `json:"ok"`
+	Violations []audit.Violation `json:"violations"`
+	// State is the replayed state after the last event (one workspace).
+	State *fsm.Workspace `json:"state,omitempty"`
+	// At is the replayed state at the point asked for; nil before the
+	// first event.
+	At      *fsm.Workspace `json:"at,omitempty"`
+	AtLabel string         `json:"at_label,omitempty"`
+}
+
+// AuditPoint selects the events up to a sequence or a time.
+type AuditPoint struct {
+	Seq  uint64
+	Time time.Time
+}
+
+// ParseAuditPoint reads an event sequence (a number) or an RFC 3339 time.
+func ParseAuditPoint(s string) (AuditPoint, error) {
+	if n, err := strconv.ParseUint(s, 10, 64); err == nil {
+		return AuditPoint{Seq: n}, nil
+	}
+	t, err := time.Parse(time.RFC3339Nano, s)
+	if err != nil {
+		return AuditPoint{}, fmt.Errorf("%q: give an event sequence (a number) or an RFC 3339 time such as 2026-01-02T15:04:05Z", s)
+	}
+	return AuditPoint{Time: t}, nil
+}
+
+func (p AuditPoint) includes(env events.Envelope) bool {
+	if p.Seq > 0 {
+		return env.Seq <= p.Seq
+	}
+	return !env.Time.After(p.Time)
+}
+
+// Audit replays workspace id's history through the lifecycle; at, when
+// set, also reports the state at that point. Unreadable messages on the
+// workspace's subject are findings. It returns ErrNoWorkspace when the
+// subject holds nothing at all.
+func Audit(ctx context.Context, store *events.Store, id string, at *AuditPoint) (AuditReport, error) {
+	r := audit.NewReplayer(id)
+	rep := AuditReport{Workspace: id, Violations: []audit.Violation{}}
+	var atEnv *events.Envelope
+	err := store.HistoryRecords(ctx, id, func(rec events.Record) error {
+		if rec.Unreadable != nil {
+			rep.Violations = append(rep.Violations, unreadableFinding(store.Names(), rec.Unreadable))
+			return nil
+		}
+		env := *rec.Event
+		r.Step(env)
+		rep.Events++
+		if at != nil && at.includes(env) {
+			s := r.State
+			rep.At = &s
+			atEnv = &env
+		}
+		return nil
+	})
+	if err != nil {
+		return AuditReport{}, fmt.Errorf("audit %s: %w", id, err)
+	}
+	if rep.Events == 0 && len(rep.Violations) == 0 {
+		return AuditReport{}, ErrNoWorkspace
+	}
+	rep.Violations = append(rep.Violations, r.Violations...)
+	sortViolations(rep.Violations)
+	rep.OK = len(rep.Violations) == 0
+	state := r.State
+	rep.State = &state
+	if at != nil {
+		rep.AtLabel = "before the first event: the workspace did not exist yet"
+		if atEnv != nil {
+			rep.AtLabel = fmt.Sprintf("event %d (stream seq %d) at %s", atEnv.Seq, atEnv.StreamSeq, atEnv.Time.Format(time.RFC3339Nano))
+		}
+	}
+	return rep, nil
+}
+
+// AuditAll replays every workspace in one pass over the event stream, up
+// to its last message when the pass starts. progress, when set, is called
+// now and then with the stream sequence reached and the last one.
+func AuditAll(ctx context.Context, store *events.Store, progress func(seq, last uint64)) (AuditReport, error) {
+	last, err := store.LastSeq(ctx)
+	if err != nil {
+		return AuditReport{}, fmt.Errorf("audit: %w", err)
+	}
+	replayers := map[string]*audit.Replayer{}
+	rep := AuditReport{Violations: []audit.Violation{}, Through: last}
+	if progress != nil {
+		progress(0, last)
+	}
+	err = store.Replay(ctx, 1, last, func(rec events.Record) error {
+		if progress != nil && rec.StreamSeq%256 == 0 {
+			progress(rec.StreamSeq, last)
+		}
+		if rec.Unreadable != nil {
+			rep.Violations = append(rep.Violations, unreadableFinding(store.Names(), rec.Unreadable))
+			return nil
+		}
+		env := rec.Event
+		if env == nil {
+			return nil
+		}
+		r := replayers[env.Workspace]
+		if r == nil {
+			r = audit.NewReplayer(env.Workspace)
+			replayers[env.Workspace] = r
+		}
+		r.Step(*env)
+		rep.Events++
+		return nil
+	})
+	if err != nil {
+		return AuditReport{}, fmt.Errorf("audit: %w", err)
+	}
+	if progress != nil {
+		progress(last, last)
+	}
+	for _, r := range replayers {
+		rep.Violations = append(rep.Violations, r.Violations...)
+	}
+	sortViolations(rep.Violations)
+	rep.Workspaces = len(replayers)
+	rep.OK = len(rep.Violations) == 0
+	return rep, nil
+}
+
+// unreadableFinding reports a message no reader can use: every reader
+// skips it, so it changed nothing, but the engine never writes one, so it
+// is corruption or a forgery, and the audit fails on it.
+func unreadableFinding(n events.Names, u *events.Unreadable) audit.Violation {
+	v := audit.Violation{StreamSeq: u.StreamSeq, Problem: fmt.Sprintf("unreadable message on %s (%s, %d bytes), skipped by every reader: %v",
+		u.Subject, events.ReasonOf(u), len(u.Data), u.Err)}
+	if n.IsEvent(u.Subject) {
+		v.Workspace = n.WorkspaceOf(u.Subject)
+	}
+	return v
+}
+
+func sortViolations(vs []audit.Violation) {
+	slices.SortStableFunc(vs, func(x, y audit.Violation) int { return cmp.Compare(x.StreamSeq, y.StreamSeq) })
+}
+
+func (s *Server) auditOne(w http.ResponseWriter, r *http.Request) {
+	id := r.PathValue("id")
+	if err := fsm.ValidateID(id); err != nil {
+		s.writeError(w, r, badField("id", err.Error()))
+		return
+	}
+	if err := onlyParams(r, "at"); err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	var at *AuditPoint
+	if v := r.URL.Query().Get("at"); v != "" {
+		p, err := ParseAuditPoint(v)
+		if err != nil {
+			s.writeError(w, r, badField("at", err.Error()))
+			return
+		}
+		at = &p
+	}
+	rep, err := Audit(r.Context(), s.cfg.Store, id, at)
+	if errors.Is(err, ErrNoWorkspace) {
+		writeNotFound(w, id)
+		return
+	}
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, rep)
+}
+
+// auditAll is a long read: it takes a wait slot, as a follow stream does,
+// may run for up to MaxWait (the write deadline is lifted that long), and
+// stops when the client goes.
+func (s *Server) auditAll(w http.ResponseWriter, r *http.Request) {
+	if err := onlyParams(r); err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	release, ok := s.takeWaitSlot(w, r)
+	if !ok {
+		return
+	}
+	defer release()
+	ctx, cancel := context.WithTimeout(r.Context(), s.cfg.MaxWait)
+	defer cancel()
+	rc := http.NewResponseController(w)
+	_ = rc.SetWriteDeadline(time.Now().Add(s.cfg.MaxWait + s.cfg.WriteTimeout))
+	rep, err := AuditAll(ctx, s.cfg.Store, nil)
+	if err != nil && r.Context().Err() == nil && errors.Is(ctx.Err(), context.DeadlineExceeded) {
+		writeJSON(w, http.StatusServiceUnavailable, ErrorBody{Code: CodeUnavailable, Message: fmt.Sprintf(
+			"the audit did not finish in %s, the longest a request of this server lasts: run `turnstile audit --all` with NATS access", s.cfg.MaxWait)})
+		return
+	}
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, rep)
+}
