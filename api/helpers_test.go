@@ -100,7 +100,7 @@ func startReadModel(t *testing.T, core *testenv.Core) *pgxpool.Pool {
 	if err := migrations.Up(ctx, db); err != nil {
 		t.Fatal(err)
 	}
-	p, err := projector.New(projector.Config{JetStream: core.JS, Pool: pool, BatchWait: time.Millisecond, Logger: testenv.Logger(t)})
+	p, err := projector.New(projector.Config{Store: core.Store, Pool: pool, BatchWait: time.Millisecond, Logger: testenv.Logger(t)})
 	if err != nil {
 		t.Fatal(err)
 	}

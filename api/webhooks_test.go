@@ -20,7 +20,7 @@ func TestWebhookRoutes(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		reg, err := webhook.OpenRegistry(context.Background(), js, c.Store.Names(), webhook.RegistryOptions{Memory: true})
+		reg, err := webhook.OpenRegistry(context.Background(), js, c.Store, webhook.RegistryOptions{Memory: true})
 		if err != nil {
 			t.Fatal(err)
 		}

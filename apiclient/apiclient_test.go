@@ -53,7 +53,7 @@ func newStack(t *testing.T) *stack {
 		t.Fatal(err)
 	}
 	_ = db.Close()
-	p, err := projector.New(projector.Config{JetStream: core.JS, Pool: pool, BatchWait: time.Millisecond, Logger: testenv.Logger(t)})
+	p, err := projector.New(projector.Config{Store: core.Store, Pool: pool, BatchWait: time.Millisecond, Logger: testenv.Logger(t)})
 	if err != nil {
 		t.Fatal(err)
 	}

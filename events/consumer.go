@@ -50,6 +50,52 @@ func (s *Store) ConsumeEvents(ctx context.Context, c DurableConfig) (jetstream.M
 	return it, nil
 }
 
+// CreateEventConsumer creates durable consumer c of the events (not the
+// outcomes) for a reader that fetches and acks on its own (c.Pull is not
+// used): it gets every event stored after it returns, and with after set,
+// those after stream sequence *after too. It fails if a consumer of that
+// name exists already.
+func (s *Store) CreateEventConsumer(ctx context.Context, c DurableConfig, after *uint64) error {
+	cfg := jetstream.ConsumerConfig{
+		Durable:       c.Durable,
+		Description:   c.Description,
+		FilterSubject: s.names.Events(),
+		AckPolicy:     jetstream.AckExplicitPolicy,
+		AckWait:       c.AckWait,
+		MaxAckPending: c.MaxAckPending,
+		MaxDeliver:    -1,
+		DeliverPolicy: jetstream.DeliverNewPolicy,
+	}
+	if after != nil {
+		cfg.DeliverPolicy, cfg.OptStartSeq = jetstream.DeliverByStartSequencePolicy, *after+1
+	}
+	if _, err := s.js.CreateConsumer(ctx, s.names.EventStream(), cfg); err != nil {
+		return fmt.Errorf("create consumer %s: %w", c.Durable, err)
+	}
+	return nil
+}
+
+// EventConsumer binds to durable consumer name of the event stream, with
+// its info as of now (CachedInfo). A missing one is
+// jetstream.ErrConsumerNotFound.
+func (s *Store) EventConsumer(ctx context.Context, name string) (jetstream.Consumer, error) {
+	cons, err := s.js.Consumer(ctx, s.names.EventStream(), name)
+	if err != nil {
+		return nil, fmt.Errorf("consumer %s: %w", name, err)
+	}
+	return cons, nil
+}
+
+// DeleteEventConsumer deletes durable consumer name of the event stream;
+// one that does not exist is no error.
+func (s *Store) DeleteEventConsumer(ctx context.Context, name string) error {
+	err := s.js.DeleteConsumer(ctx, s.names.EventStream(), name)
+	if err != nil && !errors.Is(err, jetstream.ErrConsumerNotFound) {
+		return fmt.Errorf("delete consumer %s: %w", name, err)
+	}
+	return nil
+}
+
 // PendingCommand is a user command waiting for its outcome.
 type PendingCommand struct {
 	Command   fsm.Command

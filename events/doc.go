@@ -21,4 +21,8 @@
 //     misaddressed to another workspace or command): Load, History, Replay
 //     and Subscribe skip it or hand it on as Record.Unreadable, and Load
 //     takes the newest readable envelope's state.
+//     Tail and ReadRaw hand messages on undecoded, in stream order, to a
+//     reader that decodes and quarantines on its own terms (the
+//     projector); ReadRaw fails with ErrGap on a message missing from the
+//     stream, Tail leaves that check to its reader (RawMsg.StreamSeq).
 package events

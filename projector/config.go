@@ -7,7 +7,6 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
-	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/turnstile-dev/turnstile/events"
@@ -16,12 +15,12 @@ import (
 // DefaultName is the checkpoint name of the read model's projector.
 const DefaultName = "read_model"
 
-// Config wires a Projector. JetStream and Pool are required.
+// Config wires a Projector. Store and Pool are required.
 type Config struct {
-	JetStream jetstream.JetStream
-	Pool      *pgxpool.Pool
-	// Names locate the event stream; the zero value means events.NewNames("").
-	Names events.Names
+	// Store is the event log the projector reads (its names locate the
+	// event stream).
+	Store *events.Store
+	Pool  *pgxpool.Pool
 	// Name keys the checkpoint row; default DefaultName.
 	Name string
 	// BatchSize caps the messages in one transaction; default 1000.
@@ -65,9 +64,6 @@ type BatchInfo struct {
 }
 
 func (c *Config) setDefaults() {
-	if c.Names.Prefix == "" {
-		c.Names = events.NewNames("")
-	}
 	if c.Name == "" {
 		c.Name = DefaultName
 	}
@@ -93,8 +89,8 @@ func (c *Config) setDefaults() {
 
 func (c *Config) validate() error {
 	switch {
-	case c.JetStream == nil:
-		return errors.New("projector: Config.JetStream is required")
+	case c.Store == nil:
+		return errors.New("projector: Config.Store is required")
 	case c.Pool == nil:
 		return errors.New("projector: Config.Pool is required")
 	}

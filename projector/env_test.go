@@ -33,6 +33,7 @@ type env struct {
 	nats  *testenv.NATS
 	nc    *nats.Conn
 	js    jetstream.JetStream
+	store *events.Store
 	url   string
 	pool  *pgxpool.Pool
 }
@@ -52,6 +53,11 @@ func newEnvOn(tb testing.TB, p *testenv.Postgres, o events.StreamOptions) *env {
 	if err := events.EnsureStreams(ctx, e.js, e.names, o); err != nil {
 		tb.Fatal(err)
 	}
+	store, err := events.OpenStore(ctx, e.js, e.names, events.Codec{})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	e.store = store
 	e.url = p.NewDatabase(tb)
 	e.pool = openPool(tb, e.url)
 	db := stdlib.OpenDBFromPool(e.pool)
@@ -94,7 +100,7 @@ func (e *env) smallPool(tb testing.TB, n int32) *pgxpool.Pool {
 
 func (e *env) projector(tb testing.TB, mod func(*projector.Config)) *projector.Projector {
 	tb.Helper()
-	cfg := projector.Config{JetStream: e.js, Pool: e.pool, Names: e.names,
+	cfg := projector.Config{Store: e.store, Pool: e.pool,
 		MinBackoff: 10 * time.Millisecond, MaxBackoff: 200 * time.Millisecond}
 	if mod != nil {
 		mod(&cfg)

@@ -39,22 +39,21 @@ func (p *Projector) Lag(ctx context.Context) (Lag, error) {
 
 func (p *Projector) lagFrom(ctx context.Context, cp Checkpoint) (Lag, error) {
 	l := Lag{Checkpoint: cp.StreamSeq, LastApplied: cp.MsgTime}
-	stream, err := p.cfg.JetStream.Stream(ctx, p.cfg.Names.EventStream())
+	st, err := p.cfg.Store.State(ctx)
 	if err != nil {
-		return l, fmt.Errorf("lag: stream %s: %w", p.cfg.Names.EventStream(), err)
+		return l, fmt.Errorf("lag: %w", err)
 	}
-	st := stream.CachedInfo().State
 	l.StreamLast = st.LastSeq
 	if l.StreamLast <= l.Checkpoint {
 		return l, nil
 	}
 	l.Messages = l.StreamLast - l.Checkpoint
 	next := max(l.Checkpoint+1, st.FirstSeq)
-	msg, err := stream.GetMsg(ctx, next)
+	stored, err := p.cfg.Store.StoredAt(ctx, next)
 	if err != nil {
-		return l, fmt.Errorf("lag: message %d: %w", next, err)
+		return l, fmt.Errorf("lag: %w", err)
 	}
-	l.Behind = max(p.cfg.Now().Sub(msg.Time), 0)
+	l.Behind = max(p.cfg.Now().Sub(stored), 0)
 	return l, nil
 }
 

@@ -11,7 +11,6 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
-	"github.com/nats-io/nats.go/jetstream"
 )
 
 // loader reads the stream and writes it into rebuildSchema.
@@ -52,7 +51,7 @@ type tableDone struct {
 // workspaces, known only at the end, and the checkpoint are written last,
 // on l.conn. load returns the time the last row was copied, once every
 // index is built.
-func (l *loader) load(ctx context.Context, stream jetstream.Stream,
+func (l *loader) load(ctx context.Context,
 	prepare func(context.Context) (map[string][]string, error)) (time.Time, error) {
 	// The first failure cancels the rest and is the one returned.
 	ctx, cancel := context.WithCancelCause(ctx)
@@ -86,7 +85,7 @@ func (l *loader) load(ctx context.Context, stream jetstream.Stream,
 		})
 	}()
 	var ws, cp, dl tableDone
-	if err := l.read(ctx, stream, evs, cmds); err != nil {
+	if err := l.read(ctx, evs, cmds); err != nil {
 		cancel(err) // before the copiers see their rows end
 	}
 	<-prepared

@@ -35,6 +35,9 @@ func TestNATSRestart(t *testing.T) {
 	if err := events.EnsureStreams(ctx, js, e.names, events.StreamOptions{}); err != nil {
 		t.Fatal(err)
 	}
+	if e.store, err = events.OpenStore(ctx, js, e.names, events.Codec{}); err != nil {
+		t.Fatal(err)
+	}
 	e.pool = openPool(t, pg.NewDatabase(t))
 	db := stdlib.OpenDBFromPool(e.pool)
 	defer db.Close()

@@ -7,9 +7,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
-
+	"github.com/turnstile-dev/turnstile/events"
 	"github.com/turnstile-dev/turnstile/internal/retry"
 )
 
@@ -43,7 +41,7 @@ func New(cfg Config) (*Projector, error) {
 	return &Projector{
 		cfg:      cfg,
 		store:    &store{pool: cfg.Pool, name: cfg.Name, now: cfg.Now},
-		dec:      decoder{names: cfg.Names},
+		dec:      decoder{names: cfg.Store.Names()},
 		metrics:  m,
 		connWait: defaultConnWait,
 	}, nil
@@ -96,18 +94,9 @@ func (p *Projector) session(ctx context.Context) (progressed bool, err error) {
 	}
 	p.metrics.checkpoint.Set(float64(cp.StreamSeq))
 	p.applied.Store(cp.StreamSeq)
-	stream, err := p.cfg.JetStream.Stream(ctx, p.cfg.Names.EventStream())
+	it, err := p.cfg.Store.Tail(ctx, cp.StreamSeq+1, 2*p.cfg.BatchSize)
 	if err != nil {
-		return false, fmt.Errorf("stream %s: %w", p.cfg.Names.EventStream(), err)
-	}
-	cons, err := stream.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{
-		DeliverPolicy: jetstream.DeliverByStartSequencePolicy, OptStartSeq: cp.StreamSeq + 1})
-	if err != nil {
-		return false, fmt.Errorf("consumer from %d: %w", cp.StreamSeq+1, err)
-	}
-	it, err := cons.Messages(jetstream.PullMaxMessages(2 * p.cfg.BatchSize))
-	if err != nil {
-		return false, fmt.Errorf("consume from %d: %w", cp.StreamSeq+1, err)
+		return false, err
 	}
 	p.cfg.Logger.Debug("projector consuming", "projector", p.cfg.Name, "from", cp.StreamSeq+1)
 	// Decoding the next batch overlaps writing this one.
@@ -227,7 +216,7 @@ func (p *Projector) next(batches <-chan []message, inflight bool) (msgs []messag
 }
 
 // read collects batches from next on until an error.
-func (p *Projector) read(ctx context.Context, it jetstream.MessagesContext, next uint64, out chan<- []message) error {
+func (p *Projector) read(ctx context.Context, it *events.Tail, next uint64, out chan<- []message) error {
 	for {
 		msgs, err := p.collect(ctx, it, next)
 		if err != nil {
@@ -244,10 +233,10 @@ func (p *Projector) read(ctx context.Context, it jetstream.MessagesContext, next
 
 // collect blocks for one message, then gathers more until BatchSize or
 // BatchWait, whichever comes first.
-func (p *Projector) collect(ctx context.Context, it jetstream.MessagesContext, next uint64) ([]message, error) {
-	m, err := it.Next(jetstream.NextContext(ctx))
+func (p *Projector) collect(ctx context.Context, it *events.Tail, next uint64) ([]message, error) {
+	m, err := it.Next(ctx)
 	if err != nil {
-		return nil, fmt.Errorf("next message: %w", err)
+		return nil, err
 	}
 	msgs := make([]message, 0, p.cfg.BatchSize)
 	if msgs, err = p.add(msgs, m, next); err != nil {
@@ -259,12 +248,12 @@ func (p *Projector) collect(ctx context.Context, it jetstream.MessagesContext, n
 		if wait <= 0 {
 			break
 		}
-		m, err := it.Next(jetstream.NextMaxWait(wait))
-		if errors.Is(err, nats.ErrTimeout) {
-			break
-		}
+		m, ok, err := it.NextWithin(wait)
 		if err != nil {
-			return nil, fmt.Errorf("next message: %w", err)
+			return nil, err
+		}
+		if !ok {
+			break
 		}
 		if msgs, err = p.add(msgs, m, next+uint64(len(msgs))); err != nil {
 			return nil, err
@@ -277,18 +266,14 @@ func (p *Projector) collect(ctx context.Context, it jetstream.MessagesContext, n
 // (it was purged or deleted). The projector stalls on it, logging it as it
 // retries, and a rebuild refuses such a stream: the read model is made of
 // every message, and the stream is its only source.
-var ErrGap = errors.New("stream gap")
+var ErrGap = events.ErrGap
 
-func (p *Projector) add(msgs []message, m jetstream.Msg, want uint64) ([]message, error) {
-	meta, err := m.Metadata()
-	if err != nil {
-		return msgs, fmt.Errorf("message metadata: %w", err)
+func (p *Projector) add(msgs []message, m events.RawMsg, want uint64) ([]message, error) {
+	if m.StreamSeq != want {
+		return msgs, fmt.Errorf("%w: expected stream seq %d, got %d", ErrGap, want, m.StreamSeq)
 	}
-	if seq := meta.Sequence.Stream; seq != want {
-		return msgs, fmt.Errorf("%w: expected stream seq %d, got %d", ErrGap, want, seq)
-	}
-	dm := p.dec.decode(meta.Sequence.Stream, m.Subject(), m.Data(), meta.Timestamp)
-	dm.pending = meta.NumPending
+	dm := p.dec.decode(m.StreamSeq, m.Subject, m.Data, m.Time)
+	dm.pending = m.Pending
 	return append(msgs, dm), nil
 }
 

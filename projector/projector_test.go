@@ -162,7 +162,7 @@ func TestProjector(t *testing.T) {
 		e := newEnv(t)
 		reg := prometheus.NewRegistry()
 		e.projector(t, func(c *projector.Config) { c.Registerer = reg })
-		_, err := projector.New(projector.Config{JetStream: e.js, Pool: e.pool, Registerer: reg})
+		_, err := projector.New(projector.Config{Store: e.store, Pool: e.pool, Registerer: reg})
 		if err == nil {
 			t.Fatal("a second projector of the same name registered its metrics")
 		}

@@ -119,16 +119,15 @@ func (p *Projector) Rebuild(ctx context.Context, progress func(Progress)) (Rebui
 			p.dropRebuildSchema(context.WithoutCancel(ctx), conn)
 		}
 	}()
-	stream, err := p.cfg.JetStream.Stream(ctx, p.cfg.Names.EventStream())
+	st, err := p.cfg.Store.State(ctx)
 	if err != nil {
-		return RebuildStats{}, fmt.Errorf("rebuild: stream %s: %w", p.cfg.Names.EventStream(), err)
+		return RebuildStats{}, fmt.Errorf("rebuild: %w", err)
 	}
-	st := stream.CachedInfo().State
 	// Every message from the first on goes into the read model: a stream
 	// that lost some (purged, or deleted one by one) cannot be rebuilt.
-	if st.Msgs > 0 && (st.FirstSeq > 1 || st.NumDeleted > 0) {
+	if st.Msgs > 0 && (st.FirstSeq > 1 || st.Deleted > 0) {
 		return RebuildStats{}, fmt.Errorf("rebuild: %w: the stream starts at %d and lacks %d messages before %d",
-			ErrGap, st.FirstSeq, st.NumDeleted, st.LastSeq)
+			ErrGap, st.FirstSeq, st.Deleted, st.LastSeq)
 	}
 	copiers, err := p.acquireCopiers(ctx)
 	if err != nil {
@@ -143,7 +142,7 @@ func (p *Projector) Rebuild(ctx context.Context, progress func(Progress)) (Rebui
 		through: st.LastSeq, progress: progress, ws: map[string]*workspaceRow{}}
 	// The stream is read while the new tables are prepared.
 	progress(Progress{Phase: "read", Total: l.through})
-	copied, err := l.load(ctx, stream, func(ctx context.Context) (map[string][]string, error) {
+	copied, err := l.load(ctx, func(ctx context.Context) (map[string][]string, error) {
 		if err := p.checkMigrated(ctx); err != nil {
 			return nil, err
 		}

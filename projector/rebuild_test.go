@@ -232,7 +232,7 @@ func TestRebuildFailures(t *testing.T) {
 		e := newEnv(t)
 		newGenerator(e.names, 5, 32).publish(t, e.js, 50)
 		bare := openPool(t, pg.NewDatabase(t))
-		p, err := projector.New(projector.Config{JetStream: e.js, Pool: bare, Names: e.names})
+		p, err := projector.New(projector.Config{Store: e.store, Pool: bare})
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -268,14 +268,13 @@ func (d *Dispatcher) run(ctx context.Context, h Webhook) {
 	// The series goes with the runner (its webhook removed, or serve
 	// stopping), after the runner's last update of it.
 	defer d.m.lag.DeleteLabelValues(h.ID)
-	js, stream := d.cfg.Registry.js, d.cfg.Store.Names().EventStream()
 	var cons jetstream.Consumer
 	for failures := 0; ctx.Err() == nil; {
 		if failures > 0 && retry.Sleep(ctx, retry.Backoff(failures-1, d.cfg.MinBackoff, d.cfg.MaxBackoff)) != nil {
 			return
 		}
 		if cons == nil {
-			c, err := js.Consumer(ctx, stream, Durable(h.ID))
+			c, err := d.cfg.Store.EventConsumer(ctx, Durable(h.ID))
 			if err != nil {
 				if ctx.Err() == nil {
 					log.Warn("webhook: bind consumer", "err", err)

@@ -3,7 +3,8 @@
 //
 // Guarantees:
 //   - At least once, in stream order, per webhook: each webhook has its own
-//     durable JetStream consumer on the event subjects with MaxAckPending 1,
+//     durable JetStream consumer on the event subjects with MaxAckPending 1
+//     (created and deleted through events.Store),
 //     and a message is acked only after the receiver answered 2xx. A
 //     receiver that was down (or a serve that restarted) gets every event
 //     since its last ack, in order, with no gaps; a redelivery carries the

@@ -139,7 +139,7 @@ func newFixture(t *testing.T) *fixture {
 	t.Helper()
 	core := testenv.StartCore(t, testenv.CoreOptions{})
 	ctx := t.Context()
-	reg, err := webhook.OpenRegistry(ctx, core.JS, events.NewNames(""), webhook.RegistryOptions{AllowPrivate: true, Memory: true})
+	reg, err := webhook.OpenRegistry(ctx, core.JS, core.Store, webhook.RegistryOptions{AllowPrivate: true, Memory: true})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -31,8 +31,7 @@ func Durable(id string) string { return "webhook-" + id }
 // Registry stores webhooks (a KV bucket) and their consumers. It is safe
 // for concurrent use.
 type Registry struct {
-	js           jetstream.JetStream
-	names        events.Names
+	store        *events.Store
 	kv           jetstream.KeyValue
 	allowPrivate bool
 	now          func() time.Time
@@ -49,9 +48,10 @@ type RegistryOptions struct {
 	Now func() time.Time
 }
 
-// OpenRegistry creates the bucket if it is missing and binds to it. The
-// event stream must exist (events.EnsureStreams).
-func OpenRegistry(ctx context.Context, js jetstream.JetStream, n events.Names, o RegistryOptions) (*Registry, error) {
+// OpenRegistry creates the bucket on js if it is missing and binds to it;
+// the webhooks' consumers are store's.
+func OpenRegistry(ctx context.Context, js jetstream.JetStream, store *events.Store, o RegistryOptions) (*Registry, error) {
+	n := store.Names()
 	storage := jetstream.FileStorage
 	if o.Memory {
 		storage = jetstream.MemoryStorage
@@ -68,7 +68,7 @@ func OpenRegistry(ctx context.Context, js jetstream.JetStream, n events.Names, o
 	if o.Now == nil {
 		o.Now = time.Now
 	}
-	return &Registry{js: js, names: n, kv: kv, allowPrivate: o.AllowPrivate, now: o.Now}, nil
+	return &Registry{store: store, kv: kv, allowPrivate: o.AllowPrivate, now: o.Now}, nil
 }
 
 // Add stores a webhook for s and creates its consumer, which starts at
@@ -96,22 +96,15 @@ func (r *Registry) Add(ctx context.Context, s Spec) (Webhook, error) {
 		return Webhook{}, err
 	}
 	h := Webhook{ID: id, URL: s.URL, Events: s.Events, Created: r.now().UTC().Round(time.Millisecond), Secret: secret}
-	cfg := jetstream.ConsumerConfig{
-		Durable:       Durable(id),
-		Description:   "Turnstile webhook " + id,
-		FilterSubject: r.names.Events(),
-		AckPolicy:     jetstream.AckExplicitPolicy,
-		AckWait:       AckWait,
+	cfg := events.DurableConfig{
+		Durable:     Durable(id),
+		Description: "Turnstile webhook " + id,
+		AckWait:     AckWait,
 		// One at a time: deliveries stay in stream order.
 		MaxAckPending: 1,
-		MaxDeliver:    -1,
-		DeliverPolicy: jetstream.DeliverNewPolicy,
 	}
-	if s.Since != nil {
-		cfg.DeliverPolicy, cfg.OptStartSeq = jetstream.DeliverByStartSequencePolicy, *s.Since+1
-	}
-	if _, err := r.js.CreateConsumer(ctx, r.names.EventStream(), cfg); err != nil {
-		return Webhook{}, fmt.Errorf("%w: create consumer of webhook %s: %w", ErrUnavailable, id, err)
+	if err := r.store.CreateEventConsumer(ctx, cfg, s.Since); err != nil {
+		return Webhook{}, fmt.Errorf("%w: webhook %s: %w", ErrUnavailable, id, err)
 	}
 	data, err := json.Marshal(h) //nolint:gosec // G117: the secret is stored on purpose, in the bucket only serve may read
 	if err != nil {
@@ -119,7 +112,7 @@ func (r *Registry) Add(ctx context.Context, s Spec) (Webhook, error) {
 	}
 	if _, err := r.kv.Create(ctx, id, data); err != nil {
 		// Undo, so no consumer is left without its webhook.
-		_ = r.js.DeleteConsumer(context.WithoutCancel(ctx), r.names.EventStream(), Durable(id))
+		_ = r.store.DeleteEventConsumer(context.WithoutCancel(ctx), Durable(id))
 		return Webhook{}, fmt.Errorf("%w: store webhook %s: %w", ErrUnavailable, id, err)
 	}
 	return h, nil
@@ -181,7 +174,7 @@ func (r *Registry) List(ctx context.Context) ([]Info, error) {
 			return nil, err
 		}
 		in := Info{ID: h.ID, URL: h.URL, Events: h.Events, Created: h.Created}
-		ci, err := r.js.Consumer(ctx, r.names.EventStream(), Durable(h.ID))
+		ci, err := r.store.EventConsumer(ctx, Durable(h.ID))
 		if err == nil {
 			info := ci.CachedInfo()
 			in.AckedStreamSeq = info.AckFloor.Stream
@@ -212,9 +205,8 @@ func (r *Registry) Remove(ctx context.Context, id string) error {
 	// should the purge fail, the entry is still there for another remove,
 	// whereas a consumer without its entry could never be removed.
 	ctx = context.WithoutCancel(ctx)
-	err := r.js.DeleteConsumer(ctx, r.names.EventStream(), Durable(id))
-	if err != nil && !errors.Is(err, jetstream.ErrConsumerNotFound) {
-		return fmt.Errorf("%w: delete consumer of webhook %s: %w", ErrUnavailable, id, err)
+	if err := r.store.DeleteEventConsumer(ctx, Durable(id)); err != nil {
+		return fmt.Errorf("%w: webhook %s: %w", ErrUnavailable, id, err)
 	}
 	// Purge, not Delete: the secret goes with the value.
 	if err := r.kv.Purge(ctx, id); err != nil {

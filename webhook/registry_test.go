@@ -18,7 +18,7 @@ import (
 func TestAddRefusesBadSpecs(t *testing.T) {
 	core := testenv.StartCore(t, testenv.CoreOptions{})
 	n := events.NewNames("")
-	reg, err := webhook.OpenRegistry(t.Context(), core.JS, n, webhook.RegistryOptions{Memory: true})
+	reg, err := webhook.OpenRegistry(t.Context(), core.JS, core.Store, webhook.RegistryOptions{Memory: true})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -30,7 +30,7 @@ func (c cancelOnPurge) Purge(ctx context.Context, key string, opts ...jetstream.
 func TestRemoveFinishesWhenTheCallerLeaves(t *testing.T) {
 	core := testenv.StartCore(t, testenv.CoreOptions{})
 	n := events.NewNames("")
-	r, err := OpenRegistry(t.Context(), core.JS, n, RegistryOptions{Memory: true})
+	r, err := OpenRegistry(t.Context(), core.JS, core.Store, RegistryOptions{Memory: true})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -39,7 +39,11 @@ func (a *app) rebuildCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			p, err := projector.New(projector.Config{JetStream: js, Pool: pool, Names: events.NewNames(a.prefix), Logger: log})
+			store, err := events.OpenStore(cctx, js, events.NewNames(a.prefix), events.Codec{})
+			if err != nil {
+				return err
+			}
+			p, err := projector.New(projector.Config{Store: store, Pool: pool, Logger: log})
 			if err != nil {
 				return err
 			}

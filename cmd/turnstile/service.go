@@ -293,12 +293,16 @@ func (s *service) startDatabase(ctx context.Context) error {
 }
 
 // startProjector runs the projector until close.
-func (s *service) startProjector(context.Context) error {
+func (s *service) startProjector(ctx context.Context) error {
 	pjs, err := jetstream.New(s.conns["projector"])
 	if err != nil {
 		return err
 	}
-	proj, err := projector.New(projector.Config{JetStream: pjs, Pool: s.pool, Names: s.names,
+	pstore, err := events.OpenStore(ctx, pjs, s.names, events.Codec{})
+	if err != nil {
+		return err
+	}
+	proj, err := projector.New(projector.Config{Store: pstore, Pool: s.pool,
 		Logger: s.log.With("component", "projector"), Registerer: s.reg})
 	if err != nil {
 		return err

@@ -1,4 +1,4 @@
-package projector
+package events
 
 import (
 	"errors"
@@ -10,19 +10,19 @@ import (
 // place early (the ordered consumer's subscription handover), drops
 // repeats, and calls anything else a gap.
 func TestSequencer(t *testing.T) {
-	seqs := func(rs []raw) []uint64 {
+	seqs := func(rs []RawMsg) []uint64 {
 		var out []uint64
 		for _, r := range rs {
-			out = append(out, r.seq)
+			out = append(out, r.StreamSeq)
 		}
 		return out
 	}
 	feed := func(in ...uint64) ([]uint64, error) {
 		s := sequencer{want: 1}
-		var got []raw
+		var got []RawMsg
 		for _, q := range in {
 			var err error
-			if got, err = s.add(raw{seq: q}, got); err != nil {
+			if got, err = s.add(RawMsg{StreamSeq: q}, got); err != nil {
 				return seqs(got), err
 			}
 		}
