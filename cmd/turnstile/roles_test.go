@@ -8,7 +8,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -20,24 +19,6 @@ import (
 	"github.com/turnstile-dev/turnstile/internal/testenv"
 	"github.com/turnstile-dev/turnstile/migrations"
 )
-
-// syncBuffer is serve's stderr, written by its goroutine.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 // issue 12 item 8: serve's local PostgreSQL was used as the superuser by
 // everything, and database-url (the superuser's URL) kept an existing
@@ -85,7 +66,7 @@ func TestServeDatabaseRoles(t *testing.T) {
 	n := testenv.StartNATS(t, testenv.NATSOptions{})
 	env := map[string]string{"TURNSTILE_DATA_DIR": dir, "TURNSTILE_NATS_URL": n.URL}
 	serveCtx, stopServe := context.WithCancel(context.Background())
-	var serveErr syncBuffer
+	var serveErr lockedBuffer
 	served := make(chan int, 1)
 	go func() {
 		served <- run(serveCtx, []string{"serve", "--provisioner", "sim", "--http-addr", "127.0.0.1:0", "--sim-min-latency", "1ms", "--sim-max-latency", "5ms"},
