@@ -47,11 +47,30 @@ func (c *committer) submit(ctx context.Context, w events.Write) events.Written {
 	}
 }
 
+// started is a batch whose writes are sent, waiting for their acks.
+type started struct {
+	batch   []*commitReq
+	pending *events.PendingCommit
+}
+
+// run writes batches in two overlapping steps: while one batch's outcomes
+// are awaited (finish), the next batch's outcome check and events go out.
+// One batch alone leaves the server idle a round trip per batch; a
+// workspace's writes stay in order, since its next command is decided only
+// after the previous one's result. At most two batches are in flight: the
+// handover is unbuffered.
 func (c *committer) run(ctx context.Context, store *events.Store) {
-	batch := make([]*commitReq, 0, c.maxBatch)
-	writes := make([]events.Write, 0, c.maxBatch)
+	toFinish := make(chan started)
+	finished := make(chan struct{})
+	go func() {
+		defer close(finished)
+		for b := range toFinish {
+			c.finish(ctx, b)
+		}
+	}()
+	defer func() { close(toFinish); <-finished }()
 	for {
-		batch = batch[:0]
+		batch := make([]*commitReq, 0, c.maxBatch)
 		select {
 		case <-ctx.Done():
 			return
@@ -69,25 +88,30 @@ func (c *committer) run(ctx context.Context, store *events.Store) {
 				break fill
 			}
 		}
-		writes = writes[:0]
-		for _, r := range batch {
-			writes = append(writes, r.w)
+		writes := make([]events.Write, len(batch))
+		for i, r := range batch {
+			writes[i] = r.w
 		}
-		res, st := store.Commit(ctx, writes, c.opt)
-		if c.metrics != nil {
-			c.metrics.Batches.Observe(float64(len(batch)))
-			if st.Batch > 0 {
-				c.metrics.CommitSeconds.Observe(st.Batch.Seconds())
-			}
-			if st.Fallback {
-				c.metrics.BatchFallbacks.Inc()
-			}
+		toFinish <- started{batch: batch, pending: store.StartCommit(ctx, writes, c.opt)}
+	}
+}
+
+// finish awaits a started batch and hands each command its result.
+func (c *committer) finish(ctx context.Context, b started) {
+	res, st := b.pending.Wait(ctx)
+	if c.metrics != nil {
+		c.metrics.Batches.Observe(float64(len(b.batch)))
+		if st.Batch > 0 {
+			c.metrics.CommitSeconds.Observe(st.Batch.Seconds())
 		}
 		if st.Fallback {
-			c.log.Debug("engine: batch refused in part; those written one by one", "commands", len(batch))
+			c.metrics.BatchFallbacks.Inc()
 		}
-		for i, r := range batch {
-			r.done <- res[i]
-		}
+	}
+	if st.Fallback {
+		c.log.Debug("engine: batch refused in part; those written one by one", "commands", len(b.batch))
+	}
+	for i, r := range b.batch {
+		r.done <- res[i]
 	}
 }

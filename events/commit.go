@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -91,8 +92,10 @@ type CommitStats struct {
 // with their events. Otherwise the writes are plain publishes, pipelined: the batch's outcome subjects
 // are checked in one request, then every event goes out (a compare-and-set
 // on its workspace, deduplicated by command id) and their acks are awaited
-// together, then every outcome likewise. Three short round trips for the
-// whole batch; not an atomic batch, which costs the server a staging
+// together, each event's outcome sent as soon as its ack is in, then the
+// outcomes' acks are awaited. Three short round trips for the whole batch
+// (the last of which may overlap the next batch's: StartCommit); not an
+// atomic batch, which costs the server a staging
 // store of its own, created, fsynced and removed (2.5 ms on a quiet host,
 // far more when the disk is busy; docs/benchmarks.md). So a crash may
 // leave an event without its outcome: the next handling of the command
@@ -104,20 +107,54 @@ type CommitStats struct {
 // (see docs/reliability.md). A refused write is sorted out by the single
 // path, which still writes an event with its outcome in one atomic batch.
 func (s *Store) Commit(ctx context.Context, ws []Write, opt CommitOptions) ([]Written, CommitStats) {
-	out := make([]Written, len(ws))
-	var st CommitStats
-	for lo := 0; lo < len(ws); lo += MaxCommitWrites {
-		hi := min(lo+MaxCommitWrites, len(ws))
-		chunk := s.commit(ctx, ws[lo:hi], out[lo:hi], opt)
-		st.Batch += chunk.Batch
-		st.Fallback = st.Fallback || chunk.Fallback
-	}
-	return out, st
+	return s.StartCommit(ctx, ws, opt).Wait(ctx)
 }
 
-func (s *Store) commit(ctx context.Context, ws []Write, out []Written, opt CommitOptions) CommitStats {
+// PendingCommit is a Commit whose last messages are sent but not all
+// acknowledged yet (StartCommit's result); Wait finishes it.
+type PendingCommit struct {
+	s        *Store
+	ws       []Write   // the last chunk: what is still pending
+	out      []Written // the whole result; the last chunk at its end
+	st       CommitStats
+	start    time.Time // when the last chunk's events went out; zero if none did
+	outcomes *asyncPubs
+	alone    *asyncPubs
+	single   []int // into ws: to sort out one by one
+}
+
+// StartCommit does Commit's work up to where only acks are left to await:
+// the outcome check, the events and their acks, every outcome sent (each
+// as soon as its own event is acked). Wait awaits the outcomes' acks and
+// sorts out the refused writes. Between the two the caller may start the
+// next Commit, for other workspaces: the server then stores one batch's
+// outcomes while the next batch's check and events are on their way,
+// where Commit alone leaves it idle for a round trip per batch. Every
+// guarantee is Commit's: an outcome still goes out only after its event
+// is acked, and a workspace's next write must wait for Wait (a batch
+// holds one write per workspace, and so do the batches in flight).
+func (s *Store) StartCommit(ctx context.Context, ws []Write, opt CommitOptions) *PendingCommit {
+	out := make([]Written, len(ws))
 	var st CommitStats
-	var appends, alone, single []int
+	// All but the last chunk are written to the end first: larger slices
+	// than one atomic batch holds are rare (MaxBatch is below).
+	lo := 0
+	for ; len(ws)-lo > MaxCommitWrites; lo += MaxCommitWrites {
+		p := s.startCommit(ctx, ws[lo:lo+MaxCommitWrites], out[lo:lo+MaxCommitWrites], opt)
+		p.Wait(ctx)
+		st.Batch += p.st.Batch
+		st.Fallback = st.Fallback || p.st.Fallback
+	}
+	p := s.startCommit(ctx, ws[lo:], out[lo:], opt)
+	p.out = out
+	p.st.Batch += st.Batch
+	p.st.Fallback = p.st.Fallback || st.Fallback
+	return p
+}
+
+func (s *Store) startCommit(ctx context.Context, ws []Write, out []Written, opt CommitOptions) *PendingCommit {
+	p := &PendingCommit{s: s, ws: ws, out: out}
+	var appends, alone []int
 	for i := range ws {
 		if ws[i].Event == nil {
 			alone = append(alone, i)
@@ -126,56 +163,74 @@ func (s *Store) commit(ctx context.Context, ws []Write, out []Written, opt Commi
 		}
 	}
 	// Outcomes without an event need nothing before them: out at once.
-	waitAlone := s.publishAsync(alone, func(i int) (*nats.Msg, error) { return s.outcomeMsg(ws[i].Outcome) })
-	if opt.AtomicFrom > 0 && len(appends) >= opt.AtomicFrom {
-		st = s.commitAtomic(ctx, ws, out, appends)
-	} else if len(appends) > 0 {
-		start := time.Now()
-		appends, single = s.withoutOutcome(ctx, ws, appends)
-		// The events, each a compare-and-set on its workspace.
-		var stored []int
-		waitEvents := s.publishAsync(appends, func(i int) (*nats.Msg, error) {
-			m, err := s.eventMsg(*ws[i].Event)
-			if err == nil {
-				m.Header.Set(jetstream.ExpectedLastSubjSeqHeader, strconv.FormatUint(ws[i].Expected, 10))
-			}
-			return m, err
-		})
-		waitEvents(ctx, func(i int, ack *jetstream.PubAck, err error) {
-			if err != nil || ack.Duplicate {
-				// Refused (a conflict, usually), or the command's event
-				// already stored by an earlier try: sorted out alone.
-				single = append(single, i)
-				return
-			}
-			out[i].EventSeq = ack.Sequence
-			stored = append(stored, i)
-		})
-		// Then their outcomes.
-		waitOutcomes := s.publishAsync(stored, func(i int) (*nats.Msg, error) { return s.outcomeMsg(ws[i].Outcome) })
-		waitOutcomes(ctx, func(i int, ack *jetstream.PubAck, err error) {
-			if err == nil && !ack.Duplicate {
-				return
-			}
-			// The event is stored: only the outcome is left to sort out.
-			o := s.outcomeAlone(ctx, ws[i].Outcome)
-			o.EventSeq = out[i].EventSeq
-			out[i] = o
-		})
-		if len(stored) > 0 {
-			st.Batch = time.Since(start)
-		}
-		st.Fallback = len(single) > 0 && len(ws) > 1
+	p.alone = s.newAsyncPubs(len(alone))
+	for _, i := range alone {
+		m, err := s.outcomeMsg(ws[i].Outcome)
+		p.alone.publish(i, m, err)
 	}
-	waitAlone(ctx, func(i int, ack *jetstream.PubAck, err error) {
+	if opt.AtomicFrom > 0 && len(appends) >= opt.AtomicFrom {
+		p.st = s.commitAtomic(ctx, ws, out, appends)
+		return p
+	}
+	if len(appends) == 0 {
+		return p
+	}
+	start := time.Now()
+	appends, p.single = s.withoutOutcome(ctx, ws, appends)
+	// The events, each a compare-and-set on its workspace.
+	events := s.newAsyncPubs(len(appends))
+	for _, i := range appends {
+		m, err := s.eventMsg(*ws[i].Event)
+		if err == nil {
+			m.Header.Set(jetstream.ExpectedLastSubjSeqHeader, strconv.FormatUint(ws[i].Expected, 10))
+		}
+		events.publish(i, m, err)
+	}
+	// Each outcome as soon as its event is stored.
+	p.outcomes = s.newAsyncPubs(len(appends))
+	events.wait(ctx, func(i int, ack *jetstream.PubAck, err error) {
 		if err != nil || ack.Duplicate {
-			single = append(single, i)
+			// Refused (a conflict, usually), or the command's event
+			// already stored by an earlier try: sorted out alone.
+			p.single = append(p.single, i)
+			return
+		}
+		out[i].EventSeq = ack.Sequence
+		m, err := s.outcomeMsg(ws[i].Outcome)
+		p.outcomes.publish(i, m, err)
+	})
+	if p.outcomes.len() > 0 {
+		p.start = start
+	}
+	p.st.Fallback = len(p.single) > 0 && len(ws) > 1
+	return p
+}
+
+// Wait awaits what StartCommit sent and says for each write what
+// happened, in order, as Commit does.
+func (p *PendingCommit) Wait(ctx context.Context) ([]Written, CommitStats) {
+	s, ws, out := p.s, p.ws, p.out[len(p.out)-len(p.ws):]
+	p.outcomes.wait(ctx, func(i int, ack *jetstream.PubAck, err error) {
+		if err == nil && !ack.Duplicate {
+			return
+		}
+		// The event is stored: only the outcome is left to sort out.
+		o := s.outcomeAlone(ctx, ws[i].Outcome)
+		o.EventSeq = out[i].EventSeq
+		out[i] = o
+	})
+	if !p.start.IsZero() {
+		p.st.Batch += time.Since(p.start)
+	}
+	p.alone.wait(ctx, func(i int, ack *jetstream.PubAck, err error) {
+		if err != nil || ack.Duplicate {
+			p.single = append(p.single, i)
 		}
 	})
-	for _, i := range single {
+	for _, i := range p.single {
 		out[i] = s.single(ctx, ws[i])
 	}
-	return st
+	return p.out, p.st
 }
 
 // commitAtomic writes the events of ws[at...] with their outcomes in one
@@ -205,7 +260,7 @@ func (s *Store) commitAtomic(ctx context.Context, ws []Write, out []Written, at 
 
 // withoutOutcome splits the writes at of ws into those whose command has
 // no outcome yet and those that may have one (to the single path, which
-// looks and returns it): one request for all their outcome subjects.
+// looks and returns it): all their outcome subjects in one round trip.
 // Within the duplicate window the events' message ids refuse a second
 // handling anyway; past it this check is what keeps a command id sent
 // again, and decided again on a newer state, from a second event.
@@ -216,6 +271,9 @@ func (s *Store) withoutOutcome(ctx context.Context, ws []Write, at []int) (fresh
 	}
 	ctx, cancel := context.WithTimeout(ctx, s.js.Options().DefaultTimeout)
 	defer cancel()
+	if len(at) <= maxParallelOutcomeChecks {
+		return s.withoutOutcomeEach(ctx, at, subjects)
+	}
 	found := map[string]bool{}
 	msgs, err := jetstreamext.GetLastMsgsFor(ctx, s.js, s.names.EventStream(), subjects)
 	if err == nil {
@@ -243,49 +301,103 @@ func (s *Store) withoutOutcome(ctx context.Context, ws []Write, at []int) (fresh
 	return fresh, done
 }
 
-// publishAsync sends the message build makes for each of at without
-// waiting, and returns a function that waits for their acks (or errors)
-// and hands each to fn, in order. An ack that never comes (a lost
-// connection) does not hold the caller: past the JetStream timeout the
-// rest are handed on as timed out.
-func (s *Store) publishAsync(at []int, build func(int) (*nats.Msg, error)) func(context.Context, func(int, *jetstream.PubAck, error)) {
-	type sent struct {
-		i   int
-		f   jetstream.PubAckFuture
-		err error
+// maxParallelOutcomeChecks: up to this many outcome subjects are looked up
+// with one direct get each, all at once, rather than in one batch get.
+// The batch get (jetstreamext.GetLastMsgsFor) subscribes a new inbox per
+// call, and nats.go gives every synchronous subscription a 64k-entry
+// channel: 512 KB allocated and cleared per batch, 6% of all CPU at 8
+// commands in flight (docs/benchmarks.md). A direct get rides the
+// connection's shared request inbox.
+const maxParallelOutcomeChecks = 16
+
+// withoutOutcomeEach is withoutOutcome by one direct get per subject.
+func (s *Store) withoutOutcomeEach(ctx context.Context, at []int, subjects []string) (fresh, done []int) {
+	found := make([]bool, len(at))
+	errs := make([]error, len(at))
+	var wg sync.WaitGroup
+	for j := range at {
+		wg.Go(func() {
+			_, err := s.stream.GetLastMsgForSubject(ctx, subjects[j])
+			switch {
+			case err == nil:
+				found[j] = true
+			case !errors.Is(err, jetstream.ErrMsgNotFound):
+				errs[j] = err
+			}
+		})
 	}
-	inFlight := make([]sent, 0, len(at))
-	for _, i := range at {
-		m, err := build(i)
-		if err != nil {
-			inFlight = append(inFlight, sent{i: i, err: err})
+	wg.Wait()
+	if errors.Join(errs...) != nil {
+		return nil, at // cannot tell: each looks for itself
+	}
+	for j, i := range at {
+		if found[j] {
+			done = append(done, i)
+		} else {
+			fresh = append(fresh, i)
+		}
+	}
+	return fresh, done
+}
+
+// asyncPubs are messages sent without waiting for their acks; wait hands
+// each ack (or error) on, in the order sent. A nil *asyncPubs has none.
+type asyncPubs struct {
+	s    *Store
+	sent []asyncPub
+}
+
+type asyncPub struct {
+	i   int
+	f   jetstream.PubAckFuture
+	err error
+}
+
+func (s *Store) newAsyncPubs(n int) *asyncPubs {
+	return &asyncPubs{s: s, sent: make([]asyncPub, 0, n)}
+}
+
+// publish sends m (built with err) for write i.
+func (a *asyncPubs) publish(i int, m *nats.Msg, err error) {
+	if err != nil {
+		a.sent = append(a.sent, asyncPub{i: i, err: err})
+		return
+	}
+	f, err := a.s.js.PublishMsgAsync(m)
+	a.sent = append(a.sent, asyncPub{i: i, f: f, err: err})
+}
+
+func (a *asyncPubs) len() int {
+	if a == nil {
+		return 0
+	}
+	return len(a.sent)
+}
+
+// wait hands each message's ack or error to fn, in order. An ack that
+// never comes (a lost connection) does not hold the caller: past the
+// JetStream timeout the rest are handed on as timed out.
+func (a *asyncPubs) wait(ctx context.Context, fn func(int, *jetstream.PubAck, error)) {
+	if a.len() == 0 {
+		return
+	}
+	timeout := time.NewTimer(a.s.js.Options().DefaultTimeout)
+	defer timeout.Stop()
+	for _, p := range a.sent {
+		if p.err != nil {
+			fn(p.i, nil, p.err)
 			continue
 		}
-		f, err := s.js.PublishMsgAsync(m)
-		inFlight = append(inFlight, sent{i: i, f: f, err: err})
-	}
-	return func(ctx context.Context, fn func(int, *jetstream.PubAck, error)) {
-		if len(inFlight) == 0 {
-			return
-		}
-		timeout := time.NewTimer(s.js.Options().DefaultTimeout)
-		defer timeout.Stop()
-		for _, p := range inFlight {
-			if p.err != nil {
-				fn(p.i, nil, p.err)
-				continue
-			}
-			select {
-			case ack := <-p.f.Ok():
-				fn(p.i, ack, nil)
-			case err := <-p.f.Err():
-				fn(p.i, nil, err)
-			case <-timeout.C:
-				timeout.Reset(0) // the rest are late too
-				fn(p.i, nil, nats.ErrTimeout)
-			case <-ctx.Done():
-				fn(p.i, nil, ctx.Err())
-			}
+		select {
+		case ack := <-p.f.Ok():
+			fn(p.i, ack, nil)
+		case err := <-p.f.Err():
+			fn(p.i, nil, err)
+		case <-timeout.C:
+			timeout.Reset(0) // the rest are late too
+			fn(p.i, nil, nats.ErrTimeout)
+		case <-ctx.Done():
+			fn(p.i, nil, ctx.Err())
 		}
 	}
 }

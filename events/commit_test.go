@@ -3,6 +3,7 @@ package events_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"slices"
 	"testing"
 	"time"
@@ -101,6 +102,52 @@ func testCommit(t *testing.T, opt events.CommitOptions) {
 		}
 		if h := load(t, store, "a"); h.StreamSeq != res[0].EventSeq || h.Last.CommandID != "create-a" {
 			t.Fatalf("head of a %+v, want the create at %d", h, res[0].EventSeq)
+		}
+	})
+
+	t.Run("Overlapping", func(t *testing.T) {
+		// The engine's committer starts a batch while the previous one's
+		// outcomes are still awaited; each must come out as if alone,
+		// whichever is awaited first.
+		first := store.StartCommit(ctx, []events.Write{decided(t, load(t, store, "o1"), create("o1")),
+			decided(t, load(t, store, "o2"), create("o2"))}, opt)
+		stale := decided(t, load(t, store, "o1"), create("o1-again")) // o1 is created: rejected, an outcome alone
+		second := store.StartCommit(ctx, []events.Write{decided(t, load(t, store, "o3"), create("o3")), stale}, opt)
+		res2, _ := second.Wait(ctx)
+		res1, _ := first.Wait(ctx)
+		for i, r := range append(res1, res2...) {
+			if r.Err != nil || r.Existing != nil || r.Duplicate || (i < 3) != (r.EventSeq > 0) {
+				t.Fatalf("write %d: %+v", i, r)
+			}
+		}
+		for _, id := range []string{"create-o1", "create-o2", "create-o3", "create-o1-again"} {
+			if _, ok, err := store.Outcome(ctx, id); err != nil || !ok {
+				t.Fatalf("outcome of %s: %v %v", id, ok, err)
+			}
+		}
+		if got := eventIDs(t, store, "o1"); !slices.Equal(got, []string{"create-o1"}) {
+			t.Fatalf("events of o1 %v, want its create alone", got)
+		}
+	})
+
+	t.Run("MoreThanOneBatch", func(t *testing.T) {
+		// Past MaxCommitWrites the writes are split; every result is
+		// still in its write's place.
+		n := events.MaxCommitWrites + 3
+		ws := make([]events.Write, n)
+		for i := range ws {
+			name := fmt.Sprintf("m%d", i)
+			ws[i] = decided(t, events.Head{}, create(name))
+		}
+		res, _ := store.Commit(ctx, ws, opt)
+		if len(res) != n {
+			t.Fatalf("%d results for %d writes", len(res), n)
+		}
+		for _, i := range []int{0, events.MaxCommitWrites - 1, events.MaxCommitWrites, n - 1} {
+			h := load(t, store, fmt.Sprintf("m%d", i))
+			if res[i].Err != nil || h.StreamSeq != res[i].EventSeq {
+				t.Fatalf("write %d: %+v, head at %d", i, res[i], h.StreamSeq)
+			}
 		}
 	})
 
