@@ -189,6 +189,7 @@ func New(cfg Config) (*Engine, error) {
 func (e *Engine) Open(ctx context.Context) error {
 	var recovered []jetstream.Msg
 	var iters []jetstream.MessagesContext
+	var watches []*gapWatch
 	stopIters := func() {
 		for _, it := range iters {
 			it.Stop()
@@ -220,6 +221,7 @@ func (e *Engine) Open(ctx context.Context) error {
 			return fmt.Errorf("engine: pull from %s: %w", src.stream, err)
 		}
 		iters = append(iters, it)
+		watches = append(watches, e.newGapWatch(cons, src))
 	}
 	runCtx, cancel := context.WithCancel(context.Background())
 	e.cancel, e.iters = cancel, iters
@@ -242,8 +244,8 @@ func (e *Engine) Open(ctx context.Context) error {
 	for range e.cfg.Parallel {
 		e.wg.Go(func() { e.work(runCtx) })
 	}
-	for _, it := range e.iters {
-		e.pulled.Go(func() { e.pull(runCtx, it) })
+	for i, it := range e.iters {
+		e.pulled.Go(func() { e.pull(runCtx, it, watches[i]) })
 	}
 	e.log.Info("engine started", "durable", e.cfg.Durable, "parallel", e.cfg.Parallel, "max_batch", e.cfg.MaxBatch,
 		"committers", e.cfg.Committers, "max_pending_per_workspace", e.cfg.MaxPendingPerWorkspace)
@@ -285,13 +287,14 @@ func (e *Engine) Close() error {
 }
 
 // pull reads one source's commands in stream order and queues them per
-// workspace.
-func (e *Engine) pull(ctx context.Context, it jetstream.MessagesContext) {
-	pull.Loop(ctx, it, "engine", e.log, retryDelay, func(m jetstream.Msg) {
+// workspace, after the commands lost on the way if there is a gap (gap.go).
+func (e *Engine) pull(ctx context.Context, it jetstream.MessagesContext, w *gapWatch) {
+	pull.LoopNotify(ctx, it, "engine", e.log, retryDelay, func(m jetstream.Msg) {
+		e.catchUpBefore(ctx, w, m)
 		if ws := e.names.WorkspaceOf(m.Subject()); !e.queue.offer(ws, m) {
 			e.overflow(ctx, ws, m)
 		}
-	})
+	}, func(error) { w.failed = true })
 }
 
 // work handles one workspace's next command at a time.

@@ -1,0 +1,109 @@
+package engine
+
+import (
+	"context"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// Lost deliveries. A pull response on its way when a NATS node dies (the
+// one the engine is connected to, or the consumer leader routing to it) is
+// lost: its commands are marked delivered and wait for an ack that never
+// comes, and the server hands them out again only after the ack wait. The
+// engine meanwhile reconnects and goes on pulling; a later command of the
+// same workspace would be decided first. The loss shows as a jump in the
+// consumer sequence of the deliveries this engine receives (each delivery,
+// redeliveries included, takes the next one). At such a gap the engine
+// catches up before it queues the message at hand, the way recover.go does
+// at start: the commands between the consumer's ack floor and that message
+// that have no outcome and are neither waiting nor being handled here are
+// queued as recovered copies, ahead in their workspaces' order; when the
+// server redelivers them they find their outcome and are acked.
+//
+// Engines sharing the durable see gaps all the time (the others' share), and
+// there a catch-up would take up the commands the others are handling: safe
+// (an outcome is stored once) but work done twice. So a gap starts a
+// catch-up only after a sign that deliveries may have been lost (a
+// reconnect, a failed pull: missed heartbeats when the node or the consumer
+// leader went away) or when the last catch-up is catchUpEvery old: at most
+// one per source per catchUpEvery without such a sign.
+const catchUpEvery = 10 * time.Second
+
+// gapWatch follows one source's deliveries. Only its pull loop uses it.
+type gapWatch struct {
+	cons       jetstream.Consumer
+	src        source
+	lastCons   uint64    // consumer sequence of the latest delivery
+	reconnects uint64    // the connection's reconnects at the last catch-up
+	failed     bool      // a pull failed since the last catch-up
+	caughtUp   time.Time // the last catch-up
+}
+
+func (e *Engine) newGapWatch(cons jetstream.Consumer, src source) *gapWatch {
+	w := &gapWatch{cons: cons, src: src, reconnects: e.reconnects()}
+	if info := cons.CachedInfo(); info != nil {
+		w.lastCons = info.Delivered.Consumer // deliveries before this engine: recover.go's
+	}
+	return w
+}
+
+func (e *Engine) reconnects() uint64 {
+	if nc := e.js.Conn(); nc != nil {
+		return nc.Stats().Reconnects
+	}
+	return 0
+}
+
+// catchUpBefore queues, if m follows a gap, the commands lost in it.
+func (e *Engine) catchUpBefore(ctx context.Context, w *gapWatch, m jetstream.Msg) {
+	md, err := m.Metadata()
+	if err != nil {
+		return // refused by handle
+	}
+	prev, cur := w.lastCons, md.Sequence.Consumer
+	w.lastCons = cur // lower: the consumer was made again, start over
+	if cur <= prev+1 {
+		return
+	}
+	rc := e.reconnects()
+	if rc == w.reconnects && !w.failed && time.Since(w.caughtUp) < catchUpEvery {
+		return // no sign of a loss: another engine's share
+	}
+	w.reconnects, w.failed, w.caughtUp = rc, false, time.Now()
+	if md.Sequence.Stream <= 1 {
+		return
+	}
+	started := time.Now()
+	info, err := w.cons.Info(ctx)
+	if err != nil {
+		e.log.Warn("engine: delivery gap: could not read the consumer; commands lost on the way come back after the ack wait",
+			"stream", w.src.stream, "err", err)
+		return
+	}
+	from, to := info.AckFloor.Stream+1, md.Sequence.Stream-1
+	// Bounded: lost deliveries are recent, and no more than MaxAckPending
+	// are pending at once.
+	if limit := uint64(2 * max(e.cfg.MaxAckPending, 1024)); to >= limit && from < to-limit+1 {
+		from = to - limit + 1
+	}
+	if to < from {
+		return
+	}
+	msgs, err := e.readTaken(ctx, w.src, from, to, "engine: delivery gap: read the commands taken and not finished",
+		func(ws string, seq uint64) bool { return e.queue.holds(ws, w.src.stream, seq) })
+	if err != nil {
+		e.log.Warn("engine: delivery gap: could not read the commands taken; they come back after the ack wait",
+			"stream", w.src.stream, "err", err)
+		return
+	}
+	for _, r := range msgs {
+		e.queue.pushRecovered(e.names.WorkspaceOf(r.Subject()), r)
+	}
+	if e.cfg.Metrics != nil {
+		e.cfg.Metrics.CatchUps.Inc()
+		e.cfg.Metrics.CaughtUp.Add(float64(len(msgs)))
+	}
+	e.log.Info("engine: delivery gap: caught up", "stream", w.src.stream, "consumer_seq", cur, "after", prev,
+		"queued", len(msgs), "took", time.Since(started))
+}
