@@ -23,12 +23,16 @@ import (
 //
 // Engines sharing the durable see gaps all the time (the others' share), and
 // there a catch-up would take up the commands the others are handling: safe
-// (an outcome is stored once) but work done twice. So a gap starts a
-// catch-up only after a sign that deliveries may have been lost (a
-// reconnect, a failed pull: missed heartbeats when the node or the consumer
-// leader went away) or when the last catch-up is catchUpEvery old: at most
-// one per source per catchUpEvery without such a sign.
-const catchUpEvery = 10 * time.Second
+// (an outcome is stored once) but work done twice. One engine alone sees a
+// gap only when deliveries were lost. So a gap starts a catch-up after a
+// sign that deliveries may have been lost (a reconnect; a failed pull:
+// missed heartbeats when the node or the consumer leader went away), or
+// when it is the first gap for quietGap: an isolated gap. (A consumer
+// leader handed over leaves no sign: the client takes its notice in
+// silence.) Under a steady load shared by engines, gaps are never isolated
+// and cost nothing; at most one catch-up per source per quietGap is done
+// without a sign.
+const quietGap = time.Second
 
 // gapWatch follows one source's deliveries. Only its pull loop uses it.
 type gapWatch struct {
@@ -37,7 +41,7 @@ type gapWatch struct {
 	lastCons   uint64    // consumer sequence of the latest delivery
 	reconnects uint64    // the connection's reconnects at the last catch-up
 	failed     bool      // a pull failed since the last catch-up
-	caughtUp   time.Time // the last catch-up
+	lastGap    time.Time // the last gap, caught up or not
 }
 
 func (e *Engine) newGapWatch(cons jetstream.Consumer, src source) *gapWatch {
@@ -66,11 +70,15 @@ func (e *Engine) catchUpBefore(ctx context.Context, w *gapWatch, m jetstream.Msg
 	if cur <= prev+1 {
 		return
 	}
-	rc := e.reconnects()
-	if rc == w.reconnects && !w.failed && time.Since(w.caughtUp) < catchUpEvery {
-		return // no sign of a loss: another engine's share
+	rc, now := e.reconnects(), time.Now()
+	isolated := now.Sub(w.lastGap) >= quietGap
+	w.lastGap = now
+	if rc == w.reconnects && !w.failed && !isolated {
+		e.log.Debug("engine: delivery gap among others: another engine's share", "stream", w.src.stream,
+			"consumer_seq", cur, "after", prev)
+		return
 	}
-	w.reconnects, w.failed, w.caughtUp = rc, false, time.Now()
+	w.reconnects, w.failed = rc, false
 	if md.Sequence.Stream <= 1 {
 		return
 	}
