@@ -83,6 +83,10 @@ func (e *Engine) catchUpBefore(ctx context.Context, w *gapWatch, m jetstream.Msg
 		return
 	}
 	started := time.Now()
+	// Past the ack wait the server hands the lost commands out again anyway;
+	// and Close waits for this loop.
+	ctx, cancel := context.WithTimeout(ctx, e.cfg.AckWait)
+	defer cancel()
 	info, err := w.cons.Info(ctx)
 	if err != nil {
 		e.log.Warn("engine: delivery gap: could not read the consumer; commands lost on the way come back after the ack wait",
