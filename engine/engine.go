@@ -141,12 +141,15 @@ type Engine struct {
 	log   *slog.Logger
 
 	cancel context.CancelFunc
-	wg     sync.WaitGroup
-	iters  []jetstream.MessagesContext // user commands, system reports
-	queue  *queue
-	pulled sync.WaitGroup // the pull loops
-	commit *committer
-	heads  *headCache
+	// closing ends when Close begins: a catch-up (gap.go) stops retrying.
+	closing     context.Context
+	stopClosing context.CancelFunc
+	wg          sync.WaitGroup
+	iters       []jetstream.MessagesContext // user commands, system reports
+	queue       *queue
+	pulled      sync.WaitGroup // the pull loops
+	commit      *committer
+	heads       *headCache
 
 	// refusing bounds the busy refusals written at once (busy.go).
 	refusing chan struct{}
@@ -225,6 +228,7 @@ func (e *Engine) Open(ctx context.Context) error {
 	}
 	runCtx, cancel := context.WithCancel(context.Background())
 	e.cancel, e.iters = cancel, iters
+	e.closing, e.stopClosing = context.WithCancel(context.Background())
 	// Room for the recovered besides: the consumers may hold more unacked
 	// commands than this engine's MaxAckPending, if an earlier one had more.
 	e.queue = newQueue(len(iters)*e.cfg.MaxAckPending+len(recovered), e.cfg.MaxPendingPerWorkspace)
@@ -258,6 +262,7 @@ func (e *Engine) Close() error {
 	if e.cancel == nil {
 		return nil
 	}
+	e.stopClosing()
 	// Drain rather than Stop: commands already pulled into the iterator's
 	// buffer reach the queue (and are handed back below) instead of being
 	// dropped to come back only after the ack wait, behind newer ones.

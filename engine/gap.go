@@ -2,9 +2,12 @@ package engine
 
 import (
 	"context"
+	"fmt"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/turnstile-dev/turnstile/internal/retry"
 )
 
 // Lost deliveries. A pull response on its way when a NATS node dies (the
@@ -83,31 +86,25 @@ func (e *Engine) catchUpBefore(ctx context.Context, w *gapWatch, m jetstream.Msg
 		return
 	}
 	started := time.Now()
-	// Past the ack wait the server hands the lost commands out again anyway;
-	// and Close waits for this loop.
+	// Read until it works: the lost commands go first, as handle retries
+	// rather than let a later command overtake. Not past the ack wait (the
+	// server hands them out again by then), nor once Close has begun.
 	ctx, cancel := context.WithTimeout(ctx, e.cfg.AckWait)
 	defer cancel()
-	info, err := w.cons.Info(ctx)
-	if err != nil {
-		e.log.Warn("engine: delivery gap: could not read the consumer; commands lost on the way come back after the ack wait",
-			"stream", w.src.stream, "err", err)
-		return
-	}
-	from, to := info.AckFloor.Stream+1, md.Sequence.Stream-1
-	// Bounded: lost deliveries are recent, and no more than MaxAckPending
-	// are pending at once.
-	if limit := uint64(2 * max(e.cfg.MaxAckPending, 1024)); to >= limit && from < to-limit+1 {
-		from = to - limit + 1
-	}
-	if to < from {
-		return
-	}
-	msgs, err := e.readTaken(ctx, w.src, from, to, "engine: delivery gap: read the commands taken and not finished",
-		func(ws string, seq uint64) bool { return e.queue.holds(ws, w.src.stream, seq) })
-	if err != nil {
-		e.log.Warn("engine: delivery gap: could not read the commands taken; they come back after the ack wait",
-			"stream", w.src.stream, "err", err)
-		return
+	defer context.AfterFunc(e.closing, cancel)()
+	var msgs []jetstream.Msg
+	for attempt := 0; ; attempt++ {
+		msgs, err = e.readGap(ctx, w, md.Sequence.Stream-1)
+		if err == nil {
+			break
+		}
+		e.log.Warn("engine: delivery gap: could not read the commands taken; retrying", "stream", w.src.stream,
+			"attempt", attempt, "err", err)
+		if retry.Sleep(ctx, retryDelay(attempt)) != nil {
+			e.log.Warn("engine: delivery gap: gave up reading the commands taken; they come back after the ack wait",
+				"stream", w.src.stream)
+			return
+		}
 	}
 	for _, r := range msgs {
 		e.queue.pushRecovered(e.names.WorkspaceOf(r.Subject()), r)
@@ -118,4 +115,25 @@ func (e *Engine) catchUpBefore(ctx context.Context, w *gapWatch, m jetstream.Msg
 	}
 	e.log.Info("engine: delivery gap: caught up", "stream", w.src.stream, "consumer_seq", cur, "after", prev,
 		"queued", len(msgs), "took", time.Since(started))
+}
+
+// readGap returns the commands of w's source from the consumer's ack floor
+// to seq that have no outcome and are neither waiting nor being handled
+// here.
+func (e *Engine) readGap(ctx context.Context, w *gapWatch, seq uint64) ([]jetstream.Msg, error) {
+	info, err := w.cons.Info(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("engine: consumer %s: %w", e.cfg.Durable, err)
+	}
+	from, to := info.AckFloor.Stream+1, seq
+	// Bounded: lost deliveries are recent, and no more than MaxAckPending
+	// are pending at once.
+	if limit := uint64(2 * max(e.cfg.MaxAckPending, 1024)); to >= limit && from < to-limit+1 {
+		from = to - limit + 1
+	}
+	if to < from {
+		return nil, nil
+	}
+	return e.readTaken(ctx, w.src, from, to, "engine: delivery gap: read the commands taken and not finished",
+		func(ws string, seq uint64) bool { return e.queue.holds(ws, w.src.stream, seq) })
 }
