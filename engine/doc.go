@@ -5,7 +5,9 @@
 //
 // Guarantees:
 //   - One command per workspace at a time, in stream order; different
-//     workspaces in parallel up to Config.Parallel.
+//     workspaces in parallel up to Config.Parallel. With one engine on the
+//     durable this holds across an engine restart (recover.go) and across
+//     deliveries lost on the way, e.g. with a NATS node (gap.go).
 //   - At-least-once delivery made exactly-once in effect: a redelivered
 //     command gets the outcome it already had and never a second event.
 //   - Correctness never rests on being the only engine: every append is a

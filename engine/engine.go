@@ -141,12 +141,15 @@ type Engine struct {
 	log   *slog.Logger
 
 	cancel context.CancelFunc
-	wg     sync.WaitGroup
-	iters  []jetstream.MessagesContext // user commands, system reports
-	queue  *queue
-	pulled sync.WaitGroup // the pull loops
-	commit *committer
-	heads  *headCache
+	// closing ends when Close begins: a catch-up (gap.go) stops retrying.
+	closing     context.Context
+	stopClosing context.CancelFunc
+	wg          sync.WaitGroup
+	iters       []jetstream.MessagesContext // user commands, system reports
+	queue       *queue
+	pulled      sync.WaitGroup // the pull loops
+	commit      *committer
+	heads       *headCache
 
 	// refusing bounds the busy refusals written at once (busy.go).
 	refusing chan struct{}
@@ -189,6 +192,7 @@ func New(cfg Config) (*Engine, error) {
 func (e *Engine) Open(ctx context.Context) error {
 	var recovered []jetstream.Msg
 	var iters []jetstream.MessagesContext
+	var watches []*gapWatch
 	stopIters := func() {
 		for _, it := range iters {
 			it.Stop()
@@ -220,9 +224,11 @@ func (e *Engine) Open(ctx context.Context) error {
 			return fmt.Errorf("engine: pull from %s: %w", src.stream, err)
 		}
 		iters = append(iters, it)
+		watches = append(watches, e.newGapWatch(cons, src))
 	}
 	runCtx, cancel := context.WithCancel(context.Background())
 	e.cancel, e.iters = cancel, iters
+	e.closing, e.stopClosing = context.WithCancel(context.Background())
 	// Room for the recovered besides: the consumers may hold more unacked
 	// commands than this engine's MaxAckPending, if an earlier one had more.
 	e.queue = newQueue(len(iters)*e.cfg.MaxAckPending+len(recovered), e.cfg.MaxPendingPerWorkspace)
@@ -242,8 +248,8 @@ func (e *Engine) Open(ctx context.Context) error {
 	for range e.cfg.Parallel {
 		e.wg.Go(func() { e.work(runCtx) })
 	}
-	for _, it := range e.iters {
-		e.pulled.Go(func() { e.pull(runCtx, it) })
+	for i, it := range e.iters {
+		e.pulled.Go(func() { e.pull(runCtx, it, watches[i]) })
 	}
 	e.log.Info("engine started", "durable", e.cfg.Durable, "parallel", e.cfg.Parallel, "max_batch", e.cfg.MaxBatch,
 		"committers", e.cfg.Committers, "max_pending_per_workspace", e.cfg.MaxPendingPerWorkspace)
@@ -256,6 +262,7 @@ func (e *Engine) Close() error {
 	if e.cancel == nil {
 		return nil
 	}
+	e.stopClosing()
 	// Drain rather than Stop: commands already pulled into the iterator's
 	// buffer reach the queue (and are handed back below) instead of being
 	// dropped to come back only after the ack wait, behind newer ones.
@@ -285,13 +292,14 @@ func (e *Engine) Close() error {
 }
 
 // pull reads one source's commands in stream order and queues them per
-// workspace.
-func (e *Engine) pull(ctx context.Context, it jetstream.MessagesContext) {
-	pull.Loop(ctx, it, "engine", e.log, retryDelay, func(m jetstream.Msg) {
+// workspace, after the commands lost on the way if there is a gap (gap.go).
+func (e *Engine) pull(ctx context.Context, it jetstream.MessagesContext, w *gapWatch) {
+	pull.LoopNotify(ctx, it, "engine", e.log, retryDelay, func(m jetstream.Msg) {
+		e.catchUpBefore(ctx, w, m)
 		if ws := e.names.WorkspaceOf(m.Subject()); !e.queue.offer(ws, m) {
 			e.overflow(ctx, ws, m)
 		}
-	})
+	}, func(error) { w.failed = true })
 }
 
 // work handles one workspace's next command at a time.

@@ -24,6 +24,10 @@ type Metrics struct {
 	// ReportIDConflicts counts system reports whose id held another
 	// command's outcome (an alert: the report was not applied).
 	ReportIDConflicts prometheus.Counter
+	// CatchUps counts catch-ups after a gap in the deliveries (gap.go);
+	// CaughtUp, the commands they queued.
+	CatchUps prometheus.Counter
+	CaughtUp prometheus.Counter
 }
 
 // NewMetrics creates the collectors and registers them on reg (if not nil).
@@ -57,9 +61,18 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "turnstile_report_id_conflicts_total",
 			Help: "System reports whose id already held another command's outcome (another workspace, generation or kind of report): not applied; an alert.",
 		}),
+		CatchUps: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "turnstile_engine_gap_catchups_total",
+			Help: "Catch-ups after a gap in the engine's deliveries (a pull response lost with a NATS node): the commands taken and not finished were read again.",
+		}),
+		CaughtUp: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "turnstile_engine_gap_recovered_total",
+			Help: "Commands queued by catch-ups ahead of their workspaces' later commands, instead of waiting for the ack wait.",
+		}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.Commands, m.Latency, m.Conflicts, m.Batches, m.CommitSeconds, m.BatchFallbacks, m.Overflows, m.ReportIDConflicts)
+		reg.MustRegister(m.Commands, m.Latency, m.Conflicts, m.Batches, m.CommitSeconds, m.BatchFallbacks, m.Overflows, m.ReportIDConflicts,
+			m.CatchUps, m.CaughtUp)
 	}
 	return m
 }

@@ -42,7 +42,8 @@ type queued struct {
 type queue struct {
 	mu           sync.Mutex
 	pending      map[string][]queued
-	active       map[string]bool // in ready or being worked on
+	active       map[string]bool   // in ready or being worked on
+	working      map[string]queued // the command being handled, per workspace
 	ready        chan string
 	closed       bool
 	perWorkspace int // 0: no cap
@@ -53,6 +54,7 @@ func newQueue(capacity, perWorkspace int) *queue {
 		perWorkspace: max(perWorkspace, 0),
 		pending:      make(map[string][]queued),
 		active:       make(map[string]bool),
+		working:      make(map[string]queued),
 		// Each workspace is in ready at most once and holds at least one
 		// pending message, so MaxAckPending bounds it and push never blocks.
 		// Redeliveries and recovered commands can add a workspace's
@@ -67,8 +69,9 @@ func (q *queue) push(ws string, m jetstream.Msg) {
 	q.add(ws, job{msg: m}, 0)
 }
 
-// pushRecovered queues a recovered command (see job), before the first
-// pull, whatever the workspace's queue holds.
+// pushRecovered queues a recovered command (see job) whatever the
+// workspace's queue holds: before the first pull, or at a catch-up
+// (gap.go).
 func (q *queue) pushRecovered(ws string, m jetstream.Msg) {
 	q.add(ws, job{msg: m, recovered: true}, 0)
 }
@@ -95,10 +98,13 @@ func (q *queue) add(ws string, j job, limit int) bool {
 	p := q.pending[ws]
 	if seq != 0 { // zero: no metadata, it goes last
 		// A redelivery of a command still waiting here replaces it rather
-		// than queueing it twice (a delivery replaces a recovered copy).
+		// than queueing it twice (a delivery replaces a recovered copy, a
+		// recovered copy never replaces a delivery: that one must be acked).
 		for i, x := range p {
 			if x.seq == seq && x.stream == stream {
-				p[i].job = j
+				if !j.recovered || x.recovered {
+					p[i].job = j
+				}
 				return true
 			}
 		}
@@ -136,6 +142,7 @@ func (q *queue) next() (string, job, bool) {
 	}
 	msgs := q.pending[ws]
 	j := msgs[0].job
+	q.working[ws] = msgs[0]
 	msgs[0] = queued{}
 	q.pending[ws] = msgs[1:]
 	return ws, j, true
@@ -146,12 +153,24 @@ func (q *queue) next() (string, job, bool) {
 func (q *queue) done(ws string) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
+	delete(q.working, ws)
 	if len(q.pending[ws]) == 0 || q.closed {
 		delete(q.pending, ws)
 		delete(q.active, ws)
 		return
 	}
 	q.ready <- ws
+}
+
+// holds reports whether the command at seq of stream is waiting or being
+// handled here.
+func (q *queue) holds(ws, stream string, seq uint64) bool {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if w, ok := q.working[ws]; ok && w.seq == seq && w.stream == stream {
+		return true
+	}
+	return slices.ContainsFunc(q.pending[ws], func(x queued) bool { return x.seq == seq && x.stream == stream })
 }
 
 // close wakes every worker and returns the commands still queued, oldest

@@ -162,3 +162,31 @@ func TestQueueRecovered(t *testing.T) {
 		t.Fatalf("close handed back %+v, want the deliveries 5 and 6, not the recovered 7", left)
 	}
 }
+
+// A catch-up's recovered copy (gap.go) never replaces the delivery of the
+// same command waiting here (that one must be acked), and holds tells what
+// is waiting or being handled, so a catch-up leaves both out.
+func TestQueueRecoveredKeepsDelivery(t *testing.T) {
+	q := newQueue(16, 0)
+	q.push("a", seqMsg{seq: 3})
+	q.push("a", seqMsg{seq: 5})
+	if _, m := take(t, q); m.seq != 3 {
+		t.Fatalf("took %d, want 3", m.seq)
+	}
+	if !q.holds("a", "", 3) || !q.holds("a", "", 5) || q.holds("a", "", 4) || q.holds("b", "", 5) {
+		t.Fatal("holds: want 3 (being handled) and 5 (waiting) of a, nothing else")
+	}
+	q.pushRecovered("a", seqMsg{seq: 5, copy: 1})
+	q.pushRecovered("a", seqMsg{seq: 4, copy: 1})
+	q.done("a")
+	if q.holds("a", "", 3) {
+		t.Fatal("holds 3 after it was done")
+	}
+	for _, want := range []seqMsg{{seq: 4, copy: 1}, {seq: 5}} {
+		_, m := take(t, q)
+		if m.seq != want.seq || m.copy != want.copy {
+			t.Fatalf("took %d (copy %d), want %d (copy %d)", m.seq, m.copy, want.seq, want.copy)
+		}
+		q.done("a")
+	}
+}

@@ -47,6 +47,14 @@ func (e *Engine) readUnfinished(ctx context.Context, cons jetstream.Consumer, sr
 	if to < from || info.NumAckPending == 0 {
 		return nil, nil
 	}
+	return e.readTaken(ctx, src, from, to, "engine: read the commands taken before this start", nil)
+}
+
+// readTaken returns, in stream order, the commands of src in [from, to]
+// that have no stored outcome, leaving out those skip (if not nil) names;
+// it logs what it read under msg.
+func (e *Engine) readTaken(ctx context.Context, src source, from, to uint64, msg string,
+	skip func(ws string, seq uint64) bool) ([]jetstream.Msg, error) {
 	// An ephemeral reader of that range; it goes away when deleted below
 	// or, should this process die first, once idle.
 	rd, err := e.js.CreateConsumer(ctx, src.stream, jetstream.ConsumerConfig{
@@ -83,7 +91,11 @@ func (e *Engine) readUnfinished(ctx context.Context, cons jetstream.Consumer, sr
 				continue
 			}
 			n, last = n+1, md.Sequence.Stream
-			id := commandIDOf(m, e.names.WorkspaceOf(m.Subject()))
+			ws := e.names.WorkspaceOf(m.Subject())
+			if skip != nil && skip(ws, md.Sequence.Stream) {
+				continue
+			}
+			id := commandIDOf(m, ws)
 			if id == "" {
 				continue // unreadable: refused when it comes back, whatever the order
 			}
@@ -115,7 +127,7 @@ func (e *Engine) readUnfinished(ctx context.Context, cons jetstream.Consumer, sr
 			out = append(out, r.msg)
 		}
 	}
-	e.log.Info("engine: read the commands taken before this start", "stream", src.stream, "from", from, "to", to,
+	e.log.Info(msg, "stream", src.stream, "from", from, "to", to,
 		"commands", len(taken), "unfinished", len(out), "took", time.Since(started))
 	return out, nil
 }

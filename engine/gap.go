@@ -1,0 +1,139 @@
+package engine
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/turnstile-dev/turnstile/internal/retry"
+)
+
+// Lost deliveries. A pull response on its way when a NATS node dies (the
+// one the engine is connected to, or the consumer leader routing to it) is
+// lost: its commands are marked delivered and wait for an ack that never
+// comes, and the server hands them out again only after the ack wait. The
+// engine meanwhile reconnects and goes on pulling; a later command of the
+// same workspace would be decided first. The loss shows as a jump in the
+// consumer sequence of the deliveries this engine receives (each delivery,
+// redeliveries included, takes the next one). At such a gap the engine
+// catches up before it queues the message at hand, the way recover.go does
+// at start: the commands between the consumer's ack floor and that message
+// that have no outcome and are neither waiting nor being handled here are
+// queued as recovered copies, ahead in their workspaces' order; when the
+// server redelivers them they find their outcome and are acked.
+//
+// Engines sharing the durable see gaps all the time (the others' share), and
+// there a catch-up would take up the commands the others are handling: safe
+// (an outcome is stored once) but work done twice. One engine alone sees a
+// gap only when deliveries were lost. So a gap starts a catch-up after a
+// sign that deliveries may have been lost (a reconnect; a failed pull:
+// missed heartbeats when the node or the consumer leader went away), or
+// when it is the first gap for quietGap: an isolated gap. (A consumer
+// leader handed over leaves no sign: the client takes its notice in
+// silence.) Under a steady load shared by engines, gaps are never isolated
+// and cost nothing; at most one catch-up per source per quietGap is done
+// without a sign.
+const quietGap = time.Second
+
+// gapWatch follows one source's deliveries. Only its pull loop uses it.
+type gapWatch struct {
+	cons       jetstream.Consumer
+	src        source
+	lastCons   uint64    // consumer sequence of the latest delivery
+	reconnects uint64    // the connection's reconnects at the last catch-up
+	failed     bool      // a pull failed since the last catch-up
+	lastGap    time.Time // the last gap, caught up or not
+}
+
+func (e *Engine) newGapWatch(cons jetstream.Consumer, src source) *gapWatch {
+	w := &gapWatch{cons: cons, src: src, reconnects: e.reconnects()}
+	if info := cons.CachedInfo(); info != nil {
+		w.lastCons = info.Delivered.Consumer // deliveries before this engine: recover.go's
+	}
+	return w
+}
+
+func (e *Engine) reconnects() uint64 {
+	if nc := e.js.Conn(); nc != nil {
+		return nc.Stats().Reconnects
+	}
+	return 0
+}
+
+// catchUpBefore queues, if m follows a gap, the commands lost in it.
+func (e *Engine) catchUpBefore(ctx context.Context, w *gapWatch, m jetstream.Msg) {
+	md, err := m.Metadata()
+	if err != nil {
+		return // refused by handle
+	}
+	prev, cur := w.lastCons, md.Sequence.Consumer
+	w.lastCons = cur // lower: the consumer was made again, start over
+	if cur <= prev+1 {
+		return
+	}
+	rc, now := e.reconnects(), time.Now()
+	isolated := now.Sub(w.lastGap) >= quietGap
+	w.lastGap = now
+	if rc == w.reconnects && !w.failed && !isolated {
+		e.log.Debug("engine: delivery gap among others: another engine's share", "stream", w.src.stream,
+			"consumer_seq", cur, "after", prev)
+		return
+	}
+	w.reconnects, w.failed = rc, false
+	if md.Sequence.Stream <= 1 {
+		return
+	}
+	started := time.Now()
+	// Read until it works: the lost commands go first, as handle retries
+	// rather than let a later command overtake. Not past the ack wait (the
+	// server hands them out again by then), nor once Close has begun.
+	ctx, cancel := context.WithTimeout(ctx, e.cfg.AckWait)
+	defer cancel()
+	defer context.AfterFunc(e.closing, cancel)()
+	var msgs []jetstream.Msg
+	for attempt := 0; ; attempt++ {
+		msgs, err = e.readGap(ctx, w, md.Sequence.Stream-1)
+		if err == nil {
+			break
+		}
+		e.log.Warn("engine: delivery gap: could not read the commands taken; retrying", "stream", w.src.stream,
+			"attempt", attempt, "err", err)
+		if retry.Sleep(ctx, retryDelay(attempt)) != nil {
+			e.log.Warn("engine: delivery gap: gave up reading the commands taken; they come back after the ack wait",
+				"stream", w.src.stream)
+			return
+		}
+	}
+	for _, r := range msgs {
+		e.queue.pushRecovered(e.names.WorkspaceOf(r.Subject()), r)
+	}
+	if e.cfg.Metrics != nil {
+		e.cfg.Metrics.CatchUps.Inc()
+		e.cfg.Metrics.CaughtUp.Add(float64(len(msgs)))
+	}
+	e.log.Info("engine: delivery gap: caught up", "stream", w.src.stream, "consumer_seq", cur, "after", prev,
+		"queued", len(msgs), "took", time.Since(started))
+}
+
+// readGap returns the commands of w's source from the consumer's ack floor
+// to seq that have no outcome and are neither waiting nor being handled
+// here.
+func (e *Engine) readGap(ctx context.Context, w *gapWatch, seq uint64) ([]jetstream.Msg, error) {
+	info, err := w.cons.Info(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("engine: consumer %s: %w", e.cfg.Durable, err)
+	}
+	from, to := info.AckFloor.Stream+1, seq
+	// Bounded: lost deliveries are recent, and no more than MaxAckPending
+	// are pending at once.
+	if limit := uint64(2 * max(e.cfg.MaxAckPending, 1024)); to >= limit && from < to-limit+1 {
+		from = to - limit + 1
+	}
+	if to < from {
+		return nil, nil
+	}
+	return e.readTaken(ctx, w.src, from, to, "engine: delivery gap: read the commands taken and not finished",
+		func(ws string, seq uint64) bool { return e.queue.holds(ws, w.src.stream, seq) })
+}
