@@ -53,7 +53,7 @@ func (e *Engine) handle(ctx context.Context, m jetstream.Msg, recovered bool) {
 		if ctx.Err() != nil {
 			return
 		}
-		o, err := e.decideAndCommit(ctx, cmd, md)
+		o, err := e.decideAndCommit(ctx, cmd, md, recovered || md.NumDelivered > 1)
 		switch {
 		case err == nil:
 			e.checkReport(cmd, o)
@@ -81,8 +81,15 @@ func (e *Engine) handle(ctx context.Context, m jetstream.Msg, recovered bool) {
 	}
 }
 
-// decideAndCommit loads the workspace, decides, and stores event and outcome.
-func (e *Engine) decideAndCommit(ctx context.Context, cmd fsm.Command, md *jetstream.MsgMetadata) (events.OutcomeRecord, error) {
+// findEventSkew is how far before a command's stored time its event is
+// looked for: the command and event streams' leaders may be different
+// servers, whose clocks may differ.
+const findEventSkew = time.Minute
+
+// decideAndCommit loads the workspace, decides, and stores event and
+// outcome. again: the command was handled before (a redelivery or a
+// recovered copy), so its event may be stored without its outcome.
+func (e *Engine) decideAndCommit(ctx context.Context, cmd fsm.Command, md *jetstream.MsgMetadata, again bool) (events.OutcomeRecord, error) {
 	head, cached := e.heads.get(cmd.Workspace)
 	if cached {
 		// The cache is only safe where a compare-and-set checks it: an
@@ -104,10 +111,29 @@ func (e *Engine) decideAndCommit(ctx context.Context, cmd fsm.Command, md *jetst
 		ReceivedAt: md.Timestamp.UTC(), DecidedAt: e.cfg.Now().UTC(),
 	}
 	w := events.Write{Outcome: o}
+	var earlier *events.Envelope // this command's event, stored before the head
+	if last := head.Last; again && (last == nil || last.CommandID != cmd.ID) {
+		// Handled before: its event may be stored without its outcome (a
+		// crash between the two writes) and, with another engine at work
+		// meanwhile, be no longer the head. Deciding it again would record
+		// a second decision beside that event.
+		env, ok, err := e.store.FindEvent(ctx, cmd.Workspace, cmd.ID, md.Timestamp.Add(-findEventSkew))
+		if err != nil {
+			return events.OutcomeRecord{}, err
+		}
+		if ok {
+			earlier = &env
+		}
+	}
 	if last := head.Last; last != nil && last.CommandID == cmd.ID {
 		// Our event is stored but its outcome may not be (a crash between
 		// the two writes): record the outcome it had.
 		w.Outcome.Outcome, w.Outcome.EventSeq = fsm.Accepted, last.Seq
+	} else if earlier != nil {
+		// The same, found behind later events: the outcome it had, with
+		// the state that event produced.
+		w.Outcome.Outcome, w.Outcome.EventSeq = fsm.Accepted, earlier.Seq
+		w.Outcome.Generation, w.Outcome.State = earlier.State.Generation, earlier.State.Status
 	} else {
 		d := fsm.Decide(head.State, cmd)
 		w.Outcome.Outcome, w.Outcome.Rejection, w.Outcome.Reason = d.Outcome, d.Rejection, d.Reason

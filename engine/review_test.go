@@ -341,3 +341,94 @@ func TestEventWithoutOutcomeRepaired(t *testing.T) {
 		t.Fatalf("events of commands %v, want the create and one configure", got)
 	}
 }
+
+// A command whose event a dead engine stored without its outcome, after
+// which another engine appended a later command's event on top: handled
+// again, it is recorded as the accepted command it was (its event's seq),
+// not decided a second time on the newer state beside its event
+// (reliability.TestTwoServes saw "command … has an event but outcome …
+// noop").
+func TestEventWithoutOutcomeBehindTheHead(t *testing.T) {
+	core := testenv.StartCore(t, testenv.CoreOptions{})
+	cl := core.Client(t, "t")
+	send(t, cl, fsm.Command{Type: fsm.Create, Workspace: "behind"})
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if err := core.Engines[0].Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	// X reaches an engine that stores its event and dies: delivered, never
+	// acked, no outcome.
+	x, err := cl.Publish(ctx, fsm.Command{Type: fsm.Configure, Workspace: "behind", Spec: &fsm.Spec{Env: map[string]string{"N": "1"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	dnc, djs := core.NATS.Connect(t)
+	dead, err := djs.Consumer(ctx, core.Store.Names().CommandStream(), "turnstile-engine")
+	if err != nil {
+		t.Fatal(err)
+	}
+	batch, err := dead.Fetch(1, jetstream.FetchMaxWait(10*time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := 0
+	for m := range batch.Messages() {
+		if m.Headers().Get(jetstream.MsgIDHeader) != x.ID {
+			t.Fatalf("the dead engine took %q, want %q", m.Headers().Get(jetstream.MsgIDHeader), x.ID)
+		}
+		got++
+	}
+	if got != 1 {
+		t.Fatalf("the dead engine took %d commands", got)
+	}
+	appendEvent := func(cmd fsm.Command, id string) events.Envelope {
+		t.Helper()
+		h, err := core.Store.Load(ctx, "behind")
+		if err != nil {
+			t.Fatal(err)
+		}
+		d := fsm.Decide(h.State, cmd)
+		if d.Outcome != fsm.Accepted {
+			t.Fatalf("setup: %+v", d)
+		}
+		env := events.NewEnvelope(id, h.State, *d.Event, cmd, time.Now())
+		data, err := events.Codec{}.Encode(env)
+		if err != nil {
+			t.Fatal(err)
+		}
+		m := nats.NewMsg(core.Store.Names().Event("behind"))
+		m.Data = data
+		m.Header.Set(jetstream.MsgIDHeader, cmd.ID)
+		if _, err := core.JS.PublishMsg(ctx, m, jetstream.WithExpectLastSequencePerSubject(h.StreamSeq)); err != nil {
+			t.Fatal(err)
+		}
+		return env
+	}
+	xEnv := appendEvent(x, "x-event")
+	dnc.Close()
+
+	// Another engine decides a later command Y on the head holding X's
+	// event (its outcome does not matter here).
+	y, err := cl.Prepare(fsm.Command{Type: fsm.Configure, Workspace: "behind", Spec: &fsm.Spec{Env: map[string]string{"N": "2"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	appendEvent(y, "y-event")
+
+	// The next engine recovers X.
+	core.StartEngine(t)
+	var o events.OutcomeRecord
+	testenv.Eventually(t, 30*time.Second, "X's outcome", func() bool {
+		var ok bool
+		o, ok, err = core.Store.Outcome(ctx, x.ID)
+		return err == nil && ok
+	})
+	if o.Outcome != fsm.Accepted || o.EventSeq != xEnv.Seq || o.Generation != xEnv.State.Generation || o.State != xEnv.State.Status {
+		t.Fatalf("outcome %+v, want accepted with X's event (seq %d, generation %d, %s)", o, xEnv.Seq, xEnv.State.Generation, xEnv.State.Status)
+	}
+	if got := eventCommands(t, core, "behind"); len(got) != 3 || got[1] != x.ID || got[2] != y.ID {
+		t.Fatalf("events of commands %v, want the create, X and Y", got)
+	}
+}

@@ -623,3 +623,51 @@ func (s *Store) Outcomes(ctx context.Context, from uint64, follow bool, fn func(
 	_, err = s.read(ctx, from, last, s.names.Outcomes(), replayPage, fn)
 	return err
 }
+
+// FindEvent returns the event that command commandID recorded on
+// workspace id, looking among the workspace's events stored at or after
+// since; ok is false when there is none. It is how a command handled again
+// finds the event an earlier handling stored without its outcome (a crash
+// between the two writes) after the workspace moved on past it.
+func (s *Store) FindEvent(ctx context.Context, id, commandID string, since time.Time) (env Envelope, ok bool, err error) {
+	if err := fsm.ValidateID(id); err != nil {
+		return Envelope{}, false, err
+	}
+	subject := s.names.Event(id)
+	// The first of the workspace's events at or after since: one direct
+	// get by time, then reads by sequence.
+	msgs, err := jetstreamext.GetBatch(ctx, s.js, s.names.EventStream(), 1,
+		jetstreamext.GetBatchStartTime(since), jetstreamext.GetBatchSubject(subject))
+	if err != nil {
+		return Envelope{}, false, fmt.Errorf("find the event of command %s: %w", commandID, err)
+	}
+	var from uint64
+	for m, err := range msgs {
+		if errors.Is(err, jetstreamext.ErrNoMessages) {
+			return Envelope{}, false, nil
+		}
+		if err != nil {
+			return Envelope{}, false, fmt.Errorf("find the event of command %s: %w", commandID, err)
+		}
+		from = m.Sequence
+	}
+	if from == 0 {
+		return Envelope{}, false, nil
+	}
+	last, err := s.LastSeq(ctx)
+	if err != nil {
+		return Envelope{}, false, err
+	}
+	errFound := errors.New("found")
+	_, err = s.read(ctx, from, last, subject, replayPage, func(r Record) error {
+		if r.Event != nil && r.Event.CommandID == commandID {
+			env, ok = *r.Event, true
+			return errFound
+		}
+		return nil
+	})
+	if err != nil && !errors.Is(err, errFound) {
+		return Envelope{}, false, fmt.Errorf("find the event of command %s: %w", commandID, err)
+	}
+	return env, ok, nil
+}
