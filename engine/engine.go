@@ -154,6 +154,10 @@ type Engine struct {
 	// refusing bounds the busy refusals written at once (busy.go).
 	refusing chan struct{}
 
+	// opened is when Open began: a command stored before it may have been
+	// handled by an earlier engine (see handle's again).
+	opened time.Time
+
 	// warnedReply: a refused reply subject has been logged at warn level
 	// (later ones at debug).
 	warnedReply atomic.Bool
@@ -190,6 +194,7 @@ func New(cfg Config) (*Engine, error) {
 // Open creates or binds the durable consumers (one per source) and starts
 // handling commands.
 func (e *Engine) Open(ctx context.Context) error {
+	e.opened = e.cfg.Now()
 	var recovered []jetstream.Msg
 	var iters []jetstream.MessagesContext
 	var watches []*gapWatch

@@ -53,7 +53,7 @@ func (e *Engine) handle(ctx context.Context, m jetstream.Msg, recovered bool) {
 		if ctx.Err() != nil {
 			return
 		}
-		o, err := e.decideAndCommit(ctx, cmd, md, recovered || md.NumDelivered > 1)
+		o, err := e.decideAndCommit(ctx, cmd, md, e.handledBefore(recovered, md))
 		switch {
 		case err == nil:
 			e.checkReport(cmd, o)
@@ -80,6 +80,20 @@ func (e *Engine) handle(ctx context.Context, m jetstream.Msg, recovered bool) {
 		}
 	}
 }
+
+// handledBefore reports whether a command may have been handled by an
+// engine before (its event stored, its outcome perhaps not): a recovered
+// copy, a redelivery, or one stored before this engine opened (plus
+// openSkew for the clocks of the server and of this process). The last
+// because a delivery count can start again: a NATS server killed with
+// serve may come back with its consumer's state from before the crash and
+// deliver a command an engine had taken as if for the first time.
+func (e *Engine) handledBefore(recovered bool, md *jetstream.MsgMetadata) bool {
+	return recovered || md.NumDelivered > 1 || md.Timestamp.Before(e.opened.Add(openSkew))
+}
+
+// openSkew allows for the server's clock running ahead of this process's.
+const openSkew = 5 * time.Second
 
 // findEventSkew is how far before a command's stored time its event is
 // looked for: the command and event streams' leaders may be different
