@@ -124,7 +124,11 @@ func (e *Engine) decideAndCommit(ctx context.Context, cmd fsm.Command, md *jetst
 		Generation: head.State.Generation, State: head.State.Status, CommandGeneration: cmd.Generation,
 		ReceivedAt: md.Timestamp.UTC(), DecidedAt: e.cfg.Now().UTC(),
 	}
-	w := events.Write{Outcome: o}
+	// Handled before, the command may be in another engine's hands right
+	// now (a recovered copy of one still in flight there, or a redelivery
+	// to a slow engine): its event goes with its outcome, atomically, so
+	// that the other engine's decision and this one cannot both stand.
+	w := events.Write{Outcome: o, Atomic: again}
 	var earlier *events.Envelope // this command's event, stored before the head
 	if last := head.Last; again && (last == nil || last.CommandID != cmd.ID) {
 		// Handled before: its event may be stored without its outcome (a

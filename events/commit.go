@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"sync"
 	"time"
@@ -33,6 +34,12 @@ type Write struct {
 	Event    *Envelope
 	Expected uint64
 	Outcome  OutcomeRecord
+	// Atomic writes the event and its outcome in one atomic batch whatever
+	// CommitOptions says: for a command another engine may be handling at
+	// the same time (a redelivery, a recovered copy), where an event
+	// stored without its outcome could meet that engine's other decision.
+	// The outcome's guard then refuses the event with it.
+	Atomic bool
 }
 
 // Written says what Commit did with one Write. Exactly one of these holds:
@@ -168,8 +175,16 @@ func (s *Store) startCommit(ctx context.Context, ws []Write, out []Written, opt 
 		m, err := s.outcomeMsg(ws[i].Outcome)
 		p.alone.publish(i, m, err)
 	}
+	if forced := slices.DeleteFunc(slices.Clone(appends), func(i int) bool { return !ws[i].Atomic }); len(forced) > 0 {
+		st := s.commitAtomic(ctx, ws, out, forced)
+		p.st.Batch += st.Batch
+		p.st.Fallback = p.st.Fallback || st.Fallback
+		appends = slices.DeleteFunc(appends, func(i int) bool { return ws[i].Atomic })
+	}
 	if opt.AtomicFrom > 0 && len(appends) >= opt.AtomicFrom {
-		p.st = s.commitAtomic(ctx, ws, out, appends)
+		st := s.commitAtomic(ctx, ws, out, appends)
+		p.st.Batch += st.Batch
+		p.st.Fallback = p.st.Fallback || st.Fallback
 		return p
 	}
 	if len(appends) == 0 {
@@ -202,7 +217,7 @@ func (s *Store) startCommit(ctx context.Context, ws []Write, out []Written, opt 
 	if p.outcomes.len() > 0 {
 		p.start = start
 	}
-	p.st.Fallback = len(p.single) > 0 && len(ws) > 1
+	p.st.Fallback = p.st.Fallback || len(p.single) > 0 && len(ws) > 1
 	return p
 }
 

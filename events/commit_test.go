@@ -314,3 +314,46 @@ func TestSecondHandlingStoresNothing(t *testing.T) {
 		t.Fatalf("events of commands %v, want two", got)
 	}
 }
+
+// A write marked Atomic goes as one atomic batch in a plain Commit, beside
+// plain writes: both land; and with its command's outcome already stored
+// (another engine's decision) nothing of it is written.
+func TestCommitForcedAtomic(t *testing.T) {
+	store, _ := commitEnv(t)
+	ctx := context.Background()
+	create := func(ws string) fsm.Command { return fsm.Command{ID: "create-" + ws, Type: fsm.Create, Workspace: ws} }
+	forced := decided(t, load(t, store, "fa"), create("fa"))
+	forced.Atomic = true
+	plain := decided(t, load(t, store, "fb"), create("fb"))
+	res, _ := store.Commit(ctx, []events.Write{forced, plain}, events.CommitOptions{})
+	for i, r := range res {
+		if r.Err != nil || r.Existing != nil || r.EventSeq == 0 {
+			t.Fatalf("write %d: %+v", i, r)
+		}
+	}
+	for _, id := range []string{"create-fa", "create-fb"} {
+		if _, ok, err := store.Outcome(ctx, id); err != nil || !ok {
+			t.Fatalf("outcome of %s: %v %v", id, ok, err)
+		}
+	}
+
+	// Another engine decided the command first and stored its outcome
+	// alone; the forced write, decided on the same state, stores nothing.
+	h := load(t, store, "fc")
+	other := decided(t, h, fsm.Command{ID: "create-fc", Type: fsm.Start, Workspace: "fc"})
+	if other.Event != nil {
+		t.Fatal("setup: a start of a missing workspace appends")
+	}
+	if res, _ := store.Commit(ctx, []events.Write{other}, events.CommitOptions{}); res[0].Err != nil {
+		t.Fatal(res[0].Err)
+	}
+	again := decided(t, h, create("fc"))
+	again.Atomic = true
+	res, _ = store.Commit(ctx, []events.Write{again}, events.CommitOptions{})
+	if res[0].Err != nil || res[0].Existing == nil || res[0].Existing.CommandType != fsm.Start {
+		t.Fatalf("got %+v, want the stored outcome", res[0])
+	}
+	if got := eventIDs(t, store, "fc"); len(got) != 0 {
+		t.Fatalf("events of commands %v, want none", got)
+	}
+}
