@@ -172,9 +172,8 @@ func sortViolations(vs []audit.Violation) {
 }
 
 func (s *Server) auditOne(w http.ResponseWriter, r *http.Request) {
-	id := r.PathValue("id")
-	if err := fsm.ValidateID(id); err != nil {
-		s.writeError(w, r, badField("id", err.Error()))
+	id, ok := s.pathID(w, r)
+	if !ok {
 		return
 	}
 	if err := onlyParams(r, "at"); err != nil {

@@ -49,9 +49,8 @@ func (s *Server) create(w http.ResponseWriter, r *http.Request) {
 // command handles the commands without a body: start, stop, restart, delete.
 func (s *Server) command(t fsm.CommandType) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
-		id := r.PathValue("id")
-		if err := fsm.ValidateID(id); err != nil {
-			s.writeError(w, r, badField("id", err.Error()))
+		id, ok := s.pathID(w, r)
+		if !ok {
 			return
 		}
 		s.send(w, r, fsm.Command{Type: t, Workspace: id})
@@ -60,9 +59,8 @@ func (s *Server) command(t fsm.CommandType) http.HandlerFunc {
 
 // configure handles PUT /v1/workspaces/{id}/spec, whose body is the spec.
 func (s *Server) configure(w http.ResponseWriter, r *http.Request) {
-	id := r.PathValue("id")
-	if err := fsm.ValidateID(id); err != nil {
-		s.writeError(w, r, badField("id", err.Error()))
+	id, ok := s.pathID(w, r)
+	if !ok {
 		return
 	}
 	var spec fsm.Spec

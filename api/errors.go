@@ -143,3 +143,14 @@ func unavailable(err error) bool {
 	var netErr net.Error
 	return errors.As(err, &connect) || errors.As(err, &netErr) || pgconn.Timeout(err) || pgconn.SafeToRetry(err)
 }
+
+// pathID is the request's {id}, or false after answering 400 when it is
+// not a valid workspace id.
+func (s *Server) pathID(w http.ResponseWriter, r *http.Request) (string, bool) {
+	id := r.PathValue("id")
+	if err := fsm.ValidateID(id); err != nil {
+		s.writeError(w, r, badField("id", err.Error()))
+		return "", false
+	}
+	return id, true
+}

@@ -145,9 +145,8 @@ func queued(ctx context.Context, store *events.Store, id, durable string) ([]Que
 }
 
 func (s *Server) explain(w http.ResponseWriter, r *http.Request) {
-	id := r.PathValue("id")
-	if err := fsm.ValidateID(id); err != nil {
-		s.writeError(w, r, badField("id", err.Error()))
+	id, ok := s.pathID(w, r)
+	if !ok {
 		return
 	}
 	if err := onlyParams(r); err != nil {

@@ -59,9 +59,8 @@ type OutcomePage struct {
 var errPageDone = errors.New("page done")
 
 func (s *Server) outcomes(w http.ResponseWriter, r *http.Request) {
-	id := r.PathValue("id")
-	if err := fsm.ValidateID(id); err != nil {
-		s.writeError(w, r, badField("id", err.Error()))
+	id, ok := s.pathID(w, r)
+	if !ok {
 		return
 	}
 	p, err := parsePosition(r)

@@ -141,9 +141,8 @@ func parsePosition(r *http.Request) (position, error) {
 }
 
 func (s *Server) events(w http.ResponseWriter, r *http.Request) {
-	id := r.PathValue("id")
-	if err := fsm.ValidateID(id); err != nil {
-		s.writeError(w, r, badField("id", err.Error()))
+	id, ok := s.pathID(w, r)
+	if !ok {
 		return
 	}
 	p, err := parsePosition(r)

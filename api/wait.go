@@ -38,9 +38,8 @@ func ResultOfWait(want fsm.Status, h events.Head, waited time.Duration) WaitResu
 }
 
 func (s *Server) wait(w http.ResponseWriter, r *http.Request) {
-	id := r.PathValue("id")
-	if err := fsm.ValidateID(id); err != nil {
-		s.writeError(w, r, badField("id", err.Error()))
+	id, ok := s.pathID(w, r)
+	if !ok {
 		return
 	}
 	q := r.URL.Query()

@@ -11,9 +11,8 @@ import (
 )
 
 func (s *Server) get(w http.ResponseWriter, r *http.Request) {
-	id := r.PathValue("id")
-	if err := fsm.ValidateID(id); err != nil {
-		s.writeError(w, r, badField("id", err.Error()))
+	id, ok := s.pathID(w, r)
+	if !ok {
 		return
 	}
 	// ?watch=true was silently ignored (issue 14 item 1): follow
