@@ -5,6 +5,7 @@ import (
 	"slices"
 	"testing"
 
+	"github.com/turnstile-dev/turnstile/events"
 	"github.com/turnstile-dev/turnstile/status"
 )
 
@@ -37,8 +38,13 @@ func TestCluster(t *testing.T) {
 		if want := []string{names.CommandStream(), names.SystemStream(), names.EventStream()}; !slices.Equal(streams, want) {
 			t.Errorf("streams %v, want %v", streams, want)
 		}
-		if len(rep.Partitions) != 1 || len(rep.Partitions[0].Consumers) != 2 {
-			t.Errorf("partitions %+v, want one, through the engine's consumers on the command and system streams", rep.Partitions)
+		if len(rep.Partitions) != events.DefaultPartitions {
+			t.Errorf("%d partitions, want %d", len(rep.Partitions), events.DefaultPartitions)
+		}
+		for _, p := range rep.Partitions {
+			if len(p.Consumers) != 2 || len(rep.Engines) != 1 || p.Owner != rep.Engines[0].Name {
+				t.Errorf("partition %+v, want the engine's consumers on the command and system streams and the one engine %+v", p, rep.Engines)
+			}
 		}
 	})
 }

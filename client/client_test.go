@@ -262,17 +262,25 @@ func TestSendReusedID(t *testing.T) {
 	})
 }
 
-// waitDrained waits until the engine's consumer has nothing pending or
-// unacked.
+// waitDrained waits until the engine's partition consumers have nothing
+// pending or unacked.
 func waitDrained(t *testing.T, ctx context.Context, core *testenv.Core) {
 	t.Helper()
 	for {
-		c, err := core.JS.Consumer(ctx, events.NewNames("").CommandStream(), "turnstile-engine")
-		if err == nil {
-			info, err := c.Info(ctx)
-			if err == nil && info.NumPending == 0 && info.NumAckPending == 0 {
-				return
+		names := events.NewNames("")
+		parts, err := events.ReadPartitions(ctx, core.JS, names)
+		drained := err == nil
+		for k := 0; drained && k < parts; k++ {
+			c, err := core.JS.Consumer(ctx, names.CommandStream(), events.EngineConsumer("turnstile-engine", k))
+			if err != nil {
+				drained = false
+				break
 			}
+			info, err := c.Info(ctx)
+			drained = err == nil && info.NumPending == 0 && info.NumAckPending == 0
+		}
+		if drained {
+			return
 		}
 		select {
 		case <-ctx.Done():

@@ -11,6 +11,7 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/nats-io/nats.go/jetstream"
+	"golang.org/x/sync/errgroup"
 
 	"github.com/turnstile-dev/turnstile/events"
 	"github.com/turnstile-dev/turnstile/internal/pull"
@@ -52,8 +53,19 @@ type Config struct {
 	Durable string
 	// Parallel bounds how many workspaces are handled at once.
 	Parallel int
-	// MaxAckPending bounds commands taken but not yet finished.
+	// MaxAckPending bounds commands taken but not yet finished, over all
+	// partitions (each partition consumer gets its share, at least 64).
 	MaxAckPending int
+	// Name tells this engine apart in the members bucket and in turnstile
+	// status; default its member id.
+	Name string
+	// MemberTTL is how long an engine that stopped announcing itself stays
+	// a member (its partitions move after it); default DefaultMemberTTL.
+	MemberTTL time.Duration
+	// PinnedTTL is how long the server keeps a partition pinned to an
+	// engine that sends no pull; default DefaultPinnedTTL. Set at consumer
+	// creation.
+	PinnedTTL time.Duration
 	// MaxPendingPerWorkspace bounds the commands waiting for one
 	// workspace; a user command beyond it is refused busy at once, without
 	// being decided (see busy.go). 0 means DefaultMaxPendingPerWorkspace;
@@ -130,6 +142,12 @@ func (c *Config) setDefaults() {
 	if c.NewID == nil {
 		c.NewID = func() string { return uuid.NewString() }
 	}
+	if c.MemberTTL <= 0 {
+		c.MemberTTL = DefaultMemberTTL
+	}
+	if c.PinnedTTL <= 0 {
+		c.PinnedTTL = DefaultPinnedTTL
+	}
 }
 
 // Engine consumes commands. New starts nothing; Open starts; Close stops.
@@ -145,11 +163,17 @@ type Engine struct {
 	closing     context.Context
 	stopClosing context.CancelFunc
 	wg          sync.WaitGroup
-	iters       []jetstream.MessagesContext // user commands, system reports
 	queue       *queue
-	pulled      sync.WaitGroup // the pull loops
 	commit      *committer
-	heads       *headCache
+
+	// parts is P; perConsumer, each partition consumer's MaxAckPending.
+	parts, perConsumer int
+	// consumers are the partition consumers, by durable/stream.
+	consumers map[string]jetstream.Consumer
+	own       *owner
+	stopOwn   context.CancelFunc
+	owning    sync.WaitGroup // heartbeat and balance
+	heads     *headCache
 
 	// refusing bounds the busy refusals written at once (busy.go).
 	refusing chan struct{}
@@ -163,19 +187,20 @@ type Engine struct {
 	warnedReply atomic.Bool
 }
 
-// source is a stream the engine consumes: user commands on
-// <prefix>.cmd.>, or system reports on <prefix>.sys.>, which only serve's
-// own parts can publish. Each has a durable consumer of its own; both feed
-// one queue, so a workspace's commands and reports are handled one at a
-// time.
+// source is a stream the engine consumes for one partition: user commands
+// on <prefix>.cmd.<k>.*, or system reports on <prefix>.sys.<k>.*, which
+// only serve's own parts can publish. Each has a durable consumer of its
+// own; all feed one queue, so a workspace's commands and reports are
+// handled one at a time.
 type source struct {
-	stream, filter string
+	stream, filter, durable string
 }
 
-func (e *Engine) sources() []source {
+func (e *Engine) sources(k int) []source {
+	d := events.EngineConsumer(e.cfg.Durable, k)
 	return []source{
-		{stream: e.names.CommandStream(), filter: e.names.Commands()},
-		{stream: e.names.SystemStream(), filter: e.names.Systems()},
+		{stream: e.names.CommandStream(), filter: e.names.CommandsIn(k), durable: d},
+		{stream: e.names.SystemStream(), filter: e.names.SystemsIn(k), durable: d},
 	}
 }
 
@@ -191,56 +216,64 @@ func New(cfg Config) (*Engine, error) {
 	return &Engine{cfg: cfg, store: cfg.Store, js: cfg.JetStream, names: cfg.Store.Names(), log: cfg.Logger}, nil
 }
 
-// Open creates or binds the durable consumers (one per source) and starts
-// handling commands.
+// Open creates or binds the durable consumers (one per partition and
+// stream), joins the engines sharing the durable name and starts handling
+// the partitions assigned to this engine (owner.go).
 func (e *Engine) Open(ctx context.Context) error {
 	e.opened = e.cfg.Now()
-	var recovered []jetstream.Msg
-	var iters []jetstream.MessagesContext
-	var watches []*gapWatch
-	stopIters := func() {
-		for _, it := range iters {
-			it.Stop()
+	cmdStream, err := e.js.Stream(ctx, e.names.CommandStream())
+	if err != nil {
+		return fmt.Errorf("engine: %w", err)
+	}
+	if e.parts, err = events.ReadPartitions(ctx, e.js, e.names); err != nil {
+		return fmt.Errorf("engine: %w", err)
+	}
+	// A partition's share of MaxAckPending, but room for a flooded
+	// workspace's cap several times over: a flood must be refused busy
+	// (busy.go) rather than fill its partition's consumer and stall the
+	// partition's other workspaces at the server.
+	perConsumer := max((e.cfg.MaxAckPending+e.parts-1)/e.parts, 4*e.cfg.MaxPendingPerWorkspace, 64)
+	e.perConsumer = perConsumer
+	e.consumers = make(map[string]jetstream.Consumer, 2*e.parts)
+	var mu sync.Mutex
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(8)
+	for k := range e.parts {
+		for _, src := range e.sources(k) {
+			g.Go(func() error {
+				cons, err := e.js.CreateOrUpdateConsumer(gctx, src.stream, jetstream.ConsumerConfig{
+					Durable:        src.durable,
+					Description:    fmt.Sprintf("Turnstile command engine, partition %d", k),
+					FilterSubject:  src.filter,
+					AckPolicy:      jetstream.AckExplicitPolicy,
+					AckWait:        e.cfg.AckWait,
+					MaxAckPending:  perConsumer,
+					MaxDeliver:     -1,
+					DeliverPolicy:  jetstream.DeliverAllPolicy,
+					PriorityPolicy: jetstream.PriorityPolicyPinned,
+					PriorityGroups: []string{PriorityGroup},
+					PinnedTTL:      e.cfg.PinnedTTL,
+				})
+				if err != nil {
+					return fmt.Errorf("engine: consumer %s on %s: %w", src.durable, src.stream, err)
+				}
+				mu.Lock()
+				e.consumers[src.durable+"/"+src.stream] = cons
+				mu.Unlock()
+				return nil
+			})
 		}
 	}
-	for _, src := range e.sources() {
-		cons, err := e.js.CreateOrUpdateConsumer(ctx, src.stream, jetstream.ConsumerConfig{
-			Durable:       e.cfg.Durable,
-			Description:   "Turnstile command engine",
-			FilterSubject: src.filter,
-			AckPolicy:     jetstream.AckExplicitPolicy,
-			AckWait:       e.cfg.AckWait,
-			MaxAckPending: e.cfg.MaxAckPending,
-			MaxDeliver:    -1,
-			DeliverPolicy: jetstream.DeliverAllPolicy,
-		})
-		if err != nil {
-			stopIters()
-			return fmt.Errorf("engine: consumer %s on %s: %w", e.cfg.Durable, src.stream, err)
-		}
-		// Before the first pull: commands an earlier engine took and did
-		// not finish would come back only after the ack wait, and their
-		// workspaces' later commands must not overtake them; they are
-		// queued first.
-		recovered = append(recovered, e.unfinished(ctx, cons, src)...)
-		it, err := cons.Messages(jetstream.PullMaxMessages(min(1024, e.cfg.MaxAckPending)))
-		if err != nil {
-			stopIters()
-			return fmt.Errorf("engine: pull from %s: %w", src.stream, err)
-		}
-		iters = append(iters, it)
-		watches = append(watches, e.newGapWatch(cons, src))
+	if err := g.Wait(); err != nil {
+		return err
 	}
 	runCtx, cancel := context.WithCancel(context.Background())
-	e.cancel, e.iters = cancel, iters
+	e.cancel = cancel
 	e.closing, e.stopClosing = context.WithCancel(context.Background())
 	// Room for the recovered besides: the consumers may hold more unacked
 	// commands than this engine's MaxAckPending, if an earlier one had more.
-	e.queue = newQueue(len(iters)*e.cfg.MaxAckPending+len(recovered), e.cfg.MaxPendingPerWorkspace)
+	e.queue = newQueue(4*e.parts*perConsumer, e.cfg.MaxPendingPerWorkspace)
 	e.refusing = make(chan struct{}, refusalsInFlight)
-	for _, m := range recovered {
-		e.queue.pushRecovered(e.names.WorkspaceOf(m.Subject()), m)
-	}
 	e.heads = newHeadCache(65536)
 	e.commit = newCommitter(e.cfg.MaxBatch, max(e.cfg.AtomicBatchFrom, 0), e.log, e.cfg.Metrics)
 	for i := range e.cfg.Committers {
@@ -253,34 +286,89 @@ func (e *Engine) Open(ctx context.Context) error {
 	for range e.cfg.Parallel {
 		e.wg.Go(func() { e.work(runCtx) })
 	}
-	for i, it := range e.iters {
-		e.pulled.Go(func() { e.pull(runCtx, it, watches[i]) })
+	own, err := e.openMembers(ctx, max(cmdStream.CachedInfo().Config.Replicas, 1))
+	if err == nil {
+		// The first assignment before Open returns: a lone engine pulls
+		// every partition from the start.
+		err = own.rebalance(ctx, runCtx)
 	}
-	e.log.Info("engine started", "durable", e.cfg.Durable, "parallel", e.cfg.Parallel, "max_batch", e.cfg.MaxBatch,
+	if err != nil {
+		e.stopOwned(own)
+		return err
+	}
+	e.own = own
+	ownCtx, stopOwn := context.WithCancel(runCtx)
+	e.stopOwn = stopOwn
+	e.owning.Go(func() { own.heartbeat(ownCtx) })
+	e.owning.Go(func() { own.balance(ownCtx, runCtx) })
+	e.log.Info("engine started", "durable", e.cfg.Durable, "engine", e.cfg.Name, "partitions", e.parts,
+		"pulls", own.partitions(), "parallel", e.cfg.Parallel, "max_batch", e.cfg.MaxBatch,
 		"committers", e.cfg.Committers, "max_pending_per_workspace", e.cfg.MaxPendingPerWorkspace)
 	return nil
 }
 
+// pullBatch is how many commands one pull of a partition asks for.
+func (e *Engine) pullBatch() int { return min(1024, e.perConsumer) }
+
+// stopOwned ends a failed Open: own may be nil.
+func (e *Engine) stopOwned(own *owner) {
+	if own != nil {
+		for _, p := range own.leave(context.Background()) {
+			for _, it := range p.iters {
+				it.Stop()
+			}
+			p.pulled.Wait()
+		}
+	}
+	e.queue.close()
+	e.cancel()
+	e.wg.Wait()
+	e.cancel = nil
+}
+
+// Partitions returns the partitions this engine pulls now.
+func (e *Engine) Partitions() []int {
+	if e.own == nil {
+		return nil
+	}
+	return e.own.partitions()
+}
+
 // Close stops taking commands, lets the ones being handled finish or hands
-// them back (unacked, so they are redelivered), and waits.
+// them back (unacked, so they are redelivered), leaves the members and
+// unpins its partitions so the other engines take them at once, and waits.
 func (e *Engine) Close() error {
 	if e.cancel == nil {
 		return nil
 	}
+	e.stopOwn()
+	e.owning.Wait()
 	e.stopClosing()
+	ctx, cancelCtx := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancelCtx()
+	owned := e.own.leave(ctx)
 	// Drain rather than Stop: commands already pulled into the iterator's
 	// buffer reach the queue (and are handed back below) instead of being
 	// dropped to come back only after the ack wait, behind newer ones.
-	for _, it := range e.iters {
-		it.Drain()
+	for _, p := range owned {
+		for _, it := range p.iters {
+			it.Drain()
+		}
 	}
 	pulled := make(chan struct{})
-	go func() { e.pulled.Wait(); close(pulled) }()
+	go func() {
+		for _, p := range owned {
+			p.pulled.Wait()
+		}
+		close(pulled)
+	}()
 	select {
 	case <-pulled:
 	case <-time.After(5 * time.Second):
-		for _, it := range e.iters { // a drain that does not finish: give up on the buffer
-			it.Stop()
+		for _, p := range owned { // a drain that does not finish: give up on the buffer
+			for _, it := range p.iters {
+				it.Stop()
+			}
 		}
 		<-pulled
 	}
@@ -291,6 +379,9 @@ func (e *Engine) Close() error {
 	// commands before new ones, so a workspace's order survives a restart.
 	for _, m := range left {
 		_ = m.Nak()
+	}
+	for k := range owned {
+		e.own.unpin(ctx, k)
 	}
 	e.cancel = nil
 	return nil

@@ -45,6 +45,9 @@ type gapWatch struct {
 	reconnects uint64    // the connection's reconnects at the last catch-up
 	failed     bool      // a pull failed since the last catch-up
 	lastGap    time.Time // the last gap, caught up or not
+	// pinned: this engine is the consumer's one client (owner.go), so every
+	// gap is deliveries it did not get, and is caught up.
+	pinned bool
 }
 
 func (e *Engine) newGapWatch(cons jetstream.Consumer, src source) *gapWatch {
@@ -76,7 +79,7 @@ func (e *Engine) catchUpBefore(ctx context.Context, w *gapWatch, m jetstream.Msg
 	rc, now := e.reconnects(), time.Now()
 	isolated := now.Sub(w.lastGap) >= quietGap
 	w.lastGap = now
-	if rc == w.reconnects && !w.failed && !isolated {
+	if !w.pinned && rc == w.reconnects && !w.failed && !isolated {
 		e.log.Debug("engine: delivery gap among others: another engine's share", "stream", w.src.stream,
 			"consumer_seq", cur, "after", prev)
 		return
@@ -123,12 +126,12 @@ func (e *Engine) catchUpBefore(ctx context.Context, w *gapWatch, m jetstream.Msg
 func (e *Engine) readGap(ctx context.Context, w *gapWatch, seq uint64) ([]jetstream.Msg, error) {
 	info, err := w.cons.Info(ctx)
 	if err != nil {
-		return nil, fmt.Errorf("engine: consumer %s: %w", e.cfg.Durable, err)
+		return nil, fmt.Errorf("engine: consumer %s: %w", w.src.durable, err)
 	}
 	from, to := info.AckFloor.Stream+1, seq
 	// Bounded: lost deliveries are recent, and no more than MaxAckPending
 	// are pending at once.
-	if limit := uint64(2 * max(e.cfg.MaxAckPending, 1024)); to >= limit && from < to-limit+1 {
+	if limit := uint64(2 * max(e.perConsumer, 1024)); to >= limit && from < to-limit+1 {
 		from = to - limit + 1
 	}
 	if to < from {

@@ -23,17 +23,20 @@ import (
 // ack wait (a minute here, longer than the test's deadline).
 func TestLostDeliveryIsNotOvertaken(t *testing.T) {
 	metrics := engine.NewMetrics(prometheus.NewRegistry())
-	core := testenv.StartCore(t, testenv.CoreOptions{Engine: engine.Config{AckWait: time.Minute, Metrics: metrics}})
+	core := testenv.StartCore(t, testenv.CoreOptions{Engine: engine.Config{AckWait: time.Minute, Metrics: metrics,
+		PinnedTTL: time.Second}})
 	names := events.NewNames("")
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 
 	tnc, tjs := core.NATS.Connect(t)
-	thief, err := tjs.Consumer(ctx, names.CommandStream(), "turnstile-engine")
+	const ws = "gap-1"
+	thief := partConsumer(t, tjs, ws)
+	cmdStream, err := tjs.Stream(ctx, names.CommandStream())
 	if err != nil {
 		t.Fatal(err)
 	}
-	batch, err := thief.Fetch(1, jetstream.FetchMaxWait(time.Minute))
+	batch, err := thief.Fetch(1, jetstream.FetchMaxWait(time.Minute), jetstream.FetchPriorityGroup(engine.PriorityGroup))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -49,14 +52,17 @@ func TestLostDeliveryIsNotOvertaken(t *testing.T) {
 	})
 
 	// One workspace's commands, one at a time, until the thief has one: the
-	// server hands them to the two waiting pulls in turn.
+	// engine is pinned, so the thief's pull gets a command only when the
+	// pin is dropped before one arrives and the thief's pull takes it.
 	cl := core.Client(t, "t")
-	const ws = "gap-1"
 	var sent []string
 	lost := ""
 	for lost == "" {
 		if len(sent) == 20 {
 			t.Fatal("the thief got none of 20 commands")
+		}
+		if err := cmdStream.UnpinConsumer(ctx, thief.CachedInfo().Name, engine.PriorityGroup); err != nil {
+			t.Fatal(err)
 		}
 		cmd, err := cl.Publish(ctx, fsm.Command{Type: fsm.Create, Workspace: ws})
 		if err != nil {
@@ -73,7 +79,7 @@ func TestLostDeliveryIsNotOvertaken(t *testing.T) {
 			return err == nil && ok
 		})
 	}
-	tnc.Close() // the lost response: delivered, never acked
+	tnc.Close() // the lost response: delivered, never acked; the pin comes back to the engine after PinnedTTL
 	next, err := cl.Publish(ctx, fsm.Command{Type: fsm.Create, Workspace: ws})
 	if err != nil {
 		t.Fatal(err)

@@ -46,3 +46,15 @@ func (c *headCache) drop(ws string) {
 	defer c.mu.Unlock()
 	delete(c.heads, ws)
 }
+
+// dropWhere forgets the heads of the workspaces in: their partition moved
+// to this engine, and others may have appended meanwhile.
+func (c *headCache) dropWhere(in func(ws string) bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for ws := range c.heads {
+		if in(ws) {
+			delete(c.heads, ws)
+		}
+	}
+}

@@ -6,6 +6,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
+
 	"github.com/turnstile-dev/turnstile/audit"
 	"github.com/turnstile-dev/turnstile/client"
 	"github.com/turnstile-dev/turnstile/events"
@@ -160,4 +162,22 @@ func waitState(t *testing.T, core *testenv.Core, id string, want fsm.Status, gen
 
 func isRejection(o events.OutcomeRecord, code fsm.Code) bool {
 	return o.Outcome == fsm.Rejected && o.Rejection != nil && o.Rejection.Code == code
+}
+
+// partConsumer is the engine's consumer of workspace ws's partition on the
+// command stream.
+func partConsumer(t *testing.T, js jetstream.JetStream, ws string) jetstream.Consumer {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	names := events.NewNames("")
+	parts, err := events.ReadPartitions(ctx, js, names)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := js.Consumer(ctx, names.CommandStream(), events.EngineConsumer("turnstile-engine", events.Partition(ws, parts)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
 }

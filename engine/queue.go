@@ -131,21 +131,38 @@ func (q *queue) add(ws string, j job, limit int) bool {
 
 // next blocks for a workspace with work and takes its oldest command.
 func (q *queue) next() (string, job, bool) {
-	ws, ok := <-q.ready
-	if !ok {
-		return "", job{}, false
+	for {
+		ws, ok := <-q.ready
+		if !ok {
+			return "", job{}, false
+		}
+		if j, ok, closed := q.take(ws); closed {
+			return "", job{}, false
+		} else if ok {
+			return ws, j, true
+		}
 	}
+}
+
+// take takes ws's oldest command; none if release emptied ws while it
+// waited in ready.
+func (q *queue) take(ws string) (j job, ok, closed bool) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	if q.closed {
-		return "", job{}, false
+		return job{}, false, true
 	}
 	msgs := q.pending[ws]
-	j := msgs[0].job
+	if len(msgs) == 0 {
+		delete(q.pending, ws)
+		delete(q.active, ws)
+		return job{}, false, false
+	}
+	j = msgs[0].job
 	q.working[ws] = msgs[0]
 	msgs[0] = queued{}
 	q.pending[ws] = msgs[1:]
-	return ws, j, true
+	return j, true, false
 }
 
 // done releases ws; if more commands wait, it is queued again (behind the
@@ -197,4 +214,46 @@ func (q *queue) close() []jetstream.Msg {
 		}
 	}
 	return out
+}
+
+// release takes out the commands waiting whose message is in (a partition
+// this engine lets go of) and returns those to hand back, oldest first;
+// recovered copies are dropped (nothing of theirs to hand back). Workspaces
+// left empty stay in ready until next skips them.
+func (q *queue) release(in func(jetstream.Msg) bool) []jetstream.Msg {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	var left []queued
+	for ws, msgs := range q.pending {
+		kept := msgs[:0]
+		for _, x := range msgs {
+			if in(x.msg) {
+				left = append(left, x)
+			} else {
+				kept = append(kept, x)
+			}
+		}
+		clear(msgs[len(kept):])
+		q.pending[ws] = kept
+	}
+	slices.SortFunc(left, func(a, b queued) int { return cmp.Compare(a.seq, b.seq) })
+	out := make([]jetstream.Msg, 0, len(left))
+	for _, l := range left {
+		if !l.recovered {
+			out = append(out, l.msg)
+		}
+	}
+	return out
+}
+
+// handling reports whether a command whose message is in is being handled.
+func (q *queue) handling(in func(jetstream.Msg) bool) bool {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	for _, w := range q.working {
+		if in(w.msg) {
+			return true
+		}
+	}
+	return false
 }

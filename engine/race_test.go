@@ -172,14 +172,21 @@ func testSameCommandTwice(t *testing.T, atomicFrom int) {
 }
 
 func consumerDone(core *testenv.Core) bool {
-	// The engine consumes user commands and system reports.
+	// The engine consumes user commands and system reports, a consumer per
+	// partition on each.
 	for _, stream := range []string{"TURNSTILE_COMMANDS", "TURNSTILE_SYSTEM"} {
-		c, err := core.JS.Consumer(context.Background(), stream, "turnstile-engine")
+		st, err := core.JS.Stream(context.Background(), stream)
 		if err != nil {
 			return false
 		}
-		info, err := c.Info(context.Background())
-		if err != nil || info.NumPending != 0 || info.NumAckPending != 0 {
+		n, busy := 0, false
+		for info := range st.ListConsumers(context.Background()).Info() { // read to the end: the lister's goroutine waits
+			if info.Config.Durable != "" {
+				n++
+				busy = busy || info.NumPending != 0 || info.NumAckPending != 0
+			}
+		}
+		if n == 0 || busy {
 			return false
 		}
 	}

@@ -41,7 +41,7 @@ func (e *Engine) unfinished(ctx context.Context, cons jetstream.Consumer, src so
 func (e *Engine) readUnfinished(ctx context.Context, cons jetstream.Consumer, src source) ([]jetstream.Msg, error) {
 	info, err := cons.Info(ctx)
 	if err != nil {
-		return nil, fmt.Errorf("engine: consumer %s: %w", e.cfg.Durable, err)
+		return nil, fmt.Errorf("engine: consumer %s: %w", src.durable, err)
 	}
 	from, to := info.AckFloor.Stream+1, info.Delivered.Stream
 	if to < from || info.NumAckPending == 0 {

@@ -116,7 +116,8 @@ func TestOrderSurvivesEngineRestart(t *testing.T) {
 // refused.
 func TestMaxBatchHeldToServerLimit(t *testing.T) {
 	metrics := engine.NewMetrics(prometheus.NewRegistry())
-	core := testenv.StartCore(t, testenv.CoreOptions{Engine: engine.Config{Metrics: metrics, MaxBatch: 2000, Parallel: 2000}})
+	// One partition: its backlog is pulled as one, as a busy partition's is.
+	core := testenv.StartCore(t, testenv.CoreOptions{Partitions: 1, Engine: engine.Config{Metrics: metrics, MaxBatch: 2000, Parallel: 2000}})
 	if err := core.Engines[0].Close(); err != nil { // a backlog builds while no engine runs
 		t.Fatal(err)
 	}
@@ -157,15 +158,10 @@ func TestMaxBatchHeldToServerLimit(t *testing.T) {
 
 // deadTake takes the next command from the engine's durable consumer and
 // never acks it: what an engine killed with kill -9 leaves behind.
-func deadTake(t *testing.T, core *testenv.Core, wantID string) jetstream.Msg {
+func deadTake(t *testing.T, core *testenv.Core, ws, wantID string) jetstream.Msg {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	cons, err := core.JS.Consumer(ctx, core.Store.Names().CommandStream(), "turnstile-engine")
-	if err != nil {
-		t.Fatal(err)
-	}
-	batch, err := cons.Fetch(1, jetstream.FetchMaxWait(5*time.Second))
+	cons := partConsumer(t, core.JS, ws)
+	batch, err := cons.Fetch(1, jetstream.FetchMaxWait(5*time.Second), jetstream.FetchPriorityGroup(engine.PriorityGroup))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -209,7 +205,7 @@ func TestOrderSurvivesEngineKill(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	deadTake(t, core, create.ID)
+	deadTake(t, core, "killed", create.ID)
 	core.StartEngine(t)
 	del, err := cl.Publish(ctx, fsm.Command{Type: fsm.Delete, Workspace: "killed"})
 	if err != nil {
@@ -245,7 +241,7 @@ func TestRecoveredCommandRedelivered(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	deadTake(t, core, create.ID)
+	deadTake(t, core, "again", create.ID)
 	taken := time.Now()
 	core.StartEngine(t)
 	octx, ocancel := context.WithDeadline(ctx, taken.Add(ackWait*8/10)) // before any redelivery
@@ -255,8 +251,8 @@ func TestRecoveredCommandRedelivered(t *testing.T) {
 		t.Fatalf("create, before the ack wait: %+v, %v", o, err)
 	}
 	testenv.Eventually(t, 3*ackWait, "the redelivery acked", func() bool {
-		info, err := core.JS.Consumer(ctx, core.Store.Names().CommandStream(), "turnstile-engine")
-		return err == nil && info.CachedInfo().NumAckPending == 0 && info.CachedInfo().NumPending == 0
+		info, err := partConsumer(t, core.JS, "again").Info(ctx)
+		return err == nil && info.NumAckPending == 0 && info.NumPending == 0
 	})
 	if got := eventCommands(t, core, "again"); !slices.Equal(got, []string{create.ID}) {
 		t.Fatalf("events of commands %v, want the create's alone", got)
@@ -281,11 +277,11 @@ func TestRetriedCommandNotRedelivered(t *testing.T) {
 		t.Fatal(err)
 	}
 	consumer := func() *jetstream.ConsumerInfo {
-		c, err := core.JS.Consumer(ctx, core.Store.Names().CommandStream(), "turnstile-engine")
+		ci, err := partConsumer(t, core.JS, "wedged").Info(ctx)
 		if err != nil {
 			t.Fatal(err)
 		}
-		return c.CachedInfo()
+		return ci
 	}
 	testenv.Eventually(t, 10*time.Second, "the command taken", func() bool { return consumer().NumAckPending == 1 })
 	// Two ack waits without a redelivery. A negative can only be
@@ -365,11 +361,8 @@ func TestEventWithoutOutcomeBehindTheHead(t *testing.T) {
 		t.Fatal(err)
 	}
 	dnc, djs := core.NATS.Connect(t)
-	dead, err := djs.Consumer(ctx, core.Store.Names().CommandStream(), "turnstile-engine")
-	if err != nil {
-		t.Fatal(err)
-	}
-	batch, err := dead.Fetch(1, jetstream.FetchMaxWait(10*time.Second))
+	dead := partConsumer(t, djs, "behind")
+	batch, err := dead.Fetch(1, jetstream.FetchMaxWait(10*time.Second), jetstream.FetchPriorityGroup(engine.PriorityGroup))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -176,7 +176,7 @@ func TestReplySubjectConfined(t *testing.T) {
 	if after := streamMsgs(t, core, names.EventStream(), names.Event("victim2")); after != before {
 		t.Fatalf("the engine wrote %d message(s) on %s for a sender's reply header", after-before, names.Event("victim2"))
 	}
-	if n := streamMsgs(t, core, names.CommandStream(), names.Command("victim2")); n != 1 {
+	if n := streamMsgs(t, core, names.CommandStream(), names.StoredCommands("victim2")); n != 1 {
 		t.Fatalf("%d commands on %s, want the create alone", n, names.Command("victim2"))
 	}
 	h, err := core.Store.Load(context.Background(), "victim2")

@@ -23,6 +23,11 @@ type DurableConfig struct {
 	MaxAckPending int
 	// Pull is how many messages one pull asks for.
 	Pull int
+	// PinnedGroup, if set, makes the consumer's one priority group, pinned:
+	// of the processes consuming it, one at a time gets the events, and
+	// another only after it has sent no pull for PinnedTTL (it died).
+	PinnedGroup string
+	PinnedTTL   time.Duration
 }
 
 // ConsumeEvents creates (or updates) a durable consumer of every event from
@@ -30,7 +35,7 @@ type DurableConfig struct {
 // decoded with DecodeEvent and acked by the caller. Stop the iterator to
 // end.
 func (s *Store) ConsumeEvents(ctx context.Context, c DurableConfig) (jetstream.MessagesContext, error) {
-	cons, err := s.js.CreateOrUpdateConsumer(ctx, s.names.EventStream(), jetstream.ConsumerConfig{
+	cfg := jetstream.ConsumerConfig{
 		Durable:       c.Durable,
 		Description:   c.Description,
 		FilterSubject: s.names.Events(),
@@ -39,11 +44,18 @@ func (s *Store) ConsumeEvents(ctx context.Context, c DurableConfig) (jetstream.M
 		MaxAckPending: c.MaxAckPending,
 		MaxDeliver:    -1,
 		DeliverPolicy: jetstream.DeliverAllPolicy,
-	})
+	}
+	opts := []jetstream.PullMessagesOpt{jetstream.PullMaxMessages(c.Pull)}
+	if c.PinnedGroup != "" {
+		cfg.PriorityPolicy, cfg.PriorityGroups, cfg.PinnedTTL = jetstream.PriorityPolicyPinned, []string{c.PinnedGroup}, c.PinnedTTL
+		// An idle owner pulls again every 3 s, within PinnedTTL.
+		opts = append(opts, jetstream.PullPriorityGroup(c.PinnedGroup), jetstream.PullExpiry(3*time.Second))
+	}
+	cons, err := s.js.CreateOrUpdateConsumer(ctx, s.names.EventStream(), cfg)
 	if err != nil {
 		return nil, fmt.Errorf("consumer %s: %w", c.Durable, err)
 	}
-	it, err := cons.Messages(jetstream.PullMaxMessages(c.Pull))
+	it, err := cons.Messages(opts...)
 	if err != nil {
 		return nil, fmt.Errorf("consumer %s: pull: %w", c.Durable, err)
 	}
@@ -104,7 +116,7 @@ type PendingCommand struct {
 }
 
 // PendingCommands lists workspace id's user commands after the ack floor of
-// the command stream's consumer durable (all of them when it does not
+// the command stream's consumer durable of id's partition (all of them when it does not
 // exist: no engine ever ran) that have no outcome, reading at most max
 // commands. Everything below the floor was decided; unreadable commands
 // are left out (the engine refuses them, they wait for nothing).
@@ -113,7 +125,11 @@ func (s *Store) PendingCommands(ctx context.Context, id, durable string, max int
 		return nil, err
 	}
 	from := uint64(1)
-	cons, err := s.js.Consumer(ctx, s.names.CommandStream(), durable)
+	parts, err := ReadPartitions(ctx, s.js, s.names)
+	if err != nil {
+		return nil, err
+	}
+	cons, err := s.js.Consumer(ctx, s.names.CommandStream(), EngineConsumer(durable, Partition(id, parts)))
 	switch {
 	case err == nil:
 		from = cons.CachedInfo().AckFloor.Stream + 1
@@ -124,7 +140,7 @@ func (s *Store) PendingCommands(ctx context.Context, id, durable string, max int
 	out := []PendingCommand{}
 	for next, scanned := from, 0; scanned < max; {
 		msgs, err := jetstreamext.GetBatch(ctx, s.js, s.names.CommandStream(), min(256, max-scanned),
-			jetstreamext.GetBatchSeq(next), jetstreamext.GetBatchSubject(s.names.Command(id)))
+			jetstreamext.GetBatchSeq(next), jetstreamext.GetBatchSubject(s.names.StoredCommands(id)))
 		if err != nil {
 			return nil, fmt.Errorf("read commands: %w", err)
 		}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"strconv"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -38,6 +39,10 @@ type StreamOptions struct {
 	RejectedRetention time.Duration
 	// Memory keeps streams in memory (tests and benchmarks only).
 	Memory bool
+	// Partitions is P for new streams (partitions.go); 0 means the
+	// existing streams' P, or DefaultPartitions for new ones. Streams made
+	// with another P are refused (ErrPartitions).
+	Partitions int
 }
 
 // DefaultRejectedRetention is how long rejected, no-op and stale
@@ -76,32 +81,42 @@ func EnsureStreams(ctx context.Context, js jetstream.JetStream, n Names, o Strea
 		o.CommandMaxAge = min(o.CommandMaxAge, o.RejectedRetention)
 		meta = map[string]string{retentionKey: o.RejectedRetention.String()}
 	}
+	parts, err := ensurePartitions(ctx, js, n, o.Partitions)
+	if err != nil {
+		return err
+	}
 	storage := jetstream.FileStorage
 	if o.Memory {
 		storage = jetstream.MemoryStorage
 	}
 	cfgs := []jetstream.StreamConfig{{
 		Name:        n.CommandStream(),
-		Description: "Turnstile commands, one subject per workspace",
-		Subjects:    []string{n.Commands()},
-		Retention:   jetstream.LimitsPolicy,
-		MaxAge:      o.CommandMaxAge,
-		Duplicates:  o.DuplicateWindow,
-		Storage:     storage,
-		Replicas:    o.Replicas,
-		AllowDirect: true,
+		Description: "Turnstile commands: published on cmd.<workspace>, stored as cmd.<partition>.<workspace>",
+		// One token after cmd.: a subject that names a partition itself is
+		// not taken (no stream answers it), so no one can choose one.
+		Subjects:         []string{n.Prefix + ".cmd.*"},
+		SubjectTransform: partitionTransform(n.Prefix, "cmd", parts),
+		Metadata:         map[string]string{partitionsKey: strconv.Itoa(parts)},
+		Retention:        jetstream.LimitsPolicy,
+		MaxAge:           o.CommandMaxAge,
+		Duplicates:       o.DuplicateWindow,
+		Storage:          storage,
+		Replicas:         o.Replicas,
+		AllowDirect:      true,
 	}, {
 		// Only serve's own parts may publish here (NATS permissions); the
 		// engine trusts system command types from this stream alone.
-		Name:        n.SystemStream(),
-		Description: "Turnstile system reports (provisioner, supervisor, watcher), one subject per workspace",
-		Subjects:    []string{n.Systems()},
-		Retention:   jetstream.LimitsPolicy,
-		MaxAge:      o.CommandMaxAge,
-		Duplicates:  o.DuplicateWindow,
-		Storage:     storage,
-		Replicas:    o.Replicas,
-		AllowDirect: true,
+		Name:             n.SystemStream(),
+		Description:      "Turnstile system reports (provisioner, supervisor, watcher): published on sys.<workspace>, stored as sys.<partition>.<workspace>",
+		Subjects:         []string{n.Prefix + ".sys.*"},
+		SubjectTransform: partitionTransform(n.Prefix, "sys", parts),
+		Metadata:         map[string]string{partitionsKey: strconv.Itoa(parts)},
+		Retention:        jetstream.LimitsPolicy,
+		MaxAge:           o.CommandMaxAge,
+		Duplicates:       o.DuplicateWindow,
+		Storage:          storage,
+		Replicas:         o.Replicas,
+		AllowDirect:      true,
 	}, {
 		Name:        n.EventStream(),
 		Description: "Turnstile events (evt.<workspace>) and command outcomes (out.<command id>)",

@@ -41,6 +41,7 @@ func TestTwoServes(t *testing.T) {
 
 	waitQuiet(t, cl, dbURL, l.workspaces, pick(3*time.Minute, 5*time.Minute))
 	f := checkStream(t, cl, l.commands())
+	checkOrder(t, cl, f, true) // one engine per partition: order holds across engines
 	checkAuditCLI(t, ns.url())
 	checkRebuild(t, ns.url(), dbURL, "")
 	if b.kills != kills {

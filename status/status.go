@@ -10,6 +10,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/turnstile-dev/turnstile/engine"
 	"github.com/turnstile-dev/turnstile/events"
 )
 
@@ -17,9 +18,14 @@ import (
 type Report struct {
 	Nodes   []Node   `json:"nodes"`
 	Streams []Stream `json:"streams"`
-	// Partitions is who handles commands. Today one partition, taken by
-	// the engine of every serve through one shared durable consumer.
+	// Partitions is who handles commands: P partitions, each pulled by
+	// one engine at a time.
 	Partitions []Partition `json:"partitions"`
+	// PartitionsError says why Partitions is empty: the command stream did
+	// not answer.
+	PartitionsError string `json:"partitions_error,omitempty"`
+	// Engines are the live engines (serves), oldest first.
+	Engines []Engine `json:"engines"`
 }
 
 // Node is one NATS server.
@@ -84,6 +90,15 @@ type Consumer struct {
 }
 
 // Partition is a share of the workspaces and who handles its commands.
+type Engine struct {
+	ID   string `json:"id"`
+	Name string `json:"name"`
+	// Since is when it opened.
+	Since time.Time `json:"since"`
+	// Partitions are those it pulls.
+	Partitions []int `json:"partitions"`
+}
+
 type Partition struct {
 	ID int `json:"id"`
 	// Consumers are the durable consumers the partition's commands come
@@ -93,9 +108,9 @@ type Partition struct {
 	Owner string `json:"owner"`
 }
 
-// engineConsumer is the engine's durable consumer on the command and
-// system streams (cmd/turnstile's engineDurable).
-const engineConsumer = "turnstile-engine"
+// engineDurable names the engines' consumers on the command and system
+// streams and their members bucket (cmd/turnstile's engineDurable).
+const engineDurable = "turnstile-engine"
 
 // AskTimeout bounds each stream's info request: a request to a stream
 // whose leader just died goes unanswered, and a report should say so
@@ -124,10 +139,8 @@ func Read(ctx context.Context, nc *nats.Conn, names events.Names) (Report, error
 		n := node(nc.ConnectedServerName())
 		n.Connected, n.Version, n.Cluster = true, nc.ConnectedServerVersion(), nc.ConnectedClusterName()
 	}
-	part := Partition{ID: 0, Consumers: []string{},
-		Owner: "every serve's engine, through the shared durable consumer (one partition; per-partition owners: docs/scale-out.md)"}
 	for _, name := range []string{names.CommandStream(), names.SystemStream(), names.EventStream()} {
-		s, err := readStream(ctx, js, name, node, &part)
+		s, err := readStream(ctx, js, name, node)
 		if err != nil {
 			if ctx.Err() != nil {
 				return Report{}, fmt.Errorf("stream %s: %w", name, err)
@@ -143,12 +156,49 @@ func Read(ctx context.Context, nc *nats.Conn, names events.Names) (Report, error
 		r.Nodes = append(r.Nodes, *n)
 	}
 	slices.SortFunc(r.Nodes, func(a, b Node) int { return strings.Compare(a.Name, b.Name) })
-	r.Partitions = []Partition{part}
+	r.Engines, r.Partitions, err = readPartitions(ctx, js, names)
+	if err != nil {
+		r.PartitionsError = err.Error()
+	}
 	return r, nil
 }
 
+// readPartitions lists the live engines and which partition each pulls;
+// an owner is "unknown" if the members bucket does not answer, and there
+// are no partitions if the command stream does not.
+func readPartitions(ctx context.Context, js jetstream.JetStream, names events.Names) ([]Engine, []Partition, error) {
+	ctx, cancel := context.WithTimeout(ctx, AskTimeout)
+	defer cancel()
+	engines := []Engine{}
+	parts, err := events.ReadPartitions(ctx, js, names)
+	if err != nil {
+		return engines, []Partition{}, err
+	}
+	owner := map[int]string{}
+	members, err := engine.ReadMembers(ctx, js, names, engineDurable)
+	for _, m := range members {
+		engines = append(engines, Engine{ID: m.ID, Name: m.Name, Since: m.Since, Partitions: m.Partitions})
+		for _, k := range m.Partitions {
+			owner[k] = m.Name
+		}
+	}
+	out := make([]Partition, 0, parts)
+	for k := range parts {
+		c := events.EngineConsumer(engineDurable, k)
+		p := Partition{ID: k, Consumers: []string{names.CommandStream() + "/" + c, names.SystemStream() + "/" + c}, Owner: owner[k]}
+		switch {
+		case err != nil:
+			p.Owner = "unknown: " + err.Error()
+		case p.Owner == "":
+			p.Owner = "none: waiting for an engine to take it over"
+		}
+		out = append(out, p)
+	}
+	return engines, out, nil
+}
+
 // readStream reads one stream's info and its durable consumers'.
-func readStream(ctx context.Context, js jetstream.JetStream, name string, node func(string) *Node, part *Partition) (Stream, error) {
+func readStream(ctx context.Context, js jetstream.JetStream, name string, node func(string) *Node) (Stream, error) {
 	ctx, cancel := context.WithTimeout(ctx, AskTimeout)
 	defer cancel()
 	st, err := js.Stream(ctx, name)
@@ -190,9 +240,6 @@ func readStream(ctx context.Context, js jetstream.JetStream, name string, node f
 			c.Leader = ci.Cluster.Leader
 		}
 		s.Consumer = append(s.Consumer, c)
-		if ci.Name == engineConsumer {
-			part.Consumers = append(part.Consumers, name+"/"+ci.Name)
-		}
 	}
 	if err := lister.Err(); err != nil {
 		return Stream{}, fmt.Errorf("consumers: %w", err)

@@ -41,6 +41,7 @@ func (s *service) banner() {
 		row("NATS", s.natsURL+" (given by --nats-url)")
 	}
 	row("Replicas", fmt.Sprintf("%d of every stream (--replicas; 'turnstile status' shows leaders and lag)", s.replicas))
+	row("Partitions", fmt.Sprintf("%d, each handled by one engine at a time across serves ('turnstile status' shows which)", s.partitions))
 	row("PostgreSQL", s.db.describe())
 	switch s.backend.kind {
 	case kindSim:

@@ -14,6 +14,7 @@ import (
 
 	"github.com/nats-io/nats-server/v2/server"
 
+	"github.com/turnstile-dev/turnstile/engine"
 	"github.com/turnstile-dev/turnstile/events"
 	"github.com/turnstile-dev/turnstile/internal/atomicfile"
 )
@@ -101,7 +102,9 @@ func rolePermissions(n events.Names, serveDurables map[string][]string) (user, a
 		"$JS.API.STREAM.MSG.DELETE.>", "$JS.API.CONSUMER.DELETE.>", "$JS.API.CONSUMER.DURABLE.CREATE.>",
 		"$JS.API.CONSUMER.PAUSE.>", "$JS.API.CONSUMER.UNPIN.>",
 	}
-	allow := []string{n.Commands()}
+	// The engines' members bucket: who pulls which partition, for status.
+	members := "KV_" + engine.MembersBucket(n, engineDurable)
+	allow := []string{n.Commands(), "$JS.API.STREAM.INFO." + members, "$JS.API.DIRECT.GET." + members + ".>"}
 	var consumers, serveOnly []string
 	for _, stream := range []string{n.CommandStream(), n.SystemStream(), n.EventStream()} {
 		allow = append(allow,

@@ -207,7 +207,7 @@ func TestNATSRoles(t *testing.T) {
 
 	t.Run("UserRoleCannotForge", func(t *testing.T) {
 		nc, js, errs := s.connectUser(t)
-		for _, subject := range []string{"turnstile.evt.victim", "turnstile.out.sys-provision-victim-g1", "turnstile.sys.victim", "$JS.ACK.TURNSTILE_COMMANDS.turnstile-engine.1.1.1.1.0"} {
+		for _, subject := range []string{"turnstile.evt.victim", "turnstile.out.sys-provision-victim-g1", "turnstile.sys.victim", "$JS.ACK.TURNSTILE_COMMANDS.turnstile-engine-p00.1.1.1.1.0"} {
 			if err := nc.Publish(subject, []byte(`{"id":"sys-provision-victim-g1","type":"provision_succeeded","workspace":"victim","generation":1,"container_id":"deadbeef"}`)); err != nil {
 				t.Fatal(err)
 			}
@@ -249,18 +249,18 @@ func TestNATSRoles(t *testing.T) {
 				}
 				return st.DeleteMsg(ctx, 1)
 			}},
-			{"DeleteEngineConsumer", "$JS.API.CONSUMER.DELETE.TURNSTILE_COMMANDS.turnstile-engine", func(ctx context.Context) error {
-				return js.DeleteConsumer(ctx, "TURNSTILE_COMMANDS", "turnstile-engine")
+			{"DeleteEngineConsumer", "$JS.API.CONSUMER.DELETE.TURNSTILE_COMMANDS.turnstile-engine-p00", func(ctx context.Context) error {
+				return js.DeleteConsumer(ctx, "TURNSTILE_COMMANDS", "turnstile-engine-p00")
 			}},
 			{"UpdateStream", "$JS.API.STREAM.UPDATE.TURNSTILE_EVENTS", func(ctx context.Context) error {
 				_, err := js.UpdateStream(ctx, jetstream.StreamConfig{Name: "TURNSTILE_EVENTS", Subjects: []string{"turnstile.evt.>"}})
 				return err
 			}},
-			{"PullFromTheEngine", "$JS.API.CONSUMER.MSG.NEXT.TURNSTILE_COMMANDS.turnstile-engine", func(ctx context.Context) error {
-				return nc.PublishRequest("$JS.API.CONSUMER.MSG.NEXT.TURNSTILE_COMMANDS.turnstile-engine", nc.NewRespInbox(), []byte(`{"batch":1}`))
+			{"PullFromTheEngine", "$JS.API.CONSUMER.MSG.NEXT.TURNSTILE_COMMANDS.turnstile-engine-p00", func(ctx context.Context) error {
+				return nc.PublishRequest("$JS.API.CONSUMER.MSG.NEXT.TURNSTILE_COMMANDS.turnstile-engine-p00", nc.NewRespInbox(), []byte(`{"batch":1}`))
 			}},
-			{"RedefineTheEngine", "$JS.API.CONSUMER.CREATE.TURNSTILE_SYSTEM.turnstile-engine", func(ctx context.Context) error {
-				_, err := js.CreateOrUpdateConsumer(ctx, "TURNSTILE_SYSTEM", jetstream.ConsumerConfig{Durable: "turnstile-engine", FilterSubject: "turnstile.sys.nothing"})
+			{"RedefineTheEngine", "$JS.API.CONSUMER.CREATE.TURNSTILE_SYSTEM.turnstile-engine-p00", func(ctx context.Context) error {
+				_, err := js.CreateOrUpdateConsumer(ctx, "TURNSTILE_SYSTEM", jetstream.ConsumerConfig{Durable: "turnstile-engine-p00", FilterSubject: "turnstile.sys.0.nothing"})
 				return err
 			}},
 			{"PullFromTheWorker", "$JS.API.CONSUMER.MSG.NEXT.TURNSTILE_EVENTS." + worker, func(ctx context.Context) error {

@@ -27,6 +27,7 @@ import (
 type serveConfig struct {
 	natsListen, natsSync             string
 	replicas                         int
+	partitions                       int
 	postgresPort                     int
 	postgresBinDir                   string
 	httpAddr                         string
@@ -84,6 +85,11 @@ func (c *serveConfig) validate() error {
 	case 0, 1, 3, 5:
 	default:
 		return fmt.Errorf("--replicas %d: use 1, 3 or 5 (a Raft group needs a majority: an even count survives no more faults than one less)", c.replicas)
+	}
+	if c.partitions != 0 {
+		if err := events.ValidatePartitions(c.partitions); err != nil {
+			return fmt.Errorf("--partitions: %w", err)
+		}
 	}
 	if c.simMinLatency < 0 || c.simMaxLatency < c.simMinLatency {
 		return fmt.Errorf("--sim-min-latency %v and --sim-max-latency %v: need 0 <= min <= max", c.simMinLatency, c.simMaxLatency)
@@ -163,6 +169,7 @@ SIGINT or SIGTERM stops it cleanly.`,
 	f.StringVar(&c.natsListen, "nats-listen", "127.0.0.1:4222", "address of the embedded NATS server (without --nats-url)")
 	f.StringVar(&c.natsSync, "nats-sync", "always", "embedded NATS fsync policy: always (before every ack; survives power loss) or default (every 2 minutes; faster)")
 	f.IntVar(&c.replicas, "replicas", 0, "replicas of every stream serve creates, 1, 3 or 5, updated in place at start; more than 1 needs --nats-url to a NATS cluster of at least that many JetStream servers (default: 1 on the embedded server; on --nats-url what the streams have, 1 for new ones)")
+	f.IntVar(&c.partitions, "partitions", 0, fmt.Sprintf("command partitions P, each handled by one engine at a time across serves; fixed when the streams are created (default: the streams' P; %d for new ones; at most %d)", events.DefaultPartitions, events.MaxPartitions))
 	f.IntVar(&c.postgresPort, "postgres-port", 0, "port of the local PostgreSQL (without --database-url); 0 picks a free one")
 	f.StringVar(&c.postgresBinDir, "postgres-bin-dir", "", "directory with initdb and postgres (default: search /usr/lib/postgresql/{15,16,17}/bin, /usr/local/pgsql/bin)")
 	f.StringVar(&c.httpAddr, "http-addr", "127.0.0.1:8080", "address of the HTTP API")

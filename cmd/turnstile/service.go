@@ -50,6 +50,7 @@ type service struct {
 	httpTLS      *apiCertificate // nil: plain HTTP
 	httpLoopback bool
 	replicas     int // of every stream
+	partitions   int // P of the command streams
 
 	// Wired by one part of start, used by later ones.
 	life     context.Context // until close; see start
@@ -209,8 +210,14 @@ func (s *service) startNATS(ctx context.Context) error {
 		return nc, nil
 	}
 	if s.a.natsURL == "" {
+		// P is the streams' (fixed at install, read after the server
+		// starts): every name it can give an engine consumer is serve's.
+		var engineConsumers []string
+		for k := range events.MaxPartitions {
+			engineConsumers = append(engineConsumers, events.EngineConsumer(engineDurable, k))
+		}
 		userPerms, adminPerms := rolePermissions(s.names, map[string][]string{
-			s.names.CommandStream(): {engineDurable}, s.names.SystemStream(): {engineDurable},
+			s.names.CommandStream(): engineConsumers, s.names.SystemStream(): engineConsumers,
 			s.names.EventStream(): {workerDurable(s.installation)},
 		})
 		if s.embedded, err = startNATS(cfg.natsListen, cfg.natsSync, s.a.natsToken, s.a.dataDir, userPerms, adminPerms, log); err != nil {
@@ -244,7 +251,14 @@ func (s *service) startNATS(ctx context.Context) error {
 	if s.replicas, err = s.streamReplicas(ctx, js); err != nil {
 		return err
 	}
-	return s.ensureStreams(ctx, js, events.StreamOptions{RejectedRetention: retention, Replicas: s.replicas})
+	if err := s.ensureStreams(ctx, js, events.StreamOptions{RejectedRetention: retention, Replicas: s.replicas,
+		Partitions: cfg.partitions}); err != nil {
+		return err
+	}
+	if s.partitions, err = events.ReadPartitions(ctx, js, s.names); err != nil {
+		return err
+	}
+	return nil
 }
 
 // store opens the event store on the NATS connection of the part name.
@@ -368,7 +382,7 @@ func (s *service) startEngine(ctx context.Context) error {
 	}
 	eng, err := engine.New(engine.Config{Store: engStore, JetStream: js, CommitStores: []*events.Store{commitStore}, AtomicBatchFrom: atomicFrom,
 		ReplyPrefixes: append(engine.DefaultReplyPrefixes(), serveReplyPrefix+"."),
-		Logger:        s.log.With("component", "engine"), Metrics: engine.NewMetrics(s.reg),
+		Logger:        s.log.With("component", "engine"), Metrics: engine.NewMetrics(s.reg), Name: engineName(),
 		MaxPendingPerWorkspace: s.cfg.maxPendingPerWorkspace})
 	if err != nil {
 		return err
@@ -544,4 +558,14 @@ func (a *app) serve(ctx context.Context, cfg serveConfig) error {
 	}
 	log.Info("stopped cleanly")
 	return nil
+}
+
+// engineName tells this serve's engine apart among the members: host and
+// process.
+func engineName() string {
+	host, err := os.Hostname()
+	if err != nil {
+		host = "unknown-host"
+	}
+	return fmt.Sprintf("%s/%d", host, os.Getpid())
 }

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -97,8 +98,30 @@ func (a *app) printStatus(rep status.Report) error {
 	if err := t.flush(); err != nil {
 		return err
 	}
+	fmt.Fprintln(a.out)
+	t = newTable(a.out, "ENGINE", "ID", "SINCE", "PARTITIONS")
+	for _, e := range rep.Engines {
+		parts := make([]string, len(e.Partitions))
+		for i, k := range e.Partitions {
+			parts[i] = strconv.Itoa(k)
+		}
+		t.row(e.Name, e.ID, e.Since.Local().Format(time.RFC3339), orDash(strings.Join(parts, ",")))
+	}
+	if err := t.flush(); err != nil {
+		return err
+	}
+	var waiting []string
 	for _, p := range rep.Partitions {
-		fmt.Fprintf(a.out, "\npartition %d (%s): %s\n", p.ID, strings.Join(p.Consumers, ", "), p.Owner)
+		if !slices.ContainsFunc(rep.Engines, func(e status.Engine) bool { return slices.Contains(e.Partitions, p.ID) }) {
+			waiting = append(waiting, fmt.Sprintf("partition %d: %s", p.ID, p.Owner))
+		}
+	}
+	fmt.Fprintf(a.out, "\n%d partitions (consumers %s-pNN on the command and system streams)\n", len(rep.Partitions), "turnstile-engine")
+	for _, w := range waiting {
+		fmt.Fprintln(a.out, "attention:", w)
+	}
+	if rep.PartitionsError != "" {
+		fmt.Fprintln(a.out, "attention: partitions unknown:", rep.PartitionsError)
 	}
 	for _, l := range rep.Lagging() {
 		fmt.Fprintln(a.out, "attention:", l)

@@ -20,6 +20,8 @@ type CoreOptions struct {
 	NATS    NATSOptions
 	Engines int // 0 means 1
 	Engine  engine.Config
+	// Partitions is P of the streams; 0 means events.DefaultPartitions.
+	Partitions int
 }
 
 // Core is a running NATS with Turnstile's streams and engines.
@@ -40,7 +42,7 @@ func StartCore(tb testing.TB, o CoreOptions) *Core {
 	c.NC, c.JS = n.Connect(tb)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	if err := events.EnsureStreams(ctx, c.JS, events.NewNames(""), events.StreamOptions{}); err != nil {
+	if err := events.EnsureStreams(ctx, c.JS, events.NewNames(""), events.StreamOptions{Partitions: o.Partitions}); err != nil {
 		tb.Fatal(err)
 	}
 	store, err := events.OpenStore(ctx, c.JS, events.NewNames(""), events.Codec{})

@@ -143,7 +143,12 @@ func New(cfg Config) (*Worker, error) {
 // Open binds the durable consumer on the event subjects and starts acting.
 func (w *Worker) Open(ctx context.Context) error {
 	it, err := w.cfg.Store.ConsumeEvents(ctx, events.DurableConfig{Durable: w.cfg.Durable, Description: "Turnstile provisioner worker",
-		AckWait: w.cfg.AckWait, MaxAckPending: 20000, Pull: 512})
+		AckWait: w.cfg.AckWait, MaxAckPending: 20000, Pull: 512,
+		// One worker at a time acts on the events of an installation,
+		// whatever the number of serves: a workspace's actions keep their
+		// order, and a stopped or killed serve's share moves to another
+		// within PinnedTTL (6 s).
+		PinnedGroup: "worker", PinnedTTL: 6 * time.Second})
 	if err != nil {
 		return fmt.Errorf("worker: %w", err)
 	}

@@ -1,0 +1,422 @@
+package engine
+
+import (
+	"cmp"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"hash/fnv"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/turnstile-dev/turnstile/events"
+	"github.com/turnstile-dev/turnstile/internal/retry"
+)
+
+// Ownership. The command and system report streams are split into P
+// partitions (events/partitions.go), each with its own durable consumer
+// per stream. Every engine sharing the durable name announces itself in a
+// KV bucket (a key per engine, refreshed every MemberTTL/4 and gone after
+// MemberTTL without one), and every engine computes the same assignment of
+// partitions to the live engines from that list. An engine pulls only the
+// partitions assigned to it.
+//
+// The assignment can differ between engines for a moment (one has seen a
+// join the other has not); the consumers' pinned priority group keeps even
+// that safe: the server delivers a partition's commands to one client at a
+// time, and moves the pin only when that client has unpinned or sent no pull
+// for PinnedTTL (it died, or it let go of the partition).
+//
+// A takeover starts with the partition's unfinished commands, as a start
+// does (recover.go): those the previous owner took and did not finish are
+// queued first, ahead of anything the new owner pulls, so a workspace's
+// order holds across a kill of any engine. After that every gap in the
+// consumer sequence (deliveries that went to someone else) means commands
+// this engine has not seen, and is caught up (gap.go). An engine letting go
+// of a partition stops pulling it, hands back what it queued, finishes what
+// it is handling and unpins, so the next owner is pinned at its next pull.
+
+// PriorityGroup is the pinned priority group every engine pulls in; a
+// reader of an engine consumer (a test, a tool) must name it.
+const PriorityGroup = "engine"
+
+// Defaults of the ownership timings (Config).
+const (
+	DefaultMemberTTL = 3 * time.Second
+	DefaultPinnedTTL = 6 * time.Second
+	// pullExpiry is how long a pull request waits; an idle owner sends a
+	// new one that often, which keeps it pinned (PinnedTTL is twice as
+	// long). Its heartbeats come every half of it, and two missed ones
+	// fail the pull: shorter would fail pulls on a loaded host.
+	pullExpiry = 3 * time.Second
+)
+
+// Member is an engine's entry in the members bucket.
+type Member struct {
+	ID   string `json:"id"`
+	Name string `json:"name"`
+	// Since is when the engine opened.
+	Since time.Time `json:"since"`
+	// Partitions are those it pulls.
+	Partitions []int `json:"partitions"`
+}
+
+// MembersBucket is the KV bucket of the engines named durable.
+func MembersBucket(n events.Names, durable string) string {
+	return strings.ToUpper(n.Prefix) + "_ENGINES_" + sanitizeBucket(durable)
+}
+
+func sanitizeBucket(s string) string {
+	return strings.Map(func(r rune) rune {
+		if r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '_' || r == '-' {
+			return r
+		}
+		return '_'
+	}, s)
+}
+
+// ReadMembers returns the live engines named durable, oldest first; none if
+// no engine ever ran.
+func ReadMembers(ctx context.Context, js jetstream.JetStream, n events.Names, durable string) ([]Member, error) {
+	kv, err := js.KeyValue(ctx, MembersBucket(n, durable))
+	if errors.Is(err, jetstream.ErrBucketNotFound) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("engine members: %w", err)
+	}
+	ids, err := liveIDs(ctx, js, kv)
+	if err != nil {
+		return nil, err
+	}
+	var out []Member
+	for _, id := range ids {
+		e, err := kv.Get(ctx, id)
+		if errors.Is(err, jetstream.ErrKeyNotFound) {
+			continue // gone since
+		}
+		if err != nil {
+			return nil, fmt.Errorf("engine members: %s: %w", id, err)
+		}
+		var m Member
+		if json.Unmarshal(e.Value(), &m) == nil {
+			out = append(out, m)
+		}
+	}
+	slices.SortFunc(out, func(a, b Member) int { return a.Since.Compare(b.Since) })
+	return out, nil
+}
+
+// liveIDs lists the keys that hold a value: one stream info request (a
+// key listing would make a consumer each time).
+func liveIDs(ctx context.Context, js jetstream.JetStream, kv jetstream.KeyValue) ([]string, error) {
+	bucket := kv.Bucket()
+	st, err := js.Stream(ctx, "KV_"+bucket)
+	if err != nil {
+		return nil, fmt.Errorf("engine members: %w", err)
+	}
+	prefix := "$KV." + bucket + "."
+	info, err := st.Info(ctx, jetstream.WithSubjectFilter(prefix+">"))
+	if err != nil {
+		return nil, fmt.Errorf("engine members: %w", err)
+	}
+	ids := make([]string, 0, len(info.State.Subjects))
+	for s := range info.State.Subjects {
+		ids = append(ids, strings.TrimPrefix(s, prefix))
+	}
+	slices.Sort(ids)
+	return ids, nil
+}
+
+// Assign spreads parts partitions over the engines ids: each gets at most
+// ceil(parts/len(ids)), and a partition goes to the first engine with room
+// in its own order of the engines (a hash of engine and partition), so
+// most partitions stay where they were when an engine joins or leaves.
+// Every engine computes it alike from the same ids.
+func Assign(parts int, ids []string) map[int]string {
+	out := make(map[int]string, parts)
+	if len(ids) == 0 {
+		return out
+	}
+	room := (parts + len(ids) - 1) / len(ids)
+	load := map[string]int{}
+	order := slices.Clone(ids)
+	for k := range parts {
+		slices.SortFunc(order, func(a, b string) int {
+			return cmp.Or(cmp.Compare(rank(b, k), rank(a, k)), strings.Compare(a, b))
+		})
+		for _, id := range order {
+			if load[id] < room {
+				out[k], load[id] = id, load[id]+1
+				break
+			}
+		}
+	}
+	return out
+}
+
+func rank(id string, k int) uint64 {
+	h := fnv.New64a()
+	_, _ = h.Write([]byte(id))
+	_, _ = h.Write([]byte{byte(k), byte(k >> 8)})
+	return h.Sum64()
+}
+
+// partition is one partition this engine pulls.
+type partition struct {
+	iters  []jetstream.MessagesContext
+	pulled sync.WaitGroup
+}
+
+// owner keeps this engine's membership and partitions.
+type owner struct {
+	e  *Engine
+	kv jetstream.KeyValue
+	id string
+
+	mu    sync.Mutex
+	owned map[int]*partition
+}
+
+// openMembers creates (or binds) the members bucket and announces e.
+func (e *Engine) openMembers(ctx context.Context, replicas int) (*owner, error) {
+	kv, err := e.js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+		Bucket:      MembersBucket(e.names, e.cfg.Durable),
+		Description: "Turnstile engines alive, and the command partitions each pulls",
+		TTL:         e.cfg.MemberTTL,
+		History:     1,
+		Replicas:    replicas,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("engine: members bucket: %w", err)
+	}
+	o := &owner{e: e, kv: kv, id: e.cfg.NewID(), owned: map[int]*partition{}}
+	if err := o.announce(ctx); err != nil {
+		return nil, err
+	}
+	return o, nil
+}
+
+func (o *owner) announce(ctx context.Context) error {
+	o.mu.Lock()
+	parts := make([]int, 0, len(o.owned))
+	for k := range o.owned {
+		parts = append(parts, k)
+	}
+	o.mu.Unlock()
+	slices.Sort(parts)
+	b, err := json.Marshal(Member{ID: o.id, Name: cmp.Or(o.e.cfg.Name, o.id), Since: o.e.opened.UTC(), Partitions: parts})
+	if err != nil {
+		return fmt.Errorf("engine: announce: %w", err)
+	}
+	if _, err := o.kv.Put(ctx, o.id, b); err != nil {
+		return fmt.Errorf("engine: announce: %w", err)
+	}
+	return nil
+}
+
+// heartbeat keeps the announcement alive until ctx ends.
+func (o *owner) heartbeat(ctx context.Context) {
+	t := time.NewTicker(o.e.cfg.MemberTTL / 4)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		if err := o.announce(ctx); err != nil && ctx.Err() == nil {
+			o.e.log.Warn("engine: heartbeat", "err", err)
+		}
+	}
+}
+
+// balance follows the members and takes or lets go of partitions until ctx
+// ends.
+func (o *owner) balance(ctx context.Context, run context.Context) {
+	t := time.NewTicker(o.e.cfg.MemberTTL / 6)
+	defer t.Stop()
+	failures := 0
+	for {
+		if err := o.rebalance(ctx, run); err != nil {
+			if ctx.Err() != nil {
+				return
+			}
+			o.e.log.Warn("engine: partitions: cannot read the members; keeping what this engine pulls", "err", err)
+			if retry.Sleep(ctx, retryDelay(failures)) != nil {
+				return
+			}
+			failures++
+			continue
+		}
+		failures = 0
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+func (o *owner) rebalance(ctx, run context.Context) error {
+	ids, err := liveIDs(ctx, o.e.js, o.kv)
+	if err != nil {
+		return err
+	}
+	if !slices.Contains(ids, o.id) {
+		// This engine's entry expired (a long pause, NATS away): say so
+		// again before taking anything.
+		if err := o.announce(ctx); err != nil {
+			return err
+		}
+		ids = append(ids, o.id)
+		slices.Sort(ids)
+	}
+	want := Assign(o.e.parts, ids)
+	o.mu.Lock()
+	var drop, take []int
+	for k := range o.owned {
+		if want[k] != o.id {
+			drop = append(drop, k)
+		}
+	}
+	for k := range o.e.parts {
+		if _, ok := o.owned[k]; !ok && want[k] == o.id {
+			take = append(take, k)
+		}
+	}
+	o.mu.Unlock()
+	for _, k := range drop {
+		o.release(ctx, k)
+	}
+	// At once: each takeover reads its consumers' state first.
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(8)
+	for _, k := range take {
+		g.Go(func() error { return o.acquire(gctx, run, k) })
+	}
+	if err := g.Wait(); err != nil {
+		return err
+	}
+	if len(drop)+len(take) > 0 {
+		o.e.log.Info("engine: partitions", "engines", len(ids), "took", take, "let_go", drop, "pulls", o.partitions())
+		return o.announce(ctx)
+	}
+	return nil
+}
+
+// partitions returns the partitions this engine pulls, in order.
+func (o *owner) partitions() []int {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	out := make([]int, 0, len(o.owned))
+	for k := range o.owned {
+		out = append(out, k)
+	}
+	slices.Sort(out)
+	return out
+}
+
+// acquire starts pulling partition k, after queueing the commands its
+// previous owner took and did not finish. run is the engine's lifetime
+// context, which the pull loops run under.
+func (o *owner) acquire(ctx, run context.Context, k int) error {
+	e := o.e
+	e.heads.dropWhere(func(ws string) bool { return events.Partition(ws, e.parts) == k })
+	p := &partition{}
+	for _, src := range e.sources(k) {
+		cons := e.consumers[src.durable+"/"+src.stream]
+		for _, m := range e.unfinished(ctx, cons, src) {
+			e.queue.pushRecovered(e.names.WorkspaceOf(m.Subject()), m)
+		}
+		it, err := cons.Messages(jetstream.PullMaxMessages(e.pullBatch()), jetstream.PullPriorityGroup(PriorityGroup),
+			jetstream.PullExpiry(pullExpiry))
+		if err != nil {
+			for _, it := range p.iters {
+				it.Stop()
+			}
+			return fmt.Errorf("engine: pull partition %d from %s: %w", k, src.stream, err)
+		}
+		w := e.newGapWatch(cons, src)
+		w.pinned = true
+		p.iters = append(p.iters, it)
+		p.pulled.Go(func() { e.pull(run, it, w) })
+	}
+	o.mu.Lock()
+	o.owned[k] = p
+	o.mu.Unlock()
+	return nil
+}
+
+// release lets go of partition k: no more pulls, the commands queued and
+// not started handed back (the next owner gets them first), those being
+// handled finished, then the pin dropped so the next owner need not wait
+// for PinnedTTL.
+func (o *owner) release(ctx context.Context, k int) {
+	e := o.e
+	o.mu.Lock()
+	p := o.owned[k]
+	delete(o.owned, k)
+	o.mu.Unlock()
+	if p == nil {
+		return
+	}
+	for _, it := range p.iters {
+		it.Stop()
+	}
+	p.pulled.Wait()
+	in := func(m jetstream.Msg) bool {
+		part, ok := e.names.PartitionOf(m.Subject())
+		return ok && part == k
+	}
+	for _, m := range e.queue.release(in) {
+		_ = m.Nak()
+	}
+	wait := time.NewTicker(5 * time.Millisecond)
+	defer wait.Stop()
+	for e.queue.handling(in) {
+		select {
+		case <-ctx.Done():
+			return
+		case <-wait.C:
+		}
+	}
+	o.unpin(ctx, k)
+}
+
+// unpin drops this engine's pins on partition k, so that another engine's
+// pull is pinned at once.
+func (o *owner) unpin(ctx context.Context, k int) {
+	for _, src := range o.e.sources(k) {
+		st, err := o.e.js.Stream(ctx, src.stream)
+		if err == nil {
+			err = st.UnpinConsumer(ctx, src.durable, PriorityGroup)
+		}
+		if err != nil && ctx.Err() == nil {
+			o.e.log.Debug("engine: unpin", "partition", k, "stream", src.stream, "err", err)
+		}
+	}
+}
+
+// leave removes this engine's entry (the others take its partitions at
+// their next look, not after MemberTTL) and returns what it pulls.
+func (o *owner) leave(ctx context.Context) map[int]*partition {
+	st, err := o.e.js.Stream(ctx, "KV_"+o.kv.Bucket())
+	if err == nil {
+		err = st.Purge(ctx, jetstream.WithPurgeSubject("$KV."+o.kv.Bucket()+"."+o.id))
+	}
+	if err != nil {
+		o.e.log.Warn("engine: leave: the others take this engine's partitions after the member TTL", "err", err)
+	}
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	owned := o.owned
+	o.owned = map[int]*partition{}
+	return owned
+}
