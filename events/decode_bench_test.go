@@ -66,6 +66,23 @@ func BenchmarkDecodeCommand(b *testing.B) {
 	}
 }
 
+// BenchmarkDecodeCommandStrict is the strict decoder alone: DecodeCommand
+// before its fast path, and still its cost for a command it refuses.
+//
+//	go test -run '^$' -bench 'DecodeCommand' -benchmem ./events/
+func BenchmarkDecodeCommandStrict(b *testing.B) {
+	for _, c := range benchCommands(b) {
+		b.Run(c.name, func(b *testing.B) {
+			b.SetBytes(int64(len(c.data)))
+			for b.Loop() {
+				if _, err := events.DecodeCommandStrictForTest(c.data, "bench-417"); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
+
 // BenchmarkEncodeCommand is the client's cost of writing one.
 func BenchmarkEncodeCommand(b *testing.B) {
 	cmd := fsm.Command{ID: "01JF3Z8Q4W5N6M7K8J9H0G1F2E", Type: fsm.Configure, Workspace: "bench-417",
