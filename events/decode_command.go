@@ -14,10 +14,10 @@ import (
 // them. It never refuses: anything it does not take whole (a syntax
 // error, a key that is not exactly a field's name, a key given twice, a
 // value of another type, trailing data, a failed check) goes to the
-// strict decoder, which says what is wrong exactly as before. So the
-// accepted set can only shrink by a fast-path bug, never grow, and every
-// refusal keeps its message; FuzzDecodeCommandFast holds the two paths to
-// the same results.
+// strict decoder, which says what is wrong exactly as before, so every
+// refusal keeps its message. What the fast path takes must be what the
+// strict decoder accepts, read the same: FuzzDecodeCommandFast holds the
+// two paths to the same results.
 
 // fastEncodeBound is the input size up to which an accepted command's
 // canonical encoding is known to fit MaxCommandBytes without encoding it:
