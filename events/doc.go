@@ -17,6 +17,11 @@
 //     one get-last-message call whatever the length of its history.
 //   - The codec refuses unknown event types and future schema versions with a
 //     clear error; older versions pass through an upcaster.
+//   - DecodeCommand accepts exactly what its strict decode accepts
+//     (encoding/json refusing unknown fields, internal/jsonstrict,
+//     fsm.Command.Validate, the size bound), and refuses the rest with the
+//     strict decode's words; a one-pass reader of its own only makes the
+//     accepted commands cheap (FuzzDecodeCommandFast holds the two equal).
 //   - No reader stalls on a message it cannot use (undecodable, or
 //     misaddressed to another workspace or command): Load, History, Replay
 //     and Subscribe skip it or hand it on as Record.Unreadable, and Load

@@ -5,6 +5,8 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/turnstile-dev/turnstile/fsm"
 )
 
 // EventMsgForTest is the message Commit sends for env after expected, for
@@ -20,3 +22,13 @@ func (s *Store) EventMsgForTest(env Envelope, expected uint64) (*nats.Msg, error
 
 // OutcomeMsgForTest is the message Commit sends for o.
 func (s *Store) OutcomeMsgForTest(o OutcomeRecord) (*nats.Msg, error) { return s.outcomeMsg(o) }
+
+// DecodeCommandFastForTest is DecodeCommand's fast path alone.
+func DecodeCommandFastForTest(b []byte, subject string) (fsm.Command, bool) {
+	return decodeCommandFast(b, subject)
+}
+
+// DecodeCommandStrictForTest is DecodeCommand's strict decoder alone.
+func DecodeCommandStrictForTest(b []byte, subject string) (fsm.Command, error) {
+	return decodeCommandStrict(b, subject)
+}
