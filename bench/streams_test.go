@@ -78,11 +78,13 @@ type streamsConfig struct {
 	versusConfig
 	streams []int // event stream counts
 	writers int   // connections writing the pattern
-	batch   int   // commands per writer's batch
+	// perStream, if set, gives every stream this many writers of its own
+	// (writers = perStream × streams) instead of sharing writers.
+	perStream int
 }
 
 func newStreamsConfig(tb testing.TB, streams []int) streamsConfig {
-	c := streamsConfig{versusConfig: newVersusConfig(tb), streams: streams, writers: 4, batch: 125}
+	c := streamsConfig{versusConfig: newVersusConfig(tb), streams: streams, writers: 4}
 	if v := os.Getenv("BENCH_STREAMS"); v != "" {
 		c.streams = nil
 		for f := range strings.SplitSeq(v, ",") {
@@ -100,16 +102,42 @@ func newStreamsConfig(tb testing.TB, streams []int) streamsConfig {
 		}
 		c.writers = n
 	}
+	if v := os.Getenv("BENCH_WRITERS_PER_STREAM"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 {
+			tb.Fatalf("BENCH_WRITERS_PER_STREAM=%q: want a positive number", v)
+		}
+		c.perStream = n
+		c.writers = n * slices.Max(c.streams)
+		return c
+	}
 	// Every stream gets the same number of writers.
 	for _, k := range c.streams {
 		if c.writers%k != 0 {
 			tb.Fatalf("%d writers do not divide over %d streams (BENCH_WRITERS)", c.writers, k)
 		}
 	}
-	// A writer's batches in flight together (two, pipelined) must not
-	// share a workspace.
-	c.batch = min(c.batch, benchWorkspaces/c.writers/2)
 	return c
+}
+
+// batchFor is a writer's batch with k streams: 500 commands in flight over
+// all writers, at most the engine's 256 (engine.Config.MaxBatch), and
+// small enough that a writer's two batches in flight (pipelined) never
+// share a workspace.
+func (c streamsConfig) batchFor(k int) int {
+	w := c.writers
+	if c.perStream > 0 {
+		w = c.perStream * k
+	}
+	return min(256, 500/w, benchWorkspaces/w/2)
+}
+
+// conns are the writers' connections for k streams.
+func (c streamsConfig) conns(all []jetstream.JetStream, k int) []jetstream.JetStream {
+	if c.perStream > 0 {
+		return all[:c.perStream*k]
+	}
+	return all
 }
 
 // BenchmarkEventStreams answers issue 13 item 3: does splitting the events
@@ -120,7 +148,7 @@ func newStreamsConfig(tb testing.TB, streams []int) streamsConfig {
 // streams shaped as the events stream (subjects <p>.evt.<ws> and
 // <p>.out.<cmd>, atomic publish, TTLs, dedupe); per stream, writers/k
 // connections, each owning its stream's workspaces i with i/k mod (writers/k)
-// equal to its number, writing batches of up to 125 commands. Per batch
+// equal to its number, writing batches of 125 commands (batchFor). Per batch
 // at the server's default durability: the outcome subjects checked in one
 // batch get, every event sent as an async publish with the workspace's
 // expected last subject sequence and the command id as message id, each
@@ -140,7 +168,11 @@ func newStreamsConfig(tb testing.TB, streams []int) streamsConfig {
 //	go test -run '^$' -bench EventStreams -benchtime 1x -count 2 ./bench/
 //
 // BENCH_STREAMS (default 1,2,4) picks the stream counts, BENCH_WRITERS
-// (default 4) the writers, BENCH_ROW_SECONDS (default 4) each contender's
+// (default 4) the writers, shared by the streams;
+// BENCH_WRITERS_PER_STREAM=n gives each stream n writers of its own
+// instead (the engine today has one committer: n=1 is one committer per
+// stream), with 500 commands in flight over all writers (batchFor);
+// BENCH_ROW_SECONDS (default 4) each contender's
 // measured time, BENCH_SMALL=1 (or -short) shrinks it to a smoke run.
 func BenchmarkEventStreams(b *testing.B) {
 	cfg := newStreamsConfig(b, []int{1, 2, 4})
@@ -158,7 +190,7 @@ func BenchmarkEventStreams(b *testing.B) {
 			conns := connectWriters(b, core, cfg.writers)
 			cs := []contender{engineContender("engine", ts, 512)}
 			for _, k := range cfg.streams {
-				cs = append(cs, newPattern(ctx, b, conns, "EVT"+strconv.Itoa(k), k, 1, cfg.batch, d.jsSync).contender())
+				cs = append(cs, newPattern(ctx, b, cfg.conns(conns, k), "EVT"+strconv.Itoa(k), k, 1, cfg.batchFor(k), d.jsSync).contender())
 			}
 			for range b.N {
 				raw := rawCASRate(ctx, b, core, 64, cfg.raw)
@@ -228,7 +260,7 @@ func BenchmarkClusterR3(b *testing.B) {
 				}
 				conns := connectWriters(b, s.core, cfg.writers)
 				for _, k := range cfg.streams {
-					c := newPattern(ctx, b, conns, "EVT"+strconv.Itoa(k), k, s.replicas, cfg.batch, d.jsSync).contender()
+					c := newPattern(ctx, b, cfg.conns(conns, k), "EVT"+strconv.Itoa(k), k, s.replicas, cfg.batchFor(k), d.jsSync).contender()
 					c.name = fmt.Sprintf("r%d_%s", s.replicas, c.name)
 					cs = append(cs, c)
 					what = append(what, fmt.Sprintf("%s | write pattern, %d event stream(s)", s.name, k))
@@ -238,6 +270,13 @@ func BenchmarkClusterR3(b *testing.B) {
 					what = append(what, fmt.Sprintf("%s | 1 engine, %d clients", s.name, clients))
 				}
 			}
+			// The raw stream made and replicated before it is measured: a
+			// fresh R3 stream's first publishes can meet no leader.
+			if _, err := setups[1].core.JS.CreateOrUpdateStream(ctx, jetstream.StreamConfig{Name: "RAW",
+				Subjects: []string{"raw.>"}, Replicas: 3}); err != nil {
+				b.Fatal(err)
+			}
+			cluster.WaitStreamCurrent(b, "RAW", 30*time.Second)
 			for range b.N {
 				raws := make([]float64, len(setups))
 				for i, s := range setups {
@@ -280,12 +319,20 @@ func atomicFrom(syncAlways bool) int {
 	return -1
 }
 
-// connectWriters opens the pattern's connections, one JetStream context each.
+// connectWriters opens the pattern's connections, one JetStream context
+// each. Their acks may take longer than the default 5 s: on this shared
+// host, at sync_always, an atomic batch's first ack once did (its flow
+// control waits on the JetStream context's timeout).
 func connectWriters(tb testing.TB, core *testenv.Core, n int) []jetstream.JetStream {
 	tb.Helper()
 	out := make([]jetstream.JetStream, n)
 	for i := range out {
-		_, out[i] = core.Connect(tb)
+		nc, _ := core.Connect(tb)
+		js, err := jetstream.New(nc, jetstream.WithDefaultTimeout(30*time.Second))
+		if err != nil {
+			tb.Fatal(err)
+		}
+		out[i] = js
 	}
 	return out
 }
