@@ -1,7 +1,9 @@
 // Package bench holds the peer Turnstile is measured against: the design it
 // replaces, the workspace lifecycle as a PostgreSQL row-lock state machine.
 // Its benchmark (versus_test.go) runs Turnstile and the peer side by side
-// on the same command mix; see docs/benchmarks.md.
+// on the same command mix; see docs/benchmarks.md. streams_test.go drives
+// the engine's write pattern into 1, 2 and 4 event streams (issue 13 item
+// 3) and puts it and one engine on a 3-node R3 cluster beside one node.
 //
 // Guarantees:
 //   - Same rules, other substrate: a command is decided by the same pure

@@ -424,7 +424,13 @@ func newPool(ctx context.Context, tb testing.TB, url string, params map[string]s
 // fixed time instead of a fixed count.
 func rawCASRate(ctx context.Context, tb testing.TB, core *testenv.Core, appenders int, d time.Duration) float64 {
 	tb.Helper()
-	if _, err := core.JS.CreateOrUpdateStream(ctx, jetstream.StreamConfig{Name: "RAW", Subjects: []string{"raw.>"}}); err != nil {
+	return rawCASRateOn(ctx, tb, core.JS, 1, appenders, d)
+}
+
+// rawCASRateOn is rawCASRate on a stream of the given replicas.
+func rawCASRateOn(ctx context.Context, tb testing.TB, js jetstream.JetStream, replicas, appenders int, d time.Duration) float64 {
+	tb.Helper()
+	if _, err := js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{Name: "RAW", Subjects: []string{"raw.>"}, Replicas: replicas}); err != nil {
 		tb.Fatal(err)
 	}
 	var n atomic.Int64
@@ -437,7 +443,7 @@ func rawCASRate(ctx context.Context, tb testing.TB, core *testenv.Core, appender
 			var last uint64
 			payload := make([]byte, 400) // about an envelope's size
 			for time.Now().Before(until) {
-				ack, err := core.JS.Publish(ctx, subj, payload, jetstream.WithExpectLastSequencePerSubject(last))
+				ack, err := js.Publish(ctx, subj, payload, jetstream.WithExpectLastSequencePerSubject(last))
 				if err != nil {
 					tb.Errorf("raw append: %v", err)
 					return

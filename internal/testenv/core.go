@@ -22,27 +22,40 @@ type CoreOptions struct {
 	Engine  engine.Config
 	// Partitions is P of the streams; 0 means events.DefaultPartitions.
 	Partitions int
+	// Cluster, if set, is used instead of an embedded server of its own
+	// (NATS is then ignored, and Core.NATS is nil), with every stream at
+	// Replicas (0 means 1).
+	Cluster  *Cluster
+	Replicas int
 }
 
 // Core is a running NATS with Turnstile's streams and engines.
 type Core struct {
-	NATS    *NATS
+	NATS    *NATS // nil on a Cluster
 	NC      *nats.Conn
 	JS      jetstream.JetStream
 	Store   *events.Store
 	Engines []*engine.Engine
 	opts    CoreOptions
+	// connect opens a connection to the core's server or cluster.
+	connect func(testing.TB) (*nats.Conn, jetstream.JetStream)
 }
 
-// StartCore starts embedded NATS, creates the streams and opens the engines.
+// StartCore starts embedded NATS (or uses o.Cluster), creates the streams
+// and opens the engines.
 func StartCore(tb testing.TB, o CoreOptions) *Core {
 	tb.Helper()
-	n := StartNATS(tb, o.NATS)
-	c := &Core{NATS: n, opts: o}
-	c.NC, c.JS = n.Connect(tb)
+	c := &Core{opts: o}
+	if o.Cluster != nil {
+		c.connect = o.Cluster.Connect
+	} else {
+		c.NATS = StartNATS(tb, o.NATS)
+		c.connect = c.NATS.Connect
+	}
+	c.NC, c.JS = c.connect(tb)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	if err := events.EnsureStreams(ctx, c.JS, events.NewNames(""), events.StreamOptions{Partitions: o.Partitions}); err != nil {
+	if err := events.EnsureStreams(ctx, c.JS, events.NewNames(""), events.StreamOptions{Replicas: o.Replicas, Partitions: o.Partitions}); err != nil {
 		tb.Fatal(err)
 	}
 	store, err := events.OpenStore(ctx, c.JS, events.NewNames(""), events.Codec{})
@@ -62,7 +75,7 @@ func StartCore(tb testing.TB, o CoreOptions) *Core {
 // StartEngine opens one more engine on its own connection, closed at cleanup.
 func (c *Core) StartEngine(tb testing.TB) *engine.Engine {
 	tb.Helper()
-	_, js := c.NATS.Connect(tb)
+	_, js := c.connect(tb)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	store, err := events.OpenStore(ctx, js, events.NewNames(""), events.Codec{})
@@ -76,7 +89,7 @@ func (c *Core) StartEngine(tb testing.TB) *engine.Engine {
 	}
 	cfg.CommitStores = nil
 	for range cfg.Committers {
-		_, cjs := c.NATS.Connect(tb)
+		_, cjs := c.connect(tb)
 		cs, err := events.OpenStore(ctx, cjs, events.NewNames(""), events.Codec{})
 		if err != nil {
 			tb.Fatal(err)
@@ -98,6 +111,13 @@ func (c *Core) StartEngine(tb testing.TB) *engine.Engine {
 	return e
 }
 
+// Connect opens one more connection to the core's server (or cluster),
+// closed at the end of the test.
+func (c *Core) Connect(tb testing.TB) (*nats.Conn, jetstream.JetStream) {
+	tb.Helper()
+	return c.connect(tb)
+}
+
 // Client returns a user client on its own connection.
 func (c *Core) Client(tb testing.TB, actor string) *client.Client {
 	tb.Helper()
@@ -113,7 +133,7 @@ func (c *Core) SystemClient(tb testing.TB, actor string) *client.Client {
 
 func (c *Core) newClient(tb testing.TB, o client.Options) *client.Client {
 	tb.Helper()
-	nc, _ := c.NATS.Connect(tb)
+	nc, _ := c.connect(tb)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	cl, err := client.New(ctx, nc, o)
