@@ -81,10 +81,20 @@ type streamsConfig struct {
 	// perStream, if set, gives every stream this many writers of its own
 	// (writers = perStream × streams) instead of sharing writers.
 	perStream int
+	// r3Engines is how many engines run on the R3 cluster
+	// (BENCH_R3_ENGINES, default 1): they split the command partitions.
+	r3Engines int
 }
 
 func newStreamsConfig(tb testing.TB, streams []int) streamsConfig {
-	c := streamsConfig{versusConfig: newVersusConfig(tb), streams: streams, writers: 4}
+	c := streamsConfig{versusConfig: newVersusConfig(tb), streams: streams, writers: 4, r3Engines: 1}
+	if v := os.Getenv("BENCH_R3_ENGINES"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 || n > 5 {
+			tb.Fatalf("BENCH_R3_ENGINES=%q: want 1 to 5", v)
+		}
+		c.r3Engines = n
+	}
 	if v := os.Getenv("BENCH_STREAMS"); v != "" {
 		c.streams = nil
 		for f := range strings.SplitSeq(v, ",") {
@@ -228,7 +238,9 @@ func BenchmarkEventStreams(b *testing.B) {
 //
 //	go test -run '^$' -bench ClusterR3 -benchtime 1x -count 2 ./bench/
 //
-// BENCH_STREAMS (default 1) picks the pattern's stream counts; the rest as
+// BENCH_STREAMS (default 1) picks the pattern's stream counts;
+// BENCH_R3_ENGINES (default 1) the engines on the cluster, in one process
+// (they split the partitions as serves would); the rest as
 // BenchmarkEventStreams.
 func BenchmarkClusterR3(b *testing.B) {
 	cfg := newStreamsConfig(b, []int{1})
@@ -245,7 +257,8 @@ func BenchmarkClusterR3(b *testing.B) {
 				core     *testenv.Core
 			}{
 				{"R1, 1 node", 1, testenv.StartCore(b, testenv.CoreOptions{NATS: testenv.NATSOptions{SyncAlways: d.jsSync}, Engine: engineCfg})},
-				{"R3, 3 nodes", 3, testenv.StartCore(b, testenv.CoreOptions{Cluster: cluster, Replicas: 3, Engine: engineCfg})},
+				{fmt.Sprintf("R3, 3 nodes, %d engine(s)", cfg.r3Engines), 3, testenv.StartCore(b, testenv.CoreOptions{Cluster: cluster, Replicas: 3,
+					Engine: engineCfg, Engines: cfg.r3Engines})},
 			}
 			names := events.NewNames("")
 			for _, st := range []string{names.CommandStream(), names.SystemStream(), names.EventStream()} {
@@ -267,7 +280,7 @@ func BenchmarkClusterR3(b *testing.B) {
 				}
 				for _, clients := range []int{64, 512} {
 					cs = append(cs, engineContender(fmt.Sprintf("r%d_engine%d", s.replicas, clients), ts, clients))
-					what = append(what, fmt.Sprintf("%s | 1 engine, %d clients", s.name, clients))
+					what = append(what, fmt.Sprintf("%s | %d clients", s.name, clients))
 				}
 			}
 			// The raw stream made and replicated before it is measured: a
