@@ -304,9 +304,11 @@ func (r report) log(t *testing.T) {
 // checkOrder checks, with the outcomes checkStream read, that every
 // workspace's commands were decided in the order they reached the command
 // stream: their outcomes are in the events stream in that order too. A command sent again under its id counts at
-// its first place. It holds where one engine at a time takes commands and
-// a restarted engine handles what the dead one left unfinished first (not
-// between two engines sharing the durable consumer: docs/reliability.md).
+// its first place. It holds where one engine at a time takes a
+// workspace's commands (one serve, or one owner per command partition
+// across serves) and an engine that starts or takes over handles what the
+// one before left unfinished first; engines sharing one durable consumer
+// do not keep it (docs/reliability.md).
 //
 // strict fails the test on a violation; otherwise violations are logged
 // (a known defect a scenario documents). It returns their number.
