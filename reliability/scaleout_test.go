@@ -118,12 +118,16 @@ func TestScaleOut(t *testing.T) {
 			unanswered, killed = l.unanswered(), time.Now()
 			c.kill9(victim)
 			nodeKills++
-			for _, st := range led {
-				c.waitStreamLeader(st, time.Minute)
+			if len(led) == 0 {
+				what += ", leading no stream"
+			} else {
+				for _, st := range led {
+					c.waitStreamLeader(st, time.Minute)
+				}
+				leaderless = time.Since(killed)
+				worstLeaderless = max(worstLeaderless, leaderless)
+				what += fmt.Sprintf(", leading %v: new leaders after %v", led, leaderless.Round(time.Millisecond))
 			}
-			leaderless = time.Since(killed)
-			worstLeaderless = max(worstLeaderless, leaderless)
-			what += fmt.Sprintf(", leading %v: new leaders after %v", led, leaderless.Round(time.Millisecond))
 			restart = func() {
 				c.restart(victim)
 				c.waitHealthy(2 * time.Minute)
