@@ -237,7 +237,8 @@ func (c *natsCluster) waitStreamLeader(stream string, timeout time.Duration) int
 // replica it holds is current with its leader.
 func (c *natsCluster) waitHealthy(timeout time.Duration) {
 	c.t.Helper()
-	testenv.Eventually(c.t, timeout, "every NATS node healthy (/healthz)", func() bool {
+	// Every 100 ms: each failed check is a warning in the node's log.
+	poll(c.t, timeout, 100*time.Millisecond, "every NATS node healthy (/healthz)", func() bool {
 		for i := range c.nodes {
 			if !c.up(i) || !c.monitor(i, "/healthz", nil) {
 				return false

@@ -63,6 +63,12 @@ func TestScaleOut(t *testing.T) {
 		defer close(loadDone)
 		l.run(ctx, seed, func(i int64) bool { return i < int64(commands) || !faultsOver.Load() })
 	}()
+	// A fault's wait that fails the test ends the load before the test
+	// does: its senders report through t.
+	defer func() {
+		cancel()
+		<-loadDone
+	}()
 
 	// Faults one after another, each once the previous victim is back and
 	// caught up and the load has had a share of its commands since, from
