@@ -147,7 +147,8 @@ func TestScaleOut(t *testing.T) {
 		})
 		takeover := time.Since(killed)
 		worstTakeover = max(worstTakeover, takeover)
-		t.Logf("fault %d: killed %s; the %d commands in flight all had outcomes %v later", i+1, what, len(unanswered), takeover.Round(time.Millisecond))
+		t.Logf("fault %d at %s: killed %s; the %d commands in flight all had outcomes %v later",
+			i+1, killed.UTC().Format("15:04:05.000"), what, len(unanswered), takeover.Round(time.Millisecond))
 		restart()
 	}
 	faultsOver.Store(true)
