@@ -122,6 +122,13 @@ func checkStream(t *testing.T, cl *client.Client, sentCmds map[string]sent) stre
 	outcomes := map[string]events.OutcomeRecord{}
 	eventsByCmd := map[string]int{}
 	lastSeq := map[string]uint64{}
+	// holder is, per workspace and event seq, the command whose event it
+	// is and its stream sequence: what a mismatch names.
+	type holding struct {
+		cmd       string
+		streamSeq uint64
+	}
+	holder := map[string]map[uint64]holding{}
 	replayers := map[string]*audit.Replayer{}
 	err := cl.Store().Replay(ctx, 1, 0, func(r events.Record) error {
 		f.Records++
@@ -146,6 +153,10 @@ func checkStream(t *testing.T, cl *client.Client, sentCmds map[string]sent) stre
 				t.Errorf("workspace %s: event seq %d after %d (stream sequence %d)", e.Workspace, e.Seq, lastSeq[e.Workspace], r.StreamSeq)
 			}
 			lastSeq[e.Workspace] = e.Seq
+			if holder[e.Workspace] == nil {
+				holder[e.Workspace] = map[uint64]holding{}
+			}
+			holder[e.Workspace][e.Seq] = holding{cmd: e.CommandID, streamSeq: r.StreamSeq}
 			rp := replayers[e.Workspace]
 			if rp == nil {
 				rp = audit.NewReplayer(e.Workspace)
@@ -186,8 +197,12 @@ func checkStream(t *testing.T, cl *client.Client, sentCmds map[string]sent) stre
 			continue
 		}
 		if o.Outcome != s.outcome.Outcome || o.EventSeq != s.outcome.EventSeq {
-			t.Errorf("command %s: the client was told %s (event %d), the stream says %s (event %d)",
-				id, s.outcome.Outcome, s.outcome.EventSeq, o.Outcome, o.EventSeq)
+			// Which decision the client was told (its time) and whose event
+			// stands at the seq it was told: two decisions, one lost?
+			h := holder[s.cmd.Workspace][s.outcome.EventSeq]
+			t.Errorf("command %s (%s %s): the client was told %s (event %d, decided %s), the stream says %s (event %d, decided %s, outcome at stream sequence %d); event %d is command %s's at stream sequence %d",
+				id, s.cmd.Type, s.cmd.Workspace, s.outcome.Outcome, s.outcome.EventSeq, s.outcome.DecidedAt.Format(time.RFC3339Nano),
+				o.Outcome, o.EventSeq, o.DecidedAt.Format(time.RFC3339Nano), f.decided[id], s.outcome.EventSeq, h.cmd, h.streamSeq)
 		}
 	}
 	return f
@@ -304,9 +319,11 @@ func (r report) log(t *testing.T) {
 // checkOrder checks, with the outcomes checkStream read, that every
 // workspace's commands were decided in the order they reached the command
 // stream: their outcomes are in the events stream in that order too. A command sent again under its id counts at
-// its first place. It holds where one engine at a time takes commands and
-// a restarted engine handles what the dead one left unfinished first (not
-// between two engines sharing the durable consumer: docs/reliability.md).
+// its first place. It holds where one engine at a time takes a
+// workspace's commands (one serve, or one owner per command partition
+// across serves) and an engine that starts or takes over handles what the
+// one before left unfinished first; engines sharing one durable consumer
+// do not keep it (docs/reliability.md).
 //
 // strict fails the test on a violation; otherwise violations are logged
 // (a known defect a scenario documents). It returns their number.

@@ -155,6 +155,31 @@ func (l *load) send(ctx context.Context, cmd fsm.Command) {
 	}
 }
 
+// unanswered returns the ids of the commands sent that have no outcome yet.
+func (l *load) unanswered() []string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	var out []string
+	for id, s := range l.sent {
+		if s.outcome.Outcome == "" {
+			out = append(out, id)
+		}
+	}
+	return out
+}
+
+// answered reports whether every command of ids has an outcome.
+func (l *load) answered(ids []string) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for _, id := range ids {
+		if l.sent[id].outcome.Outcome == "" {
+			return false
+		}
+	}
+	return true
+}
+
 // commands returns what was sent.
 func (l *load) commands() map[string]sent {
 	l.mu.Lock()

@@ -44,6 +44,9 @@ type natsServer struct {
 	cmd  *exec.Cmd
 	done chan struct{}
 	out  *syncBuffer
+	// args is the command line; nil runs one node on port with its store
+	// in dir (a cluster's node gives its configuration file instead).
+	args []string
 }
 
 func startNATSServer(t *testing.T) *natsServer {
@@ -64,7 +67,11 @@ func (n *natsServer) url() string { return fmt.Sprintf("nats://127.0.0.1:%d", n.
 // start runs the server and waits until it accepts connections.
 func (n *natsServer) start() {
 	n.t.Helper()
-	n.cmd = exec.Command(n.bin, "-a", "127.0.0.1", "-p", fmt.Sprint(n.port), "-js", "-sd", n.dir)
+	args := n.args
+	if args == nil {
+		args = []string{"-a", "127.0.0.1", "-p", fmt.Sprint(n.port), "-js", "-sd", n.dir}
+	}
+	n.cmd = exec.Command(n.bin, args...)
 	n.cmd.Stdout, n.cmd.Stderr = n.out, n.out
 	if err := n.cmd.Start(); err != nil {
 		n.t.Fatal(err)
@@ -81,6 +88,12 @@ func (n *natsServer) start() {
 		_ = c.Close()
 		return true
 	})
+}
+
+// kill9 kills the server with SIGKILL and waits for the process to be gone.
+func (n *natsServer) kill9() {
+	_ = n.cmd.Process.Signal(syscall.SIGKILL)
+	<-n.done
 }
 
 // stop stops the server gracefully (SIGTERM; SIGKILL after 30 s).

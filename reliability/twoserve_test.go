@@ -13,7 +13,9 @@ import (
 // at random moments of the load, restarting it each time. The CAS on
 // append fences the engines and the checkpoint CAS fences the projectors:
 // afterwards every command has exactly one outcome, nothing is duplicated,
-// every history is legal and the read model equals a rebuild.
+// every workspace's commands were decided in command-stream order across
+// the two engines, every history is legal and the read model equals a
+// rebuild.
 func TestTwoServes(t *testing.T) {
 	gate(t)
 	commands := pick(1000, 10000)
@@ -41,7 +43,10 @@ func TestTwoServes(t *testing.T) {
 
 	waitQuiet(t, cl, dbURL, l.workspaces, pick(3*time.Minute, 5*time.Minute))
 	f := checkStream(t, cl, l.commands())
-	checkOrder(t, cl, f, true) // one engine per partition: order holds across engines
+	// Across the two engines: each workspace's partition has one engine at
+	// a time, and a takeover decides the partition's unfinished commands
+	// first.
+	misordered := checkOrder(t, cl, f, true)
 	checkAuditCLI(t, ns.url())
 	checkRebuild(t, ns.url(), dbURL, "")
 	if b.kills != kills {
@@ -50,5 +55,5 @@ func TestTwoServes(t *testing.T) {
 	report{Scenario: "two-serves", Long: long(), Commands: len(l.commands()), Workspaces: workspaces,
 		Seconds: loadTime.Seconds(), Faults: b.kills, FaultKind: "kill -9 of one of two serves (external nats-server)",
 		Resends: l.resends.Load(), StreamRecords: f.Records, Events: f.Events, Outcomes: f.Outcomes,
-		Lost: f.Lost + int(l.lost.Load()), Duplicated: f.Duplicated}.log(t)
+		Lost: f.Lost + int(l.lost.Load()), Duplicated: f.Duplicated, Misordered: misordered}.log(t)
 }
