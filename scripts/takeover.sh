@@ -14,19 +14,21 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 TRIALS=${TRIALS:-5}
 dir=$(mktemp -d)
-trap 'pkill -f "data-dir $dir/" || true; pkill -f "$dir/nats-server" || true; rm -rf "$dir"' EXIT
+chmod o+x "$dir" # serve runs its PostgreSQL as the postgres user
+trap 'pkill -f "data-dir $dir/" || true; pkill -f "$dir/nats-server" || true; [ -n "${KEEP:-}" ] || rm -rf "$dir"' EXIT
 go build -o "$dir/turnstile" ./cmd/turnstile
 go build -o "$dir/nats-server" github.com/nats-io/nats-server/v2
 port=$(( 20000 + RANDOM % 20000 ))
 nats=nats://127.0.0.1:$port
 "$dir/nats-server" -js -sd "$dir/ns" -p "$port" >"$dir/ns.log" 2>&1 &
-serve() { # name http-port
-	"$dir/turnstile" serve --data-dir "$dir/$1" --nats-url "$nats" --provisioner sim \
-		--http-addr "127.0.0.1:$2" --log-format json >>"$dir/$1.log" 2>&1 &
+for _ in $(seq 1 100); do grep -q "Server is ready" "$dir/ns.log" && break; sleep 0.1; done
+serve() { # name http-port; in a subshell, so the shell does not report its kill
+	("$dir/turnstile" serve --data-dir "$dir/$1" --nats-url "$nats" --provisioner sim \
+		--http-addr "127.0.0.1:$2" --log-format json >>"$dir/$1.log" 2>&1 &)
 }
 started() { grep -c '"engine started"' "$dir/$1.log" 2>/dev/null || true; }
 wait_started() { # name count
-	for _ in $(seq 1 300); do [ "$(started "$1")" -ge "$2" ] && return 0; sleep 0.1; done
+	for _ in $(seq 1 1200); do [ "$(started "$1")" -ge "$2" ] && return 0; sleep 0.1; done
 	echo "serve $1 did not start; see $dir/$1.log" >&2; exit 1
 }
 create() { "$dir/turnstile" create "$1" --nats-url "$nats" --database-url "$(cat "$dir/a/database-url")" >/dev/null; }
