@@ -65,3 +65,22 @@ func FuzzValidateID(f *testing.F) {
 		}
 	})
 }
+
+// The command id pattern, restated: ValidateCommandID spells it out by hand.
+var commandIDPattern = regexp.MustCompile(`^[A-Za-z0-9_-]{1,128}$`)
+
+// FuzzValidateCommandID: ValidateCommandID accepts exactly the pattern.
+func FuzzValidateCommandID(f *testing.F) {
+	for _, s := range []string{
+		"a", "A-b_9", "sys-provision-ws-g1", strings.Repeat("x", 128), strings.Repeat("x", 129),
+		"", "a b", "a.b", "a*", ">", "ä", "a\n", "\x00", "a/b", "ｘ",
+	} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, id string) {
+		got, want := fsm.ValidateCommandID(id) == nil, commandIDPattern.MatchString(id)
+		if got != want {
+			t.Fatalf("ValidateCommandID(%q) accepts: %v, the pattern: %v", id, got, want)
+		}
+	})
+}
