@@ -47,23 +47,31 @@ func (s *service) streamReplicas(ctx context.Context, js jetstream.JetStream) (i
 const ensureStreamsFor = time.Minute
 
 // ensureStreams runs events.EnsureStreams, retrying while the servers are
-// not ready for it (a request that times out, "JetStream temporarily
-// unavailable", no responders): a cluster started together with serve has
-// its meta leader some seconds later. A replica count the servers cannot
-// hold, or any other refusal, fails at once.
+// not ready for it (untilReady). A replica count the servers cannot hold,
+// or any other refusal, fails at once.
 func (s *service) ensureStreams(ctx context.Context, js jetstream.JetStream, o events.StreamOptions) error {
+	err := s.untilReady(ctx, "create the streams", func() error { return events.EnsureStreams(ctx, js, s.names, o) })
+	if err == nil {
+		s.log.Info("streams ready", "replicas", o.Replicas, "commands", s.names.CommandStream(),
+			"system", s.names.SystemStream(), "events", s.names.EventStream())
+	}
+	return err
+}
+
+// untilReady runs fn, again while it fails the way servers that are not
+// ready answer (a request that times out, "JetStream temporarily
+// unavailable", no responders), for up to ensureStreamsFor: a cluster
+// started together with serve has its meta leader some seconds later, and
+// a loaded one may leave a stream without quorum for a while. Any other
+// error fails at once.
+func (s *service) untilReady(ctx context.Context, what string, fn func() error) error {
 	deadline := time.Now().Add(ensureStreamsFor)
 	for attempt := 0; ; attempt++ {
-		err := events.EnsureStreams(ctx, js, s.names, o)
-		if err == nil {
-			s.log.Info("streams ready", "replicas", o.Replicas, "commands", s.names.CommandStream(),
-				"system", s.names.SystemStream(), "events", s.names.EventStream())
-			return nil
-		}
-		if ctx.Err() != nil || !notReady(err) || time.Now().After(deadline) {
+		err := fn()
+		if err == nil || ctx.Err() != nil || !notReady(err) || time.Now().After(deadline) {
 			return err
 		}
-		s.log.Warn("NATS is not ready to create the streams yet; retrying", "err", err)
+		s.log.Warn("NATS is not ready to "+what+" yet; retrying", "err", err)
 		if err := retry.Sleep(ctx, retry.Backoff(attempt, 100*time.Millisecond, 2*time.Second)); err != nil {
 			return err
 		}

@@ -271,7 +271,25 @@ func (s *service) store(ctx context.Context, name string) (*events.Store, error)
 	if err != nil {
 		return nil, err
 	}
-	return events.OpenStore(ctx, js, s.names, events.Codec{})
+	return s.openStore(ctx, js)
+}
+
+// openStore opens the event store on js, while NATS gets ready.
+func (s *service) openStore(ctx context.Context, js jetstream.JetStream) (store *events.Store, err error) {
+	err = s.untilReady(ctx, "open the event stream", func() (err error) {
+		store, err = events.OpenStore(ctx, js, s.names, events.Codec{})
+		return err
+	})
+	return store, err
+}
+
+// newClient opens a client on nc, while NATS gets ready.
+func (s *service) newClient(ctx context.Context, nc *nats.Conn, o client.Options) (cl *client.Client, err error) {
+	err = s.untilReady(ctx, "open a client", func() (err error) {
+		cl, err = client.New(ctx, nc, o)
+		return err
+	})
+	return cl, err
 }
 
 // startDatabase opens PostgreSQL, applies the read model's schema and
@@ -312,7 +330,7 @@ func (s *service) startProjector(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	pstore, err := events.OpenStore(ctx, pjs, s.names, events.Codec{})
+	pstore, err := s.openStore(ctx, pjs)
 	if err != nil {
 		return err
 	}
@@ -342,7 +360,7 @@ func (s *service) startProvisioning(ctx context.Context) error {
 		return err
 	}
 	// The one client that may send system reports (to <prefix>.sys.<ws>).
-	provClient, err := client.New(ctx, s.conns["provisioning"], client.Options{Prefix: s.a.prefix, Actor: "provisioner", System: true})
+	provClient, err := s.newClient(ctx, s.conns["provisioning"], client.Options{Prefix: s.a.prefix, Actor: "provisioner", System: true})
 	if err != nil {
 		return err
 	}
@@ -387,7 +405,7 @@ func (s *service) startEngine(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	if err := eng.Open(ctx); err != nil {
+	if err := s.untilReady(ctx, "start the engine", func() error { return eng.Open(ctx) }); err != nil {
 		return err
 	}
 	s.push("engine", func(context.Context) error { return eng.Close() })
@@ -401,7 +419,7 @@ func (s *service) startAPI(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	apiClient, err := client.New(ctx, s.conns["api"], client.Options{Prefix: s.a.prefix, Actor: "api", PollInterval: 250 * time.Millisecond,
+	apiClient, err := s.newClient(ctx, s.conns["api"], client.Options{Prefix: s.a.prefix, Actor: "api", PollInterval: 250 * time.Millisecond,
 		ReplyPrefix: serveReplyPrefix})
 	if err != nil {
 		return err

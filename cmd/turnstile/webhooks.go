@@ -19,7 +19,7 @@ func (s *service) startWebhooks(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	store, err := events.OpenStore(ctx, js, s.names, events.Codec{})
+	store, err := s.openStore(ctx, js)
 	if err != nil {
 		return err
 	}
