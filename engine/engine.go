@@ -288,6 +288,8 @@ func (e *Engine) Open(ctx context.Context) error {
 	}
 	own, err := e.openMembers(ctx, max(cmdStream.CachedInfo().Config.Replicas, 1))
 	if err == nil {
+		// Set before anything is queued: the workers read it (takenAt).
+		e.own = own
 		// The first assignment before Open returns: a lone engine pulls
 		// every partition from the start.
 		err = own.rebalance(ctx, runCtx)
@@ -296,7 +298,6 @@ func (e *Engine) Open(ctx context.Context) error {
 		e.stopOwned(own)
 		return err
 	}
-	e.own = own
 	ownCtx, stopOwn := context.WithCancel(runCtx)
 	e.stopOwn = stopOwn
 	e.owning.Go(func() { own.heartbeat(ownCtx) })
@@ -314,6 +315,7 @@ func (e *Engine) pullBatch() int { return min(1024, e.perConsumer) }
 func (e *Engine) stopOwned(own *owner) {
 	if own != nil {
 		for _, p := range own.leave(context.Background()) {
+			p.cancel()
 			for _, it := range p.iters {
 				it.Stop()
 			}
@@ -347,6 +349,9 @@ func (e *Engine) Close() error {
 	ctx, cancelCtx := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancelCtx()
 	owned := e.own.leave(ctx)
+	for _, p := range owned {
+		p.cancel() // sweeps end; the pull loops drain their iterators below
+	}
 	// Drain rather than Stop: commands already pulled into the iterator's
 	// buffer reach the queue (and are handed back below) instead of being
 	// dropped to come back only after the ack wait, behind newer ones.
@@ -395,7 +400,10 @@ func (e *Engine) pull(ctx context.Context, it jetstream.MessagesContext, w *gapW
 		if ws := e.names.WorkspaceOf(m.Subject()); !e.queue.offer(ws, m) {
 			e.overflow(ctx, ws, m)
 		}
-	}, func(error) { w.failed = true })
+	}, func(error) {
+		w.failed = true
+		e.sweepAfterFailure(ctx, w)
+	})
 }
 
 // work handles one workspace's next command at a time.
@@ -405,7 +413,7 @@ func (e *Engine) work(ctx context.Context) {
 		if !ok {
 			return
 		}
-		e.handle(ctx, j.msg, j.recovered)
+		e.handle(ctx, j.msg, j.recovered || j.again)
 		if ctx.Err() != nil && !j.recovered {
 			_ = j.msg.Nak() // handed back unless handle settled it (then a no-op)
 		}

@@ -3,6 +3,8 @@ package engine
 import (
 	"context"
 	"fmt"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -48,6 +50,10 @@ type gapWatch struct {
 	// pinned: this engine is the consumer's one client (owner.go), so every
 	// gap is deliveries it did not get, and is caught up.
 	pinned bool
+	// sweeping is set while a sweep (below) runs; sweeps tracks it for the
+	// partition's release. Both only for pinned watches.
+	sweeping atomic.Bool
+	sweeps   *sync.WaitGroup
 }
 
 func (e *Engine) newGapWatch(cons jetstream.Consumer, src source) *gapWatch {
@@ -90,21 +96,26 @@ func (e *Engine) catchUpBefore(ctx context.Context, w *gapWatch, m jetstream.Msg
 	}
 	started := time.Now()
 	// Read until it works: the lost commands go first, as handle retries
-	// rather than let a later command overtake. Not past the ack wait (the
-	// server hands them out again by then), nor once Close has begun.
-	ctx, cancel := context.WithTimeout(ctx, e.cfg.AckWait)
+	// rather than let a later command overtake (this partition's pulls wait
+	// meanwhile; the others go on). Each attempt is bounded: a request to a
+	// cluster electing its leaders can go unanswered, and the next one may
+	// reach the new leader. Not once Close has begun, or the partition is
+	// let go (ctx).
+	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	defer context.AfterFunc(e.closing, cancel)()
 	var msgs []jetstream.Msg
 	for attempt := 0; ; attempt++ {
-		msgs, err = e.readGap(ctx, w, md.Sequence.Stream-1)
+		actx, acancel := context.WithTimeout(ctx, readAttempt)
+		msgs, err = e.readGap(actx, w, md.Sequence.Stream-1)
+		acancel()
 		if err == nil {
 			break
 		}
 		e.log.Warn("engine: delivery gap: could not read the commands taken; retrying", "stream", w.src.stream,
-			"attempt", attempt, "err", err)
+			"consumer", w.src.durable, "attempt", attempt, "err", err)
 		if retry.Sleep(ctx, retryDelay(attempt)) != nil {
-			e.log.Warn("engine: delivery gap: gave up reading the commands taken; they come back after the ack wait",
+			e.log.Warn("engine: delivery gap: gave up reading the commands taken (closing); they come back after the ack wait",
 				"stream", w.src.stream)
 			return
 		}
@@ -118,6 +129,69 @@ func (e *Engine) catchUpBefore(ctx context.Context, w *gapWatch, m jetstream.Msg
 	}
 	e.log.Info("engine: delivery gap: caught up", "stream", w.src.stream, "consumer_seq", cur, "after", prev,
 		"queued", len(msgs), "took", time.Since(started))
+}
+
+// Lost deliveries with nothing after them. A gap shows only when a later
+// command arrives; if the lost ones were all a partition's senders had in
+// flight (each waits for its outcome before sending more), none comes, and
+// they would wait out the ack wait. So after a failed pull on a pinned
+// consumer (missed heartbeats: its node or its leader went away), a sweep
+// waits for the consumer to answer again and queues the commands between
+// its ack floor and its last delivery that have no outcome and are neither
+// waiting nor being handled here. A command still on its way to this engine
+// is then queued twice; the delivery replaces the copy, or finds its
+// outcome.
+
+// sweepAfterFailure starts a sweep of w's consumer unless one runs.
+func (e *Engine) sweepAfterFailure(ctx context.Context, w *gapWatch) {
+	if !w.pinned || w.sweeps == nil || !w.sweeping.CompareAndSwap(false, true) {
+		return
+	}
+	w.sweeps.Go(func() {
+		defer w.sweeping.Store(false)
+		ctx, cancel := context.WithTimeout(ctx, e.cfg.AckWait)
+		defer cancel()
+		for attempt := 0; ; attempt++ {
+			// The iterator pulls again after its own wait; the consumer may
+			// answer before the lost deliveries' node is back (a new leader).
+			if retry.Sleep(ctx, retryDelay(attempt)) != nil {
+				return
+			}
+			actx, acancel := context.WithTimeout(ctx, readAttempt)
+			msgs, done, err := e.sweep(actx, w)
+			acancel()
+			if err != nil {
+				continue
+			}
+			if done {
+				return
+			}
+			for _, r := range msgs {
+				e.queue.pushRecovered(e.names.WorkspaceOf(r.Subject()), r)
+			}
+			if e.cfg.Metrics != nil && len(msgs) > 0 {
+				e.cfg.Metrics.CatchUps.Inc()
+				e.cfg.Metrics.CaughtUp.Add(float64(len(msgs)))
+			}
+			return
+		}
+	})
+}
+
+// sweep reads the commands of w's consumer taken and not finished that are
+// not here; done: there are none.
+func (e *Engine) sweep(ctx context.Context, w *gapWatch) (msgs []jetstream.Msg, done bool, err error) {
+	info, err := w.cons.Info(ctx)
+	if err != nil {
+		return nil, false, fmt.Errorf("engine: consumer %s: %w", w.src.durable, err)
+	}
+	from, to := info.AckFloor.Stream+1, info.Delivered.Stream
+	if info.NumAckPending == 0 || to < from {
+		return nil, true, nil
+	}
+	msgs, err = e.readTaken(ctx, w.src, from, to, "engine: after a failed pull: read the commands taken and not finished",
+		func(ws string, seq uint64) bool { return e.queue.holds(ws, w.src.stream, seq) })
+	return msgs, false, err
 }
 
 // readGap returns the commands of w's source from the consumer's ack floor

@@ -18,6 +18,8 @@ import (
 // handle takes one command to its recorded outcome and acks it. It returns
 // without acking only when the engine stops, so the command is redelivered.
 // recovered: m is a recovered copy (see job), handled as a redelivery.
+// recovered: a recovered copy, or a delivery of a command this engine
+// queued one of (job.again).
 func (e *Engine) handle(ctx context.Context, m jetstream.Msg, recovered bool) {
 	md, err := m.Metadata()
 	if err != nil {
@@ -53,7 +55,7 @@ func (e *Engine) handle(ctx context.Context, m jetstream.Msg, recovered bool) {
 		if ctx.Err() != nil {
 			return
 		}
-		o, err := e.decideAndCommit(ctx, cmd, md, e.handledBefore(recovered, md))
+		o, err := e.decideAndCommit(ctx, cmd, md, e.handledBefore(recovered, md, m.Subject()))
 		switch {
 		case err == nil:
 			e.checkReport(cmd, o)
@@ -83,13 +85,25 @@ func (e *Engine) handle(ctx context.Context, m jetstream.Msg, recovered bool) {
 
 // handledBefore reports whether a command may have been handled by an
 // engine before (its event stored, its outcome perhaps not): a recovered
-// copy, a redelivery, or one stored before this engine opened (plus
+// copy, a redelivery, or one stored before this engine took its partition (plus
 // openSkew for the clocks of the server and of this process). The last
 // because a delivery count can start again: a NATS server killed with
 // serve may come back with its consumer's state from before the crash and
 // deliver a command an engine had taken as if for the first time.
-func (e *Engine) handledBefore(recovered bool, md *jetstream.MsgMetadata) bool {
-	return recovered || md.NumDelivered > 1 || md.Timestamp.Before(e.opened.Add(openSkew))
+func (e *Engine) handledBefore(recovered bool, md *jetstream.MsgMetadata, subject string) bool {
+	return recovered || md.NumDelivered > 1 || md.Timestamp.Before(e.takenAt(subject).Add(openSkew))
+}
+
+// takenAt is when this engine took the partition subject is in (owner.go):
+// a command stored before may have been handled by its previous owner.
+// Before the partition is known, when the engine opened.
+func (e *Engine) takenAt(subject string) time.Time {
+	if k, ok := e.names.PartitionOf(subject); ok && e.own != nil {
+		if t, ok := e.own.takenAt(k); ok {
+			return t
+		}
+	}
+	return e.opened
 }
 
 // openSkew allows for the server's clock running ahead of this process's.

@@ -170,8 +170,11 @@ func rank(id string, k int) uint64 {
 
 // partition is one partition this engine pulls.
 type partition struct {
-	iters  []jetstream.MessagesContext
+	iters []jetstream.MessagesContext
+	// pulled tracks the pull loops and their sweeps (gap.go), which run
+	// under a context that cancel ends.
 	pulled sync.WaitGroup
+	cancel context.CancelFunc
 }
 
 // owner keeps this engine's membership and partitions.
@@ -182,6 +185,17 @@ type owner struct {
 
 	mu    sync.Mutex
 	owned map[int]*partition
+	// taken is when each partition was last taken; kept after it is let go
+	// (a command of it may still be in hand here).
+	taken map[int]time.Time
+}
+
+// takenAt returns when partition k was taken, if it was.
+func (o *owner) takenAt(k int) (time.Time, bool) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	t, ok := o.taken[k]
+	return t, ok
 }
 
 // openMembers creates (or binds) the members bucket and announces e.
@@ -196,7 +210,7 @@ func (e *Engine) openMembers(ctx context.Context, replicas int) (*owner, error) 
 	if err != nil {
 		return nil, fmt.Errorf("engine: members bucket: %w", err)
 	}
-	o := &owner{e: e, kv: kv, id: e.cfg.NewID(), owned: map[int]*partition{}}
+	o := &owner{e: e, kv: kv, id: e.cfg.NewID(), owned: map[int]*partition{}, taken: map[int]time.Time{}}
 	if err := o.announce(ctx); err != nil {
 		return nil, err
 	}
@@ -329,24 +343,39 @@ func (o *owner) partitions() []int {
 func (o *owner) acquire(ctx, run context.Context, k int) error {
 	e := o.e
 	e.heads.dropWhere(func(ws string) bool { return events.Partition(ws, e.parts) == k })
-	p := &partition{}
+	o.mu.Lock()
+	o.taken[k] = e.cfg.Now()
+	o.mu.Unlock()
+	pctx, cancel := context.WithCancel(run)
+	p := &partition{cancel: cancel}
 	for _, src := range e.sources(k) {
 		cons := e.consumers[src.durable+"/"+src.stream]
-		for _, m := range e.unfinished(ctx, cons, src) {
+		msgs, err := e.unfinished(ctx, cons, src)
+		if err != nil {
+			cancel()
+			for _, it := range p.iters {
+				it.Stop()
+			}
+			p.pulled.Wait()
+			return err
+		}
+		for _, m := range msgs {
 			e.queue.pushRecovered(e.names.WorkspaceOf(m.Subject()), m)
 		}
 		it, err := cons.Messages(jetstream.PullMaxMessages(e.pullBatch()), jetstream.PullPriorityGroup(PriorityGroup),
 			jetstream.PullExpiry(pullExpiry))
 		if err != nil {
+			cancel()
 			for _, it := range p.iters {
 				it.Stop()
 			}
+			p.pulled.Wait()
 			return fmt.Errorf("engine: pull partition %d from %s: %w", k, src.stream, err)
 		}
 		w := e.newGapWatch(cons, src)
-		w.pinned = true
+		w.pinned, w.sweeps = true, &p.pulled
 		p.iters = append(p.iters, it)
-		p.pulled.Go(func() { e.pull(run, it, w) })
+		p.pulled.Go(func() { e.pull(pctx, it, w) })
 	}
 	o.mu.Lock()
 	o.owned[k] = p
@@ -367,6 +396,7 @@ func (o *owner) release(ctx context.Context, k int) {
 	if p == nil {
 		return
 	}
+	p.cancel()
 	for _, it := range p.iters {
 		it.Stop()
 	}

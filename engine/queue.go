@@ -19,6 +19,10 @@ import (
 type job struct {
 	msg       jetstream.Msg
 	recovered bool
+	// again: a delivery of a command this engine queued a recovered copy of
+	// (a sweep or catch-up may copy one still on its way here): the copy may
+	// have been handled already, so the delivery is handled as a redelivery.
+	again bool
 }
 
 // queued is a command waiting for its workspace, with its stream and
@@ -47,7 +51,20 @@ type queue struct {
 	ready        chan string
 	closed       bool
 	perWorkspace int // 0: no cap
+	// copied are the recovered copies queued lately (stream/seq), oldest
+	// first in copiedOrder, at most maxCopied.
+	copied      map[copyKey]struct{}
+	copiedOrder []copyKey
 }
+
+type copyKey struct {
+	stream string
+	seq    uint64
+}
+
+// maxCopied bounds the recovered copies remembered: more than a
+// partition's commands in flight.
+const maxCopied = 1 << 16
 
 func newQueue(capacity, perWorkspace int) *queue {
 	return &queue{
@@ -55,6 +72,7 @@ func newQueue(capacity, perWorkspace int) *queue {
 		pending:      make(map[string][]queued),
 		active:       make(map[string]bool),
 		working:      make(map[string]queued),
+		copied:       make(map[copyKey]struct{}),
 		// Each workspace is in ready at most once and holds at least one
 		// pending message, so MaxAckPending bounds it and push never blocks.
 		// Redeliveries and recovered commands can add a workspace's
@@ -94,6 +112,21 @@ func (q *queue) add(ws string, j job, limit int) bool {
 	defer q.mu.Unlock()
 	if q.closed {
 		return true // dropped: handed back by the server after its ack wait
+	}
+	if seq != 0 {
+		k := copyKey{stream, seq}
+		if j.recovered {
+			if _, ok := q.copied[k]; !ok {
+				if len(q.copiedOrder) >= maxCopied {
+					delete(q.copied, q.copiedOrder[0])
+					q.copiedOrder = q.copiedOrder[1:]
+				}
+				q.copied[k] = struct{}{}
+				q.copiedOrder = append(q.copiedOrder, k)
+			}
+		} else if _, ok := q.copied[k]; ok {
+			j.again = true
+		}
 	}
 	p := q.pending[ws]
 	if seq != 0 { // zero: no metadata, it goes last

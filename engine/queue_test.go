@@ -190,3 +190,63 @@ func TestQueueRecoveredKeepsDelivery(t *testing.T) {
 		q.done("a")
 	}
 }
+
+// A delivery of a command whose recovered copy was queued here (a sweep
+// after a failed pull can copy a command still on its way) is marked again:
+// the copy may have been handled already, so handle looks for its outcome
+// and event first.
+func TestQueueDeliveryAfterCopyIsAgain(t *testing.T) {
+	q := newQueue(16, 0)
+	q.pushRecovered("a", seqMsg{seq: 4})
+	if _, j, _ := q.next(); !j.recovered {
+		t.Fatal("the copy is not recovered")
+	}
+	q.done("a")
+	q.offer("a", seqMsg{seq: 4, copy: 1})
+	q.offer("a", seqMsg{seq: 5})
+	if _, j, _ := q.next(); !j.again || j.recovered || j.msg.(seqMsg).copy != 1 {
+		t.Fatalf("the delivery of 4: %+v, want again", j)
+	}
+	q.done("a")
+	if _, j, _ := q.next(); j.again {
+		t.Fatalf("5 was never copied: %+v", j)
+	}
+	q.done("a")
+}
+
+// release takes out the waiting commands of a partition let go, oldest
+// first, leaving the others and dropping recovered copies; a workspace it
+// empties is skipped by next; handling tells what is in hand.
+func TestQueueRelease(t *testing.T) {
+	q := newQueue(16, 0)
+	q.offer("a", seqMsg{seq: 7})
+	q.offer("b", seqMsg{seq: 2})
+	q.offer("b", seqMsg{seq: 9})
+	q.pushRecovered("c", seqMsg{seq: 1})
+	q.offer("d", seqMsg{seq: 3})
+	ws, _ := take(t, q) // a's 7 in hand
+	if ws != "a" {
+		t.Fatalf("took %s first", ws)
+	}
+	inBC := func(m jetstream.Msg) bool { s := m.(seqMsg).seq; return s == 2 || s == 9 || s == 1 || s == 7 }
+	left := q.release(inBC)
+	if len(left) != 2 || left[0].(seqMsg).seq != 2 || left[1].(seqMsg).seq != 9 {
+		t.Fatalf("released %+v, want b's 2 and 9 (not c's copy, not a's 7 in hand)", left)
+	}
+	if !q.handling(inBC) {
+		t.Fatal("a's 7 is in hand")
+	}
+	q.done("a")
+	if q.handling(inBC) {
+		t.Fatal("nothing of the partition is in hand any more")
+	}
+	ws, m := take(t, q) // b and c were emptied; d's 3 is next
+	if ws != "d" || m.seq != 3 {
+		t.Fatalf("took %s %d, want d 3", ws, m.seq)
+	}
+	q.done("d")
+	if len(q.ready) != 0 {
+		t.Fatalf("%d workspaces still ready", len(q.ready))
+	}
+	q.close()
+}

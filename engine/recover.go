@@ -11,6 +11,7 @@ import (
 
 	"github.com/turnstile-dev/turnstile/events"
 	"github.com/turnstile-dev/turnstile/fsm"
+	"github.com/turnstile-dev/turnstile/internal/retry"
 )
 
 // Recovery. A command an earlier engine took and did not finish is read
@@ -25,18 +26,29 @@ import (
 // unfinished returns, in stream order, the commands the durable consumer
 // delivered that have no stored outcome: taken by an engine that died (or
 // by another engine, still at work) and not finished. They lie between the
-// consumer's ack floor and its last delivered sequence. If they cannot be
-// read, the engine starts without them (logged): they still come back
-// after the ack wait, only their workspaces' order is not kept.
-func (e *Engine) unfinished(ctx context.Context, cons jetstream.Consumer, src source) []jetstream.Msg {
-	msgs, err := e.readUnfinished(ctx, cons, src)
-	if err != nil {
-		e.log.Warn("engine: could not read the commands taken before this start; "+
-			"they come back after the ack wait, and later commands of their workspaces may overtake them", "stream", src.stream, "err", err)
-		return nil
+// consumer's ack floor and its last delivered sequence. It reads until it
+// works or ctx ends (then the error): a partition is not taken without
+// them, since a later command of their workspaces would overtake them.
+func (e *Engine) unfinished(ctx context.Context, cons jetstream.Consumer, src source) ([]jetstream.Msg, error) {
+	for attempt := 0; ; attempt++ {
+		actx, cancel := context.WithTimeout(ctx, readAttempt)
+		msgs, err := e.readUnfinished(actx, cons, src)
+		cancel()
+		if err == nil {
+			return msgs, nil
+		}
+		e.log.Warn("engine: could not read the commands taken and not finished; retrying", "stream", src.stream,
+			"consumer", src.durable, "attempt", attempt, "err", err)
+		if err := retry.Sleep(ctx, retryDelay(attempt)); err != nil {
+			return nil, fmt.Errorf("engine: read the unfinished commands of %s: %w", src.durable, err)
+		}
 	}
-	return msgs
 }
+
+// readAttempt bounds one read of the commands taken: a request to a
+// cluster electing its leaders can go unanswered, and the next attempt may
+// reach the new leader.
+const readAttempt = 10 * time.Second
 
 func (e *Engine) readUnfinished(ctx context.Context, cons jetstream.Consumer, src source) ([]jetstream.Msg, error) {
 	info, err := cons.Info(ctx)
