@@ -53,8 +53,8 @@ type Config struct {
 	Durable string
 	// Parallel bounds how many workspaces are handled at once.
 	Parallel int
-	// MaxAckPending bounds commands taken but not yet finished, over all
-	// partitions (each partition consumer gets its share, at least 64).
+	// MaxAckPending is shared out over the partition consumers: each takes
+	// its share, but at least 4 × MaxPendingPerWorkspace and 64.
 	MaxAckPending int
 	// Name tells this engine apart in the members bucket and in turnstile
 	// status; default its member id.
@@ -267,12 +267,19 @@ func (e *Engine) Open(ctx context.Context) error {
 	if err := g.Wait(); err != nil {
 		return err
 	}
+	// The queue must hold what the consumers can deliver: another engine
+	// may have set them to more than this one would (its settings win at
+	// its start).
+	capacity := 0
+	for _, c := range e.consumers {
+		capacity += max(c.CachedInfo().Config.MaxAckPending, perConsumer)
+	}
 	runCtx, cancel := context.WithCancel(context.Background())
 	e.cancel = cancel
 	e.closing, e.stopClosing = context.WithCancel(context.Background())
 	// Room for the recovered besides: the consumers may hold more unacked
 	// commands than this engine's MaxAckPending, if an earlier one had more.
-	e.queue = newQueue(4*e.parts*perConsumer, e.cfg.MaxPendingPerWorkspace)
+	e.queue = newQueue(2*capacity, e.cfg.MaxPendingPerWorkspace)
 	e.refusing = make(chan struct{}, refusalsInFlight)
 	e.heads = newHeadCache(65536)
 	e.commit = newCommitter(e.cfg.MaxBatch, max(e.cfg.AtomicBatchFrom, 0), e.log, e.cfg.Metrics)
@@ -311,10 +318,13 @@ func (e *Engine) Open(ctx context.Context) error {
 // pullBatch is how many commands one pull of a partition asks for.
 func (e *Engine) pullBatch() int { return min(1024, e.perConsumer) }
 
-// stopOwned ends a failed Open: own may be nil.
+// stopOwned ends a failed Open (own may be nil) as Close would: what was
+// queued handed back, the pins dropped.
 func (e *Engine) stopOwned(own *owner) {
+	var owned map[int]*partition
 	if own != nil {
-		for _, p := range own.leave(context.Background()) {
+		owned = own.leave(context.Background())
+		for _, p := range owned {
 			p.cancel()
 			for _, it := range p.iters {
 				it.Stop()
@@ -322,10 +332,17 @@ func (e *Engine) stopOwned(own *owner) {
 			p.pulled.Wait()
 		}
 	}
-	e.queue.close()
+	left := e.queue.close()
 	e.cancel()
 	e.wg.Wait()
-	e.cancel = nil
+	for _, m := range left {
+		_ = m.Nak()
+	}
+	for k := range owned {
+		own.unpin(k)
+	}
+	e.stopClosing()
+	e.cancel, e.own = nil, nil
 }
 
 // Partitions returns the partitions this engine pulls now.
@@ -386,7 +403,7 @@ func (e *Engine) Close() error {
 		_ = m.Nak()
 	}
 	for k := range owned {
-		e.own.unpin(ctx, k)
+		e.own.unpin(k)
 	}
 	e.cancel = nil
 	return nil

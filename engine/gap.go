@@ -107,7 +107,7 @@ func (e *Engine) catchUpBefore(ctx context.Context, w *gapWatch, m jetstream.Msg
 	var msgs []jetstream.Msg
 	for attempt := 0; ; attempt++ {
 		actx, acancel := context.WithTimeout(ctx, readAttempt)
-		msgs, err = e.readGap(actx, w, md.Sequence.Stream-1)
+		msgs, err = e.readGap(actx, w, md.Sequence.Stream)
 		acancel()
 		if err == nil {
 			break
@@ -195,14 +195,17 @@ func (e *Engine) sweep(ctx context.Context, w *gapWatch) (msgs []jetstream.Msg, 
 }
 
 // readGap returns the commands of w's source from the consumer's ack floor
-// to seq that have no outcome and are neither waiting nor being handled
-// here.
-func (e *Engine) readGap(ctx context.Context, w *gapWatch, seq uint64) ([]jetstream.Msg, error) {
+// to its last delivery that have no outcome and are neither waiting nor
+// being handled here, nor at (the message at hand). Past at too: the
+// message at hand may be a redelivery (a command handed back by the
+// previous owner goes first), and commands delivered elsewhere after it
+// would be missed by a read that stopped there.
+func (e *Engine) readGap(ctx context.Context, w *gapWatch, at uint64) ([]jetstream.Msg, error) {
 	info, err := w.cons.Info(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("engine: consumer %s: %w", w.src.durable, err)
 	}
-	from, to := info.AckFloor.Stream+1, seq
+	from, to := info.AckFloor.Stream+1, max(at-1, info.Delivered.Stream)
 	// Bounded: lost deliveries are recent, and no more than MaxAckPending
 	// are pending at once.
 	if limit := uint64(2 * max(e.perConsumer, 1024)); to >= limit && from < to-limit+1 {
@@ -212,5 +215,5 @@ func (e *Engine) readGap(ctx context.Context, w *gapWatch, seq uint64) ([]jetstr
 		return nil, nil
 	}
 	return e.readTaken(ctx, w.src, from, to, "engine: delivery gap: read the commands taken and not finished",
-		func(ws string, seq uint64) bool { return e.queue.holds(ws, w.src.stream, seq) })
+		func(ws string, seq uint64) bool { return seq == at || e.queue.holds(ws, w.src.stream, seq) })
 }

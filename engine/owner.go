@@ -91,7 +91,11 @@ func ReadMembers(ctx context.Context, js jetstream.JetStream, n events.Names, du
 	if err != nil {
 		return nil, fmt.Errorf("engine members: %w", err)
 	}
-	ids, err := liveIDs(ctx, js, kv)
+	st, err := js.Stream(ctx, "KV_"+kv.Bucket())
+	if err != nil {
+		return nil, fmt.Errorf("engine members: %w", err)
+	}
+	ids, err := liveIDs(ctx, st, kv.Bucket())
 	if err != nil {
 		return nil, err
 	}
@@ -113,14 +117,14 @@ func ReadMembers(ctx context.Context, js jetstream.JetStream, n events.Names, du
 	return out, nil
 }
 
-// liveIDs lists the keys that hold a value: one stream info request (a
-// key listing would make a consumer each time).
-func liveIDs(ctx context.Context, js jetstream.JetStream, kv jetstream.KeyValue) ([]string, error) {
-	bucket := kv.Bucket()
-	st, err := js.Stream(ctx, "KV_"+bucket)
-	if err != nil {
-		return nil, fmt.Errorf("engine members: %w", err)
-	}
+// liveIDs lists the keys of the members bucket that hold a value.
+func (o *owner) liveIDs(ctx context.Context) ([]string, error) {
+	return liveIDs(ctx, o.st, o.kv.Bucket())
+}
+
+// liveIDs lists the keys of bucket (its stream st) that hold a value: one
+// stream info request (a key listing would make a consumer each time).
+func liveIDs(ctx context.Context, st jetstream.Stream, bucket string) ([]string, error) {
 	prefix := "$KV." + bucket + "."
 	info, err := st.Info(ctx, jetstream.WithSubjectFilter(prefix+">"))
 	if err != nil {
@@ -181,7 +185,10 @@ type partition struct {
 type owner struct {
 	e  *Engine
 	kv jetstream.KeyValue
+	st jetstream.Stream // the bucket's
 	id string
+	// announcing serializes announce: the heartbeat's and a rebalance's.
+	announcing sync.Mutex
 
 	mu    sync.Mutex
 	owned map[int]*partition
@@ -210,7 +217,11 @@ func (e *Engine) openMembers(ctx context.Context, replicas int) (*owner, error) 
 	if err != nil {
 		return nil, fmt.Errorf("engine: members bucket: %w", err)
 	}
-	o := &owner{e: e, kv: kv, id: e.cfg.NewID(), owned: map[int]*partition{}, taken: map[int]time.Time{}}
+	st, err := e.js.Stream(ctx, "KV_"+kv.Bucket())
+	if err != nil {
+		return nil, fmt.Errorf("engine: members bucket: %w", err)
+	}
+	o := &owner{e: e, kv: kv, st: st, id: e.cfg.NewID(), owned: map[int]*partition{}, taken: map[int]time.Time{}}
 	if err := o.announce(ctx); err != nil {
 		return nil, err
 	}
@@ -218,6 +229,8 @@ func (e *Engine) openMembers(ctx context.Context, replicas int) (*owner, error) 
 }
 
 func (o *owner) announce(ctx context.Context) error {
+	o.announcing.Lock()
+	defer o.announcing.Unlock()
 	o.mu.Lock()
 	parts := make([]int, 0, len(o.owned))
 	for k := range o.owned {
@@ -279,7 +292,7 @@ func (o *owner) balance(ctx context.Context, run context.Context) {
 }
 
 func (o *owner) rebalance(ctx, run context.Context) error {
-	ids, err := liveIDs(ctx, o.e.js, o.kv)
+	ids, err := o.liveIDs(ctx)
 	if err != nil {
 		return err
 	}
@@ -306,23 +319,21 @@ func (o *owner) rebalance(ctx, run context.Context) error {
 		}
 	}
 	o.mu.Unlock()
+	// Each partition on its own: one that waits (a command in hand that
+	// cannot be recorded, a consumer that does not answer) holds up no other.
+	var g errgroup.Group
 	for _, k := range drop {
-		o.release(ctx, k)
+		g.Go(func() error { o.release(ctx, k); return nil })
 	}
-	// At once: each takeover reads its consumers' state first.
-	g, gctx := errgroup.WithContext(ctx)
-	g.SetLimit(8)
 	for _, k := range take {
-		g.Go(func() error { return o.acquire(gctx, run, k) })
+		g.Go(func() error { return o.acquire(ctx, run, k) })
 	}
-	if err := g.Wait(); err != nil {
-		return err
-	}
+	err = g.Wait()
 	if len(drop)+len(take) > 0 {
 		o.e.log.Info("engine: partitions", "engines", len(ids), "took", take, "let_go", drop, "pulls", o.partitions())
-		return o.announce(ctx)
+		err = errors.Join(err, o.announce(ctx))
 	}
-	return nil
+	return err
 }
 
 // partitions returns the partitions this engine pulls, in order.
@@ -339,7 +350,9 @@ func (o *owner) partitions() []int {
 
 // acquire starts pulling partition k, after queueing the commands its
 // previous owner took and did not finish. run is the engine's lifetime
-// context, which the pull loops run under.
+// context, which the pull loops run under. If it fails, what it queued of
+// k is handed back and k stays with no one here (the next look tries
+// again).
 func (o *owner) acquire(ctx, run context.Context, k int) error {
 	e := o.e
 	e.heads.dropWhere(func(ws string) bool { return events.Partition(ws, e.parts) == k })
@@ -351,31 +364,24 @@ func (o *owner) acquire(ctx, run context.Context, k int) error {
 	for _, src := range e.sources(k) {
 		cons := e.consumers[src.durable+"/"+src.stream]
 		msgs, err := e.unfinished(ctx, cons, src)
-		if err != nil {
-			cancel()
-			for _, it := range p.iters {
-				it.Stop()
+		if err == nil {
+			for _, m := range msgs {
+				e.queue.pushRecovered(e.names.WorkspaceOf(m.Subject()), m)
 			}
-			p.pulled.Wait()
-			return err
-		}
-		for _, m := range msgs {
-			e.queue.pushRecovered(e.names.WorkspaceOf(m.Subject()), m)
-		}
-		it, err := cons.Messages(jetstream.PullMaxMessages(e.pullBatch()), jetstream.PullPriorityGroup(PriorityGroup),
-			jetstream.PullExpiry(pullExpiry))
-		if err != nil {
-			cancel()
-			for _, it := range p.iters {
-				it.Stop()
+			var it jetstream.MessagesContext
+			it, err = cons.Messages(jetstream.PullMaxMessages(e.pullBatch()), jetstream.PullPriorityGroup(PriorityGroup),
+				jetstream.PullExpiry(pullExpiry))
+			if err == nil {
+				w := e.newGapWatch(cons, src)
+				w.pinned, w.sweeps = true, &p.pulled
+				p.iters = append(p.iters, it)
+				p.pulled.Go(func() { e.pull(pctx, it, w) })
+				continue
 			}
-			p.pulled.Wait()
-			return fmt.Errorf("engine: pull partition %d from %s: %w", k, src.stream, err)
+			err = fmt.Errorf("engine: pull partition %d from %s: %w", k, src.stream, err)
 		}
-		w := e.newGapWatch(cons, src)
-		w.pinned, w.sweeps = true, &p.pulled
-		p.iters = append(p.iters, it)
-		p.pulled.Go(func() { e.pull(pctx, it, w) })
+		o.letGo(ctx, k, p)
+		return err
 	}
 	o.mu.Lock()
 	o.owned[k] = p
@@ -383,24 +389,38 @@ func (o *owner) acquire(ctx, run context.Context, k int) error {
 	return nil
 }
 
-// release lets go of partition k: no more pulls, the commands queued and
-// not started handed back (the next owner gets them first), those being
-// handled finished, then the pin dropped so the next owner need not wait
-// for PinnedTTL.
+// release lets go of partition k (letGo).
 func (o *owner) release(ctx context.Context, k int) {
-	e := o.e
 	o.mu.Lock()
 	p := o.owned[k]
 	delete(o.owned, k)
 	o.mu.Unlock()
-	if p == nil {
-		return
+	if p != nil {
+		o.letGo(ctx, k, p)
 	}
+}
+
+// letGo stops pulling partition k (what its iterators hold already is
+// queued, not dropped), hands back the commands queued and not started,
+// oldest first (the next owner gets them first), waits for those being
+// handled, then drops the pin so the next owner need not wait for
+// PinnedTTL.
+func (o *owner) letGo(ctx context.Context, k int, p *partition) {
+	e := o.e
 	p.cancel()
 	for _, it := range p.iters {
-		it.Stop()
+		it.Drain()
 	}
-	p.pulled.Wait()
+	drained := make(chan struct{})
+	go func() { p.pulled.Wait(); close(drained) }()
+	select {
+	case <-drained:
+	case <-time.After(5 * time.Second): // a drain that does not finish: give up on the buffer
+		for _, it := range p.iters {
+			it.Stop()
+		}
+		<-drained
+	}
 	in := func(m jetstream.Msg) bool {
 		part, ok := e.names.PartitionOf(m.Subject())
 		return ok && part == k
@@ -410,26 +430,29 @@ func (o *owner) release(ctx context.Context, k int) {
 	}
 	wait := time.NewTicker(5 * time.Millisecond)
 	defer wait.Stop()
-	for e.queue.handling(in) {
+	for e.queue.handling(in) && ctx.Err() == nil {
 		select {
 		case <-ctx.Done():
-			return
 		case <-wait.C:
 		}
 	}
-	o.unpin(ctx, k)
+	o.unpin(k)
 }
 
 // unpin drops this engine's pins on partition k, so that another engine's
-// pull is pinned at once.
-func (o *owner) unpin(ctx context.Context, k int) {
+// pull is pinned at once; with a context of its own, as it runs when the
+// engine's may have ended.
+func (o *owner) unpin(k int) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
 	for _, src := range o.e.sources(k) {
 		st, err := o.e.js.Stream(ctx, src.stream)
 		if err == nil {
 			err = st.UnpinConsumer(ctx, src.durable, PriorityGroup)
 		}
-		if err != nil && ctx.Err() == nil {
-			o.e.log.Debug("engine: unpin", "partition", k, "stream", src.stream, "err", err)
+		if err != nil {
+			o.e.log.Info("engine: could not unpin; the next owner waits for the pinned TTL", "partition", k,
+				"stream", src.stream, "err", err)
 		}
 	}
 }
@@ -437,11 +460,7 @@ func (o *owner) unpin(ctx context.Context, k int) {
 // leave removes this engine's entry (the others take its partitions at
 // their next look, not after MemberTTL) and returns what it pulls.
 func (o *owner) leave(ctx context.Context) map[int]*partition {
-	st, err := o.e.js.Stream(ctx, "KV_"+o.kv.Bucket())
-	if err == nil {
-		err = st.Purge(ctx, jetstream.WithPurgeSubject("$KV."+o.kv.Bucket()+"."+o.id))
-	}
-	if err != nil {
+	if err := o.st.Purge(ctx, jetstream.WithPurgeSubject("$KV."+o.kv.Bucket()+"."+o.id)); err != nil {
 		o.e.log.Warn("engine: leave: the others take this engine's partitions after the member TTL", "err", err)
 	}
 	o.mu.Lock()

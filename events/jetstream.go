@@ -81,7 +81,7 @@ func EnsureStreams(ctx context.Context, js jetstream.JetStream, n Names, o Strea
 		o.CommandMaxAge = min(o.CommandMaxAge, o.RejectedRetention)
 		meta = map[string]string{retentionKey: o.RejectedRetention.String()}
 	}
-	parts, err := ensurePartitions(ctx, js, n, o.Partitions)
+	parts, fresh, err := ensurePartitions(ctx, js, n, o.Partitions)
 	if err != nil {
 		return err
 	}
@@ -133,7 +133,20 @@ func EnsureStreams(ctx context.Context, js jetstream.JetStream, n Names, o Strea
 		AllowMsgTTL: true,
 		Metadata:    meta,
 	}}
-	for _, cfg := range cfgs {
+	for i, cfg := range cfgs {
+		if i == 0 && fresh {
+			// Created, not updated: two first starts with different P must
+			// not both stand. The one that finds the stream made meanwhile
+			// starts over and takes (or refuses) its P.
+			_, err := js.CreateStream(ctx, cfg)
+			if errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
+				return EnsureStreams(ctx, js, n, o)
+			}
+			if err != nil {
+				return fmt.Errorf("ensure stream %s: %w", cfg.Name, replicasError(err, o.Replicas))
+			}
+			continue
+		}
 		if _, err := js.CreateOrUpdateStream(ctx, cfg); err != nil {
 			return fmt.Errorf("ensure stream %s: %w", cfg.Name, replicasError(err, o.Replicas))
 		}

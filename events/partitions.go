@@ -120,51 +120,64 @@ func partitionsOf(cfg jetstream.StreamConfig, n Names) (int, error) {
 }
 
 // ensurePartitions returns the P the streams are to have: want, or the
-// existing command stream's when want is 0. Streams made before partitions
+// existing command stream's when want is 0; fresh: there is no command
+// stream yet. Streams made before partitions
 // are taken over only when no engine consumer of theirs has work left (they
 // are then deleted: the partition consumers replace them); otherwise start
 // the release they were made with until its engines are done.
-func ensurePartitions(ctx context.Context, js jetstream.JetStream, n Names, want int) (int, error) {
+func ensurePartitions(ctx context.Context, js jetstream.JetStream, n Names, want int) (parts int, fresh bool, err error) {
 	if want != 0 {
 		if err := ValidatePartitions(want); err != nil {
-			return 0, fmt.Errorf("ensure streams: %w", err)
+			return 0, false, fmt.Errorf("ensure streams: %w", err)
 		}
 	}
 	st, err := js.Stream(ctx, n.CommandStream())
 	if errors.Is(err, jetstream.ErrStreamNotFound) {
-		return cmp.Or(want, DefaultPartitions), nil
+		return cmp.Or(want, DefaultPartitions), true, nil
 	}
 	if err != nil {
-		return 0, fmt.Errorf("ensure streams: %s: %w", n.CommandStream(), err)
+		return 0, false, fmt.Errorf("ensure streams: %s: %w", n.CommandStream(), err)
 	}
 	if _, ok := st.CachedInfo().Config.Metadata[partitionsKey]; ok {
 		have, err := partitionsOf(st.CachedInfo().Config, n)
 		if err != nil {
-			return 0, fmt.Errorf("ensure streams: %w", err)
+			return 0, false, fmt.Errorf("ensure streams: %w", err)
 		}
 		if want != 0 && want != have {
-			return 0, fmt.Errorf("ensure streams: %w: asked for %d, %s has %d; P is fixed at install", ErrPartitions, want, n.CommandStream(), have)
+			return 0, false, fmt.Errorf("ensure streams: %w: asked for %d, %s has %d; P is fixed at install", ErrPartitions, want, n.CommandStream(), have)
 		}
-		return have, nil
+		return have, false, nil
 	}
+	// Both streams checked before either is touched.
+	legacy := map[string][]string{}
 	for _, name := range []string{n.CommandStream(), n.SystemStream()} {
-		if err := dropLegacyConsumers(ctx, js, name, n); err != nil {
-			return 0, err
+		names, err := legacyConsumers(ctx, js, name, n)
+		if err != nil {
+			return 0, false, err
+		}
+		legacy[name] = names
+	}
+	for stream, names := range legacy {
+		for _, c := range names {
+			if err := js.DeleteConsumer(ctx, stream, c); err != nil && !errors.Is(err, jetstream.ErrConsumerNotFound) {
+				return 0, false, fmt.Errorf("ensure streams: %s: delete consumer %s made before partitions: %w", stream, c, err)
+			}
 		}
 	}
-	return cmp.Or(want, DefaultPartitions), nil
+	return cmp.Or(want, DefaultPartitions), false, nil
 }
 
-// dropLegacyConsumers deletes the durable consumers of stream that read
-// every command (<prefix>.cmd.> or .sys.>, as engines did before
-// partitions), refusing if one still has commands to deliver or to ack.
-func dropLegacyConsumers(ctx context.Context, js jetstream.JetStream, stream string, n Names) error {
+// legacyConsumers returns the durable consumers of stream that read every
+// command (<prefix>.cmd.> or .sys.>, as engines did before partitions),
+// refusing if one still has commands to deliver or to ack, or a client
+// pulling (an old serve still running).
+func legacyConsumers(ctx context.Context, js jetstream.JetStream, stream string, n Names) ([]string, error) {
 	st, err := js.Stream(ctx, stream)
 	if errors.Is(err, jetstream.ErrStreamNotFound) {
-		return nil
+		return nil, nil
 	}
 	if err != nil {
-		return fmt.Errorf("ensure streams: %s: %w", stream, err)
+		return nil, fmt.Errorf("ensure streams: %s: %w", stream, err)
 	}
 	var legacy []string
 	var busy error
@@ -173,24 +186,19 @@ func dropLegacyConsumers(ctx context.Context, js jetstream.JetStream, stream str
 		if f := ci.Config.FilterSubject; ci.Config.Durable == "" || (f != n.Commands() && f != n.Systems()) || busy != nil {
 			continue
 		}
-		if ci.NumPending != 0 || ci.NumAckPending != 0 {
-			busy = fmt.Errorf("ensure streams: %s was made before partitions and its consumer %s still has %d commands to deliver "+
-				"and %d to finish: run the release that made it until they are done (turnstile status shows them), then start this one",
-				stream, ci.Name, ci.NumPending, ci.NumAckPending)
+		if ci.NumPending != 0 || ci.NumAckPending != 0 || ci.NumWaiting != 0 {
+			busy = fmt.Errorf("ensure streams: %s was made before partitions and its consumer %s still has %d commands to deliver, "+
+				"%d to finish and %d pulls waiting: stop every serve of the release that made it once they are done "+
+				"(turnstile status shows them), then start this one", stream, ci.Name, ci.NumPending, ci.NumAckPending, ci.NumWaiting)
 			continue
 		}
 		legacy = append(legacy, ci.Name)
 	}
 	if err := lister.Err(); err != nil {
-		return fmt.Errorf("ensure streams: %s: consumers: %w", stream, err)
+		return nil, fmt.Errorf("ensure streams: %s: consumers: %w", stream, err)
 	}
 	if busy != nil {
-		return busy
+		return nil, busy
 	}
-	for _, name := range legacy {
-		if err := js.DeleteConsumer(ctx, stream, name); err != nil && !errors.Is(err, jetstream.ErrConsumerNotFound) {
-			return fmt.Errorf("ensure streams: %s: delete consumer %s made before partitions: %w", stream, name, err)
-		}
-	}
-	return nil
+	return legacy, nil
 }
