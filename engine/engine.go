@@ -338,8 +338,8 @@ func (e *Engine) stopOwned(own *owner) {
 	for _, m := range left {
 		_ = m.Nak()
 	}
-	for k := range owned {
-		own.unpin(k)
+	if own != nil {
+		own.unpinAll(owned)
 	}
 	e.stopClosing()
 	e.cancel, e.own = nil, nil
@@ -402,9 +402,7 @@ func (e *Engine) Close() error {
 	for _, m := range left {
 		_ = m.Nak()
 	}
-	for k := range owned {
-		e.own.unpin(k)
-	}
+	e.own.unpinAll(owned)
 	e.cancel = nil
 	return nil
 }

@@ -457,6 +457,16 @@ func (o *owner) unpin(k int) {
 	}
 }
 
+// unpinAll unpins the partitions of owned at once: each waits up to 5 s
+// for NATS, and a stop must not wait that long per partition.
+func (o *owner) unpinAll(owned map[int]*partition) {
+	var wg sync.WaitGroup
+	for k := range owned {
+		wg.Go(func() { o.unpin(k) })
+	}
+	wg.Wait()
+}
+
 // leave removes this engine's entry (the others take its partitions at
 // their next look, not after MemberTTL) and returns what it pulls.
 func (o *owner) leave(ctx context.Context) map[int]*partition {
