@@ -28,6 +28,10 @@ type Metrics struct {
 	// CaughtUp, the commands they queued.
 	CatchUps prometheus.Counter
 	CaughtUp prometheus.Counter
+	// Partitions is how many command partitions this engine pulls now;
+	// Takeovers counts the partitions it took (owner.go).
+	Partitions prometheus.Gauge
+	Takeovers  prometheus.Counter
 }
 
 // NewMetrics creates the collectors and registers them on reg (if not nil).
@@ -69,10 +73,18 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "turnstile_engine_gap_recovered_total",
 			Help: "Commands queued by catch-ups ahead of their workspaces' later commands, instead of waiting for the ack wait.",
 		}),
+		Partitions: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "turnstile_engine_partitions",
+			Help: "Command partitions this engine pulls now (each has one engine across serves).",
+		}),
+		Takeovers: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "turnstile_engine_partition_takeovers_total",
+			Help: "Command partitions this engine took (at start, from an engine that left or died, or in a rebalance).",
+		}),
 	}
 	if reg != nil {
 		reg.MustRegister(m.Commands, m.Latency, m.Conflicts, m.Batches, m.CommitSeconds, m.BatchFallbacks, m.Overflows, m.ReportIDConflicts,
-			m.CatchUps, m.CaughtUp)
+			m.CatchUps, m.CaughtUp, m.Partitions, m.Takeovers)
 	}
 	return m
 }

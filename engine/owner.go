@@ -385,7 +385,12 @@ func (o *owner) acquire(ctx, run context.Context, k int) error {
 	}
 	o.mu.Lock()
 	o.owned[k] = p
+	n := len(o.owned)
 	o.mu.Unlock()
+	if m := e.cfg.Metrics; m != nil {
+		m.Partitions.Set(float64(n))
+		m.Takeovers.Inc()
+	}
 	return nil
 }
 
@@ -394,7 +399,11 @@ func (o *owner) release(ctx context.Context, k int) {
 	o.mu.Lock()
 	p := o.owned[k]
 	delete(o.owned, k)
+	n := len(o.owned)
 	o.mu.Unlock()
+	if m := o.e.cfg.Metrics; m != nil {
+		m.Partitions.Set(float64(n))
+	}
 	if p != nil {
 		o.letGo(ctx, k, p)
 	}
@@ -477,5 +486,8 @@ func (o *owner) leave(ctx context.Context) map[int]*partition {
 	defer o.mu.Unlock()
 	owned := o.owned
 	o.owned = map[int]*partition{}
+	if m := o.e.cfg.Metrics; m != nil {
+		m.Partitions.Set(0)
+	}
 	return owned
 }

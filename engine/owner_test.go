@@ -7,6 +7,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
 	"github.com/turnstile-dev/turnstile/engine"
 	"github.com/turnstile-dev/turnstile/events"
 	"github.com/turnstile-dev/turnstile/fsm"
@@ -60,7 +63,12 @@ func TestAssign(t *testing.T) {
 // The server stores a command under the partition events.Partition
 // computes, which is the one its engine consumer reads.
 func TestPartitionMatchesTheServer(t *testing.T) {
-	core := testenv.StartCore(t, testenv.CoreOptions{})
+	metrics := engine.NewMetrics(prometheus.NewRegistry())
+	core := testenv.StartCore(t, testenv.CoreOptions{Engine: engine.Config{Metrics: metrics}})
+	// A lone engine pulls every partition from the start.
+	if n, k := testutil.ToFloat64(metrics.Partitions), testutil.ToFloat64(metrics.Takeovers); n != events.DefaultPartitions || k != events.DefaultPartitions {
+		t.Fatalf("pulls %v partitions after %v takeovers, want %d and %d", n, k, events.DefaultPartitions, events.DefaultPartitions)
+	}
 	names := events.NewNames("")
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
