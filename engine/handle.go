@@ -51,16 +51,32 @@ func (e *Engine) handle(ctx context.Context, m jetstream.Msg, recovered bool) {
 			return
 		}
 	}
+	again := e.handledBefore(recovered, md, m.Subject())
+	var findSince time.Time // where to look for this command's stored event; zero: not at all
+	if again && e.cfg.Now().Sub(md.Timestamp) >= e.store.DuplicateWindow()-findEventSkew {
+		// Too old for the duplicate window to catch its event for sure.
+		findSince = md.Timestamp.Add(-findEventSkew)
+	}
 	for attempt := 0; ; attempt++ {
 		if ctx.Err() != nil {
 			return
 		}
-		o, err := e.decideAndCommit(ctx, cmd, md, e.handledBefore(recovered, md, m.Subject()))
+		o, err := e.decideAndCommit(ctx, cmd, md, again, findSince)
 		switch {
 		case err == nil:
 			e.checkReport(cmd, o)
 			e.finish(m, o, md)
 			return
+		case errors.Is(err, events.ErrEventStored) && findSince.IsZero():
+			// Decided before, and the workspace moved on since: find that
+			// event. It is in the duplicate window, so stored no earlier
+			// than the window's length ago (plus the clocks' skew).
+			findSince = md.Timestamp
+			if w := e.cfg.Now().Add(-e.store.DuplicateWindow()); w.Before(findSince) {
+				findSince = w
+			}
+			findSince = findSince.Add(-findEventSkew)
+			continue
 		case errors.Is(err, events.ErrConflict):
 			if e.cfg.Metrics != nil {
 				e.cfg.Metrics.Conflicts.Inc()
@@ -85,25 +101,23 @@ func (e *Engine) handle(ctx context.Context, m jetstream.Msg, recovered bool) {
 
 // handledBefore reports whether a command may have been handled by an
 // engine before (its event stored, its outcome perhaps not): a recovered
-// copy, a redelivery, or one stored before this engine took its partition (plus
-// openSkew for the clocks of the server and of this process). The last
-// because a delivery count can start again: a NATS server killed with
-// serve may come back with its consumer's state from before the crash and
-// deliver a command an engine had taken as if for the first time.
+// copy, a redelivery, or one stored before this engine took its partition.
+// The last because a delivery count can start again: a NATS server killed
+// with serve may come back with its consumer's state from before the crash
+// and deliver a command an engine had taken as if for the first time.
+// "Stored before" is by stream sequence: the stream's last sequence read
+// when the partition was taken, so no clock is involved. Where that is not
+// known, by time: stored before the engine opened, plus openSkew.
 func (e *Engine) handledBefore(recovered bool, md *jetstream.MsgMetadata, subject string) bool {
-	return recovered || md.NumDelivered > 1 || md.Timestamp.Before(e.takenAt(subject).Add(openSkew))
-}
-
-// takenAt is when this engine took the partition subject is in (owner.go):
-// a command stored before may have been handled by its previous owner.
-// Before the partition is known, when the engine opened.
-func (e *Engine) takenAt(subject string) time.Time {
+	if recovered || md.NumDelivered > 1 {
+		return true
+	}
 	if k, ok := e.names.PartitionOf(subject); ok && e.own != nil {
-		if t, ok := e.own.takenAt(k); ok {
-			return t
+		if last, ok := e.own.takenThrough(k, md.Stream); ok {
+			return md.Sequence.Stream <= last
 		}
 	}
-	return e.opened
+	return md.Timestamp.Before(e.opened.Add(openSkew))
 }
 
 // openSkew allows for the server's clock running ahead of this process's.
@@ -111,13 +125,19 @@ const openSkew = 5 * time.Second
 
 // findEventSkew is how far before a command's stored time its event is
 // looked for: the command and event streams' leaders may be different
-// servers, whose clocks may differ.
+// servers, whose clocks may differ, and this process's clock may differ
+// from theirs.
 const findEventSkew = time.Minute
 
 // decideAndCommit loads the workspace, decides, and stores event and
 // outcome. again: the command was handled before (a redelivery or a
 // recovered copy), so its event may be stored without its outcome.
-func (e *Engine) decideAndCommit(ctx context.Context, cmd fsm.Command, md *jetstream.MsgMetadata, again bool) (events.OutcomeRecord, error) {
+// findSince, unless zero, is where to look for that event behind the
+// head (FindEvent, a read of the workspace's events since). Zero
+// leaves it to the event stream's duplicate window: an event stored
+// within it refuses the command's second one (events.ErrEventStored), and
+// the caller then looks.
+func (e *Engine) decideAndCommit(ctx context.Context, cmd fsm.Command, md *jetstream.MsgMetadata, again bool, findSince time.Time) (events.OutcomeRecord, error) {
 	head, cached := e.heads.get(cmd.Workspace)
 	if cached {
 		// The cache is only safe where a compare-and-set checks it: an
@@ -144,12 +164,12 @@ func (e *Engine) decideAndCommit(ctx context.Context, cmd fsm.Command, md *jetst
 	// that the other engine's decision and this one cannot both stand.
 	w := events.Write{Outcome: o, Atomic: again}
 	var earlier *events.Envelope // this command's event, stored before the head
-	if last := head.Last; again && (last == nil || last.CommandID != cmd.ID) {
+	if last := head.Last; !findSince.IsZero() && (last == nil || last.CommandID != cmd.ID) {
 		// Handled before: its event may be stored without its outcome (a
 		// crash between the two writes) and, with another engine at work
 		// meanwhile, be no longer the head. Deciding it again would record
 		// a second decision beside that event.
-		env, ok, err := e.store.FindEvent(ctx, cmd.Workspace, cmd.ID, md.Timestamp.Add(-findEventSkew))
+		env, ok, err := e.store.FindEvent(ctx, cmd.Workspace, cmd.ID, findSince)
 		if err != nil {
 			return events.OutcomeRecord{}, err
 		}

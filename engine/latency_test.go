@@ -56,3 +56,48 @@ func TestOutcomesAloneSkipTheAtomicBatch(t *testing.T) {
 		t.Errorf("%d atomic batches written for outcomes alone; want none", got)
 	}
 }
+
+// TestOnlyCommandsStoredBeforeTheTakeAreHandledAsAgain: a command stored
+// before the engine took its partition may have been handled by an engine
+// before, so its event goes with its outcome in one atomic batch; one
+// stored after is new, and takes the plain publishes at once (no atomic
+// batch's staging store for every command in the first seconds after a
+// start, as when "before" was a time plus a clock allowance).
+func TestOnlyCommandsStoredBeforeTheTakeAreHandledAsAgain(t *testing.T) {
+	core := testenv.StartCore(t, testenv.CoreOptions{})
+	cl := core.Client(t, "t")
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	stream, err := core.JS.Stream(ctx, core.Store.Names().EventStream())
+	if err != nil {
+		t.Fatal(err)
+	}
+	atomic := func(ws string) bool {
+		t.Helper()
+		m, err := stream.GetLastMsgForSubject(ctx, core.Store.Names().Event(ws))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return m.Header.Get("Nats-Batch-Id") != ""
+	}
+	send(t, cl, fsm.Command{Type: fsm.Create, Workspace: "after"})
+	if atomic("after") {
+		t.Error("a command stored after the take was written as an atomic batch (handled as seen before)")
+	}
+
+	if err := core.Engines[0].Close(); err != nil {
+		t.Fatal(err)
+	}
+	before, err := cl.Publish(ctx, fsm.Command{Type: fsm.Create, Workspace: "before"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	core.StartEngine(t)
+	testenv.Eventually(t, 30*time.Second, "the outcome of the command stored before the take", func() bool {
+		_, ok, err := core.Store.Outcome(ctx, before.ID)
+		return err == nil && ok
+	})
+	if !atomic("before") {
+		t.Error("a command stored before the take was written with plain publishes; want one atomic batch")
+	}
+}

@@ -192,17 +192,25 @@ type owner struct {
 
 	mu    sync.Mutex
 	owned map[int]*partition
-	// taken is when each partition was last taken; kept after it is let go
-	// (a command of it may still be in hand here).
-	taken map[int]time.Time
+	// taken is, for each partition and stream, the stream's last sequence
+	// when the partition was last taken: a command at or below it may have
+	// been handled by an engine before (handledBefore). Kept after the
+	// partition is let go (a command of it may still be in hand here).
+	taken map[takenKey]uint64
 }
 
-// takenAt returns when partition k was taken, if it was.
-func (o *owner) takenAt(k int) (time.Time, bool) {
+type takenKey struct {
+	k      int
+	stream string
+}
+
+// takenThrough returns the last sequence of stream when partition k was
+// taken, if it was.
+func (o *owner) takenThrough(k int, stream string) (uint64, bool) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
-	t, ok := o.taken[k]
-	return t, ok
+	seq, ok := o.taken[takenKey{k, stream}]
+	return seq, ok
 }
 
 // openMembers creates (or binds) the members bucket and announces e.
@@ -221,7 +229,7 @@ func (e *Engine) openMembers(ctx context.Context, replicas int) (*owner, error) 
 	if err != nil {
 		return nil, fmt.Errorf("engine: members bucket: %w", err)
 	}
-	o := &owner{e: e, kv: kv, st: st, id: e.cfg.NewID(), owned: map[int]*partition{}, taken: map[int]time.Time{}}
+	o := &owner{e: e, kv: kv, st: st, id: e.cfg.NewID(), owned: map[int]*partition{}, taken: map[takenKey]uint64{}}
 	if err := o.announce(ctx); err != nil {
 		return nil, err
 	}
@@ -356,15 +364,17 @@ func (o *owner) partitions() []int {
 func (o *owner) acquire(ctx, run context.Context, k int) error {
 	e := o.e
 	e.heads.dropWhere(func(ws string) bool { return events.Partition(ws, e.parts) == k })
-	o.mu.Lock()
-	o.taken[k] = e.cfg.Now()
-	o.mu.Unlock()
 	pctx, cancel := context.WithCancel(run)
 	p := &partition{cancel: cancel}
 	for _, src := range e.sources(k) {
 		cons := e.consumers[src.durable+"/"+src.stream]
-		msgs, err := e.unfinished(ctx, cons, src)
+		msgs, last, err := e.unfinished(ctx, cons, src)
 		if err == nil {
+			// Before the pull starts: what it delivers above last was
+			// stored after this take began.
+			o.mu.Lock()
+			o.taken[takenKey{k, src.stream}] = last
+			o.mu.Unlock()
 			for _, m := range msgs {
 				e.queue.pushRecovered(e.names.WorkspaceOf(m.Subject()), m)
 			}

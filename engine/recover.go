@@ -29,18 +29,21 @@ import (
 // consumer's ack floor and its last delivered sequence. It reads until it
 // works or ctx ends (then the error): a partition is not taken without
 // them, since a later command of their workspaces would overtake them.
-func (e *Engine) unfinished(ctx context.Context, cons jetstream.Consumer, src source) ([]jetstream.Msg, error) {
+//
+// It also returns the stream's last sequence, read first: every command
+// stored before this call is at or below it.
+func (e *Engine) unfinished(ctx context.Context, cons jetstream.Consumer, src source) ([]jetstream.Msg, uint64, error) {
 	for attempt := 0; ; attempt++ {
 		actx, cancel := context.WithTimeout(ctx, readAttempt)
-		msgs, err := e.readUnfinished(actx, cons, src)
+		msgs, last, err := e.readUnfinished(actx, cons, src)
 		cancel()
 		if err == nil {
-			return msgs, nil
+			return msgs, last, nil
 		}
 		e.log.Warn("engine: could not read the commands taken and not finished; retrying", "stream", src.stream,
 			"consumer", src.durable, "attempt", attempt, "err", err)
 		if err := retry.Sleep(ctx, retryDelay(attempt)); err != nil {
-			return nil, fmt.Errorf("engine: read the unfinished commands of %s: %w", src.durable, err)
+			return nil, 0, fmt.Errorf("engine: read the unfinished commands of %s: %w", src.durable, err)
 		}
 	}
 }
@@ -50,16 +53,22 @@ func (e *Engine) unfinished(ctx context.Context, cons jetstream.Consumer, src so
 // reach the new leader.
 const readAttempt = 10 * time.Second
 
-func (e *Engine) readUnfinished(ctx context.Context, cons jetstream.Consumer, src source) ([]jetstream.Msg, error) {
+func (e *Engine) readUnfinished(ctx context.Context, cons jetstream.Consumer, src source) ([]jetstream.Msg, uint64, error) {
+	st, err := e.js.Stream(ctx, src.stream)
+	if err != nil {
+		return nil, 0, fmt.Errorf("engine: stream %s: %w", src.stream, err)
+	}
+	last := st.CachedInfo().State.LastSeq
 	info, err := cons.Info(ctx)
 	if err != nil {
-		return nil, fmt.Errorf("engine: consumer %s: %w", src.durable, err)
+		return nil, 0, fmt.Errorf("engine: consumer %s: %w", src.durable, err)
 	}
 	from, to := info.AckFloor.Stream+1, info.Delivered.Stream
 	if to < from || info.NumAckPending == 0 {
-		return nil, nil
+		return nil, last, nil
 	}
-	return e.readTaken(ctx, src, from, to, "engine: read the commands taken before this start", nil)
+	msgs, err := e.readTaken(ctx, src, from, to, "engine: read the commands taken before this start", nil)
+	return msgs, last, err
 }
 
 // readTaken returns, in stream order, the commands of src in [from, to]

@@ -474,7 +474,8 @@ func (s *Store) single(ctx context.Context, w Write) Written {
 		if err == nil {
 			return Written{EventSeq: seqs[0]}
 		}
-		if !IsWrongLastSequence(err) && !isDuplicateInBatch(err) {
+		dup := isDuplicateInBatch(err)
+		if !IsWrongLastSequence(err) && !dup {
 			// A racing handling of the same command (a recovered copy,
 			// another engine) may have stored it meanwhile; within the
 			// dedupe window ours is then refused by message id.
@@ -488,6 +489,11 @@ func (s *Store) single(ctx context.Context, w Write) Written {
 		// duplicate window an atomic batch refuses its id before the
 		// sequence check); the outcome was checked above.
 		seq, err := s.resolveConflict(ctx, *w.Event)
+		if errors.Is(err, ErrConflict) && dup {
+			// Our id is in the window but our event is not the head:
+			// stored earlier, behind events decided since.
+			return Written{Err: ErrEventStored}
+		}
 		if err != nil {
 			return Written{Err: err}
 		}
@@ -525,6 +531,12 @@ func isDuplicateInBatch(err error) bool {
 // ErrConflict means another writer appended to the workspace since it was
 // loaded: reload and decide again.
 var ErrConflict = errors.New("append conflict: the workspace changed since it was loaded")
+
+// ErrEventStored means the command's event is already stored (its id is
+// in the event stream's duplicate window) but is no longer the workspace's
+// newest: the command was decided before, and the workspace moved on since.
+// Find that event (FindEvent) rather than decide again.
+var ErrEventStored = errors.New("the command's event is already stored, behind later events")
 
 // resolveConflict handles "wrong last sequence" for env: on a
 // single-replica stream the sequence check runs before dedupe, so our own

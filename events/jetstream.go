@@ -202,6 +202,11 @@ func OpenStore(ctx context.Context, js jetstream.JetStream, n Names, c Codec) (*
 // means for ever.
 func (s *Store) RejectedRetention() time.Duration { return s.rejectedTTL }
 
+// DuplicateWindow is how long the event stream remembers a message id,
+// as configured when the store was opened: an event stored within it is
+// refused as a duplicate when its command is written again.
+func (s *Store) DuplicateWindow() time.Duration { return s.stream.CachedInfo().Config.Duplicates }
+
 // Names returns the subjects and streams the store uses.
 func (s *Store) Names() Names { return s.names }
 

@@ -27,6 +27,8 @@ type CoreOptions struct {
 	// Replicas (0 means 1).
 	Cluster  *Cluster
 	Replicas int
+	// DuplicateWindow of the streams; 0 means EnsureStreams' default.
+	DuplicateWindow time.Duration
 }
 
 // Core is a running NATS with Turnstile's streams and engines.
@@ -55,7 +57,7 @@ func StartCore(tb testing.TB, o CoreOptions) *Core {
 	c.NC, c.JS = c.connect(tb)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	if err := events.EnsureStreams(ctx, c.JS, events.NewNames(""), events.StreamOptions{Replicas: o.Replicas, Partitions: o.Partitions}); err != nil {
+	if err := events.EnsureStreams(ctx, c.JS, events.NewNames(""), events.StreamOptions{Replicas: o.Replicas, Partitions: o.Partitions, DuplicateWindow: o.DuplicateWindow}); err != nil {
 		tb.Fatal(err)
 	}
 	store, err := events.OpenStore(ctx, c.JS, events.NewNames(""), events.Codec{})
