@@ -4,6 +4,9 @@
 // on the same command mix; see docs/benchmarks.md. streams_test.go drives
 // the engine's write pattern into 1, 2 and 4 event streams (issue 13 item
 // 3) and puts it and one engine on a 3-node R3 cluster beside one node.
+// floor_test.go measures the bare JetStream message pattern of any engine
+// of this architecture (command, pull, CAS event, outcome, reply) beside
+// the engine and the raw CAS rate: the engine's floor.
 //
 // Guarantees:
 //   - Same rules, other substrate: a command is decided by the same pure
