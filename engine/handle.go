@@ -52,30 +52,34 @@ func (e *Engine) handle(ctx context.Context, m jetstream.Msg, recovered bool) {
 		}
 	}
 	again := e.handledBefore(recovered, md, m.Subject())
-	var findSince time.Time // where to look for this command's stored event; zero: not at all
-	if again && e.cfg.Now().Sub(md.Timestamp) >= e.store.DuplicateWindow()-findEventSkew {
-		// Too old for the duplicate window to catch its event for sure.
-		findSince = md.Timestamp.Add(-findEventSkew)
-	}
+	var look lookup
 	for attempt := 0; ; attempt++ {
 		if ctx.Err() != nil {
 			return
 		}
-		o, err := e.decideAndCommit(ctx, cmd, md, again, findSince)
+		if again && look.since.IsZero() && e.cfg.Now().Sub(md.Timestamp) >= e.store.DuplicateWindow()-findEventSkew {
+			// Too old (by now: retries take time) for the duplicate
+			// window to catch its event for sure: look first.
+			look.since = md.Timestamp.Add(-findEventSkew)
+		}
+		o, err := e.decideAndCommit(ctx, cmd, md, again, look)
 		switch {
 		case err == nil:
 			e.checkReport(cmd, o)
 			e.finish(m, o, md)
 			return
-		case errors.Is(err, events.ErrEventStored) && findSince.IsZero():
+		case errors.Is(err, events.ErrEventStored):
 			// Decided before, and the workspace moved on since: find that
-			// event. It is in the duplicate window, so stored no earlier
-			// than the window's length ago (plus the clocks' skew).
-			findSince = md.Timestamp
-			if w := e.cfg.Now().Add(-e.store.DuplicateWindow()); w.Before(findSince) {
-				findSince = w
+			// event, and never decide again. It is in the duplicate window,
+			// so stored no earlier than the window's length ago (plus the
+			// clocks' skew): a command id sent again in a new message may
+			// be older than its message.
+			look.stored = true
+			since := md.Timestamp
+			if w := e.cfg.Now().Add(-e.store.DuplicateWindow()); w.Before(since) {
+				since = w
 			}
-			findSince = findSince.Add(-findEventSkew)
+			look.since = since.Add(-findEventSkew)
 			continue
 		case errors.Is(err, events.ErrConflict):
 			if e.cfg.Metrics != nil {
@@ -129,15 +133,30 @@ const openSkew = 5 * time.Second
 // from theirs.
 const findEventSkew = time.Minute
 
+// lookup says whether decideAndCommit looks for a handled-before command's
+// event behind the head (FindEvent: a read of the workspace's events since).
+type lookup struct {
+	// since, unless zero, is where to look from, before deciding. Zero
+	// looks only where the decision would write no event (a no-op,
+	// rejection or stale report stored beside the command's own event);
+	// an accepted one is left to the event stream's duplicate window,
+	// which refuses the command's second event (events.ErrEventStored),
+	// after which the caller looks.
+	since time.Time
+	// stored: the command's event is known to be stored (ErrEventStored).
+	// Not found, the command is not decided again.
+	stored bool
+}
+
+// errEventNotFound: the command's event is stored (its id was refused as a
+// duplicate) but was not found among its workspace's events.
+var errEventNotFound = errors.New("the command's event is stored but not among its workspace's events since the duplicate window began")
+
 // decideAndCommit loads the workspace, decides, and stores event and
 // outcome. again: the command was handled before (a redelivery or a
-// recovered copy), so its event may be stored without its outcome.
-// findSince, unless zero, is where to look for that event behind the
-// head (FindEvent, a read of the workspace's events since). Zero
-// leaves it to the event stream's duplicate window: an event stored
-// within it refuses the command's second one (events.ErrEventStored), and
-// the caller then looks.
-func (e *Engine) decideAndCommit(ctx context.Context, cmd fsm.Command, md *jetstream.MsgMetadata, again bool, findSince time.Time) (events.OutcomeRecord, error) {
+// recovered copy), so its event may be stored without its outcome; look
+// says how to find that event.
+func (e *Engine) decideAndCommit(ctx context.Context, cmd fsm.Command, md *jetstream.MsgMetadata, again bool, look lookup) (events.OutcomeRecord, error) {
 	head, cached := e.heads.get(cmd.Workspace)
 	if cached {
 		// The cache is only safe where a compare-and-set checks it: an
@@ -164,18 +183,37 @@ func (e *Engine) decideAndCommit(ctx context.Context, cmd fsm.Command, md *jetst
 	// that the other engine's decision and this one cannot both stand.
 	w := events.Write{Outcome: o, Atomic: again}
 	var earlier *events.Envelope // this command's event, stored before the head
-	if last := head.Last; !findSince.IsZero() && (last == nil || last.CommandID != cmd.ID) {
+	notHead := head.Last == nil || head.Last.CommandID != cmd.ID
+	behind := (again || look.stored) && notHead
+	if behind && look.since.IsZero() && fsm.Decide(head.State, cmd).Outcome != fsm.Accepted {
+		// Decided again it would store an outcome beside its own event,
+		// with nothing to refuse it: look (since the command was stored,
+		// less the clocks' skew).
+		look.since = md.Timestamp.Add(-findEventSkew)
+	}
+	if behind && !look.since.IsZero() {
 		// Handled before: its event may be stored without its outcome (a
 		// crash between the two writes) and, with another engine at work
 		// meanwhile, be no longer the head. Deciding it again would record
 		// a second decision beside that event.
-		env, ok, err := e.store.FindEvent(ctx, cmd.Workspace, cmd.ID, findSince)
+		env, ok, err := e.store.FindEvent(ctx, cmd.Workspace, cmd.ID, look.since)
 		if err != nil {
 			return events.OutcomeRecord{}, err
 		}
 		if ok {
 			earlier = &env
 		}
+	}
+	if earlier == nil && look.stored && notHead {
+		// Its event is stored somewhere we did not find: an outcome stored
+		// meanwhile (a command id reused by another workspace's command in
+		// flight) settles it; else wait, rather than decide a second time.
+		if stored, ok, err := e.store.Outcome(ctx, cmd.ID); err != nil {
+			return events.OutcomeRecord{}, err
+		} else if ok {
+			return stored, nil
+		}
+		return events.OutcomeRecord{}, fmt.Errorf("command %s on %s: %w", cmd.ID, cmd.Workspace, errEventNotFound)
 	}
 	if last := head.Last; last != nil && last.CommandID == cmd.ID {
 		// Our event is stored but its outcome may not be (a crash between

@@ -58,7 +58,13 @@ func (e *Engine) readUnfinished(ctx context.Context, cons jetstream.Consumer, sr
 	if err != nil {
 		return nil, 0, fmt.Errorf("engine: stream %s: %w", src.stream, err)
 	}
-	last := st.CachedInfo().State.LastSeq
+	si := st.CachedInfo()
+	if si.Config.Replicas > 1 && (si.Cluster == nil || si.Cluster.Leader == "") {
+		// Without a leader every member answers with its own state, and
+		// one still catching up has a lower last sequence.
+		return nil, 0, fmt.Errorf("engine: stream %s has no leader", src.stream)
+	}
+	last := si.State.LastSeq
 	info, err := cons.Info(ctx)
 	if err != nil {
 		return nil, 0, fmt.Errorf("engine: consumer %s: %w", src.durable, err)
