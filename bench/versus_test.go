@@ -430,7 +430,13 @@ func rawCASRate(ctx context.Context, tb testing.TB, core *testenv.Core, appender
 // rawCASRateOn is rawCASRate on a stream of the given replicas.
 func rawCASRateOn(ctx context.Context, tb testing.TB, js jetstream.JetStream, replicas, appenders int, d time.Duration) float64 {
 	tb.Helper()
-	if _, err := js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{Name: "RAW", Subjects: []string{"raw.>"}, Replicas: replicas}); err != nil {
+	st, err := js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{Name: "RAW", Subjects: []string{"raw.>"}, Replicas: replicas})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	// Each appender starts from an empty subject (expected sequence 0),
+	// so a second call on the same server needs the last one's gone.
+	if err := st.Purge(ctx); err != nil {
 		tb.Fatal(err)
 	}
 	var n atomic.Int64
