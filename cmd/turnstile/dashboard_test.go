@@ -63,7 +63,8 @@ func TestGrafanaDashboard(t *testing.T) {
 	// The panels the issue asks for.
 	for _, m := range []string{"turnstile_commands_total", "turnstile_command_latency_seconds", "turnstile_commit_batch_commands",
 		"turnstile_projector_lag_messages", "turnstile_actions_total", "turnstile_quarantined_messages_total",
-		"turnstile_http_requests_total", "turnstile_http_request_duration_seconds", "turnstile_build_info"} {
+		"turnstile_http_requests_total", "turnstile_http_request_duration_seconds", "turnstile_build_info",
+		"turnstile_engine_partitions", "turnstile_engine_partition_takeovers_total"} {
 		if !used[m] {
 			t.Errorf("the dashboard does not show %s", m)
 		}
