@@ -357,3 +357,38 @@ func TestCommitForcedAtomic(t *testing.T) {
 		t.Fatalf("events of commands %v, want none", got)
 	}
 }
+
+// TestFindEvent: a command's event is found behind later events of its
+// workspace, from a time before it; not from a time after it, not under
+// another command's id, not for a workspace without events.
+func TestFindEvent(t *testing.T) {
+	store, _ := commitEnv(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	before := time.Now().Add(-time.Minute)
+	var ids []string
+	for i, cmd := range []fsm.Command{
+		{ID: "find-create", Type: fsm.Create, Workspace: "find"},
+		{ID: "find-configure-1", Type: fsm.Configure, Workspace: "find", Spec: &fsm.Spec{Env: map[string]string{"N": "1"}}},
+		{ID: "find-configure-2", Type: fsm.Configure, Workspace: "find", Spec: &fsm.Spec{Env: map[string]string{"N": "2"}}},
+	} {
+		res, _ := store.Commit(ctx, []events.Write{decided(t, load(t, store, "find"), cmd)}, events.CommitOptions{})
+		if res[0].Err != nil || res[0].EventSeq == 0 {
+			t.Fatalf("command %d: %+v", i, res[0])
+		}
+		ids = append(ids, cmd.ID)
+	}
+	env, ok, err := store.FindEvent(ctx, "find", ids[1], before)
+	if err != nil || !ok || env.CommandID != ids[1] || env.Seq != 2 {
+		t.Fatalf("FindEvent of %s: %+v %v %v, want its event (seq 2)", ids[1], env, ok, err)
+	}
+	if _, ok, err := store.FindEvent(ctx, "find", ids[1], time.Now().Add(time.Minute)); err != nil || ok {
+		t.Fatalf("FindEvent from after every event: found %v, %v; want nothing", ok, err)
+	}
+	if _, ok, err := store.FindEvent(ctx, "find", "find-nothing", before); err != nil || ok {
+		t.Fatalf("FindEvent of a command without an event: found %v, %v; want nothing", ok, err)
+	}
+	if _, ok, err := store.FindEvent(ctx, "nowhere", ids[0], before); err != nil || ok {
+		t.Fatalf("FindEvent on a workspace without events: found %v, %v; want nothing", ok, err)
+	}
+}

@@ -2,10 +2,12 @@ package events
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"math"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -657,6 +659,54 @@ func (s *Store) Outcomes(ctx context.Context, from uint64, follow bool, fn func(
 	return err
 }
 
+// firstSince returns the stream sequence of the first message on subject
+// stored at or after since, 0 if there is none: one direct get by time, on
+// the connection's shared request inbox (jetstreamext.GetBatch would
+// subscribe an inbox of its own, with nats.go's 64k-entry channel, for
+// the one message).
+func (s *Store) firstSince(ctx context.Context, subject string, since time.Time) (uint64, error) {
+	req, err := json.Marshal(struct {
+		StartTime time.Time `json:"start_time"`
+		NextFor   string    `json:"next_by_subj"`
+	}{since.UTC(), subject})
+	if err != nil {
+		return 0, err
+	}
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, s.js.Options().DefaultTimeout)
+		defer cancel()
+	}
+	m, err := s.js.Conn().RequestWithContext(ctx, s.apiSubject("DIRECT.GET."+s.names.EventStream()), req)
+	if err != nil {
+		return 0, err
+	}
+	if len(m.Data) == 0 && m.Header.Get("Status") == "404" {
+		return 0, nil
+	}
+	if st := m.Header.Get("Status"); st != "" {
+		return 0, fmt.Errorf("direct get: %s %s", st, m.Header.Get("Description"))
+	}
+	seq, err := strconv.ParseUint(m.Header.Get(jetstream.SequenceHeader), 10, 64)
+	if err != nil {
+		return 0, fmt.Errorf("direct get: sequence header %q: %w", m.Header.Get(jetstream.SequenceHeader), err)
+	}
+	return seq, nil
+}
+
+// apiSubject is the JetStream API subject of api (e.g. "DIRECT.GET.<stream>")
+// under the JetStream context's prefix or domain.
+func (s *Store) apiSubject(api string) string {
+	o := s.js.Options()
+	switch {
+	case o.APIPrefix != "":
+		return strings.TrimSuffix(o.APIPrefix, ".") + "." + api
+	case o.Domain != "":
+		return "$JS." + o.Domain + ".API." + api
+	}
+	return jetstream.DefaultAPIPrefix + api
+}
+
 // FindEvent returns the event that command commandID recorded on
 // workspace id, looking among the workspace's events stored at or after
 // since; ok is false when there is none. It is how a command handled again
@@ -669,20 +719,9 @@ func (s *Store) FindEvent(ctx context.Context, id, commandID string, since time.
 	subject := s.names.Event(id)
 	// The first of the workspace's events at or after since: one direct
 	// get by time, then reads by sequence.
-	msgs, err := jetstreamext.GetBatch(ctx, s.js, s.names.EventStream(), 1,
-		jetstreamext.GetBatchStartTime(since), jetstreamext.GetBatchSubject(subject))
+	from, err := s.firstSince(ctx, subject, since)
 	if err != nil {
 		return Envelope{}, false, fmt.Errorf("find the event of command %s: %w", commandID, err)
-	}
-	var from uint64
-	for m, err := range msgs {
-		if errors.Is(err, jetstreamext.ErrNoMessages) {
-			return Envelope{}, false, nil
-		}
-		if err != nil {
-			return Envelope{}, false, fmt.Errorf("find the event of command %s: %w", commandID, err)
-		}
-		from = m.Sequence
 	}
 	if from == 0 {
 		return Envelope{}, false, nil
