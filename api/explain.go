@@ -18,7 +18,7 @@ import (
 
 // DefaultEngineDurable is the engine's durable consumer name unless serve
 // is configured otherwise.
-const DefaultEngineDurable = "turnstile-engine"
+const DefaultEngineDurable = events.DefaultEngineDurable
 
 // maxQueuedScan bounds how many commands of one workspace explain reads
 // past the engine's ack floor.

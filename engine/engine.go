@@ -106,7 +106,7 @@ type Config struct {
 
 func (c *Config) setDefaults() {
 	if c.Durable == "" {
-		c.Durable = "turnstile-engine"
+		c.Durable = events.DefaultEngineDurable
 	}
 	if c.Parallel <= 0 {
 		c.Parallel = 512

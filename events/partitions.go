@@ -85,6 +85,11 @@ func (n Names) PartitionOf(subject string) (int, bool) {
 	return k, true
 }
 
+// DefaultEngineDurable is the engines' durable name unless serve is
+// configured otherwise: their consumers are DefaultEngineDurable-pNN and
+// their members bucket is named after it. The one place it is spelled.
+const DefaultEngineDurable = "turnstile-engine"
+
 // EngineConsumer is the name of the engine's durable consumer of partition
 // k on the command and system report streams, for engines named durable.
 func EngineConsumer(durable string, k int) string { return fmt.Sprintf("%s-p%02d", durable, k) }

@@ -110,7 +110,7 @@ type Partition struct {
 
 // engineDurable names the engines' consumers on the command and system
 // streams and their members bucket (cmd/turnstile's engineDurable).
-const engineDurable = "turnstile-engine"
+const engineDurable = events.DefaultEngineDurable
 
 // AskTimeout bounds each stream's info request: a request to a stream
 // whose leader just died goes unanswered, and a report should say so

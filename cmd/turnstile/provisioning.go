@@ -35,7 +35,7 @@ type provisioningDeps struct {
 
 // engineDurable is the engine's durable consumer on the command and system
 // streams (engine.Config's default).
-const engineDurable = "turnstile-engine"
+const engineDurable = events.DefaultEngineDurable
 
 // workerDurable is the name of the worker's durable consumer on the event
 // stream; the embedded NATS's user role may not touch it.

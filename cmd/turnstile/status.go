@@ -116,7 +116,7 @@ func (a *app) printStatus(rep status.Report) error {
 			waiting = append(waiting, fmt.Sprintf("partition %d: %s", p.ID, p.Owner))
 		}
 	}
-	fmt.Fprintf(a.out, "\n%d partitions (consumers %s-pNN on the command and system streams)\n", len(rep.Partitions), "turnstile-engine")
+	fmt.Fprintf(a.out, "\n%d partitions (consumers %s-pNN on the command and system streams)\n", len(rep.Partitions), events.DefaultEngineDurable)
 	for _, w := range waiting {
 		fmt.Fprintln(a.out, "attention:", w)
 	}
