@@ -16,7 +16,6 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"golang.org/x/sync/errgroup"
 
-	"github.com/turnstile-dev/turnstile/engine"
 	"github.com/turnstile-dev/turnstile/internal/testenv"
 )
 
@@ -80,9 +79,7 @@ func BenchmarkPipelineFloor(b *testing.B) {
 		b.Run(d.name, func(b *testing.B) {
 			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Minute)
 			defer cancel()
-			core := testenv.StartCore(b, testenv.CoreOptions{NATS: testenv.NATSOptions{SyncAlways: d.jsSync},
-				Engine: engine.Config{AtomicBatchFrom: atomicFrom(d.jsSync)}})
-			ts := newTurnstileSide(b, core)
+			core, ts := startTurnstile(b, d.jsSync)
 			if err := ts.setup(ctx, 64); err != nil {
 				b.Fatalf("turnstile: setup: %v", err)
 			}

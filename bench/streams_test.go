@@ -191,9 +191,7 @@ func BenchmarkEventStreams(b *testing.B) {
 		b.Run(d.name, func(b *testing.B) {
 			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Minute)
 			defer cancel()
-			core := testenv.StartCore(b, testenv.CoreOptions{NATS: testenv.NATSOptions{SyncAlways: d.jsSync},
-				Engine: engine.Config{AtomicBatchFrom: atomicFrom(d.jsSync)}})
-			ts := newTurnstileSide(b, core)
+			core, ts := startTurnstile(b, d.jsSync)
 			if err := ts.setup(ctx, 64); err != nil {
 				b.Fatalf("turnstile: setup: %v", err)
 			}

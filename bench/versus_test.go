@@ -119,15 +119,7 @@ func BenchmarkVersusRowLock(b *testing.B) {
 		b.Run(d.name, func(b *testing.B) {
 			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Minute)
 			defer cancel()
-			// As serve configures it: atomic batches only where the
-			// server fsyncs every write.
-			atomicFrom := -1
-			if d.jsSync {
-				atomicFrom = engine.DefaultAtomicBatchFrom
-			}
-			core := testenv.StartCore(b, testenv.CoreOptions{NATS: testenv.NATSOptions{SyncAlways: d.jsSync},
-				Engine: engine.Config{AtomicBatchFrom: atomicFrom}})
-			ts := newTurnstileSide(b, core)
+			core, ts := startTurnstile(b, d.jsSync)
 			peerURL := pg.NewDatabase(b)
 			params := map[string]string{"synchronous_commit": d.pgSync}
 			peer := newPeerSide(ctx, b, peerURL, params)
@@ -324,6 +316,16 @@ func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
 // newTurnstileSide sends through 8 clients, each on its own connection, as
 // engine/bench_test.go does: NATS multiplexes, so a client per worker
 // would only add connections.
+// startTurnstile starts an embedded core with the engine as serve
+// configures it for that durability (atomicFrom), and Turnstile's side of
+// the mix on it, not set up yet.
+func startTurnstile(tb testing.TB, syncAlways bool) (*testenv.Core, *side) {
+	tb.Helper()
+	core := testenv.StartCore(tb, testenv.CoreOptions{NATS: testenv.NATSOptions{SyncAlways: syncAlways},
+		Engine: engine.Config{AtomicBatchFrom: atomicFrom(syncAlways)}})
+	return core, newTurnstileSide(tb, core)
+}
+
 func newTurnstileSide(tb testing.TB, core *testenv.Core) *side {
 	clients := make([]*client.Client, 8)
 	reporters := make([]*client.Client, 8) // system reports go on <prefix>.sys.<ws>
