@@ -34,8 +34,9 @@ import (
 //   - engine: Turnstile end to end, the versus mix at C clients.
 //   - floor 1 store: streams FLOOR_CMD (floor.cmd.>) and FLOOR_EVT
 //     (floor.evt.>), shaped as Turnstile's (file storage, limits, a
-//     2-minute duplicate window), and one durable pull consumer on
-//     FLOOR_CMD. C client goroutines on 8 connections, each owning the
+//     2-minute duplicate window), and a durable pull consumer on
+//     FLOOR_CMD (a new one per run, delivering what is published after
+//     it: floor.run says why). C client goroutines on 8 connections, each owning the
 //     workspaces i with i mod C equal to its number, taking them in turn:
 //     publish a 350-byte command on floor.cmd.<ws> (JetStream publish,
 //     unique Nats-Msg-Id, a header naming the client's reply subject),
@@ -166,8 +167,9 @@ type floor struct {
 	// replies[k] receives client k's replies (the command id).
 	replies []chan []byte
 
-	pull  *nats.Conn // the engine side's pulls, acks and replies
-	cons  jetstream.Consumer
+	pull  *nats.Conn          // the engine side's pulls, acks and replies
+	pjs   jetstream.JetStream // on pull: its consumers
+	runs  atomic.Int64        // names each run's consumer
 	write jetstream.JetStream // its events, outcomes and checks
 	evt   jetstream.Stream
 
@@ -194,8 +196,7 @@ func newFloor(ctx context.Context, tb testing.TB, core *testenv.Core) *floor {
 		}
 		f.clients, f.inboxes = append(f.clients, js), append(f.inboxes, inbox)
 	}
-	var pjs jetstream.JetStream
-	f.pull, pjs = core.Connect(tb)
+	f.pull, f.pjs = core.Connect(tb)
 	_, f.write = core.Connect(tb)
 	for _, cfg := range []jetstream.StreamConfig{
 		{Name: "FLOOR_CMD", Subjects: []string{"floor.cmd.>"}},
@@ -210,12 +211,6 @@ func newFloor(ctx context.Context, tb testing.TB, core *testenv.Core) *floor {
 			f.evt = s
 		}
 	}
-	cons, err := pjs.CreateOrUpdateConsumer(ctx, "FLOOR_CMD", jetstream.ConsumerConfig{Durable: "floor",
-		AckPolicy: jetstream.AckExplicitPolicy, AckWait: floorTimeout, MaxAckPending: 8192})
-	if err != nil {
-		tb.Fatalf("consumer: %v", err)
-	}
-	f.cons = cons
 	return f
 }
 
@@ -236,32 +231,51 @@ func (f *floor) contender(m floorMode, clients int) contender {
 	own := &side{}
 	return contender{name: m.String(),
 		run: func(ctx context.Context, d time.Duration, record bool) error {
-			start := time.Now()
-			lat, err := f.run(ctx, m, clients, d)
+			lat, elapsed, err := f.run(ctx, m, clients, d)
 			if err != nil {
 				return err
 			}
 			if record {
-				own.lat, own.elapsed = append(own.lat, lat...), own.elapsed+time.Since(start)
+				own.lat, own.elapsed = append(own.lat, lat...), own.elapsed+elapsed
 			}
 			return nil
 		},
 		take: own.take}
 }
 
-// run drives the pattern with clients for d: the engine side started, the
-// clients run (each finishes the command it started), the engine side
-// stopped with nothing in flight.
-func (f *floor) run(ctx context.Context, m floorMode, clients int, d time.Duration) ([]time.Duration, error) {
+// run drives the pattern with clients for d: the engine side started on
+// a consumer of its own, the clients run (each finishes the command it
+// started), the engine side stopped with nothing in flight, its consumer
+// deleted. A consumer per run, delivering only what is published after
+// it: a stopped pull iterator's request stays pending at the server until
+// it expires, and a command delivered to it would come back only after
+// the ack wait, to a client that waits as long. elapsed is the clients'
+// time.
+func (f *floor) run(ctx context.Context, m floorMode, clients int, d time.Duration) (lat []time.Duration, elapsed time.Duration, err error) {
+	name := fmt.Sprintf("floor-%d", f.runs.Add(1))
+	cons, err := f.pjs.CreateOrUpdateConsumer(ctx, "FLOOR_CMD", jetstream.ConsumerConfig{Durable: name,
+		AckPolicy: jetstream.AckExplicitPolicy, AckWait: floorTimeout, MaxAckPending: 8192,
+		DeliverPolicy: jetstream.DeliverNewPolicy})
+	if err != nil {
+		return nil, 0, fmt.Errorf("consumer: %w", err)
+	}
+	defer func() {
+		dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), floorTimeout)
+		defer cancel()
+		if derr := f.pjs.DeleteConsumer(dctx, "FLOOR_CMD", name); derr != nil && err == nil {
+			err = fmt.Errorf("delete consumer %s: %w", name, derr)
+		}
+	}()
 	ectx, stop := context.WithCancel(ctx)
 	defer stop()
 	eg, ectx := errgroup.WithContext(ectx)
-	if err := f.startEngine(ectx, eg, m); err != nil {
-		return nil, err
+	if err := f.startEngine(ectx, eg, cons, m); err != nil {
+		return nil, 0, err
 	}
 	lats := make([][]time.Duration, clients)
 	cg, cctx := errgroup.WithContext(ectx)
-	until := time.Now().Add(d)
+	start := time.Now()
+	until := start.Add(d)
 	for k := range clients {
 		cg.Go(func() (err error) {
 			lats[k], err = f.client(cctx, k, clients, until)
@@ -269,23 +283,23 @@ func (f *floor) run(ctx context.Context, m floorMode, clients int, d time.Durati
 		})
 	}
 	cerr := cg.Wait()
+	elapsed = time.Since(start)
 	stop()
 	// The cause first: an engine side that failed cancels the clients, a
 	// client that failed stops the engine side.
 	eerr := eg.Wait()
 	switch {
 	case eerr != nil && !errors.Is(eerr, context.Canceled):
-		return nil, fmt.Errorf("engine side: %w", eerr)
+		return nil, 0, fmt.Errorf("engine side: %w", eerr)
 	case cerr != nil:
-		return nil, cerr
+		return nil, 0, cerr
 	case eerr != nil:
-		return nil, fmt.Errorf("engine side: %w", eerr)
+		return nil, 0, fmt.Errorf("engine side: %w", eerr)
 	}
-	var lat []time.Duration
 	for _, l := range lats {
 		lat = append(lat, l...)
 	}
-	return lat, nil
+	return lat, elapsed, nil
 }
 
 // client k sends commands for its workspaces in turn until until, each
@@ -344,8 +358,8 @@ type floorCmd struct {
 // finishing), and with outcomes one awaiting their acks. Each stage hands
 // on in order over a channel and closes it when done; the pull stops when
 // ctx ends.
-func (f *floor) startEngine(ctx context.Context, eg *errgroup.Group, m floorMode) error {
-	it, err := f.cons.Messages(jetstream.PullMaxMessages(floorPull))
+func (f *floor) startEngine(ctx context.Context, eg *errgroup.Group, cons jetstream.Consumer, m floorMode) error {
+	it, err := cons.Messages(jetstream.PullMaxMessages(floorPull))
 	if err != nil {
 		return fmt.Errorf("pull: %w", err)
 	}
