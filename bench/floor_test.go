@@ -196,8 +196,10 @@ func newFloor(ctx context.Context, tb testing.TB, core *testenv.Core) *floor {
 		}
 		f.clients, f.inboxes = append(f.clients, js), append(f.inboxes, inbox)
 	}
-	f.pull, f.pjs = core.Connect(tb)
-	_, f.write = core.Connect(tb)
+	// The engine side connects as serve's engine does (in-process with
+	// startTurnstile's core), the clients over TCP.
+	f.pull, f.pjs = core.ConnectOwn(tb)
+	_, f.write = core.ConnectOwn(tb)
 	for _, cfg := range []jetstream.StreamConfig{
 		{Name: "FLOOR_CMD", Subjects: []string{"floor.cmd.>"}},
 		{Name: "FLOOR_EVT", Subjects: []string{"floor.evt.>"}},

@@ -317,11 +317,12 @@ func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
 // engine/bench_test.go does: NATS multiplexes, so a client per worker
 // would only add connections.
 // startTurnstile starts an embedded core with the engine as serve
-// configures it for that durability (atomicFrom), and Turnstile's side of
-// the mix on it, not set up yet.
+// configures it for that durability (atomicFrom) and connects it
+// (in-process; BENCH_TCP=1: over loopback TCP, as before 2026-12-04), and
+// Turnstile's side of the mix on it, not set up yet.
 func startTurnstile(tb testing.TB, syncAlways bool) (*testenv.Core, *side) {
 	tb.Helper()
-	core := testenv.StartCore(tb, testenv.CoreOptions{NATS: testenv.NATSOptions{SyncAlways: syncAlways},
+	core := testenv.StartCore(tb, testenv.CoreOptions{NATS: testenv.NATSOptions{SyncAlways: syncAlways}, InProcess: os.Getenv("BENCH_TCP") == "",
 		Engine: engine.Config{AtomicBatchFrom: atomicFrom(syncAlways)}})
 	return core, newTurnstileSide(tb, core)
 }
@@ -426,7 +427,8 @@ func newPool(ctx context.Context, tb testing.TB, url string, params map[string]s
 // fixed time instead of a fixed count.
 func rawCASRate(ctx context.Context, tb testing.TB, core *testenv.Core, appenders int, d time.Duration) float64 {
 	tb.Helper()
-	return rawCASRateOn(ctx, tb, core.JS, 1, appenders, d)
+	_, js := core.ConnectOwn(tb) // as the engine writes: in-process with startTurnstile's core
+	return rawCASRateOn(ctx, tb, js, 1, appenders, d)
 }
 
 // rawCASRateOn is rawCASRate on a stream of the given replicas.

@@ -31,8 +31,10 @@ var durabilities = []struct {
 // outcome received over 1,000 workspaces, each command a configure that is
 // accepted (so each pays intake, event and outcome), beside the raw rate of
 // CAS appends on the same server. commit_ms is the mean time of one atomic
-// batch of events and outcomes. BENCH_INFLIGHT (default 512) sets the
-// commands in flight; BENCH_COMMITTERS and BENCH_BATCH the engine's.
+// batch of events and outcomes. The engine connects in-process, as serve's
+// does (BENCH_TCP=1: over loopback TCP, as before 2026-12-04), the clients
+// over TCP. BENCH_INFLIGHT (default 512) sets the commands in flight;
+// BENCH_COMMITTERS and BENCH_BATCH the engine's.
 //
 //	go test -run '^$' -bench EndToEnd -benchtime 20000x ./engine/
 func BenchmarkEndToEnd(b *testing.B) {
@@ -43,7 +45,7 @@ func BenchmarkEndToEnd(b *testing.B) {
 			if d.sync {
 				atomicFrom = engine.DefaultAtomicBatchFrom
 			}
-			core := testenv.StartCore(b, testenv.CoreOptions{NATS: testenv.NATSOptions{SyncAlways: d.sync},
+			core := testenv.StartCore(b, testenv.CoreOptions{NATS: testenv.NATSOptions{SyncAlways: d.sync}, InProcess: os.Getenv("BENCH_TCP") == "",
 				Engine: engine.Config{Metrics: metrics, Committers: benchCommitters(), MaxBatch: benchBatch(), AtomicBatchFrom: atomicFrom}})
 			const workspaces = 1000
 			inflight := envInt("BENCH_INFLIGHT", 512)
@@ -111,7 +113,8 @@ func BenchmarkEndToEnd(b *testing.B) {
 // publishing with an expected last subject sequence and waiting for its ack.
 func rawCASRate(tb testing.TB, core *testenv.Core, appenders, total int) float64 {
 	ctx := context.Background()
-	if _, err := core.JS.CreateOrUpdateStream(ctx, jetstream.StreamConfig{Name: "RAW", Subjects: []string{"raw.>"}}); err != nil {
+	_, js := core.ConnectOwn(tb) // as the engine writes
+	if _, err := js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{Name: "RAW", Subjects: []string{"raw.>"}}); err != nil {
 		tb.Fatal(err)
 	}
 	per := total / appenders
@@ -123,7 +126,7 @@ func rawCASRate(tb testing.TB, core *testenv.Core, appenders, total int) float64
 			var last uint64
 			payload := make([]byte, 400) // about an envelope's size
 			for range per {
-				ack, err := core.JS.Publish(ctx, subj, payload, jetstream.WithExpectLastSequencePerSubject(last))
+				ack, err := js.Publish(ctx, subj, payload, jetstream.WithExpectLastSequencePerSubject(last))
 				if err != nil {
 					tb.Errorf("raw append: %v", err)
 					return

@@ -29,6 +29,15 @@ type CoreOptions struct {
 	Replicas int
 	// DuplicateWindow of the streams; 0 means EnsureStreams' default.
 	DuplicateWindow time.Duration
+	// InProcess connects serve's own parts (the engines, SystemClient,
+	// ConnectOwn) to the embedded server in-process
+	// (NATS.ConnectInProcess), as serve does; user clients, Connect and
+	// Core.JS stay on loopback TCP, as a user's client connects. Not with
+	// a Cluster, and not in tests that restart the server (an in-process
+	// connection cannot follow it). Benchmarks set it: TCP costs the
+	// engine about a third of its rate at 8 commands in flight
+	// (docs/benchmarks.md, "Benchmarks connect serve's parts as serve").
+	InProcess bool
 }
 
 // Core is a running NATS with Turnstile's streams and engines.
@@ -39,8 +48,9 @@ type Core struct {
 	Store   *events.Store
 	Engines []*engine.Engine
 	opts    CoreOptions
-	// connect opens a connection to the core's server or cluster.
-	connect func(testing.TB) (*nats.Conn, jetstream.JetStream)
+	// connect opens a connection to the core's server or cluster;
+	// ownConnect one for serve's own parts (CoreOptions.InProcess).
+	connect, ownConnect func(testing.TB) (*nats.Conn, jetstream.JetStream)
 }
 
 // StartCore starts embedded NATS (or uses o.Cluster), creates the streams
@@ -53,6 +63,13 @@ func StartCore(tb testing.TB, o CoreOptions) *Core {
 	} else {
 		c.NATS = StartNATS(tb, o.NATS)
 		c.connect = c.NATS.Connect
+	}
+	c.ownConnect = c.connect
+	if o.InProcess {
+		if c.NATS == nil {
+			tb.Fatal("testenv: InProcess needs the embedded server, not a Cluster")
+		}
+		c.ownConnect = c.NATS.ConnectInProcess
 	}
 	c.NC, c.JS = c.connect(tb)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
@@ -77,7 +94,7 @@ func StartCore(tb testing.TB, o CoreOptions) *Core {
 // StartEngine opens one more engine on its own connection, closed at cleanup.
 func (c *Core) StartEngine(tb testing.TB) *engine.Engine {
 	tb.Helper()
-	_, js := c.connect(tb)
+	_, js := c.ownConnect(tb)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	store, err := events.OpenStore(ctx, js, events.NewNames(""), events.Codec{})
@@ -91,7 +108,7 @@ func (c *Core) StartEngine(tb testing.TB) *engine.Engine {
 	}
 	cfg.CommitStores = nil
 	for range cfg.Committers {
-		_, cjs := c.connect(tb)
+		_, cjs := c.ownConnect(tb)
 		cs, err := events.OpenStore(ctx, cjs, events.NewNames(""), events.Codec{})
 		if err != nil {
 			tb.Fatal(err)
@@ -120,22 +137,31 @@ func (c *Core) Connect(tb testing.TB) (*nats.Conn, jetstream.JetStream) {
 	return c.connect(tb)
 }
 
+// ConnectOwn opens one more connection as serve's own parts have one:
+// in-process with CoreOptions.InProcess, else as Connect. Closed at the
+// end of the test.
+func (c *Core) ConnectOwn(tb testing.TB) (*nats.Conn, jetstream.JetStream) {
+	tb.Helper()
+	return c.ownConnect(tb)
+}
+
 // Client returns a user client on its own connection.
 func (c *Core) Client(tb testing.TB, actor string) *client.Client {
 	tb.Helper()
-	return c.newClient(tb, client.Options{Actor: actor, PollInterval: 200 * time.Millisecond})
+	return c.newClient(tb, c.connect, client.Options{Actor: actor, PollInterval: 200 * time.Millisecond})
 }
 
-// SystemClient returns a client on its own connection that may also send
-// system reports (client.Options.System), as serve's provisioning side does.
+// SystemClient returns a client on its own connection (ConnectOwn) that
+// may also send system reports (client.Options.System), as serve's
+// provisioning side does.
 func (c *Core) SystemClient(tb testing.TB, actor string) *client.Client {
 	tb.Helper()
-	return c.newClient(tb, client.Options{Actor: actor, PollInterval: 200 * time.Millisecond, System: true})
+	return c.newClient(tb, c.ownConnect, client.Options{Actor: actor, PollInterval: 200 * time.Millisecond, System: true})
 }
 
-func (c *Core) newClient(tb testing.TB, o client.Options) *client.Client {
+func (c *Core) newClient(tb testing.TB, connect func(testing.TB) (*nats.Conn, jetstream.JetStream), o client.Options) *client.Client {
 	tb.Helper()
-	nc, _ := c.connect(tb)
+	nc, _ := connect(tb)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	cl, err := client.New(ctx, nc, o)

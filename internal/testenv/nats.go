@@ -62,10 +62,26 @@ func (n *NATS) Shutdown() {
 	n.Server.WaitForShutdown()
 }
 
-// Connect opens a client connection closed at the end of the test.
+// Connect opens a client connection over loopback TCP, as a user's client
+// connects, closed at the end of the test.
 func (n *NATS) Connect(tb testing.TB) (*nats.Conn, jetstream.JetStream) {
 	tb.Helper()
-	nc, err := nats.Connect(n.URL, nats.MaxReconnects(-1), nats.ReconnectWait(50*time.Millisecond))
+	return n.connect(tb)
+}
+
+// ConnectInProcess opens a connection that bypasses the network, as serve's
+// own parts connect to its embedded server (nats.InProcessServer), closed
+// at the end of the test. It cannot outlive the server: a restarted one is
+// a new server.
+func (n *NATS) ConnectInProcess(tb testing.TB) (*nats.Conn, jetstream.JetStream) {
+	tb.Helper()
+	return n.connect(tb, nats.InProcessServer(n.Server))
+}
+
+func (n *NATS) connect(tb testing.TB, extra ...nats.Option) (*nats.Conn, jetstream.JetStream) {
+	tb.Helper()
+	opts := append([]nats.Option{nats.MaxReconnects(-1), nats.ReconnectWait(50 * time.Millisecond)}, extra...)
+	nc, err := nats.Connect(n.URL, opts...)
 	if err != nil {
 		tb.Fatalf("connect to %s: %v", n.URL, err)
 	}
