@@ -86,7 +86,10 @@ func newVersusConfig(tb testing.TB) versusConfig {
 // BenchmarkVersusRowLock runs Turnstile and the row-lock peer (package
 // bench) on the same command mix, one after the other, at each client
 // count and for both durability pairs, and prints one table row each,
-// beside the raw substrate figures measured in the same run.
+// beside the raw substrate figures measured in the same run: the raw CAS
+// rate (64 appenders), one raw CAS append's p50/p99 with as many
+// appenders as the row has clients (measured just before the row: the
+// substrate's own tail), and raw PostgreSQL commits.
 //
 // The mix: 1,000 workspaces, created and brought to running first. Each
 // client owns the workspaces i with i mod clients = its number, so no two
@@ -138,6 +141,7 @@ func BenchmarkVersusRowLock(b *testing.B) {
 			for row, clients := range cfg.clients {
 				b.Run(fmt.Sprintf("clients=%d", clients), func(b *testing.B) {
 					peer.open(ctx, b, min(clients, cfg.peerPool))
+					rawLat := rawCASLatency(ctx, b, core, clients, cfg.raw)
 					first, second := ts, peer
 					if row%2 == 1 {
 						first, second = peer, ts
@@ -167,9 +171,10 @@ func BenchmarkVersusRowLock(b *testing.B) {
 					b.ReportMetric(rawCAS, "raw_cas/s")
 					b.ReportMetric(rawPG8, "raw_pg8/s")
 					b.ReportMetric(rawPG64, "raw_pg64/s")
-					line := fmt.Sprintf("| %d | %s | %s | %.1f | %.1f | %s | %.1f | %.1f | %.2f | %s | %s / %s | %s first |",
+					b.ReportMetric(rawLat.p99, "raw_cas_p99_ms")
+					line := fmt.Sprintf("| %d | %s | %s | %.1f | %.1f | %s | %.1f | %.1f | %.2f | %s | %.2f / %.1f | %s / %s | %s first |",
 						clients, pairName(d.jsSync, d.pgSync), thousands(t.rate), t.p50, t.p99,
-						thousands(p.rate), p.p50, p.p99, t.rate/p.rate, thousands(rawCAS),
+						thousands(p.rate), p.p50, p.p99, t.rate/p.rate, thousands(rawCAS), rawLat.p50, rawLat.p99,
 						thousands(rawPG8), thousands(rawPG64), first.name)
 					b.Logf("%d commands each (turnstile %d, peer %d)\n%s", min(t.n, p.n), t.n, p.n, line)
 					table = append(table, line)
@@ -178,7 +183,7 @@ func BenchmarkVersusRowLock(b *testing.B) {
 		})
 	}
 	if len(table) > 0 {
-		fmt.Printf("\n| clients | durability | turnstile cmds/s | p50 ms | p99 ms | peer cmds/s | p50 ms | p99 ms | ratio | raw CAS appends/s | raw PG commits/s (8 / 64 conns) | order |\n|---|---|---|---|---|---|---|---|---|---|---|---|\n%s\n\n",
+		fmt.Printf("\n| clients | durability | turnstile cmds/s | p50 ms | p99 ms | peer cmds/s | p50 ms | p99 ms | ratio | raw CAS appends/s | one raw CAS append at the row's clients, p50 / p99 ms | raw PG commits/s (8 / 64 conns) | order |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|\n%s\n\n",
 			strings.Join(table, "\n"))
 	}
 }
@@ -434,6 +439,24 @@ func rawCASRate(ctx context.Context, tb testing.TB, core *testenv.Core, appender
 // rawCASRateOn is rawCASRate on a stream of the given replicas.
 func rawCASRateOn(ctx context.Context, tb testing.TB, js jetstream.JetStream, replicas, appenders int, d time.Duration) float64 {
 	tb.Helper()
+	return rawCASOn(ctx, tb, js, replicas, appenders, d).rate
+}
+
+// rawCASFigures are one measure of the substrate: appends per second and
+// the latency of one append (ms).
+type rawCASFigures struct{ rate, p50, p99 float64 }
+
+// rawCASLatency is rawCASRate's measure read for its latencies: what one
+// compare-and-set append costs at that many appenders, the tail a command
+// of several such round trips cannot beat.
+func rawCASLatency(ctx context.Context, tb testing.TB, core *testenv.Core, appenders int, d time.Duration) rawCASFigures {
+	tb.Helper()
+	_, js := core.ConnectOwn(tb)
+	return rawCASOn(ctx, tb, js, 1, appenders, d)
+}
+
+func rawCASOn(ctx context.Context, tb testing.TB, js jetstream.JetStream, replicas, appenders int, d time.Duration) rawCASFigures {
+	tb.Helper()
 	st, err := js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{Name: "RAW", Subjects: []string{"raw.>"}, Replicas: replicas})
 	if err != nil {
 		tb.Fatal(err)
@@ -443,7 +466,7 @@ func rawCASRateOn(ctx context.Context, tb testing.TB, js jetstream.JetStream, re
 	if err := st.Purge(ctx); err != nil {
 		tb.Fatal(err)
 	}
-	var n atomic.Int64
+	lats := make([][]time.Duration, appenders)
 	var wg sync.WaitGroup
 	start := time.Now()
 	until := start.Add(d)
@@ -452,19 +475,26 @@ func rawCASRateOn(ctx context.Context, tb testing.TB, js jetstream.JetStream, re
 			subj := fmt.Sprintf("raw.%d", a)
 			var last uint64
 			payload := make([]byte, 400) // about an envelope's size
-			for time.Now().Before(until) {
+			for t0 := time.Now(); t0.Before(until); t0 = time.Now() {
 				ack, err := js.Publish(ctx, subj, payload, jetstream.WithExpectLastSequencePerSubject(last))
 				if err != nil {
 					tb.Errorf("raw append: %v", err)
 					return
 				}
+				lats[a] = append(lats[a], time.Since(t0))
 				last = ack.Sequence
-				n.Add(1)
 			}
 		})
 	}
 	wg.Wait()
-	return float64(n.Load()) / time.Since(start).Seconds()
+	elapsed := time.Since(start)
+	all := slices.Concat(lats...)
+	if len(all) == 0 {
+		tb.Fatal("raw append: none in " + d.String())
+	}
+	slices.Sort(all)
+	ms := func(q float64) float64 { return float64(all[int(q*float64(len(all)-1))].Microseconds()) / 1000 }
+	return rawCASFigures{rate: float64(len(all)) / elapsed.Seconds(), p50: ms(0.5), p99: ms(0.99)}
 }
 
 // rawPGRate is the PostgreSQL substrate under the same session settings:
