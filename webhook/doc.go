@@ -24,6 +24,10 @@
 //     net.Dialer Control function), so a name that resolves elsewhere later
 //     (DNS rebinding) is refused too. Redirects are not followed, and no
 //     proxy from the environment is used.
+//   - At most MaxWebhooks webhooks, also when adds race, in one serve or
+//     in several on the same bucket: the entries' order in the bucket's
+//     stream decides, and an add past the limit is refused after taking
+//     back its entry and consumer (for that moment, a list can show it).
 //   - Unreadable stream messages (events.Unreadable) are skipped and
 //     counted, never delivered and never a stall.
 //

@@ -74,18 +74,23 @@ func OpenRegistry(ctx context.Context, js jetstream.JetStream, store *events.Sto
 // Add stores a webhook for s and creates its consumer, which starts at
 // the stream's end (or after s.Since): every event recorded after Add
 // returns is delivered (and those after s.Since, if set). The answer holds the signing secret, the only
-// time it is shown. A bad s is an *InvalidError; nothing is changed.
+// time it is shown. A bad s is an *InvalidError; nothing is changed. So is
+// an add past MaxWebhooks, which holds for concurrent adds too, from any
+// serve on the bucket (see holdLimit): a refused add takes back its entry
+// and consumer before it returns.
 func (r *Registry) Add(ctx context.Context, s Spec) (Webhook, error) {
 	s, err := checkSpec(s, r.allowPrivate)
 	if err != nil {
 		return Webhook{}, err
 	}
-	keys, err := r.keys(ctx)
+	// A quick refusal, before anything is made; the limit itself is held
+	// after the entry is stored, below.
+	revs, err := r.revisions(ctx)
 	if err != nil {
 		return Webhook{}, err
 	}
-	if len(keys) >= MaxWebhooks {
-		return Webhook{}, invalid("url", "this installation has %d webhooks already, the most it may have", len(keys))
+	if len(revs) >= MaxWebhooks {
+		return Webhook{}, full(len(revs))
 	}
 	id, err := newID()
 	if err != nil {
@@ -110,12 +115,65 @@ func (r *Registry) Add(ctx context.Context, s Spec) (Webhook, error) {
 	if err != nil {
 		return Webhook{}, err
 	}
-	if _, err := r.kv.Create(ctx, id, data); err != nil {
+	rev, err := r.kv.Create(ctx, id, data)
+	if err != nil {
 		// Undo, so no consumer is left without its webhook.
 		_ = r.store.DeleteEventConsumer(context.WithoutCancel(ctx), Durable(id))
 		return Webhook{}, fmt.Errorf("%w: store webhook %s: %w", ErrUnavailable, id, err)
 	}
+	if err := r.holdLimit(ctx, rev); err != nil {
+		if uerr := r.undo(ctx, id); uerr != nil {
+			// Not an InvalidError: the entry may still stand.
+			return Webhook{}, fmt.Errorf("%w: take back webhook %s (%v): %w", ErrUnavailable, id, err, uerr)
+		}
+		return Webhook{}, err
+	}
 	return h, nil
+}
+
+// holdLimit refuses the entry stored at revision rev if it is over
+// MaxWebhooks. The count before Create and the Create are not one step:
+// concurrent Adds, in this serve or in another on the same bucket, may
+// all have passed the count. The bucket's stream orders their entries,
+// the same for every serve, by revision: an entry with MaxWebhooks others
+// before it is over, and its own Add takes it back. The list is read
+// after the Create, so it holds every entry before rev that still stands;
+// one that is taken back later only makes this a refusal to spare, and
+// those before rev never count one after it, so they stand. (Not the
+// Created times: they come from each serve's clock before its consumer
+// is made, so an entry stored later can carry an earlier time, and two
+// Adds could each find the other over.) Entries never change after Add,
+// so an entry's revision is that of its Create.
+func (r *Registry) holdLimit(ctx context.Context, rev uint64) error {
+	revs, err := r.revisions(ctx)
+	if err != nil {
+		return err
+	}
+	before := 0
+	for _, v := range revs {
+		if v < rev {
+			before++
+		}
+	}
+	if before >= MaxWebhooks {
+		return full(before)
+	}
+	return nil
+}
+
+func full(n int) error {
+	return invalid("url", "this installation has %d webhooks already, the most it may have", min(n, MaxWebhooks))
+}
+
+// undo deletes webhook id's consumer and its entry, for an Add that
+// stored both and then failed; it finishes whether or not the caller
+// waits. The entry goes even if the consumer's deletion fails: an entry
+// over the limit, or one whose Add answered an error, must not stand.
+func (r *Registry) undo(ctx context.Context, id string) error {
+	ctx = context.WithoutCancel(ctx)
+	cerr := r.store.DeleteEventConsumer(ctx, Durable(id))
+	// Purge, not Delete: the secret goes with the value.
+	return errors.Join(cerr, r.kv.Purge(ctx, id))
 }
 
 // Get returns webhook id, secret included (the dispatcher's read).
@@ -144,28 +202,42 @@ func decode(b []byte) (Webhook, error) {
 	return h, nil
 }
 
-func (r *Registry) keys(ctx context.Context) ([]string, error) {
-	kl, err := r.kv.ListKeys(ctx)
+// revisions are the ids of the webhooks in the bucket, each with its
+// entry's revision (its sequence in the bucket's stream). Unlike
+// KeyValue.ListKeys, whose list just ends when ctx does, an incomplete
+// list is an error.
+func (r *Registry) revisions(ctx context.Context) (map[string]uint64, error) {
+	w, err := r.kv.WatchAll(ctx, jetstream.IgnoreDeletes(), jetstream.MetaOnly())
 	if err != nil {
 		return nil, fmt.Errorf("%w: list webhooks: %w", ErrUnavailable, err)
 	}
-	defer func() { _ = kl.Stop() }()
-	var keys []string
-	for k := range kl.Keys() {
-		keys = append(keys, k)
+	defer func() { _ = w.Stop() }()
+	revs := map[string]uint64{}
+	for {
+		select {
+		case e, ok := <-w.Updates():
+			switch {
+			case !ok:
+				return nil, fmt.Errorf("%w: list webhooks: the watch ended", ErrUnavailable)
+			case e == nil: // the end of the entries there are
+				return revs, nil
+			}
+			revs[e.Key()] = e.Revision()
+		case <-ctx.Done():
+			return nil, fmt.Errorf("%w: list webhooks: %w", ErrUnavailable, ctx.Err())
+		}
 	}
-	return keys, nil
 }
 
 // List returns every webhook, oldest first, without secrets, with where
 // its delivery stands.
 func (r *Registry) List(ctx context.Context) ([]Info, error) {
-	keys, err := r.keys(ctx)
+	revs, err := r.revisions(ctx)
 	if err != nil {
 		return nil, err
 	}
 	out := []Info{}
-	for _, k := range keys {
+	for k := range revs {
 		h, err := r.Get(ctx, k)
 		if errors.Is(err, ErrNotFound) {
 			continue // removed meanwhile
