@@ -23,6 +23,7 @@ import (
 	"github.com/turnstile-dev/turnstile/migrations"
 	"github.com/turnstile-dev/turnstile/projector"
 	"github.com/turnstile-dev/turnstile/read"
+	"github.com/turnstile-dev/turnstile/webhook"
 )
 
 var pg *testenv.Postgres
@@ -61,9 +62,13 @@ func newStack(t *testing.T) *stack {
 	var wg sync.WaitGroup
 	wg.Go(func() { _ = p.Run(pctx) })
 	t.Cleanup(func() { cancel(); wg.Wait() })
+	hooks, err := webhook.OpenRegistry(ctx, core.JS, core.Store, webhook.RegistryOptions{Memory: true})
+	if err != nil {
+		t.Fatal(err)
+	}
 	s, err := api.New(api.Config{Client: core.Client(t, "api"), Store: core.Store, NC: core.NC, Pool: pool,
 		Tokens: []api.Token{{Name: "tester", Secret: token}}, PollInterval: 20 * time.Millisecond,
-		KeepAlive: 100 * time.Millisecond, Logger: testenv.Logger(t)})
+		KeepAlive: 100 * time.Millisecond, Webhooks: hooks, Logger: testenv.Logger(t)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -132,6 +137,54 @@ func TestClient(t *testing.T) {
 		if !errors.As(err, &e) || e.Status != http.StatusUnauthorized || !strings.Contains(err.Error(), "--api-token") {
 			t.Fatalf("a wrong token: %v", err)
 		}
+	})
+
+	t.Run("Unreachable", func(t *testing.T) {
+		gone := httptest.NewServer(http.NotFoundHandler())
+		gone.Close()
+		c, err := apiclient.New(gone.URL, token, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, err = c.Get(ctx, "a")
+		var ue *apiclient.UnreachableError
+		if !errors.As(err, &ue) || ue.URL != gone.URL || !strings.HasPrefix(err.Error(), "cannot reach the API at "+gone.URL) {
+			t.Fatalf("a serve that is gone: %v, want an UnreachableError of %s", err, gone.URL)
+		}
+	})
+
+	t.Run("Webhooks", func(t *testing.T) {
+		t.Run("Create", func(t *testing.T) {
+			h, err := st.c.CreateWebhook(ctx, api.WebhookRequest{URL: "https://hooks.example.com/a", Events: []fsm.EventType{fsm.Created}})
+			if err != nil || webhook.ValidateID(h.ID) != nil || !strings.HasPrefix(h.Secret, "whsec_") ||
+				h.URL != "https://hooks.example.com/a" || len(h.Events) != 1 || h.Events[0] != fsm.Created {
+				t.Fatalf("create: %+v %v", h, err)
+			}
+			list, err := st.c.ListWebhooks(ctx)
+			if err != nil || len(list) != 1 || list[0].ID != h.ID || list[0].URL != h.URL {
+				t.Fatalf("list after create: %+v %v", list, err)
+			}
+			if err := st.c.DeleteWebhook(ctx, h.ID); err != nil {
+				t.Fatalf("delete: %v", err)
+			}
+			if list, err := st.c.ListWebhooks(ctx); err != nil || len(list) != 0 {
+				t.Fatalf("list after delete: %+v %v", list, err)
+			}
+		})
+		t.Run("ErrInvalid", func(t *testing.T) {
+			_, err := st.c.CreateWebhook(ctx, api.WebhookRequest{URL: "ftp://hooks.example.com/a"})
+			var e *apiclient.Error
+			if !errors.As(err, &e) || e.Status != http.StatusBadRequest || e.Code() != fsm.CodeInvalid || e.Body.Field != "url" {
+				t.Fatalf("create with an ftp URL: %v, want a 400 invalid of url", err)
+			}
+		})
+		t.Run("ErrNotFound", func(t *testing.T) {
+			err := st.c.DeleteWebhook(ctx, "wh-0123456789abcdef")
+			var e *apiclient.Error
+			if !errors.As(err, &e) || e.Status != http.StatusNotFound || e.Code() != fsm.CodeNotFound {
+				t.Fatalf("delete of an unknown webhook: %v, want a 404 not_found", err)
+			}
+		})
 	})
 
 	t.Run("Reads", func(t *testing.T) {

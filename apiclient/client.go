@@ -18,6 +18,7 @@ import (
 	"github.com/turnstile-dev/turnstile/client"
 	"github.com/turnstile-dev/turnstile/fsm"
 	"github.com/turnstile-dev/turnstile/read"
+	"github.com/turnstile-dev/turnstile/webhook"
 )
 
 // Client talks to one serve's HTTP API. It is safe for concurrent use.
@@ -128,10 +129,24 @@ func (c *Client) request(ctx context.Context, method, path string, query url.Val
 		if ctx.Err() != nil {
 			return nil, ctx.Err()
 		}
-		return nil, fmt.Errorf("cannot reach the API at %s: %w (is 'turnstile serve' running?)", c.base, err)
+		return nil, &UnreachableError{URL: c.base.String(), Err: err}
 	}
 	return resp, nil
 }
+
+// UnreachableError is a request that got no answer: the API could not be
+// reached (refused, reset, no route, TLS). The context's own end is its
+// error instead.
+type UnreachableError struct {
+	URL string // the API's base URL
+	Err error  // the HTTP client's error
+}
+
+func (e *UnreachableError) Error() string {
+	return fmt.Sprintf("cannot reach the API at %s: %v (is 'turnstile serve' running?)", e.URL, e.Err)
+}
+
+func (e *UnreachableError) Unwrap() error { return e.Err }
 
 // Send sends cmd (its ID is the Idempotency-Key; empty lets the server
 // choose one) and returns its outcome; a refusal is a result with
@@ -308,4 +323,33 @@ func (c *Client) Wait(ctx context.Context, id string, state fsm.Status, gen uint
 			return res, notFound(id, err)
 		}
 	}
+}
+
+// CreateWebhook adds a webhook (POST /v1/webhooks) and returns it with its
+// signing secret, the only time the secret is shown. A refused request
+// (a bad URL or event type, the installation's limit) is an *Error with
+// status 400, code invalid and the field; a serve without webhooks is an
+// *Error with status 503.
+func (c *Client) CreateWebhook(ctx context.Context, req api.WebhookRequest) (webhook.Webhook, error) {
+	var h webhook.Webhook
+	_, err := c.do(ctx, http.MethodPost, "/v1/webhooks", nil, nil, req, &h)
+	return h, err
+}
+
+// ListWebhooks reads every webhook (GET /v1/webhooks), oldest first,
+// without secrets, with where its delivery stands.
+func (c *Client) ListWebhooks(ctx context.Context) ([]webhook.Info, error) {
+	var l api.WebhookList
+	if _, err := c.do(ctx, http.MethodGet, "/v1/webhooks", nil, nil, nil, &l); err != nil {
+		return nil, err
+	}
+	return l.Webhooks, nil
+}
+
+// DeleteWebhook removes webhook id (DELETE /v1/webhooks/{id}): no delivery
+// starts after it returns. An unknown id is an *Error with status 404 and
+// code not_found, a malformed one an *Error with status 400.
+func (c *Client) DeleteWebhook(ctx context.Context, id string) error {
+	_, err := c.do(ctx, http.MethodDelete, "/v1/webhooks/"+url.PathEscape(id), nil, nil, nil, nil)
+	return err
 }

@@ -1,7 +1,8 @@
 // Package apiclient is a Go client of Turnstile's HTTP API: the commands,
-// the reads, waiting, and the Server-Sent Events streams, in the API's own
-// views (api.CommandResult, api.Workspace, api.Event, ...). The CLI speaks
-// to a serve through it when it has the API's URL.
+// the reads, waiting, the Server-Sent Events streams and the webhooks, in
+// the API's own views (api.CommandResult, api.Workspace, api.Event,
+// webhook.Info, ...). The CLI speaks to a serve through it when it has the
+// API's URL, and always for the webhooks.
 //
 // Guarantees:
 //   - Every request carries the bearer token; a command carries its id as
@@ -10,7 +11,8 @@
 //     a CommandResult whose Rejection has the code, state, generation and
 //     the commands allowed now. Any other error answer is an *Error with
 //     the status and the API's body; the API's timeout is
-//     client.ErrNoOutcome, an unknown workspace read.ErrNoWorkspace.
+//     client.ErrNoOutcome, an unknown workspace read.ErrNoWorkspace. A
+//     request that got no answer is an *UnreachableError.
 //   - Follow resumes a stream after a disconnect with Last-Event-ID: every
 //     event once, in order, until its context ends.
 //   - It keeps no state between calls but the http.Client's connections.

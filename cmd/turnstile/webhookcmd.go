@@ -1,12 +1,9 @@
 package main
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
 	"strconv"
 	"strings"
@@ -15,6 +12,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/turnstile-dev/turnstile/api"
+	"github.com/turnstile-dev/turnstile/apiclient"
 	"github.com/turnstile-dev/turnstile/fsm"
 	"github.com/turnstile-dev/turnstile/webhook"
 )
@@ -22,94 +20,72 @@ import (
 // defaultAPIURL is serve's --http-addr default, as a URL.
 const defaultAPIURL = "http://127.0.0.1:8080"
 
-// apiEndpoint is where the CLI finds serve's HTTP API, the bearer token
-// and the HTTP client for it: --api-url (TURNSTILE_API_URL), else the
-// api-url serve wrote into the data dir, else defaultAPIURL; --api-token
-// (TURNSTILE_API_TOKEN, SECRET or NAME:SECRET), else <data-dir>/api-token;
-// the client trusts --api-tls-ca besides the system's roots. The webhook
-// commands take this path whatever the other commands take: webhooks
-// exist only in serve's API.
-func (a *app) apiEndpoint() (base, token string, hc *http.Client, err error) {
-	base = a.apiURL
+// webhookAPI is the client of serve's HTTP API the webhook commands use:
+// --api-url (TURNSTILE_API_URL), else the api-url serve wrote into the
+// data dir, else defaultAPIURL; --api-token (TURNSTILE_API_TOKEN, SECRET
+// or NAME:SECRET), else <data-dir>/api-token; the client trusts
+// --api-tls-ca besides the system's roots. The webhook commands take this
+// path whatever the other commands take: webhooks exist only in serve's
+// API.
+func (a *app) webhookAPI() (*apiclient.Client, error) {
+	base, token := a.apiURL, a.apiToken
+	var err error
 	if base == "" {
 		if base, err = a.dataDirFile(apiURLFile); err != nil {
-			return "", "", nil, err
+			return nil, err
 		}
 	}
 	if base == "" {
 		base = defaultAPIURL
 	}
-	token = a.apiToken
 	if token == "" {
 		if token, err = a.dataDirFile(apiTokenFile); err != nil {
-			return "", "", nil, err
+			return nil, err
 		}
 	}
 	if token == "" {
-		return "", "", nil, usageError(fmt.Errorf("no API token for %s: pass --api-token or set TURNSTILE_API_TOKEN (serve's token is in its <data-dir>/%s)", base, apiTokenFile))
+		return nil, usageError(fmt.Errorf("no API token for %s: pass --api-token or set TURNSTILE_API_TOKEN (serve's token is in its <data-dir>/%s)", base, apiTokenFile))
 	}
 	if t, perr := api.ParseToken(token); perr == nil {
 		token = t.Secret // as apiClient takes it
 	}
-	if hc, err = a.apiHTTPClient(); err != nil {
-		return "", "", nil, err
+	hc, err := a.apiHTTPClient() // nil without --api-tls-ca: the system's roots
+	if err != nil {
+		return nil, err
 	}
-	if hc == nil { // no --api-tls-ca: the system's roots
-		hc = http.DefaultClient
+	c, err := apiclient.New(base, token, hc)
+	if err != nil {
+		return nil, usageError(err)
 	}
-	return strings.TrimRight(base, "/"), token, hc, nil
+	return c, nil
 }
 
-// apiCall sends one JSON request to serve's API and decodes a 2xx answer
-// into out (if not nil); an error answer becomes an error with the exit
-// code its code implies.
-func (a *app) apiCall(ctx context.Context, method, path string, in, out any) error {
-	base, token, hc, err := a.apiEndpoint()
-	if err != nil {
-		return err
-	}
-	var body io.Reader
-	if in != nil {
-		b, err := json.Marshal(in)
-		if err != nil {
-			return err
+// webhookError words an error of the webhook request method path as
+// the webhook commands do: an error answer by the API's message alone,
+// with the exit code its code implies; no answer, as serve's API out of
+// reach, with where to point the CLI.
+func webhookError(c *apiclient.Client, method, path string, err error) error {
+	const unreachable = "cannot reach serve's API at %s (pass --api-url or set TURNSTILE_API_URL): %w"
+	var ae *apiclient.Error
+	var ue *apiclient.UnreachableError
+	switch {
+	case errors.As(err, &ae):
+		status := strconv.Itoa(ae.Status) + " " + http.StatusText(ae.Status)
+		if ae.Body.Message == "" { // not the API's body
+			return fmt.Errorf("%s %s: %s", method, path, status)
 		}
-		body = bytes.NewReader(b)
-	}
-	req, err := http.NewRequestWithContext(ctx, method, base+path, body)
-	if err != nil {
-		return usageError(fmt.Errorf("API URL %q: %w", base, err))
-	}
-	req.Header.Set("Authorization", "Bearer "+token)
-	if in != nil {
-		req.Header.Set("Content-Type", "application/json")
-	}
-	resp, err := hc.Do(req)
-	if err != nil {
-		return fmt.Errorf("cannot reach serve's API at %s (pass --api-url or set TURNSTILE_API_URL): %w", base, err)
-	}
-	defer resp.Body.Close()
-	raw, err := io.ReadAll(io.LimitReader(resp.Body, 4<<20))
-	if err != nil {
-		return fmt.Errorf("%s %s: %w", method, path, err)
-	}
-	if resp.StatusCode >= 300 {
-		var eb api.ErrorBody
-		if json.Unmarshal(raw, &eb) != nil || eb.Message == "" {
-			return fmt.Errorf("%s %s: %s", method, path, resp.Status)
+		if code := ae.Code(); code != "" {
+			return withCode(exitCodeOf(code), errors.New(ae.Body.Message))
 		}
-		if c := api.CodeOf(resp.StatusCode, eb); c != "" {
-			return withCode(exitCodeOf(c), errors.New(eb.Message))
-		}
-		return fmt.Errorf("%s (%s)", eb.Message, resp.Status)
+		return fmt.Errorf("%s (%s)", ae.Body.Message, status)
+	case errors.As(err, &ue):
+		return fmt.Errorf(unreachable, ue.URL, ue.Err)
+	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, context.Canceled):
+		// No answer before the command's time ran out (or it was
+		// interrupted).
+		return fmt.Errorf(unreachable, c.URL(), err)
 	}
-	if out == nil || resp.StatusCode == http.StatusNoContent {
-		return nil
-	}
-	if err := json.Unmarshal(raw, out); err != nil {
-		return fmt.Errorf("%s %s: the answer does not decode: %w", method, path, err)
-	}
-	return nil
+	return err
 }
 
 func (a *app) webhookCmd() *cobra.Command {
@@ -152,9 +128,13 @@ func (a *app) webhookAddCmd() *cobra.Command {
 			}
 			ctx, cancel := context.WithTimeout(cmd.Context(), 30*time.Second)
 			defer cancel()
-			var h webhook.Webhook
-			if err := a.apiCall(ctx, http.MethodPost, "/v1/webhooks", req, &h); err != nil {
+			c, err := a.webhookAPI()
+			if err != nil {
 				return err
+			}
+			h, err := c.CreateWebhook(ctx, req)
+			if err != nil {
+				return webhookError(c, http.MethodPost, "/v1/webhooks", err)
 			}
 			if a.structured() {
 				return a.print(h)
@@ -206,15 +186,19 @@ func (a *app) webhookListCmd() *cobra.Command {
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx, cancel := context.WithTimeout(cmd.Context(), 30*time.Second)
 			defer cancel()
-			var l api.WebhookList
-			if err := a.apiCall(ctx, http.MethodGet, "/v1/webhooks", nil, &l); err != nil {
+			c, err := a.webhookAPI()
+			if err != nil {
 				return err
 			}
+			list, err := c.ListWebhooks(ctx)
+			if err != nil {
+				return webhookError(c, http.MethodGet, "/v1/webhooks", err)
+			}
 			if a.structured() {
-				return a.print(l.Webhooks)
+				return a.print(list)
 			}
 			t := newTable(a.out, "ID", "URL", "EVENTS", "ACKED", "PENDING", "CREATED")
-			for _, h := range l.Webhooks {
+			for _, h := range list {
 				t.row(h.ID, h.URL, eventsText(h.Events), strconv.FormatUint(h.AckedStreamSeq, 10), strconv.FormatUint(h.Pending, 10), formatTime(h.Created))
 			}
 			return t.flush()
@@ -233,8 +217,12 @@ func (a *app) webhookRmCmd() *cobra.Command {
 			}
 			ctx, cancel := context.WithTimeout(cmd.Context(), 30*time.Second)
 			defer cancel()
-			if err := a.apiCall(ctx, http.MethodDelete, "/v1/webhooks/"+args[0], nil, nil); err != nil {
+			c, err := a.webhookAPI()
+			if err != nil {
 				return err
+			}
+			if err := c.DeleteWebhook(ctx, args[0]); err != nil {
+				return webhookError(c, http.MethodDelete, "/v1/webhooks/"+args[0], err)
 			}
 			if a.structured() {
 				return a.print(map[string]any{"id": args[0], "removed": true})
