@@ -338,7 +338,7 @@ func connectWriters(tb testing.TB, core *testenv.Core, n int) []jetstream.JetStr
 	tb.Helper()
 	out := make([]jetstream.JetStream, n)
 	for i := range out {
-		nc, _ := core.Connect(tb)
+		nc, _ := core.ConnectOwn(tb) // as the engine writes: in-process with startTurnstile's core
 		js, err := jetstream.New(nc, jetstream.WithDefaultTimeout(30*time.Second))
 		if err != nil {
 			tb.Fatal(err)

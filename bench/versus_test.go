@@ -493,8 +493,8 @@ func rawCASOn(ctx context.Context, tb testing.TB, js jetstream.JetStream, replic
 		tb.Fatal("raw append: none in " + d.String())
 	}
 	slices.Sort(all)
-	ms := func(q float64) float64 { return float64(all[int(q*float64(len(all)-1))].Microseconds()) / 1000 }
-	return rawCASFigures{rate: float64(len(all)) / elapsed.Seconds(), p50: ms(0.5), p99: ms(0.99)}
+	quantile := func(q float64) float64 { return float64(all[int(q*float64(len(all)-1))].Microseconds()) / 1000 }
+	return rawCASFigures{rate: float64(len(all)) / elapsed.Seconds(), p50: quantile(0.5), p99: quantile(0.99)}
 }
 
 // rawPGRate is the PostgreSQL substrate under the same session settings:

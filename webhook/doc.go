@@ -27,7 +27,9 @@
 //   - At most MaxWebhooks webhooks, also when adds race, in one serve or
 //     in several on the same bucket: the entries' order in the bucket's
 //     stream decides, and an add past the limit is refused after taking
-//     back its entry and consumer (for that moment, a list can show it).
+//     back its entry and consumer (until then a list can show it and a
+//     dispatcher may deliver to it; if taking it back fails, the add
+//     answers ErrUnavailable and the webhook stays).
 //   - Unreadable stream messages (events.Unreadable) are skipped and
 //     counted, never delivered and never a stall.
 //
