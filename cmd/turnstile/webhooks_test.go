@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"maps"
+	"net"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -100,5 +101,29 @@ func TestWebhookSecretsOutOfNATSRoles(t *testing.T) {
 	}
 	if code, _, errOut := runCLI(t, env, "webhook", "rm", id); code != exitRejected {
 		t.Fatalf("second webhook rm: exit %d %s", code, errOut)
+	}
+}
+
+// The webhook commands speak only to serve's API: an API that does not
+// answer is named with how to point the CLI elsewhere, and an API URL
+// that is not http(s)://HOST is a usage error before anything is sent.
+func TestWebhookCommandsWithoutAnAPI(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	closed := "http://" + l.Addr().String()
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
+	env := map[string]string{"TURNSTILE_API_URL": closed, "TURNSTILE_API_TOKEN": "x"}
+	code, _, errOut := runCLI(t, env, "webhook", "list")
+	if code != exitError || !strings.Contains(errOut, "cannot reach serve's API at "+closed) || !strings.Contains(errOut, "--api-url") {
+		t.Errorf("webhook list against a closed port: exit %d, stderr %q", code, errOut)
+	}
+	env["TURNSTILE_API_URL"] = "localhost:8080"
+	code, _, errOut = runCLI(t, env, "webhook", "list")
+	if code != exitUsage || !strings.Contains(errOut, "http://") {
+		t.Errorf("webhook list with an API URL without a scheme: exit %d, stderr %q", code, errOut)
 	}
 }
