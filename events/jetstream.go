@@ -140,7 +140,10 @@ func EnsureStreams(ctx context.Context, js jetstream.JetStream, n Names, o Strea
 			// Created, not updated: two first starts with different P must
 			// not both stand. The one that finds the stream made meanwhile
 			// starts over and takes (or refuses) its P.
-			_, err := js.CreateStream(ctx, cfg)
+			err := unanswered(ctx, apiAttempt, func(ctx context.Context) error {
+				_, err := js.CreateStream(ctx, cfg)
+				return err
+			})
 			if errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
 				return EnsureStreams(ctx, js, n, o)
 			}
@@ -149,11 +152,43 @@ func EnsureStreams(ctx context.Context, js jetstream.JetStream, n Names, o Strea
 			}
 			continue
 		}
-		if _, err := js.CreateOrUpdateStream(ctx, cfg); err != nil {
+		err := unanswered(ctx, apiAttempt, func(ctx context.Context) error {
+			_, err := js.CreateOrUpdateStream(ctx, cfg)
+			return err
+		})
+		if err != nil {
 			return fmt.Errorf("ensure stream %s: %w", cfg.Name, replicasError(err, o.Replicas))
 		}
 	}
 	return nil
+}
+
+// apiAttempt is how long one stream create or update may go unanswered
+// before it is sent again. On a cluster only the meta leader answers
+// them, and a request that arrives while it steps down or is being
+// elected (a node lost, or a starved host) is never answered: without a
+// bound of its own it would hold the caller's whole deadline (serve's
+// start, a test's minute) for one lost message.
+const apiAttempt = 10 * time.Second
+
+// unanswered runs f, a create or update that is safe to send again (the
+// same configuration), with per (apiAttempt) for each try, and tries again while
+// it goes unanswered or NATS says to retry, until ctx ends.
+func unanswered(ctx context.Context, per time.Duration, f func(context.Context) error) error {
+	for attempt := 0; ; attempt++ {
+		actx, cancel := context.WithTimeout(ctx, per)
+		err := f(actx)
+		cancel()
+		if err == nil || ctx.Err() != nil {
+			return err
+		}
+		if !errors.Is(err, context.DeadlineExceeded) && !IsRetryable(err) {
+			return err
+		}
+		if berr := backoff(ctx, attempt); berr != nil {
+			return err
+		}
+	}
 }
 
 // Head is a workspace's current state and where it stands in the stream.
