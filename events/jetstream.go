@@ -140,7 +140,7 @@ func EnsureStreams(ctx context.Context, js jetstream.JetStream, n Names, o Strea
 			// Created, not updated: two first starts with different P must
 			// not both stand. The one that finds the stream made meanwhile
 			// starts over and takes (or refuses) its P.
-			err := unanswered(ctx, apiAttempt, func(ctx context.Context) error {
+			err := unanswered(ctx, apiAttempt, apiTries, func(ctx context.Context) error {
 				_, err := js.CreateStream(ctx, cfg)
 				return err
 			})
@@ -152,7 +152,7 @@ func EnsureStreams(ctx context.Context, js jetstream.JetStream, n Names, o Strea
 			}
 			continue
 		}
-		err := unanswered(ctx, apiAttempt, func(ctx context.Context) error {
+		err := unanswered(ctx, apiAttempt, apiTries, func(ctx context.Context) error {
 			_, err := js.CreateOrUpdateStream(ctx, cfg)
 			return err
 		})
@@ -164,22 +164,28 @@ func EnsureStreams(ctx context.Context, js jetstream.JetStream, n Names, o Strea
 }
 
 // apiAttempt is how long one stream create or update may go unanswered
-// before it is sent again. On a cluster only the meta leader answers
-// them, and a request that arrives while it steps down or is being
-// elected (a node lost, or a starved host) is never answered: without a
-// bound of its own it would hold the caller's whole deadline (serve's
-// start, a test's minute) for one lost message.
-const apiAttempt = 10 * time.Second
+// before it is sent again, apiTries times at most. On a cluster only the
+// meta leader answers them, and a request that arrives while it steps
+// down or is being elected (a node lost, or a starved host) is never
+// answered: without a bound of its own it would hold the caller's whole
+// deadline (a test's minute) for one lost message. Bounded in tries too,
+// so a caller without a deadline still gets the error back (serve's start
+// retries on its own, for a minute, and then says why it stopped).
+const (
+	apiAttempt = 10 * time.Second
+	apiTries   = 3
+)
 
 // unanswered runs f, a create or update that is safe to send again (the
-// same configuration), with per (apiAttempt) for each try, and tries again while
-// it goes unanswered or NATS says to retry, until ctx ends.
-func unanswered(ctx context.Context, per time.Duration, f func(context.Context) error) error {
+// same configuration), with per (apiAttempt) for each try, and tries again
+// while it goes unanswered or NATS says to retry, up to tries times or
+// until ctx ends.
+func unanswered(ctx context.Context, per time.Duration, tries int, f func(context.Context) error) error {
 	for attempt := 0; ; attempt++ {
 		actx, cancel := context.WithTimeout(ctx, per)
 		err := f(actx)
 		cancel()
-		if err == nil || ctx.Err() != nil {
+		if err == nil || ctx.Err() != nil || attempt+1 >= tries {
 			return err
 		}
 		if !errors.Is(err, context.DeadlineExceeded) && !IsRetryable(err) {
