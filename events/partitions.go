@@ -184,6 +184,11 @@ func legacyConsumers(ctx context.Context, js jetstream.JetStream, stream string,
 	if err != nil {
 		return nil, fmt.Errorf("ensure streams: %s: %w", stream, err)
 	}
+	// The server counts a consumer's pending messages after it has acked
+	// the publish, so a command just published may not be in NumPending
+	// yet: what the stream holds past the consumer's ack floor is counted
+	// too (the consumer reads every subject of the stream).
+	state := st.CachedInfo().State
 	var legacy []string
 	var busy error
 	lister := st.ListConsumers(ctx)
@@ -191,10 +196,14 @@ func legacyConsumers(ctx context.Context, js jetstream.JetStream, stream string,
 		if f := ci.Config.FilterSubject; ci.Config.Durable == "" || (f != n.Commands() && f != n.Systems()) || busy != nil {
 			continue
 		}
-		if ci.NumPending != 0 || ci.NumAckPending != 0 || ci.NumWaiting != 0 {
+		var unacked uint64
+		if state.Msgs > 0 && state.LastSeq > ci.AckFloor.Stream {
+			unacked = state.LastSeq - max(ci.AckFloor.Stream, state.FirstSeq-1)
+		}
+		if ci.NumPending != 0 || ci.NumAckPending != 0 || ci.NumWaiting != 0 || unacked != 0 {
 			busy = fmt.Errorf("ensure streams: %s was made before partitions and its consumer %s still has %d commands to deliver, "+
-				"%d to finish and %d pulls waiting: stop every serve of the release that made it once they are done "+
-				"(turnstile status shows them), then start this one", stream, ci.Name, ci.NumPending, ci.NumAckPending, ci.NumWaiting)
+				"%d to finish, %d past its ack floor and %d pulls waiting: stop every serve of the release that made it once they are done "+
+				"(turnstile status shows them), then start this one", stream, ci.Name, ci.NumPending, ci.NumAckPending, unacked, ci.NumWaiting)
 			continue
 		}
 		legacy = append(legacy, ci.Name)
