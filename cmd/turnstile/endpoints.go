@@ -66,10 +66,8 @@ func (a *app) dataDirFile(name string) (string, error) {
 
 // apiClient is the HTTP API client commands use, and whether they use it:
 // with --api-url; or, when none of --api-url, --nats-url and --database-url
-// is given, with the api-url serve wrote into the data dir. The token is
-// --api-token (SECRET or NAME:SECRET, as serve takes it), else the one
-// serve generated into <data-dir>/api-token. ok false means the direct
-// path: NATS and PostgreSQL.
+// is given, with the api-url serve wrote into the data dir (newAPIClient
+// says how). ok false means the direct path: NATS and PostgreSQL.
 func (a *app) apiClient() (c *apiclient.Client, ok bool, err error) {
 	u := a.apiURL
 	if u == "" {
@@ -80,30 +78,43 @@ func (a *app) apiClient() (c *apiclient.Client, ok bool, err error) {
 			return nil, false, err
 		}
 	}
-	tok := a.apiToken
+	c, err = a.newAPIClient(u)
+	if err != nil {
+		return nil, false, err
+	}
+	return c, true, nil
+}
+
+// newAPIClient is the client of serve's API at u, whichever command
+// decided to use it: the token is --api-token (SECRET or NAME:SECRET, as
+// serve takes it), else the one serve generated into <data-dir>/api-token;
+// the client trusts --api-tls-ca besides the system's roots. A token about
+// to cross the network in clear text gets a warning.
+func (a *app) newAPIClient(u string) (*apiclient.Client, error) {
+	tok, err := a.apiToken, error(nil)
 	if tok == "" {
 		if tok, err = a.dataDirFile(apiTokenFile); err != nil {
-			return nil, false, err
+			return nil, err
 		}
 	}
 	if tok == "" {
-		return nil, false, usageError(fmt.Errorf("no API token for %s: pass --api-token or set TURNSTILE_API_TOKEN (serve's token is in its <data-dir>/%s)", u, apiTokenFile))
+		return nil, usageError(fmt.Errorf("no API token for %s: pass --api-token or set TURNSTILE_API_TOKEN (serve's token is in its <data-dir>/%s)", u, apiTokenFile))
 	}
 	if t, perr := api.ParseToken(tok); perr == nil {
 		tok = t.Secret
 	}
 	hc, err := a.apiHTTPClient()
 	if err != nil {
-		return nil, false, err
+		return nil, err
 	}
-	c, err = apiclient.New(u, tok, hc)
+	c, err := apiclient.New(u, tok, hc)
 	if err != nil {
-		return nil, false, usageError(fmt.Errorf("--api-url: %w", err))
+		return nil, usageError(fmt.Errorf("--api-url: %w", err))
 	}
 	if pu, perr := url.Parse(u); perr == nil && pu.Scheme == "http" && !api.IsLoopback(pu.Hostname()) {
 		fmt.Fprintf(a.err, "turnstile: warning: the API token goes to %s in clear text (plain HTTP beyond loopback): use https\n", pu.Host)
 	}
-	return c, true, nil
+	return c, nil
 }
 
 // apiHTTPClient is the HTTP client of the API: the system's roots, and

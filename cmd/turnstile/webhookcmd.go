@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -21,43 +22,18 @@ import (
 const defaultAPIURL = "http://127.0.0.1:8080"
 
 // webhookAPI is the client of serve's HTTP API the webhook commands use:
-// --api-url (TURNSTILE_API_URL), else the api-url serve wrote into the
-// data dir, else defaultAPIURL; --api-token (TURNSTILE_API_TOKEN, SECRET
-// or NAME:SECRET), else <data-dir>/api-token; the client trusts
-// --api-tls-ca besides the system's roots. The webhook commands take this
-// path whatever the other commands take: webhooks exist only in serve's
-// API.
+// at --api-url (TURNSTILE_API_URL), else the api-url serve wrote into the
+// data dir, else defaultAPIURL; token and TLS as newAPIClient takes them.
+// The webhook commands take this path whatever the other commands take:
+// webhooks exist only in serve's API.
 func (a *app) webhookAPI() (*apiclient.Client, error) {
-	base, token := a.apiURL, a.apiToken
-	var err error
+	base, err := a.apiURL, error(nil)
 	if base == "" {
 		if base, err = a.dataDirFile(apiURLFile); err != nil {
 			return nil, err
 		}
 	}
-	if base == "" {
-		base = defaultAPIURL
-	}
-	if token == "" {
-		if token, err = a.dataDirFile(apiTokenFile); err != nil {
-			return nil, err
-		}
-	}
-	if token == "" {
-		return nil, usageError(fmt.Errorf("no API token for %s: pass --api-token or set TURNSTILE_API_TOKEN (serve's token is in its <data-dir>/%s)", base, apiTokenFile))
-	}
-	if t, perr := api.ParseToken(token); perr == nil {
-		token = t.Secret // as apiClient takes it
-	}
-	hc, err := a.apiHTTPClient() // nil without --api-tls-ca: the system's roots
-	if err != nil {
-		return nil, err
-	}
-	c, err := apiclient.New(base, token, hc)
-	if err != nil {
-		return nil, usageError(err)
-	}
-	return c, nil
+	return a.newAPIClient(cmp.Or(base, defaultAPIURL))
 }
 
 // webhookError words an error of the webhook request method path as

@@ -121,6 +121,15 @@ func TestWebhookCommandsWithoutAnAPI(t *testing.T) {
 	if code != exitError || !strings.Contains(errOut, "cannot reach serve's API at "+closed) || !strings.Contains(errOut, "--api-url") {
 		t.Errorf("webhook list against a closed port: exit %d, stderr %q", code, errOut)
 	}
+	if strings.Contains(errOut, "clear text") {
+		t.Errorf("a loopback API URL warned of a token in clear text: %q", errOut)
+	}
+	// 0.0.0.0 is not loopback by name, and a connection to it is refused
+	// at once here: the warning is the webhook commands' too.
+	env["TURNSTILE_API_URL"] = strings.Replace(closed, "127.0.0.1", "0.0.0.0", 1)
+	if _, _, errOut = runCLI(t, env, "webhook", "list"); !strings.Contains(errOut, "clear text") {
+		t.Errorf("webhook list over plain HTTP beyond loopback: no warning in %q", errOut)
+	}
 	env["TURNSTILE_API_URL"] = "localhost:8080"
 	code, _, errOut = runCLI(t, env, "webhook", "list")
 	if code != exitUsage || !strings.Contains(errOut, "http://") {
