@@ -1,11 +1,13 @@
 package events
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"math"
+	"net/http"
 	"strconv"
 	"strings"
 	"time"
@@ -45,7 +47,19 @@ type StreamOptions struct {
 	// existing streams' P, or DefaultPartitions for new ones. Streams made
 	// with another P are refused (ErrPartitions).
 	Partitions int
+	// ReadyWait is how long EnsureStreams keeps trying while NATS is not
+	// ready (NotReady); 0 means DefaultReadyWait.
+	ReadyWait time.Duration
+	// OnNotReady, when set, is told of each try that failed because NATS
+	// was not ready, before the next (serve logs it).
+	OnNotReady func(error)
 }
+
+// DefaultReadyWait is how long EnsureStreams tries by default: a cluster
+// started together with its first serve elects its meta leader some
+// seconds later, and a loaded one may leave a stream without quorum a
+// while.
+const DefaultReadyWait = time.Minute
 
 // DefaultRejectedRetention is how long rejected, no-op and stale
 // outcomes are kept by default: as long as commands are.
@@ -57,8 +71,25 @@ const retentionKey = "turnstile_rejected_retention"
 
 // EnsureStreams creates the command, system report and event streams, or verifies and
 // updates them if they exist. It fails if an existing stream cannot be
-// brought to the expected configuration.
+// brought to the expected configuration. While NATS is not ready (a
+// cluster electing its leaders: NotReady) it tries again, with backoff,
+// for up to o.ReadyWait; each try has apiAttempt, so a request lost as
+// the meta leader steps down costs that try, not the whole wait. A try
+// that did part of the work is safe to run again: it ends in the same
+// streams.
 func EnsureStreams(ctx context.Context, js jetstream.JetStream, n Names, o StreamOptions) error {
+	wait := cmp.Or(o.ReadyWait, DefaultReadyWait)
+	wctx, cancel := context.WithTimeout(ctx, wait)
+	defer cancel()
+	err := untilReady(wctx, apiAttempt, func(ctx context.Context) error { return ensureStreams(ctx, js, n, o) }, o.OnNotReady)
+	if err != nil && wctx.Err() != nil && ctx.Err() == nil {
+		return fmt.Errorf("NATS was not ready within %v: %w", wait, err)
+	}
+	return err
+}
+
+// ensureStreams is one try of EnsureStreams.
+func ensureStreams(ctx context.Context, js jetstream.JetStream, n Names, o StreamOptions) error {
 	if o.Replicas == 0 {
 		o.Replicas = 1
 	}
@@ -140,61 +171,68 @@ func EnsureStreams(ctx context.Context, js jetstream.JetStream, n Names, o Strea
 			// Created, not updated: two first starts with different P must
 			// not both stand. The one that finds the stream made meanwhile
 			// starts over and takes (or refuses) its P.
-			err := unanswered(ctx, apiAttempt, apiTries, func(ctx context.Context) error {
-				_, err := js.CreateStream(ctx, cfg)
-				return err
-			})
+			_, err := js.CreateStream(ctx, cfg)
 			if errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
-				return EnsureStreams(ctx, js, n, o)
+				return ensureStreams(ctx, js, n, o)
 			}
 			if err != nil {
 				return fmt.Errorf("ensure stream %s: %w", cfg.Name, replicasError(err, o.Replicas))
 			}
 			continue
 		}
-		err := unanswered(ctx, apiAttempt, apiTries, func(ctx context.Context) error {
-			_, err := js.CreateOrUpdateStream(ctx, cfg)
-			return err
-		})
-		if err != nil {
+		if _, err := js.CreateOrUpdateStream(ctx, cfg); err != nil {
 			return fmt.Errorf("ensure stream %s: %w", cfg.Name, replicasError(err, o.Replicas))
 		}
 	}
 	return nil
 }
 
-// apiAttempt is how long one stream create or update may go unanswered
-// before it is sent again, apiTries times at most. On a cluster only the
-// meta leader answers them, and a request that arrives while it steps
-// down or is being elected (a node lost, or a starved host) is never
-// answered: without a bound of its own it would hold the caller's whole
-// deadline (a test's minute) for one lost message. Bounded in tries too,
-// so a caller without a deadline still gets the error back (serve's start
-// retries on its own, for a minute, and then says why it stopped).
-const (
-	apiAttempt = 10 * time.Second
-	apiTries   = 3
-)
+// apiAttempt is how long one try of EnsureStreams may take before it is
+// made again. On a cluster only the meta leader answers stream creates and
+// updates, and a request that arrives while it steps down or is being
+// elected (a node lost, or a starved host) is never answered: without a
+// bound of its own it would hold the caller's whole wait for one lost
+// message.
+const apiAttempt = 10 * time.Second
 
-// unanswered runs f, a create or update that is safe to send again (the
-// same configuration), with per (apiAttempt) for each try, and tries again
-// while it goes unanswered or NATS says to retry, up to tries times or
-// until ctx ends.
-func unanswered(ctx context.Context, per time.Duration, tries int, f func(context.Context) error) error {
+// UntilReady runs f, with apiAttempt for each try, again while it fails
+// the way servers that are not ready answer (NotReady; a try out of time
+// is one), with backoff, until ctx ends: the caller bounds the wait.
+// onNotReady, when set, hears of each such failure. f must be safe to run
+// again after a try that failed part way.
+func UntilReady(ctx context.Context, f func(context.Context) error, onNotReady func(error)) error {
+	return untilReady(ctx, apiAttempt, f, onNotReady)
+}
+
+// untilReady is UntilReady with per for each try.
+func untilReady(ctx context.Context, per time.Duration, f func(context.Context) error, onNotReady func(error)) error {
 	for attempt := 0; ; attempt++ {
-		actx, cancel := context.WithTimeout(ctx, per)
-		err := f(actx)
+		tctx, cancel := context.WithTimeout(ctx, per)
+		err := f(tctx)
 		cancel()
-		if err == nil || ctx.Err() != nil || attempt+1 >= tries {
+		if err == nil || ctx.Err() != nil || !NotReady(err) {
 			return err
 		}
-		if !errors.Is(err, context.DeadlineExceeded) && !IsRetryable(err) {
-			return err
+		if onNotReady != nil {
+			onNotReady(err)
 		}
-		if berr := backoff(ctx, attempt); berr != nil {
+		if berr := retry.Sleep(ctx, retry.Backoff(attempt, 100*time.Millisecond, 2*time.Second)); berr != nil {
 			return err
 		}
 	}
+}
+
+// NotReady reports an error servers answer while they cannot serve a
+// JetStream API request yet: "temporarily unavailable" and other 503s
+// (but not "JetStream not enabled", which waiting does not mend), no
+// responders, a request that timed out or went unanswered.
+func NotReady(err error) bool {
+	var api *jetstream.APIError
+	if errors.As(err, &api) {
+		return (api.Code == http.StatusServiceUnavailable || api.ErrorCode == 10163) &&
+			api.ErrorCode != jetstream.JSErrCodeJetStreamNotEnabled && api.ErrorCode != jetstream.JSErrCodeJetStreamNotEnabledForAccount
+	}
+	return errors.Is(err, context.DeadlineExceeded) || IsRetryable(err)
 }
 
 // Head is a workspace's current state and where it stands in the stream.

@@ -4,14 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net/http"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/turnstile-dev/turnstile/events"
-	"github.com/turnstile-dev/turnstile/internal/retry"
 )
 
 // streamReplicas is the replica count serve gives every stream it ensures:
@@ -46,11 +43,14 @@ func (s *service) streamReplicas(ctx context.Context, js jetstream.JetStream) (i
 // NATS cluster that has just started elects its leaders.
 const ensureStreamsFor = time.Minute
 
-// ensureStreams runs events.EnsureStreams, retrying while the servers are
-// not ready for it (untilReady). A replica count the servers cannot hold,
-// or any other refusal, fails at once.
+// ensureStreams runs events.EnsureStreams, which tries again while the
+// servers are not ready for up to ensureStreamsFor, logging each such
+// try. A replica count the servers cannot hold, or any other refusal,
+// fails at once.
 func (s *service) ensureStreams(ctx context.Context, js jetstream.JetStream, o events.StreamOptions) error {
-	err := s.untilReady(ctx, "create the streams", func() error { return events.EnsureStreams(ctx, js, s.names, o) })
+	o.ReadyWait = ensureStreamsFor
+	o.OnNotReady = func(err error) { s.log.Warn("NATS is not ready to create the streams yet; retrying", "err", err) }
+	err := events.EnsureStreams(ctx, js, s.names, o)
 	if err == nil {
 		s.log.Info("streams ready", "replicas", o.Replicas, "commands", s.names.CommandStream(),
 			"system", s.names.SystemStream(), "events", s.names.EventStream())
@@ -59,33 +59,13 @@ func (s *service) ensureStreams(ctx context.Context, js jetstream.JetStream, o e
 }
 
 // untilReady runs fn, again while it fails the way servers that are not
-// ready answer (a request that times out, "JetStream temporarily
-// unavailable", no responders), for up to ensureStreamsFor: a cluster
+// ready answer (events.NotReady), for up to ensureStreamsFor: a cluster
 // started together with serve has its meta leader some seconds later, and
 // a loaded one may leave a stream without quorum for a while. Any other
 // error fails at once.
 func (s *service) untilReady(ctx context.Context, what string, fn func() error) error {
-	deadline := time.Now().Add(ensureStreamsFor)
-	for attempt := 0; ; attempt++ {
-		err := fn()
-		if err == nil || ctx.Err() != nil || !notReady(err) || time.Now().After(deadline) {
-			return err
-		}
-		s.log.Warn("NATS is not ready to "+what+" yet; retrying", "err", err)
-		if err := retry.Sleep(ctx, retry.Backoff(attempt, 100*time.Millisecond, 2*time.Second)); err != nil {
-			return err
-		}
-	}
-}
-
-// notReady reports an error that a JetStream cluster still electing its
-// leaders answers.
-func notReady(err error) bool {
-	var api *jetstream.APIError
-	if errors.As(err, &api) {
-		// Not "JetStream not enabled": that does not pass by waiting.
-		return api.Code == http.StatusServiceUnavailable && api.ErrorCode != jetstream.JSErrCodeJetStreamNotEnabled &&
-			api.ErrorCode != jetstream.JSErrCodeJetStreamNotEnabledForAccount
-	}
-	return errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrTimeout) || errors.Is(err, nats.ErrNoResponders)
+	wctx, cancel := context.WithTimeout(ctx, ensureStreamsFor)
+	defer cancel()
+	return events.UntilReady(wctx, func(context.Context) error { return fn() },
+		func(err error) { s.log.Warn("NATS is not ready to "+what+" yet; retrying", "err", err) })
 }
