@@ -107,6 +107,14 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 // as they are, everything else as a code without internal details (those
 // are logged).
 func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
+	status, body := s.errorAnswer(r, err)
+	writeJSON(w, status, body)
+}
+
+// errorAnswer is the status and body writeError answers err with, for
+// answers that carry an error otherwise (the final line of an ndjson
+// stream); it logs what it does not show.
+func (s *Server) errorAnswer(r *http.Request, err error) (int, ErrorBody) {
 	var rej *fsm.Rejection
 	var fe *fieldError
 	var reused *client.IDReusedError
@@ -114,21 +122,21 @@ func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 	case errors.As(err, &reused):
 		// As the Idempotency-Key draft asks: 422 for a key reused with
 		// another request.
-		writeJSON(w, http.StatusUnprocessableEntity, ErrorBody{Code: CodeIDReused, Field: IdempotencyHeader,
-			CommandID: reused.ID, Command: reused.Type, Message: reused.Error()})
+		return http.StatusUnprocessableEntity, ErrorBody{Code: CodeIDReused, Field: IdempotencyHeader,
+			CommandID: reused.ID, Command: reused.Type, Message: reused.Error()}
 	case errors.As(err, &fe):
-		writeJSON(w, http.StatusBadRequest, ErrorBody{Code: string(fsm.CodeInvalid), Message: fe.Error(), Field: fe.field})
+		return http.StatusBadRequest, ErrorBody{Code: string(fsm.CodeInvalid), Message: fe.Error(), Field: fe.field}
 	case errors.As(err, &rej):
-		writeJSON(w, StatusOf(rej.Code), rejectionBody(rej, ""))
+		return StatusOf(rej.Code), rejectionBody(rej, "")
 	case unavailable(err):
 		s.log.Error("api: request failed", "method", r.Method, "path", r.URL.Path, "err", err)
-		writeJSON(w, http.StatusServiceUnavailable, ErrorBody{Code: CodeUnavailable,
-			Message: "NATS or PostgreSQL did not answer; see the server log, then retry"})
+		return http.StatusServiceUnavailable, ErrorBody{Code: CodeUnavailable,
+			Message: "NATS or PostgreSQL did not answer; see the server log, then retry"}
 	default:
 		// Not known to be passing: a retry may not help, so no 503.
 		s.log.Error("api: request failed", "method", r.Method, "path", r.URL.Path, "err", err)
-		writeJSON(w, http.StatusInternalServerError, ErrorBody{Code: CodeInternal,
-			Message: "the request could not be completed; see the server log"})
+		return http.StatusInternalServerError, ErrorBody{Code: CodeInternal,
+			Message: "the request could not be completed; see the server log"}
 	}
 }
 
