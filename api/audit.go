@@ -3,11 +3,14 @@ package api
 import (
 	"cmp"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"mime"
 	"net/http"
 	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/turnstile-dev/turnstile/audit"
@@ -201,9 +204,40 @@ func (s *Server) auditOne(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, rep)
 }
 
+// NDJSON is the media type of GET /v1/audit's streamed answer: one JSON
+// object a line (asked for with Accept: application/x-ndjson).
+const NDJSON = "application/x-ndjson"
+
+// DefaultProgressInterval is Config.ProgressInterval's default: about
+// five progress lines a second, enough for a bar, few enough to cost
+// nothing.
+const DefaultProgressInterval = 200 * time.Millisecond
+
+// AuditLine is one line of GET /v1/audit's application/x-ndjson answer:
+// progress lines while the stream is replayed, then exactly one final
+// line, the report or the error. Exactly one of Progress, Report and Error
+// is set.
+type AuditLine struct {
+	Progress *AuditProgress `json:"progress,omitempty"`
+	Report   *AuditReport   `json:"report,omitempty"`
+	Error    *ErrorBody     `json:"error,omitempty"`
+	// Status, with Error, is the status the plain answer would have had:
+	// the streamed answer's own status is 200 by then.
+	Status int `json:"status,omitempty"`
+}
+
+// AuditProgress is how far a replay has come: stream sequence Seq of
+// Last, the last one when it started (the one it stops at).
+type AuditProgress struct {
+	Seq  uint64 `json:"seq"`
+	Last uint64 `json:"last"`
+}
+
 // auditAll is a long read: it takes a wait slot, as a follow stream does,
 // may run for up to MaxWait (the write deadline is lifted that long), and
-// stops when the client goes.
+// stops when the client goes. With Accept: application/x-ndjson it
+// streams its progress (auditAllStream); otherwise it answers the report
+// alone, as it always did.
 func (s *Server) auditAll(w http.ResponseWriter, r *http.Request) {
 	if err := onlyParams(r); err != nil {
 		s.writeError(w, r, err)
@@ -218,15 +252,98 @@ func (s *Server) auditAll(w http.ResponseWriter, r *http.Request) {
 	defer cancel()
 	rc := http.NewResponseController(w)
 	_ = rc.SetWriteDeadline(time.Now().Add(s.cfg.MaxWait + s.cfg.WriteTimeout))
-	rep, err := AuditAll(ctx, s.cfg.Store, nil)
-	if err != nil && r.Context().Err() == nil && errors.Is(ctx.Err(), context.DeadlineExceeded) {
-		writeJSON(w, http.StatusServiceUnavailable, ErrorBody{Code: CodeUnavailable, Message: fmt.Sprintf(
-			"the audit did not finish in %s, the longest a request of this server lasts: run `turnstile audit --all` with NATS access", s.cfg.MaxWait)})
+	if wantsNDJSON(r) {
+		s.auditAllStream(ctx, w, r, rc)
 		return
 	}
+	rep, err := AuditAll(ctx, s.cfg.Store, nil)
 	if err != nil {
-		s.writeError(w, r, err)
+		status, body := s.auditAllError(ctx, r, err)
+		writeJSON(w, status, body)
 		return
 	}
 	writeJSON(w, http.StatusOK, rep)
+}
+
+// auditAllStream answers GET /v1/audit as application/x-ndjson: a
+// progress line at the start, at most one every ProgressInterval while
+// replaying, one at the end, each flushed as it is written, then the
+// report or the error as the last line. The 200 goes out before the
+// replay starts, so that the client sees the audit under way; from then
+// on an error can only be that last line.
+func (s *Server) auditAllStream(ctx context.Context, w http.ResponseWriter, r *http.Request, rc *http.ResponseController) {
+	h := w.Header()
+	h.Set("Content-Type", NDJSON)
+	h.Set("Cache-Control", "no-cache")
+	h.Set("X-Accel-Buffering", "no") // a buffering proxy would hold the progress back
+	w.WriteHeader(http.StatusOK)
+	// A client that is gone or stops reading is not worth replaying for.
+	rctx, stop := context.WithCancel(ctx)
+	defer stop()
+	enc := json.NewEncoder(w) // Encode ends each value with a newline: a line each
+	var werr error
+	write := func(l AuditLine) {
+		if werr == nil {
+			if werr = enc.Encode(l); werr == nil {
+				werr = rc.Flush()
+			}
+		}
+		if werr != nil {
+			stop()
+		}
+	}
+	if werr = rc.Flush(); werr != nil {
+		return
+	}
+	var sent time.Time
+	rep, err := AuditAll(rctx, s.cfg.Store, func(seq, last uint64) {
+		// The first (sent is zero) and the last always go: the client
+		// learns the total, and that the replay is through.
+		now := time.Now()
+		if seq != last && now.Sub(sent) < s.cfg.ProgressInterval {
+			return
+		}
+		sent = now
+		write(AuditLine{Progress: &AuditProgress{Seq: seq, Last: last}})
+	})
+	switch {
+	case werr != nil:
+		s.log.Debug("api: audit stream cut", "path", r.URL.Path, "err", werr)
+	case err != nil:
+		status, body := s.auditAllError(ctx, r, err)
+		write(AuditLine{Error: &body, Status: status})
+	default:
+		write(AuditLine{Report: &rep})
+	}
+}
+
+// auditAllError is the status and body of a failed whole-stream audit: a
+// replay cut off by MaxWait says so and how to get past it.
+func (s *Server) auditAllError(ctx context.Context, r *http.Request, err error) (int, ErrorBody) {
+	if r.Context().Err() == nil && errors.Is(ctx.Err(), context.DeadlineExceeded) {
+		return http.StatusServiceUnavailable, ErrorBody{Code: CodeUnavailable, Message: fmt.Sprintf(
+			"the audit did not finish in %s, the longest a request of this server lasts: run `turnstile audit --all` with NATS access", s.cfg.MaxWait)}
+	}
+	return s.errorAnswer(r, err)
+}
+
+// wantsNDJSON reports whether the request's Accept names
+// application/x-ndjson (without q=0): only then does GET /v1/audit stream,
+// so that callers of the plain answer (any other Accept, or none) keep it.
+func wantsNDJSON(r *http.Request) bool {
+	for _, v := range r.Header.Values("Accept") {
+		for part := range strings.SplitSeq(v, ",") {
+			mt, params, err := mime.ParseMediaType(strings.TrimSpace(part))
+			if err != nil || mt != NDJSON {
+				continue
+			}
+			if q, ok := params["q"]; ok {
+				if f, err := strconv.ParseFloat(q, 64); err != nil || f <= 0 {
+					continue
+				}
+			}
+			return true
+		}
+	}
+	return false
 }

@@ -1,8 +1,12 @@
 package api_test
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
+	"fmt"
 	"net/http"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -102,10 +106,15 @@ func TestAuditAllTakesAWaitSlot(t *testing.T) {
 	// The follow stream's headers are written once it holds the slot.
 	s := e.follow(t, e.srv.URL, "/v1/events?follow=1")
 	defer s.close()
-	r := e.do(t, "GET", "/v1/audit", "")
-	e.wantStatus(t, r, http.StatusTooManyRequests)
-	if b := r.errorBody(t); b.Code != api.CodeTooManyWaits || r.header.Get("Retry-After") == "" {
-		t.Fatalf("429: %v %s", r.header, r.body)
+	// The streamed form too: the refusal comes before the replay starts,
+	// so it keeps its status.
+	for _, accept := range []string{"", api.NDJSON} {
+		r := e.do(t, "GET", "/v1/audit", "", "Accept", accept)
+		e.wantStatus(t, r, http.StatusTooManyRequests)
+		if b := r.errorBody(t); b.Code != api.CodeTooManyWaits || r.header.Get("Retry-After") == "" ||
+			r.header.Get("Content-Type") != "application/json" {
+			t.Fatalf("429 (Accept %q): %v %s", accept, r.header, r.body)
+		}
 	}
 }
 
@@ -117,5 +126,150 @@ func TestAuditAllIsBounded(t *testing.T) {
 	e.wantStatus(t, r, http.StatusServiceUnavailable)
 	if b := r.errorBody(t); b.Code != api.CodeUnavailable || !strings.Contains(b.Message, "did not finish in 1ns") {
 		t.Fatalf("503: %s", r.body)
+	}
+}
+
+// seed appends a created event for each of n new workspaces straight to
+// the stream, each a copy of a real one under its own id: a legal history
+// each, and n messages in far less time than n commands take.
+func (e *env) seed(t *testing.T, n int) {
+	t.Helper()
+	e.create(t, "seed-model")
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	h, err := e.core.Store.Load(ctx, "seed-model")
+	if err != nil || h.Last == nil {
+		t.Fatal(h, err)
+	}
+	for i := range n {
+		env := *h.Last
+		id := fmt.Sprintf("seed-%04d", i)
+		env.ID, env.CommandID, env.Workspace, env.State.ID = id+"-event", id+"-command", id, id
+		data, err := events.Codec{}.Encode(env)
+		if err != nil {
+			t.Fatal(err)
+		}
+		m := nats.NewMsg(e.core.Store.Names().Event(id))
+		m.Data = data
+		if _, err := e.core.JS.PublishMsgAsync(m); err != nil {
+			t.Fatal(err)
+		}
+	}
+	select {
+	case <-e.core.JS.PublishAsyncComplete():
+	case <-ctx.Done():
+		t.Fatal("the seeded events were not all stored")
+	}
+}
+
+// auditLines reads an application/x-ndjson answer of GET /v1/audit: one
+// AuditLine a line, each ended by a newline, no field it does not know.
+func auditLines(t *testing.T, r response) []api.AuditLine {
+	t.Helper()
+	if ct := r.header.Get("Content-Type"); ct != api.NDJSON {
+		t.Fatalf("Content-Type %q, want %s: %s", ct, api.NDJSON, r.body)
+	}
+	var lines []api.AuditLine
+	for b := range bytes.Lines(r.body) {
+		if !bytes.HasSuffix(b, []byte("\n")) {
+			t.Fatalf("line %d has no newline at its end: %s", len(lines)+1, b)
+		}
+		var l api.AuditLine
+		dec := json.NewDecoder(bytes.NewReader(b))
+		dec.DisallowUnknownFields()
+		if err := dec.Decode(&l); err != nil {
+			t.Fatalf("line %d: %v: %s", len(lines)+1, err, b)
+		}
+		lines = append(lines, l)
+	}
+	if len(lines) == 0 {
+		t.Fatal("an ndjson answer without a line")
+	}
+	return lines
+}
+
+// TestAuditAllStream: with Accept: application/x-ndjson, GET /v1/audit
+// answers progress lines while it replays, then the report as the last
+// line, the same report as the plain answer's; any other Accept keeps the
+// plain answer.
+func TestAuditAllStream(t *testing.T) {
+	// Every progress call makes a line: the replay's steps all show.
+	e := newEnv(t, envOptions{noReadModel: true, configure: func(c *api.Config) { c.ProgressInterval = time.Nanosecond }})
+	e.seed(t, 600)
+
+	r := e.do(t, "GET", "/v1/audit", "", "Accept", api.NDJSON)
+	e.wantStatus(t, r, http.StatusOK)
+	lines := auditLines(t, r)
+	rep := lines[len(lines)-1].Report
+	if rep == nil || !rep.OK || rep.Workspaces != 601 || rep.Events != 601 {
+		t.Fatalf("the last line is not the report of 601 workspaces: %s", r.body)
+	}
+	var seq uint64
+	between := false // a line of the replay under way, neither first nor last
+	for i, l := range lines[:len(lines)-1] {
+		p := l.Progress
+		if p == nil || l.Report != nil || l.Error != nil {
+			t.Fatalf("line %d before the last is not progress alone: %s", i+1, r.body)
+		}
+		if p.Last != rep.Through || p.Seq < seq || p.Seq > p.Last {
+			t.Fatalf("line %d: progress %+v after seq %d, through %d", i+1, *p, seq, rep.Through)
+		}
+		seq = p.Seq
+		between = between || (p.Seq > 0 && p.Seq < p.Last)
+	}
+	if lines[0].Progress.Seq != 0 || seq != rep.Through || !between {
+		t.Fatalf("progress should go from 0 through %d with steps between: %s", rep.Through, r.body)
+	}
+
+	for _, accept := range []string{"", "application/json", "*/*", api.NDJSON + ";q=0", "text/event-stream"} {
+		r := e.do(t, "GET", "/v1/audit", "", "Accept", accept)
+		e.wantStatus(t, r, http.StatusOK)
+		var plain api.AuditReport
+		r.decode(t, &plain)
+		if ct := r.header.Get("Content-Type"); ct != "application/json" || !reflect.DeepEqual(plain, *rep) {
+			t.Fatalf("Accept %q: %s %s, want the streamed report %+v", accept, ct, r.body, *rep)
+		}
+	}
+	r = e.do(t, "GET", "/v1/audit", "", "Accept", "application/json;q=0.5, "+strings.ToUpper(api.NDJSON)+";q=0.9")
+	if l := auditLines(t, r); l[len(l)-1].Report == nil {
+		t.Fatalf("ndjson among other types: %s", r.body)
+	}
+}
+
+// TestAuditAllStreamThrottled: progress lines are ProgressInterval apart;
+// within one interval only the first and the last go.
+func TestAuditAllStreamThrottled(t *testing.T) {
+	e := newEnv(t, envOptions{noReadModel: true, configure: func(c *api.Config) { c.ProgressInterval = time.Hour }})
+	e.seed(t, 600)
+	r := e.do(t, "GET", "/v1/audit", "", "Accept", api.NDJSON)
+	e.wantStatus(t, r, http.StatusOK)
+	lines := auditLines(t, r)
+	if len(lines) != 3 || lines[0].Progress == nil || lines[0].Progress.Seq != 0 || lines[1].Progress == nil ||
+		lines[1].Progress.Seq != lines[1].Progress.Last || lines[2].Report == nil {
+		t.Fatalf("want the first progress, the last, the report: %s", r.body)
+	}
+}
+
+// TestAuditAllStreamError: a streamed audit that fails ends with an error
+// line carrying the plain answer's body and status; refusals before the
+// replay starts stay plain error answers.
+func TestAuditAllStreamError(t *testing.T) {
+	e := newEnv(t, envOptions{noReadModel: true, configure: func(c *api.Config) { c.MaxWait = time.Nanosecond }})
+	plain := e.do(t, "GET", "/v1/audit", "")
+	e.wantStatus(t, plain, http.StatusServiceUnavailable)
+	want := plain.errorBody(t)
+
+	r := e.do(t, "GET", "/v1/audit", "", "Accept", api.NDJSON)
+	e.wantStatus(t, r, http.StatusOK)
+	lines := auditLines(t, r)
+	if len(lines) != 1 || lines[0].Error == nil || lines[0].Report != nil || lines[0].Status != http.StatusServiceUnavailable ||
+		!reflect.DeepEqual(*lines[0].Error, want) || !strings.Contains(want.Message, "did not finish in 1ns") {
+		t.Fatalf("want one error line as %s with status 503: %s", plain.body, r.body)
+	}
+
+	r = e.do(t, "GET", "/v1/audit?all=1", "", "Accept", api.NDJSON)
+	e.wantStatus(t, r, http.StatusBadRequest)
+	if b := r.errorBody(t); b.Code != string(fsm.CodeInvalid) || r.header.Get("Content-Type") != "application/json" {
+		t.Fatalf("a bad parameter: %v %s", r.header, r.body)
 	}
 }

@@ -31,7 +31,10 @@
 //     event's sequence, so a reconnect with Last-Event-ID gets every later
 //     event once; each event says its cause. The outcomes route pages and
 //     follows the same way what became of each command, refused and stale
-//     ones included. Explain says what a workspace waits for. A query parameter a route does not take is refused (400).
+//     ones included. Explain says what a workspace waits for. GET
+//     /v1/audit, asked for application/x-ndjson, streams its progress and
+//     ends with the report or the error as its last line. A query
+//     parameter a route does not take is refused (400).
 //   - Bounded: a request body must arrive within ReadTimeout, an answer be
 //     written within WriteTimeout (a /wait within its timeout plus
 //     WaitGrace; each write of a follow stream within WriteTimeout), and

@@ -35,8 +35,11 @@ import (
 //
 //   - the handler never panics;
 //   - every answer is one JSON object with Content-Type application/json,
-//     except ServeMux's redirect of a non-canonical path (3xx, no effect)
-//     and the timeline page's files (package ui, with its CSP);
+//     except ServeMux's redirect of a non-canonical path (3xx, no effect),
+//     the timeline page's files (package ui, with its CSP), and GET
+//     /v1/audit's application/x-ndjson form, whose lines are AuditLines
+//     ending in a report or an error (an error line of a 5xx status counts
+//     as a 5xx);
 //   - no answer is a 5xx: the server is healthy, so a 5xx can only be bad
 //     input the handler failed to recognise (one whose server log blames a
 //     timeout inside the server is sent once more, and fails if it 5xx's
@@ -260,6 +263,14 @@ func (fs *fuzzServer) serveOnce(t *testing.T, method, target string, body []byte
 		fs.unchanged(t, before, after, desc)
 		return false
 	}
+	if rec.Header().Get("Content-Type") == api.NDJSON && status == http.StatusOK && (r.Method == http.MethodGet || r.Method == http.MethodHead) {
+		// GET /v1/audit's streamed form: its error, if any, is its last
+		// line, with the status the plain answer would have had.
+		if status = ndjsonStatus(t, got, desc); status < 500 {
+			fs.unchanged(t, before, after, desc) // an audit only reads
+			return false
+		}
+	}
 	if status >= 500 {
 		logged := fs.log.String()
 		if overloaded.MatchString(logged) && !again {
@@ -393,6 +404,41 @@ func (fs *fuzzServer) unchanged(t *testing.T, before, after streamsState, desc f
 	}
 }
 
+// ndjsonStatus checks an application/x-ndjson answer of GET /v1/audit:
+// every line one AuditLine with one field set, progress lines only before
+// the last, the last the report or an error. It returns the error's
+// status, or 200 for a report.
+func ndjsonStatus(t *testing.T, got []byte, desc func() string) int {
+	t.Helper()
+	var last api.AuditLine
+	n := 0
+	for line := range bytes.Lines(got) {
+		if n > 0 && last.Progress == nil {
+			t.Fatalf("a line after the final one: %s", desc())
+		}
+		last = api.AuditLine{}
+		strictDecode(t, line, &last, desc)
+		set := 0
+		for _, ok := range []bool{last.Progress != nil, last.Report != nil, last.Error != nil} {
+			if ok {
+				set++
+			}
+		}
+		if set != 1 || (last.Error != nil) != (last.Status != 0) {
+			t.Fatalf("a line that is not one of progress, report, error: %s", desc())
+		}
+		n++
+	}
+	switch {
+	case last.Report != nil:
+		return http.StatusOK
+	case last.Error != nil && last.Error.Code != "" && last.Error.Message != "":
+		return last.Status
+	}
+	t.Fatalf("an ndjson answer without a final report or error: %s", desc())
+	return 0
+}
+
 // strictDecode decodes one JSON document into v, refusing fields v lacks.
 func strictDecode(t *testing.T, data []byte, v any, desc func() string) {
 	t.Helper()
@@ -493,6 +539,8 @@ func FuzzReadRoutes(f *testing.F) {
 		{"/v1/workspaces/beta/audit?at=2026-01-02T15:04:05Z", ""},
 		{"/v1/workspaces/nobody/audit?at=x", ""},
 		{"/v1/audit", ""},
+		{"/v1/audit", "Accept: " + api.NDJSON},
+		{"/v1/audit", "Accept: application/json, " + api.NDJSON + ";q=0"},
 		{"/v1/workspaces/beta?watch=true", ""},
 		{"/v1/workspaces/beta/outcomes", ""},
 		{"/v1/workspaces/beta/outcomes?limit=1&after=x", ""},

@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"os"
@@ -23,6 +25,39 @@ import (
 // so a route, parameter, status or field the document misses fails them.
 type openAPIChecker struct {
 	router routers.Router
+}
+
+// GET /v1/audit's ndjson answer is checked line by line: the document's
+// schema for it is that of one line.
+func init() { openapi3filter.RegisterBodyDecoder(api.NDJSON, ndjsonBody) }
+
+// ndjsonBody validates every line of an application/x-ndjson body against
+// the media type's schema and hands the last one on for the usual check.
+func ndjsonBody(body io.Reader, h http.Header, schema *openapi3.SchemaRef, enc openapi3filter.EncodingFn) (any, error) {
+	b, err := io.ReadAll(body)
+	if err != nil {
+		return nil, err
+	}
+	var last any
+	n := 0
+	for line := range bytes.Lines(b) {
+		n++
+		if !bytes.HasSuffix(line, []byte("\n")) {
+			return nil, fmt.Errorf("line %d has no newline at its end", n)
+		}
+		v, err := openapi3filter.JSONBodyDecoder(bytes.NewReader(line), h, schema, enc)
+		if err != nil {
+			return nil, fmt.Errorf("line %d: %w", n, err)
+		}
+		if err := schema.Value.VisitJSON(v, openapi3.VisitAsResponse()); err != nil {
+			return nil, fmt.Errorf("line %d: %w", n, err)
+		}
+		last = v
+	}
+	if n == 0 {
+		return nil, errors.New("an ndjson answer without a line")
+	}
+	return last, nil
 }
 
 func newOpenAPIChecker(t *testing.T) *openAPIChecker {

@@ -74,6 +74,9 @@ type Config struct {
 	// KeepAlive is how often an idle follow stream sends a comment;
 	// default DefaultKeepAlive.
 	KeepAlive time.Duration
+	// ProgressInterval is the least time between two progress lines of
+	// GET /v1/audit's ndjson answer; default DefaultProgressInterval.
+	ProgressInterval time.Duration
 	// Deadlines are serve's deadlines per in-flight state, for explain;
 	// a state without one shows no deadline.
 	Deadlines map[fsm.Status]time.Duration
@@ -107,6 +110,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.KeepAlive <= 0 {
 		c.KeepAlive = DefaultKeepAlive
+	}
+	if c.ProgressInterval <= 0 {
+		c.ProgressInterval = DefaultProgressInterval
 	}
 	if c.EngineDurable == "" {
 		c.EngineDurable = DefaultEngineDurable
