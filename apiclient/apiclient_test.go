@@ -40,7 +40,9 @@ type stack struct {
 	c      *apiclient.Client
 }
 
-func newStack(t *testing.T) *stack {
+// newStack starts the stack; configure, when given, changes the API's
+// configuration.
+func newStack(t *testing.T, configure ...func(*api.Config)) *stack {
 	t.Helper()
 	core := testenv.StartCore(t, testenv.CoreOptions{})
 	ctx := context.Background()
@@ -66,9 +68,13 @@ func newStack(t *testing.T) *stack {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s, err := api.New(api.Config{Client: core.Client(t, "api"), Store: core.Store, NC: core.NC, Pool: pool,
+	cfg := api.Config{Client: core.Client(t, "api"), Store: core.Store, NC: core.NC, Pool: pool,
 		Tokens: []api.Token{{Name: "tester", Secret: token}}, PollInterval: 20 * time.Millisecond,
-		KeepAlive: 100 * time.Millisecond, Webhooks: hooks, Logger: testenv.Logger(t)})
+		KeepAlive: 100 * time.Millisecond, Webhooks: hooks, Logger: testenv.Logger(t)}
+	for _, f := range configure {
+		f(&cfg)
+	}
+	s, err := api.New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -76,6 +76,9 @@ func (e *Error) Error() string {
 // Code is the rejection code the answer carries ("" for none).
 func (e *Error) Code() fsm.Code { return api.CodeOf(e.Status, e.Body) }
 
+// maxAnswer bounds the body of an answer this client reads whole.
+const maxAnswer = 64 << 20
+
 // do sends one request and decodes a 2xx answer into out (if not nil).
 // An error answer is an *Error.
 func (c *Client) do(ctx context.Context, method, path string, query url.Values, hdr http.Header, body, out any) (int, error) {
@@ -84,7 +87,7 @@ func (c *Client) do(ctx context.Context, method, path string, query url.Values, 
 		return 0, err
 	}
 	defer resp.Body.Close()
-	b, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
+	b, err := io.ReadAll(io.LimitReader(resp.Body, maxAnswer))
 	if err != nil {
 		return resp.StatusCode, fmt.Errorf("%s %s: %w", method, path, err)
 	}
@@ -99,6 +102,16 @@ func (c *Client) do(ctx context.Context, method, path string, query url.Values, 
 		}
 	}
 	return resp.StatusCode, nil
+}
+
+// answerError is the *Error of an error answer, with at most 1 MiB of its
+// body (an error body is small; a body that is not ours still has its
+// status).
+func answerError(resp *http.Response) *Error {
+	b, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	e := &Error{Status: resp.StatusCode, raw: b}
+	_ = json.Unmarshal(b, &e.Body)
+	return e
 }
 
 func (c *Client) request(ctx context.Context, method, path string, query url.Values, hdr http.Header, body any) (*http.Response, error) {
@@ -277,6 +290,7 @@ func (c *Client) Audit(ctx context.Context, id, at string) (api.AuditReport, err
 
 // AuditAll has serve replay every workspace in one pass over the event
 // stream: a long request, bounded by ctx and by the server.
+// AuditAllProgress is the same with the replay's progress.
 func (c *Client) AuditAll(ctx context.Context) (api.AuditReport, error) {
 	var rep api.AuditReport
 	_, err := c.do(ctx, http.MethodGet, "/v1/audit", nil, nil, nil, &rep)

@@ -15,5 +15,9 @@
 //     request that got no answer is an *UnreachableError.
 //   - Follow resumes a stream after a disconnect with Last-Event-ID: every
 //     event once, in order, until its context ends.
+//   - AuditAllProgress hands on serve's progress of the whole-stream
+//     audit; an error serve reports at the stream's end is an *Error as
+//     the plain answer's is, and a stream that ends without its report is
+//     an error, never a report.
 //   - It keeps no state between calls but the http.Client's connections.
 package apiclient

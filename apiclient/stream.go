@@ -100,10 +100,7 @@ func (c *Client) followOnce(ctx context.Context, path string, after uint64, fn f
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
-		e := &Error{Status: resp.StatusCode}
-		b, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
-		_ = json.Unmarshal(b, &e.Body)
-		return false, e
+		return false, answerError(resp)
 	}
 	stop := context.AfterFunc(ctx, func() { _ = resp.Body.Close() })
 	defer stop()
