@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -27,8 +28,9 @@ func (a *app) auditCmd() *cobra.Command {
 		Long: `Replay a workspace's events from the stream through the lifecycle: every transition
 must be legal from the state before it, and every state stored with an event must
 equal the replayed one. --at shows the state at a time (RFC 3339) or at an event
-sequence; --all checks every workspace in one pass over the stream. Over the HTTP
-API serve runs the replay and the CLI prints its report.`,
+sequence; --all checks every workspace in one pass over the stream, with a progress
+bar on a terminal. Over the HTTP API serve runs the replay (and streams its
+progress) and the CLI prints its report.`,
 		Example: "  turnstile audit demo\n  turnstile audit demo --at 3\n  turnstile audit demo --at 2026-01-02T15:04:05Z\n  turnstile audit --all",
 		Args: func(_ *cobra.Command, args []string) error {
 			switch {
@@ -72,7 +74,7 @@ API serve runs the replay and the CLI prints its report.`,
 			return a.reportAudit(rep)
 		},
 	}
-	c.Flags().BoolVar(&all, "all", false, "audit every workspace, with a summary (and a progress bar on the direct path)")
+	c.Flags().BoolVar(&all, "all", false, "audit every workspace, with a summary (and a progress bar on a terminal)")
 	c.Flags().StringVar(&at, "at", "", "show the state at this event sequence (a number) or time (RFC 3339)")
 	return c
 }
@@ -85,9 +87,17 @@ func (a *app) audit(ctx context.Context, id, at string) (auditReport, error) {
 	if err != nil {
 		return auditReport{}, err
 	}
+	// The bar, on a terminal only, is the same whichever path runs the
+	// replay: over HTTP serve streams its progress.
+	var progress func(seq, last uint64)
+	if id == "" && a.isTerminal(a.err) {
+		var finish func()
+		progress, finish = auditBar(a.err)
+		defer finish()
+	}
 	if viaAPI {
 		if id == "" {
-			return hc.AuditAll(ctx)
+			return hc.AuditAllProgress(ctx, progress)
 		}
 		return hc.Audit(ctx, id, at)
 	}
@@ -97,20 +107,7 @@ func (a *app) audit(ctx context.Context, id, at string) (auditReport, error) {
 	}
 	defer closeStore()
 	if id == "" {
-		var bar *progressbar.ProgressBar
-		defer func() {
-			if bar != nil {
-				_ = bar.Finish()
-			}
-		}()
-		return api.AuditAll(ctx, store, func(seq, last uint64) {
-			if bar == nil && last > 0 && a.isTerminal(a.err) {
-				bar = newBar(a.err, "audit", int64(last))
-			}
-			if bar != nil {
-				_ = bar.Set64(int64(seq))
-			}
-		})
+		return api.AuditAll(ctx, store, progress)
 	}
 	var point *api.AuditPoint
 	if at != "" {
@@ -121,6 +118,27 @@ func (a *app) audit(ctx context.Context, id, at string) (auditReport, error) {
 		point = &p
 	}
 	return api.Audit(ctx, store, id, point)
+}
+
+// auditBar returns an audit --all progress callback that draws a bar on w
+// (a terminal) from the first call that knows the total, and finish,
+// which clears it.
+func auditBar(w io.Writer) (progress func(seq, last uint64), finish func()) {
+	var bar *progressbar.ProgressBar
+	progress = func(seq, last uint64) {
+		if bar == nil && last > 0 {
+			bar = newBar(w, "audit", int64(last))
+		}
+		if bar != nil {
+			_ = bar.Set64(int64(seq))
+		}
+	}
+	finish = func() {
+		if bar != nil {
+			_ = bar.Finish()
+		}
+	}
+	return progress, finish
 }
 
 // openStoreWithin connects with a deadline on connecting only, so a long
