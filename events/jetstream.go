@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"math"
-	"net/http"
 	"strconv"
 	"strings"
 	"time"
@@ -81,7 +80,7 @@ func EnsureStreams(ctx context.Context, js jetstream.JetStream, n Names, o Strea
 	wait := cmp.Or(o.ReadyWait, DefaultReadyWait)
 	wctx, cancel := context.WithTimeout(ctx, wait)
 	defer cancel()
-	err := untilReady(wctx, apiAttempt, func(ctx context.Context) error { return ensureStreams(ctx, js, n, o) }, o.OnNotReady)
+	err := untilReady(wctx, apiAttempt, noRespondersFor, func(ctx context.Context) error { return ensureStreams(ctx, js, n, o) }, o.OnNotReady)
 	if err != nil && wctx.Err() != nil && ctx.Err() == nil {
 		return fmt.Errorf("NATS was not ready within %v: %w", wait, err)
 	}
@@ -201,17 +200,22 @@ const apiAttempt = 10 * time.Second
 // onNotReady, when set, hears of each such failure. f must be safe to run
 // again after a try that failed part way.
 func UntilReady(ctx context.Context, f func(context.Context) error, onNotReady func(error)) error {
-	return untilReady(ctx, apiAttempt, f, onNotReady)
+	return untilReady(ctx, apiAttempt, noRespondersFor, f, onNotReady)
 }
 
-// untilReady is UntilReady with per for each try.
-func untilReady(ctx context.Context, per time.Duration, f func(context.Context) error, onNotReady func(error)) error {
+// untilReady is UntilReady with per for each try, taking no responders
+// for not ready for noResponders.
+func untilReady(ctx context.Context, per, noResponders time.Duration, f func(context.Context) error, onNotReady func(error)) error {
+	start := time.Now()
 	for attempt := 0; ; attempt++ {
 		tctx, cancel := context.WithTimeout(ctx, per)
 		err := f(tctx)
 		cancel()
 		if err == nil || ctx.Err() != nil || !NotReady(err) {
 			return err
+		}
+		if errors.Is(err, nats.ErrNoResponders) && time.Since(start) >= noResponders {
+			return fmt.Errorf("no server answered the JetStream API for %v: is JetStream enabled on the NATS server? %w", noResponders, err)
 		}
 		if onNotReady != nil {
 			onNotReady(err)
@@ -222,17 +226,29 @@ func untilReady(ctx context.Context, per time.Duration, f func(context.Context) 
 	}
 }
 
+// noRespondersFor is how long UntilReady takes "no responders" for a
+// server still starting: a server without JetStream answers nothing else,
+// and waiting does not mend that.
+const noRespondersFor = 10 * time.Second
+
 // NotReady reports an error servers answer while they cannot serve a
-// JetStream API request yet: "temporarily unavailable" and other 503s
-// (but not "JetStream not enabled", which waiting does not mend), no
-// responders, a request that timed out or went unanswered.
+// JetStream API request yet, and that waiting mends: "JetStream system
+// temporarily unavailable", a leader stepping down, a listing with a peer
+// missing; no responders (UntilReady bounds that one); a request that
+// timed out or went unanswered. Any other API error is an answer to keep
+// ("JetStream not enabled", insufficient resources, no peers for the
+// replicas, ...).
 func NotReady(err error) bool {
 	var api *jetstream.APIError
 	if errors.As(err, &api) {
-		return (api.Code == http.StatusServiceUnavailable || api.ErrorCode == 10163) &&
-			api.ErrorCode != jetstream.JSErrCodeJetStreamNotEnabled && api.ErrorCode != jetstream.JSErrCodeJetStreamNotEnabledForAccount
+		switch api.ErrorCode {
+		case jsErrCodeClusterNotAvailable, jsErrCodeClusterNotLeader, jsErrCodeIncompleteResults, jsErrCodeLastPerSubjectNotReady:
+			return true
+		}
+		return false
 	}
-	return errors.Is(err, context.DeadlineExceeded) || IsRetryable(err)
+	return errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrTimeout) || errors.Is(err, jetstream.ErrNoStreamResponse) ||
+		errors.Is(err, nats.ErrNoResponders) || errors.Is(err, nats.ErrConnectionReconnecting)
 }
 
 // Head is a workspace's current state and where it stands in the stream.
@@ -613,7 +629,7 @@ func IsWrongLastSequence(err error) bool {
 func IsRetryable(err error) bool {
 	var apiErr *jetstream.APIError
 	if errors.As(err, &apiErr) {
-		return apiErr.ErrorCode == 10163 || apiErr.Code == 503
+		return apiErr.ErrorCode == jsErrCodeLastPerSubjectNotReady || apiErr.Code == 503
 	}
 	return errors.Is(err, nats.ErrTimeout) || errors.Is(err, jetstream.ErrNoStreamResponse) ||
 		errors.Is(err, nats.ErrNoResponders) || errors.Is(err, nats.ErrConnectionReconnecting)

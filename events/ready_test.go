@@ -21,7 +21,7 @@ func TestUntilReadyTriesAgain(t *testing.T) {
 	defer cancel()
 	tries, told := 0, 0
 	start := time.Now()
-	err := untilReady(ctx, 50*time.Millisecond, func(ctx context.Context) error {
+	err := untilReady(ctx, 50*time.Millisecond, time.Hour, func(ctx context.Context) error {
 		tries++
 		if tries < 3 {
 			<-ctx.Done() // lost: no answer before the try's time is up
@@ -39,9 +39,10 @@ func TestUntilReadyTriesAgain(t *testing.T) {
 	for _, final := range []error{
 		&jetstream.APIError{Code: 400, ErrorCode: jetstream.JSErrCodeStreamNameInUse},
 		&jetstream.APIError{Code: 503, ErrorCode: jetstream.JSErrCodeJetStreamNotEnabled},
+		&jetstream.APIError{Code: 503, ErrorCode: jsErrCodeInsufficientResources},
 	} {
 		tries = 0
-		err = untilReady(ctx, 50*time.Millisecond, func(context.Context) error {
+		err = untilReady(ctx, 50*time.Millisecond, time.Hour, func(context.Context) error {
 			tries++
 			return final
 		}, nil)
@@ -51,10 +52,10 @@ func TestUntilReadyTriesAgain(t *testing.T) {
 	}
 
 	tries = 0
-	err = untilReady(ctx, 50*time.Millisecond, func(context.Context) error {
+	err = untilReady(ctx, 50*time.Millisecond, time.Hour, func(context.Context) error {
 		tries++
 		if tries < 3 {
-			return &jetstream.APIError{Code: 503, Description: "JetStream system temporarily unavailable"}
+			return &jetstream.APIError{Code: 503, ErrorCode: jsErrCodeClusterNotAvailable, Description: "JetStream system temporarily unavailable"}
 		}
 		return nil
 	}, nil)
@@ -62,9 +63,20 @@ func TestUntilReadyTriesAgain(t *testing.T) {
 		t.Fatalf("temporarily unavailable: got %v after %d tries, want success at the third", err, tries)
 	}
 
+	// No responders is a server still starting for a while, then a
+	// server without JetStream.
+	tries = 0
+	err = untilReady(ctx, 50*time.Millisecond, 300*time.Millisecond, func(context.Context) error {
+		tries++
+		return nats.ErrNoResponders
+	}, nil)
+	if !errors.Is(err, nats.ErrNoResponders) || !strings.Contains(err.Error(), "is JetStream enabled") || tries < 2 {
+		t.Fatalf("no responders: got %v after %d tries, want it retried, then the question", err, tries)
+	}
+
 	short, stop := context.WithTimeout(ctx, 200*time.Millisecond)
 	defer stop()
-	err = untilReady(short, 50*time.Millisecond, func(ctx context.Context) error {
+	err = untilReady(short, 50*time.Millisecond, time.Hour, func(ctx context.Context) error {
 		<-ctx.Done()
 		return ctx.Err()
 	}, nil)

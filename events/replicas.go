@@ -47,4 +47,9 @@ const (
 	jsErrCodeClusterNoPeers        jetstream.ErrorCode = 10005
 	jsErrCodeInsufficientResources jetstream.ErrorCode = 10023
 	jsErrCodeReplicasNotSupported  jetstream.ErrorCode = 10074
+	// Answers of servers that are not ready yet (NotReady).
+	jsErrCodeIncompleteResults      jetstream.ErrorCode = 10004 // a listing while a peer does not answer
+	jsErrCodeClusterNotAvailable    jetstream.ErrorCode = 10008 // "JetStream system temporarily unavailable"
+	jsErrCodeClusterNotLeader       jetstream.ErrorCode = 10009 // a request that reached a leader stepping down
+	jsErrCodeLastPerSubjectNotReady jetstream.ErrorCode = 10163 // "expected last sequence per subject temporarily unavailable"
 )
