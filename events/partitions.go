@@ -184,35 +184,42 @@ func legacyConsumers(ctx context.Context, js jetstream.JetStream, stream string,
 	if err != nil {
 		return nil, fmt.Errorf("ensure streams: %s: %w", stream, err)
 	}
+	var old []*jetstream.ConsumerInfo
+	lister := st.ListConsumers(ctx)
+	for ci := range lister.Info() { // read to the end: the lister's goroutine waits
+		if f := ci.Config.FilterSubject; ci.Config.Durable != "" && (f == n.Commands() || f == n.Systems()) {
+			old = append(old, ci)
+		}
+	}
+	if err := lister.Err(); err != nil {
+		return nil, fmt.Errorf("ensure streams: %s: consumers: %w", stream, err)
+	}
+	if len(old) == 0 {
+		return nil, nil
+	}
 	// The server counts a consumer's pending messages after it has acked
 	// the publish, so a command just published may not be in NumPending
 	// yet: what the stream holds past the consumer's ack floor is counted
-	// too (the consumer reads every subject of the stream).
-	state := st.CachedInfo().State
+	// too (the consumer reads every subject of the stream). The stream's
+	// state is read after the consumers', so a command published between
+	// the two reads counts as undecided: the safe side.
+	info, err := st.Info(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("ensure streams: %s: %w", stream, err)
+	}
+	state := info.State
 	var legacy []string
-	var busy error
-	lister := st.ListConsumers(ctx)
-	for ci := range lister.Info() { // read to the end: the lister's goroutine waits
-		if f := ci.Config.FilterSubject; ci.Config.Durable == "" || (f != n.Commands() && f != n.Systems()) || busy != nil {
-			continue
-		}
+	for _, ci := range old {
 		var unacked uint64
 		if state.Msgs > 0 && state.LastSeq > ci.AckFloor.Stream {
 			unacked = state.LastSeq - max(ci.AckFloor.Stream, state.FirstSeq-1)
 		}
 		if ci.NumPending != 0 || ci.NumAckPending != 0 || ci.NumWaiting != 0 || unacked != 0 {
-			busy = fmt.Errorf("ensure streams: %s was made before partitions and its consumer %s still has %d commands to deliver, "+
+			return nil, fmt.Errorf("ensure streams: %s was made before partitions and its consumer %s still has %d commands to deliver, "+
 				"%d to finish, %d past its ack floor and %d pulls waiting: stop every serve of the release that made it once they are done "+
 				"(turnstile status shows them), then start this one", stream, ci.Name, ci.NumPending, ci.NumAckPending, unacked, ci.NumWaiting)
-			continue
 		}
 		legacy = append(legacy, ci.Name)
-	}
-	if err := lister.Err(); err != nil {
-		return nil, fmt.Errorf("ensure streams: %s: consumers: %w", stream, err)
-	}
-	if busy != nil {
-		return nil, busy
 	}
 	return legacy, nil
 }
