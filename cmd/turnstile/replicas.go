@@ -29,7 +29,11 @@ func (s *service) streamReplicas(ctx context.Context, js jetstream.JetStream) (i
 	if s.embedded != nil {
 		return 1, nil
 	}
-	st, err := js.Stream(ctx, s.names.EventStream())
+	var st jetstream.Stream
+	err := s.untilReady(ctx, "read the streams' replicas", func(ctx context.Context) (err error) {
+		st, err = js.Stream(ctx, s.names.EventStream())
+		return err
+	})
 	if errors.Is(err, jetstream.ErrStreamNotFound) {
 		return 1, nil
 	}
@@ -62,10 +66,11 @@ func (s *service) ensureStreams(ctx context.Context, js jetstream.JetStream, o e
 // ready answer (events.NotReady), for up to ensureStreamsFor: a cluster
 // started together with serve has its meta leader some seconds later, and
 // a loaded one may leave a stream without quorum for a while. Any other
-// error fails at once.
-func (s *service) untilReady(ctx context.Context, what string, fn func() error) error {
+// error fails at once. fn gets a context bounded to one try; a step whose
+// result keeps its context (the engine) uses serve's own instead.
+func (s *service) untilReady(ctx context.Context, what string, fn func(context.Context) error) error {
 	wctx, cancel := context.WithTimeout(ctx, ensureStreamsFor)
 	defer cancel()
-	return events.UntilReady(wctx, func(context.Context) error { return fn() },
+	return events.UntilReady(wctx, fn,
 		func(err error) { s.log.Warn("NATS is not ready to "+what+" yet; retrying", "err", err) })
 }

@@ -276,7 +276,7 @@ func (s *service) store(ctx context.Context, name string) (*events.Store, error)
 
 // openStore opens the event store on js, while NATS gets ready.
 func (s *service) openStore(ctx context.Context, js jetstream.JetStream) (store *events.Store, err error) {
-	err = s.untilReady(ctx, "open the event stream", func() (err error) {
+	err = s.untilReady(ctx, "open the event stream", func(ctx context.Context) (err error) {
 		store, err = events.OpenStore(ctx, js, s.names, events.Codec{})
 		return err
 	})
@@ -285,7 +285,7 @@ func (s *service) openStore(ctx context.Context, js jetstream.JetStream) (store 
 
 // newClient opens a client on nc, while NATS gets ready.
 func (s *service) newClient(ctx context.Context, nc *nats.Conn, o client.Options) (cl *client.Client, err error) {
-	err = s.untilReady(ctx, "open a client", func() (err error) {
+	err = s.untilReady(ctx, "open a client", func(ctx context.Context) (err error) {
 		cl, err = client.New(ctx, nc, o)
 		return err
 	})
@@ -405,7 +405,8 @@ func (s *service) startEngine(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	if err := s.untilReady(ctx, "start the engine", func() error { return eng.Open(ctx) }); err != nil {
+	// The engine's consumers live on ctx: not the try's.
+	if err := s.untilReady(ctx, "start the engine", func(context.Context) error { return eng.Open(ctx) }); err != nil {
 		return err
 	}
 	s.push("engine", func(context.Context) error { return eng.Close() })
