@@ -252,6 +252,7 @@ func (s *Server) auditAll(w http.ResponseWriter, r *http.Request) {
 	defer cancel()
 	rc := http.NewResponseController(w)
 	_ = rc.SetWriteDeadline(time.Now().Add(s.cfg.MaxWait + s.cfg.WriteTimeout))
+	w.Header().Add("Vary", "Accept") // the answer's form depends on it
 	if wantsNDJSON(r) {
 		s.auditAllStream(ctx, w, r, rc)
 		return
@@ -277,7 +278,10 @@ func (s *Server) auditAllStream(ctx context.Context, w http.ResponseWriter, r *h
 	h.Set("Cache-Control", "no-cache")
 	h.Set("X-Accel-Buffering", "no") // a buffering proxy would hold the progress back
 	w.WriteHeader(http.StatusOK)
-	// A client that is gone or stops reading is not worth replaying for.
+	// A client that is gone (a write fails) is not worth replaying for.
+	// One that stays but stops reading is held by the write deadline only
+	// once the socket's buffers are full: progress lines are small, so it
+	// keeps its wait slot up to MaxWait, as a follow stream's would.
 	rctx, stop := context.WithCancel(ctx)
 	defer stop()
 	enc := json.NewEncoder(w) // Encode ends each value with a newline: a line each
@@ -309,8 +313,13 @@ func (s *Server) auditAllStream(ctx context.Context, w http.ResponseWriter, r *h
 	switch {
 	case werr != nil:
 		s.log.Debug("api: audit stream cut", "path", r.URL.Path, "err", werr)
+	case err != nil && r.Context().Err() != nil:
+		s.log.Debug("api: audit stream: the client went", "path", r.URL.Path, "err", err)
 	case err != nil:
 		status, body := s.auditAllError(ctx, r, err)
+		// The 200 is out: the metrics and the access log count the
+		// status the error line carries.
+		effectiveStatus(w, status)
 		write(AuditLine{Error: &body, Status: status})
 	default:
 		write(AuditLine{Report: &rep})

@@ -267,6 +267,34 @@ func TestAuditAllStreamError(t *testing.T) {
 		t.Fatalf("want one error line as %s with status 503: %s", plain.body, r.body)
 	}
 
+	// The metrics count the streamed failure as the 503 it is, not the
+	// 200 that went out before it.
+	mfs, err := e.reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var failed float64
+	for _, mf := range mfs {
+		if mf.GetName() != "turnstile_http_requests_total" {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			labels := map[string]string{}
+			for _, l := range m.GetLabel() {
+				labels[l.GetName()] = l.GetValue()
+			}
+			if labels["route"] == "GET /v1/audit" {
+				if labels["code"] != "503" {
+					t.Errorf("GET /v1/audit counted with code %s", labels["code"])
+				}
+				failed += m.GetCounter().GetValue()
+			}
+		}
+	}
+	if failed != 2 {
+		t.Errorf("GET /v1/audit counted %v times as 503, want 2 (plain and streamed)", failed)
+	}
+
 	r = e.do(t, "GET", "/v1/audit?all=1", "", "Accept", api.NDJSON)
 	e.wantStatus(t, r, http.StatusBadRequest)
 	if b := r.errorBody(t); b.Code != string(fsm.CodeInvalid) || r.header.Get("Content-Type") != "application/json" {

@@ -210,6 +210,22 @@ func (r *statusRecorder) WriteHeader(code int) {
 // Unwrap lets http.ResponseController reach the connection's deadlines.
 func (r *statusRecorder) Unwrap() http.ResponseWriter { return r.ResponseWriter }
 
+// effectiveStatus tells every status recorder around w that the answer's
+// status is code, though another went out first: a streamed answer whose
+// error came after its 200.
+func effectiveStatus(w http.ResponseWriter, code int) {
+	for w != nil {
+		if rec, ok := w.(*statusRecorder); ok {
+			rec.status = code
+		}
+		u, ok := w.(interface{ Unwrap() http.ResponseWriter })
+		if !ok {
+			return
+		}
+		w = u.Unwrap()
+	}
+}
+
 func (s *Server) logRequests(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()

@@ -2,6 +2,7 @@ package apiclient
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -68,6 +69,9 @@ func readAuditStream(r io.Reader, maxLine int, progress func(seq, last uint64)) 
 	n := 0
 	for sc.Scan() {
 		n++
+		if len(bytes.TrimSpace(sc.Bytes())) == 0 {
+			continue
+		}
 		var l api.AuditLine
 		if err := json.Unmarshal(sc.Bytes(), &l); err != nil {
 			return api.AuditReport{}, fmt.Errorf("line %d of the audit stream is not what this CLI understands: %w", n, err)
@@ -87,7 +91,8 @@ func readAuditStream(r io.Reader, maxLine int, progress func(seq, last uint64)) 
 				progress(l.Progress.Seq, l.Progress.Last)
 			}
 		default:
-			return api.AuditReport{}, fmt.Errorf("line %d of the audit stream has no progress, report or error", n)
+			// A line a newer serve may send (none today): passed over, so
+			// that this client keeps working with it.
 		}
 	}
 	switch err := sc.Err(); {

@@ -91,7 +91,10 @@ func TestAuditAllProgressHostile(t *testing.T) {
 		}, 2, "the audit stream was cut after 2 line(s)"},
 		{"NotJSON", ndjson(progress + "<html>\n"), 2, "line 3 of the audit stream is not what this CLI understands"},
 		{"CutMidLine", ndjson(progress + `{"report":{"ok":tr`), 2, "line 3 of the audit stream is not what this CLI understands"},
-		{"NoField", ndjson(progress + "{}\n"), 2, "line 3 of the audit stream has no progress, report or error"},
+		// Lines of a newer serve this client does not know, and blank
+		// lines, are passed over; the report still has to come.
+		{"UnknownLines", ndjson(progress + "{}\n\n" + `{"keepalive":true}` + "\n"), 2, "the audit stream ended before its report, after 5 line(s)"},
+		{"UnknownThenReport", ndjson(progress + `{"keepalive":true}` + "\n" + `{"report":{"workspaces":2,"events":5,"through_stream_seq":9,"ok":true,"violations":[]}}` + "\n"), 2, ""},
 		{"ErrorAnswer", func(w http.ResponseWriter, _ *http.Request) {
 			w.Header().Set("Content-Type", "application/json")
 			w.WriteHeader(http.StatusTooManyRequests)
