@@ -109,7 +109,6 @@ func TestEnsureStreamsWaitIsBounded(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer func() { _ = sub.Unsubscribe() }()
 	if err := nc.Flush(); err != nil {
 		t.Fatal(err)
 	}
@@ -124,5 +123,17 @@ func TestEnsureStreamsWaitIsBounded(t *testing.T) {
 	}
 	if d := time.Since(start); d > 5*time.Second {
 		t.Fatalf("took %v with a ReadyWait of 1s", d)
+	}
+
+	// Without the silent subscriber no one answers at all: each try ends
+	// at once with no responders and EnsureStreams tries again, telling
+	// each, until its wait is over.
+	if err := sub.Unsubscribe(); err != nil {
+		t.Fatal(err)
+	}
+	told := 0
+	err = EnsureStreams(context.Background(), js, NewNames(""), StreamOptions{ReadyWait: time.Second, OnNotReady: func(error) { told++ }})
+	if !errors.Is(err, nats.ErrNoResponders) || !strings.Contains(err.Error(), "not ready within 1s") || told < 2 {
+		t.Fatalf("got %v after %d told tries, want no responders, tried again until the wait was over", err, told)
 	}
 }
