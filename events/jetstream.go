@@ -247,8 +247,8 @@ func NotReady(err error) bool {
 		}
 		return false
 	}
-	return errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrTimeout) || errors.Is(err, jetstream.ErrNoStreamResponse) ||
-		errors.Is(err, nats.ErrNoResponders) || errors.Is(err, nats.ErrConnectionReconnecting)
+	// Past an API error, IsRetryable's list is the same: no twin of it.
+	return errors.Is(err, context.DeadlineExceeded) || IsRetryable(err)
 }
 
 // Head is a workspace's current state and where it stands in the stream.
