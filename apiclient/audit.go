@@ -43,14 +43,8 @@ func (c *Client) AuditAllProgress(ctx context.Context, progress func(seq, last u
 	defer stop()
 	var rep api.AuditReport
 	if mt, _, _ := mime.ParseMediaType(resp.Header.Get("Content-Type")); mt != api.NDJSON {
-		b, err := io.ReadAll(io.LimitReader(resp.Body, maxAnswer))
-		if err == nil {
-			err = json.Unmarshal(b, &rep)
-		}
-		if err != nil {
-			return rep, fmt.Errorf("GET /v1/audit: the answer is not what this CLI understands: %w", err)
-		}
-		return rep, nil
+		err := readAnswer(resp, http.MethodGet, "/v1/audit", &rep)
+		return rep, err
 	}
 	rep, err = readAuditStream(resp.Body, maxAuditLine, progress)
 	if err != nil && ctx.Err() != nil {

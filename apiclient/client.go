@@ -87,21 +87,27 @@ func (c *Client) do(ctx context.Context, method, path string, query url.Values, 
 		return 0, err
 	}
 	defer resp.Body.Close()
+	return resp.StatusCode, readAnswer(resp, method, path, out)
+}
+
+// readAnswer reads resp's body whole (up to maxAnswer) and decodes a 2xx
+// answer into out (if not nil); an error answer is an *Error.
+func readAnswer(resp *http.Response, method, path string, out any) error {
 	b, err := io.ReadAll(io.LimitReader(resp.Body, maxAnswer))
 	if err != nil {
-		return resp.StatusCode, fmt.Errorf("%s %s: %w", method, path, err)
+		return fmt.Errorf("%s %s: %w", method, path, err)
 	}
 	if resp.StatusCode/100 != 2 {
 		e := &Error{Status: resp.StatusCode, raw: b}
 		_ = json.Unmarshal(b, &e.Body) // a body that is not ours still has its status
-		return resp.StatusCode, e
+		return e
 	}
 	if out != nil {
 		if err := json.Unmarshal(b, out); err != nil {
-			return resp.StatusCode, fmt.Errorf("%s %s: the answer is not what this CLI understands: %w", method, path, err)
+			return fmt.Errorf("%s %s: the answer is not what this CLI understands: %w", method, path, err)
 		}
 	}
-	return resp.StatusCode, nil
+	return nil
 }
 
 // answerError is the *Error of an error answer, with at most 1 MiB of its
