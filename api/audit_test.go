@@ -1,13 +1,16 @@
 package api_test
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"net/http/httptest"
 	"reflect"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -249,6 +252,87 @@ func TestAuditAllStreamThrottled(t *testing.T) {
 		t.Fatalf("want the first progress, the last, the report: %s", r.body)
 	}
 }
+
+// TestAuditAllStreamLive: each progress line reaches the client while the
+// audit runs, not with the report at the end. The report's write is held
+// back until the client has read the first progress line; an answer
+// buffered until the handler returns (a line written without its flush)
+// never gets that far.
+func TestAuditAllStreamLive(t *testing.T) {
+	// Two progress lines and the report: far less than a write buffer.
+	e := newEnv(t, envOptions{noReadModel: true, configure: func(c *api.Config) { c.ProgressInterval = time.Hour }})
+	e.seed(t, 50)
+	read := make(chan struct{}) // closed when the client has read a progress line
+	var held atomic.Bool        // the report waited for it
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		e.api.Handler().ServeHTTP(&holdReport{ResponseWriter: w, read: read, held: &held}, r)
+	}))
+	t.Cleanup(srv.Close)
+
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, "GET", srv.URL+"/v1/audit", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Authorization", "Bearer "+e.token)
+	req.Header.Set("Accept", api.NDJSON)
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Body.Close()
+	lines := bufio.NewScanner(res.Body)
+	first := make(chan []byte, 1)
+	go func() {
+		if lines.Scan() {
+			first <- bytes.Clone(lines.Bytes())
+		}
+		close(first)
+	}()
+	select {
+	case b := <-first:
+		var l api.AuditLine
+		if err := json.Unmarshal(b, &l); err != nil || l.Progress == nil || l.Report != nil {
+			t.Fatalf("the first line is not progress: %q (%v)", b, err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("no progress line reached the client while the report was held back")
+	}
+	close(read)
+	<-first // closed after the first line: the scanner is this goroutine's now
+	var last []byte
+	for lines.Scan() {
+		last = bytes.Clone(lines.Bytes())
+	}
+	var l api.AuditLine
+	if err := json.Unmarshal(last, &l); err != nil || l.Report == nil || !l.Report.OK || !held.Load() {
+		t.Fatalf("the last line %q (%v) is not an OK report written after the progress was read (held %v)", last, err, held.Load())
+	}
+}
+
+// holdReport passes an answer through but holds back the write that
+// carries the audit's report until read is closed (or 15 s have passed,
+// when the test has failed already).
+type holdReport struct {
+	http.ResponseWriter
+	read <-chan struct{}
+	held *atomic.Bool
+}
+
+func (h *holdReport) Write(p []byte) (int, error) {
+	if bytes.Contains(p, []byte(`"report"`)) {
+		select {
+		case <-h.read:
+			h.held.Store(true)
+		case <-time.After(15 * time.Second):
+		}
+	}
+	return h.ResponseWriter.Write(p)
+}
+
+// Unwrap lets http.ResponseController flush the answer underneath.
+func (h *holdReport) Unwrap() http.ResponseWriter { return h.ResponseWriter }
 
 // TestAuditAllStreamError: a streamed audit that fails ends with an error
 // line carrying the plain answer's body and status; refusals before the
