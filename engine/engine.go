@@ -225,7 +225,7 @@ func (e *Engine) Open(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("engine: %w", err)
 	}
-	if e.parts, err = events.ReadPartitions(ctx, e.js, e.names); err != nil {
+	if e.parts, err = events.PartitionsOf(cmdStream.CachedInfo().Config, e.names); err != nil {
 		return fmt.Errorf("engine: %w", err)
 	}
 	// A partition's share of MaxAckPending, but room for a flooded

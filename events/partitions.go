@@ -109,10 +109,12 @@ func ReadPartitions(ctx context.Context, js jetstream.JetStream, n Names) (int, 
 	if err != nil {
 		return 0, fmt.Errorf("command stream %s: %w", n.CommandStream(), err)
 	}
-	return partitionsOf(st.CachedInfo().Config, n)
+	return PartitionsOf(st.CachedInfo().Config, n)
 }
 
-func partitionsOf(cfg jetstream.StreamConfig, n Names) (int, error) {
+// PartitionsOf is ReadPartitions on a command stream's configuration
+// already at hand.
+func PartitionsOf(cfg jetstream.StreamConfig, n Names) (int, error) {
 	v, ok := cfg.Metadata[partitionsKey]
 	if !ok {
 		return 0, fmt.Errorf("command stream %s has no %s metadata: it was made before partitions; serve updates it at start", n.CommandStream(), partitionsKey)
@@ -144,7 +146,7 @@ func ensurePartitions(ctx context.Context, js jetstream.JetStream, n Names, want
 		return 0, false, fmt.Errorf("ensure streams: %s: %w", n.CommandStream(), err)
 	}
 	if _, ok := st.CachedInfo().Config.Metadata[partitionsKey]; ok {
-		have, err := partitionsOf(st.CachedInfo().Config, n)
+		have, err := PartitionsOf(st.CachedInfo().Config, n)
 		if err != nil {
 			return 0, false, fmt.Errorf("ensure streams: %w", err)
 		}
