@@ -370,7 +370,7 @@ func TestParseTimeout(t *testing.T) {
 			t.Errorf("ParseTimeout(%q) = %v, %v; want %v", in, got, err, want)
 		}
 	}
-	for _, in := range []string{"", "soon", "-1", "-5s"} {
+	for _, in := range []string{"", "soon", "-1", "-5s", "NaN", "nan", "+Inf", "-Inf", "1e10"} {
 		if _, err := api.ParseTimeout(in); err == nil {
 			t.Errorf("ParseTimeout(%q) accepted", in)
 		}

@@ -347,7 +347,7 @@ func wantsNDJSON(r *http.Request) bool {
 				continue
 			}
 			if q, ok := params["q"]; ok {
-				if f, err := strconv.ParseFloat(q, 64); err != nil || f <= 0 {
+				if f, err := strconv.ParseFloat(q, 64); err != nil || !(f > 0) { // NaN too
 					continue
 				}
 			}

@@ -224,7 +224,7 @@ func TestAuditAllStream(t *testing.T) {
 		t.Fatalf("progress should go from 0 through %d with steps between: %s", rep.Through, r.body)
 	}
 
-	for _, accept := range []string{"", "application/json", "*/*", api.NDJSON + ";q=0", "text/event-stream"} {
+	for _, accept := range []string{"", "application/json", "*/*", api.NDJSON + ";q=0", api.NDJSON + ";q=NaN", "text/event-stream"} {
 		r := e.do(t, "GET", "/v1/audit", "", "Accept", accept)
 		e.wantStatus(t, r, http.StatusOK)
 		var plain api.AuditReport

@@ -112,7 +112,7 @@ func (s *Server) wait(w http.ResponseWriter, r *http.Request) {
 func ParseTimeout(v string) (time.Duration, error) {
 	v = strings.TrimSpace(v)
 	if n, err := strconv.ParseFloat(v, 64); err == nil {
-		if n < 0 || n > 1e9 {
+		if !(n >= 0 && n <= 1e9) { // NaN too
 			return 0, fmt.Errorf("timeout %q is out of range", v)
 		}
 		return time.Duration(n * float64(time.Second)), nil
