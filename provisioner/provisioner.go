@@ -89,6 +89,11 @@ type Request struct {
 	Generation uint64
 	// Spec is what to run; an empty Image means the provisioner's default.
 	Spec fsm.Spec
+	// Redact keeps the secret values resolved into Spec out of reasons: a
+	// provisioner passes anything the container or the engine said (its
+	// output, a health check's) through it before it goes into a reason,
+	// which ends in events, logs and webhooks.
+	Redact Redactor
 }
 
 // Result describes the container Provision left running.

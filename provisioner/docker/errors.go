@@ -33,7 +33,7 @@ func (p *Provisioner) engineError(ctx context.Context, op, workspace string, gen
 
 // logTail returns the last lines a container wrote, for failure reasons.
 // It is best effort: any error yields "".
-func (p *Provisioner) logTail(ctx context.Context, id string) string {
+func (p *Provisioner) logTail(ctx context.Context, id string, redact provisioner.Redactor) string {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
 	defer cancel()
 	rc, err := p.cli.ContainerLogs(ctx, id, container.LogsOptions{ShowStdout: true, ShowStderr: true, Tail: "5"})
@@ -45,7 +45,9 @@ func (p *Provisioner) logTail(ctx context.Context, id string) string {
 	if _, err := stdcopy.StdCopy(&out, &out, rc); err != nil && out.Len() == 0 {
 		return ""
 	}
-	s := strings.TrimSpace(out.String())
+	// Redacted before it is cut: a cut through a secret value would leave
+	// a part of it that no longer matches.
+	s := strings.TrimSpace(redact.Redact(out.String()))
 	const max = 600
 	if len(s) > max {
 		s = "…" + s[len(s)-max:]

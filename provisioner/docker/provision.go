@@ -410,7 +410,7 @@ func (a *attempt) waitReady(ctx context.Context, id string) error {
 		case st.Running && st.Health != nil && st.Health.Status == container.Unhealthy:
 			reason := fmt.Sprintf("container %s is unhealthy", a.name())
 			if n := len(st.Health.Log); n > 0 {
-				if out := strings.TrimSpace(st.Health.Log[n-1].Output); out != "" {
+				if out := strings.TrimSpace(a.req.Redact.Redact(st.Health.Log[n-1].Output)); out != "" {
 					reason += ": last health check said: " + out
 				}
 			}
@@ -421,9 +421,9 @@ func (a *attempt) waitReady(ctx context.Context, id string) error {
 				reason += " (out of memory)"
 			}
 			if st.Error != "" {
-				reason += ": " + st.Error
+				reason += ": " + a.req.Redact.Redact(st.Error)
 			}
-			if tail := a.p.logTail(ctx, id); tail != "" {
+			if tail := a.p.logTail(ctx, id, a.req.Redact); tail != "" {
 				reason += "; last output: " + tail
 			}
 			return a.fail(provisioner.CodeExited, reason, nil)

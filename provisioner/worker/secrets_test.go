@@ -90,3 +90,38 @@ func TestSecretWithoutStore(t *testing.T) {
 		t.Fatalf("reason %q does not say there is no secret store", st.LastError)
 	}
 }
+
+// TestDockerSecretsStayOutOfReasons: on the real Docker engine, a
+// container that prints a secret's value as it fails (here the agent,
+// refusing its start delay, quotes the value it was given) fails the
+// workspace with that output in the reason, but the value replaced by its
+// reference: reasons go into events, the read model, logs and webhooks,
+// where no secret value may go.
+func TestDockerSecretsStayOutOfReasons(t *testing.T) {
+	t.Parallel()
+	d := newDocker(t)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	store := secrets.NewStore(filepath.Join(t.TempDir(), "secrets"))
+	value := randomID("hunter2-not-a-duration")
+	if _, err := store.Set(ctx, "delay", []byte(value)); err != nil {
+		t.Fatal(err)
+	}
+	r := newRig(t, d.prov, rigOptions{secrets: secrets.NewResolver(store)})
+	ws := randomID("leaky")
+	r.send(t, fsm.Command{Type: fsm.Create, Workspace: ws, Spec: &fsm.Spec{Env: map[string]string{"AGENT_START_DELAY": "secret://delay"}}})
+	st := r.wait(t, ws, fsm.Failed, 1, 90*time.Second)
+	if strings.Contains(st.LastError, value) || !strings.Contains(st.LastError, "last output") ||
+		!strings.Contains(st.LastError, `AGENT_START_DELAY="secret://delay"`) {
+		t.Fatalf("reason %q: want the container's last output with the secret's reference, never its value", st.LastError)
+	}
+	for _, e := range r.history(t, ws) {
+		b, err := json.Marshal(e)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if strings.Contains(string(b), value) {
+			t.Fatalf("event %d holds the secret's value: %s", e.Seq, b)
+		}
+	}
+}

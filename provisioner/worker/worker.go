@@ -381,6 +381,9 @@ func (w *Worker) do(ctx context.Context, st fsm.Workspace) (string, fsm.Command,
 	kind := kindOf(st.Status)
 	var ok, fail fsm.CommandType
 	var run func() (string, error)
+	// redact keeps the secret values of the last attempt out of its
+	// reason and the log: the container's output may hold them.
+	var redact provisioner.Redactor
 	switch st.Status {
 	case fsm.Provisioning:
 		ok, fail = fsm.ProvisionSucceeded, fsm.ProvisionFailed
@@ -389,7 +392,8 @@ func (w *Worker) do(ctx context.Context, st fsm.Workspace) (string, fsm.Command,
 			if err != nil {
 				return "", err
 			}
-			res, err := p.Provision(ctx, provisioner.Request{Workspace: st.ID, Generation: st.Generation, Spec: spec})
+			redact = provisioner.NewRedactor(st.Spec.SecretRefs(), spec)
+			res, err := p.Provision(ctx, provisioner.Request{Workspace: st.ID, Generation: st.Generation, Spec: spec, Redact: redact})
 			return res.ContainerID, err
 		}
 	case fsm.Stopping:
@@ -410,14 +414,15 @@ func (w *Worker) do(ctx context.Context, st fsm.Workspace) (string, fsm.Command,
 			code != provisioner.CodeEngine || attempt+1 >= w.cfg.Retries {
 			break
 		}
-		w.log.Warn("worker: transient failure; retrying", "workspace", st.ID, "generation", st.Generation, "action", kind, "err", err)
+		w.log.Warn("worker: transient failure; retrying", "workspace", st.ID, "generation", st.Generation, "action", kind,
+			"err", redact.Redact(err.Error()))
 		if retry.Sleep(ctx, backoff(attempt+2)) != nil {
 			break
 		}
 	}
 	cmd := fsm.Command{ID: reportID(kind, st.ID, st.Generation), Workspace: st.ID, Generation: st.Generation, Actor: "worker"}
 	if err != nil {
-		cmd.Type, cmd.Reason = fail, truncate(provisioner.ReasonOf(err), fsm.MaxReasonLen)
+		cmd.Type, cmd.Reason = fail, truncate(redact.Redact(provisioner.ReasonOf(err)), fsm.MaxReasonLen)
 		return kind, cmd, err
 	}
 	cmd.Type = ok
