@@ -53,7 +53,7 @@ func TestAddTakesBackWhenTheCallerLeaves(t *testing.T) {
 			core := testenv.StartCore(t, testenv.CoreOptions{})
 			ctx, cancel := context.WithCancel(t.Context())
 			defer cancel()
-			js := jetstream.JetStream(core.JS)
+			js := core.JS
 			if step == "consumer" {
 				js = leaveAfterConsumer{JetStream: core.JS, cancel: cancel}
 			}
