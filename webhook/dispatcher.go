@@ -11,8 +11,10 @@ import (
 	"net/http"
 	"net/url"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
+	"unicode/utf8"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -116,8 +118,11 @@ func New(cfg Config) (*Dispatcher, error) {
 		ForceAttemptHTTP2:     true,
 		TLSHandshakeTimeout:   cfg.AttemptTimeout,
 		ResponseHeaderTimeout: cfg.AttemptTimeout,
-		MaxIdleConnsPerHost:   2,
-		IdleConnTimeout:       90 * time.Second,
+		// The answer's headers are the receiver's to make as long as it
+		// likes; net/http's default allows 10 MB.
+		MaxResponseHeaderBytes: maxAnswerHeader,
+		MaxIdleConnsPerHost:    2,
+		IdleConnTimeout:        90 * time.Second,
 	}
 	hc := &http.Client{Transport: tr,
 		// A redirect is an answer that is not 2xx: a receiver that moved
@@ -456,7 +461,7 @@ func (d *Dispatcher) post(ctx context.Context, h Webhook, env events.Envelope, b
 	defer cancel()
 	req, err := http.NewRequestWithContext(actx, http.MethodPost, h.URL, bytes.NewReader(body))
 	if err != nil {
-		return ReasonTransport, err
+		return ReasonTransport, attemptError{withoutURL(err)}
 	}
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set("User-Agent", d.cfg.UserAgent)
@@ -468,6 +473,7 @@ func (d *Dispatcher) post(ctx context.Context, h Webhook, env events.Envelope, b
 	req.Header.Set(HeaderAttempt, strconv.Itoa(attempt))
 	resp, err := d.http.Do(req)
 	if err != nil {
+		err = attemptError{withoutURL(err)}
 		if errors.Is(err, ErrForbiddenAddress) {
 			return ReasonForbidden, err
 		}
@@ -478,9 +484,47 @@ func (d *Dispatcher) post(ctx context.Context, h Webhook, env events.Envelope, b
 	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
 	_ = resp.Body.Close()
 	if resp.StatusCode < 200 || resp.StatusCode > 299 {
-		return ReasonStatus, fmt.Errorf("%s answered %s", h.URL, resp.Status)
+		// The status text is the receiver's: only a little of it is told.
+		text := strings.TrimPrefix(resp.Status, strconv.Itoa(resp.StatusCode)+" ")
+		return ReasonStatus, fmt.Errorf("answered %d %q", resp.StatusCode, clip(text, maxStatusText))
 	}
 	return "", nil
+}
+
+// Bounds on what a receiver makes serve read and log.
+const (
+	maxAnswerHeader = 64 << 10 // the answer's status line and headers
+	maxStatusText   = 64       // the status text quoted in a log
+	maxErrText      = 256      // an attempt's error in a log
+)
+
+// withoutURL is err without the request's URL, which net/http's errors
+// (*url.Error) quote whole: its path or query may carry the receiver's
+// own token, and logs name a receiver only by its destination.
+func withoutURL(err error) error {
+	var ue *url.Error
+	if errors.As(err, &ue) {
+		return ue.Err
+	}
+	return err
+}
+
+// attemptError is a failed attempt's error cut to maxErrText: its text
+// may quote what the receiver sent (a malformed status line).
+type attemptError struct{ err error }
+
+func (e attemptError) Error() string { return clip(e.err.Error(), maxErrText) }
+func (e attemptError) Unwrap() error { return e.err }
+
+// clip cuts s to at most n bytes, on a rune boundary, marking the cut.
+func clip(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
+	}
+	return s[:n] + "…"
 }
 
 // destination is what the logs say of a receiver URL: its scheme and

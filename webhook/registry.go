@@ -109,6 +109,12 @@ func (r *Registry) Add(ctx context.Context, s Spec) (Webhook, error) {
 		MaxAckPending: 1,
 	}
 	if err := r.store.CreateEventConsumer(ctx, cfg, s.Since); err != nil {
+		// The server may have made the consumer and only the answer been
+		// lost (ctx ended): nothing else would ever delete it, as Remove
+		// starts from the entry, never stored.
+		if uerr := r.undo(ctx, id, false); uerr != nil {
+			return Webhook{}, fmt.Errorf("%w: webhook %s (take back: %v): %w", ErrUnavailable, id, uerr, err)
+		}
 		return Webhook{}, fmt.Errorf("%w: webhook %s: %w", ErrUnavailable, id, err)
 	}
 	data, err := json.Marshal(h) //nolint:gosec // G117: the secret is stored on purpose, in the bucket only serve may read
@@ -117,12 +123,16 @@ func (r *Registry) Add(ctx context.Context, s Spec) (Webhook, error) {
 	}
 	rev, err := r.kv.Create(ctx, id, data)
 	if err != nil {
-		// Undo, so no consumer is left without its webhook.
-		_ = r.store.DeleteEventConsumer(context.WithoutCancel(ctx), Durable(id))
+		// The entry may stand all the same (ctx ended after the server
+		// stored it): take back both, or it would count toward
+		// MaxWebhooks with a secret no one was shown.
+		if uerr := r.undo(ctx, id, true); uerr != nil {
+			return Webhook{}, fmt.Errorf("%w: store webhook %s (take back: %v): %w", ErrUnavailable, id, uerr, err)
+		}
 		return Webhook{}, fmt.Errorf("%w: store webhook %s: %w", ErrUnavailable, id, err)
 	}
 	if err := r.holdLimit(ctx, rev); err != nil {
-		if uerr := r.undo(ctx, id); uerr != nil {
+		if uerr := r.undo(ctx, id, true); uerr != nil {
 			// Not an InvalidError: the entry may still stand.
 			return Webhook{}, fmt.Errorf("%w: take back webhook %s (%v): %w", ErrUnavailable, id, err, uerr)
 		}
@@ -165,15 +175,24 @@ func full(n int) error {
 	return invalid("url", "this installation has %d webhooks already, the most it may have", min(n, MaxWebhooks))
 }
 
-// undo deletes webhook id's consumer and its entry, for an Add that
-// stored both and then failed; it finishes whether or not the caller
-// waits. The entry goes even if the consumer's deletion fails: an entry
-// over the limit, or one whose Add answered an error, must not stand.
-func (r *Registry) undo(ctx context.Context, id string) error {
-	ctx = context.WithoutCancel(ctx)
-	cerr := r.store.DeleteEventConsumer(ctx, Durable(id))
-	// Purge, not Delete: the secret goes with the value.
-	return errors.Join(cerr, r.kv.Purge(ctx, id))
+// undoTimeout bounds the undoing of a failed Add, which goes on after
+// its caller has left.
+const undoTimeout = 10 * time.Second
+
+// undo deletes webhook id's consumer and, if entry, its entry, for an Add
+// that may have made them and then failed; it finishes whether or not the
+// caller waits. Neither missing is an error. The entry goes even if the
+// consumer's deletion fails: an entry over the limit, or one whose Add
+// answered an error, must not stand.
+func (r *Registry) undo(ctx context.Context, id string, entry bool) error {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), undoTimeout)
+	defer cancel()
+	err := r.store.DeleteEventConsumer(ctx, Durable(id))
+	if entry {
+		// Purge, not Delete: the secret goes with the value.
+		err = errors.Join(err, r.kv.Purge(ctx, id))
+	}
+	return err
 }
 
 // Get returns webhook id, secret included (the dispatcher's read).
