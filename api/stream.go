@@ -154,33 +154,39 @@ func (s *Server) events(w http.ResponseWriter, r *http.Request) {
 		s.followWorkspace(w, r, id, p.after)
 		return
 	}
-	evs, err := read.History(r.Context(), s.cfg.Store, id)
-	if errors.Is(err, read.ErrNoWorkspace) {
-		writeNotFound(w, id)
-		return
-	}
-	if err != nil {
-		s.writeError(w, r, err)
-		return
-	}
-	if !p.paged {
-		// Today's shape, the whole history, for callers that page not.
-		writeJSON(w, http.StatusOK, map[string]any{"workspace": id, "events": evs})
-		return
-	}
-	page := Page{Workspace: id, Events: []Event{}}
-	for _, e := range evs {
-		if e.Seq <= p.after {
-			continue
+	if p.paged {
+		// Only the page is held, however long the history.
+		evs, more, err := read.HistoryPage(r.Context(), s.cfg.Store, id, p.after, p.limit)
+		if s.historyError(w, r, id, err) {
+			return
 		}
-		if len(page.Events) == p.limit {
-			next := page.Events[len(page.Events)-1].Seq
+		page := Page{Workspace: id, Events: evs}
+		if more {
+			next := evs[len(evs)-1].Seq
 			page.NextAfter = &next
-			break
 		}
-		page.Events = append(page.Events, e)
+		writeJSON(w, http.StatusOK, page)
+		return
 	}
-	writeJSON(w, http.StatusOK, page)
+	// Today's shape, the whole history, for callers that page not.
+	evs, err := read.History(r.Context(), s.cfg.Store, id)
+	if s.historyError(w, r, id, err) {
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"workspace": id, "events": evs})
+}
+
+// historyError answers a failed history read, if err is one, and says so.
+func (s *Server) historyError(w http.ResponseWriter, r *http.Request, id string, err error) bool {
+	switch {
+	case err == nil:
+		return false
+	case errors.Is(err, read.ErrNoWorkspace):
+		writeNotFound(w, id)
+	default:
+		s.writeError(w, r, err)
+	}
+	return true
 }
 
 // streamEvents is GET /v1/events: the whole event stream, by stream

@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"reflect"
 	"slices"
 	"strconv"
 	"strings"
@@ -251,6 +252,33 @@ func TestEventsPaging(t *testing.T) {
 	if !slices.Equal(seqs, []uint64{1, 2, 3, 4, 5}) {
 		t.Fatalf("pages gave %v", seqs)
 	}
+	// Pages of any size are the unpaged history cut up, each event's From
+	// (its predecessor's state) included, with a cursor only where more follow.
+	for _, limit := range []int{1, 4, 5, 1000} {
+		var got []api.Event
+		after := uint64(0)
+		for range 6 {
+			var p api.Page
+			e.do(t, "GET", fmt.Sprintf("/v1/workspaces/pg/events?limit=%d&after=%d", limit, after), "").decode(t, &p)
+			got = append(got, p.Events...)
+			if p.NextAfter == nil {
+				break
+			}
+			if len(p.Events) != limit || *p.NextAfter != p.Events[len(p.Events)-1].Seq {
+				t.Fatalf("limit %d: a page of %d events with next_after %d", limit, len(p.Events), *p.NextAfter)
+			}
+			after = *p.NextAfter
+		}
+		if !reflect.DeepEqual(got, all.Events) {
+			t.Fatalf("limit %d: pages gave %+v, want %+v", limit, got, all.Events)
+		}
+	}
+	var past api.Page
+	e.do(t, "GET", "/v1/workspaces/pg/events?after=5", "").decode(t, &past)
+	if len(past.Events) != 0 || past.NextAfter != nil {
+		t.Fatalf("after the last event: %+v", past)
+	}
+	e.wantStatus(t, e.do(t, "GET", "/v1/workspaces/nobody/events?limit=2", ""), http.StatusNotFound)
 
 	// The whole stream, paged by stream sequence.
 	var streamSeqs []uint64

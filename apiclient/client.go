@@ -260,19 +260,30 @@ func (c *Client) List(ctx context.Context, o read.ListOptions) (api.WorkspaceLis
 	return l, err
 }
 
-// History reads a workspace's whole timeline, oldest first.
+// History reads a workspace's whole timeline, oldest first, a page at a
+// time: serve then holds one page of a long history, not all of it.
 func (c *Client) History(ctx context.Context, id string) ([]api.Event, error) {
-	var out struct {
-		Events []api.Event `json:"events"`
+	var evs []api.Event
+	after := uint64(0)
+	for {
+		q := url.Values{"after": {strconv.FormatUint(after, 10)}, "limit": {strconv.Itoa(api.MaxPageLimit)}}
+		var page api.Page
+		if _, err := c.do(ctx, http.MethodGet, "/v1/workspaces/"+url.PathEscape(id)+"/events", q, nil, nil, &page); err != nil {
+			return nil, notFound(id, err)
+		}
+		evs = append(evs, page.Events...)
+		if page.NextAfter == nil {
+			break
+		}
+		if *page.NextAfter <= after {
+			return nil, fmt.Errorf("history of %s: serve's next page starts at %d, not after %d", id, *page.NextAfter, after)
+		}
+		after = *page.NextAfter
 	}
-	_, err := c.do(ctx, http.MethodGet, "/v1/workspaces/"+url.PathEscape(id)+"/events", nil, nil, nil, &out)
-	if err != nil {
-		return nil, notFound(id, err)
-	}
-	if len(out.Events) == 0 {
+	if len(evs) == 0 {
 		return nil, fmt.Errorf("workspace %s: %w", id, read.ErrNoWorkspace)
 	}
-	return out.Events, nil
+	return evs, nil
 }
 
 // Explain says what a workspace is waiting for.

@@ -2,6 +2,7 @@ package read
 
 import (
 	"context"
+	"errors"
 	"time"
 
 	"github.com/turnstile-dev/turnstile/events"
@@ -84,3 +85,39 @@ func History(ctx context.Context, store *events.Store, id string) ([]Event, erro
 	}
 	return out, nil
 }
+
+// HistoryPage reads at most limit events of workspace id's timeline after
+// its event seq after, oldest first; more says whether later events
+// follow. Only the page is kept: the events before it are read (each
+// event's From is its predecessor's state) but not held, so a long
+// history costs a page's memory, not its whole. It returns an error
+// matching ErrNoWorkspace when the workspace has no events.
+func HistoryPage(ctx context.Context, store *events.Store, id string, after uint64, limit int) (page []Event, more bool, err error) {
+	page = []Event{}
+	prev, seen := fsm.None, false
+	err = store.History(ctx, id, func(env events.Envelope) error {
+		seen = true
+		from := prev
+		prev = env.State.Status
+		if env.Seq <= after {
+			return nil
+		}
+		if len(page) == limit {
+			more = true
+			return errPageFull
+		}
+		page = append(page, EventOf(env, from))
+		return nil
+	})
+	if err != nil && !errors.Is(err, errPageFull) {
+		return nil, false, err
+	}
+	if !seen {
+		return nil, false, ErrNoWorkspace
+	}
+	return page, more, nil
+}
+
+// errPageFull stops a history read once a page is full and one more
+// event shows that more follow.
+var errPageFull = errors.New("page full")
