@@ -325,7 +325,15 @@ func (e *Engine) refuse(ctx context.Context, m jetstream.Msg, md *jetstream.MsgM
 	e.log.Info("engine: command refused", "command", id, "subject", m.Subject(), "reason", rej.Message)
 	for attempt := 0; ; attempt++ {
 		res := e.commit.submit(ctx, events.Write{Outcome: o})
-		if res.Err == nil {
+		switch {
+		case res.Err == nil && res.Existing != nil:
+			// The id already had an outcome (a command sent under it
+			// before, or a racing handling of this one): nothing was
+			// stored now, so the sender gets the stored outcome, and
+			// nothing is counted again.
+			e.settle(m, *res.Existing)
+			return
+		case res.Err == nil:
 			e.finish(m, o, md)
 			return
 		}
