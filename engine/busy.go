@@ -2,6 +2,7 @@ package engine
 
 import (
 	"context"
+	"errors"
 	"fmt"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -67,7 +68,8 @@ func (e *Engine) refuseBusy(ctx context.Context, m jetstream.Msg, ws string, cmd
 	}
 	if decodeErr == nil {
 		if id := m.Headers().Get(jetstream.MsgIDHeader); id != "" && id != cmd.ID {
-			decodeErr = fsm.Invalid(cmd.Type, "Nats-Msg-Id header %q differs from the command id %q: they must be equal", id, cmd.ID)
+			decodeErr = fsm.Invalid(cmd.Type, "Nats-Msg-Id header %s differs from the command id %s: they must be equal",
+				events.QuoteInput(id), events.QuoteInput(cmd.ID))
 		}
 	}
 	if decodeErr == nil {
@@ -81,8 +83,13 @@ func (e *Engine) refuseBusy(ctx context.Context, m jetstream.Msg, ws string, cmd
 	}
 	if md.NumDelivered > 1 || m.Headers().Get(jetstream.MsgIDHeader) == "" {
 		// Perhaps decided before (a lost ack): keep the outcome it had.
-		if o, ok, err := e.store.Outcome(ctx, cmd.ID); err == nil && ok {
+		o, ok, err := e.store.Outcome(ctx, cmd.ID)
+		if err == nil && ok {
 			e.settle(m, o)
+			return
+		}
+		if errors.Is(err, events.ErrMalformed) {
+			e.dropUnreadable(m, cmd.ID, ws, err)
 			return
 		}
 	}
@@ -115,6 +122,9 @@ func (e *Engine) refuseBusy(ctx context.Context, m jetstream.Msg, ws string, cmd
 			return
 		case res[0].Err == nil:
 			e.finish(m, o, md)
+			return
+		case errors.Is(res[0].Err, events.ErrOutcomeUnreadable):
+			e.dropUnreadable(m, cmd.ID, ws, res[0].Err)
 			return
 		}
 		if ctx.Err() != nil || retry.Sleep(ctx, retryDelay(attempt)) != nil {

@@ -32,7 +32,8 @@ func (e *Engine) handle(ctx context.Context, m jetstream.Msg, recovered bool) {
 	cmd, err := events.DecodeCommand(m.Data(), ws)
 	if err == nil {
 		if id := m.Headers().Get(jetstream.MsgIDHeader); id != "" && id != cmd.ID {
-			err = fsm.Invalid(cmd.Type, "Nats-Msg-Id header %q differs from the command id %q: they must be equal", id, cmd.ID)
+			err = fsm.Invalid(cmd.Type, "Nats-Msg-Id header %s differs from the command id %s: they must be equal",
+				events.QuoteInput(id), events.QuoteInput(cmd.ID))
 		}
 	}
 	if err == nil {
@@ -45,9 +46,14 @@ func (e *Engine) handle(ctx context.Context, m jetstream.Msg, recovered bool) {
 	if recovered || md.NumDelivered > 1 || m.Headers().Get(jetstream.MsgIDHeader) == "" {
 		// A redelivery, or a message the stream could not dedupe (no
 		// Nats-Msg-Id): if the outcome is stored, the command is done.
-		if o, ok, err := e.store.Outcome(ctx, cmd.ID); err == nil && ok {
+		o, ok, err := e.store.Outcome(ctx, cmd.ID)
+		if err == nil && ok {
 			e.checkReport(cmd, o)
 			e.settle(m, o)
+			return
+		}
+		if errors.Is(err, events.ErrMalformed) {
+			e.dropUnreadable(m, cmd.ID, ws, err)
 			return
 		}
 	}
@@ -81,6 +87,9 @@ func (e *Engine) handle(ctx context.Context, m jetstream.Msg, recovered bool) {
 			}
 			look.since = since.Add(-findEventSkew)
 			continue
+		case errors.Is(err, events.ErrOutcomeUnreadable):
+			e.dropUnreadable(m, cmd.ID, ws, err)
+			return
 		case errors.Is(err, events.ErrConflict):
 			if e.cfg.Metrics != nil {
 				e.cfg.Metrics.Conflicts.Inc()
@@ -208,7 +217,9 @@ func (e *Engine) decideAndCommit(ctx context.Context, cmd fsm.Command, md *jetst
 		// Its event is stored somewhere we did not find: an outcome stored
 		// meanwhile (a command id reused by another workspace's command in
 		// flight) settles it; else wait, rather than decide a second time.
-		if stored, ok, err := e.store.Outcome(ctx, cmd.ID); err != nil {
+		if stored, ok, err := e.store.Outcome(ctx, cmd.ID); errors.Is(err, events.ErrMalformed) {
+			return events.OutcomeRecord{}, fmt.Errorf("command %s: %w: %w", cmd.ID, events.ErrOutcomeUnreadable, err)
+		} else if err != nil {
 			return events.OutcomeRecord{}, err
 		} else if ok {
 			return stored, nil
@@ -325,13 +336,44 @@ func (e *Engine) refuse(ctx context.Context, m jetstream.Msg, md *jetstream.MsgM
 	e.log.Info("engine: command refused", "command", id, "subject", m.Subject(), "reason", rej.Message)
 	for attempt := 0; ; attempt++ {
 		res := e.commit.submit(ctx, events.Write{Outcome: o})
-		if res.Err == nil {
+		switch {
+		case res.Err == nil && res.Existing != nil:
+			// The id already had an outcome (a command sent under it
+			// before, or a racing handling of this one): nothing was
+			// stored now, so the sender gets the stored outcome, and
+			// nothing is counted again.
+			e.settle(m, *res.Existing)
+			return
+		case res.Err == nil:
 			e.finish(m, o, md)
+			return
+		case errors.Is(res.Err, events.ErrOutcomeUnreadable):
+			e.dropUnreadable(m, id, ws, res.Err)
 			return
 		}
 		if ctx.Err() != nil || retry.Sleep(ctx, retryDelay(attempt)) != nil {
 			return
 		}
+	}
+}
+
+// dropUnreadable acks, undecided, a command whose id already holds a
+// stored outcome that cannot be decoded (too large or not an outcome:
+// written by an older build, or forged). Nothing can be stored under the
+// id (its outcome subject is taken), and retrying would hold the command's
+// workspace and a handler for ever. No reply goes out, as there is no
+// outcome to send: the sender's client, which falls back to the stored
+// outcome, cannot read it either, and reports no outcome
+// (client.ErrNoOutcome) when its wait ends. The command has to be sent
+// again under a new id. It is not counted as handled.
+func (e *Engine) dropUnreadable(m jetstream.Msg, id, ws string, err error) {
+	e.log.Error("engine: the command id holds an outcome that cannot be read; the command is acked undecided and must be sent again under a new id",
+		"command", id, "workspace", ws, "subject", m.Subject(), "err", err)
+	if e.cfg.Metrics != nil {
+		e.cfg.Metrics.UnreadableOutcomes.Inc()
+	}
+	if err := m.Ack(); err != nil {
+		e.log.Warn("engine: ack", "command", id, "err", err)
 	}
 }
 

@@ -24,6 +24,9 @@ type Metrics struct {
 	// ReportIDConflicts counts system reports whose id held another
 	// command's outcome (an alert: the report was not applied).
 	ReportIDConflicts prometheus.Counter
+	// UnreadableOutcomes counts commands acked undecided because their id
+	// already held an outcome that cannot be decoded (an alert).
+	UnreadableOutcomes prometheus.Counter
 	// CatchUps counts catch-ups after a gap in the deliveries (gap.go);
 	// CaughtUp, the commands they queued.
 	CatchUps prometheus.Counter
@@ -65,6 +68,10 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "turnstile_report_id_conflicts_total",
 			Help: "System reports whose id already held another command's outcome (another workspace, generation or kind of report): not applied; an alert.",
 		}),
+		UnreadableOutcomes: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "turnstile_engine_unreadable_outcomes_total",
+			Help: "Commands acked without a decision because their id already held a stored outcome that cannot be decoded (written by an older build, or forged): an alert.",
+		}),
 		CatchUps: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "turnstile_engine_gap_catchups_total",
 			Help: "Catch-ups after a gap in the engine's deliveries (a pull response lost with a NATS node): the commands taken and not finished were read again.",
@@ -84,7 +91,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	}
 	if reg != nil {
 		reg.MustRegister(m.Commands, m.Latency, m.Conflicts, m.Batches, m.CommitSeconds, m.BatchFallbacks, m.Overflows, m.ReportIDConflicts,
-			m.CatchUps, m.CaughtUp, m.Partitions, m.Takeovers)
+			m.UnreadableOutcomes, m.CatchUps, m.CaughtUp, m.Partitions, m.Takeovers)
 	}
 	return m
 }

@@ -422,8 +422,8 @@ func (o *owner) release(ctx context.Context, k int) {
 // letGo stops pulling partition k (what its iterators hold already is
 // queued, not dropped), hands back the commands queued and not started,
 // oldest first (the next owner gets them first), waits for those being
-// handled, then drops the pin so the next owner need not wait for
-// PinnedTTL.
+// handled (at most AckWait), then drops the pin so the next owner need not
+// wait for PinnedTTL.
 func (o *owner) letGo(ctx context.Context, k int, p *partition) {
 	e := o.e
 	p.cancel()
@@ -447,11 +447,26 @@ func (o *owner) letGo(ctx context.Context, k int, p *partition) {
 	for _, m := range e.queue.release(in) {
 		_ = m.Nak()
 	}
+	// Wait for the commands in hand, but at most AckWait: one that cannot
+	// be recorded retries (in progress) until it can, and rebalance waits
+	// for this, so an unbounded wait would stop this engine taking any
+	// partition again. Past it the partition is unpinned anyway: the next
+	// owner reads the command (not acked) as unfinished and handles it
+	// first, as a handled-before command whose event goes with its outcome
+	// in one atomic batch, and the outcome's guard lets one of the two
+	// handlings stand (recover.go).
+	bound := time.NewTimer(e.cfg.AckWait)
+	defer bound.Stop()
 	wait := time.NewTicker(5 * time.Millisecond)
 	defer wait.Stop()
+wait:
 	for e.queue.handling(in) && ctx.Err() == nil {
 		select {
 		case <-ctx.Done():
+		case <-bound.C:
+			e.log.Warn("engine: letting go of a partition with commands still in hand; the next owner handles them again",
+				"partition", k, "waited", e.cfg.AckWait)
+			break wait
 		case <-wait.C:
 		}
 	}

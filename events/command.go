@@ -5,6 +5,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strconv"
+	"strings"
+	"unicode/utf8"
 
 	"github.com/turnstile-dev/turnstile/fsm"
 	"github.com/turnstile-dev/turnstile/internal/jsonstrict"
@@ -12,6 +15,69 @@ import (
 
 // MaxCommandBytes bounds a command on the wire.
 const MaxCommandBytes = 64 << 10
+
+// MaxQuotedBytes bounds what of a sender's input a refusal quotes (a key,
+// a workspace, a header): the refusal is stored as the command's outcome,
+// and quoted input would otherwise make it as large as the command, or six
+// times larger once JSON escapes it ('<' is written \u003c).
+const MaxQuotedBytes = 200
+
+// maxQuotedMessage bounds a refusal's message that quotes another
+// decoder's error, which may quote the input in full.
+const maxQuotedMessage = 1 << 10
+
+// QuoteInput is s quoted as %q quotes it, cut to MaxQuotedBytes of s on a
+// rune boundary; a cut is marked, with s's length.
+func QuoteInput(s string) string {
+	if len(s) <= MaxQuotedBytes {
+		return strconv.Quote(s)
+	}
+	return strconv.Quote(s[:runeCut(s, MaxQuotedBytes)]) + fmt.Sprintf("… (%d bytes in all)", len(s))
+}
+
+// inputError is err's text with the input it quotes (a key) cut as
+// QuoteInput cuts it, and the whole at maxQuotedMessage.
+func inputError(err error) string {
+	var je *jsonstrict.Error
+	if errors.As(err, &je) {
+		where := ""
+		if je.Path != "$" {
+			where = " in " + clip(je.Path, MaxQuotedBytes)
+		}
+		if je.Problem == jsonstrict.Duplicate {
+			return fmt.Sprintf("duplicate key %s%s", QuoteInput(je.Key), where)
+		}
+		return fmt.Sprintf("field %s%s is not known; did you mean %s?", QuoteInput(je.Key), where, QuoteInput(je.Field))
+	}
+	msg := err.Error()
+	// encoding/json's DisallowUnknownFields error quotes the key in full.
+	if q, ok := strings.CutPrefix(msg, "json: unknown field "); ok {
+		if key, uerr := strconv.Unquote(q); uerr == nil {
+			return "json: unknown field " + QuoteInput(key)
+		}
+	}
+	return clip(msg, maxQuotedMessage)
+}
+
+// clip cuts s to at most n bytes on a rune boundary; a cut is marked,
+// with s's length.
+func clip(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:runeCut(s, n)] + fmt.Sprintf("… (%d bytes in all)", len(s))
+}
+
+// runeCut returns the largest i <= n at which s can be cut without
+// splitting a UTF-8 sequence (a byte that starts none is cut anywhere).
+func runeCut(s string, n int) int {
+	for i := n; i > 0 && i > n-utf8.UTFMax; i-- {
+		if utf8.RuneStart(s[i]) {
+			return i
+		}
+	}
+	return n
+}
 
 // EncodeCommand validates and marshals a command for <prefix>.cmd.<workspace>.
 func EncodeCommand(c fsm.Command) ([]byte, error) {
@@ -57,11 +123,11 @@ func decodeCommandStrict(b []byte, subjectWorkspace string) (fsm.Command, error)
 		var te *json.UnmarshalTypeError
 		switch {
 		case errors.As(err, &se):
-			return c, fsm.Invalid("", "command is not valid JSON at byte %d: %v", se.Offset, err)
+			return c, fsm.Invalid("", "command is not valid JSON at byte %d: %s", se.Offset, inputError(err))
 		case errors.As(err, &te):
-			return c, fsm.Invalid(c.Type, "command field %q has the wrong type: %v", te.Field, err)
+			return c, fsm.Invalid(c.Type, "command field %s has the wrong type: %s", QuoteInput(te.Field), inputError(err))
 		default:
-			return c, fsm.Invalid(c.Type, "command is malformed: %v", err)
+			return c, fsm.Invalid(c.Type, "command is malformed: %s", inputError(err))
 		}
 	}
 	// Not dec.More(): it reports false for a trailing ']' or '}'.
@@ -72,10 +138,10 @@ func decodeCommandStrict(b []byte, subjectWorkspace string) (fsm.Command, error)
 	// names ignoring case: what one reader of this command sees another
 	// may not (issue 12 item 11), so neither is accepted.
 	if err := jsonstrict.For[fsm.Command](b); err != nil {
-		return c, fsm.Invalid(c.Type, "command: %v", err)
+		return c, fsm.Invalid(c.Type, "command: %s", inputError(err))
 	}
 	if subjectWorkspace != "" && c.Workspace != subjectWorkspace {
-		return c, fsm.Invalid(c.Type, "command names workspace %q but was published for %q", c.Workspace, subjectWorkspace)
+		return c, fsm.Invalid(c.Type, "command names workspace %s but was published for %s", QuoteInput(c.Workspace), QuoteInput(subjectWorkspace))
 	}
 	// EncodeCommand validates and bounds the re-encoded size, which can be
 	// up to six times b's (json.Marshal writes '<' as \u003c): whatever is

@@ -56,7 +56,9 @@ type Written struct {
 	// Existing is the command's earlier outcome when it had one.
 	Existing *OutcomeRecord
 	// Err is ErrConflict when the workspace moved on since it was loaded
-	// (reload and decide again), else why nothing could be stored.
+	// (reload and decide again), ErrOutcomeUnreadable when the command has
+	// an outcome no one can read (trying again changes nothing), else why
+	// nothing could be stored.
 	Err error
 }
 
@@ -468,7 +470,7 @@ func (s *Store) atomic(ctx context.Context, batch []Write) ([]uint64, error) {
 // outcome; a workspace that moved on is ErrConflict.
 func (s *Store) single(ctx context.Context, w Write) Written {
 	var res Written
-	if o, ok, err := s.Outcome(ctx, w.Outcome.CommandID); err != nil {
+	if o, ok, err := s.storedOutcome(ctx, w.Outcome.CommandID); err != nil {
 		return Written{Err: err}
 	} else if ok {
 		return Written{Existing: &o}
@@ -518,9 +520,12 @@ func (s *Store) outcomeAlone(ctx context.Context, o OutcomeRecord) Written {
 	_, err := s.publishOutcome(ctx, o)
 	if errors.Is(err, errOutcomeExists) {
 		// Another engine, or our own earlier try, got there first.
-		prev, ok, gerr := s.Outcome(ctx, o.CommandID)
+		prev, ok, gerr := s.storedOutcome(ctx, o.CommandID)
 		if gerr == nil && ok {
 			return Written{Existing: &prev}
+		}
+		if errors.Is(gerr, ErrOutcomeUnreadable) {
+			return Written{Err: gerr}
 		}
 		err = errors.Join(err, gerr)
 	}
@@ -532,6 +537,24 @@ func (s *Store) outcomeAlone(ctx context.Context, o OutcomeRecord) Written {
 func isDuplicateInBatch(err error) bool {
 	var apiErr *jetstream.APIError
 	return errors.As(err, &apiErr) && apiErr.ErrorCode == jetstreamext.JSErrCodeBatchPublishDuplicateMsgID
+}
+
+// ErrOutcomeUnreadable means the command id already has a stored outcome
+// that cannot be decoded (too large, not an outcome record: written by an
+// older build or forged; EncodeOutcome never makes one). Nothing was
+// written: the id has its one outcome, and no reader can say what it was.
+// Errors with it also match ErrMalformed.
+var ErrOutcomeUnreadable = errors.New("the command already has an outcome, which cannot be read")
+
+// storedOutcome is Outcome, with a stored outcome that does not decode
+// told apart (ErrOutcomeUnreadable) from a read that failed, which may
+// work if tried again: retrying the other never ends.
+func (s *Store) storedOutcome(ctx context.Context, id string) (OutcomeRecord, bool, error) {
+	o, ok, err := s.Outcome(ctx, id)
+	if errors.Is(err, ErrMalformed) {
+		err = fmt.Errorf("command %s: %w: %w", id, ErrOutcomeUnreadable, err)
+	}
+	return o, ok, err
 }
 
 // ErrConflict means another writer appended to the workspace since it was

@@ -66,11 +66,36 @@ func reportKind(t fsm.CommandType) string {
 	return ""
 }
 
-// EncodeOutcome marshals an outcome record.
+// maxOutcomeText bounds a rejection's message and a reason in an outcome
+// record that would otherwise exceed MaxEnvelopeBytes: six times it (the
+// most JSON escaping grows a byte) twice over fits with room to spare.
+const maxOutcomeText = 8 << 10
+
+// EncodeOutcome marshals an outcome record. It never returns one
+// DecodeOutcome refuses: a record past MaxEnvelopeBytes has its
+// rejection's message and its reason shortened to fit (the refusal stands;
+// only its explanation is cut), and one that still does not fit is an
+// error. Stored, such a record would make its command id's outcome
+// unreadable for ever.
 func EncodeOutcome(o OutcomeRecord) ([]byte, error) {
 	b, err := json.Marshal(o)
 	if err != nil {
 		return nil, fmt.Errorf("encode outcome: %w", err)
+	}
+	if len(b) <= MaxEnvelopeBytes {
+		return b, nil
+	}
+	if o.Rejection != nil {
+		r := *o.Rejection // the caller's stays whole
+		r.Message = clip(r.Message, maxOutcomeText)
+		o.Rejection = &r
+	}
+	o.Reason = clip(o.Reason, maxOutcomeText)
+	if b, err = json.Marshal(o); err != nil {
+		return nil, fmt.Errorf("encode outcome: %w", err)
+	}
+	if len(b) > MaxEnvelopeBytes {
+		return nil, fmt.Errorf("encode outcome of %s: %d bytes exceeds %d: %w", QuoteInput(o.CommandID), len(b), MaxEnvelopeBytes, ErrMalformed)
 	}
 	return b, nil
 }
