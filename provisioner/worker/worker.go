@@ -5,8 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"sync"
 	"time"
+	"unicode/utf8"
 
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -489,9 +491,18 @@ func (w *Worker) heartbeat(ctx context.Context, m jetstream.Msg) (stop func()) {
 	return func() { cancel(); wg.Wait() }
 }
 
+// truncate cuts s to at most n bytes on a rune boundary, after making it
+// valid UTF-8: JSON turns each stray byte into a three-byte U+FFFD, so a
+// reason cut through a character at fsm.MaxReasonLen would arrive longer
+// than that, and the engine would refuse the report.
 func truncate(s string, n int) string {
+	s = strings.ToValidUTF8(s, "\uFFFD")
 	if len(s) <= n {
 		return s
 	}
-	return s[:n]
+	i := n
+	for i > 0 && !utf8.RuneStart(s[i]) {
+		i--
+	}
+	return s[:i]
 }
