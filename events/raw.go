@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
 	"sync"
 	"time"
 
@@ -49,18 +50,71 @@ func (s *Store) State(ctx context.Context) (StreamState, error) {
 	return StreamState{FirstSeq: st.FirstSeq, LastSeq: st.LastSeq, Msgs: st.Msgs, Deleted: uint64(st.NumDeleted)}, nil
 }
 
+// ErrNoMessage means the stream holds no message at or after a sequence.
+var ErrNoMessage = errors.New("no message at or after this stream sequence")
+
 // StoredAt returns when the first message at or after stream sequence seq
-// was stored: seq itself may have expired.
+// was stored: seq itself may have expired. With none, it is ErrNoMessage.
 func (s *Store) StoredAt(ctx context.Context, seq uint64) (time.Time, error) {
 	_, at, ok, err := s.nextAt(ctx, seq)
 	if err != nil {
 		return time.Time{}, err
 	}
 	if !ok {
-		return time.Time{}, fmt.Errorf("message %d: %w", seq, jetstream.ErrMsgNotFound)
+		return time.Time{}, fmt.Errorf("message %d: %w", seq, ErrNoMessage)
 	}
 	return at, nil
 }
+
+// Missing returns how many stream sequences strictly between after and
+// before the stream no longer holds (expired, deleted or purged). It reads
+// two counts, not the messages: the messages at or after after+1, then at
+// or after before. A message appended between the two reads counts only in
+// the second, so a race overstates what is missing, never hides it.
+func (s *Store) Missing(ctx context.Context, after, before uint64) (uint64, error) {
+	if before <= after+1 {
+		return 0, nil
+	}
+	from, err := s.heldFrom(ctx, after+1)
+	if err != nil {
+		return 0, err
+	}
+	to, err := s.heldFrom(ctx, before)
+	if err != nil {
+		return 0, err
+	}
+	span := before - after - 1
+	held := min(from-min(from, to), span)
+	return span - held, nil
+}
+
+// heldFrom is how many messages the stream holds at or after seq.
+func (s *Store) heldFrom(ctx context.Context, seq uint64) (uint64, error) {
+	msgs, err := jetstreamext.GetBatch(ctx, s.js, s.names.EventStream(), 1, jetstreamext.GetBatchSeq(max(seq, 1)))
+	if err != nil {
+		return 0, fmt.Errorf("messages from %d: %w", seq, err)
+	}
+	var n uint64
+	for m, err := range msgs {
+		if errors.Is(err, jetstreamext.ErrNoMessages) {
+			break
+		}
+		if err != nil {
+			return 0, fmt.Errorf("messages from %d: %w", seq, err)
+		}
+		// A batch's first message says how many follow it.
+		p, err := strconv.ParseUint(m.Header.Get(numPendingHeader), 10, 64)
+		if err != nil {
+			return 0, fmt.Errorf("messages from %d: %s: %w", seq, numPendingHeader, err)
+		}
+		n = p + 1
+	}
+	return n, nil
+}
+
+// numPendingHeader carries, on a batch get's message, how many messages
+// of the stream follow it.
+const numPendingHeader = "Nats-Num-Pending"
 
 // nextAt finds the first message the stream holds at or after seq; ok is
 // false when there is none.

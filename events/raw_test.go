@@ -125,6 +125,13 @@ func TestRawReads(t *testing.T) {
 		if err != nil || fmt.Sprint(got) != "[1 2 4 5 6 7 8 9 10]" {
 			t.Fatalf("read %v, %v; want 1..10 without 3", got, err)
 		}
+		for _, c := range []struct{ after, before, want uint64 }{
+			{0, 4, 1}, {2, 4, 1}, {3, 5, 0}, {4, 5, 0}, {0, 11, 1}, {9, 12, 1}, {2, 12, 2},
+		} {
+			if got, err := store.Missing(ctx, c.after, c.before); err != nil || got != c.want {
+				t.Errorf("missing between %d and %d: %d, %v; want %d", c.after, c.before, got, err, c.want)
+			}
+		}
 		for _, seq := range []uint64{1, 2} {
 			if err := stream.DeleteMsg(ctx, seq); err != nil {
 				t.Fatal(err)
@@ -133,6 +140,9 @@ func TestRawReads(t *testing.T) {
 		err = store.ReadRaw(ctx, 3, func(m events.RawMsg) error { return fmt.Errorf("called with %d", m.StreamSeq) })
 		if err != nil {
 			t.Fatalf("reading through 3 of a stream that starts at 4: %v", err)
+		}
+		if got, err := store.Missing(ctx, 0, 5); err != nil || got != 3 {
+			t.Fatalf("missing before 5 of a stream that starts at 4: %d, %v; want 3", got, err)
 		}
 	})
 }
