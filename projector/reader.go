@@ -2,6 +2,7 @@ package projector
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sync"
 	"time"
@@ -226,7 +227,9 @@ func (l *loader) fetch(ctx context.Context, n int, hand func([]events.RawMsg) bo
 			cancel()
 			for range runs { // the reader stops at cancel
 			}
-			<-read
+			if err := <-read; err != nil && !errors.Is(err, context.Canceled) {
+				return fmt.Errorf("rebuild: %w", err)
+			}
 			return ctx.Err()
 		}
 	}
