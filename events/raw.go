@@ -4,11 +4,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
 	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/synadia-io/orbit.go/jetstreamext"
 )
 
 // RawMsg is one message of the event stream as stored, not decoded: for a
@@ -24,7 +26,10 @@ type RawMsg struct {
 }
 
 // ErrGap means the stream no longer holds a message a reader needs (it was
-// purged or deleted).
+// purged or deleted). A stream sequence missing alone is not one: a
+// rejected, no-op or stale outcome expires (Nats-TTL) and leaves a hole
+// that readers pass; a reader that can tell what it lacks (the projector,
+// by a workspace's event seq) reports ErrGap.
 var ErrGap = errors.New("stream gap")
 
 // StreamState is where the event stream begins and ends.
@@ -45,13 +50,89 @@ func (s *Store) State(ctx context.Context) (StreamState, error) {
 	return StreamState{FirstSeq: st.FirstSeq, LastSeq: st.LastSeq, Msgs: st.Msgs, Deleted: uint64(st.NumDeleted)}, nil
 }
 
-// StoredAt returns when the message at stream sequence seq was stored.
+// ErrNoMessage means the stream holds no message at or after a sequence.
+var ErrNoMessage = errors.New("no message at or after this stream sequence")
+
+// StoredAt returns when the first message at or after stream sequence seq
+// was stored: seq itself may have expired. With none, it is ErrNoMessage.
 func (s *Store) StoredAt(ctx context.Context, seq uint64) (time.Time, error) {
-	msg, err := s.stream.GetMsg(ctx, seq)
+	_, at, ok, err := s.nextAt(ctx, seq)
 	if err != nil {
-		return time.Time{}, fmt.Errorf("message %d: %w", seq, err)
+		return time.Time{}, err
 	}
-	return msg.Time, nil
+	if !ok {
+		return time.Time{}, fmt.Errorf("message %d: %w", seq, ErrNoMessage)
+	}
+	return at, nil
+}
+
+// Missing returns how many stream sequences strictly between after and
+// before the stream no longer holds (expired, deleted or purged). It reads
+// two counts, not the messages: the messages at or after after+1, then at
+// or after before. A message appended between the two reads counts only in
+// the second, so a race overstates what is missing, never hides it.
+func (s *Store) Missing(ctx context.Context, after, before uint64) (uint64, error) {
+	if before <= after+1 {
+		return 0, nil
+	}
+	from, err := s.heldFrom(ctx, after+1)
+	if err != nil {
+		return 0, err
+	}
+	to, err := s.heldFrom(ctx, before)
+	if err != nil {
+		return 0, err
+	}
+	span := before - after - 1
+	held := min(from-min(from, to), span)
+	return span - held, nil
+}
+
+// heldFrom is how many messages the stream holds at or after seq.
+func (s *Store) heldFrom(ctx context.Context, seq uint64) (uint64, error) {
+	msgs, err := jetstreamext.GetBatch(ctx, s.js, s.names.EventStream(), 1, jetstreamext.GetBatchSeq(max(seq, 1)))
+	if err != nil {
+		return 0, fmt.Errorf("messages from %d: %w", seq, err)
+	}
+	var n uint64
+	for m, err := range msgs {
+		if errors.Is(err, jetstreamext.ErrNoMessages) {
+			break
+		}
+		if err != nil {
+			return 0, fmt.Errorf("messages from %d: %w", seq, err)
+		}
+		// A batch's first message says how many follow it.
+		p, err := strconv.ParseUint(m.Header.Get(numPendingHeader), 10, 64)
+		if err != nil {
+			return 0, fmt.Errorf("messages from %d: %s: %w", seq, numPendingHeader, err)
+		}
+		n = p + 1
+	}
+	return n, nil
+}
+
+// numPendingHeader carries, on a batch get's message, how many messages
+// of the stream follow it.
+const numPendingHeader = "Nats-Num-Pending"
+
+// nextAt finds the first message the stream holds at or after seq; ok is
+// false when there is none.
+func (s *Store) nextAt(ctx context.Context, seq uint64) (next uint64, at time.Time, ok bool, err error) {
+	msgs, err := jetstreamext.GetBatch(ctx, s.js, s.names.EventStream(), 1, jetstreamext.GetBatchSeq(max(seq, 1)))
+	if err != nil {
+		return 0, time.Time{}, false, fmt.Errorf("message at or after %d: %w", seq, err)
+	}
+	for m, err := range msgs {
+		if errors.Is(err, jetstreamext.ErrNoMessages) {
+			break
+		}
+		if err != nil {
+			return 0, time.Time{}, false, fmt.Errorf("message at or after %d: %w", seq, err)
+		}
+		next, at, ok = m.Sequence, m.Time, true
+	}
+	return next, at, ok, nil
 }
 
 // Tail is a live read of the whole event stream (events and outcomes) from
@@ -116,14 +197,23 @@ func rawOf(m jetstream.Msg, pending bool) (RawMsg, error) {
 }
 
 // ReadRaw calls fn for every message of the event stream from sequence 1
-// through through, in stream order, and returns once fn had the last, fn
-// failed (its error), ctx ended or the read broke off. A message missing
-// from the stream is ErrGap. fn runs on one goroutine at a time; while it
-// blocks, the read waits. It reads through one ordered consumer with
-// callbacks, which costs about a fifth less CPU per message than the
-// iterator of Subscribe or Tail: rebuild reads the whole stream.
+// through through, in stream order, and returns once fn had the last the
+// stream holds, fn failed (its error), ctx ended or the read broke off.
+// Sequences the stream no longer holds (expired outcomes, or messages
+// deleted) are passed over: fn sees them as jumps in RawMsg.StreamSeq and
+// judges them. fn runs on one goroutine at a time; while it blocks, the
+// read waits. It reads through one ordered consumer with callbacks, which
+// costs about a fifth less CPU per message than the iterator of Subscribe
+// or Tail: rebuild reads the whole stream.
 func (s *Store) ReadRaw(ctx context.Context, through uint64, fn func(RawMsg) error) error {
 	if through == 0 {
+		return nil
+	}
+	// The stream may hold nothing up to through (every message expired):
+	// then no delivery would ever end the read.
+	if first, _, ok, err := s.nextAt(ctx, 1); err != nil {
+		return fmt.Errorf("read: %w", err)
+	} else if !ok || first > through {
 		return nil
 	}
 	cons, err := s.stream.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{})
@@ -133,37 +223,28 @@ func (s *Store) ReadRaw(ctx context.Context, through uint64, fn func(RawMsg) err
 	var (
 		// The callback runs on one goroutine at a time but for a moment
 		// when the ordered consumer replaces its subscription.
-		mu     sync.Mutex
-		order  = sequencer{want: 1}
-		ready  []RawMsg
-		failed = make(chan error, 1)
-		done   = make(chan struct{})
+		mu       sync.Mutex
+		order    sequencer
+		ready    []RawMsg
+		finished bool
+		failed   = make(chan error, 1)
+		done     = make(chan struct{})
+		progress = make(chan struct{}, 1)
 	)
 	stop := func(err error) { // under mu
-		order.want = through + 1 // take no more
+		finished = true // take no more
 		if err != nil {
 			failed <- err
 		} else {
 			close(done)
 		}
 	}
-	cc, err := cons.Consume(func(m jetstream.Msg) {
-		mu.Lock()
-		defer mu.Unlock()
-		if order.want > through {
-			return
-		}
-		r, err := rawOf(m, false)
-		if err == nil {
-			ready, err = order.add(r, ready[:0])
-		}
-		if err != nil {
-			stop(fmt.Errorf("read: %w", err))
-			return
-		}
+	// hand passes ready on to fn; under mu.
+	hand := func() {
 		for _, r := range ready {
 			if r.StreamSeq > through {
-				break
+				stop(nil)
+				return
 			}
 			if err := fn(r); err != nil {
 				stop(err)
@@ -174,7 +255,47 @@ func (s *Store) ReadRaw(ctx context.Context, through uint64, fn func(RawMsg) err
 				return
 			}
 		}
-	}, jetstream.PullMaxMessages(4096), jetstream.StopAfter(int(through)))
+	}
+	// settle asks the stream whether anything up to through is still to
+	// come after what was handed on; if not, the held message is the last
+	// and the read is done. Under mu.
+	settle := func() {
+		next, _, ok, err := s.nextAt(ctx, order.handed+1)
+		switch {
+		case err != nil:
+			stop(fmt.Errorf("read: %w", err))
+		case !ok || next > through || (order.held != nil && next == order.held.StreamSeq):
+			ready = order.flush(ready[:0])
+			if hand(); !finished {
+				if !ok || next > through || order.handed >= through {
+					stop(nil)
+				}
+			}
+		}
+	}
+	cc, err := cons.Consume(func(m jetstream.Msg) {
+		mu.Lock()
+		defer mu.Unlock()
+		if finished {
+			return
+		}
+		r, err := rawOf(m, false)
+		if err != nil {
+			stop(fmt.Errorf("read: %w", err))
+			return
+		}
+		ready = order.add(r, ready[:0])
+		if hand(); finished {
+			return
+		}
+		if r.StreamSeq > through || (order.held != nil && order.held.StreamSeq >= through) {
+			settle()
+		}
+		select {
+		case progress <- struct{}{}:
+		default:
+		}
+	}, jetstream.PullMaxMessages(4096))
 	if err != nil {
 		return fmt.Errorf("read: consume: %w", err)
 	}
@@ -182,58 +303,89 @@ func (s *Store) ReadRaw(ctx context.Context, through uint64, fn func(RawMsg) err
 	defer func() {
 		// A callback still running finishes, and no later one calls fn.
 		mu.Lock()
-		order.want = through + 1
+		finished = true
 		mu.Unlock()
 	}()
-	select {
-	case <-done:
-		return nil
-	case err := <-failed:
-		return err
-	case <-cc.Closed():
-		// Stopped: after the last message (its callback may still be
-		// running: wait for it), or early (the connection closed).
-		mu.Lock()
-		defer mu.Unlock()
+	// Without deliveries for a while, the rest up to through may have
+	// expired after the consumer counted it: ask the stream.
+	idle := time.NewTimer(settleAfter)
+	defer idle.Stop()
+	for {
 		select {
 		case <-done:
 			return nil
 		case err := <-failed:
 			return err
-		default:
-			return fmt.Errorf("read: the consumer stopped before stream sequence %d", through)
+		case <-progress:
+			idle.Reset(settleAfter)
+		case <-idle.C:
+			mu.Lock()
+			if !finished {
+				settle()
+			}
+			mu.Unlock()
+			idle.Reset(settleAfter)
+		case <-cc.Closed():
+			// Stopped early (the connection closed), or after a
+			// callback that finished the read: wait for it.
+			mu.Lock()
+			defer mu.Unlock()
+			select {
+			case <-done:
+				return nil
+			case err := <-failed:
+				return err
+			default:
+				return fmt.Errorf("read: the consumer stopped before stream sequence %d", through)
+			}
+		case <-ctx.Done():
+			return ctx.Err()
 		}
-	case <-ctx.Done():
-		return ctx.Err()
 	}
 }
+
+// settleAfter is how long ReadRaw waits for a delivery before it asks the
+// stream whether any message up to its end is left.
+const settleAfter = 500 * time.Millisecond
 
 // sequencer puts the ordered consumer's messages back in stream order.
 // They come in order, but when the consumer replaces its subscription
 // (after a missed heartbeat, a reconnect) the old subscription's last
 // callback can run just after the new one's first: a message may come one
-// place late. Any other disorder is a gap in the stream.
+// place late. The stream may also lack sequences (expired outcomes), so a
+// message that skips ahead is held until the next one says whether one
+// was late or missing.
 type sequencer struct {
-	want  uint64  // the next stream sequence to hand on
-	early *RawMsg // the one message that came before want, if any
+	handed uint64  // the last stream sequence handed on
+	held   *RawMsg // a message that came after a hole, if any
 }
 
 // add takes r and appends to out the messages now in order.
-func (s *sequencer) add(r RawMsg, out []RawMsg) ([]RawMsg, error) {
-	switch {
-	case r.StreamSeq < s.want:
-		return out, nil // handed on already
-	case r.StreamSeq == s.want:
-		out = append(out, r)
-		s.want++
-		if s.early != nil && s.early.StreamSeq == s.want {
-			out = append(out, *s.early)
-			s.want, s.early = s.want+1, nil
-		}
-		return out, nil
-	case r.StreamSeq == s.want+1 && s.early == nil:
-		s.early = &r
-		return out, nil
+func (s *sequencer) add(r RawMsg, out []RawMsg) []RawMsg {
+	if r.StreamSeq <= s.handed || (s.held != nil && r.StreamSeq == s.held.StreamSeq) {
+		return out // handed on or held already
 	}
-	return out, fmt.Errorf("%w: expected stream seq %d, got %d", ErrGap, s.want, r.StreamSeq)
+	if s.held != nil {
+		if r.StreamSeq < s.held.StreamSeq { // r was the late one
+			out = append(out, r, *s.held)
+			s.handed, s.held = s.held.StreamSeq, nil
+			return out
+		}
+		out = s.flush(out) // nothing came late: the hole is real
+	}
+	if r.StreamSeq == s.handed+1 {
+		s.handed = r.StreamSeq
+		return append(out, r)
+	}
+	s.held = &r
+	return out
+}
+
+// flush hands on the held message: nothing before it is still to come.
+func (s *sequencer) flush(out []RawMsg) []RawMsg {
+	if s.held != nil {
+		out = append(out, *s.held)
+		s.handed, s.held = s.held.StreamSeq, nil
+	}
+	return out
 }

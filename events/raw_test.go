@@ -12,7 +12,7 @@ import (
 )
 
 // ReadRaw hands on messages 1..through in order, undecoded, and stops at
-// through, at fn's error, or at a gap; Tail follows the stream live.
+// through, at fn's error, passing holes; Tail follows the stream live.
 func TestRawReads(t *testing.T) {
 	n := testenv.StartNATS(t, testenv.NATSOptions{})
 	_, js := n.Connect(t)
@@ -101,17 +101,48 @@ func TestRawReads(t *testing.T) {
 		}
 	})
 
-	t.Run("ErrGap", func(t *testing.T) {
+	// An expired outcome leaves a hole: ReadRaw passes it (its reader
+	// judges what is missing), the end included, and ends without waiting
+	// for a message that will never come.
+	t.Run("PassesHoles", func(t *testing.T) {
 		stream, err := js.Stream(ctx, names.EventStream())
 		if err != nil {
 			t.Fatal(err)
 		}
-		if err := stream.DeleteMsg(ctx, 3); err != nil {
-			t.Fatal(err)
+		for _, seq := range []uint64{3, 11} {
+			if err := stream.DeleteMsg(ctx, seq); err != nil {
+				t.Fatal(err)
+			}
 		}
-		err = store.ReadRaw(ctx, 11, func(events.RawMsg) error { return nil })
-		if !errors.Is(err, events.ErrGap) {
-			t.Fatalf("got %v, want ErrGap", err)
+		if at, err := store.StoredAt(ctx, 3); err != nil || at.IsZero() {
+			t.Fatalf("stored at of a hole: %v, %v; want the next message's", at, err)
+		}
+		var got []uint64
+		err = store.ReadRaw(ctx, 11, func(m events.RawMsg) error {
+			got = append(got, m.StreamSeq)
+			return nil
+		})
+		if err != nil || fmt.Sprint(got) != "[1 2 4 5 6 7 8 9 10]" {
+			t.Fatalf("read %v, %v; want 1..10 without 3", got, err)
+		}
+		for _, c := range []struct{ after, before, want uint64 }{
+			{0, 4, 1}, {2, 4, 1}, {3, 5, 0}, {4, 5, 0}, {0, 11, 1}, {9, 12, 1}, {2, 12, 2},
+		} {
+			if got, err := store.Missing(ctx, c.after, c.before); err != nil || got != c.want {
+				t.Errorf("missing between %d and %d: %d, %v; want %d", c.after, c.before, got, err, c.want)
+			}
+		}
+		for _, seq := range []uint64{1, 2} {
+			if err := stream.DeleteMsg(ctx, seq); err != nil {
+				t.Fatal(err)
+			}
+		}
+		err = store.ReadRaw(ctx, 3, func(m events.RawMsg) error { return fmt.Errorf("called with %d", m.StreamSeq) })
+		if err != nil {
+			t.Fatalf("reading through 3 of a stream that starts at 4: %v", err)
+		}
+		if got, err := store.Missing(ctx, 0, 5); err != nil || got != 3 {
+			t.Fatalf("missing before 5 of a stream that starts at 4: %d, %v; want 3", got, err)
 		}
 	})
 }

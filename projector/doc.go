@@ -12,9 +12,13 @@
 //     checkpoint is still where the batch began. Two projectors on one
 //     database, or a projector racing a rebuild, never apply a message twice
 //     or skip one; the loser resumes from the checkpoint it finds.
-//   - Stream order: messages are applied in stream sequence order, without
-//     gaps; a gap (a purged stream) stops the projector loudly rather than
-//     producing a read model that silently lacks history.
+//   - Stream order: messages are applied in stream sequence order. A stream
+//     sequence the stream no longer holds (a rejected, no-op or stale
+//     outcome past --rejected-retention) is passed and counted. An event
+//     missing from a workspace's history (deleted or purged) stops the
+//     projector loudly (ErrGap, a *GapError naming the workspace) rather
+//     than producing a read model that silently lacks it: the workspace's
+//     next event skips ahead of its last with a hole between them.
 //   - One bad message stalls nothing: a message no reader can use
 //     (events.Unreadable: undecodable, or misaddressed to another workspace
 //     or command) is quarantined, recorded in dead_letters in its batch and

@@ -5,13 +5,16 @@ import (
 	"errors"
 	"fmt"
 	"time"
+
+	"github.com/turnstile-dev/turnstile/events"
 )
 
 // Lag is how far the read model is behind the stream.
 type Lag struct {
 	Checkpoint uint64 // last stream sequence applied
 	StreamLast uint64 // last stream sequence stored
-	// Messages is StreamLast - Checkpoint.
+	// Messages is StreamLast - Checkpoint, expired outcomes among them
+	// included; 0 when the stream holds nothing after the checkpoint.
 	Messages uint64
 	// Behind is how long the oldest unapplied message has been in the
 	// stream: 0 when caught up. Unlike "now minus the last applied
@@ -47,12 +50,15 @@ func (p *Projector) lagFrom(ctx context.Context, cp Checkpoint) (Lag, error) {
 	if l.StreamLast <= l.Checkpoint {
 		return l, nil
 	}
-	l.Messages = l.StreamLast - l.Checkpoint
 	next := max(l.Checkpoint+1, st.FirstSeq)
 	stored, err := p.cfg.Store.StoredAt(ctx, next)
+	if errors.Is(err, events.ErrNoMessage) {
+		return l, nil // what follows the checkpoint expired: nothing to apply
+	}
 	if err != nil {
 		return l, fmt.Errorf("lag: %w", err)
 	}
+	l.Messages = l.StreamLast - l.Checkpoint
 	l.Behind = max(p.cfg.Now().Sub(stored), 0)
 	return l, nil
 }

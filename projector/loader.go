@@ -30,7 +30,10 @@ type loader struct {
 	// locate; resolve finds them in SQL.
 	unresolved int
 	// dead are the quarantined messages, in stream order.
-	dead     []deadLetterRow
+	dead []deadLetterRow
+	// skipped counts the sequences up to through the stream no longer
+	// held (expired outcomes); written by fetch's reader alone.
+	skipped  uint64
 	lastTime time.Time
 	stats    RebuildStats
 }
@@ -113,6 +116,7 @@ func (l *loader) load(ctx context.Context,
 	l.stats.Events, l.stats.Commands, l.stats.Workspaces = int(ev.rows), int(cmd.rows), int(ws.rows)
 	l.stats.Quarantined = int(dl.rows)
 	l.stats.Messages = l.stats.Events + l.stats.Commands + l.stats.Quarantined
+	l.stats.Skipped = l.skipped
 	return copied, nil
 }
 

@@ -15,6 +15,7 @@ type metrics struct {
 	lagSeconds  prometheus.Gauge
 	checkpoint  prometheus.Gauge
 	messages    prometheus.Counter
+	skipped     prometheus.Counter
 	batches     prometheus.Counter
 	errors      prometheus.Counter
 	delay       prometheus.Histogram
@@ -35,6 +36,8 @@ func newMetrics(name string, reg prometheus.Registerer) (*metrics, error) {
 			"Last stream sequence applied."))),
 		messages: prometheus.NewCounter(prometheus.CounterOpts(opts("messages_total",
 			"Stream messages applied."))),
+		skipped: prometheus.NewCounter(prometheus.CounterOpts(opts("skipped_sequences_total",
+			"Stream sequences passed that the stream no longer held (expired outcomes)."))),
 		batches: prometheus.NewCounter(prometheus.CounterOpts(opts("batches_total",
 			"Transactions committed."))),
 		errors: prometheus.NewCounter(prometheus.CounterOpts(opts("errors_total",
@@ -56,7 +59,7 @@ func newMetrics(name string, reg prometheus.Registerer) (*metrics, error) {
 	if reg == nil {
 		return m, nil
 	}
-	for _, c := range []prometheus.Collector{m.lagMessages, m.lagSeconds, m.checkpoint, m.messages, m.batches, m.errors, m.delay} {
+	for _, c := range []prometheus.Collector{m.lagMessages, m.lagSeconds, m.checkpoint, m.messages, m.skipped, m.batches, m.errors, m.delay} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("projector metrics: %w", err)
 		}

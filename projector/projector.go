@@ -160,14 +160,21 @@ func (p *Projector) session(ctx context.Context) (progressed bool, err error) {
 			}
 			clear(cache)
 		}
-		t, err := p.store.begin(ctx, lead, from, msgs, info, cache, inflight)
+		t, err := p.store.begin(ctx, lead, from, msgs, info, cache, inflight, p.cfg.Store)
 		if errors.Is(err, errBusy) && inflight != nil {
 			if err := commit(); err != nil {
 				return progressed, err
 			}
-			t, err = p.store.begin(ctx, lead, from, msgs, info, cache, nil)
+			t, err = p.store.begin(ctx, lead, from, msgs, info, cache, nil, p.cfg.Store)
 		}
 		if err != nil {
+			if errors.Is(err, ErrGap) && inflight != nil {
+				// Keep what precedes the gap: the retry then starts at
+				// the gap's batch, and the read model holds all it can.
+				if cerr := commit(); cerr != nil {
+					return progressed, errors.Join(err, cerr)
+				}
+			}
 			return progressed, err
 		}
 		t.msgs = msgs
@@ -255,25 +262,36 @@ func (p *Projector) collect(ctx context.Context, it *events.Tail, next uint64) (
 		if !ok {
 			break
 		}
-		if msgs, err = p.add(msgs, m, next+uint64(len(msgs))); err != nil {
+		if msgs, err = p.add(msgs, m, msgs[len(msgs)-1].seq+1); err != nil {
 			return nil, err
 		}
 	}
 	return msgs, nil
 }
 
-// ErrGap means the stream no longer holds a message the read model needs
-// (it was purged or deleted). The projector stalls on it, logging it as it
-// retries, and a rebuild refuses such a stream: the read model is made of
-// every message, and the stream is its only source.
+// ErrGap means the stream no longer holds events the read model needs
+// (they were purged or deleted): an event of a workspace follows a hole
+// and skips ahead of the workspace's last (a *GapError names it). The
+// projector stalls on it, logging it as it retries, and a rebuild refuses
+// such a stream: the stream is the read model's only source. A hole alone
+// (an expired outcome) is passed.
 var ErrGap = events.ErrGap
 
+// add decodes m, which follows want-1. Sequences before it that the
+// stream no longer holds are passed (counted when its batch commits): an
+// event among them shows as its workspace's next event skipping ahead
+// (checkFollows).
 func (p *Projector) add(msgs []message, m events.RawMsg, want uint64) ([]message, error) {
-	if m.StreamSeq != want {
-		return msgs, fmt.Errorf("%w: expected stream seq %d, got %d", ErrGap, want, m.StreamSeq)
+	if m.StreamSeq < want {
+		return msgs, fmt.Errorf("stream seq %d delivered after %d", m.StreamSeq, want-1)
 	}
 	dm := p.dec.decode(m.StreamSeq, m.Subject, m.Data, m.Time)
 	dm.pending = m.Pending
+	if m.StreamSeq > want {
+		dm.skipped = m.StreamSeq - want
+		p.cfg.Logger.Debug("projector passes stream sequences the stream no longer holds", "projector", p.cfg.Name,
+			"from", want, "to", m.StreamSeq-1)
+	}
 	return append(msgs, dm), nil
 }
 
@@ -300,6 +318,7 @@ func (p *Projector) observe(msgs []message) {
 		if m.dead != nil { // counted and logged once: its batch is committed
 			p.metrics.quarantined.Add(p.cfg.Logger, m.dead)
 		}
+		p.metrics.skipped.Add(float64(m.skipped))
 	}
 	last := msgs[len(msgs)-1]
 	p.metrics.messages.Add(float64(len(msgs)))

@@ -2,6 +2,7 @@ package projector
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sync"
 	"time"
@@ -147,6 +148,9 @@ func (l *loader) foldRun(ctx context.Context, d *decodedRun, evs chan<- []eventF
 			f := &d.events[ev]
 			ev++
 			prev := l.ws[f.row.Workspace]
+			if err := checkFollows(ctx, l.p.cfg.Store, prev, f); err != nil {
+				return fmt.Errorf("rebuild: %w", err)
+			}
 			w, e := fold(prev, f)
 			w = w.owned()
 			if prev != nil {
@@ -183,49 +187,54 @@ func (l *loader) foldRun(ctx context.Context, d *decodedRun, evs chan<- []eventF
 }
 
 // fetch reads messages 1..through and hands them on in runs of n; it
-// stops early when hand returns false.
+// stops early when hand returns false. Sequences the stream no longer
+// holds are passed and counted in l.skipped; checkFollows, in the fold,
+// tells whether events were among them.
 func (l *loader) fetch(ctx context.Context, n int, hand func([]events.RawMsg) bool) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	runs := make(chan []events.RawMsg, 2)
 	read := make(chan error, 1)
 	go func() {
+		defer close(runs)
 		buf := make([]events.RawMsg, 0, n)
-		read <- l.p.cfg.Store.ReadRaw(ctx, l.through, func(r events.RawMsg) error {
-			buf = append(buf, r)
-			if len(buf) == n || r.StreamSeq == l.through {
-				select {
-				case runs <- buf:
-				case <-ctx.Done():
-					return ctx.Err()
-				}
-				buf = make([]events.RawMsg, 0, n)
+		send := func() error {
+			select {
+			case runs <- buf:
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+			buf = make([]events.RawMsg, 0, n)
+			return nil
+		}
+		next := uint64(1)
+		err := l.p.cfg.Store.ReadRaw(ctx, l.through, func(r events.RawMsg) error {
+			l.skipped += r.StreamSeq - next
+			next = r.StreamSeq + 1
+			if buf = append(buf, r); len(buf) == n {
+				return send()
 			}
 			return nil
 		})
+		if err == nil && len(buf) > 0 {
+			err = send()
+		}
+		l.skipped += (l.through + 1) - min(next, l.through+1) // the end expired
+		read <- err
 	}()
-	for got := uint64(0); got < l.through; {
-		select {
-		case r := <-runs:
-			if !hand(r) {
-				return ctx.Err()
+	for r := range runs {
+		if !hand(r) {
+			cancel()
+			for range runs { // the reader stops at cancel
 			}
-			got += uint64(len(r))
-		case err := <-read:
-			if err != nil {
+			if err := <-read; err != nil && !errors.Is(err, context.Canceled) {
 				return fmt.Errorf("rebuild: %w", err)
 			}
-			// Read through: every run is queued by now.
-			for got < l.through {
-				r := <-runs
-				if !hand(r) {
-					return ctx.Err()
-				}
-				got += uint64(len(r))
-			}
-		case <-ctx.Done():
 			return ctx.Err()
 		}
+	}
+	if err := <-read; err != nil {
+		return fmt.Errorf("rebuild: %w", err)
 	}
 	return nil
 }

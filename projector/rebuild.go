@@ -59,7 +59,11 @@ type RebuildStats struct {
 	Workspaces int
 	// Quarantined counts the dead letters: messages no reader can use.
 	Quarantined int
-	Duration    time.Duration
+	// Skipped counts the stream sequences up to Through the stream no
+	// longer held: expired outcomes (rejected, no-op, stale), whose rows
+	// the rebuilt read model lacks.
+	Skipped  uint64
+	Duration time.Duration
 	// The phases. Load runs to the last row copied (the new tables are
 	// created while the stream is read); Index from there to the last index
 	// built (a table's indexes are started as soon as its own rows are in,
@@ -123,12 +127,9 @@ func (p *Projector) Rebuild(ctx context.Context, progress func(Progress)) (Rebui
 	if err != nil {
 		return RebuildStats{}, fmt.Errorf("rebuild: %w", err)
 	}
-	// Every message from the first on goes into the read model: a stream
-	// that lost some (purged, or deleted one by one) cannot be rebuilt.
-	if st.Msgs > 0 && (st.FirstSeq > 1 || st.Deleted > 0) {
-		return RebuildStats{}, fmt.Errorf("rebuild: %w: the stream starts at %d and lacks %d messages before %d",
-			ErrGap, st.FirstSeq, st.Deleted, st.LastSeq)
-	}
+	// The stream may lack sequences (st.FirstSeq > 1, st.Deleted > 0):
+	// expired outcomes do, and cost the read model only their rows. Lost
+	// events are refused as the fold meets them (checkFollows: ErrGap).
 	copiers, err := p.acquireCopiers(ctx)
 	if err != nil {
 		return RebuildStats{}, err
@@ -166,7 +167,7 @@ func (p *Projector) Rebuild(ctx context.Context, progress func(Progress)) (Rebui
 	l.stats.Duration = time.Since(started)
 	progress(Progress{Phase: "done", Done: l.stats.messages64(), Total: l.through})
 	p.cfg.Logger.Info("read model rebuilt", "projector", p.cfg.Name, "through", l.stats.Through,
-		"messages", l.stats.Messages, "workspaces", l.stats.Workspaces, "quarantined", l.stats.Quarantined, "duration", l.stats.Duration,
+		"messages", l.stats.Messages, "skipped", l.stats.Skipped, "workspaces", l.stats.Workspaces, "quarantined", l.stats.Quarantined, "duration", l.stats.Duration,
 		"load", l.stats.Load, "index", l.stats.Index, "swap", l.stats.Swap)
 	return l.stats, nil
 }

@@ -368,8 +368,9 @@ func TestRebuildBesideProjectorOnSmallPool(t *testing.T) {
 	e.waitCaughtUp(t, time.Minute)
 }
 
-// A stream that lost a message cannot be rebuilt: the rebuild says so at
-// once with ErrGap and leaves the read model as it was.
+// A stream that lost an event (message 7 is one, and its workspace has
+// later ones) cannot be rebuilt: the rebuild says so with ErrGap and
+// leaves the read model as it was.
 func TestRebuildRefusesGap(t *testing.T) {
 	e := newEnv(t)
 	newGenerator(e.names, 10, 44).publish(t, e.js, 100)

@@ -66,6 +66,9 @@ type message struct {
 	seq     uint64
 	time    time.Time // stream time
 	pending uint64
+	// skipped is how many stream sequences before this one the stream no
+	// longer held (expired outcomes).
+	skipped uint64
 	event   *eventFacts
 	outcome *commandRow
 	dead    *events.Unreadable

@@ -127,7 +127,7 @@ func (s *store) unlead(conn *pgxpool.Conn) {
 // loads what it lacks and folds msgs into it. It is valid only while the
 // checkpoint is ours: the caller drops it whenever a batch fails.
 func (s *store) begin(ctx context.Context, lead *pgxpool.Conn, from uint64, msgs []message, info BatchInfo,
-	cache map[string]*workspaceRow, prev *tx) (*tx, error) {
+	cache map[string]*workspaceRow, prev *tx, st missingCounter) (*tx, error) {
 	t := &tx{info: info}
 	if prev == nil || !prev.lead {
 		t.conn, t.lead = lead, true
@@ -171,7 +171,11 @@ func (s *store) begin(ctx context.Context, lead *pgxpool.Conn, from uint64, msgs
 		t.rollback(ctx)
 		return nil, err
 	}
-	ws, evs, cmds := foldBatch(cache, msgs)
+	ws, evs, cmds, err := foldBatch(ctx, cache, msgs, st)
+	if err != nil {
+		t.rollback(ctx)
+		return nil, err
+	}
 	t.events = make(map[eventKey]int64, len(evs))
 	for _, e := range evs {
 		k := eventKey{e.Workspace, e.Seq}
@@ -359,8 +363,9 @@ func loadMissing(ctx context.Context, conn *pgxpool.Conn, msgs []message, cache 
 
 // foldBatch folds the batch over prev, which it updates, and returns the
 // newest row of each workspace touched, in first-touched order, the event
-// rows and the command rows.
-func foldBatch(prev map[string]*workspaceRow, msgs []message) ([]*workspaceRow, []eventRow, []commandRow) {
+// rows and the command rows. An event that follows missing events of its
+// workspace (checkFollows) fails it.
+func foldBatch(ctx context.Context, prev map[string]*workspaceRow, msgs []message, st missingCounter) ([]*workspaceRow, []eventRow, []commandRow, error) {
 	var order []*workspaceRow
 	touched := map[string]bool{}
 	var evs []eventRow
@@ -373,6 +378,9 @@ func foldBatch(prev map[string]*workspaceRow, msgs []message) ([]*workspaceRow, 
 		if m.event == nil {
 			continue
 		}
+		if err := checkFollows(ctx, st, prev[m.event.row.Workspace], m.event); err != nil {
+			return nil, nil, nil, err
+		}
 		w, e := fold(prev[m.event.row.Workspace], m.event)
 		w = w.owned() // kept in the cache across batches
 		evs = append(evs, e)
@@ -384,7 +392,7 @@ func foldBatch(prev map[string]*workspaceRow, msgs []message) ([]*workspaceRow, 
 		touched[w.ID] = true
 		order = append(order, &w)
 	}
-	return order, evs, cmds
+	return order, evs, cmds, nil
 }
 
 const insertEventsSQL = `INSERT INTO workspace_events (stream_seq, event_id, workspace_id, seq, type, generation,
