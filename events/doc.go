@@ -28,6 +28,7 @@
 //     takes the newest readable envelope's state.
 //     Tail and ReadRaw hand messages on undecoded, in stream order, to a
 //     reader that decodes and quarantines on its own terms (the
-//     projector); ReadRaw fails with ErrGap on a message missing from the
-//     stream, Tail leaves that check to its reader (RawMsg.StreamSeq).
+//     projector); both pass over sequences the stream no longer holds
+//     (expired outcomes) and leave judging them to the reader
+//     (RawMsg.StreamSeq; Store.Missing counts what a span lacks).
 package events
