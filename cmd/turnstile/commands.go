@@ -214,6 +214,12 @@ func (a *app) runLifecycleHTTP(ctx context.Context, cmd *cobra.Command, hc *apic
 		if err != nil && !errors.Is(err, read.ErrNoWorkspace) {
 			return err
 		}
+		// The engine replaces the whole spec: one built on a stale read
+		// would undo the changes of the events the read model lacks.
+		if err == nil && w.EventSeq < w.LatestEventSeq {
+			return fmt.Errorf("configure %s: the read model is behind (event %d of %d) after %v, and the new spec is built on the current one: nothing was sent; try again, or use --replace with the whole spec",
+				c.Workspace, w.EventSeq, w.LatestEventSeq, catchUpTimeout)
+		}
 		// An unknown workspace goes with an empty spec: the lifecycle
 		// refuses it (not_found) with what is allowed.
 		spec, err := f.spec.apply(cmd.Flags(), w.Spec)
