@@ -157,7 +157,7 @@ func (a *app) rejected(res api.CommandResult) error {
 		return withCode(exitError, fmt.Errorf("%s %s was rejected without a reason (command %s)", res.Command, res.Workspace, res.CommandID))
 	}
 	err := fmt.Errorf("%s %s refused (%s): %s\n  state: %s, generation %d; allowed now: %s",
-		res.Command, res.Workspace, rej.Code, rej.Message, rej.State, rej.Generation, commandList(rej.Allowed))
+		res.Command, res.Workspace, rej.Code, printable(rej.Message), rej.State, rej.Generation, commandList(rej.Allowed))
 	return withCode(exitCodeOf(rej.Code), err)
 }
 
@@ -178,7 +178,7 @@ func (a *app) waitSteady(ctx context.Context, nc *nats.Conn, store *events.Store
 	case !wr.Reached:
 		msg := fmt.Sprintf("%s ended %s at generation %d instead of %s", o.Workspace, wr.State, wr.Generation, want)
 		if wr.State == fsm.Failed.String() && wr.LastError != "" {
-			msg += ": " + wr.LastError
+			msg += ": " + printable(wr.LastError)
 		}
 		return withCode(exitError, errors.New(msg))
 	}
@@ -195,7 +195,7 @@ func (a *app) printResult(res api.CommandResult) error {
 			res.Command, res.Workspace, res.State, res.Generation, res.EventSeq, res.CommandID)
 	default:
 		fmt.Fprintf(a.out, "%s %s: %s (%s); %s at generation %d (command %s)\n",
-			res.Command, res.Workspace, res.Outcome, res.Reason, res.State, res.Generation, res.CommandID)
+			res.Command, res.Workspace, res.Outcome, printable(res.Reason), res.State, res.Generation, res.CommandID)
 	}
 	if w := res.Wait; w != nil {
 		fmt.Fprintf(a.out, "%s is %s at generation %d (event %d; waited %.1fs)\n", res.Workspace, w.State, w.Generation, w.EventSeq, w.Waited)
@@ -301,7 +301,7 @@ func (a *app) waitSteadyHTTP(ctx context.Context, hc *apiclient.Client, start ti
 	case !wr.Reached:
 		msg := fmt.Sprintf("%s ended %s at generation %d instead of %s", res.Workspace, wr.State, wr.Generation, want)
 		if wr.State == fsm.Failed.String() && wr.LastError != "" {
-			msg += ": " + wr.LastError
+			msg += ": " + printable(wr.LastError)
 		}
 		return withCode(exitError, errors.New(msg))
 	}
