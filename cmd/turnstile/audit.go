@@ -179,7 +179,7 @@ func (a *app) printAudit(rep auditReport) {
 	} else {
 		fmt.Fprintf(a.out, "audit %s: FAILED: %d violation(s) in %d event(s)\n", rep.Workspace, len(rep.Violations), rep.Events)
 		for _, v := range rep.Violations {
-			fmt.Fprintf(a.out, "  %s\n", v)
+			fmt.Fprintf(a.out, "  %s\n", printable(fmt.Sprint(v)))
 		}
 	}
 	if s := rep.State; s != nil {
@@ -199,7 +199,7 @@ func describeState(w fsm.Workspace) string {
 	if w.LastError != "" {
 		s += "; last error: " + w.LastError
 	}
-	return s
+	return printable(s) // the spec's values and the last error are free text
 }
 
 // reportAuditAll prints the report of every workspace; exit 1 on a
@@ -216,7 +216,7 @@ func (a *app) reportAuditAll(rep auditReport) error {
 		fmt.Fprintf(a.out, "audit --all: FAILED: %d violation(s) in %d workspace(s), %d event(s) through stream seq %d\n",
 			len(rep.Violations), rep.Workspaces, rep.Events, rep.Through)
 		for _, v := range rep.Violations {
-			fmt.Fprintf(a.out, "  %s\n", v)
+			fmt.Fprintf(a.out, "  %s\n", printable(fmt.Sprint(v)))
 		}
 	}
 	if !rep.OK {

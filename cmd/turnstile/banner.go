@@ -11,7 +11,9 @@ import (
 // lines; the "serving" log line says the same. (auto keeps it: there the
 // format follows whether stderr is a terminal, not a request for JSON.)
 func (s *service) banner() {
-	s.log.Info("serving", "http", s.httpURL, "nats", s.natsURL, "provisioner", s.backend.kind,
+	// A --nats-url may carry a user and password or a token: where, not who.
+	natsURL := withoutUserinfo(s.natsURL)
+	s.log.Info("serving", "http", s.httpURL, "nats", natsURL, "provisioner", s.backend.kind,
 		"simulated", s.backend.kind == kindSim, "installation", s.installation, "default_image", s.backend.image,
 		"allowed_images", s.cfg.allowedImages, "default_profile", s.cfg.defaultProfile, "allowed_profiles", s.cfg.allowedProfiles,
 		"api_token_file", s.apiTokens.generated, "page", s.httpURL+"/", "version", readVersion().String())
@@ -36,9 +38,9 @@ func (s *service) banner() {
 			sync = "fsync every 2 minutes (--nats-sync default)"
 		}
 		natsAuth := "clients need the token in " + s.embedded.tokenSource + "; its role publishes commands and reads"
-		row("NATS", fmt.Sprintf("%s (embedded; JetStream in %s; %s; %s)", s.natsURL, s.embedded.storeDir, sync, natsAuth))
+		row("NATS", fmt.Sprintf("%s (embedded; JetStream in %s; %s; %s)", natsURL, s.embedded.storeDir, sync, natsAuth))
 	} else {
-		row("NATS", s.natsURL+" (given by --nats-url)")
+		row("NATS", natsURL+" (given by --nats-url)")
 	}
 	row("Replicas", fmt.Sprintf("%d of every stream (--replicas; 'turnstile status' shows leaders and lag)", s.replicas))
 	row("Partitions", fmt.Sprintf("%d, each handled by one engine at a time across serves ('turnstile status' shows which)", s.partitions))

@@ -157,7 +157,7 @@ func (a *app) rejected(res api.CommandResult) error {
 		return withCode(exitError, fmt.Errorf("%s %s was rejected without a reason (command %s)", res.Command, res.Workspace, res.CommandID))
 	}
 	err := fmt.Errorf("%s %s refused (%s): %s\n  state: %s, generation %d; allowed now: %s",
-		res.Command, res.Workspace, rej.Code, rej.Message, rej.State, rej.Generation, commandList(rej.Allowed))
+		res.Command, res.Workspace, rej.Code, printable(rej.Message), rej.State, rej.Generation, commandList(rej.Allowed))
 	return withCode(exitCodeOf(rej.Code), err)
 }
 
@@ -178,7 +178,7 @@ func (a *app) waitSteady(ctx context.Context, nc *nats.Conn, store *events.Store
 	case !wr.Reached:
 		msg := fmt.Sprintf("%s ended %s at generation %d instead of %s", o.Workspace, wr.State, wr.Generation, want)
 		if wr.State == fsm.Failed.String() && wr.LastError != "" {
-			msg += ": " + wr.LastError
+			msg += ": " + printable(wr.LastError)
 		}
 		return withCode(exitError, errors.New(msg))
 	}
@@ -195,7 +195,7 @@ func (a *app) printResult(res api.CommandResult) error {
 			res.Command, res.Workspace, res.State, res.Generation, res.EventSeq, res.CommandID)
 	default:
 		fmt.Fprintf(a.out, "%s %s: %s (%s); %s at generation %d (command %s)\n",
-			res.Command, res.Workspace, res.Outcome, res.Reason, res.State, res.Generation, res.CommandID)
+			res.Command, res.Workspace, res.Outcome, printable(res.Reason), res.State, res.Generation, res.CommandID)
 	}
 	if w := res.Wait; w != nil {
 		fmt.Fprintf(a.out, "%s is %s at generation %d (event %d; waited %.1fs)\n", res.Workspace, w.State, w.Generation, w.EventSeq, w.Waited)
@@ -213,6 +213,12 @@ func (a *app) runLifecycleHTTP(ctx context.Context, cmd *cobra.Command, hc *apic
 			func(w api.Workspace) bool { return w.EventSeq >= w.LatestEventSeq })
 		if err != nil && !errors.Is(err, read.ErrNoWorkspace) {
 			return err
+		}
+		// The engine replaces the whole spec: one built on a stale read
+		// would undo the changes of the events the read model lacks.
+		if err == nil && w.EventSeq < w.LatestEventSeq {
+			return fmt.Errorf("configure %s: the read model is behind (event %d of %d) after %v, and the new spec is built on the current one: nothing was sent; try again, or use --replace with the whole spec",
+				c.Workspace, w.EventSeq, w.LatestEventSeq, catchUpTimeout)
 		}
 		// An unknown workspace goes with an empty spec: the lifecycle
 		// refuses it (not_found) with what is allowed.
@@ -295,7 +301,7 @@ func (a *app) waitSteadyHTTP(ctx context.Context, hc *apiclient.Client, start ti
 	case !wr.Reached:
 		msg := fmt.Sprintf("%s ended %s at generation %d instead of %s", res.Workspace, wr.State, wr.Generation, want)
 		if wr.State == fsm.Failed.String() && wr.LastError != "" {
-			msg += ": " + wr.LastError
+			msg += ": " + printable(wr.LastError)
 		}
 		return withCode(exitError, errors.New(msg))
 	}

@@ -121,9 +121,9 @@ func (a *app) connectNATSWith(ctx context.Context, file string) (*nats.Conn, err
 	if err != nil {
 		if errors.Is(err, nats.ErrAuthorization) {
 			return nil, fmt.Errorf("NATS at %s refused this client: %w (serve's embedded NATS wants the token in %s: run from the directory serve runs in, or pass --data-dir or --nats-token)",
-				url, err, filepath.Join(a.dataDir, file))
+				withoutUserinfo(url), redactURLError(err), filepath.Join(a.dataDir, file))
 		}
-		return nil, fmt.Errorf("cannot reach NATS at %s: %w (is 'turnstile serve' running? otherwise pass --nats-url or set TURNSTILE_NATS_URL)", url, err)
+		return nil, fmt.Errorf("cannot reach NATS at %s: %w (is 'turnstile serve' running? otherwise pass --nats-url or set TURNSTILE_NATS_URL)", withoutUserinfo(url), redactURLError(err))
 	}
 	return nc, nil
 }

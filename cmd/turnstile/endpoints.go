@@ -38,17 +38,37 @@ func writeEndpoints(dataDir, apiURL, natsURL string) error {
 	return nil
 }
 
-// withoutUserinfo drops user:password@ from each URL of a comma-separated
-// list (NATS takes several).
+// withoutUserinfo drops user:password@ (or a token@) from each URL of a
+// comma-separated list (NATS takes several), so that a URL can be written
+// to a file, a log or an error. It cuts the text rather than parsing it:
+// url.Parse refuses some URLs nats.go takes (no scheme, a bad escape in
+// the password) and those must not slip through whole.
 func withoutUserinfo(list string) string {
 	parts := strings.Split(list, ",")
 	for i, p := range parts {
-		if u, err := url.Parse(strings.TrimSpace(p)); err == nil && u.User != nil {
-			u.User = nil
-			parts[i] = u.String()
+		start := 0
+		if j := strings.Index(p, "://"); j >= 0 {
+			start = j + len("://")
+		}
+		end := len(p)
+		if j := strings.IndexAny(p[start:], "/?#"); j >= 0 {
+			end = start + j
+		}
+		if at := strings.LastIndex(p[start:end], "@"); at >= 0 {
+			parts[i] = strings.TrimSpace(p[:start] + p[start+at+1:])
 		}
 	}
 	return strings.Join(parts, ",")
+}
+
+// redactURLError takes the credentials out of the URL a *url.Error in err
+// quotes (nats.Connect returns url.Parse's error as it is), so that err
+// can be logged; err is changed in place, and returned.
+func redactURLError(err error) error {
+	if ue, ok := errors.AsType[*url.Error](err); ok {
+		ue.URL = withoutUserinfo(ue.URL)
+	}
+	return err
 }
 
 // dataDirFile is the trimmed content of a file serve wrote in the data

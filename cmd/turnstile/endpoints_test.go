@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/pem"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -12,7 +13,9 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/turnstile-dev/turnstile/internal/testenv"
 	"github.com/turnstile-dev/turnstile/read"
 )
 
@@ -126,4 +129,66 @@ func TestAPITLSCA(t *testing.T) {
 	if err := get(""); err == nil || errors.Is(err, read.ErrNoWorkspace) {
 		t.Fatalf("without --api-tls-ca: %v, want a certificate error", err)
 	}
+}
+
+// TestWithoutUserinfo: a user and password, or a token, leave each URL of
+// a list, also where url.Parse fails (no scheme, a bad escape) as nats.go
+// still takes the first.
+func TestWithoutUserinfo(t *testing.T) {
+	for in, want := range map[string]string{
+		"nats://u:pw@10.0.0.1:4222,nats://10.0.0.2:4222": "nats://10.0.0.1:4222,nats://10.0.0.2:4222",
+		"nats://TOKEN@host:4222":                         "nats://host:4222",
+		"nats://a:b@h1:1, nats://TOK@h2:2":               "nats://h1:1,nats://h2:2",
+		"u:pw@host:4222":                                 "host:4222",
+		"nats://u:p%zz@host:4222":                        "nats://host:4222",
+		"nats://u:p@ss@host:4222/x?y=a@b":                "nats://host:4222/x?y=a@b",
+		"nats://host:4222":                               "nats://host:4222",
+		"tls://host:4222,host2:4222":                     "tls://host:4222,host2:4222",
+	} {
+		if got := withoutUserinfo(in); got != want {
+			t.Errorf("withoutUserinfo(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
+
+// TestNATSCredentialsStayOutOfTheLog: a --nats-url with a password or a
+// token is in neither serve's banner, its "serving" log line, nor an
+// error that names the URL, of serve or of a client command.
+func TestNATSCredentialsStayOutOfTheLog(t *testing.T) {
+	const pw, tok = "pw-0123456789secret", "tok-0123456789secret"
+	secretIn := func(s string) bool { return strings.Contains(s, pw) || strings.Contains(s, tok) }
+	t.Run("Errors", func(t *testing.T) {
+		free := testenv.FreePort(t)
+		for _, u := range []string{
+			fmt.Sprintf("nats://u:%s@127.0.0.1:%d", pw, free),
+			fmt.Sprintf("nats://%s@127.0.0.1:%d", tok, free),
+			fmt.Sprintf("nats://u:%%zz%s@127.0.0.1:%d", pw, free), // url.Parse's error quotes the URL
+		} {
+			env := map[string]string{"TURNSTILE_DATA_DIR": t.TempDir(), "TURNSTILE_NATS_URL": u}
+			code, out, errs := runCLI(t, env, "history", "demo")
+			if code != exitError || !strings.Contains(errs, "cannot reach NATS at") || secretIn(out+errs) {
+				t.Errorf("history with %s: exit %d, stdout %q, stderr %q: want a NATS error without the secret", u, code, out, errs)
+			}
+			env["TURNSTILE_PROVISIONER"] = "sim"
+			env["TURNSTILE_HTTP_ADDR"] = fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))
+			env["TURNSTILE_DATABASE_URL"] = "postgres://127.0.0.1:1/none"
+			code, out, errs = runCLI(t, env, "serve")
+			if code == exitOK || !strings.Contains(errs, "cannot reach NATS at") || secretIn(out+errs) {
+				t.Errorf("serve with %s: exit %d, stdout %q, stderr %q: want an error without the secret", u, code, out, errs)
+			}
+		}
+	})
+	t.Run("Banner", func(t *testing.T) {
+		n := testenv.StartNATS(t, testenv.NATSOptions{}) // no auth: it takes any credential
+		host := strings.TrimPrefix(n.URL, "nats://")
+		list := fmt.Sprintf("nats://u:%s@%s,nats://%s@%s", pw, host, tok, host)
+		s := startInProcessServe(t, map[string]string{"TURNSTILE_NATS_URL": list, "TURNSTILE_LOG_LEVEL": "info"})
+		want := "nats://" + host + ",nats://" + host
+		testenv.Eventually(t, time.Minute, "the banner and the serving line", func() bool {
+			return strings.Contains(s.out.String(), "Turnstile is serving") && strings.Contains(s.out.String(), "msg=serving")
+		})
+		if out := s.out.String(); secretIn(out) || !strings.Contains(out, want+" (given by --nats-url)") || !strings.Contains(out, "nats="+want) {
+			t.Fatalf("serve's output holds a NATS credential, or lacks %s:\n%s", want, out)
+		}
+	})
 }

@@ -220,6 +220,21 @@ func TestServePolicyFlags(t *testing.T) {
 	}
 }
 
+// TestShutdownTimeoutMustBePositive: a --shutdown-timeout of 0 or less
+// would stop everything with an expired context (PostgreSQL killed at
+// once): serve refuses it before it starts anything.
+func TestShutdownTimeoutMustBePositive(t *testing.T) {
+	for _, v := range []string{"0", "-5s"} {
+		env := map[string]string{"TURNSTILE_DATA_DIR": t.TempDir(), "TURNSTILE_PROVISIONER": "sim",
+			"TURNSTILE_NATS_LISTEN": fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t)),
+			"TURNSTILE_HTTP_ADDR":   fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))}
+		code, _, errs := runCLI(t, env, "serve", "--shutdown-timeout", v)
+		if code != exitUsage || !strings.Contains(errs, "--shutdown-timeout") || !strings.Contains(errs, "positive") {
+			t.Errorf("--shutdown-timeout %s: exit %d, stderr %q; want a usage error", v, code, errs)
+		}
+	}
+}
+
 // TestLifecycleInProcess drives the CLI against a real core (NATS, streams,
 // engine), with the test standing in for the provisioner.
 func TestLifecycleInProcess(t *testing.T) {

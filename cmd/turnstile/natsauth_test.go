@@ -323,3 +323,23 @@ func TestNATSRoles(t *testing.T) {
 		}
 	})
 }
+
+// TestNATSListenAnyPort: --nats-listen host:0 listens on a free port, as
+// --http-addr does (nats-server alone would take 0 as 4222), and
+// nats-url names it.
+func TestNATSListenAnyPort(t *testing.T) {
+	s := startInProcessServe(t, map[string]string{"TURNSTILE_NATS_LISTEN": "127.0.0.1:0"})
+	b, err := os.ReadFile(filepath.Join(s.dir, natsURLFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	u := strings.TrimSpace(string(b))
+	if !strings.HasPrefix(u, "nats://127.0.0.1:") || strings.HasSuffix(u, ":4222") || strings.HasSuffix(u, ":0") {
+		t.Fatalf("nats-url %q: want a free port on 127.0.0.1, not 0 or 4222", u)
+	}
+	s.natsURL = u
+	nc, _, _ := s.connectUser(t)
+	if nc.ConnectedServerName() != "turnstile" {
+		t.Fatalf("connected to %q at %s, want serve's embedded server", nc.ConnectedServerName(), u)
+	}
+}

@@ -63,13 +63,20 @@ func startNATS(addr, syncPolicy, token, dataDir string, userPerms, adminPerms *s
 		return nil, usageError(fmt.Errorf("the embedded NATS would listen on %s (%s), beyond loopback, without a token: "+
 			"set --nats-token (TURNSTILE_NATS_TOKEN), or listen on 127.0.0.1", addr, shown))
 	}
-	// Ask the kernel first: nats-server's own complaint about a taken port
-	// is a log line, not an error.
-	l, err := net.Listen("tcp", addr)
-	if err != nil {
-		return nil, portTaken("NATS", addr, err, "--nats-listen", "or use the server that holds it with --nats-url")
+	if port == 0 {
+		// Port 0 means any free port, as for --http-addr; nats-server
+		// would take 0 as its default, 4222, and spells "any" -1. The
+		// URL serve writes to nats-url names the port it got.
+		port = server.RANDOM_PORT
+	} else {
+		// Ask the kernel first: nats-server's own complaint about a taken
+		// port is a log line, not an error.
+		l, err := net.Listen("tcp", addr)
+		if err != nil {
+			return nil, portTaken("NATS", addr, err, "--nats-listen", "or use the server that holds it with --nats-url")
+		}
+		_ = l.Close()
 	}
-	_ = l.Close()
 	userToken, err := natsUserToken(token, dataDir)
 	if err != nil {
 		return nil, err

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"slices"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -61,7 +62,38 @@ func newTable(w io.Writer, header ...string) *table {
 	return t
 }
 
-func (t *table) row(cols ...string) { fmt.Fprintln(t.tw, strings.Join(cols, "\t")) }
+func (t *table) row(cols ...string) {
+	clean := make([]string, len(cols))
+	for i, c := range cols {
+		clean[i] = printable(c)
+	}
+	fmt.Fprintln(t.tw, strings.Join(clean, "\t"))
+}
+
+// printable is s for a terminal: each control character (C0 with ESC,
+// \n, \t and \r, DEL, C1) is written as Go would quote it (\x1b, \n,
+// \u009b) and an invalid byte as U+FFFD. Cells and messages carry free
+// text (an actor, a container's health-check output in last_error) that
+// could otherwise rewrite the operator's terminal (ESC and OSC
+// sequences) or fake rows. For human output only: -o json and yaml
+// carry the values as they are.
+func printable(s string) string {
+	if !strings.ContainsFunc(s, isControl) && utf8.ValidString(s) {
+		return s
+	}
+	var b strings.Builder
+	for _, r := range s {
+		if isControl(r) {
+			q := strconv.QuoteRune(r)
+			b.WriteString(q[1 : len(q)-1])
+			continue
+		}
+		b.WriteRune(r) // an invalid byte came as utf8.RuneError: U+FFFD
+	}
+	return b.String()
+}
+
+func isControl(r rune) bool { return r < 0x20 || r >= 0x7f && r <= 0x9f }
 
 func (t *table) flush() error { return t.tw.Flush() }
 
@@ -80,7 +112,7 @@ func (t *liveTable) add(rows ...[]string) {
 			if i >= len(t.widths) {
 				t.widths = append(t.widths, 0)
 			}
-			t.widths[i] = max(t.widths[i], utf8.RuneCountInString(c))
+			t.widths[i] = max(t.widths[i], utf8.RuneCountInString(printable(c)))
 		}
 	}
 }
@@ -90,6 +122,7 @@ func (t *liveTable) row(cols ...string) error {
 	t.add(cols)
 	var b strings.Builder
 	for i, c := range cols {
+		c = printable(c)
 		b.WriteString(c)
 		if i < len(cols)-1 {
 			b.WriteString(strings.Repeat(" ", t.widths[i]-utf8.RuneCountInString(c)+2))

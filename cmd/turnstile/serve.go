@@ -109,6 +109,12 @@ func (c *serveConfig) validate() error {
 	if _, err := c.policy(); err != nil {
 		return err
 	}
+	// Every stop runs under this timeout: with none left, PostgreSQL would
+	// be killed at once (crash recovery at the next start) and nothing
+	// could drain.
+	if c.shutdownTimeout <= 0 {
+		return fmt.Errorf("--shutdown-timeout %v: use a positive duration, such as 30s", c.shutdownTimeout)
+	}
 	if c.maxActions < 1 {
 		return fmt.Errorf("--max-actions %d: use a positive number", c.maxActions)
 	}

@@ -205,7 +205,7 @@ func (s *service) startNATS(ctx context.Context) error {
 		}
 		nc, err := nats.Connect(s.natsURL, append(s.a.natsOptions(name), nats.CustomInboxPrefix(serveInboxPrefix))...)
 		if err != nil {
-			return nil, fmt.Errorf("cannot reach NATS at %s: %w", s.natsURL, err)
+			return nil, fmt.Errorf("cannot reach NATS at %s: %w", withoutUserinfo(s.natsURL), redactURLError(err))
 		}
 		return nc, nil
 	}

@@ -142,7 +142,7 @@ func (s *Server) initdb(ctx context.Context, acct *account) error {
 		args = append(args, "--no-sync")
 	}
 	cmd := exec.CommandContext(ctx, filepath.Join(s.opts.BinDir, "initdb"), args...)
-	cmd.Env = append(os.Environ(), "LC_ALL=C")
+	cmd.Env = childEnv()
 	acct.configure(cmd)
 	if out, err := cmd.CombinedOutput(); err != nil {
 		return fmt.Errorf("pgserver: initdb %s: %w\n%s", s.dataDir, err, tail(out, 2048))
@@ -166,7 +166,7 @@ func (s *Server) launch(ctx context.Context, acct *account) error {
 		return fmt.Errorf("pgserver: %w", err)
 	}
 	cmd := exec.Command(filepath.Join(s.opts.BinDir, "postgres"), args...) //nolint:noctx // the server outlives Start's context; Stop ends it
-	cmd.Env = append(os.Environ(), "LC_ALL=C")
+	cmd.Env = childEnv()
 	cmd.Stdout, cmd.Stderr = logFile, logFile
 	acct.configure(cmd)
 	// Fast shutdown if this process dies without calling Stop.
@@ -184,6 +184,20 @@ func (s *Server) launch(ctx context.Context, acct *account) error {
 		return fmt.Errorf("pgserver: postgres on port %d: %w\n%s", s.port, err, readTail(logPath, start, 4096))
 	}
 	return nil
+}
+
+// childEnv is the environment of initdb and postgres: not the caller's,
+// which holds secrets (API and NATS tokens, database URLs) that the OS
+// user PostgreSQL runs as could read in /proc/<pid>/environ. They need
+// only a PATH, the C locale, and TZ for the server's default time zone.
+func childEnv() []string {
+	env := []string{"LC_ALL=C"}
+	for _, k := range []string{"PATH", "TZ"} {
+		if v, ok := os.LookupEnv(k); ok {
+			env = append(env, k+"="+v)
+		}
+	}
+	return env
 }
 
 // socketDir is the data dir unless the socket path would exceed the

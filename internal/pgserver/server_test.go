@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"os"
+	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -129,6 +131,33 @@ func TestServer(t *testing.T) {
 			t.Fatalf("URL does not use the kept password")
 		}
 		exec(t, s.URL("postgres"), "SELECT 1")
+	})
+
+	// PostgreSQL runs as another OS user, who can read its environment in
+	// /proc/<pid>/environ: it must not get the caller's secrets.
+	t.Run("EnvironmentNotInherited", func(t *testing.T) {
+		const secret = "api-token-0123456789-must-not-leak"
+		t.Setenv("TURNSTILE_API_TOKEN", secret)
+		dir := serverDir(t)
+		start(t, pgserver.Options{Dir: dir, Ephemeral: true})
+		pidFile, err := os.ReadFile(filepath.Join(dir, "data", "postmaster.pid"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		pid, _, _ := strings.Cut(string(pidFile), "\n")
+		environ, err := os.ReadFile(filepath.Join("/proc", strings.TrimSpace(pid), "environ"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		vars := strings.Split(strings.TrimRight(string(environ), "\x00"), "\x00")
+		if !slices.Contains(vars, "LC_ALL=C") {
+			t.Fatalf("postmaster %s environment %q lacks LC_ALL=C: not read right", pid, vars)
+		}
+		for _, kv := range vars {
+			if strings.HasPrefix(kv, "TURNSTILE_") || strings.Contains(kv, secret) {
+				t.Errorf("postmaster %s has the caller's %q", pid, kv)
+			}
+		}
 	})
 
 	t.Run("ErrBinariesMissing", func(t *testing.T) {
