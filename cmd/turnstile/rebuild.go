@@ -58,12 +58,15 @@ func (a *app) rebuildCmd() *cobra.Command {
 			if a.structured() {
 				return a.print(map[string]any{"through_stream_seq": st.Through, "messages": st.Messages,
 					"events": st.Events, "commands": st.Commands, "workspaces": st.Workspaces, "quarantined": st.Quarantined,
-					"seconds": st.Duration.Seconds()})
+					"skipped": st.Skipped, "seconds": st.Duration.Seconds()})
 			}
 			fmt.Fprintf(a.out, "rebuilt the read model through stream seq %d: %d message(s), %d event(s), %d command(s), %d workspace(s) in %v\n",
 				st.Through, st.Messages, st.Events, st.Commands, st.Workspaces, st.Duration.Round(time.Millisecond))
 			if st.Quarantined > 0 {
 				fmt.Fprintf(a.out, "%d unreadable message(s) quarantined: see the dead_letters table\n", st.Quarantined)
+			}
+			if st.Skipped > 0 {
+				fmt.Fprintf(a.out, "%d stream sequence(s) passed over: expired outcomes (--rejected-retention), whose rows are gone\n", st.Skipped)
 			}
 			return nil
 		},
