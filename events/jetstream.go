@@ -244,6 +244,12 @@ func NotReady(err error) bool {
 		switch api.ErrorCode {
 		case jsErrCodeClusterNotAvailable, jsErrCodeClusterNotLeader, jsErrCodeIncompleteResults, jsErrCodeLastPerSubjectNotReady:
 			return true
+		case jsErrCodeClusterNoPeers:
+			// A peer the placement needs is offline (restarting, or not yet
+			// seen by a cluster just formed): it comes back. Too few
+			// servers for the replicas gives no such reason, and stays an
+			// answer.
+			return strings.Contains(api.Description, "peer offline")
 		}
 		return false
 	}

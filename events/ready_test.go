@@ -40,6 +40,8 @@ func TestUntilReadyTriesAgain(t *testing.T) {
 		&jetstream.APIError{Code: 400, ErrorCode: jetstream.JSErrCodeStreamNameInUse},
 		&jetstream.APIError{Code: 503, ErrorCode: jetstream.JSErrCodeJetStreamNotEnabled},
 		&jetstream.APIError{Code: 503, ErrorCode: jsErrCodeInsufficientResources},
+		// Too few servers for the replicas: no peer is offline.
+		&jetstream.APIError{Code: 500, ErrorCode: jsErrCodeClusterNoPeers, Description: "no suitable peers for placement"},
 	} {
 		tries = 0
 		err = untilReady(ctx, 50*time.Millisecond, time.Hour, func(context.Context) error {
@@ -61,6 +63,19 @@ func TestUntilReadyTriesAgain(t *testing.T) {
 	}, nil)
 	if err != nil || tries != 3 {
 		t.Fatalf("temporarily unavailable: got %v after %d tries, want success at the third", err, tries)
+	}
+
+	// A placement that lacks a peer because it is offline waits for it.
+	tries = 0
+	err = untilReady(ctx, 50*time.Millisecond, time.Hour, func(context.Context) error {
+		tries++
+		if tries < 3 {
+			return &jetstream.APIError{Code: 500, ErrorCode: jsErrCodeClusterNoPeers, Description: "no suitable peers for placement, peer offline"}
+		}
+		return nil
+	}, nil)
+	if err != nil || tries != 3 {
+		t.Fatalf("peer offline: got %v after %d tries, want success at the third", err, tries)
 	}
 
 	// No responders is a server still starting for a while, then a
