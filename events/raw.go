@@ -88,9 +88,29 @@ func (s *Store) Missing(ctx context.Context, after, before uint64) (uint64, erro
 	return span - held, nil
 }
 
-// heldFrom is how many messages the stream holds at or after seq.
-func (s *Store) heldFrom(ctx context.Context, seq uint64) (uint64, error) {
-	msgs, err := jetstreamext.GetBatch(ctx, s.js, s.names.EventStream(), 1, jetstreamext.GetBatchSeq(max(seq, 1)))
+// EventsHeld returns how many messages the stream holds on workspace ws's
+// event subject strictly between stream sequences after and before,
+// readable or not: what is there of the events between two of its events.
+func (s *Store) EventsHeld(ctx context.Context, ws string, after, before uint64) (uint64, error) {
+	if before <= after+1 {
+		return 0, nil
+	}
+	subject := s.names.Event(ws)
+	from, err := s.heldFrom(ctx, after+1, jetstreamext.GetBatchSubject(subject))
+	if err != nil {
+		return 0, err
+	}
+	to, err := s.heldFrom(ctx, before, jetstreamext.GetBatchSubject(subject))
+	if err != nil {
+		return 0, err
+	}
+	return from - min(from, to), nil
+}
+
+// heldFrom is how many messages the stream holds at or after seq (on the
+// subject an option names, if one does).
+func (s *Store) heldFrom(ctx context.Context, seq uint64, opts ...jetstreamext.GetBatchOpt) (uint64, error) {
+	msgs, err := jetstreamext.GetBatch(ctx, s.js, s.names.EventStream(), 1, append(opts, jetstreamext.GetBatchSeq(max(seq, 1)))...)
 	if err != nil {
 		return 0, fmt.Errorf("messages from %d: %w", seq, err)
 	}

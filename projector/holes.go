@@ -17,6 +17,7 @@ import (
 // missingCounter is what checkFollows asks the stream (events.Store).
 type missingCounter interface {
 	Missing(ctx context.Context, after, before uint64) (uint64, error)
+	EventsHeld(ctx context.Context, ws string, after, before uint64) (uint64, error)
 }
 
 // GapError is an event the read model cannot take because events of its
@@ -49,7 +50,9 @@ func (e *GapError) Is(target error) bool { return target == ErrGap }
 // or replayed envelope the engine built on) is applied, as before: the
 // audit reports it, and it must not stall the read model. A hole alone is
 // no gap either: an expired outcome's, or another workspace's, whose own
-// next event tells.
+// next event tells. Nor is a skip over messages the stream still holds on
+// the workspace's subject: events no reader here can decode (a newer
+// build's, during an upgrade), which were quarantined, not lost.
 func checkFollows(ctx context.Context, st missingCounter, prev *workspaceRow, f *eventFacts) error {
 	var after, afterStream int64
 	if prev != nil {
@@ -63,6 +66,13 @@ func checkFollows(ctx context.Context, st missingCounter, prev *workspaceRow, f 
 		return fmt.Errorf("workspace %s: event seq %d follows %d: %w", f.row.Workspace, f.row.Seq, after, err)
 	}
 	if missing == 0 {
+		return nil
+	}
+	held, err := st.EventsHeld(ctx, f.row.Workspace, uint64(afterStream), uint64(f.row.StreamSeq))
+	if err != nil {
+		return fmt.Errorf("workspace %s: event seq %d follows %d: %w", f.row.Workspace, f.row.Seq, after, err)
+	}
+	if held >= uint64(f.row.Seq-after-1) {
 		return nil
 	}
 	return &GapError{Workspace: f.row.Workspace, Seq: uint64(f.row.Seq), StreamSeq: uint64(f.row.StreamSeq),
