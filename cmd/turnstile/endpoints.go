@@ -42,7 +42,10 @@ func writeEndpoints(dataDir, apiURL, natsURL string) error {
 // comma-separated list (NATS takes several), so that a URL can be written
 // to a file, a log or an error. It cuts the text rather than parsing it:
 // url.Parse refuses some URLs nats.go takes (no scheme, a bad escape in
-// the password) and those must not slip through whole.
+// the password) and those must not slip through whole. It cuts at the
+// last @, not at the end of the authority: a password may hold an
+// unescaped / ? or #, and a NATS URL has no path or query whose @ would
+// be cut wrongly.
 func withoutUserinfo(list string) string {
 	parts := strings.Split(list, ",")
 	for i, p := range parts {
@@ -50,11 +53,7 @@ func withoutUserinfo(list string) string {
 		if j := strings.Index(p, "://"); j >= 0 {
 			start = j + len("://")
 		}
-		end := len(p)
-		if j := strings.IndexAny(p[start:], "/?#"); j >= 0 {
-			end = start + j
-		}
-		if at := strings.LastIndex(p[start:end], "@"); at >= 0 {
+		if at := strings.LastIndex(p[start:], "@"); at >= 0 {
 			parts[i] = strings.TrimSpace(p[:start] + p[start+at+1:])
 		}
 	}

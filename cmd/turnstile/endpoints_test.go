@@ -141,7 +141,10 @@ func TestWithoutUserinfo(t *testing.T) {
 		"nats://a:b@h1:1, nats://TOK@h2:2":               "nats://h1:1,nats://h2:2",
 		"u:pw@host:4222":                                 "host:4222",
 		"nats://u:p%zz@host:4222":                        "nats://host:4222",
-		"nats://u:p@ss@host:4222/x?y=a@b":                "nats://host:4222/x?y=a@b",
+		"nats://u:p@ss@host:4222":                        "nats://host:4222",
+		"nats://u:ab/cd@host:4222":                       "nats://host:4222",
+		"nats://u:a#b@host:4222":                         "nats://host:4222",
+		"nats://u:a?b@host:4222,nats://t/k@h2:1":         "nats://host:4222,nats://h2:1",
 		"nats://host:4222":                               "nats://host:4222",
 		"tls://host:4222,host2:4222":                     "tls://host:4222,host2:4222",
 	} {
@@ -163,6 +166,7 @@ func TestNATSCredentialsStayOutOfTheLog(t *testing.T) {
 			fmt.Sprintf("nats://u:%s@127.0.0.1:%d", pw, free),
 			fmt.Sprintf("nats://%s@127.0.0.1:%d", tok, free),
 			fmt.Sprintf("nats://u:%%zz%s@127.0.0.1:%d", pw, free), // url.Parse's error quotes the URL
+			fmt.Sprintf("nats://u:a/%s@127.0.0.1:%d", pw, free),   // a / in the password: so does its
 		} {
 			env := map[string]string{"TURNSTILE_DATA_DIR": t.TempDir(), "TURNSTILE_NATS_URL": u}
 			code, out, errs := runCLI(t, env, "history", "demo")
