@@ -453,8 +453,9 @@ func (o *owner) letGo(ctx context.Context, k int, p *partition) {
 	// partition again. Past it the partition is unpinned anyway: the next
 	// owner reads the command (not acked) as unfinished and handles it
 	// first, as a handled-before command whose event goes with its outcome
-	// in one atomic batch, and the outcome's guard lets one of the two
-	// handlings stand (recover.go).
+	// in one atomic batch (recover.go). This engine's handler goes on with
+	// it under the engine's context and writes event then outcome, so a
+	// narrow race remains (docs/scale-out.md, "Letting go").
 	bound := time.NewTimer(e.cfg.AckWait)
 	defer bound.Stop()
 	wait := time.NewTicker(5 * time.Millisecond)
