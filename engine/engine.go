@@ -428,8 +428,21 @@ func (e *Engine) work(ctx context.Context) {
 		if !ok {
 			return
 		}
-		e.handle(ctx, j.msg, j.recovered || j.again)
-		if ctx.Err() != nil && !j.recovered {
+		// Under its partition's handling context, which letGo ends once it
+		// stops waiting: a command still in hand then goes to the next
+		// owner instead of being decided here beside it.
+		hctx := ctx
+		k, inPart := e.names.PartitionOf(j.msg.Subject())
+		if inPart && e.own != nil {
+			if c, ok := e.own.handlingContext(k); ok {
+				hctx = c
+			}
+		}
+		e.handle(hctx, j.msg, j.recovered || j.again)
+		if hctx.Err() != nil && !j.recovered {
+			if ctx.Err() == nil {
+				e.log.Warn("engine: a command of a partition let go is handed back to its next owner", "partition", k, "workspace", ws)
+			}
 			_ = j.msg.Nak() // handed back unless handle settled it (then a no-op)
 		}
 		e.queue.done(ws)

@@ -19,22 +19,32 @@ import (
 
 // retries is a slog.Handler that remembers which commands the engine
 // logged as retrying ("not recorded yet"), and passes every record on.
+// It also remembers the workspaces whose command was handed back to the
+// next owner of its partition.
 type retries struct {
 	slog.Handler
-	mu   *sync.Mutex
-	seen map[string]bool
+	mu         *sync.Mutex
+	seen       map[string]bool
+	handedBack map[string]bool
 }
 
 func newRetries(next slog.Handler) *retries {
-	return &retries{Handler: next, mu: &sync.Mutex{}, seen: map[string]bool{}}
+	return &retries{Handler: next, mu: &sync.Mutex{}, seen: map[string]bool{}, handedBack: map[string]bool{}}
 }
 
 func (h *retries) Handle(ctx context.Context, r slog.Record) error {
-	if r.Message == "engine: command not recorded yet; retrying" {
+	key, into := "", h.seen
+	switch r.Message {
+	case "engine: command not recorded yet; retrying":
+		key = "command"
+	case "engine: a command of a partition let go is handed back to its next owner":
+		key, into = "workspace", h.handedBack
+	}
+	if key != "" {
 		r.Attrs(func(a slog.Attr) bool {
-			if a.Key == "command" {
+			if a.Key == key {
 				h.mu.Lock()
-				h.seen[a.Value.String()] = true
+				into[a.Value.String()] = true
 				h.mu.Unlock()
 			}
 			return true
@@ -44,11 +54,17 @@ func (h *retries) Handle(ctx context.Context, r slog.Record) error {
 }
 
 func (h *retries) WithAttrs(as []slog.Attr) slog.Handler {
-	return &retries{Handler: h.Handler.WithAttrs(as), mu: h.mu, seen: h.seen}
+	return &retries{Handler: h.Handler.WithAttrs(as), mu: h.mu, seen: h.seen, handedBack: h.handedBack}
 }
 
 func (h *retries) WithGroup(name string) slog.Handler {
-	return &retries{Handler: h.Handler.WithGroup(name), mu: h.mu, seen: h.seen}
+	return &retries{Handler: h.Handler.WithGroup(name), mu: h.mu, seen: h.seen, handedBack: h.handedBack}
+}
+
+func (h *retries) wasHandedBack(ws string) bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.handedBack[ws]
 }
 
 func (h *retries) all(ids []string) bool {
@@ -63,9 +79,11 @@ func (h *retries) all(ids []string) bool {
 }
 
 // A command in hand that never gets recorded does not stop its engine's
-// balance loop: letting go of its partition waits for it only so long, so
-// when the engine that took the partition leaves, the first one takes every
-// partition back, and commands of every partition are decided again.
+// balance loop: letting go of its partition waits for it only so long, then
+// stops it here and hands it back (it must not go on beside the next
+// owner), so when the engine that took the partition leaves, the first one
+// takes every partition back, and commands of every partition are decided
+// again.
 func TestStuckCommandDoesNotStopTheBalance(t *testing.T) {
 	log := newRetries(testenv.Logger(t).Handler())
 	cfg := engine.Config{MemberTTL: time.Second, PinnedTTL: 2 * time.Second, AckWait: 3 * time.Second, Logger: slog.New(log)}
@@ -115,6 +133,16 @@ func TestStuckCommandDoesNotStopTheBalance(t *testing.T) {
 	second := core.StartEngine(t)
 	testenv.Eventually(t, 30*time.Second, "the second engine taking its share", func() bool {
 		return len(second.Partitions()) > 0 && len(first.Partitions())+len(second.Partitions()) == parts
+	})
+	// The commands of the partitions the second took stop on the first.
+	moved := second.Partitions()
+	testenv.Eventually(t, 30*time.Second, "the first engine handing back the commands of the partitions it let go", func() bool {
+		for _, k := range moved {
+			if !log.wasHandedBack(wsOf[k]) {
+				return false
+			}
+		}
+		return true
 	})
 	if err := second.Close(); err != nil {
 		t.Fatal(err)

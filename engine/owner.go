@@ -179,6 +179,12 @@ type partition struct {
 	// under a context that cancel ends.
 	pulled sync.WaitGroup
 	cancel context.CancelFunc
+	// handling is the context the partition's commands are handled under;
+	// letGo ends it (stopHandling) once it has waited for them, so that a
+	// command still in hand past the wait stops when the next owner takes
+	// over, rather than race it.
+	handling     context.Context
+	stopHandling context.CancelFunc
 }
 
 // owner keeps this engine's membership and partitions.
@@ -192,6 +198,10 @@ type owner struct {
 
 	mu    sync.Mutex
 	owned map[int]*partition
+	// handling holds each partition's handling context from the start of
+	// its acquire (its recovered commands are queued before it is owned)
+	// to the end of its letGo.
+	handling map[int]*partition
 	// taken is, for each partition and stream, the stream's last sequence
 	// when the partition was last taken: a command at or below it may have
 	// been handled by an engine before (handledBefore). Kept after the
@@ -229,7 +239,7 @@ func (e *Engine) openMembers(ctx context.Context, replicas int) (*owner, error) 
 	if err != nil {
 		return nil, fmt.Errorf("engine: members bucket: %w", err)
 	}
-	o := &owner{e: e, kv: kv, st: st, id: e.cfg.NewID(), owned: map[int]*partition{}, taken: map[takenKey]uint64{}}
+	o := &owner{e: e, kv: kv, st: st, id: e.cfg.NewID(), owned: map[int]*partition{}, handling: map[int]*partition{}, taken: map[takenKey]uint64{}}
 	if err := o.announce(ctx); err != nil {
 		return nil, err
 	}
@@ -344,6 +354,17 @@ func (o *owner) rebalance(ctx, run context.Context) error {
 	return err
 }
 
+// handlingContext is the context partition k's commands are handled
+// under; false when k is not being taken or held here.
+func (o *owner) handlingContext(k int) (context.Context, bool) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if p := o.handling[k]; p != nil {
+		return p.handling, true
+	}
+	return nil, false
+}
+
 // partitions returns the partitions this engine pulls, in order.
 func (o *owner) partitions() []int {
 	o.mu.Lock()
@@ -366,6 +387,10 @@ func (o *owner) acquire(ctx, run context.Context, k int) error {
 	e.heads.dropWhere(func(ws string) bool { return events.Partition(ws, e.parts) == k })
 	pctx, cancel := context.WithCancel(run)
 	p := &partition{cancel: cancel}
+	p.handling, p.stopHandling = context.WithCancel(run)
+	o.mu.Lock()
+	o.handling[k] = p
+	o.mu.Unlock()
 	for _, src := range e.sources(k) {
 		cons := e.consumers[src.durable+"/"+src.stream]
 		msgs, last, err := e.unfinished(ctx, cons, src)
@@ -450,12 +475,11 @@ func (o *owner) letGo(ctx context.Context, k int, p *partition) {
 	// Wait for the commands in hand, but at most AckWait: one that cannot
 	// be recorded retries (in progress) until it can, and rebalance waits
 	// for this, so an unbounded wait would stop this engine taking any
-	// partition again. Past it the partition is unpinned anyway: the next
-	// owner reads the command (not acked) as unfinished and handles it
-	// first, as a handled-before command whose event goes with its outcome
-	// in one atomic batch (recover.go). This engine's handler goes on with
-	// it under the engine's context and writes event then outcome, so a
-	// narrow race remains (docs/scale-out.md, "Letting go").
+	// partition again. Past it the partition's handling context ends, which
+	// stops such a command here (handed back, not acked), and the partition
+	// is unpinned: the next owner reads the command as unfinished and
+	// handles it first, as a handled-before command whose event goes with
+	// its outcome in one atomic batch (recover.go).
 	bound := time.NewTimer(e.cfg.AckWait)
 	defer bound.Stop()
 	wait := time.NewTicker(5 * time.Millisecond)
@@ -471,6 +495,12 @@ wait:
 		case <-wait.C:
 		}
 	}
+	p.stopHandling()
+	o.mu.Lock()
+	if o.handling[k] == p {
+		delete(o.handling, k)
+	}
+	o.mu.Unlock()
 	o.unpin(k)
 }
 
