@@ -189,10 +189,12 @@ func (s *Server) launch(ctx context.Context, acct *account) error {
 // childEnv is the environment of initdb and postgres: not the caller's,
 // which holds secrets (API and NATS tokens, database URLs) that the OS
 // user PostgreSQL runs as could read in /proc/<pid>/environ. They need
-// only a PATH, the C locale, and TZ for the server's default time zone.
+// only a PATH, the C locale, TZ for the server's default time zone, and
+// the dynamic loader's path for an install in its own prefix
+// (--postgres-bin-dir) that relies on it.
 func childEnv() []string {
 	env := []string{"LC_ALL=C"}
-	for _, k := range []string{"PATH", "TZ"} {
+	for _, k := range []string{"PATH", "TZ", "LD_LIBRARY_PATH"} {
 		if v, ok := os.LookupEnv(k); ok {
 			env = append(env, k+"="+v)
 		}
