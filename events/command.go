@@ -7,10 +7,10 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
-	"unicode/utf8"
 
 	"github.com/turnstile-dev/turnstile/fsm"
 	"github.com/turnstile-dev/turnstile/internal/jsonstrict"
+	"github.com/turnstile-dev/turnstile/internal/textcut"
 )
 
 // MaxCommandBytes bounds a command on the wire.
@@ -32,7 +32,7 @@ func QuoteInput(s string) string {
 	if len(s) <= MaxQuotedBytes {
 		return strconv.Quote(s)
 	}
-	return strconv.Quote(s[:runeCut(s, MaxQuotedBytes)]) + fmt.Sprintf("… (%d bytes in all)", len(s))
+	return strconv.Quote(textcut.Prefix(s, MaxQuotedBytes)) + fmt.Sprintf("… (%d bytes in all)", len(s))
 }
 
 // inputError is err's text with the input it quotes (a key) cut as
@@ -65,18 +65,7 @@ func clip(s string, n int) string {
 	if len(s) <= n {
 		return s
 	}
-	return s[:runeCut(s, n)] + fmt.Sprintf("… (%d bytes in all)", len(s))
-}
-
-// runeCut returns the largest i <= n at which s can be cut without
-// splitting a UTF-8 sequence (a byte that starts none is cut anywhere).
-func runeCut(s string, n int) int {
-	for i := n; i > 0 && i > n-utf8.UTFMax; i-- {
-		if utf8.RuneStart(s[i]) {
-			return i
-		}
-	}
-	return n
+	return textcut.Prefix(s, n) + fmt.Sprintf("… (%d bytes in all)", len(s))
 }
 
 // EncodeCommand validates and marshals a command for <prefix>.cmd.<workspace>.

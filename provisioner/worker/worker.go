@@ -8,7 +8,6 @@ import (
 	"strings"
 	"sync"
 	"time"
-	"unicode/utf8"
 
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -16,6 +15,7 @@ import (
 	"github.com/turnstile-dev/turnstile/fsm"
 	"github.com/turnstile-dev/turnstile/internal/pull"
 	"github.com/turnstile-dev/turnstile/internal/retry"
+	"github.com/turnstile-dev/turnstile/internal/textcut"
 	"github.com/turnstile-dev/turnstile/provisioner"
 )
 
@@ -496,13 +496,5 @@ func (w *Worker) heartbeat(ctx context.Context, m jetstream.Msg) (stop func()) {
 // reason cut through a character at fsm.MaxReasonLen would arrive longer
 // than that, and the engine would refuse the report.
 func truncate(s string, n int) string {
-	s = strings.ToValidUTF8(s, "\uFFFD")
-	if len(s) <= n {
-		return s
-	}
-	i := n
-	for i > 0 && !utf8.RuneStart(s[i]) {
-		i--
-	}
-	return s[:i]
+	return textcut.Prefix(strings.ToValidUTF8(s, "\uFFFD"), n)
 }
