@@ -75,32 +75,32 @@ func (s *Store) Missing(ctx context.Context, after, before uint64) (uint64, erro
 	if before <= after+1 {
 		return 0, nil
 	}
-	from, err := s.heldFrom(ctx, after+1)
-	if err != nil {
-		return 0, err
-	}
-	to, err := s.heldFrom(ctx, before)
+	held, err := s.heldBetween(ctx, after, before)
 	if err != nil {
 		return 0, err
 	}
 	span := before - after - 1
-	held := min(from-min(from, to), span)
-	return span - held, nil
+	return span - min(held, span), nil
 }
 
 // EventsHeld returns how many messages the stream holds on workspace ws's
 // event subject strictly between stream sequences after and before,
 // readable or not: what is there of the events between two of its events.
 func (s *Store) EventsHeld(ctx context.Context, ws string, after, before uint64) (uint64, error) {
+	return s.heldBetween(ctx, after, before, jetstreamext.GetBatchSubject(s.names.Event(ws)))
+}
+
+// heldBetween is how many messages the stream holds strictly between after
+// and before (on the subject an option names, if one does): two counts.
+func (s *Store) heldBetween(ctx context.Context, after, before uint64, opts ...jetstreamext.GetBatchOpt) (uint64, error) {
 	if before <= after+1 {
 		return 0, nil
 	}
-	subject := s.names.Event(ws)
-	from, err := s.heldFrom(ctx, after+1, jetstreamext.GetBatchSubject(subject))
+	from, err := s.heldFrom(ctx, after+1, opts...)
 	if err != nil {
 		return 0, err
 	}
-	to, err := s.heldFrom(ctx, before, jetstreamext.GetBatchSubject(subject))
+	to, err := s.heldFrom(ctx, before, opts...)
 	if err != nil {
 		return 0, err
 	}
@@ -110,26 +110,16 @@ func (s *Store) EventsHeld(ctx context.Context, ws string, after, before uint64)
 // heldFrom is how many messages the stream holds at or after seq (on the
 // subject an option names, if one does).
 func (s *Store) heldFrom(ctx context.Context, seq uint64, opts ...jetstreamext.GetBatchOpt) (uint64, error) {
-	msgs, err := jetstreamext.GetBatch(ctx, s.js, s.names.EventStream(), 1, append(opts, jetstreamext.GetBatchSeq(max(seq, 1)))...)
+	m, err := s.firstAt(ctx, seq, opts...)
+	if err != nil || m == nil {
+		return 0, err
+	}
+	// A batch's first message says how many follow it.
+	p, err := strconv.ParseUint(m.Header.Get(numPendingHeader), 10, 64)
 	if err != nil {
-		return 0, fmt.Errorf("messages from %d: %w", seq, err)
+		return 0, fmt.Errorf("messages from %d: %s: %w", seq, numPendingHeader, err)
 	}
-	var n uint64
-	for m, err := range msgs {
-		if errors.Is(err, jetstreamext.ErrNoMessages) {
-			break
-		}
-		if err != nil {
-			return 0, fmt.Errorf("messages from %d: %w", seq, err)
-		}
-		// A batch's first message says how many follow it.
-		p, err := strconv.ParseUint(m.Header.Get(numPendingHeader), 10, 64)
-		if err != nil {
-			return 0, fmt.Errorf("messages from %d: %s: %w", seq, numPendingHeader, err)
-		}
-		n = p + 1
-	}
-	return n, nil
+	return p + 1, nil
 }
 
 // numPendingHeader carries, on a batch get's message, how many messages
@@ -139,20 +129,32 @@ const numPendingHeader = "Nats-Num-Pending"
 // nextAt finds the first message the stream holds at or after seq; ok is
 // false when there is none.
 func (s *Store) nextAt(ctx context.Context, seq uint64) (next uint64, at time.Time, ok bool, err error) {
-	msgs, err := jetstreamext.GetBatch(ctx, s.js, s.names.EventStream(), 1, jetstreamext.GetBatchSeq(max(seq, 1)))
-	if err != nil {
-		return 0, time.Time{}, false, fmt.Errorf("message at or after %d: %w", seq, err)
+	m, err := s.firstAt(ctx, seq)
+	if err != nil || m == nil {
+		return 0, time.Time{}, false, err
 	}
+	return m.Sequence, m.Time, true, nil
+}
+
+// firstAt is the first message the stream holds at or after seq (on the
+// subject an option names, if one does), as a batch get of one; nil when
+// there is none.
+func (s *Store) firstAt(ctx context.Context, seq uint64, opts ...jetstreamext.GetBatchOpt) (*jetstream.RawStreamMsg, error) {
+	msgs, err := jetstreamext.GetBatch(ctx, s.js, s.names.EventStream(), 1, append(opts, jetstreamext.GetBatchSeq(max(seq, 1)))...)
+	if err != nil {
+		return nil, fmt.Errorf("message at or after %d: %w", seq, err)
+	}
+	var first *jetstream.RawStreamMsg
 	for m, err := range msgs {
 		if errors.Is(err, jetstreamext.ErrNoMessages) {
 			break
 		}
 		if err != nil {
-			return 0, time.Time{}, false, fmt.Errorf("message at or after %d: %w", seq, err)
+			return nil, fmt.Errorf("message at or after %d: %w", seq, err)
 		}
-		next, at, ok = m.Sequence, m.Time, true
+		first = m
 	}
-	return next, at, ok, nil
+	return first, nil
 }
 
 // Tail is a live read of the whole event stream (events and outcomes) from
