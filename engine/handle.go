@@ -13,6 +13,7 @@ import (
 	"github.com/turnstile-dev/turnstile/events"
 	"github.com/turnstile-dev/turnstile/fsm"
 	"github.com/turnstile-dev/turnstile/internal/retry"
+	"github.com/turnstile-dev/turnstile/internal/textcut"
 )
 
 // handle takes one command to its recorded outcome and acks it. It returns
@@ -426,9 +427,11 @@ func (e *Engine) replyAllowed(s string) bool {
 	return false
 }
 
+// truncateSubject shortens a hostile reply subject for a log line, on a
+// character boundary.
 func truncateSubject(s string) string {
 	if len(s) > 80 {
-		return s[:80] + "…"
+		return textcut.Prefix(s, 80) + "…"
 	}
 	return s
 }
