@@ -34,7 +34,8 @@
 //     entry before it makes the consumer, and Remove and a failed Add's
 //     undo delete the consumer before the entry, the entry only once the
 //     consumer is gone. Whatever a failed Add leaves is therefore listed,
-//     and Remove takes it.
+//     and Remove takes it. Remove also takes a consumer webhook-<id> with
+//     no entry, which an Add of an earlier version could leave.
 //   - Unreadable stream messages (events.Unreadable) are skipped and
 //     counted, never delivered and never a stall.
 //

@@ -115,6 +115,33 @@ func TestFailedUndoLeavesWhatRemoveTakes(t *testing.T) {
 	}
 }
 
+// A webhook consumer without an entry (left by an Add of an earlier
+// version) is removed by its id; an id with neither is ErrNotFound, and
+// so is the second remove.
+func TestRemoveTakesAConsumerWithoutEntry(t *testing.T) {
+	core := testenv.StartCore(t, testenv.CoreOptions{})
+	r, err := OpenRegistry(t.Context(), core.JS, core.Store, RegistryOptions{Memory: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	const id = "wh-0123456789abcdef"
+	if err := core.Store.CreateEventConsumer(t.Context(), events.DurableConfig{Durable: Durable(id), AckWait: AckWait, MaxAckPending: 1}, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Remove(t.Context(), "wh-fedcba9876543210"); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("remove of an id with neither entry nor consumer: %v, want ErrNotFound", err)
+	}
+	if err := r.Remove(t.Context(), id); err != nil {
+		t.Fatalf("remove of the consumer without entry: %v", err)
+	}
+	if left := webhookConsumers(t, core.JS); len(left) != 0 {
+		t.Fatalf("webhook consumers after remove: %v", left)
+	}
+	if err := r.Remove(t.Context(), id); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("second remove: %v, want ErrNotFound", err)
+	}
+}
+
 // countWatches counts the reads of the whole bucket.
 type countWatches struct {
 	jetstream.KeyValue

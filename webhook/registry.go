@@ -289,9 +289,18 @@ func (r *Registry) List(ctx context.Context) ([]Info, error) {
 }
 
 // Remove deletes webhook id and its consumer: no delivery starts after it
-// returns (one in flight may finish). ErrNotFound if there is none.
+// returns (one in flight may finish). ErrNotFound if there is neither.
+//
+// A consumer webhook-<id> without its entry is removed too: an Add of
+// an earlier version made the consumer first and could leave it alone
+// when its undo failed. No Add of this version is taken from under its
+// caller that way: it makes its consumer only after its entry, and an id
+// is first seen in its entry (List) or, later, its consumer, never
+// before the entry is stored.
 func (r *Registry) Remove(ctx context.Context, id string) error {
-	if _, err := r.Get(ctx, id); err != nil {
+	_, err := r.Get(ctx, id)
+	orphan := errors.Is(err, ErrNotFound)
+	if err != nil && !orphan {
 		return err
 	}
 	// Once begun, finish whether or not the caller waits (the NATS
@@ -299,8 +308,19 @@ func (r *Registry) Remove(ctx context.Context, id string) error {
 	// should the purge fail, the entry is still there for another remove
 	// (see Add).
 	ctx = context.WithoutCancel(ctx)
+	if orphan {
+		// DeleteEventConsumer does not tell whether there was one.
+		if _, err := r.store.EventConsumer(ctx, Durable(id)); errors.Is(err, jetstream.ErrConsumerNotFound) {
+			return fmt.Errorf("webhook %s: %w", id, ErrNotFound)
+		} else if err != nil {
+			return fmt.Errorf("%w: webhook %s: %w", ErrUnavailable, id, err)
+		}
+	}
 	if err := r.store.DeleteEventConsumer(ctx, Durable(id)); err != nil {
 		return fmt.Errorf("%w: webhook %s: %w", ErrUnavailable, id, err)
+	}
+	if orphan {
+		return nil
 	}
 	// Purge, not Delete: the secret goes with the value.
 	if err := r.kv.Purge(ctx, id); err != nil {
