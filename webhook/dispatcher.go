@@ -261,7 +261,10 @@ func (d *Dispatcher) stopAllBut(keep map[string]bool) {
 
 // run delivers webhook h's events until ctx ends. It binds to the
 // consumer Add made and never creates one: a missing consumer means the
-// webhook is being removed.
+// webhook is being added (Add stores the entry first) or removed, or
+// that its Add failed and could not take the entry back; run tries
+// again after a back-off, and warns only once that has gone on for a
+// while.
 //
 // It fetches one message at a time rather than keeping a pull open (as
 // Consumer.Messages does): with no pull outstanding while an event is
@@ -281,7 +284,11 @@ func (d *Dispatcher) run(ctx context.Context, h Webhook) {
 		if cons == nil {
 			c, err := d.cfg.Store.EventConsumer(ctx, Durable(h.ID))
 			if err != nil {
-				if ctx.Err() == nil {
+				switch {
+				case ctx.Err() != nil:
+				case errors.Is(err, jetstream.ErrConsumerNotFound) && failures < quietBinds:
+					log.Debug("webhook: no consumer yet", "err", err)
+				default:
 					log.Warn("webhook: bind consumer", "err", err)
 				}
 				failures++
@@ -316,6 +323,10 @@ func (d *Dispatcher) run(ctx context.Context, h Webhook) {
 		}
 	}
 }
+
+// quietBinds is how many times in a row run finds no consumer before it
+// warns: an Add in progress makes it a moment after its entry.
+const quietBinds = 3
 
 // fetchWait is how long one fetch waits for an event.
 const fetchWait = 30 * time.Second

@@ -27,9 +27,15 @@
 //   - At most MaxWebhooks webhooks, also when adds race, in one serve or
 //     in several on the same bucket: the entries' order in the bucket's
 //     stream decides, and an add past the limit is refused after taking
-//     back its entry and consumer (until then a list can show it and a
-//     dispatcher may deliver to it; if taking it back fails, the add
-//     answers ErrUnavailable and the webhook stays).
+//     back its entry, and never made a consumer (until then a list can
+//     show it; if taking it back fails, the add answers ErrUnavailable
+//     and the webhook stays).
+//   - A webhook's consumer never stands without its entry: Add stores the
+//     entry before it makes the consumer, and Remove and a failed Add's
+//     undo delete the consumer before the entry, the entry only once the
+//     consumer is gone. Whatever a failed Add leaves is therefore listed,
+//     and Remove takes it. Remove also takes a consumer webhook-<id> with
+//     no entry, which an Add of an earlier version could leave.
 //   - Unreadable stream messages (events.Unreadable) are skipped and
 //     counted, never delivered and never a stall.
 //

@@ -73,24 +73,25 @@ func OpenRegistry(ctx context.Context, js jetstream.JetStream, store *events.Sto
 
 // Add stores a webhook for s and creates its consumer, which starts at
 // the stream's end (or after s.Since): every event recorded after Add
-// returns is delivered (and those after s.Since, if set). The answer holds the signing secret, the only
-// time it is shown. A bad s is an *InvalidError; nothing is changed. So is
-// an add past MaxWebhooks, which holds for concurrent adds too, from any
-// serve on the bucket (see holdLimit): a refused add takes back its entry
-// and consumer before it returns.
+// returns is delivered (and those after s.Since, if set). The answer
+// holds the signing secret, the only time it is shown. A bad s is an
+// *InvalidError; nothing is changed. So is an add past MaxWebhooks, which
+// holds for concurrent adds too, from any serve on the bucket (see
+// holdLimit): a refused add takes back its entry before it returns, and
+// never made a consumer.
+//
+// The entry is stored first and the consumer made last, and whatever
+// deletes them (Remove, undo) deletes the consumer first and the entry
+// only once that succeeded: so a webhook consumer never stands without
+// its entry, and whatever a failure leaves (a crash between the steps,
+// NATS gone during the undo) is an entry, which List shows and Remove
+// takes, consumer and all. Made the other way round, a consumer whose
+// undo failed had no entry to start a Remove from. A dispatcher that
+// sees the entry before its consumer exists waits for it (see run).
 func (r *Registry) Add(ctx context.Context, s Spec) (Webhook, error) {
 	s, err := checkSpec(s, r.allowPrivate)
 	if err != nil {
 		return Webhook{}, err
-	}
-	// A quick refusal, before anything is made; the limit itself is held
-	// after the entry is stored, below.
-	revs, err := r.revisions(ctx)
-	if err != nil {
-		return Webhook{}, err
-	}
-	if len(revs) >= MaxWebhooks {
-		return Webhook{}, full(len(revs))
 	}
 	id, err := newID()
 	if err != nil {
@@ -101,6 +102,29 @@ func (r *Registry) Add(ctx context.Context, s Spec) (Webhook, error) {
 		return Webhook{}, err
 	}
 	h := Webhook{ID: id, URL: s.URL, Events: s.Events, Created: r.now().UTC().Round(time.Millisecond), Secret: secret}
+	data, err := json.Marshal(h) //nolint:gosec // G117: the secret is stored on purpose, in the bucket only serve may read
+	if err != nil {
+		return Webhook{}, err
+	}
+	// No count before the Create: the limit is held after it (one read of
+	// the bucket), and an add refused there made nothing but its entry.
+	rev, err := r.kv.Create(ctx, id, data)
+	if err != nil {
+		// The entry may stand all the same (ctx ended after the server
+		// stored it): take it back, or it would count toward MaxWebhooks
+		// with a secret no one was shown.
+		if uerr := r.undo(ctx, id, false); uerr != nil {
+			return Webhook{}, fmt.Errorf("%w: store webhook %s (take back: %v): %w", ErrUnavailable, id, uerr, err)
+		}
+		return Webhook{}, fmt.Errorf("%w: store webhook %s: %w", ErrUnavailable, id, err)
+	}
+	if err := r.holdLimit(ctx, rev); err != nil {
+		if uerr := r.undo(ctx, id, false); uerr != nil {
+			// Not an InvalidError: the entry may still stand.
+			return Webhook{}, fmt.Errorf("%w: take back webhook %s (%v): %w", ErrUnavailable, id, err, uerr)
+		}
+		return Webhook{}, err
+	}
 	cfg := events.DurableConfig{
 		Durable:     Durable(id),
 		Description: "Turnstile webhook " + id,
@@ -110,50 +134,27 @@ func (r *Registry) Add(ctx context.Context, s Spec) (Webhook, error) {
 	}
 	if err := r.store.CreateEventConsumer(ctx, cfg, s.Since); err != nil {
 		// The server may have made the consumer and only the answer been
-		// lost (ctx ended): nothing else would ever delete it, as Remove
-		// starts from the entry, never stored.
-		if uerr := r.undo(ctx, id, false); uerr != nil {
+		// lost (ctx ended): take it back with the entry.
+		if uerr := r.undo(ctx, id, true); uerr != nil {
 			return Webhook{}, fmt.Errorf("%w: webhook %s (take back: %v): %w", ErrUnavailable, id, uerr, err)
 		}
 		return Webhook{}, fmt.Errorf("%w: webhook %s: %w", ErrUnavailable, id, err)
-	}
-	data, err := json.Marshal(h) //nolint:gosec // G117: the secret is stored on purpose, in the bucket only serve may read
-	if err != nil {
-		return Webhook{}, err
-	}
-	rev, err := r.kv.Create(ctx, id, data)
-	if err != nil {
-		// The entry may stand all the same (ctx ended after the server
-		// stored it): take back both, or it would count toward
-		// MaxWebhooks with a secret no one was shown.
-		if uerr := r.undo(ctx, id, true); uerr != nil {
-			return Webhook{}, fmt.Errorf("%w: store webhook %s (take back: %v): %w", ErrUnavailable, id, uerr, err)
-		}
-		return Webhook{}, fmt.Errorf("%w: store webhook %s: %w", ErrUnavailable, id, err)
-	}
-	if err := r.holdLimit(ctx, rev); err != nil {
-		if uerr := r.undo(ctx, id, true); uerr != nil {
-			// Not an InvalidError: the entry may still stand.
-			return Webhook{}, fmt.Errorf("%w: take back webhook %s (%v): %w", ErrUnavailable, id, err, uerr)
-		}
-		return Webhook{}, err
 	}
 	return h, nil
 }
 
 // holdLimit refuses the entry stored at revision rev if it is over
-// MaxWebhooks. The count before Create and the Create are not one step:
-// concurrent Adds, in this serve or in another on the same bucket, may
-// all have passed the count. The bucket's stream orders their entries,
-// the same for every serve, by revision: an entry with MaxWebhooks others
-// before it is over, and its own Add takes it back. The list is read
-// after the Create, so it holds every entry before rev that still stands;
-// one that is taken back later only makes this a refusal to spare, and
-// those before rev never count one after it, so they stand. (Not the
-// Created times: they come from each serve's clock before its consumer
-// is made, so an entry stored later can carry an earlier time, and two
-// Adds could each find the other over.) Entries never change after Add,
-// so an entry's revision is that of its Create.
+// MaxWebhooks. Concurrent Adds, in this serve or in another on the same
+// bucket, may store their entries at the same time. The bucket's stream
+// orders their entries, the same for every serve, by revision: an entry
+// with MaxWebhooks others before it is over, and its own Add takes it
+// back. The list is read after the Create, so it holds every entry before
+// rev that still stands; one that is taken back later only makes this a
+// refusal to spare, and those before rev never count one after it, so
+// they stand. (Not the Created times: they come from each serve's clock,
+// so an entry stored later can carry an earlier time, and two Adds could
+// each find the other over.) Entries never change after Add, so an
+// entry's revision is that of its Create.
 func (r *Registry) holdLimit(ctx context.Context, rev uint64) error {
 	revs, err := r.revisions(ctx)
 	if err != nil {
@@ -179,20 +180,22 @@ func full(n int) error {
 // its caller has left.
 const undoTimeout = 10 * time.Second
 
-// undo deletes webhook id's consumer and, if entry, its entry, for an Add
-// that may have made them and then failed; it finishes whether or not the
-// caller waits. Neither missing is an error. The entry goes even if the
-// consumer's deletion fails: an entry over the limit, or one whose Add
-// answered an error, must not stand.
-func (r *Registry) undo(ctx context.Context, id string, entry bool) error {
+// undo takes back what a failed Add may have made: webhook id's consumer
+// (if consumer: the Add got as far as asking for it), then its entry;
+// it finishes whether or not the caller waits. Neither missing is an
+// error. The entry goes only once the consumer is gone: if the
+// consumer's deletion fails, the entry stays for Remove to finish the
+// job (see Add).
+func (r *Registry) undo(ctx context.Context, id string, consumer bool) error {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), undoTimeout)
 	defer cancel()
-	err := r.store.DeleteEventConsumer(ctx, Durable(id))
-	if entry {
-		// Purge, not Delete: the secret goes with the value.
-		err = errors.Join(err, r.kv.Purge(ctx, id))
+	if consumer {
+		if err := r.store.DeleteEventConsumer(ctx, Durable(id)); err != nil {
+			return err
+		}
 	}
-	return err
+	// Purge, not Delete: the secret goes with the value.
+	return r.kv.Purge(ctx, id)
 }
 
 // Get returns webhook id, secret included (the dispatcher's read).
@@ -286,18 +289,38 @@ func (r *Registry) List(ctx context.Context) ([]Info, error) {
 }
 
 // Remove deletes webhook id and its consumer: no delivery starts after it
-// returns (one in flight may finish). ErrNotFound if there is none.
+// returns (one in flight may finish). ErrNotFound if there is neither.
+//
+// A consumer webhook-<id> without its entry is removed too: an Add of
+// an earlier version made the consumer first and could leave it alone
+// when its undo failed. No Add of this version is taken from under its
+// caller that way: it makes its consumer only after its entry, and an id
+// is first seen in its entry (List) or, later, its consumer, never
+// before the entry is stored.
 func (r *Registry) Remove(ctx context.Context, id string) error {
-	if _, err := r.Get(ctx, id); err != nil {
+	_, err := r.Get(ctx, id)
+	orphan := errors.Is(err, ErrNotFound)
+	if err != nil && !orphan {
 		return err
 	}
 	// Once begun, finish whether or not the caller waits (the NATS
 	// client's own timeout bounds each step). The consumer goes first:
-	// should the purge fail, the entry is still there for another remove,
-	// whereas a consumer without its entry could never be removed.
+	// should the purge fail, the entry is still there for another remove
+	// (see Add).
 	ctx = context.WithoutCancel(ctx)
+	if orphan {
+		// DeleteEventConsumer does not tell whether there was one.
+		if _, err := r.store.EventConsumer(ctx, Durable(id)); errors.Is(err, jetstream.ErrConsumerNotFound) {
+			return fmt.Errorf("webhook %s: %w", id, ErrNotFound)
+		} else if err != nil {
+			return fmt.Errorf("%w: webhook %s: %w", ErrUnavailable, id, err)
+		}
+	}
 	if err := r.store.DeleteEventConsumer(ctx, Durable(id)); err != nil {
 		return fmt.Errorf("%w: webhook %s: %w", ErrUnavailable, id, err)
+	}
+	if orphan {
+		return nil
 	}
 	// Purge, not Delete: the secret goes with the value.
 	if err := r.kv.Purge(ctx, id); err != nil {
