@@ -89,7 +89,7 @@ func (s *Server) wait(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
 	ctx, cancel := context.WithTimeout(r.Context(), timeout)
 	defer cancel()
-	h, err := read.Waiter{Store: s.cfg.Store, NC: s.cfg.NC, Poll: s.cfg.PollInterval}.Until(ctx, id, read.Reached(state, gen))
+	h, err := read.Waiter{Store: s.cfg.Store, NC: s.cfg.NC, Poll: s.cfg.PollInterval}.UntilFrom(ctx, id, head, read.Reached(state, gen))
 	res := ResultOfWait(state, h, time.Since(start))
 	res.Reached = err == nil
 	switch {
