@@ -136,11 +136,17 @@ func decodeBody(r *http.Request, v any, required bool) error {
 	if len(body) > events.MaxCommandBytes {
 		return badField("body", fmt.Sprintf("is larger than %d bytes", events.MaxCommandBytes))
 	}
-	if len(bytes.TrimSpace(body)) == 0 {
+	trimmed := bytes.TrimLeft(body, " \t\r\n")
+	if len(trimmed) == 0 {
 		if required {
 			return badField("body", "is empty: send a JSON object")
 		}
 		return nil
+	}
+	// null would decode as an empty object (a configure clearing the
+	// spec), and a string or an array says nothing the route takes.
+	if trimmed[0] != '{' {
+		return badField("body", "must be a JSON object"+notObject(trimmed[0]))
 	}
 	dec := json.NewDecoder(bytes.NewReader(body))
 	dec.DisallowUnknownFields()
@@ -148,11 +154,8 @@ func decodeBody(r *http.Request, v any, required bool) error {
 		var te *json.UnmarshalTypeError
 		var se *json.SyntaxError
 		switch {
-		case errors.As(err, &te) && te.Field == "":
-			// The top level itself: say what is expected, not a Go type.
-			return badField("body", fmt.Sprintf("must be a JSON object, not a JSON %s", te.Value))
 		case errors.As(err, &te):
-			return badField(te.Field, fmt.Sprintf("has the wrong type: want %s, got JSON %s", te.Type, te.Value))
+			return badField(cmp.Or(te.Field, "body"), fmt.Sprintf("has the wrong type: want %s, got JSON %s", te.Type, te.Value))
 		case errors.As(err, &se):
 			return badField("body", fmt.Sprintf("is not valid JSON at byte %d: %v", se.Offset, err))
 		case strings.HasPrefix(err.Error(), "json: unknown field "):
@@ -163,7 +166,8 @@ func decodeBody(r *http.Request, v any, required bool) error {
 			return badField("body", err.Error())
 		}
 	}
-	if dec.More() {
+	// Not dec.More(): it reports false for a trailing '}' or ']'.
+	if rest := bytes.TrimLeft(body[dec.InputOffset():], " \t\r\n"); len(rest) > 0 {
 		return badField("body", "has data after the JSON object")
 	}
 	// A key given twice or a field name in another case: encoding/json
@@ -175,6 +179,24 @@ func decodeBody(r *http.Request, v any, required bool) error {
 		return badField("body", err.Error())
 	}
 	return nil
+}
+
+// notObject names the JSON value a body starting with b is, when it is
+// one, for a refusal that says what was sent rather than a Go type.
+func notObject(b byte) string {
+	switch {
+	case b == 'n':
+		return ", not null"
+	case b == '[':
+		return ", not an array"
+	case b == '"':
+		return ", not a string"
+	case b == 't' || b == 'f':
+		return ", not a boolean"
+	case b == '-' || '0' <= b && b <= '9':
+		return ", not a number"
+	}
+	return ""
 }
 
 // specField extracts the field a fsm.ValidateSpec error names ("spec.cpus").

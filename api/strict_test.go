@@ -1,11 +1,15 @@
 package api_test
 
 import (
+	"context"
 	"net/http"
 	"strings"
 	"testing"
 
+	"github.com/nats-io/nats.go/jetstream"
+
 	"github.com/turnstile-dev/turnstile/api"
+	"github.com/turnstile-dev/turnstile/webhook"
 )
 
 // issue 12 item 11: a key given twice and a field name in another case
@@ -43,5 +47,68 @@ func TestStrictJSON(t *testing.T) {
 		if r := e.do(t, "GET", "/v1/workspaces/"+id+"/events", ""); r.status == http.StatusOK && strings.Contains(string(r.body), `"seq"`) {
 			t.Fatalf("%s was created: %s", id, r.body)
 		}
+	}
+}
+
+// withWebhooks gives an env's API a webhook registry in memory.
+func withWebhooks(t *testing.T) func(*api.Config) {
+	return func(c *api.Config) {
+		js, err := jetstream.New(c.NC)
+		if err != nil {
+			t.Fatal(err)
+		}
+		reg, err := webhook.OpenRegistry(context.Background(), js, c.Store, webhook.RegistryOptions{Memory: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.Webhooks = reg
+	}
+}
+
+// A body is one JSON object and nothing after it: data after the object
+// that starts with '}' or ']' was let through (dec.More() is false for
+// them), and null decoded as an empty object, so a PUT of null cleared the
+// spec. All are 400 naming body, and nothing is published or added.
+func TestBodyIsOneObject(t *testing.T) {
+	e := newEnv(t, envOptions{noReadModel: true, configure: withWebhooks(t)})
+	e.create(t, "delta")
+	for _, tc := range []struct {
+		name, method, path, body string
+		message                  string
+	}{
+		{"CreateTrailingBrace", "POST", "/v1/workspaces", `{"id":"tb1"}}`, "data after the JSON object"},
+		{"CreateTrailingBracket", "POST", "/v1/workspaces", `{"id":"tb2"}]garbage{{{`, "data after the JSON object"},
+		{"CreateTrailingSpaceBrace", "POST", "/v1/workspaces", "{\"id\":\"tb3\"}\n }", "data after the JSON object"},
+		{"ConfigureTrailingBracket", "PUT", "/v1/workspaces/delta/spec", `{"image":"alpine:3"}]`, "data after the JSON object"},
+		{"WebhookTrailingBracket", "POST", "/v1/webhooks", `{"url":"https://hooks.example.com/t"}]`, "data after the JSON object"},
+		{"CreateNull", "POST", "/v1/workspaces", `null`, "must be a JSON object, not null"},
+		{"ConfigureNull", "PUT", "/v1/workspaces/delta/spec", ` null `, "must be a JSON object, not null"},
+		{"WebhookNull", "POST", "/v1/webhooks", `null`, "must be a JSON object, not null"},
+		{"ConfigureArray", "PUT", "/v1/workspaces/delta/spec", `[{"image":"alpine:3"}]`, "must be a JSON object, not an array"},
+		{"ConfigureString", "PUT", "/v1/workspaces/delta/spec", `"alpine:3"`, "must be a JSON object, not a string"},
+		{"ConfigureNumber", "PUT", "/v1/workspaces/delta/spec", `7`, "must be a JSON object, not a number"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := e.do(t, tc.method, tc.path, tc.body)
+			e.wantStatus(t, r, http.StatusBadRequest)
+			b := r.errorBody(t)
+			if b.Code != "invalid" || b.Field != "body" || !strings.Contains(b.Message, tc.message) {
+				t.Fatalf("want field body and %q: %s", tc.message, r.body)
+			}
+		})
+	}
+	r := e.do(t, "GET", "/v1/workspaces/delta/events", "")
+	var h struct{ Events []api.Event }
+	r.decode(t, &h)
+	if len(h.Events) != 1 {
+		t.Fatalf("delta has %d events after refused requests: %s", len(h.Events), r.body)
+	}
+	for _, id := range []string{"tb1", "tb2", "tb3"} {
+		e.wantStatus(t, e.do(t, "GET", "/v1/workspaces/"+id+"/events", ""), http.StatusNotFound)
+	}
+	var l api.WebhookList
+	e.do(t, "GET", "/v1/webhooks", "").decode(t, &l)
+	if len(l.Webhooks) != 0 {
+		t.Fatalf("refused adds left %+v", l.Webhooks)
 	}
 }
