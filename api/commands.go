@@ -28,6 +28,10 @@ type CreateRequest struct {
 }
 
 func (s *Server) create(w http.ResponseWriter, r *http.Request) {
+	if err := onlyParams(r); err != nil {
+		s.writeError(w, r, err)
+		return
+	}
 	var req CreateRequest
 	if err := decodeBody(r, &req, true); err != nil {
 		s.writeError(w, r, err)
@@ -53,6 +57,14 @@ func (s *Server) command(t fsm.CommandType) http.HandlerFunc {
 		if !ok {
 			return
 		}
+		if err := onlyParams(r); err != nil {
+			s.writeError(w, r, err)
+			return
+		}
+		if err := noBody(r); err != nil {
+			s.writeError(w, r, err)
+			return
+		}
 		s.send(w, r, fsm.Command{Type: t, Workspace: id})
 	}
 }
@@ -61,6 +73,10 @@ func (s *Server) command(t fsm.CommandType) http.HandlerFunc {
 func (s *Server) configure(w http.ResponseWriter, r *http.Request) {
 	id, ok := s.pathID(w, r)
 	if !ok {
+		return
+	}
+	if err := onlyParams(r); err != nil {
+		s.writeError(w, r, err)
 		return
 	}
 	var spec fsm.Spec
@@ -177,6 +193,21 @@ func decodeBody(r *http.Request, v any, required bool) error {
 		return badField(se.FieldPath(), se.Reason())
 	} else if err != nil {
 		return badField("body", err.Error())
+	}
+	return nil
+}
+
+// noBody refuses a body on a route that takes none (start, stop, restart
+// and the deletes): a {"force": true} the route would ignore must not read
+// as taken. Whitespace alone counts as no body, as decodeBody counts it as
+// empty.
+func noBody(r *http.Request) error {
+	body, err := io.ReadAll(io.LimitReader(r.Body, events.MaxCommandBytes+1))
+	if err != nil {
+		return badField("body", "could not be read: "+err.Error())
+	}
+	if len(bytes.TrimLeft(body, " \t\r\n")) > 0 {
+		return badField("body", "this route takes no body: send none")
 	}
 	return nil
 }

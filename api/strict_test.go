@@ -112,3 +112,61 @@ func TestBodyIsOneObject(t *testing.T) {
 		t.Fatalf("refused adds left %+v", l.Webhooks)
 	}
 }
+
+// docs/operations.md: a query parameter a route does not take, or one
+// given twice, is 400 naming it. The command routes, wait, list, cluster,
+// the webhook writes and the document itself ignored them (wait's ?gen=7,
+// a misspelled generation, answered reached at generation 1; ?force=1 on a
+// delete was ignored). Start, stop, restart and the deletes take no body,
+// and refuse one rather than ignore it. Nothing is published.
+func TestQueryAndBodyNotTaken(t *testing.T) {
+	e := newEnv(t, envOptions{noReadModel: true, configure: withWebhooks(t)})
+	e.create(t, "delta")
+	for _, tc := range []struct {
+		name, method, path, body string
+		field                    string
+	}{
+		{"CreateForce", "POST", "/v1/workspaces?force=1", `{"id":"qp1"}`, "force"},
+		{"ConfigureForce", "PUT", "/v1/workspaces/delta/spec?force=1", `{"image":"alpine:3"}`, "force"},
+		{"StartForce", "POST", "/v1/workspaces/delta/start?force=1", ``, "force"},
+		{"StopForce", "POST", "/v1/workspaces/delta/stop?force=1", ``, "force"},
+		{"RestartForce", "POST", "/v1/workspaces/delta/restart?force=1", ``, "force"},
+		{"DeleteForce", "DELETE", "/v1/workspaces/delta?force=1", ``, "force"},
+		{"WaitMisspelledGeneration", "GET", "/v1/workspaces/delta/wait?state=provisioning&gen=7&timeout=0", ``, "gen"},
+		{"WaitStateTwice", "GET", "/v1/workspaces/delta/wait?state=provisioning&state=running&timeout=0", ``, "state"},
+		{"ListWatch", "GET", "/v1/workspaces?watch=true", ``, "watch"},
+		{"ListLimitTwice", "GET", "/v1/workspaces?limit=1&limit=5000", ``, "limit"},
+		{"Cluster", "GET", "/v1/cluster?x=1", ``, "x"},
+		{"AddWebhook", "POST", "/v1/webhooks?x=1", `{"url":"https://hooks.example.com/t"}`, "x"},
+		{"RemoveWebhook", "DELETE", "/v1/webhooks/wh-0123456789abcdef?x=1", ``, "x"},
+		{"OpenAPI", "GET", "/v1/openapi.json?x=1", ``, "x"},
+		{"StopBody", "POST", "/v1/workspaces/delta/stop", `{"force":true}`, "body"},
+		{"StartEmptyObject", "POST", "/v1/workspaces/delta/start", `{}`, "body"},
+		{"RestartBody", "POST", "/v1/workspaces/delta/restart", `{}`, "body"},
+		{"DeleteBody", "DELETE", "/v1/workspaces/delta", `{"force":true}`, "body"},
+		{"RemoveWebhookBody", "DELETE", "/v1/webhooks/wh-0123456789abcdef", `{}`, "body"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := e.do(t, tc.method, tc.path, tc.body)
+			e.wantStatus(t, r, http.StatusBadRequest)
+			b := r.errorBody(t)
+			if b.Code != "invalid" || b.Field != tc.field {
+				t.Fatalf("want field %q: %s", tc.field, r.body)
+			}
+		})
+	}
+	r := e.do(t, "GET", "/v1/workspaces/delta/events", "")
+	var h struct{ Events []api.Event }
+	r.decode(t, &h)
+	if len(h.Events) != 1 {
+		t.Fatalf("delta has %d events after refused requests: %s", len(h.Events), r.body)
+	}
+	e.wantStatus(t, e.do(t, "GET", "/v1/workspaces/qp1/events", ""), http.StatusNotFound)
+	var l api.WebhookList
+	e.do(t, "GET", "/v1/webhooks", "").decode(t, &l)
+	if len(l.Webhooks) != 0 {
+		t.Fatalf("refused adds left %+v", l.Webhooks)
+	}
+	// Whitespace alone is no body: the command is taken.
+	e.wantStatus(t, e.do(t, "POST", "/v1/workspaces/delta/stop", " \n"), http.StatusAccepted)
+}

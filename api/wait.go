@@ -42,6 +42,11 @@ func (s *Server) wait(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
+	// A misspelled ?gen=7 must not wait for any generation.
+	if err := onlyParams(r, "state", "generation", "timeout"); err != nil {
+		s.writeError(w, r, err)
+		return
+	}
 	q := r.URL.Query()
 	state, ok := fsm.ParseStatus(q.Get("state"))
 	if !ok || state == fsm.None {
