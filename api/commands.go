@@ -28,6 +28,10 @@ type CreateRequest struct {
 }
 
 func (s *Server) create(w http.ResponseWriter, r *http.Request) {
+	if err := onlyParams(r); err != nil {
+		s.writeError(w, r, err)
+		return
+	}
 	var req CreateRequest
 	if err := decodeBody(r, &req, true); err != nil {
 		s.writeError(w, r, err)
@@ -53,6 +57,14 @@ func (s *Server) command(t fsm.CommandType) http.HandlerFunc {
 		if !ok {
 			return
 		}
+		if err := onlyParams(r); err != nil {
+			s.writeError(w, r, err)
+			return
+		}
+		if err := noBody(r); err != nil {
+			s.writeError(w, r, err)
+			return
+		}
 		s.send(w, r, fsm.Command{Type: t, Workspace: id})
 	}
 }
@@ -61,6 +73,10 @@ func (s *Server) command(t fsm.CommandType) http.HandlerFunc {
 func (s *Server) configure(w http.ResponseWriter, r *http.Request) {
 	id, ok := s.pathID(w, r)
 	if !ok {
+		return
+	}
+	if err := onlyParams(r); err != nil {
+		s.writeError(w, r, err)
 		return
 	}
 	var spec fsm.Spec
@@ -136,11 +152,17 @@ func decodeBody(r *http.Request, v any, required bool) error {
 	if len(body) > events.MaxCommandBytes {
 		return badField("body", fmt.Sprintf("is larger than %d bytes", events.MaxCommandBytes))
 	}
-	if len(bytes.TrimSpace(body)) == 0 {
+	trimmed := bytes.TrimLeft(body, " \t\r\n")
+	if len(trimmed) == 0 {
 		if required {
 			return badField("body", "is empty: send a JSON object")
 		}
 		return nil
+	}
+	// null would decode as an empty object (a configure clearing the
+	// spec), and a string or an array says nothing the route takes.
+	if trimmed[0] != '{' {
+		return badField("body", "must be a JSON object"+notObject(trimmed[0]))
 	}
 	dec := json.NewDecoder(bytes.NewReader(body))
 	dec.DisallowUnknownFields()
@@ -148,11 +170,8 @@ func decodeBody(r *http.Request, v any, required bool) error {
 		var te *json.UnmarshalTypeError
 		var se *json.SyntaxError
 		switch {
-		case errors.As(err, &te) && te.Field == "":
-			// The top level itself: say what is expected, not a Go type.
-			return badField("body", fmt.Sprintf("must be a JSON object, not a JSON %s", te.Value))
 		case errors.As(err, &te):
-			return badField(te.Field, fmt.Sprintf("has the wrong type: want %s, got JSON %s", te.Type, te.Value))
+			return badField(cmp.Or(te.Field, "body"), fmt.Sprintf("has the wrong type: want %s, got JSON %s", te.Type, te.Value))
 		case errors.As(err, &se):
 			return badField("body", fmt.Sprintf("is not valid JSON at byte %d: %v", se.Offset, err))
 		case strings.HasPrefix(err.Error(), "json: unknown field "):
@@ -163,7 +182,8 @@ func decodeBody(r *http.Request, v any, required bool) error {
 			return badField("body", err.Error())
 		}
 	}
-	if dec.More() {
+	// Not dec.More(): it reports false for a trailing '}' or ']'.
+	if rest := bytes.TrimLeft(body[dec.InputOffset():], " \t\r\n"); len(rest) > 0 {
 		return badField("body", "has data after the JSON object")
 	}
 	// A key given twice or a field name in another case: encoding/json
@@ -175,6 +195,39 @@ func decodeBody(r *http.Request, v any, required bool) error {
 		return badField("body", err.Error())
 	}
 	return nil
+}
+
+// noBody refuses a body on a route that takes none (start, stop, restart
+// and the deletes): a {"force": true} the route would ignore must not read
+// as taken. Whitespace alone counts as no body, as decodeBody counts it as
+// empty.
+func noBody(r *http.Request) error {
+	body, err := io.ReadAll(io.LimitReader(r.Body, events.MaxCommandBytes+1))
+	if err != nil {
+		return badField("body", "could not be read: "+err.Error())
+	}
+	if len(bytes.TrimLeft(body, " \t\r\n")) > 0 {
+		return badField("body", "this route takes no body: send none")
+	}
+	return nil
+}
+
+// notObject names the JSON value a body starting with b is, when it is
+// one, for a refusal that says what was sent rather than a Go type.
+func notObject(b byte) string {
+	switch {
+	case b == 'n':
+		return ", not null"
+	case b == '[':
+		return ", not an array"
+	case b == '"':
+		return ", not a string"
+	case b == 't' || b == 'f':
+		return ", not a boolean"
+	case b == '-' || '0' <= b && b <= '9':
+		return ", not a number"
+	}
+	return ""
 }
 
 // specField extracts the field a fsm.ValidateSpec error names ("spec.cpus").

@@ -345,3 +345,24 @@ func TestWaitCap(t *testing.T) {
 	e.report(t, "capped", fsm.ProvisionSucceeded, 1)
 	e.wantStatus(t, e.do(t, "GET", "/v1/workspaces/capped/wait?state=running&timeout=10s", ""), http.StatusOK)
 }
+
+// A token secret that holds a ':' and has no name in front was cut at the
+// ':', and the refusal of the "name" quoted it: part of the secret in
+// serve's stderr and logs. The refusal names no part of the line.
+func TestParseTokenHidesSecret(t *testing.T) {
+	const line = "Xk9:Q2wE4rT6yU8iO0pA1sD3fG5hJ7kL9zX2cV4bN6m"
+	_, err := api.ParseToken(line)
+	if err == nil {
+		t.Fatal("a secret with ':' and no name was taken, cut at the ':'")
+	}
+	for _, part := range []string{"Xk9", "Q2wE4"} {
+		if strings.Contains(err.Error(), part) {
+			t.Fatalf("the refusal shows %q of the secret: %v", part, err)
+		}
+	}
+	// The way out the message gives: a name in front keeps the ':'.
+	tok, err := api.ParseToken(api.DefaultTokenName + ":" + line)
+	if err != nil || tok.Secret != line || tok.Name != api.DefaultTokenName {
+		t.Fatalf("default:%s: %+v %v", line, tok, err)
+	}
+}

@@ -13,7 +13,11 @@ import (
 var openAPI []byte
 
 // serveOpenAPI answers GET /v1/openapi.json.
-func serveOpenAPI(w http.ResponseWriter, _ *http.Request) {
+func (s *Server) serveOpenAPI(w http.ResponseWriter, r *http.Request) {
+	if err := onlyParams(r); err != nil {
+		s.writeError(w, r, err)
+		return
+	}
 	w.Header().Set("Content-Type", "application/json")
 	_, _ = w.Write(openAPI)
 }

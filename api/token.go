@@ -42,11 +42,17 @@ func (t Token) String() string { return t.Name + ":<secret>" }
 var tokenName = regexp.MustCompile(`^[a-z0-9]([a-z0-9_.-]{0,62}[a-z0-9])?$`)
 
 // ParseToken reads "SECRET" (named DefaultTokenName) or "NAME:SECRET" and
-// checks both parts.
+// checks both parts. A secret with a ':' in it needs a name in front: the
+// name ends at the first ':'.
 func ParseToken(s string) (Token, error) {
 	t := Token{Name: DefaultTokenName, Secret: s}
 	if name, secret, ok := strings.Cut(s, ":"); ok {
 		t = Token{Name: name, Secret: secret}
+		// What stands before the ':' may be part of a secret that holds
+		// one: never shown.
+		if !tokenName.MatchString(name) {
+			return t, errors.New("API token: the name before the first ':' is not valid (not shown, as it may be part of the secret): use 1 to 64 lowercase letters, digits, '-', '_' or '.', as in NAME:SECRET; a secret that holds a ':' needs a name in front, such as " + DefaultTokenName + ":SECRET")
+		}
 	}
 	return t, t.Validate()
 }

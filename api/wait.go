@@ -42,6 +42,11 @@ func (s *Server) wait(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
+	// A misspelled ?gen=7 must not wait for any generation.
+	if err := onlyParams(r, "state", "generation", "timeout"); err != nil {
+		s.writeError(w, r, err)
+		return
+	}
 	q := r.URL.Query()
 	state, ok := fsm.ParseStatus(q.Get("state"))
 	if !ok || state == fsm.None {
@@ -89,7 +94,7 @@ func (s *Server) wait(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
 	ctx, cancel := context.WithTimeout(r.Context(), timeout)
 	defer cancel()
-	h, err := read.Waiter{Store: s.cfg.Store, NC: s.cfg.NC, Poll: s.cfg.PollInterval}.Until(ctx, id, read.Reached(state, gen))
+	h, err := read.Waiter{Store: s.cfg.Store, NC: s.cfg.NC, Poll: s.cfg.PollInterval}.UntilFrom(ctx, id, head, read.Reached(state, gen))
 	res := ResultOfWait(state, h, time.Since(start))
 	res.Reached = err == nil
 	switch {

@@ -39,6 +39,10 @@ type WebhookList struct {
 }
 
 func (s *Server) addWebhook(w http.ResponseWriter, r *http.Request) {
+	if err := onlyParams(r); err != nil {
+		s.writeError(w, r, err)
+		return
+	}
 	if s.cfg.Webhooks == nil {
 		s.noWebhooks(w)
 		return
@@ -78,6 +82,14 @@ func (s *Server) removeWebhook(w http.ResponseWriter, r *http.Request) {
 	id := r.PathValue("id")
 	if err := webhook.ValidateID(id); err != nil {
 		s.writeWebhookError(w, r, err)
+		return
+	}
+	if err := onlyParams(r); err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	if err := noBody(r); err != nil {
+		s.writeError(w, r, err)
 		return
 	}
 	if s.cfg.Webhooks == nil {

@@ -38,6 +38,10 @@ func (s *Server) get(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) list(w http.ResponseWriter, r *http.Request) {
+	if err := onlyParams(r, "status", "limit", "after"); err != nil {
+		s.writeError(w, r, err)
+		return
+	}
 	q := r.URL.Query()
 	var o read.ListOptions
 	if v := q.Get("status"); v != "" {

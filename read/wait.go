@@ -23,10 +23,22 @@ type Waiter struct {
 }
 
 // Until returns the workspace's state once cond holds for it, or its last
-// state and ctx's error when ctx ends first.
+// state and ctx's error when ctx ends first (a zero Head if it ends before
+// the first look: UntilFrom keeps the state the caller has).
 func (wt Waiter) Until(ctx context.Context, id string, cond func(fsm.Workspace) bool) (events.Head, error) {
+	return wt.UntilFrom(ctx, id, events.Head{}, cond)
+}
+
+// UntilFrom is Until for a caller that has just loaded the workspace's
+// head known: cond is checked on it first, so a wait whose ctx has already
+// ended (a timeout of 0) still answers reached, and it is the state
+// returned with ctx's error if ctx ends before another look succeeds.
+func (wt Waiter) UntilFrom(ctx context.Context, id string, known events.Head, cond func(fsm.Workspace) bool) (events.Head, error) {
 	if err := fsm.ValidateID(id); err != nil {
 		return events.Head{}, err
+	}
+	if known.Last != nil && cond(known.State) {
+		return known, nil
 	}
 	poll := wt.Poll
 	if poll <= 0 {
@@ -46,7 +58,7 @@ func (wt Waiter) Until(ctx context.Context, id string, cond func(fsm.Workspace) 
 	}
 	t := time.NewTicker(poll)
 	defer t.Stop()
-	var last events.Head
+	last := known
 	for {
 		h, err := wt.Store.Load(ctx, id)
 		if err != nil {
