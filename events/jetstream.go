@@ -453,7 +453,12 @@ func (s *Store) HistoryRecords(ctx context.Context, id string, fn func(Record) e
 // scan calls fn for each message on workspace id's subject up to stream
 // sequence through, which must hold one.
 func (s *Store) scan(ctx context.Context, id string, through uint64, fn func(Record) error) error {
-	got, err := s.read(ctx, 1, through, s.names.Event(id), historyPage, fn)
+	return s.scanFrom(ctx, id, 1, through, fn)
+}
+
+// scanFrom is scan from stream sequence from on.
+func (s *Store) scanFrom(ctx context.Context, id string, from, through uint64, fn func(Record) error) error {
+	got, err := s.read(ctx, from, through, s.names.Event(id), historyPage, fn)
 	if err != nil {
 		return fmt.Errorf("history of %s: %w", id, err)
 	}
