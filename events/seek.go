@@ -32,13 +32,9 @@ func (s *Store) HistoryAfter(ctx context.Context, id string, after uint64, fn fu
 	if err != nil {
 		return fmt.Errorf("history of %s: %w", id, err)
 	}
-	from := uint64(1)
-	if after > 0 {
-		if env, err := s.DecodeEvent(head.Subject, head.Data); err == nil && env.Seq <= after {
-			from = head.Sequence // nothing after: the newest is the state
-		} else if from, err = s.seek(ctx, subject, after, head.Sequence); err != nil {
-			return fmt.Errorf("history of %s after event %d: %w", id, after, err)
-		}
+	from, err := s.startAfter(ctx, subject, head, after)
+	if err != nil {
+		return fmt.Errorf("history of %s after event %d: %w", id, after, err)
 	}
 	// The read starts at the newest event at most after (or earlier, when
 	// seek gave up): hold the newest such event until one after it comes.
@@ -63,6 +59,42 @@ func (s *Store) HistoryAfter(ctx context.Context, id string, after uint64, fn fu
 		err = fn(*held)
 	}
 	return err
+}
+
+// HistoryStart returns the stream sequence a read of workspace id's
+// events after its event seq after starts at, as HistoryAfter's does: its
+// newest readable event whose seq is at most after, found by a binary
+// search (seek); 1 when there is none (or no workspace). A follower of the
+// workspace's events resumes there, and takes the state the next event
+// starts from on the way.
+func (s *Store) HistoryStart(ctx context.Context, id string, after uint64) (uint64, error) {
+	if err := fsm.ValidateID(id); err != nil {
+		return 0, err
+	}
+	subject := s.names.Event(id)
+	head, err := s.stream.GetLastMsgForSubject(ctx, subject)
+	if errors.Is(err, jetstream.ErrMsgNotFound) {
+		return 1, nil
+	}
+	if err != nil {
+		return 0, fmt.Errorf("start of %s after event %d: %w", id, after, err)
+	}
+	from, err := s.startAfter(ctx, subject, head, after)
+	if err != nil {
+		return 0, fmt.Errorf("start of %s after event %d: %w", id, after, err)
+	}
+	return from, nil
+}
+
+// startAfter is HistoryStart for a workspace whose newest message is head.
+func (s *Store) startAfter(ctx context.Context, subject string, head *jetstream.RawStreamMsg, after uint64) (uint64, error) {
+	if after == 0 {
+		return 1, nil
+	}
+	if env, err := s.DecodeEvent(head.Subject, head.Data); err == nil && env.Seq <= after {
+		return head.Sequence, nil // nothing after: the newest is the state
+	}
+	return s.seek(ctx, subject, after, head.Sequence)
 }
 
 // seek returns the stream sequence of the newest readable event on
