@@ -304,10 +304,17 @@ func (s *Server) followWorkspace(w http.ResponseWriter, r *http.Request, id stri
 		writeNotFound(w, id)
 		return
 	}
+	// The read starts at event after, not at event 1: a reconnect to a
+	// long history costs what follows it.
 	store := s.cfg.Store
+	start, err := store.HistoryStart(r.Context(), id, after)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
 	s.follow(w, r, after, func(ctx context.Context, out chan<- sseItem) error {
 		prev := fsm.None
-		return readEvents(ctx, store, id, 1, func(env events.Envelope) error {
+		return readEvents(ctx, store, id, start, func(env events.Envelope) error {
 			from := prev
 			prev = env.State.Status
 			if env.Seq <= after {

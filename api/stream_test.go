@@ -182,6 +182,51 @@ func TestFollowWorkspaceResumes(t *testing.T) {
 	}
 }
 
+// A follow stream resumed with Last-Event-ID reads the workspace's events
+// from the one it names, not from its first: its consumer starts at that
+// event's stream sequence (events.Store.HistoryStart), and the first event
+// sent still says where it came from. It started at 1 before.
+func TestFollowWorkspaceResumesAtItsCursor(t *testing.T) {
+	e := newEnv(t, envOptions{noReadModel: true})
+	e.create(t, "far")
+	e.report(t, "far", fsm.ProvisionSucceeded, 1)
+	e.command(t, "far", "stop")
+	e.report(t, "far", fsm.StopSucceeded, 2)
+	e.command(t, "far", "start")
+	e.report(t, "far", fsm.ProvisionSucceeded, 3)
+	e.command(t, "far", "stop")
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	var sixth uint64
+	if err := e.core.Store.History(ctx, "far", func(env events.Envelope) error {
+		if env.Seq == 6 {
+			sixth = env.StreamSeq
+		}
+		return nil
+	}); err != nil || sixth <= 1 {
+		t.Fatalf("event 6 at stream sequence %d, %v", sixth, err)
+	}
+
+	s := e.follow(t, e.srv.URL, "/v1/workspaces/far/events?follow=1", "Last-Event-ID", "6")
+	if got := s.next(t); got.id != 7 || got.ev.Type != fsm.StopRequested || got.ev.From != "running" || got.ev.To != "stopping" {
+		t.Fatalf("after event 6: %+v", got)
+	}
+	st, err := e.core.JS.Stream(ctx, e.core.Store.Names().EventStream())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var starts []uint64
+	for info := range st.ListConsumers(ctx).Info() {
+		c := info.Config
+		if slices.Equal(c.FilterSubjects, []string{e.core.Store.Names().Event("far")}) || c.FilterSubject == e.core.Store.Names().Event("far") {
+			starts = append(starts, c.OptStartSeq)
+		}
+	}
+	if len(starts) != 1 || starts[0] != sixth {
+		t.Fatalf("the follow's consumers start at %v, want [%d] (event 6)", starts, sixth)
+	}
+}
+
 // Issue 14 item 1: the whole stream, by stream sequence, resumed with
 // Last-Event-ID: every event once, in order, with where it came from.
 func TestFollowAllResumes(t *testing.T) {

@@ -453,7 +453,12 @@ func (s *Store) HistoryRecords(ctx context.Context, id string, fn func(Record) e
 // scan calls fn for each message on workspace id's subject up to stream
 // sequence through, which must hold one.
 func (s *Store) scan(ctx context.Context, id string, through uint64, fn func(Record) error) error {
-	got, err := s.read(ctx, 1, through, s.names.Event(id), historyPage, fn)
+	return s.scanFrom(ctx, id, 1, through, fn)
+}
+
+// scanFrom is scan from stream sequence from on.
+func (s *Store) scanFrom(ctx context.Context, id string, from, through uint64, fn func(Record) error) error {
+	got, err := s.read(ctx, from, through, s.names.Event(id), historyPage, fn)
 	if err != nil {
 		return fmt.Errorf("history of %s: %w", id, err)
 	}
@@ -761,38 +766,47 @@ func (s *Store) Outcomes(ctx context.Context, from uint64, follow bool, fn func(
 }
 
 // firstSince returns the stream sequence of the first message on subject
-// stored at or after since, 0 if there is none: one direct get by time, on
-// the connection's shared request inbox (jetstreamext.GetBatch would
-// subscribe an inbox of its own, with nats.go's 64k-entry channel, for
-// the one message).
+// stored at or after since, 0 if there is none: one direct get by time.
 func (s *Store) firstSince(ctx context.Context, subject string, since time.Time) (uint64, error) {
-	req, err := json.Marshal(struct {
+	m, err := s.directGet(ctx, struct {
 		StartTime time.Time `json:"start_time"`
 		NextFor   string    `json:"next_by_subj"`
 	}{since.UTC(), subject})
-	if err != nil {
+	if err != nil || m == nil {
 		return 0, err
+	}
+	return m.Sequence, nil
+}
+
+// directGet sends one direct get request (req, JSON-encoded) for the event
+// stream, on the connection's shared request inbox (jetstreamext.GetBatch
+// would subscribe an inbox of its own, with nats.go's 64k-entry channel,
+// for the one message), and returns the message; nil when there is none.
+func (s *Store) directGet(ctx context.Context, req any) (*jetstream.RawStreamMsg, error) {
+	b, err := json.Marshal(req)
+	if err != nil {
+		return nil, err
 	}
 	if _, ok := ctx.Deadline(); !ok {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, s.js.Options().DefaultTimeout)
 		defer cancel()
 	}
-	m, err := s.js.Conn().RequestWithContext(ctx, s.apiSubject("DIRECT.GET."+s.names.EventStream()), req)
+	m, err := s.js.Conn().RequestWithContext(ctx, s.apiSubject("DIRECT.GET."+s.names.EventStream()), b)
 	if err != nil {
-		return 0, err
+		return nil, err
 	}
 	if len(m.Data) == 0 && m.Header.Get("Status") == "404" {
-		return 0, nil
+		return nil, nil
 	}
 	if st := m.Header.Get("Status"); st != "" {
-		return 0, fmt.Errorf("direct get: %s %s", st, m.Header.Get("Description"))
+		return nil, fmt.Errorf("direct get: %s %s", st, m.Header.Get("Description"))
 	}
 	seq, err := strconv.ParseUint(m.Header.Get(jetstream.SequenceHeader), 10, 64)
 	if err != nil {
-		return 0, fmt.Errorf("direct get: sequence header %q: %w", m.Header.Get(jetstream.SequenceHeader), err)
+		return nil, fmt.Errorf("direct get: sequence header %q: %w", m.Header.Get(jetstream.SequenceHeader), err)
 	}
-	return seq, nil
+	return &jetstream.RawStreamMsg{Subject: m.Header.Get(jetstream.SubjectHeader), Sequence: seq, Data: m.Data}, nil
 }
 
 // apiSubject is the JetStream API subject of api (e.g. "DIRECT.GET.<stream>")

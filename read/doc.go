@@ -12,6 +12,9 @@
 //   - A list page is one SQL statement (rows and checkpoint together),
 //     keyset-paged by id: the cost of a page does not grow with the page
 //     number, and Next is the cursor of the following page.
+//   - A history page starts reading at its cursor (HistoryPage: a binary
+//     search over stream sequences finds event after), so its cost does
+//     not grow with the page number either.
 //   - History and waiting read the event store, the source of truth, not
 //     the read model: a wait ends on the state the stream holds.
 //   - Nothing here writes: no command, event or row.

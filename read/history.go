@@ -88,14 +88,15 @@ func History(ctx context.Context, store *events.Store, id string) ([]Event, erro
 
 // HistoryPage reads at most limit events of workspace id's timeline after
 // its event seq after, oldest first; more says whether later events
-// follow. Only the page is kept: the events before it are read (each
-// event's From is its predecessor's state) but not held, so a long
-// history costs a page's memory, not its whole. It returns an error
-// matching ErrNoWorkspace when the workspace has no events.
+// follow. The read starts at event after (events.Store.HistoryAfter finds
+// it with a few direct gets), whose state is the first event's From, so a
+// page of a long history costs about a page, in memory and in reads. It
+// returns an error matching ErrNoWorkspace when the workspace has no
+// events.
 func HistoryPage(ctx context.Context, store *events.Store, id string, after uint64, limit int) (page []Event, more bool, err error) {
 	page = []Event{}
 	prev, seen := fsm.None, false
-	err = store.History(ctx, id, func(env events.Envelope) error {
+	err = store.HistoryAfter(ctx, id, after, func(env events.Envelope) error {
 		seen = true
 		from := prev
 		prev = env.State.Status
