@@ -142,7 +142,10 @@ func TestPolicyValidate(t *testing.T) {
 func TestIsRootUser(t *testing.T) {
 	for user, root := range map[string]bool{
 		"": true, "root": true, "0": true, "0:0": true, "root:root": true, "00": true, " ": true,
-		"65534:65534": false, "1000": false, "app": false, "app:0": false,
+		// The engine reads a uid with strconv.Atoi: a sign is no less
+		// root (USER +0 once ran as uid 0 under restricted).
+		"+0": true, "-0": true, "000": true, "+0:+0": true, " 0": true, "0 ": true, " +0 :0": true,
+		"65534:65534": false, "1000": false, "app": false, "app:0": false, "+1000": false, "0x0": false, "-1": false,
 	} {
 		if got := provisioner.IsRootUser(user); got != root {
 			t.Errorf("IsRootUser(%q) = %v, want %v", user, got, root)

@@ -2,12 +2,16 @@ package docker_test
 
 import (
 	"bytes"
+	"context"
 	"io"
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
+	cerrdefs "github.com/containerd/errdefs"
 	"github.com/docker/docker/api/types/container"
+	"github.com/docker/docker/api/types/image"
 
 	"github.com/turnstile-dev/turnstile/fsm"
 	"github.com/turnstile-dev/turnstile/internal/testenv"
@@ -144,6 +148,48 @@ func TestRestrictedRunsRootImageAsNobody(t *testing.T) {
 	}
 	if code, out := f.exec(t, res.ContainerID, "/agent", "writable", "/", provisioner.DataPath); code != 0 {
 		t.Errorf("standard: root cannot write to / and its volume: exit %d: %s", code, out)
+	}
+}
+
+// buildImage builds a variant of the agent image for this test alone and
+// removes it when the test ends, after the installation's containers (a
+// running container holds its image).
+func (f *fixture) buildImage(t *testing.T, repo, dockerfile string, files map[string][]byte) string {
+	t.Helper()
+	img := testenv.BuildImage(t, f.cli, repo, dockerfile, files)
+	t.Cleanup(func() {
+		removeInstallation(t, f.cli, f.installation)
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		if _, err := f.cli.ImageRemove(ctx, img, image.RemoveOptions{PruneChildren: true}); err != nil && !cerrdefs.IsNotFound(err) {
+			t.Errorf("cleanup: remove image %s: %v", img, err)
+		}
+	})
+	return img
+}
+
+// TestRestrictedRunsSignedZeroAsNobody: the engine reads USER +0 as uid 0
+// (strconv.Atoi), so restricted must run such an image as nobody too; it
+// once took "+0" for a user name and let runc start the process as root.
+func TestRestrictedRunsSignedZeroAsNobody(t *testing.T) {
+	f := setup(t)
+	img := f.buildImage(t, "turnstile-agent-plus0", "FROM "+f.image+"\nUSER +0:+0\n", nil)
+	res, err := f.p.Provision(f.ctx, provisioner.Request{Workspace: randomID("ws"), Generation: 1, Spec: fsm.Spec{Image: img}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if u := f.inspect(t, res.ContainerID).Config.User; u != provisioner.NonRootUser {
+		t.Errorf("user %q, want %s", u, provisioner.NonRootUser)
+	}
+	top, err := f.cli.ContainerTop(f.ctx, res.ContainerID, []string{"-o", "pid,uid,comm"}) // the engine needs pid
+	col := slices.Index(top.Titles, "UID")
+	if err != nil || col < 0 || len(top.Processes) == 0 {
+		t.Fatalf("top: %+v, %v", top, err)
+	}
+	for _, p := range top.Processes {
+		if uid := strings.TrimSpace(p[col]); uid != "65534" {
+			t.Errorf("process %v runs as uid %s, want 65534", p, uid)
+		}
 	}
 }
 
