@@ -193,6 +193,28 @@ func TestRestrictedRunsSignedZeroAsNobody(t *testing.T) {
 	}
 }
 
+// TestTinyCPUsRefused: Docker enforces no CPU limit below 0.01 CPU. 1e-10
+// was sent as NanoCPUs 0 and 4e-6 as a CFS quota of 0: both ran with no
+// limit at all, past --max-cpus. They are refused before anything is
+// made. (0.01 itself is sent as 1e7, TestPolicyPlan/SmallestCPULimit; an
+// agent at 0.01 CPU takes minutes to get healthy, too slow to run here.)
+func TestTinyCPUsRefused(t *testing.T) {
+	f := setup(t)
+	pol := testPolicy
+	pol.MaxCPUs = 1
+	p := mustNewPolicy(t, f.cli, f.installation, f.image, pol)
+	for _, cpus := range []float64{1e-10, 4e-6, 0.004} {
+		ws := randomID("ws")
+		res, err := p.Provision(f.ctx, provisioner.Request{Workspace: ws, Generation: 1, Spec: fsm.Spec{CPUs: cpus}})
+		if provisioner.CodeOf(err) != provisioner.CodeInvalid || !strings.Contains(provisioner.ReasonOf(err), "below 0.01") {
+			t.Errorf("cpus %v: %+v, %v; want invalid, below 0.01", cpus, res, err)
+		}
+		if _, err := p.Inspect(f.ctx, ws); provisioner.CodeOf(err) == "" {
+			t.Errorf("cpus %v: a refused spec left a container", cpus)
+		}
+	}
+}
+
 // TestImageByIDPrefixRefused: issue 12 item 7. Docker reads a name it has
 // no tag for as a prefix of an image id; an allowed pattern that matches
 // such a name must not run whatever local image has that id.

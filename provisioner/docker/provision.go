@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"log/slog"
 	"maps"
-	"math"
 	"slices"
 	"strconv"
 	"strings"
@@ -292,7 +291,7 @@ func (a *attempt) hostConfig() *container.HostConfig {
 		CapAdd:         slices.Clone(prof.CapAdd),
 		ReadonlyRootfs: prof.ReadOnlyRootfs,
 		Resources: container.Resources{
-			NanoCPUs: int64(math.Round(plan.CPUs * 1e9)),
+			NanoCPUs: plan.NanoCPUs(), // the value the policy judged
 			Memory:   plan.MemoryBytes,
 		},
 	}
