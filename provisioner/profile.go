@@ -41,7 +41,8 @@ type Profile struct {
 	NoNewPrivileges bool
 	// ReadOnlyRootfs makes the image's filesystem read-only; the data
 	// volume (DataPath) and a size-limited noexec tmpfs at TmpPath stay
-	// writable.
+	// writable, and the Docker backend puts such a tmpfs at each path the
+	// image declares a VOLUME, where Docker would make a volume on disk.
 	ReadOnlyRootfs bool
 	// NonRoot runs an image whose user is root, or unset, as NonRootUser;
 	// an image that names another user runs as that user.

@@ -68,7 +68,7 @@ func removeInstallation(t *testing.T, cli *client.Client, installation string) {
 		return
 	}
 	for _, c := range cs {
-		if err := cli.ContainerRemove(ctx, c.ID, container.RemoveOptions{Force: true}); err != nil && !cerrdefs.IsNotFound(err) {
+		if err := cli.ContainerRemove(ctx, c.ID, container.RemoveOptions{Force: true, RemoveVolumes: true}); err != nil && !cerrdefs.IsNotFound(err) {
 			t.Errorf("cleanup: remove container %s: %v", c.ID, err)
 		}
 	}
