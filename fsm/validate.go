@@ -19,6 +19,10 @@ const (
 	MaxValueLen     = 4096
 	MinMemoryBytes  = 6 << 20 // Docker refuses less
 	MaxCPUs         = 1024
+	// MinCPUs is the smallest CPU limit Docker enforces: 0.01 CPU is a CFS
+	// quota of 1 ms per 100 ms period, the kernel's minimum. Docker does
+	// not refuse less: a quota that rounds to 0 is no limit at all.
+	MinCPUs = 0.01
 )
 
 var (
@@ -126,6 +130,10 @@ func ValidateSpec(s Spec) error {
 	}
 	if !(s.CPUs >= 0 && s.CPUs <= MaxCPUs) { // also refuses NaN
 		return fmt.Errorf("spec.cpus %v is out of range 0-%d", s.CPUs, MaxCPUs)
+	}
+	if s.CPUs > 0 && s.CPUs < MinCPUs {
+		return fmt.Errorf("spec.cpus %v is below %v, the smallest CPU limit Docker enforces (less would be no limit at all): use 0 (the default) or %v-%d",
+			s.CPUs, MinCPUs, MinCPUs, MaxCPUs)
 	}
 	if s.MemoryBytes < 0 || (s.MemoryBytes > 0 && s.MemoryBytes < MinMemoryBytes) {
 		return fmt.Errorf("spec.memory_bytes %d is out of range: 0 (no limit) or at least %d", s.MemoryBytes, MinMemoryBytes)

@@ -86,6 +86,11 @@ func TestValidateRefuses(t *testing.T) {
 		{"spec/cpus_negative", configure(fsm.Spec{CPUs: -1}), "spec.cpus"},
 		{"spec/cpus_too_many", configure(fsm.Spec{CPUs: fsm.MaxCPUs + 1}), "spec.cpus"},
 		{"spec/cpus_infinite", configure(fsm.Spec{CPUs: math.Inf(1)}), "spec.cpus"},
+		// Docker enforces no CPU limit below 0.01: 1e-10 was sent as
+		// NanoCPUs 0, 4e-6 as a CFS quota of 0, both "no limit".
+		{"spec/cpus_tiny", configure(fsm.Spec{CPUs: 1e-10}), "spec.cpus 1e-10 is below 0.01"},
+		{"spec/cpus_quota_zero", configure(fsm.Spec{CPUs: 4e-6}), "spec.cpus 4e-06 is below 0.01"},
+		{"spec/cpus_below_min", configure(fsm.Spec{CPUs: 0.0099}), "spec.cpus"},
 		// NaN passes both "< 0" and "> max" checks; its event could not be encoded.
 		{"spec/cpus_nan", configure(fsm.Spec{CPUs: math.NaN()}), "spec.cpus NaN"},
 		{"spec/memory_negative", configure(fsm.Spec{MemoryBytes: -1}), "spec.memory_bytes"},
@@ -148,6 +153,7 @@ func TestValidateAccepts(t *testing.T) {
 		command("ws-1", fsm.Delete),
 		withSpec(command("ws-1", fsm.Create), specA),
 		withSpec(command("ws-1", fsm.Configure), fsm.Spec{}),
+		withSpec(command("ws-1", fsm.Configure), fsm.Spec{CPUs: fsm.MinCPUs}),
 		withSpec(command("ws-1", fsm.Configure), fsm.Spec{CPUs: fsm.MaxCPUs, MemoryBytes: fsm.MinMemoryBytes,
 			Env: map[string]string{"_X1": ""}, Labels: map[string]string{"app.kubernetes.io/name": "x", "com.example.docker": "y"},
 			Profile: "standard"}),

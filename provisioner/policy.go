@@ -3,6 +3,7 @@ package provisioner
 import (
 	"errors"
 	"fmt"
+	"math"
 	"path"
 	"slices"
 	"strings"
@@ -109,6 +110,10 @@ func (p Policy) Validate() error {
 	if p.DefaultMemoryBytes > 0 && p.DefaultMemoryBytes < fsm.MinMemoryBytes {
 		errs = append(errs, fmt.Errorf("default memory %d bytes is below Docker's minimum of %d", p.DefaultMemoryBytes, fsm.MinMemoryBytes))
 	}
+	if p.DefaultCPUs > 0 && nanoCPUs(p.DefaultCPUs) < minNanoCPUs || p.MaxCPUs > 0 && nanoCPUs(p.MaxCPUs) < minNanoCPUs {
+		errs = append(errs, fmt.Errorf("default CPUs %v, maximum CPUs %v: a CPU limit below %v is no limit at all in Docker; use at least %v",
+			p.DefaultCPUs, p.MaxCPUs, fsm.MinCPUs, fsm.MinCPUs))
+	}
 	if p.MaxMemoryBytes < 0 || p.MaxCPUs < 0 || !(p.DefaultCPUs <= fsm.MaxCPUs) || !(p.MaxCPUs <= fsm.MaxCPUs) {
 		errs = append(errs, fmt.Errorf("maximum memory %d and CPUs %v, default CPUs %v: use 0 (none) or positive numbers, CPUs at most %d",
 			p.MaxMemoryBytes, p.MaxCPUs, p.DefaultCPUs, fsm.MaxCPUs))
@@ -140,6 +145,16 @@ type Plan struct {
 	// Labels are the spec's labels, each key under LabelUserPrefix.
 	Labels map[string]string
 }
+
+// minNanoCPUs is fsm.MinCPUs in the unit Docker takes.
+const minNanoCPUs = 1e7
+
+// nanoCPUs is cpus in the unit Docker takes (HostConfig.NanoCPUs).
+func nanoCPUs(cpus float64) int64 { return int64(math.Round(cpus * 1e9)) }
+
+// NanoCPUs is the CPU limit in the unit Docker takes; 0 is no limit. Plan
+// judges this value, not CPUs: what is sent is what was checked.
+func (p Plan) NanoCPUs() int64 { return nanoCPUs(p.CPUs) }
 
 // Plan judges req.Spec: the spec itself (fsm.ValidateSpec), its image
 // against AllowedImages (defaultImage is always allowed and runs when the
@@ -186,6 +201,14 @@ func (p Policy) Plan(op string, req Request, defaultImage string) (Plan, error) 
 	}
 	if plan.CPUs == 0 {
 		plan.CPUs = max(p.DefaultCPUs, 0)
+	}
+	// Judged as sent: Docker reads NanoCPUs 0 as no limit, and a CFS quota
+	// that rounds to 0 (below minNanoCPUs) as none either. ValidateSpec
+	// refuses such a spec; this also holds a default of an unvalidated
+	// policy.
+	if plan.CPUs > 0 && plan.NanoCPUs() < minNanoCPUs {
+		return Plan{}, fail(CodeInvalid, "CPU limit %v is below %v, the smallest Docker enforces (less would be no limit at all): use at least %v",
+			plan.CPUs, fsm.MinCPUs, fsm.MinCPUs)
 	}
 	// No limit (0) is above any maximum; Validate keeps the defaults
 	// within them, so only a policy used unvalidated gets here with one.

@@ -33,6 +33,12 @@ func TestPolicyPlan(t *testing.T) {
 			t.Fatalf("labels %v: want team under turnstile.label.", plan.Labels)
 		}
 	})
+	t.Run("SmallestCPULimit", func(t *testing.T) {
+		plan, err := provisioner.Policy{MaxCPUs: 1}.Plan("provision", req(fsm.Spec{CPUs: fsm.MinCPUs}), def)
+		if err != nil || plan.NanoCPUs() != 1e7 {
+			t.Fatalf("plan %+v (nano CPUs %d), %v: want 0.01 CPU sent as 1e7", plan, plan.NanoCPUs(), err)
+		}
+	})
 	t.Run("SpecLimitsKept", func(t *testing.T) {
 		plan, err := provisioner.Policy{}.Plan("provision", req(fsm.Spec{CPUs: 0.5, MemoryBytes: 64 << 20}), def)
 		if err != nil || plan.CPUs != 0.5 || plan.MemoryBytes != 64<<20 {
@@ -99,6 +105,12 @@ func TestPolicyPlan(t *testing.T) {
 		{"ProfileUnknown", provisioner.Policy{AllowedProfiles: []string{"restricted", "standard"}}, fsm.Spec{Profile: "privileged"}, provisioner.CodeInvalid, `security profile "privileged" does not exist`},
 		{"MemoryAboveMax", provisioner.Policy{MaxMemoryBytes: 1 << 30}, fsm.Spec{MemoryBytes: 2 << 30}, provisioner.CodeNotAllowed, "--max-memory"},
 		{"CPUsAboveMax", provisioner.Policy{MaxCPUs: 2}, fsm.Spec{CPUs: 4}, provisioner.CodeNotAllowed, "--max-cpus"},
+		// Docker enforces no CPU limit below 0.01 (NanoCPUs 0, or a CFS
+		// quota that rounds to 0): such a limit is no limit, past the
+		// maximum and the 1-CPU default.
+		{"CPUsTiny", provisioner.Policy{MaxCPUs: 1}, fsm.Spec{CPUs: 1e-10}, provisioner.CodeInvalid, "below 0.01"},
+		{"CPUsQuotaZero", provisioner.Policy{MaxCPUs: 1}, fsm.Spec{CPUs: 4e-6}, provisioner.CodeInvalid, "below 0.01"},
+		{"DefaultCPUsTiny", provisioner.Policy{DefaultCPUs: 1e-10}, fsm.Spec{}, provisioner.CodeInvalid, "below 0.01"},
 		{"ReservedLabel", provisioner.Policy{}, fsm.Spec{Labels: map[string]string{"com.docker.x": "1"}}, provisioner.CodeInvalid, "reserved"},
 		{"NoImage", provisioner.Policy{}, fsm.Spec{}, provisioner.CodeInvalid, "no default image"},
 	} {
@@ -132,6 +144,8 @@ func TestPolicyValidate(t *testing.T) {
 		"DefaultAboveMax":   {provisioner.Policy{MaxMemoryBytes: 256 << 20}, "within the maximum memory"},
 		"NoLimitWithMax":    {provisioner.Policy{MaxCPUs: 2, DefaultCPUs: -1}, "within the maximum CPUs"},
 		"TinyDefault":       {provisioner.Policy{DefaultMemoryBytes: 1024}, "minimum"},
+		"TinyDefaultCPUs":   {provisioner.Policy{DefaultCPUs: 4e-6}, "no limit at all"},
+		"TinyMaxCPUs":       {provisioner.Policy{MaxCPUs: 0.001, DefaultCPUs: 0.001}, "no limit at all"},
 	} {
 		if err := tc.pol.Validate(); err == nil || !strings.Contains(err.Error(), tc.says) {
 			t.Errorf("%s: %v; want an error saying %q", name, err, tc.says)
@@ -142,7 +156,10 @@ func TestPolicyValidate(t *testing.T) {
 func TestIsRootUser(t *testing.T) {
 	for user, root := range map[string]bool{
 		"": true, "root": true, "0": true, "0:0": true, "root:root": true, "00": true, " ": true,
-		"65534:65534": false, "1000": false, "app": false, "app:0": false,
+		// The engine reads a uid with strconv.Atoi: a sign is no less
+		// root (USER +0 once ran as uid 0 under restricted).
+		"+0": true, "-0": true, "000": true, "+0:+0": true, " 0": true, "0 ": true, " +0 :0": true,
+		"65534:65534": false, "1000": false, "app": false, "app:0": false, "+1000": false, "0x0": false, "-1": false,
 	} {
 		if got := provisioner.IsRootUser(user); got != root {
 			t.Errorf("IsRootUser(%q) = %v, want %v", user, got, root)

@@ -2,6 +2,7 @@ package provisioner
 
 import (
 	"slices"
+	"strconv"
 	"strings"
 )
 
@@ -40,7 +41,8 @@ type Profile struct {
 	NoNewPrivileges bool
 	// ReadOnlyRootfs makes the image's filesystem read-only; the data
 	// volume (DataPath) and a size-limited noexec tmpfs at TmpPath stay
-	// writable.
+	// writable, and the Docker backend puts such a tmpfs at each path the
+	// image declares a VOLUME, where Docker would make a volume on disk.
 	ReadOnlyRootfs bool
 	// NonRoot runs an image whose user is root, or unset, as NonRootUser;
 	// an image that names another user runs as that user.
@@ -81,10 +83,17 @@ func LookupProfile(name string) (Profile, bool) {
 
 // IsRootUser reports whether an image's configured user (Docker's
 // "user", "uid", "user:group" or "uid:gid"; empty means root) is root.
-// A user name other than root counts as not root: without the image's
-// /etc/passwd it cannot be resolved, and with no capabilities and no
-// privilege gain a uid 0 behind a name could do little more anyway.
+// A uid is read as the engine reads it (strconv.Atoi), so every spelling
+// of 0 ("0", "00", "+0", "-0") is root. A user name other than root counts
+// as not root: without the image's /etc/passwd it cannot be resolved, and
+// with no capabilities and no privilege gain a uid 0 behind a name could
+// do little more anyway.
 func IsRootUser(user string) bool {
-	u, _, _ := strings.Cut(strings.TrimSpace(user), ":")
-	return u == "" || u == "root" || strings.TrimLeft(u, "0") == "" // "0", "00"
+	u, _, _ := strings.Cut(user, ":")
+	u = strings.TrimSpace(u)
+	if u == "" || u == "root" {
+		return true
+	}
+	n, err := strconv.Atoi(u)
+	return err == nil && n == 0
 }

@@ -33,3 +33,31 @@ func TestRedactor(t *testing.T) {
 		t.Errorf("a Redactor without references changed the text to %q", got)
 	}
 }
+
+// TestRedactorMultiLine: a text that holds only the end of a multi-line
+// secret (a log tail cut to its last lines) loses each of its lines; only
+// lines too short to matter stay. Before, only the whole value matched and
+// the key's last lines went into the failure reason.
+func TestRedactorMultiLine(t *testing.T) {
+	key := "-----BEGIN PRIVATE KEY-----\nMIIEvQIBADANBgkqhkiG9w0BAQEFAASC\n  BKcwggSjAgEAAoIBAQC7\r\nab\n-----END PRIVATE KEY-----"
+	r := provisioner.NewRedactor(map[string]string{"KEY": "key", "PW": "pw"},
+		fsm.Spec{Env: map[string]string{"KEY": key, "PW": "hunter2"}})
+	if r.Newlines() != 4 {
+		t.Errorf("Newlines() = %d, want 4", r.Newlines())
+	}
+	for in, want := range map[string]string{
+		"fatal: " + key + "\nbye":                                 "fatal: secret://key\nbye",
+		"BKcwggSjAgEAAoIBAQC7\r\nab\n-----END PRIVATE KEY-----\n": "secret://key\r\nab\nsecret://key\n",
+		"MIIEvQIBADANBgkqhkiG9w0BAQEFAASC hunter2":                "secret://key secret://pw",
+	} {
+		if got := r.Redact(in); got != want {
+			t.Errorf("Redact(%q) = %q, want %q", in, got, want)
+		}
+	}
+	if got := r.Redact("ab abc"); got != "ab abc" {
+		t.Errorf("a short line of the key was replaced in %q", got)
+	}
+	if n := provisioner.NewRedactor(map[string]string{"PW": "pw"}, fsm.Spec{Env: map[string]string{"PW": "hunter2"}}).Newlines(); n != 0 {
+		t.Errorf("Newlines() of a one-line secret = %d", n)
+	}
+}

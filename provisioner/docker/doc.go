@@ -10,11 +10,13 @@
 //     labels only under turnstile.label.), with restart policy "no", the
 //     spec's env, and the named volume ws-<id>-data (labelled too) mounted
 //     at /data. The volume survives new generations and goes only with
-//     Delete.
+//     Delete. Anonymous volumes of the image's VOLUMEs go with their
+//     container, at every replace and delete.
 //   - Confined as Config.Policy says (provisioner.Policy): every
 //     capability dropped and only the profile's added back,
 //     no-new-privileges, under restricted a read-only root filesystem with
-//     a noexec tmpfs /tmp and a non-root user (NonRootUser when the image
+//     a noexec tmpfs /tmp (and one at each other path the image declares a
+//     VOLUME, instead of a volume on disk) and a non-root user (NonRootUser when the image
 //     would run as root), CPU, memory (no swap beyond it) and process
 //     limits, the policy's defaults where the spec sets none. A spec image
 //     other than the default must be allowed by the policy and be a name

@@ -8,6 +8,9 @@ import (
 	"io"
 	"log/slog"
 	"math/rand/v2"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -68,7 +71,7 @@ func removeInstallation(t *testing.T, cli *client.Client, installation string) {
 		return
 	}
 	for _, c := range cs {
-		if err := cli.ContainerRemove(ctx, c.ID, container.RemoveOptions{Force: true}); err != nil && !cerrdefs.IsNotFound(err) {
+		if err := cli.ContainerRemove(ctx, c.ID, container.RemoveOptions{Force: true, RemoveVolumes: true}); err != nil && !cerrdefs.IsNotFound(err) {
 			t.Errorf("cleanup: remove container %s: %v", c.ID, err)
 		}
 	}
@@ -364,6 +367,43 @@ func TestFailureReasons(t *testing.T) {
 		r := provisioner.ReasonOf(err)
 		if provisioner.CodeOf(err) != provisioner.CodeExited || !strings.Contains(r, "code 4") || !strings.Contains(r, "exiting at once") {
 			t.Fatalf("reason %q: want the exit code and the container's last output", r)
+		}
+	})
+	// A program that dies quoting a multi-line secret (a PEM key): the
+	// tail of its output once started inside the key, whose last lines
+	// the Redactor, matching the whole value, left in the reason.
+	t.Run("MultiLineSecretRedacted", func(t *testing.T) {
+		f := setup(t)
+		bin := filepath.Join(t.TempDir(), "printer")
+		cmd := exec.CommandContext(f.ctx, "go", "build", "-trimpath", "-o", bin, "./testdata/printer")
+		cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS=linux")
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Fatalf("go build printer: %v\n%s", err, out)
+		}
+		prog, err := os.ReadFile(bin)
+		if err != nil {
+			t.Fatal(err)
+		}
+		img := f.buildImage(t, "turnstile-agent-printer", "FROM "+f.image+"\nCOPY printer /printer\nENTRYPOINT [\"/printer\"]\n",
+			map[string][]byte{"printer": prog})
+		var lines []string
+		for i := range 12 {
+			lines = append(lines, strings.Repeat(string(rune('A'+i)), 60))
+		}
+		key := "-----BEGIN PRIVATE KEY-----\n" + strings.Join(lines, "\n") + "\n-----END PRIVATE KEY-----"
+		spec := fsm.Spec{Image: img, Env: map[string]string{"KEY": "secret://key"}}
+		resolved := spec.Clone()
+		resolved.Env["KEY"] = key
+		_, err = f.p.Provision(f.ctx, provisioner.Request{Workspace: randomID("ws"), Generation: 1, Spec: resolved,
+			Redact: provisioner.NewRedactor(spec.SecretRefs(), resolved)})
+		r := provisioner.ReasonOf(err)
+		if provisioner.CodeOf(err) != provisioner.CodeExited || !strings.Contains(r, "fatal: cannot use key:\nsecret://key") {
+			t.Errorf("reason %q: want the line before the key and the key redacted whole", r)
+		}
+		for _, l := range lines {
+			if strings.Contains(r, l) {
+				t.Errorf("the reason holds a line of the secret: %s", l)
+			}
 		}
 	})
 	t.Run("DockerRefusesSpec", func(t *testing.T) {

@@ -4,8 +4,10 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	cerrdefs "github.com/containerd/errdefs"
 	"github.com/docker/docker/api/types/container"
@@ -31,12 +33,25 @@ func (p *Provisioner) engineError(ctx context.Context, op, workspace string, gen
 		Reason: fmt.Sprintf("%s: %v", what, err), Err: err}
 }
 
+// Bounds of the container output in a failure reason.
+const (
+	tailLines = 5
+	tailBytes = 600
+	// maxSecretLines bounds the lines asked for beyond tailLines to hold
+	// a multi-line secret whole; the Redactor replaces the lines of a
+	// longer one each on its own.
+	maxSecretLines = 256
+)
+
 // logTail returns the last lines a container wrote, for failure reasons.
 // It is best effort: any error yields "".
 func (p *Provisioner) logTail(ctx context.Context, id string, redact provisioner.Redactor) string {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
 	defer cancel()
-	rc, err := p.cli.ContainerLogs(ctx, id, container.LogsOptions{ShowStdout: true, ShowStderr: true, Tail: "5"})
+	// Enough lines that a secret value reaching into the last tailLines
+	// is there whole, for the Redactor to match.
+	n := tailLines + min(redact.Newlines(), maxSecretLines)
+	rc, err := p.cli.ContainerLogs(ctx, id, container.LogsOptions{ShowStdout: true, ShowStderr: true, Tail: strconv.Itoa(n)})
 	if err != nil {
 		return ""
 	}
@@ -47,10 +62,22 @@ func (p *Provisioner) logTail(ctx context.Context, id string, redact provisioner
 	}
 	// Redacted before it is cut: a cut through a secret value would leave
 	// a part of it that no longer matches.
-	s := strings.TrimSpace(redact.Redact(out.String()))
-	const max = 600
-	if len(s) > max {
-		s = "…" + s[len(s)-max:]
+	return lastOutput(redact.Redact(out.String()))
+}
+
+// lastOutput is the last tailLines lines of s, at most tailBytes of them,
+// cut on a character boundary.
+func lastOutput(s string) string {
+	s = strings.TrimSpace(s)
+	if lines := strings.Split(s, "\n"); len(lines) > tailLines {
+		s = strings.Join(lines[len(lines)-tailLines:], "\n")
+	}
+	if len(s) > tailBytes {
+		i := len(s) - tailBytes
+		for i < len(s) && !utf8.RuneStart(s[i]) {
+			i++
+		}
+		s = "…" + s[i:]
 	}
 	return s
 }

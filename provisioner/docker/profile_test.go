@@ -2,12 +2,16 @@ package docker_test
 
 import (
 	"bytes"
+	"context"
 	"io"
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
+	cerrdefs "github.com/containerd/errdefs"
 	"github.com/docker/docker/api/types/container"
+	"github.com/docker/docker/api/types/image"
 
 	"github.com/turnstile-dev/turnstile/fsm"
 	"github.com/turnstile-dev/turnstile/internal/testenv"
@@ -144,6 +148,70 @@ func TestRestrictedRunsRootImageAsNobody(t *testing.T) {
 	}
 	if code, out := f.exec(t, res.ContainerID, "/agent", "writable", "/", provisioner.DataPath); code != 0 {
 		t.Errorf("standard: root cannot write to / and its volume: exit %d: %s", code, out)
+	}
+}
+
+// buildImage builds a variant of the agent image for this test alone and
+// removes it when the test ends, after the installation's containers (a
+// running container holds its image).
+func (f *fixture) buildImage(t *testing.T, repo, dockerfile string, files map[string][]byte) string {
+	t.Helper()
+	img := testenv.BuildImage(t, f.cli, repo, dockerfile, files)
+	t.Cleanup(func() {
+		removeInstallation(t, f.cli, f.installation)
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		if _, err := f.cli.ImageRemove(ctx, img, image.RemoveOptions{PruneChildren: true}); err != nil && !cerrdefs.IsNotFound(err) {
+			t.Errorf("cleanup: remove image %s: %v", img, err)
+		}
+	})
+	return img
+}
+
+// TestRestrictedRunsSignedZeroAsNobody: the engine reads USER +0 as uid 0
+// (strconv.Atoi), so restricted must run such an image as nobody too; it
+// once took "+0" for a user name and let runc start the process as root.
+func TestRestrictedRunsSignedZeroAsNobody(t *testing.T) {
+	f := setup(t)
+	img := f.buildImage(t, "turnstile-agent-plus0", "FROM "+f.image+"\nUSER +0:+0\n", nil)
+	res, err := f.p.Provision(f.ctx, provisioner.Request{Workspace: randomID("ws"), Generation: 1, Spec: fsm.Spec{Image: img}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if u := f.inspect(t, res.ContainerID).Config.User; u != provisioner.NonRootUser {
+		t.Errorf("user %q, want %s", u, provisioner.NonRootUser)
+	}
+	top, err := f.cli.ContainerTop(f.ctx, res.ContainerID, []string{"-o", "pid,uid,comm"}) // the engine needs pid
+	col := slices.Index(top.Titles, "UID")
+	if err != nil || col < 0 || len(top.Processes) == 0 {
+		t.Fatalf("top: %+v, %v", top, err)
+	}
+	for _, p := range top.Processes {
+		if uid := strings.TrimSpace(p[col]); uid != "65534" {
+			t.Errorf("process %v runs as uid %s, want 65534", p, uid)
+		}
+	}
+}
+
+// TestTinyCPUsRefused: Docker enforces no CPU limit below 0.01 CPU. 1e-10
+// was sent as NanoCPUs 0 and 4e-6 as a CFS quota of 0: both ran with no
+// limit at all, past --max-cpus. They are refused before anything is
+// made. (0.01 itself is sent as 1e7, TestPolicyPlan/SmallestCPULimit; an
+// agent at 0.01 CPU takes minutes to get healthy, too slow to run here.)
+func TestTinyCPUsRefused(t *testing.T) {
+	f := setup(t)
+	pol := testPolicy
+	pol.MaxCPUs = 1
+	p := mustNewPolicy(t, f.cli, f.installation, f.image, pol)
+	for _, cpus := range []float64{1e-10, 4e-6, 0.004} {
+		ws := randomID("ws")
+		res, err := p.Provision(f.ctx, provisioner.Request{Workspace: ws, Generation: 1, Spec: fsm.Spec{CPUs: cpus}})
+		if provisioner.CodeOf(err) != provisioner.CodeInvalid || !strings.Contains(provisioner.ReasonOf(err), "below 0.01") {
+			t.Errorf("cpus %v: %+v, %v; want invalid, below 0.01", cpus, res, err)
+		}
+		if _, err := p.Inspect(f.ctx, ws); provisioner.CodeOf(err) == "" {
+			t.Errorf("cpus %v: a refused spec left a container", cpus)
+		}
 	}
 }
 

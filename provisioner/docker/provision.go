@@ -7,7 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"maps"
-	"math"
+	"path"
 	"slices"
 	"strconv"
 	"strings"
@@ -67,7 +67,9 @@ type attempt struct {
 	image string
 	// user is the user the container runs as; "" is the image's own.
 	user string
-	log  *slog.Logger
+	// imageVolumes are the paths the image declares VOLUME at, cleaned.
+	imageVolumes []string
+	log          *slog.Logger
 }
 
 func (a *attempt) name() string { return provisioner.ContainerName(a.req.Workspace) }
@@ -99,6 +101,12 @@ func (a *attempt) run(ctx context.Context) (provisioner.Result, error) {
 	}
 	if a.plan.Profile.NonRoot && (img.Config == nil || provisioner.IsRootUser(img.Config.User)) {
 		a.user = provisioner.NonRootUser
+	}
+	if img.Config != nil {
+		for v := range img.Config.Volumes {
+			a.imageVolumes = append(a.imageVolumes, path.Clean(v))
+		}
+		slices.Sort(a.imageVolumes)
 	}
 	replaced, waits := 0, 0
 	for {
@@ -292,7 +300,7 @@ func (a *attempt) hostConfig() *container.HostConfig {
 		CapAdd:         slices.Clone(prof.CapAdd),
 		ReadonlyRootfs: prof.ReadOnlyRootfs,
 		Resources: container.Resources{
-			NanoCPUs: int64(math.Round(plan.CPUs * 1e9)),
+			NanoCPUs: plan.NanoCPUs(), // the value the policy judged
 			Memory:   plan.MemoryBytes,
 		},
 	}
@@ -306,8 +314,17 @@ func (a *attempt) hostConfig() *container.HostConfig {
 		host.SecurityOpt = []string{"no-new-privileges:true"}
 	}
 	if prof.ReadOnlyRootfs {
-		host.Tmpfs = map[string]string{
-			provisioner.TmpPath: fmt.Sprintf("rw,noexec,nosuid,nodev,size=%d,mode=1777", plan.TmpBytes),
+		tmpfs := fmt.Sprintf("rw,noexec,nosuid,nodev,size=%d,mode=1777", plan.TmpBytes)
+		host.Tmpfs = map[string]string{provisioner.TmpPath: tmpfs}
+		// Each path the image declares a VOLUME at would get an anonymous
+		// volume: disk, unbounded, writable outside /data and /tmp. A tmpfs
+		// like /tmp covers it instead (Docker then makes no volume): bounded
+		// by the memory limit, gone with the container. /data is the
+		// workspace's volume already.
+		for _, v := range a.imageVolumes {
+			if v != provisioner.DataPath {
+				host.Tmpfs[v] = tmpfs
+			}
 		}
 	}
 	return host

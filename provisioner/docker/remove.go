@@ -96,9 +96,12 @@ func (p *Provisioner) removeContainer(ctx context.Context, id string) error {
 }
 
 // forceRemove removes id, killing it if it runs, and returns once it is
-// gone. A removal already in progress elsewhere is waited for.
+// gone. A removal already in progress elsewhere is waited for. The
+// anonymous volumes of the image's VOLUMEs go with it (each container gets
+// new ones: kept, a loop of restarts fills the disk); Docker never removes
+// a named volume this way, so the workspace's ws-<id>-data stays.
 func (p *Provisioner) forceRemove(ctx context.Context, id string) error {
-	err := p.cli.ContainerRemove(ctx, id, container.RemoveOptions{Force: true})
+	err := p.cli.ContainerRemove(ctx, id, container.RemoveOptions{Force: true, RemoveVolumes: true})
 	switch {
 	case err == nil || isNotFound(err):
 		return nil
