@@ -258,7 +258,7 @@ func TestLifecycleInProcess(t *testing.T) {
 		t.Fatalf("start of nothing: exit %d\n%s", code, errs)
 	}
 	code, _, errs = runCLI(t, env, "wait", "inproc", "--state", "running", "--timeout", "200ms")
-	if code != exitTimeout {
+	if code != exitTimeout || !strings.Contains(errs, "it is provisioning at generation 1") {
 		t.Fatalf("wait before the outcome: exit %d\n%s", code, errs)
 	}
 	sys := core.SystemClient(t, "test-provisioner")

@@ -405,7 +405,7 @@ func (a *app) waitDirect(ctx context.Context, id string, want fsm.Status, gen ui
 	if h.Last == nil { // no readable event: no workspace
 		return api.WaitResult{}, read.ErrNoWorkspace
 	}
-	h, err = read.Waiter{Store: store, NC: nc}.Until(ctx, id, read.Reached(want, gen))
+	h, err = read.Waiter{Store: store, NC: nc}.UntilFrom(ctx, id, h, read.Reached(want, gen))
 	res := api.ResultOfWait(want, h, time.Since(start))
 	res.Reached = err == nil
 	return res, err
