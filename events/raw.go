@@ -54,7 +54,8 @@ func (s *Store) State(ctx context.Context) (StreamState, error) {
 var ErrNoMessage = errors.New("no message at or after this stream sequence")
 
 // StoredAt returns when the first message at or after stream sequence seq
-// was stored: seq itself may have expired. With none, it is ErrNoMessage.
+// was stored, as the stream leader says: seq itself may have expired.
+// With none, it is ErrNoMessage.
 func (s *Store) StoredAt(ctx context.Context, seq uint64) (time.Time, error) {
 	_, at, ok, err := s.nextAt(ctx, seq)
 	if err != nil {
@@ -67,80 +68,99 @@ func (s *Store) StoredAt(ctx context.Context, seq uint64) (time.Time, error) {
 }
 
 // Missing returns how many stream sequences strictly between after and
-// before the stream no longer holds (expired, deleted or purged). It reads
-// two counts, not the messages: the messages at or after after+1, then at
-// or after before. A message appended between the two reads counts only in
-// the second, so a race overstates what is missing, never hides it.
+// before the stream no longer holds (expired, deleted or purged). It may
+// overstate while replicas lag or differ, never hide one. A replica
+// answers first, two direct counts: the messages at or after after+1,
+// then at or after before (an append between the two counts only in the
+// second). When they find none missing, or the replica lacks before (it
+// is behind), the stream leader walks the span, one message get per
+// message held there, unless the stream has one replica: the leader.
 func (s *Store) Missing(ctx context.Context, after, before uint64) (uint64, error) {
 	if before <= after+1 {
 		return 0, nil
 	}
-	held, err := s.heldBetween(ctx, after, before)
-	if err != nil {
-		return 0, err
-	}
 	span := before - after - 1
-	return span - min(held, span), nil
-}
-
-// EventsHeld returns how many messages the stream holds on workspace ws's
-// event subject strictly between stream sequences after and before,
-// readable or not: what is there of the events between two of its events.
-func (s *Store) EventsHeld(ctx context.Context, ws string, after, before uint64) (uint64, error) {
-	return s.heldBetween(ctx, after, before, jetstreamext.GetBatchSubject(s.names.Event(ws)))
-}
-
-// heldBetween is how many messages the stream holds strictly between after
-// and before (on the subject an option names, if one does): two counts.
-func (s *Store) heldBetween(ctx context.Context, after, before uint64, opts ...jetstreamext.GetBatchOpt) (uint64, error) {
-	if before <= after+1 {
-		return 0, nil
-	}
-	from, err := s.heldFrom(ctx, after+1, opts...)
+	held, ok, err := s.replicaHeld(ctx, after, before)
 	if err != nil {
 		return 0, err
 	}
-	to, err := s.heldFrom(ctx, before, opts...)
-	if err != nil {
-		return 0, err
+	if ok && held < span {
+		return span - held, nil
 	}
-	return from - min(from, to), nil
+	// A replica that has not applied a delete yet still counts the message.
+	if r, err := s.replicated(ctx); err != nil || !r {
+		return span - min(held, span), err
+	}
+	return s.leaderMissing(ctx, after, before)
 }
 
-// heldFrom is how many messages the stream holds at or after seq (on the
-// subject an option names, if one does).
-func (s *Store) heldFrom(ctx context.Context, seq uint64, opts ...jetstreamext.GetBatchOpt) (uint64, error) {
-	m, err := s.firstAt(ctx, seq, opts...)
+// EventsHeld returns how many messages the stream leader holds on
+// workspace ws's event subject strictly between stream sequences after
+// and before, readable or not, counting up to upTo: what is there of the
+// events between two of its events. It walks them, one message get each.
+func (s *Store) EventsHeld(ctx context.Context, ws string, after, before, upTo uint64) (uint64, error) {
+	var held uint64
+	for seq := after + 1; seq < before && held < upTo; {
+		m, ok, err := s.leaderNext(ctx, seq, s.names.Event(ws))
+		if err != nil {
+			return 0, fmt.Errorf("events of %s: %w", ws, err)
+		}
+		if !ok || m.Seq >= before {
+			break
+		}
+		held++
+		seq = m.Seq + 1
+	}
+	return held, nil
+}
+
+// replicaHeld is how many messages a replica holds strictly between
+// after and before (after+1 < before), by two direct counts; ok is false
+// when the answers cannot be one replica's consistent view: the one from
+// before does not start at before, which the caller holds.
+func (s *Store) replicaHeld(ctx context.Context, after, before uint64) (held uint64, ok bool, err error) {
+	from, fromSeq, err := s.heldFrom(ctx, after+1)
+	if err != nil {
+		return 0, false, err
+	}
+	to, toSeq, err := s.heldFrom(ctx, before)
+	if err != nil {
+		return 0, false, err
+	}
+	return from - min(from, to), toSeq == before && fromSeq <= before && from >= to, nil
+}
+
+// heldFrom is how many messages a replica holds at or after seq, and the
+// first of them (0: none).
+func (s *Store) heldFrom(ctx context.Context, seq uint64) (n, first uint64, err error) {
+	m, err := s.firstAt(ctx, seq)
 	if err != nil || m == nil {
-		return 0, err
+		return 0, 0, err
 	}
 	// A batch's first message says how many follow it.
 	p, err := strconv.ParseUint(m.Header.Get(numPendingHeader), 10, 64)
 	if err != nil {
-		return 0, fmt.Errorf("messages from %d: %s: %w", seq, numPendingHeader, err)
+		return 0, 0, fmt.Errorf("messages from %d: %s: %w", seq, numPendingHeader, err)
 	}
-	return p + 1, nil
+	return p + 1, m.Sequence, nil
 }
 
 // numPendingHeader carries, on a batch get's message, how many messages
 // of the stream follow it.
 const numPendingHeader = "Nats-Num-Pending"
 
-// nextAt finds the first message the stream holds at or after seq; ok is
-// false when there is none.
+// nextAt finds the first message the stream leader holds at or after
+// seq; ok is false when there is none. The leader answers: a lagging
+// replica's "none" would end ReadRaw before the stream's end.
 func (s *Store) nextAt(ctx context.Context, seq uint64) (next uint64, at time.Time, ok bool, err error) {
-	m, err := s.firstAt(ctx, seq)
-	if err != nil || m == nil {
-		return 0, time.Time{}, false, err
-	}
-	return m.Sequence, m.Time, true, nil
+	m, ok, err := s.leaderNext(ctx, seq, ">")
+	return m.Seq, m.Time, ok, err
 }
 
-// firstAt is the first message the stream holds at or after seq (on the
-// subject an option names, if one does), as a batch get of one; nil when
-// there is none.
-func (s *Store) firstAt(ctx context.Context, seq uint64, opts ...jetstreamext.GetBatchOpt) (*jetstream.RawStreamMsg, error) {
-	msgs, err := jetstreamext.GetBatch(ctx, s.js, s.names.EventStream(), 1, append(opts, jetstreamext.GetBatchSeq(max(seq, 1)))...)
+// firstAt is the first message a replica holds at or after seq, as a
+// direct batch get of one; nil when there is none.
+func (s *Store) firstAt(ctx context.Context, seq uint64) (*jetstream.RawStreamMsg, error) {
+	msgs, err := jetstreamext.GetBatch(ctx, s.js, s.names.EventStream(), 1, jetstreamext.GetBatchSeq(max(seq, 1)))
 	if err != nil {
 		return nil, fmt.Errorf("message at or after %d: %w", seq, err)
 	}

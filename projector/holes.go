@@ -17,7 +17,7 @@ import (
 // missingCounter is what checkFollows asks the stream (events.Store).
 type missingCounter interface {
 	Missing(ctx context.Context, after, before uint64) (uint64, error)
-	EventsHeld(ctx context.Context, ws string, after, before uint64) (uint64, error)
+	EventsHeld(ctx context.Context, ws string, after, before, upTo uint64) (uint64, error)
 }
 
 // GapError is an event the read model cannot take because events of its
@@ -44,15 +44,18 @@ func (e *GapError) Is(target error) bool { return target == ErrGap }
 
 // checkFollows returns a GapError when event f skips ahead of its
 // workspace's last event in prev (nil: none yet) and the stream lacks
-// messages between the two. The stream is asked (two counts) only at such
-// a skip, which the engine never writes: it appends each workspace's
-// events in seq order. A skip with nothing missing in between (a forged
-// or replayed envelope the engine built on) is applied, as before: the
-// audit reports it, and it must not stall the read model. A hole alone is
-// no gap either: an expired outcome's, or another workspace's, whose own
-// next event tells. Nor is a skip over messages the stream still holds on
-// the workspace's subject: events no reader here can decode (a newer
-// build's, during an upgrade), which were quarantined, not lost.
+// messages between the two. The stream is asked only at such a skip,
+// which the engine never writes: it appends each workspace's events in
+// seq order. A skip over messages the stream still holds on the
+// workspace's subject is no gap: events no reader here can decode (a
+// newer build's, during an upgrade), which were quarantined, not lost.
+// Nor is a skip with nothing missing in between (a forged or replayed
+// envelope the engine built on), which is applied, as before: the audit
+// reports it, and it must not stall the read model. A hole alone is no gap
+// either: an expired outcome's, or another workspace's, whose own next
+// event tells. Both answers that pass a skip are the stream leader's
+// (events.Store.EventsHeld, Missing): a lagging replica could still hold
+// a deleted event and hide the gap.
 func checkFollows(ctx context.Context, st missingCounter, prev *workspaceRow, f *eventFacts) error {
 	var after, afterStream int64
 	if prev != nil {
@@ -61,18 +64,19 @@ func checkFollows(ctx context.Context, st missingCounter, prev *workspaceRow, f 
 	if f.row.Seq <= after+1 {
 		return nil
 	}
+	skipped := uint64(f.row.Seq - after - 1)
+	held, err := st.EventsHeld(ctx, f.row.Workspace, uint64(afterStream), uint64(f.row.StreamSeq), skipped)
+	if err != nil {
+		return fmt.Errorf("workspace %s: event seq %d follows %d: %w", f.row.Workspace, f.row.Seq, after, err)
+	}
+	if held >= skipped {
+		return nil
+	}
 	missing, err := st.Missing(ctx, uint64(afterStream), uint64(f.row.StreamSeq))
 	if err != nil {
 		return fmt.Errorf("workspace %s: event seq %d follows %d: %w", f.row.Workspace, f.row.Seq, after, err)
 	}
 	if missing == 0 {
-		return nil
-	}
-	held, err := st.EventsHeld(ctx, f.row.Workspace, uint64(afterStream), uint64(f.row.StreamSeq))
-	if err != nil {
-		return fmt.Errorf("workspace %s: event seq %d follows %d: %w", f.row.Workspace, f.row.Seq, after, err)
-	}
-	if held >= uint64(f.row.Seq-after-1) {
 		return nil
 	}
 	return &GapError{Workspace: f.row.Workspace, Seq: uint64(f.row.Seq), StreamSeq: uint64(f.row.StreamSeq),

@@ -1,0 +1,365 @@
+package events_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/synadia-io/orbit.go/jetstreamext"
+
+	"github.com/turnstile-dev/turnstile/events"
+	"github.com/turnstile-dev/turnstile/internal/testenv"
+)
+
+// On an R3 stream, ReadRaw, Missing and EventsHeld answer what the stream
+// leader holds, also while the replica that answers direct gets lags
+// behind it. A lagging follower cannot be held back on cue in-process
+// (one stopped and restarted catches up within milliseconds of being
+// allowed to answer), so lagProxy stands in for it: the store under test
+// speaks to the cluster through it, and it answers direct gets from a
+// snapshot of the stream taken earlier, as a replica that has applied
+// nothing since would.
+func TestLaggingReplica(t *testing.T) {
+	c := testenv.StartNATSCluster(t, testenv.ClusterOptions{})
+	nc, js := c.Connect(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+
+	// open makes streams of prefix on three replicas, and a store on them
+	// that asks through a proxy: its direct gets are a snapshot's.
+	open := func(t *testing.T, prefix string) (events.Names, *events.Store, *lagProxy) {
+		t.Helper()
+		names := events.NewNames(prefix)
+		if err := events.EnsureStreams(ctx, js, names, events.StreamOptions{Replicas: 3}); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() {
+			// A replica still catching up at shutdown can leave goroutines.
+			for _, st := range []string{names.CommandStream(), names.SystemStream(), names.EventStream()} {
+				c.WaitStreamCurrent(t, st, 30*time.Second)
+			}
+		})
+		p := startLagProxy(t, nc, js, names.EventStream())
+		// On the proxy's server, which knows of its subscription at once.
+		pnc, err := nats.Connect(nc.ConnectedUrl())
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(pnc.Close)
+		pjs, err := jetstream.NewWithAPIPrefix(pnc, p.prefix)
+		if err != nil {
+			t.Fatal(err)
+		}
+		store, err := events.OpenStore(ctx, pjs, names, events.Codec{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return names, store, p
+	}
+	publish := func(t *testing.T, subject string, n int) {
+		t.Helper()
+		if _, err := js.Publish(ctx, subject, fmt.Appendf(nil, "m%d", n)); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	// Rebuild's read ends when, after half a second without a delivery,
+	// nothing is left: a replica that lacks the tail must not say so.
+	t.Run("ReadRawReadsPastTheReplica", func(t *testing.T) {
+		names, store, p := open(t, "lagread")
+		for i := 1; i <= 6; i++ {
+			publish(t, names.Event("ws-a"), i)
+			if i == 3 {
+				p.snapshot(t, ctx, c) // the replica holds 1..3
+			}
+		}
+		p.holdAfter(3) // the consumer delivers 1..3, then waits
+		var got []uint64
+		done := make(chan error, 1)
+		go func() {
+			done <- store.ReadRaw(ctx, 6, func(m events.RawMsg) error {
+				got = append(got, m.StreamSeq)
+				return nil
+			})
+		}()
+		// Once the read has asked whether anything follows 3, let the
+		// rest through.
+		testenv.Eventually(t, 30*time.Second, "the read to ask what follows 3", func() bool { return p.askedFrom(4) })
+		p.release()
+		if err := <-done; err != nil || fmt.Sprint(got) != "[1 2 3 4 5 6]" {
+			t.Fatalf("read %v, %v; want 1..6", got, err)
+		}
+	})
+
+	// A replica that has not applied a delete still holds the event:
+	// counted on it, the gap would pass.
+	t.Run("DeleteTheReplicaHasNotApplied", func(t *testing.T) {
+		names, store, p := open(t, "lagdel")
+		publish(t, names.Event("ws-a"), 1)
+		publish(t, names.Outcome("c2"), 2)
+		publish(t, names.Event("ws-a"), 3)
+		publish(t, names.Outcome("c4"), 4)
+		publish(t, names.Event("ws-a"), 5)
+		p.snapshot(t, ctx, c)
+		deleteMsg(t, ctx, js, names.EventStream(), 3)
+		if got, err := store.Missing(ctx, 1, 5); err != nil || got != 1 {
+			t.Errorf("missing between 1 and 5: %d, %v; want 1 (3 was deleted)", got, err)
+		}
+		if got, err := store.EventsHeld(ctx, "ws-a", 1, 5, 10); err != nil || got != 0 {
+			t.Errorf("events of ws-a held between 1 and 5: %d, %v; want 0", got, err)
+		}
+		if got, err := store.Missing(ctx, 3, 5); err != nil || got != 0 {
+			t.Errorf("missing between 3 and 5: %d, %v; want 0", got, err)
+		}
+	})
+
+	// A replica that lacks the later of the two messages is behind: its
+	// counts are not used.
+	t.Run("ReplicaBehindTheReader", func(t *testing.T) {
+		names, store, p := open(t, "lagbehind")
+		for i := 1; i <= 3; i++ {
+			publish(t, names.Outcome(fmt.Sprint("c", i)), i)
+		}
+		p.snapshot(t, ctx, c)
+		publish(t, names.Outcome("c4"), 4)
+		publish(t, names.Outcome("c5"), 5)
+		publish(t, names.Event("ws-a"), 6)
+		deleteMsg(t, ctx, js, names.EventStream(), 5)
+		if got, err := store.Missing(ctx, 3, 6); err != nil || got != 1 {
+			t.Errorf("missing between 3 and 6: %d, %v; want 1", got, err)
+		}
+		if got, err := store.Missing(ctx, 1, 6); err != nil || got != 1 {
+			t.Errorf("missing between 1 and 6: %d, %v; want 1", got, err)
+		}
+		if at, err := store.StoredAt(ctx, 5); err != nil || at.IsZero() {
+			t.Errorf("stored at 5: %v, %v; want message 6's time", at, err)
+		}
+	})
+
+	// Without a proxy, on the replicas as they are: the same answers.
+	t.Run("R3", func(t *testing.T) {
+		names := events.NewNames("r3")
+		if err := events.EnsureStreams(ctx, js, names, events.StreamOptions{Replicas: 3}); err != nil {
+			t.Fatal(err)
+		}
+		defer c.WaitStreamCurrent(t, names.EventStream(), 30*time.Second)
+		store, err := events.OpenStore(ctx, js, names, events.Codec{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i := 1; i <= 8; i++ {
+			subject := names.Outcome(fmt.Sprint("c", i))
+			if i%2 == 1 {
+				subject = names.Event("ws-a")
+			}
+			publish(t, subject, i)
+		}
+		for _, seq := range []uint64{3, 4, 8} {
+			deleteMsg(t, ctx, js, names.EventStream(), seq)
+		}
+		c.WaitStreamCurrent(t, names.EventStream(), 30*time.Second)
+		var got []uint64
+		if err := store.ReadRaw(ctx, 8, func(m events.RawMsg) error {
+			got = append(got, m.StreamSeq)
+			return nil
+		}); err != nil || fmt.Sprint(got) != "[1 2 5 6 7]" {
+			t.Fatalf("read %v, %v; want 1 2 5 6 7", got, err)
+		}
+		for _, c := range []struct{ after, before, want uint64 }{{1, 5, 2}, {2, 5, 2}, {4, 7, 0}, {0, 8, 2}, {5, 7, 0}} {
+			if got, err := store.Missing(ctx, c.after, c.before); err != nil || got != c.want {
+				t.Errorf("missing between %d and %d: %d, %v; want %d", c.after, c.before, got, err, c.want)
+			}
+		}
+		for _, c := range []struct{ after, before, upTo, want uint64 }{{1, 7, 10, 1}, {1, 7, 1, 1}, {1, 7, 0, 0}, {1, 5, 10, 0}} {
+			if got, err := store.EventsHeld(ctx, "ws-a", c.after, c.before, c.upTo); err != nil || got != c.want {
+				t.Errorf("events held between %d and %d up to %d: %d, %v; want %d", c.after, c.before, c.upTo, got, err, c.want)
+			}
+		}
+	})
+}
+
+func deleteMsg(t *testing.T, ctx context.Context, js jetstream.JetStream, stream string, seq uint64) {
+	t.Helper()
+	s, err := js.Stream(ctx, stream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.DeleteMsg(ctx, seq); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// lagProxy passes JetStream API requests under its own prefix on to the
+// cluster, but for direct gets of one stream, which it answers from a
+// snapshot of that stream (a replica lagging since), and for consumer
+// pulls, which it can cut short after a number of messages and hold back
+// (a slow consumer). It records the stream sequences gets asked from.
+type lagProxy struct {
+	prefix string
+	nc     *nats.Conn
+	js     jetstream.JetStream
+	stream string
+
+	mu    sync.Mutex
+	snap  []*jetstream.RawStreamMsg
+	asked []uint64
+	hold  int         // > 0: the first pull asks for this many, later ones wait
+	held  []*nats.Msg // pulls to send on release, the first one whole
+}
+
+func startLagProxy(t *testing.T, nc *nats.Conn, js jetstream.JetStream, stream string) *lagProxy {
+	t.Helper()
+	p := &lagProxy{prefix: "LAG." + stream + ".API", nc: nc, js: js, stream: stream}
+	sub, err := nc.Subscribe(p.prefix+".>", p.serve)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = sub.Unsubscribe() })
+	return p
+}
+
+// snapshot takes the stream as it is now as the replica's, once every
+// replica has it.
+func (p *lagProxy) snapshot(t *testing.T, ctx context.Context, c *testenv.Cluster) {
+	t.Helper()
+	c.WaitStreamCurrent(t, p.stream, 30*time.Second)
+	msgs, err := jetstreamext.GetBatch(ctx, p.js, p.stream, 1000, jetstreamext.GetBatchSeq(1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var snap []*jetstream.RawStreamMsg
+	for m, err := range msgs {
+		if err != nil {
+			t.Fatal(err)
+		}
+		snap = append(snap, m)
+	}
+	p.mu.Lock()
+	p.snap = snap
+	p.mu.Unlock()
+}
+
+// holdAfter lets the consumer's first pull deliver n messages; the rest
+// wait for release.
+func (p *lagProxy) holdAfter(n int) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.hold = n
+}
+
+// release sends the pulls held back and stops holding.
+func (p *lagProxy) release() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, m := range p.held {
+		_ = p.nc.PublishMsg(m)
+	}
+	p.held, p.hold = nil, 0
+}
+
+// askedFrom reports whether a get (direct or the leader's) asked from seq
+// or later.
+func (p *lagProxy) askedFrom(seq uint64) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, a := range p.asked {
+		if a >= seq {
+			return true
+		}
+	}
+	return false
+}
+
+func (p *lagProxy) serve(m *nats.Msg) {
+	api := strings.TrimPrefix(m.Subject, p.prefix+".")
+	var req struct {
+		Seq     uint64 `json:"seq"`
+		Batch   int    `json:"batch"`
+		NextFor string `json:"next_by_subj"`
+	}
+	switch {
+	case api == "DIRECT.GET."+p.stream:
+		_ = json.Unmarshal(m.Data, &req)
+		p.record(req.Seq)
+		p.answerDirect(m.Reply, req.Seq, max(req.Batch, 1), req.NextFor)
+		return
+	case api == "STREAM.MSG.GET."+p.stream:
+		_ = json.Unmarshal(m.Data, &req)
+		p.record(req.Seq)
+	}
+	out := &nats.Msg{Subject: jetstream.DefaultAPIPrefix + api, Reply: m.Reply, Header: m.Header, Data: m.Data}
+	if strings.HasPrefix(api, "CONSUMER.MSG.NEXT.") {
+		if out = p.pull(out); out == nil {
+			return
+		}
+	}
+	_ = p.nc.PublishMsg(out)
+}
+
+// pull is what to send for consumer pull m now, nil: nothing yet. While
+// holding, the first pull asks for the messages to let through, and is
+// sent again whole on release; later ones wait for it.
+func (p *lagProxy) pull(m *nats.Msg) *nats.Msg {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.hold == 0 {
+		return m
+	}
+	p.held = append(p.held, m)
+	if len(p.held) > 1 {
+		return nil
+	}
+	var body map[string]any
+	if err := json.Unmarshal(m.Data, &body); err != nil {
+		return m
+	}
+	body["batch"] = p.hold
+	short := *m
+	short.Data, _ = json.Marshal(body)
+	return &short
+}
+
+func (p *lagProxy) record(seq uint64) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.asked = append(p.asked, seq)
+}
+
+// answerDirect answers as a replica holding the snapshot: up to batch
+// messages at or after seq (on subject filter, exact, if set), each with
+// how many more it holds, then the end of the batch; 404 with none.
+func (p *lagProxy) answerDirect(reply string, seq uint64, batch int, filter string) {
+	p.mu.Lock()
+	var match []*jetstream.RawStreamMsg
+	for _, s := range p.snap {
+		if s.Sequence >= seq && (filter == "" || filter == ">" || filter == s.Subject) {
+			match = append(match, s)
+		}
+	}
+	p.mu.Unlock()
+	if len(match) == 0 {
+		_ = p.nc.PublishMsg(&nats.Msg{Subject: reply, Header: nats.Header{"Status": {"404"}, "Description": {"Message Not Found"}}})
+		return
+	}
+	var last uint64
+	for i, s := range match[:min(batch, len(match))] {
+		h := nats.Header{}
+		h.Set(jetstream.StreamHeader, p.stream)
+		h.Set(jetstream.SubjectHeader, s.Subject)
+		h.Set(jetstream.SequenceHeader, strconv.FormatUint(s.Sequence, 10))
+		h.Set(jetstream.TimeStampHeaer, s.Time.Format(time.RFC3339Nano))
+		h.Set("Nats-Num-Pending", strconv.Itoa(len(match)-i-1))
+		h.Set("Nats-Last-Sequence", strconv.FormatUint(last, 10))
+		_ = p.nc.PublishMsg(&nats.Msg{Subject: reply, Header: h, Data: s.Data})
+		last = s.Sequence
+	}
+	_ = p.nc.PublishMsg(&nats.Msg{Subject: reply, Header: nats.Header{"Status": {"204"}, "Description": {"EOB"},
+		"Nats-Num-Pending": {strconv.Itoa(max(len(match)-batch, 0))}, "Nats-Last-Sequence": {strconv.FormatUint(last, 10)}}})
+}
