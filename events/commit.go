@@ -292,19 +292,10 @@ func (s *Store) withoutOutcome(ctx context.Context, ws []Write, at []int) (fresh
 		return s.withoutOutcomeEach(ctx, at, subjects)
 	}
 	found := map[string]bool{}
-	msgs, err := jetstreamext.GetLastMsgsFor(ctx, s.js, s.names.EventStream(), subjects)
-	if err == nil {
-		for m, merr := range msgs {
-			if errors.Is(merr, jetstreamext.ErrNoMessages) {
-				break
-			}
-			if merr != nil {
-				err = merr
-				break
-			}
-			found[m.Subject] = true
-		}
-	}
+	err := s.directBatch(ctx, s.names.EventStream(), batchRequest{MultiLastFor: subjects}, func(m *jetstream.RawStreamMsg) error {
+		found[m.Subject] = true
+		return nil
+	})
 	if err != nil {
 		return nil, at // cannot tell: each looks for itself
 	}
@@ -320,11 +311,11 @@ func (s *Store) withoutOutcome(ctx context.Context, ws []Write, at []int) (fresh
 
 // maxParallelOutcomeChecks: up to this many outcome subjects are looked up
 // with one direct get each, all at once, rather than in one batch get.
-// The batch get (jetstreamext.GetLastMsgsFor) subscribes a new inbox per
-// call, and nats.go gives every synchronous subscription a 64k-entry
-// channel: 512 KB allocated and cleared per batch, 6% of all CPU at 8
-// commands in flight (docs/benchmarks.md). A direct get rides the
-// connection's shared request inbox.
+// The batch get subscribes an inbox of its own per call (directBatch);
+// a direct get rides the connection's shared request inbox. (With
+// jetstreamext's batch get, whose every subscription had nats.go's
+// 64k-entry channel, 512 KB per call, the batch cost 6% of all CPU at 8
+// commands in flight: docs/benchmarks.md.)
 const maxParallelOutcomeChecks = 16
 
 // withoutOutcomeEach is withoutOutcome by one direct get per subject.

@@ -7,7 +7,6 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
-	"github.com/synadia-io/orbit.go/jetstreamext"
 
 	"github.com/turnstile-dev/turnstile/fsm"
 )
@@ -139,20 +138,22 @@ func (s *Store) PendingCommands(ctx context.Context, id, durable string, max int
 	}
 	out := []PendingCommand{}
 	for next, scanned := from, 0; scanned < max; {
-		msgs, err := jetstreamext.GetBatch(ctx, s.js, s.names.CommandStream(), min(256, max-scanned),
-			jetstreamext.GetBatchSeq(next), jetstreamext.GetBatchSubject(s.names.StoredCommands(id)))
+		// The page first, then the outcome checks: a check is a request
+		// of its own, not to be made while the page's answer arrives.
+		var page []*jetstream.RawStreamMsg
+		req := batchRequest{Seq: next, NextFor: s.names.StoredCommands(id), Batch: min(256, max-scanned)}
+		err := s.directBatch(ctx, s.names.CommandStream(), req, func(m *jetstream.RawStreamMsg) error {
+			page = append(page, m)
+			return nil
+		})
 		if err != nil {
-			return nil, fmt.Errorf("read commands: %w", err)
+			return nil, fmt.Errorf("read commands from stream sequence %d: %w", next, err)
 		}
-		got := 0
-		for m, err := range msgs {
-			if errors.Is(err, jetstreamext.ErrNoMessages) {
-				break
-			}
-			if err != nil {
-				return nil, fmt.Errorf("read commands from stream sequence %d: %w", next, err)
-			}
-			got, scanned, next = got+1, scanned+1, m.Sequence+1
+		if len(page) == 0 {
+			break
+		}
+		for _, m := range page {
+			scanned, next = scanned+1, m.Sequence+1
 			cmd, err := DecodeCommand(m.Data, id)
 			if err != nil {
 				continue
@@ -164,9 +165,6 @@ func (s *Store) PendingCommands(ctx context.Context, id, durable string, max int
 			if !done {
 				out = append(out, PendingCommand{Command: cmd, StreamSeq: m.Sequence, Time: m.Time})
 			}
-		}
-		if got == 0 {
-			break
 		}
 	}
 	return out, nil

@@ -13,7 +13,6 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
-	"github.com/synadia-io/orbit.go/jetstreamext"
 
 	"github.com/turnstile-dev/turnstile/fsm"
 	"github.com/turnstile-dev/turnstile/internal/retry"
@@ -368,20 +367,14 @@ func (s *Store) loadBefore(ctx context.Context, id string, last uint64) (Head, e
 	h := Head{State: fsm.Workspace{ID: id}, StreamSeq: last}
 	subject := s.names.Event(id)
 	for before, step := last, 0; step < maxStepsBack; step++ {
-		msgs, err := jetstreamext.GetLastMsgsFor(ctx, s.js, s.names.EventStream(), []string{subject},
-			jetstreamext.GetLastMsgsUpToSeq(before-1))
+		var m *jetstream.RawStreamMsg
+		err := s.directBatch(ctx, s.names.EventStream(), batchRequest{MultiLastFor: []string{subject}, UpToSeq: before - 1},
+			func(msg *jetstream.RawStreamMsg) error {
+				m = msg
+				return nil
+			})
 		if err != nil {
 			return Head{}, fmt.Errorf("load workspace %s before stream sequence %d: %w", id, before, err)
-		}
-		var m *jetstream.RawStreamMsg
-		for msg, err := range msgs {
-			if errors.Is(err, jetstreamext.ErrNoMessages) {
-				break
-			}
-			if err != nil {
-				return Head{}, fmt.Errorf("load workspace %s before stream sequence %d: %w", id, before, err)
-			}
-			m = msg
 		}
 		if m == nil || m.Sequence >= before {
 			return h, nil // nothing readable before: no workspace
@@ -591,32 +584,29 @@ const replayPage = 1000
 func (s *Store) read(ctx context.Context, from, to uint64, subject string, page int, fn func(Record) error) (uint64, error) {
 	through := from - 1
 	for through < to {
-		opts := []jetstreamext.GetBatchOpt{jetstreamext.GetBatchSeq(through + 1)}
-		if subject != "" {
-			opts = append(opts, jetstreamext.GetBatchSubject(subject))
-		}
-		msgs, err := jetstreamext.GetBatch(ctx, s.js, s.names.EventStream(), int(min(uint64(page), to-through)), opts...)
-		if err != nil {
-			return through, fmt.Errorf("read from stream sequence %d: %w", through+1, err)
-		}
-		got := 0
-		for m, err := range msgs {
-			if errors.Is(err, jetstreamext.ErrNoMessages) {
-				break
-			}
-			if err != nil {
-				return through, fmt.Errorf("read from stream sequence %d: %w", through+1, err)
-			}
+		req := batchRequest{Seq: through + 1, NextFor: subject, Batch: int(min(uint64(page), to-through))}
+		got, past := 0, false
+		var fnErr error
+		err := s.directBatch(ctx, s.names.EventStream(), req, func(m *jetstream.RawStreamMsg) error {
 			if m.Sequence > to {
-				return to, nil
+				past = true
+				return errBatchDone
 			}
-			if err := fn(s.decodeRecord(m.Subject, m.Data, m.Sequence, m.Time)); err != nil {
-				return through, err
+			if fnErr = fn(s.decodeRecord(m.Subject, m.Data, m.Sequence, m.Time)); fnErr != nil {
+				return fnErr
 			}
 			through = m.Sequence
 			got++
-		}
-		if got == 0 {
+			return nil
+		})
+		switch {
+		case fnErr != nil:
+			return through, fnErr
+		case err != nil:
+			return through, fmt.Errorf("read from stream sequence %d: %w", through+1, err)
+		case past:
+			return to, nil
+		case got == 0:
 			return through, nil
 		}
 	}
@@ -779,9 +769,9 @@ func (s *Store) firstSince(ctx context.Context, subject string, since time.Time)
 }
 
 // directGet sends one direct get request (req, JSON-encoded) for the event
-// stream, on the connection's shared request inbox (jetstreamext.GetBatch
-// would subscribe an inbox of its own, with nats.go's 64k-entry channel,
-// for the one message), and returns the message; nil when there is none.
+// stream, on the connection's shared request inbox (directBatch subscribes
+// an inbox of its own per call, for many messages), and returns the
+// message; nil when there is none.
 func (s *Store) directGet(ctx context.Context, req any) (*jetstream.RawStreamMsg, error) {
 	b, err := json.Marshal(req)
 	if err != nil {

@@ -10,7 +10,6 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
-	"github.com/synadia-io/orbit.go/jetstreamext"
 )
 
 // RawMsg is one message of the event stream as stored, not decoded: for a
@@ -160,19 +159,13 @@ func (s *Store) nextAt(ctx context.Context, seq uint64) (next uint64, at time.Ti
 // firstAt is the first message a replica holds at or after seq, as a
 // direct batch get of one; nil when there is none.
 func (s *Store) firstAt(ctx context.Context, seq uint64) (*jetstream.RawStreamMsg, error) {
-	msgs, err := jetstreamext.GetBatch(ctx, s.js, s.names.EventStream(), 1, jetstreamext.GetBatchSeq(max(seq, 1)))
+	var first *jetstream.RawStreamMsg
+	err := s.directBatch(ctx, s.names.EventStream(), batchRequest{Seq: max(seq, 1), Batch: 1}, func(m *jetstream.RawStreamMsg) error {
+		first = m
+		return nil
+	})
 	if err != nil {
 		return nil, fmt.Errorf("message at or after %d: %w", seq, err)
-	}
-	var first *jetstream.RawStreamMsg
-	for m, err := range msgs {
-		if errors.Is(err, jetstreamext.ErrNoMessages) {
-			break
-		}
-		if err != nil {
-			return nil, fmt.Errorf("message at or after %d: %w", seq, err)
-		}
-		first = m
 	}
 	return first, nil
 }
