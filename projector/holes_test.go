@@ -218,6 +218,33 @@ func (l *logged) String() string {
 // stops at that workspace's next event. A workspace whose seq skips ahead
 // with nothing missing before it (a forged envelope) is applied, as before.
 func TestMissingEventIsAGap(t *testing.T) {
+	e := withMissingEvent(t)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	_, err := e.projector(t, nil).Rebuild(ctx, nil)
+	var gap *projector.GapError
+	if !errors.Is(err, projector.ErrGap) || !errors.As(err, &gap) || gap.Workspace != "ws-a" || gap.Seq != 3 || gap.After != 1 {
+		t.Fatalf("rebuild without ws-a's event 2: %v, want a GapError of ws-a, seq 3 after 1", err)
+	}
+	if _, err := e.checkpoint(ctx); !errors.Is(err, projector.ErrNotFound) {
+		t.Fatalf("checkpoint: %v: a refused rebuild must write none", err)
+	}
+
+	projectUpToTheGap(t, e, 4) // the gap's batch is not the first
+}
+
+// The projector keeps what precedes a gap whether or not the same batch
+// holds it: where batches end is timing (BatchWait). Here one batch holds
+// the whole stream.
+func TestGapInsideABatch(t *testing.T) {
+	projectUpToTheGap(t, withMissingEvent(t), 1000)
+}
+
+// withMissingEvent is a stream where ws-a's event 2 is gone (deleted) and
+// an expired outcome's hole lies beside it, and ws-b's event 3 claims seq
+// 7 with nothing missing before it.
+func withMissingEvent(t *testing.T) *env {
+	t.Helper()
 	e := newExpiringEnv(t)
 	a := history(t, e.names, "ws-a", lifecycle(), nil)
 	// ws-b's third event claims seq 7: nothing is missing before it.
@@ -247,20 +274,20 @@ func TestMissingEventIsAGap(t *testing.T) {
 		t.Fatal(err)
 	}
 	e.waitExpired(t, "r-1")
+	return e
+}
 
-	_, err = e.projector(t, nil).Rebuild(ctx, nil)
-	var gap *projector.GapError
-	if !errors.Is(err, projector.ErrGap) || !errors.As(err, &gap) || gap.Workspace != "ws-a" || gap.Seq != 3 || gap.After != 1 {
-		t.Fatalf("rebuild without ws-a's event 2: %v, want a GapError of ws-a, seq 3 after 1", err)
-	}
-	if _, err := e.checkpoint(ctx); !errors.Is(err, projector.ErrNotFound) {
-		t.Fatalf("checkpoint: %v: a refused rebuild must write none", err)
-	}
-
+// projectUpToTheGap runs the projector in batches of batchSize over
+// withMissingEvent's stream: it reports ws-a's gap and holds all before it.
+func projectUpToTheGap(t *testing.T, e *env, batchSize int) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
 	var log logged
 	p := e.projector(t, func(c *projector.Config) {
 		c.Logger = slog.New(slog.NewTextHandler(&log, nil))
-		c.BatchSize = 4 // the gap's batch is not the first: what precedes it is kept
+		c.BatchSize = batchSize
+		c.BatchWait = time.Second // the batches are full ones
 	})
 	run(t, p)
 	waitFor(t, 30*time.Second, "the projector to report ws-a's gap twice", func(context.Context) (bool, error) {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sort"
 	"sync/atomic"
 	"time"
 
@@ -136,6 +137,26 @@ func (p *Projector) session(ctx context.Context) (progressed bool, err error) {
 		return nil
 	}
 	from := cp.StreamSeq
+	// keepBefore commits the batch in flight and the messages of msgs
+	// before stream sequence at.
+	keepBefore := func(msgs []message, at uint64) error {
+		if inflight != nil {
+			if err := commit(); err != nil {
+				return err
+			}
+		}
+		k := sort.Search(len(msgs), func(i int) bool { return msgs[i].seq >= at })
+		if k == 0 {
+			return nil
+		}
+		clear(cache) // the failed fold went on in it up to the gap
+		t, err := p.store.begin(ctx, lead, from, msgs[:k], batchInfo(msgs[:k]), cache, nil, p.cfg.Store)
+		if err != nil {
+			return err
+		}
+		t.msgs, inflight = msgs[:k], t
+		return commit()
+	}
 	for {
 		msgs, ok, ready := p.next(batches, inflight != nil)
 		if !ready {
@@ -168,10 +189,11 @@ func (p *Projector) session(ctx context.Context) (progressed bool, err error) {
 			t, err = p.store.begin(ctx, lead, from, msgs, info, cache, nil, p.cfg.Store)
 		}
 		if err != nil {
-			if errors.Is(err, ErrGap) && inflight != nil {
-				// Keep what precedes the gap: the retry then starts at
-				// the gap's batch, and the read model holds all it can.
-				if cerr := commit(); cerr != nil {
+			if gap := (*GapError)(nil); errors.As(err, &gap) {
+				// Keep what precedes the gap, in this batch too (where
+				// batches end is timing): the retry then starts at the
+				// gap, and the read model holds all it can.
+				if cerr := keepBefore(msgs, gap.StreamSeq); cerr != nil {
 					return progressed, errors.Join(err, cerr)
 				}
 			}

@@ -59,7 +59,7 @@ func unusualMessages(tb testing.TB, names events.Names) []*nats.Msg {
 		{Type: fsm.ContainerExited, ExitCode: &exit0, Reason: "exited"},
 		{Type: fsm.Start},
 		{Type: fsm.ProvisionFailed, Reason: "pull failed"},
-		{Type: fsm.Configure, Spec: &fsm.Spec{CPUs: 0.000123}},
+		{Type: fsm.Configure, Spec: &fsm.Spec{CPUs: 0.0123}},
 		{Type: fsm.Start},
 		{Type: fsm.ProvisionSucceeded, ContainerID: "ctr-2"},
 		{Type: fsm.ContainerExited, ExitCode: &exit137},
