@@ -17,10 +17,13 @@
 //     read also names the newest event in the stream.
 //   - Waiting (GET .../wait) watches the event store, the source of truth,
 //     not the read model: 200 once the state is reached, 408 at the timeout.
-//   - Never open: every route but /healthz, /readyz and the timeline
-//     page's static files (package ui, which hold no data) needs a bearer
-//     token (at least MinTokenLength characters) of Config.Tokens, and the
-//     commands it sends are recorded with the actor "api:<token name>".
+//   - Never open: every route but /healthz, /readyz, ProofPath and the
+//     timeline page's static files (package ui, which hold no data) needs
+//     a bearer token (at least MinTokenLength characters) of
+//     Config.Tokens, and the commands it sends are recorded with the actor
+//     "api:<token name>". ProofPath answers a client's fresh nonce with a
+//     TokenProof per token, so that a client can check it reached serve
+//     before it sends its token; a proof is no credential.
 //   - Writes only from programs: a write whose Content-Type is not
 //     application/json is refused (415), a browser's cross-origin write is
 //     refused (403), and on a loopback listener a Host that is not a

@@ -87,13 +87,14 @@ func IsLoopbackHost(hostport string) bool {
 }
 
 // authorize requires a configured bearer token on every route except the
-// health checks (which say nothing about workspaces) and the timeline
+// health checks (which say nothing about workspaces), the timeline
 // page's static files (which hold no data: the page sends the token on its
-// own API requests), and puts the token's name in the request's context
+// own API requests) and ProofPath (where serve proves it holds a token
+// before a client sends it), and puts the token's name in the request's context
 // for the actor of its commands.
 func (s *Server) authorize(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.URL.Path == "/healthz" || r.URL.Path == "/readyz" || ui.Public(r.URL.Path) {
+		if r.URL.Path == "/healthz" || r.URL.Path == "/readyz" || r.URL.Path == ProofPath || ui.Public(r.URL.Path) {
 			next.ServeHTTP(w, r)
 			return
 		}

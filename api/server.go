@@ -182,6 +182,7 @@ func New(cfg Config) (*Server, error) {
 	mux.HandleFunc("POST /v1/webhooks", s.addWebhook)
 	mux.HandleFunc("GET /v1/webhooks", s.listWebhooks)
 	mux.HandleFunc("DELETE /v1/webhooks/{id}", s.removeWebhook)
+	mux.HandleFunc("GET "+ProofPath, s.proveTokens())
 	mux.HandleFunc("GET /healthz", s.healthz)
 	mux.HandleFunc("GET /readyz", s.readyz)
 	if cfg.Gatherer != nil {

@@ -26,12 +26,13 @@ type Client struct {
 	base  *url.URL
 	token string
 	hc    *http.Client
+	prove bool // see ProveServer
 }
 
 // New returns a client of the API at baseURL ("http://127.0.0.1:8080")
 // that sends token; hc nil means a client without an overall timeout (the
 // context of each call bounds it; streams last as long as it does).
-func New(baseURL, token string, hc *http.Client) (*Client, error) {
+func New(baseURL, token string, hc *http.Client, opts ...Option) (*Client, error) {
 	u, err := url.Parse(strings.TrimRight(strings.TrimSpace(baseURL), "/"))
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 		return nil, fmt.Errorf("API URL %q: want http://HOST:PORT or https://HOST:PORT", baseURL)
@@ -42,7 +43,16 @@ func New(baseURL, token string, hc *http.Client) (*Client, error) {
 	if hc == nil {
 		hc = &http.Client{}
 	}
-	return &Client{base: u, token: token, hc: hc}, nil
+	c := &Client{base: u, token: token, hc: hc}
+	for _, o := range opts {
+		o(c)
+	}
+	if c.prove && u.Scheme == "http" {
+		if c.hc, err = c.provingClient(hc); err != nil {
+			return nil, err
+		}
+	}
+	return c, nil
 }
 
 // URL is the API's base URL.
@@ -145,6 +155,9 @@ func (c *Client) request(ctx context.Context, method, path string, query url.Val
 	}
 	resp, err := c.hc.Do(req)
 	if err != nil {
+		if pe, ok := errors.AsType[*ProofError](err); ok {
+			return nil, pe
+		}
 		if ctx.Err() != nil {
 			return nil, ctx.Err()
 		}

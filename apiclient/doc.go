@@ -7,6 +7,9 @@
 // Guarantees:
 //   - Every request carries the bearer token; a command carries its id as
 //     the Idempotency-Key, so sending it again yields its first outcome.
+//     With ProveServer, over plain HTTP, the token goes only on
+//     connections whose server proved first that it holds it
+//     (api.ProofPath); any other is a *ProofError and sees no token.
 //   - A refusal by the lifecycle is an outcome, not an error: Send returns
 //     a CommandResult whose Rejection has the code, state, generation and
 //     the commands allowed now. Any other error answer is an *Error with

@@ -59,10 +59,15 @@ func (c *Client) follow(ctx context.Context, path string, after uint64, o Follow
 		}
 		var e *Error
 		var fe *fnError
+		var pe *ProofError
 		switch {
 		case errors.As(err, &fe):
 			return fe.err
 		case errors.As(err, &e) && e.Status != http.StatusTooManyRequests && e.Status < 500:
+			return err
+		case errors.As(err, &pe):
+			// Something else answers at serve's address (see
+			// ProveServer): say so rather than keep asking it.
 			return err
 		}
 		if got {

@@ -40,18 +40,23 @@ func TestAPIAuth(t *testing.T) {
 }
 
 // TestNATSAuth: with TURNSTILE_NATS_TOKEN, serve's embedded NATS refuses
-// clients without the token, so nothing can be published around it; the
-// CLI with the same variable works. Without a token the embedded NATS
-// refuses to listen beyond loopback (TestServeRefusesToStart).
+// clients without the token or the data dir's nkey, so nothing can be
+// published around it; the CLI with the same variable works, and so does
+// the CLI in serve's directory, which signs in with the nkey serve wrote
+// there. Without a token the embedded NATS refuses to listen beyond
+// loopback (TestServeRefusesToStart).
 func TestNATSAuth(t *testing.T) {
 	const token = "e2e-nats-token"
 	srv := startServe(t, serveOptions{args: []string{"--provisioner", "sim"}, env: []string{"TURNSTILE_NATS_TOKEN=" + token}})
 	t.Run("NoToken", func(t *testing.T) {
-		r := srv.turnstile(t, "create", "locked-out")
-		want(t, r, 1, "create without the NATS token")
+		r := runIn(t, t.TempDir(), srv.clientEnv(), filepath.Join(binDir, "turnstile"), "create", "locked-out")
+		want(t, r, 1, "create without the NATS token, away from the data dir")
 		if !strings.Contains(strings.ToLower(r.stderr), "authorization") {
 			t.Fatalf("stderr does not say why: %s", r)
 		}
+	})
+	t.Run("DataDirNkey", func(t *testing.T) {
+		want(t, srv.turnstile(t, "create", "by-nkey"), 0, "create in serve's directory, with its nkey")
 	})
 	t.Run("WithToken", func(t *testing.T) {
 		r := runIn(t, srv.dir, append(srv.clientEnv(), "TURNSTILE_NATS_TOKEN="+token),

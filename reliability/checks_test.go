@@ -246,7 +246,7 @@ func dumpReadModel(t *testing.T, dbURL string) map[string]string {
 
 // checkRebuild compares the live read model with a `turnstile rebuild` of
 // it, row by row. dataDir is serve's, where rebuild finds the embedded
-// NATS's admin token (its consumer needs that role); "" with an external
+// NATS's admin nkey (its consumer needs that role); "" with an external
 // NATS.
 func checkRebuild(t *testing.T, natsURL, dbURL, dataDir string) {
 	t.Helper()

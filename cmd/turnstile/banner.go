@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"path/filepath"
 	"strings"
 )
 
@@ -37,7 +38,8 @@ func (s *service) banner() {
 		if !s.embedded.sync {
 			sync = "fsync every 2 minutes (--nats-sync default)"
 		}
-		natsAuth := "clients need the token in " + s.embedded.tokenSource + "; its role publishes commands and reads"
+		natsAuth := "the CLI signs in with the nkey in " + filepath.Join(s.a.dataDir, natsNkeyFile) + ", other clients need the token in " +
+			s.embedded.tokenSource + "; their role publishes commands and reads"
 		row("NATS", fmt.Sprintf("%s (embedded; JetStream in %s; %s; %s)", natsURL, s.embedded.storeDir, sync, natsAuth))
 	} else {
 		row("NATS", natsURL+" (given by --nats-url)")

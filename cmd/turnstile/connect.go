@@ -71,48 +71,57 @@ func (a *app) clientNATSURL() string {
 	return defaultNATSURL
 }
 
-// natsTokenFromDataDir is the token serve wrote to <data-dir>/nats-token,
-// used when no --nats-* credential is given and the URL carries none; ""
-// if there is no such file.
-func (a *app) natsTokenFromDataDir(url, file string) (string, error) {
+// natsNkeyFromDataDir is the path of the nkey seed serve wrote to file
+// in the data dir, used when no --nats-* credential is given (for the
+// admin role, none but --nats-token) and the URL carries none; "" if there
+// is no such file. The CLI never sends the data dir's nats-token: an nkey
+// proves the client holds it without sending it to whatever listens at
+// the URL.
+func (a *app) natsNkeyFromDataDir(url, file string) (string, error) {
 	if a.natsCreds != "" || a.natsNkey != "" || a.natsUser != "" || strings.Contains(url, "@") {
 		return "", nil
 	}
-	if a.natsToken != "" && file == natsTokenFile {
+	if a.natsToken != "" && file == natsNkeyFile {
 		return "", nil // --nats-token is the user role's token
 	}
-	b, err := os.ReadFile(filepath.Join(a.dataDir, file))
+	path := filepath.Join(a.dataDir, file)
+	f, err := os.Open(path)
 	if errors.Is(err, fs.ErrNotExist) {
 		return "", nil
 	}
 	if err != nil {
-		return "", fmt.Errorf("read the NATS token serve wrote: %w (pass --nats-token, or run as the user that runs serve)", err)
+		return "", fmt.Errorf("read the NATS key serve wrote: %w (pass --nats-token, or run as the user that runs serve)", err)
 	}
-	return strings.TrimSpace(string(b)), nil
+	_ = f.Close()
+	return path, nil
 }
 
 // connectNATS connects a client command to NATS as the user role.
 func (a *app) connectNATS(ctx context.Context) (*nats.Conn, error) {
-	return a.connectNATSWith(ctx, natsTokenFile)
+	return a.connectNATSWith(ctx, natsNkeyFile)
 }
 
 // connectNATSAdmin connects as the admin role, for rebuild's consumer.
 func (a *app) connectNATSAdmin(ctx context.Context) (*nats.Conn, error) {
-	return a.connectNATSWith(ctx, natsAdminTokenFile)
+	return a.connectNATSWith(ctx, natsAdminNkeyFile)
 }
 
-// connectNATSWith connects a client command to NATS with the token serve
+// connectNATSWith connects a client command to NATS with the nkey serve
 // wrote to file in the data dir, unless a credential is given.
 func (a *app) connectNATSWith(ctx context.Context, file string) (*nats.Conn, error) {
 	url := a.clientNATSURL()
 	opts := append(a.natsOptions("turnstile-cli"), nats.RetryOnFailedConnect(false))
-	// As database-url: serve's embedded NATS requires the token it wrote.
-	tok, err := a.natsTokenFromDataDir(url, file)
+	// As database-url: serve's embedded NATS requires the key it wrote.
+	seed, err := a.natsNkeyFromDataDir(url, file)
 	if err != nil {
 		return nil, err
 	}
-	if tok != "" {
-		opts = append(opts, nats.Token(tok))
+	if seed != "" {
+		o, err := nats.NkeyOptionFromSeed(seed)
+		if err != nil {
+			return nil, fmt.Errorf("the NATS key serve wrote to %s: %w (delete it and restart serve to have a new one made)", seed, err)
+		}
+		opts = append(opts, o)
 	}
 	if d, ok := ctx.Deadline(); ok {
 		opts = append(opts, nats.Timeout(max(time.Until(d), time.Second)))
@@ -120,7 +129,7 @@ func (a *app) connectNATSWith(ctx context.Context, file string) (*nats.Conn, err
 	nc, err := nats.Connect(url, opts...)
 	if err != nil {
 		if errors.Is(err, nats.ErrAuthorization) {
-			return nil, fmt.Errorf("NATS at %s refused this client: %w (serve's embedded NATS wants the token in %s: run from the directory serve runs in, or pass --data-dir or --nats-token)",
+			return nil, fmt.Errorf("NATS at %s refused this client: %w (serve's embedded NATS wants the key in %s: run from the directory serve runs in, or pass --data-dir or --nats-token)",
 				withoutUserinfo(url), redactURLError(err), filepath.Join(a.dataDir, file))
 		}
 		return nil, fmt.Errorf("cannot reach NATS at %s: %w (is 'turnstile serve' running? otherwise pass --nats-url or set TURNSTILE_NATS_URL)", withoutUserinfo(url), redactURLError(err))

@@ -109,6 +109,11 @@ func (a *app) apiClient() (c *apiclient.Client, ok bool, err error) {
 // serve takes it), else the one serve generated into <data-dir>/api-token;
 // the client trusts --api-tls-ca besides the system's roots. A token about
 // to cross the network in clear text gets a warning.
+//
+// Over plain HTTP the token goes only to a server that proved it holds
+// it (apiclient.ProveServer), wherever the URL and the token came from:
+// api-url and the default port may be held by another local user while
+// serve is stopped. Over https the certificate says who answers.
 func (a *app) newAPIClient(u string) (*apiclient.Client, error) {
 	tok, err := a.apiToken, error(nil)
 	if tok == "" {
@@ -126,7 +131,7 @@ func (a *app) newAPIClient(u string) (*apiclient.Client, error) {
 	if err != nil {
 		return nil, err
 	}
-	c, err := apiclient.New(u, tok, hc)
+	c, err := apiclient.New(u, tok, hc, apiclient.ProveServer())
 	if err != nil {
 		return nil, usageError(fmt.Errorf("--api-url: %w", err))
 	}

@@ -13,6 +13,7 @@ import (
 	"strings"
 
 	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nkeys"
 
 	"github.com/turnstile-dev/turnstile/engine"
 	"github.com/turnstile-dev/turnstile/events"
@@ -24,10 +25,22 @@ import (
 // it as they read database-url.
 const natsTokenFile = "nats-token"
 
-// natsAdminTokenFile holds the token of the admin role (the user role plus
-// consumers of its own: `turnstile rebuild` reads the stream through one),
-// beside nats-token and as sensitive as database-owner-url.
-const natsAdminTokenFile = "nats-admin-token"
+// natsNkeyFile and natsAdminNkeyFile hold the nkey seeds with which the
+// CLI's own connections authenticate, as the user role and as the admin
+// role (the user role plus consumers of its own: `turnstile rebuild` reads
+// the stream through one). An nkey is a challenge: the server's INFO
+// carries a nonce, the client signs it, and the seed never leaves the
+// client. A listener that took serve's NATS port while serve was stopped
+// thus gets a signature of its own nonce, which opens nothing; a token
+// would have opened serve's NATS at its next start.
+const (
+	natsNkeyFile      = "nats-nkey"
+	natsAdminNkeyFile = "nats-admin-nkey"
+)
+
+// legacyAdminTokenFile is where serve kept the admin role's token before
+// the admin role took an nkey; serve removes it, since it opens nothing.
+const legacyAdminTokenFile = "nats-admin-token"
 
 // NATS user names on the embedded server, as its log and monitoring show
 // them.
@@ -37,22 +50,32 @@ const (
 	natsAdminUser  = "turnstile-admin"
 )
 
-// natsAuth authenticates the embedded server's clients by token into one of
-// two roles (issue 12 item 2): serve's own in-process connections (a token
+// natsAuth authenticates the embedded server's clients into one of three
+// roles (issue 12 item 2): serve's own in-process connections (a token
 // made at each start and never written anywhere) may do everything; the
-// user role (the CLI, the Go client, `nats` against this server) may publish
-// user commands and read, and nothing else.
+// user role may publish user commands and read, and nothing else; the
+// admin role adds consumers of its own. The user role takes the token
+// (nats-token, for `nats` and other tools) or the user nkey (the CLI); the
+// admin role only its nkey (rebuild).
 type natsAuth struct {
-	system, user, admin   []byte
+	system, user          []byte
+	userKey, adminKey     string // public nkeys
 	userPerms, adminPerms *server.Permissions
 }
 
 var _ server.Authentication = (*natsAuth)(nil)
 
-// Check implements server.Authentication.
+// Check implements server.Authentication. A client that presents an nkey
+// is judged by it alone.
 func (a *natsAuth) Check(c server.ClientAuthentication) bool {
 	o := c.GetOpts()
-	if o == nil || o.Token == "" {
+	if o == nil {
+		return false
+	}
+	if o.Nkey != "" {
+		return a.checkNkey(c, o)
+	}
+	if o.Token == "" {
 		return false
 	}
 	tok := []byte(o.Token)
@@ -63,11 +86,40 @@ func (a *natsAuth) Check(c server.ClientAuthentication) bool {
 	case subtle.ConstantTimeCompare(tok, a.user) == 1:
 		c.RegisterUser(&server.User{Username: natsClientUser, Permissions: a.userPerms})
 		return true
-	case len(a.admin) > 0 && subtle.ConstantTimeCompare(tok, a.admin) == 1:
-		c.RegisterUser(&server.User{Username: natsAdminUser, Permissions: a.adminPerms})
-		return true
 	}
 	return false
+}
+
+// checkNkey admits a client whose nkey is the user's or the admin's and
+// whose signature of this connection's nonce verifies. Without a nonce
+// (the server always sends one) a signature could be replayed: refused.
+func (a *natsAuth) checkNkey(c server.ClientAuthentication, o *server.ClientOpts) bool {
+	var user *server.User
+	switch o.Nkey {
+	case a.userKey:
+		user = &server.User{Username: natsClientUser, Permissions: a.userPerms}
+	case a.adminKey:
+		user = &server.User{Username: natsAdminUser, Permissions: a.adminPerms}
+	default:
+		return false
+	}
+	nonce := c.GetNonce()
+	if len(nonce) == 0 || o.Sig == "" {
+		return false
+	}
+	// nats.go sends base64url; the server itself takes standard too.
+	sig, err := base64.RawURLEncoding.DecodeString(o.Sig)
+	if err != nil {
+		if sig, err = base64.StdEncoding.DecodeString(o.Sig); err != nil {
+			return false
+		}
+	}
+	pub, err := nkeys.FromPublicKey(o.Nkey)
+	if err != nil || pub.Verify(nonce, sig) != nil {
+		return false
+	}
+	c.RegisterUser(user)
+	return true
 }
 
 // rolePermissions are what the user and admin roles may do.
@@ -86,7 +138,7 @@ func (a *natsAuth) Check(c server.ClientAuthentication) bool {
 //
 // The admin role is the user role plus consumers (create, pull) other than
 // serveDurables, the durable consumers serve keeps, by stream: what
-// `turnstile rebuild` needs for its ordered consumer. Its token is as
+// `turnstile rebuild` needs for its ordered consumer. Its nkey seed is as
 // sensitive as the database owner's URL; a holder could write into the
 // event stream as above, and is trusted as an operator is.
 //
@@ -176,4 +228,39 @@ func natsTokenIn(path string) (string, error) {
 		return "", fmt.Errorf("write the NATS token: %w", err)
 	}
 	return tok, nil
+}
+
+// natsNkeyIn returns the public key of the user nkey whose seed is in
+// path, made on first use (crypto/rand, written 0600 and atomically) and
+// reused afterwards.
+func natsNkeyIn(path string) (string, error) {
+	b, err := os.ReadFile(path)
+	switch {
+	case err == nil:
+		kp, err := nkeys.ParseDecoratedUserNKey(b)
+		if err != nil {
+			return "", fmt.Errorf("%s: not a NATS user nkey seed (%w); delete it to have serve make a new one", path, err)
+		}
+		defer kp.Wipe()
+		// An older file may be more open than 0600: tighten it.
+		if err := os.Chmod(path, 0o600); err != nil {
+			return "", fmt.Errorf("NATS nkey file: %w", err)
+		}
+		return kp.PublicKey()
+	case !errors.Is(err, fs.ErrNotExist):
+		return "", fmt.Errorf("read the NATS nkey: %w", err)
+	}
+	kp, err := nkeys.CreateUser()
+	if err != nil {
+		return "", fmt.Errorf("make a NATS nkey: %w", err)
+	}
+	defer kp.Wipe()
+	seed, err := kp.Seed()
+	if err != nil {
+		return "", fmt.Errorf("make a NATS nkey: %w", err)
+	}
+	if err := atomicfile.Write(path, append(seed, '\n'), 0o600); err != nil {
+		return "", fmt.Errorf("write the NATS nkey: %w", err)
+	}
+	return kp.PublicKey()
 }

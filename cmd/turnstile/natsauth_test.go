@@ -15,6 +15,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/nats-io/nkeys"
 
 	"github.com/turnstile-dev/turnstile/internal/testenv"
 )
@@ -169,6 +170,36 @@ func TestNATSRoles(t *testing.T) {
 				t.Fatalf("refusal: %v", err)
 			}
 		}
+		// An nkey: one serve did not make, or serve's own public key with
+		// a signature of another key (what a server that skipped the
+		// signature check would let in).
+		stranger, err := nkeys.CreateUser()
+		if err != nil {
+			t.Fatal(err)
+		}
+		strangerPub, _ := stranger.PublicKey()
+		for _, f := range []string{"", natsNkeyFile, natsAdminNkeyFile} {
+			pub := strangerPub
+			if f != "" {
+				seed, err := os.ReadFile(filepath.Join(s.dir, f))
+				if err != nil {
+					t.Fatal(err)
+				}
+				kp, err := nkeys.ParseDecoratedUserNKey(seed)
+				if err != nil {
+					t.Fatal(err)
+				}
+				pub, _ = kp.PublicKey()
+			}
+			nc, err := nats.Connect(s.natsURL, nats.Nkey(pub, stranger.Sign))
+			if err == nil {
+				nc.Close()
+				t.Fatalf("connected with the nkey %s signed by another key", pub)
+			}
+			if !errors.Is(err, nats.ErrAuthorization) {
+				t.Fatalf("refusal of a foreign signature: %v", err)
+			}
+		}
 		// The token in the URL, as docs/operations.md's `nats` example has it.
 		nc, err := nats.Connect(strings.Replace(s.natsURL, "nats://", "nats://"+s.token(t)+"@", 1))
 		if err != nil {
@@ -303,11 +334,11 @@ func TestNATSRoles(t *testing.T) {
 				waitViolation(t, errs, tc.subject)
 			})
 		}
-		// The admin role (its own token file, 0600) may make the
-		// consumer rebuild reads through; the user role's token cannot.
-		info, err := os.Stat(filepath.Join(s.dir, natsAdminTokenFile))
+		// The admin role (its own nkey file, 0600) may make the
+		// consumer rebuild reads through; the user role cannot.
+		info, err := os.Stat(filepath.Join(s.dir, natsAdminNkeyFile))
 		if err != nil || info.Mode().Perm() != 0o600 {
-			t.Fatalf("admin token file: %v %v, want mode 0600", info, err)
+			t.Fatalf("admin nkey file: %v %v, want mode 0600", info, err)
 		}
 		if code, out, errOut := runCLI(t, s.env, "rebuild"); code != 0 {
 			t.Fatalf("rebuild under the admin role: exit %d\n%s%s", code, out, errOut)

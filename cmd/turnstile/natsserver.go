@@ -3,8 +3,10 @@ package main
 import (
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"net"
+	"os"
 	"path/filepath"
 	"strconv"
 	"time"
@@ -42,10 +44,11 @@ type embeddedNATS struct {
 // <dataDir>/nats and returns once it accepts connections.
 //
 // Every client must authenticate (natsAuth): serve's own connections with a
-// token made at each start, everyone else with the user role's token
-// (--nats-token, else <dataDir>/nats-token, made on first start), which
-// grants userPerms only. As for the HTTP API, listening beyond loopback
-// takes an explicit --nats-token.
+// token made at each start; the user role (userPerms) with its token
+// (--nats-token, else <dataDir>/nats-token, made on first start) or the
+// nkey in <dataDir>/nats-nkey; the admin role (adminPerms) with the nkey
+// in <dataDir>/nats-admin-nkey (both made on first start). As for the
+// HTTP API, listening beyond loopback takes an explicit --nats-token.
 func startNATS(addr, syncPolicy, token, dataDir string, userPerms, adminPerms *server.Permissions, log *slog.Logger) (*embeddedNATS, error) {
 	host, portStr, err := net.SplitHostPort(addr)
 	if err != nil {
@@ -81,9 +84,16 @@ func startNATS(addr, syncPolicy, token, dataDir string, userPerms, adminPerms *s
 	if err != nil {
 		return nil, err
 	}
-	adminToken, err := natsTokenIn(filepath.Join(dataDir, natsAdminTokenFile))
+	userKey, err := natsNkeyIn(filepath.Join(dataDir, natsNkeyFile))
 	if err != nil {
 		return nil, err
+	}
+	adminKey, err := natsNkeyIn(filepath.Join(dataDir, natsAdminNkeyFile))
+	if err != nil {
+		return nil, err
+	}
+	if err := os.Remove(filepath.Join(dataDir, legacyAdminTokenFile)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return nil, fmt.Errorf("remove the old admin token: %w", err)
 	}
 	systemToken, err := newToken()
 	if err != nil {
@@ -103,8 +113,11 @@ func startNATS(addr, syncPolicy, token, dataDir string, userPerms, adminPerms *s
 		SyncAlways: n.sync,
 		NoSigs:     true,
 		MaxPayload: 1 << 20,
-		CustomClientAuthentication: &natsAuth{system: []byte(systemToken), user: []byte(userToken), admin: []byte(adminToken),
-			userPerms: userPerms, adminPerms: adminPerms},
+		// A nonce in every INFO, for the nkeys: natsAuth checks their
+		// signatures itself, so the server would not send one otherwise.
+		AlwaysEnableNonce: true,
+		CustomClientAuthentication: &natsAuth{system: []byte(systemToken), user: []byte(userToken),
+			userKey: userKey, adminKey: adminKey, userPerms: userPerms, adminPerms: adminPerms},
 	})
 	if err != nil {
 		return nil, fmt.Errorf("embedded NATS: %w", err)

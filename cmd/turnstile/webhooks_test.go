@@ -4,7 +4,6 @@ import (
 	"context"
 	"maps"
 	"net"
-	"os"
 	"path/filepath"
 	"regexp"
 	"strings"
@@ -40,14 +39,14 @@ func TestWebhookSecretsOutOfNATSRoles(t *testing.T) {
 		t.Fatalf("webhook add ftp://: exit %d %s", code, errOut)
 	}
 
-	admin, err := os.ReadFile(filepath.Join(s.dir, natsAdminTokenFile))
+	admin, err := nats.NkeyOptionFromSeed(filepath.Join(s.dir, natsAdminNkeyFile))
 	if err != nil {
 		t.Fatal(err)
 	}
-	for role, token := range map[string]string{"user": s.token(t), "admin": strings.TrimSpace(string(admin))} {
+	for role, cred := range map[string]nats.Option{"user": nats.Token(s.token(t)), "admin": admin} {
 		t.Run(role, func(t *testing.T) {
 			errs := make(chan error, 64)
-			nc, err := nats.Connect(s.natsURL, nats.Token(token), nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
+			nc, err := nats.Connect(s.natsURL, cred, nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
 				select {
 				case errs <- err:
 				default:
