@@ -196,7 +196,7 @@ SIGINT or SIGTERM stops it cleanly.`,
 	f.StringVar(&c.maxMemory, "max-memory", "0", "the largest memory limit a spec may ask for (0: no maximum)")
 	f.Float64Var(&c.maxCPUs, "max-cpus", 0, "the largest CPU limit a spec may ask for (0: no maximum)")
 	f.Int64Var(&c.pidsLimit, "pids-limit", provisioner.DefaultPidsLimit, "most processes and threads in one workspace container (0: no limit)")
-	f.StringVar(&c.tmpSize, "tmp-size", "64m", "size of the tmpfs /tmp of a container with a read-only root filesystem (restricted); it counts against the memory limit")
+	f.StringVar(&c.tmpSize, "tmp-size", "64m", "size of the tmpfs /tmp of a container with a read-only root filesystem (restricted), and of each tmpfs at a path its image declares a VOLUME; it counts against the memory limit")
 	f.DurationVar(&c.simMinLatency, "sim-min-latency", 100*time.Millisecond, "sim: shortest simulated provision, stop and delete")
 	f.DurationVar(&c.simMaxLatency, "sim-max-latency", 500*time.Millisecond, "sim: longest simulated provision, stop and delete")
 	f.Float64Var(&c.simFailureRate, "sim-failure-rate", 0, "sim: fraction of provisions that fail")
