@@ -68,12 +68,12 @@ func (s *Store) directBatch(ctx context.Context, stream string, req batchRequest
 			return fmt.Errorf("direct get: %w", ctx.Err())
 		}
 		if len(m.Data) == 0 && m.Header.Get("Status") != "" {
-			switch st := m.Header.Get("Status"); {
-			case st == "204": // end of batch
+			switch st := m.Header.Get("Status"); st {
+			case "204": // end of batch
 				return nil
-			case st == "404": // nothing there
+			case "404": // nothing there
 				return nil
-			case st == "503":
+			case "503":
 				return fmt.Errorf("direct get: %w", nats.ErrNoResponders)
 			default:
 				return fmt.Errorf("direct get: %s %s", st, m.Header.Get("Description"))

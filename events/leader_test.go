@@ -284,13 +284,13 @@ func (p *lagProxy) serve(m *nats.Msg) {
 		Batch   int    `json:"batch"`
 		NextFor string `json:"next_by_subj"`
 	}
-	switch {
-	case api == "DIRECT.GET."+p.stream:
+	switch api {
+	case "DIRECT.GET." + p.stream:
 		_ = json.Unmarshal(m.Data, &req)
 		p.record(req.Seq)
 		p.answerDirect(m.Reply, req.Seq, max(req.Batch, 1), req.NextFor)
 		return
-	case api == "STREAM.MSG.GET."+p.stream:
+	case "STREAM.MSG.GET." + p.stream:
 		_ = json.Unmarshal(m.Data, &req)
 		p.record(req.Seq)
 	}
