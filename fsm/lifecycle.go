@@ -204,8 +204,11 @@ type Decision struct {
 
 // Decide judges cmd against w. It never fails: malformed commands are
 // rejected as invalid.
-func Decide(w Workspace, cmd Command) Decision {
-	if r := cmd.Validate(); r != nil {
+func Decide(w Workspace, cmd Command) Decision { return decide(w, cmd, ValidateSpec) }
+
+// decide is Decide with spec as the check of a command's spec.
+func decide(w Workspace, cmd Command, spec func(Spec) error) Decision {
+	if r := cmd.validate(spec); r != nil {
 		return reject(w, r.Code, cmd.Type, r.Message)
 	}
 	if w.ID != "" && cmd.Workspace != w.ID {
@@ -344,7 +347,7 @@ func Check(w Workspace, e Event) error {
 	if cmd.Workspace == "" {
 		cmd.Workspace = "audit"
 	}
-	d := Decide(w, cmd)
+	d := decide(w, cmd, validateRecordedSpec)
 	if d.Outcome != Accepted {
 		why := d.Reason
 		if d.Rejection != nil {

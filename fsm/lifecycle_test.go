@@ -705,3 +705,28 @@ func TestConfigureProfileOnly(t *testing.T) {
 	}
 	mustReplay(t, h)
 }
+
+// An event recorded before a rule came in is judged by the rules it was
+// taken under: a CPU limit below MinCPUs (legal until 2026-12) is refused
+// in a new command, and Check still takes the events that hold one.
+func TestCheckTakesSpecsOfEarlierRules(t *testing.T) {
+	old := fsm.Spec{CPUs: 0.005}
+	if d := fsm.Decide(fsm.Workspace{}, fsm.Command{ID: "c1", Type: fsm.Create, Workspace: "a", Spec: &old}); d.Outcome != fsm.Rejected {
+		t.Fatalf("a new create with cpus %v: %s, want rejected", old.CPUs, d.Outcome)
+	}
+	created := fsm.Event{Type: fsm.Created, Generation: 1, SpecVersion: 1, Spec: &old}
+	if err := fsm.Check(fsm.Workspace{ID: "a"}, created); err != nil {
+		t.Fatalf("a created event of the earlier rules: %v", err)
+	}
+	w := fsm.Apply(fsm.Workspace{ID: "a"}, created)
+	w = fsm.Apply(w, fsm.Event{Type: fsm.Provisioned, Generation: 1, SpecVersion: 1, ContainerID: "c"})
+	older := fsm.Spec{CPUs: 0.007}
+	configured := fsm.Event{Type: fsm.Configured, Generation: 2, SpecVersion: 2, Spec: &older}
+	if err := fsm.Check(w, configured); err != nil {
+		t.Fatalf("a configured event of the earlier rules: %v", err)
+	}
+	bad := fsm.Spec{CPUs: -1}
+	if err := fsm.Check(fsm.Workspace{ID: "a"}, fsm.Event{Type: fsm.Created, Generation: 1, SpecVersion: 1, Spec: &bad}); err == nil {
+		t.Fatal("Check took a spec no rule ever allowed (cpus -1)")
+	}
+}

@@ -123,17 +123,28 @@ func ValidateUserCommandID(id string) error {
 // IsSystemID reports whether id has the shape reserved for system reports.
 func IsSystemID(id string) bool { return strings.HasPrefix(id, SystemIDPrefix) }
 
-// ValidateSpec checks a spec's fields.
+// ValidateSpec checks a spec's fields, as a new command's spec must be.
 func ValidateSpec(s Spec) error {
+	if err := validateRecordedSpec(s); err != nil {
+		return err
+	}
+	if s.CPUs > 0 && s.CPUs < MinCPUs {
+		return fmt.Errorf("spec.cpus %v is below %v, the smallest CPU limit Docker enforces (less would be no limit at all): use 0 (the default) or %v-%d",
+			s.CPUs, MinCPUs, MinCPUs, MaxCPUs)
+	}
+	return nil
+}
+
+// validateRecordedSpec checks what every spec an event records met when
+// it was recorded: ValidateSpec but for MinCPUs, which came later
+// (2026-12): an audit judges an older event by the rules it was taken
+// under, and the provisioner refuses such a limit when it would be sent.
+func validateRecordedSpec(s Spec) error {
 	if len(s.Image) > MaxImageLen || strings.ContainsAny(s.Image, " \t\r\n") {
 		return fmt.Errorf("spec.image %q is not an image reference", truncate(s.Image, 64))
 	}
 	if !(s.CPUs >= 0 && s.CPUs <= MaxCPUs) { // also refuses NaN
 		return fmt.Errorf("spec.cpus %v is out of range 0-%d", s.CPUs, MaxCPUs)
-	}
-	if s.CPUs > 0 && s.CPUs < MinCPUs {
-		return fmt.Errorf("spec.cpus %v is below %v, the smallest CPU limit Docker enforces (less would be no limit at all): use 0 (the default) or %v-%d",
-			s.CPUs, MinCPUs, MinCPUs, MaxCPUs)
 	}
 	if s.MemoryBytes < 0 || (s.MemoryBytes > 0 && s.MemoryBytes < MinMemoryBytes) {
 		return fmt.Errorf("spec.memory_bytes %d is out of range: 0 (no limit) or at least %d", s.MemoryBytes, MinMemoryBytes)
@@ -179,7 +190,10 @@ func ValidateSpec(s Spec) error {
 // the concrete *Rejection (code invalid) so that Decide needs no assertion;
 // callers that hold it in an error must compare the pointer, not the
 // interface, with nil (err := c.Validate() does).
-func (c Command) Validate() *Rejection {
+func (c Command) Validate() *Rejection { return c.validate(ValidateSpec) }
+
+// validate is Validate with spec as the check of a spec.
+func (c Command) validate(spec func(Spec) error) *Rejection {
 	if !c.Type.Known() {
 		return Invalid(c.Type, "unknown command type %q: use one of create, start, stop, restart, delete, configure", truncate(string(c.Type), 64))
 	}
@@ -205,7 +219,7 @@ func (c Command) Validate() *Rejection {
 		if c.Type != Create && c.Type != Configure {
 			return Invalid(c.Type, "%s takes no spec", c.Type)
 		}
-		if err := ValidateSpec(*c.Spec); err != nil {
+		if err := spec(*c.Spec); err != nil {
 			return Invalid(c.Type, "%v", err)
 		}
 	}
