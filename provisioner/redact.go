@@ -33,6 +33,7 @@ func NewRedactor(refs map[string]string, resolved fsm.Spec) Redactor {
 			continue
 		}
 		ref := fsm.SecretScheme + name
+		v = strings.ReplaceAll(v, "\r\n", "\n") // as Redact makes the text
 		ps = append(ps, pair{v, ref})
 		// Each line of a multi-line value (a PEM key) goes too: a text cut
 		// to its last lines may hold only the end of the value, which the
@@ -64,9 +65,15 @@ func NewRedactor(refs map[string]string, resolved fsm.Spec) Redactor {
 
 // Redact returns s with every secret value, and every line of a multi-line
 // one (of at least 8 bytes, spaces trimmed), replaced by its reference.
+// With a multi-line secret, s's line ends are made "\n" first: a container
+// on a terminal writes "\r\n", which the whole value would not match, and
+// its short lines (a PEM key's last) would be left.
 func (r Redactor) Redact(s string) string {
 	if r.r == nil {
 		return s
+	}
+	if r.newlines > 0 {
+		s = strings.ReplaceAll(s, "\r\n", "\n") // so were the values
 	}
 	return r.r.Replace(s)
 }

@@ -1,6 +1,7 @@
 package provisioner_test
 
 import (
+	"strings"
 	"testing"
 
 	"github.com/turnstile-dev/turnstile/fsm"
@@ -47,8 +48,10 @@ func TestRedactorMultiLine(t *testing.T) {
 	}
 	for in, want := range map[string]string{
 		"fatal: " + key + "\nbye":                                 "fatal: secret://key\nbye",
-		"BKcwggSjAgEAAoIBAQC7\r\nab\n-----END PRIVATE KEY-----\n": "secret://key\r\nab\nsecret://key\n",
-		"MIIEvQIBADANBgkqhkiG9w0BAQEFAASC hunter2":                "secret://key secret://pw",
+		"BKcwggSjAgEAAoIBAQC7\r\nab\n-----END PRIVATE KEY-----\n": "secret://key\nab\nsecret://key\n",
+		// Written on a terminal: every line end "\r\n", the short line too.
+		"fatal: " + strings.ReplaceAll(strings.ReplaceAll(key, "\r\n", "\n"), "\n", "\r\n") + "\r\nbye": "fatal: secret://key\nbye",
+		"MIIEvQIBADANBgkqhkiG9w0BAQEFAASC hunter2":                                                      "secret://key secret://pw",
 	} {
 		if got := r.Redact(in); got != want {
 			t.Errorf("Redact(%q) = %q, want %q", in, got, want)
