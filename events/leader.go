@@ -68,23 +68,34 @@ func (s *Store) leaderNext(ctx context.Context, seq uint64, filter string) (m le
 
 var errNoMessageField = errors.New("answer without a message or an error")
 
-// leaderMissing is how many stream sequences strictly between after and
-// before the stream leader no longer holds: a walk over what it holds
-// there, one message get per message.
-func (s *Store) leaderMissing(ctx context.Context, after, before uint64) (uint64, error) {
-	var missing uint64
-	for seq := after + 1; seq < before; {
-		m, ok, err := s.leaderNext(ctx, seq, ">")
+// leaderWalkMax bounds the stream leader's walk in leaderMissing, in
+// message gets (about half a second of them): a span can hold a month of
+// a busy stream (a workspace idle since), and the walk holds up the
+// projector.
+const leaderWalkMax = 4096
+
+// leaderMissing walks what the stream leader holds strictly between after
+// and before up to the first sequence it lacks, and returns the size of
+// that first hole: at least one when any is missing, not all that is (the
+// caller only needs to know whether any is). ok is false when the leader
+// held the first leaderWalkMax messages of the span and the walk stopped
+// there, unanswered.
+func (s *Store) leaderMissing(ctx context.Context, after, before uint64) (missing uint64, ok bool, err error) {
+	seq := after + 1
+	for gets := 0; seq < before && gets < leaderWalkMax; gets++ {
+		m, held, err := s.leaderNext(ctx, seq, ">")
 		if err != nil {
-			return 0, err
+			return 0, false, err
 		}
-		if !ok || m.Seq >= before {
-			return missing + before - seq, nil
+		if !held || m.Seq >= before {
+			return before - seq, true, nil
 		}
-		missing += m.Seq - seq
-		seq = m.Seq + 1
+		if m.Seq > seq {
+			return m.Seq - seq, true, nil
+		}
+		seq++
 	}
-	return missing, nil
+	return 0, seq >= before, nil
 }
 
 // replicated reports whether the stream has more than one replica, as the

@@ -143,6 +143,56 @@ func TestLaggingReplica(t *testing.T) {
 		}
 	})
 
+	// When the replica finds nothing missing, the leader walks the span
+	// only up to the first message it lacks: the caller asks whether any
+	// is, and a span can be a month of a busy stream.
+	t.Run("LeaderWalkStopsAtTheFirstHole", func(t *testing.T) {
+		names, store, p := open(t, "lagfirst")
+		for i := 1; i <= 20; i++ {
+			publish(t, names.Outcome(fmt.Sprint("c", i)), i)
+		}
+		p.snapshot(t, ctx, c)
+		deleteMsg(t, ctx, js, names.EventStream(), 3)
+		deleteMsg(t, ctx, js, names.EventStream(), 10)
+		before := p.leaderGets()
+		if got, err := store.Missing(ctx, 0, 20); err != nil || got != 1 {
+			t.Errorf("missing between 0 and 20: %d, %v; want 1 (3 was deleted, and 10; the walk stops at 3)", got, err)
+		}
+		if gets := p.leaderGets() - before; gets > 3 {
+			t.Errorf("the leader was asked %d times; want at most 3 (1, 2 and the one past 3)", gets)
+		}
+	})
+
+	// Past leaderWalkMax (4,096) gets the walk stops and the replica's
+	// counts answer: a delete the replica has not applied that far into
+	// the span passes (docs/scale-out.md).
+	t.Run("LeaderWalkIsBounded", func(t *testing.T) {
+		const n, walkMax = 4200, 4096
+		names, store, p := open(t, "lagbound")
+		for i := 1; i <= n; i++ {
+			if _, err := js.PublishAsync(names.Outcome(fmt.Sprint("c", i)), fmt.Appendf(nil, "m%d", i)); err != nil {
+				t.Fatal(err)
+			}
+			if i%500 != 0 && i != n {
+				continue
+			}
+			select { // within the client's limit on acks outstanding
+			case <-js.PublishAsyncComplete():
+			case <-ctx.Done():
+				t.Fatal(ctx.Err())
+			}
+		}
+		p.snapshot(t, ctx, c)
+		deleteMsg(t, ctx, js, names.EventStream(), n-50)
+		before := p.leaderGets()
+		if got, err := store.Missing(ctx, 0, n); err != nil || got != 0 {
+			t.Errorf("missing between 0 and %d: %d, %v; want 0, the replica's answer", n, got, err)
+		}
+		if gets := p.leaderGets() - before; gets > walkMax {
+			t.Errorf("the leader was asked %d times; want at most %d", gets, walkMax)
+		}
+	})
+
 	// Without a proxy, on the replicas as they are: the same answers.
 	t.Run("R3", func(t *testing.T) {
 		names := events.NewNames("r3")
@@ -207,11 +257,12 @@ type lagProxy struct {
 	js     jetstream.JetStream
 	stream string
 
-	mu    sync.Mutex
-	snap  []*jetstream.RawStreamMsg
-	asked []uint64
-	hold  int         // > 0: the first pull asks for this many, later ones wait
-	held  []*nats.Msg // pulls to send on release, the first one whole
+	mu      sync.Mutex
+	snap    []*jetstream.RawStreamMsg
+	asked   []uint64
+	leaders int         // leader message gets passed on
+	hold    int         // > 0: the first pull asks for this many, later ones wait
+	held    []*nats.Msg // pulls to send on release, the first one whole
 }
 
 func startLagProxy(t *testing.T, nc *nats.Conn, js jetstream.JetStream, stream string) *lagProxy {
@@ -230,16 +281,32 @@ func startLagProxy(t *testing.T, nc *nats.Conn, js jetstream.JetStream, stream s
 func (p *lagProxy) snapshot(t *testing.T, ctx context.Context, c *testenv.Cluster) {
 	t.Helper()
 	c.WaitStreamCurrent(t, p.stream, 30*time.Second)
-	msgs, err := jetstreamext.GetBatch(ctx, p.js, p.stream, 1000, jetstreamext.GetBatchSeq(1))
+	stream, err := p.js.Stream(ctx, p.stream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := stream.Info(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
 	var snap []*jetstream.RawStreamMsg
-	for m, err := range msgs {
+	// A direct batch get returns at most 1,000 messages.
+	for seq := uint64(1); seq <= info.State.LastSeq; {
+		msgs, err := jetstreamext.GetBatch(ctx, p.js, p.stream, 1000, jetstreamext.GetBatchSeq(seq))
 		if err != nil {
 			t.Fatal(err)
 		}
-		snap = append(snap, m)
+		from := seq
+		for m, err := range msgs {
+			if err != nil {
+				t.Fatal(err)
+			}
+			snap = append(snap, m)
+			seq = m.Sequence + 1
+		}
+		if seq == from {
+			t.Fatalf("snapshot: no message at or after %d", seq)
+		}
 	}
 	p.mu.Lock()
 	p.snap = snap
@@ -262,6 +329,13 @@ func (p *lagProxy) release() {
 		_ = p.nc.PublishMsg(m)
 	}
 	p.held, p.hold = nil, 0
+}
+
+// leaderGets is how many leader message gets the proxy passed on.
+func (p *lagProxy) leaderGets() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.leaders
 }
 
 // askedFrom reports whether a get (direct or the leader's) asked from seq
@@ -293,6 +367,9 @@ func (p *lagProxy) serve(m *nats.Msg) {
 	case "STREAM.MSG.GET." + p.stream:
 		_ = json.Unmarshal(m.Data, &req)
 		p.record(req.Seq)
+		p.mu.Lock()
+		p.leaders++
+		p.mu.Unlock()
 	}
 	out := &nats.Msg{Subject: jetstream.DefaultAPIPrefix + api, Reply: m.Reply, Header: m.Header, Data: m.Data}
 	if strings.HasPrefix(api, "CONSUMER.MSG.NEXT.") {

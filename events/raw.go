@@ -67,13 +67,18 @@ func (s *Store) StoredAt(ctx context.Context, seq uint64) (time.Time, error) {
 }
 
 // Missing returns how many stream sequences strictly between after and
-// before the stream no longer holds (expired, deleted or purged). It may
-// overstate while replicas lag or differ, never hide one. A replica
-// answers first, two direct counts: the messages at or after after+1,
-// then at or after before (an append between the two counts only in the
-// second). When they find none missing, or the replica lacks before (it
-// is behind), the stream leader walks the span, one message get per
-// message held there, unless the stream has one replica: the leader.
+// before the stream no longer holds (expired, deleted or purged), or, when
+// the stream leader counts, how many in the first run of them: then it is
+// a lower bound, and 0 still means none. A replica answers first, two
+// direct counts: the messages at or after after+1, then at or after before
+// (an append between the two counts only in the second, so this count may
+// overstate while replicas lag or differ). When they find none missing, or
+// the replica lacks before (it is behind), the stream leader walks the
+// span up to the first sequence it lacks, one message get per message
+// held, unless the stream has one replica: the leader. The walk stops
+// after leaderWalkMax gets; past that the direct counts answer, so a
+// replica that has not applied a delete that far into the span can still
+// hide it.
 func (s *Store) Missing(ctx context.Context, after, before uint64) (uint64, error) {
 	if before <= after+1 {
 		return 0, nil
@@ -90,7 +95,13 @@ func (s *Store) Missing(ctx context.Context, after, before uint64) (uint64, erro
 	if r, err := s.replicated(ctx); err != nil || !r {
 		return span - min(held, span), err
 	}
-	return s.leaderMissing(ctx, after, before)
+	missing, walked, err := s.leaderMissing(ctx, after, before)
+	if err != nil || walked {
+		return missing, err
+	}
+	// The leader held all it was asked for: an unbounded walk would hold
+	// the projector for minutes on a span of a million messages.
+	return span - min(held, span), nil
 }
 
 // EventsHeld returns how many messages the stream leader holds on

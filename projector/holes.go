@@ -29,13 +29,15 @@ type GapError struct {
 	// workspace's last event the read model has (0: none).
 	Seq, StreamSeq        uint64
 	After, AfterStreamSeq uint64
-	// Missing is how many stream messages between the two are gone.
+	// Missing is how many stream messages between the two are gone, at
+	// least: the stream leader counts only the first run of them
+	// (events.Store.Missing).
 	Missing uint64
 }
 
 func (e *GapError) Error() string {
 	return fmt.Sprintf("%v: workspace %s: event seq %d (stream seq %d) follows seq %d (stream seq %d), "+
-		"and the stream lacks %d messages between them: events of %s were deleted or purged",
+		"and the stream lacks at least %d messages between them: events of %s were deleted or purged",
 		ErrGap, e.Workspace, e.Seq, e.StreamSeq, e.After, e.AfterStreamSeq, e.Missing, e.Workspace)
 }
 
