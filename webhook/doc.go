@@ -34,8 +34,14 @@
 //     entry before it makes the consumer, and Remove and a failed Add's
 //     undo delete the consumer before the entry, the entry only once the
 //     consumer is gone. Whatever a failed Add leaves is therefore listed,
-//     and Remove takes it. Remove also takes a consumer webhook-<id> with
-//     no entry, which an Add of an earlier version could leave.
+//     and Remove takes it. A Remove of a webhook whose Add is making its
+//     consumer does not leave it behind: the Add reads its entry back once
+//     the consumer is made and, finding it gone, deletes the consumer and
+//     answers ErrNotFound; the Remove deletes the consumer again after its
+//     purge, for an Add that read its entry before. Only if that last
+//     deletion fails (answered ErrUnavailable) is a consumer left alone;
+//     Remove takes a consumer webhook-<id> with no entry, as it takes one
+//     an Add of an earlier version could leave.
 //   - Unreadable stream messages (events.Unreadable) are skipped and
 //     counted, never delivered and never a stall.
 //
