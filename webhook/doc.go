@@ -26,10 +26,12 @@
 //     proxy from the environment is used.
 //   - At most MaxWebhooks webhooks, also when adds race, in one serve or
 //     in several on the same bucket: the entries' order in the bucket's
-//     stream decides, and an add past the limit is refused after taking
-//     back its entry, and never made a consumer (until then a list can
-//     show it; if taking it back fails, the add answers ErrUnavailable
-//     and the webhook stays).
+//     stream decides. An add at the limit is refused before it writes
+//     anything (so retries at the limit do not grow the bucket); one that
+//     a concurrent add put over is refused after taking back its entry,
+//     and never made a consumer (until then a list can show it; if taking
+//     it back fails, the add answers ErrUnavailable and the webhook
+//     stays).
 //   - A webhook's consumer never stands without its entry: Add stores the
 //     entry before it makes the consumer, and Remove and a failed Add's
 //     undo delete the consumer before the entry, the entry only once the

@@ -77,10 +77,11 @@ func OpenRegistry(ctx context.Context, js jetstream.JetStream, store *events.Sto
 // holds the signing secret, the only time it is shown. A bad s is an
 // *InvalidError; nothing is changed. So is an add past MaxWebhooks, which
 // holds for concurrent adds too, from any serve on the bucket (see
-// holdLimit): a refused add takes back its entry before it returns, and
-// never made a consumer. An add whose webhook is removed before it
-// returns (its id is listed from its entry on) is ErrNotFound, and
-// leaves no consumer (see stillStored).
+// holdLimit): an add at the limit is refused before it writes anything,
+// and one that only a concurrent add put over takes back its entry
+// before it returns, and never made a consumer. An add whose webhook is
+// removed before it returns (its id is listed from its entry on) is
+// ErrNotFound, and leaves no consumer (see stillStored).
 //
 // The entry is stored first and the consumer made last, and whatever
 // deletes them (Remove, undo) deletes the consumer first and the entry
@@ -110,8 +111,18 @@ func (r *Registry) Add(ctx context.Context, s Spec) (Webhook, error) {
 	if err != nil {
 		return Webhook{}, err
 	}
-	// No count before the Create: the limit is held after it (one read of
-	// the bucket), and an add refused there made nothing but its entry.
+	// A quick refusal before anything is written: each entry taken back
+	// leaves a purge marker in the bucket's stream for good, which every
+	// later read of the bucket (List, holdLimit, the dispatcher's watch)
+	// goes through, so a client retrying at the limit must not write.
+	// The limit itself is held after the Create (holdLimit).
+	revs, err := r.revisions(ctx)
+	if err != nil {
+		return Webhook{}, err
+	}
+	if len(revs) >= MaxWebhooks {
+		return Webhook{}, full(len(revs))
+	}
 	rev, err := r.kv.Create(ctx, id, data)
 	if err != nil {
 		// The entry may stand all the same (ctx ended after the server
