@@ -26,16 +26,24 @@
 //     proxy from the environment is used.
 //   - At most MaxWebhooks webhooks, also when adds race, in one serve or
 //     in several on the same bucket: the entries' order in the bucket's
-//     stream decides, and an add past the limit is refused after taking
-//     back its entry, and never made a consumer (until then a list can
-//     show it; if taking it back fails, the add answers ErrUnavailable
-//     and the webhook stays).
+//     stream decides. An add at the limit is refused before it writes
+//     anything (so retries at the limit do not grow the bucket); one that
+//     a concurrent add put over is refused after taking back its entry,
+//     and never made a consumer (until then a list can show it; if taking
+//     it back fails, the add answers ErrUnavailable and the webhook
+//     stays).
 //   - A webhook's consumer never stands without its entry: Add stores the
 //     entry before it makes the consumer, and Remove and a failed Add's
 //     undo delete the consumer before the entry, the entry only once the
 //     consumer is gone. Whatever a failed Add leaves is therefore listed,
-//     and Remove takes it. Remove also takes a consumer webhook-<id> with
-//     no entry, which an Add of an earlier version could leave.
+//     and Remove takes it. A Remove of a webhook whose Add is making its
+//     consumer does not leave it behind: the Add reads its entry back once
+//     the consumer is made and, finding it gone, deletes the consumer and
+//     answers ErrNotFound; the Remove deletes the consumer again after its
+//     purge, for an Add that read its entry before. Only if that last
+//     deletion fails (answered ErrUnavailable) is a consumer left alone;
+//     Remove takes a consumer webhook-<id> with no entry, as it takes one
+//     an Add of an earlier version could leave.
 //   - Unreadable stream messages (events.Unreadable) are skipped and
 //     counted, never delivered and never a stall.
 //

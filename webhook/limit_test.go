@@ -132,3 +132,43 @@ func TestAddLimitHoldsUnderConcurrency(t *testing.T) {
 		}
 	}
 }
+
+// An add refused at the limit writes nothing to the bucket: each entry
+// taken back would leave a purge marker in its stream for good, which
+// every later read of the bucket goes through, so a client retrying at
+// the limit would grow it without bound.
+func TestAddAtTheLimitWritesNothing(t *testing.T) {
+	core := testenv.StartCore(t, testenv.CoreOptions{})
+	ctx := t.Context()
+	reg, err := webhook.OpenRegistry(ctx, core.JS, core.Store, webhook.RegistryOptions{Memory: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range webhook.MaxWebhooks {
+		if _, err := reg.Add(ctx, webhook.Spec{URL: fmt.Sprintf("https://hooks.example.com/fill/%d", i)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	st, err := core.JS.Stream(ctx, "KV_"+webhook.BucketName(events.NewNames("")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	lastSeq := func() uint64 {
+		t.Helper()
+		info, err := st.Info(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return info.State.LastSeq
+	}
+	before := lastSeq()
+	for i := range 10 {
+		var ie *webhook.InvalidError
+		if _, err := reg.Add(ctx, webhook.Spec{URL: fmt.Sprintf("https://hooks.example.com/over/%d", i)}); !errors.As(err, &ie) || ie.Field != "url" {
+			t.Fatalf("add %d past the limit: %v, want an InvalidError of url", i, err)
+		}
+	}
+	if after := lastSeq(); after != before {
+		t.Fatalf("10 refused adds moved the bucket's stream from sequence %d to %d, want no write", before, after)
+	}
+}

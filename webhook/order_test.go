@@ -133,3 +133,59 @@ func TestAddStoresTheEntryBeforeTheConsumer(t *testing.T) {
 		t.Fatalf("delivered %v, want %v", got, want[len(want)-1:])
 	}
 }
+
+// A remove of a webhook whose Add is still making its consumer (its id
+// is listed from the entry on) is not undone by the Add: the Add, which
+// finds its entry gone once the consumer is made, deletes the consumer
+// and answers ErrNotFound, with no secret for a webhook that is gone.
+func TestRemoveDuringAddLeavesNoConsumer(t *testing.T) {
+	f := newFixture(t)
+	ctx := t.Context()
+	hold := holdConsumer{JetStream: f.core.JS, once: &sync.Once{}, reached: make(chan struct{}), release: make(chan struct{})}
+	addStore, err := events.OpenStore(ctx, hold, f.names, events.Codec{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	reg, err := webhook.OpenRegistry(ctx, f.core.JS, addStore, webhook.RegistryOptions{AllowPrivate: true, Memory: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	type added struct {
+		h   webhook.Webhook
+		err error
+	}
+	done := make(chan added, 1)
+	go func() {
+		h, err := reg.Add(ctx, webhook.Spec{URL: "https://hooks.example.com/x"})
+		done <- added{h, err}
+	}()
+	select {
+	case <-hold.reached:
+	case a := <-done:
+		t.Fatalf("add returned without making a consumer: %+v", a)
+	case <-time.After(30 * time.Second):
+		t.Fatal("the add never came to its consumer")
+	}
+	list, err := f.reg.List(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(list) != 1 {
+		t.Fatalf("list while the consumer is being made: %+v, want the webhook's entry", list)
+	}
+	id := list[0].ID
+	if err := f.reg.Remove(ctx, id); err != nil {
+		t.Fatalf("remove %s during its add: %v", id, err)
+	}
+	close(hold.release)
+	a := <-done
+	if !errors.Is(a.err, webhook.ErrNotFound) || a.h.Secret != "" {
+		t.Fatalf("add whose webhook was removed meanwhile: %+v, %v; want ErrNotFound and no secret", a.h, a.err)
+	}
+	if f.consumerExists(t, id) {
+		t.Fatalf("consumer %s stands without its entry", webhook.Durable(id))
+	}
+	if list, err := f.reg.List(ctx); err != nil || len(list) != 0 {
+		t.Fatalf("list after: %+v, %v; want none", list, err)
+	}
+}

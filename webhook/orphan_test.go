@@ -141,32 +141,3 @@ func TestRemoveTakesAConsumerWithoutEntry(t *testing.T) {
 		t.Fatalf("second remove: %v, want ErrNotFound", err)
 	}
 }
-
-// countWatches counts the reads of the whole bucket.
-type countWatches struct {
-	jetstream.KeyValue
-	n *atomic.Int32
-}
-
-func (c countWatches) WatchAll(ctx context.Context, opts ...jetstream.WatchOpt) (jetstream.KeyWatcher, error) {
-	c.n.Add(1)
-	return c.KeyValue.WatchAll(ctx, opts...)
-}
-
-// An Add reads the bucket once: the limit is held after the entry is
-// stored, with no count before.
-func TestAddReadsTheBucketOnce(t *testing.T) {
-	core := testenv.StartCore(t, testenv.CoreOptions{})
-	r, err := OpenRegistry(t.Context(), core.JS, core.Store, RegistryOptions{Memory: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	var n atomic.Int32
-	r.kv = countWatches{KeyValue: r.kv, n: &n}
-	if _, err := r.Add(t.Context(), Spec{URL: "https://hooks.example.com/x"}); err != nil {
-		t.Fatal(err)
-	}
-	if got := n.Load(); got != 1 {
-		t.Fatalf("add read the bucket %d times, want 1", got)
-	}
-}

@@ -77,8 +77,11 @@ func OpenRegistry(ctx context.Context, js jetstream.JetStream, store *events.Sto
 // holds the signing secret, the only time it is shown. A bad s is an
 // *InvalidError; nothing is changed. So is an add past MaxWebhooks, which
 // holds for concurrent adds too, from any serve on the bucket (see
-// holdLimit): a refused add takes back its entry before it returns, and
-// never made a consumer.
+// holdLimit): an add at the limit is refused before it writes anything,
+// and one that only a concurrent add put over takes back its entry
+// before it returns, and never made a consumer. An add whose webhook is
+// removed before it returns (its id is listed from its entry on) is
+// ErrNotFound, and leaves no consumer (see stillStored).
 //
 // The entry is stored first and the consumer made last, and whatever
 // deletes them (Remove, undo) deletes the consumer first and the entry
@@ -87,7 +90,9 @@ func OpenRegistry(ctx context.Context, js jetstream.JetStream, store *events.Sto
 // NATS gone during the undo) is an entry, which List shows and Remove
 // takes, consumer and all. Made the other way round, a consumer whose
 // undo failed had no entry to start a Remove from. A dispatcher that
-// sees the entry before its consumer exists waits for it (see run).
+// sees the entry before its consumer exists waits for it (see run). A
+// Remove between the two is the one moment a consumer can stand alone,
+// until the Add or the Remove, whichever comes last, deletes it.
 func (r *Registry) Add(ctx context.Context, s Spec) (Webhook, error) {
 	s, err := checkSpec(s, r.allowPrivate)
 	if err != nil {
@@ -106,8 +111,18 @@ func (r *Registry) Add(ctx context.Context, s Spec) (Webhook, error) {
 	if err != nil {
 		return Webhook{}, err
 	}
-	// No count before the Create: the limit is held after it (one read of
-	// the bucket), and an add refused there made nothing but its entry.
+	// A quick refusal before anything is written: each entry taken back
+	// leaves a purge marker in the bucket's stream for good, which every
+	// later read of the bucket (List, holdLimit, the dispatcher's watch)
+	// goes through, so a client retrying at the limit must not write.
+	// The limit itself is held after the Create (holdLimit).
+	revs, err := r.revisions(ctx)
+	if err != nil {
+		return Webhook{}, err
+	}
+	if len(revs) >= MaxWebhooks {
+		return Webhook{}, full(len(revs))
+	}
 	rev, err := r.kv.Create(ctx, id, data)
 	if err != nil {
 		// The entry may stand all the same (ctx ended after the server
@@ -140,7 +155,37 @@ func (r *Registry) Add(ctx context.Context, s Spec) (Webhook, error) {
 		}
 		return Webhook{}, fmt.Errorf("%w: webhook %s: %w", ErrUnavailable, id, err)
 	}
+	if err := r.stillStored(ctx, id, rev); err != nil {
+		return Webhook{}, err
+	}
 	return h, nil
+}
+
+// stillStored checks, once Add made webhook id's consumer, that the
+// entry it stored at revision rev still stands. The id is listed from
+// the Create on, so a Remove may have come between the Create and the
+// consumer: it found no consumer to delete and purged the entry, and the
+// consumer made after it would stand without its entry, for a webhook
+// whose Add answered a secret. Then the consumer is deleted and the add
+// is ErrNotFound. A Remove whose purge comes after this read deletes the
+// consumer itself, after its purge (see Remove).
+func (r *Registry) stillStored(ctx context.Context, id string, rev uint64) error {
+	e, err := r.kv.Get(ctx, id)
+	switch {
+	case errors.Is(err, jetstream.ErrKeyNotFound) || err == nil && e.Revision() != rev:
+		dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), undoTimeout)
+		defer cancel()
+		if derr := r.store.DeleteEventConsumer(dctx, Durable(id)); derr != nil {
+			return fmt.Errorf("%w: webhook %s was removed while it was being added, and its consumer stays (rm %s takes it): %w", ErrUnavailable, id, id, derr)
+		}
+		return fmt.Errorf("webhook %s was removed while it was being added: %w", id, ErrNotFound)
+	case err != nil:
+		if uerr := r.undo(ctx, id, true); uerr != nil {
+			return fmt.Errorf("%w: webhook %s (take back: %v): %w", ErrUnavailable, id, uerr, err)
+		}
+		return fmt.Errorf("%w: webhook %s: %w", ErrUnavailable, id, err)
+	}
+	return nil
 }
 
 // holdLimit refuses the entry stored at revision rev if it is over
@@ -293,10 +338,14 @@ func (r *Registry) List(ctx context.Context) ([]Info, error) {
 //
 // A consumer webhook-<id> without its entry is removed too: an Add of
 // an earlier version made the consumer first and could leave it alone
-// when its undo failed. No Add of this version is taken from under its
-// caller that way: it makes its consumer only after its entry, and an id
-// is first seen in its entry (List) or, later, its consumer, never
-// before the entry is stored.
+// when its undo failed, and so can a Remove of an Add in progress whose
+// last deletion failed (below).
+//
+// An Add in progress is listed from its entry on, before its consumer
+// exists, so a Remove can come between the two: the consumer is deleted
+// once more after the purge, which takes one the Add made after the
+// first deletion; an Add that made its consumer after the purge finds
+// its entry gone and deletes the consumer itself (see stillStored).
 func (r *Registry) Remove(ctx context.Context, id string) error {
 	_, err := r.Get(ctx, id)
 	orphan := errors.Is(err, ErrNotFound)
@@ -325,6 +374,12 @@ func (r *Registry) Remove(ctx context.Context, id string) error {
 	// Purge, not Delete: the secret goes with the value.
 	if err := r.kv.Purge(ctx, id); err != nil {
 		return fmt.Errorf("%w: remove webhook %s: %w", ErrUnavailable, id, err)
+	}
+	// The Add of id may have made its consumer since the deletion above
+	// and read its entry before the purge: it answered success and left
+	// the consumer to this.
+	if err := r.store.DeleteEventConsumer(ctx, Durable(id)); err != nil {
+		return fmt.Errorf("%w: webhook %s: %w", ErrUnavailable, id, err)
 	}
 	return nil
 }
