@@ -109,6 +109,10 @@ func (s *Server) writeWebhookError(w http.ResponseWriter, r *http.Request, err e
 	switch {
 	case errors.As(err, &ie):
 		s.writeError(w, r, badField(ie.Field, ie.Message))
+	case errors.Is(err, webhook.ErrNotFound) && r.PathValue("id") == "":
+		// An add whose entry a remove took before the add was done.
+		writeJSON(w, http.StatusNotFound, ErrorBody{Code: string(fsm.CodeNotFound),
+			Message: "the webhook was removed by another request while it was being added: nothing of it is kept"})
 	case errors.Is(err, webhook.ErrNotFound):
 		writeJSON(w, http.StatusNotFound, ErrorBody{Code: string(fsm.CodeNotFound), Message: "no webhook has id " + r.PathValue("id")})
 	default:
