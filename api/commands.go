@@ -57,11 +57,7 @@ func (s *Server) command(t fsm.CommandType) http.HandlerFunc {
 		if !ok {
 			return
 		}
-		if err := onlyParams(r); err != nil {
-			s.writeError(w, r, err)
-			return
-		}
-		if err := noBody(r); err != nil {
+		if err := noInput(r); err != nil {
 			s.writeError(w, r, err)
 			return
 		}
@@ -197,10 +193,18 @@ func decodeBody(r *http.Request, v any, required bool) error {
 	return nil
 }
 
-// noBody refuses a body on a route that takes none (start, stop, restart
-// and the deletes): a {"force": true} the route would ignore must not read
-// as taken. Whitespace alone counts as no body, as decodeBody counts it as
-// empty.
+// noInput refuses any query parameter and any body: the input of a route
+// that takes only its path (start, stop, restart and the deletes).
+func noInput(r *http.Request) error {
+	if err := onlyParams(r); err != nil {
+		return err
+	}
+	return noBody(r)
+}
+
+// noBody refuses a body on a route that takes none: a {"force": true} the
+// route would ignore must not read as taken. Whitespace alone counts as no
+// body, as decodeBody counts it as empty.
 func noBody(r *http.Request) error {
 	body, err := io.ReadAll(io.LimitReader(r.Body, events.MaxCommandBytes+1))
 	if err != nil {

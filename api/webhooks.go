@@ -84,11 +84,7 @@ func (s *Server) removeWebhook(w http.ResponseWriter, r *http.Request) {
 		s.writeWebhookError(w, r, err)
 		return
 	}
-	if err := onlyParams(r); err != nil {
-		s.writeError(w, r, err)
-		return
-	}
-	if err := noBody(r); err != nil {
+	if err := noInput(r); err != nil {
 		s.writeError(w, r, err)
 		return
 	}
