@@ -33,6 +33,22 @@ func (h holdConsumer) CreateConsumer(ctx context.Context, stream string, cfg jet
 	return h.JetStream.CreateConsumer(ctx, stream, cfg)
 }
 
+// heldRegistry is a registry whose Adds stop at their consumer until
+// hold.release is closed (hold.reached: the first got there).
+func (f *fixture) heldRegistry(t *testing.T) (holdConsumer, *webhook.Registry) {
+	t.Helper()
+	hold := holdConsumer{JetStream: f.core.JS, once: &sync.Once{}, reached: make(chan struct{}), release: make(chan struct{})}
+	addStore, err := events.OpenStore(t.Context(), hold, f.names, events.Codec{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	reg, err := webhook.OpenRegistry(t.Context(), f.core.JS, addStore, webhook.RegistryOptions{AllowPrivate: true, Memory: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return hold, reg
+}
+
 // seeMissing reports each consumer it found missing.
 type seeMissing struct {
 	jetstream.JetStream
@@ -57,15 +73,7 @@ func (s seeMissing) Consumer(ctx context.Context, stream, name string) (jetstrea
 func TestAddStoresTheEntryBeforeTheConsumer(t *testing.T) {
 	f := newFixture(t)
 	ctx := t.Context()
-	hold := holdConsumer{JetStream: f.core.JS, once: &sync.Once{}, reached: make(chan struct{}), release: make(chan struct{})}
-	addStore, err := events.OpenStore(ctx, hold, f.names, events.Codec{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	reg, err := webhook.OpenRegistry(ctx, f.core.JS, addStore, webhook.RegistryOptions{AllowPrivate: true, Memory: true})
-	if err != nil {
-		t.Fatal(err)
-	}
+	hold, reg := f.heldRegistry(t)
 	see := seeMissing{JetStream: f.core.JS, missing: make(chan string, 16)}
 	dStore, err := events.OpenStore(ctx, see, f.names, events.Codec{})
 	if err != nil {
@@ -141,15 +149,7 @@ func TestAddStoresTheEntryBeforeTheConsumer(t *testing.T) {
 func TestRemoveDuringAddLeavesNoConsumer(t *testing.T) {
 	f := newFixture(t)
 	ctx := t.Context()
-	hold := holdConsumer{JetStream: f.core.JS, once: &sync.Once{}, reached: make(chan struct{}), release: make(chan struct{})}
-	addStore, err := events.OpenStore(ctx, hold, f.names, events.Codec{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	reg, err := webhook.OpenRegistry(ctx, f.core.JS, addStore, webhook.RegistryOptions{AllowPrivate: true, Memory: true})
-	if err != nil {
-		t.Fatal(err)
-	}
+	hold, reg := f.heldRegistry(t)
 	type added struct {
 		h   webhook.Webhook
 		err error
