@@ -41,11 +41,8 @@ func (s *Store) directBatch(ctx context.Context, stream string, req batchRequest
 	if err != nil {
 		return err
 	}
-	if _, ok := ctx.Deadline(); !ok {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, s.js.Options().DefaultTimeout)
-		defer cancel()
-	}
+	ctx, cancel := s.bounded(ctx)
+	defer cancel()
 	nc := s.js.Conn()
 	// An answer is at most Batch messages (one per subject for
 	// MultiLastFor) and its end; a slower reader than the server only
@@ -90,6 +87,15 @@ func (s *Store) directBatch(ctx context.Context, stream string, req batchRequest
 			return err
 		}
 	}
+}
+
+// bounded gives a request without a deadline the JetStream context's
+// default timeout, as nats.go's own requests have.
+func (s *Store) bounded(ctx context.Context) (context.Context, context.CancelFunc) {
+	if _, ok := ctx.Deadline(); ok {
+		return ctx, func() {}
+	}
+	return context.WithTimeout(ctx, s.js.Options().DefaultTimeout)
 }
 
 // rawOfDirect reads a direct get's answer: the message is the body, where

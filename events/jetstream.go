@@ -777,11 +777,8 @@ func (s *Store) directGet(ctx context.Context, req any) (*jetstream.RawStreamMsg
 	if err != nil {
 		return nil, err
 	}
-	if _, ok := ctx.Deadline(); !ok {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, s.js.Options().DefaultTimeout)
-		defer cancel()
-	}
+	ctx, cancel := s.bounded(ctx)
+	defer cancel()
 	m, err := s.js.Conn().RequestWithContext(ctx, s.apiSubject("DIRECT.GET."+s.names.EventStream()), b)
 	if err != nil {
 		return nil, err

@@ -36,11 +36,8 @@ func (s *Store) leaderNext(ctx context.Context, seq uint64, filter string) (m le
 	if err != nil {
 		return leaderMsg{}, false, err
 	}
-	if _, ok := ctx.Deadline(); !ok {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, s.js.Options().DefaultTimeout)
-		defer cancel()
-	}
+	ctx, cancel := s.bounded(ctx)
+	defer cancel()
 	msg, err := s.js.Conn().RequestWithContext(ctx, s.apiSubject("STREAM.MSG.GET."+s.names.EventStream()), req)
 	if err != nil {
 		return leaderMsg{}, false, fmt.Errorf("message at or after %d from the stream leader: %w", seq, err)
