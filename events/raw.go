@@ -213,11 +213,16 @@ func (t *Tail) Next(ctx context.Context) (RawMsg, error) {
 	return rawOf(m, true)
 }
 
-// NextWithin waits at most wait for the next message; ok is false when
-// none came in time.
-func (t *Tail) NextWithin(wait time.Duration) (m RawMsg, ok bool, err error) {
-	msg, err := t.it.Next(jetstream.NextMaxWait(wait))
-	if errors.Is(err, nats.ErrTimeout) {
+// NextWithin waits at most wait for the next message, or until ctx ends
+// (then its error); ok is false when none came in time.
+func (t *Tail) NextWithin(ctx context.Context, wait time.Duration) (m RawMsg, ok bool, err error) {
+	wctx, cancel := context.WithTimeout(ctx, wait)
+	defer cancel()
+	msg, err := t.it.Next(jetstream.NextContext(wctx))
+	if err != nil && ctx.Err() != nil {
+		return RawMsg{}, false, fmt.Errorf("next message: %w", ctx.Err())
+	}
+	if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrTimeout) {
 		return RawMsg{}, false, nil
 	}
 	if err != nil {

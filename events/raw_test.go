@@ -88,12 +88,29 @@ func TestRawReads(t *testing.T) {
 			t.Fatalf("first %+v, %v; want 5 with 5 pending", m, err)
 		}
 		for want := uint64(6); want <= 10; want++ {
-			if m, ok, err := tail.NextWithin(10 * time.Second); err != nil || !ok || m.StreamSeq != want {
+			if m, ok, err := tail.NextWithin(ctx, 10*time.Second); err != nil || !ok || m.StreamSeq != want {
 				t.Fatalf("got %d (%v, %v), want %d", m.StreamSeq, ok, err, want)
 			}
 		}
-		if m, ok, err := tail.NextWithin(50 * time.Millisecond); err != nil || ok {
+		if m, ok, err := tail.NextWithin(ctx, 50*time.Millisecond); err != nil || ok {
 			t.Fatalf("past the end: %+v, %v, %v; want nothing", m, ok, err)
+		}
+		// A wait ends with its context, not at its deadline: the
+		// projector's batch wait must not hold a session's teardown.
+		cctx, cancel := context.WithCancel(ctx)
+		done := make(chan error, 1)
+		go func() {
+			_, _, err := tail.NextWithin(cctx, time.Hour)
+			done <- err
+		}()
+		cancel()
+		select {
+		case err := <-done:
+			if !errors.Is(err, context.Canceled) {
+				t.Fatalf("cancelled wait: %v; want context.Canceled", err)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatal("a cancelled wait did not return in 10 s")
 		}
 		publish(11)
 		if m, err := tail.Next(ctx); err != nil || m.StreamSeq != 11 || m.Pending != 0 {

@@ -277,7 +277,7 @@ func (p *Projector) collect(ctx context.Context, it *events.Tail, next uint64) (
 		if wait <= 0 {
 			break
 		}
-		m, ok, err := it.NextWithin(wait)
+		m, ok, err := it.NextWithin(ctx, wait)
 		if err != nil {
 			return nil, err
 		}
