@@ -264,7 +264,10 @@ func (d *Dispatcher) stopAllBut(keep map[string]bool) {
 // webhook is being added (Add stores the entry first) or removed, or
 // that its Add failed and could not take the entry back; run tries
 // again after a back-off, and warns only once that has gone on for a
-// while.
+// while. If the entry is gone too, the webhook was removed (an entry
+// never comes back: ids are new at each Add) and run stops, as the purge
+// marker would have stopped it: a watch that was cut off for longer than
+// MarkerTTL resumes past the expired marker and never sees it.
 //
 // It fetches one message at a time rather than keeping a pull open (as
 // Consumer.Messages does): with no pull outstanding while an event is
@@ -284,6 +287,11 @@ func (d *Dispatcher) run(ctx context.Context, h Webhook) {
 		if cons == nil {
 			c, err := d.cfg.Store.EventConsumer(ctx, Durable(h.ID))
 			if err != nil {
+				if errors.Is(err, jetstream.ErrConsumerNotFound) && d.removed(ctx, h.ID) {
+					log.Info("webhook removed")
+					d.stop(h.ID) // this runner's own: no other starts for h.ID
+					return
+				}
 				switch {
 				case ctx.Err() != nil:
 				case errors.Is(err, jetstream.ErrConsumerNotFound) && failures < quietBinds:
@@ -314,7 +322,10 @@ func (d *Dispatcher) run(ctx context.Context, h Webhook) {
 			return
 		case err == nil, errors.Is(err, context.DeadlineExceeded), errors.Is(err, nats.ErrTimeout):
 			// Nothing new: fetch again.
-		case errors.Is(err, jetstream.ErrConsumerDeleted), errors.Is(err, jetstream.ErrConsumerNotFound):
+		case errors.Is(err, jetstream.ErrConsumerDeleted), errors.Is(err, jetstream.ErrConsumerNotFound),
+			// A pull from a consumer deleted before it was asked: bind
+			// again, which tells whether it is there.
+			errors.Is(err, nats.ErrNoResponders):
 			cons = nil
 			failures++
 		default:
@@ -322,6 +333,13 @@ func (d *Dispatcher) run(ctx context.Context, h Webhook) {
 			failures++
 		}
 	}
+}
+
+// removed tells whether webhook id's entry is gone from the registry
+// (false if that cannot be read now).
+func (d *Dispatcher) removed(ctx context.Context, id string) bool {
+	_, err := d.cfg.Registry.Get(ctx, id)
+	return errors.Is(err, ErrNotFound)
 }
 
 // quietBinds is how many times in a row run finds no consumer before it

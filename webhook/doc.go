@@ -49,5 +49,6 @@
 //
 // Subscriptions live in a JetStream KV bucket (<PREFIX>_WEBHOOKS) that only
 // serve's own NATS connections may read: its secrets are outside the user
-// and admin roles' permissions.
+// and admin roles' permissions. A removed webhook's purge marker expires
+// after MarkerTTL, so removed webhooks do not pile up in the bucket.
 package webhook

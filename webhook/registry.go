@@ -28,6 +28,34 @@ func BucketName(n events.Names) string { return strings.ToUpper(n.Prefix) + "_WE
 // Durable is the name of webhook id's consumer on the event stream.
 func Durable(id string) string { return "webhook-" + id }
 
+// MarkerTTL is how long the purge marker that a Remove (or an Add's undo)
+// leaves in the bucket stays there; the server then deletes it, and the
+// key has no message at all. Without it every webhook ever removed kept a
+// message in the bucket for good, which every read of the bucket (List,
+// holdLimit, each watch) goes through.
+//
+// No reader needs a marker once it is gone, except a watch that is
+// behind it:
+//   - Get (Remove, stillStored, List) and revisions (List, holdLimit,
+//     Add's check at the limit) read a key with no message as absent,
+//     exactly as one whose last message is a marker.
+//   - A dispatcher's watch starts (Open, and again whenever it ended)
+//     with the bucket's current entries, and stops every runner whose
+//     webhook is not among them (follow, stopAllBut): so a serve started
+//     after the marker expired runs nothing for the webhook, whose
+//     consumer Remove deleted before it purged.
+//   - A live watch is pushed the marker as it is stored. It misses it
+//     only if its ordered consumer is recreated past the marker after
+//     the marker expired: its connection was cut for longer than
+//     MarkerTTL (nats.go then resumes it after its last message, without
+//     a new snapshot). A day covers any outage that a connection that
+//     reconnects for ever comes back from in the normal course. For a
+//     longer one, run does not rely on the marker: a runner that finds
+//     neither its consumer nor its entry stops (see run).
+//
+// A day of markers is at most the removes of a day.
+const MarkerTTL = 24 * time.Hour
+
 // Registry stores webhooks (a KV bucket) and their consumers. It is safe
 // for concurrent use.
 type Registry struct {
@@ -35,6 +63,7 @@ type Registry struct {
 	kv           jetstream.KeyValue
 	allowPrivate bool
 	now          func() time.Time
+	markerTTL    time.Duration
 }
 
 // RegistryOptions tune OpenRegistry.
@@ -44,23 +73,44 @@ type RegistryOptions struct {
 	AllowPrivate bool
 	// Memory keeps the bucket in memory (tests only).
 	Memory bool
-	// Now is the clock of Created; default time.Now.
+	// Now is the clock of Created and of the age of the markers that
+	// OpenRegistry clears; default time.Now.
 	Now func() time.Time
+	// MarkerTTL is how long a removed webhook's purge marker stays in
+	// the bucket; default MarkerTTL (tests shorten it; the server takes
+	// no less than a second).
+	MarkerTTL time.Duration
 }
 
-// OpenRegistry creates the bucket on js if it is missing and binds to it;
-// the webhooks' consumers are store's.
+// OpenRegistry creates the bucket on js if it is missing, or updates it
+// to this configuration, and binds to it; the webhooks' consumers are
+// store's. A bucket made before purge markers expired (without
+// LimitMarkerTTL, which lets its messages carry a TTL) is updated in
+// place: the server allows turning message TTLs on in an existing stream
+// (never off again, so an older serve no longer opens the bucket). The
+// markers such a bucket already holds carry no TTL: those older than
+// MarkerTTL are cleared here (see clearOldMarkers).
 func OpenRegistry(ctx context.Context, js jetstream.JetStream, store *events.Store, o RegistryOptions) (*Registry, error) {
 	n := store.Names()
 	storage := jetstream.FileStorage
 	if o.Memory {
 		storage = jetstream.MemoryStorage
 	}
+	if o.MarkerTTL == 0 {
+		o.MarkerTTL = MarkerTTL
+	}
+	if o.MarkerTTL < time.Second {
+		return nil, fmt.Errorf("webhook: MarkerTTL %v is under the server's least, 1s", o.MarkerTTL)
+	}
 	kv, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
 		Bucket:      BucketName(n),
 		Description: "Turnstile webhooks and their signing secrets: serve's connections only",
 		History:     1,
 		Storage:     storage,
+		// The bucket has no TTL of its own and its entries none either:
+		// this only lets the purge markers carry theirs (PurgeTTL). A
+		// purge marker that expires leaves no marker of its own.
+		LimitMarkerTTL: o.MarkerTTL,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("webhook bucket %s: %w", BucketName(n), err)
@@ -68,7 +118,60 @@ func OpenRegistry(ctx context.Context, js jetstream.JetStream, store *events.Sto
 	if o.Now == nil {
 		o.Now = time.Now
 	}
-	return &Registry{store: store, kv: kv, allowPrivate: o.AllowPrivate, now: o.Now}, nil
+	r := &Registry{store: store, kv: kv, allowPrivate: o.AllowPrivate, now: o.Now, markerTTL: o.MarkerTTL}
+	if err := r.clearOldMarkers(ctx, js); err != nil {
+		return nil, err
+	}
+	return r, nil
+}
+
+// clearOldMarkers deletes the markers older than the registry's marker
+// TTL: those an earlier version left without a TTL, which would stay for
+// good. Clearing them is what their expiry would have done had they had
+// one, so it is as safe as MarkerTTL (see there); younger ones are left
+// to the watches that may still need them. It runs at every start (one
+// read of the bucket, a write only for an old marker), so a serve that
+// stopped before it finished clears the rest next time. Each marker is
+// deleted by sequence, up to and including itself: an entry stored on
+// its key after it would stay (ids are random, so none is).
+func (r *Registry) clearOldMarkers(ctx context.Context, js jetstream.JetStream) error {
+	w, err := r.kv.WatchAll(ctx, jetstream.MetaOnly())
+	if err != nil {
+		return fmt.Errorf("webhook bucket %s: list markers: %w", r.kv.Bucket(), err)
+	}
+	defer func() { _ = w.Stop() }()
+	cutoff := r.now().Add(-r.markerTTL)
+	old := map[string]uint64{}
+	for done := false; !done; {
+		select {
+		case e, ok := <-w.Updates():
+			switch {
+			case !ok:
+				return fmt.Errorf("webhook bucket %s: list markers: the watch ended", r.kv.Bucket())
+			case e == nil: // the end of what there is
+				done = true
+			case e.Operation() != jetstream.KeyValuePut && e.Created().Before(cutoff):
+				old[e.Key()] = e.Revision()
+			}
+		case <-ctx.Done():
+			return fmt.Errorf("webhook bucket %s: list markers: %w", r.kv.Bucket(), ctx.Err())
+		}
+	}
+	_ = w.Stop()
+	if len(old) == 0 {
+		return nil
+	}
+	st, err := js.Stream(ctx, "KV_"+r.kv.Bucket())
+	if err != nil {
+		return fmt.Errorf("webhook bucket %s: %w", r.kv.Bucket(), err)
+	}
+	for key, rev := range old {
+		subj := "$KV." + r.kv.Bucket() + "." + key
+		if err := st.Purge(ctx, jetstream.WithPurgeSubject(subj), jetstream.WithPurgeSequence(rev+1)); err != nil {
+			return fmt.Errorf("webhook bucket %s: clear the marker of %s: %w", r.kv.Bucket(), key, err)
+		}
+	}
+	return nil
 }
 
 // Add stores a webhook for s and creates its consumer, which starts at
@@ -112,8 +215,8 @@ func (r *Registry) Add(ctx context.Context, s Spec) (Webhook, error) {
 		return Webhook{}, err
 	}
 	// A quick refusal before anything is written: each entry taken back
-	// leaves a purge marker in the bucket's stream for good, which every
-	// later read of the bucket (List, holdLimit, the dispatcher's watch)
+	// leaves a purge marker in the bucket's stream for MarkerTTL, which
+	// every read of the bucket (List, holdLimit, the dispatcher's watch)
 	// goes through, so a client retrying at the limit must not write.
 	// The limit itself is held after the Create (holdLimit).
 	revs, err := r.revisions(ctx)
@@ -240,7 +343,13 @@ func (r *Registry) undo(ctx context.Context, id string, consumer bool) error {
 		}
 	}
 	// Purge, not Delete: the secret goes with the value.
-	return r.kv.Purge(ctx, id)
+	return r.purge(ctx, id)
+}
+
+// purge removes webhook id's entry, leaving a marker that expires after
+// the registry's marker TTL (see MarkerTTL).
+func (r *Registry) purge(ctx context.Context, id string) error {
+	return r.kv.Purge(ctx, id, jetstream.PurgeTTL(r.markerTTL))
 }
 
 // Get returns webhook id, secret included (the dispatcher's read).
@@ -372,7 +481,7 @@ func (r *Registry) Remove(ctx context.Context, id string) error {
 		return nil
 	}
 	// Purge, not Delete: the secret goes with the value.
-	if err := r.kv.Purge(ctx, id); err != nil {
+	if err := r.purge(ctx, id); err != nil {
 		return fmt.Errorf("%w: remove webhook %s: %w", ErrUnavailable, id, err)
 	}
 	// The Add of id may have made its consumer since the deletion above
