@@ -281,6 +281,10 @@ func (s *Store) commitAtomic(ctx context.Context, ws []Write, out []Written, at 
 // Within the duplicate window the events' message ids refuse a second
 // handling anyway; past it this check is what keeps a command id sent
 // again, and decided again on a newer state, from a second event.
+//
+// The lookups are direct gets, which any replica may answer, however far
+// behind the stream leader; on a replicated stream the leader confirms
+// each "none" (outcomeNone), in a second round trip.
 func (s *Store) withoutOutcome(ctx context.Context, ws []Write, at []int) (fresh, done []int) {
 	subjects := make([]string, len(at))
 	for j, i := range at {
@@ -288,19 +292,21 @@ func (s *Store) withoutOutcome(ctx context.Context, ws []Write, at []int) (fresh
 	}
 	ctx, cancel := context.WithTimeout(ctx, s.js.Options().DefaultTimeout)
 	defer cancel()
+	var found []bool
+	var err error
 	if len(at) <= maxParallelOutcomeChecks {
-		return s.withoutOutcomeEach(ctx, at, subjects)
+		found, err = s.eachHeld(ctx, subjects, s.directHeld)
+	} else {
+		found, err = s.batchHeld(ctx, subjects)
 	}
-	found := map[string]bool{}
-	err := s.directBatch(ctx, s.names.EventStream(), batchRequest{MultiLastFor: subjects}, func(m *jetstream.RawStreamMsg) error {
-		found[m.Subject] = true
-		return nil
-	})
+	if err == nil {
+		err = s.outcomeNone(ctx, subjects, found)
+	}
 	if err != nil {
 		return nil, at // cannot tell: each looks for itself
 	}
 	for j, i := range at {
-		if found[subjects[j]] {
+		if found[j] {
 			done = append(done, i)
 		} else {
 			fresh = append(fresh, i)
@@ -318,40 +324,86 @@ func (s *Store) withoutOutcome(ctx context.Context, ws []Write, at []int) (fresh
 // commands in flight: docs/benchmarks.md.)
 const maxParallelOutcomeChecks = 16
 
-// withoutOutcomeEach is withoutOutcome by one direct get per subject.
-func (s *Store) withoutOutcomeEach(ctx context.Context, at []int, subjects []string) (fresh, done []int) {
-	found := make([]bool, len(at))
-	errs := make([]error, len(at))
-	check := func(j int) {
-		_, err := s.stream.GetLastMsgForSubject(ctx, subjects[j])
-		switch {
-		case err == nil:
-			found[j] = true
-		case !errors.Is(err, jetstream.ErrMsgNotFound):
-			errs[j] = err
+// outcomeNone has the stream leader confirm each subject a direct get
+// found nothing on (found[j] false), on a replicated stream: a lagging
+// replica lacks the outcomes stored since it fell behind, and a command
+// id sent again past the duplicate window, taken for fresh, would have its
+// event stored a second time (the outcome's guard refuses only the
+// outcome, after it). found is updated in place. On one replica, nothing
+// (the direct get was the leader's).
+func (s *Store) outcomeNone(ctx context.Context, subjects []string, found []bool) error {
+	var none []string
+	for j, f := range found {
+		if !f {
+			none = append(none, subjects[j])
 		}
 	}
+	if len(none) == 0 || !s.replicatedLately(ctx) {
+		return nil
+	}
+	held, err := s.eachHeld(ctx, none, s.leaderHeld)
+	if err != nil {
+		return err
+	}
+	k := 0
+	for j, f := range found {
+		if !f {
+			found[j] = held[k]
+			k++
+		}
+	}
+	return nil
+}
+
+// eachHeld looks up each subject with held, all at once, and says for
+// each whether it has a message.
+func (s *Store) eachHeld(ctx context.Context, subjects []string, held func(context.Context, string) (bool, error)) ([]bool, error) {
+	found := make([]bool, len(subjects))
+	errs := make([]error, len(subjects))
+	check := func(j int) { found[j], errs[j] = held(ctx, subjects[j]) }
 	// The first here, the rest beside it: a lone command (the usual one
 	// at low load) costs no goroutine and no wake-up more.
 	var wg sync.WaitGroup
-	for j := 1; j < len(at); j++ {
+	for j := 1; j < len(subjects); j++ {
 		wg.Go(func() { check(j) })
 	}
-	if len(at) > 0 {
+	if len(subjects) > 0 {
 		check(0)
 	}
 	wg.Wait()
-	if errors.Join(errs...) != nil {
-		return nil, at // cannot tell: each looks for itself
+	return found, errors.Join(errs...)
+}
+
+// directHeld reports whether a direct get finds a message on subject.
+func (s *Store) directHeld(ctx context.Context, subject string) (bool, error) {
+	_, err := s.stream.GetLastMsgForSubject(ctx, subject)
+	if errors.Is(err, jetstream.ErrMsgNotFound) {
+		return false, nil
 	}
-	for j, i := range at {
-		if found[j] {
-			done = append(done, i)
-		} else {
-			fresh = append(fresh, i)
-		}
+	return err == nil, err
+}
+
+// leaderHeld reports whether the stream leader holds a message on subject.
+func (s *Store) leaderHeld(ctx context.Context, subject string) (bool, error) {
+	m, err := s.leaderGet(ctx, leaderRequest{LastFor: subject})
+	return m != nil, err
+}
+
+// batchHeld is eachHeld in one direct batch get.
+func (s *Store) batchHeld(ctx context.Context, subjects []string) ([]bool, error) {
+	in := map[string]bool{}
+	err := s.directBatch(ctx, s.names.EventStream(), batchRequest{MultiLastFor: subjects}, func(m *jetstream.RawStreamMsg) error {
+		in[m.Subject] = true
+		return nil
+	})
+	if err != nil {
+		return nil, err
 	}
-	return fresh, done
+	found := make([]bool, len(subjects))
+	for j, subject := range subjects {
+		found[j] = in[subject]
+	}
+	return found, nil
 }
 
 // asyncPubs are messages sent without waiting for their acks; wait hands
@@ -540,8 +592,20 @@ var ErrOutcomeUnreadable = errors.New("the command already has an outcome, which
 // storedOutcome is Outcome, with a stored outcome that does not decode
 // told apart (ErrOutcomeUnreadable) from a read that failed, which may
 // work if tried again: retrying the other never ends.
+//
+// On a replicated stream a "none" is the stream leader's: Outcome's direct
+// get may be a lagging replica's, and the single path would then decide
+// again a command that has an outcome (its atomic batch is refused, as a
+// conflict, for as long as the replica lags).
 func (s *Store) storedOutcome(ctx context.Context, id string) (OutcomeRecord, bool, error) {
 	o, ok, err := s.Outcome(ctx, id)
+	if err == nil && !ok && s.replicatedLately(ctx) {
+		var m *jetstream.RawStreamMsg
+		if m, err = s.leaderGet(ctx, leaderRequest{LastFor: s.names.Outcome(id)}); err == nil && m != nil {
+			o, err = DecodeOutcome(m.Data)
+			ok = err == nil
+		}
+	}
 	if errors.Is(err, ErrMalformed) {
 		err = fmt.Errorf("command %s: %w: %w", id, ErrOutcomeUnreadable, err)
 	}

@@ -9,6 +9,7 @@ import (
 	"math"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -277,6 +278,9 @@ type Store struct {
 	stream jetstream.Stream
 	// rejectedTTL is the TTL of outcomes that wrote no event; 0: none.
 	rejectedTTL time.Duration
+	// replicasRead is when the stream's configuration was last read
+	// (unix nanoseconds): replicatedLately.
+	replicasRead atomic.Int64
 }
 
 // OpenStore binds to the event stream, which EnsureStreams must have created.
@@ -288,6 +292,7 @@ func OpenStore(ctx context.Context, js jetstream.JetStream, n Names, c Codec) (*
 		return nil, fmt.Errorf("open event stream %s: %w", n.EventStream(), err)
 	}
 	s := &Store{js: js, names: n, codec: c, stream: st}
+	s.replicasRead.Store(time.Now().UnixNano())
 	if cfg := st.CachedInfo().Config; cfg.AllowMsgTTL {
 		if v, ok := cfg.Metadata[retentionKey]; ok {
 			d, err := time.ParseDuration(v)
@@ -814,34 +819,67 @@ func (s *Store) apiSubject(api string) string {
 // since; ok is false when there is none. It is how a command handled again
 // finds the event an earlier handling stored without its outcome (a crash
 // between the two writes) after the workspace moved on past it.
+//
+// It reads with direct gets, which a replica lagging behind the stream
+// leader may answer; on a replicated stream, where they did not find the
+// event, the leader is asked for the rest, one message get per event of
+// the workspace the replica lacks: a "none" here lets the command be
+// decided a second time.
 func (s *Store) FindEvent(ctx context.Context, id, commandID string, since time.Time) (env Envelope, ok bool, err error) {
 	if err := fsm.ValidateID(id); err != nil {
 		return Envelope{}, false, err
 	}
 	subject := s.names.Event(id)
+	errFound := errors.New("found")
+	match := func(r Record) error {
+		if r.Event != nil && r.Event.CommandID == commandID {
+			env, ok = *r.Event, true
+			return errFound
+		}
+		return nil
+	}
 	// The first of the workspace's events at or after since: one direct
 	// get by time, then reads by sequence.
 	from, err := s.firstSince(ctx, subject, since)
 	if err != nil {
 		return Envelope{}, false, fmt.Errorf("find the event of command %s: %w", commandID, err)
 	}
-	if from == 0 {
+	var through uint64
+	if from != 0 {
+		last, err := s.LastSeq(ctx)
+		if err != nil {
+			return Envelope{}, false, err
+		}
+		through, err = s.read(ctx, from, last, subject, replayPage, match)
+		if errors.Is(err, errFound) {
+			return env, true, nil
+		}
+		if err != nil {
+			return Envelope{}, false, fmt.Errorf("find the event of command %s: %w", commandID, err)
+		}
+		if through >= last {
+			return Envelope{}, false, nil // read to the leader's last: nothing is left
+		}
+	}
+	if !s.replicatedLately(ctx) {
 		return Envelope{}, false, nil
 	}
-	last, err := s.LastSeq(ctx)
-	if err != nil {
-		return Envelope{}, false, err
+	req := leaderRequest{Seq: through + 1, NextFor: subject}
+	if from == 0 {
+		t := since.UTC()
+		req = leaderRequest{StartTime: &t, NextFor: subject}
 	}
-	errFound := errors.New("found")
-	_, err = s.read(ctx, from, last, subject, replayPage, func(r Record) error {
-		if r.Event != nil && r.Event.CommandID == commandID {
-			env, ok = *r.Event, true
-			return errFound
+	for {
+		m, err := s.leaderGet(ctx, req)
+		if err != nil {
+			return Envelope{}, false, fmt.Errorf("find the event of command %s: %w", commandID, err)
 		}
-		return nil
-	})
-	if err != nil && !errors.Is(err, errFound) {
-		return Envelope{}, false, fmt.Errorf("find the event of command %s: %w", commandID, err)
+		if m == nil {
+			return Envelope{}, false, nil
+		}
+		if match(s.decodeRecord(m.Subject, m.Data, m.Sequence, m.Time)) != nil {
+			return env, true, nil
+		}
+		req = leaderRequest{Seq: m.Sequence + 1, NextFor: subject}
 	}
-	return env, ok, nil
 }

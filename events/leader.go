@@ -29,38 +29,61 @@ type leaderMsg struct {
 // leaderNext is the first message the stream leader holds at or after
 // seq on subject filter (">": any); ok is false when there is none.
 func (s *Store) leaderNext(ctx context.Context, seq uint64, filter string) (m leaderMsg, ok bool, err error) {
-	req, err := json.Marshal(struct {
-		Seq     uint64 `json:"seq"`
-		NextFor string `json:"next_by_subj"`
-	}{max(seq, 1), filter})
+	raw, err := s.leaderGet(ctx, leaderRequest{Seq: max(seq, 1), NextFor: filter})
 	if err != nil {
-		return leaderMsg{}, false, err
+		return leaderMsg{}, false, fmt.Errorf("message at or after %d: %w", seq, err)
+	}
+	if raw == nil {
+		return leaderMsg{}, false, nil
+	}
+	return leaderMsg{Seq: raw.Sequence, Time: raw.Time}, true, nil
+}
+
+// leaderRequest is a message get's request: the message at Seq (with
+// NextFor, the first at or after it on that subject), the first at or
+// after StartTime on NextFor, or the last on LastFor.
+type leaderRequest struct {
+	Seq       uint64     `json:"seq,omitempty"`
+	LastFor   string     `json:"last_by_subj,omitempty"`
+	NextFor   string     `json:"next_by_subj,omitempty"`
+	StartTime *time.Time `json:"start_time,omitempty"`
+}
+
+// leaderGet sends one message get to the stream leader and returns the
+// message (its headers left out); nil when there is none.
+func (s *Store) leaderGet(ctx context.Context, req leaderRequest) (*jetstream.RawStreamMsg, error) {
+	body, err := json.Marshal(req)
+	if err != nil {
+		return nil, err
 	}
 	ctx, cancel := s.bounded(ctx)
 	defer cancel()
-	msg, err := s.js.Conn().RequestWithContext(ctx, s.apiSubject("STREAM.MSG.GET."+s.names.EventStream()), req)
+	msg, err := s.js.Conn().RequestWithContext(ctx, s.apiSubject("STREAM.MSG.GET."+s.names.EventStream()), body)
 	if err != nil {
-		return leaderMsg{}, false, fmt.Errorf("message at or after %d from the stream leader: %w", seq, err)
+		return nil, fmt.Errorf("message get from the stream leader: %w", err)
 	}
 	var resp struct {
 		Error   *jetstream.APIError `json:"error"`
 		Message *struct {
-			Seq  uint64    `json:"seq"`
-			Time time.Time `json:"time"`
+			Subject string    `json:"subject"`
+			Seq     uint64    `json:"seq"`
+			Data    []byte    `json:"data"`
+			Time    time.Time `json:"time"`
 		} `json:"message"`
 	}
 	if err := json.Unmarshal(msg.Data, &resp); err != nil {
-		return leaderMsg{}, false, fmt.Errorf("message at or after %d from the stream leader: %w", seq, err)
+		return nil, fmt.Errorf("message get from the stream leader: %w", err)
 	}
 	switch {
 	case resp.Error != nil && resp.Error.ErrorCode == jetstream.JSErrCodeMessageNotFound:
-		return leaderMsg{}, false, nil
+		return nil, nil
 	case resp.Error != nil:
-		return leaderMsg{}, false, fmt.Errorf("message at or after %d from the stream leader: %w", seq, resp.Error)
+		return nil, fmt.Errorf("message get from the stream leader: %w", resp.Error)
 	case resp.Message == nil:
-		return leaderMsg{}, false, fmt.Errorf("message at or after %d from the stream leader: %w", seq, errNoMessageField)
+		return nil, fmt.Errorf("message get from the stream leader: %w", errNoMessageField)
 	}
-	return leaderMsg{Seq: resp.Message.Seq, Time: resp.Message.Time}, true, nil
+	m := resp.Message
+	return &jetstream.RawStreamMsg{Subject: m.Subject, Sequence: m.Seq, Data: m.Data, Time: m.Time}, nil
 }
 
 var errNoMessageField = errors.New("answer without a message or an error")
@@ -102,5 +125,28 @@ func (s *Store) replicated(ctx context.Context) (bool, error) {
 	if err != nil {
 		return false, fmt.Errorf("event stream info: %w", err)
 	}
+	s.replicasRead.Store(time.Now().UnixNano())
 	return info.Config.Replicas > 1, nil
+}
+
+// replicasRecheck is how long replicatedLately trusts the configuration
+// last read: a stream scaled up from one replica while this process runs
+// is taken for replicated within that (its new replicas answer direct
+// gets only once caught up), at the price of one stream info per that
+// much time on a single-replica stream, not one per call.
+const replicasRecheck = 10 * time.Second
+
+// replicatedLately is replicated without a request per call: the
+// configuration as last read (the cached stream info, which every info
+// request refreshes), read again once older than replicasRecheck, by one
+// caller at a time. A failed read leaves the one before standing.
+func (s *Store) replicatedLately(ctx context.Context) bool {
+	at := s.replicasRead.Load()
+	if time.Since(time.Unix(0, at)) >= replicasRecheck && s.replicasRead.CompareAndSwap(at, time.Now().UnixNano()) {
+		if r, err := s.replicated(ctx); err == nil {
+			return r
+		}
+		s.replicasRead.Store(at) // the next caller asks again
+	}
+	return s.stream.CachedInfo().Config.Replicas > 1
 }

@@ -1,9 +1,12 @@
 package events_test
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"fmt"
+	"math"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -15,6 +18,7 @@ import (
 	"github.com/synadia-io/orbit.go/jetstreamext"
 
 	"github.com/turnstile-dev/turnstile/events"
+	"github.com/turnstile-dev/turnstile/fsm"
 	"github.com/turnstile-dev/turnstile/internal/testenv"
 )
 
@@ -208,6 +212,110 @@ func TestLaggingReplica(t *testing.T) {
 		}
 	})
 
+	// direct is a store on the cluster itself, whose replicas are current.
+	direct := func(t *testing.T, names events.Names) *events.Store {
+		t.Helper()
+		store, err := events.OpenStore(ctx, js, names, events.Codec{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return store
+	}
+	commit := func(t *testing.T, store *events.Store, ws []events.Write) {
+		t.Helper()
+		res, _ := store.Commit(ctx, ws, events.CommitOptions{})
+		for i, r := range res {
+			if r.Err != nil || r.Existing != nil {
+				t.Fatalf("write %d: %+v", i, r)
+			}
+		}
+	}
+	configure := func(id, ws, n string) fsm.Command {
+		return fsm.Command{ID: id, Type: fsm.Configure, Workspace: ws, Spec: &fsm.Spec{Env: map[string]string{"N": n}}}
+	}
+
+	// A command id sent again past the duplicate window, whose outcome the
+	// replica lacks: decided again on the workspace's newer state, it must
+	// get its outcome back and store no second event. Alone (one direct
+	// get per outcome subject) and among 20 (one batch get).
+	t.Run("OutcomeTheReplicaLacks", func(t *testing.T) {
+		names, store, p := open(t, "lagout")
+		leader := direct(t, names)
+		const others = 19
+		for i := range others + 2 {
+			ws := fmt.Sprint("ws-", i)
+			commit(t, leader, []events.Write{decided(t, events.Head{}, fsm.Command{ID: ws + "-create", Type: fsm.Create, Workspace: ws})})
+		}
+		p.snapshot(t, ctx, c) // the replica holds the creates
+		for _, ws := range []string{"ws-0", "ws-1"} {
+			// The first handling, its message ids past the window.
+			w := decided(t, load(t, leader, ws), configure(ws+"-again", ws, "1"))
+			for _, m := range []func() (*nats.Msg, error){
+				func() (*nats.Msg, error) { return store.EventMsgForTest(*w.Event, w.Expected) },
+				func() (*nats.Msg, error) { return store.OutcomeMsgForTest(w.Outcome) },
+			} {
+				msg, err := m()
+				if err != nil {
+					t.Fatal(err)
+				}
+				msg.Header.Del(jetstream.MsgIDHeader)
+				if _, err := js.PublishMsg(ctx, msg); err != nil {
+					t.Fatal(err)
+				}
+			}
+			// Then the workspace moves on.
+			commit(t, leader, []events.Write{decided(t, load(t, leader, ws), configure(ws+"-next", ws, "2"))})
+		}
+		c.WaitStreamCurrent(t, names.EventStream(), 30*time.Second)
+		again := func(ws string) events.Write { return decided(t, load(t, leader, ws), configure(ws+"-again", ws, "1")) }
+		batch := []events.Write{again("ws-1")}
+		for i := range others {
+			ws := fmt.Sprint("ws-", i+2)
+			batch = append(batch, decided(t, load(t, leader, ws), configure(ws+"-fresh", ws, "1")))
+		}
+		for _, ws := range [][]events.Write{{again("ws-0")}, batch} {
+			res, _ := store.Commit(ctx, ws, events.CommitOptions{})
+			if r := res[0]; r.Err != nil || r.Existing == nil || r.Existing.CommandID != ws[0].Outcome.CommandID || r.EventSeq != 0 {
+				t.Errorf("%s sent again: %+v (existing %+v); want its outcome back, nothing written", ws[0].Outcome.CommandID, r, r.Existing)
+			}
+			for i, r := range res[1:] {
+				if r.Err != nil || r.Existing != nil || r.EventSeq == 0 {
+					t.Errorf("fresh write %d beside it: %+v; want its event stored", i+1, r)
+				}
+			}
+			id := ws[0].Outcome.Workspace
+			if n, err := leader.EventsHeld(ctx, id, 0, math.MaxUint64, 10); err != nil || n != 3 {
+				t.Errorf("events of %s: %d, %v; want 3 (create, the first handling's, the next)", id, n, err)
+			}
+		}
+	})
+
+	// A command handled again looks for the event an earlier handling
+	// stored: the replica lacks it, behind an event it holds and where it
+	// holds none of the workspace's events since.
+	t.Run("FindEventTheReplicaLacks", func(t *testing.T) {
+		names, store, p := open(t, "lagfind")
+		leader := direct(t, names)
+		before := time.Now().Add(-time.Minute)
+		commit(t, leader, []events.Write{decided(t, events.Head{}, fsm.Command{ID: "a-create", Type: fsm.Create, Workspace: "ws-a"})})
+		p.snapshot(t, ctx, c)
+		commit(t, leader, []events.Write{decided(t, events.Head{}, fsm.Command{ID: "b-create", Type: fsm.Create, Workspace: "ws-b"})})
+		for _, ws := range []string{"ws-a", "ws-b"} {
+			for _, n := range []string{"1", "2"} {
+				commit(t, leader, []events.Write{decided(t, load(t, leader, ws), configure(ws+"-"+n, ws, n))})
+			}
+		}
+		for _, ws := range []string{"ws-a", "ws-b"} {
+			env, ok, err := store.FindEvent(ctx, ws, ws+"-1", before)
+			if err != nil || !ok || env.CommandID != ws+"-1" || env.Seq != 2 {
+				t.Errorf("FindEvent of %s-1: %+v, %v, %v; want its event (seq 2)", ws, env, ok, err)
+			}
+			if _, ok, err := store.FindEvent(ctx, ws, ws+"-none", before); err != nil || ok {
+				t.Errorf("FindEvent of a command without an event on %s: %v, %v; want none", ws, ok, err)
+			}
+		}
+	})
+
 	// Without a proxy, on the replicas as they are: the same answers.
 	t.Run("R3", func(t *testing.T) {
 		names := events.NewNames("r3")
@@ -366,20 +474,31 @@ func (p *lagProxy) askedFrom(seq uint64) bool {
 	return false
 }
 
+// directRequest is what lagProxy reads of a direct get's request.
+type directRequest struct {
+	Seq       uint64     `json:"seq"`
+	Batch     int        `json:"batch"`
+	NextFor   string     `json:"next_by_subj"`
+	LastFor   string     `json:"last_by_subj"`
+	MultiLast []string   `json:"multi_last"`
+	UpToSeq   uint64     `json:"up_to_seq"`
+	StartTime *time.Time `json:"start_time"`
+}
+
 func (p *lagProxy) serve(m *nats.Msg) {
 	api := strings.TrimPrefix(m.Subject, p.prefix+".")
-	var req struct {
-		Seq     uint64 `json:"seq"`
-		Batch   int    `json:"batch"`
-		NextFor string `json:"next_by_subj"`
-	}
-	switch api {
-	case "DIRECT.GET." + p.stream:
+	var req directRequest
+	switch {
+	case api == "DIRECT.GET."+p.stream:
 		_ = json.Unmarshal(m.Data, &req)
 		p.record(req.Seq)
-		p.answerDirect(m.Reply, req.Seq, max(req.Batch, 1), req.NextFor)
+		p.answerDirect(m.Reply, req)
 		return
-	case "STREAM.MSG.GET." + p.stream:
+	case strings.HasPrefix(api, "DIRECT.GET."+p.stream+"."):
+		// The last message on the subject after the stream's name.
+		p.answerDirect(m.Reply, directRequest{LastFor: strings.TrimPrefix(api, "DIRECT.GET."+p.stream+".")})
+		return
+	case api == "STREAM.MSG.GET."+p.stream:
 		_ = json.Unmarshal(m.Data, &req)
 		p.record(req.Seq)
 		p.mu.Lock()
@@ -424,15 +543,38 @@ func (p *lagProxy) record(seq uint64) {
 	p.asked = append(p.asked, seq)
 }
 
-// answerDirect answers as a replica holding the snapshot: up to batch
-// messages at or after seq (on subject filter, exact, if set), each with
-// how many more it holds, then the end of the batch; 404 with none.
-func (p *lagProxy) answerDirect(reply string, seq uint64, batch int, filter string) {
+// answerDirect answers as a replica holding the snapshot: the last
+// message on req.LastFor, or on each of req.MultiLast (up to req.UpToSeq),
+// or up to req.Batch messages (one without) at or after req.Seq or
+// req.StartTime (on subject req.NextFor, exact, if set), each with how
+// many more it holds; a batch then ends with the end of the batch. 404
+// with none.
+func (p *lagProxy) answerDirect(reply string, req directRequest) {
 	p.mu.Lock()
 	var match []*jetstream.RawStreamMsg
-	for _, s := range p.snap {
-		if s.Sequence >= seq && (filter == "" || filter == ">" || filter == s.Subject) {
-			match = append(match, s)
+	switch {
+	case req.LastFor != "" || len(req.MultiLast) > 0:
+		for _, subject := range append(req.MultiLast, req.LastFor) {
+			var last *jetstream.RawStreamMsg
+			for _, s := range p.snap {
+				if s.Subject == subject && (req.UpToSeq == 0 || s.Sequence <= req.UpToSeq) {
+					last = s
+				}
+			}
+			if last != nil {
+				match = append(match, last)
+			}
+		}
+		slices.SortFunc(match, func(a, b *jetstream.RawStreamMsg) int { return cmp.Compare(a.Sequence, b.Sequence) })
+	default:
+		for _, s := range p.snap {
+			at := s.Sequence >= req.Seq
+			if req.StartTime != nil {
+				at = !s.Time.Before(*req.StartTime)
+			}
+			if at && (req.NextFor == "" || req.NextFor == ">" || req.NextFor == s.Subject) {
+				match = append(match, s)
+			}
 		}
 	}
 	p.mu.Unlock()
@@ -440,8 +582,15 @@ func (p *lagProxy) answerDirect(reply string, seq uint64, batch int, filter stri
 		_ = p.nc.PublishMsg(&nats.Msg{Subject: reply, Header: nats.Header{"Status": {"404"}, "Description": {"Message Not Found"}}})
 		return
 	}
+	batch := req.Batch > 0 || len(req.MultiLast) > 0
+	n := len(match)
+	if req.Batch > 0 {
+		n = min(req.Batch, n)
+	} else if !batch {
+		n = 1
+	}
 	var last uint64
-	for i, s := range match[:min(batch, len(match))] {
+	for i, s := range match[:n] {
 		h := nats.Header{}
 		h.Set(jetstream.StreamHeader, p.stream)
 		h.Set(jetstream.SubjectHeader, s.Subject)
@@ -452,6 +601,8 @@ func (p *lagProxy) answerDirect(reply string, seq uint64, batch int, filter stri
 		_ = p.nc.PublishMsg(&nats.Msg{Subject: reply, Header: h, Data: s.Data})
 		last = s.Sequence
 	}
-	_ = p.nc.PublishMsg(&nats.Msg{Subject: reply, Header: nats.Header{"Status": {"204"}, "Description": {"EOB"},
-		"Nats-Num-Pending": {strconv.Itoa(max(len(match)-batch, 0))}, "Nats-Last-Sequence": {strconv.FormatUint(last, 10)}}})
+	if batch {
+		_ = p.nc.PublishMsg(&nats.Msg{Subject: reply, Header: nats.Header{"Status": {"204"}, "Description": {"EOB"},
+			"Nats-Num-Pending": {strconv.Itoa(len(match) - n)}, "Nats-Last-Sequence": {strconv.FormatUint(last, 10)}}})
+	}
 }
