@@ -254,6 +254,12 @@ func (e *Engine) decideAndCommit(ctx context.Context, cmd fsm.Command, md *jetst
 		e.heads.drop(cmd.Workspace)
 		return *res.Existing, nil
 	}
+	if res.Recorded != nil {
+		// An earlier try's event was the head: the outcome recorded is
+		// that event's, which this handling may have decided otherwise.
+		e.heads.drop(cmd.Workspace)
+		return *res.Recorded, nil
+	}
 	if w.Event != nil && !res.Duplicate {
 		env := *w.Event
 		env.StreamSeq = res.EventSeq

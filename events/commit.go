@@ -51,8 +51,13 @@ type Written struct {
 	EventSeq uint64
 	// Duplicate: the command's event was already the workspace's newest
 	// (an earlier try that landed without its outcome); EventSeq is that
-	// event's, and only the outcome was written now.
+	// event's, and only the outcome was written now: Recorded.
 	Duplicate bool
+	// Recorded is the outcome written with Duplicate. It is the stored
+	// event's (its seq, the generation and state it produced), which need
+	// not be the one the write carried: that handling may have decided on
+	// an older state than the earlier try did.
+	Recorded *OutcomeRecord
 	// Existing is the command's earlier outcome when it had one.
 	Existing *OutcomeRecord
 	// Err is ErrConflict when the workspace moved on since it was loaded
@@ -539,7 +544,7 @@ func (s *Store) single(ctx context.Context, w Write) Written {
 		// event is already stored (a retry that landed: within the
 		// duplicate window an atomic batch refuses its id before the
 		// sequence check); the outcome was checked above.
-		seq, err := s.resolveConflict(ctx, *w.Event)
+		h, err := s.resolveConflict(ctx, *w.Event)
 		if errors.Is(err, ErrConflict) && dup {
 			// Our id is in the window but our event is not the head:
 			// stored earlier, behind events decided since.
@@ -548,13 +553,19 @@ func (s *Store) single(ctx context.Context, w Write) Written {
 		if err != nil {
 			return Written{Err: err}
 		}
-		// Our event is the newest but has no outcome: written before
-		// events and outcomes went together. Record the outcome alone.
-		res.EventSeq, res.Duplicate = seq, true
+		// Our event is the newest but has no outcome (a writer that died
+		// between the two). Record the outcome alone: the stored event's,
+		// not the one this handling decided.
+		o := w.Outcome
+		o.Outcome, o.Rejection, o.Reason = fsm.Accepted, nil, ""
+		o.EventSeq, o.Generation, o.State = h.Last.Seq, h.State.Generation, h.State.Status
+		res = s.outcomeAlone(ctx, o)
+		if res.Err == nil && res.Existing == nil {
+			res.EventSeq, res.Duplicate, res.Recorded = h.StreamSeq, true, &o
+		}
+		return res
 	}
-	o := s.outcomeAlone(ctx, w.Outcome)
-	o.EventSeq, o.Duplicate = res.EventSeq, res.Duplicate
-	return o
+	return s.outcomeAlone(ctx, w.Outcome)
 }
 
 // outcomeAlone stores a command's outcome by itself (its event, if any, is
@@ -625,17 +636,17 @@ var ErrEventStored = errors.New("the command's event is already stored, behind l
 // resolveConflict handles "wrong last sequence" for env: on a
 // single-replica stream the sequence check runs before dedupe, so our own
 // earlier try may be the newest event. It compares command ids before
-// calling it a conflict (ErrConflict), and returns the stored event's
-// stream sequence when it is ours.
-func (s *Store) resolveConflict(ctx context.Context, env Envelope) (uint64, error) {
+// calling it a conflict (ErrConflict), and returns the workspace's head
+// when the newest event is ours.
+func (s *Store) resolveConflict(ctx context.Context, env Envelope) (Head, error) {
 	h, err := s.Load(ctx, env.Workspace)
 	if err != nil {
-		return 0, fmt.Errorf("after append conflict: %w", err)
+		return Head{}, fmt.Errorf("after append conflict: %w", err)
 	}
-	if h.Last != nil && h.Last.CommandID == env.CommandID {
-		return h.StreamSeq, nil
+	if h.Last != nil && h.Last.CommandID == env.CommandID && h.Last.StreamSeq == h.StreamSeq {
+		return h, nil
 	}
-	return 0, ErrConflict
+	return Head{}, ErrConflict
 }
 
 // eventMsg builds the message that appends env (its expected sequence is

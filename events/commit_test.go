@@ -228,6 +228,53 @@ func testCommit(t *testing.T, opt events.CommitOptions) {
 		}
 	})
 
+	t.Run("DuplicateDecidedOnAnOlderState", func(t *testing.T) {
+		// An earlier try stored the command's event, decided on a newer
+		// state than this handling had: the outcome recorded is the stored
+		// event's, not the write's.
+		for _, cmd := range []fsm.Command{create("h"),
+			{ID: "configure-h", Type: fsm.Configure, Workspace: "h", Spec: &fsm.Spec{Env: map[string]string{"N": "1"}}}} {
+			if res, _ := store.Commit(ctx, []events.Write{decided(t, load(t, store, "h"), cmd)}, opt); res[0].Err != nil {
+				t.Fatal(res[0].Err)
+			}
+		}
+		stop := fsm.Command{ID: "stop-h", Type: fsm.Stop, Workspace: "h"}
+		earlier := decided(t, load(t, store, "h"), stop)
+		m, err := store.EventMsgForTest(*earlier.Event, earlier.Expected)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ack, err := js.PublishMsg(ctx, m)
+		if err != nil {
+			t.Fatal(err)
+		}
+		// This handling's view: the workspace before the configure.
+		old, err := store.LoadBefore(ctx, "h", earlier.Expected)
+		if err != nil {
+			t.Fatal(err)
+		}
+		w := decided(t, old, stop)
+		if w.Event == nil || w.Outcome.EventSeq == earlier.Outcome.EventSeq {
+			t.Fatalf("the stale decision %+v should differ from the stored event's seq %d", w.Outcome, earlier.Outcome.EventSeq)
+		}
+		res, _ := store.Commit(ctx, []events.Write{w}, opt)
+		if res[0].Err != nil || !res[0].Duplicate || res[0].EventSeq != ack.Sequence {
+			t.Fatalf("got %+v, want the stored event at %d as a duplicate", res[0], ack.Sequence)
+		}
+		got, ok, err := store.Outcome(ctx, stop.ID)
+		if err != nil || !ok {
+			t.Fatalf("outcome: %v, %v", ok, err)
+		}
+		want := earlier.Outcome
+		if got.EventSeq != want.EventSeq || got.Generation != want.Generation || got.State != want.State || got.Outcome != fsm.Accepted {
+			t.Fatalf("recorded outcome seq %d gen %d %s %s; want the stored event's: seq %d gen %d %s accepted",
+				got.EventSeq, got.Generation, got.State, got.Outcome, want.EventSeq, want.Generation, want.State)
+		}
+		if r := res[0].Recorded; r == nil || r.EventSeq != want.EventSeq || r.Generation != want.Generation || r.State != want.State {
+			t.Fatalf("Written.Recorded %+v; want the stored outcome", r)
+		}
+	})
+
 	t.Run("OutcomeCheckedFirst", func(t *testing.T) {
 		// Events and outcomes are separate writes: an event whose command
 		// already has an outcome must not land even where neither its
