@@ -28,7 +28,9 @@ const refusalsInFlight = 512
 // without loading or deciding anything: its outcome says why, no event is
 // written, and it is acked as soon as that is stored, so it holds none of
 // the consumer's MaxAckPending behind the flood. System reports are queued
-// regardless: refusing one would leave an attempt unanswered.
+// regardless: refusing one would leave an attempt unanswered. So are
+// commands that may have been handled already (queue.offer): only first
+// deliveries come here.
 //
 // Called by pull, in stream order; the refusal itself is written in the
 // background (at most cap(e.refusing) at once), so the pull moves on to
