@@ -198,3 +198,69 @@ func TestRedeliveryNeverRefusedBusy(t *testing.T) {
 		t.Fatalf("events of commands %v, want the create, then %v", got, want[1:])
 	}
 }
+
+// A first delivery beyond the limit is not refused busy when its command's
+// event is its workspace's head: the command was applied by a handling that
+// has not stored its outcome (a NATS server back with its consumer's state
+// from before a crash delivers such a command as if for the first time; a
+// command id sent again past the duplicate window is a new message). It is
+// handed back, and its redelivery is recorded as the accepted command it
+// was.
+func TestFirstDeliveryWithItsEventStoredNotRefusedBusy(t *testing.T) {
+	b := newBusyTest(t)
+	const ws = "busy-applied"
+	cl := b.core.Client(t, "t")
+	if o := send(t, cl, fsm.Command{Type: fsm.Create, Workspace: ws}); o.Outcome != fsm.Accepted {
+		t.Fatalf("create: %+v", o)
+	}
+	// S holds the workspace; two more wait behind it (the limit).
+	s, err := cl.Prepare(fsm.Command{Type: fsm.Configure, Workspace: ws, Spec: &fsm.Spec{Env: map[string]string{"N": "s"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b.stick(t, s.ID)
+	if _, err := cl.Publish(b.ctx, s); err != nil {
+		t.Fatal(err)
+	}
+	testenv.Eventually(t, 30*time.Second, "S in hand", func() bool { return b.log.all([]string{s.ID}) })
+	waiting := []fsm.Command{b.configure(t, cl, ws, "1"), b.configure(t, cl, ws, "2")}
+
+	// C's event is stored, its outcome not; then C comes, beyond the limit.
+	c, err := cl.Prepare(fsm.Command{Type: fsm.Configure, Workspace: ws, Spec: &fsm.Spec{Env: map[string]string{"N": "c"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	env := b.storeEvent(t, c, c.ID)
+	before := b.deliveries(t, ws)
+	if _, err := cl.Publish(b.ctx, c); err != nil {
+		t.Fatal(err)
+	}
+	testenv.Eventually(t, 30*time.Second, "C refused, or handed back and delivered again", func() bool {
+		_, ok := b.outcome(t, c.ID)
+		return ok || b.deliveries(t, ws) >= before+2
+	})
+	if o, ok := b.outcome(t, c.ID); ok {
+		t.Fatalf("C, whose event is the head, has outcome %s %+v (reason %q)", o.Outcome, o.Rejection, o.Reason)
+	}
+
+	// S is settled (an outcome stored for it by hand); the rest follow.
+	so := events.OutcomeRecord{CommandID: s.ID, Workspace: ws, CommandType: s.Type, Outcome: fsm.Rejected,
+		Rejection: fsm.Invalid(s.Type, "settled by the test")}
+	if res, _ := b.core.Store.Commit(b.ctx, []events.Write{{Outcome: so}}, events.CommitOptions{}); res[0].Err != nil || res[0].Existing != nil {
+		t.Fatalf("setup: settle S: %+v", res[0])
+	}
+	o := b.waitOutcome(t, c.ID)
+	if o.Outcome != fsm.Accepted || o.EventSeq != env.Seq {
+		t.Fatalf("C's event is stored, its outcome is %s %+v (reason %q), want accepted at event %d", o.Outcome, o.Rejection, o.Reason, env.Seq)
+	}
+	for _, w := range waiting {
+		if o := b.waitOutcome(t, w.ID); o.Outcome != fsm.Accepted {
+			t.Fatalf("%s: %+v", w.ID, o)
+		}
+	}
+	if got := eventCommands(t, b.core, ws); len(got) != 4 || got[1] != c.ID ||
+		!slices.Equal(got[2:], []string{waiting[0].ID, waiting[1].ID}) {
+		t.Fatalf("events of commands %v, want the create, C, %s and %s", got, waiting[0].ID, waiting[1].ID)
+	}
+	testenv.Eventually(t, 30*time.Second, "every command handled", func() bool { return consumerDone(b.core) })
+}
