@@ -25,10 +25,11 @@ const refusalsInFlight = 512
 
 // overflow deals with a command pulled while its workspace already has
 // MaxPendingPerWorkspace commands waiting. A user command is refused busy
-// without loading or deciding anything: its outcome says why, no event is
-// written, and it is acked as soon as that is stored, so it holds none of
-// the consumer's MaxAckPending behind the flood. System reports are queued
-// regardless: refusing one would leave an attempt unanswered.
+// without being decided: its outcome says why, no event is written, and it
+// is acked as soon as that is stored, so it holds none of the consumer's
+// MaxAckPending behind the flood. System reports are queued regardless:
+// refusing one would leave an attempt unanswered. So are commands that may
+// have been handled already (queue.offer): only first deliveries come here.
 //
 // Called by pull, in stream order; the refusal itself is written in the
 // background (at most cap(e.refusing) at once), so the pull moves on to
@@ -58,7 +59,9 @@ func (e *Engine) overflow(ctx context.Context, ws string, m jetstream.Msg) {
 }
 
 // refuseBusy stores a busy rejection for m and acks it; a command that
-// cannot be read is refused as invalid instead, as handle would.
+// cannot be read is refused as invalid instead, as handle would. A command
+// whose event is its workspace's newest is not refused but handed back
+// (appliedAlready).
 func (e *Engine) refuseBusy(ctx context.Context, m jetstream.Msg, ws string, cmd fsm.Command, decodeErr error) {
 	md, err := m.Metadata()
 	if err != nil {
@@ -102,25 +105,36 @@ func (e *Engine) refuseBusy(ctx context.Context, m jetstream.Msg, ws string, cmd
 		Reason:     "overflow",
 		ReceivedAt: md.Timestamp.UTC(), DecidedAt: e.cfg.Now().UTC(),
 	}
-	if e.cfg.Metrics != nil {
-		e.cfg.Metrics.Overflows.Inc()
-	}
 	// Not through the committer: a refusal goes with no event, so it
 	// needs no atomic batch, and many published at once (one per
 	// goroutine, up to cap(e.refusing)) are written several times faster
-	// than batches; on the committers' connection, not the consumer's.
+	// than batches; on the committers' connection, not the consumer's
+	// (the head read before it too).
 	store := e.store
 	if n := len(e.cfg.CommitStores); n > 0 {
 		store = e.cfg.CommitStores[0]
 	}
 	for attempt := 0; ; attempt++ {
-		res, _ := store.Commit(ctx, []events.Write{{Outcome: o}}, events.CommitOptions{})
+		applied, err := appliedAlready(ctx, store, cmd.Workspace, cmd.ID)
+		if err == nil && applied {
+			e.log.Info("engine: a command beyond its workspace's limit has its event stored already; handed back to record its outcome",
+				"command", cmd.ID, "workspace", ws)
+			_ = m.Nak()
+			return
+		}
+		res := []events.Written{{Err: err}}
+		if err == nil {
+			res, _ = store.Commit(ctx, []events.Write{{Outcome: o}}, events.CommitOptions{})
+		}
 		switch {
 		case res[0].Err == nil && res[0].Existing != nil:
 			// Decided meanwhile (a racing handling of the same command).
 			e.settle(m, *res[0].Existing)
 			return
 		case res[0].Err == nil:
+			if e.cfg.Metrics != nil {
+				e.cfg.Metrics.Overflows.Inc()
+			}
 			e.finish(m, o, md)
 			return
 		case errors.Is(res[0].Err, events.ErrOutcomeUnreadable):
@@ -131,4 +145,30 @@ func (e *Engine) refuseBusy(ctx context.Context, m jetstream.Msg, ws string, cmd
 			return
 		}
 	}
+}
+
+// appliedAlready reports whether command id's event is workspace ws's
+// newest: the command was decided before, by a handling that may not have
+// stored its outcome yet (it stopped between the two writes, or is between
+// them now). Even a first delivery can be such a command: a NATS server
+// that comes back with its consumer's state from before a crash delivers
+// a command an engine had taken as if for the first time, and a command id
+// sent again past the command stream's duplicate window is a new message.
+// A busy outcome stored then would stand beside the event for good (a
+// command has one outcome) and be the one that handling gets back. Handed
+// back instead, the command comes again as a redelivery, which is queued
+// past the limit (queue.offer), and handle records the accepted outcome
+// its event had (or finds the one stored meanwhile).
+//
+// Not covered: such an event behind later ones (finding it costs a read of
+// the workspace's events since, too much for every refusal of a flood), and
+// one stored after this read by a handling of the same command in flight
+// elsewhere at that moment (an outcome cannot be stored on condition of the
+// workspace's head).
+func appliedAlready(ctx context.Context, store *events.Store, ws, id string) (bool, error) {
+	head, err := store.Load(ctx, ws)
+	if err != nil {
+		return false, err
+	}
+	return head.Last != nil && head.Last.CommandID == id, nil
 }

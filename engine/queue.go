@@ -97,7 +97,14 @@ func (q *queue) pushRecovered(ws string, m jetstream.Msg) {
 // offer queues m unless its workspace already has perWorkspace commands
 // waiting (besides the one being handled); false means m was not queued
 // and is the caller's to refuse. A copy of a command already waiting
-// replaces it, full or not.
+// replaces it, full or not. A command that may have been handled already
+// is queued past the limit, as system reports are: a redelivery, or a
+// delivery of a command whose copy is being handled here or was recovered
+// here. Its event may be stored and its outcome not yet (a handling that
+// stopped between the two, or is between them now): refused busy, the
+// busy outcome would take the place of the accepted one that handling
+// records. It already counts against the consumer's MaxAckPending, and is
+// settled from the stored outcome when its turn comes.
 func (q *queue) offer(ws string, m jetstream.Msg) bool {
 	return q.add(ws, job{msg: m}, q.perWorkspace)
 }
@@ -105,8 +112,9 @@ func (q *queue) offer(ws string, m jetstream.Msg) bool {
 func (q *queue) add(ws string, j job, limit int) bool {
 	var seq uint64
 	var stream string
+	redelivered := false
 	if md, err := j.msg.Metadata(); err == nil {
-		seq, stream = md.Sequence.Stream, md.Stream
+		seq, stream, redelivered = md.Sequence.Stream, md.Stream, md.NumDelivered > 1
 	}
 	q.mu.Lock()
 	defer q.mu.Unlock()
@@ -142,7 +150,7 @@ func (q *queue) add(ws string, j job, limit int) bool {
 			}
 		}
 	}
-	if limit > 0 && len(p) >= limit {
+	if limit > 0 && len(p) >= limit && !redelivered && !j.again && (seq == 0 || !q.inHand(ws, stream, seq)) {
 		return false
 	}
 	if seq != 0 {
@@ -217,10 +225,15 @@ func (q *queue) done(ws string) {
 func (q *queue) holds(ws, stream string, seq uint64) bool {
 	q.mu.Lock()
 	defer q.mu.Unlock()
-	if w, ok := q.working[ws]; ok && w.seq == seq && w.stream == stream {
-		return true
-	}
-	return slices.ContainsFunc(q.pending[ws], func(x queued) bool { return x.seq == seq && x.stream == stream })
+	return q.inHand(ws, stream, seq) ||
+		slices.ContainsFunc(q.pending[ws], func(x queued) bool { return x.seq == seq && x.stream == stream })
+}
+
+// inHand reports whether the command at seq of stream is being handled
+// here. q.mu must be held.
+func (q *queue) inHand(ws, stream string, seq uint64) bool {
+	w, ok := q.working[ws]
+	return ok && w.seq == seq && w.stream == stream
 }
 
 // close wakes every worker and returns the commands still queued, oldest
