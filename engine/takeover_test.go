@@ -210,3 +210,185 @@ func TestTakeoverOfALongRange(t *testing.T) {
 		}
 	}
 }
+
+// wsIn returns a workspace name with prefix that falls in partition k of
+// parts.
+func wsIn(prefix string, k, parts int) string {
+	for i := 0; ; i++ {
+		if ws := fmt.Sprintf("%s-%d", prefix, i); events.Partition(ws, parts) == k {
+			return ws
+		}
+	}
+}
+
+// A partition that cannot be taken (its consumer does not answer: here it
+// is gone) holds up the take of no other partition, and does not stop its
+// engine following the members: when another engine leaves, it takes that
+// engine's partitions; when the consumer is back, it takes that one too.
+//
+// On the old code, rebalance waited for every take it started, so the
+// engine stuck on the one partition never took the leaving engine's.
+func TestAStuckTakeHoldsUpNoOtherPartition(t *testing.T) {
+	cfg := engine.Config{MemberTTL: time.Second, PinnedTTL: 2 * time.Second}
+	core := testenv.StartCore(t, testenv.CoreOptions{Engines: 3, Engine: cfg})
+	parts := events.DefaultPartitions
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	owned := func(es ...*engine.Engine) []int {
+		var got []int
+		for _, e := range es {
+			got = append(got, e.Partitions()...)
+		}
+		slices.Sort(got)
+		return got
+	}
+	all := make([]int, parts)
+	for k := range all {
+		all[k] = k
+	}
+	first, b, c := core.Engines[0], core.Engines[1], core.Engines[2]
+	testenv.Eventually(t, 30*time.Second, "three engines splitting the partitions", func() bool {
+		return len(first.Partitions()) > 0 && len(b.Partitions()) > 0 && len(c.Partitions()) > 0 && slices.Equal(owned(first, b, c), all)
+	})
+	// A consumer of one of the first engine's partitions goes away.
+	k := first.Partitions()[0]
+	names := events.NewNames("")
+	durable := events.EngineConsumer("turnstile-engine", k)
+	cons, err := core.JS.Consumer(ctx, names.CommandStream(), durable)
+	if err != nil {
+		t.Fatal(err)
+	}
+	gone := cons.CachedInfo().Config
+	if err := core.JS.DeleteConsumer(ctx, names.CommandStream(), durable); err != nil {
+		t.Fatal(err)
+	}
+	if err := first.Close(); err != nil {
+		t.Fatal(err)
+	}
+	rest := slices.DeleteFunc(slices.Clone(all), func(p int) bool { return p == k })
+	testenv.Eventually(t, 30*time.Second, "the two left taking every partition but the one without a consumer", func() bool {
+		return slices.Equal(owned(b, c), rest)
+	})
+	// The engine that is to take k (and cannot) is left alone.
+	stuck, other := b, c
+	testenv.Eventually(t, 30*time.Second, "the members' announcements", func() bool {
+		stuck, other = b, c
+		ms, err := engine.ReadMembers(ctx, core.JS, names, "turnstile-engine")
+		if err != nil || len(ms) != 2 {
+			return false
+		}
+		ids := []string{ms[0].ID, ms[1].ID}
+		slices.Sort(ids)
+		for _, m := range ms {
+			if slices.Equal(m.Partitions, c.Partitions()) && engine.Assign(parts, ids)[k] == m.ID {
+				stuck, other = c, b
+			}
+			if !slices.Equal(m.Partitions, b.Partitions()) && !slices.Equal(m.Partitions, c.Partitions()) {
+				return false
+			}
+		}
+		return true
+	})
+	if err := other.Close(); err != nil {
+		t.Fatal(err)
+	}
+	testenv.Eventually(t, 30*time.Second, "the engine stuck on one partition taking every other", func() bool {
+		return slices.Equal(stuck.Partitions(), rest)
+	})
+	cl := core.Client(t, "t")
+	for _, p := range rest {
+		if ws := wsIn("stuck-take", p, parts); send(t, cl, fsm.Command{Type: fsm.Create, Workspace: ws}).Outcome != fsm.Accepted {
+			t.Fatalf("create %s", ws)
+		}
+	}
+	if _, err := core.JS.CreateOrUpdateConsumer(ctx, names.CommandStream(), gone); err != nil {
+		t.Fatal(err)
+	}
+	testenv.Eventually(t, 30*time.Second, "the engine taking the partition whose consumer is back", func() bool {
+		return slices.Equal(stuck.Partitions(), all)
+	})
+	if ws := wsIn("stuck-take", k, parts); send(t, cl, fsm.Command{Type: fsm.Create, Workspace: ws}).Outcome != fsm.Accepted {
+		t.Fatalf("create %s", ws)
+	}
+}
+
+// An engine letting go of a partition with a command in hand waits for it
+// (up to AckWait), longer than PinnedTTL: by then the next owner is pinned
+// and deciding. The unpin at the end of the letGo must leave that pin
+// alone.
+//
+// On the old code it unpinned whoever held the pin.
+func TestLetGoLeavesTheNextOwnersPin(t *testing.T) {
+	log := newLogged(testenv.Logger(t).Handler())
+	// PinnedTTL stays the default: above pullExpiry, or an idle owner's pin
+	// lapses between its pulls. AckWait leaves the next owner the time to
+	// be pinned (PinnedTTL after the first engine's last pull) well before
+	// the first stops waiting.
+	cfg := engine.Config{MemberTTL: time.Second, AckWait: 20 * time.Second, Logger: slog.New(log)}
+	core := testenv.StartCore(t, testenv.CoreOptions{Engine: cfg})
+	first := core.Engines[0]
+	parts := events.DefaultPartitions
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	testenv.Eventually(t, 20*time.Second, "the engine pulling every partition", func() bool { return len(first.Partitions()) == parts })
+	// A command in hand in every partition, so that whichever the second
+	// engine takes, the first waits in letting it go.
+	var ids []string
+	for k := range parts {
+		ids = append(ids, stuckCommand(t, ctx, core.JS, wsIn("held", k, parts)))
+	}
+	testenv.Eventually(t, 30*time.Second, "every held command in hand", func() bool {
+		seen := map[string]bool{}
+		for _, r := range log.find("engine: command not recorded yet; retrying") {
+			seen[r.attrs["command"].String()] = true
+		}
+		for _, id := range ids {
+			if !seen[id] {
+				return false
+			}
+		}
+		return true
+	})
+	letGo := func(k int) bool {
+		for _, r := range log.find("engine: partitions") {
+			if ks, ok := r.attrs["let_go"].Any().([]int); ok && slices.Contains(ks, k) {
+				return true
+			}
+		}
+		return false
+	}
+
+	second := core.StartEngine(t)
+	testenv.Eventually(t, 30*time.Second, "the second engine taking its share", func() bool {
+		return len(second.Partitions()) > 0 && len(first.Partitions())+len(second.Partitions()) == parts
+	})
+	k := second.Partitions()[0]
+	// Decided by the second engine once the first's pin has lapsed.
+	cl := core.Client(t, "t")
+	ws := wsIn("pinned", k, parts)
+	if o := send(t, cl, fsm.Command{Type: fsm.Create, Workspace: ws}); o.Outcome != fsm.Accepted {
+		t.Fatalf("create %s: %+v", ws, o)
+	}
+	pin := func() string {
+		for _, g := range consumerInfo(t, core.JS, ws).PriorityGroups {
+			if g.Group == engine.PriorityGroup {
+				return g.PinnedClientID
+			}
+		}
+		return ""
+	}
+	second1 := pin()
+	if second1 == "" {
+		t.Fatal("no pin after the second engine decided a command of its partition")
+	}
+	if letGo(k) {
+		t.Fatal("the first engine let go before the second was pinned: the test needs a longer AckWait")
+	}
+	testenv.Eventually(t, 40*time.Second, "the first engine letting go", func() bool { return letGo(k) })
+	if got := pin(); got != second1 {
+		t.Fatalf("after the first engine let go of partition %d the pin is %q, was the second engine's %q", k, got, second1)
+	}
+	if o := send(t, cl, fsm.Command{Type: fsm.Delete, Workspace: ws}); o.Outcome != fsm.Accepted {
+		t.Fatalf("delete %s: %+v", ws, o)
+	}
+}
