@@ -37,11 +37,13 @@ import (
 // A takeover starts with the partition's unfinished commands, as a start
 // does (recover.go): those the previous owner took and did not finish are
 // queued first, ahead of anything the new owner pulls, so a workspace's
-// order holds across a kill of any engine. After that every gap in the
-// consumer sequence (deliveries that went to someone else) means commands
-// this engine has not seen, and is caught up (gap.go). An engine letting go
-// of a partition stops pulling it, hands back what it queued, finishes what
-// it is handling and unpins, so the next owner is pinned at its next pull.
+// order holds across a kill of any engine. A take runs apart from
+// rebalance (that read can be long), one at a time per partition. After
+// that every gap in the consumer sequence (deliveries that went to someone
+// else) means commands this engine has not seen, and is caught up
+// (gap.go). An engine letting go of a partition stops pulling it, hands
+// back what it queued, finishes what it is handling and unpins if the pin
+// is still its own, so the next owner is pinned at its next pull.
 
 // PriorityGroup is the pinned priority group every engine pulls in; a
 // reader of an engine consumer (a test, a tool) must name it.
