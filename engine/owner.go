@@ -561,29 +561,35 @@ wait:
 
 // unpin drops this engine's pins on partition k (held as p), so that
 // another engine's pull is pinned at once; with a context of its own, as it
-// runs when the engine's may have ended. Only where the consumer's pin is
-// the one this engine's last delivery came with: by the time a letGo gets
-// here (it waits for the commands in hand up to AckWait, longer than
-// PinnedTTL) the next owner may be pinned, and unpinning it would open the
-// partition to any engine that still thinks it owns it. Where nothing was
-// delivered here (a take cut short), there is no pin of this engine's.
+// runs when the engine's may have ended. Not where another engine is
+// pinned (a pin id other than the one this engine's last delivery came
+// with): by the time a letGo gets here (it waits for the commands in hand
+// up to AckWait, longer than PinnedTTL) the next owner may be pinned, and
+// unpinning it would open the partition to any engine that still thinks it
+// owns it. Where no one is pinned it still unpins: that makes the server
+// drop the pull requests this engine left waiting, any of which would
+// otherwise take the pin at the next command, gone with it for PinnedTTL.
+// Not where this engine never pulled (a take cut short).
 func (o *owner) unpin(k int, p *partition) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	for _, src := range o.e.sources(k) {
-		mine := p.pins[src.stream].pin()
-		if mine == "" {
+		w, pulled := p.pins[src.stream]
+		if !pulled {
 			continue
 		}
 		info, err := o.e.consumers[src.durable+"/"+src.stream].Info(ctx)
 		if err == nil {
-			i := slices.IndexFunc(info.PriorityGroups, func(g jetstream.PriorityGroupState) bool { return g.Group == PriorityGroup })
-			if i < 0 || info.PriorityGroups[i].PinnedClientID != mine {
-				continue // unpinned already, or pinned to another engine since
+			pinned := ""
+			if i := slices.IndexFunc(info.PriorityGroups, func(g jetstream.PriorityGroupState) bool { return g.Group == PriorityGroup }); i >= 0 {
+				pinned = info.PriorityGroups[i].PinnedClientID
 			}
-			// (The pin could lapse between the two requests and go to
-			// another engine: not in a PinnedTTL, as this engine has
-			// just stopped pulling.)
+			if pinned != "" && pinned != w.pin() {
+				continue // pinned to another engine since
+			}
+			// A narrow race is left: the pin may lapse between the two
+			// requests and go to another engine, which this then unpins;
+			// that engine is pinned again at its next pull.
 			var st jetstream.Stream
 			if st, err = o.e.js.Stream(ctx, src.stream); err == nil {
 				err = st.UnpinConsumer(ctx, src.durable, PriorityGroup)
