@@ -102,6 +102,9 @@ type Config struct {
 	// Now and NewID are injected for deterministic tests.
 	Now   func() time.Time
 	NewID func() string
+	// readAttempt, if set, replaces readAttempt (recover.go): tests
+	// shorten it (export_test.go).
+	readAttempt time.Duration
 }
 
 func (c *Config) setDefaults() {
@@ -299,7 +302,7 @@ func (e *Engine) Open(ctx context.Context) error {
 		e.own = own
 		// The first assignment before Open returns: a lone engine pulls
 		// every partition from the start.
-		err = own.rebalance(ctx, runCtx)
+		err = own.rebalance(ctx, runCtx, true)
 	}
 	if err != nil {
 		e.stopOwned(own)

@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -36,11 +37,13 @@ import (
 // A takeover starts with the partition's unfinished commands, as a start
 // does (recover.go): those the previous owner took and did not finish are
 // queued first, ahead of anything the new owner pulls, so a workspace's
-// order holds across a kill of any engine. After that every gap in the
-// consumer sequence (deliveries that went to someone else) means commands
-// this engine has not seen, and is caught up (gap.go). An engine letting go
-// of a partition stops pulling it, hands back what it queued, finishes what
-// it is handling and unpins, so the next owner is pinned at its next pull.
+// order holds across a kill of any engine. A take runs apart from
+// rebalance (that read can be long), one at a time per partition. After
+// that every gap in the consumer sequence (deliveries that went to someone
+// else) means commands this engine has not seen, and is caught up
+// (gap.go). An engine letting go of a partition stops pulling it, hands
+// back what it queued, finishes what it is handling and unpins if the pin
+// is still its own, so the next owner is pinned at its next pull.
 
 // PriorityGroup is the pinned priority group every engine pulls in; a
 // reader of an engine consumer (a test, a tool) must name it.
@@ -185,6 +188,9 @@ type partition struct {
 	// over, rather than race it.
 	handling     context.Context
 	stopHandling context.CancelFunc
+	// pins are the pull iterators' pin watches, by stream: letGo unpins
+	// only where the pin is still this engine's.
+	pins map[string]*pinWatch
 }
 
 // owner keeps this engine's membership and partitions.
@@ -198,6 +204,10 @@ type owner struct {
 
 	mu    sync.Mutex
 	owned map[int]*partition
+	// acquiring are the partitions being taken (acquire runs apart from
+	// rebalance), with the cancel of each take; acquires tracks them.
+	acquiring map[int]context.CancelFunc
+	acquires  sync.WaitGroup
 	// handling holds each partition's handling context from the start of
 	// its acquire (its recovered commands are queued before it is owned)
 	// to the end of its letGo.
@@ -285,11 +295,13 @@ func (o *owner) heartbeat(ctx context.Context) {
 // balance follows the members and takes or lets go of partitions until ctx
 // ends.
 func (o *owner) balance(ctx context.Context, run context.Context) {
+	// The takes it started end with ctx; Close waits for this.
+	defer o.acquires.Wait()
 	t := time.NewTicker(o.e.cfg.MemberTTL / 6)
 	defer t.Stop()
 	failures := 0
 	for {
-		if err := o.rebalance(ctx, run); err != nil {
+		if err := o.rebalance(ctx, run, false); err != nil {
 			if ctx.Err() != nil {
 				return
 			}
@@ -309,7 +321,14 @@ func (o *owner) balance(ctx context.Context, run context.Context) {
 	}
 }
 
-func (o *owner) rebalance(ctx, run context.Context) error {
+// rebalance lets go of the partitions no longer assigned to this engine and
+// starts taking those newly assigned to it. A take goes on apart (ending
+// with ctx) and rebalance does not wait for it unless wait: the read of a
+// partition's unfinished commands can take long (recover.go), or not
+// answer, and meanwhile this engine must go on following the members. A
+// partition being taken is not taken again until that take ends; one
+// assigned elsewhere meanwhile stops being taken.
+func (o *owner) rebalance(ctx, run context.Context, wait bool) error {
 	ids, err := o.liveIDs(ctx)
 	if err != nil {
 		return err
@@ -331,10 +350,42 @@ func (o *owner) rebalance(ctx, run context.Context) error {
 			drop = append(drop, k)
 		}
 	}
-	for k := range o.e.parts {
-		if _, ok := o.owned[k]; !ok && want[k] == o.id {
-			take = append(take, k)
+	for k, stop := range o.acquiring {
+		if want[k] != o.id {
+			stop()
 		}
+	}
+	if o.acquiring == nil {
+		o.acquiring = map[int]context.CancelFunc{}
+	}
+	var taken []chan error
+	for k := range o.e.parts {
+		_, owned := o.owned[k]
+		_, acquiring := o.acquiring[k]
+		if owned || acquiring || want[k] != o.id {
+			continue
+		}
+		actx, stop := context.WithCancel(ctx)
+		o.acquiring[k] = stop
+		done := make(chan error, 1)
+		take, taken = append(take, k), append(taken, done)
+		o.acquires.Go(func() {
+			defer stop()
+			err := o.acquire(actx, run, k)
+			o.mu.Lock()
+			delete(o.acquiring, k)
+			o.mu.Unlock()
+			switch {
+			case err == nil:
+				o.e.log.Info("engine: partition taken", "partition", k, "pulls", o.partitions())
+				if err := o.announce(ctx); err != nil && ctx.Err() == nil {
+					o.e.log.Warn("engine: announce", "err", err)
+				}
+			case actx.Err() == nil:
+				o.e.log.Warn("engine: could not take a partition; the next look tries again", "partition", k, "err", err)
+			}
+			done <- err
+		})
 	}
 	o.mu.Unlock()
 	// Each partition on its own: one that waits (a command in hand that
@@ -343,12 +394,14 @@ func (o *owner) rebalance(ctx, run context.Context) error {
 	for _, k := range drop {
 		g.Go(func() error { o.release(ctx, k); return nil })
 	}
-	for _, k := range take {
-		g.Go(func() error { return o.acquire(ctx, run, k) })
-	}
 	err = g.Wait()
+	if wait {
+		for _, done := range taken {
+			err = errors.Join(err, <-done)
+		}
+	}
 	if len(drop)+len(take) > 0 {
-		o.e.log.Info("engine: partitions", "engines", len(ids), "took", take, "let_go", drop, "pulls", o.partitions())
+		o.e.log.Info("engine: partitions", "engines", len(ids), "taking", take, "let_go", drop, "pulls", o.partitions())
 		err = errors.Join(err, o.announce(ctx))
 	}
 	return err
@@ -386,7 +439,7 @@ func (o *owner) acquire(ctx, run context.Context, k int) error {
 	e := o.e
 	e.heads.dropWhere(func(ws string) bool { return events.Partition(ws, e.parts) == k })
 	pctx, cancel := context.WithCancel(run)
-	p := &partition{cancel: cancel}
+	p := &partition{cancel: cancel, pins: map[string]*pinWatch{}}
 	p.handling, p.stopHandling = context.WithCancel(run)
 	o.mu.Lock()
 	o.handling[k] = p
@@ -407,6 +460,8 @@ func (o *owner) acquire(ctx, run context.Context, k int) error {
 			it, err = cons.Messages(jetstream.PullMaxMessages(e.pullBatch()), jetstream.PullPriorityGroup(PriorityGroup),
 				jetstream.PullExpiry(pullExpiry))
 			if err == nil {
+				pw := &pinWatch{MessagesContext: it}
+				p.pins[src.stream], it = pw, pw
 				w := e.newGapWatch(cons, src)
 				w.pinned, w.sweeps = true, &p.pulled
 				p.iters = append(p.iters, it)
@@ -501,19 +556,44 @@ wait:
 		delete(o.handling, k)
 	}
 	o.mu.Unlock()
-	o.unpin(k)
+	o.unpin(k, p)
 }
 
-// unpin drops this engine's pins on partition k, so that another engine's
-// pull is pinned at once; with a context of its own, as it runs when the
-// engine's may have ended.
-func (o *owner) unpin(k int) {
+// unpin drops this engine's pins on partition k (held as p), so that
+// another engine's pull is pinned at once; with a context of its own, as it
+// runs when the engine's may have ended. Not where another engine is
+// pinned (a pin id other than the one this engine's last delivery came
+// with): by the time a letGo gets here (it waits for the commands in hand
+// up to AckWait, longer than PinnedTTL) the next owner may be pinned, and
+// unpinning it would open the partition to any engine that still thinks it
+// owns it. Where no one is pinned it still unpins: that makes the server
+// drop the pull requests this engine left waiting, any of which would
+// otherwise take the pin at the next command, gone with it for PinnedTTL.
+// Not where this engine never pulled (a take cut short).
+func (o *owner) unpin(k int, p *partition) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	for _, src := range o.e.sources(k) {
-		st, err := o.e.js.Stream(ctx, src.stream)
+		w, pulled := p.pins[src.stream]
+		if !pulled {
+			continue
+		}
+		info, err := o.e.consumers[src.durable+"/"+src.stream].Info(ctx)
 		if err == nil {
-			err = st.UnpinConsumer(ctx, src.durable, PriorityGroup)
+			pinned := ""
+			if i := slices.IndexFunc(info.PriorityGroups, func(g jetstream.PriorityGroupState) bool { return g.Group == PriorityGroup }); i >= 0 {
+				pinned = info.PriorityGroups[i].PinnedClientID
+			}
+			if pinned != "" && pinned != w.pin() {
+				continue // pinned to another engine since
+			}
+			// A narrow race is left: the pin may lapse between the two
+			// requests and go to another engine, which this then unpins;
+			// that engine is pinned again at its next pull.
+			var st jetstream.Stream
+			if st, err = o.e.js.Stream(ctx, src.stream); err == nil {
+				err = st.UnpinConsumer(ctx, src.durable, PriorityGroup)
+			}
 		}
 		if err != nil {
 			o.e.log.Info("engine: could not unpin; the next owner waits for the pinned TTL", "partition", k,
@@ -526,11 +606,43 @@ func (o *owner) unpin(k int) {
 // for NATS, and a stop must not wait that long per partition.
 func (o *owner) unpinAll(owned map[int]*partition) {
 	var wg sync.WaitGroup
-	for k := range owned {
-		wg.Go(func() { o.unpin(k) })
+	for k, p := range owned {
+		wg.Go(func() { o.unpin(k, p) })
 	}
 	wg.Wait()
 }
+
+// pinWatch is a partition's pull iterator that keeps the pin id
+// (Nats-Pin-Id) its last delivery came with: the server's id for this
+// engine's pin on the consumer.
+type pinWatch struct {
+	jetstream.MessagesContext
+	id atomic.Pointer[string]
+}
+
+func (w *pinWatch) Next(opts ...jetstream.NextOpt) (jetstream.Msg, error) {
+	m, err := w.MessagesContext.Next(opts...)
+	if err == nil {
+		if id := m.Headers().Get(pinIDHeader); id != "" && id != w.pin() {
+			w.id.Store(&id)
+		}
+	}
+	return m, err
+}
+
+// pin is the pin id of the last delivery; "" if none came (or w is nil).
+func (w *pinWatch) pin() string {
+	if w == nil {
+		return ""
+	}
+	if id := w.id.Load(); id != nil {
+		return *id
+	}
+	return ""
+}
+
+// pinIDHeader carries a pinned client's id on each delivery to it.
+const pinIDHeader = "Nats-Pin-Id"
 
 // leave removes this engine's entry (the others take its partitions at
 // their next look, not after MemberTTL) and returns what it pulls.

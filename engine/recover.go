@@ -30,15 +30,39 @@ import (
 // works or ctx ends (then the error): a partition is not taken without
 // them, since a later command of their workspaces would overtake them.
 //
+// That range can be long: one command held up (a store that keeps failing
+// it) keeps the floor where it is while later commands are acked, 300,000
+// of them after ten minutes at 500 a second. So no attempt is bounded as a
+// whole, only each request in it (readAttempt), and a failed attempt goes
+// on from the last page read: a read that makes progress finishes, however
+// long the range.
+//
 // It also returns the stream's last sequence, read first: every command
 // stored before this call is at or below it.
 func (e *Engine) unfinished(ctx context.Context, cons jetstream.Consumer, src source) ([]jetstream.Msg, uint64, error) {
+	started := time.Now()
+	var r *takenRead
+	var last uint64
 	for attempt := 0; ; attempt++ {
-		actx, cancel := context.WithTimeout(ctx, readAttempt)
-		msgs, last, err := e.readUnfinished(actx, cons, src)
-		cancel()
-		if err == nil {
-			return msgs, last, nil
+		var err error
+		if r == nil {
+			last, r, err = e.takenRange(ctx, cons, src)
+			if err != nil {
+				r = nil
+			}
+		}
+		if r != nil {
+			at := r.next
+			if err = e.readMore(ctx, r); err == nil {
+				if r.to >= r.from {
+					e.log.Info("engine: read the commands taken before this start", "stream", src.stream, "from", r.from,
+						"to", r.to, "commands", r.commands, "unfinished", len(r.out), "took", time.Since(started))
+				}
+				return r.out, last, nil
+			}
+			if r.next > at {
+				attempt = 0 // it got on: try again at once
+			}
 		}
 		e.log.Warn("engine: could not read the commands taken and not finished; retrying", "stream", src.stream,
 			"consumer", src.durable, "attempt", attempt, "err", err)
@@ -48,114 +72,211 @@ func (e *Engine) unfinished(ctx context.Context, cons jetstream.Consumer, src so
 	}
 }
 
-// readAttempt bounds one read of the commands taken: a request to a
+// readAttempt bounds each request of a read of the commands taken (and
+// each attempt of a catch-up or a sweep as a whole, gap.go): a request to a
 // cluster electing its leaders can go unanswered, and the next attempt may
 // reach the new leader.
 const readAttempt = 10 * time.Second
 
-func (e *Engine) readUnfinished(ctx context.Context, cons jetstream.Consumer, src source) ([]jetstream.Msg, uint64, error) {
-	st, err := e.js.Stream(ctx, src.stream)
+// readLimit is readAttempt, or Config.readAttempt where a test set it.
+func (e *Engine) readLimit() time.Duration {
+	if e.cfg.readAttempt > 0 {
+		return e.cfg.readAttempt
+	}
+	return readAttempt
+}
+
+// takenRange returns the stream's last sequence and a read of the range the
+// consumer delivered and has not seen acked (empty if none).
+func (e *Engine) takenRange(ctx context.Context, cons jetstream.Consumer, src source) (uint64, *takenRead, error) {
+	rctx, cancel := context.WithTimeout(ctx, e.readLimit())
+	defer cancel()
+	st, err := e.js.Stream(rctx, src.stream)
 	if err != nil {
-		return nil, 0, fmt.Errorf("engine: stream %s: %w", src.stream, err)
+		return 0, nil, fmt.Errorf("engine: stream %s: %w", src.stream, err)
 	}
 	si := st.CachedInfo()
 	if si.Config.Replicas > 1 && (si.Cluster == nil || si.Cluster.Leader == "") {
 		// Without a leader every member answers with its own state, and
 		// one still catching up has a lower last sequence.
-		return nil, 0, fmt.Errorf("engine: stream %s has no leader", src.stream)
+		return 0, nil, fmt.Errorf("engine: stream %s has no leader", src.stream)
 	}
 	last := si.State.LastSeq
-	info, err := cons.Info(ctx)
+	cctx, cancel := context.WithTimeout(ctx, e.readLimit())
+	defer cancel()
+	info, err := cons.Info(cctx)
 	if err != nil {
-		return nil, 0, fmt.Errorf("engine: consumer %s: %w", src.durable, err)
+		return 0, nil, fmt.Errorf("engine: consumer %s: %w", src.durable, err)
 	}
 	from, to := info.AckFloor.Stream+1, info.Delivered.Stream
 	if to < from || info.NumAckPending == 0 {
-		return nil, last, nil
+		return last, &takenRead{src: src, from: 1, to: 0, next: 1}, nil
 	}
-	msgs, err := e.readTaken(ctx, src, from, to, "engine: read the commands taken before this start", nil)
-	return msgs, last, err
+	return last, &takenRead{src: src, from: from, to: to, next: from}, nil
+}
+
+// takenRead is a read, in stream order, of the commands of src in [from,
+// to] that have no stored outcome, leaving out those skip (if not nil)
+// names. It keeps what it has read: readMore goes on from next.
+type takenRead struct {
+	src      source
+	from, to uint64
+	skip     func(ws string, seq uint64) bool
+	next     uint64          // the first sequence not read yet
+	commands int             // read, finished or not
+	out      []jetstream.Msg // unfinished, in stream order
 }
 
 // readTaken returns, in stream order, the commands of src in [from, to]
 // that have no stored outcome, leaving out those skip (if not nil) names;
-// it logs what it read under msg.
+// it logs what it read under msg. ctx bounds the whole read.
 func (e *Engine) readTaken(ctx context.Context, src source, from, to uint64, msg string,
 	skip func(ws string, seq uint64) bool) ([]jetstream.Msg, error) {
-	// An ephemeral reader of that range; it goes away when deleted below
-	// or, should this process die first, once idle.
-	rd, err := e.js.CreateConsumer(ctx, src.stream, jetstream.ConsumerConfig{
+	started := time.Now()
+	r := &takenRead{src: src, from: from, to: to, skip: skip, next: from}
+	if err := e.readMore(ctx, r); err != nil {
+		return nil, err
+	}
+	e.log.Info(msg, "stream", src.stream, "from", from, "to", to,
+		"commands", r.commands, "unfinished", len(r.out), "took", time.Since(started))
+	return r.out, nil
+}
+
+// takenPage is how many commands readMore reads, and then looks up, at once.
+const takenPage = 256
+
+// readMore reads r on from r.next to r.to, a page at a time, each page's
+// outcomes looked up before the next page is read, so that only the
+// unfinished commands are held. It returns at the first request that fails
+// or goes unanswered for readLimit, with r advanced past the pages read.
+func (e *Engine) readMore(ctx context.Context, r *takenRead) error {
+	if r.next > r.to {
+		return nil
+	}
+	limit := e.readLimit()
+	// An ephemeral reader of the rest of the range; it goes away when
+	// deleted below or, should this process die first, once idle.
+	cctx, cancel := context.WithTimeout(ctx, limit)
+	rd, err := e.js.CreateConsumer(cctx, r.src.stream, jetstream.ConsumerConfig{
 		Description:       "Turnstile engine: commands taken and not finished",
-		FilterSubject:     src.filter,
+		FilterSubject:     r.src.filter,
 		DeliverPolicy:     jetstream.DeliverByStartSequencePolicy,
-		OptStartSeq:       from,
+		OptStartSeq:       r.next,
 		AckPolicy:         jetstream.AckNonePolicy,
 		InactiveThreshold: time.Minute,
 	})
+	cancel()
 	if err != nil {
-		return nil, fmt.Errorf("engine: read unfinished commands: %w", err)
+		return fmt.Errorf("engine: read unfinished commands: %w", err)
 	}
 	defer func() {
 		dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 		defer cancel()
-		_ = e.js.DeleteConsumer(dctx, src.stream, rd.CachedInfo().Name)
+		_ = e.js.DeleteConsumer(dctx, r.src.stream, rd.CachedInfo().Name)
 	}()
-	started := time.Now()
-	type taken1 struct {
-		msg jetstream.Msg
-		id  string // the command's
-	}
-	var taken []taken1 // delivered commands, finished or not
-	for last := from - 1; last < to; {
-		batch, err := rd.FetchNoWait(256)
-		if err != nil {
-			return nil, fmt.Errorf("engine: read unfinished commands: %w", err)
+	// Deliveries to the reader are numbered from 1 without a hole: a jump
+	// is a page cut short on the way (FetchNoWait gives up after a second
+	// of silence), whose commands the reader will not give again.
+	delivered := uint64(0)
+	for r.next <= r.to {
+		if err := ctx.Err(); err != nil {
+			return fmt.Errorf("engine: read unfinished commands: %w", err)
 		}
-		n := 0
+		batch, err := rd.FetchNoWait(takenPage)
+		if err != nil {
+			return fmt.Errorf("engine: read unfinished commands: %w", err)
+		}
+		var page []takenCommand
+		through, read, lost, past := r.next-1, 0, false, false
 		for m := range batch.Messages() { // read to the end whatever happens
 			md, err := m.Metadata()
-			if err != nil || md.Sequence.Stream > to {
+			if err != nil || lost || past {
 				continue
 			}
-			n, last = n+1, md.Sequence.Stream
+			if md.Sequence.Consumer != delivered+1 {
+				lost = true
+				continue
+			}
+			delivered++
+			if md.Sequence.Stream > r.to {
+				past = true
+				continue
+			}
+			through, read = md.Sequence.Stream, read+1
 			ws := e.names.WorkspaceOf(m.Subject())
-			if skip != nil && skip(ws, md.Sequence.Stream) {
+			if r.skip != nil && r.skip(ws, md.Sequence.Stream) {
 				continue
 			}
-			id := commandIDOf(m, ws)
-			if id == "" {
-				continue // unreadable: refused when it comes back, whatever the order
+			if id := commandIDOf(m, ws); id != "" { // unreadable: refused when it comes back, whatever the order
+				page = append(page, takenCommand{msg: m, id: id})
 			}
-			taken = append(taken, taken1{msg: m, id: id})
 		}
 		if err := batch.Error(); err != nil && !errors.Is(err, jetstream.ErrNoMessages) {
-			return nil, fmt.Errorf("engine: read unfinished commands: %w", err)
+			return fmt.Errorf("engine: read unfinished commands: %w", err)
 		}
-		if n == 0 {
-			break // the rest were removed from the stream
+		unfinished, err := e.withoutOutcome(ctx, page)
+		if err != nil {
+			return err
+		}
+		r.out = append(r.out, unfinished...)
+		r.commands += read
+		r.next = through + 1
+		switch {
+		case lost:
+			return errors.New("engine: read unfinished commands: a page was cut short")
+		case past:
+			r.next = r.to + 1
+		case read == 0:
+			// Nothing came: the rest was removed from the stream, or the
+			// answer was lost on the way. The reader tells which.
+			ictx, cancel := context.WithTimeout(ctx, limit)
+			info, err := rd.Info(ictx)
+			cancel()
+			if err != nil {
+				return fmt.Errorf("engine: read unfinished commands: %w", err)
+			}
+			if info.NumPending > 0 || info.Delivered.Consumer != delivered {
+				return errors.New("engine: read unfinished commands: no answer")
+			}
+			r.next = r.to + 1
 		}
 	}
-	// One lookup per command, many at once: the range can be long (the
-	// floor stays at the oldest unacked command while later ones are acked).
-	done := make([]bool, len(taken))
-	var g errgroup.Group
+	return nil
+}
+
+type takenCommand struct {
+	msg jetstream.Msg
+	id  string // the command's
+}
+
+// withoutOutcome returns, in order, the commands of page that have no
+// stored outcome (or an unreadable one: handle sorts that out); an error if
+// a lookup fails, which the next attempt makes again.
+func (e *Engine) withoutOutcome(ctx context.Context, page []takenCommand) ([]jetstream.Msg, error) {
+	done := make([]bool, len(page))
+	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(32)
-	for i, r := range taken {
+	for i, c := range page {
 		g.Go(func() error {
-			// A failed lookup counts as unfinished: handle looks again.
-			_, done[i], _ = e.store.Outcome(ctx, r.id)
+			lctx, cancel := context.WithTimeout(gctx, e.readLimit())
+			defer cancel()
+			_, ok, err := e.store.Outcome(lctx, c.id)
+			if err != nil && !errors.Is(err, events.ErrMalformed) {
+				return fmt.Errorf("engine: read unfinished commands: outcome of %s: %w", c.id, err)
+			}
+			done[i] = ok
 			return nil
 		})
 	}
-	_ = g.Wait()
+	if err := g.Wait(); err != nil {
+		return nil, err
+	}
 	var out []jetstream.Msg
-	for i, r := range taken {
+	for i, c := range page {
 		if !done[i] {
-			out = append(out, r.msg)
+			out = append(out, c.msg)
 		}
 	}
-	e.log.Info(msg, "stream", src.stream, "from", from, "to", to,
-		"commands", len(taken), "unfinished", len(out), "took", time.Since(started))
 	return out, nil
 }
 
