@@ -29,7 +29,8 @@ func TestWebhookRoutes(t *testing.T) {
 
 	t.Run("BadInput", func(t *testing.T) {
 		for _, tc := range []struct{ body, field, msg string }{
-			{`{"url":"http://127.0.0.1:9000/hook"}`, "url", ""},
+			{`{"url":"http://127.0.0.1:9000/hook"}`, "url",
+				"url: 127.0.0.1: webhook destination is not a public address (serve's --webhook-allow-private allows it)"},
 			{`{"url":"https://user:pw@hooks.example.com/"}`, "url", ""},
 			{`{"url":"file:///etc/passwd"}`, "url", ""},
 			{`{"url":"https://hooks.example.com/","events":["workspace.nope"]}`, "events", ""},

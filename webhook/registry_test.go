@@ -138,3 +138,21 @@ func TestAddRefusesSincePastTheStream(t *testing.T) {
 		t.Fatalf("delivered %v, want %v", got, want)
 	}
 }
+
+// An internal destination's refusal names the switch that allows it.
+func TestAddRefusalNamesAllowPrivate(t *testing.T) {
+	core := testenv.StartCore(t, testenv.CoreOptions{})
+	reg, err := webhook.OpenRegistry(t.Context(), core.JS, core.Store, webhook.RegistryOptions{Memory: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for url, want := range map[string]string{
+		"http://127.0.0.1:9/x":       "url: 127.0.0.1: webhook destination is not a public address (serve's --webhook-allow-private allows it)",
+		"http://localhost:8080/hook": "url: localhost is a local name: webhook destination is not a public address (serve's --webhook-allow-private allows it)",
+	} {
+		_, err := reg.Add(t.Context(), webhook.Spec{URL: url})
+		if err == nil || err.Error() != want {
+			t.Errorf("Add(%s): %v, want %q", url, err, want)
+		}
+	}
+}

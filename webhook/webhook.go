@@ -173,7 +173,9 @@ func checkURL(raw string, allowPrivate bool) error {
 	}
 	if !allowPrivate {
 		if err := checkHost(u.Hostname()); err != nil {
-			return invalid("url", "%v", err)
+			// Name the switch: a receiver on this host or network is
+			// a common wish, and the refusal alone does not say how.
+			return invalid("url", "%v (serve's --webhook-allow-private allows it)", err)
 		}
 	}
 	return nil
