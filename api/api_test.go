@@ -157,10 +157,21 @@ func TestBadInput(t *testing.T) {
 			if b.Code != "invalid" || b.Field != tc.field || !strings.Contains(b.Message, tc.field) {
 				t.Fatalf("want field %q named: %s", tc.field, r.body)
 			}
+			// A message that starts with its field's name gets no second
+			// one in front ("spec.cpus: spec.cpus -1 …").
+			if strings.HasPrefix(b.Message, tc.field+": "+tc.field) {
+				t.Fatalf("field %q named twice: %q", tc.field, b.Message)
+			}
 		})
 	}
+	// The message as it comes, 0 meaning serve's --default-memory.
+	r := e.do(t, "PUT", "/v1/workspaces/gamma/spec", `{"memory_bytes":100}`)
+	e.wantStatus(t, r, http.StatusBadRequest)
+	if b := r.errorBody(t); b.Message != "spec.memory_bytes 100 is out of range: 0 (serve's default) or at least 6291456" {
+		t.Fatalf("tiny memory: %q", b.Message)
+	}
 	// Nothing of the above reached the stream: gamma has its one event.
-	r := e.do(t, "GET", "/v1/workspaces/gamma/events", "")
+	r = e.do(t, "GET", "/v1/workspaces/gamma/events", "")
 	var h struct{ Events []api.Event }
 	r.decode(t, &h)
 	if len(h.Events) != 1 {

@@ -41,6 +41,7 @@
 //   - Bounded: a request body must arrive within ReadTimeout, an answer be
 //     written within WriteTimeout (a /wait within its timeout plus
 //     WaitGrace; each write of a follow stream within WriteTimeout), and
-//     at most MaxWaits waits and follow streams are open at once (429
-//     beyond); follow streams end when the request's context does.
+//     at most MaxWaits waits, follow streams and GET /v1/audit requests
+//     are open at once (429 beyond); follow streams end when the
+//     request's context does.
 package api

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"net"
 	"net/http"
+	"strings"
 
 	"github.com/jackc/pgx/v5/pgconn"
 
@@ -91,7 +92,30 @@ type fieldError struct {
 	msg   string
 }
 
-func (e *fieldError) Error() string { return e.field + ": " + e.msg }
+// Error is the message the answer carries: the field, then msg; or msg
+// alone when it starts with the field's name already, as the fsm's
+// messages do ("spec.memory_bytes 1024 is out of range…"), which would
+// otherwise read "spec.memory_bytes: spec.memory_bytes 1024 …".
+func (e *fieldError) Error() string {
+	if namesField(e.msg, e.field) {
+		return e.msg
+	}
+	return e.field + ": " + e.msg
+}
+
+// namesField reports whether msg starts with the name field, not with a
+// longer name that begins with it (spec.env, not spec.envx).
+func namesField(msg, field string) bool {
+	if field == "" || !strings.HasPrefix(msg, field) {
+		return false
+	}
+	rest := msg[len(field):]
+	if rest == "" {
+		return true
+	}
+	c := rest[0]
+	return !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '_' || c == '-')
+}
 
 func badField(field, msg string) error { return &fieldError{field: field, msg: msg} }
 

@@ -45,3 +45,21 @@ func TestWriteErrorClassifies(t *testing.T) {
 		})
 	}
 }
+
+// A field's message names the field once: one that starts with the name
+// (the fsm's "spec.cpus -1 is …") gets no second one in front; one that
+// starts with a longer name, or not with the name, does.
+func TestFieldErrorNamesTheFieldOnce(t *testing.T) {
+	for _, tc := range []struct{ field, msg, want string }{
+		{"spec.memory_bytes", "spec.memory_bytes 100 is out of range", "spec.memory_bytes 100 is out of range"},
+		{"spec.env", "spec.env[A] is 5000 bytes", "spec.env[A] is 5000 bytes"},
+		{"spec", "spec.cpus is wrong", "spec.cpus is wrong"},
+		{"spec.env", "spec.envx is not a field", "spec.env: spec.envx is not a field"},
+		{"since", "999 is past the event stream's last sequence, 60", "since: 999 is past the event stream's last sequence, 60"},
+		{"id", "workspace id is empty", "id: workspace id is empty"},
+	} {
+		if got := badField(tc.field, tc.msg).Error(); got != tc.want {
+			t.Errorf("badField(%q, %q) = %q, want %q", tc.field, tc.msg, got, tc.want)
+		}
+	}
+}

@@ -60,7 +60,7 @@ type metrics struct {
 func newMetrics(reg prometheus.Registerer) (metrics, error) {
 	m := metrics{
 		waits: prometheus.NewGauge(prometheus.GaugeOpts{Name: "turnstile_api_waits_open",
-			Help: "GET .../wait requests and follow streams open now (capped by --http-max-waits)."}),
+			Help: "GET .../wait requests, follow streams and GET /v1/audit requests open now (capped by --http-max-waits)."}),
 		refused: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "turnstile_api_refused_total",
 			Help: "Requests the API refused before their route, by code: unauthorized, wrong_host, cross_origin, unsupported_media_type, too_many_waits."},
 			[]string{"code"}),

@@ -49,8 +49,9 @@ type Config struct {
 	// headers to the end of its answer; default CommandTimeout + 30s.
 	// /wait has its own: its timeout plus WaitGrace.
 	ReadTimeout, WriteTimeout time.Duration
-	// MaxWaits caps the /wait requests open at once; beyond it /wait
-	// answers 429 with Retry-After. Default DefaultMaxWaits.
+	// MaxWaits caps the /wait requests, follow streams and GET /v1/audit
+	// requests open at once, together; beyond it they are answered 429
+	// with Retry-After. Default DefaultMaxWaits.
 	MaxWaits int
 	// MaxOutcomeScan bounds how many outcomes, of every workspace, one
 	// page of GET .../outcomes reads: a workspace among busy ones answers

@@ -129,9 +129,9 @@ func ParseTimeout(v string) (time.Duration, error) {
 	return d, nil
 }
 
-// takeWaitSlot takes one of the MaxWaits slots that /wait long polls and
-// follow streams share, or answers 429 and reports false; release gives
-// the slot back.
+// takeWaitSlot takes one of the MaxWaits slots that /wait long polls,
+// follow streams and whole-stream audits (GET /v1/audit) share, or
+// answers 429 and reports false; release gives the slot back.
 func (s *Server) takeWaitSlot(w http.ResponseWriter, r *http.Request) (release func(), ok bool) {
 	select {
 	case s.waits <- struct{}{}:
@@ -140,7 +140,7 @@ func (s *Server) takeWaitSlot(w http.ResponseWriter, r *http.Request) (release f
 	default:
 		w.Header().Set("Retry-After", "1")
 		s.refuse(w, r, http.StatusTooManyRequests, CodeTooManyWaits, fmt.Sprintf(
-			"%d waits and follow streams are open, the most this server takes at once (--http-max-waits): retry in a moment", s.cfg.MaxWaits))
+			"%d waits, follow streams and GET /v1/audit requests are open, the most this server takes at once (--http-max-waits): retry in a moment", s.cfg.MaxWaits))
 		return nil, false
 	}
 }

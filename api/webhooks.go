@@ -29,7 +29,8 @@ type WebhookRequest struct {
 	URL    string          `json:"url"`
 	Events []fsm.EventType `json:"events,omitempty"`
 	// Since, when given, replays the events after this stream sequence
-	// (0: all of them) before the new ones.
+	// (0: all of them) before the new ones; past the stream's last
+	// sequence it is refused (400, field since).
 	Since *uint64 `json:"since,omitempty"`
 }
 

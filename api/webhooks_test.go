@@ -28,18 +28,22 @@ func TestWebhookRoutes(t *testing.T) {
 	}})
 
 	t.Run("BadInput", func(t *testing.T) {
-		for _, tc := range []struct{ body, field string }{
-			{`{"url":"http://127.0.0.1:9000/hook"}`, "url"},
-			{`{"url":"https://user:pw@hooks.example.com/"}`, "url"},
-			{`{"url":"file:///etc/passwd"}`, "url"},
-			{`{"url":"https://hooks.example.com/","events":["workspace.nope"]}`, "events"},
-			{`{"url":"https://hooks.example.com/","secret":"mine"}`, "secret"},
-			{`{}`, "url"},
+		for _, tc := range []struct{ body, field, msg string }{
+			{`{"url":"http://127.0.0.1:9000/hook"}`, "url",
+				"url: 127.0.0.1: webhook destination is not a public address (serve's --webhook-allow-private allows it)"},
+			{`{"url":"https://user:pw@hooks.example.com/"}`, "url", ""},
+			{`{"url":"file:///etc/passwd"}`, "url", ""},
+			{`{"url":"https://hooks.example.com/","events":["workspace.nope"]}`, "events", ""},
+			{`{"url":"https://hooks.example.com/","secret":"mine"}`, "secret", ""},
+			{`{}`, "url", ""},
+			// Past the stream's end: the webhook would skip every event
+			// up to it.
+			{`{"url":"https://hooks.example.com/","since":999999}`, "since", "since: 999999 is past the event stream's last sequence, "},
 		} {
 			r := e.do(t, "POST", "/v1/webhooks", tc.body)
 			e.wantStatus(t, r, http.StatusBadRequest)
-			if b := r.errorBody(t); b.Field != tc.field || b.Code != "invalid" {
-				t.Fatalf("%s: %+v, want field %s", tc.body, b, tc.field)
+			if b := r.errorBody(t); b.Field != tc.field || b.Code != "invalid" || !strings.Contains(b.Message, tc.msg) {
+				t.Fatalf("%s: %+v, want field %s and %q", tc.body, b, tc.field, tc.msg)
 			}
 		}
 		var l api.WebhookList

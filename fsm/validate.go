@@ -129,7 +129,7 @@ func ValidateSpec(s Spec) error {
 		return err
 	}
 	if s.CPUs > 0 && s.CPUs < MinCPUs {
-		return fmt.Errorf("spec.cpus %v is below %v, the smallest CPU limit Docker enforces (less would be no limit at all): use 0 (the default) or %v-%d",
+		return fmt.Errorf("spec.cpus %v is below %v, the smallest CPU limit Docker enforces (less would be no limit at all): use 0 (serve's default) or %v-%d",
 			s.CPUs, MinCPUs, MinCPUs, MaxCPUs)
 	}
 	return nil
@@ -144,10 +144,10 @@ func validateRecordedSpec(s Spec) error {
 		return fmt.Errorf("spec.image %q is not an image reference", truncate(s.Image, 64))
 	}
 	if !(s.CPUs >= 0 && s.CPUs <= MaxCPUs) { // also refuses NaN
-		return fmt.Errorf("spec.cpus %v is out of range 0-%d", s.CPUs, MaxCPUs)
+		return fmt.Errorf("spec.cpus %v is out of range 0-%d (0: serve's default)", s.CPUs, MaxCPUs)
 	}
 	if s.MemoryBytes < 0 || (s.MemoryBytes > 0 && s.MemoryBytes < MinMemoryBytes) {
-		return fmt.Errorf("spec.memory_bytes %d is out of range: 0 (no limit) or at least %d", s.MemoryBytes, MinMemoryBytes)
+		return fmt.Errorf("spec.memory_bytes %d is out of range: 0 (serve's default) or at least %d", s.MemoryBytes, MinMemoryBytes)
 	}
 	if len(s.Env) > MaxEnvVars {
 		return fmt.Errorf("spec.env has %d variables: at most %d allowed", len(s.Env), MaxEnvVars)

@@ -83,18 +83,20 @@ func TestValidateRefuses(t *testing.T) {
 		{"spec/image_space", configure(fsm.Spec{Image: "busy box"}), "spec.image"},
 		{"spec/image_newline", configure(fsm.Spec{Image: "busybox\n"}), "spec.image"},
 		{"spec/image_too_long", configure(fsm.Spec{Image: strings.Repeat("i", fsm.MaxImageLen+1)}), "spec.image"},
-		{"spec/cpus_negative", configure(fsm.Spec{CPUs: -1}), "spec.cpus"},
+		// 0 is no limit of its own: serve's --default-cpus and
+		// --default-memory apply.
+		{"spec/cpus_negative", configure(fsm.Spec{CPUs: -1}), "spec.cpus -1 is out of range 0-1024 (0: serve's default)"},
 		{"spec/cpus_too_many", configure(fsm.Spec{CPUs: fsm.MaxCPUs + 1}), "spec.cpus"},
 		{"spec/cpus_infinite", configure(fsm.Spec{CPUs: math.Inf(1)}), "spec.cpus"},
 		// Docker enforces no CPU limit below 0.01: 1e-10 was sent as
 		// NanoCPUs 0, 4e-6 as a CFS quota of 0, both "no limit".
 		{"spec/cpus_tiny", configure(fsm.Spec{CPUs: 1e-10}), "spec.cpus 1e-10 is below 0.01"},
 		{"spec/cpus_quota_zero", configure(fsm.Spec{CPUs: 4e-6}), "spec.cpus 4e-06 is below 0.01"},
-		{"spec/cpus_below_min", configure(fsm.Spec{CPUs: 0.0099}), "spec.cpus"},
+		{"spec/cpus_below_min", configure(fsm.Spec{CPUs: 0.0099}), "use 0 (serve's default) or 0.01-1024"},
 		// NaN passes both "< 0" and "> max" checks; its event could not be encoded.
 		{"spec/cpus_nan", configure(fsm.Spec{CPUs: math.NaN()}), "spec.cpus NaN"},
 		{"spec/memory_negative", configure(fsm.Spec{MemoryBytes: -1}), "spec.memory_bytes"},
-		{"spec/memory_tiny", configure(fsm.Spec{MemoryBytes: 1024}), "spec.memory_bytes"},
+		{"spec/memory_tiny", configure(fsm.Spec{MemoryBytes: 1024}), "spec.memory_bytes 1024 is out of range: 0 (serve's default) or at least 6291456"},
 		{"spec/env_key_digit", configure(fsm.Spec{Env: map[string]string{"1X": "v"}}), "spec.env key"},
 		{"spec/env_key_hyphen", configure(fsm.Spec{Env: map[string]string{"A-B": "v"}}), "spec.env key"},
 		{"spec/env_key_empty", configure(fsm.Spec{Env: map[string]string{"": "v"}}), "spec.env key"},

@@ -178,7 +178,8 @@ func (r *Registry) clearOldMarkers(ctx context.Context, js jetstream.JetStream) 
 // the stream's end (or after s.Since): every event recorded after Add
 // returns is delivered (and those after s.Since, if set). The answer
 // holds the signing secret, the only time it is shown. A bad s is an
-// *InvalidError; nothing is changed. So is an add past MaxWebhooks, which
+// *InvalidError, a Since past the stream's last sequence included (see
+// checkSince); nothing is changed. So is an add past MaxWebhooks, which
 // holds for concurrent adds too, from any serve on the bucket (see
 // holdLimit): an add at the limit is refused before it writes anything,
 // and one that only a concurrent add put over takes back its entry
@@ -199,6 +200,9 @@ func (r *Registry) clearOldMarkers(ctx context.Context, js jetstream.JetStream) 
 func (r *Registry) Add(ctx context.Context, s Spec) (Webhook, error) {
 	s, err := checkSpec(s, r.allowPrivate)
 	if err != nil {
+		return Webhook{}, err
+	}
+	if err := r.checkSince(ctx, s.Since); err != nil {
 		return Webhook{}, err
 	}
 	id, err := newID()
@@ -262,6 +266,29 @@ func (r *Registry) Add(ctx context.Context, s Spec) (Webhook, error) {
 		return Webhook{}, err
 	}
 	return h, nil
+}
+
+// checkSince refuses a since past the event stream's last sequence: the
+// consumer would start after events not yet recorded and skip them when
+// they are, every one up to since (a since of 999999 on a stream at 60
+// delivered nothing before event 1000000). A since at the last sequence
+// replays nothing, which is what it asks for. The last sequence is read
+// once, before anything is written: the stream only grows, so a since it
+// allows stays within the stream. An add whose since is a sequence being
+// appended at that moment may be refused; it can be sent again.
+func (r *Registry) checkSince(ctx context.Context, since *uint64) error {
+	if since == nil {
+		return nil
+	}
+	last, err := r.store.LastSeq(ctx)
+	if err != nil {
+		return fmt.Errorf("%w: check since: %w", ErrUnavailable, err)
+	}
+	if *since > last {
+		return invalid("since", "%d is past the event stream's last sequence, %d: give 0 to %d, or leave since out for only the events recorded from now on",
+			*since, last, last)
+	}
+	return nil
 }
 
 // stillStored checks, once Add made webhook id's consumer, that the

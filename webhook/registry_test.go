@@ -3,9 +3,12 @@ package webhook_test
 import (
 	"encoding/json"
 	"errors"
+	"fmt"
 	"math"
+	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/turnstile-dev/turnstile/events"
 	"github.com/turnstile-dev/turnstile/fsm"
@@ -88,5 +91,68 @@ func TestAddRefusesBadSpecs(t *testing.T) {
 	}
 	if err := reg.Remove(t.Context(), "nope"); err == nil {
 		t.Fatal("removed a malformed id")
+	}
+}
+
+// A since past the event stream's last sequence is refused, naming that
+// sequence, and changes nothing: its consumer would have skipped every
+// event recorded up to since. A since at the last sequence replays
+// nothing and delivers what comes next.
+func TestAddRefusesSincePastTheStream(t *testing.T) {
+	f := newFixture(t)
+	f.send(t, fsm.Create, "before")
+	last := f.lastSeq(t) // nothing else writes to the stream in this test
+	rcv := newReceiver(t, modeOK)
+	for _, since := range []uint64{last + 1, 999999} {
+		_, err := f.reg.Add(t.Context(), webhook.Spec{URL: rcv.URL, Since: &since})
+		var ie *webhook.InvalidError
+		if !errors.As(err, &ie) || ie.Field != "since" ||
+			!strings.Contains(ie.Message, fmt.Sprintf("past the event stream's last sequence, %d", last)) {
+			t.Fatalf("since %d with the stream at %d: %v, want an InvalidError of since naming %d", since, last, err, last)
+		}
+	}
+	list, err := f.reg.List(t.Context())
+	if err != nil || len(list) != 0 {
+		t.Fatalf("list after refusals: %+v %v", list, err)
+	}
+	st, err := f.core.JS.Stream(t.Context(), f.names.EventStream())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name := range st.ConsumerNames(t.Context()).Name() {
+		if strings.HasPrefix(name, "webhook-") {
+			t.Fatalf("a refused add left consumer %s", name)
+		}
+	}
+
+	h, err := f.reg.Add(t.Context(), webhook.Spec{URL: rcv.URL, Since: &last})
+	if err != nil {
+		t.Fatalf("since at the last sequence %d: %v", last, err)
+	}
+	rcv.setSecret(h.Secret)
+	f.dispatcher(t, nil)
+	f.send(t, fsm.Create, "after")
+	want := f.eventSeqs(t, last)
+	testenv.Eventually(t, 30*time.Second, "the new event", func() bool { return len(rcv.seqs()) == len(want) })
+	if got := rcv.seqs(); !slices.Equal(got, want) {
+		t.Fatalf("delivered %v, want %v", got, want)
+	}
+}
+
+// An internal destination's refusal names the switch that allows it.
+func TestAddRefusalNamesAllowPrivate(t *testing.T) {
+	core := testenv.StartCore(t, testenv.CoreOptions{})
+	reg, err := webhook.OpenRegistry(t.Context(), core.JS, core.Store, webhook.RegistryOptions{Memory: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for url, want := range map[string]string{
+		"http://127.0.0.1:9/x":       "url: 127.0.0.1: webhook destination is not a public address (serve's --webhook-allow-private allows it)",
+		"http://localhost:8080/hook": "url: localhost is a local name: webhook destination is not a public address (serve's --webhook-allow-private allows it)",
+	} {
+		_, err := reg.Add(t.Context(), webhook.Spec{URL: url})
+		if err == nil || err.Error() != want {
+			t.Errorf("Add(%s): %v, want %q", url, err, want)
+		}
 	}
 }

@@ -24,7 +24,8 @@ type Spec struct {
 	Events []fsm.EventType `json:"events,omitempty"`
 	// Since, when set, delivers the events after this stream sequence
 	// first (a replay; 0: the whole stream); absent, only events recorded
-	// after the add are delivered.
+	// after the add are delivered. It may not be past the stream's last
+	// sequence at the add (Add refuses it).
 	Since *uint64 `json:"since,omitempty"`
 }
 
@@ -172,7 +173,9 @@ func checkURL(raw string, allowPrivate bool) error {
 	}
 	if !allowPrivate {
 		if err := checkHost(u.Hostname()); err != nil {
-			return invalid("url", "%v", err)
+			// Name the switch: a receiver on this host or network is
+			// a common wish, and the refusal alone does not say how.
+			return invalid("url", "%v (serve's --webhook-allow-private allows it)", err)
 		}
 	}
 	return nil
