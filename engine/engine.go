@@ -15,6 +15,7 @@ import (
 
 	"github.com/turnstile-dev/turnstile/events"
 	"github.com/turnstile-dev/turnstile/internal/pull"
+	"github.com/turnstile-dev/turnstile/internal/retry"
 )
 
 // DefaultReplyPrefixes are where the engine replies by default: NATS
@@ -204,6 +205,24 @@ func (e *Engine) sources(k int) []source {
 	}
 }
 
+// consumerConfig is partition k's durable consumer of src, as Open makes
+// it (and a partition taken afresh makes it again: Engine.pull).
+func (e *Engine) consumerConfig(k int, src source) jetstream.ConsumerConfig {
+	return jetstream.ConsumerConfig{
+		Durable:        src.durable,
+		Description:    fmt.Sprintf("Turnstile command engine, partition %d", k),
+		FilterSubject:  src.filter,
+		AckPolicy:      jetstream.AckExplicitPolicy,
+		AckWait:        e.cfg.AckWait,
+		MaxAckPending:  e.perConsumer,
+		MaxDeliver:     -1,
+		DeliverPolicy:  jetstream.DeliverAllPolicy,
+		PriorityPolicy: jetstream.PriorityPolicyPinned,
+		PriorityGroups: []string{PriorityGroup},
+		PinnedTTL:      e.cfg.PinnedTTL,
+	}
+}
+
 // New returns an engine for cfg.
 func New(cfg Config) (*Engine, error) {
 	if cfg.Store == nil {
@@ -241,19 +260,7 @@ func (e *Engine) Open(ctx context.Context) error {
 	for k := range e.parts {
 		for _, src := range e.sources(k) {
 			g.Go(func() error {
-				cons, err := e.js.CreateOrUpdateConsumer(gctx, src.stream, jetstream.ConsumerConfig{
-					Durable:        src.durable,
-					Description:    fmt.Sprintf("Turnstile command engine, partition %d", k),
-					FilterSubject:  src.filter,
-					AckPolicy:      jetstream.AckExplicitPolicy,
-					AckWait:        e.cfg.AckWait,
-					MaxAckPending:  perConsumer,
-					MaxDeliver:     -1,
-					DeliverPolicy:  jetstream.DeliverAllPolicy,
-					PriorityPolicy: jetstream.PriorityPolicyPinned,
-					PriorityGroups: []string{PriorityGroup},
-					PinnedTTL:      e.cfg.PinnedTTL,
-				})
+				cons, err := e.js.CreateOrUpdateConsumer(gctx, src.stream, e.consumerConfig(k, src))
 				if err != nil {
 					return fmt.Errorf("engine: consumer %s on %s: %w", src.durable, src.stream, err)
 				}
@@ -409,8 +416,13 @@ func (e *Engine) Close() error {
 
 // pull reads one source's commands in stream order and queues them per
 // workspace, after the commands lost on the way if there is a gap (gap.go).
+// If its iterator ends by itself (pull.ErrEnded: the consumer deleted, an
+// operator's `nats consumer rm` or a reset, and perhaps made again by
+// another serve's Open), the partition is taken afresh (owner.retake):
+// nothing else would ever pull it again, while the heartbeat went on
+// announcing it as this engine's.
 func (e *Engine) pull(ctx context.Context, it jetstream.MessagesContext, w *gapWatch) {
-	pull.LoopNotify(ctx, it, "engine", e.log, retryDelay, func(m jetstream.Msg) {
+	err := pull.LoopNotify(ctx, it, "engine", e.log, retryDelay, func(m jetstream.Msg) {
 		e.catchUpBefore(ctx, w, m)
 		if ws := e.names.WorkspaceOf(m.Subject()); !e.queue.offer(ws, m) {
 			e.overflow(ctx, ws, m)
@@ -419,6 +431,45 @@ func (e *Engine) pull(ctx context.Context, it jetstream.MessagesContext, w *gapW
 		w.failed = true
 		e.sweepAfterFailure(ctx, w)
 	})
+	if err == nil || ctx.Err() != nil {
+		return // let go of, or Close
+	}
+	k, _ := e.names.PartitionOf(w.src.filter)
+	if errors.Is(err, jetstream.ErrConnectionClosed) {
+		// Closed on purpose (the connections reconnect forever): nothing
+		// can be pulled on it again. The heartbeat fails too, so the other
+		// engines take the partition after the member TTL.
+		e.log.Warn("engine: the NATS connection is closed; the partition is no longer pulled", "partition", k,
+			"stream", w.src.stream, "err", err)
+		return
+	}
+	e.log.Warn("engine: the pull of a partition ended by itself (its consumer deleted or refused the pull); taking the partition afresh",
+		"partition", k, "stream", w.src.stream, "consumer", w.src.durable, "err", err)
+	e.own.retake(k)
+}
+
+// remakeConsumers makes partition k's consumers again as Open makes them
+// (a deleted one comes back empty, delivering from the stream's first
+// command), until it works or ctx ends.
+func (e *Engine) remakeConsumers(ctx context.Context, k int) error {
+	for _, src := range e.sources(k) {
+		for attempt := 0; ; attempt++ {
+			actx, cancel := context.WithTimeout(ctx, readAttempt)
+			_, err := e.js.CreateOrUpdateConsumer(actx, src.stream, e.consumerConfig(k, src))
+			cancel()
+			if err == nil {
+				break
+			}
+			if ctx.Err() == nil {
+				e.log.Warn("engine: could not make a partition's consumer again; retrying", "partition", k,
+					"stream", src.stream, "consumer", src.durable, "attempt", attempt, "err", err)
+			}
+			if err := retry.Sleep(ctx, retryDelay(attempt)); err != nil {
+				return fmt.Errorf("engine: consumer %s on %s: %w", src.durable, src.stream, err)
+			}
+		}
+	}
+	return nil
 }
 
 // work handles one workspace's next command at a time.

@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -185,6 +186,8 @@ type partition struct {
 	// over, rather than race it.
 	handling     context.Context
 	stopHandling context.CancelFunc
+	// retaking is set once a pull loop of it ended by itself (retake).
+	retaking atomic.Bool
 }
 
 // owner keeps this engine's membership and partitions.
@@ -546,4 +549,74 @@ func (o *owner) leave(ctx context.Context) map[int]*partition {
 		m.Partitions.Set(0)
 	}
 	return owned
+}
+
+// retake takes partition k afresh after one of its pull loops ended by
+// itself (Engine.pull, which calls it from that loop): k is let go of, its
+// consumers made again if they were deleted, and only then dropped from
+// owned, so the next rebalance acquires it as any take does.
+//
+// Afresh rather than a new iterator in place, because a take is what keeps
+// a workspace's order across the change: the consumer may be a new one,
+// whose deliveries start again from the stream's first command with their
+// counts at one. A take hands back what was queued and waits for what is
+// in hand before anything is pulled again, reads what the consumer
+// delivered and has not had acked first (recover.go), and marks every
+// command stored so far as maybe handled before (takenThrough), so that
+// such a delivery finds its outcome or event instead of being decided as
+// new. In place, the new consumer's deliveries would queue beside the old
+// one's, whose acks reach no one, and a command decided before would come
+// back looking like a first delivery.
+func (o *owner) retake(k int) {
+	o.mu.Lock()
+	// Still k's: letGo, which drops it, first waits for the loop calling.
+	p := o.handling[k]
+	o.mu.Unlock()
+	if p == nil || !p.retaking.CompareAndSwap(false, true) {
+		return // the other source's loop ended too: one retake
+	}
+	// Beside the loop, which letGo waits for; Close waits for the workers'
+	// group, after Close has begun (closing), which ends the retake.
+	o.e.wg.Go(func() { o.retaken(k, p) })
+}
+
+// retaken is retake's work, until Close begins or the engine stops.
+func (o *owner) retaken(k int, p *partition) {
+	ctx, cancel := context.WithCancel(p.handling) // ends with the engine's run
+	defer cancel()
+	defer context.AfterFunc(o.e.closing, cancel)()
+	// An acquire still under way (the loop ended before the partition was
+	// owned) finishes first: it sets owned and the partition's iterators.
+	tick := time.NewTicker(10 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		o.mu.Lock()
+		owned, held := o.owned[k] == p, o.handling[k] == p
+		o.mu.Unlock()
+		if owned {
+			break
+		}
+		if !held {
+			return // let go of meanwhile
+		}
+		select {
+		case <-ctx.Done():
+			return // stopping: Close lets it go
+		case <-tick.C:
+		}
+	}
+	if o.e.remakeConsumers(ctx, k) != nil {
+		return // stopping
+	}
+	o.letGo(ctx, k, p)
+	o.mu.Lock()
+	if o.owned[k] == p {
+		delete(o.owned, k)
+	}
+	n := len(o.owned)
+	o.mu.Unlock()
+	if m := o.e.cfg.Metrics; m != nil {
+		m.Partitions.Set(float64(n))
+	}
+	o.e.log.Info("engine: partition let go after its pull ended; the next look takes it again", "partition", k)
 }
