@@ -53,9 +53,15 @@ func TestConsumerDeletedWhilePulled(t *testing.T) {
 				t.Fatal(err)
 			}
 			if remade {
-				if _, err := core.JS.CreateOrUpdateConsumer(ctx, names.CommandStream(), cfg); err != nil {
-					t.Fatal(err)
-				}
+				// The engine may make it again first, and one made while
+				// the server still removes the deleted one's directory
+				// cannot be written (500) until the engine, which checks,
+				// has deleted and made it again: what another serve's Open
+				// would meet as well.
+				testenv.Eventually(t, 10*time.Second, "the consumer made again", func() bool {
+					_, err := core.JS.CreateOrUpdateConsumer(ctx, names.CommandStream(), cfg)
+					return err == nil
+				})
 			}
 			publish(50)
 			last, err := cl.Publish(ctx, fsm.Command{Type: fsm.Stop, Workspace: ws})

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -206,7 +207,7 @@ func (e *Engine) sources(k int) []source {
 }
 
 // consumerConfig is partition k's durable consumer of src, as Open makes
-// it (and a partition taken afresh makes it again: Engine.pull).
+// it (and remakeConsumer makes it again).
 func (e *Engine) consumerConfig(k int, src source) jetstream.ConsumerConfig {
 	return jetstream.ConsumerConfig{
 		Durable:        src.durable,
@@ -328,6 +329,7 @@ func (e *Engine) pullBatch() int { return min(1024, e.perConsumer) }
 // stopOwned ends a failed Open (own may be nil) as Close would: what was
 // queued handed back, the pins dropped.
 func (e *Engine) stopOwned(own *owner) {
+	e.stopClosing() // first: a retake (owner.retaken) ends with it, and wg waits for that
 	var owned map[int]*partition
 	if own != nil {
 		owned = own.leave(context.Background())
@@ -348,7 +350,6 @@ func (e *Engine) stopOwned(own *owner) {
 	if own != nil {
 		own.unpinAll(owned)
 	}
-	e.stopClosing()
 	e.cancel, e.own = nil, nil
 }
 
@@ -448,14 +449,13 @@ func (e *Engine) pull(ctx context.Context, it jetstream.MessagesContext, w *gapW
 	e.own.retake(k)
 }
 
-// remakeConsumers makes partition k's consumers again as Open makes them
-// (a deleted one comes back empty, delivering from the stream's first
-// command), until it works or ctx ends.
+// remakeConsumers makes partition k's consumers pullable again, until it
+// works or ctx ends (remakeConsumer).
 func (e *Engine) remakeConsumers(ctx context.Context, k int) error {
 	for _, src := range e.sources(k) {
 		for attempt := 0; ; attempt++ {
 			actx, cancel := context.WithTimeout(ctx, readAttempt)
-			_, err := e.js.CreateOrUpdateConsumer(actx, src.stream, e.consumerConfig(k, src))
+			err := e.remakeConsumer(actx, k, src)
 			cancel()
 			if err == nil {
 				break
@@ -470,6 +470,36 @@ func (e *Engine) remakeConsumers(ctx context.Context, k int) error {
 		}
 	}
 	return nil
+}
+
+// remakeConsumer makes src's consumer of partition k as Open makes it if it
+// is missing (it then delivers from the stream's first command), or if it
+// was made again without the pinned priority group (the pull is refused:
+// 400 Bad Request). One made again otherwise (another serve's Open) is
+// left as it is.
+func (e *Engine) remakeConsumer(ctx context.Context, k int, src source) error {
+	cons, err := e.js.Consumer(ctx, src.stream, src.durable)
+	switch {
+	case errors.Is(err, jetstream.ErrConsumerNotFound):
+		cfg := e.consumerConfig(k, src)
+		if _, err := e.js.CreateConsumer(ctx, src.stream, cfg); err != nil {
+			return err // ErrConsumerExists: made meanwhile; the next attempt looks at it
+		}
+		// The server ends the pulls (409) before it removes the deleted
+		// consumer's directory, and a consumer made in between loses its
+		// own: every later write of its configuration fails (500, "no such
+		// file"), and its state is not kept (nats-server 2.15). Write it
+		// once more to see; lost so, it is deleted and made again.
+		if _, err = e.js.UpdateConsumer(ctx, src.stream, cfg); err != nil {
+			return errors.Join(fmt.Errorf("engine: the consumer made again cannot be written: %w", err),
+				e.js.DeleteConsumer(ctx, src.stream, src.durable))
+		}
+	case err != nil:
+	case cons.CachedInfo().Config.PriorityPolicy != jetstream.PriorityPolicyPinned ||
+		!slices.Contains(cons.CachedInfo().Config.PriorityGroups, PriorityGroup):
+		_, err = e.js.UpdateConsumer(ctx, src.stream, e.consumerConfig(k, src))
+	}
+	return err
 }
 
 // work handles one workspace's next command at a time.

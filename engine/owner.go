@@ -553,8 +553,8 @@ func (o *owner) leave(ctx context.Context) map[int]*partition {
 
 // retake takes partition k afresh after one of its pull loops ended by
 // itself (Engine.pull, which calls it from that loop): k is let go of, its
-// consumers made again if they were deleted, and only then dropped from
-// owned, so the next rebalance acquires it as any take does.
+// consumers made pullable again (a deleted one made again), and only then
+// dropped from owned, so the next rebalance acquires it as any take does.
 //
 // Afresh rather than a new iterator in place, because a take is what keeps
 // a workspace's order across the change: the consumer may be a new one,
@@ -575,16 +575,13 @@ func (o *owner) retake(k int) {
 	if p == nil || !p.retaking.CompareAndSwap(false, true) {
 		return // the other source's loop ended too: one retake
 	}
-	// Beside the loop, which letGo waits for; Close waits for the workers'
-	// group, after Close has begun (closing), which ends the retake.
-	o.e.wg.Go(func() { o.retaken(k, p) })
+	// Beside the loop, which letGo waits for. The workers' group: Close
+	// and stopOwned wait for it after closing has ended, which ends this.
+	o.e.wg.Go(func() { o.retaken(o.e.closing, k, p) })
 }
 
-// retaken is retake's work, until Close begins or the engine stops.
-func (o *owner) retaken(k int, p *partition) {
-	ctx, cancel := context.WithCancel(p.handling) // ends with the engine's run
-	defer cancel()
-	defer context.AfterFunc(o.e.closing, cancel)()
+// retaken is retake's work, until ctx (closing) ends.
+func (o *owner) retaken(ctx context.Context, k int, p *partition) {
 	// An acquire still under way (the loop ended before the partition was
 	// owned) finishes first: it sets owned and the partition's iterators.
 	tick := time.NewTicker(10 * time.Millisecond)
@@ -605,10 +602,12 @@ func (o *owner) retaken(k int, p *partition) {
 		case <-tick.C:
 		}
 	}
-	if o.e.remakeConsumers(ctx, k) != nil {
-		return // stopping
-	}
 	o.letGo(ctx, k, p)
+	// After letGo rather than at once: one made while the server still
+	// removes the deleted one is lost (remakeConsumer checks).
+	if o.e.remakeConsumers(ctx, k) != nil {
+		return // stopping: Close lets it go (again: harmless)
+	}
 	o.mu.Lock()
 	if o.owned[k] == p {
 		delete(o.owned, k)
