@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -15,6 +16,7 @@ import (
 
 	"github.com/turnstile-dev/turnstile/events"
 	"github.com/turnstile-dev/turnstile/internal/pull"
+	"github.com/turnstile-dev/turnstile/internal/retry"
 )
 
 // DefaultReplyPrefixes are where the engine replies by default: NATS
@@ -207,6 +209,24 @@ func (e *Engine) sources(k int) []source {
 	}
 }
 
+// consumerConfig is partition k's durable consumer of src, as Open makes
+// it (and remakeConsumer makes it again).
+func (e *Engine) consumerConfig(k int, src source) jetstream.ConsumerConfig {
+	return jetstream.ConsumerConfig{
+		Durable:        src.durable,
+		Description:    fmt.Sprintf("Turnstile command engine, partition %d", k),
+		FilterSubject:  src.filter,
+		AckPolicy:      jetstream.AckExplicitPolicy,
+		AckWait:        e.cfg.AckWait,
+		MaxAckPending:  e.perConsumer,
+		MaxDeliver:     -1,
+		DeliverPolicy:  jetstream.DeliverAllPolicy,
+		PriorityPolicy: jetstream.PriorityPolicyPinned,
+		PriorityGroups: []string{PriorityGroup},
+		PinnedTTL:      e.cfg.PinnedTTL,
+	}
+}
+
 // New returns an engine for cfg.
 func New(cfg Config) (*Engine, error) {
 	if cfg.Store == nil {
@@ -244,19 +264,7 @@ func (e *Engine) Open(ctx context.Context) error {
 	for k := range e.parts {
 		for _, src := range e.sources(k) {
 			g.Go(func() error {
-				cons, err := e.js.CreateOrUpdateConsumer(gctx, src.stream, jetstream.ConsumerConfig{
-					Durable:        src.durable,
-					Description:    fmt.Sprintf("Turnstile command engine, partition %d", k),
-					FilterSubject:  src.filter,
-					AckPolicy:      jetstream.AckExplicitPolicy,
-					AckWait:        e.cfg.AckWait,
-					MaxAckPending:  perConsumer,
-					MaxDeliver:     -1,
-					DeliverPolicy:  jetstream.DeliverAllPolicy,
-					PriorityPolicy: jetstream.PriorityPolicyPinned,
-					PriorityGroups: []string{PriorityGroup},
-					PinnedTTL:      e.cfg.PinnedTTL,
-				})
+				cons, err := e.js.CreateOrUpdateConsumer(gctx, src.stream, e.consumerConfig(k, src))
 				if err != nil {
 					return fmt.Errorf("engine: consumer %s on %s: %w", src.durable, src.stream, err)
 				}
@@ -324,6 +332,7 @@ func (e *Engine) pullBatch() int { return min(1024, e.perConsumer) }
 // stopOwned ends a failed Open (own may be nil) as Close would: what was
 // queued handed back, the pins dropped.
 func (e *Engine) stopOwned(own *owner) {
+	e.stopClosing() // first: a retake (owner.retaken) ends with it, and wg waits for that
 	var owned map[int]*partition
 	if own != nil {
 		owned = own.leave(context.Background())
@@ -344,7 +353,6 @@ func (e *Engine) stopOwned(own *owner) {
 	if own != nil {
 		own.unpinAll(owned)
 	}
-	e.stopClosing()
 	e.cancel, e.own = nil, nil
 }
 
@@ -412,8 +420,13 @@ func (e *Engine) Close() error {
 
 // pull reads one source's commands in stream order and queues them per
 // workspace, after the commands lost on the way if there is a gap (gap.go).
+// If its iterator ends by itself (pull.ErrEnded: the consumer deleted, an
+// operator's `nats consumer rm` or a reset, and perhaps made again by
+// another serve's Open), the partition is taken afresh (owner.retake):
+// nothing else would ever pull it again, while the heartbeat went on
+// announcing it as this engine's.
 func (e *Engine) pull(ctx context.Context, it jetstream.MessagesContext, w *gapWatch) {
-	pull.LoopNotify(ctx, it, "engine", e.log, retryDelay, func(m jetstream.Msg) {
+	err := pull.LoopNotify(ctx, it, "engine", e.log, retryDelay, func(m jetstream.Msg) {
 		e.catchUpBefore(ctx, w, m)
 		if ws := e.names.WorkspaceOf(m.Subject()); !e.queue.offer(ws, m) {
 			e.overflow(ctx, ws, m)
@@ -422,6 +435,74 @@ func (e *Engine) pull(ctx context.Context, it jetstream.MessagesContext, w *gapW
 		w.failed = true
 		e.sweepAfterFailure(ctx, w)
 	})
+	if err == nil || ctx.Err() != nil {
+		return // let go of, or Close
+	}
+	k, _ := e.names.PartitionOf(w.src.filter)
+	if errors.Is(err, jetstream.ErrConnectionClosed) {
+		// Closed on purpose (the connections reconnect forever): nothing
+		// can be pulled on it again. The heartbeat fails too, so the other
+		// engines take the partition after the member TTL.
+		e.log.Warn("engine: the NATS connection is closed; the partition is no longer pulled", "partition", k,
+			"stream", w.src.stream, "err", err)
+		return
+	}
+	e.log.Warn("engine: the pull of a partition ended by itself (its consumer deleted or refused the pull); taking the partition afresh",
+		"partition", k, "stream", w.src.stream, "consumer", w.src.durable, "err", err)
+	e.own.retake(k)
+}
+
+// remakeConsumers makes partition k's consumers pullable again, until it
+// works or ctx ends (remakeConsumer).
+func (e *Engine) remakeConsumers(ctx context.Context, k int) error {
+	for _, src := range e.sources(k) {
+		for attempt := 0; ; attempt++ {
+			actx, cancel := context.WithTimeout(ctx, readAttempt)
+			err := e.remakeConsumer(actx, k, src)
+			cancel()
+			if err == nil {
+				break
+			}
+			if ctx.Err() == nil {
+				e.log.Warn("engine: could not make a partition's consumer again; retrying", "partition", k,
+					"stream", src.stream, "consumer", src.durable, "attempt", attempt, "err", err)
+			}
+			if err := retry.Sleep(ctx, retryDelay(attempt)); err != nil {
+				return fmt.Errorf("engine: consumer %s on %s: %w", src.durable, src.stream, err)
+			}
+		}
+	}
+	return nil
+}
+
+// remakeConsumer makes src's consumer of partition k as Open makes it if it
+// is missing (it then delivers from the stream's first command), or if it
+// was made again without the pinned priority group (the pull is refused:
+// 400 Bad Request). One made again otherwise (another serve's Open) is
+// left as it is.
+func (e *Engine) remakeConsumer(ctx context.Context, k int, src source) error {
+	cons, err := e.js.Consumer(ctx, src.stream, src.durable)
+	switch {
+	case errors.Is(err, jetstream.ErrConsumerNotFound):
+		cfg := e.consumerConfig(k, src)
+		if _, err := e.js.CreateConsumer(ctx, src.stream, cfg); err != nil {
+			return err // ErrConsumerExists: made meanwhile; the next attempt looks at it
+		}
+		// The server ends the pulls (409) before it removes the deleted
+		// consumer's directory, and a consumer made in between loses its
+		// own: every later write of its configuration fails (500, "no such
+		// file"), and its state is not kept (nats-server 2.15). Write it
+		// once more to see; lost so, it is deleted and made again.
+		if _, err = e.js.UpdateConsumer(ctx, src.stream, cfg); err != nil {
+			return errors.Join(fmt.Errorf("engine: the consumer made again cannot be written: %w", err),
+				e.js.DeleteConsumer(ctx, src.stream, src.durable))
+		}
+	case err != nil:
+	case cons.CachedInfo().Config.PriorityPolicy != jetstream.PriorityPolicyPinned ||
+		!slices.Contains(cons.CachedInfo().Config.PriorityGroups, PriorityGroup):
+		_, err = e.js.UpdateConsumer(ctx, src.stream, e.consumerConfig(k, src))
+	}
+	return err
 }
 
 // work handles one workspace's next command at a time.

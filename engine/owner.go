@@ -191,6 +191,8 @@ type partition struct {
 	// pins are the pull iterators' pin watches, by stream: letGo unpins
 	// only where the pin is still this engine's.
 	pins map[string]*pinWatch
+	// retaking is set once a pull loop of it ended by itself (retake).
+	retaking atomic.Bool
 }
 
 // owner keeps this engine's membership and partitions.
@@ -658,4 +660,73 @@ func (o *owner) leave(ctx context.Context) map[int]*partition {
 		m.Partitions.Set(0)
 	}
 	return owned
+}
+
+// retake takes partition k afresh after one of its pull loops ended by
+// itself (Engine.pull, which calls it from that loop): k is let go of, its
+// consumers made pullable again (a deleted one made again), and only then
+// dropped from owned, so the next rebalance acquires it as any take does.
+//
+// Afresh rather than a new iterator in place, because a take is what keeps
+// a workspace's order across the change: the consumer may be a new one,
+// whose deliveries start again from the stream's first command with their
+// counts at one. A take hands back what was queued and waits for what is
+// in hand before anything is pulled again, reads what the consumer
+// delivered and has not had acked first (recover.go), and marks every
+// command stored so far as maybe handled before (takenThrough), so that
+// such a delivery finds its outcome or event instead of being decided as
+// new. In place, the new consumer's deliveries would queue beside the old
+// one's, whose acks reach no one, and a command decided before would come
+// back looking like a first delivery.
+func (o *owner) retake(k int) {
+	o.mu.Lock()
+	// Still k's: letGo, which drops it, first waits for the loop calling.
+	p := o.handling[k]
+	o.mu.Unlock()
+	if p == nil || !p.retaking.CompareAndSwap(false, true) {
+		return // the other source's loop ended too: one retake
+	}
+	// Beside the loop, which letGo waits for. The workers' group: Close
+	// and stopOwned wait for it after closing has ended, which ends this.
+	o.e.wg.Go(func() { o.retaken(o.e.closing, k, p) })
+}
+
+// retaken is retake's work, until ctx (closing) ends.
+func (o *owner) retaken(ctx context.Context, k int, p *partition) {
+	// An acquire still under way (the loop ended before the partition was
+	// owned) finishes first: it sets owned and the partition's iterators.
+	tick := time.NewTicker(10 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		o.mu.Lock()
+		owned, held := o.owned[k] == p, o.handling[k] == p
+		o.mu.Unlock()
+		if owned {
+			break
+		}
+		if !held {
+			return // let go of meanwhile
+		}
+		select {
+		case <-ctx.Done():
+			return // stopping: Close lets it go
+		case <-tick.C:
+		}
+	}
+	o.letGo(ctx, k, p)
+	// After letGo rather than at once: one made while the server still
+	// removes the deleted one is lost (remakeConsumer checks).
+	if o.e.remakeConsumers(ctx, k) != nil {
+		return // stopping: Close lets it go (again: harmless)
+	}
+	o.mu.Lock()
+	if o.owned[k] == p {
+		delete(o.owned, k)
+	}
+	n := len(o.owned)
+	o.mu.Unlock()
+	if m := o.e.cfg.Metrics; m != nil {
+		m.Partitions.Set(float64(n))
+	}
+	o.e.log.Info("engine: partition let go after its pull ended; the next look takes it again", "partition", k)
 }

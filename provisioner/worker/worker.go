@@ -71,7 +71,6 @@ type Worker struct {
 	actors map[string]*actor
 	slots  chan struct{} // one token per running action; see MaxConcurrentActions
 	cancel context.CancelFunc
-	iter   jetstream.MessagesContext
 	wg     sync.WaitGroup
 }
 
@@ -144,6 +143,18 @@ func New(cfg Config) (*Worker, error) {
 
 // Open binds the durable consumer on the event subjects and starts acting.
 func (w *Worker) Open(ctx context.Context) error {
+	it, err := w.consume(ctx)
+	if err != nil {
+		return err
+	}
+	runCtx, cancel := context.WithCancel(context.Background())
+	w.cancel = cancel
+	w.wg.Go(func() { w.pull(runCtx, it) })
+	return nil
+}
+
+// consume creates (or binds) the durable consumer and returns its messages.
+func (w *Worker) consume(ctx context.Context) (jetstream.MessagesContext, error) {
 	it, err := w.cfg.Store.ConsumeEvents(ctx, events.DurableConfig{Durable: w.cfg.Durable, Description: "Turnstile provisioner worker",
 		AckWait: w.cfg.AckWait, MaxAckPending: 20000, Pull: 512,
 		// One worker at a time acts on the events of an installation,
@@ -152,12 +163,9 @@ func (w *Worker) Open(ctx context.Context) error {
 		// within PinnedTTL (6 s).
 		PinnedGroup: "worker", PinnedTTL: 6 * time.Second})
 	if err != nil {
-		return fmt.Errorf("worker: %w", err)
+		return nil, fmt.Errorf("worker: %w", err)
 	}
-	runCtx, cancel := context.WithCancel(context.Background())
-	w.cancel, w.iter = cancel, it
-	w.wg.Go(func() { w.pull(runCtx) })
-	return nil
+	return it, nil
 }
 
 // Close stops taking events and abandons running actions; their events are
@@ -166,30 +174,72 @@ func (w *Worker) Close() error {
 	if w.cancel == nil {
 		return nil
 	}
-	w.iter.Stop()
-	w.cancel()
+	w.cancel() // stops the iterator too (pull)
 	w.wg.Wait()
 	w.cancel = nil
 	return nil
 }
 
-func (w *Worker) pull(ctx context.Context) {
-	pull.Loop(ctx, w.iter, "worker", w.log, backoff, func(m jetstream.Msg) {
-		env, err := w.cfg.Store.DecodeEvent(m.Subject(), m.Data())
-		if err != nil {
-			// Not ours to fix; the projector's dead letters and the audit
-			// report it. Never block the log on it, and never act on an
-			// envelope its subject does not name.
-			u := &events.Unreadable{Subject: m.Subject(), Data: m.Data(), Err: err}
-			if md, err := m.Metadata(); err == nil {
-				u.StreamSeq, u.Time = md.Sequence.Stream, md.Timestamp
-			}
-			w.cfg.Metrics.workerQuarantine().Add(w.log, u)
-			_ = m.Term()
+// pull acts on the events of it, and of the iterators after it, until ctx
+// ends. An iterator that ends by itself (its consumer deleted: an
+// operator's `nats consumer rm`, a reset) is replaced: the consumer is
+// bound again, or made again as Open makes it, after a growing wait, so
+// provisioning goes on (on a single serve nothing else would bind it). A
+// consumer made again delivers every event again from the first; act finds
+// the old ones superseded by the workspaces' heads.
+func (w *Worker) pull(ctx context.Context, it jetstream.MessagesContext) {
+	for failures := 0; ; {
+		got := false
+		stop := context.AfterFunc(ctx, it.Stop) // Next takes no context
+		err := pull.Loop(ctx, it, "worker", w.log, backoff, func(m jetstream.Msg) {
+			got = true
+			w.handle(ctx, m)
+		})
+		stop()
+		it.Stop()
+		if err == nil || ctx.Err() != nil {
 			return
 		}
-		w.dispatch(ctx, job{msg: m, env: env})
-	})
+		if errors.Is(err, jetstream.ErrConnectionClosed) {
+			w.log.Warn("worker: the NATS connection is closed; no more events are acted on", "err", err)
+			return
+		}
+		if got {
+			failures = 0
+		}
+		w.log.Warn("worker: the pull of events ended by itself (its consumer deleted or refused the pull); binding the consumer again",
+			"consumer", w.cfg.Durable, "err", err)
+		for it = nil; it == nil; {
+			if retry.Sleep(ctx, backoff(failures)) != nil {
+				return
+			}
+			failures++
+			if it, err = w.consume(ctx); err != nil {
+				if ctx.Err() != nil {
+					return
+				}
+				w.log.Warn("worker: bind the event consumer again", "consumer", w.cfg.Durable, "attempt", failures, "err", err)
+			}
+		}
+	}
+}
+
+// handle decodes an event and hands it to its workspace's actor.
+func (w *Worker) handle(ctx context.Context, m jetstream.Msg) {
+	env, err := w.cfg.Store.DecodeEvent(m.Subject(), m.Data())
+	if err != nil {
+		// Not ours to fix; the projector's dead letters and the audit
+		// report it. Never block the log on it, and never act on an
+		// envelope its subject does not name.
+		u := &events.Unreadable{Subject: m.Subject(), Data: m.Data(), Err: err}
+		if md, err := m.Metadata(); err == nil {
+			u.StreamSeq, u.Time = md.Sequence.Stream, md.Timestamp
+		}
+		w.cfg.Metrics.workerQuarantine().Add(w.log, u)
+		_ = m.Term()
+		return
+	}
+	w.dispatch(ctx, job{msg: m, env: env})
 }
 
 // dispatch queues j behind its workspace's other events and cancels the
