@@ -68,6 +68,21 @@ type Member struct {
 	Since time.Time `json:"since"`
 	// Partitions are those it pulls.
 	Partitions []int `json:"partitions"`
+	// P is the number of partitions it opened with; 0 from engines
+	// before it was announced, taken as agreeing with every P.
+	P int `json:"p,omitempty"`
+}
+
+// decodeMember reads a members bucket value.
+func decodeMember(b []byte) (Member, error) {
+	var m Member
+	if err := json.Unmarshal(b, &m); err != nil {
+		return Member{}, err
+	}
+	if m.P != 0 && events.ValidatePartitions(m.P) != nil {
+		return Member{}, fmt.Errorf("member %s: P %d: want 1 to %d", m.ID, m.P, events.MaxPartitions)
+	}
+	return m, nil
 }
 
 // MembersBucket is the KV bucket of the engines named durable.
@@ -111,8 +126,7 @@ func ReadMembers(ctx context.Context, js jetstream.JetStream, n events.Names, du
 		if err != nil {
 			return nil, fmt.Errorf("engine members: %s: %w", id, err)
 		}
-		var m Member
-		if json.Unmarshal(e.Value(), &m) == nil {
+		if m, err := decodeMember(e.Value()); err == nil {
 			out = append(out, m)
 		}
 	}
@@ -139,6 +153,98 @@ func liveIDs(ctx context.Context, st jetstream.Stream, bucket string) ([]string,
 	}
 	slices.Sort(ids)
 	return ids, nil
+}
+
+// agree checks that this engine's P is the command stream's (read afresh
+// at most every MemberTTL: a cached info would not see another start's
+// update) and that the live members ids announce it too. An engine whose P
+// is not the stream's lets go of every partition and leaves the members,
+// so that the others take them: the workspaces its partitions name are
+// not those the stream stores there. hold: a live member announces another
+// P (or an unreadable entry); then this engine takes and lets go of
+// nothing, since an assignment over engines that give partitions different
+// workspaces is no assignment, and which of the two is wrong shows only
+// once one of them has read the stream; the wrong one leaves.
+func (o *owner) agree(ctx context.Context, ids []string) (hold bool, err error) {
+	e := o.e
+	if now := time.Now(); o.checked.IsZero() || now.Sub(o.checked) >= e.cfg.MemberTTL {
+		st, err := e.js.Stream(ctx, e.names.CommandStream())
+		if err != nil {
+			return false, fmt.Errorf("engine: partitions of %s: %w", e.names.CommandStream(), err)
+		}
+		if o.streamP, err = events.PartitionsOf(st.CachedInfo().Config, e.names); err != nil {
+			return false, fmt.Errorf("engine: %w", err)
+		}
+		o.checked = now
+		if o.streamP != e.parts {
+			o.leaveForP(ctx)
+			e.log.Error("engine: this engine's partitions are not the command stream's: it pulls nothing and has left the members; "+
+				"another start changed the stream's P after this engine opened. Restart this serve with the stream's --partitions (or none)",
+				"engine_partitions", e.parts, "stream_partitions", o.streamP, "stream", e.names.CommandStream())
+		} else if o.wrongP.Swap(false) {
+			e.log.Info("engine: the command stream's partitions are this engine's again; it rejoins the members", "partitions", e.parts)
+		}
+	}
+	if o.wrongP.Load() {
+		return false, nil
+	}
+	if o.memberOf == nil {
+		o.memberOf = map[string]Member{}
+	}
+	var odd []string
+	for _, id := range ids {
+		if id == o.id {
+			continue
+		}
+		m, ok := o.memberOf[id]
+		if !ok {
+			entry, err := o.kv.Get(ctx, id)
+			if errors.Is(err, jetstream.ErrKeyNotFound) {
+				continue // gone since
+			}
+			if err != nil {
+				return false, fmt.Errorf("engine members: %s: %w", id, err)
+			}
+			if m, err = decodeMember(entry.Value()); err != nil {
+				odd = append(odd, fmt.Sprintf("%s: unreadable entry: %v", id, err))
+				continue // read again at the next look
+			}
+			o.memberOf[id] = m
+		}
+		if m.P != 0 && m.P != e.parts {
+			odd = append(odd, fmt.Sprintf("%s (%s): P=%d", cmp.Or(m.Name, id), id, m.P))
+		}
+	}
+	for id := range o.memberOf {
+		if !slices.Contains(ids, id) {
+			delete(o.memberOf, id)
+		}
+	}
+	if len(odd) == 0 {
+		o.heldOn = ""
+		return false, nil
+	}
+	// Loud, but once per change and then every ten member TTLs.
+	if on := strings.Join(odd, "; "); on != o.heldOn || time.Since(o.heldSince) >= 10*e.cfg.MemberTTL {
+		o.heldOn, o.heldSince = on, time.Now()
+		e.log.Error("engine: live engines disagree on the number of partitions: this engine takes and lets go of nothing until they agree; "+
+			"restart the serves whose P is not the command stream's (each logs so) with the stream's --partitions (or none)",
+			"engine_partitions", e.parts, "stream_partitions", o.streamP, "others", on, "pulls", o.partitions())
+	}
+	return true, nil
+}
+
+// leaveForP marks this engine's P wrong and deletes its member entry, the
+// two under announcing so that no announcement lands after the delete.
+func (o *owner) leaveForP(ctx context.Context) {
+	o.announcing.Lock()
+	defer o.announcing.Unlock()
+	if o.wrongP.Swap(true) {
+		return
+	}
+	if err := o.st.Purge(ctx, jetstream.WithPurgeSubject("$KV."+o.kv.Bucket()+"."+o.id)); err != nil {
+		o.e.log.Warn("engine: leaving the members: the others take this engine's partitions after the member TTL", "err", err)
+	}
 }
 
 // Assign spreads parts partitions over the engines ids: each gets at most
@@ -214,6 +320,18 @@ type owner struct {
 	// its acquire (its recovered commands are queued before it is owned)
 	// to the end of its letGo.
 	handling map[int]*partition
+	// agreement on P (agree): wrongP is set while this engine's P is not
+	// the command stream's, and it then neither pulls nor announces
+	// itself. The rest is rebalance's alone (one runs at a time): the
+	// stream's P as read at checked, and the members' entries by id (an
+	// engine's P is fixed for its id).
+	wrongP    atomic.Bool
+	checked   time.Time
+	streamP   int
+	memberOf  map[string]Member
+	heldSince time.Time
+	heldOn    string
+
 	// taken is, for each partition and stream, the stream's last sequence
 	// when the partition was last taken: a command at or below it may have
 	// been handled by an engine before (handledBefore). Kept after the
@@ -261,6 +379,9 @@ func (e *Engine) openMembers(ctx context.Context, replicas int) (*owner, error) 
 func (o *owner) announce(ctx context.Context) error {
 	o.announcing.Lock()
 	defer o.announcing.Unlock()
+	if o.wrongP.Load() {
+		return nil // out of the members until its P is the stream's (agree)
+	}
 	o.mu.Lock()
 	parts := make([]int, 0, len(o.owned))
 	for k := range o.owned {
@@ -268,7 +389,7 @@ func (o *owner) announce(ctx context.Context) error {
 	}
 	o.mu.Unlock()
 	slices.Sort(parts)
-	b, err := json.Marshal(Member{ID: o.id, Name: cmp.Or(o.e.cfg.Name, o.id), Since: o.e.opened.UTC(), Partitions: parts})
+	b, err := json.Marshal(Member{ID: o.id, Name: cmp.Or(o.e.cfg.Name, o.id), Since: o.e.opened.UTC(), Partitions: parts, P: o.e.parts})
 	if err != nil {
 		return fmt.Errorf("engine: announce: %w", err)
 	}
@@ -335,7 +456,12 @@ func (o *owner) rebalance(ctx, run context.Context, wait bool) error {
 	if err != nil {
 		return err
 	}
-	if !slices.Contains(ids, o.id) {
+	hold, err := o.agree(ctx, ids)
+	if err != nil || hold {
+		return err
+	}
+	wrongP := o.wrongP.Load()
+	if !wrongP && !slices.Contains(ids, o.id) {
 		// This engine's entry expired (a long pause, NATS away): say so
 		// again before taking anything.
 		if err := o.announce(ctx); err != nil {
@@ -345,6 +471,9 @@ func (o *owner) rebalance(ctx, run context.Context, wait bool) error {
 		slices.Sort(ids)
 	}
 	want := Assign(o.e.parts, ids)
+	if wrongP {
+		want = nil // every partition let go, none taken
+	}
 	o.mu.Lock()
 	var drop, take []int
 	for k := range o.owned {

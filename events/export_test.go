@@ -32,3 +32,10 @@ func DecodeCommandFastForTest(b []byte, subject string) (fsm.Command, bool) {
 func DecodeCommandStrictForTest(b []byte, subject string) (fsm.Command, error) {
 	return decodeCommandStrict(b, subject)
 }
+
+// WithAfterPartitionsCheck returns o with a hook that runs when a start
+// has found streams made before partitions, before it claims their P.
+func WithAfterPartitionsCheck(o StreamOptions, f func()) StreamOptions {
+	o.afterPartitionsCheck = f
+	return o
+}

@@ -52,6 +52,11 @@ type StreamOptions struct {
 	// OnNotReady, when set, is told of each try that failed because NATS
 	// was not ready, before the next (serve logs it).
 	OnNotReady func(error)
+
+	// afterPartitionsCheck, if set, runs when a start has found streams
+	// made before partitions, before it claims their P (tests:
+	// export_test.go).
+	afterPartitionsCheck func()
 }
 
 // DefaultReadyWait is how long EnsureStreams tries by default: a cluster
@@ -113,7 +118,7 @@ func ensureStreams(ctx context.Context, js jetstream.JetStream, n Names, o Strea
 		o.CommandMaxAge = min(o.CommandMaxAge, o.RejectedRetention)
 		meta = map[string]string{retentionKey: o.RejectedRetention.String()}
 	}
-	parts, fresh, err := ensurePartitions(ctx, js, n, o.Partitions)
+	parts, fresh, legacy, err := ensurePartitions(ctx, js, n, o.Partitions, o.afterPartitionsCheck)
 	if err != nil {
 		return err
 	}
@@ -182,6 +187,9 @@ func ensureStreams(ctx context.Context, js jetstream.JetStream, n Names, o Strea
 		if _, err := js.CreateOrUpdateStream(ctx, cfg); err != nil {
 			return fmt.Errorf("ensure stream %s: %w", cfg.Name, replicasError(err, o.Replicas))
 		}
+	}
+	if legacy {
+		return checkTakeover(ctx, js, n, parts)
 	}
 	return nil
 }

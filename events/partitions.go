@@ -128,50 +128,168 @@ func PartitionsOf(cfg jetstream.StreamConfig, n Names) (int, error) {
 
 // ensurePartitions returns the P the streams are to have: want, or the
 // existing command stream's when want is 0; fresh: there is no command
-// stream yet. Streams made before partitions
+// stream yet; legacy: the streams were made before partitions and this
+// start is taking them over (the caller checks the update with
+// checkTakeover). Streams made before partitions
 // are taken over only when no engine consumer of theirs has work left (they
 // are then deleted: the partition consumers replace them); otherwise start
 // the release they were made with until its engines are done.
-func ensurePartitions(ctx context.Context, js jetstream.JetStream, n Names, want int) (parts int, fresh bool, err error) {
+//
+// A stream update does not compare the configuration it replaces, so two
+// starts that both found no P recorded would each write their own, the
+// last one standing while the first one's engine may already run with its
+// P. The takeover's P is therefore claimed first (claimPartitions), and
+// every start that goes on to update takes the claimed one.
+// afterCheck, if set, runs once no P was found recorded (tests).
+func ensurePartitions(ctx context.Context, js jetstream.JetStream, n Names, want int, afterCheck func()) (parts int, fresh, legacy bool, err error) {
 	if want != 0 {
 		if err := ValidatePartitions(want); err != nil {
-			return 0, false, fmt.Errorf("ensure streams: %w", err)
+			return 0, false, false, fmt.Errorf("ensure streams: %w", err)
 		}
 	}
 	st, err := js.Stream(ctx, n.CommandStream())
 	if errors.Is(err, jetstream.ErrStreamNotFound) {
-		return cmp.Or(want, DefaultPartitions), true, nil
+		return cmp.Or(want, DefaultPartitions), true, false, nil
 	}
 	if err != nil {
-		return 0, false, fmt.Errorf("ensure streams: %s: %w", n.CommandStream(), err)
+		return 0, false, false, fmt.Errorf("ensure streams: %s: %w", n.CommandStream(), err)
 	}
-	if _, ok := st.CachedInfo().Config.Metadata[partitionsKey]; ok {
-		have, err := PartitionsOf(st.CachedInfo().Config, n)
-		if err != nil {
-			return 0, false, fmt.Errorf("ensure streams: %w", err)
-		}
-		if want != 0 && want != have {
-			return 0, false, fmt.Errorf("ensure streams: %w: asked for %d, %s has %d; P is fixed at install", ErrPartitions, want, n.CommandStream(), have)
-		}
-		return have, false, nil
+	if have, ok, err := recordedPartitions(st.CachedInfo().Config, n, want); ok || err != nil {
+		return have, false, false, err
+	}
+	if afterCheck != nil {
+		afterCheck()
+	}
+	parts, err = claimPartitions(ctx, js, n, want)
+	if err != nil {
+		return 0, false, false, err
+	}
+	// A takeover may have finished since the check (and deleted its claim,
+	// which this one then replaced): the P it recorded stands, and the
+	// claim has no more work.
+	if st, err = js.Stream(ctx, n.CommandStream()); err != nil {
+		return 0, false, false, fmt.Errorf("ensure streams: %s: %w", n.CommandStream(), err)
+	}
+	if have, ok, err := recordedPartitions(st.CachedInfo().Config, n, want); ok || err != nil {
+		dropClaim(ctx, js, n)
+		return have, false, false, err
 	}
 	// Both streams checked before either is touched.
-	legacy := map[string][]string{}
+	old := map[string][]string{}
 	for _, name := range []string{n.CommandStream(), n.SystemStream()} {
 		names, err := legacyConsumers(ctx, js, name, n)
 		if err != nil {
-			return 0, false, err
+			return 0, false, false, err
 		}
-		legacy[name] = names
+		old[name] = names
 	}
-	for stream, names := range legacy {
+	for stream, names := range old {
 		for _, c := range names {
 			if err := js.DeleteConsumer(ctx, stream, c); err != nil && !errors.Is(err, jetstream.ErrConsumerNotFound) {
-				return 0, false, fmt.Errorf("ensure streams: %s: delete consumer %s made before partitions: %w", stream, c, err)
+				return 0, false, false, fmt.Errorf("ensure streams: %s: delete consumer %s made before partitions: %w", stream, c, err)
 			}
 		}
 	}
-	return cmp.Or(want, DefaultPartitions), false, nil
+	return parts, false, true, nil
+}
+
+// recordedPartitions returns the P the command stream's configuration
+// records (ok), refusing want if it is another; not ok if none is.
+func recordedPartitions(cfg jetstream.StreamConfig, n Names, want int) (have int, ok bool, err error) {
+	if _, ok := cfg.Metadata[partitionsKey]; !ok {
+		return 0, false, nil
+	}
+	have, err = PartitionsOf(cfg, n)
+	if err != nil {
+		return 0, false, fmt.Errorf("ensure streams: %w", err)
+	}
+	if want != 0 && want != have {
+		return 0, false, fmt.Errorf("ensure streams: %w: asked for %d, %s has %d; P is fixed at install", ErrPartitions, want, n.CommandStream(), have)
+	}
+	return have, true, nil
+}
+
+// partitionsClaim is the durable consumer of the command stream whose
+// metadata holds the P a takeover of streams made before partitions is
+// setting. It reads nothing: it exists for its create, which the server
+// refuses when a consumer of that name exists with another configuration,
+// so one P is claimed at a time. The takeover that sees its P recorded
+// deletes it; one that fails leaves it, so a later start takes the same P.
+const partitionsClaim = "turnstile-partitions-claim"
+
+func claimConfig(p int) jetstream.ConsumerConfig {
+	return jetstream.ConsumerConfig{
+		Durable: partitionsClaim,
+		Description: fmt.Sprintf("Turnstile: P=%d is being set on streams made before partitions; "+
+			"deleted once the command stream records it", p),
+		DeliverPolicy: jetstream.DeliverNewPolicy,
+		AckPolicy:     jetstream.AckNonePolicy,
+		Metadata:      map[string]string{partitionsKey: strconv.Itoa(p)},
+	}
+}
+
+// claimPartitions claims P for taking over streams made before
+// partitions: want, or when want is 0 the P another start has claimed, or
+// DefaultPartitions. A claim of another P than want is refused with
+// ErrPartitions.
+func claimPartitions(ctx context.Context, js jetstream.JetStream, n Names, want int) (int, error) {
+	p := cmp.Or(want, DefaultPartitions)
+	for range 3 {
+		_, err := js.CreateConsumer(ctx, n.CommandStream(), claimConfig(p))
+		if err == nil {
+			return p, nil
+		}
+		if !errors.Is(err, jetstream.ErrConsumerExists) {
+			return 0, fmt.Errorf("ensure streams: %s: claim P=%d for streams made before partitions: %w", n.CommandStream(), p, err)
+		}
+		c, err := js.Consumer(ctx, n.CommandStream(), partitionsClaim)
+		if errors.Is(err, jetstream.ErrConsumerNotFound) {
+			continue // its takeover ended meanwhile
+		}
+		if err != nil {
+			return 0, fmt.Errorf("ensure streams: %s: consumer %s: %w", n.CommandStream(), partitionsClaim, err)
+		}
+		v := c.CachedInfo().Config.Metadata[partitionsKey]
+		have, err := strconv.Atoi(v)
+		if err != nil || ValidatePartitions(have) != nil {
+			return 0, fmt.Errorf("ensure streams: %s: consumer %s has metadata %s=%q: want 1 to %d; delete it if no serve is starting",
+				n.CommandStream(), partitionsClaim, partitionsKey, v, MaxPartitions)
+		}
+		if want != 0 && want != have {
+			return 0, fmt.Errorf("ensure streams: %w: asked for %d, but another start is taking over %s (made before partitions) with %d "+
+				"(consumer %s records it): start with --partitions %d or none; if no other serve is starting, delete that consumer",
+				ErrPartitions, want, n.CommandStream(), have, partitionsClaim, have)
+		}
+		p = have
+	}
+	return 0, fmt.Errorf("ensure streams: %s: consumer %s kept changing while claiming P; try again", n.CommandStream(), partitionsClaim)
+}
+
+// checkTakeover reads the command stream after a takeover's update: if it
+// records another P than parts, a start that did not claim (a release
+// before the claim) updated it meanwhile, and this start must not run with
+// parts. Once it records parts, the claim has done its work.
+func checkTakeover(ctx context.Context, js jetstream.JetStream, n Names, parts int) error {
+	st, err := js.Stream(ctx, n.CommandStream())
+	if err != nil {
+		return fmt.Errorf("ensure streams: %s: %w", n.CommandStream(), err)
+	}
+	have, err := PartitionsOf(st.CachedInfo().Config, n)
+	if err != nil {
+		return fmt.Errorf("ensure streams: after the update: %w", err)
+	}
+	if have != parts {
+		return fmt.Errorf("ensure streams: %w: this start set %d on %s (made before partitions), and another start set %d meanwhile: "+
+			"stop every serve, then start them with one --partitions (or none)", ErrPartitions, parts, n.CommandStream(), have)
+	}
+	dropClaim(ctx, js, n)
+	return nil
+}
+
+// dropClaim deletes the claim once the command stream records P. A claim
+// left (the delete failed) is harmless: a start reads the recorded P first.
+func dropClaim(ctx context.Context, js jetstream.JetStream, n Names) {
+	_ = js.DeleteConsumer(ctx, n.CommandStream(), partitionsClaim)
 }
 
 // legacyConsumers returns the durable consumers of stream that read every
