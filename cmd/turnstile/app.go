@@ -107,7 +107,7 @@ commands from another terminal.`,
 		"nats-tls-cert", "nats-tls-key", "nats-tls-ca", "database-url", "api-url", "api-token", "api-tls-ca", "data-dir", "prefix", "output", "log-level", "log-format"} {
 		markEnv(pf, name)
 	}
-	root.AddGroup(&cobra.Group{ID: "lifecycle", Title: "Lifecycle commands (over NATS):"},
+	root.AddGroup(&cobra.Group{ID: "lifecycle", Title: "Lifecycle commands:"},
 		&cobra.Group{ID: "query", Title: "Queries, history and audits:"},
 		&cobra.Group{ID: "admin", Title: "Running Turnstile:"})
 	root.SetHelpCommandGroupID("admin")

@@ -1,8 +1,9 @@
 // Command turnstile is Turnstile's one binary: `turnstile serve` runs the
 // whole system on one machine (embedded NATS, a local PostgreSQL, the
 // engine, the provisioner, the projector and the HTTP API), and the other
-// commands are its CLI: lifecycle commands over NATS, queries over the SQL
-// read model, history and audits over the event stream.
+// commands are its CLI: lifecycle commands, queries, history and audits,
+// through serve's HTTP API when its URL is known, else directly over NATS
+// and the SQL read model.
 //
 // Guarantees:
 //   - Exit codes: 0 done, 1 error, 2 usage, 3 rejected (the reason on
