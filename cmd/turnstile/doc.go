@@ -10,7 +10,8 @@
 //     stderr), 4 a wait timed out; one table (exitcode.go) maps rejection
 //     codes to them.
 //   - Every connection and serve flag can be set by a TURNSTILE_* variable
-//     (the flag's name in upper case, '-' as '_'); the command line wins.
+//     (the flag's name in upper case, '-' as '_'); the command line wins,
+//     and a bad value a variable gave is reported under its name.
 //   - Nothing is published before a command is validated: bad input exits 2
 //     and changes nothing.
 //   - serve on SIGINT or SIGTERM stops taking commands, lets the engine
