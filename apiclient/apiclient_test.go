@@ -133,6 +133,13 @@ func TestClient(t *testing.T) {
 		}
 	})
 
+	t.Run("Cluster", func(t *testing.T) {
+		rep, err := st.c.Cluster(ctx)
+		if err != nil || len(rep.Nodes) == 0 || len(rep.Streams) != 3 || len(rep.Partitions) == 0 || len(rep.Engines) != 1 {
+			t.Fatalf("cluster: %+v %v; want the server, the three streams, the partitions and the engine", rep, err)
+		}
+	})
+
 	t.Run("WrongToken", func(t *testing.T) {
 		c, err := apiclient.New(st.srv.URL, strings.Repeat("x", 40), nil)
 		if err != nil {

@@ -18,6 +18,7 @@ import (
 	"github.com/turnstile-dev/turnstile/client"
 	"github.com/turnstile-dev/turnstile/fsm"
 	"github.com/turnstile-dev/turnstile/read"
+	"github.com/turnstile-dev/turnstile/status"
 	"github.com/turnstile-dev/turnstile/webhook"
 )
 
@@ -324,6 +325,14 @@ func (c *Client) Audit(ctx context.Context, id, at string) (api.AuditReport, err
 func (c *Client) AuditAll(ctx context.Context) (api.AuditReport, error) {
 	var rep api.AuditReport
 	_, err := c.do(ctx, http.MethodGet, "/v1/audit", nil, nil, nil, &rep)
+	return rep, err
+}
+
+// Cluster reads where Turnstile's data lives and how far behind each part
+// is (GET /v1/cluster): what `turnstile status` shows.
+func (c *Client) Cluster(ctx context.Context) (status.Report, error) {
+	var rep status.Report
+	_, err := c.do(ctx, http.MethodGet, "/v1/cluster", nil, nil, nil, &rep)
 	return rep, err
 }
 

@@ -1,7 +1,7 @@
 // Package apiclient is a Go client of Turnstile's HTTP API: the commands,
-// the reads, waiting, the Server-Sent Events streams and the webhooks, in
-// the API's own views (api.CommandResult, api.Workspace, api.Event,
-// webhook.Info, ...). The CLI speaks to a serve through it when it has the
+// the reads, waiting, the Server-Sent Events streams, the cluster's status
+// and the webhooks, in the API's own views (api.CommandResult,
+// api.Workspace, api.Event, status.Report, webhook.Info, ...). The CLI speaks to a serve through it when it has the
 // API's URL, and always for the webhooks.
 //
 // Guarantees:

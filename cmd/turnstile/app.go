@@ -35,6 +35,8 @@ type app struct {
 	// started is set once a command's own code runs: errors before it are
 	// usage errors from parsing the command line.
 	started bool
+	// fromEnv are the flags their TURNSTILE_* variables set, by name.
+	fromEnv map[string]envSetting
 }
 
 // run executes the command line args and returns the exit code.
@@ -45,13 +47,22 @@ func run(ctx context.Context, args []string, s streams, getenv func(string) stri
 	root.SetIn(s.in)
 	root.SetOut(s.out)
 	root.SetErr(s.err)
-	err := root.ExecuteContext(ctx)
+	return a.exit(root.ExecuteContext(ctx))
+}
+
+// exit is the exit code of a command that ended with err, which it
+// prints; a bad value a variable gave is reported under the variable's
+// name.
+func (a *app) exit(err error) int {
 	code := codeOf(err, a.started)
 	var ee *codedError
 	if err != nil && !(errors.As(err, &ee) && ee.quiet) {
-		fmt.Fprintln(s.err, "turnstile:", err)
+		if code == exitUsage {
+			err = namedByVariables(err, a.fromEnv)
+		}
+		fmt.Fprintln(a.err, "turnstile:", err)
 		if code == exitUsage && !a.started {
-			fmt.Fprintln(s.err, "Run 'turnstile --help' for usage.")
+			fmt.Fprintln(a.err, "Run 'turnstile --help' for usage.")
 		}
 	}
 	return code
@@ -71,7 +82,9 @@ commands from another terminal.`,
 		SilenceErrors: true,
 		SilenceUsage:  true,
 		PersistentPreRunE: func(cmd *cobra.Command, _ []string) error {
-			if err := bindEnv(cmd, a.getenv); err != nil {
+			fromEnv, err := bindEnv(cmd, a.getenv)
+			a.fromEnv = fromEnv
+			if err != nil {
 				return err
 			}
 			switch a.output {
@@ -107,7 +120,7 @@ commands from another terminal.`,
 		"nats-tls-cert", "nats-tls-key", "nats-tls-ca", "database-url", "api-url", "api-token", "api-tls-ca", "data-dir", "prefix", "output", "log-level", "log-format"} {
 		markEnv(pf, name)
 	}
-	root.AddGroup(&cobra.Group{ID: "lifecycle", Title: "Lifecycle commands (over NATS):"},
+	root.AddGroup(&cobra.Group{ID: "lifecycle", Title: "Lifecycle commands:"},
 		&cobra.Group{ID: "query", Title: "Queries, history and audits:"},
 		&cobra.Group{ID: "admin", Title: "Running Turnstile:"})
 	root.SetHelpCommandGroupID("admin")

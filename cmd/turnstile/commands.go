@@ -69,6 +69,11 @@ func (a *app) runLifecycle(cmd *cobra.Command, t fsm.CommandType, id string, f *
 			return usageError(fmt.Errorf("--command-id: %w", err))
 		}
 	}
+	// A context that has ended sends nothing, and says only "context
+	// deadline exceeded".
+	if f.timeout <= 0 {
+		return usageError(fmt.Errorf("--timeout %v: use a positive duration, such as 30s", f.timeout))
+	}
 	if t == fsm.Configure && !f.spec.given(cmd.Flags()) {
 		return usageError(errors.New("configure needs at least one of --image, --env, --secret-env, --label, --cpus, --memory, --profile"))
 	}
@@ -104,13 +109,13 @@ func (a *app) runLifecycle(cmd *cobra.Command, t fsm.CommandType, id string, f *
 	}
 	cl, nc, closeFn, err := a.openClient(ctx)
 	if err != nil {
-		return err
+		return noOutcome(c, f.timeout, false, err)
 	}
 	defer closeFn()
 	if t == fsm.Configure && !f.spec.replace {
 		h, err := cl.Store().Load(ctx, id)
 		if err != nil {
-			return err
+			return noOutcome(c, f.timeout, false, err)
 		}
 		spec, err := f.spec.apply(cmd.Flags(), h.State.Spec)
 		if err != nil {
@@ -124,11 +129,8 @@ func (a *app) runLifecycle(cmd *cobra.Command, t fsm.CommandType, id string, f *
 	switch {
 	case errors.As(err, &reused):
 		return usageError(fmt.Errorf("--command-id: %w", err))
-	case errors.Is(err, client.ErrNoOutcome):
-		return withCode(exitTimeout, fmt.Errorf("no outcome for %s %s within %v: the command is stored and will be handled; run it again with --command-id %s to learn its outcome",
-			t, id, f.timeout, c.ID))
 	case err != nil:
-		return err
+		return noOutcome(c, f.timeout, true, err)
 	}
 	res := api.ResultOf(o)
 	if o.Outcome == fsm.Rejected {
@@ -142,6 +144,27 @@ func (a *app) runLifecycle(cmd *cobra.Command, t fsm.CommandType, id string, f *
 		return err
 	}
 	return waitErr
+}
+
+// noOutcome is the error of command c, which ended with err before its
+// outcome was known. When that is for want of time (serve or the engine
+// said it had none yet, or --timeout passed), it is exit 4 with what the
+// user can do: the command id, whoever made it, since sending it again
+// with that id learns the outcome and never handles the command twice.
+// sent says whether c may have gone out. Any other err is as it is.
+func noOutcome(c fsm.Command, timeout time.Duration, sent bool, err error) error {
+	switch {
+	case errors.Is(err, client.ErrNoOutcome):
+		return withCode(exitTimeout, fmt.Errorf("no outcome for %s %s within %v: the command is stored and will be handled; run it again with --command-id %s to learn its outcome",
+			c.Type, c.Workspace, timeout, c.ID))
+	case !errors.Is(err, context.DeadlineExceeded):
+		return err
+	case !sent:
+		return withCode(exitTimeout, fmt.Errorf("%s %s: nothing was sent within --timeout %v (%w); run it again, with a longer --timeout",
+			c.Type, c.Workspace, timeout, err))
+	}
+	return withCode(exitTimeout, fmt.Errorf("no outcome for %s %s within %v: the command may be stored, and then it will be handled; run it again with --command-id %s to learn its outcome (the same id is never handled twice)",
+		c.Type, c.Workspace, timeout, c.ID))
 }
 
 // rejected prints a refusal (as JSON on stdout with -o json) and returns
@@ -212,7 +235,7 @@ func (a *app) runLifecycleHTTP(ctx context.Context, cmd *cobra.Command, hc *apic
 		w, err := catchUp(ctx, func(ctx context.Context) (api.Workspace, error) { return hc.Get(ctx, c.Workspace) },
 			func(w api.Workspace) bool { return w.EventSeq >= w.LatestEventSeq })
 		if err != nil && !errors.Is(err, read.ErrNoWorkspace) {
-			return err
+			return noOutcome(c, f.timeout, false, err)
 		}
 		// The engine replaces the whole spec: one built on a stale read
 		// would undo the changes of the events the read model lacks.
@@ -236,11 +259,8 @@ func (a *app) runLifecycleHTTP(ctx context.Context, cmd *cobra.Command, hc *apic
 		return usageError(fmt.Errorf("--command-id: %w", err))
 	case errors.As(err, &ae) && ae.Code() == fsm.CodeInvalid:
 		return usageError(err)
-	case errors.Is(err, client.ErrNoOutcome):
-		return withCode(exitTimeout, fmt.Errorf("no outcome for %s %s within %v: the command is stored and will be handled; run it again with --command-id %s to learn its outcome",
-			c.Type, c.Workspace, f.timeout, c.ID))
 	case err != nil:
-		return err
+		return noOutcome(c, f.timeout, true, err)
 	}
 	if res.Outcome == fsm.Rejected {
 		return a.rejected(res)
@@ -271,9 +291,11 @@ func (a *app) waitSteadyHTTP(ctx context.Context, hc *apiclient.Client, start ti
 		after := res.EventSeq
 		if after == 0 { // no event of its own (a no-op): from the newest one on
 			w, err := hc.Get(ctx, res.Workspace)
-			if err != nil {
+			if err != nil && ctx.Err() == nil {
 				return err
 			}
+			// Out of time, w is empty: the follow returns at once, and
+			// the timeout is said below.
 			after = max(w.LatestEventSeq, w.EventSeq)
 		}
 		errSettled := errors.New("settled")

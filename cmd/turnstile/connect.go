@@ -5,9 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -123,11 +125,11 @@ func (a *app) connectNATSWith(ctx context.Context, file string) (*nats.Conn, err
 		}
 		opts = append(opts, o)
 	}
-	if d, ok := ctx.Deadline(); ok {
-		opts = append(opts, nats.Timeout(max(time.Until(d), time.Second)))
-	}
-	nc, err := nats.Connect(url, opts...)
+	nc, err := connectUntil(ctx, url, opts...)
 	if err != nil {
+		if ctx.Err() != nil {
+			return nil, fmt.Errorf("connecting to NATS at %s: %w", withoutUserinfo(url), ctx.Err())
+		}
 		if errors.Is(err, nats.ErrAuthorization) {
 			return nil, fmt.Errorf("NATS at %s refused this client: %w (serve's embedded NATS wants the key in %s: run from the directory serve runs in, or pass --data-dir or --nats-token)",
 				withoutUserinfo(url), redactURLError(err), filepath.Join(a.dataDir, file))
@@ -135,6 +137,64 @@ func (a *app) connectNATSWith(ctx context.Context, file string) (*nats.Conn, err
 		return nil, fmt.Errorf("cannot reach NATS at %s: %w (is 'turnstile serve' running? otherwise pass --nats-url or set TURNSTILE_NATS_URL)", withoutUserinfo(url), redactURLError(err))
 	}
 	return nc, nil
+}
+
+// natsConnectTimeout bounds each step of a client command's connect to
+// NATS (the dial, the server's greeting, its answer to CONNECT): an
+// address that takes the connection and says nothing is reported after
+// it, not at the command's own deadline (minutes for history).
+const natsConnectTimeout = 10 * time.Second
+
+// connectUntil is nats.Connect that also gives up when ctx ends:
+// nats.Connect takes no context, so each connection it makes while
+// connecting is closed at ctx's end, which ends the dial or the read it
+// waits in. Once connected, the connection no longer depends on ctx, and
+// reconnects dial as nats.go would.
+func connectUntil(ctx context.Context, url string, opts ...nats.Option) (*nats.Conn, error) {
+	d := &ctxDialer{ctx: ctx, d: net.Dialer{Timeout: natsConnectTimeout}}
+	nc, err := nats.Connect(url, append(opts, nats.Timeout(natsConnectTimeout), nats.SetCustomDialer(d))...)
+	d.connected()
+	return nc, err
+}
+
+// ctxDialer is connectUntil's dialer.
+type ctxDialer struct {
+	ctx context.Context
+	d   net.Dialer
+
+	mu    sync.Mutex
+	done  bool          // connect returned: dial without ctx
+	stops []func() bool // of the AfterFuncs closing connect's connections
+}
+
+func (d *ctxDialer) Dial(network, addr string) (net.Conn, error) {
+	d.mu.Lock()
+	ctx := d.ctx
+	if d.done {
+		ctx = context.Background()
+	}
+	d.mu.Unlock()
+	conn, err := d.d.DialContext(ctx, network, addr)
+	if err != nil {
+		return nil, err
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if !d.done { // else a reconnect, dialled as connect returned
+		d.stops = append(d.stops, context.AfterFunc(d.ctx, func() { _ = conn.Close() }))
+	}
+	return conn, nil
+}
+
+// connected unties the connections made so far from ctx.
+func (d *ctxDialer) connected() {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.done = true
+	for _, stop := range d.stops {
+		stop()
+	}
+	d.stops = nil
 }
 
 // openClient connects and returns a client and its connection; closeFn

@@ -59,8 +59,8 @@ flags are not readable from there.`,
 	}
 	f := c.Flags()
 	f.DurationVar(dl[fsm.Provisioning], "deadline-provisioning", *dl[fsm.Provisioning], "serve's --deadline-provisioning, to show the deadline (direct path only)")
-	f.DurationVar(dl[fsm.Stopping], "deadline-stopping", *dl[fsm.Stopping], "serve's --deadline-stopping, to show the deadline")
-	f.DurationVar(dl[fsm.Deleting], "deadline-deleting", *dl[fsm.Deleting], "serve's --deadline-deleting, to show the deadline")
+	f.DurationVar(dl[fsm.Stopping], "deadline-stopping", *dl[fsm.Stopping], "serve's --deadline-stopping, to show the deadline (direct path only)")
+	f.DurationVar(dl[fsm.Deleting], "deadline-deleting", *dl[fsm.Deleting], "serve's --deadline-deleting, to show the deadline (direct path only)")
 	f.StringVar(&o.Durable, "engine-durable", api.DefaultEngineDurable, "the engine's durable consumer on the command stream")
 	return c
 }

@@ -210,15 +210,7 @@ func runConfined(t *testing.T, args []string, env map[string]string) cliResult {
 	root.SetIn(a.in)
 	root.SetOut(a.out)
 	root.SetErr(a.err)
-	err := root.ExecuteContext(ctx)
-	res.code = codeOf(err, a.started)
-	var ee *codedError
-	if err != nil && !(errors.As(err, &ee) && ee.quiet) {
-		fmt.Fprintln(a.err, "turnstile:", err)
-		if res.code == exitUsage && !a.started {
-			fmt.Fprintln(a.err, "Run 'turnstile --help' for usage.")
-		}
-	}
+	res.code = a.exit(root.ExecuteContext(ctx))
 	res.out, res.err = out.String(), errb.String()
 	res.connected = tr.close() > 0
 	return res

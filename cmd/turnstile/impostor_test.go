@@ -107,7 +107,7 @@ func TestCredentialsNotSentToAnImpostor(t *testing.T) {
 		}))
 		defer fake.Close()
 		dir := dataDir(t, map[string]string{apiURLFile: fake.URL, apiTokenFile: secret})
-		for _, args := range [][]string{{"get", "web"}, {"list"}, {"webhook", "list"}, {"history", "web", "--follow"}} {
+		for _, args := range [][]string{{"get", "web"}, {"list"}, {"webhook", "list"}, {"history", "web", "--follow"}, {"status"}} {
 			code, out, errs := runCLI(t, map[string]string{"TURNSTILE_DATA_DIR": dir}, args...)
 			if code != exitError || !strings.Contains(errs, "did not prove") || !strings.Contains(errs, fake.URL) {
 				t.Errorf("turnstile %s against a fake API: exit %d, stdout %q, stderr %q; want exit 1 and why the token was not sent",
@@ -158,7 +158,7 @@ func TestCredentialsNotSentToAnImpostor(t *testing.T) {
 		s := startInProcessServe(t, nil)
 		// The HTTP path, as the README's tour takes it: the data dir only.
 		env := map[string]string{"TURNSTILE_DATA_DIR": s.dir}
-		for _, args := range [][]string{{"create", "web", "--wait"}, {"get", "web"}, {"webhook", "list"}} {
+		for _, args := range [][]string{{"create", "web", "--wait"}, {"get", "web"}, {"webhook", "list"}, {"status"}} {
 			if code, out, errs := runCLI(t, env, args...); code != 0 {
 				t.Fatalf("turnstile %s over HTTP: exit %d\n%s%s", strings.Join(args, " "), code, out, errs)
 			}

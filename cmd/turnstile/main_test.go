@@ -89,6 +89,46 @@ func TestEnvBinding(t *testing.T) {
 			t.Fatalf("exit %d, err %q", code, errs)
 		}
 	})
+	// A value a check refuses (not one the flag cannot parse) is reported
+	// under the variable that gave it, not under a flag nobody typed; a
+	// variable that may hold a secret is named without its value.
+	t.Run("CheckedValueNamesVariable", func(t *testing.T) {
+		serveEnv := func(k, v string) map[string]string {
+			return map[string]string{k: v, "TURNSTILE_DATA_DIR": t.TempDir(), "TURNSTILE_PROVISIONER": "sim",
+				"TURNSTILE_NATS_LISTEN": fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t)),
+				"TURNSTILE_HTTP_ADDR":   fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))}
+		}
+		for _, tc := range []struct {
+			env        map[string]string
+			args       []string
+			want, flag string
+		}{
+			{map[string]string{"TURNSTILE_OUTPUT": "xml"}, []string{"list"}, `TURNSTILE_OUTPUT="xml"`, "--output"},
+			{map[string]string{"TURNSTILE_API_URL": "notaurl", "TURNSTILE_API_TOKEN": strings.Repeat("t", 43)}, []string{"list"},
+				`TURNSTILE_API_URL="notaurl"`, "--api-url"},
+			{serveEnv("TURNSTILE_LOG_LEVEL", "loud"), []string{"serve"}, `TURNSTILE_LOG_LEVEL="loud"`, "--log-level"},
+			{serveEnv("TURNSTILE_PROVISIONER", "k8s"), []string{"serve"}, `TURNSTILE_PROVISIONER="k8s"`, "--provisioner"},
+			{serveEnv("TURNSTILE_REPLICAS", "2"), []string{"serve"}, `TURNSTILE_REPLICAS="2"`, "--replicas"},
+			{serveEnv("TURNSTILE_NATS_SYNC", "sometimes"), []string{"serve"}, `TURNSTILE_NATS_SYNC="sometimes"`, "--nats-sync"},
+			{serveEnv("TURNSTILE_DEFAULT_MEMORY", "lots"), []string{"serve"}, `TURNSTILE_DEFAULT_MEMORY="lots"`, "--default-memory"},
+			{serveEnv("TURNSTILE_SHUTDOWN_TIMEOUT", "0s"), []string{"serve"}, `TURNSTILE_SHUTDOWN_TIMEOUT="0s"`, "--shutdown-timeout"},
+			{serveEnv("TURNSTILE_SHUTDOWN_TIMEOUT", "0"), []string{"serve"}, `TURNSTILE_SHUTDOWN_TIMEOUT="0"`, "--shutdown-timeout"},
+			{serveEnv("TURNSTILE_API_TOKEN", "short-secret"), []string{"serve"}, "TURNSTILE_API_TOKEN:", "--api-token"},
+		} {
+			code, _, errs := runCLI(t, tc.env, tc.args...)
+			if code != exitUsage || !strings.Contains(errs, tc.want) || strings.Contains(errs, tc.flag+" ") || strings.Contains(errs, tc.flag+":") {
+				t.Errorf("%v with %v: exit %d, stderr %q; want exit 2 naming %s, not %s", tc.args, tc.env, code, errs, tc.want, tc.flag)
+			}
+		}
+		if _, _, errs := runCLI(t, serveEnv("TURNSTILE_API_TOKEN", "short-secret"), "serve"); strings.Contains(errs, "short-secret") {
+			t.Errorf("serve with a bad TURNSTILE_API_TOKEN shows it: %q", errs)
+		}
+		// Given on the command line, the flag is named.
+		code, _, errs := runCLI(t, serveEnv("TURNSTILE_PROVISIONER", "sim"), "serve", "--replicas", "2")
+		if code != exitUsage || !strings.Contains(errs, "--replicas 2:") {
+			t.Errorf("serve --replicas 2: exit %d, stderr %q; want the flag named", code, errs)
+		}
+	})
 	t.Run("EveryServeFlagHasAVariable", func(t *testing.T) {
 		a := &app{getenv: func(string) string { return "" }}
 		root := a.rootCmd()
@@ -167,7 +207,7 @@ func TestServePolicyFlags(t *testing.T) {
 		if err := serve.ParseFlags(args); err != nil {
 			t.Fatal(err)
 		}
-		if err := bindEnv(serve, a.getenv); err != nil {
+		if _, err := bindEnv(serve, a.getenv); err != nil {
 			t.Fatal(err)
 		}
 		c, err := serveConfigOf(serve.Flags())
@@ -286,5 +326,28 @@ func TestLifecycleInProcess(t *testing.T) {
 	code, out, errs = runCLI(t, env, "audit", "--all", "-o", "json")
 	if code != 0 || !strings.Contains(out, `"ok": true`) {
 		t.Fatalf("audit --all: exit %d\n%s%s", code, out, errs)
+	}
+}
+
+// TestNameVariable: the forms a check's message names a flag in become
+// the variable; a longer flag and advice ("pass --nats-url") stay.
+func TestNameVariable(t *testing.T) {
+	for _, tc := range []struct {
+		msg, flag string
+		s         envSetting
+		want      string
+	}{
+		{`--output "xml": use table`, "output", envSetting{"TURNSTILE_OUTPUT", "xml", "xml"}, `TURNSTILE_OUTPUT="xml": use table`},
+		{`--replicas 2: use 1, 3 or 5`, "replicas", envSetting{"TURNSTILE_REPLICAS", "2", "2"}, `TURNSTILE_REPLICAS="2": use 1, 3 or 5`},
+		{`--replicas 25: no`, "replicas", envSetting{"TURNSTILE_REPLICAS", "2", "2"}, `--replicas 25: no`},
+		{`--tls-cert "a" and --tls-key "": give both`, "tls-cert", envSetting{"TURNSTILE_TLS_CERT", "a", "a"}, `TURNSTILE_TLS_CERT="a" and --tls-key "": give both`},
+		{`--api-token-file: mode 0644`, "api-token", envSetting{"TURNSTILE_API_TOKEN", "s", "[s]"}, `--api-token-file: mode 0644`},
+		{`--api-token: too short`, "api-token", envSetting{"TURNSTILE_API_TOKEN", "s", "[s]"}, `TURNSTILE_API_TOKEN: too short`},
+		{`give --api-url (without --nats-url and --database-url)`, "nats-url", envSetting{"TURNSTILE_NATS_URL", "nats://h:1", "nats://h:1"},
+			`give --api-url (without --nats-url and --database-url)`},
+	} {
+		if got := nameVariable(tc.msg, tc.flag, tc.s); got != tc.want {
+			t.Errorf("nameVariable(%q, %s) = %q, want %q", tc.msg, tc.flag, got, tc.want)
+		}
 	}
 }

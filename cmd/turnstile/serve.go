@@ -184,7 +184,7 @@ SIGINT or SIGTERM stops it cleanly.`,
 	f.StringVar(&c.tlsCert, "tls-cert", "", "certificate file (PEM, chain included) to serve the HTTP API over TLS, with --tls-key; reread when it changes")
 	f.StringVar(&c.tlsKey, "tls-key", "", "private key file (PEM) of --tls-cert")
 	f.DurationVar(&c.httpReadTimeout, "http-read-timeout", 30*time.Second, "how long a request's body may take to arrive; a slower one is cut off")
-	f.IntVar(&c.httpMaxWaits, "http-max-waits", api.DefaultMaxWaits, "GET .../wait requests open at once; beyond, /wait answers 429 with Retry-After")
+	f.IntVar(&c.httpMaxWaits, "http-max-waits", api.DefaultMaxWaits, "GET .../wait requests, follow=1 event streams and GET /v1/audit requests open at once, together; beyond, they are answered 429 too_many_waits with Retry-After")
 	f.StringVar(&c.provisioner, "provisioner", "auto", "provisioner: docker, sim (a SIMULATOR: no containers run) or auto (docker when reachable, else sim)")
 	f.StringVar(&c.installation, "installation", "", "installation id labelled on every container (default: generated once and kept in <data-dir>/installation)")
 	f.StringVar(&c.defaultImage, "default-image", "", "image of workspaces created without --image (docker default: turnstile-agent built locally from this binary)")

@@ -22,20 +22,13 @@ func (a *app) statusCmd() *cobra.Command {
 JetStream now (the NATS user role may read it): the NATS servers holding the
 streams, each stream's replicas and leader and whether each other replica is
 current, each durable consumer's backlog (pending, ack pending, redelivered,
-open pulls), and who handles each partition of the commands. GET /v1/cluster
-answers the same.`,
+open pulls), and who handles each partition of the commands. Over the HTTP
+API it is serve's GET /v1/cluster, which answers the same.`,
 		Args: exactArgs(),
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx, cancel := context.WithTimeout(cmd.Context(), 30*time.Second)
 			defer cancel()
-			// Not openStore: a stream without a leader must not keep the
-			// report of the others from being shown.
-			nc, err := a.connectNATS(ctx)
-			if err != nil {
-				return err
-			}
-			defer nc.Close()
-			rep, err := status.Read(ctx, nc, events.NewNames(a.prefix))
+			rep, err := a.clusterStatus(ctx)
 			if err != nil {
 				return err
 			}
@@ -45,6 +38,26 @@ answers the same.`,
 			return a.printStatus(rep)
 		},
 	}
+}
+
+// clusterStatus asks the API when the CLI speaks HTTP, else reads
+// JetStream itself.
+func (a *app) clusterStatus(ctx context.Context) (status.Report, error) {
+	hc, viaAPI, err := a.apiClient()
+	if err != nil {
+		return status.Report{}, err
+	}
+	if viaAPI {
+		return hc.Cluster(ctx)
+	}
+	// Not openStore: a stream without a leader must not keep the report
+	// of the others from being shown.
+	nc, err := a.connectNATS(ctx)
+	if err != nil {
+		return status.Report{}, err
+	}
+	defer nc.Close()
+	return status.Read(ctx, nc, events.NewNames(a.prefix))
 }
 
 // printStatus writes a report as three tables and the partitions.
