@@ -209,17 +209,17 @@ func recordedPartitions(cfg jetstream.StreamConfig, n Names, want int) (have int
 	return have, true, nil
 }
 
-// partitionsClaim is the durable consumer of the command stream whose
+// PartitionsClaim is the durable consumer of the command stream whose
 // metadata holds the P a takeover of streams made before partitions is
 // setting. It reads nothing: it exists for its create, which the server
 // refuses when a consumer of that name exists with another configuration,
 // so one P is claimed at a time. The takeover that sees its P recorded
 // deletes it; one that fails leaves it, so a later start takes the same P.
-const partitionsClaim = "turnstile-partitions-claim"
+const PartitionsClaim = "turnstile-partitions-claim"
 
 func claimConfig(p int) jetstream.ConsumerConfig {
 	return jetstream.ConsumerConfig{
-		Durable: partitionsClaim,
+		Durable: PartitionsClaim,
 		Description: fmt.Sprintf("Turnstile: P=%d is being set on streams made before partitions; "+
 			"deleted once the command stream records it", p),
 		DeliverPolicy: jetstream.DeliverNewPolicy,
@@ -242,27 +242,27 @@ func claimPartitions(ctx context.Context, js jetstream.JetStream, n Names, want 
 		if !errors.Is(err, jetstream.ErrConsumerExists) {
 			return 0, fmt.Errorf("ensure streams: %s: claim P=%d for streams made before partitions: %w", n.CommandStream(), p, err)
 		}
-		c, err := js.Consumer(ctx, n.CommandStream(), partitionsClaim)
+		c, err := js.Consumer(ctx, n.CommandStream(), PartitionsClaim)
 		if errors.Is(err, jetstream.ErrConsumerNotFound) {
 			continue // its takeover ended meanwhile
 		}
 		if err != nil {
-			return 0, fmt.Errorf("ensure streams: %s: consumer %s: %w", n.CommandStream(), partitionsClaim, err)
+			return 0, fmt.Errorf("ensure streams: %s: consumer %s: %w", n.CommandStream(), PartitionsClaim, err)
 		}
 		v := c.CachedInfo().Config.Metadata[partitionsKey]
 		have, err := strconv.Atoi(v)
 		if err != nil || ValidatePartitions(have) != nil {
 			return 0, fmt.Errorf("ensure streams: %s: consumer %s has metadata %s=%q: want 1 to %d; delete it if no serve is starting",
-				n.CommandStream(), partitionsClaim, partitionsKey, v, MaxPartitions)
+				n.CommandStream(), PartitionsClaim, partitionsKey, v, MaxPartitions)
 		}
 		if want != 0 && want != have {
 			return 0, fmt.Errorf("ensure streams: %w: asked for %d, but another start is taking over %s (made before partitions) with %d "+
 				"(consumer %s records it): start with --partitions %d or none; if no other serve is starting, delete that consumer",
-				ErrPartitions, want, n.CommandStream(), have, partitionsClaim, have)
+				ErrPartitions, want, n.CommandStream(), have, PartitionsClaim, have)
 		}
 		p = have
 	}
-	return 0, fmt.Errorf("ensure streams: %s: consumer %s kept changing while claiming P; try again", n.CommandStream(), partitionsClaim)
+	return 0, fmt.Errorf("ensure streams: %s: consumer %s kept changing while claiming P; try again", n.CommandStream(), PartitionsClaim)
 }
 
 // checkTakeover reads the command stream after a takeover's update: if it
@@ -289,7 +289,7 @@ func checkTakeover(ctx context.Context, js jetstream.JetStream, n Names, parts i
 // dropClaim deletes the claim once the command stream records P. A claim
 // left (the delete failed) is harmless: a start reads the recorded P first.
 func dropClaim(ctx context.Context, js jetstream.JetStream, n Names) {
-	_ = js.DeleteConsumer(ctx, n.CommandStream(), partitionsClaim)
+	_ = js.DeleteConsumer(ctx, n.CommandStream(), PartitionsClaim)
 }
 
 // legacyConsumers returns the durable consumers of stream that read every

@@ -185,6 +185,23 @@ func rolePermissions(n events.Names, serveDurables map[string][]string) (user, a
 	return user, admin
 }
 
+// serveDurables are the durable consumers serve keeps, by stream, which
+// no role may create or pull from. P is the streams' (fixed at install,
+// read after the server starts): every name it can give an engine
+// consumer is serve's. The partitions claim too: made by the admin role, it
+// would decide (or block) the P of streams made before partitions.
+func serveDurables(n events.Names, installation string) map[string][]string {
+	var engineConsumers []string
+	for k := range events.MaxPartitions {
+		engineConsumers = append(engineConsumers, events.EngineConsumer(engineDurable, k))
+	}
+	return map[string][]string{
+		n.CommandStream(): append(slices.Clone(engineConsumers), events.PartitionsClaim),
+		n.SystemStream():  engineConsumers,
+		n.EventStream():   {workerDurable(installation)},
+	}
+}
+
 // newToken returns 32 random bytes, URL-safe base64 encoded.
 func newToken() (string, error) {
 	b := make([]byte, 32)

@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -17,6 +18,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/nats-io/nkeys"
 
+	"github.com/turnstile-dev/turnstile/events"
 	"github.com/turnstile-dev/turnstile/internal/testenv"
 )
 
@@ -372,5 +374,23 @@ func TestNATSListenAnyPort(t *testing.T) {
 	nc, _, _ := s.connectUser(t)
 	if nc.ConnectedServerName() != "turnstile" {
 		t.Fatalf("connected to %q at %s, want serve's embedded server", nc.ConnectedServerName(), u)
+	}
+}
+
+// TestAdminCannotClaimPartitions: the admin role may make consumers of its
+// own (rebuild's), but not the partitions claim, whose create decides the P
+// of streams made before partitions (events.PartitionsClaim), nor serve's
+// other durables.
+func TestAdminCannotClaimPartitions(t *testing.T) {
+	n := events.NewNames("")
+	_, admin := rolePermissions(n, serveDurables(n, "inst"))
+	for _, subject := range []string{
+		"$JS.API.CONSUMER.CREATE." + n.CommandStream() + "." + events.PartitionsClaim,
+		"$JS.API.CONSUMER.CREATE." + n.CommandStream() + ".turnstile-engine-p63",
+		"$JS.API.CONSUMER.CREATE." + n.EventStream() + "." + workerDurable("inst"),
+	} {
+		if !slices.Contains(admin.Publish.Deny, subject) {
+			t.Errorf("the admin role may publish %s", subject)
+		}
 	}
 }

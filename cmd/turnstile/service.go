@@ -210,16 +210,7 @@ func (s *service) startNATS(ctx context.Context) error {
 		return nc, nil
 	}
 	if s.a.natsURL == "" {
-		// P is the streams' (fixed at install, read after the server
-		// starts): every name it can give an engine consumer is serve's.
-		var engineConsumers []string
-		for k := range events.MaxPartitions {
-			engineConsumers = append(engineConsumers, events.EngineConsumer(engineDurable, k))
-		}
-		userPerms, adminPerms := rolePermissions(s.names, map[string][]string{
-			s.names.CommandStream(): engineConsumers, s.names.SystemStream(): engineConsumers,
-			s.names.EventStream(): {workerDurable(s.installation)},
-		})
+		userPerms, adminPerms := rolePermissions(s.names, serveDurables(s.names, s.installation))
 		if s.embedded, err = startNATS(cfg.natsListen, cfg.natsSync, s.a.natsToken, s.a.dataDir, userPerms, adminPerms, log); err != nil {
 			return err
 		}
