@@ -206,7 +206,7 @@ SIGINT or SIGTERM stops it cleanly.`,
 	f.DurationVar(&c.deadlineDelete, "deadline-deleting", 5*time.Minute, "a workspace deleting longer fails")
 	f.IntVar(&c.maxActions, "max-actions", worker.DefaultMaxConcurrentActions, "provisioner actions (provision, stop, delete) run at once over all workspaces; more wait for a slot")
 	f.StringVar(&c.secretsDir, "secrets-dir", "", "directory of secrets the operator provides, one file per secret named as the secret (Docker or Kubernetes secret mounts), read after <data-dir>/secrets for secret://NAME env values")
-	f.IntVar(&c.maxPendingPerWorkspace, "max-pending-per-workspace", engine.DefaultMaxPendingPerWorkspace, "commands queued for one workspace at most; a user command beyond it is refused busy at once, undecided, so one workspace's flood cannot hold up the others")
+	f.IntVar(&c.maxPendingPerWorkspace, "max-pending-per-workspace", engine.DefaultMaxPendingPerWorkspace, "commands queued for one workspace at most; a user command delivered for the first time beyond it is refused busy at once, undecided, so one workspace's flood cannot hold up the others (one that may have been decided already is queued)")
 	f.DurationVar(&c.rejectedRetention, "rejected-retention", events.DefaultRejectedRetention, "how long outcomes that wrote no event (rejected, no-op, stale) are kept in JetStream; commands are kept no longer; 0 keeps them for ever")
 	f.BoolVar(&c.webhookAllowPrivate, "webhook-allow-private", false, "let webhooks call loopback, private and link-local addresses (receivers on this host or network); by default serve refuses them at add and at every dial")
 	f.DurationVar(&c.shutdownTimeout, "shutdown-timeout", 30*time.Second, "how long a shutdown may take before it gives up waiting")
