@@ -97,6 +97,14 @@ func stuckCommand(t *testing.T, ctx context.Context, js jetstream.JetStream, ws 
 
 func publishCommand(t *testing.T, ctx context.Context, js jetstream.JetStream, cmd fsm.Command) {
 	t.Helper()
+	if _, err := js.PublishMsg(ctx, commandMsg(t, cmd)); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// commandMsg is cmd as a client publishes it, on the default prefix.
+func commandMsg(t *testing.T, cmd fsm.Command) *nats.Msg {
+	t.Helper()
 	b, err := events.EncodeCommand(cmd)
 	if err != nil {
 		t.Fatal(err)
@@ -104,9 +112,7 @@ func publishCommand(t *testing.T, ctx context.Context, js jetstream.JetStream, c
 	m := nats.NewMsg(events.NewNames("").Command(cmd.Workspace))
 	m.Data = b
 	m.Header.Set(jetstream.MsgIDHeader, cmd.ID)
-	if _, err := js.PublishMsg(ctx, m); err != nil {
-		t.Fatal(err)
-	}
+	return m
 }
 
 // consumerInfo is the current info of the engine consumer of ws's
@@ -154,14 +160,7 @@ func TestTakeoverOfALongRange(t *testing.T) {
 	var acks []jetstream.PubAckFuture
 	for i := range acked {
 		cmd := fsm.Command{ID: fmt.Sprintf("after-%d-create", i), Type: fsm.Create, Workspace: fmt.Sprintf("after-%d", i)}
-		b, err := events.EncodeCommand(cmd)
-		if err != nil {
-			t.Fatal(err)
-		}
-		m := nats.NewMsg(events.NewNames("").Command(cmd.Workspace))
-		m.Data = b
-		m.Header.Set(jetstream.MsgIDHeader, cmd.ID)
-		f, err := core.JS.PublishMsgAsync(m)
+		f, err := core.JS.PublishMsgAsync(commandMsg(t, cmd))
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -11,7 +11,6 @@ import (
 
 	"github.com/turnstile-dev/turnstile/events"
 	"github.com/turnstile-dev/turnstile/fsm"
-	"github.com/turnstile-dev/turnstile/internal/testenv"
 )
 
 // TestOneReplicaAsksNoLeader: on a single-replica stream the outcome
@@ -20,18 +19,10 @@ import (
 // and no stream info for a commit (the configuration read at open
 // stands for replicasRecheck).
 func TestOneReplicaAsksNoLeader(t *testing.T) {
-	n := testenv.StartNATS(t, testenv.NATSOptions{})
-	nc, js := n.Connect(t)
+	store, js := commitEnv(t)
+	nc, names := js.Conn(), store.Names()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	names := events.NewNames("")
-	if err := events.EnsureStreams(ctx, js, names, events.StreamOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	store, err := events.OpenStore(ctx, js, names, events.Codec{})
-	if err != nil {
-		t.Fatal(err)
-	}
 	// The server delivers each API request to this subscriber too.
 	var gets, infos atomic.Int64
 	for subject, count := range map[string]*atomic.Int64{
