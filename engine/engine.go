@@ -107,6 +107,9 @@ type Config struct {
 	// readAttempt, if set, replaces readAttempt (recover.go): tests
 	// shorten it (export_test.go).
 	readAttempt time.Duration
+	// noRetake: a pull that ended by itself is not taken afresh (tests
+	// that delete a consumer and need it to stay deleted).
+	noRetake bool
 }
 
 func (c *Config) setDefaults() {
@@ -447,6 +450,10 @@ func (e *Engine) pull(ctx context.Context, it jetstream.MessagesContext, w *gapW
 			"stream", w.src.stream, "err", err)
 		return
 	}
+	if e.cfg.noRetake {
+		e.log.Warn("engine: the pull of a partition ended by itself", "partition", k, "stream", w.src.stream, "err", err)
+		return
+	}
 	e.log.Warn("engine: the pull of a partition ended by itself (its consumer deleted or refused the pull); taking the partition afresh",
 		"partition", k, "stream", w.src.stream, "consumer", w.src.durable, "err", err)
 	e.own.retake(k)
@@ -457,7 +464,7 @@ func (e *Engine) pull(ctx context.Context, it jetstream.MessagesContext, w *gapW
 func (e *Engine) remakeConsumers(ctx context.Context, k int) error {
 	for _, src := range e.sources(k) {
 		for attempt := 0; ; attempt++ {
-			actx, cancel := context.WithTimeout(ctx, readAttempt)
+			actx, cancel := context.WithTimeout(ctx, e.readLimit())
 			err := e.remakeConsumer(actx, k, src)
 			cancel()
 			if err == nil {

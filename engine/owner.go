@@ -320,6 +320,10 @@ type owner struct {
 	// its acquire (its recovered commands are queued before it is owned)
 	// to the end of its letGo.
 	handling map[int]*partition
+	// retaken is when each partition was last taken afresh (retaken): a
+	// pull that keeps ending by itself (a consumer that refuses every
+	// pull) is taken afresh at most once per retakeSpacing.
+	retakenAt map[int]time.Time
 	// agreement on P (agree): wrongP is set while this engine's P is not
 	// the command stream's, and it then neither pulls nor announces
 	// itself. The rest is rebalance's alone (one runs at a time): the
@@ -820,6 +824,9 @@ func (o *owner) retake(k int) {
 	o.e.wg.Go(func() { o.retaken(o.e.closing, k, p) })
 }
 
+// retakeSpacing is the least time between two retakes of one partition.
+const retakeSpacing = 5 * time.Second
+
 // retaken is retake's work, until ctx (closing) ends.
 func (o *owner) retaken(ctx context.Context, k int, p *partition) {
 	// An acquire still under way (the loop ended before the partition was
@@ -849,6 +856,24 @@ func (o *owner) retaken(ctx context.Context, k int, p *partition) {
 		return // stopping: Close lets it go (again: harmless)
 	}
 	o.mu.Lock()
+	last := o.retakenAt[k]
+	o.mu.Unlock()
+	if wait := retakeSpacing - time.Since(last); wait > 0 {
+		// Taken afresh a moment ago and ended again: each take reads the
+		// partition's unfinished commands, so not in a tight loop.
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return // stopping: Close lets it go
+		case <-t.C:
+		}
+	}
+	o.mu.Lock()
+	if o.retakenAt == nil {
+		o.retakenAt = map[int]time.Time{}
+	}
+	o.retakenAt[k] = time.Now()
 	if o.owned[k] == p {
 		delete(o.owned, k)
 	}
