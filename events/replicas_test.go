@@ -96,7 +96,21 @@ func TestReplicas(t *testing.T) {
 		if now == old {
 			t.Fatal("the killed node still leads")
 		}
-		if _, err := js.Publish(ctx, names.Command("ws-1"), []byte("y")); err != nil {
+		// As a client must publish across a failover: a publish the killed
+		// node's connection was carrying may get no answer, so each try
+		// has its own deadline and goes again under the same message id
+		// (the stream keeps one: the count below says so).
+		var err error
+		for attempt := 1; ; attempt++ {
+			actx, cancel := context.WithTimeout(ctx, 5*time.Second)
+			_, err = js.Publish(actx, names.Command("ws-1"), []byte("y"), jetstream.WithMsgID("after-the-takeover"))
+			cancel()
+			if err == nil || ctx.Err() != nil {
+				break
+			}
+			t.Logf("publish after the takeover, try %d: %v; sending it again", attempt, err)
+		}
+		if err != nil {
 			t.Fatalf("publish after the takeover: %v", err)
 		}
 		c.Restart(t, old)
