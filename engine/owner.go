@@ -242,9 +242,7 @@ func (o *owner) leaveForP(ctx context.Context) {
 	if o.wrongP.Swap(true) {
 		return
 	}
-	if err := o.st.Purge(ctx, jetstream.WithPurgeSubject("$KV."+o.kv.Bucket()+"."+o.id)); err != nil {
-		o.e.log.Warn("engine: leaving the members: the others take this engine's partitions after the member TTL", "err", err)
-	}
+	o.removeEntry(ctx, "engine: leaving the members")
 }
 
 // Assign spreads parts partitions over the engines ids: each gets at most
@@ -779,12 +777,19 @@ func (w *pinWatch) pin() string {
 // pinIDHeader carries a pinned client's id on each delivery to it.
 const pinIDHeader = "Nats-Pin-Id"
 
+// removeEntry deletes this engine's member entry, so the others take its
+// partitions at their next look; a failure is logged under what (they
+// then take them after the member TTL).
+func (o *owner) removeEntry(ctx context.Context, what string) {
+	if err := o.st.Purge(ctx, jetstream.WithPurgeSubject("$KV."+o.kv.Bucket()+"."+o.id)); err != nil {
+		o.e.log.Warn(what+": the others take this engine's partitions after the member TTL", "err", err)
+	}
+}
+
 // leave removes this engine's entry (the others take its partitions at
 // their next look, not after MemberTTL) and returns what it pulls.
 func (o *owner) leave(ctx context.Context) map[int]*partition {
-	if err := o.st.Purge(ctx, jetstream.WithPurgeSubject("$KV."+o.kv.Bucket()+"."+o.id)); err != nil {
-		o.e.log.Warn("engine: leave: the others take this engine's partitions after the member TTL", "err", err)
-	}
+	o.removeEntry(ctx, "engine: leave")
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	owned := o.owned

@@ -135,29 +135,16 @@ func OpenRegistry(ctx context.Context, js jetstream.JetStream, store *events.Sto
 // deleted by sequence, up to and including itself: an entry stored on
 // its key after it would stay (ids are random, so none is).
 func (r *Registry) clearOldMarkers(ctx context.Context, js jetstream.JetStream) error {
-	w, err := r.kv.WatchAll(ctx, jetstream.MetaOnly())
+	cutoff := r.now().Add(-r.markerTTL)
+	old := map[string]uint64{}
+	err := r.readAll(ctx, func(e jetstream.KeyValueEntry) {
+		if e.Operation() != jetstream.KeyValuePut && e.Created().Before(cutoff) {
+			old[e.Key()] = e.Revision()
+		}
+	}, jetstream.MetaOnly())
 	if err != nil {
 		return fmt.Errorf("webhook bucket %s: list markers: %w", r.kv.Bucket(), err)
 	}
-	defer func() { _ = w.Stop() }()
-	cutoff := r.now().Add(-r.markerTTL)
-	old := map[string]uint64{}
-	for done := false; !done; {
-		select {
-		case e, ok := <-w.Updates():
-			switch {
-			case !ok:
-				return fmt.Errorf("webhook bucket %s: list markers: the watch ended", r.kv.Bucket())
-			case e == nil: // the end of what there is
-				done = true
-			case e.Operation() != jetstream.KeyValuePut && e.Created().Before(cutoff):
-				old[e.Key()] = e.Revision()
-			}
-		case <-ctx.Done():
-			return fmt.Errorf("webhook bucket %s: list markers: %w", r.kv.Bucket(), ctx.Err())
-		}
-	}
-	_ = w.Stop()
 	if len(old) == 0 {
 		return nil
 	}
@@ -410,24 +397,35 @@ func decode(b []byte) (Webhook, error) {
 // KeyValue.ListKeys, whose list just ends when ctx does, an incomplete
 // list is an error.
 func (r *Registry) revisions(ctx context.Context) (map[string]uint64, error) {
-	w, err := r.kv.WatchAll(ctx, jetstream.IgnoreDeletes(), jetstream.MetaOnly())
+	revs := map[string]uint64{}
+	err := r.readAll(ctx, func(e jetstream.KeyValueEntry) { revs[e.Key()] = e.Revision() },
+		jetstream.IgnoreDeletes(), jetstream.MetaOnly())
 	if err != nil {
 		return nil, fmt.Errorf("%w: list webhooks: %w", ErrUnavailable, err)
 	}
+	return revs, nil
+}
+
+// readAll calls fn with each entry of the bucket as it stands (a watch read
+// to its end), on this goroutine.
+func (r *Registry) readAll(ctx context.Context, fn func(jetstream.KeyValueEntry), opts ...jetstream.WatchOpt) error {
+	w, err := r.kv.WatchAll(ctx, opts...)
+	if err != nil {
+		return err
+	}
 	defer func() { _ = w.Stop() }()
-	revs := map[string]uint64{}
 	for {
 		select {
 		case e, ok := <-w.Updates():
 			switch {
 			case !ok:
-				return nil, fmt.Errorf("%w: list webhooks: the watch ended", ErrUnavailable)
+				return errors.New("the watch ended")
 			case e == nil: // the end of the entries there are
-				return revs, nil
+				return nil
 			}
-			revs[e.Key()] = e.Revision()
+			fn(e)
 		case <-ctx.Done():
-			return nil, fmt.Errorf("%w: list webhooks: %w", ErrUnavailable, ctx.Err())
+			return ctx.Err()
 		}
 	}
 }
