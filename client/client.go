@@ -111,8 +111,10 @@ func (c *Client) onReply(m *nats.Msg) {
 	}
 }
 
-// NewCommandID returns a fresh command id.
-func NewCommandID() string { return uuid.NewString() }
+// NewCommandID returns a fresh command id: a UUIDv7, whose time lets the
+// engine skip the lookup of its outcome (docs/operations.md, "Command ids
+// that carry their time").
+func NewCommandID() string { return uuid.Must(uuid.NewV7()).String() }
 
 // Prepare fills in a command's id and actor if missing and validates it.
 // A system report is refused unless the client was made with

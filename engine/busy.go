@@ -140,6 +140,13 @@ func (e *Engine) refuseBusy(ctx context.Context, m jetstream.Msg, ws string, cmd
 		case errors.Is(res[0].Err, events.ErrOutcomeUnreadable):
 			e.dropUnreadable(m, cmd.ID, ws, res[0].Err)
 			return
+		case errors.Is(res[0].Err, events.ErrEventStored):
+			// The refusal was refused by id: the command's event is
+			// stored, behind later ones. Handed back, as above.
+			e.log.Info("engine: a command beyond its workspace's limit has its event stored already; handed back to record its outcome",
+				"command", cmd.ID, "workspace", ws)
+			_ = m.Nak()
+			return
 		}
 		if ctx.Err() != nil || retry.Sleep(ctx, retryDelay(attempt)) != nil {
 			return
@@ -160,8 +167,12 @@ func (e *Engine) refuseBusy(ctx context.Context, m jetstream.Msg, ws string, cmd
 // past the limit (queue.offer), and handle records the accepted outcome
 // its event had (or finds the one stored meanwhile).
 //
-// Not covered: such an event behind later ones (finding it costs a read of
-// the workspace's events since, too much for every refusal of a flood), and
+// Such an event behind later ones is not looked for (finding it costs a
+// read of the workspace's events since, too much for every refusal of a
+// flood); within the duplicate window the refusal, whose message id is the
+// command id, is refused by the event's (events.ErrEventStored) and the
+// command handed back all the same. Not covered: such an event older than
+// the window, and
 // one stored after this read by a handling of the same command in flight
 // elsewhere at that moment (an outcome cannot be stored on condition of the
 // workspace's head).

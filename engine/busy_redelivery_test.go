@@ -246,8 +246,16 @@ func TestFirstDeliveryWithItsEventStoredNotRefusedBusy(t *testing.T) {
 	// S is settled (an outcome stored for it by hand); the rest follow.
 	so := events.OutcomeRecord{CommandID: s.ID, Workspace: ws, CommandType: s.Type, Outcome: fsm.Rejected,
 		Rejection: fsm.Invalid(s.Type, "settled by the test")}
-	if res, _ := b.core.Store.Commit(b.ctx, []events.Write{{Outcome: so}}, events.CommitOptions{}); res[0].Err != nil || res[0].Existing != nil {
-		t.Fatalf("setup: settle S: %+v", res[0])
+	// Stored by hand under a message id of its own: S's id is taken in
+	// the window by the stray message stick planted, which refuses an
+	// outcome without an event under it (events.ErrEventStored).
+	om := nats.NewMsg(b.core.Store.Names().Outcome(s.ID))
+	if om.Data, err = events.EncodeOutcome(so); err != nil {
+		t.Fatal(err)
+	}
+	om.Header.Set(jetstream.MsgIDHeader, "settle-"+s.ID)
+	if _, err := b.core.JS.PublishMsg(b.ctx, om); err != nil {
+		t.Fatalf("setup: settle S: %v", err)
 	}
 	o := b.waitOutcome(t, c.ID)
 	if o.Outcome != fsm.Accepted || o.EventSeq != env.Seq {

@@ -58,12 +58,19 @@ func (e *Engine) handle(ctx context.Context, m jetstream.Msg, recovered bool) {
 			return
 		}
 	}
+	if rej := e.aheadDated(cmd, md, system); rej != nil {
+		e.refuseAhead(m, md, cmd, rej)
+		return
+	}
 	again := e.handledBefore(recovered, md, m.Subject())
+	msgID := m.Headers().Get(jetstream.MsgIDHeader) != ""
 	var look lookup
 	for attempt := 0; ; attempt++ {
 		if ctx.Err() != nil {
 			return
 		}
+		// Checked each try: the last bound is on how long it has waited.
+		look.unseen = !look.stored && e.unseen(cmd, md, again, system, msgID)
 		if again && look.since.IsZero() && e.cfg.Now().Sub(md.Timestamp) >= e.store.DuplicateWindow()-findEventSkew {
 			// Too old (by now: retries take time) for the duplicate
 			// window to catch its event for sure: look first.
@@ -156,6 +163,9 @@ type lookup struct {
 	// stored: the command's event is known to be stored (ErrEventStored).
 	// Not found, the command is not decided again.
 	stored bool
+	// unseen: the command cannot have been decided before (unseen.go):
+	// its write skips the outcome check.
+	unseen bool
 }
 
 // errEventNotFound: the command's event is stored (its id was refused as a
@@ -191,7 +201,7 @@ func (e *Engine) decideAndCommit(ctx context.Context, cmd fsm.Command, md *jetst
 	// now (a recovered copy of one still in flight there, or a redelivery
 	// to a slow engine): its event goes with its outcome, atomically, so
 	// that the other engine's decision and this one cannot both stand.
-	w := events.Write{Outcome: o, Atomic: again}
+	w := events.Write{Outcome: o, Atomic: again, Unseen: look.unseen}
 	var earlier *events.Envelope // this command's event, stored before the head
 	notHead := head.Last == nil || head.Last.CommandID != cmd.ID
 	behind := (again || look.stored) && notHead
@@ -357,6 +367,12 @@ func (e *Engine) refuse(ctx context.Context, m jetstream.Msg, md *jetstream.MsgM
 		case errors.Is(res.Err, events.ErrOutcomeUnreadable):
 			e.dropUnreadable(m, id, ws, res.Err)
 			return
+		case errors.Is(res.Err, events.ErrEventStored) && o.CommandID != invalidID:
+			// The id is a command's whose event is stored (the refusal
+			// was refused by its message id): it must not take that
+			// command's outcome. Recorded under an id of its own.
+			o.CommandID = invalidID
+			continue
 		}
 		if ctx.Err() != nil || retry.Sleep(ctx, retryDelay(attempt)) != nil {
 			return

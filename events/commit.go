@@ -40,6 +40,12 @@ type Write struct {
 	// stored without its outcome could meet that engine's other decision.
 	// The outcome's guard then refuses the event with it.
 	Atomic bool
+	// Unseen: the caller vouches that no handling of this command id can
+	// have stored anything before the duplicate window (a first delivery
+	// of a command whose id carries a recent time, see IDTime): within
+	// the window the messages' ids refuse a second event or outcome, so
+	// the outcome check before the events is skipped for it.
+	Unseen bool
 }
 
 // Written says what Commit did with one Write. Exactly one of these holds:
@@ -118,7 +124,7 @@ type CommitStats struct {
 // one event and one outcome: the second event is refused by the
 // compare-and-set or, within the duplicate window, by its message id; past
 // the window only the outcome check before the events stands in the way
-// (see docs/reliability.md). A refused write is sorted out by the single
+// (see docs/reliability.md), skipped for a write the caller marks Unseen. A refused write is sorted out by the single
 // path, which still writes an event with its outcome in one atomic batch.
 func (s *Store) Commit(ctx context.Context, ws []Write, opt CommitOptions) ([]Written, CommitStats) {
 	return s.StartCommit(ctx, ws, opt).Wait(ctx)
@@ -198,7 +204,17 @@ func (s *Store) startCommit(ctx context.Context, ws []Write, out []Written, opt 
 		return p
 	}
 	start := time.Now()
-	appends, p.single = s.withoutOutcome(ctx, ws, appends)
+	var seen []int
+	for _, i := range appends {
+		if !ws[i].Unseen {
+			seen = append(seen, i)
+		}
+	}
+	if len(seen) > 0 {
+		var fresh []int
+		fresh, p.single = s.withoutOutcome(ctx, ws, seen)
+		appends = slices.DeleteFunc(appends, func(i int) bool { return !ws[i].Unseen && !slices.Contains(fresh, i) })
+	}
 	// The events, each a compare-and-set on its workspace.
 	events := s.newAsyncPubs(len(appends))
 	for _, i := range appends {
@@ -670,8 +686,16 @@ func (s *Store) outcomeMsg(o OutcomeRecord) (*nats.Msg, error) {
 	}
 	m := nats.NewMsg(s.names.Outcome(o.CommandID))
 	m.Data = data
-	// Distinct from the event's id: both live in one stream's dedupe table.
-	m.Header.Set(jetstream.MsgIDHeader, "out:"+o.CommandID)
+	// An accepted command's outcome follows its event, whose message id is
+	// the command id: it needs one of its own. An outcome without an event
+	// takes the command id itself, so that within the duplicate window an
+	// event of the same command, decided again, is refused by id (and the
+	// outcome, after such an event, likewise: publishOutcome).
+	id := "out:" + o.CommandID
+	if o.Outcome != fsm.Accepted {
+		id = o.CommandID
+	}
+	m.Header.Set(jetstream.MsgIDHeader, id)
 	// A command has one outcome, ever: the outcome subject must be empty.
 	// This outlives the dedupe window, so a command id reused much later
 	// cannot get a second outcome (or, in an atomic batch, a second event).
@@ -697,6 +721,9 @@ func (s *Store) publishOutcome(ctx context.Context, o OutcomeRecord) (uint64, er
 	}
 	for attempt := 0; ; attempt++ {
 		ack, err := s.js.PublishMsg(ctx, m)
+		if err == nil && ack.Duplicate {
+			return s.ownDuplicate(ctx, o, ack.Sequence)
+		}
 		if err == nil {
 			return ack.Sequence, nil
 		}
@@ -710,4 +737,19 @@ func (s *Store) publishOutcome(ctx context.Context, o OutcomeRecord) (uint64, er
 			return 0, err
 		}
 	}
+}
+
+// ownDuplicate sorts out an outcome refused as a duplicate of the message
+// at seq: our own earlier try of it (stored: seq), or, for an outcome
+// without an event, the command's event (ErrEventStored: it was decided
+// before, and accepted; find that event rather than record this).
+func (s *Store) ownDuplicate(ctx context.Context, o OutcomeRecord, seq uint64) (uint64, error) {
+	m, err := s.stream.GetMsg(ctx, seq)
+	if err != nil {
+		return 0, fmt.Errorf("outcome of %s refused as a duplicate of message %d, which cannot be read: %w", o.CommandID, seq, err)
+	}
+	if m.Subject == s.names.Outcome(o.CommandID) {
+		return seq, nil
+	}
+	return 0, fmt.Errorf("outcome of %s: %w (message %d)", o.CommandID, ErrEventStored, seq)
 }

@@ -1,0 +1,142 @@
+package events_test
+
+import (
+	"context"
+	"errors"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/turnstile-dev/turnstile/events"
+	"github.com/turnstile-dev/turnstile/fsm"
+)
+
+func TestIDTime(t *testing.T) {
+	u, err := uuid.NewV7()
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now()
+	got, ok := events.IDTime(u.String())
+	if !ok || got.Sub(now).Abs() > time.Second {
+		t.Fatalf("IDTime(%s) = %v, %v; want about %v", u, got, ok, now)
+	}
+	if up, ok := events.IDTime(string(slices.Clone([]byte(u.String())))); !ok || !up.Equal(got) {
+		t.Fatal("the same id read twice differs")
+	}
+	for _, id := range []string{
+		uuid.NewString(),                       // v4
+		"sys-" + u.String(),                    // a report's id
+		u.String()[:35],                        // short
+		"0190a5b8-0000-7000-c000-000000000000", // v7 but not the RFC 9562 variant
+		"0190a5b8-0000-7000-8000-00000000000g", // not hex
+		"0190a5b80000-7000-8000-0000-00000000", // dashes misplaced
+		"configure-1",
+	} {
+		if _, ok := events.IDTime(id); ok {
+			t.Errorf("IDTime(%q) carries a time", id)
+		}
+	}
+	if got, ok := events.IDTime("0190A5B8-0000-7000-8000-000000000000"); !ok || got.UnixMilli() != 0x0190a5b80000 {
+		t.Errorf("upper case: %v, %v", got, ok)
+	}
+}
+
+// An outcome without an event (a rejection) takes the command id as its
+// message id: within the duplicate window a later event of the same
+// command, written without the outcome check (Unseen), is refused by it,
+// and the writer gets the rejection back. Nothing else is stored.
+func TestRejectionRefusesALaterUnseenEvent(t *testing.T) {
+	store, _ := commitEnv(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	for _, cmd := range []fsm.Command{{ID: "create-r", Type: fsm.Create, Workspace: "rej"}} {
+		if res, _ := store.Commit(ctx, []events.Write{decided(t, load(t, store, "rej"), cmd)}, events.CommitOptions{}); res[0].Err != nil {
+			t.Fatal(res[0].Err)
+		}
+	}
+	// X rejected (a create of a workspace that exists) ...
+	x := fsm.Command{ID: "x-id", Type: fsm.Create, Workspace: "rej"}
+	w := decided(t, load(t, store, "rej"), x)
+	if w.Event != nil {
+		t.Fatalf("setup: %+v", w.Outcome)
+	}
+	if res, _ := store.Commit(ctx, []events.Write{w}, events.CommitOptions{}); res[0].Err != nil || res[0].Existing != nil {
+		t.Fatalf("rejection: %+v", res[0])
+	}
+	// ... then decided again as an accepted command, unchecked.
+	again := fsm.Command{ID: x.ID, Type: fsm.Configure, Workspace: "rej", Spec: &fsm.Spec{Env: map[string]string{"A": "1"}}}
+	w = decided(t, load(t, store, "rej"), again)
+	if w.Event == nil {
+		t.Fatalf("setup: %+v", w.Outcome)
+	}
+	w.Unseen = true
+	res, _ := store.Commit(ctx, []events.Write{w}, events.CommitOptions{})
+	if res[0].Err != nil || res[0].Existing == nil || res[0].Existing.Outcome != fsm.Rejected {
+		t.Fatalf("the event after the rejection: %+v, want the rejection back", res[0])
+	}
+	if got := eventIDs(t, store, "rej"); !slices.Equal(got, []string{"create-r"}) {
+		t.Fatalf("events of commands %v, want only the create", got)
+	}
+}
+
+// An outcome without an event, for a command whose event is stored without
+// its outcome (a crash between the two writes), is refused by the event's
+// message id: ErrEventStored, and nothing is stored under the command id.
+func TestOutcomeWithoutEventAfterItsEvent(t *testing.T) {
+	store, js := commitEnv(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	x := fsm.Command{ID: "x-ev", Type: fsm.Create, Workspace: "evfirst"}
+	w := decided(t, load(t, store, "evfirst"), x)
+	ev, err := store.EventMsgForTest(*w.Event, w.Expected)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := js.PublishMsg(ctx, ev); err != nil {
+		t.Fatal(err)
+	}
+	// Decided again, the create is rejected now (the workspace exists).
+	w = decided(t, load(t, store, "evfirst"), x)
+	if w.Event != nil {
+		t.Fatalf("setup: %+v", w.Outcome)
+	}
+	res, _ := store.Commit(ctx, []events.Write{w}, events.CommitOptions{})
+	if !errors.Is(res[0].Err, events.ErrEventStored) {
+		t.Fatalf("rejection after its own event: %+v, want ErrEventStored", res[0])
+	}
+	if _, ok, err := store.Outcome(ctx, x.ID); err != nil || ok {
+		t.Fatalf("an outcome is stored beside the event (found %v, %v)", ok, err)
+	}
+	// The accepted outcome, recorded from the event, is taken.
+	acc := w.Outcome
+	acc.Outcome, acc.Rejection = fsm.Accepted, nil
+	if res, _ := store.Commit(ctx, []events.Write{{Outcome: acc}}, events.CommitOptions{}); res[0].Err != nil || res[0].Existing != nil {
+		t.Fatalf("the accepted outcome: %+v", res[0])
+	}
+}
+
+// FuzzIDTime: IDTime reads a time exactly from the canonical UUIDv7s
+// uuid.Parse takes as such, and never panics.
+func FuzzIDTime(f *testing.F) {
+	f.Add("01a244cd-e15a-7b62-9c65-adcacb050898")
+	f.Add("0190A5B8-0000-7000-8000-000000000000")
+	f.Add(uuid.NewString())
+	f.Add("sys-01a244cd-e15a-7b62-9c65-adcacb050898")
+	f.Fuzz(func(t *testing.T, id string) {
+		got, ok := events.IDTime(id)
+		u, err := uuid.Parse(id)
+		want := err == nil && len(id) == 36 && u.Version() == 7 && u.Variant() == uuid.RFC4122
+		if ok != want {
+			t.Fatalf("IDTime(%q) ok = %v, uuid.Parse says %v (%v)", id, ok, want, err)
+		}
+		if ok {
+			sec, nsec := u.Time().UnixTime()
+			if got.Unix() != sec || got.Nanosecond()/1e6 != int(nsec)/1e6 {
+				t.Fatalf("IDTime(%q) = %v, uuid says %v", id, got, time.Unix(sec, nsec))
+			}
+		}
+	})
+}
