@@ -38,8 +38,13 @@ func TestCluster(t *testing.T) {
 		if want := []string{names.CommandStream(), names.SystemStream(), names.EventStream()}; !slices.Equal(streams, want) {
 			t.Errorf("streams %v, want %v", streams, want)
 		}
-		if len(rep.Partitions) != events.DefaultPartitions {
-			t.Errorf("%d partitions, want %d", len(rep.Partitions), events.DefaultPartitions)
+		if len(rep.Partitions) != events.DefaultPartitions || rep.P != events.DefaultPartitions {
+			t.Errorf("%d partitions, p %d, want %d", len(rep.Partitions), rep.P, events.DefaultPartitions)
+		}
+		for _, en := range rep.Engines {
+			if en.P != events.DefaultPartitions || en.PMismatch {
+				t.Errorf("engine %+v, want p %d and no p_mismatch", en, events.DefaultPartitions)
+			}
 		}
 		for _, p := range rep.Partitions {
 			if len(p.Consumers) != 2 || len(rep.Engines) != 1 || p.Owner != rep.Engines[0].Name {

@@ -24,6 +24,9 @@ type Report struct {
 	// PartitionsError says why Partitions is empty: the command stream did
 	// not answer.
 	PartitionsError string `json:"partitions_error,omitempty"`
+	// P is the number of partitions the command stream records; 0 when it
+	// did not answer (PartitionsError).
+	P int `json:"p,omitempty"`
 	// Engines are the live engines (serves), oldest first.
 	Engines []Engine `json:"engines"`
 }
@@ -89,7 +92,7 @@ type Consumer struct {
 	WaitingPulls int `json:"waiting_pulls"`
 }
 
-// Partition is a share of the workspaces and who handles its commands.
+// Engine is a live engine: a serve's entry in the members bucket.
 type Engine struct {
 	ID   string `json:"id"`
 	Name string `json:"name"`
@@ -97,8 +100,17 @@ type Engine struct {
 	Since time.Time `json:"since"`
 	// Partitions are those it pulls.
 	Partitions []int `json:"partitions"`
+	// P is the number of partitions it opened with, as it announces it; 0
+	// from an engine of a release that did not announce it.
+	P int `json:"p,omitempty"`
+	// PMismatch: P is not the command stream's (Report.P). Its partitions
+	// name other workspaces than the stream stores there: it leaves the
+	// members once it reads the stream's P, and until then the engines
+	// with another P take and let go of nothing (engine/owner.go, agree).
+	PMismatch bool `json:"p_mismatch"`
 }
 
+// Partition is a share of the workspaces and who handles its commands.
 type Partition struct {
 	ID int `json:"id"`
 	// Consumers are the durable consumers the partition's commands come
@@ -156,28 +168,30 @@ func Read(ctx context.Context, nc *nats.Conn, names events.Names) (Report, error
 		r.Nodes = append(r.Nodes, *n)
 	}
 	slices.SortFunc(r.Nodes, func(a, b Node) int { return strings.Compare(a.Name, b.Name) })
-	r.Engines, r.Partitions, err = readPartitions(ctx, js, names)
+	r.P, r.Engines, r.Partitions, err = readPartitions(ctx, js, names)
 	if err != nil {
 		r.PartitionsError = err.Error()
 	}
 	return r, nil
 }
 
-// readPartitions lists the live engines and which partition each pulls;
-// an owner is "unknown" if the members bucket does not answer, and there
-// are no partitions if the command stream does not.
-func readPartitions(ctx context.Context, js jetstream.JetStream, names events.Names) ([]Engine, []Partition, error) {
+// readPartitions returns the command stream's P, the live engines with
+// the P each announces and which partition each pulls; an owner is
+// "unknown" if the members bucket does not answer, and there are no
+// partitions (nor engines) if the command stream does not.
+func readPartitions(ctx context.Context, js jetstream.JetStream, names events.Names) (int, []Engine, []Partition, error) {
 	ctx, cancel := context.WithTimeout(ctx, AskTimeout)
 	defer cancel()
 	engines := []Engine{}
 	parts, err := events.ReadPartitions(ctx, js, names)
 	if err != nil {
-		return engines, []Partition{}, err
+		return 0, engines, []Partition{}, err
 	}
 	owner := map[int]string{}
 	members, err := engine.ReadMembers(ctx, js, names, engineDurable)
 	for _, m := range members {
-		engines = append(engines, Engine{ID: m.ID, Name: m.Name, Since: m.Since, Partitions: m.Partitions})
+		engines = append(engines, Engine{ID: m.ID, Name: m.Name, Since: m.Since, Partitions: m.Partitions,
+			P: m.P, PMismatch: m.P != 0 && m.P != parts})
 		for _, k := range m.Partitions {
 			owner[k] = m.Name
 		}
@@ -194,7 +208,7 @@ func readPartitions(ctx context.Context, js jetstream.JetStream, names events.Na
 		}
 		out = append(out, p)
 	}
-	return engines, out, nil
+	return parts, engines, out, nil
 }
 
 // readStream reads one stream's info and its durable consumers'.
@@ -263,6 +277,19 @@ func (r Report) Lagging() []string {
 			if p.Offline || !p.Current {
 				out = append(out, fmt.Sprintf("stream %s: replica on %s is %s (lag %d)", s.Name, p.Name, peerState(p), p.Lag))
 			}
+		}
+	}
+	return out
+}
+
+// OtherP reports the engines whose P is not the command stream's: for an
+// operator's one-line summary, saying which serve to restart.
+func (r Report) OtherP() []string {
+	var out []string
+	for _, e := range r.Engines {
+		if e.PMismatch {
+			out = append(out, fmt.Sprintf("engine %s (%s) has P=%d, the command stream %d: while it is a member, the engines with another P "+
+				"take and let go of no partition; restart that serve with --partitions %d (or none)", e.Name, e.ID, e.P, r.P, r.P))
 		}
 	}
 	return out

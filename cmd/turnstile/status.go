@@ -22,8 +22,10 @@ func (a *app) statusCmd() *cobra.Command {
 JetStream now (the NATS user role may read it): the NATS servers holding the
 streams, each stream's replicas and leader and whether each other replica is
 current, each durable consumer's backlog (pending, ack pending, redelivered,
-open pulls), and who handles each partition of the commands. Over the HTTP
-API it is serve's GET /v1/cluster, which answers the same.`,
+open pulls), and who handles each partition of the commands: each engine
+with the partitions it pulls and the P it opened with (one whose P is not
+the command stream's is named under attention). Over the HTTP API it is
+serve's GET /v1/cluster, which answers the same.`,
 		Args: exactArgs(),
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx, cancel := context.WithTimeout(cmd.Context(), 30*time.Second)
@@ -112,13 +114,13 @@ func (a *app) printStatus(rep status.Report) error {
 		return err
 	}
 	fmt.Fprintln(a.out)
-	t = newTable(a.out, "ENGINE", "ID", "SINCE", "PARTITIONS")
+	t = newTable(a.out, "ENGINE", "ID", "SINCE", "P", "PARTITIONS")
 	for _, e := range rep.Engines {
 		parts := make([]string, len(e.Partitions))
 		for i, k := range e.Partitions {
 			parts[i] = strconv.Itoa(k)
 		}
-		t.row(e.Name, e.ID, e.Since.Local().Format(time.RFC3339), orDash(strings.Join(parts, ",")))
+		t.row(e.Name, e.ID, e.Since.Local().Format(time.RFC3339), engineP(e, rep.P), orDash(strings.Join(parts, ",")))
 	}
 	if err := t.flush(); err != nil {
 		return err
@@ -136,8 +138,20 @@ func (a *app) printStatus(rep status.Report) error {
 	if rep.PartitionsError != "" {
 		fmt.Fprintln(a.out, "attention: partitions unknown:", rep.PartitionsError)
 	}
-	for _, l := range rep.Lagging() {
+	for _, l := range slices.Concat(rep.OtherP(), rep.Lagging()) {
 		fmt.Fprintln(a.out, "attention:", l)
 	}
 	return nil
+}
+
+// engineP is an engine's P column: "-" when its release announced none,
+// and the stream's beside it when they differ.
+func engineP(e status.Engine, streamP int) string {
+	switch {
+	case e.P == 0:
+		return "-"
+	case e.PMismatch:
+		return fmt.Sprintf("%d (STREAM HAS %d)", e.P, streamP)
+	}
+	return strconv.Itoa(e.P)
 }

@@ -43,3 +43,64 @@ func TestStatusOverHTTP(t *testing.T) {
 		t.Fatalf("the API got %v, want GET /v1/cluster twice", reqs)
 	}
 }
+
+// status shows each engine's P in its own column, the stream's beside the
+// one that differs, and names that engine under attention; -o json carries
+// p and p_mismatch as GET /v1/cluster does.
+func TestStatusShowsEngineP(t *testing.T) {
+	since := time.Date(2026, 12, 5, 3, 0, 0, 0, time.UTC)
+	rep := status.Report{
+		Nodes:      []status.Node{{Name: "fake-node-1", JetStream: true, Connected: true, Leads: []string{}}},
+		Streams:    []status.Stream{},
+		Partitions: []status.Partition{{ID: 0, Owner: "engine-a"}, {ID: 1, Owner: "engine-a"}},
+		P:          2,
+		Engines: []status.Engine{
+			{Name: "engine-a", ID: "e-a", Since: since, Partitions: []int{0, 1}, P: 2},
+			{Name: "engine-b", ID: "e-b", Since: since, Partitions: []int{}, P: 8, PMismatch: true},
+			{Name: "engine-c", ID: "e-c", Since: since, Partitions: []int{}},
+		},
+	}
+	fake := newFakeAPI(t, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		_ = json.NewEncoder(w).Encode(rep)
+	})
+	code, out, errs := runCLI(t, fake.env(t), "status")
+	if code != 0 {
+		t.Fatalf("status: exit %d\nstdout: %s\nstderr: %s", code, out, errs)
+	}
+	fields := map[string][]string{}
+	for line := range strings.Lines(out) {
+		if f := strings.Fields(line); len(f) > 0 {
+			fields[f[0]] = f
+		}
+	}
+	// ENGINE ID SINCE P PARTITIONS, P being one field or three.
+	for name, want := range map[string]string{"ENGINE": "P", "engine-a": "2", "engine-b": "8 (STREAM HAS 2)", "engine-c": "-"} {
+		f := fields[name]
+		if len(f) < 5 || strings.Join(f[3:len(f)-1], " ") != want {
+			t.Errorf("row %q, want P %q\n%s", strings.Join(f, " "), want, out)
+		}
+	}
+	if !strings.Contains(out, "attention: engine engine-b (e-b) has P=8, the command stream 2") ||
+		strings.Contains(out, "engine engine-a (e-a) has") || strings.Contains(out, "engine engine-c (e-c) has") {
+		t.Errorf("want one attention line, naming engine-b:\n%s", out)
+	}
+	code, out, errs = runCLI(t, fake.env(t), "status", "-o", "json")
+	var got struct {
+		P       int `json:"p"`
+		Engines []struct {
+			Name      string `json:"name"`
+			P         *int   `json:"p"`
+			PMismatch *bool  `json:"p_mismatch"`
+		} `json:"engines"`
+	}
+	if code != 0 || json.Unmarshal([]byte(out), &got) != nil || got.P != 2 || len(got.Engines) != 3 {
+		t.Fatalf("status -o json: exit %d\nstdout: %s\nstderr: %s", code, out, errs)
+	}
+	if e := got.Engines[1]; e.P == nil || *e.P != 8 || e.PMismatch == nil || !*e.PMismatch {
+		t.Errorf("status -o json: engine-b is not p 8, p_mismatch true:\n%s", out)
+	}
+	if e := got.Engines[2]; e.P != nil || e.PMismatch == nil || *e.PMismatch {
+		t.Errorf("status -o json: engine-c has p, or p_mismatch is not false:\n%s", out)
+	}
+}
