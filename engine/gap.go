@@ -97,28 +97,21 @@ func (e *Engine) catchUpBefore(ctx context.Context, w *gapWatch, m jetstream.Msg
 	started := time.Now()
 	// Read until it works: the lost commands go first, as handle retries
 	// rather than let a later command overtake (this partition's pulls wait
-	// meanwhile; the others go on). Each attempt is bounded: a request to a
-	// cluster electing its leaders can go unanswered, and the next one may
-	// reach the new leader. Not once Close has begun, or the partition is
-	// let go (ctx).
+	// meanwhile; the others go on). Each request is bounded, not the read: a
+	// request to a cluster electing its leaders can go unanswered, and the
+	// next one may reach the new leader; a read behind a lagging ack floor
+	// may be long. Not once Close has begun, or the partition is let go (ctx).
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	defer context.AfterFunc(e.closing, cancel)()
-	var msgs []jetstream.Msg
-	for attempt := 0; ; attempt++ {
-		actx, acancel := context.WithTimeout(ctx, readAttempt)
-		msgs, err = e.readGap(actx, w, md.Sequence.Stream)
-		acancel()
-		if err == nil {
-			break
-		}
-		e.log.Warn("engine: delivery gap: could not read the commands taken; retrying", "stream", w.src.stream,
-			"consumer", w.src.durable, "attempt", attempt, "err", err)
-		if retry.Sleep(ctx, retryDelay(attempt)) != nil {
-			e.log.Warn("engine: delivery gap: gave up reading the commands taken (closing); they come back after the ack wait",
-				"stream", w.src.stream)
-			return
-		}
+	msgs, err := e.readTakenOn(ctx, w.src, func(ctx context.Context) (*takenRead, error) {
+		return e.gapRange(ctx, w, md.Sequence.Stream)
+	}, "engine: delivery gap: read the commands taken and not finished",
+		"engine: delivery gap: could not read the commands taken; retrying")
+	if err != nil {
+		e.log.Warn("engine: delivery gap: gave up reading the commands taken (closing); they come back after the ack wait",
+			"stream", w.src.stream)
+		return
 	}
 	for _, r := range msgs {
 		e.queue.pushRecovered(e.names.WorkspaceOf(r.Subject()), r)
@@ -151,57 +144,54 @@ func (e *Engine) sweepAfterFailure(ctx context.Context, w *gapWatch) {
 		defer w.sweeping.Store(false)
 		ctx, cancel := context.WithTimeout(ctx, e.cfg.AckWait)
 		defer cancel()
-		for attempt := 0; ; attempt++ {
-			// The iterator pulls again after its own wait; the consumer may
-			// answer before the lost deliveries' node is back (a new leader).
-			if retry.Sleep(ctx, retryDelay(attempt)) != nil {
-				return
-			}
-			actx, acancel := context.WithTimeout(ctx, readAttempt)
-			msgs, done, err := e.sweep(actx, w)
-			acancel()
-			if err != nil {
-				continue
-			}
-			if done {
-				return
-			}
-			for _, r := range msgs {
-				e.queue.pushRecovered(e.names.WorkspaceOf(r.Subject()), r)
-			}
-			if e.cfg.Metrics != nil && len(msgs) > 0 {
-				e.cfg.Metrics.CatchUps.Inc()
-				e.cfg.Metrics.CaughtUp.Add(float64(len(msgs)))
-			}
+		// The iterator pulls again after its own wait; the consumer may
+		// answer before the lost deliveries' node is back (a new leader).
+		if retry.Sleep(ctx, retryDelay(0)) != nil {
 			return
+		}
+		msgs, err := e.readTakenOn(ctx, w.src, func(ctx context.Context) (*takenRead, error) {
+			return e.sweepRange(ctx, w)
+		}, "engine: after a failed pull: read the commands taken and not finished", "")
+		if err != nil {
+			return // the ack wait is out: the server hands them out again
+		}
+		for _, r := range msgs {
+			e.queue.pushRecovered(e.names.WorkspaceOf(r.Subject()), r)
+		}
+		if e.cfg.Metrics != nil && len(msgs) > 0 {
+			e.cfg.Metrics.CatchUps.Inc()
+			e.cfg.Metrics.CaughtUp.Add(float64(len(msgs)))
 		}
 	})
 }
 
-// sweep reads the commands of w's consumer taken and not finished that are
-// not here; done: there are none.
-func (e *Engine) sweep(ctx context.Context, w *gapWatch) (msgs []jetstream.Msg, done bool, err error) {
-	info, err := w.cons.Info(ctx)
+// sweepRange is the read of the commands of w's consumer taken and not
+// finished that are not here (empty if there are none).
+func (e *Engine) sweepRange(ctx context.Context, w *gapWatch) (*takenRead, error) {
+	ictx, cancel := context.WithTimeout(ctx, e.readLimit())
+	defer cancel()
+	info, err := w.cons.Info(ictx)
 	if err != nil {
-		return nil, false, fmt.Errorf("engine: consumer %s: %w", w.src.durable, err)
+		return nil, fmt.Errorf("engine: consumer %s: %w", w.src.durable, err)
 	}
 	from, to := info.AckFloor.Stream+1, info.Delivered.Stream
 	if info.NumAckPending == 0 || to < from {
-		return nil, true, nil
+		from, to = 1, 0
 	}
-	msgs, err = e.readTaken(ctx, w.src, from, to, "engine: after a failed pull: read the commands taken and not finished",
-		func(ws string, seq uint64) bool { return e.queue.holds(ws, w.src.stream, seq) })
-	return msgs, false, err
+	return &takenRead{src: w.src, from: from, to: to, next: from,
+		skip: func(ws string, seq uint64) bool { return e.queue.holds(ws, w.src.stream, seq) }}, nil
 }
 
-// readGap returns the commands of w's source from the consumer's ack floor
-// to its last delivery that have no outcome and are neither waiting nor
-// being handled here, nor at (the message at hand). Past at too: the
-// message at hand may be a redelivery (a command handed back by the
-// previous owner goes first), and commands delivered elsewhere after it
+// gapRange is the read of the commands of w's source from the consumer's
+// ack floor to its last delivery that have no outcome and are neither
+// waiting nor being handled here, nor at (the message at hand). Past at
+// too: the message at hand may be a redelivery (a command handed back by
+// the previous owner goes first), and commands delivered elsewhere after it
 // would be missed by a read that stopped there.
-func (e *Engine) readGap(ctx context.Context, w *gapWatch, at uint64) ([]jetstream.Msg, error) {
-	info, err := w.cons.Info(ctx)
+func (e *Engine) gapRange(ctx context.Context, w *gapWatch, at uint64) (*takenRead, error) {
+	ictx, cancel := context.WithTimeout(ctx, e.readLimit())
+	defer cancel()
+	info, err := w.cons.Info(ictx)
 	if err != nil {
 		return nil, fmt.Errorf("engine: consumer %s: %w", w.src.durable, err)
 	}
@@ -212,8 +202,8 @@ func (e *Engine) readGap(ctx context.Context, w *gapWatch, at uint64) ([]jetstre
 		from = to - limit + 1
 	}
 	if to < from {
-		return nil, nil
+		from, to = 1, 0
 	}
-	return e.readTaken(ctx, w.src, from, to, "engine: delivery gap: read the commands taken and not finished",
-		func(ws string, seq uint64) bool { return seq == at || e.queue.holds(ws, w.src.stream, seq) })
+	return &takenRead{src: w.src, from: from, to: to, next: from,
+		skip: func(ws string, seq uint64) bool { return seq == at || e.queue.holds(ws, w.src.stream, seq) }}, nil
 }

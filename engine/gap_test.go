@@ -2,6 +2,9 @@ package engine_test
 
 import (
 	"context"
+	"fmt"
+	"log/slog"
+	"slices"
 	"testing"
 	"time"
 
@@ -9,6 +12,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
+	"github.com/turnstile-dev/turnstile/client"
 	"github.com/turnstile-dev/turnstile/engine"
 	"github.com/turnstile-dev/turnstile/events"
 	"github.com/turnstile-dev/turnstile/fsm"
@@ -25,14 +29,136 @@ func TestLostDeliveryIsNotOvertaken(t *testing.T) {
 	metrics := engine.NewMetrics(prometheus.NewRegistry())
 	core := testenv.StartCore(t, testenv.CoreOptions{Engine: engine.Config{AckWait: time.Minute, Metrics: metrics,
 		PinnedTTL: time.Second}})
-	names := events.NewNames("")
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 
-	tnc, tjs := core.NATS.Connect(t)
 	const ws = "gap-1"
+	cl := core.Client(t, "t")
+	lost, sent := stealOne(t, ctx, core, cl, ws)
+	next, err := cl.Publish(ctx, fsm.Command{Type: fsm.Create, Workspace: ws})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sent = append(sent, next.ID)
+	testenv.Eventually(t, 20*time.Second, "the lost command and the next decided", func() bool {
+		_, ok1, err1 := core.Store.Outcome(ctx, lost)
+		_, ok2, err2 := core.Store.Outcome(ctx, next.ID)
+		return err1 == nil && err2 == nil && ok1 && ok2
+	})
+
+	// Decided in the order they reached the stream.
+	decidedInOrder(t, ctx, core, sent, lost)
+	if n := testutil.ToFloat64(metrics.CatchUps); n != 1 {
+		t.Errorf("%v catch-ups, want 1", n)
+	}
+	if n := testutil.ToFloat64(metrics.CaughtUp); n != 1 {
+		t.Errorf("%v commands caught up, want 1", n)
+	}
+}
+
+// A catch-up behind a lagging ack floor (one command held up while
+// thousands after it were acked) reads a range of many pages, though
+// reading it takes many times readAttempt: readAttempt bounds each request
+// of the read, not the read, and a failed attempt goes on from the last
+// page read. The lost command is then decided before the next, long before
+// its ack wait.
+//
+// On the old code, which bounded each attempt of the read as a whole, every
+// attempt ran out of time and the next began again from the ack floor: the
+// catch-up never ended, and the partition's pulls waited on it.
+func TestCatchUpOfALongRange(t *testing.T) {
+	const acked = 3000
+	log := newLogged(testenv.Logger(t).Handler())
+	cfg := engine.Config{AckWait: time.Minute, PinnedTTL: time.Second, Logger: slog.New(log)}
+	// Far less than the read of the whole range takes, far more than one
+	// request does.
+	cfg = engine.WithReadAttempt(cfg, 200*time.Millisecond)
+	core := testenv.StartCore(t, testenv.CoreOptions{Engine: cfg, Partitions: 1})
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+
+	stuck := stuckCommand(t, ctx, core.JS, "held")
+	testenv.Eventually(t, 30*time.Second, "the held command in hand", func() bool {
+		for _, r := range log.find("engine: command not recorded yet; retrying") {
+			if r.attrs["command"].String() == stuck {
+				return true
+			}
+		}
+		return false
+	})
+	var acks []jetstream.PubAckFuture
+	for i := range acked {
+		cmd := fsm.Command{ID: fmt.Sprintf("after-%d-create", i), Type: fsm.Create, Workspace: fmt.Sprintf("after-%d", i)}
+		f, err := core.JS.PublishMsgAsync(commandMsg(t, cmd))
+		if err != nil {
+			t.Fatal(err)
+		}
+		acks = append(acks, f)
+	}
+	for _, f := range acks {
+		select {
+		case <-f.Ok():
+		case err := <-f.Err():
+			t.Fatal(err)
+		case <-ctx.Done():
+			t.Fatal("publish: no ack")
+		}
+	}
+	testenv.Eventually(t, time.Minute, "every command after the held one acked", func() bool {
+		info := consumerInfo(t, core.JS, "held")
+		return info.NumPending == 0 && info.NumAckPending == 1
+	})
+	floor := consumerInfo(t, core.JS, "held").AckFloor.Stream
+
+	const ws = "gap-long"
+	cl := core.Client(t, "t")
+	lost, sent := stealOne(t, ctx, core, cl, ws)
+	next, err := cl.Publish(ctx, fsm.Command{Type: fsm.Create, Workspace: ws})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sent = append(sent, next.ID)
+	// Well inside the ack wait: the catch-up decides the lost command, not
+	// its redelivery.
+	testenv.Eventually(t, 30*time.Second, "the lost command and the next decided", func() bool {
+		_, ok1, err1 := core.Store.Outcome(ctx, lost)
+		_, ok2, err2 := core.Store.Outcome(ctx, next.ID)
+		return err1 == nil && err2 == nil && ok1 && ok2
+	})
+	decidedInOrder(t, ctx, core, sent, lost)
+
+	var read []loggedRecord
+	for _, r := range log.find("engine: delivery gap: read the commands taken and not finished") {
+		if fmt.Sprint(r.attrs["from"]) == fmt.Sprint(floor+1) {
+			read = append(read, r)
+		}
+	}
+	if len(read) == 0 {
+		t.Fatal("no catch-up read from the ack floor")
+	}
+	for _, r := range read {
+		t.Logf("read from %v to %v: %v commands, %v unfinished, took %v", r.attrs["from"], r.attrs["to"],
+			r.attrs["commands"], r.attrs["unfinished"], r.attrs["took"])
+		if n := r.attrs["commands"].Int64(); n < acked {
+			t.Errorf("the catch-up read %d commands, want the %d after the held one", n, acked)
+		}
+		if n := r.attrs["unfinished"].Int64(); n > 1 {
+			t.Errorf("the catch-up read %d commands as unfinished; only the lost one is", n)
+		}
+	}
+}
+
+// stealOne makes the delivery of one of ws's commands lost on the way: a
+// second connection takes it from the engine's durable and goes away
+// without acking it, exactly like a lost pull response. It sends ws's
+// commands one at a time until one is taken, and returns that one's id and
+// the ids sent, in order. The engine is pinned, so the thief's pull gets a
+// command only when the pin is dropped before one arrives.
+func stealOne(t *testing.T, ctx context.Context, core *testenv.Core, cl *client.Client, ws string) (string, []string) {
+	t.Helper()
+	tnc, tjs := core.NATS.Connect(t)
 	thief := partConsumer(t, tjs, ws)
-	cmdStream, err := tjs.Stream(ctx, names.CommandStream())
+	cmdStream, err := tjs.Stream(ctx, events.NewNames("").CommandStream())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -50,11 +176,6 @@ func TestLostDeliveryIsNotOvertaken(t *testing.T) {
 		info, err := thief.Info(ctx)
 		return err == nil && info.NumWaiting >= 2
 	})
-
-	// One workspace's commands, one at a time, until the thief has one: the
-	// engine is pinned, so the thief's pull gets a command only when the
-	// pin is dropped before one arrives and the thief's pull takes it.
-	cl := core.Client(t, "t")
 	var sent []string
 	lost := ""
 	for lost == "" {
@@ -80,21 +201,16 @@ func TestLostDeliveryIsNotOvertaken(t *testing.T) {
 		})
 	}
 	tnc.Close() // the lost response: delivered, never acked; the pin comes back to the engine after PinnedTTL
-	next, err := cl.Publish(ctx, fsm.Command{Type: fsm.Create, Workspace: ws})
-	if err != nil {
-		t.Fatal(err)
-	}
-	sent = append(sent, next.ID)
-	testenv.Eventually(t, 20*time.Second, "the lost command and the next decided", func() bool {
-		_, ok1, err1 := core.Store.Outcome(ctx, lost)
-		_, ok2, err2 := core.Store.Outcome(ctx, next.ID)
-		return err1 == nil && err2 == nil && ok1 && ok2
-	})
+	return lost, sent
+}
 
-	// Decided in the order they reached the stream.
+// decidedInOrder fails t unless the commands sent have their outcomes in
+// the store in the order sent (other commands' outcomes left out).
+func decidedInOrder(t *testing.T, ctx context.Context, core *testenv.Core, sent []string, lost string) {
+	t.Helper()
 	var order []string
-	err = core.Store.Replay(ctx, 1, 0, func(r events.Record) error {
-		if r.Outcome != nil {
+	err := core.Store.Replay(ctx, 1, 0, func(r events.Record) error {
+		if r.Outcome != nil && slices.Contains(sent, r.Outcome.CommandID) {
 			order = append(order, r.Outcome.CommandID)
 		}
 		return nil
@@ -109,11 +225,5 @@ func TestLostDeliveryIsNotOvertaken(t *testing.T) {
 		if order[i] != sent[i] {
 			t.Fatalf("decided in order %v, sent in order %v (lost: %s)", order, sent, lost)
 		}
-	}
-	if n := testutil.ToFloat64(metrics.CatchUps); n != 1 {
-		t.Errorf("%v catch-ups, want 1", n)
-	}
-	if n := testutil.ToFloat64(metrics.CaughtUp); n != 1 {
-		t.Errorf("%v commands caught up, want 1", n)
 	}
 }

@@ -40,14 +40,33 @@ import (
 // It also returns the stream's last sequence, read first: every command
 // stored before this call is at or below it.
 func (e *Engine) unfinished(ctx context.Context, cons jetstream.Consumer, src source) ([]jetstream.Msg, uint64, error) {
+	var last uint64
+	out, err := e.readTakenOn(ctx, src, func(ctx context.Context) (*takenRead, error) {
+		var r *takenRead
+		var err error
+		last, r, err = e.takenRange(ctx, cons, src)
+		return r, err
+	}, "engine: read the commands taken before this start", "engine: could not read the commands taken and not finished; retrying")
+	if err != nil {
+		return nil, 0, fmt.Errorf("engine: read the unfinished commands of %s: %w", src.durable, err)
+	}
+	return out, last, nil
+}
+
+// readTakenOn reads the commands taken that open names, to the end: open
+// (again, until it works) gives the range, and a failed attempt goes on
+// from the last page read, at once if it got on (each request is bounded,
+// readMore, not the read). It logs the read under done, each failure under
+// retrying (if not ""), and returns the unfinished commands in stream
+// order, or ctx's error.
+func (e *Engine) readTakenOn(ctx context.Context, src source, open func(context.Context) (*takenRead, error),
+	done, retrying string) ([]jetstream.Msg, error) {
 	started := time.Now()
 	var r *takenRead
-	var last uint64
 	for attempt := 0; ; attempt++ {
 		var err error
 		if r == nil {
-			last, r, err = e.takenRange(ctx, cons, src)
-			if err != nil {
+			if r, err = open(ctx); err != nil {
 				r = nil
 			}
 		}
@@ -55,27 +74,27 @@ func (e *Engine) unfinished(ctx context.Context, cons jetstream.Consumer, src so
 			at := r.next
 			if err = e.readMore(ctx, r); err == nil {
 				if r.to >= r.from {
-					e.log.Info("engine: read the commands taken before this start", "stream", src.stream, "from", r.from,
-						"to", r.to, "commands", r.commands, "unfinished", len(r.out), "took", time.Since(started))
+					e.log.Info(done, "stream", src.stream, "from", r.from, "to", r.to,
+						"commands", r.commands, "unfinished", len(r.out), "took", time.Since(started))
 				}
-				return r.out, last, nil
+				return r.out, nil
 			}
 			if r.next > at {
 				attempt = 0 // it got on: try again at once
 			}
 		}
-		e.log.Warn("engine: could not read the commands taken and not finished; retrying", "stream", src.stream,
-			"consumer", src.durable, "attempt", attempt, "err", err)
+		if retrying != "" {
+			e.log.Warn(retrying, "stream", src.stream, "consumer", src.durable, "attempt", attempt, "err", err)
+		}
 		if err := retry.Sleep(ctx, retryDelay(attempt)); err != nil {
-			return nil, 0, fmt.Errorf("engine: read the unfinished commands of %s: %w", src.durable, err)
+			return nil, err
 		}
 	}
 }
 
-// readAttempt bounds each request of a read of the commands taken (and
-// each attempt of a catch-up or a sweep as a whole, gap.go): a request to a
-// cluster electing its leaders can go unanswered, and the next attempt may
-// reach the new leader.
+// readAttempt bounds each request of a read of the commands taken (here
+// and in gap.go): a request to a cluster electing its leaders can go
+// unanswered, and the next attempt may reach the new leader.
 const readAttempt = 10 * time.Second
 
 // readLimit is readAttempt, or Config.readAttempt where a test set it.
@@ -125,21 +144,6 @@ type takenRead struct {
 	next     uint64          // the first sequence not read yet
 	commands int             // read, finished or not
 	out      []jetstream.Msg // unfinished, in stream order
-}
-
-// readTaken returns, in stream order, the commands of src in [from, to]
-// that have no stored outcome, leaving out those skip (if not nil) names;
-// it logs what it read under msg. ctx bounds the whole read.
-func (e *Engine) readTaken(ctx context.Context, src source, from, to uint64, msg string,
-	skip func(ws string, seq uint64) bool) ([]jetstream.Msg, error) {
-	started := time.Now()
-	r := &takenRead{src: src, from: from, to: to, skip: skip, next: from}
-	if err := e.readMore(ctx, r); err != nil {
-		return nil, err
-	}
-	e.log.Info(msg, "stream", src.stream, "from", from, "to", to,
-		"commands", r.commands, "unfinished", len(r.out), "took", time.Since(started))
-	return r.out, nil
 }
 
 // takenPage is how many commands readMore reads, and then looks up, at once.

@@ -459,12 +459,13 @@ func (s *Store) HistoryRecords(ctx context.Context, id string, fn func(Record) e
 // scan calls fn for each message on workspace id's subject up to stream
 // sequence through, which must hold one.
 func (s *Store) scan(ctx context.Context, id string, through uint64, fn func(Record) error) error {
-	return s.scanFrom(ctx, id, 1, through, fn)
+	return s.scanFrom(ctx, id, 1, through, func() int { return historyPage }, fn)
 }
 
-// scanFrom is scan from stream sequence from on.
-func (s *Store) scanFrom(ctx context.Context, id string, from, through uint64, fn func(Record) error) error {
-	got, err := s.read(ctx, from, through, s.names.Event(id), historyPage, fn)
+// scanFrom is scan from stream sequence from on, each request asking for
+// size() messages.
+func (s *Store) scanFrom(ctx context.Context, id string, from, through uint64, size func() int, fn func(Record) error) error {
+	got, err := s.readSized(ctx, from, through, s.names.Event(id), size, fn)
 	if err != nil {
 		return fmt.Errorf("history of %s: %w", id, err)
 	}
@@ -481,7 +482,7 @@ func (s *Store) scanFrom(ctx context.Context, id string, from, through uint64, f
 const maxStepsBack = 16
 
 // historyPage is how many events one direct batch get of a history asks
-// for.
+// for at most.
 const historyPage = 512
 
 // Record is one message of the event stream: an event, an outcome, or a
@@ -595,9 +596,15 @@ const replayPage = 1000
 // could point anywhere, docs/security.md); the CLI's audit --all runs as
 // that user.
 func (s *Store) read(ctx context.Context, from, to uint64, subject string, page int, fn func(Record) error) (uint64, error) {
+	return s.readSized(ctx, from, to, subject, func() int { return page }, fn)
+}
+
+// readSized is read with each request asking for size() messages (at
+// least 1), asked again before each request.
+func (s *Store) readSized(ctx context.Context, from, to uint64, subject string, size func() int, fn func(Record) error) (uint64, error) {
 	through := from - 1
 	for through < to {
-		req := batchRequest{Seq: through + 1, NextFor: subject, Batch: int(min(uint64(page), to-through))}
+		req := batchRequest{Seq: through + 1, NextFor: subject, Batch: int(min(uint64(max(size(), 1)), to-through))}
 		got, past := 0, false
 		var fnErr error
 		err := s.directBatch(ctx, s.names.EventStream(), req, func(m *jetstream.RawStreamMsg) error {

@@ -13,14 +13,16 @@ import (
 // HistoryAfter calls fn for the events of workspace id after its event
 // seq after, oldest first, up to the newest at the time of the call, as
 // History does; but first for the newest readable event whose seq is at
-// most after, if there is one: the state the next event starts from. With
-// after 0 it is History.
+// most after, if there is one: the state the next event starts from. It
+// stops after n events past after (n <= 0: no bound). With after 0 and n
+// 0 it is History.
 //
 // It does not read the history from its start: a binary search over
 // stream sequences (seek) finds that event with a few direct gets, and the
-// read goes on from there. So a page of a long history costs about the
-// page, not the history before it.
-func (s *Store) HistoryAfter(ctx context.Context, id string, after uint64, fn func(Envelope) error) error {
+// read goes on from there, each request asking for no more than the
+// events still wanted. So a page of a long history costs about the page,
+// not the history before it nor a batch past it.
+func (s *Store) HistoryAfter(ctx context.Context, id string, after uint64, n int, fn func(Envelope) error) error {
 	if err := fsm.ValidateID(id); err != nil {
 		return err
 	}
@@ -39,10 +41,32 @@ func (s *Store) HistoryAfter(ctx context.Context, id string, after uint64, fn fu
 	// The read starts at the newest event at most after (or earlier, when
 	// seek gave up): hold the newest such event until one after it comes.
 	var held *Envelope
-	err = s.scanFrom(ctx, id, from, head.Sequence, func(r Record) error {
+	fed, last := 0, uint64(0) // events past after given to fn; the seq of the last event read
+	size := func() int {
+		if n <= 0 {
+			return historyPage
+		}
+		// The events up to after still to come (seqs run 1, 2, 3, ...):
+		// after less the last read; before the first, the one seek found,
+		// or all of them from the start. An unreadable message among them
+		// only leaves the next request to ask for the rest.
+		var ahead uint64
 		switch {
-		case r.Event == nil:
+		case last > 0:
+			ahead = after - min(last, after)
+		case from > 1:
+			ahead = 1
+		default:
+			ahead = after
+		}
+		return int(min(uint64(n-fed)+ahead, historyPage))
+	}
+	err = s.scanFrom(ctx, id, from, head.Sequence, size, func(r Record) error {
+		if r.Event == nil {
 			return nil
+		}
+		last = r.Event.Seq
+		switch {
 		case r.Event.Seq <= after:
 			held = r.Event
 			return nil
@@ -53,8 +77,17 @@ func (s *Store) HistoryAfter(ctx context.Context, id string, after uint64, fn fu
 				return err
 			}
 		}
-		return fn(*r.Event)
+		if err := fn(*r.Event); err != nil {
+			return err
+		}
+		if fed++; fed == n {
+			return errEnough
+		}
+		return nil
 	})
+	if errors.Is(err, errEnough) {
+		return nil
+	}
 	if err == nil && held != nil {
 		err = fn(*held)
 	}

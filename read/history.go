@@ -96,7 +96,8 @@ func History(ctx context.Context, store *events.Store, id string) ([]Event, erro
 func HistoryPage(ctx context.Context, store *events.Store, id string, after uint64, limit int) (page []Event, more bool, err error) {
 	page = []Event{}
 	prev, seen := fsm.None, false
-	err = store.HistoryAfter(ctx, id, after, func(env events.Envelope) error {
+	// limit+1: one more than the page shows that more follow.
+	err = store.HistoryAfter(ctx, id, after, limit+1, func(env events.Envelope) error {
 		seen = true
 		from := prev
 		prev = env.State.Status

@@ -235,6 +235,39 @@ func TestHistoryPageReadsNearTheCursor(t *testing.T) {
 	t.Logf("a page of 100 after event %d fetched %d messages", n-100, fetched)
 }
 
+// TestHistoryPageAsksForThePage counts the messages a small page of a long
+// history fetches, at its start and in its middle: about the page (plus
+// the search's direct gets), not a whole batch of the history after it.
+// Before, each batch get asked for 512 events whatever the page's limit: a
+// page of 10 after event 1000 had fetched 346 messages by the time it
+// returned (and the rest of its batch came after).
+func TestHistoryPageAsksForThePage(t *testing.T) {
+	h := newHistories(t)
+	const n = 3000
+	for range n {
+		h.add(t, "long", 1)
+		h.add(t, "other", 1)
+	}
+	h.settle(t)
+	ctx := context.Background()
+	for _, after := range []uint64{0, 1000} {
+		before := h.nc.Stats().InMsgs
+		page, more, err := read.HistoryPage(ctx, h.store, "long", after, 10)
+		fetched := h.nc.Stats().InMsgs - before
+		if err != nil || len(page) != 10 || !more || page[0].Seq != after+1 {
+			t.Fatalf("a page of 10 after event %d: %d events, more %v, %v", after, len(page), more, err)
+		}
+		// The newest message, a binary search over 6,000 stream sequences
+		// (13 direct gets), and one batch get of the event at the cursor,
+		// the 10 of the page and the one that shows more follow, and its
+		// end: about 28.
+		if fetched > 40 {
+			t.Errorf("a page of 10 after event %d fetched %d messages", after, fetched)
+		}
+		t.Logf("a page of 10 after event %d fetched %d messages", after, fetched)
+	}
+}
+
 // TestHistoryPageUnreadable puts messages no reader can use on the
 // workspace's subject: before its first event, alone in the middle, a run
 // longer than the search steps over, and as the newest. Every page, from
