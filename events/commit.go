@@ -124,8 +124,9 @@ type CommitStats struct {
 // one event and one outcome: the second event is refused by the
 // compare-and-set or, within the duplicate window, by its message id; past
 // the window only the outcome check before the events stands in the way
-// (see docs/reliability.md), skipped for a write the caller marks Unseen. A refused write is sorted out by the single
-// path, which still writes an event with its outcome in one atomic batch.
+// (see docs/reliability.md), skipped for a write the caller marks Unseen.
+// A refused write is sorted out by the single path, which still writes an
+// event with its outcome in one atomic batch.
 func (s *Store) Commit(ctx context.Context, ws []Write, opt CommitOptions) ([]Written, CommitStats) {
 	return s.StartCommit(ctx, ws, opt).Wait(ctx)
 }
@@ -213,7 +214,17 @@ func (s *Store) startCommit(ctx context.Context, ws []Write, out []Written, opt 
 	if len(seen) > 0 {
 		var fresh []int
 		fresh, p.single = s.withoutOutcome(ctx, ws, seen)
-		appends = slices.DeleteFunc(appends, func(i int) bool { return !ws[i].Unseen && !slices.Contains(fresh, i) })
+		// Keep the unseen and the fresh, in order (both lists ascend).
+		kept, j := appends[:0:0], 0
+		for _, i := range appends {
+			for j < len(fresh) && fresh[j] < i {
+				j++
+			}
+			if ws[i].Unseen || j < len(fresh) && fresh[j] == i {
+				kept = append(kept, i)
+			}
+		}
+		appends = kept
 	}
 	// The events, each a compare-and-set on its workspace.
 	events := s.newAsyncPubs(len(appends))
