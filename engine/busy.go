@@ -84,6 +84,11 @@ func (e *Engine) refuseBusy(ctx context.Context, m jetstream.Msg, ws string, cmd
 		e.refuse(ctx, m, md, ws, false, cmd, decodeErr)
 		return
 	}
+	if rej := e.aheadDated(ctx, cmd.ID, cmd.Type, md, false); rej != nil {
+		// Nothing may be stored under its id (unseen.go), not even "busy".
+		e.refuseAhead(m, md, cmd, rej, md.NumDelivered > 1)
+		return
+	}
 	if md.NumDelivered > 1 || m.Headers().Get(jetstream.MsgIDHeader) == "" {
 		// Perhaps decided before (a lost ack): keep the outcome it had.
 		o, ok, err := e.store.Outcome(ctx, cmd.ID)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"log/slog"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -269,6 +270,64 @@ func TestFirstDeliveryWithItsEventStoredNotRefusedBusy(t *testing.T) {
 	if got := eventCommands(t, b.core, ws); len(got) != 4 || got[1] != c.ID ||
 		!slices.Equal(got[2:], []string{waiting[0].ID, waiting[1].ID}) {
 		t.Fatalf("events of commands %v, want the create, C, %s and %s", got, waiting[0].ID, waiting[1].ID)
+	}
+	testenv.Eventually(t, 30*time.Second, "every command handled", func() bool { return consumerDone(b.core) })
+}
+
+// A command beyond its workspace's limit whose id is a UUIDv7 dated ahead
+// is refused as dated ahead with nothing stored, not refused busy: a busy
+// refusal stored under it would stand when a copy of the id comes again,
+// unseen, once its time has come (unseen.go).
+func TestAheadDatedIDBeyondTheLimitStoresNothing(t *testing.T) {
+	b := newBusyTest(t)
+	const ws = "busy-ahead"
+	cl := b.core.Client(t, "t")
+	if o := send(t, cl, fsm.Command{Type: fsm.Create, Workspace: ws}); o.Outcome != fsm.Accepted {
+		t.Fatalf("create: %+v", o)
+	}
+	s, err := cl.Prepare(fsm.Command{Type: fsm.Configure, Workspace: ws, Spec: &fsm.Spec{Env: map[string]string{"N": "s"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b.stick(t, s.ID)
+	if _, err := cl.Publish(b.ctx, s); err != nil {
+		t.Fatal(err)
+	}
+	testenv.Eventually(t, 30*time.Second, "S in hand", func() bool { return b.log.all([]string{s.ID}) })
+	waiting := []fsm.Command{b.configure(t, cl, ws, "1"), b.configure(t, cl, ws, "2")}
+	over := b.configure(t, cl, ws, "3")
+	if o := b.waitOutcome(t, over.ID); !isRejection(o, fsm.CodeBusy) {
+		t.Fatalf("setup: a command beyond the limit: %+v, want busy", o)
+	}
+
+	id := v7At(t, time.Now().Add(10*time.Minute))
+	o, err := cl.SendNew(b.ctx, fsm.Command{ID: id, Type: fsm.Configure, Workspace: ws, Spec: &fsm.Spec{Env: map[string]string{"N": "ahead"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !isRejection(o, fsm.CodeInvalid) || !strings.Contains(o.Rejection.Message, "dated") {
+		t.Fatalf("an id dated ahead beyond the limit: %+v, want refused as dated ahead", o)
+	}
+	if o, ok := b.outcome(t, id); ok {
+		t.Fatalf("an outcome is stored under the id dated ahead: %s %+v", o.Outcome, o.Rejection)
+	}
+
+	// S settled by hand (its id is taken by stick's stray message); the
+	// rest follow.
+	so := events.OutcomeRecord{CommandID: s.ID, Workspace: ws, CommandType: s.Type, Outcome: fsm.Rejected,
+		Rejection: fsm.Invalid(s.Type, "settled by the test")}
+	om := nats.NewMsg(b.core.Store.Names().Outcome(s.ID))
+	if om.Data, err = events.EncodeOutcome(so); err != nil {
+		t.Fatal(err)
+	}
+	om.Header.Set(jetstream.MsgIDHeader, "settle-"+s.ID)
+	if _, err := b.core.JS.PublishMsg(b.ctx, om); err != nil {
+		t.Fatalf("settle S: %v", err)
+	}
+	for _, w := range waiting {
+		if o := b.waitOutcome(t, w.ID); o.Outcome != fsm.Accepted {
+			t.Fatalf("%s: %+v", w.ID, o)
+		}
 	}
 	testenv.Eventually(t, 30*time.Second, "every command handled", func() bool { return consumerDone(b.core) })
 }

@@ -190,6 +190,10 @@ type Engine struct {
 	// handled by an earlier engine (see handle's again).
 	opened time.Time
 
+	// window is the shorter of the command and event streams' duplicate
+	// windows as last read (ns; 0: unknown), and windowRead when (Unix ns):
+	// unseen.go.
+	window, windowRead atomic.Int64
 	// warnedReply: a refused reply subject has been logged at warn level
 	// (later ones at debug).
 	warnedReply atomic.Bool

@@ -1,6 +1,13 @@
 package engine
 
-import "time"
+import (
+	"context"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/turnstile-dev/turnstile/fsm"
+)
 
 // WithReadAttempt returns cfg with readAttempt (recover.go) set to d.
 func WithReadAttempt(cfg Config, d time.Duration) Config {
@@ -13,4 +20,10 @@ func WithReadAttempt(cfg Config, d time.Duration) Config {
 func WithoutRetake(cfg Config) Config {
 	cfg.noRetake = true
 	return cfg
+}
+
+// UnseenForTest is (*Engine).unseen for a first delivery of a user command
+// with a Nats-Msg-Id, stored at stored.
+func (e *Engine) UnseenForTest(ctx context.Context, cmd fsm.Command, stored time.Time) bool {
+	return e.unseen(ctx, cmd, &jetstream.MsgMetadata{Timestamp: stored, NumDelivered: 1}, false, false, true)
 }

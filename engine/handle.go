@@ -58,8 +58,8 @@ func (e *Engine) handle(ctx context.Context, m jetstream.Msg, recovered bool) {
 			return
 		}
 	}
-	if rej := e.aheadDated(cmd, md, system); rej != nil {
-		e.refuseAhead(m, md, cmd, rej)
+	if rej := e.aheadDated(ctx, cmd.ID, cmd.Type, md, system); rej != nil {
+		e.refuseAhead(m, md, cmd, rej, recovered || md.NumDelivered > 1)
 		return
 	}
 	again := e.handledBefore(recovered, md, m.Subject())
@@ -70,7 +70,7 @@ func (e *Engine) handle(ctx context.Context, m jetstream.Msg, recovered bool) {
 			return
 		}
 		// Checked each try: the last bound is on how long it has waited.
-		look.unseen = !look.stored && e.unseen(cmd, md, again, system, msgID)
+		look.unseen = !look.stored && e.unseen(ctx, cmd, md, again, system, msgID)
 		if again && look.since.IsZero() && e.cfg.Now().Sub(md.Timestamp) >= e.store.DuplicateWindow()-findEventSkew {
 			// Too old (by now: retries take time) for the duplicate
 			// window to catch its event for sure: look first.
@@ -325,9 +325,9 @@ func (e *Engine) refuse(ctx context.Context, m jetstream.Msg, md *jetstream.MsgM
 	// On the user command stream an id in the system namespace is never
 	// used: the refusal must not take a report's outcome subject.
 	validID := fsm.ValidateUserCommandID
-	invalidID := fmt.Sprintf("invalid-%d", md.Sequence.Stream)
+	invalidID := fmt.Sprintf("%s%d", fsm.RefusalIDPrefix, md.Sequence.Stream)
 	if system {
-		validID, invalidID = fsm.ValidateCommandID, fmt.Sprintf("invalid-sys-%d", md.Sequence.Stream)
+		validID, invalidID = fsm.ValidateCommandID, fmt.Sprintf("%ssys-%d", fsm.RefusalIDPrefix, md.Sequence.Stream)
 	}
 	// The Nats-Msg-Id, the key the stream dedupes on, comes first: a body
 	// naming another command's id must not take that command's outcome.
@@ -336,7 +336,8 @@ func (e *Engine) refuse(ctx context.Context, m jetstream.Msg, md *jetstream.MsgM
 	if id == "" {
 		id = cmd.ID
 	}
-	if validID(id) != nil {
+	if validID(id) != nil || e.aheadDated(ctx, id, cmd.Type, md, system) != nil {
+		// Nothing may be stored under an id dated ahead (unseen.go).
 		id = invalidID
 	}
 	if fsm.ValidateID(ws) != nil {

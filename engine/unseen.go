@@ -1,6 +1,7 @@
 package engine
 
 import (
+	"context"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -11,32 +12,54 @@ import (
 
 // A command whose id is a UUIDv7 (events.IDTime; client.NewCommandID makes
 // them) carries the time it was made. That bounds when any other copy of
-// it can have been stored, and so lets the engine skip the outcome check
+// it can have been decided, and so lets the engine skip the outcome check
 // (a direct get per command, before the events) for a command that cannot
-// have been decided before. The argument, with W the duplicate window
-// (the command and event streams have the same):
+// have been decided before. The argument, with t the id's time and W the
+// shorter of the command and event streams' duplicate windows:
 //
-//   - A copy is "unseen" if it was stored at most W/4 before and at most W/2
-//     after its id's time, was not handled before (handledBefore), and is
-//     handled at most W/2 after it was stored.
-//   - Another stored copy of the id is at least W apart from it (the
-//     command stream refuses a message id within W of the last). A later
-//     one is then stored more than W/2 after the id's time: not unseen, so
-//     it is checked and finds this one's outcome. An earlier one was stored
-//     at least W/2 before the id's time: dated ahead, and refused with
-//     nothing stored (aheadDated).
-//   - This copy handled before (a delivery count that started again, a
-//     consumer made again) stored its event or outcome after it was
-//     stored, so within W of now: the event stream refuses a second one by
-//     message id (events.Write.Unseen).
+//   - A copy is "unseen" if it carries Nats-Msg-Id, was stored within W/4
+//     of t (either side), was not handled before (handledBefore), and is
+//     decided within W/4 of being stored: its writes land by about t + W/2.
+//   - Every copy that stores anything was stored no earlier than t - W/4:
+//     one dated further ahead is refused with nothing stored (aheadDated,
+//     on every path that would store under the id: handle, refuse,
+//     refuseBusy). So any other copy's event or outcome written before this
+//     one's is less than 3W/4 older: the event stream refuses this one's
+//     event by message id (an outcome without an event carries the command
+//     id too). One written after it was checked (a copy with the header
+//     is stored at least W apart from this one, so after t + 3W/4: not
+//     unseen) and finds this one's outcome, or is refused by id likewise.
+//   - This copy handled before without the engine knowing (a delivery
+//     count that started again) wrote less than W/4 ago: refused by id.
 //
-// The margins (W/4 between the bounds and the window) absorb clock skew
-// between NATS servers and this process.
+// The margins absorb clock skew between NATS servers and this process,
+// and the commit's own delay.
+
+// windowRecheck is how long the duplicate windows as last read are trusted.
+const windowRecheck = 10 * time.Second
+
+// dupWindow is the shorter of the command and event streams' duplicate
+// windows, read again once older than windowRecheck (by one caller at a
+// time; a failed read keeps the value before). 0 until first read.
+func (e *Engine) dupWindow(ctx context.Context) time.Duration {
+	at := e.windowRead.Load()
+	if time.Since(time.Unix(0, at)) >= windowRecheck && e.windowRead.CompareAndSwap(at, time.Now().UnixNano()) {
+		rctx, cancel := context.WithTimeout(ctx, e.readLimit())
+		w, err := e.store.ReadDuplicateWindows(rctx)
+		cancel()
+		if err != nil {
+			e.windowRead.Store(at) // the next caller asks again
+		} else {
+			e.window.Store(int64(w))
+		}
+	}
+	return time.Duration(e.window.Load())
+}
 
 // unseen reports whether cmd, a user command delivered in a message with
 // metadata md, cannot have been decided before (above): its write may skip
 // the outcome check.
-func (e *Engine) unseen(cmd fsm.Command, md *jetstream.MsgMetadata, handledBefore, system, msgID bool) bool {
+func (e *Engine) unseen(ctx context.Context, cmd fsm.Command, md *jetstream.MsgMetadata, handledBefore, system, msgID bool) bool {
 	if handledBefore || system || !msgID {
 		return false
 	}
@@ -44,44 +67,52 @@ func (e *Engine) unseen(cmd fsm.Command, md *jetstream.MsgMetadata, handledBefor
 	if !ok {
 		return false
 	}
-	w := e.store.DuplicateWindow()
+	w := e.dupWindow(ctx)
 	if w <= 0 {
 		return false
 	}
 	lag := md.Timestamp.Sub(t)
-	return lag >= -w/4 && lag <= w/2 && e.cfg.Now().Sub(md.Timestamp) <= w/2
+	return lag.Abs() <= w/4 && e.cfg.Now().Sub(md.Timestamp) <= w/4
 }
 
 // aheadDated returns a refusal for a user command whose id is a UUIDv7
-// dated more than a quarter of the duplicate window after the command was
+// dated more than a quarter of the duplicate window after the message was
 // stored (a sender's clock far ahead, or a forged id). Such a command is
-// refused with nothing stored (not even its outcome): a copy of the id
-// sent again once the id's time has come would be unseen, and must find
-// nothing decided under it.
-func (e *Engine) aheadDated(cmd fsm.Command, md *jetstream.MsgMetadata, system bool) *fsm.Rejection {
+// refused with nothing stored under its id: a copy sent again once the
+// id's time has come would be unseen, and must find nothing decided.
+// id is the id the caller would store under (the Nats-Msg-Id first).
+func (e *Engine) aheadDated(ctx context.Context, id string, t fsm.CommandType, md *jetstream.MsgMetadata, system bool) *fsm.Rejection {
 	if system {
 		return nil
 	}
-	t, ok := events.IDTime(cmd.ID)
+	at, ok := events.IDTime(id)
 	if !ok {
 		return nil
 	}
-	w := e.store.DuplicateWindow()
-	if ahead := t.Sub(md.Timestamp); w > 0 && ahead > w/4 {
-		return fsm.Invalid(cmd.Type, "command id %s is a UUIDv7 dated %v after the server stored the command (at most %v allowed): "+
-			"the sender's clock is ahead; fix it, or use a random id (UUIDv4)", cmd.ID, ahead.Round(time.Millisecond), w/4)
+	w := e.dupWindow(ctx)
+	if w <= 0 {
+		w = e.store.DuplicateWindow()
+	}
+	if ahead := at.Sub(md.Timestamp); ahead > w/4 {
+		return fsm.Invalid(t, "command id %s is a UUIDv7 dated %v after the server stored the command (at most %v allowed): "+
+			"the sender's clock is ahead; fix it, or use a random id (UUIDv4)", id, ahead.Round(time.Millisecond), w/4)
 	}
 	return nil
 }
 
 // refuseAhead answers a command aheadDated refused, without storing
-// anything, and acks it.
-func (e *Engine) refuseAhead(m jetstream.Msg, md *jetstream.MsgMetadata, cmd fsm.Command, rej *fsm.Rejection) {
+// anything, and acks it. A copy handled before (recovered, redelivered)
+// was counted then.
+func (e *Engine) refuseAhead(m jetstream.Msg, md *jetstream.MsgMetadata, cmd fsm.Command, rej *fsm.Rejection, before bool) {
 	e.log.Info("engine: command refused, not stored: its id is dated ahead", "command", cmd.ID, "workspace", cmd.Workspace, "reason", rej.Message)
 	o := events.OutcomeRecord{
 		CommandID: cmd.ID, Workspace: cmd.Workspace, CommandType: cmd.Type, Actor: cmd.Actor,
 		Outcome: fsm.Rejected, Rejection: rej, Reason: "id dated ahead; not stored",
 		ReceivedAt: md.Timestamp.UTC(), DecidedAt: e.cfg.Now().UTC(),
+	}
+	if before {
+		e.settle(m, o)
+		return
 	}
 	e.finish(m, o, md)
 }

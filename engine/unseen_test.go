@@ -2,6 +2,7 @@ package engine_test
 
 import (
 	"context"
+	"fmt"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -187,4 +188,88 @@ func v7At(t *testing.T, at time.Time) string {
 		u[i] = byte(ms >> (8 * (5 - i)))
 	}
 	return u.String()
+}
+
+// The bounds of "unseen" (unseen.go): within a quarter of the shorter
+// duplicate window of the id's time, either side, and decided within a
+// quarter of it of being stored; the window is read again from the streams
+// (an operator may lower the command stream's).
+func TestUnseenBounds(t *testing.T) {
+	core := testenv.StartCore(t, testenv.CoreOptions{})
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	e := core.Engines[0]
+	now := time.Now()
+	at := func(d time.Duration) fsm.Command {
+		return fsm.Command{ID: v7At(t, now.Add(d)), Type: fsm.Configure, Workspace: "bounds"}
+	}
+	// W is 2 minutes: W/4 is 30 s.
+	for _, c := range []struct {
+		name        string
+		idAt, store time.Duration
+		want        bool
+	}{
+		{"fresh", 0, 0, true},
+		{"stored 20 s after its time", -20 * time.Second, 0, true},
+		{"stored 40 s after its time", -40 * time.Second, 0, false},
+		{"stored 20 s before its time", 20 * time.Second, 0, true},
+		{"stored 40 s before its time", 40 * time.Second, 0, false},
+		{"waited 40 s since stored", -40 * time.Second, -40 * time.Second, false},
+	} {
+		if got := e.UnseenForTest(ctx, at(c.idAt), now.Add(c.store)); got != c.want {
+			t.Errorf("%s: unseen %v, want %v", c.name, got, c.want)
+		}
+	}
+	if e.UnseenForTest(ctx, fsm.Command{ID: uuid.NewString(), Type: fsm.Configure, Workspace: "bounds"}, now) {
+		t.Error("a random (v4) id is unseen")
+	}
+	// The command stream's window lowered to 40 s: W/4 is 10 s.
+	st, err := core.JS.Stream(ctx, core.Store.Names().CommandStream())
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := st.CachedInfo().Config
+	cfg.Duplicates = 40 * time.Second
+	if _, err := core.JS.UpdateStream(ctx, cfg); err != nil {
+		t.Fatal(err)
+	}
+	testenv.Eventually(t, 30*time.Second, "the lowered window to be read", func() bool {
+		return !e.UnseenForTest(ctx, at(-20*time.Second), time.Now().Add(-20*time.Second+time.Since(now)))
+	})
+	fresh := time.Now()
+	if !e.UnseenForTest(ctx, fsm.Command{ID: v7At(t, fresh), Type: fsm.Configure, Workspace: "bounds"}, fresh) {
+		t.Error("a fresh id is not unseen with the lowered window")
+	}
+}
+
+// A message whose Nats-Msg-Id is a UUIDv7 dated ahead, refused as invalid
+// (its body names another id), stores its refusal under an id of its own
+// (invalid-<seq>), never under the id dated ahead.
+func TestRefusalOfAnAheadDatedIDIsNotStoredUnderIt(t *testing.T) {
+	core := testenv.StartCore(t, testenv.CoreOptions{})
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	id := v7At(t, time.Now().Add(10*time.Minute))
+	data, err := events.EncodeCommand(fsm.Command{ID: "other-id", Type: fsm.Configure, Workspace: "ahead", Spec: &fsm.Spec{Env: map[string]string{"A": "1"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := nats.NewMsg(core.Store.Names().Command("ahead"))
+	m.Data = data
+	m.Header.Set(jetstream.MsgIDHeader, id)
+	ack, err := core.JS.PublishMsg(ctx, m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	refusal := fmt.Sprintf("%s%d", fsm.RefusalIDPrefix, ack.Sequence)
+	testenv.Eventually(t, 20*time.Second, "the refusal under "+refusal, func() bool {
+		o, ok, err := core.Store.Outcome(ctx, refusal)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return ok && isRejection(o, fsm.CodeInvalid)
+	})
+	if _, ok, err := core.Store.Outcome(ctx, id); err != nil || ok {
+		t.Fatalf("an outcome is stored under the id dated ahead (found %v, %v)", ok, err)
+	}
 }

@@ -1,6 +1,7 @@
 package events
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -733,7 +734,7 @@ func (s *Store) publishOutcome(ctx context.Context, o OutcomeRecord) (uint64, er
 	for attempt := 0; ; attempt++ {
 		ack, err := s.js.PublishMsg(ctx, m)
 		if err == nil && ack.Duplicate {
-			return s.ownDuplicate(ctx, o, ack.Sequence)
+			return s.ownDuplicate(ctx, o, m.Data, ack.Sequence)
 		}
 		if err == nil {
 			return ack.Sequence, nil
@@ -750,16 +751,22 @@ func (s *Store) publishOutcome(ctx context.Context, o OutcomeRecord) (uint64, er
 	}
 }
 
-// ownDuplicate sorts out an outcome refused as a duplicate of the message
-// at seq: our own earlier try of it (stored: seq), or, for an outcome
-// without an event, the command's event (ErrEventStored: it was decided
-// before, and accepted; find that event rather than record this).
-func (s *Store) ownDuplicate(ctx context.Context, o OutcomeRecord, seq uint64) (uint64, error) {
+// ownDuplicate sorts out an outcome (data) refused as a duplicate of the
+// message at seq: our own earlier try of it (stored: seq); another
+// handling's outcome of the command, refused by id before the subject's
+// guard (a replicated stream checks the id first: errOutcomeExists); or,
+// for an outcome without an event, the command's event (ErrEventStored:
+// it was decided before, and accepted; find that event rather than record
+// this).
+func (s *Store) ownDuplicate(ctx context.Context, o OutcomeRecord, data []byte, seq uint64) (uint64, error) {
 	m, err := s.stream.GetMsg(ctx, seq)
 	if err != nil {
 		return 0, fmt.Errorf("outcome of %s refused as a duplicate of message %d, which cannot be read: %w", o.CommandID, seq, err)
 	}
 	if m.Subject == s.names.Outcome(o.CommandID) {
+		if !bytes.Equal(m.Data, data) {
+			return 0, errOutcomeExists
+		}
 		return seq, nil
 	}
 	return 0, fmt.Errorf("outcome of %s: %w (message %d)", o.CommandID, ErrEventStored, seq)

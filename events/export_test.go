@@ -1,6 +1,7 @@
 package events
 
 import (
+	"context"
 	"fmt"
 
 	"github.com/nats-io/nats.go"
@@ -39,3 +40,12 @@ func WithAfterPartitionsCheck(o StreamOptions, f func()) StreamOptions {
 	o.afterPartitionsCheck = f
 	return o
 }
+
+// PublishOutcomeForTest is publishOutcome: o alone, as the single path
+// stores it once its lookup found none.
+func (s *Store) PublishOutcomeForTest(ctx context.Context, o OutcomeRecord) (uint64, error) {
+	return s.publishOutcome(ctx, o)
+}
+
+// ErrOutcomeExistsForTest is errOutcomeExists.
+var ErrOutcomeExistsForTest = errOutcomeExists

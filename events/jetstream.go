@@ -322,6 +322,21 @@ func (s *Store) RejectedRetention() time.Duration { return s.rejectedTTL }
 // refused as a duplicate when its command is written again.
 func (s *Store) DuplicateWindow() time.Duration { return s.stream.CachedInfo().Config.Duplicates }
 
+// ReadDuplicateWindows reads the command and event streams' duplicate
+// windows now (an operator may have changed either since the store was
+// opened) and returns the shorter.
+func (s *Store) ReadDuplicateWindows(ctx context.Context) (time.Duration, error) {
+	info, err := s.stream.Info(ctx)
+	if err != nil {
+		return 0, fmt.Errorf("event stream info: %w", err)
+	}
+	cmds, err := s.js.Stream(ctx, s.names.CommandStream())
+	if err != nil {
+		return 0, fmt.Errorf("command stream info: %w", err)
+	}
+	return min(info.Config.Duplicates, cmds.CachedInfo().Config.Duplicates), nil
+}
+
 // Names returns the subjects and streams the store uses.
 func (s *Store) Names() Names { return s.names }
 

@@ -11,6 +11,7 @@ import (
 
 	"github.com/turnstile-dev/turnstile/events"
 	"github.com/turnstile-dev/turnstile/fsm"
+	"github.com/turnstile-dev/turnstile/internal/testenv"
 )
 
 func TestIDTime(t *testing.T) {
@@ -139,4 +140,45 @@ func FuzzIDTime(f *testing.F) {
 			}
 		}
 	})
+}
+
+// On a replicated stream the server refuses a message id before it checks
+// the subject's last sequence: an outcome without an event, stored by a
+// racing handling of the same command after this one's lookup found none,
+// refuses this one as a duplicate. That is not this handling's own earlier
+// try (another record), so it is told apart: errOutcomeExists, after which
+// the caller reads the stored outcome, rather than a success that would
+// answer with an outcome never stored.
+func TestRacingOutcomeRefusedByIDOnR3(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	c := testenv.StartNATSCluster(t, testenv.ClusterOptions{})
+	_, js := c.Connect(t)
+	names := events.NewNames("")
+	if err := events.EnsureStreams(ctx, js, names, events.StreamOptions{Replicas: 3}); err != nil {
+		t.Fatal(err)
+	}
+	store, err := events.OpenStore(ctx, js, names, events.Codec{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now().UTC()
+	other := events.OutcomeRecord{CommandID: "raced", Workspace: "r3", CommandType: fsm.Stop, Outcome: fsm.Rejected,
+		Rejection: fsm.Invalid(fsm.Stop, "the other handling"), ReceivedAt: now, DecidedAt: now}
+	m, err := store.OutcomeMsgForTest(other)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := js.PublishMsg(ctx, m); err != nil {
+		t.Fatal(err)
+	}
+	mine := other
+	mine.Rejection, mine.DecidedAt = fsm.Invalid(fsm.Stop, "this handling"), now.Add(time.Millisecond)
+	if _, err := store.PublishOutcomeForTest(ctx, mine); !errors.Is(err, events.ErrOutcomeExistsForTest) {
+		t.Fatalf("an outcome refused by another's id: %v, want errOutcomeExists", err)
+	}
+	// Its own earlier try, sent again, is its own.
+	if _, err := store.PublishOutcomeForTest(ctx, other); err != nil {
+		t.Fatalf("the stored outcome sent again: %v", err)
+	}
 }

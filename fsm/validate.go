@@ -108,14 +108,22 @@ func isCommandID(s string) bool {
 // and never be decided (issue 12 item 3).
 const SystemIDPrefix = "sys-"
 
+// RefusalIDPrefix starts the ids the engine records a refusal under when
+// a message has no usable id of its own (invalid-<stream seq>). User
+// commands may not use it: such a refusal must not meet a command's id.
+const RefusalIDPrefix = "invalid-"
+
 // ValidateUserCommandID checks the id of a user command: a command id that
-// does not start with SystemIDPrefix.
+// does not start with SystemIDPrefix or RefusalIDPrefix.
 func ValidateUserCommandID(id string) error {
 	if err := ValidateCommandID(id); err != nil {
 		return err
 	}
 	if IsSystemID(id) {
 		return fmt.Errorf("command id %q starts with %q, which is reserved for Turnstile's own reports: choose another id", truncate(id, 140), SystemIDPrefix)
+	}
+	if strings.HasPrefix(id, RefusalIDPrefix) {
+		return fmt.Errorf("command id %q starts with %q, which is reserved for the refusals of unreadable commands: choose another id", truncate(id, 140), RefusalIDPrefix)
 	}
 	return nil
 }
