@@ -7,7 +7,6 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
-	"golang.org/x/sync/errgroup"
 
 	"github.com/turnstile-dev/turnstile/events"
 	"github.com/turnstile-dev/turnstile/fsm"
@@ -254,26 +253,31 @@ type takenCommand struct {
 }
 
 // withoutOutcome returns, in order, the commands of page that have no
-// stored outcome (or an unreadable one: handle sorts that out); an error if
-// a lookup fails, which the next attempt makes again.
+// stored outcome; an error if the lookup fails, which the next attempt
+// makes again. The page is looked up at once (events.Store.OutcomesHeld:
+// one direct batch get for a page of more than 16), under readLimit.
+//
+// Presence only, on any replica: a lagging replica's false "none" only has
+// the command handled again, which finds its outcome. A command whose
+// stored outcome cannot be decoded counts as done, and is left to its
+// redelivery after the ack wait, which drops it (dropUnreadable): handling
+// it now would drop it too, but the ack of a command read here goes to the
+// reader of the range, not to the consumer that took it, so the
+// redelivery would come all the same and drop it a second time. It is
+// never decided, so the later commands of its workspace may go first.
 func (e *Engine) withoutOutcome(ctx context.Context, page []takenCommand) ([]jetstream.Msg, error) {
-	done := make([]bool, len(page))
-	g, gctx := errgroup.WithContext(ctx)
-	g.SetLimit(32)
-	for i, c := range page {
-		g.Go(func() error {
-			lctx, cancel := context.WithTimeout(gctx, e.readLimit())
-			defer cancel()
-			_, ok, err := e.store.Outcome(lctx, c.id)
-			if err != nil && !errors.Is(err, events.ErrMalformed) {
-				return fmt.Errorf("engine: read unfinished commands: outcome of %s: %w", c.id, err)
-			}
-			done[i] = ok
-			return nil
-		})
+	if len(page) == 0 {
+		return nil, nil
 	}
-	if err := g.Wait(); err != nil {
-		return nil, err
+	ids := make([]string, len(page))
+	for i, c := range page {
+		ids[i] = c.id
+	}
+	lctx, cancel := context.WithTimeout(ctx, e.readLimit())
+	done, err := e.store.OutcomesHeld(lctx, ids)
+	cancel()
+	if err != nil {
+		return nil, fmt.Errorf("engine: read unfinished commands: %w", err)
 	}
 	var out []jetstream.Msg
 	for i, c := range page {
