@@ -84,9 +84,9 @@ func (e *Engine) refuseBusy(ctx context.Context, m jetstream.Msg, ws string, cmd
 		e.refuse(ctx, m, md, ws, false, cmd, decodeErr)
 		return
 	}
-	if rej := e.aheadDated(ctx, cmd.ID, cmd.Type, md, false); rej != nil {
+	if rej := e.aheadDated(cmd.ID, cmd.Type, md, false); rej != nil {
 		// Nothing may be stored under its id (unseen.go), not even "busy".
-		e.refuseAhead(m, md, cmd, rej, md.NumDelivered > 1)
+		e.refuseAhead(m, md, cmd, rej, e.handledBefore(false, md, m.Subject()))
 		return
 	}
 	if md.NumDelivered > 1 || m.Headers().Get(jetstream.MsgIDHeader) == "" {

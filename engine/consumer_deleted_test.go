@@ -57,8 +57,9 @@ func TestConsumerDeletedWhilePulled(t *testing.T) {
 				// the server still removes the deleted one's directory
 				// cannot be written (500) until the engine, which checks,
 				// has deleted and made it again: what another serve's Open
-				// would meet as well.
-				testenv.Eventually(t, 10*time.Second, "the consumer made again", func() bool {
+				// would meet as well. The engine's retakes of a partition
+				// are 5 s apart, and a loaded host may need two.
+				testenv.Eventually(t, 30*time.Second, "the consumer made again", func() bool {
 					_, err := core.JS.CreateOrUpdateConsumer(ctx, names.CommandStream(), cfg)
 					return err == nil
 				})

@@ -25,5 +25,5 @@ func WithoutRetake(cfg Config) Config {
 // UnseenForTest is (*Engine).unseen for a first delivery of a user command
 // with a Nats-Msg-Id, stored at stored.
 func (e *Engine) UnseenForTest(ctx context.Context, cmd fsm.Command, stored time.Time) bool {
-	return e.unseen(ctx, cmd, &jetstream.MsgMetadata{Timestamp: stored, NumDelivered: 1}, false, false, true)
+	return !e.unseen(ctx, cmd, &jetstream.MsgMetadata{Timestamp: stored, NumDelivered: 1}, false, false, true).IsZero()
 }

@@ -58,11 +58,11 @@ func (e *Engine) handle(ctx context.Context, m jetstream.Msg, recovered bool) {
 			return
 		}
 	}
-	if rej := e.aheadDated(ctx, cmd.ID, cmd.Type, md, system); rej != nil {
-		e.refuseAhead(m, md, cmd, rej, recovered || md.NumDelivered > 1)
+	again := e.handledBefore(recovered, md, m.Subject())
+	if rej := e.aheadDated(cmd.ID, cmd.Type, md, system); rej != nil {
+		e.refuseAhead(m, md, cmd, rej, again)
 		return
 	}
-	again := e.handledBefore(recovered, md, m.Subject())
 	msgID := m.Headers().Get(jetstream.MsgIDHeader) != ""
 	var look lookup
 	for attempt := 0; ; attempt++ {
@@ -70,7 +70,10 @@ func (e *Engine) handle(ctx context.Context, m jetstream.Msg, recovered bool) {
 			return
 		}
 		// Checked each try: the last bound is on how long it has waited.
-		look.unseen = !look.stored && e.unseen(ctx, cmd, md, again, system, msgID)
+		look.unseenUntil = time.Time{}
+		if !look.stored {
+			look.unseenUntil = e.unseen(ctx, cmd, md, again, system, msgID)
+		}
 		if again && look.since.IsZero() && e.cfg.Now().Sub(md.Timestamp) >= e.store.DuplicateWindow()-findEventSkew {
 			// Too old (by now: retries take time) for the duplicate
 			// window to catch its event for sure: look first.
@@ -163,9 +166,10 @@ type lookup struct {
 	// stored: the command's event is known to be stored (ErrEventStored).
 	// Not found, the command is not decided again.
 	stored bool
-	// unseen: the command cannot have been decided before (unseen.go):
-	// its write skips the outcome check.
-	unseen bool
+	// unseenUntil: if its event goes out before then, the command cannot
+	// have been decided before (unseen.go): its write skips the outcome
+	// check.
+	unseenUntil time.Time
 }
 
 // errEventNotFound: the command's event is stored (its id was refused as a
@@ -201,7 +205,7 @@ func (e *Engine) decideAndCommit(ctx context.Context, cmd fsm.Command, md *jetst
 	// now (a recovered copy of one still in flight there, or a redelivery
 	// to a slow engine): its event goes with its outcome, atomically, so
 	// that the other engine's decision and this one cannot both stand.
-	w := events.Write{Outcome: o, Atomic: again, Unseen: look.unseen}
+	w := events.Write{Outcome: o, Atomic: again, UnseenUntil: look.unseenUntil}
 	var earlier *events.Envelope // this command's event, stored before the head
 	notHead := head.Last == nil || head.Last.CommandID != cmd.ID
 	behind := (again || look.stored) && notHead
@@ -336,7 +340,7 @@ func (e *Engine) refuse(ctx context.Context, m jetstream.Msg, md *jetstream.MsgM
 	if id == "" {
 		id = cmd.ID
 	}
-	if validID(id) != nil || e.aheadDated(ctx, id, cmd.Type, md, system) != nil {
+	if validID(id) != nil || e.aheadDated(id, cmd.Type, md, system) != nil {
 		// Nothing may be stored under an id dated ahead (unseen.go).
 		id = invalidID
 	}

@@ -18,8 +18,11 @@ import (
 // shorter of the command and event streams' duplicate windows:
 //
 //   - A copy is "unseen" if it carries Nats-Msg-Id, was stored within W/4
-//     of t (either side), was not handled before (handledBefore), and is
-//     decided within W/4 of being stored: its writes land by about t + W/2.
+//     of t (either side), was not handled before (handledBefore), and its
+//     event is sent within W/4 of its stored time (checked as it is sent,
+//     events.Write.UnseenUntil, on a connection that is up; serve's commit
+//     connection buffers nothing across a reconnect): its writes land by
+//     about t + W/2.
 //   - Every copy that stores anything was stored no earlier than t - W/4:
 //     one dated further ahead is refused with nothing stored (aheadDated,
 //     on every path that would store under the id: handle, refuse,
@@ -32,47 +35,54 @@ import (
 //   - This copy handled before without the engine knowing (a delivery
 //     count that started again) wrote less than W/4 ago: refused by id.
 //
-// The margins absorb clock skew between NATS servers and this process,
-// and the commit's own delay.
+// The margins (W/4) absorb clock skew between NATS servers and this
+// process and a publish's time on the wire; W is the duplicate window as at
+// open, and nothing is unseen while a stream's window differs from it.
 
 // windowRecheck is how long the duplicate windows as last read are trusted.
 const windowRecheck = 10 * time.Second
 
-// dupWindow is the shorter of the command and event streams' duplicate
-// windows, read again once older than windowRecheck (by one caller at a
-// time; a failed read keeps the value before). 0 until first read.
+// dupWindow is W for unseen: the event stream's duplicate window as the
+// store read it at open, as long as the command and event streams' windows,
+// read again every windowRecheck (by one caller at a time), are both still
+// that long. Once either is found changed (an operator edited a stream
+// while serve runs; serve sets them back at start), or a read failed, it
+// is 0 and nothing is unseen until a read finds them as at open again.
 func (e *Engine) dupWindow(ctx context.Context) time.Duration {
 	at := e.windowRead.Load()
 	if time.Since(time.Unix(0, at)) >= windowRecheck && e.windowRead.CompareAndSwap(at, time.Now().UnixNano()) {
 		rctx, cancel := context.WithTimeout(ctx, e.readLimit())
 		w, err := e.store.ReadDuplicateWindows(rctx)
 		cancel()
-		if err != nil {
-			e.windowRead.Store(at) // the next caller asks again
-		} else {
-			e.window.Store(int64(w))
+		if err != nil || w != e.store.DuplicateWindow() {
+			w = 0
 		}
+		e.window.Store(int64(w))
 	}
 	return time.Duration(e.window.Load())
 }
 
-// unseen reports whether cmd, a user command delivered in a message with
-// metadata md, cannot have been decided before (above): its write may skip
-// the outcome check.
-func (e *Engine) unseen(ctx context.Context, cmd fsm.Command, md *jetstream.MsgMetadata, handledBefore, system, msgID bool) bool {
+// unseen returns until when cmd, a user command delivered in a message
+// with metadata md, cannot have been decided before (above) if its event
+// is sent by then: stored time + W/4, when the id's time is within W/4 of
+// the stored time; zero when it may have been.
+func (e *Engine) unseen(ctx context.Context, cmd fsm.Command, md *jetstream.MsgMetadata, handledBefore, system, msgID bool) time.Time {
 	if handledBefore || system || !msgID {
-		return false
+		return time.Time{}
 	}
 	t, ok := events.IDTime(cmd.ID)
 	if !ok {
-		return false
+		return time.Time{}
 	}
 	w := e.dupWindow(ctx)
 	if w <= 0 {
-		return false
+		return time.Time{}
 	}
-	lag := md.Timestamp.Sub(t)
-	return lag.Abs() <= w/4 && e.cfg.Now().Sub(md.Timestamp) <= w/4
+	until := md.Timestamp.Add(w / 4)
+	if md.Timestamp.Sub(t).Abs() > w/4 || !e.cfg.Now().Before(until) {
+		return time.Time{}
+	}
+	return until
 }
 
 // aheadDated returns a refusal for a user command whose id is a UUIDv7
@@ -81,7 +91,7 @@ func (e *Engine) unseen(ctx context.Context, cmd fsm.Command, md *jetstream.MsgM
 // refused with nothing stored under its id: a copy sent again once the
 // id's time has come would be unseen, and must find nothing decided.
 // id is the id the caller would store under (the Nats-Msg-Id first).
-func (e *Engine) aheadDated(ctx context.Context, id string, t fsm.CommandType, md *jetstream.MsgMetadata, system bool) *fsm.Rejection {
+func (e *Engine) aheadDated(id string, t fsm.CommandType, md *jetstream.MsgMetadata, system bool) *fsm.Rejection {
 	if system {
 		return nil
 	}
@@ -89,10 +99,9 @@ func (e *Engine) aheadDated(ctx context.Context, id string, t fsm.CommandType, m
 	if !ok {
 		return nil
 	}
-	w := e.dupWindow(ctx)
-	if w <= 0 {
-		w = e.store.DuplicateWindow()
-	}
+	// The window as at open, not as last read: a refusal must not turn
+	// into a decision on a redelivery because a read changed W.
+	w := e.store.DuplicateWindow()
 	if ahead := at.Sub(md.Timestamp); ahead > w/4 {
 		return fsm.Invalid(t, "command id %s is a UUIDv7 dated %v after the server stored the command (at most %v allowed): "+
 			"the sender's clock is ahead; fix it, or use a random id (UUIDv4)", id, ahead.Round(time.Millisecond), w/4)

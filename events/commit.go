@@ -41,12 +41,15 @@ type Write struct {
 	// stored without its outcome could meet that engine's other decision.
 	// The outcome's guard then refuses the event with it.
 	Atomic bool
-	// Unseen: the caller vouches that no handling of this command id can
-	// have stored anything before the duplicate window (a first delivery
-	// of a command whose id carries a recent time, see IDTime): within
-	// the window the messages' ids refuse a second event or outcome, so
-	// the outcome check before the events is skipped for it.
-	Unseen bool
+	// UnseenUntil: the caller vouches that, if its event is sent before
+	// this time, no handling of this command id can have stored anything
+	// the duplicate window no longer covers (a first delivery of a command
+	// whose id carries a recent time, see IDTime): the messages' ids then
+	// refuse a second event or outcome, so the outcome check before the
+	// events is skipped for it. Checked when the events go out, on a
+	// connection that is up (a publish buffered across a reconnect could
+	// land any time later). Zero: checked as any write.
+	UnseenUntil time.Time
 }
 
 // Written says what Commit did with one Write. Exactly one of these holds:
@@ -125,7 +128,8 @@ type CommitStats struct {
 // one event and one outcome: the second event is refused by the
 // compare-and-set or, within the duplicate window, by its message id; past
 // the window only the outcome check before the events stands in the way
-// (see docs/reliability.md), skipped for a write the caller marks Unseen.
+// (see docs/reliability.md), skipped for a write the caller marks unseen
+// (Write.UnseenUntil).
 // A refused write is sorted out by the single path, which still writes an
 // event with its outcome in one atomic batch.
 func (s *Store) Commit(ctx context.Context, ws []Write, opt CommitOptions) ([]Written, CommitStats) {
@@ -206,9 +210,13 @@ func (s *Store) startCommit(ctx context.Context, ws []Write, out []Written, opt 
 		return p
 	}
 	start := time.Now()
+	unseen := make([]bool, len(ws))
+	up := s.js.Conn().Status() == nats.CONNECTED
 	var seen []int
 	for _, i := range appends {
-		if !ws[i].Unseen {
+		if up && start.Before(ws[i].UnseenUntil) {
+			unseen[i] = true
+		} else {
 			seen = append(seen, i)
 		}
 	}
@@ -221,7 +229,7 @@ func (s *Store) startCommit(ctx context.Context, ws []Write, out []Written, opt 
 			for j < len(fresh) && fresh[j] < i {
 				j++
 			}
-			if ws[i].Unseen || j < len(fresh) && fresh[j] == i {
+			if unseen[i] || j < len(fresh) && fresh[j] == i {
 				kept = append(kept, i)
 			}
 		}

@@ -3,7 +3,9 @@ package events_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -73,7 +75,7 @@ func TestRejectionRefusesALaterUnseenEvent(t *testing.T) {
 	if w.Event == nil {
 		t.Fatalf("setup: %+v", w.Outcome)
 	}
-	w.Unseen = true
+	w.UnseenUntil = time.Now().Add(time.Minute)
 	res, _ := store.Commit(ctx, []events.Write{w}, events.CommitOptions{})
 	if res[0].Err != nil || res[0].Existing == nil || res[0].Existing.Outcome != fsm.Rejected {
 		t.Fatalf("the event after the rejection: %+v, want the rejection back", res[0])
@@ -180,5 +182,62 @@ func TestRacingOutcomeRefusedByIDOnR3(t *testing.T) {
 	// Its own earlier try, sent again, is its own.
 	if _, err := store.PublishOutcomeForTest(ctx, other); err != nil {
 		t.Fatalf("the stored outcome sent again: %v", err)
+	}
+}
+
+// A write is unseen only if its event goes out before UnseenUntil: past
+// it, the outcome check is made as for any write.
+func TestUnseenUntilIsCheckedWhenTheEventGoesOut(t *testing.T) {
+	n := testenv.StartNATS(t, testenv.NATSOptions{})
+	nc, js := n.Connect(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	names := events.NewNames("")
+	if err := events.EnsureStreams(ctx, js, names, events.StreamOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	store, err := events.OpenStore(ctx, js, names, events.Codec{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sub, err := nc.SubscribeSync("$JS.API.DIRECT.GET.>")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	gets := func() int {
+		t.Helper()
+		if err := nc.Flush(); err != nil {
+			t.Fatal(err)
+		}
+		got := 0
+		for {
+			if q, _, err := sub.Pending(); err != nil || q == 0 {
+				return got
+			}
+			m, err := sub.NextMsg(time.Second)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if strings.Contains(m.Subject, names.Outcome("")) {
+				got++
+			}
+		}
+	}
+	for i, c := range []struct {
+		until time.Time
+		want  int
+	}{{time.Now().Add(time.Minute), 0}, {time.Now().Add(-time.Second), 1}} {
+		cmd := fsm.Command{ID: fmt.Sprintf("until-%d", i), Type: fsm.Create, Workspace: fmt.Sprintf("until-%d", i)}
+		w := decided(t, load(t, store, cmd.Workspace), cmd)
+		w.UnseenUntil = c.until
+		if res, _ := store.Commit(ctx, []events.Write{w}, events.CommitOptions{}); res[0].Err != nil {
+			t.Fatal(res[0].Err)
+		}
+		if got := gets(); got != c.want {
+			t.Errorf("UnseenUntil %v from now: %d outcome lookups, want %d", time.Until(c.until).Round(time.Second), got, c.want)
+		}
 	}
 }

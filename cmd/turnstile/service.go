@@ -203,7 +203,15 @@ func (s *service) startNATS(ctx context.Context) error {
 		if s.embedded != nil {
 			return s.embedded.connect(name)
 		}
-		nc, err := nats.Connect(s.natsURL, append(s.a.natsOptions(name), nats.CustomInboxPrefix(serveInboxPrefix))...)
+		opts := append(s.a.natsOptions(name), nats.CustomInboxPrefix(serveInboxPrefix))
+		if name == "commit" {
+			// The engine's writes fail while the connection is down rather
+			// than wait in a buffer and land any time later: an event sent
+			// without the outcome check must land by its deadline
+			// (engine/unseen.go), and the engine retries a failed write.
+			opts = append(opts, nats.ReconnectBufSize(-1))
+		}
+		nc, err := nats.Connect(s.natsURL, opts...)
 		if err != nil {
 			return nil, fmt.Errorf("cannot reach NATS at %s: %w", withoutUserinfo(s.natsURL), redactURLError(err))
 		}
