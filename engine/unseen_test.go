@@ -18,42 +18,11 @@ import (
 )
 
 // countOutcomeGets counts the direct gets of outcome subjects on core's
-// server from now on (the outcome check's, the client's lookups): each call
-// of the returned func says how many so far.
-func countOutcomeGets(t *testing.T, core *testenv.Core) func() int64 {
+// server from now on (the outcome check's, the client's lookups).
+func countOutcomeGets(t *testing.T, core *testenv.Core) func() int {
 	t.Helper()
 	nc, _ := core.Connect(t)
-	sub, err := nc.SubscribeSync("$JS.API.DIRECT.GET.>")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := sub.SetPendingLimits(-1, -1); err != nil {
-		t.Fatal(err)
-	}
-	if err := nc.Flush(); err != nil {
-		t.Fatal(err)
-	}
-	out := "." + core.Store.Names().Outcome("")
-	var n int64
-	return func() int64 {
-		t.Helper()
-		// Every request sent before the flush is queued on sub after it.
-		if err := nc.Flush(); err != nil {
-			t.Fatal(err)
-		}
-		for {
-			if q, _, err := sub.Pending(); err != nil || q == 0 {
-				return n
-			}
-			m, err := sub.NextMsg(time.Second)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if strings.Contains(m.Subject, out) || strings.Contains(string(m.Data), out) {
-				n++
-			}
-		}
-	}
+	return testenv.DirectGets(t, nc, "."+core.Store.Names().Outcome(""))
 }
 
 // A command whose id is a fresh UUIDv7 (client.NewCommandID), delivered

@@ -3,8 +3,6 @@ package events_test
 import (
 	"context"
 	"fmt"
-	"strings"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -20,18 +18,10 @@ import (
 // outcomes in one request, not one direct get per command, and lists
 // exactly the commands without one.
 func TestPendingCommandsLooksUpByThePage(t *testing.T) {
-	n := testenv.StartNATS(t, testenv.NATSOptions{})
-	nc, js := n.Connect(t)
+	store, js := commitEnv(t)
+	names := store.Names()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	names := events.NewNames("")
-	if err := events.EnsureStreams(ctx, js, names, events.StreamOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	store, err := events.OpenStore(ctx, js, names, events.Codec{})
-	if err != nil {
-		t.Fatal(err)
-	}
 	const total = 200
 	for i := range total {
 		id := fmt.Sprintf("q-%03d", i)
@@ -53,18 +43,7 @@ func TestPendingCommandsLooksUpByThePage(t *testing.T) {
 			}
 		}
 	}
-	var gets atomic.Int64
-	prefix := "$JS.API.DIRECT.GET." + names.EventStream()
-	if _, err := nc.Subscribe("$JS.API.DIRECT.GET.>", func(m *nats.Msg) {
-		if strings.HasPrefix(m.Subject, prefix) {
-			gets.Add(1)
-		}
-	}); err != nil {
-		t.Fatal(err)
-	}
-	if err := nc.Flush(); err != nil {
-		t.Fatal(err)
-	}
+	gets := testenv.DirectGets(t, js.Conn(), "DIRECT.GET."+names.EventStream())
 	pending, err := store.PendingCommands(ctx, "queued", events.DefaultEngineDurable, 1000)
 	if err != nil {
 		t.Fatal(err)
@@ -77,10 +56,7 @@ func TestPendingCommandsLooksUpByThePage(t *testing.T) {
 			t.Fatalf("pending[%d] is %s, want %s", i, p.Command.ID, want)
 		}
 	}
-	if err := nc.Flush(); err != nil {
-		t.Fatal(err)
-	}
-	if got := gets.Load(); got > 2 {
+	if got := gets(); got > 2 {
 		t.Errorf("%d direct gets on the event stream for %d commands, want at most 2", got, total)
 	}
 }

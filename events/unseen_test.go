@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"slices"
-	"strings"
 	"testing"
 	"time"
 
@@ -188,44 +187,10 @@ func TestRacingOutcomeRefusedByIDOnR3(t *testing.T) {
 // A write is unseen only if its event goes out before UnseenUntil: past
 // it, the outcome check is made as for any write.
 func TestUnseenUntilIsCheckedWhenTheEventGoesOut(t *testing.T) {
-	n := testenv.StartNATS(t, testenv.NATSOptions{})
-	nc, js := n.Connect(t)
+	store, js := commitEnv(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	names := events.NewNames("")
-	if err := events.EnsureStreams(ctx, js, names, events.StreamOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	store, err := events.OpenStore(ctx, js, names, events.Codec{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	sub, err := nc.SubscribeSync("$JS.API.DIRECT.GET.>")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := nc.Flush(); err != nil {
-		t.Fatal(err)
-	}
-	gets := func() int {
-		t.Helper()
-		if err := nc.Flush(); err != nil {
-			t.Fatal(err)
-		}
-		got := 0
-		for {
-			if q, _, err := sub.Pending(); err != nil || q == 0 {
-				return got
-			}
-			m, err := sub.NextMsg(time.Second)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if strings.Contains(m.Subject, names.Outcome("")) {
-				got++
-			}
-		}
-	}
+	gets := testenv.DirectGets(t, js.Conn(), store.Names().Outcome(""))
 	for i, c := range []struct {
 		until time.Time
 		want  int

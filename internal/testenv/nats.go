@@ -1,6 +1,7 @@
 package testenv
 
 import (
+	"strings"
 	"testing"
 	"time"
 
@@ -91,4 +92,43 @@ func (n *NATS) connect(tb testing.TB, extra ...nats.Option) (*nats.Conn, jetstre
 		tb.Fatalf("jetstream: %v", err)
 	}
 	return nc, js
+}
+
+// DirectGets counts the JetStream direct get requests the server receives
+// from now on whose subject or body contains part (an outcome subject's
+// prefix, a stream's name), on a subscription of nc: each call of the
+// returned func says how many so far. It flushes nc first, so every
+// request sent before the call is counted (the server queues them on nc
+// before its answer to the flush).
+func DirectGets(tb testing.TB, nc *nats.Conn, part string) func() int {
+	tb.Helper()
+	sub, err := nc.SubscribeSync("$JS.API.DIRECT.GET.>")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	if err := sub.SetPendingLimits(-1, -1); err != nil {
+		tb.Fatal(err)
+	}
+	if err := nc.Flush(); err != nil {
+		tb.Fatal(err)
+	}
+	n := 0
+	return func() int {
+		tb.Helper()
+		if err := nc.Flush(); err != nil {
+			tb.Fatal(err)
+		}
+		for {
+			if q, _, err := sub.Pending(); err != nil || q == 0 {
+				return n
+			}
+			m, err := sub.NextMsg(time.Second)
+			if err != nil {
+				tb.Fatal(err)
+			}
+			if strings.Contains(m.Subject, part) || strings.Contains(string(m.Data), part) {
+				n++
+			}
+		}
+	}
 }
