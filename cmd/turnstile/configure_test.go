@@ -11,6 +11,7 @@ import (
 
 	"github.com/turnstile-dev/turnstile/api"
 	"github.com/turnstile-dev/turnstile/internal/testenv"
+	"github.com/turnstile-dev/turnstile/read"
 )
 
 // TestConfigureRefusesAStaleBase: configure over HTTP builds the new spec
@@ -33,10 +34,13 @@ func TestConfigureRefusesAStaleBase(t *testing.T) {
 		}
 		return w
 	}
+	// From the read model itself: until the projector has written the
+	// workspace's row, a get answers from the stream (up to date by
+	// construction), and the lock below would hold nothing.
 	var before api.Workspace
 	testenv.Eventually(t, time.Minute, "the read model to show every event", func() bool {
 		before = get()
-		return before.EventSeq == before.LatestEventSeq && before.Status == "running"
+		return before.Source == read.SourceReadModel && before.EventSeq == before.LatestEventSeq && before.Status == "running"
 	})
 	// Hold the projector up on the workspace's row, as a PostgreSQL outage
 	// does, and let the workspace move on without it.
@@ -52,8 +56,14 @@ func TestConfigureRefusesAStaleBase(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer func() { _ = tx.Rollback(ctx) }()
-	if _, err := tx.Exec(ctx, "SELECT 1 FROM workspaces WHERE id = 'stale' FOR UPDATE"); err != nil {
-		t.Fatal(err)
+	// A lock on no row holds nothing up: the projector would catch up
+	// between the reads below, and configure rightly send.
+	var locked uint64
+	if err := tx.QueryRow(ctx, "SELECT last_event_seq FROM workspaces WHERE id = 'stale' FOR UPDATE").Scan(&locked); err != nil {
+		t.Fatalf("lock the read model's row: %v", err)
+	}
+	if locked != before.LatestEventSeq {
+		t.Fatalf("locked the row at event %d: want it at the newest event, %d", locked, before.LatestEventSeq)
 	}
 	if code, out, errs := runCLI(t, env, "stop", "stale", "--wait"); code != 0 {
 		t.Fatalf("stop: exit %d\n%s%s", code, out, errs)
