@@ -114,7 +114,8 @@ type CommitStats struct {
 //
 // A batch of opt.AtomicFrom events or more is one atomic batch, outcomes
 // with their events. Otherwise the writes are plain publishes, pipelined: the batch's outcome subjects
-// are checked in one request, then every event goes out (a compare-and-set
+// are checked in one request (those of unseen writes are not, and their
+// events go out at once), then every event goes out (a compare-and-set
 // on its workspace, deduplicated by command id) and their acks are awaited
 // together, each event's outcome sent as soon as its ack is in, then the
 // outcomes' acks are awaited. Three short round trips for the whole batch
@@ -210,12 +211,22 @@ func (s *Store) startCommit(ctx context.Context, ws []Write, out []Written, opt 
 		return p
 	}
 	start := time.Now()
-	unseen := make([]bool, len(ws))
+	// The events, each a compare-and-set on its workspace: the unseen ones
+	// at once, the others once the outcome check has found them fresh (a
+	// batch holds one write per workspace, so their order is free).
+	events := s.newAsyncPubs(len(appends))
+	publish := func(i int) {
+		m, err := s.eventMsg(*ws[i].Event)
+		if err == nil {
+			m.Header.Set(jetstream.ExpectedLastSubjSeqHeader, strconv.FormatUint(ws[i].Expected, 10))
+		}
+		events.publish(i, m, err)
+	}
 	up := s.js.Conn().Status() == nats.CONNECTED
 	var seen []int
 	for _, i := range appends {
 		if up && start.Before(ws[i].UnseenUntil) {
-			unseen[i] = true
+			publish(i)
 		} else {
 			seen = append(seen, i)
 		}
@@ -223,29 +234,12 @@ func (s *Store) startCommit(ctx context.Context, ws []Write, out []Written, opt 
 	if len(seen) > 0 {
 		var fresh []int
 		fresh, p.single = s.withoutOutcome(ctx, ws, seen)
-		// Keep the unseen and the fresh, in order (both lists ascend).
-		kept, j := appends[:0:0], 0
-		for _, i := range appends {
-			for j < len(fresh) && fresh[j] < i {
-				j++
-			}
-			if unseen[i] || j < len(fresh) && fresh[j] == i {
-				kept = append(kept, i)
-			}
+		for _, i := range fresh {
+			publish(i)
 		}
-		appends = kept
-	}
-	// The events, each a compare-and-set on its workspace.
-	events := s.newAsyncPubs(len(appends))
-	for _, i := range appends {
-		m, err := s.eventMsg(*ws[i].Event)
-		if err == nil {
-			m.Header.Set(jetstream.ExpectedLastSubjSeqHeader, strconv.FormatUint(ws[i].Expected, 10))
-		}
-		events.publish(i, m, err)
 	}
 	// Each outcome as soon as its event is stored.
-	p.outcomes = s.newAsyncPubs(len(appends))
+	p.outcomes = s.newAsyncPubs(events.len())
 	events.wait(ctx, func(i int, ack *jetstream.PubAck, err error) {
 		if err != nil || ack.Duplicate {
 			// Refused (a conflict, usually), or the command's event

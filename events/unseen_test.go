@@ -206,3 +206,26 @@ func TestUnseenUntilIsCheckedWhenTheEventGoesOut(t *testing.T) {
 		}
 	}
 }
+
+// In a batch with writes that are checked, an unseen write's event does not
+// wait for the check's round trip: it goes out first, whatever its place
+// in the batch (a batch holds one write per workspace).
+func TestUnseenEventsGoOutBeforeTheCheck(t *testing.T) {
+	store, _ := commitEnv(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	checked := fsm.Command{ID: "checked-1", Type: fsm.Create, Workspace: "checked"}
+	unseen := fsm.Command{ID: "unseen-1", Type: fsm.Create, Workspace: "unseen"}
+	wc := decided(t, load(t, store, checked.Workspace), checked)
+	wu := decided(t, load(t, store, unseen.Workspace), unseen)
+	wu.UnseenUntil = time.Now().Add(time.Minute)
+	res, _ := store.Commit(ctx, []events.Write{wc, wu}, events.CommitOptions{})
+	for i, r := range res {
+		if r.Err != nil || r.Existing != nil {
+			t.Fatalf("write %d: %+v", i, r)
+		}
+	}
+	if res[1].EventSeq > res[0].EventSeq {
+		t.Fatalf("the unseen event is at %d, after the checked one at %d: it waited for the check", res[1].EventSeq, res[0].EventSeq)
+	}
+}
