@@ -148,38 +148,7 @@ func TestTakeoverOfALongRange(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 
-	stuck := stuckCommand(t, ctx, core.JS, "held")
-	testenv.Eventually(t, 30*time.Second, "the held command in hand", func() bool {
-		for _, r := range log.find("engine: command not recorded yet; retrying") {
-			if r.attrs["command"].String() == stuck {
-				return true
-			}
-		}
-		return false
-	})
-	var acks []jetstream.PubAckFuture
-	for i := range acked {
-		cmd := fsm.Command{ID: fmt.Sprintf("after-%d-create", i), Type: fsm.Create, Workspace: fmt.Sprintf("after-%d", i)}
-		f, err := core.JS.PublishMsgAsync(commandMsg(t, cmd))
-		if err != nil {
-			t.Fatal(err)
-		}
-		acks = append(acks, f)
-	}
-	for _, f := range acks {
-		select {
-		case <-f.Ok():
-		case err := <-f.Err():
-			t.Fatal(err)
-		case <-ctx.Done():
-			t.Fatal("publish: no ack")
-		}
-	}
-	testenv.Eventually(t, time.Minute, "every command after the held one acked", func() bool {
-		info := consumerInfo(t, core.JS, "held")
-		return info.NumPending == 0 && info.NumAckPending == 1
-	})
-	floor := consumerInfo(t, core.JS, "held").AckFloor.Stream
+	floor := heldRange(t, ctx, core, log, acked)
 
 	second := core.StartEngine(t)
 	if err := core.Engines[0].Close(); err != nil {
