@@ -34,7 +34,8 @@ var durabilities = []struct {
 // batch of events and outcomes. The engine connects in-process, as serve's
 // does (BENCH_TCP=1: over loopback TCP, as before 2026-12-04), the clients
 // over TCP. BENCH_INFLIGHT (default 512) sets the commands in flight;
-// BENCH_COMMITTERS and BENCH_BATCH the engine's.
+// BENCH_COMMITTERS and BENCH_BATCH the engine's; BENCH_PARTITIONS the
+// streams' P (0: the default).
 //
 //	go test -run '^$' -bench EndToEnd -benchtime 20000x ./engine/
 func BenchmarkEndToEnd(b *testing.B) {
@@ -45,7 +46,7 @@ func BenchmarkEndToEnd(b *testing.B) {
 			if d.sync {
 				atomicFrom = engine.DefaultAtomicBatchFrom
 			}
-			core := testenv.StartCore(b, testenv.CoreOptions{NATS: testenv.NATSOptions{SyncAlways: d.sync}, InProcess: os.Getenv("BENCH_TCP") == "",
+			core := testenv.StartCore(b, testenv.CoreOptions{NATS: testenv.NATSOptions{SyncAlways: d.sync}, InProcess: os.Getenv("BENCH_TCP") == "", Partitions: envInt("BENCH_PARTITIONS", 0),
 				Engine: engine.Config{Metrics: metrics, Committers: benchCommitters(), MaxBatch: benchBatch(), AtomicBatchFrom: atomicFrom}})
 			const workspaces = 1000
 			inflight := envInt("BENCH_INFLIGHT", 512)
