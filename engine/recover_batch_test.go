@@ -5,11 +5,9 @@ import (
 	"fmt"
 	"log/slog"
 	"slices"
-	"strings"
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
@@ -18,40 +16,6 @@ import (
 	"github.com/turnstile-dev/turnstile/fsm"
 	"github.com/turnstile-dev/turnstile/internal/testenv"
 )
-
-// outcomeGetsNaming counts, from now on, the direct get requests on core's
-// server that name an outcome subject of a command id starting with
-// prefix (in their subject, or in a batch get's body). count returns those
-// the server took before the call: a flush, then the channel drained.
-func outcomeGetsNaming(t *testing.T, core *testenv.Core, prefix string) (count func() int) {
-	t.Helper()
-	nc, _ := core.Connect(t)
-	ch := make(chan *nats.Msg, 1<<16)
-	if _, err := nc.ChanSubscribe("$JS.API.DIRECT.GET.>", ch); err != nil {
-		t.Fatal(err)
-	}
-	if err := nc.Flush(); err != nil {
-		t.Fatal(err)
-	}
-	named := core.Store.Names().Outcome(prefix)
-	n := 0
-	return func() int {
-		t.Helper()
-		if err := nc.Flush(); err != nil {
-			t.Fatal(err)
-		}
-		for {
-			select {
-			case m := <-ch:
-				if strings.Contains(m.Subject, named) || strings.Contains(string(m.Data), named) {
-					n++
-				}
-			default:
-				return n
-			}
-		}
-	}
-}
 
 // heldRange has one command of a partition held up (never recorded) and
 // then n commands after it decided and acked, and returns the consumer's
@@ -77,15 +41,7 @@ func heldRange(t *testing.T, ctx context.Context, core *testenv.Core, log *logge
 		}
 		acks = append(acks, f)
 	}
-	for _, f := range acks {
-		select {
-		case <-f.Ok():
-		case err := <-f.Err():
-			t.Fatal(err)
-		case <-ctx.Done():
-			t.Fatal("publish: no ack")
-		}
-	}
+	testenv.AwaitAcks(t, ctx, acks)
 	testenv.Eventually(t, time.Minute, "every command after the held one acked", func() bool {
 		info := consumerInfo(t, core.JS, "held")
 		return info.NumPending == 0 && info.NumAckPending == 1
@@ -119,7 +75,10 @@ func TestTakeoverLooksUpOutcomesByThePage(t *testing.T) {
 	defer cancel()
 	floor := heldRange(t, ctx, core, log, acked)
 
-	gets := outcomeGetsNaming(t, core, "after-")
+	// The direct gets naming an outcome of the commands after the held one
+	// (in their subject, or in a batch get's body).
+	nc, _ := core.Connect(t)
+	gets := testenv.DirectGets(t, nc, core.Store.Names().Outcome("after-"))
 	second := core.StartEngine(t)
 	if err := core.Engines[0].Close(); err != nil {
 		t.Fatal(err)

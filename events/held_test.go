@@ -14,35 +14,6 @@ import (
 	"github.com/turnstile-dev/turnstile/internal/testenv"
 )
 
-// directGets counts the direct get requests on nc's server from now on:
-// count returns those seen so far, all that the server took before the
-// call (a flush, then the channel drained).
-func directGets(t *testing.T, nc *nats.Conn) (count func() int) {
-	t.Helper()
-	ch := make(chan *nats.Msg, 1<<16)
-	if _, err := nc.ChanSubscribe("$JS.API.DIRECT.GET.>", ch); err != nil {
-		t.Fatal(err)
-	}
-	if err := nc.Flush(); err != nil {
-		t.Fatal(err)
-	}
-	n := 0
-	return func() int {
-		t.Helper()
-		if err := nc.Flush(); err != nil {
-			t.Fatal(err)
-		}
-		for {
-			select {
-			case <-ch:
-				n++
-			default:
-				return n
-			}
-		}
-	}
-}
-
 // OutcomesHeld says which command ids have a stored outcome, in order,
 // an unreadable one included: up to 16 ids with a direct get each, more
 // with one batch get per 1,024 ids.
@@ -85,16 +56,10 @@ func TestOutcomesHeld(t *testing.T) {
 		}
 		acks = append(acks, f)
 	}
-	for _, f := range acks {
-		select {
-		case <-f.Ok():
-		case err := <-f.Err():
-			t.Fatal(err)
-		case <-ctx.Done():
-			t.Fatal("publish: no ack")
-		}
-	}
-	gets := directGets(t, watch)
+	testenv.AwaitAcks(t, ctx, acks)
+	// Outcomes are on the event stream: every direct get OutcomesHeld makes,
+	// by subject or in a batch, is one on it.
+	gets := testenv.DirectGets(t, watch, "DIRECT.GET."+names.EventStream())
 	for _, c := range []struct {
 		from, to int // ids[from:to]
 		requests int

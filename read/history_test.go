@@ -103,15 +103,9 @@ func (h *histories) publish(tb testing.TB, id string, data []byte) {
 // settle waits for every write's ack.
 func (h *histories) settle(tb testing.TB) {
 	tb.Helper()
-	for _, f := range h.acks {
-		select {
-		case <-f.Ok():
-		case err := <-f.Err():
-			tb.Fatal(err)
-		case <-time.After(30 * time.Second):
-			tb.Fatal("no ack in 30s")
-		}
-	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	testenv.AwaitAcks(tb, ctx, h.acks)
 	h.acks = h.acks[:0]
 }
 

@@ -1,6 +1,7 @@
 package testenv
 
 import (
+	"context"
 	"strings"
 	"testing"
 	"time"
@@ -129,6 +130,22 @@ func DirectGets(tb testing.TB, nc *nats.Conn, part string) func() int {
 			if strings.Contains(m.Subject, part) || strings.Contains(string(m.Data), part) {
 				n++
 			}
+		}
+	}
+}
+
+// AwaitAcks waits for the acks of futures, in order, and fails the test
+// on the first publish that failed, or that ctx ends without an ack for,
+// naming its index and subject.
+func AwaitAcks(tb testing.TB, ctx context.Context, futures []jetstream.PubAckFuture) {
+	tb.Helper()
+	for i, f := range futures {
+		select {
+		case <-f.Ok():
+		case err := <-f.Err():
+			tb.Fatalf("publish %d of %d on %s: %v", i, len(futures), f.Msg().Subject, err)
+		case <-ctx.Done():
+			tb.Fatalf("publish %d of %d on %s: no ack: %v", i, len(futures), f.Msg().Subject, context.Cause(ctx))
 		}
 	}
 }
