@@ -98,7 +98,7 @@ commands from another terminal.`,
 	}
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError(err) })
 	pf := root.PersistentFlags()
-	pf.StringVar(&a.natsURL, "nats-url", "", "NATS server URL (client commands: default "+defaultNATSURL+"; serve: empty starts an embedded server)")
+	pf.StringVar(&a.natsURL, "nats-url", "", "NATS server URL, or a cluster's URLs comma-separated (client commands: default the URL serve wrote to <data-dir>/nats-url, else "+defaultNATSURL+"; serve: empty starts an embedded server)")
 	pf.StringVar(&a.natsCreds, "nats-creds", "", "NATS credentials file (JWT and nkey seed)")
 	pf.StringVar(&a.natsNkey, "nats-nkey", "", "NATS nkey seed file")
 	pf.StringVar(&a.natsUser, "nats-user", "", "NATS user name")
@@ -108,7 +108,7 @@ commands from another terminal.`,
 	pf.StringVar(&a.natsTLSKey, "nats-tls-key", "", "client key file for NATS over TLS")
 	pf.StringVar(&a.natsTLSCA, "nats-tls-ca", "", "CA certificate file to verify the NATS server")
 	pf.StringVar(&a.databaseURL, "database-url", "", "PostgreSQL URL of the read model (client commands: default the URL serve wrote to <data-dir>/database-url; serve: empty starts a local PostgreSQL)")
-	pf.StringVar(&a.dataDir, "data-dir", "./.turnstile", "directory for serve's state: JetStream store, local PostgreSQL, database-url, api-url, api-token, nats-url, nats-nkey, nats-token and installation files")
+	pf.StringVar(&a.dataDir, "data-dir", "./.turnstile", "directory for serve's state: JetStream store, local PostgreSQL, database-url, database-owner-url, api-url, api-token, nats-url, nats-nkey, nats-admin-nkey, nats-token and installation files")
 	pf.StringVar(&a.prefix, "prefix", "turnstile", "NATS subject prefix and stream name prefix, so installations can share an account")
 	pf.StringVar(&a.apiURL, "api-url", "", "URL of serve's HTTP API: client commands go through it alone, with --api-token (default: the api-url serve wrote to <data-dir>, unless --nats-url or --database-url is given)")
 	pf.StringVar(&a.apiToken, "api-token", "", "client commands: the HTTP API's bearer token, SECRET or NAME:SECRET (default: the one serve wrote to <data-dir>/api-token); serve: the tokens it accepts (see serve --help)")
