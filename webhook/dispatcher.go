@@ -371,8 +371,17 @@ func (d *Dispatcher) handle(ctx context.Context, log *slog.Logger, h Webhook, co
 	result := ResultFiltered
 	if matches(h.Events, env.Type) {
 		stopBeat := heartbeat(m)
-		err := d.deliver(ctx, log, h, env, m, func() { d.refreshLag(ctx, h.ID, cons) })
+		dseq := md.Sequence.Consumer
+		err := d.deliver(ctx, log, h, env, func() { d.refreshLag(ctx, h.ID, cons) },
+			func(ctx context.Context) error { return d.stillOurs(ctx, cons, dseq) })
 		stopBeat()
+		if errors.Is(err, errHandedOut) {
+			// Another delivery has it now (this serve's heartbeats did not
+			// reach the server for AckWait): that one carries it on, and
+			// on past it; acking or handing it back would only race it.
+			log.Warn("webhook: the event was handed out again while this serve tried it; left to that delivery", "stream_seq", seq)
+			return
+		}
 		if err != nil {
 			// Stopping: hand it back now, so the next dispatcher (a
 			// restarted serve) need not wait out the ack wait.
@@ -395,10 +404,14 @@ func (d *Dispatcher) handle(ctx context.Context, log *slog.Logger, h Webhook, co
 	d.m.lag.WithLabelValues(h.ID).Set(float64(md.NumPending))
 }
 
-// deliver posts env to h until it answers 2xx or ctx ends.
+// deliver posts env to h until it answers 2xx or ctx ends, or still
+// finds the event handed out again (errHandedOut).
 // After each failed attempt it calls failed, which refreshes the lag: the
-// metadata's count is from when the event was handed out.
-func (d *Dispatcher) deliver(ctx context.Context, log *slog.Logger, h Webhook, env events.Envelope, m jetstream.Msg, failed func()) error {
+// metadata's count is from when the event was handed out. Before each
+// attempt after the first it calls still: an attempt once another
+// delivery has the event could reach the receiver after a later event
+// that delivery went on to.
+func (d *Dispatcher) deliver(ctx context.Context, log *slog.Logger, h Webhook, env events.Envelope, failed func(), still func(context.Context) error) error {
 	var body []byte
 	attempt := 0
 	n := 0
@@ -408,6 +421,15 @@ func (d *Dispatcher) deliver(ctx context.Context, log *slog.Logger, h Webhook, e
 	}))
 	return goretry.Do(ctx, backoff, func(ctx context.Context) error {
 		attempt++
+		if attempt > 1 {
+			if err := still(ctx); errors.Is(err, errHandedOut) {
+				return err // not retryable: Do returns it
+			} else if err != nil {
+				// Whether it is still ours is unknown (NATS did not
+				// answer, so neither may the heartbeats have): not posted.
+				return d.failed(ctx, log, h, env, attempt, ReasonNATS, err)
+			}
+		}
 		if body == nil {
 			b, err := d.body(ctx, h, env)
 			if err != nil {
@@ -469,6 +491,28 @@ func heartbeat(m jetstream.Msg) func() {
 		}
 	})
 	return func() { close(done); wg.Wait() }
+}
+
+// errHandedOut means the event being tried was handed out again: its
+// ack wait ran out without this serve's heartbeats reaching the server.
+var errHandedOut = errors.New("the event was handed out again")
+
+// stillOurs returns errHandedOut if the consumer has delivered anything
+// since the delivery with consumer sequence dseq: with MaxAckPending 1
+// nothing else is delivered while an event is pending, so a later
+// delivery is that event handed out again (to another serve, or to this
+// one's next fetch).
+func (d *Dispatcher) stillOurs(ctx context.Context, cons jetstream.Consumer, dseq uint64) error {
+	ictx, cancel := context.WithTimeout(ctx, d.cfg.AttemptTimeout)
+	defer cancel()
+	info, err := cons.Info(ictx)
+	if err != nil {
+		return fmt.Errorf("is the event still ours: %w", err)
+	}
+	if info.Delivered.Consumer > dseq {
+		return errHandedOut
+	}
+	return nil
 }
 
 // refreshLag sets webhook id's lag from its consumer's state.

@@ -11,7 +11,11 @@
 //     same delivery id, so a receiver can drop repeats. The event being
 //     tried when serve stops is handed back at once; after a crash (or a
 //     restart together with an embedded NATS) it comes again within
-//     AckWait.
+//     AckWait. An event handed out again while a serve still tries it
+//     (its heartbeats did not reach the server for AckWait) is left to
+//     the new delivery: before each retry the serve asks the consumer
+//     whether it delivered anything since, and stops if so, so that its
+//     next attempt cannot reach the receiver after a later event.
 //   - Every delivery is signed: Turnstile-Signature: t=<unix>,v1=<hex
 //     HMAC-SHA256(secret, t + "." + body)>; Verify checks one. The secret is
 //     made at Add, returned once, and never listed.

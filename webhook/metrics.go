@@ -22,6 +22,7 @@ const (
 	ReasonTransport = "transport" // no answer: refused, reset, timed out, TLS
 	ReasonForbidden = "forbidden" // the destination resolved to an internal address
 	ReasonRender    = "render"    // the event could not be described (NATS did not answer)
+	ReasonNATS      = "nats"      // not tried: NATS did not say whether the event is still this serve's
 )
 
 // metrics are the dispatcher's collectors.
