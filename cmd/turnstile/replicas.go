@@ -12,7 +12,7 @@ import (
 )
 
 // streamReplicas is the replica count serve gives every stream it ensures:
-// --replicas when given; else 1 on the embedded server, and on --nats-url
+// --replicas when given (more than 1 only with --nats-url: serve's RunE); else 1 on the embedded server, and on --nats-url
 // what the event stream has now (1 when it does not exist yet), so that a
 // serve started without the flag never shrinks a replicated installation.
 func (s *service) streamReplicas(ctx context.Context, js jetstream.JetStream) (int, error) {
@@ -20,9 +20,6 @@ func (s *service) streamReplicas(ctx context.Context, js jetstream.JetStream) (i
 	if n != 0 {
 		if err := events.ValidateReplicas(n); err != nil {
 			return 0, usageError(fmt.Errorf("--replicas: %w", err))
-		}
-		if n > 1 && s.embedded != nil {
-			return 0, usageError(fmt.Errorf("--replicas %d: the embedded NATS is one server; replicas need --nats-url to a NATS cluster of at least %d servers (docs/scale-out.md)", n, n))
 		}
 		return n, nil
 	}

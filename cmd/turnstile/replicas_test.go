@@ -3,6 +3,7 @@ package main
 import (
 	"encoding/json"
 	"fmt"
+	"net"
 	"strings"
 	"testing"
 	"time"
@@ -31,7 +32,16 @@ func TestReplicasFlag(t *testing.T) {
 		}
 	})
 	t.Run("ErrEmbeddedReplicated", func(t *testing.T) {
-		code, _, errs := runCLI(t, base(), "serve", "--replicas", "3")
+		// Refused before serve starts anything: with its NATS port taken
+		// (as by a test running beside it), the answer is still this one.
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer l.Close()
+		env := base()
+		env["TURNSTILE_NATS_LISTEN"] = l.Addr().String()
+		code, _, errs := runCLI(t, env, "serve", "--replicas", "3")
 		if code != exitUsage || !strings.Contains(errs, "--nats-url to a NATS cluster") {
 			t.Fatalf("exit %d, stderr %q", code, errs)
 		}

@@ -168,6 +168,11 @@ SIGINT or SIGTERM stops it cleanly.`,
 			if err := c.validate(); err != nil {
 				return usageError(err)
 			}
+			// Before anything starts: an embedded server would take its
+			// port first, and a taken port would hide this error.
+			if c.replicas > 1 && a.natsURL == "" {
+				return usageError(fmt.Errorf("--replicas %d: the embedded NATS is one server; replicas need --nats-url to a NATS cluster of at least %d servers (docs/scale-out.md)", c.replicas, c.replicas))
+			}
 			return a.serve(cmd.Context(), c)
 		},
 	}
