@@ -167,3 +167,39 @@ func TestStatusShowsOtherProvisioners(t *testing.T) {
 		})
 	}
 }
+
+// A serve on the same Docker engine as a live serve starts, and its own
+// engine announces that engine: "docker <daemon ID>" and its name.
+func TestServeOnTheSameDockerEngine(t *testing.T) {
+	cli := testenv.Docker(t) // says so loudly and skips if Docker is unreachable
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	info, err := cli.Info(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mine := "docker " + info.ID
+	core := testenv.StartCore(t, testenv.CoreOptions{Engine: engine.Config{Name: "otherhost/4242", Provisioner: mine,
+		ProvisionerHint: "daemon " + info.Name + " at tcp://otherhost:2376"}})
+	// An image that exists or not: serve builds none with --default-image.
+	startInProcessServe(t, map[string]string{"TURNSTILE_NATS_URL": core.NATS.URL, "TURNSTILE_PROVISIONER": "docker",
+		"TURNSTILE_DEFAULT_IMAGE": "turnstile-test-none:1"})
+	names := events.NewNames("")
+	var ms []engine.Member
+	testenv.Eventually(t, 20*time.Second, "both engines in the members", func() bool {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if ms, err = engine.ReadMembers(ctx, core.JS, names, events.DefaultEngineDurable); err != nil {
+			t.Fatal(err)
+		}
+		return len(ms) == 2
+	})
+	for _, m := range ms {
+		if m.Name == "otherhost/4242" {
+			continue
+		}
+		if m.Provisioner != mine || !strings.HasPrefix(m.ProvisionerHint, "daemon "+info.Name+" at ") {
+			t.Errorf("serve's member %+v: want provisioner %q and a hint naming daemon %s", m, mine, info.Name)
+		}
+	}
+}
