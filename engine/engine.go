@@ -61,6 +61,14 @@ type Config struct {
 	// Name tells this engine apart in the members bucket and in turnstile
 	// status; default its member id.
 	Name string
+	// Provisioner identifies the container engine the serve of this
+	// engine provisions on (serve: "docker <daemon ID>"; empty for the
+	// simulator), and ProvisionerHint describes it for people (the
+	// daemon's name and address). The engine only announces both in its
+	// member entry and never compares them: it is the serves that must
+	// share one container engine (each reconciles every workspace against
+	// its own), which serve checks at start and turnstile status reports.
+	Provisioner, ProvisionerHint string
 	// MemberTTL is how long an engine that stopped announcing itself stays
 	// a member (its partitions move after it); default DefaultMemberTTL.
 	MemberTTL time.Duration

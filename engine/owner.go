@@ -71,6 +71,12 @@ type Member struct {
 	// P is the number of partitions it opened with; 0 from engines
 	// before it was announced, taken as agreeing with every P.
 	P int `json:"p,omitempty"`
+	// Provisioner and ProvisionerHint are Config's: the container engine
+	// the engine's serve provisions on, and its description; empty from
+	// the simulator and from engines before they were announced, which
+	// agree with every other.
+	Provisioner     string `json:"provisioner,omitempty"`
+	ProvisionerHint string `json:"provisioner_hint,omitempty"`
 }
 
 // decodeMember reads a members bucket value.
@@ -391,7 +397,8 @@ func (o *owner) announce(ctx context.Context) error {
 	}
 	o.mu.Unlock()
 	slices.Sort(parts)
-	b, err := json.Marshal(Member{ID: o.id, Name: cmp.Or(o.e.cfg.Name, o.id), Since: o.e.opened.UTC(), Partitions: parts, P: o.e.parts})
+	b, err := json.Marshal(Member{ID: o.id, Name: cmp.Or(o.e.cfg.Name, o.id), Since: o.e.opened.UTC(), Partitions: parts, P: o.e.parts,
+		Provisioner: o.e.cfg.Provisioner, ProvisionerHint: o.e.cfg.ProvisionerHint})
 	if err != nil {
 		return fmt.Errorf("engine: announce: %w", err)
 	}

@@ -107,3 +107,92 @@ func TestEnginesP(t *testing.T) {
 		}
 	}
 }
+
+// A report carries each live engine's announced container engine, and
+// says under attention when live engines announce different ones: a real
+// engine on "docker AAAA", a member announcing another identity, the
+// same, or none (the simulator), beside one of a release that announced
+// none.
+func TestEnginesProvisioner(t *testing.T) {
+	ttl := time.Second
+	const mine, mineHint = "docker AAAA", "daemon host-a at unix:///var/run/docker.sock"
+	core := testenv.StartCore(t, testenv.CoreOptions{Engine: engine.Config{MemberTTL: ttl, PinnedTTL: 2 * time.Second,
+		Name: "host-a/1", Provisioner: mine, ProvisionerHint: mineHint}})
+	names := events.NewNames("")
+	kv, err := core.JS.KeyValue(context.Background(), engine.MembersBucket(names, events.DefaultEngineDurable))
+	if err != nil {
+		t.Fatal(err)
+	}
+	since := time.Now().UTC()
+	older := []byte(`{"id":"older","name":"older/1","since":"` + since.Format(time.RFC3339Nano) + `","partitions":[],"p":16}`)
+	for _, tc := range []struct {
+		name, provisioner string
+		attention         bool
+	}{
+		{"OtherEngine", "docker BBBB", true},
+		{"SameEngine", mine, false},
+		{"Simulator", "", false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			other, err := json.Marshal(engine.Member{ID: "other", Name: "host-b/2", Since: since, Partitions: []int{}, P: 16,
+				Provisioner: tc.provisioner, ProvisionerHint: map[bool]string{true: "daemon host-b at tcp://host-b:2376"}[tc.provisioner != ""]})
+			if err != nil {
+				t.Fatal(err)
+			}
+			var rep status.Report
+			testenv.Eventually(t, 20*time.Second, "a report listing the engine and both members as announced", func() bool {
+				ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+				defer cancel()
+				for id, raw := range map[string][]byte{"other": other, "older": older} {
+					if _, err := kv.Put(ctx, id, raw); err != nil {
+						t.Fatalf("announce %s: %v", id, err)
+					}
+				}
+				if rep, err = status.Read(ctx, core.NC, names); err != nil {
+					t.Fatal(err)
+				}
+				i := slices.IndexFunc(rep.Engines, func(e status.Engine) bool { return e.Name == "host-b/2" })
+				return len(rep.Engines) == 3 && i >= 0 && rep.Engines[i].Provisioner == tc.provisioner
+			})
+			byName := map[string]status.Engine{}
+			for _, e := range rep.Engines {
+				byName[e.Name] = e
+			}
+			if e := byName["host-a/1"]; e.Provisioner != mine || e.ProvisionerHint != mineHint {
+				t.Errorf("the real engine %+v: want provisioner %q, hint %q", e, mine, mineHint)
+			}
+			if e := byName["older/1"]; e.Provisioner != "" || e.ProvisionerHint != "" {
+				t.Errorf("the older member %+v announces a provisioner", e)
+			}
+			got := rep.OtherProvisioners()
+			switch {
+			case tc.attention && (len(got) != 1 || !strings.Contains(got[0], "2 different container engines") ||
+				!strings.Contains(got[0], "host-a/1 on docker AAAA (daemon host-a at unix:///var/run/docker.sock)") ||
+				!strings.Contains(got[0], "host-b/2 on docker BBBB (daemon host-b at tcp://host-b:2376)") ||
+				!strings.Contains(got[0], "restart the serves onto one Docker engine")):
+				t.Errorf("OtherProvisioners() = %q, want one line naming both serves and engines", got)
+			case !tc.attention && len(got) != 0:
+				t.Errorf("OtherProvisioners() = %q, want none", got)
+			}
+
+			// The JSON GET /v1/cluster serves: provisioner when announced.
+			b, err := json.Marshal(rep)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var wire struct{ Engines []map[string]any }
+			if err := json.Unmarshal(b, &wire); err != nil {
+				t.Fatal(err)
+			}
+			want := map[string]any{"host-a/1": mine, "host-b/2": tc.provisioner, "older/1": nil}
+			if tc.provisioner == "" {
+				want["host-b/2"] = nil
+			}
+			for _, e := range wire.Engines {
+				if name, _ := e["name"].(string); e["provisioner"] != want[name] {
+					t.Errorf("JSON engine %s: provisioner %v, want %v", name, e["provisioner"], want[name])
+				}
+			}
+		})
+	}
+}

@@ -1,12 +1,14 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"log/slog"
 	"path/filepath"
 	"time"
 
+	"github.com/turnstile-dev/turnstile/engine"
 	"github.com/turnstile-dev/turnstile/provisioner"
 	"github.com/turnstile-dev/turnstile/provisioner/docker"
 	"github.com/turnstile-dev/turnstile/provisioner/sim"
@@ -31,18 +33,29 @@ type backend struct {
 	// image is the default workspace image; note says how it came to be.
 	image, imageNote string
 	// policy is what specs may ask for (serve's flags).
-	policy  provisioner.Policy
-	closeFn func()
+	policy provisioner.Policy
+	// identity names the container engine, the same for every client of
+	// it ("docker <daemon ID>"), and hint describes it for people (the
+	// daemon's name and address); both empty for the simulator, which is
+	// this process's own. Every serve announces them in its engine's
+	// member entry: the serves of an installation must share one.
+	identity, hint string
+	closeFn        func()
 }
 
+// admitFunc decides whether serve may provision on the container engine
+// identity (described by hint), before anything is done on it.
+type admitFunc func(ctx context.Context, identity, hint string) error
+
 // chooseBackend builds the provisioner --provisioner asks for: docker,
-// sim, or auto (docker when it answers, else sim).
-func chooseBackend(ctx context.Context, c serveConfig, installation, dataDir string, log *slog.Logger) (*backend, error) {
+// sim, or auto (docker when it answers, else sim). On Docker, admit is
+// asked first.
+func chooseBackend(ctx context.Context, c serveConfig, installation, dataDir string, log *slog.Logger, admit admitFunc) (*backend, error) {
 	policy, err := c.policy()
 	if err != nil {
 		return nil, err
 	}
-	b, err := openBackend(ctx, c, policy, installation, dataDir, log)
+	b, err := openBackend(ctx, c, policy, installation, dataDir, log, admit)
 	if err != nil {
 		return nil, err
 	}
@@ -50,7 +63,7 @@ func chooseBackend(ctx context.Context, c serveConfig, installation, dataDir str
 	return b, nil
 }
 
-func openBackend(ctx context.Context, c serveConfig, policy provisioner.Policy, installation, dataDir string, log *slog.Logger) (*backend, error) {
+func openBackend(ctx context.Context, c serveConfig, policy provisioner.Policy, installation, dataDir string, log *slog.Logger, admit admitFunc) (*backend, error) {
 	if c.provisioner == kindSim {
 		return newSim(c, policy, installation, dataDir, log, "chosen with --provisioner sim")
 	}
@@ -64,6 +77,19 @@ func openBackend(ctx context.Context, c serveConfig, policy provisioner.Policy, 
 		return newSim(c, policy, installation, dataDir, log, fmt.Sprintf("--provisioner auto: Docker is unreachable (%v)", err))
 	}
 	b := &backend{kind: kindDocker, why: "Docker at " + cli.DaemonHost(), closeFn: func() { _ = cli.Close() }}
+	// The daemon's ID is its own, whatever address reaches it.
+	ictx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	info, err := cli.Info(ictx)
+	cancel()
+	if err != nil {
+		b.closeFn()
+		return nil, fmt.Errorf("read the ID of the Docker engine at %s: %w", cli.DaemonHost(), err)
+	}
+	b.identity, b.hint = "docker "+info.ID, fmt.Sprintf("daemon %s at %s", info.Name, cli.DaemonHost())
+	if err := admit(ctx, b.identity, b.hint); err != nil {
+		b.closeFn()
+		return nil, err
+	}
 	b.image, b.imageNote = c.defaultImage, "from --default-image"
 	if b.image == "" {
 		tag, note, err := ensureAgentImage(ctx, cli, log)
@@ -100,4 +126,33 @@ func newSim(c serveConfig, policy provisioner.Policy, installation, dataDir stri
 		return nil, err
 	}
 	return &backend{kind: kindSim, prov: p, why: why, image: image, imageNote: "simulated", closeFn: func() {}}, nil
+}
+
+// sameProvisioner refuses a serve whose container engine (identity, hint)
+// is not the one a live engine of its installation announces: each serve
+// reconciles every workspace against its own container engine, so serves
+// on two would report each other's workspaces exited and remove each
+// other's containers. Members that announce none (the simulator, an
+// earlier release) agree with every engine. Two serves starting at once
+// can both pass; turnstile status names them (status.OtherProvisioners).
+// The error has exit code 1: the operator fixes the configuration.
+func sameProvisioner(identity, hint string, members []engine.Member) error {
+	if identity == "" {
+		return nil
+	}
+	for _, m := range members {
+		if m.Provisioner == "" || m.Provisioner == identity {
+			continue
+		}
+		theirs := m.Provisioner
+		if m.ProvisionerHint != "" {
+			theirs += " (" + m.ProvisionerHint + ")"
+		}
+		return withCode(exitError, fmt.Errorf("the serve %s (engine %s) provisions on another Docker engine: %s; this serve's is %s (%s). "+
+			"Every serve of an installation must use the same Docker engine (point DOCKER_HOST at it on every serve): "+
+			"each serve reports the running workspaces whose containers it cannot see as exited and removes the containers it does not know "+
+			"(docs/scale-out.md). Start this serve on that engine, or stop the other serves first",
+			cmp.Or(m.Name, m.ID), m.ID, theirs, identity, hint))
+	}
+	return nil
 }

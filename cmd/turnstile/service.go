@@ -126,6 +126,7 @@ func (s *service) start(ctx context.Context) error {
 		s.startDataDir,
 		s.startListener,
 		s.startNATS,
+		s.startBackend,
 		s.startDatabase,
 		s.startProjector,
 		s.startProvisioning,
@@ -345,15 +346,40 @@ func (s *service) startProjector(ctx context.Context) error {
 	return nil
 }
 
-// startProvisioning starts the provisioner and its worker, supervisor and
-// watcher.
-func (s *service) startProvisioning(ctx context.Context) error {
-	cfg, log := s.cfg, s.log
+// startBackend picks the provisioner. On Docker it first reads the live
+// engines, before PostgreSQL or anything else of this serve starts: a
+// serve of the installation on another Docker engine refuses this start.
+func (s *service) startBackend(ctx context.Context) error {
 	var err error
-	if s.backend, err = chooseBackend(ctx, cfg, s.installation, s.a.dataDir, log); err != nil {
+	if s.backend, err = chooseBackend(ctx, s.cfg, s.installation, s.a.dataDir, s.log, s.admitProvisioner); err != nil {
 		return err
 	}
 	s.push("provisioner backend", func(context.Context) error { s.backend.closeFn(); return nil })
+	return nil
+}
+
+// admitProvisioner refuses the container engine identity when a live
+// engine of the installation announces another (sameProvisioner).
+func (s *service) admitProvisioner(ctx context.Context, identity, hint string) error {
+	js, err := jetstream.New(s.conns["engine"])
+	if err != nil {
+		return err
+	}
+	var members []engine.Member
+	err = s.untilReady(ctx, "read the engines", func(ctx context.Context) (err error) {
+		members, err = engine.ReadMembers(ctx, js, s.names, engineDurable)
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("read the live serves' container engines: %w", err)
+	}
+	return sameProvisioner(identity, hint, members)
+}
+
+// startProvisioning starts the provisioner's worker, supervisor and
+// watcher.
+func (s *service) startProvisioning(ctx context.Context) error {
+	cfg, log := s.cfg, s.log
 	provStore, err := s.store(ctx, "provisioning")
 	if err != nil {
 		return err
@@ -400,6 +426,7 @@ func (s *service) startEngine(ctx context.Context) error {
 	eng, err := engine.New(engine.Config{Store: engStore, JetStream: js, CommitStores: []*events.Store{commitStore}, AtomicBatchFrom: atomicFrom,
 		ReplyPrefixes: append(engine.DefaultReplyPrefixes(), serveReplyPrefix+"."),
 		Logger:        s.log.With("component", "engine"), Metrics: engine.NewMetrics(s.reg), Name: engineName(),
+		Provisioner: s.backend.identity, ProvisionerHint: s.backend.hint,
 		MaxPendingPerWorkspace: s.cfg.maxPendingPerWorkspace})
 	if err != nil {
 		return err

@@ -24,7 +24,8 @@ streams, each stream's replicas and leader and whether each other replica is
 current, each durable consumer's backlog (pending, ack pending, redelivered,
 open pulls), and who handles each partition of the commands: each engine
 with the partitions it pulls and the P it opened with (one whose P is not
-the command stream's is named under attention). Over the HTTP API it is
+the command stream's is named under attention, as are serves provisioning
+on different Docker engines). Over the HTTP API it is
 serve's GET /v1/cluster, which answers the same.`,
 		Args: exactArgs(),
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -138,7 +139,7 @@ func (a *app) printStatus(rep status.Report) error {
 	if rep.PartitionsError != "" {
 		fmt.Fprintln(a.out, "attention: partitions unknown:", rep.PartitionsError)
 	}
-	for _, l := range slices.Concat(rep.OtherP(), rep.Lagging()) {
+	for _, l := range slices.Concat(rep.OtherP(), rep.OtherProvisioners(), rep.Lagging()) {
 		fmt.Fprintln(a.out, "attention:", l)
 	}
 	return nil
