@@ -12,9 +12,11 @@ import (
 )
 
 // streamReplicas is the replica count serve gives every stream it ensures:
-// --replicas when given (more than 1 only with --nats-url: serve's RunE); else 1 on the embedded server, and on --nats-url
-// what the event stream has now (1 when it does not exist yet), so that a
-// serve started without the flag never shrinks a replicated installation.
+// --replicas when given (more than 1 only with --nats-url, which serve's
+// RunE checks before anything starts); else 1 on the embedded server, and
+// on --nats-url what the event stream has now (1 when it does not exist
+// yet), so that a serve started without the flag never shrinks a
+// replicated installation.
 func (s *service) streamReplicas(ctx context.Context, js jetstream.JetStream) (int, error) {
 	n := s.cfg.replicas
 	if n != 0 {
