@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
+
 	"github.com/turnstile-dev/turnstile/engine"
 	"github.com/turnstile-dev/turnstile/events"
 	"github.com/turnstile-dev/turnstile/internal/testenv"
@@ -35,22 +37,8 @@ func TestEnginesP(t *testing.T) {
 	// release's entry lacks it.
 	older := []byte(`{"id":"older","name":"older/1","since":"` + since.Format(time.RFC3339Nano) + `","partitions":[]}`)
 
-	// The bucket's entries last ttl: each look announces both afresh
-	// first, and looks again if one was gone by the read.
-	var rep status.Report
-	testenv.Eventually(t, 20*time.Second, "a report listing the engine and both members", func() bool {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		for id, raw := range map[string][]byte{"other": other, "older": older} {
-			if _, err := kv.Put(ctx, id, raw); err != nil {
-				t.Fatalf("announce %s: %v", id, err)
-			}
-		}
-		if rep, err = status.Read(ctx, core.NC, names); err != nil {
-			t.Fatal(err)
-		}
-		return len(rep.Engines) == 3
-	})
+	rep := announceAndRead(t, core, kv, map[string][]byte{"other": other, "older": older},
+		"a report listing the engine and both members", func(rep status.Report) bool { return len(rep.Engines) == 3 })
 	if rep.P != events.DefaultPartitions {
 		t.Errorf("report P %d, want the stream's %d", rep.P, events.DefaultPartitions)
 	}
@@ -139,21 +127,11 @@ func TestEnginesProvisioner(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			var rep status.Report
-			testenv.Eventually(t, 20*time.Second, "a report listing the engine and both members as announced", func() bool {
-				ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-				defer cancel()
-				for id, raw := range map[string][]byte{"other": other, "older": older} {
-					if _, err := kv.Put(ctx, id, raw); err != nil {
-						t.Fatalf("announce %s: %v", id, err)
-					}
-				}
-				if rep, err = status.Read(ctx, core.NC, names); err != nil {
-					t.Fatal(err)
-				}
-				i := slices.IndexFunc(rep.Engines, func(e status.Engine) bool { return e.Name == "host-b/2" })
-				return len(rep.Engines) == 3 && i >= 0 && rep.Engines[i].Provisioner == tc.provisioner
-			})
+			rep := announceAndRead(t, core, kv, map[string][]byte{"other": other, "older": older},
+				"a report listing the engine and both members as announced", func(rep status.Report) bool {
+					i := slices.IndexFunc(rep.Engines, func(e status.Engine) bool { return e.Name == "host-b/2" })
+					return len(rep.Engines) == 3 && i >= 0 && rep.Engines[i].Provisioner == tc.provisioner
+				})
 			byName := map[string]status.Engine{}
 			for _, e := range rep.Engines {
 				byName[e.Name] = e
@@ -195,4 +173,28 @@ func TestEnginesProvisioner(t *testing.T) {
 			}
 		})
 	}
+}
+
+// announceAndRead puts the member entries (key: value) and reads a report
+// until done says it shows them. The bucket's entries last the engine's
+// MemberTTL: each look announces them afresh first.
+func announceAndRead(t *testing.T, core *testenv.Core, kv jetstream.KeyValue, entries map[string][]byte, what string,
+	done func(status.Report) bool) status.Report {
+	t.Helper()
+	var rep status.Report
+	testenv.Eventually(t, 20*time.Second, what, func() bool {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		for id, raw := range entries {
+			if _, err := kv.Put(ctx, id, raw); err != nil {
+				t.Fatalf("announce %s: %v", id, err)
+			}
+		}
+		var err error
+		if rep, err = status.Read(ctx, core.NC, events.NewNames("")); err != nil {
+			t.Fatal(err)
+		}
+		return done(rep)
+	})
+	return rep
 }

@@ -12,6 +12,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/docker/docker/api/types/system"
+
 	"github.com/turnstile-dev/turnstile/engine"
 	"github.com/turnstile-dev/turnstile/events"
 	"github.com/turnstile-dev/turnstile/internal/testenv"
@@ -64,26 +66,10 @@ func TestSameProvisioner(t *testing.T) {
 // another Docker engine exits 1 naming that serve and both engines, before
 // it starts anything of its own: no member of its own, no PostgreSQL.
 func TestServeRefusesAnotherDockerEngine(t *testing.T) {
-	cli := testenv.Docker(t) // says so loudly and skips if Docker is unreachable
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	info, err := cli.Info(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
+	info := dockerInfo(t)
 	const theirs, theirHint = "docker OTHER:DAEMON:ID", "daemon otherhost at tcp://otherhost:2376"
 	core := testenv.StartCore(t, testenv.CoreOptions{Engine: engine.Config{Name: "otherhost/4242", Provisioner: theirs, ProvisionerHint: theirHint}})
-	names := events.NewNames("")
-	members := func() []engine.Member {
-		t.Helper()
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		ms, err := engine.ReadMembers(ctx, core.JS, names, events.DefaultEngineDurable)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return ms
-	}
+	members := func() []engine.Member { return liveMembers(t, core) }
 	testenv.Eventually(t, 20*time.Second, "the other serve's engine in the members", func() bool { return len(members()) == 1 })
 	otherID := members()[0].ID
 
@@ -171,27 +157,16 @@ func TestStatusShowsOtherProvisioners(t *testing.T) {
 // A serve on the same Docker engine as a live serve starts, and its own
 // engine announces that engine: "docker <daemon ID>" and its name.
 func TestServeOnTheSameDockerEngine(t *testing.T) {
-	cli := testenv.Docker(t) // says so loudly and skips if Docker is unreachable
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	info, err := cli.Info(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
+	info := dockerInfo(t)
 	mine := "docker " + info.ID
 	core := testenv.StartCore(t, testenv.CoreOptions{Engine: engine.Config{Name: "otherhost/4242", Provisioner: mine,
 		ProvisionerHint: "daemon " + info.Name + " at tcp://otherhost:2376"}})
 	// An image that exists or not: serve builds none with --default-image.
 	startInProcessServe(t, map[string]string{"TURNSTILE_NATS_URL": core.NATS.URL, "TURNSTILE_PROVISIONER": "docker",
 		"TURNSTILE_DEFAULT_IMAGE": "turnstile-test-none:1"})
-	names := events.NewNames("")
 	var ms []engine.Member
 	testenv.Eventually(t, 20*time.Second, "both engines in the members", func() bool {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		if ms, err = engine.ReadMembers(ctx, core.JS, names, events.DefaultEngineDurable); err != nil {
-			t.Fatal(err)
-		}
+		ms = liveMembers(t, core)
 		return len(ms) == 2
 	})
 	for _, m := range ms {
@@ -202,4 +177,30 @@ func TestServeOnTheSameDockerEngine(t *testing.T) {
 			t.Errorf("serve's member %+v: want provisioner %q and a hint naming daemon %s", m, mine, info.Name)
 		}
 	}
+}
+
+// dockerInfo is the test Docker engine's info; testenv.Docker says so
+// loudly and skips when Docker is unreachable (and fails when CI=true).
+func dockerInfo(t *testing.T) system.Info {
+	t.Helper()
+	cli := testenv.Docker(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	info, err := cli.Info(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return info
+}
+
+// liveMembers reads the engines' members bucket of core's NATS.
+func liveMembers(t *testing.T, core *testenv.Core) []engine.Member {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	ms, err := engine.ReadMembers(ctx, core.JS, events.NewNames(""), events.DefaultEngineDurable)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ms
 }
