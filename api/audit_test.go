@@ -15,10 +15,12 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/turnstile-dev/turnstile/api"
 	"github.com/turnstile-dev/turnstile/events"
 	"github.com/turnstile-dev/turnstile/fsm"
+	"github.com/turnstile-dev/turnstile/internal/testenv"
 )
 
 // TestAudit: GET /v1/workspaces/{id}/audit and GET /v1/audit replay the
@@ -145,6 +147,7 @@ func (e *env) seed(t *testing.T, n int) {
 	if err != nil || h.Last == nil {
 		t.Fatal(h, err)
 	}
+	acks := make([]jetstream.PubAckFuture, 0, n)
 	for i := range n {
 		env := *h.Last
 		id := fmt.Sprintf("seed-%04d", i)
@@ -155,15 +158,13 @@ func (e *env) seed(t *testing.T, n int) {
 		}
 		m := nats.NewMsg(e.core.Store.Names().Event(id))
 		m.Data = data
-		if _, err := e.core.JS.PublishMsgAsync(m); err != nil {
+		f, err := e.core.JS.PublishMsgAsync(m)
+		if err != nil {
 			t.Fatal(err)
 		}
+		acks = append(acks, f)
 	}
-	select {
-	case <-e.core.JS.PublishAsyncComplete():
-	case <-ctx.Done():
-		t.Fatal("the seeded events were not all stored")
-	}
+	testenv.AwaitAcks(t, ctx, acks)
 }
 
 // auditLines reads an application/x-ndjson answer of GET /v1/audit: one

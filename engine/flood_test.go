@@ -30,6 +30,7 @@ func TestFloodOfOneWorkspace(t *testing.T) {
 	names := events.NewNames("")
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
+	var acks []jetstream.PubAckFuture
 	publish := func(cmd fsm.Command) {
 		t.Helper()
 		b, err := events.EncodeCommand(cmd)
@@ -39,19 +40,18 @@ func TestFloodOfOneWorkspace(t *testing.T) {
 		m := nats.NewMsg(names.Command(cmd.Workspace))
 		m.Data = b
 		m.Header.Set(jetstream.MsgIDHeader, cmd.ID)
-		if _, err := core.JS.PublishMsgAsync(m); err != nil {
+		f, err := core.JS.PublishMsgAsync(m)
+		if err != nil {
 			t.Fatal(err)
 		}
+		acks = append(acks, f)
 	}
 	for i := range flood {
 		publish(fsm.Command{ID: fmt.Sprintf("flood-%d", i), Type: fsm.Create, Workspace: "flood"})
 	}
 	publish(fsm.Command{ID: "other-create", Type: fsm.Create, Workspace: "other"})
-	select {
-	case <-core.JS.PublishAsyncComplete():
-	case <-ctx.Done():
-		t.Fatal("publishing the flood did not complete")
-	}
+	// Every command stored, or the counts below would not be the flood's.
+	testenv.AwaitAcks(t, ctx, acks)
 	started := time.Now()
 	core.StartEngine(t)
 	testenv.Eventually(t, 2*time.Minute, "the engine to handle the flood", func() bool { return consumerDone(core) })

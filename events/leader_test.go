@@ -188,18 +188,20 @@ func TestLaggingReplica(t *testing.T) {
 	t.Run("LeaderWalkIsBounded", func(t *testing.T) {
 		const n, walkMax = 4200, 4096
 		names, store, p := open(t, "lagbound")
+		var acks []jetstream.PubAckFuture
 		for i := 1; i <= n; i++ {
-			if _, err := js.PublishAsync(names.Outcome(fmt.Sprint("c", i)), fmt.Appendf(nil, "m%d", i)); err != nil {
+			f, err := js.PublishAsync(names.Outcome(fmt.Sprint("c", i)), fmt.Appendf(nil, "m%d", i))
+			if err != nil {
 				t.Fatal(err)
 			}
+			acks = append(acks, f)
 			if i%500 != 0 && i != n {
 				continue
 			}
-			select { // within the client's limit on acks outstanding
-			case <-js.PublishAsyncComplete():
-			case <-ctx.Done():
-				t.Fatal(ctx.Err())
-			}
+			// Within the client's limit on acks outstanding; and each of
+			// the n stored, the span the walk below is about.
+			testenv.AwaitAcks(t, ctx, acks)
+			acks = acks[:0]
 		}
 		p.snapshot(t, ctx, c)
 		deleteMsg(t, ctx, js, names.EventStream(), n-50)

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/turnstile-dev/turnstile/events"
 	"github.com/turnstile-dev/turnstile/internal/testenv"
@@ -92,6 +93,7 @@ func BenchmarkLag(b *testing.B) {
 		})
 		stop := run(b, pr)
 		g := newGenerator(e.names, 1000, 13)
+		var acks []jetstream.PubAckFuture
 		b.ResetTimer()
 		start := time.Now()
 		tick := time.NewTicker(2 * time.Millisecond)
@@ -105,17 +107,17 @@ func BenchmarkLag(b *testing.B) {
 					mu.Lock()
 					published = append(published, time.Now())
 					mu.Unlock()
-					if _, err := e.js.PublishMsgAsync(m); err != nil {
+					f, err := e.js.PublishMsgAsync(m)
+					if err != nil {
 						b.Fatal(err)
 					}
+					acks = append(acks, f)
 				}
 			}
 		}
 		tick.Stop()
 		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-		if err := waitAcks(ctx, e.js); err != nil {
-			b.Fatal(err)
-		}
+		testenv.AwaitAcks(b, ctx, acks)
 		cancel()
 		e.waitCaughtUp(b, time.Minute)
 		stop()

@@ -2,6 +2,7 @@ package testenv
 
 import (
 	"context"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -139,13 +140,22 @@ func DirectGets(tb testing.TB, nc *nats.Conn, part string) func() int {
 // naming its index and subject.
 func AwaitAcks(tb testing.TB, ctx context.Context, futures []jetstream.PubAckFuture) {
 	tb.Helper()
+	if err := AckError(ctx, futures); err != nil {
+		tb.Fatal(err)
+	}
+}
+
+// AckError is AwaitAcks for a goroutine that is not the test's, which may
+// not fail the test itself: it returns the first failure instead of nil.
+func AckError(ctx context.Context, futures []jetstream.PubAckFuture) error {
 	for i, f := range futures {
 		select {
 		case <-f.Ok():
 		case err := <-f.Err():
-			tb.Fatalf("publish %d of %d on %s: %v", i, len(futures), f.Msg().Subject, err)
+			return fmt.Errorf("publish %d of %d on %s: %w", i, len(futures), f.Msg().Subject, err)
 		case <-ctx.Done():
-			tb.Fatalf("publish %d of %d on %s: no ack: %v", i, len(futures), f.Msg().Subject, context.Cause(ctx))
+			return fmt.Errorf("publish %d of %d on %s: no ack: %w", i, len(futures), f.Msg().Subject, context.Cause(ctx))
 		}
 	}
+	return nil
 }
