@@ -372,8 +372,7 @@ func (d *Dispatcher) handle(ctx context.Context, log *slog.Logger, h Webhook, co
 	if matches(h.Events, env.Type) {
 		stopBeat := heartbeat(m)
 		dseq := md.Sequence.Consumer
-		err := d.deliver(ctx, log, h, env, func() { d.refreshLag(ctx, h.ID, cons) },
-			func(ctx context.Context) error { return d.stillOurs(ctx, cons, dseq) })
+		err := d.deliver(ctx, log, h, env, func(ctx context.Context) error { return d.stillOurs(ctx, h.ID, cons, dseq) })
 		stopBeat()
 		if errors.Is(err, errHandedOut) {
 			// Another delivery has it now (this serve's heartbeats did not
@@ -406,12 +405,12 @@ func (d *Dispatcher) handle(ctx context.Context, log *slog.Logger, h Webhook, co
 
 // deliver posts env to h until it answers 2xx or ctx ends, or still
 // finds the event handed out again (errHandedOut).
-// After each failed attempt it calls failed, which refreshes the lag: the
-// metadata's count is from when the event was handed out. Before each
-// attempt after the first it calls still: an attempt once another
-// delivery has the event could reach the receiver after a later event
-// that delivery went on to.
-func (d *Dispatcher) deliver(ctx context.Context, log *slog.Logger, h Webhook, env events.Envelope, failed func(), still func(context.Context) error) error {
+// Before each attempt after the first it calls still: an attempt once
+// another delivery has the event could reach the receiver after a later
+// event that delivery went on to. still also refreshes the lag (the
+// metadata's count is from when the event was handed out), so a failed
+// attempt costs one consumer-info request, not two.
+func (d *Dispatcher) deliver(ctx context.Context, log *slog.Logger, h Webhook, env events.Envelope, still func(context.Context) error) error {
 	var body []byte
 	attempt := 0
 	n := 0
@@ -433,14 +432,12 @@ func (d *Dispatcher) deliver(ctx context.Context, log *slog.Logger, h Webhook, e
 		if body == nil {
 			b, err := d.body(ctx, h, env)
 			if err != nil {
-				failed()
 				return d.failed(ctx, log, h, env, attempt, ReasonRender, err)
 			}
 			body = b
 		}
 		reason, err := d.post(ctx, h, env, body, attempt)
 		if err != nil {
-			failed()
 			return d.failed(ctx, log, h, env, attempt, reason, err)
 		}
 		return nil
@@ -501,27 +498,19 @@ var errHandedOut = errors.New("the event was handed out again")
 // since the delivery with consumer sequence dseq: with MaxAckPending 1
 // nothing else is delivered while an event is pending, so a later
 // delivery is that event handed out again (to another serve, or to this
-// one's next fetch).
-func (d *Dispatcher) stillOurs(ctx context.Context, cons jetstream.Consumer, dseq uint64) error {
+// one's next fetch). It sets webhook id's lag from the same answer.
+func (d *Dispatcher) stillOurs(ctx context.Context, id string, cons jetstream.Consumer, dseq uint64) error {
 	ictx, cancel := context.WithTimeout(ctx, d.cfg.AttemptTimeout)
 	defer cancel()
 	info, err := cons.Info(ictx)
 	if err != nil {
 		return fmt.Errorf("is the event still ours: %w", err)
 	}
+	d.m.lag.WithLabelValues(id).Set(float64(info.NumPending + uint64(info.NumAckPending)))
 	if info.Delivered.Consumer > dseq {
 		return errHandedOut
 	}
 	return nil
-}
-
-// refreshLag sets webhook id's lag from its consumer's state.
-func (d *Dispatcher) refreshLag(ctx context.Context, id string, cons jetstream.Consumer) {
-	ictx, cancel := context.WithTimeout(ctx, d.cfg.AttemptTimeout)
-	defer cancel()
-	if info, err := cons.Info(ictx); err == nil {
-		d.m.lag.WithLabelValues(id).Set(float64(info.NumPending + uint64(info.NumAckPending)))
-	}
 }
 
 func deliveryID(webhook string, seq uint64) string {
