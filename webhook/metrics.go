@@ -41,7 +41,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		}, []string{"result"}),
 		retries: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "turnstile_webhook_retries_total",
-			Help: "Failed webhook delivery attempts, each retried after a back-off, by reason: status, transport, forbidden, render.",
+			Help: "Failed webhook delivery attempts, each retried after a back-off, by reason: status, transport, forbidden, render, nats (a retry not made: NATS did not say whether the event is still this serve's).",
 		}, []string{"reason"}),
 		lag: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "turnstile_webhook_lag",
