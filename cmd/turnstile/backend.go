@@ -127,7 +127,8 @@ func newSim(ctx context.Context, c serveConfig, policy provisioner.Policy, insta
 	identity := status.SimProvisioner(stateFile, hostName())
 	hint := fmt.Sprintf("simulated by serve %s, no containers run", engineName())
 	if err := admit(ctx, identity, hint); err != nil {
-		return nil, err
+		// auto's fallback is the likely mistake: say what it was.
+		return nil, fmt.Errorf("%w (this serve's simulator: %s)", err, why)
 	}
 	image := c.defaultImage
 	if image == "" {

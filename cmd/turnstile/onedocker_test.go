@@ -107,7 +107,7 @@ func TestServeRefusesSimulatorBesideDocker(t *testing.T) {
 		for _, want := range []string{
 			fmt.Sprintf("provisions on another container engine: %s (%s)", theirs, theirHint),
 			fmt.Sprintf("this serve's is sim %s@%s (simulated by serve %s/", stateFile, hostName(), hostName()),
-			mix,
+			mix, "(this serve's simulator: chosen with --provisioner sim)",
 		} {
 			if !strings.Contains(errs, want) {
 				t.Errorf("stderr does not say %q:\n%s", want, errs)
