@@ -62,9 +62,9 @@ type Config struct {
 	// status; default its member id.
 	Name string
 	// Provisioner identifies the container engine the serve of this
-	// engine provisions on (serve: "docker <daemon ID>"; empty for the
-	// simulator), and ProvisionerHint describes it for people (the
-	// daemon's name and address). The engine only announces both in its
+	// engine provisions on (serve: "docker <daemon ID>", or "sim <state
+	// file>@<host>" for the simulator), and ProvisionerHint describes it
+	// for people (the daemon's name and address). The engine only announces both in its
 	// member entry and never compares them: it is the serves that must
 	// share one container engine (each reconciles every workspace against
 	// its own), which serve checks at start and turnstile status reports.

@@ -73,8 +73,7 @@ type Member struct {
 	P int `json:"p,omitempty"`
 	// Provisioner and ProvisionerHint are Config's: the container engine
 	// the engine's serve provisions on, and its description; empty from
-	// the simulator and from engines before they were announced, which
-	// agree with every other.
+	// engines before they were announced, which agree with every other.
 	Provisioner     string `json:"provisioner,omitempty"`
 	ProvisionerHint string `json:"provisioner_hint,omitempty"`
 }

@@ -99,8 +99,7 @@ func TestEnginesP(t *testing.T) {
 // A report carries each live engine's announced container engine, and
 // says under attention when live engines announce different ones: a real
 // engine on "docker AAAA", a member announcing another identity, the
-// same, or none (the simulator), beside one of a release that announced
-// none.
+// same, or none, beside one of a release that announced none.
 func TestEnginesProvisioner(t *testing.T) {
 	ttl := time.Second
 	const mine, mineHint = "docker AAAA", "daemon host-a at unix:///var/run/docker.sock"
@@ -119,7 +118,7 @@ func TestEnginesProvisioner(t *testing.T) {
 	}{
 		{"OtherEngine", "docker BBBB", true},
 		{"SameEngine", mine, false},
-		{"Simulator", "", false},
+		{"NoneAnnounced", "", false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			other, err := json.Marshal(engine.Member{ID: "other", Name: "host-b/2", Since: since, Partitions: []int{}, P: 16,

@@ -109,10 +109,10 @@ type Engine struct {
 	// with another P take and let go of nothing (engine/owner.go, agree).
 	PMismatch bool `json:"p_mismatch"`
 	// Provisioner is the container engine its serve provisions on, as it
-	// announces it ("docker <daemon ID>"), and ProvisionerHint its
-	// description (daemon name and address); both empty from the
-	// simulator and from a release that did not announce them. Every
-	// serve of an installation must use the same one (OtherProvisioners).
+	// announces it ("docker <daemon ID>", "sim <state file>@<host>":
+	// provisioner.go), and ProvisionerHint its description for people;
+	// both empty from a release that did not announce them. Every serve
+	// of an installation must use the same one (OtherProvisioners).
 	Provisioner     string `json:"provisioner,omitempty"`
 	ProvisionerHint string `json:"provisioner_hint,omitempty"`
 }
@@ -300,49 +300,6 @@ func (r Report) OtherP() []string {
 		}
 	}
 	return out
-}
-
-// OtherProvisioners reports live engines that announce different
-// container engines (empty ones, the simulator's and older releases',
-// are left out): one line naming each container engine and the serves on
-// it, for an operator's summary. Each serve reconciles every workspace
-// against its own container engine, so serves on different ones report
-// each other's workspaces exited and remove each other's containers.
-func (r Report) OtherProvisioners() []string {
-	var order []string
-	on := map[string][]string{}
-	hint := map[string]string{}
-	for _, e := range r.Engines {
-		if e.Provisioner == "" {
-			continue
-		}
-		if _, ok := on[e.Provisioner]; !ok {
-			order = append(order, e.Provisioner)
-		}
-		on[e.Provisioner] = append(on[e.Provisioner], e.Name)
-		if hint[e.Provisioner] == "" {
-			hint[e.Provisioner] = e.ProvisionerHint
-		}
-	}
-	if len(order) < 2 {
-		return nil
-	}
-	engines := make([]string, len(order))
-	for i, p := range order {
-		engines[i] = fmt.Sprintf("%s on %s", strings.Join(on[p], ", "), describeProvisioner(p, hint[p]))
-	}
-	return []string{fmt.Sprintf("the serves provision on %d different container engines (%s): each reports the workspaces "+
-		"whose containers are on another engine as exited and removes the containers it does not know; "+
-		"restart the serves onto one Docker engine (the same DOCKER_HOST for every serve)", len(order), strings.Join(engines, "; "))}
-}
-
-// describeProvisioner names a container engine by its identity and, when
-// announced, its description.
-func describeProvisioner(id, hint string) string {
-	if hint == "" {
-		return id
-	}
-	return id + " (" + hint + ")"
 }
 
 func peerState(p Peer) string {

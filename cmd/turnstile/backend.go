@@ -12,6 +12,7 @@ import (
 	"github.com/turnstile-dev/turnstile/provisioner"
 	"github.com/turnstile-dev/turnstile/provisioner/docker"
 	"github.com/turnstile-dev/turnstile/provisioner/sim"
+	"github.com/turnstile-dev/turnstile/status"
 )
 
 // Provisioner kinds, as /readyz and the banner name them.
@@ -35,10 +36,10 @@ type backend struct {
 	// policy is what specs may ask for (serve's flags).
 	policy provisioner.Policy
 	// identity names the container engine, the same for every client of
-	// it ("docker <daemon ID>"), and hint describes it for people (the
-	// daemon's name and address); both empty for the simulator, which is
-	// this process's own. Every serve announces them in its engine's
-	// member entry: the serves of an installation must share one.
+	// it ("docker <daemon ID>"; the simulator's, this process's own, "sim
+	// <state file>@<host>": status.SimProvisioner), and hint describes it
+	// for people. Every serve announces them in its engine's member
+	// entry: the serves of an installation must share one.
 	identity, hint string
 	closeFn        func()
 }
@@ -48,8 +49,8 @@ type backend struct {
 type admitFunc func(ctx context.Context, identity, hint string) error
 
 // chooseBackend builds the provisioner --provisioner asks for: docker,
-// sim, or auto (docker when it answers, else sim). On Docker, admit is
-// asked first.
+// sim, or auto (docker when it answers, else sim). admit is asked first,
+// before anything is done on the container engine.
 func chooseBackend(ctx context.Context, c serveConfig, installation, dataDir string, log *slog.Logger, admit admitFunc) (*backend, error) {
 	policy, err := c.policy()
 	if err != nil {
@@ -65,7 +66,7 @@ func chooseBackend(ctx context.Context, c serveConfig, installation, dataDir str
 
 func openBackend(ctx context.Context, c serveConfig, policy provisioner.Policy, installation, dataDir string, log *slog.Logger, admit admitFunc) (*backend, error) {
 	if c.provisioner == kindSim {
-		return newSim(c, policy, installation, dataDir, log, "chosen with --provisioner sim")
+		return newSim(ctx, c, policy, installation, dataDir, log, admit, "chosen with --provisioner sim")
 	}
 	pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	cli, err := docker.Connect(pctx)
@@ -74,7 +75,7 @@ func openBackend(ctx context.Context, c serveConfig, policy provisioner.Policy, 
 		if c.provisioner == kindDocker {
 			return nil, fmt.Errorf("--provisioner docker: %w", err)
 		}
-		return newSim(c, policy, installation, dataDir, log, fmt.Sprintf("--provisioner auto: Docker is unreachable (%v)", err))
+		return newSim(ctx, c, policy, installation, dataDir, log, admit, fmt.Sprintf("--provisioner auto: Docker is unreachable (%v)", err))
 	}
 	b := &backend{kind: kindDocker, why: "Docker at " + cli.DaemonHost(), closeFn: func() { _ = cli.Close() }}
 	// The daemon's ID is its own, whatever address reaches it.
@@ -85,7 +86,7 @@ func openBackend(ctx context.Context, c serveConfig, policy provisioner.Policy, 
 		b.closeFn()
 		return nil, fmt.Errorf("read the ID of the Docker engine at %s: %w", cli.DaemonHost(), err)
 	}
-	b.identity, b.hint = "docker "+info.ID, fmt.Sprintf("daemon %s at %s", info.Name, cli.DaemonHost())
+	b.identity, b.hint = status.DockerProvisioner(info.ID), fmt.Sprintf("daemon %s at %s", info.Name, cli.DaemonHost())
 	if err := admit(ctx, b.identity, b.hint); err != nil {
 		b.closeFn()
 		return nil, err
@@ -114,45 +115,70 @@ func openBackend(ctx context.Context, c serveConfig, policy provisioner.Policy, 
 // that a restart of serve finds them as it would find Docker's.
 func simStateFile(dataDir string) string { return filepath.Join(dataDir, "sim", "host.json") }
 
-func newSim(c serveConfig, policy provisioner.Policy, installation, dataDir string, log *slog.Logger, why string) (*backend, error) {
+// newSim opens the simulator once admit agrees to its identity: the
+// absolute path of its state file and the host, which is what a restart
+// of this serve continues from (status.SimProvisioner).
+func newSim(ctx context.Context, c serveConfig, policy provisioner.Policy, installation, dataDir string, log *slog.Logger, admit admitFunc,
+	why string) (*backend, error) {
+	stateFile, err := filepath.Abs(simStateFile(dataDir))
+	if err != nil {
+		return nil, fmt.Errorf("the simulator's state file: %w", err)
+	}
+	identity := status.SimProvisioner(stateFile, hostName())
+	hint := fmt.Sprintf("simulated by serve %s, no containers run", engineName())
+	if err := admit(ctx, identity, hint); err != nil {
+		// auto's fallback is the likely mistake: say what it was.
+		return nil, fmt.Errorf("%w (this serve's simulator: %s)", err, why)
+	}
 	image := c.defaultImage
 	if image == "" {
 		image = simDefaultImage
 	}
 	p, err := sim.New(sim.Config{Installation: installation, DefaultImage: image, Policy: policy, MinLatency: c.simMinLatency,
-		MaxLatency: c.simMaxLatency, FailureRate: c.simFailureRate, Seed: c.simSeed, StateFile: simStateFile(dataDir),
+		MaxLatency: c.simMaxLatency, FailureRate: c.simFailureRate, Seed: c.simSeed, StateFile: stateFile,
 		Logger: log.With("component", "provisioner")})
 	if err != nil {
 		return nil, err
 	}
-	return &backend{kind: kindSim, prov: p, why: why, image: image, imageNote: "simulated", closeFn: func() {}}, nil
+	return &backend{kind: kindSim, prov: p, why: why, image: image, imageNote: "simulated", identity: identity, hint: hint, closeFn: func() {}}, nil
 }
 
 // sameProvisioner refuses a serve whose container engine (identity, hint)
 // is not the one a live engine of its installation announces: each serve
 // reconciles every workspace against its own container engine, so serves
 // on two would report each other's workspaces exited and remove each
-// other's containers. Members that announce none (the simulator, an
-// earlier release) agree with every engine. Two serves starting at once
-// can both pass; turnstile status names them (status.OtherProvisioners).
+// other's containers. Members that announce none (earlier releases) agree
+// with every engine. Two serves starting at once can both pass; turnstile
+// status names them (status.OtherProvisioners).
+//
+// Simulators agree with one another although none sees another's
+// containers (each keeps them in its own process): several simulated
+// serves on one NATS are how the reliability tests load the engines'
+// partitions and takeovers (reliability/twoserve_test.go,
+// scaleout_test.go), and what they hurt is only simulated; a simulator
+// cannot share its state with another process, so refusing them would
+// leave no way to run those. A simulator beside Docker is refused both
+// ways: it would fail real workspaces and "run" ones that never start.
 // The error has exit code 1: the operator fixes the configuration.
 func sameProvisioner(identity, hint string, members []engine.Member) error {
-	if identity == "" {
-		return nil
-	}
+	sim := status.ProvisionerKind(identity) == status.KindSim
 	for _, m := range members {
-		if m.Provisioner == "" || m.Provisioner == identity {
+		if m.Provisioner == "" || m.Provisioner == identity || (sim && status.ProvisionerKind(m.Provisioner) == status.KindSim) {
 			continue
 		}
 		theirs := m.Provisioner
 		if m.ProvisionerHint != "" {
 			theirs += " (" + m.ProvisionerHint + ")"
 		}
-		return withCode(exitError, fmt.Errorf("the serve %s (engine %s) provisions on another Docker engine: %s; this serve's is %s (%s). "+
-			"Every serve of an installation must use the same Docker engine (point DOCKER_HOST at it on every serve): "+
+		simNote := ""
+		if sim || status.ProvisionerKind(m.Provisioner) == status.KindSim {
+			simNote = ", and a simulator (--provisioner sim, or auto when Docker does not answer) shares an installation with no Docker engine"
+		}
+		return withCode(exitError, fmt.Errorf("the serve %s (engine %s) provisions on another container engine: %s; this serve's is %s (%s). "+
+			"Every serve of an installation must use the same Docker engine (point DOCKER_HOST at it on every serve)%s: "+
 			"each serve reports the running workspaces whose containers it cannot see as exited and removes the containers it does not know "+
 			"(docs/scale-out.md). Start this serve on that engine, or stop the other serves first",
-			cmp.Or(m.Name, m.ID), m.ID, theirs, identity, hint))
+			cmp.Or(m.Name, m.ID), m.ID, theirs, identity, hint, simNote))
 	}
 	return nil
 }

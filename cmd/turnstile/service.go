@@ -346,9 +346,10 @@ func (s *service) startProjector(ctx context.Context) error {
 	return nil
 }
 
-// startBackend picks the provisioner. On Docker it first reads the live
-// engines, before PostgreSQL or anything else of this serve starts: a
-// serve of the installation on another Docker engine refuses this start.
+// startBackend picks the provisioner. It first reads the live engines,
+// before PostgreSQL or anything else of this serve starts: a serve of the
+// installation on another Docker engine, or a simulator beside Docker,
+// refuses this start (sameProvisioner).
 func (s *service) startBackend(ctx context.Context) error {
 	var err error
 	if s.backend, err = chooseBackend(ctx, s.cfg, s.installation, s.a.dataDir, s.log, s.admitProvisioner); err != nil {
@@ -607,10 +608,14 @@ func (a *app) serve(ctx context.Context, cfg serveConfig) error {
 
 // engineName tells this serve's engine apart among the members: host and
 // process.
-func engineName() string {
+func engineName() string { return fmt.Sprintf("%s/%d", hostName(), os.Getpid()) }
+
+// hostName is this machine's name, as engineName and the simulator's
+// identity give it.
+func hostName() string {
 	host, err := os.Hostname()
 	if err != nil {
-		host = "unknown-host"
+		return "unknown-host"
 	}
-	return fmt.Sprintf("%s/%d", host, os.Getpid())
+	return host
 }

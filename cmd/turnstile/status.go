@@ -23,9 +23,10 @@ JetStream now (the NATS user role may read it): the NATS servers holding the
 streams, each stream's replicas and leader and whether each other replica is
 current, each durable consumer's backlog (pending, ack pending, redelivered,
 open pulls), and who handles each partition of the commands: each engine
-with the partitions it pulls and the P it opened with (one whose P is not
-the command stream's is named under attention, as are serves provisioning
-on different Docker engines). Over the HTTP API it is
+with the P it opened with, the container engine its serve provisions on
+and the partitions it pulls (one whose P is not the command stream's is
+named under attention, as are serves provisioning on different container
+engines). Over the HTTP API it is
 serve's GET /v1/cluster, which answers the same.`,
 		Args: exactArgs(),
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -115,13 +116,14 @@ func (a *app) printStatus(rep status.Report) error {
 		return err
 	}
 	fmt.Fprintln(a.out)
-	t = newTable(a.out, "ENGINE", "ID", "SINCE", "P", "PARTITIONS")
+	t = newTable(a.out, "ENGINE", "ID", "SINCE", "P", "PROVISIONER", "PARTITIONS")
 	for _, e := range rep.Engines {
 		parts := make([]string, len(e.Partitions))
 		for i, k := range e.Partitions {
 			parts[i] = strconv.Itoa(k)
 		}
-		t.row(e.Name, e.ID, e.Since.Local().Format(time.RFC3339), engineP(e, rep.P), orDash(strings.Join(parts, ",")))
+		t.row(e.Name, e.ID, e.Since.Local().Format(time.RFC3339), engineP(e, rep.P), orDash(status.ShortProvisioner(e.Provisioner)),
+			orDash(strings.Join(parts, ",")))
 	}
 	if err := t.flush(); err != nil {
 		return err

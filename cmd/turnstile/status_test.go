@@ -74,10 +74,11 @@ func TestStatusShowsEngineP(t *testing.T) {
 			fields[f[0]] = f
 		}
 	}
-	// ENGINE ID SINCE P PARTITIONS, P being one field or three.
+	// ENGINE ID SINCE P PROVISIONER PARTITIONS, P being one field or
+	// three, PROVISIONER one (none announced: -).
 	for name, want := range map[string]string{"ENGINE": "P", "engine-a": "2", "engine-b": "8 (STREAM HAS 2)", "engine-c": "-"} {
 		f := fields[name]
-		if len(f) < 5 || strings.Join(f[3:len(f)-1], " ") != want {
+		if len(f) < 6 || strings.Join(f[3:len(f)-2], " ") != want {
 			t.Errorf("row %q, want P %q\n%s", strings.Join(f, " "), want, out)
 		}
 	}
