@@ -142,15 +142,19 @@ func (s *service) start(ctx context.Context) error {
 	return nil
 }
 
-// startDataDir makes the data dir and reads what the API needs before
-// anything listens: the API is never open, so its tokens and its
+// startDataDir makes the data dir, takes it (lockDataDir) and reads what
+// the API needs before anything listens: the API is never open, so its tokens and its
 // certificate come first; then the installation id.
 func (s *service) startDataDir(context.Context) error {
 	cfg, log := s.cfg, s.log
 	if err := os.MkdirAll(s.a.dataDir, 0o711); err != nil {
 		return fmt.Errorf("data dir: %w", err)
 	}
-	var err error
+	unlock, err := lockDataDir(s.a.dataDir)
+	if err != nil {
+		return err
+	}
+	s.push("data dir lock", func(context.Context) error { return unlock() })
 	if s.apiTokens, err = loadAPITokens(s.a.dataDir, cfg); err != nil {
 		return err
 	}
