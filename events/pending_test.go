@@ -60,3 +60,47 @@ func TestPendingCommandsLooksUpByThePage(t *testing.T) {
 		t.Errorf("%d direct gets on the event stream for %d commands, want at most 2", got, total)
 	}
 }
+
+// A command's headers are its sender's: one that carries Nats-Sequence or
+// Nats-Time-Stamp of its own must not pass for the server's (a direct
+// get's answer has the stored headers first, the server's after them), so
+// it can neither hide the commands queued behind it nor fail the read.
+func TestPendingCommandsIgnoreForgedHeaders(t *testing.T) {
+	store, js := commitEnv(t)
+	names := store.Names()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	for i, forged := range []map[string]string{
+		{jetstream.SequenceHeader: "9000000000000000000"},
+		{jetstream.TimeStampHeaer: "not a time"},
+		{jetstream.SubjectHeader: names.Command("elsewhere")},
+		nil,
+	} {
+		id := fmt.Sprintf("h-%d", i)
+		data, err := events.EncodeCommand(fsm.Command{ID: id, Type: fsm.Stop, Workspace: "forged"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		m := nats.NewMsg(names.Command("forged"))
+		m.Data = data
+		m.Header.Set(jetstream.MsgIDHeader, id)
+		for k, v := range forged {
+			m.Header.Set(k, v)
+		}
+		if _, err := js.PublishMsg(ctx, m); err != nil {
+			t.Fatal(err)
+		}
+	}
+	pending, err := store.PendingCommands(ctx, "forged", events.DefaultEngineDurable, 1000)
+	if err != nil {
+		t.Fatalf("pending commands: %v", err)
+	}
+	if len(pending) != 4 {
+		t.Fatalf("%d pending, want 4: %+v", len(pending), pending)
+	}
+	for i, p := range pending {
+		if p.StreamSeq != uint64(i+1) || p.Time.IsZero() {
+			t.Fatalf("pending[%d] at stream sequence %d, time %v: want %d and the time it was stored", i, p.StreamSeq, p.Time, i+1)
+		}
+	}
+}
