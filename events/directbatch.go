@@ -99,19 +99,33 @@ func (s *Store) bounded(ctx context.Context) (context.Context, context.CancelFun
 }
 
 // rawOfDirect reads a direct get's answer: the message is the body, where
-// it was in the stream the headers.
+// it was in the stream the headers. The server appends those after the
+// stored message's own headers, which are its sender's (a user command
+// may carry a Nats-Sequence of its own): each is its last value.
 func rawOfDirect(m *nats.Msg) (*jetstream.RawStreamMsg, error) {
-	seq, err := strconv.ParseUint(m.Header.Get(jetstream.SequenceHeader), 10, 64)
+	seqText := serverHeader(m.Header, jetstream.SequenceHeader)
+	seq, err := strconv.ParseUint(seqText, 10, 64)
 	if err != nil {
-		return nil, fmt.Errorf("%s %q: %w", jetstream.SequenceHeader, m.Header.Get(jetstream.SequenceHeader), err)
+		return nil, fmt.Errorf("%s %q: %w", jetstream.SequenceHeader, seqText, err)
 	}
-	at, err := time.Parse(time.RFC3339Nano, m.Header.Get(jetstream.TimeStampHeaer))
+	atText := serverHeader(m.Header, jetstream.TimeStampHeaer)
+	at, err := time.Parse(time.RFC3339Nano, atText)
 	if err != nil {
-		return nil, fmt.Errorf("%s %q: %w", jetstream.TimeStampHeaer, m.Header.Get(jetstream.TimeStampHeaer), err)
+		return nil, fmt.Errorf("%s %q: %w", jetstream.TimeStampHeaer, atText, err)
 	}
-	subject := m.Header.Get(jetstream.SubjectHeader)
+	subject := serverHeader(m.Header, jetstream.SubjectHeader)
 	if subject == "" {
 		return nil, fmt.Errorf("no %s", jetstream.SubjectHeader)
 	}
 	return &jetstream.RawStreamMsg{Subject: subject, Sequence: seq, Header: m.Header, Data: m.Data, Time: at}, nil
+}
+
+// serverHeader is the last value of a direct get answer's header k: the
+// one the server added.
+func serverHeader(h nats.Header, k string) string {
+	vs := h.Values(k)
+	if len(vs) == 0 {
+		return ""
+	}
+	return vs[len(vs)-1]
 }
