@@ -11,6 +11,8 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync/atomic"
+	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nkeys"
@@ -61,6 +63,10 @@ type natsAuth struct {
 	system, user          []byte
 	userKey, adminKey     string // public nkeys
 	userPerms, adminPerms *server.Permissions
+	// users is the account the user and admin roles sign in to
+	// (linkUsersAccount), set once the server runs; until then they are
+	// refused.
+	users atomic.Pointer[server.Account]
 }
 
 var _ server.Authentication = (*natsAuth)(nil)
@@ -84,7 +90,11 @@ func (a *natsAuth) Check(c server.ClientAuthentication) bool {
 		c.RegisterUser(&server.User{Username: natsSystemUser}) // no permissions: everything
 		return true
 	case subtle.ConstantTimeCompare(tok, a.user) == 1:
-		c.RegisterUser(&server.User{Username: natsClientUser, Permissions: a.userPerms})
+		users := a.users.Load()
+		if users == nil {
+			return false
+		}
+		c.RegisterUser(&server.User{Username: natsClientUser, Permissions: a.userPerms, Account: users})
 		return true
 	}
 	return false
@@ -94,12 +104,16 @@ func (a *natsAuth) Check(c server.ClientAuthentication) bool {
 // whose signature of this connection's nonce verifies. Without a nonce
 // (the server always sends one) a signature could be replayed: refused.
 func (a *natsAuth) checkNkey(c server.ClientAuthentication, o *server.ClientOpts) bool {
+	users := a.users.Load()
+	if users == nil {
+		return false
+	}
 	var user *server.User
 	switch o.Nkey {
 	case a.userKey:
-		user = &server.User{Username: natsClientUser, Permissions: a.userPerms}
+		user = &server.User{Username: natsClientUser, Permissions: a.userPerms, Account: users}
 	case a.adminKey:
-		user = &server.User{Username: natsAdminUser, Permissions: a.adminPerms}
+		user = &server.User{Username: natsAdminUser, Permissions: a.adminPerms, Account: users}
 	default:
 		return false
 	}
@@ -183,6 +197,89 @@ func rolePermissions(n events.Names, serveDurables map[string][]string) (user, a
 		Subscribe: sub,
 	}
 	return user, admin
+}
+
+// usersAccount is the NATS account the user and admin roles sign in to;
+// serve's own connections, and so every stream, are in the global one.
+//
+// Why apart: NATS checks a publish's subject against the permissions,
+// never its reply subject, and the server sends its answer to a request
+// there. In serve's account a stream whose subjects match stores that
+// answer: a user's direct get of a command it had stored, answered on
+// <prefix>.sys.<ws>, was a system report the engine applied, and acks and
+// infos answered on <prefix>.evt.> or .out.> were events and outcomes
+// (TestReplySubjectsWriteNothing). Across an import the server answers on
+// a reply subject of its own making that leads back to the requester's
+// account, where no stream listens.
+const usersAccount = "TURNSTILE_USERS"
+
+// serviceLink is a subject the users' account imports from serve's as a
+// service: requests go in, answers come back. streamed: a request may get
+// several answers (a batched direct get, a pull), for up to threshold.
+type serviceLink struct {
+	subject   string
+	streamed  bool
+	threshold time.Duration
+}
+
+// usersAccountLinks are what the users' account reaches in serve's: every
+// subject either role may publish on as a service (rolePermissions still
+// says which role may use which), and as streams the events (waiters) and
+// the users' inboxes (the engine's direct replies, events.ReplyHeader).
+func usersAccountLinks(n events.Names) (services []serviceLink, streams []string) {
+	return []serviceLink{
+		{subject: n.Commands()},
+		{subject: "$JS.API.STREAM.INFO.>"},
+		{subject: "$JS.API.STREAM.MSG.GET.>"},
+		{subject: "$JS.API.DIRECT.GET.>", streamed: true, threshold: 30 * time.Second},
+		{subject: "$JS.API.CONSUMER.LIST.>"},
+		{subject: "$JS.API.CONSUMER.INFO.>"},
+		{subject: "$JS.API.CONSUMER.CREATE.>"},
+		// A pull waits up to its expiry (nats.go: 30 s) and a heartbeat.
+		{subject: "$JS.API.CONSUMER.MSG.NEXT.>", streamed: true, threshold: 2 * time.Minute},
+	}, []string{n.Events(), "_INBOX.>"}
+}
+
+// linkUsersAccount makes the users' account on the running server srv,
+// links it to serve's (the global account) and lets auth's roles in.
+// After the start: an account declared before it would leave the global
+// account without JetStream (nats-server enables it there only when no
+// other account is configured).
+func linkUsersAccount(srv *server.Server, auth *natsAuth, n events.Names) error {
+	users, err := srv.RegisterAccount(usersAccount)
+	if err != nil {
+		return fmt.Errorf("the NATS users' account: %w", err)
+	}
+	serve := srv.GlobalAccount()
+	to := []*server.Account{users}
+	services, streams := usersAccountLinks(n)
+	for _, l := range services {
+		rt := server.Singleton
+		if l.streamed {
+			rt = server.Streamed
+		}
+		if err := serve.AddServiceExportWithResponse(l.subject, rt, to); err != nil {
+			return fmt.Errorf("the NATS users' account: export %s: %w", l.subject, err)
+		}
+		if l.threshold > 0 {
+			if err := serve.SetServiceExportResponseThreshold(l.subject, l.threshold); err != nil {
+				return fmt.Errorf("the NATS users' account: export %s: %w", l.subject, err)
+			}
+		}
+		if err := users.AddServiceImport(serve, l.subject, ""); err != nil {
+			return fmt.Errorf("the NATS users' account: import %s: %w", l.subject, err)
+		}
+	}
+	for _, subject := range streams {
+		if err := serve.AddStreamExport(subject, to); err != nil {
+			return fmt.Errorf("the NATS users' account: export %s: %w", subject, err)
+		}
+		if err := users.AddStreamImport(serve, subject, ""); err != nil {
+			return fmt.Errorf("the NATS users' account: import %s: %w", subject, err)
+		}
+	}
+	auth.users.Store(users)
+	return nil
 }
 
 // serveDurables are the durable consumers serve keeps, by stream, which

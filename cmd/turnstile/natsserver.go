@@ -15,6 +15,7 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/turnstile-dev/turnstile/api"
+	"github.com/turnstile-dev/turnstile/events"
 )
 
 // serveInboxPrefix is the inbox prefix of serve's own NATS connections
@@ -49,7 +50,7 @@ type embeddedNATS struct {
 // nkey in <dataDir>/nats-nkey; the admin role (adminPerms) with the nkey
 // in <dataDir>/nats-admin-nkey (both made on first start). As for the
 // HTTP API, listening beyond loopback takes an explicit --nats-token.
-func startNATS(addr, syncPolicy, token, dataDir string, userPerms, adminPerms *server.Permissions, log *slog.Logger) (*embeddedNATS, error) {
+func startNATS(addr, syncPolicy, token, dataDir string, names events.Names, userPerms, adminPerms *server.Permissions, log *slog.Logger) (*embeddedNATS, error) {
 	host, portStr, err := net.SplitHostPort(addr)
 	if err != nil {
 		return nil, usageError(fmt.Errorf("--nats-listen %q: %w", addr, err))
@@ -104,6 +105,8 @@ func startNATS(addr, syncPolicy, token, dataDir string, userPerms, adminPerms *s
 	if token != "" {
 		n.tokenSource = "--nats-token (TURNSTILE_NATS_TOKEN)"
 	}
+	auth := &natsAuth{system: []byte(systemToken), user: []byte(userToken),
+		userKey: userKey, adminKey: adminKey, userPerms: userPerms, adminPerms: adminPerms}
 	srv, err := server.NewServer(&server.Options{
 		ServerName: "turnstile",
 		Host:       host,
@@ -115,9 +118,8 @@ func startNATS(addr, syncPolicy, token, dataDir string, userPerms, adminPerms *s
 		MaxPayload: 1 << 20,
 		// A nonce in every INFO, for the nkeys: natsAuth checks their
 		// signatures itself, so the server would not send one otherwise.
-		AlwaysEnableNonce: true,
-		CustomClientAuthentication: &natsAuth{system: []byte(systemToken), user: []byte(userToken),
-			userKey: userKey, adminKey: adminKey, userPerms: userPerms, adminPerms: adminPerms},
+		AlwaysEnableNonce:          true,
+		CustomClientAuthentication: auth,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("embedded NATS: %w", err)
@@ -131,6 +133,10 @@ func startNATS(addr, syncPolicy, token, dataDir string, userPerms, adminPerms *s
 	if !srv.JetStreamEnabled() {
 		srv.Shutdown()
 		return nil, errors.New("embedded NATS started without JetStream (see the log above): is " + n.storeDir + " writable?")
+	}
+	if err := linkUsersAccount(srv, auth, names); err != nil {
+		srv.Shutdown()
+		return nil, err
 	}
 	n.srv = srv
 	return n, nil

@@ -224,7 +224,7 @@ func (s *service) startNATS(ctx context.Context) error {
 	}
 	if s.a.natsURL == "" {
 		userPerms, adminPerms := rolePermissions(s.names, serveDurables(s.names, s.installation))
-		if s.embedded, err = startNATS(cfg.natsListen, cfg.natsSync, s.a.natsToken, s.a.dataDir, userPerms, adminPerms, log); err != nil {
+		if s.embedded, err = startNATS(cfg.natsListen, cfg.natsSync, s.a.natsToken, s.a.dataDir, s.names, userPerms, adminPerms, log); err != nil {
 			return err
 		}
 		s.natsURL = s.embedded.url()
