@@ -91,12 +91,29 @@ func (e *Engine) handle(ctx context.Context, m jetstream.Msg, recovered bool) {
 			// so stored no earlier than the window's length ago (plus the
 			// clocks' skew): a command id sent again in a new message may
 			// be older than its message.
+			if !look.stored {
+				look.storedAt = e.cfg.Now()
+			}
 			look.stored = true
 			since := md.Timestamp
 			if w := e.cfg.Now().Add(-e.store.DuplicateWindow()); w.Before(since) {
 				since = w
 			}
 			look.since = since.Add(-findEventSkew)
+			continue
+		case errors.Is(err, errEventNotFound) && e.cfg.Now().Sub(look.storedAt) > e.store.DuplicateWindow():
+			// The message whose id refused this command's event has left
+			// the duplicate window (it was stored before storedAt; elapsed
+			// time, so no clocks' skew), and no event of the command is among
+			// its workspace's events since before it was stored (FindEvent
+			// asks the leader): it was not this command's event but a
+			// foreign message under its id (written by something other
+			// than an engine). Waiting for an event that does not exist
+			// would hold the workspace for ever; the window no longer
+			// refuses the id, so decide it now.
+			e.log.Warn("engine: a message that is not this command's event refused it by id; deciding it now that the duplicate window has passed",
+				"command", cmd.ID, "workspace", ws)
+			look.stored, look.storedAt = false, time.Time{}
 			continue
 		case errors.Is(err, events.ErrOutcomeUnreadable):
 			e.dropUnreadable(m, cmd.ID, ws, err)
@@ -164,8 +181,10 @@ type lookup struct {
 	// after which the caller looks.
 	since time.Time
 	// stored: the command's event is known to be stored (ErrEventStored).
-	// Not found, the command is not decided again.
-	stored bool
+	// Not found, the command is not decided again until the duplicate
+	// window has passed since storedAt, when it was learned.
+	stored   bool
+	storedAt time.Time
 	// unseenUntil: if its event goes out before then, the command cannot
 	// have been decided before (unseen.go): its write skips the outcome
 	// check.
