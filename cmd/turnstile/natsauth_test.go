@@ -51,9 +51,14 @@ type inProcessServe struct {
 
 func startInProcessServe(t *testing.T, extra map[string]string) *inProcessServe {
 	t.Helper()
-	pg := testenv.StartPostgres(t)
-	dbURL := pg.NewDatabase(t)
-	dir := t.TempDir()
+	// A test that restarts serve passes its database and data dir.
+	dbURL, dir := extra["TURNSTILE_DATABASE_URL"], extra["TURNSTILE_DATA_DIR"]
+	if dbURL == "" {
+		dbURL = testenv.StartPostgres(t).NewDatabase(t)
+	}
+	if dir == "" {
+		dir = t.TempDir()
+	}
 	natsAddr := fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))
 	httpAddr := fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))
 	env := map[string]string{

@@ -38,6 +38,15 @@ func TestReplySubjectsWriteNothing(t *testing.T) {
 		t.Fatalf("create: exit %d\n%s%s", code, out, errs)
 	}
 	nc, js, _ := s.connectUser(t)
+	replySubjectsWriteNothing(t, nc, js, s.env)
+}
+
+// replySubjectsWriteNothing makes the requests of
+// TestReplySubjectsWriteNothing on nc (a user's connection, js its
+// JetStream) against the workspace victim, which exists, and fails if
+// anything lands; env is the CLI's, for victim's history.
+func replySubjectsWriteNothing(t *testing.T, nc *nats.Conn, js jetstream.JetStream, env map[string]string) {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 
@@ -107,7 +116,7 @@ func TestReplySubjectsWriteNothing(t *testing.T) {
 	// What the forged report did: the engine applies it.
 	var history string
 	for end := time.Now().Add(10 * time.Second); time.Now().Before(end); time.Sleep(100 * time.Millisecond) {
-		if _, history, _ = runCLI(t, s.env, "history", "victim"); strings.Contains(history, "forged") {
+		if _, history, _ = runCLI(t, env, "history", "victim"); strings.Contains(history, "forged") {
 			break
 		}
 	}
