@@ -3,6 +3,7 @@ package docker_test
 import (
 	"context"
 	"errors"
+	"strconv"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -10,6 +11,7 @@ import (
 	"github.com/docker/docker/api/types/events"
 	"github.com/docker/docker/client"
 
+	"github.com/turnstile-dev/turnstile/fsm"
 	"github.com/turnstile-dev/turnstile/internal/testenv"
 	"github.com/turnstile-dev/turnstile/provisioner"
 	"github.com/turnstile-dev/turnstile/provisioner/docker"
@@ -95,6 +97,45 @@ func TestWatchResumesWithoutLossOrDuplicates(t *testing.T) {
 	}
 	if n := flaky.calls.Load(); n < 2 {
 		t.Fatalf("%d event streams opened, want a resumed one", n)
+	}
+	cancel()
+	for range ch {
+	}
+}
+
+// TestWatchExitCodeNotFromLabels (found in review): Docker copies a
+// container's labels, its image's included, into the attributes of its
+// events, over the "exitCode" a die event carries. An image with the
+// label exitCode=0 made every exit of its containers, a kill included,
+// read as a clean exit 0 in the container_exited event and its reason.
+// The code comes from the container's state.
+func TestWatchExitCodeNotFromLabels(t *testing.T) {
+	f := setup(t)
+	img := f.buildImage(t, "turnstile-agent-exitlabel", "FROM "+f.image+"\nLABEL exitCode=0\n", nil)
+	ctx, cancel := context.WithTimeout(f.ctx, time.Minute)
+	defer cancel()
+	ch, err := f.p.Watch(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := f.p.Provision(ctx, provisioner.Request{Workspace: randomID("ws"), Generation: 1, Spec: fsm.Spec{Image: img}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := f.cli.ContainerKill(ctx, res.ContainerID, "KILL"); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case ex := <-ch:
+		if ex.ContainerID != res.ContainerID || ex.ExitCode == nil || *ex.ExitCode != 137 {
+			code := "none"
+			if ex.ExitCode != nil {
+				code = strconv.Itoa(*ex.ExitCode)
+			}
+			t.Fatalf("exit of a killed container: %s code %s, want %s code 137", ex.ContainerID, code, res.ContainerID)
+		}
+	case <-ctx.Done():
+		t.Fatal("no exit reported")
 	}
 	cancel()
 	for range ch {
