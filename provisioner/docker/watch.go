@@ -116,6 +116,13 @@ func (w *watcher) handle(ctx context.Context, m events.Message) error {
 		return nil
 	case events.ActionDie:
 		code, err := strconv.Atoi(attrs["exitCode"])
+		// Docker copies the container's labels, its image's included, into
+		// the attributes over the exitCode: an image labelled exitCode=0
+		// made every exit read as clean. The stopped container's state
+		// says; the attribute is left for one already removed.
+		if c, ierr := w.p.cli.ContainerInspect(ctx, m.Actor.ID); ierr == nil && c.State != nil && !c.State.Running && !c.State.Restarting {
+			code, err = c.State.ExitCode, nil
+		}
 		if err == nil {
 			ex.ExitCode = &code
 		}
