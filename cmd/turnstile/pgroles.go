@@ -22,6 +22,11 @@ const (
 	roleReader = "turnstile_reader"
 )
 
+// readerTempFileLimit bounds the temporary files one reader session may
+// write (a sort or hash that spills): enough for any query of the read
+// model, not enough to fill the disk PostgreSQL needs to keep writing.
+const readerTempFileLimit = "1GB"
+
 // rolePasswords are the roles' passwords, new at every start of serve.
 type rolePasswords struct{ owner, writer, reader string }
 
@@ -62,6 +67,11 @@ func setupRoles(ctx context.Context, superURL, db string, pw rolePasswords) erro
 		// back a rebuild's swap for long.
 		`ALTER ROLE ` + roleReader + ` SET default_transaction_read_only = on`,
 		`ALTER ROLE ` + roleReader + ` SET idle_in_transaction_session_timeout = '5min'`,
+		// The reader may turn read-only off, so nothing it can write may
+		// need no grant: large objects (below), and temporary files, which
+		// a query of its may spill to disk without bound. temp_file_limit
+		// is the superuser's to change, also on the reader's role.
+		`ALTER ROLE ` + roleReader + ` SET temp_file_limit = '` + readerTempFileLimit + `'`,
 		`ALTER DATABASE ` + dbID + ` OWNER TO ` + roleOwner,
 		`REVOKE ALL ON DATABASE ` + dbID + ` FROM PUBLIC`,
 		`GRANT CONNECT ON DATABASE ` + dbID + ` TO ` + roleWriter + `, ` + roleReader,
@@ -94,6 +104,10 @@ func setupRoles(ctx context.Context, superURL, db string, pw rolePasswords) erro
 			EXECUTE format('GRANT EXECUTE ON FUNCTION %s TO ` + roleOwner + `, ` + roleWriter + `', f.sig);
 		END LOOP;
 	END $$`,
+		// Creating a large object needs no grant either: a reader
+		// could fill the disk with them. No role here uses them.
+		`REVOKE EXECUTE ON FUNCTION pg_catalog.lo_creat(integer), pg_catalog.lo_create(oid),
+		pg_catalog.lo_from_bytea(oid, bytea) FROM PUBLIC`,
 	}
 	for _, q := range stmts {
 		if _, err := conn.Exec(ctx, q); err != nil {
