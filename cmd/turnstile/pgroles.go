@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
+	"strconv"
 
 	"github.com/jackc/pgx/v5"
 )
@@ -31,6 +32,12 @@ const (
 // write (a sort or hash that spills): enough for any query of the read
 // model, not enough to fill the disk PostgreSQL needs to keep writing.
 const readerTempFileLimit = "1GB"
+
+// readerConnLimit bounds the reader's connections. No grant guards
+// connections: a reader holding all the server allows (100, 3 of them the
+// superuser's) would lock the projector, serve's reads and migrations out.
+// This leaves them 33.
+const readerConnLimit = 64
 
 // rolePasswords are the roles' passwords, new at every start of serve.
 type rolePasswords struct{ owner, writer, reader, api string }
@@ -67,7 +74,8 @@ func setupRoles(ctx context.Context, superURL, db string, pw rolePasswords) erro
 	END $$`,
 		`ALTER ROLE ` + roleOwner + ` LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS PASSWORD '` + pw.owner + `'`,
 		`ALTER ROLE ` + roleWriter + ` LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS PASSWORD '` + pw.writer + `'`,
-		`ALTER ROLE ` + roleReader + ` LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS PASSWORD '` + pw.reader + `'`,
+		`ALTER ROLE ` + roleReader + ` LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS PASSWORD '` + pw.reader + `'` +
+			` CONNECTION LIMIT ` + strconv.Itoa(readerConnLimit),
 		`ALTER ROLE ` + roleAPI + ` LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS PASSWORD '` + pw.api + `'`,
 		// The defaults the reader may have given its own role (ALTER ROLE
 		// itself) go; the superuser's are set again below.
