@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/turnstile-dev/turnstile/fsm"
@@ -156,6 +157,11 @@ func validateDecoded(e Envelope) error {
 	}
 	if e.Seq == 0 || e.Generation == 0 {
 		return fmt.Errorf("decode event: seq and generation start at 1: %w", ErrMalformed)
+	}
+	// A status the engine never writes: the read model could not even
+	// store one longer than an index entry may be.
+	if !slices.Contains(fsm.Statuses(), e.State.Status) {
+		return fmt.Errorf("decode event: status %s: %w", QuoteInput(string(e.State.Status)), ErrMalformed)
 	}
 	return nil
 }

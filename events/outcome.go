@@ -114,5 +114,13 @@ func DecodeOutcome(b []byte) (OutcomeRecord, error) {
 	default:
 		return o, fmt.Errorf("decode outcome: outcome %q: %w", o.Outcome, ErrMalformed)
 	}
+	// Ids the engine never writes: the read model could not even store
+	// one longer than an index entry may be (a stall, not a refusal).
+	if err := fsm.ValidateCommandID(o.CommandID); err != nil {
+		return o, fmt.Errorf("decode outcome: %w: %v", ErrMalformed, err)
+	}
+	if o.Workspace != "" && fsm.ValidateID(o.Workspace) != nil {
+		return o, fmt.Errorf("decode outcome: workspace %s: %w", QuoteInput(o.Workspace), ErrMalformed)
+	}
 	return o, nil
 }

@@ -1,6 +1,7 @@
 package projector
 
 import (
+	"slices"
 	"strconv"
 	"time"
 	"unicode/utf8"
@@ -443,7 +444,7 @@ func scanEvent(seq uint64, b []byte) (eventFacts, bool) {
 	p.end()
 	// What events.Codec checks beyond JSON (validateDecoded).
 	if p.bad || schema != events.SchemaVersion || !env.Type.Known() || env.Seq == 0 || env.Generation == 0 ||
-		fsm.ValidateID(env.Workspace) != nil {
+		fsm.ValidateID(env.Workspace) != nil || !slices.Contains(fsm.Statuses(), env.State.Status) {
 		return eventFacts{}, false
 	}
 	f, err := factsOf(&env, payload, spec)
@@ -512,7 +513,7 @@ func scanOutcome(seq uint64, b []byte) (commandRow, bool) {
 	default:
 		return commandRow{}, false
 	}
-	if p.bad {
+	if p.bad || fsm.ValidateCommandID(o.CommandID) != nil || (o.Workspace != "" && fsm.ValidateID(o.Workspace) != nil) {
 		return commandRow{}, false
 	}
 	return outcomeRow(seq, o), true

@@ -15,12 +15,14 @@ import (
 // database is the read model's PostgreSQL: one given by --database-url, or
 // a local one serve started and stops.
 //
-// A local one is used through three roles (pgroles.go): migrations as the
-// owner, the projector as the writer, the API's reads as the reader. The
+// A local one is used through its roles (pgroles.go): migrations as the
+// owner, the projector as the writer, the API's reads as the API role. The
 // reader's URL goes to <data-dir>/database-url (get, list, psql), the
 // owner's to <data-dir>/database-owner-url (migrate, rebuild); both 0600.
 // A given URL is used for everything.
 type database struct {
+	// readerURL is what serve's own reads use: on a local server the API
+	// role's URL, not database-url's.
 	readerURL, writerURL, ownerURL string
 	superURL                       string           // local only
 	srv                            *pgserver.Server // nil when given by URL
@@ -61,8 +63,8 @@ func openDatabase(ctx context.Context, url, dataDir string, c serveConfig, log *
 		return fail(err)
 	}
 	d.ownerURL, d.writerURL, d.readerURL = srv.URLFor(roleOwner, pw.owner, db), srv.URLFor(roleWriter, pw.writer, db),
-		srv.URLFor(roleReader, pw.reader, db)
-	for path, u := range map[string]string{d.urlFile: d.readerURL, d.ownerFile: d.ownerURL} {
+		srv.URLFor(roleAPI, pw.api, db)
+	for path, u := range map[string]string{d.urlFile: srv.URLFor(roleReader, pw.reader, db), d.ownerFile: d.ownerURL} {
 		if err := atomicfile.Write(path, []byte(u+"\n"), 0o600); err != nil {
 			return fail(err)
 		}
