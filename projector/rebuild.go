@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/jackc/pgx/v5/stdlib"
 
@@ -343,6 +344,11 @@ func (p *Projector) swap(ctx context.Context, conn *pgxpool.Conn, live string) e
 	defer func() { _ = tx.Rollback(context.WithoutCancel(ctx)) }()
 	for _, s := range stmts {
 		if _, err := tx.Exec(ctx, s.sql, s.args...); err != nil {
+			var pe *pgconn.PgError
+			if errors.As(err, &pe) && pe.Code == lockNotAvailable {
+				_ = tx.Rollback(ctx)
+				return fmt.Errorf("rebuild: swap: %w", p.heldBy(ctx, conn, live, err))
+			}
 			return fmt.Errorf("rebuild: swap: %s: %w", s.sql, err)
 		}
 	}
@@ -350,4 +356,44 @@ func (p *Projector) swap(ctx context.Context, conn *pgxpool.Conn, live string) e
 		return fmt.Errorf("rebuild: swap: %w", err)
 	}
 	return nil
+}
+
+// heldBy explains a swap that waited its lock_timeout out: the sessions
+// holding locks on the live read model, typically a reader's transaction
+// left open (psql with database-url), which the rebuild does not end on
+// its own: whose session to end is the operator's call.
+func (p *Projector) heldBy(ctx context.Context, conn *pgxpool.Conn, live string, cause error) error {
+	tables := make([]string, 0, len(readModelTables()))
+	for _, t := range readModelTables() {
+		tables = append(tables, pgx.Identifier{live, t}.Sanitize())
+	}
+	rows, err := conn.Query(ctx, `SELECT DISTINCT a.pid, coalesce(a.usename, ''), coalesce(a.application_name, ''), coalesce(a.state, ''),
+			coalesce(extract(epoch FROM now() - a.xact_start), 0)
+		FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
+		WHERE l.granted AND l.relation = ANY (SELECT to_regclass(t) FROM unnest($1::text[]) t) AND a.pid <> pg_backend_pid()
+		ORDER BY a.pid`, tables)
+	if err != nil {
+		return fmt.Errorf("the read model's tables stayed locked by other sessions (%w); finding which failed: %v", cause, err)
+	}
+	var held []string
+	for rows.Next() {
+		var (
+			pid                int32
+			user, app, state   string
+			transactionSeconds float64
+		)
+		if err := rows.Scan(&pid, &user, &app, &state, &transactionSeconds); err != nil {
+			rows.Close()
+			return fmt.Errorf("the read model's tables stayed locked by other sessions (%w); finding which failed: %v", cause, err)
+		}
+		held = append(held, fmt.Sprintf("pid %d (user %s, application %q, %s, transaction open %s)", pid, user, app, state,
+			(time.Duration(transactionSeconds)*time.Second).String()))
+	}
+	rows.Close()
+	if len(held) == 0 {
+		held = []string{"sessions gone by now"}
+	}
+	return fmt.Errorf("the read model's tables stayed locked by other sessions for the swap's lock timeout: %s; "+
+		"have them commit or end them (SELECT pg_terminate_backend(pid), as a superuser) and rebuild again; the live read model is unchanged: %w",
+		strings.Join(held, "; "), cause)
 }

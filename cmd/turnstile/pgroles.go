@@ -82,8 +82,9 @@ func setupRoles(ctx context.Context, superURL, db string, pw rolePasswords) erro
 		`ALTER ROLE ` + roleReader + ` RESET ALL`,
 		`ALTER ROLE ` + roleReader + ` IN DATABASE ` + dbID + ` RESET ALL`,
 		// Belt and braces: even a grant made by mistake cannot let the
-		// reader write, and a reader's forgotten transaction cannot hold
-		// back a rebuild's swap for long.
+		// reader write, and a transaction a reader forgot does not hold
+		// back a rebuild's swap for ever (a reader may lift the timeout
+		// itself: the swap then fails naming its session).
 		`ALTER ROLE ` + roleReader + ` SET default_transaction_read_only = on`,
 		`ALTER ROLE ` + roleReader + ` SET idle_in_transaction_session_timeout = '5min'`,
 		`ALTER ROLE ` + roleAPI + ` SET default_transaction_read_only = on`,
