@@ -306,7 +306,9 @@ func TestSystemClientAndReplyPrefix(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer sys.Close()
-	if o, err := sys.Send(ctx, fsm.Command{Type: fsm.Create, Workspace: "sys-1"}); err != nil || o.Outcome != fsm.Accepted {
+	// A user command needs an actor of its own: "provisioner" is one of
+	// Turnstile's parts, which send reports only (fsm.IsSystemActor).
+	if o, err := sys.Send(ctx, fsm.Command{Type: fsm.Create, Workspace: "sys-1", Actor: "tester"}); err != nil || o.Outcome != fsm.Accepted {
 		t.Fatalf("create: %+v %v", o, err)
 	}
 	o, err := sys.Send(ctx, fsm.Command{Type: fsm.ProvisionSucceeded, Workspace: "sys-1", Generation: 1})

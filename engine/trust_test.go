@@ -193,7 +193,7 @@ func TestEngineCountsForeignReportOutcome(t *testing.T) {
 	core := testenv.StartCore(t, testenv.CoreOptions{Engine: engine.Config{Metrics: metrics}})
 	names := events.NewNames("")
 	sys := core.SystemClient(t, "provisioner")
-	send(t, sys, fsm.Command{Type: fsm.Create, Workspace: "victim"})
+	send(t, sys, fsm.Command{Type: fsm.Create, Workspace: "victim", Actor: "tester"})
 	if o := send(t, sys, fsm.Command{ID: "sys-taken", Type: fsm.StopSucceeded, Workspace: "elsewhere", Generation: 1}); o.Outcome != fsm.Rejected {
 		t.Fatalf("planted outcome: %+v", o)
 	}
@@ -205,4 +205,46 @@ func TestEngineCountsForeignReportOutcome(t *testing.T) {
 		t.Fatalf("report id conflicts: %v, want 1", n)
 	}
 	waitState(t, core, "victim", fsm.Provisioning, 1)
+}
+
+// A user command may not claim the actor of one of Turnstile's own parts
+// (found in review: a NATS user's stop recorded as the worker's, a delete
+// as the reconciler's, in the history, the read model and webhooks): it is
+// refused as invalid, whatever the case, and nothing is applied. Reports
+// of those parts, on the system subject, keep their actors.
+func TestSystemActorsRefusedOnUserCommands(t *testing.T) {
+	core := testenv.StartCore(t, testenv.CoreOptions{})
+	names := events.NewNames("")
+	user := core.Client(t, "user")
+	const ws = "actors"
+	if o := send(t, user, fsm.Command{Type: fsm.Create, Workspace: ws}); o.Outcome != fsm.Accepted {
+		t.Fatalf("create: %+v", o)
+	}
+	for _, actor := range []string{"worker", "reconciler", "Supervisor", "watcher", "provisioner"} {
+		id := "as-" + strings.ToLower(actor)
+		publishRaw(t, core, names.Command(ws), id, fmt.Sprintf(`{"id":%q,"type":"delete","workspace":%q,"actor":%q}`, id, ws, actor))
+		o := storedOutcome(t, core, id)
+		if !isRejection(o, fsm.CodeInvalid) || !strings.Contains(o.Rejection.Message, "Turnstile's own") || o.EventSeq != 0 {
+			t.Fatalf("delete claiming actor %s: %+v %+v", actor, o, o.Rejection)
+		}
+	}
+	h, err := core.Store.Load(context.Background(), ws)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if h.State.Status != fsm.Provisioning || h.State.Seq != 1 {
+		t.Fatalf("a command claiming a system actor changed the workspace: %+v", h.State)
+	}
+	// Through the client it is refused before anything is published.
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	_, err = user.Send(ctx, fsm.Command{Type: fsm.Stop, Workspace: ws, Actor: "worker"})
+	checkInvalid(t, "user client claiming the worker's actor", err, "Turnstile's own")
+	// The worker's own report, on the system subject, keeps its actor.
+	sys := core.SystemClient(t, "worker")
+	if o := send(t, sys, fsm.Command{Type: fsm.ProvisionSucceeded, Workspace: ws, Generation: 1}); o.Outcome != fsm.Accepted {
+		t.Fatalf("report on the system subject: %+v", o)
+	}
+	testenv.Eventually(t, 20*time.Second, "every command handled", func() bool { return consumerDone(core) })
+	checkLog(t, core)
 }

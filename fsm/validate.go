@@ -220,6 +220,10 @@ func (c Command) validate(spec func(Spec) error) *Rejection {
 	if len(c.Actor) > MaxActorLen {
 		return Invalid(c.Type, "actor is %d bytes: at most %d allowed", len(c.Actor), MaxActorLen)
 	}
+	if !c.Type.IsSystem() && IsSystemActor(c.Actor) {
+		return Invalid(c.Type, "actor %q is Turnstile's own (%s), which send system reports only: a user command may not claim it",
+			c.Actor, strings.Join(systemActors(), ", "))
+	}
 	if len(c.Reason) > MaxReasonLen {
 		return Invalid(c.Type, "reason is %d bytes: at most %d allowed", len(c.Reason), MaxReasonLen)
 	}
@@ -255,4 +259,23 @@ func truncate(s string, n int) string {
 		return s
 	}
 	return s[:n] + "…"
+}
+
+// systemActors are the actors of Turnstile's own parts (the provisioning
+// worker, its watcher, supervisor and reconciler), which send system
+// reports only; the history shows them as who did what.
+func systemActors() []string {
+	return []string{"provisioner", "worker", "watcher", "supervisor", "reconciler"}
+}
+
+// IsSystemActor reports whether actor names one of Turnstile's own parts
+// (in any case): a user command claiming one would pass a NATS user's
+// stop off as the worker's in the history, the read model and webhooks.
+func IsSystemActor(actor string) bool {
+	for _, a := range systemActors() {
+		if strings.EqualFold(actor, a) {
+			return true
+		}
+	}
+	return false
 }
