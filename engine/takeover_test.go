@@ -237,7 +237,16 @@ func TestAStuckTakeHoldsUpNoOtherPartition(t *testing.T) {
 		t.Fatal(err)
 	}
 	rest := slices.DeleteFunc(slices.Clone(all), func(p int) bool { return p == k })
+	var lastB, lastC []int
+	defer func() {
+		// It timed out once in a clean-clone CI run with two engine
+		// packages' tests beside it: say where the partitions were.
+		if t.Failed() {
+			t.Logf("partitions last seen: engine b %v, engine c %v; wanted %v between them (k %d)", lastB, lastC, rest, k)
+		}
+	}()
 	testenv.Eventually(t, 30*time.Second, "the two left taking every partition but the one without a consumer", func() bool {
+		lastB, lastC = b.Partitions(), c.Partitions()
 		return slices.Equal(owned(b, c), rest)
 	})
 	// The engine that is to take k (and cannot) is left alone.
