@@ -25,6 +25,19 @@ import (
 // startLocalDatabase starts serve's local PostgreSQL in a fresh data dir
 // as serve does: roles, migrations as the owner, grants. It returns the
 // database and the URL a holder of database-url has.
+// startLocalReader is startLocalDatabase with a session of the reader's,
+// closed when the test ends.
+func startLocalReader(t *testing.T, ctx context.Context) (*database, *pgx.Conn) {
+	t.Helper()
+	d, readerURL := startLocalDatabase(t, ctx)
+	reader, err := pgx.Connect(ctx, readerURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = reader.Close(context.Background()) })
+	return d, reader
+}
+
 func startLocalDatabase(t *testing.T, ctx context.Context) (*database, string) {
 	t.Helper()
 	dir, err := os.MkdirTemp("", "turnstile-reader-") // reachable by the postgres OS user
@@ -91,12 +104,7 @@ func isPgCode(err error, codes ...string) bool {
 func TestReaderWritesNothing(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	d, readerURL := startLocalDatabase(t, ctx)
-	reader, err := pgx.Connect(ctx, readerURL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer reader.Close(ctx)
+	d, reader := startLocalReader(t, ctx)
 	if _, err := reader.Exec(ctx, `SET default_transaction_read_only = off`); err != nil {
 		t.Fatal(err)
 	}
@@ -175,12 +183,7 @@ func TestReaderConnectionsLeaveRoomForServe(t *testing.T) {
 func TestReaderCannotBreakServesReads(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	d, readerURL := startLocalDatabase(t, ctx)
-	reader, err := pgx.Connect(ctx, readerURL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer reader.Close(ctx)
+	d, reader := startLocalReader(t, ctx)
 	for _, q := range []string{
 		`SET default_transaction_read_only = off`,
 		`ALTER ROLE CURRENT_USER SET statement_timeout = '1ms'`,
