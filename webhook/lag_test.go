@@ -59,27 +59,5 @@ func TestLagWhileDownTakesOneConsumerInfoPerRetry(t *testing.T) {
 func consumerInfos(t *testing.T, f *fixture, durable string) func() int {
 	t.Helper()
 	nc, _ := f.core.Connect(t)
-	sub, err := nc.SubscribeSync("$JS.API.CONSUMER.INFO." + f.names.EventStream() + "." + durable)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := nc.Flush(); err != nil {
-		t.Fatal(err)
-	}
-	n := 0
-	return func() int {
-		t.Helper()
-		if err := nc.Flush(); err != nil {
-			t.Fatal(err)
-		}
-		for {
-			if q, _, err := sub.Pending(); err != nil || q == 0 {
-				return n
-			}
-			if _, err := sub.NextMsg(time.Second); err != nil {
-				t.Fatal(err)
-			}
-			n++
-		}
-	}
+	return testenv.Requests(t, nc, "$JS.API.CONSUMER.INFO."+f.names.EventStream()+"."+durable, "")
 }

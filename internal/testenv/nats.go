@@ -98,13 +98,21 @@ func (n *NATS) connect(tb testing.TB, extra ...nats.Option) (*nats.Conn, jetstre
 
 // DirectGets counts the JetStream direct get requests the server receives
 // from now on whose subject or body contains part (an outcome subject's
-// prefix, a stream's name), on a subscription of nc: each call of the
-// returned func says how many so far. It flushes nc first, so every
-// request sent before the call is counted (the server queues them on nc
-// before its answer to the flush).
+// prefix, a stream's name): Requests on $JS.API.DIRECT.GET.>.
 func DirectGets(tb testing.TB, nc *nats.Conn, part string) func() int {
 	tb.Helper()
-	sub, err := nc.SubscribeSync("$JS.API.DIRECT.GET.>")
+	return Requests(tb, nc, "$JS.API.DIRECT.GET.>", part)
+}
+
+// Requests counts the requests on subject (wildcards allowed) the server
+// receives from now on whose subject or body contains part ("": every
+// one), on a subscription of nc: each call of the returned func says how
+// many so far. It flushes nc first, so every request sent before the call
+// is counted (the server queues them on nc before its answer to the
+// flush).
+func Requests(tb testing.TB, nc *nats.Conn, subject, part string) func() int {
+	tb.Helper()
+	sub, err := nc.SubscribeSync(subject)
 	if err != nil {
 		tb.Fatal(err)
 	}
