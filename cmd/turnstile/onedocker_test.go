@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -235,22 +234,8 @@ func TestStatusShowsOtherProvisioners(t *testing.T) {
 		{"NoneAnnounced", dockerA, "", "docker AAAA:BBBB:CC", "-", "", ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			rep := report(tc.a, tc.b)
-			fake := newFakeAPI(t, func(w http.ResponseWriter, r *http.Request) {
-				w.Header().Set("Content-Type", "application/json")
-				_ = json.NewEncoder(w).Encode(rep)
-			})
-			code, out, errs := runCLI(t, fake.env(t), "status")
-			if code != 0 {
-				t.Fatalf("status: exit %d\nstdout: %s\nstderr: %s", code, out, errs)
-			}
 			// ENGINE ID SINCE P PROVISIONER PARTITIONS.
-			rows := map[string][]string{}
-			for line := range strings.Lines(out) {
-				if f := strings.Fields(line); len(f) > 0 {
-					rows[f[0]] = f
-				}
-			}
+			fake, out, rows := statusOf(t, report(tc.a, tc.b))
 			for name, want := range map[string]string{"ENGINE": "PROVISIONER", "host-a/1": tc.columnA, "host-b/2": tc.columnB} {
 				if f := rows[name]; len(f) < 6 || strings.Join(f[4:len(f)-1], " ") != want {
 					t.Errorf("row %q, want PROVISIONER %q\n%s", strings.Join(f, " "), want, out)
@@ -263,7 +248,7 @@ func TestStatusShowsOtherProvisioners(t *testing.T) {
 			} else if line := fmt.Sprintf(tc.attention, tc.a, tc.b); !strings.Contains(out, line) || !strings.Contains(out, tc.advice) {
 				t.Errorf("no attention line %q ... %q:\n%s", line, tc.advice, out)
 			}
-			code, out, errs = runCLI(t, fake.env(t), "status", "-o", "json")
+			code, out, errs := runCLI(t, fake.env(t), "status", "-o", "json")
 			var got struct {
 				Engines []struct {
 					Provisioner *string `json:"provisioner"`

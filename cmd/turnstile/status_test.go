@@ -60,20 +60,7 @@ func TestStatusShowsEngineP(t *testing.T) {
 			{Name: "engine-c", ID: "e-c", Since: since, Partitions: []int{}},
 		},
 	}
-	fake := newFakeAPI(t, func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("Content-Type", "application/json")
-		_ = json.NewEncoder(w).Encode(rep)
-	})
-	code, out, errs := runCLI(t, fake.env(t), "status")
-	if code != 0 {
-		t.Fatalf("status: exit %d\nstdout: %s\nstderr: %s", code, out, errs)
-	}
-	fields := map[string][]string{}
-	for line := range strings.Lines(out) {
-		if f := strings.Fields(line); len(f) > 0 {
-			fields[f[0]] = f
-		}
-	}
+	fake, out, fields := statusOf(t, rep)
 	// ENGINE ID SINCE P PROVISIONER PARTITIONS, P being one field or
 	// three, PROVISIONER one (none announced: -).
 	for name, want := range map[string]string{"ENGINE": "P", "engine-a": "2", "engine-b": "8 (STREAM HAS 2)", "engine-c": "-"} {
@@ -86,7 +73,7 @@ func TestStatusShowsEngineP(t *testing.T) {
 		strings.Contains(out, "engine engine-a (e-a) has") || strings.Contains(out, "engine engine-c (e-c) has") {
 		t.Errorf("want one attention line, naming engine-b:\n%s", out)
 	}
-	code, out, errs = runCLI(t, fake.env(t), "status", "-o", "json")
+	code, out, errs := runCLI(t, fake.env(t), "status", "-o", "json")
 	var got struct {
 		P       int `json:"p"`
 		Engines []struct {
@@ -104,4 +91,26 @@ func TestStatusShowsEngineP(t *testing.T) {
 	if e := got.Engines[2]; e.P != nil || e.PMismatch == nil || *e.PMismatch {
 		t.Errorf("status -o json: engine-c has p, or p_mismatch is not false:\n%s", out)
 	}
+}
+
+// statusOf runs `turnstile status` against a fake API answering with rep,
+// and returns the fake (for more commands), the output and its rows by
+// first field.
+func statusOf(t *testing.T, rep status.Report) (*fakeAPI, string, map[string][]string) {
+	t.Helper()
+	fake := newFakeAPI(t, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		_ = json.NewEncoder(w).Encode(rep)
+	})
+	code, out, errs := runCLI(t, fake.env(t), "status")
+	if code != 0 {
+		t.Fatalf("status: exit %d\nstdout: %s\nstderr: %s", code, out, errs)
+	}
+	rows := map[string][]string{}
+	for line := range strings.Lines(out) {
+		if f := strings.Fields(line); len(f) > 0 {
+			rows[f[0]] = f
+		}
+	}
+	return fake, out, rows
 }
