@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"slices"
 	"time"
 
 	"github.com/turnstile-dev/turnstile/fsm"
@@ -160,7 +159,7 @@ func validateDecoded(e Envelope) error {
 	}
 	// A status the engine never writes: the read model could not even
 	// store one longer than an index entry may be.
-	if !slices.Contains(fsm.Statuses(), e.State.Status) {
+	if !e.State.Status.Known() {
 		return fmt.Errorf("decode event: status %s: %w", QuoteInput(string(e.State.Status)), ErrMalformed)
 	}
 	return nil

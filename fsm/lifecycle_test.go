@@ -730,3 +730,17 @@ func TestCheckTakesSpecsOfEarlierRules(t *testing.T) {
 		t.Fatal("Check took a spec no rule ever allowed (cpus -1)")
 	}
 }
+
+// Known holds exactly the statuses Statuses lists.
+func TestStatusKnown(t *testing.T) {
+	for _, st := range fsm.Statuses() {
+		if !st.Known() {
+			t.Errorf("%q is in Statuses but not Known", st)
+		}
+	}
+	for _, st := range []fsm.Status{"bogus", "Running", "running "} {
+		if st.Known() {
+			t.Errorf("%q is Known", st)
+		}
+	}
+}

@@ -23,6 +23,16 @@ func Statuses() []Status {
 	return []Status{None, Provisioning, Running, Stopping, Stopped, Failed, Deleting, Deleted}
 }
 
+// Known reports whether s is one of Statuses: a decoder of stored events
+// refuses any other.
+func (s Status) Known() bool {
+	switch s {
+	case None, Provisioning, Running, Stopping, Stopped, Failed, Deleting, Deleted:
+		return true
+	}
+	return false
+}
+
 // String names the status; None reads as "none".
 func (s Status) String() string {
 	if s == None {

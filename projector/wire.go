@@ -1,7 +1,6 @@
 package projector
 
 import (
-	"slices"
 	"strconv"
 	"time"
 	"unicode/utf8"
@@ -444,7 +443,7 @@ func scanEvent(seq uint64, b []byte) (eventFacts, bool) {
 	p.end()
 	// What events.Codec checks beyond JSON (validateDecoded).
 	if p.bad || schema != events.SchemaVersion || !env.Type.Known() || env.Seq == 0 || env.Generation == 0 ||
-		fsm.ValidateID(env.Workspace) != nil || !slices.Contains(fsm.Statuses(), env.State.Status) {
+		fsm.ValidateID(env.Workspace) != nil || !env.State.Status.Known() {
 		return eventFacts{}, false
 	}
 	f, err := factsOf(&env, payload, spec)
