@@ -87,7 +87,7 @@ func newFuzzServer(tb testing.TB) *fuzzServer {
 		tb.Fatal(err)
 	}
 	log := &logBuffer{}
-	s, err := api.New(api.Config{Client: core.Client(tb, "api"), Store: core.Store, NC: core.NC, Pool: pool,
+	s, err := api.New(api.Config{Client: core.APIClient(tb), Store: core.Store, NC: core.NC, Pool: pool,
 		Logger: slog.New(slog.NewTextHandler(log, &slog.HandlerOptions{Level: slog.LevelWarn})),
 		Tokens: []api.Token{{Name: "fuzz", Secret: fuzzToken}}, Provisioner: "sim", CommandTimeout: 20 * time.Second,
 		DefaultWait: 10 * time.Millisecond, MaxWait: 50 * time.Millisecond, PollInterval: 10 * time.Millisecond})

@@ -167,7 +167,7 @@ func TestTokens(t *testing.T) {
 			{"SameSecret", []api.Token{{Name: "a", Secret: testToken}, {Name: "b", Secret: testToken}}, "same secret"},
 		} {
 			t.Run(tc.name, func(t *testing.T) {
-				_, err := api.New(api.Config{Client: core.Client(t, "api"), Store: core.Store, Tokens: tc.tokens})
+				_, err := api.New(api.Config{Client: core.APIClient(t), Store: core.Store, Tokens: tc.tokens})
 				if err == nil || !strings.Contains(err.Error(), tc.says) {
 					t.Fatalf("New with %v: %v, want an error saying %q", tc.tokens, err, tc.says)
 				}

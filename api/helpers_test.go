@@ -64,7 +64,7 @@ func newEnv(t *testing.T, o envOptions) *env {
 	e.system = e.core.SystemClient(t, "test-provisioner")
 	reg := prometheus.NewRegistry()
 	e.reg = reg
-	cfg := api.Config{Client: e.core.Client(t, "api"), Store: e.core.Store, NC: e.core.NC,
+	cfg := api.Config{Client: e.core.APIClient(t), Store: e.core.Store, NC: e.core.NC,
 		Tokens:      append([]api.Token{{Name: testTokenName, Secret: testToken}}, o.tokens...),
 		Provisioner: "sim", PollInterval: 20 * time.Millisecond, Gatherer: reg, Registerer: reg, Logger: testenv.Logger(t)}
 	if !o.noReadModel {

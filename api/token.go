@@ -10,6 +10,8 @@ import (
 	"fmt"
 	"regexp"
 	"strings"
+
+	"github.com/turnstile-dev/turnstile/fsm"
 )
 
 const (
@@ -23,7 +25,7 @@ const (
 	DefaultTokenName = "default"
 	// ActorPrefix starts the actor of every command sent over HTTP; the
 	// token's name follows.
-	ActorPrefix = "api:"
+	ActorPrefix = fsm.APIActorPrefix
 )
 
 // Token is one credential of the HTTP API: the secret a caller sends as

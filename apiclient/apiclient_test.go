@@ -68,7 +68,7 @@ func newStack(t *testing.T, configure ...func(*api.Config)) *stack {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfg := api.Config{Client: core.Client(t, "api"), Store: core.Store, NC: core.NC, Pool: pool,
+	cfg := api.Config{Client: core.APIClient(t), Store: core.Store, NC: core.NC, Pool: pool,
 		Tokens: []api.Token{{Name: "tester", Secret: token}}, PollInterval: 20 * time.Millisecond,
 		KeepAlive: 100 * time.Millisecond, Webhooks: hooks, Logger: testenv.Logger(t)}
 	for _, f := range configure {

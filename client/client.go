@@ -29,6 +29,7 @@ type Client struct {
 	// system reports, which go to <prefix>.sys.<workspace>.
 	system bool
 	inbox  string
+	key    []byte // the actor key (Options.ActorKey)
 	sub    *nats.Subscription
 	mu     sync.Mutex
 	wait   map[string]chan events.OutcomeRecord
@@ -54,6 +55,11 @@ type Options struct {
 	// configured with (engine.Config.ReplyPrefixes); elsewhere the client
 	// reads the stored outcome instead.
 	ReplyPrefix string
+	// ActorKey, the installation's actor key, makes the client prove the
+	// actor of each command it publishes (events.ActorProofHeader): the
+	// engine decides a command with an API actor ("api:<name>") only with
+	// that proof. serve's HTTP API client alone holds it.
+	ActorKey []byte
 }
 
 // New returns a client on an open connection. Close releases its subscription.
@@ -77,7 +83,7 @@ func New(ctx context.Context, nc *nats.Conn, o Options) (*Client, error) {
 	if o.ReplyPrefix != "" {
 		inbox = o.ReplyPrefix + "." + strings.ReplaceAll(uuid.NewString(), "-", "")
 	}
-	c := &Client{nc: nc, js: js, store: store, names: names, actor: o.Actor, system: o.System,
+	c := &Client{nc: nc, js: js, store: store, names: names, actor: o.Actor, system: o.System, key: o.ActorKey,
 		inbox: inbox, wait: make(map[string]chan events.OutcomeRecord), poll: o.PollInterval}
 	c.sub, err = nc.Subscribe(c.inbox+".*", c.onReply)
 	if err != nil {
@@ -162,6 +168,9 @@ func (c *Client) publish(ctx context.Context, cmd fsm.Command, reply bool) (bool
 	m := nats.NewMsg(subject)
 	m.Data = b
 	m.Header.Set(jetstream.MsgIDHeader, cmd.ID)
+	if c.key != nil {
+		m.Header.Set(events.ActorProofHeader, events.ActorProof(c.key, time.Now(), b))
+	}
 	if reply {
 		m.Header.Set(events.ReplyHeader, c.inbox+"."+cmd.ID)
 	}

@@ -78,7 +78,7 @@ func (e *Engine) refuseBusy(ctx context.Context, m jetstream.Msg, ws string, cmd
 	if decodeErr == nil {
 		// As handle does: a system type or a reserved id on a user
 		// subject is refused invalid, under an id of its own.
-		decodeErr = e.checkSource(m.Subject(), false, cmd)
+		decodeErr = e.checkSource(m, false, cmd)
 	}
 	if decodeErr != nil {
 		e.refuse(ctx, m, md, ws, false, cmd, decodeErr)

@@ -107,8 +107,15 @@ type Config struct {
 	// header is the sender's to choose, and the engine must not publish
 	// into another workspace's events or another part's inbox for them.
 	ReplyPrefixes []string
-	Logger        *slog.Logger
-	Metrics       *Metrics
+	// ActorKey is the installation's actor key: a user command whose
+	// actor is the API's ("api:<name>", fsm.IsAPIActor) is decided only
+	// when it carries the API's proof under this key
+	// (events.ActorProofHeader), made within the duplicate window of its
+	// message; otherwise it is refused invalid. Without a key, every such
+	// command is refused: there is no API whose commands could be proven.
+	ActorKey []byte
+	Logger   *slog.Logger
+	Metrics  *Metrics
 	// Now and NewID are injected for deterministic tests.
 	Now   func() time.Time
 	NewID func() string

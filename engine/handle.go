@@ -38,7 +38,7 @@ func (e *Engine) handle(ctx context.Context, m jetstream.Msg, recovered bool) {
 		}
 	}
 	if err == nil {
-		err = e.checkSource(m.Subject(), system, cmd)
+		err = e.checkSource(m, system, cmd)
 	}
 	if err != nil {
 		e.refuse(ctx, m, md, ws, system, cmd, err)
@@ -306,7 +306,11 @@ func (e *Engine) decideAndCommit(ctx context.Context, cmd fsm.Command, md *jetst
 // checkSource refuses a command type on the wrong subject: system reports
 // are trusted only from <prefix>.sys.<ws>, which only serve's own parts can
 // publish (issue 12 item 2), and user commands belong on <prefix>.cmd.<ws>.
-func (e *Engine) checkSource(subject string, system bool, cmd fsm.Command) error {
+// It also refuses a user command claiming the HTTP API's actor without the
+// API's proof (events.ActorProofHeader): NATS users publish on the same
+// subjects as the API.
+func (e *Engine) checkSource(m jetstream.Msg, system bool, cmd fsm.Command) error {
+	subject := m.Subject()
 	switch {
 	case !system && cmd.Type.IsSystem():
 		return fsm.Invalid(cmd.Type, "%s is a system report, which Turnstile's own provisioner, supervisor and watcher send on %s: "+
@@ -314,6 +318,16 @@ func (e *Engine) checkSource(subject string, system bool, cmd fsm.Command) error
 	case system && !cmd.Type.IsSystem():
 		return fsm.Invalid(cmd.Type, "%s is a user command: publish it on %s, not on the system report subject %s",
 			cmd.Type, e.names.Command(cmd.Workspace), subject)
+	case !system && fsm.IsAPIActor(cmd.Actor):
+		md, err := m.Metadata()
+		if err != nil {
+			return fsm.Invalid(cmd.Type, "actor %q: %v", cmd.Actor, err)
+		}
+		if err := events.CheckActorProof(e.cfg.ActorKey, m.Headers().Get(events.ActorProofHeader), m.Data(),
+			md.Timestamp, e.store.DuplicateWindow()); err != nil {
+			return fsm.Invalid(cmd.Type, "actor %q is the HTTP API's, which only serve's API may send (%v); send the command through the API, or use an actor of your own",
+				cmd.Actor, err)
+		}
 	}
 	return nil
 }

@@ -12,6 +12,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
+	"github.com/turnstile-dev/turnstile/client"
 	"github.com/turnstile-dev/turnstile/engine"
 	"github.com/turnstile-dev/turnstile/events"
 	"github.com/turnstile-dev/turnstile/fsm"
@@ -244,6 +245,79 @@ func TestSystemActorsRefusedOnUserCommands(t *testing.T) {
 	sys := core.SystemClient(t, "worker")
 	if o := send(t, sys, fsm.Command{Type: fsm.ProvisionSucceeded, Workspace: ws, Generation: 1}); o.Outcome != fsm.Accepted {
 		t.Fatalf("report on the system subject: %+v", o)
+	}
+	testenv.Eventually(t, 20*time.Second, "every command handled", func() bool { return consumerDone(core) })
+	checkLog(t, core)
+}
+
+// TestAPIActorNeedsTheAPIsProof: a user command claiming the HTTP API's
+// actor ("api:<name>") is decided only with the API's proof under the
+// installation's actor key, made within the duplicate window of its
+// message (in review, a NATS user recorded its stop as api:default's).
+// The API's own commands, and other actors without a proof, are decided.
+func TestAPIActorNeedsTheAPIsProof(t *testing.T) {
+	core := testenv.StartCore(t, testenv.CoreOptions{})
+	names := events.NewNames("")
+	const ws = "proven"
+	apiClient := core.APIClient(t)
+	if o := send(t, apiClient, fsm.Command{Type: fsm.Create, Workspace: ws, Actor: "api:ci"}); o.Outcome != fsm.Accepted || o.Actor != "api:ci" {
+		t.Fatalf("the API's create: %+v", o)
+	}
+	body := func(id, actor string) string {
+		return fmt.Sprintf(`{"id":%q,"type":"stop","workspace":%q,"actor":%q}`, id, ws, actor)
+	}
+	otherKey := make([]byte, events.ActorKeySize)
+	now := time.Now()
+	for _, tc := range []struct {
+		name, actor, want string
+		proof             func(data string) string
+	}{
+		{name: "NoProof", actor: "api:default", want: "carries no Turnstile-Actor-Proof header"},
+		{name: "CaseVariant", actor: "API:default", want: "carries no Turnstile-Actor-Proof header"},
+		{name: "OtherKey", actor: "api:default", want: "does not verify",
+			proof: func(data string) string { return events.ActorProof(otherKey, now, []byte(data)) }},
+		{name: "AnotherCommandsProof", actor: "api:default", want: "does not verify",
+			proof: func(string) string { return events.ActorProof(core.ActorKey, now, []byte(body("x", "api:default"))) }},
+		{name: "Garbled", actor: "api:default", want: "is not <unix milliseconds>.<signature>",
+			proof: func(string) string { return "soon.abc" }},
+		// What a copy of one of the API's commands, read from the stream
+		// and sent again later (under a new id: the old one is decided),
+		// would carry.
+		{name: "MadeLongBefore", actor: "api:default", want: "apart from when the command was stored",
+			proof: func(data string) string { return events.ActorProof(core.ActorKey, now.Add(-time.Hour), []byte(data)) }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			id := client.NewCommandID()
+			data := body(id, tc.actor)
+			var headers []string
+			if tc.proof != nil {
+				headers = []string{events.ActorProofHeader, tc.proof(data)}
+			}
+			publishRaw(t, core, names.Command(ws), id, data, headers...)
+			o := storedOutcome(t, core, id)
+			if !isRejection(o, fsm.CodeInvalid) || !strings.Contains(o.Rejection.Message, "HTTP API's") ||
+				!strings.Contains(o.Rejection.Message, tc.want) || o.EventSeq != 0 || o.Actor != "" {
+				t.Fatalf("stop claiming actor %s: %+v %+v", tc.actor, o, o.Rejection)
+			}
+		})
+	}
+	h, err := core.Store.Load(context.Background(), ws)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if h.State.Status != fsm.Provisioning || h.State.Seq != 1 {
+		t.Fatalf("an unproven API actor changed the workspace: %+v", h.State)
+	}
+	// A proof made now, under the key, is the API's.
+	id := client.NewCommandID()
+	data := body(id, "api:default")
+	publishRaw(t, core, names.Command(ws), id, data, events.ActorProofHeader, events.ActorProof(core.ActorKey, time.Now(), []byte(data)))
+	if o := storedOutcome(t, core, id); o.Outcome != fsm.Accepted || o.Actor != "api:default" {
+		t.Fatalf("a proven API actor: %+v %+v", o, o.Rejection)
+	}
+	// An actor of one's own needs no proof.
+	if o := send(t, core.Client(t, "cli:bob"), fsm.Command{Type: fsm.Start, Workspace: ws}); isRejection(o, fsm.CodeInvalid) || o.Actor != "cli:bob" {
+		t.Fatalf("start as cli:bob: %+v %+v", o, o.Rejection)
 	}
 	testenv.Eventually(t, 20*time.Second, "every command handled", func() bool { return consumerDone(core) })
 	checkLog(t, core)

@@ -49,8 +49,9 @@ type service struct {
 	apiTokens    apiTokenSource
 	httpTLS      *apiCertificate // nil: plain HTTP
 	httpLoopback bool
-	replicas     int // of every stream
-	partitions   int // P of the command streams
+	replicas     int    // of every stream
+	partitions   int    // P of the command streams
+	actorKey     []byte // the installation's (loadActorKey): the engine's and the API client's
 
 	// Wired by one part of start, used by later ones.
 	life     context.Context // until close; see start
@@ -262,7 +263,10 @@ func (s *service) startNATS(ctx context.Context) error {
 	if s.partitions, err = events.ReadPartitions(ctx, js, s.names); err != nil {
 		return err
 	}
-	return nil
+	return s.untilReady(ctx, "load the actor key", func(ctx context.Context) (err error) {
+		s.actorKey, err = loadActorKey(ctx, js, s.names, s.replicas)
+		return err
+	})
 }
 
 // store opens the event store on the NATS connection of the part name.
@@ -432,7 +436,7 @@ func (s *service) startEngine(ctx context.Context) error {
 		ReplyPrefixes: append(engine.DefaultReplyPrefixes(), serveReplyPrefix+"."),
 		Logger:        s.log.With("component", "engine"), Metrics: engine.NewMetrics(s.reg), Name: engineName(),
 		Provisioner: s.backend.identity, ProvisionerHint: s.backend.hint,
-		MaxPendingPerWorkspace: s.cfg.maxPendingPerWorkspace})
+		MaxPendingPerWorkspace: s.cfg.maxPendingPerWorkspace, ActorKey: s.actorKey})
 	if err != nil {
 		return err
 	}
@@ -452,7 +456,7 @@ func (s *service) startAPI(ctx context.Context) error {
 		return err
 	}
 	apiClient, err := s.newClient(ctx, s.conns["api"], client.Options{Prefix: s.a.prefix, Actor: "api", PollInterval: 250 * time.Millisecond,
-		ReplyPrefix: serveReplyPrefix})
+		ReplyPrefix: serveReplyPrefix, ActorKey: s.actorKey})
 	if err != nil {
 		return err
 	}

@@ -2,6 +2,7 @@ package testenv
 
 import (
 	"context"
+	"crypto/rand"
 	"log/slog"
 	"os"
 	"testing"
@@ -47,7 +48,10 @@ type Core struct {
 	JS      jetstream.JetStream
 	Store   *events.Store
 	Engines []*engine.Engine
-	opts    CoreOptions
+	// ActorKey is the installation's actor key, made at start: the
+	// engines' (unless CoreOptions.Engine has one) and APIClient's.
+	ActorKey []byte
+	opts     CoreOptions
 	// connect opens a connection to the core's server or cluster;
 	// ownConnect one for serve's own parts (CoreOptions.InProcess).
 	connect, ownConnect func(testing.TB) (*nats.Conn, jetstream.JetStream)
@@ -57,7 +61,11 @@ type Core struct {
 // and opens the engines.
 func StartCore(tb testing.TB, o CoreOptions) *Core {
 	tb.Helper()
-	c := &Core{opts: o}
+	c := &Core{opts: o, ActorKey: o.Engine.ActorKey}
+	if c.ActorKey == nil {
+		c.ActorKey = make([]byte, events.ActorKeySize)
+		_, _ = rand.Read(c.ActorKey)
+	}
 	if o.Cluster != nil {
 		c.connect = o.Cluster.Connect
 	} else {
@@ -102,7 +110,7 @@ func (c *Core) StartEngine(tb testing.TB) *engine.Engine {
 		tb.Fatal(err)
 	}
 	cfg := c.opts.Engine
-	cfg.Store, cfg.JetStream = store, js
+	cfg.Store, cfg.JetStream, cfg.ActorKey = store, js, c.ActorKey
 	if cfg.Committers == 0 {
 		cfg.Committers = engine.DefaultCommitters
 	}
@@ -149,6 +157,14 @@ func (c *Core) ConnectOwn(tb testing.TB) (*nats.Conn, jetstream.JetStream) {
 func (c *Core) Client(tb testing.TB, actor string) *client.Client {
 	tb.Helper()
 	return c.newClient(tb, c.connect, client.Options{Actor: actor, PollInterval: 200 * time.Millisecond})
+}
+
+// APIClient returns a client as serve's HTTP API has one: it proves its
+// commands' actors (client.Options.ActorKey), so the engines decide the
+// API's actors ("api:<name>") it sends.
+func (c *Core) APIClient(tb testing.TB) *client.Client {
+	tb.Helper()
+	return c.newClient(tb, c.ownConnect, client.Options{Actor: "api", PollInterval: 200 * time.Millisecond, ActorKey: c.ActorKey})
 }
 
 // SystemClient returns a client on its own connection (ConnectOwn) that
