@@ -250,6 +250,13 @@ func (p Policy) allowImage(image, defaultImage string) error {
 	if err != nil {
 		return fmt.Errorf("image %q is not an image reference (%v): name one as repository[:tag][@digest]", image, err)
 	}
+	if _, tagged := named.(reference.Tagged); tagged {
+		if _, digested := named.(reference.Digested); digested {
+			// Docker resolves such a reference by its digest alone: the tag
+			// a pattern would match says nothing of the image that runs.
+			return fmt.Errorf("image %s names a tag and a digest; Docker runs the digest and ignores the tag, so --allowed-images cannot judge it: name the image by tag or by digest", image)
+		}
+	}
 	forms := []string{image, reference.FamiliarString(named), named.String()}
 	for _, pat := range p.AllowedImages {
 		for _, f := range forms {

@@ -83,6 +83,13 @@ func TestPolicyPlan(t *testing.T) {
 			"registry.example.evil/team/app:1":   false,
 			"turnstile-agent:other":              false,
 			"0123456789abcdef0123456789abcdef01": false,
+			// Docker resolves a reference with a tag and a digest by the
+			// digest alone (moby reference/store.go, Get): the tag that
+			// matched the pattern says nothing of the image that runs,
+			// which may be alpine:edge. Found in review.
+			"alpine:3.20@sha256:" + strings.Repeat("ab", 32):                   false,
+			"docker.io/library/alpine:3.20@sha256:" + strings.Repeat("ab", 32): false,
+			"registry.example/team/app:1@sha256:" + strings.Repeat("ab", 32):   false,
 		} {
 			_, err := pol.Plan("provision", req(fsm.Spec{Image: image}), def)
 			if ok != (err == nil) {

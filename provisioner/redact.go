@@ -35,6 +35,13 @@ func NewRedactor(refs map[string]string, resolved fsm.Spec) Redactor {
 		ref := fsm.SecretScheme + name
 		v = strings.ReplaceAll(v, "\r\n", "\n") // as Redact makes the text
 		ps = append(ps, pair{v, ref})
+		// A value read from a file often ends in a newline the program
+		// prints without, or the text loses (a trimmed health check
+		// output): the value within its surrounding space goes too,
+		// however short, as the whole value would.
+		if t := strings.TrimSpace(v); t != "" && t != v {
+			ps = append(ps, pair{t, ref})
+		}
 		// Each line of a multi-line value (a PEM key) goes too: a text cut
 		// to its last lines may hold only the end of the value, which the
 		// whole value no longer matches.
@@ -63,8 +70,9 @@ func NewRedactor(refs map[string]string, resolved fsm.Spec) Redactor {
 	return Redactor{r: strings.NewReplacer(args...), newlines: newlines}
 }
 
-// Redact returns s with every secret value, and every line of a multi-line
-// one (of at least 8 bytes, spaces trimmed), replaced by its reference.
+// Redact returns s with every secret value, the value without its
+// surrounding space, and every line of a multi-line one (of at least 8
+// bytes, spaces trimmed), replaced by its reference.
 // With a multi-line secret, s's line ends are made "\n" first: a container
 // on a terminal writes "\r\n", which the whole value would not match, and
 // its short lines (a PEM key's last) would be left.

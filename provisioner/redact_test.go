@@ -64,3 +64,25 @@ func TestRedactorMultiLine(t *testing.T) {
 		t.Errorf("Newlines() of a one-line secret = %d", n)
 	}
 }
+
+// TestRedactorSurroundingSpace: a secret file that ends in a newline (as
+// `echo pw > file` and most editors write it; `secret set --from-file` and
+// --secrets-dir keep it) gives a value the program prints without it, or
+// whose newline the text loses (a health check's output is trimmed, a
+// log's last line has no end): the value without its surrounding space
+// goes too, however short. Before, only the whole value, and lines of 8
+// bytes or more, were replaced: "hunter2\n" stayed in the reason. Found
+// in review.
+func TestRedactorSurroundingSpace(t *testing.T) {
+	r := provisioner.NewRedactor(map[string]string{"PW": "pw", "PIN": "pin"},
+		fsm.Spec{Env: map[string]string{"PW": "hunter2\n", "PIN": " 4711\r\n"}})
+	for in, want := range map[string]string{
+		"auth failed for password hunter2":   "auth failed for password secret://pw",
+		"auth failed for password hunter2\n": "auth failed for password secret://pw",
+		"pin 4711 wrong":                     "pin secret://pin wrong",
+	} {
+		if got := r.Redact(in); got != want {
+			t.Errorf("Redact(%q) = %q, want %q", in, got, want)
+		}
+	}
+}

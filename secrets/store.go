@@ -6,11 +6,13 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/turnstile-dev/turnstile/fsm"
@@ -91,7 +93,7 @@ func (s *Store) Get(ctx context.Context, name string) ([]byte, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	b, err := os.ReadFile(s.path(name))
+	b, _, err := s.read(name)
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, fmt.Errorf("%w: %q in %s", ErrNotFound, name, s.dir)
 	}
@@ -99,6 +101,48 @@ func (s *Store) Get(ctx context.Context, name string) ([]byte, error) {
 		return nil, fmt.Errorf("secret %q: %w", name, err)
 	}
 	return b, nil
+}
+
+// read returns name's value and its file's description. The file is
+// opened through an os.Root of the directory: a symbolic link may point
+// within it (Kubernetes mounts each secret as NAME -> ..data/NAME) but
+// never out of it, where it could make a secret of serve's own keys or
+// /etc/shadow for any workspace that names it. It is opened non-blocking
+// (a FIFO would otherwise hold the provisioning attempt in an open that
+// no deadline ends), must be a regular file (not a device such as
+// /dev/zero), and is read up to MaxValueLen+1 bytes, never whole.
+func (s *Store) read(name string) ([]byte, fs.FileInfo, error) {
+	root, err := os.OpenRoot(s.dir)
+	if err != nil {
+		return nil, nil, err
+	}
+	defer root.Close()
+	f, err := root.OpenFile(name, os.O_RDONLY|syscall.O_NONBLOCK, 0)
+	if err != nil {
+		if errors.Is(err, fs.ErrNotExist) {
+			return nil, nil, err
+		}
+		return nil, nil, fmt.Errorf("%w (a secret is a file in %s; a link in it may point only within it)", err, s.dir)
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return nil, nil, err
+	}
+	if !fi.Mode().IsRegular() {
+		return nil, nil, fmt.Errorf("%s is not a regular file (mode %v)", filepath.Join(s.dir, name), fi.Mode())
+	}
+	if fi.Size() > MaxValueLen {
+		return nil, nil, fmt.Errorf("the value is %d bytes: at most %d allowed", fi.Size(), MaxValueLen)
+	}
+	b, err := io.ReadAll(io.LimitReader(f, MaxValueLen+1))
+	if err != nil {
+		return nil, nil, err
+	}
+	if len(b) > MaxValueLen { // it grew since the stat
+		return nil, nil, fmt.Errorf("the value is over %d bytes", MaxValueLen)
+	}
+	return b, fi, nil
 }
 
 // Remove deletes name; an absent name is an error matching ErrNotFound.
@@ -152,12 +196,7 @@ func (s *Store) List(ctx context.Context) ([]Info, error) {
 }
 
 func (s *Store) stat(name string) (Info, error) {
-	p := s.path(name)
-	fi, err := os.Stat(p)
-	if err != nil {
-		return Info{}, fmt.Errorf("secret %q: %w", name, err)
-	}
-	b, err := os.ReadFile(p)
+	b, fi, err := s.read(name)
 	if err != nil {
 		return Info{}, fmt.Errorf("secret %q: %w", name, err)
 	}

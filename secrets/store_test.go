@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -162,5 +163,91 @@ func assertMode(t *testing.T, path string, want os.FileMode) {
 	}
 	if got := fi.Mode().Perm(); got != want {
 		t.Fatalf("%s has mode %o, want %o", path, got, want)
+	}
+}
+
+// TestStoreReadsOnlyItsOwnFiles: a secret is a regular file inside the
+// store's directory, read up to MaxValueLen. A link out of the directory
+// (to serve's own keys in the data dir, to /etc/shadow) would hand that
+// file to every workspace that names the secret; a FIFO held the
+// provisioning attempt in a read no deadline ends; a huge file (or a link
+// to /dev/zero) was read whole into memory. Links within the directory,
+// as Kubernetes mounts secrets, still work. Found in review.
+func TestStoreReadsOnlyItsOwnFiles(t *testing.T) {
+	dataDir := t.TempDir()
+	dir := filepath.Join(dataDir, "secrets")
+	s := secrets.NewStore(dir)
+	if _, err := s.Set(ctx(t), "plain", []byte("plain-value")); err != nil {
+		t.Fatal(err)
+	}
+	const key = "SUAADMINSEEDOFSERVE"
+	if err := os.WriteFile(filepath.Join(dataDir, "nats-admin-nkey"), []byte(key), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	mustLink := func(target, name string) {
+		t.Helper()
+		if err := os.Symlink(target, filepath.Join(dir, name)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	mustLink("../nats-admin-nkey", "relative-out")
+	mustLink(filepath.Join(dataDir, "nats-admin-nkey"), "absolute-out")
+	mustLink("/dev/zero", "zero")
+	if err := os.MkdirAll(filepath.Join(dir, "..2026_12_05", "sub"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "..2026_12_05", "k8s"), []byte("k8s-value"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	mustLink("..2026_12_05", "..data")
+	mustLink("..data/k8s", "k8s")
+	if err := syscall.Mkfifo(filepath.Join(dir, "fifo"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	big, err := os.Create(filepath.Join(dir, "big"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := big.Truncate(256 << 20); err != nil { // sparse: no disk used
+		t.Fatal(err)
+	}
+	_ = big.Close()
+
+	for name, want := range map[string]string{"plain": "plain-value", "k8s": "k8s-value"} {
+		if v, err := s.Get(ctx(t), name); err != nil || string(v) != want {
+			t.Errorf("Get(%s) = %q, %v; want %q", name, v, err, want)
+		}
+	}
+	for _, name := range []string{"relative-out", "absolute-out", "zero", "fifo", "big"} {
+		t.Run(name, func(t *testing.T) {
+			type got struct {
+				v   []byte
+				err error
+			}
+			done := make(chan got, 1)
+			go func() {
+				v, err := s.Get(ctx(t), name)
+				done <- got{v, err}
+			}()
+			select {
+			case g := <-done:
+				if g.err == nil || errors.Is(g.err, secrets.ErrNotFound) {
+					t.Fatalf("Get(%s) = %d bytes, %v; want an error saying why the file is not a secret", name, len(g.v), g.err)
+				}
+				if strings.Contains(g.err.Error(), key) {
+					t.Fatalf("Get(%s): the error holds the file's content: %v", name, g.err)
+				}
+			case <-time.After(10 * time.Second):
+				t.Fatalf("Get(%s) has not returned after 10s", name)
+			}
+		})
+	}
+	if list, err := s.List(ctx(t)); err == nil || strings.Contains(err.Error(), key) {
+		t.Fatalf("List = %+v, %v; want an error naming the file that is not a secret", list, err)
+	}
+	r := secrets.NewResolver(s)
+	_, err = r.Resolve(ctx(t), fsm.Spec{Env: map[string]string{"K": "secret://relative-out"}})
+	if err == nil || strings.Contains(err.Error(), key) {
+		t.Fatalf("Resolve of a link out of the store: %v", err)
 	}
 }

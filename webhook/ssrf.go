@@ -65,20 +65,38 @@ func publicAddr(a netip.Addr) bool {
 }
 
 // checkHost refuses, before any lookup, a URL host that is an internal
-// literal address or a name that is local by definition.
+// literal address, in any spelling a resolver reads as one, or a name
+// that is local by definition.
 func checkHost(host string) error {
-	if a, err := netip.ParseAddr(strings.Trim(host, "[]")); err == nil {
+	// A trailing dot makes a name absolute, and an address no different.
+	h := strings.TrimSuffix(strings.Trim(host, "[]"), ".")
+	if a, err := netip.ParseAddr(h); err == nil {
 		if !publicAddr(a) {
 			return fmt.Errorf("%s: %w", host, ErrForbiddenAddress)
 		}
 		return nil
 	}
-	h := strings.ToLower(strings.TrimSuffix(host, "."))
+	h = strings.ToLower(h)
+	if endsInNumber(h) {
+		// 127.1, 0177.0.0.1, 0x7f.1: C resolvers and browsers read these
+		// as IPv4 addresses; no public name ends in a number.
+		return fmt.Errorf("%s is an IP address in another spelling (write it as a.b.c.d): %w", host, ErrForbiddenAddress)
+	}
 	if h == "localhost" || strings.HasSuffix(h, ".localhost") || strings.HasSuffix(h, ".local") ||
 		strings.HasSuffix(h, ".internal") || !strings.Contains(h, ".") {
 		return fmt.Errorf("%s is a local name: %w", host, ErrForbiddenAddress)
 	}
 	return nil
+}
+
+// endsInNumber reports whether the last label of host is a number,
+// decimal or 0x hex (the WHATWG URL standard's test for an IPv4 host).
+func endsInNumber(host string) bool {
+	last := host[strings.LastIndexByte(host, '.')+1:]
+	if hex, ok := strings.CutPrefix(last, "0x"); ok {
+		return strings.Trim(hex, "0123456789abcdef") == ""
+	}
+	return last != "" && strings.Trim(last, "0123456789") == ""
 }
 
 // dialControl is the net.Dialer Control of webhook deliveries: it runs on

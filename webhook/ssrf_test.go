@@ -3,6 +3,7 @@ package webhook
 import (
 	"errors"
 	"net"
+	"net/http"
 	"net/netip"
 	"testing"
 )
@@ -54,4 +55,43 @@ func TestDialRefusesInternalAddresses(t *testing.T) {
 func portOf(ln net.Listener) string {
 	_, p, _ := net.SplitHostPort(ln.Addr().String())
 	return p
+}
+
+// Other spellings of an internal address are refused at add too, not
+// only at dial: the forms C resolvers and browsers read as IPv4 (a
+// number as the last label: 127.1, octal, hex), a trailing dot, and
+// names that net/http's IDNA mapping turns into one (fullwidth and
+// circled digits); and ports no connection can use.
+func TestCheckURLRefusesOtherSpellings(t *testing.T) {
+	for _, raw := range []string{
+		"http://127.0.0.1./x", "http://127.1/x", "http://0177.0.0.1/x", "http://0x7f.0.0.1/x",
+		"http://10.0.0.1.:8080/x", "http://169.254.169.254./latest", "http://example.com.0x7f/x",
+		"http://①②⑦.0.0.1/x", "http://１２７.０.０.１/x", "http://hooks.exämple.com/x",
+		"http://example.com:0/x", "http://example.com:65536/x", "http://example.com:99999/x",
+	} {
+		var ie *InvalidError
+		if err := checkURL(raw, false); !errors.As(err, &ie) || ie.Field != "url" {
+			t.Errorf("checkURL(%q) = %v, want an InvalidError of url", raw, err)
+		}
+	}
+	for _, raw := range []string{"https://8.8.8.8./x", "https://hooks.example.com:8443/x", "https://xn--exmple-cua.com/x", "https://a1.example.com/x"} {
+		if err := checkURL(raw, false); err != nil {
+			t.Errorf("checkURL(%q) = %v, want it accepted", raw, err)
+		}
+	}
+	// The dial-time check stops what gets past the add all the same:
+	// net/http dials "①②⑦.0.0.1" as 127.0.0.1.
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	c := &http.Client{Transport: &http.Transport{Proxy: nil, DialContext: newDialer(false).DialContext}}
+	resp, err := c.Get("http://①②⑦.0.0.1:" + portOf(ln) + "/")
+	if err == nil {
+		_ = resp.Body.Close()
+	}
+	if !errors.Is(err, ErrForbiddenAddress) {
+		t.Fatalf("GET http://①②⑦.0.0.1: %v, want ErrForbiddenAddress", err)
+	}
 }

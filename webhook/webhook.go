@@ -10,8 +10,10 @@ import (
 	"net/url"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/turnstile-dev/turnstile/fsm"
 )
@@ -170,6 +172,16 @@ func checkURL(raw string, allowPrivate bool) error {
 		return invalid("url", "has no host")
 	case u.Fragment != "":
 		return invalid("url", "has a fragment, which is never sent")
+	case strings.ContainsFunc(u.Hostname(), func(r rune) bool { return r >= utf8.RuneSelf }):
+		// net/http dials such a name through IDNA mapping, which makes
+		// "①②⑦.0.0.1" 127.0.0.1: the name checked would not be the
+		// name dialled.
+		return invalid("url", "host %q is not ASCII: write an internationalised name in its xn-- form", u.Hostname())
+	}
+	if p := u.Port(); p != "" {
+		if n, err := strconv.Atoi(p); err != nil || n < 1 || n > 65535 {
+			return invalid("url", "port %s is not a TCP port (1-65535)", p)
+		}
 	}
 	if !allowPrivate {
 		if err := checkHost(u.Hostname()); err != nil {
