@@ -2,6 +2,7 @@ package engine_test
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"strings"
 	"testing"
@@ -318,6 +319,69 @@ func TestAPIActorNeedsTheAPIsProof(t *testing.T) {
 	// An actor of one's own needs no proof.
 	if o := send(t, core.Client(t, "cli:bob"), fsm.Command{Type: fsm.Start, Workspace: ws}); isRejection(o, fsm.CodeInvalid) || o.Actor != "cli:bob" {
 		t.Fatalf("start as cli:bob: %+v %+v", o, o.Rejection)
+	}
+	testenv.Eventually(t, 20*time.Second, "every command handled", func() bool { return consumerDone(core) })
+	checkLog(t, core)
+}
+
+// TestAPIActorLookalikes: an actor a reader takes for the API's is the
+// API's, and needs its proof: in review a NATS user's stop was recorded as
+// " api:default", "API：default" (a fullwidth colon), "аpi:default" (a
+// Cyrillic а) or "\u200bapi:default", each shown in the history as
+// api:default. Such actors are refused without the proof like "api:".
+func TestAPIActorLookalikes(t *testing.T) {
+	core := testenv.StartCore(t, testenv.CoreOptions{})
+	names := events.NewNames("")
+	const ws = "lookalike"
+	if o := send(t, core.APIClient(t), fsm.Command{Type: fsm.Create, Workspace: ws, Actor: "api:ci"}); o.Outcome != fsm.Accepted {
+		t.Fatalf("the API's create: %+v", o)
+	}
+	for _, tc := range []struct{ name, actor string }{
+		{"LeadingSpace", " api:default"},
+		{"TabBefore", "\tapi:default"},
+		{"SpaceBeforeColon", "api :default"},
+		{"ZeroWidthSpace", "\u200bapi:default"},
+		{"ZeroWidthJoinerInside", "a\u200dpi:default"},
+		{"SoftHyphen", "\u00adapi:default"},
+		{"FullwidthColon", "api\uff1adefault"},
+		{"FullwidthLetters", "\uff41\uff50\uff49:default"},
+		{"RatioColon", "api\u2236default"},
+		{"ModifierColon", "api\ua789default"},
+		{"CyrillicA", "\u0430pi:default"},
+		{"CyrillicER", "a\u0440i:default"},
+		{"CyrillicI", "ap\u0456:default"},
+		{"DotlessI", "ap\u0131:default"},
+		{"GreekRho", "a\u03c1i:default"},
+		{"MathBold", "\U0001d41a\U0001d429\U0001d422:default"},
+		{"CombiningMark", "a\u0323pi:default"},
+		{"RightToLeftOverride", "\u202etluafed:ipa"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			id := client.NewCommandID()
+			b, err := json.Marshal(map[string]string{"id": id, "type": "stop", "workspace": ws, "actor": tc.actor})
+			if err != nil {
+				t.Fatal(err)
+			}
+			publishRaw(t, core, names.Command(ws), id, string(b))
+			o := storedOutcome(t, core, id)
+			if !isRejection(o, fsm.CodeInvalid) || o.EventSeq != 0 || o.Actor != "" {
+				t.Fatalf("stop claiming actor %q: %+v %+v", tc.actor, o, o.Rejection)
+			}
+		})
+	}
+	h, err := core.Store.Load(context.Background(), ws)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if h.State.Seq != 1 {
+		t.Fatalf("a lookalike of the API's actor changed the workspace: %+v", h.State)
+	}
+	// Actors that only contain the letters, or start otherwise, are a
+	// sender's own.
+	for _, actor := range []string{"apiary:bob", "cli:api:bob", "grapi:x", "a.p.i:x"} {
+		if o := send(t, core.Client(t, actor), fsm.Command{Type: fsm.Stop, Workspace: ws}); isRejection(o, fsm.CodeInvalid) || o.Actor != actor {
+			t.Fatalf("stop as %q: %+v %+v", actor, o, o.Rejection)
+		}
 	}
 	testenv.Eventually(t, 20*time.Second, "every command handled", func() bool { return consumerDone(core) })
 	checkLog(t, core)

@@ -268,18 +268,6 @@ func systemActors() []string {
 	return []string{"provisioner", "worker", "watcher", "supervisor", "reconciler"}
 }
 
-// APIActorPrefix starts the actor of every command serve's HTTP API sends
-// ("api:<token name>").
-const APIActorPrefix = "api:"
-
-// IsAPIActor reports whether actor is the API's (APIActorPrefix, in any
-// case). Only serve can vouch for one: the engine decides such a command
-// only with the API's proof (events.ActorProofHeader), or a NATS user could
-// pass its commands off as a token holder's.
-func IsAPIActor(actor string) bool {
-	return len(actor) >= len(APIActorPrefix) && strings.EqualFold(actor[:len(APIActorPrefix)], APIActorPrefix)
-}
-
 // IsSystemActor reports whether actor names one of Turnstile's own parts
 // (in any case): a user command claiming one would pass a NATS user's
 // stop off as the worker's in the history, the read model and webhooks.

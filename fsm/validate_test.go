@@ -202,3 +202,29 @@ func TestValidateReturnsRejection(t *testing.T) {
 		t.Fatalf("Validate() of a good command = %v, want nil", ok)
 	}
 }
+
+// TestIsAPIActor: the API's actors and what reads as them, in any case,
+// width, script or with invisible characters, are the API's; other actors
+// are not.
+func TestIsAPIActor(t *testing.T) {
+	for _, tc := range []struct {
+		actor string
+		want  bool
+	}{
+		{"api:default", true}, {"API:ci", true}, {"api:", true},
+		{" api:default", true}, {"\tapi:x", true}, {"api :x", true}, {"a p i:x", true},
+		{"\u200bapi:x", true}, {"a\u200dpi:x", true}, {"\u00adapi:x", true}, {"\ufeffapi:x", true}, {"a\ufe0fpi:x", true},
+		{"api\uff1ax", true}, {"\uff41\uff50\uff49:x", true}, {"\uff21\uff30\uff29\uff1ax", true}, {"api\ufe13x", true}, {"api\ufe55x", true},
+		{"api\u2236x", true}, {"api\ua789x", true}, {"api\u02d0x", true}, {"api\u0589x", true},
+		{"\u0430pi:x", true}, {"\u0410PI:x", true}, {"a\u0440i:x", true}, {"A\u0420I:x", true}, {"ap\u0456:x", true}, {"AP\u0406:x", true},
+		{"ap\u0131:x", true}, {"a\u03c1i:x", true}, {"\u0391\u03a1\u0399:x", true}, {"\u0251pi:x", true},
+		{"\U0001d41a\U0001d429\U0001d422:x", true}, {"\u24d0\u24df\u24d8:x", true}, {"a\u0323pi:x", true}, {"\u00e1pi:x", true},
+		{"\u202etluafed:ipa", true}, {"bob\u2067", true},
+		{"", false}, {"api", false}, {"apiary:bob", false}, {"cli:api:bob", false}, {"grapi:x", false},
+		{"a.p.i:x", false}, {"ap1:x", false}, {"apl:x", false}, {"bob", false}, {"\u00e9quipe", false}, {"\u0444\u0438\u043b", false},
+	} {
+		if got := fsm.IsAPIActor(tc.actor); got != tc.want {
+			t.Errorf("IsAPIActor(%q) = %v, want %v", tc.actor, got, tc.want)
+		}
+	}
+}
