@@ -168,19 +168,26 @@ func (c *Client) publish(ctx context.Context, cmd fsm.Command, reply bool) (bool
 	m := nats.NewMsg(subject)
 	m.Data = b
 	m.Header.Set(jetstream.MsgIDHeader, cmd.ID)
-	if c.key != nil {
-		m.Header.Set(events.ActorProofHeader, events.ActorProof(c.key, time.Now(), b))
-	}
 	if reply {
 		m.Header.Set(events.ReplyHeader, c.inbox+"."+cmd.ID)
 	}
 	for attempt := 0; ; attempt++ {
+		if c.key != nil {
+			// Made at each try: the engine takes a proof only within the
+			// duplicate window of when its message is stored.
+			m.Header.Set(events.ActorProofHeader, events.ActorProof(c.key, time.Now(), b))
+		}
 		ack, err := c.js.PublishMsg(ctx, m)
 		if err == nil {
 			return ack.Duplicate, nil
 		}
 		// The same message id makes a retry safe; the pauses let it ride
-		// out a reconnect or a leader change.
+		// out a reconnect (on a connection that buffers nothing across
+		// one, such as serve's API's, a publish meanwhile fails at once)
+		// or a leader change.
+		if errors.Is(err, nats.ErrReconnectBufExceeded) {
+			err = fmt.Errorf("%w: %w", nats.ErrConnectionReconnecting, err) // unavailable, and retryable
+		}
 		if !events.IsRetryable(err) || ctx.Err() != nil || attempt >= 5 {
 			return false, fmt.Errorf("publish %s %s: %w", cmd.Type, cmd.Workspace, err)
 		}

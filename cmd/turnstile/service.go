@@ -205,16 +205,24 @@ func (s *service) startListener(context.Context) error {
 func (s *service) startNATS(ctx context.Context) error {
 	cfg, log := s.cfg, s.log
 	var err error
-	connect := func(name string) (*nats.Conn, error) {
+	connect := func(part string) (*nats.Conn, error) {
+		name := "turnstile-serve-" + part
 		if s.embedded != nil {
 			return s.embedded.connect(name)
 		}
 		opts := append(s.a.natsOptions(name), nats.CustomInboxPrefix(serveInboxPrefix))
-		if name == "commit" {
-			// The engine's writes fail while the connection is down rather
-			// than wait in a buffer and land any time later: an event sent
-			// without the outcome check must land by its deadline
-			// (engine/unseen.go), and the engine retries a failed write.
+		// On the part, not the connection's name: compared with the
+		// name, this held for no connection (found in review).
+		if part == "commit" || part == "api" {
+			// These writes fail while the connection is down rather than
+			// wait in a buffer and land any time later. The engine's: an
+			// event sent without the outcome check must land by its
+			// deadline (engine/unseen.go), and the engine retries a failed
+			// write. The API's commands: the engine takes their proof
+			// (events.ActorProof) only within the duplicate window of when
+			// they are stored, and one the caller was told had failed
+			// would land after the outage, refused as forged under the
+			// caller's Idempotency-Key.
 			opts = append(opts, nats.ReconnectBufSize(-1))
 		}
 		nc, err := nats.Connect(s.natsURL, opts...)
@@ -238,7 +246,7 @@ func (s *service) startNATS(ctx context.Context) error {
 	}
 	s.conns = map[string]*nats.Conn{}
 	for _, name := range []string{"engine", "commit", "api", "provisioning", "projector", "webhooks"} {
-		nc, err := connect("turnstile-serve-" + name)
+		nc, err := connect(name)
 		if err != nil {
 			return err
 		}
