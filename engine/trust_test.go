@@ -386,3 +386,77 @@ func TestAPIActorLookalikes(t *testing.T) {
 	testenv.Eventually(t, 20*time.Second, "every command handled", func() bool { return consumerDone(core) })
 	checkLog(t, core)
 }
+
+// TestAPICommandCopied: a NATS user may read the API's commands, proof
+// and all, from the command stream. A copy sent again within the window
+// is the same command, answered with its outcome (without a Nats-Msg-Id)
+// or dropped by the stream (with its id); under another id it is refused
+// and records nothing as the API's.
+func TestAPICommandCopied(t *testing.T) {
+	core := testenv.StartCore(t, testenv.CoreOptions{})
+	names := events.NewNames("")
+	const ws = "copied"
+	apiClient := core.APIClient(t)
+	if o := send(t, apiClient, fsm.Command{Type: fsm.Create, Workspace: ws, Actor: "api:ci"}); o.Outcome != fsm.Accepted {
+		t.Fatalf("the API's create: %+v", o)
+	}
+	sys := core.SystemClient(t, "test-provisioner")
+	report := func(typ fsm.CommandType, gen uint64) {
+		t.Helper()
+		if o := send(t, sys, fsm.Command{Type: typ, Workspace: ws, Generation: gen}); o.Outcome != fsm.Accepted {
+			t.Fatalf("%s: %+v", typ, o)
+		}
+	}
+	report(fsm.ProvisionSucceeded, 1)
+	stop := send(t, apiClient, fsm.Command{Type: fsm.Stop, Workspace: ws, Actor: "api:ci"})
+	if stop.Outcome != fsm.Accepted {
+		t.Fatalf("the API's stop: %+v", stop)
+	}
+	report(fsm.StopSucceeded, stop.Generation)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	cons, err := core.JS.OrderedConsumer(ctx, names.CommandStream(), jetstream.OrderedConsumerConfig{FilterSubjects: []string{names.StoredCommands(ws)}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var copied jetstream.Msg
+	for copied == nil {
+		m, err := cons.Next(jetstream.FetchMaxWait(10 * time.Second))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if m.Headers().Get(jetstream.MsgIDHeader) == stop.CommandID {
+			copied = m
+		}
+	}
+	proof := copied.Headers().Get(events.ActorProofHeader)
+	// Started again, so that a stop decided anew would be accepted.
+	start := send(t, core.Client(t, "cli:bob"), fsm.Command{Type: fsm.Start, Workspace: ws})
+	if start.Outcome != fsm.Accepted {
+		t.Fatalf("start: %+v", start)
+	}
+	report(fsm.ProvisionSucceeded, start.Generation)
+	before, err := core.Store.Load(ctx, ws)
+	if err != nil {
+		t.Fatal(err)
+	}
+	publishRaw(t, core, names.Command(ws), "", string(copied.Data()), events.ActorProofHeader, proof)
+	publishRaw(t, core, names.Command(ws), stop.CommandID, string(copied.Data()), events.ActorProofHeader, proof)
+	other := client.NewCommandID()
+	publishRaw(t, core, names.Command(ws), other, string(copied.Data()), events.ActorProofHeader, proof)
+	if o := storedOutcome(t, core, other); !isRejection(o, fsm.CodeInvalid) || !strings.Contains(o.Rejection.Message, "differs from the command id") || o.Actor != "" {
+		t.Fatalf("a copy under another id: %+v %+v", o, o.Rejection)
+	}
+	testenv.Eventually(t, 20*time.Second, "every command handled", func() bool { return consumerDone(core) })
+	h, err := core.Store.Load(ctx, ws)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if h.State.Status != fsm.Running || h.State.Seq != before.State.Seq {
+		t.Fatalf("a copy of the API's stop was decided again: %+v (before the copies: %+v)", h.State, before.State)
+	}
+	if o := storedOutcome(t, core, stop.CommandID); o.EventSeq != stop.EventSeq || o.Actor != "api:ci" {
+		t.Fatalf("the stop's outcome changed: %+v, was %+v", o, stop)
+	}
+	checkLog(t, core)
+}
