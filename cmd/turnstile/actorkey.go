@@ -53,11 +53,14 @@ func loadActorKey(ctx context.Context, js jetstream.JetStream, n events.Names, r
 		if _, err := rand.Read(key); err != nil {
 			return nil, fmt.Errorf("make the actor key: %w", err)
 		}
-		if _, err := kv.Create(ctx, actorKeyEntry, key); err == nil {
+		_, err = kv.Create(ctx, actorKeyEntry, key)
+		switch {
+		case err == nil:
 			return key, nil
-		} else if !errors.Is(err, jetstream.ErrKeyExists) {
+		case !errors.Is(err, jetstream.ErrKeyExists):
 			return nil, fmt.Errorf("keys bucket %s: %w", keysBucket(n), err)
 		}
+		// Another serve made it meanwhile: read that one.
 	}
 	return nil, fmt.Errorf("keys bucket %s: entry %s was made and removed while serve read it", keysBucket(n), actorKeyEntry)
 }
