@@ -73,6 +73,9 @@ type RegistryOptions struct {
 	AllowPrivate bool
 	// Memory keeps the bucket in memory (tests only).
 	Memory bool
+	// Replicas of the bucket: the installation's streams' (0 means 1).
+	// Set at every open, so a bucket follows --replicas as the streams do.
+	Replicas int
 	// Now is the clock of Created and of the age of the markers that
 	// OpenRegistry clears; default time.Now.
 	Now func() time.Time
@@ -107,6 +110,7 @@ func OpenRegistry(ctx context.Context, js jetstream.JetStream, store *events.Sto
 		Description: "Turnstile webhooks and their signing secrets: serve's connections only",
 		History:     1,
 		Storage:     storage,
+		Replicas:    o.Replicas,
 		// The bucket has no TTL of its own and its entries none either:
 		// this only lets the purge markers carry theirs (PurgeTTL). A
 		// purge marker that expires leaves no marker of its own.

@@ -1,9 +1,11 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"net"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -86,6 +88,23 @@ func TestReplicasFlag(t *testing.T) {
 		if st.Replicas != 3 || st.Leader == "" || len(st.Peers) != 2 {
 			t.Errorf("stream %+v, want R3 with a leader and two other replicas", st)
 		}
+	}
+	// Every stream serve made, the key-value buckets' too: one whose
+	// node goes away must not take the webhooks or the actor key with it
+	// (the webhooks' bucket was R1 on an R3 installation; found in review).
+	nc, js := c.Connect(t)
+	defer nc.Close()
+	lctx, lcancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer lcancel()
+	var seen []string
+	for info := range js.ListStreams(lctx).Info() {
+		seen = append(seen, info.Config.Name)
+		if info.Config.Replicas != 3 {
+			t.Errorf("stream %s has %d replicas, want 3", info.Config.Name, info.Config.Replicas)
+		}
+	}
+	if !slices.Contains(seen, "KV_TURNSTILE_WEBHOOKS") || !slices.Contains(seen, "KV_"+keysBucket(names)) {
+		t.Errorf("streams %v: the webhooks' and keys' buckets missing", seen)
 	}
 	if code, out, errs := runCLI(t, env, "status"); code != 0 || !strings.Contains(out, names.EventStream()) || !strings.Contains(out, "turnstile-engine") {
 		t.Fatalf("status: exit %d\n%s%s", code, out, errs)

@@ -23,7 +23,7 @@ func (s *service) startWebhooks(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	hooks, err := webhook.OpenRegistry(ctx, js, store, webhook.RegistryOptions{AllowPrivate: s.cfg.webhookAllowPrivate})
+	hooks, err := webhook.OpenRegistry(ctx, js, store, webhook.RegistryOptions{AllowPrivate: s.cfg.webhookAllowPrivate, Replicas: s.replicas})
 	if err != nil {
 		return fmt.Errorf("webhooks: %w", err)
 	}
