@@ -23,12 +23,14 @@ func IsAPIActor(actor string) bool {
 }
 
 // actorSkeleton is actor as a reader takes it, for the letters of
-// APIActorPrefix: compatibility forms decomposed (fullwidth, mathematical
+// APIActorPrefix and systemActors: compatibility forms decomposed (fullwidth, mathematical
 // and circled letters, ︓), what shows as nothing dropped (spaces,
 // controls, format and default-ignorable characters, combining marks),
-// lower case, and the common lookalikes of a, p, i and ':' mapped to them.
-// Only the API's prefix is compared so: the API's own actors are plain
-// ASCII (api.Token names), so a wide net refuses none of them.
+// lower case, and common lookalikes mapped to those letters (lookalike).
+// Only the API's prefix and the system actors are compared so: the API's
+// own actors are plain ASCII (api.Token names), so a wide net refuses none
+// of them, and a user's actor is refused only if it reads as a whole
+// system actor's name.
 func actorSkeleton(actor string) string {
 	var b strings.Builder
 	for _, r := range norm.NFKD.String(actor) {
@@ -41,8 +43,9 @@ func actorSkeleton(actor string) string {
 	return b.String()
 }
 
-// lookalike is r, or the one of a, p, i and ':' that r reads as in common
-// fonts (Unicode's confusables for them, lower case, after NFKD).
+// lookalike is r, or the one of a, p, i and ':' (APIActorPrefix), or of
+// the letters of systemActors, that r reads as in common fonts (Unicode's
+// confusables for them, lower case, after NFKD).
 func lookalike(r rune) rune {
 	switch r {
 	case 'а', 'ɑ', 'α', '⍺': // Cyrillic a, Latin alpha, Greek alpha, APL alpha
@@ -51,6 +54,28 @@ func lookalike(r rune) rune {
 		return 'p'
 	case 'і', 'ı', 'ι', 'ɩ', 'ɪ', 'ӏ', '⍳', 'ꙇ': // Cyrillic i, dotless i, Greek iota, Latin iota, small capital I, palochka, APL iota, Cyrillic iota
 		return 'i'
+	case 'о', 'ο', 'ᴏ': // Cyrillic o, Greek omicron, small capital O (the letters below are those of systemActors)
+		return 'o'
+	case 'е', 'ҽ':
+		return 'e'
+	case 'с', 'ϲ', 'ᴄ':
+		return 'c'
+	case 'ѕ', 'ꜱ':
+		return 's'
+	case 'к', 'κ', 'ᴋ':
+		return 'k'
+	case 'һ', 'ʜ':
+		return 'h'
+	case 'ν', 'ѵ', 'ᴠ':
+		return 'v'
+	case 'ԝ', 'ѡ', 'ᴡ':
+		return 'w'
+	case 'г', 'ʀ':
+		return 'r'
+	case 'ո', 'ɴ':
+		return 'n'
+	case 'т', 'ᴛ':
+		return 't'
 	case '∶', '꞉', 'ː', '˸', '։', '׃', '܃', '܄', '᛬', '᠃', '᠉', '⁚', 'ꓽ', '︰', '፡', 'ः', 'ઃ': // ratio, modifier colons, Armenian, Hebrew, Syriac, runic, Mongolian, two dots, Lisu, vertical, Ethiopic, visargas
 		return ':'
 	}

@@ -3,6 +3,7 @@ package fsm
 import (
 	"fmt"
 	"regexp"
+	"slices"
 	"strings"
 )
 
@@ -268,14 +269,11 @@ func systemActors() []string {
 	return []string{"provisioner", "worker", "watcher", "supervisor", "reconciler"}
 }
 
-// IsSystemActor reports whether actor names one of Turnstile's own parts
-// (in any case): a user command claiming one would pass a NATS user's
-// stop off as the worker's in the history, the read model and webhooks.
+// IsSystemActor reports whether actor names one of Turnstile's own parts,
+// or reads as one (in any case, with invisible characters or spaces, with
+// common lookalike letters: actorSkeleton): a user command claiming one
+// would pass a NATS user's stop off as the worker's in the history, the
+// read model and webhooks.
 func IsSystemActor(actor string) bool {
-	for _, a := range systemActors() {
-		if strings.EqualFold(actor, a) {
-			return true
-		}
-	}
-	return false
+	return slices.Contains(systemActors(), actorSkeleton(actor))
 }

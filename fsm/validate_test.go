@@ -228,3 +228,21 @@ func TestIsAPIActor(t *testing.T) {
 		}
 	}
 }
+
+// TestIsSystemActor: an actor that reads as one of Turnstile's own parts
+// is one (in review, " worker" and "wоrker" with a Cyrillic о passed a
+// NATS user's stop off as the worker's).
+func TestIsSystemActor(t *testing.T) {
+	for _, tc := range []struct {
+		actor string
+		want  bool
+	}{
+		{"worker", true}, {"Worker", true}, {" worker", true}, {"worker\u200b", true}, {"w\u043erker", true},
+		{"\u0455upervisor", true}, {"RECONCILER", true}, {"\u0440rovisioner", true}, {"\uff57\uff41\uff54\uff43\uff48\uff45\uff52", true},
+		{"", false}, {"workers", false}, {"co-worker", false}, {"cli:worker", false}, {"bob", false},
+	} {
+		if got := fsm.IsSystemActor(tc.actor); got != tc.want {
+			t.Errorf("IsSystemActor(%q) = %v, want %v", tc.actor, got, tc.want)
+		}
+	}
+}
