@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"crypto/rand"
 	"crypto/subtle"
 	"encoding/base64"
@@ -61,6 +62,7 @@ const (
 // admin role only its nkey (rebuild).
 type natsAuth struct {
 	system, user          []byte
+	relay                 []byte // the direct get relay's (natsrelay.go), in the users' account
 	userKey, adminKey     string // public nkeys
 	userPerms, adminPerms *server.Permissions
 	// users is the account the user and admin roles sign in to
@@ -95,6 +97,13 @@ func (a *natsAuth) Check(c server.ClientAuthentication) bool {
 			return false
 		}
 		c.RegisterUser(&server.User{Username: natsClientUser, Permissions: a.userPerms, Account: users})
+		return true
+	case len(a.relay) > 0 && subtle.ConstantTimeCompare(tok, a.relay) == 1:
+		users := a.users.Load()
+		if users == nil {
+			return false
+		}
+		c.RegisterUser(&server.User{Username: natsRelayUser, Permissions: relayPermissions(), Account: users})
 		return true
 	}
 	return false
@@ -216,8 +225,11 @@ const usersAccount = "TURNSTILE_USERS"
 // serviceLink is a subject the users' account imports from serve's as a
 // service: requests go in, answers come back. streamed: a request may get
 // several answers (a batched direct get, a pull), for up to threshold.
+// local, if set, is the import's subject in the users' account (same
+// wildcards), where only serve's relay sends (natsrelay.go).
 type serviceLink struct {
 	subject   string
+	local     string
 	streamed  bool
 	threshold time.Duration
 }
@@ -231,7 +243,8 @@ func usersAccountLinks(n events.Names) (services []serviceLink, streams []string
 		{subject: n.Commands()},
 		{subject: "$JS.API.STREAM.INFO.>"},
 		{subject: "$JS.API.STREAM.MSG.GET.>"},
-		{subject: "$JS.API.DIRECT.GET.>", streamed: true, threshold: 30 * time.Second},
+		// Through serve's relay, which bounds batched answers.
+		{subject: directGetSubject + ".>", local: directGetRelay + ".>", streamed: true, threshold: 30 * time.Second},
 		{subject: "$JS.API.CONSUMER.LIST.>"},
 		{subject: "$JS.API.CONSUMER.INFO.>"},
 		{subject: "$JS.API.CONSUMER.CREATE.>"},
@@ -266,7 +279,7 @@ func linkUsersAccount(srv *server.Server, auth *natsAuth, n events.Names) error 
 				return fmt.Errorf("the NATS users' account: export %s: %w", l.subject, err)
 			}
 		}
-		if err := users.AddServiceImport(serve, l.subject, ""); err != nil {
+		if err := users.AddServiceImport(serve, cmp.Or(l.local, l.subject), l.subject); err != nil {
 			return fmt.Errorf("the NATS users' account: import %s: %w", l.subject, err)
 		}
 	}
