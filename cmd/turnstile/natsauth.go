@@ -159,8 +159,9 @@ func (a *natsAuth) checkNkey(c server.ClientAuthentication, o *server.ClientOpts
 // of one of serve's consumers (its filter) would silently blind it (both
 // seen in a review). Every CLI read but rebuild uses direct gets.
 //
-// The admin role is the user role plus consumers (create, pull) other than
-// serveDurables, the durable consumers serve keeps, by stream: what
+// The admin role is the user role plus consumers (create, through the
+// subjects that name them, and pull) other than serveDurables, the durable
+// consumers serve keeps, by stream: what
 // `turnstile rebuild` needs for its ordered consumer. Its nkey seed is as
 // sensitive as the database owner's URL; a holder could write into the
 // event stream as above, and is trusted as an operator is.
@@ -187,9 +188,15 @@ func rolePermissions(n events.Names, serveDurables map[string][]string) (user, a
 			"$JS.API.DIRECT.GET."+stream, "$JS.API.DIRECT.GET."+stream+".>",
 			"$JS.API.STREAM.MSG.GET."+stream, // tools such as `nats stream get`
 			"$JS.API.CONSUMER.LIST."+stream, "$JS.API.CONSUMER.INFO."+stream+".*")
+		// Only the creates whose subject names the consumer: the server
+		// takes the name from it. The legacy $JS.API.CONSUMER.CREATE.<stream>
+		// takes it from the request, where no permission looks, and
+		// creates or updates serve's own durables by it
+		// (TestAdminCannotRedefineServeConsumers).
 		consumers = append(consumers,
-			"$JS.API.CONSUMER.CREATE."+stream, "$JS.API.CONSUMER.CREATE."+stream+".>",
+			"$JS.API.CONSUMER.CREATE."+stream+".>",
 			"$JS.API.CONSUMER.MSG.NEXT."+stream+".*")
+		serveOnly = append(serveOnly, "$JS.API.CONSUMER.CREATE."+stream)
 		for _, d := range serveDurables[stream] {
 			serveOnly = append(serveOnly,
 				"$JS.API.CONSUMER.CREATE."+stream+"."+d, "$JS.API.CONSUMER.CREATE."+stream+"."+d+".>",
