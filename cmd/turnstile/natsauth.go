@@ -62,7 +62,8 @@ const (
 // admin role only its nkey (rebuild).
 type natsAuth struct {
 	system, user          []byte
-	relay                 []byte // the direct get relay's (natsrelay.go), in the users' account
+	relay                 []byte // the relay's (natsrelay.go), in the users' account
+	relayPerms            *server.Permissions
 	userKey, adminKey     string // public nkeys
 	userPerms, adminPerms *server.Permissions
 	// users is the account the user and admin roles sign in to
@@ -103,7 +104,7 @@ func (a *natsAuth) Check(c server.ClientAuthentication) bool {
 		if users == nil {
 			return false
 		}
-		c.RegisterUser(&server.User{Username: natsRelayUser, Permissions: relayPermissions(), Account: users})
+		c.RegisterUser(&server.User{Username: natsRelayUser, Permissions: a.relayPerms, Account: users})
 		return true
 	}
 	return false
@@ -247,7 +248,8 @@ type serviceLink struct {
 // the users' inboxes (the engine's direct replies, events.ReplyHeader).
 func usersAccountLinks(n events.Names) (services []serviceLink, streams []string) {
 	return []serviceLink{
-		{subject: n.Commands()},
+		// Through serve's relay, which refuses some commands.
+		{subject: n.Commands(), local: commandRelay + ".>"},
 		{subject: "$JS.API.STREAM.INFO.>"},
 		{subject: "$JS.API.STREAM.MSG.GET.>"},
 		// Through serve's relay, which bounds batched answers.

@@ -5,20 +5,31 @@ import (
 	"fmt"
 	"log/slog"
 	"strings"
+	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/turnstile-dev/turnstile/events"
+	"github.com/turnstile-dev/turnstile/fsm"
 )
 
-// The users' account takes its direct gets in through a relay of serve's,
-// not straight through an import: a batched direct get answers up to the
-// max_bytes its sender writes in the request (else the server's 64 MB),
-// and the server reads and copies that answer inside serve's process
-// while the stream's writes wait. A user that stored a few large commands
-// (refused, and kept for days) could ask for all of them at once, again
-// and again, at some 60 bytes a request (TestDirectGetBatchBounded). A
-// permission sees only the subject, never the request; the relay reads
-// the request and bounds it to directGetMaxBytes.
+// The users' account takes its commands and direct gets in through a relay
+// of serve's, not straight through an import: a permission sees only a
+// message's subject, never its headers or body, and some are harmful.
+//
+//   - A batched direct get answers up to the max_bytes its sender writes
+//     in the request (else the server's 64 MB), and the server reads and
+//     copies that answer inside serve's process while the stream's writes
+//     wait: a user that stored a few large commands (refused, and kept for
+//     days) could ask for all of them at once, again and again, at some 60
+//     bytes a request (TestDirectGetBatchBounded). The relay bounds it to
+//     directGetMaxBytes.
+//   - nats.go takes a delivered message with no body and a Status header
+//     for a status of the server's: a command stored so stalled its
+//     partition for good (TestStatusHeadersStallNoPartition). The relay
+//     refuses such commands (refuseCommand).
 
 // directGetMaxBytes bounds the answer to a batched direct get through the
 // users' account (and the one message that crosses it, at most the
@@ -28,10 +39,12 @@ const directGetMaxBytes = 1 << 20
 
 // directGetSubject is where users send direct gets, and where the relay
 // takes them in; directGetRelay is where the relay sends them on, the
-// users' account's import of serve's direct gets.
+// users' account's import of serve's direct gets; commandRelay, likewise,
+// the import of serve's commands (events.Names.Commands).
 const (
 	directGetSubject = "$JS.API.DIRECT.GET"
 	directGetRelay   = "_TURNSTILE_RELAY.DIRECT.GET"
+	commandRelay     = "_TURNSTILE_RELAY.CMD"
 )
 
 // natsRelayUser is the relay's NATS user, in the users' account.
@@ -42,39 +55,48 @@ const natsRelayUser = "turnstile-relay"
 // would make every user's reads wait on each other's.
 const directGetRelays = 4
 
-// relayPermissions are the relay's: take users' direct gets in, send them
-// on, nothing else.
-func relayPermissions() *server.Permissions {
+// relayPermissions are the relay's: take users' commands and direct gets
+// in, send them on, answer a refused one; nothing else.
+func relayPermissions(n events.Names) *server.Permissions {
 	return &server.Permissions{
-		Publish:   &server.SubjectPermission{Allow: []string{directGetRelay + ".>"}},
-		Subscribe: &server.SubjectPermission{Allow: []string{directGetSubject + ".>"}},
+		Publish:   &server.SubjectPermission{Allow: []string{directGetRelay + ".>", commandRelay + ".>"}},
+		Subscribe: &server.SubjectPermission{Allow: []string{directGetSubject + ".>", n.Commands()}},
+		Response:  &server.ResponsePermission{MaxMsgs: 1, Expires: time.Minute},
 	}
 }
 
-// startDirectGetRelay connects the relays to srv (in-process, with token,
-// which natsAuth signs in to the users' account) and returns their
-// connections, to be closed before the server stops.
-func startDirectGetRelay(srv *server.Server, token string, log *slog.Logger) ([]*nats.Conn, error) {
+// startRelay connects the relays to srv (in-process, with token, which
+// natsAuth signs in to the users' account) and returns their connections,
+// to be closed before the server stops. Commands go through the first
+// alone, so that each sender's commands reach the stream in the order
+// sent.
+func startRelay(srv *server.Server, token string, n events.Names, log *slog.Logger) ([]*nats.Conn, error) {
 	var conns []*nats.Conn
 	for i := range directGetRelays {
 		nc, err := nats.Connect("", nats.InProcessServer(srv), nats.Token(token), nats.Name(fmt.Sprintf("turnstile-relay-%d", i)),
 			nats.MaxReconnects(-1), nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
 				// A flood beyond the subscription's pending limits is
 				// dropped (nats.ErrSlowConsumer): those senders get no answer.
-				log.Warn("NATS direct get relay", "err", err)
+				log.Warn("NATS relay", "err", err)
 			}))
 		if err != nil {
 			closeAll(conns)
-			return nil, fmt.Errorf("the NATS direct get relay: %w", err)
+			return nil, fmt.Errorf("the NATS relay: %w", err)
 		}
 		conns = append(conns, nc)
 		if _, err := nc.QueueSubscribe(directGetSubject+".>", "relay", func(m *nats.Msg) { relayDirectGet(nc, m) }); err != nil {
 			closeAll(conns)
-			return nil, fmt.Errorf("the NATS direct get relay: %w", err)
+			return nil, fmt.Errorf("the NATS relay: %w", err)
+		}
+		if i == 0 {
+			if _, err := nc.Subscribe(n.Commands(), func(m *nats.Msg) { relayCommand(nc, n, m) }); err != nil {
+				closeAll(conns)
+				return nil, fmt.Errorf("the NATS command relay: %w", err)
+			}
 		}
 		if err := nc.Flush(); err != nil {
 			closeAll(conns)
-			return nil, fmt.Errorf("the NATS direct get relay: %w", err)
+			return nil, fmt.Errorf("the NATS relay: %w", err)
 		}
 	}
 	return conns, nil
@@ -94,21 +116,86 @@ func relayDirectGet(nc *nats.Conn, m *nats.Msg) {
 	if m.Reply == "" {
 		return
 	}
-	out := &nats.Msg{
+	_ = nc.PublishMsg(&nats.Msg{
 		Subject: directGetRelay + strings.TrimPrefix(m.Subject, directGetSubject),
 		Reply:   m.Reply,
+		Header:  withoutTrace(m.Header),
 		Data:    boundDirectGet(m.Data),
-	}
-	for k, v := range m.Header {
-		if strings.HasPrefix(k, "Nats-Trace-") || strings.EqualFold(k, "traceparent") {
+	})
+}
+
+// withoutTrace is h without message trace headers: the relay's own
+// publish would be traced, its destination judged by the relay's
+// permissions (and refused). The sender's publish was traced already.
+func withoutTrace(h nats.Header) nats.Header {
+	var out nats.Header
+	for k, v := range h {
+		if strings.HasPrefix(strings.ToLower(k), "nats-trace-") || strings.EqualFold(k, "traceparent") {
 			continue
 		}
-		if out.Header == nil {
-			out.Header = nats.Header{}
+		if out == nil {
+			out = nats.Header{}
 		}
-		out.Header[k] = v
+		out[k] = v
 	}
-	_ = nc.PublishMsg(out)
+	return out
+}
+
+// relayCommand sends a user's command m on to serve's command stream, its
+// answer (the stream's ack) to m's reply subject; one refuseCommand
+// refuses is answered as the stream answers a refusal (nats.go's publish
+// returns it as a *jetstream.APIError, code 400) and never stored.
+func relayCommand(nc *nats.Conn, n events.Names, m *nats.Msg) {
+	if reason := refuseCommand(m); reason != "" {
+		if m.Reply != "" {
+			b, _ := json.Marshal(map[string]any{"error": map[string]any{"code": 400, "err_code": commandRefusedCode, "description": reason}})
+			_ = nc.Publish(m.Reply, b)
+		}
+		return
+	}
+	_ = nc.PublishMsg(&nats.Msg{
+		Subject: commandRelay + "." + strings.TrimPrefix(m.Subject, strings.TrimSuffix(n.Commands(), ">")),
+		Reply:   m.Reply,
+		Header:  withoutTrace(m.Header),
+		Data:    m.Data,
+	})
+}
+
+// commandRefusedCode is the err_code of the relay's refusals: the
+// server's own for a bad request (JSBadRequestErr).
+const commandRefusedCode = 10003
+
+// refuseCommand says why the command m may not be stored, "" if it may.
+//
+// A message with no body and a Status header is, to nats.go, a status of
+// the server's, whoever sent it: delivered to the engine's pull, "400"
+// ended the pull as a bad request and "409 Consumer Deleted" as deleted
+// (the engine's reads of the partition's unfinished commands failed the
+// same way, for good), "100" and "503" swallowed the delivery, never
+// acked; read back in a direct get's answer it ended the answer or failed
+// it. No command is empty, and Status and Description are the server's
+// headers, so both are refused. Nats-Pin-Id too: the engine's pull takes
+// its pin from a delivery's first one, which would be the sender's. And a
+// Nats-Msg-Id longer than a command id can be: the stream keeps every id
+// in memory for its duplicate window, and the engine refuses such a
+// command anyway.
+func refuseCommand(m *nats.Msg) string {
+	if len(m.Data) == 0 {
+		return "turnstile: a command is a JSON object; this message has no body"
+	}
+	for k, vs := range m.Header {
+		switch {
+		case strings.EqualFold(k, "Status"), strings.EqualFold(k, "Description"), strings.EqualFold(k, "Nats-Pin-Id"):
+			return fmt.Sprintf("turnstile: a command may not carry the header %s, which the NATS server sets on its own messages", k)
+		case strings.EqualFold(k, jetstream.MsgIDHeader):
+			for _, v := range vs {
+				if len(v) > fsm.MaxCommandIDLen {
+					return fmt.Sprintf("turnstile: %s is %d bytes; a command id is at most %d", k, len(v), fsm.MaxCommandIDLen)
+				}
+			}
+		}
+	}
+	return ""
 }
 
 // boundDirectGet returns the direct get request body with its batch

@@ -4,13 +4,17 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"maps"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 )
 
 // TestDirectGetBatchBounded: a batched direct get answers up to its
@@ -141,5 +145,54 @@ func TestBoundDirectGet(t *testing.T) {
 		if fmt.Sprint(before) != fmt.Sprint(after) {
 			t.Errorf("%s: became %s, which asks for something else", tc.body, got)
 		}
+	}
+}
+
+// TestStatusHeadersStallNoPartition: nats.go takes a message with an
+// empty body and a Status header for the server's own status, wherever it
+// comes from: a command stored with "Status: 400" and no body, delivered
+// to the engine's pull, ended the pull as a bad request, and the engine's
+// reads of that partition's unfinished commands failed the same way, for
+// good: every workspace of the partition waited for ever. (409 "Consumer
+// Deleted" ends a pull too; 100 and 503 swallow the delivery, never
+// acked.) The relay refuses a command with no body, with a Status or
+// Description header, or with a Nats-Pin-Id (the engine's pull takes its
+// pin from the first, which would be the sender's).
+func TestStatusHeadersStallNoPartition(t *testing.T) {
+	s := startInProcessServe(t, nil)
+	_, js, _ := s.connectUser(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	for i, h := range []nats.Header{
+		{"Status": {"400"}, "Description": {"Bad Request"}},
+		{"Status": {"409"}, "Description": {"Consumer Deleted"}},
+		{"Status": {"100"}, "Description": {"Idle Heartbeat"}},
+		{"Status": {"503"}},
+	} {
+		ws := fmt.Sprintf("stalled%d", i)
+		if _, err := js.PublishMsg(ctx, &nats.Msg{Subject: "turnstile.cmd." + ws, Header: h}); err == nil {
+			t.Logf("a command with %v and no body was stored", h)
+		}
+		if code, out, errs := runCLI(t, s.env, "create", ws, "--wait", "--timeout", "15s"); code != 0 {
+			t.Fatalf("create %s after a stored message with %v and no body: exit %d\n%s%s", ws, h, code, out, errs)
+		}
+	}
+	for _, m := range []*nats.Msg{
+		{Subject: "turnstile.cmd.refused"},
+		{Subject: "turnstile.cmd.refused", Header: nats.Header{"Status": {"400"}}, Data: []byte(`{}`)},
+		{Subject: "turnstile.cmd.refused", Header: nats.Header{"Description": {"Consumer Deleted"}}, Data: []byte(`{}`)},
+		{Subject: "turnstile.cmd.refused", Header: nats.Header{"Nats-Pin-Id": {"forged"}}, Data: []byte(`{}`)},
+		{Subject: "turnstile.cmd.refused", Header: nats.Header{"Nats-Msg-Id": {strings.Repeat("x", 60<<10)}}, Data: []byte(`{}`)},
+	} {
+		_, err := js.PublishMsg(ctx, m)
+		var apiErr *jetstream.APIError
+		if !errors.As(err, &apiErr) || apiErr.Code != 400 {
+			t.Errorf("a command with %d header(s) %v and %d bytes: %v, want a 400 refusal", len(m.Header), slices.Collect(maps.Keys(m.Header)), len(m.Data), err)
+		}
+	}
+	// What a command may carry still passes: an id, a reply, trace headers.
+	if _, err := js.PublishMsg(ctx, &nats.Msg{Subject: "turnstile.cmd.passes", Data: []byte(`{}`), Header: nats.Header{
+		"Nats-Msg-Id": {"an-id"}, "Turnstile-Reply": {"_INBOX.x"}, "Nats-Trace-Dest": {"turnstile.cmd.traces"}}}); err != nil {
+		t.Errorf("an ordinary command: %v", err)
 	}
 }

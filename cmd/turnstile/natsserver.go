@@ -39,7 +39,7 @@ type embeddedNATS struct {
 	systemToken string
 	// tokenSource says where clients find the user role's token.
 	tokenSource string
-	// relays are the users' direct get relay's connections (natsrelay.go).
+	// relays are the connections of the users' relay (natsrelay.go).
 	relays []*nats.Conn
 }
 
@@ -111,7 +111,7 @@ func startNATS(addr, syncPolicy, token, dataDir string, names events.Names, user
 	if token != "" {
 		n.tokenSource = "--nats-token (TURNSTILE_NATS_TOKEN)"
 	}
-	auth := &natsAuth{system: []byte(systemToken), user: []byte(userToken), relay: []byte(relayToken),
+	auth := &natsAuth{system: []byte(systemToken), user: []byte(userToken), relay: []byte(relayToken), relayPerms: relayPermissions(names),
 		userKey: userKey, adminKey: adminKey, userPerms: userPerms, adminPerms: adminPerms}
 	srv, err := server.NewServer(&server.Options{
 		ServerName: "turnstile",
@@ -145,7 +145,7 @@ func startNATS(addr, syncPolicy, token, dataDir string, names events.Names, user
 		return nil, err
 	}
 	n.srv = srv
-	if n.relays, err = startDirectGetRelay(srv, relayToken, log.With("component", "nats-relay")); err != nil {
+	if n.relays, err = startRelay(srv, relayToken, names, log.With("component", "nats-relay")); err != nil {
 		n.shutdown()
 		return nil, err
 	}
