@@ -250,7 +250,7 @@ func usersAccountLinks(n events.Names) (services []serviceLink, streams []string
 	return []serviceLink{
 		// Through serve's relay, which refuses some commands.
 		{subject: n.Commands(), local: commandRelay + ".>"},
-		{subject: "$JS.API.STREAM.INFO.>"},
+		{subject: streamInfo + ".>", local: streamInfoRelay + ".>"},
 		{subject: "$JS.API.STREAM.MSG.GET.>"},
 		// Through serve's relay, which bounds batched answers.
 		{subject: directGetSubject + ".>", local: directGetRelay + ".>", streamed: true, threshold: 30 * time.Second},

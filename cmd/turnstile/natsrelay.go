@@ -30,6 +30,11 @@ import (
 //     for a status of the server's: a command stored so stalled its
 //     partition for good (TestStatusHeadersStallNoPartition). The relay
 //     refuses such commands (refuseCommand).
+//   - A stream info request may ask for every subject's count or every
+//     deleted sequence, which the server lists and sorts whole at each
+//     request (TestStreamInfoDetailsRefused). The relay refuses those but
+//     for the KV buckets the roles may read (the engines' members, which
+//     turnstile status lists by subject).
 
 // directGetMaxBytes bounds the answer to a batched direct get through the
 // users' account (and the one message that crosses it, at most the
@@ -45,6 +50,8 @@ const (
 	directGetSubject = "$JS.API.DIRECT.GET"
 	directGetRelay   = "_TURNSTILE_RELAY.DIRECT.GET"
 	commandRelay     = "_TURNSTILE_RELAY.CMD"
+	streamInfo       = "$JS.API.STREAM.INFO"
+	streamInfoRelay  = "_TURNSTILE_RELAY.STREAM.INFO"
 )
 
 // natsRelayUser is the relay's NATS user, in the users' account.
@@ -59,8 +66,8 @@ const directGetRelays = 4
 // in, send them on, answer a refused one; nothing else.
 func relayPermissions(n events.Names) *server.Permissions {
 	return &server.Permissions{
-		Publish:   &server.SubjectPermission{Allow: []string{directGetRelay + ".>", commandRelay + ".>"}},
-		Subscribe: &server.SubjectPermission{Allow: []string{directGetSubject + ".>", n.Commands()}},
+		Publish:   &server.SubjectPermission{Allow: []string{directGetRelay + ".>", commandRelay + ".>", streamInfoRelay + ".>"}},
+		Subscribe: &server.SubjectPermission{Allow: []string{directGetSubject + ".>", n.Commands(), streamInfo + ".>"}},
 		Response:  &server.ResponsePermission{MaxMsgs: 1, Expires: time.Minute},
 	}
 }
@@ -85,6 +92,10 @@ func startRelay(srv *server.Server, token string, n events.Names, log *slog.Logg
 		}
 		conns = append(conns, nc)
 		if _, err := nc.QueueSubscribe(directGetSubject+".>", "relay", func(m *nats.Msg) { relayDirectGet(nc, m) }); err != nil {
+			closeAll(conns)
+			return nil, fmt.Errorf("the NATS relay: %w", err)
+		}
+		if _, err := nc.QueueSubscribe(streamInfo+".>", "relay", func(m *nats.Msg) { relayStreamInfo(nc, m) }); err != nil {
 			closeAll(conns)
 			return nil, fmt.Errorf("the NATS relay: %w", err)
 		}
@@ -148,8 +159,7 @@ func withoutTrace(h nats.Header) nats.Header {
 func relayCommand(nc *nats.Conn, n events.Names, m *nats.Msg) {
 	if reason := refuseCommand(m); reason != "" {
 		if m.Reply != "" {
-			b, _ := json.Marshal(map[string]any{"error": map[string]any{"code": 400, "err_code": commandRefusedCode, "description": reason}})
-			_ = nc.Publish(m.Reply, b)
+			refuse(nc, m.Reply, "", reason)
 		}
 		return
 	}
@@ -161,9 +171,44 @@ func relayCommand(nc *nats.Conn, n events.Names, m *nats.Msg) {
 	})
 }
 
-// commandRefusedCode is the err_code of the relay's refusals: the
+// relayStreamInfo sends a user's stream info request m on, or refuses it
+// (a 400, as relayCommand) when it asks a stream other than a KV bucket for
+// its subjects or deleted sequences. The request is read as the server
+// reads it (its own type); one the server cannot read goes on, for the
+// server to refuse.
+func relayStreamInfo(nc *nats.Conn, m *nats.Msg) {
+	if m.Reply == "" {
+		return
+	}
+	stream := strings.TrimPrefix(m.Subject, streamInfo+".")
+	var req server.JSApiStreamInfoRequest
+	if !strings.HasPrefix(stream, "KV_") && len(m.Data) > 0 && json.Unmarshal(m.Data, &req) == nil &&
+		(req.SubjectsFilter != "" || req.DeletedDetails) {
+		refuse(nc, m.Reply, "io.nats.jetstream.api.v1.stream_info_response",
+			"turnstile: a stream info through the users' account lists no subjects or deleted messages (subjects_filter, deleted_details): the server lists and sorts them whole at each request")
+		return
+	}
+	_ = nc.PublishMsg(&nats.Msg{
+		Subject: streamInfoRelay + strings.TrimPrefix(m.Subject, streamInfo),
+		Reply:   m.Reply,
+		Header:  withoutTrace(m.Header),
+		Data:    m.Data,
+	})
+}
+
+// refuse answers on reply as the server answers a bad request.
+func refuse(nc *nats.Conn, reply, typ, reason string) {
+	resp := map[string]any{"error": map[string]any{"code": 400, "err_code": refusedCode, "description": reason}}
+	if typ != "" {
+		resp["type"] = typ
+	}
+	b, _ := json.Marshal(resp)
+	_ = nc.Publish(reply, b)
+}
+
+// refusedCode is the err_code of the relay's refusals: the
 // server's own for a bad request (JSBadRequestErr).
-const commandRefusedCode = 10003
+const refusedCode = 10003
 
 // refuseCommand says why the command m may not be stored, "" if it may.
 //
