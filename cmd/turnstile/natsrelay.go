@@ -15,8 +15,8 @@ import (
 	"github.com/turnstile-dev/turnstile/fsm"
 )
 
-// The users' account takes its commands and direct gets in through a relay
-// of serve's, not straight through an import: a permission sees only a
+// The users' account takes its commands, direct gets and stream infos in
+// through a relay of serve's, not straight through an import: a permission sees only a
 // message's subject, never its headers or body, and some are harmful.
 //
 //   - A batched direct get answers up to the max_bytes its sender writes
@@ -44,8 +44,9 @@ const directGetMaxBytes = 1 << 20
 
 // directGetSubject is where users send direct gets, and where the relay
 // takes them in; directGetRelay is where the relay sends them on, the
-// users' account's import of serve's direct gets; commandRelay, likewise,
-// the import of serve's commands (events.Names.Commands).
+// users' account's import of serve's direct gets; likewise streamInfo and
+// streamInfoRelay, and commandRelay for serve's commands
+// (events.Names.Commands).
 const (
 	directGetSubject = "$JS.API.DIRECT.GET"
 	directGetRelay   = "_TURNSTILE_RELAY.DIRECT.GET"
@@ -57,13 +58,13 @@ const (
 // natsRelayUser is the relay's NATS user, in the users' account.
 const natsRelayUser = "turnstile-relay"
 
-// directGetRelays is how many connections relay direct gets: the server
-// reads each answer on the connection that sent the request on, so one
-// would make every user's reads wait on each other's.
-const directGetRelays = 4
+// relayConns is how many connections relay direct gets and stream infos:
+// the server reads each answer on the connection that sent the request
+// on, so one would make every user's reads wait on each other's.
+const relayConns = 4
 
-// relayPermissions are the relay's: take users' commands and direct gets
-// in, send them on, answer a refused one; nothing else.
+// relayPermissions are the relay's: take users' commands, direct gets and
+// stream infos in, send them on, answer a refused one; nothing else.
 func relayPermissions(n events.Names) *server.Permissions {
 	return &server.Permissions{
 		Publish:   &server.SubjectPermission{Allow: []string{directGetRelay + ".>", commandRelay + ".>", streamInfoRelay + ".>"}},
@@ -79,7 +80,7 @@ func relayPermissions(n events.Names) *server.Permissions {
 // sent.
 func startRelay(srv *server.Server, token string, n events.Names, log *slog.Logger) ([]*nats.Conn, error) {
 	var conns []*nats.Conn
-	for i := range directGetRelays {
+	for i := range relayConns {
 		nc, err := nats.Connect("", nats.InProcessServer(srv), nats.Token(token), nats.Name(fmt.Sprintf("turnstile-relay-%d", i)),
 			nats.MaxReconnects(-1), nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
 				// A flood beyond the subscription's pending limits is
