@@ -64,7 +64,10 @@ func (s *Store) directBatch(ctx context.Context, stream string, req batchRequest
 		case <-ctx.Done():
 			return fmt.Errorf("direct get: %w", ctx.Err())
 		}
-		if len(m.Data) == 0 && m.Header.Get("Status") != "" {
+		// A status of the server's has no body and no sequence: a stored
+		// message always has the sequence the server adds, and a user
+		// command may carry a Status header of its own and no body.
+		if len(m.Data) == 0 && m.Header.Get("Status") != "" && len(m.Header.Values(jetstream.SequenceHeader)) == 0 {
 			switch st := m.Header.Get("Status"); st {
 			case "204": // end of batch
 				return nil

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"crypto/rand"
 	"crypto/subtle"
 	"encoding/base64"
@@ -61,6 +62,8 @@ const (
 // admin role only its nkey (rebuild).
 type natsAuth struct {
 	system, user          []byte
+	relay                 []byte // the relay's (natsrelay.go), in the users' account
+	relayPerms            *server.Permissions
 	userKey, adminKey     string // public nkeys
 	userPerms, adminPerms *server.Permissions
 	// users is the account the user and admin roles sign in to
@@ -95,6 +98,13 @@ func (a *natsAuth) Check(c server.ClientAuthentication) bool {
 			return false
 		}
 		c.RegisterUser(&server.User{Username: natsClientUser, Permissions: a.userPerms, Account: users})
+		return true
+	case len(a.relay) > 0 && subtle.ConstantTimeCompare(tok, a.relay) == 1:
+		users := a.users.Load()
+		if users == nil {
+			return false
+		}
+		c.RegisterUser(&server.User{Username: natsRelayUser, Permissions: a.relayPerms, Account: users})
 		return true
 	}
 	return false
@@ -150,8 +160,9 @@ func (a *natsAuth) checkNkey(c server.ClientAuthentication, o *server.ClientOpts
 // of one of serve's consumers (its filter) would silently blind it (both
 // seen in a review). Every CLI read but rebuild uses direct gets.
 //
-// The admin role is the user role plus consumers (create, pull) other than
-// serveDurables, the durable consumers serve keeps, by stream: what
+// The admin role is the user role plus consumers (create, through the
+// subjects that name them, and pull) other than serveDurables, the durable
+// consumers serve keeps, by stream: what
 // `turnstile rebuild` needs for its ordered consumer. Its nkey seed is as
 // sensitive as the database owner's URL; a holder could write into the
 // event stream as above, and is trusted as an operator is.
@@ -178,9 +189,15 @@ func rolePermissions(n events.Names, serveDurables map[string][]string) (user, a
 			"$JS.API.DIRECT.GET."+stream, "$JS.API.DIRECT.GET."+stream+".>",
 			"$JS.API.STREAM.MSG.GET."+stream, // tools such as `nats stream get`
 			"$JS.API.CONSUMER.LIST."+stream, "$JS.API.CONSUMER.INFO."+stream+".*")
+		// Only the creates whose subject names the consumer: the server
+		// takes the name from it. The legacy $JS.API.CONSUMER.CREATE.<stream>
+		// takes it from the request, where no permission looks, and
+		// creates or updates serve's own durables by it
+		// (TestAdminCannotRedefineServeConsumers).
 		consumers = append(consumers,
-			"$JS.API.CONSUMER.CREATE."+stream, "$JS.API.CONSUMER.CREATE."+stream+".>",
+			"$JS.API.CONSUMER.CREATE."+stream+".>",
 			"$JS.API.CONSUMER.MSG.NEXT."+stream+".*")
+		serveOnly = append(serveOnly, "$JS.API.CONSUMER.CREATE."+stream)
 		for _, d := range serveDurables[stream] {
 			serveOnly = append(serveOnly,
 				"$JS.API.CONSUMER.CREATE."+stream+"."+d, "$JS.API.CONSUMER.CREATE."+stream+"."+d+".>",
@@ -216,8 +233,11 @@ const usersAccount = "TURNSTILE_USERS"
 // serviceLink is a subject the users' account imports from serve's as a
 // service: requests go in, answers come back. streamed: a request may get
 // several answers (a batched direct get, a pull), for up to threshold.
+// local, if set, is the import's subject in the users' account (same
+// wildcards), where only serve's relay sends (natsrelay.go).
 type serviceLink struct {
 	subject   string
+	local     string
 	streamed  bool
 	threshold time.Duration
 }
@@ -228,10 +248,12 @@ type serviceLink struct {
 // the users' inboxes (the engine's direct replies, events.ReplyHeader).
 func usersAccountLinks(n events.Names) (services []serviceLink, streams []string) {
 	return []serviceLink{
-		{subject: n.Commands()},
-		{subject: "$JS.API.STREAM.INFO.>"},
+		// Through serve's relay, which refuses some commands.
+		{subject: n.Commands(), local: commandRelay + ".>"},
+		{subject: streamInfo + ".>", local: streamInfoRelay + ".>"},
 		{subject: "$JS.API.STREAM.MSG.GET.>"},
-		{subject: "$JS.API.DIRECT.GET.>", streamed: true, threshold: 30 * time.Second},
+		// Through serve's relay, which bounds batched answers.
+		{subject: directGetSubject + ".>", local: directGetRelay + ".>", streamed: true, threshold: 30 * time.Second},
 		{subject: "$JS.API.CONSUMER.LIST.>"},
 		{subject: "$JS.API.CONSUMER.INFO.>"},
 		{subject: "$JS.API.CONSUMER.CREATE.>"},
@@ -266,7 +288,7 @@ func linkUsersAccount(srv *server.Server, auth *natsAuth, n events.Names) error 
 				return fmt.Errorf("the NATS users' account: export %s: %w", l.subject, err)
 			}
 		}
-		if err := users.AddServiceImport(serve, l.subject, ""); err != nil {
+		if err := users.AddServiceImport(serve, cmp.Or(l.local, l.subject), l.subject); err != nil {
 			return fmt.Errorf("the NATS users' account: import %s: %w", l.subject, err)
 		}
 	}

@@ -399,3 +399,73 @@ func TestAdminCannotClaimPartitions(t *testing.T) {
 		}
 	}
 }
+
+// TestAdminCannotRedefineServeConsumers: the admin role's deny list names
+// serve's durables in the subject, but the legacy create subject
+// $JS.API.CONSUMER.CREATE.<stream> carries the consumer's name in the
+// request alone, and the server creates or updates the consumer of that
+// name: the engine's partition consumer given a filter that matches
+// nothing, its workspaces' commands were never decided again. The admin
+// role creates only through the subjects that name the consumer (the
+// server then takes the name from the subject).
+func TestAdminCannotRedefineServeConsumers(t *testing.T) {
+	s := startInProcessServe(t, nil)
+	admin, err := nats.NkeyOptionFromSeed(filepath.Join(s.dir, natsAdminNkeyFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	errs := make(chan error, 64)
+	anc, err := nats.Connect(s.natsURL, admin, nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
+		select {
+		case errs <- err:
+		default:
+		}
+	}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer anc.Close()
+	_, js, _ := s.connectUser(t)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	filter := func() string {
+		c, err := js.Consumer(ctx, "TURNSTILE_COMMANDS", "turnstile-engine-p00")
+		if err != nil {
+			t.Fatal(err)
+		}
+		cfg := c.CachedInfo().Config
+		return cfg.FilterSubject + strings.Join(cfg.FilterSubjects, " ")
+	}
+	before := filter()
+	for _, req := range []string{
+		`{"stream_name":"TURNSTILE_COMMANDS","config":{"name":"turnstile-engine-p00","filter_subject":"turnstile.cmd.0.nothing","ack_policy":"explicit"}}`,
+		`{"stream_name":"TURNSTILE_COMMANDS","config":{"name":"turnstile-engine-p00","filter_subject":"turnstile.cmd.0.nothing","ack_policy":"explicit"},"action":"update"}`,
+	} {
+		if err := anc.PublishRequest("$JS.API.CONSUMER.CREATE.TURNSTILE_COMMANDS", anc.NewRespInbox(), []byte(req)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := anc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	// The server answers at once: a change not seen in 5 seconds was not made.
+	for end := time.Now().Add(5 * time.Second); time.Now().Before(end); time.Sleep(100 * time.Millisecond) {
+		if after := filter(); after != before {
+			t.Fatalf("the admin role redefined the engine's consumer turnstile-engine-p00: filter %q, was %q", after, before)
+		}
+	}
+	waitViolation(t, errs, "$JS.API.CONSUMER.CREATE.TURNSTILE_COMMANDS")
+	// Through a subject naming a consumer of its own, the name in the
+	// request is not the one the server takes.
+	resp, err := anc.Request("$JS.API.CONSUMER.CREATE.TURNSTILE_COMMANDS.mine",
+		[]byte(`{"stream_name":"TURNSTILE_COMMANDS","config":{"name":"turnstile-engine-p00","filter_subject":"turnstile.cmd.0.nothing","ack_policy":"none"}}`), 10*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(resp.Data), `"name":"mine"`) {
+		t.Fatalf("a named create: %s", resp.Data)
+	}
+	if after := filter(); after != before {
+		t.Fatalf("the admin role redefined the engine's consumer turnstile-engine-p00: filter %q, was %q", after, before)
+	}
+}

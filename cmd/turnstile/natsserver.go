@@ -39,6 +39,8 @@ type embeddedNATS struct {
 	systemToken string
 	// tokenSource says where clients find the user role's token.
 	tokenSource string
+	// relays are the connections of the users' relay (natsrelay.go).
+	relays []*nats.Conn
 }
 
 // startNATS starts the embedded server with JetStream's file store in
@@ -100,12 +102,16 @@ func startNATS(addr, syncPolicy, token, dataDir string, names events.Names, user
 	if err != nil {
 		return nil, err
 	}
+	relayToken, err := newToken()
+	if err != nil {
+		return nil, err
+	}
 	n := &embeddedNATS{addr: addr, storeDir: filepath.Join(dataDir, "nats"), sync: syncPolicy == "always", systemToken: systemToken,
 		tokenSource: filepath.Join(dataDir, natsTokenFile)}
 	if token != "" {
 		n.tokenSource = "--nats-token (TURNSTILE_NATS_TOKEN)"
 	}
-	auth := &natsAuth{system: []byte(systemToken), user: []byte(userToken),
+	auth := &natsAuth{system: []byte(systemToken), user: []byte(userToken), relay: []byte(relayToken), relayPerms: relayPermissions(names),
 		userKey: userKey, adminKey: adminKey, userPerms: userPerms, adminPerms: adminPerms}
 	srv, err := server.NewServer(&server.Options{
 		ServerName: "turnstile",
@@ -139,6 +145,10 @@ func startNATS(addr, syncPolicy, token, dataDir string, names events.Names, user
 		return nil, err
 	}
 	n.srv = srv
+	if n.relays, err = startRelay(srv, relayToken, names, log.With("component", "nats-relay")); err != nil {
+		n.shutdown()
+		return nil, err
+	}
 	return n, nil
 }
 
@@ -158,6 +168,7 @@ func (n *embeddedNATS) connect(name string) (*nats.Conn, error) {
 
 // shutdown stops the server and waits for it.
 func (n *embeddedNATS) shutdown() {
+	closeAll(n.relays)
 	n.srv.Shutdown()
 	n.srv.WaitForShutdown()
 }
