@@ -16,6 +16,7 @@ import (
 	"github.com/turnstile-dev/turnstile/audit"
 	"github.com/turnstile-dev/turnstile/events"
 	"github.com/turnstile-dev/turnstile/fsm"
+	"github.com/turnstile-dev/turnstile/internal/termsafe"
 )
 
 // The audit runs here, in one place, whether the CLI reads the stream
@@ -284,7 +285,7 @@ func (s *Server) auditAllStream(ctx context.Context, w http.ResponseWriter, r *h
 	// keeps its wait slot up to MaxWait, as a follow stream's would.
 	rctx, stop := context.WithCancel(ctx)
 	defer stop()
-	enc := json.NewEncoder(w) // Encode ends each value with a newline: a line each
+	enc := json.NewEncoder(termsafe.Writer(w)) // Encode ends each value with a newline: a line each; escaped as writeJSON's
 	var werr error
 	write := func(l AuditLine) {
 		if werr == nil {

@@ -13,6 +13,7 @@ import (
 	"github.com/turnstile-dev/turnstile/client"
 	"github.com/turnstile-dev/turnstile/events"
 	"github.com/turnstile-dev/turnstile/fsm"
+	"github.com/turnstile-dev/turnstile/internal/termsafe"
 )
 
 // Error codes of failures that are not rejections by the lifecycle.
@@ -119,10 +120,15 @@ func namesField(msg, field string) bool {
 
 func badField(field, msg string) error { return &fieldError{field: field, msg: msg} }
 
+// writeJSON answers v as indented JSON. Characters that act on a terminal
+// and encoding/json leaves as they are (C1, DEL, bidi controls: a
+// container's text in a failure's reason) go out as \u escapes
+// (termsafe.Writer), the same value to any decoder: answers are read
+// with curl on terminals too.
 func writeJSON(w http.ResponseWriter, status int, v any) {
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(status)
-	enc := json.NewEncoder(w)
+	enc := json.NewEncoder(termsafe.Writer(w))
 	enc.SetIndent("", "  ")
 	_ = enc.Encode(v)
 }

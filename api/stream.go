@@ -13,6 +13,7 @@ import (
 
 	"github.com/turnstile-dev/turnstile/events"
 	"github.com/turnstile-dev/turnstile/fsm"
+	"github.com/turnstile-dev/turnstile/internal/termsafe"
 	"github.com/turnstile-dev/turnstile/read"
 )
 
@@ -415,6 +416,7 @@ func (s *Server) follow(w http.ResponseWriter, r *http.Request, after uint64, re
 				s.log.Error("api: follow: encode event", "err", err)
 				return
 			}
+			b = termsafe.JSON(b) // as writeJSON's answers
 			if !write(fmt.Appendf(nil, "id: %d\ndata: %s\n\n", it.id, b)) {
 				return
 			}

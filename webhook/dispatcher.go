@@ -23,6 +23,7 @@ import (
 	"github.com/turnstile-dev/turnstile/events"
 	"github.com/turnstile-dev/turnstile/fsm"
 	"github.com/turnstile-dev/turnstile/internal/retry"
+	"github.com/turnstile-dev/turnstile/internal/termsafe"
 	"github.com/turnstile-dev/turnstile/internal/textcut"
 )
 
@@ -466,7 +467,11 @@ func (d *Dispatcher) body(ctx context.Context, h Webhook, env events.Envelope) (
 			return nil, err
 		}
 	}
-	return json.Marshal(Delivery{ID: deliveryID(h.ID, env.StreamSeq), Webhook: h.ID, StreamSeq: env.StreamSeq, Type: env.Type, Event: ev})
+	b, err := json.Marshal(Delivery{ID: deliveryID(h.ID, env.StreamSeq), Webhook: h.ID, StreamSeq: env.StreamSeq, Type: env.Type, Event: ev})
+	// C1, DEL and bidi controls (a container's text in a reason, a
+	// user's label) as \u escapes, as the API's answers: the same value
+	// to the receiver's decoder, inert in a log it prints the body to.
+	return termsafe.JSON(b), err
 }
 
 // heartbeat tells the server every AckWait/3 that m is still being

@@ -11,6 +11,8 @@ import (
 
 	"github.com/spf13/cobra"
 	"golang.org/x/term"
+
+	"github.com/turnstile-dev/turnstile/internal/termsafe"
 )
 
 // streams are the process's standard streams.
@@ -142,7 +144,10 @@ commands from another terminal.`,
 
 // logger builds the slog logger the flags ask for, writing to stderr.
 // Durations are logged as strings such as "1.2s": the JSON handler would
-// write nanoseconds as a bare number, which reads as anything.
+// write nanoseconds as a bare number, which reads as anything. The JSON
+// handler writes through termsafe.Writer: it escapes C0 only, and logged
+// values carry containers' text (exit and failure reasons) to whoever
+// tails the log on a terminal; the text handler quotes them itself.
 func (a *app) logger() (*slog.Logger, error) {
 	var level slog.Level
 	if err := level.UnmarshalText([]byte(a.logLevel)); err != nil {
@@ -153,12 +158,12 @@ func (a *app) logger() (*slog.Logger, error) {
 	case "text":
 		return slog.New(slog.NewTextHandler(a.err, opts)), nil
 	case "json":
-		return slog.New(slog.NewJSONHandler(a.err, opts)), nil
+		return slog.New(slog.NewJSONHandler(termsafe.Writer(a.err), opts)), nil
 	case "auto":
 		if a.isTerminal(a.err) {
 			return slog.New(slog.NewTextHandler(a.err, opts)), nil
 		}
-		return slog.New(slog.NewJSONHandler(a.err, opts)), nil
+		return slog.New(slog.NewJSONHandler(termsafe.Writer(a.err), opts)), nil
 	}
 	return nil, usageError(fmt.Errorf("--log-format %q: use auto, text or json", a.logFormat))
 }

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"io"
 	"slices"
-	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -14,6 +13,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/turnstile-dev/turnstile/fsm"
+	"github.com/turnstile-dev/turnstile/internal/termsafe"
 )
 
 // structured reports whether -o asks for a document (json or yaml)
@@ -22,11 +22,19 @@ func (a *app) structured() bool { return a.output == "json" || a.output == "yaml
 
 // print writes v as -o asks: indented JSON, or YAML with the JSON
 // field names (through sigs.k8s.io/yaml, so both formats say the same).
+// The JSON goes to YAML with C1 controls and DEL as \u escapes
+// (termsafe.JSON): go-yaml refuses them raw in its input ("control
+// characters are not allowed"), and a container's text in a reason made
+// -o yaml fail; escaped, it reads them and writes them escaped ("\x9B").
 func (a *app) print(v any) error {
 	if a.output != "yaml" {
 		return printJSON(a.out, v)
 	}
-	b, err := yaml.Marshal(v)
+	j, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+	b, err := yaml.JSONToYAML(termsafe.JSON(j))
 	if err != nil {
 		return err
 	}
@@ -38,15 +46,18 @@ func (a *app) print(v any) error {
 // --follow): JSON on one line each, YAML after a "---" separator.
 func (a *app) printNext(v any) error {
 	if a.output != "yaml" {
-		return json.NewEncoder(a.out).Encode(v)
+		return json.NewEncoder(termsafe.Writer(a.out)).Encode(v)
 	}
 	fmt.Fprintln(a.out, "---")
 	return a.print(v)
 }
 
-// printJSON writes v as indented JSON.
+// printJSON writes v as indented JSON, with the characters that act on a
+// terminal (C1, DEL, bidi controls) as \u escapes (termsafe.Writer):
+// encoding/json escapes C0 only, and -o json is read on terminals too.
+// YAML's encoder escapes C0 and C1 itself.
 func printJSON(w io.Writer, v any) error {
-	enc := json.NewEncoder(w)
+	enc := json.NewEncoder(termsafe.Writer(w))
 	enc.SetIndent("", "  ")
 	return enc.Encode(v)
 }
@@ -70,30 +81,16 @@ func (t *table) row(cols ...string) {
 	fmt.Fprintln(t.tw, strings.Join(clean, "\t"))
 }
 
-// printable is s for a terminal: each control character (C0 with ESC,
-// \n, \t and \r, DEL, C1) is written as Go would quote it (\x1b, \n,
-// \u009b) and an invalid byte as U+FFFD. Cells and messages carry free
-// text (an actor, a container's health-check output in last_error) that
-// could otherwise rewrite the operator's terminal (ESC and OSC
-// sequences) or fake rows. For human output only: -o json and yaml
-// carry the values as they are.
-func printable(s string) string {
-	if !strings.ContainsFunc(s, isControl) && utf8.ValidString(s) {
-		return s
-	}
-	var b strings.Builder
-	for _, r := range s {
-		if isControl(r) {
-			q := strconv.QuoteRune(r)
-			b.WriteString(q[1 : len(q)-1])
-			continue
-		}
-		b.WriteRune(r) // an invalid byte came as utf8.RuneError: U+FFFD
-	}
-	return b.String()
-}
-
-func isControl(r rune) bool { return r < 0x20 || r >= 0x7f && r <= 0x9f }
+// printable is s for a terminal (termsafe.Text): each control character
+// (C0 with ESC, \n, \t and \r, DEL, C1), bidi control, zero-width or
+// other format character and line separator is written as Go would quote
+// it (\x1b, \n, \u009b, \u202e) and an invalid byte as U+FFFD. Cells and
+// messages carry free text (an actor, a container's health-check output
+// in last_error) that could otherwise rewrite the operator's terminal (ESC
+// and OSC sequences), fake rows, or reorder a line (bidi overrides). For
+// human output only: -o json carries the values as they are, escaped
+// (termsafe.Writer).
+func printable(s string) string { return termsafe.Text(s) }
 
 func (t *table) flush() error { return t.tw.Flush() }
 

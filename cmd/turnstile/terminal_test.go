@@ -1,0 +1,122 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"io"
+	"strings"
+	"testing"
+
+	"sigs.k8s.io/yaml"
+
+	"github.com/turnstile-dev/turnstile/api"
+	"github.com/turnstile-dev/turnstile/fsm"
+	"github.com/turnstile-dev/turnstile/internal/termsafe"
+)
+
+// reorder is free text a container (a failure's reason) or a user (a
+// label, an env value, an image) can set that acts on a terminal without
+// any C0 control: bidi overrides and isolates that show "gninnur" as
+// "running" and reorder what follows on the line, C1 CSI (U+009B, which
+// is ESC [ on terminals that take C1 controls), a zero-width space, a
+// line separator.
+const reorder = "\u202egninnur\u202c \u2067x\u2069 \u009b2J \u200b\u2028"
+
+// noUnsafe fails if out holds a character that acts on a terminal, but
+// its newlines.
+func noUnsafe(t *testing.T, what, out string) {
+	t.Helper()
+	if i := strings.IndexFunc(out, func(r rune) bool { return r != '\n' && termsafe.Unsafe(r) }); i >= 0 {
+		t.Errorf("%s: %q holds a raw %q", what, out, []rune(out[i:])[0])
+	}
+}
+
+// TestHumanOutputEscapesBidi: tables, the history's live rows and
+// describeState show bidi controls, zero-width and separator characters
+// escaped (\u202e), as they did C0 and C1 controls; before, a reason or a
+// label could reorder its row on the operator's screen.
+func TestHumanOutputEscapesBidi(t *testing.T) {
+	var b bytes.Buffer
+	tb := newTable(&b, "ACTOR", "REASON")
+	tb.row("alice", reorder)
+	if err := tb.flush(); err != nil {
+		t.Fatal(err)
+	}
+	noUnsafe(t, "table", b.String())
+	if !strings.Contains(b.String(), `\u202egninnur\u202c`) {
+		t.Errorf("table: %q does not show the bidi override escaped", b.String())
+	}
+
+	b.Reset()
+	lt := &liveTable{w: &b}
+	ev := api.Event{Seq: 1, Type: fsm.ProvisionFailedEv, From: "provisioning", To: "failed", Reason: reorder}
+	lt.add(historyHeader, historyRow(ev))
+	if err := lt.row(historyRow(ev)...); err != nil {
+		t.Fatal(err)
+	}
+	noUnsafe(t, "history", b.String())
+
+	noUnsafe(t, "describeState", describeState(fsm.Workspace{Status: fsm.Failed, LastError: reorder,
+		Spec: fsm.Spec{Image: "img" + reorder, Labels: map[string]string{"note": reorder}}}))
+}
+
+// TestStructuredOutputInertOnATerminal: -o json (and a --watch's JSON
+// lines) write C1 controls and bidi controls as \u escapes, which decode
+// to the same value; before, they were written raw (encoding/json escapes
+// C0 only), so `turnstile get -o json` on a terminal ran a container's
+// CSI sequence. -o yaml failed outright on them ("yaml: control
+// characters are not allowed"); now it writes them escaped.
+func TestStructuredOutputInertOnATerminal(t *testing.T) {
+	const csi = "\u009b2J\u009bH\x7f"
+	for _, format := range []string{"json", "yaml"} {
+		var b bytes.Buffer
+		a := &app{streams: streams{out: &b, err: io.Discard}, output: format}
+		ev := api.Event{Seq: 1, Type: fsm.ProvisionFailedEv, Reason: csi}
+		if err := a.print(ev); err != nil {
+			t.Fatalf("-o %s: %v", format, err)
+		}
+		var back api.Event
+		if err := yaml.Unmarshal(b.Bytes(), &back); err != nil || back.Reason != csi { // YAML reads JSON too
+			t.Errorf("-o %s: reason %q (%v), want it as it was", format, back.Reason, err)
+		}
+		if err := a.printNext(ev); err != nil {
+			t.Fatalf("-o %s: %v", format, err)
+		}
+		noUnsafe(t, "-o "+format, b.String())
+	}
+
+	var b bytes.Buffer
+	a := &app{streams: streams{out: &b, err: io.Discard}, output: "json"}
+	ev := api.Event{Seq: 1, Type: fsm.ProvisionFailedEv, Reason: reorder}
+	if err := a.print(ev); err != nil {
+		t.Fatal(err)
+	}
+	noUnsafe(t, "-o json", b.String())
+	var back api.Event
+	if err := json.Unmarshal(b.Bytes(), &back); err != nil || back.Reason != reorder {
+		t.Fatalf("-o json: reason %q (%v), want it as it was", back.Reason, err)
+	}
+}
+
+// TestJSONLogInertOnATerminal: serve's JSON log (--log-format json, the
+// default when stderr is not a terminal) writes a container's exit reason
+// with its C1 and bidi controls escaped, so `tail -f` of the log does not
+// run them. The text log quotes them itself.
+func TestJSONLogInertOnATerminal(t *testing.T) {
+	for _, format := range []string{"json", "text"} {
+		var b bytes.Buffer
+		a := &app{streams: streams{out: io.Discard, err: &b}, logLevel: "info", logFormat: format}
+		log, err := a.logger()
+		if err != nil {
+			t.Fatal(err)
+		}
+		log.Info("watcher: container exited", "reason", reorder)
+		noUnsafe(t, format+" log", b.String())
+		if format == "json" {
+			var line map[string]any
+			if err := json.Unmarshal(b.Bytes(), &line); err != nil || line["reason"] != reorder {
+				t.Errorf("json log: %q (%v): the reason is not as it was", b.String(), err)
+			}
+		}
+	}
+}
