@@ -3,7 +3,9 @@ package main
 import (
 	"fmt"
 	"maps"
+	"strconv"
 	"strings"
+	"unicode"
 
 	"github.com/docker/go-units"
 	"github.com/spf13/pflag"
@@ -171,7 +173,9 @@ func mergePairs(flag string, into map[string]string, pairs []string) (map[string
 	return out, nil
 }
 
-// describeSpec is a one-line summary of a spec.
+// describeSpec is a one-line summary of a spec: fields separated by
+// spaces, env and label values quoted where they hold a space or a quote
+// (specValue).
 func describeSpec(s fsm.Spec) string {
 	var parts []string
 	img := s.Image
@@ -189,10 +193,22 @@ func describeSpec(s fsm.Spec) string {
 		parts = append(parts, "profile="+s.Profile)
 	}
 	for _, k := range sortedKeys(s.Env) {
-		parts = append(parts, k+"="+s.Env[k])
+		parts = append(parts, k+"="+specValue(s.Env[k]))
 	}
 	for _, k := range sortedKeys(s.Labels) {
-		parts = append(parts, "label:"+k+"="+s.Labels[k])
+		parts = append(parts, "label:"+k+"="+specValue(s.Labels[k]))
 	}
 	return strings.Join(parts, " ")
+}
+
+// specValue is an env or label value as describeSpec shows it: quoted
+// (strconv.Quote) when it holds a space of any kind or a double quote,
+// else as it is. A value is the workspace owner's free text: bare, "1
+// profile=restricted" would read as a field of the spec's own. Keys, the
+// image and the profile cannot hold spaces (fsm.ValidateSpec).
+func specValue(v string) string {
+	if strings.ContainsFunc(v, func(r rune) bool { return r == '"' || unicode.IsSpace(r) }) {
+		return strconv.Quote(v)
+	}
+	return v
 }
