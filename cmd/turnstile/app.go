@@ -62,12 +62,25 @@ func (a *app) exit(err error) int {
 		if code == exitUsage {
 			err = namedByVariables(err, a.fromEnv)
 		}
-		fmt.Fprintln(a.err, "turnstile:", err)
+		fmt.Fprintln(a.err, "turnstile:", printableLines(err.Error()))
 		if code == exitUsage && !a.started {
 			fmt.Fprintln(a.err, "Run 'turnstile --help' for usage.")
 		}
 	}
 	return code
+}
+
+// printableLines is printable for each line of s: an error keeps the
+// line breaks it was written with, but text quoted in it from outside (a
+// server's status line, a NATS -ERR, a container's reason) cannot act on
+// the terminal. A program on serve's port chooses that text before the
+// CLI knows it is no serve.
+func printableLines(s string) string {
+	lines := strings.Split(s, "\n")
+	for i, l := range lines {
+		lines[i] = printable(l)
+	}
+	return strings.Join(lines, "\n")
 }
 
 func (a *app) rootCmd() *cobra.Command {

@@ -31,7 +31,7 @@ func errWatchNeedsAPI(flag string) error {
 // followOptions say on stderr when a stream is lost and picked up again.
 func (a *app) followOptions() apiclient.FollowOptions {
 	return apiclient.FollowOptions{OnRetry: func(err error, wait time.Duration) {
-		fmt.Fprintf(a.err, "turnstile: the event stream was cut (%v); resuming in %v\n", err, wait.Round(time.Millisecond))
+		fmt.Fprintf(a.err, "turnstile: the event stream was cut (%s); resuming in %v\n", printable(err.Error()), wait.Round(time.Millisecond))
 	}}
 }
 

@@ -1,11 +1,15 @@
 package main
 
 import (
+	"bufio"
 	"bytes"
 	"encoding/json"
 	"io"
+	"net"
 	"strings"
+	"sync"
 	"testing"
+	"time"
 
 	"sigs.k8s.io/yaml"
 
@@ -119,4 +123,66 @@ func TestJSONLogInertOnATerminal(t *testing.T) {
 			}
 		}
 	}
+}
+
+// rawServer listens on a free port and answers every connection with
+// answer, as a program holding serve's port (stopped serve, a stale
+// api-url or nats-url) can: it chooses every byte.
+func rawServer(t *testing.T, greet bool, answer string) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	t.Cleanup(func() { _ = l.Close(); wg.Wait() })
+	wg.Go(func() {
+		for {
+			conn, err := l.Accept()
+			if err != nil {
+				return
+			}
+			wg.Go(func() {
+				defer conn.Close()
+				_ = conn.SetDeadline(time.Now().Add(30 * time.Second))
+				r := bufio.NewReader(conn)
+				if greet { // NATS: INFO first, then the client's CONNECT
+					_, _ = conn.Write([]byte(`INFO {"server_id":"impostor","version":"2.15.2","proto":1,"headers":true,` +
+						`"max_payload":1048576,"auth_required":true,"nonce":"impostor-nonce"}` + "\r\n"))
+				}
+				_, _ = r.ReadString('\n')
+				_, _ = conn.Write([]byte(answer))
+			})
+		}
+	})
+	return l.Addr().String()
+}
+
+// TestErrorsInertOnATerminal: a program on serve's port (the impostor of
+// TestCredentialsNotSentToAnImpostor) chooses the status line of its HTTP
+// answer and the text of a NATS -ERR, which the CLI's error message
+// quotes. An OSC 52 sequence there wrote the operator's clipboard and
+// "\x1b[2K\r" rubbed out the warning; now the error shows them escaped,
+// and keeps its own line breaks.
+func TestErrorsInertOnATerminal(t *testing.T) {
+	const osc = "\x1b]52;c;cm0gLXJmIH4K\x07\x1b[2K\rall good\u202e"
+	secret, err := api.NewSecret()
+	if err != nil {
+		t.Fatal(err)
+	}
+	httpAddr := rawServer(t, false, "HTTP/1.1 404 "+osc+"\r\nContent-Length: 0\r\n\r\n")
+	code, _, errs := runCLI(t, map[string]string{"TURNSTILE_DATA_DIR": t.TempDir(), "TURNSTILE_API_URL": "http://" + httpAddr,
+		"TURNSTILE_API_TOKEN": secret}, "get", "web")
+	if code != exitError || !strings.Contains(errs, `\x1b]52;c;`) {
+		t.Errorf("get against a fake API: exit %d, stderr %q; want exit 1 and the status line escaped", code, errs)
+	}
+	noUnsafe(t, "get against a fake API", errs)
+
+	natsAddr := rawServer(t, true, "-ERR '"+osc+"'\r\n")
+	code, _, errs = runCLI(t, map[string]string{"TURNSTILE_DATA_DIR": t.TempDir(), "TURNSTILE_NATS_URL": "nats://" + natsAddr,
+		"TURNSTILE_NATS_TOKEN": "x"}, "history", "web")
+	if code != exitError {
+		t.Errorf("history against a fake NATS: exit %d, stderr %q; want exit 1", code, errs)
+	}
+	noUnsafe(t, "history against a fake NATS", errs)
 }
