@@ -122,6 +122,15 @@ func TestJSONLogInertOnATerminal(t *testing.T) {
 				t.Errorf("json log: %q (%v): the reason is not as it was", b.String(), err)
 			}
 		}
+		// A forged line or key=value pair: slog quotes the value (text)
+		// or escapes the newline (JSON), and so the message.
+		b.Reset()
+		forged := "x\ntime=2026-01-01T00:00:00Z level=ERROR msg=\"engine: forged\" workspace=w1"
+		log.Info("nats: "+forged, "reason", forged)
+		quoted := format == "json" || strings.Contains(b.String(), `msg="nats: x\ntime=`) && strings.Contains(b.String(), `reason="x\ntime=`)
+		if strings.Count(b.String(), "\n") != 1 || !quoted {
+			t.Errorf("%s log: %q: a value made a line or a field of its own", format, b.String())
+		}
 	}
 }
 
