@@ -27,3 +27,18 @@ func WithoutRetake(cfg Config) Config {
 func (e *Engine) UnseenForTest(ctx context.Context, cmd fsm.Command, stored time.Time) bool {
 	return !e.unseen(ctx, cmd, &jetstream.MsgMetadata{Timestamp: stored, NumDelivered: 1}, false, false, true).IsZero()
 }
+
+// PinForTest is the pin id engine e's pull of partition k on stream last
+// came with; "" if e does not own k or no delivery came.
+func (e *Engine) PinForTest(k int, stream string) string {
+	if e.own == nil {
+		return ""
+	}
+	e.own.mu.Lock()
+	defer e.own.mu.Unlock()
+	p := e.own.owned[k]
+	if p == nil {
+		return ""
+	}
+	return p.pins[stream].pin()
+}

@@ -762,8 +762,13 @@ type pinWatch struct {
 func (w *pinWatch) Next(opts ...jetstream.NextOpt) (jetstream.Msg, error) {
 	m, err := w.MessagesContext.Next(opts...)
 	if err == nil {
-		if id := m.Headers().Get(pinIDHeader); id != "" && id != w.pin() {
-			w.id.Store(&id)
+		// The last value: the server appends its own to the headers a
+		// command was stored with, which may hold a sender's (a NATS user
+		// with --nats-url; the embedded server's relay refuses it).
+		if ids := m.Headers().Values(pinIDHeader); len(ids) > 0 {
+			if id := ids[len(ids)-1]; id != "" && id != w.pin() {
+				w.id.Store(&id)
+			}
 		}
 	}
 	return m, err

@@ -460,3 +460,30 @@ func TestAPICommandCopied(t *testing.T) {
 	}
 	checkLog(t, core)
 }
+
+// TestForgedPinIDIsNotTheEngines: the server appends a pinned delivery's
+// Nats-Pin-Id to the headers the command was stored with. A command
+// stored with one of its own (a NATS user can publish it where no relay
+// refuses it: --nats-url) made the engine take the sender's value for its
+// pin, and at a rebalance it then left its real pin in place, thinking
+// another engine pinned: the next owner waited out the pinned TTL.
+func TestForgedPinIDIsNotTheEngines(t *testing.T) {
+	core := testenv.StartCore(t, testenv.CoreOptions{})
+	names := events.NewNames("")
+	const ws = "pinned"
+	id := client.NewCommandID()
+	publishRaw(t, core, names.Command(ws), id, fmt.Sprintf(`{"id":%q,"type":"create","workspace":%q}`, id, ws), "Nats-Pin-Id", "forged")
+	if o := storedOutcome(t, core, id); o.Outcome != fsm.Accepted {
+		t.Fatalf("create: %+v %+v", o, o.Rejection)
+	}
+	k := events.Partition(ws, events.DefaultPartitions)
+	var pinned string
+	for _, g := range consumerInfo(t, core.JS, ws).PriorityGroups {
+		if g.Group == engine.PriorityGroup {
+			pinned = g.PinnedClientID
+		}
+	}
+	if got := core.Engines[0].PinForTest(k, names.CommandStream()); pinned == "" || got != pinned {
+		t.Fatalf("the engine's pin of partition %d is %q, the server's %q", k, got, pinned)
+	}
+}

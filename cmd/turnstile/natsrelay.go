@@ -220,7 +220,7 @@ const refusedCode = 10003
 // same way, for good), "100" and "503" swallowed the delivery, never
 // acked; read back in a direct get's answer it ended the answer or failed
 // it. No command is empty, and Status and Description are the server's
-// headers, so both are refused. Nats-Pin-Id too: the engine's pull takes
+// headers, so both are refused. Nats-Pin-Id too: nats.go's pull takes
 // its pin from a delivery's first one, which would be the sender's. And a
 // Nats-Msg-Id longer than a command id can be: the stream keeps every id
 // in memory for its duplicate window, and the engine refuses such a
