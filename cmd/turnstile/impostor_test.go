@@ -35,16 +35,20 @@ func (r *recorder) all() string {
 	return strings.Join(r.got, "\n")
 }
 
-// fakeNATS listens on a free port and speaks just enough NATS for a client
-// to authenticate: an INFO with a nonce, then it records the CONNECT line
-// and refuses it, as an impostor on serve's port would.
-func fakeNATS(t *testing.T) (url string, rec *recorder) {
+// impostorInfo is the INFO line a fake NATS greets with: auth required,
+// with a nonce to sign.
+const impostorInfo = `INFO {"server_id":"impostor","server_name":"impostor","version":"2.15.2","proto":1,"headers":true,` +
+	`"max_payload":1048576,"auth_required":true,"nonce":"impostor-nonce"}` + "\r\n"
+
+// listenTCP listens on a free loopback port and serves each connection
+// with handle (closed after it, within 30 s), until the test ends; it
+// returns the address.
+func listenTCP(t *testing.T, handle func(net.Conn)) string {
 	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	rec = &recorder{}
 	var wg sync.WaitGroup
 	t.Cleanup(func() { _ = l.Close(); wg.Wait() })
 	wg.Go(func() {
@@ -56,15 +60,26 @@ func fakeNATS(t *testing.T) (url string, rec *recorder) {
 			wg.Go(func() {
 				defer conn.Close()
 				_ = conn.SetDeadline(time.Now().Add(30 * time.Second))
-				_, _ = conn.Write([]byte(`INFO {"server_id":"impostor","server_name":"impostor","version":"2.15.2","proto":1,"headers":true,` +
-					`"max_payload":1048576,"auth_required":true,"nonce":"impostor-nonce"}` + "\r\n"))
-				line, _ := bufio.NewReader(conn).ReadString('\n')
-				rec.add(line)
-				_, _ = conn.Write([]byte("-ERR 'Authorization Violation'\r\n"))
+				handle(conn)
 			})
 		}
 	})
-	return "nats://" + l.Addr().String(), rec
+	return l.Addr().String()
+}
+
+// fakeNATS listens on a free port and speaks just enough NATS for a client
+// to authenticate: an INFO with a nonce, then it records the CONNECT line
+// and refuses it, as an impostor on serve's port would.
+func fakeNATS(t *testing.T) (url string, rec *recorder) {
+	t.Helper()
+	rec = &recorder{}
+	addr := listenTCP(t, func(conn net.Conn) {
+		_, _ = conn.Write([]byte(impostorInfo))
+		line, _ := bufio.NewReader(conn).ReadString('\n')
+		rec.add(line)
+		_, _ = conn.Write([]byte("-ERR 'Authorization Violation'\r\n"))
+	})
+	return "nats://" + addr, rec
 }
 
 // A stale api-url or nats-url (serve stopped; kept in the data dir) or the

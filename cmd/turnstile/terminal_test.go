@@ -7,9 +7,7 @@ import (
 	"io"
 	"net"
 	"strings"
-	"sync"
 	"testing"
-	"time"
 
 	"sigs.k8s.io/yaml"
 
@@ -139,32 +137,13 @@ func TestJSONLogInertOnATerminal(t *testing.T) {
 // api-url or nats-url) can: it chooses every byte.
 func rawServer(t *testing.T, greet bool, answer string) string {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var wg sync.WaitGroup
-	t.Cleanup(func() { _ = l.Close(); wg.Wait() })
-	wg.Go(func() {
-		for {
-			conn, err := l.Accept()
-			if err != nil {
-				return
-			}
-			wg.Go(func() {
-				defer conn.Close()
-				_ = conn.SetDeadline(time.Now().Add(30 * time.Second))
-				r := bufio.NewReader(conn)
-				if greet { // NATS: INFO first, then the client's CONNECT
-					_, _ = conn.Write([]byte(`INFO {"server_id":"impostor","version":"2.15.2","proto":1,"headers":true,` +
-						`"max_payload":1048576,"auth_required":true,"nonce":"impostor-nonce"}` + "\r\n"))
-				}
-				_, _ = r.ReadString('\n')
-				_, _ = conn.Write([]byte(answer))
-			})
+	return listenTCP(t, func(conn net.Conn) {
+		if greet { // NATS: INFO first, then the client's CONNECT
+			_, _ = conn.Write([]byte(impostorInfo))
 		}
+		_, _ = bufio.NewReader(conn).ReadString('\n')
+		_, _ = conn.Write([]byte(answer))
 	})
-	return l.Addr().String()
 }
 
 // TestErrorsInertOnATerminal: a program on serve's port (the impostor of
