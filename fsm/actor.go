@@ -32,6 +32,12 @@ func IsAPIActor(actor string) bool {
 // of them, and a user's actor is refused only if it reads as a whole
 // system actor's name.
 func actorSkeleton(actor string) string {
+	// Printable ASCII, every actor serve and the CLI make, is its own
+	// skeleton but for case: NFKD leaves it, nothing in it is dropped,
+	// and no lookalike is ASCII. Commands are decoded on the hot path.
+	if !strings.ContainsFunc(actor, func(r rune) bool { return r <= ' ' || r > '~' }) {
+		return strings.ToLower(actor)
+	}
 	var b strings.Builder
 	for _, r := range norm.NFKD.String(actor) {
 		if unicode.IsSpace(r) || unicode.In(r, unicode.Cc, unicode.Cf, unicode.Mn, unicode.Me, unicode.Zl, unicode.Zp,
