@@ -62,8 +62,16 @@ type QueuedCommand struct {
 	CommandID string          `json:"command_id"`
 	Type      fsm.CommandType `json:"type"`
 	Actor     string          `json:"actor,omitempty"`
-	QueuedAt  time.Time       `json:"queued_at"`
-	StreamSeq uint64          `json:"stream_seq"`
+	// UnprovenActor, in Actor's stead, is an actor that reads as the HTTP
+	// API's ("api:<token>") on a command without the API's proof
+	// (events.ActorProofHeader): anyone who may publish commands on NATS
+	// can write one, and the engine will refuse the command. It is kept
+	// out of Actor so that no reader of Actor takes it for a token
+	// holder's. Explain without the actor key (the CLI's direct path)
+	// proves no API actor.
+	UnprovenActor string    `json:"unproven_actor,omitempty"`
+	QueuedAt      time.Time `json:"queued_at"`
+	StreamSeq     uint64    `json:"stream_seq"`
 }
 
 // ExplainOptions say what explain cannot read from the streams.
@@ -73,6 +81,10 @@ type ExplainOptions struct {
 	Durable string
 	// Deadlines are serve's per in-flight state.
 	Deadlines map[fsm.Status]time.Duration
+	// ActorKey is the installation's actor key, which proves the API's
+	// actors of queued commands; without it none is proven
+	// (QueuedCommand.UnprovenActor).
+	ActorKey []byte
 }
 
 // Explain says what workspace id is waiting for. It returns an error
@@ -109,7 +121,7 @@ func Explain(ctx context.Context, store *events.Store, id string, o ExplainOptio
 		}
 		x.InFlight = a
 	}
-	x.Queued, err = queued(ctx, store, id, o.Durable)
+	x.Queued, err = queued(ctx, store, id, o.Durable, o.ActorKey)
 	if err != nil {
 		return Explanation{}, err
 	}
@@ -131,15 +143,18 @@ func actionKind(st fsm.Status) string {
 // queued lists workspace id's commands after the engine consumer's ack
 // floor that have no outcome, as the engine finds its unfinished ones
 // (engine/recover.go): everything below the floor was decided.
-func queued(ctx context.Context, store *events.Store, id, durable string) ([]QueuedCommand, error) {
-	pending, err := store.PendingCommands(ctx, id, durable, maxQueuedScan)
+func queued(ctx context.Context, store *events.Store, id, durable string, actorKey []byte) ([]QueuedCommand, error) {
+	pending, err := store.PendingCommands(ctx, id, durable, maxQueuedScan, actorKey)
 	if err != nil {
 		return nil, fmt.Errorf("explain %s: %w", id, err)
 	}
 	out := make([]QueuedCommand, 0, len(pending))
 	for _, p := range pending {
-		out = append(out, QueuedCommand{CommandID: p.Command.ID, Type: p.Command.Type, Actor: p.Command.Actor,
-			QueuedAt: p.Time, StreamSeq: p.StreamSeq})
+		q := QueuedCommand{CommandID: p.Command.ID, Type: p.Command.Type, Actor: p.Command.Actor, QueuedAt: p.Time, StreamSeq: p.StreamSeq}
+		if p.ActorUnproven {
+			q.Actor, q.UnprovenActor = "", p.Command.Actor
+		}
+		out = append(out, q)
 	}
 	return out, nil
 }
@@ -153,7 +168,8 @@ func (s *Server) explain(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, err)
 		return
 	}
-	x, err := Explain(r.Context(), s.cfg.Store, id, ExplainOptions{Durable: s.cfg.EngineDurable, Deadlines: s.cfg.Deadlines})
+	x, err := Explain(r.Context(), s.cfg.Store, id, ExplainOptions{Durable: s.cfg.EngineDurable, Deadlines: s.cfg.Deadlines,
+		ActorKey: s.cfg.Client.ActorKey()})
 	if errors.Is(err, ErrNoWorkspace) {
 		writeNotFound(w, id)
 		return

@@ -1,6 +1,7 @@
 package client
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -97,6 +98,11 @@ func (c *Client) Close() error { return c.sub.Unsubscribe() }
 
 // Store returns the event store the client reads outcomes and history from.
 func (c *Client) Store() *events.Store { return c.store }
+
+// ActorKey returns the actor key the client proves its commands' actors
+// with (Options.ActorKey), nil when none: serve's API checks queued
+// commands' API actors with it (api.Explain).
+func (c *Client) ActorKey() []byte { return bytes.Clone(c.key) }
 
 // Conn returns the connection the client was made on.
 func (c *Client) Conn() *nats.Conn { return c.nc }

@@ -112,14 +112,23 @@ type PendingCommand struct {
 	Command   fsm.Command
 	StreamSeq uint64    // in the command stream
 	Time      time.Time // stored at
+	// ActorUnproven: the command's actor reads as the HTTP API's
+	// (fsm.IsAPIActor) and its proof (ActorProofHeader) does not verify
+	// under the actor key PendingCommands was given, as the engine checks
+	// it. Anyone who may publish commands can write such an actor; the
+	// engine refuses the command when it gets to it, so until then it is
+	// not to be shown as the API's.
+	ActorUnproven bool
 }
 
 // PendingCommands lists workspace id's user commands after the ack floor of
 // the command stream's consumer durable of id's partition (all of them when it does not
 // exist: no engine ever ran) that have no outcome, reading at most max
 // commands. Everything below the floor was decided; unreadable commands
-// are left out (the engine refuses them, they wait for nothing).
-func (s *Store) PendingCommands(ctx context.Context, id, durable string, max int) ([]PendingCommand, error) {
+// are left out (the engine refuses them, they wait for nothing). Each API
+// actor's proof is checked under actorKey, the installation's; with none
+// (a reader that is not serve) no API actor is proven.
+func (s *Store) PendingCommands(ctx context.Context, id, durable string, max int, actorKey []byte) ([]PendingCommand, error) {
 	if err := fsm.ValidateID(id); err != nil {
 		return nil, err
 	}
@@ -161,7 +170,11 @@ func (s *Store) PendingCommands(ctx context.Context, id, durable string, max int
 				continue
 			}
 			ids = append(ids, cmd.ID)
-			cands = append(cands, PendingCommand{Command: cmd, StreamSeq: m.Sequence, Time: m.Time})
+			// The stored headers come first in a direct get's answer, so
+			// Get reads the sender's proof, as the engine does.
+			unproven := fsm.IsAPIActor(cmd.Actor) &&
+				CheckActorProof(actorKey, m.Header.Get(ActorProofHeader), m.Data, m.Time, s.DuplicateWindow()) != nil
+			cands = append(cands, PendingCommand{Command: cmd, StreamSeq: m.Sequence, Time: m.Time, ActorUnproven: unproven})
 		}
 		// One request for the page's outcomes. Any replica answers (as the
 		// direct gets before did): a lagging one may show a finished

@@ -44,7 +44,7 @@ func TestPendingCommandsLooksUpByThePage(t *testing.T) {
 		}
 	}
 	gets := testenv.DirectGets(t, js.Conn(), "DIRECT.GET."+names.EventStream())
-	pending, err := store.PendingCommands(ctx, "queued", events.DefaultEngineDurable, 1000)
+	pending, err := store.PendingCommands(ctx, "queued", events.DefaultEngineDurable, 1000, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -91,7 +91,7 @@ func TestPendingCommandsIgnoreForgedHeaders(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	pending, err := store.PendingCommands(ctx, "forged", events.DefaultEngineDurable, 1000)
+	pending, err := store.PendingCommands(ctx, "forged", events.DefaultEngineDurable, 1000, nil)
 	if err != nil {
 		t.Fatalf("pending commands: %v", err)
 	}
@@ -135,7 +135,7 @@ func TestPendingCommandsPastForgedStatus(t *testing.T) {
 					publish(nats.Header{"Status": {status}, "Description": {"forged"}}, nil)
 				}
 			}
-			pending, err := store.PendingCommands(ctx, "queued", events.DefaultEngineDurable, 1000)
+			pending, err := store.PendingCommands(ctx, "queued", events.DefaultEngineDurable, 1000, nil)
 			if err != nil {
 				t.Fatalf("past a stored message with Status %s: %v", status, err)
 			}
@@ -147,5 +147,61 @@ func TestPendingCommandsPastForgedStatus(t *testing.T) {
 				t.Fatalf("past a stored message with Status %s: pending %v, want [before after]", status, ids)
 			}
 		})
+	}
+}
+
+// A queued command's actor that reads as the HTTP API's is proven only by
+// the API's proof under the actor key, as the engine checks it: one
+// written by a NATS user (no proof, a proof under another key, one made
+// outside the duplicate window) is unproven, and without the key none is.
+func TestPendingCommandsCheckActorProof(t *testing.T) {
+	store, js := commitEnv(t)
+	names := store.Names()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	key, other := make([]byte, events.ActorKeySize), make([]byte, events.ActorKeySize)
+	key[0], other[0] = 1, 2
+	cases := []struct {
+		id, actor string
+		proof     func(data []byte) string
+		unproven  bool // under key
+	}{
+		{id: "plain", actor: "someone"},
+		{id: "none", actor: "api:default", unproven: true},
+		{id: "lookalike", actor: "аpi:default", unproven: true}, // Cyrillic а
+		{id: "other-key", actor: "api:default", proof: func(d []byte) string { return events.ActorProof(other, time.Now(), d) }, unproven: true},
+		{id: "stale", actor: "api:default", proof: func(d []byte) string { return events.ActorProof(key, time.Now().Add(-time.Hour), d) }, unproven: true},
+		{id: "proven", actor: "api:default", proof: func(d []byte) string { return events.ActorProof(key, time.Now(), d) }},
+	}
+	for _, c := range cases {
+		data, err := events.EncodeCommand(fsm.Command{ID: c.id, Type: fsm.Stop, Workspace: "proof", Actor: c.actor})
+		if err != nil {
+			t.Fatal(err)
+		}
+		m := nats.NewMsg(names.Command("proof"))
+		m.Data = data
+		m.Header.Set(jetstream.MsgIDHeader, c.id)
+		if c.proof != nil {
+			m.Header.Set(events.ActorProofHeader, c.proof(data))
+		}
+		if _, err := js.PublishMsg(ctx, m); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, k := range [][]byte{key, nil} {
+		pending, err := store.PendingCommands(ctx, "proof", events.DefaultEngineDurable, 1000, k)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(pending) != len(cases) {
+			t.Fatalf("%d pending, want %d", len(pending), len(cases))
+		}
+		for i, p := range pending {
+			c := cases[i]
+			want := c.unproven || k == nil && c.actor != "someone"
+			if p.Command.ID != c.id || p.ActorUnproven != want {
+				t.Errorf("with key %v: %s (actor %q) unproven %v, want %s unproven %v", k != nil, p.Command.ID, p.Command.Actor, p.ActorUnproven, c.id, want)
+			}
+		}
 	}
 }

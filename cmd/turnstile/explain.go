@@ -32,7 +32,10 @@ func (a *app) explainCmd() *cobra.Command {
 started, its deadline), the commands queued behind it (published, not yet decided by the
 engine) and the commands allowed now. Over the HTTP API the deadlines are serve's own;
 on the direct path (NATS) they are serve's defaults unless given: serve's --deadline-*
-flags are not readable from there.`,
+flags are not readable from there. A queued command whose actor reads as the API's
+("api:<token>") shows it as unproven when the API's proof of it does not verify (a
+NATS user may write any actor; the engine refuses such a command): on the direct
+path, which cannot read serve's actor key, every API actor shows so.`,
 		Args: exactArgs("ID"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			id := args[0]
@@ -113,7 +116,13 @@ func (a *app) printExplanation(x api.Explanation) error {
 		if i == 0 {
 			label = "QUEUED"
 		}
-		t.row(label, fmt.Sprintf("%s %s by %s since %s", q.Type, q.CommandID, orDash(q.Actor), formatTime(q.QueuedAt)))
+		by := orDash(q.Actor)
+		if q.UnprovenActor != "" {
+			// It claims the API's actor without the API's proof: perhaps
+			// a NATS user's, which the engine will refuse.
+			by = q.UnprovenActor + " (unproven)"
+		}
+		t.row(label, fmt.Sprintf("%s %s by %s since %s", q.Type, q.CommandID, by, formatTime(q.QueuedAt)))
 	}
 	t.row("ALLOWED", commandList(x.Allowed))
 	return t.flush()

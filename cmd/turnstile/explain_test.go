@@ -31,19 +31,24 @@ func TestExplainCommand(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	// A stop published and never decided.
-	cmd := fsm.Command{ID: "queued-stop", Type: fsm.Stop, Workspace: "why", Actor: "someone"}
-	data, err := events.EncodeCommand(cmd)
-	if err != nil {
-		t.Fatal(err)
-	}
-	m := nats.NewMsg(events.NewNames("").Command("why"))
-	m.Data = data
-	m.Header.Set(jetstream.MsgIDHeader, cmd.ID)
+	// A stop published and never decided, and one claiming the API's
+	// actor without its proof (a NATS user's: the engine would refuse it).
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	if _, err := core.JS.PublishMsg(ctx, m); err != nil {
-		t.Fatal(err)
+	for _, cmd := range []fsm.Command{
+		{ID: "queued-stop", Type: fsm.Stop, Workspace: "why", Actor: "someone"},
+		{ID: "forged-stop", Type: fsm.Stop, Workspace: "why", Actor: "api:default"},
+	} {
+		data, err := events.EncodeCommand(cmd)
+		if err != nil {
+			t.Fatal(err)
+		}
+		m := nats.NewMsg(events.NewNames("").Command("why"))
+		m.Data = data
+		m.Header.Set(jetstream.MsgIDHeader, cmd.ID)
+		if _, err := core.JS.PublishMsg(ctx, m); err != nil {
+			t.Fatal(err)
+		}
 	}
 
 	code, out, errs := runCLI(t, env, "explain", "why", "--deadline-provisioning", "7m")
@@ -51,10 +56,14 @@ func TestExplainCommand(t *testing.T) {
 		!strings.Contains(out, "stop queued-stop by someone") || !(strings.Contains(out, "(in 6m") || strings.Contains(out, "(in 7m0s)")) {
 		t.Fatalf("explain: exit %d\n%s%s", code, out, errs)
 	}
+	if !strings.Contains(out, "stop forged-stop by api:default (unproven)") {
+		t.Fatalf("explain shows an unproven API actor as the API's:\n%s", out)
+	}
 	code, out, errs = runCLI(t, env, "explain", "why", "-o", "json")
 	var x api.Explanation
 	if code != 0 || json.Unmarshal([]byte(out), &x) != nil || x.InFlight == nil || x.InFlight.Deadline == nil ||
-		!x.InFlight.Deadline.Equal(x.InFlight.Started.Add(10*time.Minute)) || len(x.Queued) != 1 || len(x.Allowed) == 0 {
+		!x.InFlight.Deadline.Equal(x.InFlight.Started.Add(10*time.Minute)) || len(x.Queued) != 2 || len(x.Allowed) == 0 ||
+		x.Queued[1].Actor != "" || x.Queued[1].UnprovenActor != "api:default" {
 		t.Fatalf("explain -o json: exit %d\n%s%s", code, out, errs)
 	}
 	if code, _, errs := runCLI(t, env, "explain", "nobody"); code != exitRejected || !strings.Contains(errs, "not_found") {
