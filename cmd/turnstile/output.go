@@ -1,10 +1,12 @@
 package main
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"io"
 	"slices"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -26,6 +28,9 @@ func (a *app) structured() bool { return a.output == "json" || a.output == "yaml
 // (termsafe.JSON): go-yaml refuses them raw in its input ("control
 // characters are not allowed"), and a container's text in a reason made
 // -o yaml fail; escaped, it reads them and writes them escaped ("\x9B").
+// go-yaml writes what YAML calls printable raw, bidi controls and other
+// format characters too, so strings holding those are written by
+// yamlEscaped instead.
 func (a *app) print(v any) error {
 	if a.output != "yaml" {
 		return printJSON(a.out, v)
@@ -34,12 +39,121 @@ func (a *app) print(v any) error {
 	if err != nil {
 		return err
 	}
+	j, quoted, err := yamlEscaped(j)
+	if err != nil {
+		return err
+	}
 	b, err := yaml.JSONToYAML(termsafe.JSON(j))
 	if err != nil {
 		return err
 	}
+	for _, q := range quoted {
+		b = bytes.ReplaceAll(b, []byte(q.placeholder), []byte(q.scalar))
+	}
 	_, err = a.out.Write(b)
 	return err
+}
+
+// yamlQuoted is a string of a -o yaml document, as a double-quoted
+// scalar, and the plain token that stands for it in go-yaml's output.
+type yamlQuoted struct{ placeholder, scalar string }
+
+// yamlEscaped returns j, a JSON document as encoding/json writes it,
+// with each string (value or key) that holds a terminal-unsafe character
+// go-yaml would write raw (termsafe.Unsafe from DEL up: bidi controls,
+// zero-width and other format characters, line separators) replaced by a
+// plain token, and each token with the string as a double-quoted YAML
+// scalar that escapes those characters (yamlQuote). The tokens are
+// letters, digits and '-', which go-yaml writes as they are, unquoted and
+// unwrapped, and none occurs in j, so each found in the YAML is one of
+// them. j is returned itself when no string needs it.
+func yamlEscaped(j []byte) ([]byte, []yamlQuoted, error) {
+	unsafe := func(r rune) bool { return r >= 0x7f && termsafe.Unsafe(r) }
+	// encoding/json writes U+2028 and U+2029 as \u2028, \u2029.
+	if !bytes.ContainsFunc(j, unsafe) && !bytes.Contains(j, []byte(`\u202`)) {
+		return j, nil, nil
+	}
+	dec := json.NewDecoder(bytes.NewReader(j))
+	dec.UseNumber() // a uint64 stays exact
+	var doc any
+	if err := dec.Decode(&doc); err != nil {
+		return nil, nil, fmt.Errorf("yaml: %w", err)
+	}
+	base := "turnstile-yaml-"
+	for bytes.Contains(j, []byte(base)) {
+		base += "x"
+	}
+	var quoted []yamlQuoted
+	token := map[string]string{}
+	str := func(s string) string {
+		if !strings.ContainsFunc(s, unsafe) {
+			return s
+		}
+		t, ok := token[s]
+		if !ok {
+			// Ended by 'z': no token is a part of another ("…-1z", "…-11z").
+			t = base + strconv.Itoa(len(quoted)) + "z"
+			token[s] = t
+			quoted = append(quoted, yamlQuoted{placeholder: t, scalar: yamlQuote(s)})
+		}
+		return t
+	}
+	var walk func(v any) any
+	walk = func(v any) any {
+		switch v := v.(type) {
+		case string:
+			return str(v)
+		case []any:
+			for i := range v {
+				v[i] = walk(v[i])
+			}
+		case map[string]any:
+			out := make(map[string]any, len(v))
+			for k, e := range v {
+				out[str(k)] = walk(e)
+			}
+			return out
+		}
+		return v
+	}
+	doc = walk(doc)
+	if len(quoted) == 0 {
+		return j, nil, nil
+	}
+	out, err := json.Marshal(doc)
+	if err != nil {
+		return nil, nil, fmt.Errorf("yaml: %w", err)
+	}
+	return out, quoted, nil
+}
+
+// yamlQuote is s as a YAML double-quoted scalar on one line: '"' and '\\'
+// escaped, and every character that is unsafe on a terminal
+// (termsafe.Unsafe) or not printable in YAML as \xXX, \uXXXX or
+// \UXXXXXXXX, which a YAML reader takes back as the character.
+func yamlQuote(s string) string {
+	var b strings.Builder
+	b.WriteByte('"')
+	for _, r := range s {
+		switch {
+		case r == '"' || r == '\\':
+			b.WriteByte('\\')
+			b.WriteRune(r)
+		case termsafe.Unsafe(r) || r == 0xfffe || r == 0xffff:
+			switch {
+			case r <= 0xff:
+				fmt.Fprintf(&b, `\x%02X`, r)
+			case r <= 0xffff:
+				fmt.Fprintf(&b, `\u%04X`, r)
+			default:
+				fmt.Fprintf(&b, `\U%08X`, r)
+			}
+		default:
+			b.WriteRune(r)
+		}
+	}
+	b.WriteByte('"')
+	return b.String()
 }
 
 // printNext writes v as one more document of a stream (--watch,

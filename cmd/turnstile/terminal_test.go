@@ -100,6 +100,49 @@ func TestStructuredOutputInertOnATerminal(t *testing.T) {
 	}
 }
 
+// TestYAMLOutputEscapesBidi: -o yaml (and a --watch's YAML documents)
+// writes bidi controls, zero-width and separator characters in values and
+// keys as escapes in double-quoted scalars, which read back as the same
+// value; before, go-yaml wrote them raw (YAML counts them printable), so
+// a workspace's label or env value could reorder the operator's line. A
+// format character beyond U+FFFF (U+E0001) made it fail: termsafe.JSON's
+// surrogate pair is no escape go-yaml reads.
+func TestYAMLOutputEscapesBidi(t *testing.T) {
+	type doc struct {
+		Reason string            `json:"reason"`
+		Labels map[string]string `json:"labels"`
+		Env    []string          `json:"env"`
+		Seq    uint64            `json:"seq"`
+		Plain  string            `json:"plain"`
+		Token  string            `json:"token"`
+	}
+	in := doc{Reason: reorder + " \\ \"quoted\" \n\t" + "\U0001D400\U000E0001", Labels: map[string]string{"note": reorder, reorder: "key", "ok": "fine"},
+		Env: []string{"A=" + reorder, "B=plain"}, Seq: 1<<63 + 1, Plain: "café",
+		Token: "turnstile-yaml-0z"} // a value that looks like yamlEscaped's token
+	var b bytes.Buffer
+	a := &app{streams: streams{out: &b, err: io.Discard}, output: "yaml"}
+	if err := a.print(in); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.printNext(in); err != nil {
+		t.Fatal(err)
+	}
+	out := b.String()
+	noUnsafe(t, "-o yaml", out)
+	if !strings.Contains(out, `\u202Egninnur\u202C`) || !strings.Contains(out, "plain: café\n") || !strings.Contains(out, "B=plain") {
+		t.Errorf("-o yaml:\n%s", out)
+	}
+	first, _, _ := strings.Cut(out, "---\n")
+	var back doc
+	if err := yaml.Unmarshal([]byte(first), &back); err != nil {
+		t.Fatalf("-o yaml: %v\n%s", err, first)
+	}
+	if back.Reason != in.Reason || back.Labels["note"] != reorder || back.Labels[reorder] != "key" || back.Labels["ok"] != "fine" ||
+		len(back.Env) != 2 || back.Env[0] != in.Env[0] || back.Seq != in.Seq || back.Plain != in.Plain || back.Token != in.Token {
+		t.Errorf("-o yaml read back as %+v, want %+v:\n%s", back, in, first)
+	}
+}
+
 // TestJSONLogInertOnATerminal: serve's JSON log (--log-format json, the
 // default when stderr is not a terminal) writes a container's exit reason
 // with its C1 and bidi controls escaped, so `tail -f` of the log does not
