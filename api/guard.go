@@ -14,9 +14,20 @@ import (
 )
 
 // The guards every request passes before its route, outermost first:
-// deadlines, the Host check (loopback listeners), the bearer token, the
+// the nosniff header, deadlines, the Host check (loopback listeners), the bearer token, the
 // cross-origin check and the content type of writes. Each refusal is one
 // JSON error with its own code, and nothing is published.
+
+// noSniff marks every answer, the guards' refusals included, as of the
+// type it says: without X-Content-Type-Options a browser may sniff a JSON
+// answer that echoes a caller's text (a label, a reason, a webhook URL)
+// as HTML and run it, on the API's own origin.
+func noSniff(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("X-Content-Type-Options", "nosniff")
+		next.ServeHTTP(w, r)
+	})
+}
 
 // limitTime bounds how long a request may take to send its body
 // (ReadTimeout: a body trickled in is cut off) and how long its answer may

@@ -369,3 +369,36 @@ func TestParseTokenHidesSecret(t *testing.T) {
 		t.Fatalf("default:%s: %+v %v", line, tok, err)
 	}
 }
+
+// Every answer carries X-Content-Type-Options: nosniff, the guards'
+// refusals and the non-JSON routes too: a browser must not sniff an
+// answer that echoes a caller's text as HTML. Before, only the timeline
+// page's files had it.
+func TestNoSniffOnEveryAnswer(t *testing.T) {
+	e := newEnv(t, envOptions{noReadModel: true, configure: func(c *api.Config) { c.LoopbackOnly = true }})
+	for _, c := range []struct {
+		method, path string
+		status       int
+		headers      []string
+	}{
+		{"GET", "/v1/workspaces/nope/explain", http.StatusNotFound, nil},
+		{"GET", "/v1/openapi.json", http.StatusOK, nil},
+		{"GET", "/healthz", http.StatusOK, nil},
+		{"GET", "/metrics", http.StatusOK, nil},
+		{"GET", "/no/such/route", http.StatusNotFound, nil},
+		{"PATCH", "/v1/workspaces/x", http.StatusMethodNotAllowed, nil},
+		{"GET", "/v1/workspaces/x/explain", http.StatusUnauthorized, []string{"Authorization", "Bearer wrong"}},
+		{"GET", "/healthz", http.StatusMisdirectedRequest, []string{"Host", "rebound.example.com"}},
+		{"POST", "/v1/workspaces/x/stop", http.StatusUnsupportedMediaType, []string{"Content-Type", "text/plain"}},
+	} {
+		body := ""
+		if c.method == "POST" {
+			body = "{}"
+		}
+		r := e.do(t, c.method, c.path, body, c.headers...)
+		if r.status != c.status || r.header.Get("X-Content-Type-Options") != "nosniff" {
+			t.Errorf("%s %s %v: status %d, X-Content-Type-Options %q; want %d and nosniff", c.method, c.path, c.headers, r.status,
+				r.header.Get("X-Content-Type-Options"), c.status)
+		}
+	}
+}

@@ -192,7 +192,7 @@ func New(cfg Config) (*Server, error) {
 	mux.HandleFunc("GET /v1/openapi.json", s.serveOpenAPI)
 	ui.Register(mux) // the timeline page: GET / and /ui/<file>
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) { noRoute(mux, w, r) })
-	s.handler = s.measure(mux, s.logRequests(s.limitTime(s.checkHost(s.authorize(s.checkOrigin(s.checkContentType(mux)))))))
+	s.handler = s.measure(mux, s.logRequests(noSniff(s.limitTime(s.checkHost(s.authorize(s.checkOrigin(s.checkContentType(mux))))))))
 	return s, nil
 }
 

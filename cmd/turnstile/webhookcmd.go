@@ -115,8 +115,11 @@ func (a *app) webhookAddCmd() *cobra.Command {
 			if a.structured() {
 				return a.print(h)
 			}
-			fmt.Fprintf(a.out, "webhook %s added: %s (%s)\n", h.ID, h.URL, eventsText(h.Events))
-			fmt.Fprintf(a.out, "signing secret (shown only now; keep it with the receiver):\n%s\n", h.Secret)
+			// The URL is the user's text as serve stored it: a bidi
+			// control in its path passes serve's checks (as the list's
+			// table, escape what reaches the terminal).
+			fmt.Fprintf(a.out, "webhook %s added: %s (%s)\n", printable(h.ID), printable(h.URL), printable(eventsText(h.Events)))
+			fmt.Fprintf(a.out, "signing secret (shown only now; keep it with the receiver):\n%s\n", printable(h.Secret))
 			return nil
 		},
 	}
@@ -203,7 +206,7 @@ func (a *app) webhookRmCmd() *cobra.Command {
 			if a.structured() {
 				return a.print(map[string]any{"id": args[0], "removed": true})
 			}
-			fmt.Fprintf(a.out, "webhook %s removed\n", args[0])
+			fmt.Fprintf(a.out, "webhook %s removed\n", printable(args[0]))
 			return nil
 		},
 	}

@@ -2,8 +2,10 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"maps"
 	"net"
+	"net/http"
 	"path/filepath"
 	"regexp"
 	"strings"
@@ -12,6 +14,9 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/turnstile-dev/turnstile/api"
+	"github.com/turnstile-dev/turnstile/webhook"
 )
 
 // The webhook signing secrets are serve's alone: neither the user role
@@ -133,5 +138,31 @@ func TestWebhookCommandsWithoutAnAPI(t *testing.T) {
 	code, _, errOut = runCLI(t, env, "webhook", "list")
 	if code != exitUsage || !strings.Contains(errOut, "http://") {
 		t.Errorf("webhook list with an API URL without a scheme: exit %d, stderr %q", code, errOut)
+	}
+}
+
+// TestWebhookAddEchoInert: `webhook add` echoes the URL serve stored,
+// which is the user's text: a bidi control or a C1 CSI in its path
+// passes serve's checks (url.Parse takes them), and the echo wrote them
+// raw, reordering or rewriting the operator's line. It writes them
+// escaped now, as the list's table does.
+func TestWebhookAddEchoInert(t *testing.T) {
+	hook := "http://127.0.0.1:9/\u202ekooh\u202c/\u009b2J"
+	fake := newFakeAPI(t, func(w http.ResponseWriter, r *http.Request) {
+		var req api.WebhookRequest
+		if err := json.NewDecoder(r.Body).Decode(&req); err != nil {
+			t.Error(err)
+		}
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusCreated)
+		_ = json.NewEncoder(w).Encode(webhook.Webhook{ID: "wh-0123456789abcdef", URL: req.URL, Secret: "whsec_x", Created: time.Now()})
+	})
+	code, out, errOut := runCLI(t, fake.env(t), "webhook", "add", hook)
+	if code != 0 {
+		t.Fatalf("webhook add: exit %d\n%s%s", code, out, errOut)
+	}
+	noUnsafe(t, "webhook add", out)
+	if !strings.Contains(out, `/\u202ekooh\u202c/\u009b2J`) {
+		t.Errorf("webhook add: %q does not show the URL escaped", out)
 	}
 }
