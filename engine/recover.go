@@ -179,7 +179,7 @@ func (e *Engine) readMore(ctx context.Context, r *takenRead) error {
 		_ = e.js.DeleteConsumer(dctx, r.src.stream, rd.CachedInfo().Name)
 	}()
 	// Deliveries to the reader are numbered from 1 without a hole: a jump
-	// is a page cut short on the way (FetchNoWait gives up after a second
+	// is a page cut short on the way (jspull.Fetch gives up after a second
 	// of silence), whose commands the reader will not give again.
 	delivered := uint64(0)
 	for r.next <= r.to {
