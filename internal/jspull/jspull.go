@@ -59,7 +59,8 @@ type Options struct {
 	Batch int
 	// Expiry is each pull request's life at the server; 0 means 30 s.
 	Expiry time.Duration
-	// Group is the priority group to pull in, "" for none.
+	// Group is the priority group to pull in, "" for none; a group of a
+	// consumer with pinned clients (the pin is sent back).
 	Group string
 }
 
@@ -153,8 +154,10 @@ func (it *Iter) Next(opts ...jetstream.NextOpt) (jetstream.Msg, error) {
 			if strings.HasPrefix(m.Reply, ackPrefix) {
 				it.pending = max(it.pending-1, 0)
 				// The last value: the server appends its own to any
-				// the message was stored with.
-				if ids := m.Header.Values(pinIDHeader); len(ids) > 0 && ids[len(ids)-1] != "" {
+				// the message was stored with. Only in a group: pulled
+				// without, the header is a publisher's, and the server
+				// refuses a pin id sent back (400, ending the pull).
+				if ids := m.Header.Values(pinIDHeader); it.o.Group != "" && len(ids) > 0 && ids[len(ids)-1] != "" {
 					it.pin = ids[len(ids)-1]
 				}
 				return &delivery{m: m, nc: it.nc}, nil

@@ -1,0 +1,107 @@
+package jspull_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/turnstile-dev/turnstile/internal/jspull"
+	"github.com/turnstile-dev/turnstile/internal/testenv"
+)
+
+// publish stores n messages "m0".."m<n-1>" on s.x, after the stream S
+// (subjects s.>) is made if make is set.
+func publish(t *testing.T, js jetstream.JetStream, n int, make bool, h nats.Header) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if make {
+		if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "S", Subjects: []string{"s.>"}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i := range n {
+		if _, err := js.PublishMsg(ctx, &nats.Msg{Subject: "s.x", Data: fmt.Appendf(nil, "m%d", i), Header: h}); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// pullRequest is the part of a pull request these tests look at.
+type pullRequest struct {
+	Batch int    `json:"batch"`
+	PinID string `json:"id"`
+}
+
+// watchRequests copies the pull requests sent on subject, over nc itself:
+// its subscription is made again before anything nc buffered is sent on a
+// reconnect, and it sees nc's requests in the order they were sent.
+func watchRequests(t *testing.T, nc *nats.Conn, subject string) chan *nats.Msg {
+	t.Helper()
+	reqs := make(chan *nats.Msg, 1000)
+	sub, err := nc.ChanSubscribe(subject, reqs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = sub.Unsubscribe() })
+	if err := nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	return reqs
+}
+
+// takeRequests returns the requests watchRequests copied so far, after a
+// round trip on nc (which the server answers after routing what nc sent
+// before it).
+func takeRequests(t *testing.T, nc *nats.Conn, reqs chan *nats.Msg) []pullRequest {
+	t.Helper()
+	if err := nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	var out []pullRequest
+	for {
+		select {
+		case m := <-reqs:
+			var r pullRequest
+			if err := json.Unmarshal(m.Data, &r); err != nil {
+				t.Fatal(err)
+			}
+			out = append(out, r)
+		default:
+			return out
+		}
+	}
+}
+
+// A message stored with a Nats-Pin-Id header, pulled without a priority
+// group: its pin is not sent back (the server refuses a pin id from a pull
+// of a consumer that is not pinned, 400, which ends the pull for good).
+func TestStoredPinWithoutGroup(t *testing.T) {
+	n := testenv.StartNATS(t, testenv.NATSOptions{})
+	nc, js := n.Connect(t)
+	publish(t, js, 1, true, nats.Header{"Nats-Pin-Id": {"forged"}})
+	publish(t, js, 5, false, nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if _, err := js.CreateConsumer(ctx, "S", jetstream.ConsumerConfig{Durable: "d", AckPolicy: jetstream.AckExplicitPolicy}); err != nil {
+		t.Fatal(err)
+	}
+	// Batch 2: the pull asks again after the forged message.
+	it, err := jspull.Messages(nc, jspull.NextSubject(js, "S", "d"), jspull.Options{Batch: 2, Expiry: 2 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer it.Stop()
+	for i := range 6 {
+		m, err := next(t, it)
+		if err != nil {
+			t.Fatalf("delivery %d: %v", i+1, err)
+		}
+		_ = m.Ack()
+	}
+}
