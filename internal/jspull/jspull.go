@@ -83,7 +83,10 @@ type Iter struct {
 	mu      sync.Mutex // Next's state below
 	pending int        // messages asked for and not come or given up on
 	pin     string     // the last delivery's pin id, sent with each request
-	ended   bool       // done was seen while draining
+	// unanswered is when the first of the requests no one has answered
+	// since anything else came was (503); zero if the last was answered.
+	unanswered time.Time
+	ended      bool // done was seen while draining
 }
 
 // Messages starts pulling on subject (NextSubject) over nc.
@@ -116,7 +119,8 @@ func Messages(nc *nats.Conn, subject string, o Options) (*Iter, error) {
 // Next returns the next delivery, waiting for it as long as it takes; an
 // error if the iterator was stopped or drained (ErrMsgIteratorClosed, with
 // ErrConnectionClosed if the connection was closed), if the pull ended for
-// good (ErrConsumerDeleted, ErrBadRequest: stopped), or for a missed
+// good (ErrConsumerDeleted, also when nothing has answered its requests
+// for Expiry; ErrBadRequest: stopped), or for a missed
 // heartbeat or an unexpected status (the pull goes on: call Next again).
 // It takes no options.
 func (it *Iter) Next(opts ...jetstream.NextOpt) (jetstream.Msg, error) {
@@ -153,6 +157,7 @@ func (it *Iter) Next(opts ...jetstream.NextOpt) (jetstream.Msg, error) {
 			hb.Reset(2 * it.heartbeat)
 			if strings.HasPrefix(m.Reply, ackPrefix) {
 				it.pending = max(it.pending-1, 0)
+				it.unanswered = time.Time{}
 				// The last value: the server appends its own to any
 				// the message was stored with. Only in a group: pulled
 				// without, the header is a publisher's, and the server
@@ -217,6 +222,9 @@ func (it *Iter) ask() error {
 // return. Under mu.
 func (it *Iter) status(m *nats.Msg) error {
 	code, desc := m.Header.Get(statusHeader), m.Header.Get(descriptionHeader)
+	if code != "503" && code != "" {
+		it.unanswered = time.Time{}
+	}
 	switch code {
 	case "100": // idle heartbeat
 		return nil
@@ -241,7 +249,19 @@ func (it *Iter) status(m *nats.Msg) error {
 		it.Stop()
 		return fmt.Errorf("%w: %s", jetstream.ErrBadRequest, desc)
 	case "503":
+		// No one listens on the subject: the consumer is gone (deleted
+		// while none of this pull's requests waited at it, which would
+		// have had a 409), or, in a cluster, has no leader for a moment.
+		// Gone for good once it lasts as long as a request lives: the
+		// caller must take it afresh, as after a 409.
 		it.pending = 0
+		if it.unanswered.IsZero() {
+			it.unanswered = time.Now()
+		} else if d := time.Since(it.unanswered); d >= it.o.Expiry {
+			it.Stop()
+			return fmt.Errorf("%w: no one has answered its pull requests for %v: %w",
+				jetstream.ErrConsumerDeleted, d.Round(time.Millisecond), nats.ErrNoResponders)
+		}
 		return fmt.Errorf("jspull: %w", nats.ErrNoResponders)
 	case "":
 		return nil // neither a delivery nor the server's: not for this pull

@@ -3,6 +3,7 @@ package jspull_test
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"testing"
 	"time"
@@ -103,5 +104,60 @@ func TestStoredPinWithoutGroup(t *testing.T) {
 			t.Fatalf("delivery %d: %v", i+1, err)
 		}
 		_ = m.Ack()
+	}
+}
+
+// A consumer deleted while none of the pull's requests waits at it (all
+// delivered, the pull still handing them out) ends the pull as one deleted
+// under a waiting request does: nothing answers its next request (503)
+// and nothing ever will, so the caller must take it afresh.
+func TestDeletedBetweenRequests(t *testing.T) {
+	n := testenv.StartNATS(t, testenv.NATSOptions{})
+	nc, js := n.Connect(t)
+	publish(t, js, 4, true, nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	cons, err := js.CreateConsumer(ctx, "S", jetstream.ConsumerConfig{Durable: "d", AckPolicy: jetstream.AckExplicitPolicy})
+	if err != nil {
+		t.Fatal(err)
+	}
+	it, err := jspull.Messages(nc, jspull.NextSubject(js, "S", "d"), jspull.Options{Batch: 2, Expiry: 2 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer it.Stop()
+	if _, err := next(t, it); err != nil {
+		t.Fatal(err)
+	}
+	// The one request asked for 2, both delivered: none waits.
+	testenv.Eventually(t, 10*time.Second, "the request filled", func() bool {
+		info, err := cons.Info(ctx)
+		return err == nil && info.Delivered.Stream == 2 && info.NumWaiting == 0
+	})
+	if err := js.DeleteConsumer(ctx, "S", "d"); err != nil {
+		t.Fatal(err)
+	}
+	ended := make(chan error, 1)
+	go func() {
+		for {
+			// As pull.LoopNotify reads it: these end the pull, the
+			// rest are tried again.
+			_, err := it.Next()
+			if errors.Is(err, jetstream.ErrConsumerDeleted) || errors.Is(err, jetstream.ErrBadRequest) ||
+				errors.Is(err, jetstream.ErrMsgIteratorClosed) {
+				ended <- err
+				return
+			}
+		}
+	}()
+	select {
+	case err := <-ended:
+		if !errors.Is(err, jetstream.ErrConsumerDeleted) {
+			t.Fatalf("the pull ended with %v", err)
+		}
+	case <-time.After(20 * time.Second):
+		it.Stop()
+		<-ended
+		t.Fatal("the pull of a deleted consumer went on asking for 20 s")
 	}
 }
