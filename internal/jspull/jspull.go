@@ -243,7 +243,11 @@ func (it *Iter) status(m *nats.Msg) error {
 		it.settle(m)
 		return fmt.Errorf("jspull: pull request ended: %s %s", code, desc)
 	case "423": // the pin changed: pull unpinned, the server pins anew
-		it.pin, it.pending = "", 0
+		// Each request waiting with the old pin has its own 423, with
+		// what it had left: taking off all of them at the first would
+		// ask again beside the others, still waiting.
+		it.pin = ""
+		it.settle(m)
 		return nil
 	case "400":
 		it.Stop()

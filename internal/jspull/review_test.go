@@ -79,6 +79,42 @@ func takeRequests(t *testing.T, nc *nats.Conn, reqs chan *nats.Msg) []pullReques
 	}
 }
 
+type result struct {
+	m   jetstream.Msg
+	err error
+}
+
+// reader calls Next over and over, beside the test, until it is stopped.
+func reader(t *testing.T, it *jspull.Iter) chan result {
+	t.Helper()
+	got := make(chan result, 100)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			m, err := it.Next()
+			got <- result{m, err}
+			if errors.Is(err, jetstream.ErrMsgIteratorClosed) {
+				return
+			}
+		}
+	}()
+	t.Cleanup(func() { it.Stop(); <-done })
+	return got
+}
+
+// receive waits for reader's next result.
+func receive(t *testing.T, got chan result) result {
+	t.Helper()
+	select {
+	case r := <-got:
+		return r
+	case <-time.After(20 * time.Second):
+		t.Fatal("Next returned nothing in 20 s")
+		return result{}
+	}
+}
+
 // A message stored with a Nats-Pin-Id header, pulled without a priority
 // group: its pin is not sent back (the server refuses a pin id from a pull
 // of a consumer that is not pinned, 400, which ends the pull for good).
@@ -159,5 +195,67 @@ func TestDeletedBetweenRequests(t *testing.T) {
 		it.Stop()
 		<-ended
 		t.Fatal("the pull of a deleted consumer went on asking for 20 s")
+	}
+}
+
+// A pin that ends (unpinned, or lapsed) under two waiting requests has
+// each answered 423 with what it had left: the pull asks again once, for
+// the batch, not once per 423 (the first request's leftover still waiting
+// for its own 423), which would have the server deliver twice the batch.
+func TestPinEndedUnderTwoRequests(t *testing.T) {
+	n := testenv.StartNATS(t, testenv.NATSOptions{})
+	nc, js := n.Connect(t)
+	publish(t, js, 6, true, nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	cons, err := js.CreateConsumer(ctx, "S", jetstream.ConsumerConfig{Durable: "d", AckPolicy: jetstream.AckExplicitPolicy,
+		PriorityPolicy: jetstream.PriorityPolicyPinned, PriorityGroups: []string{"g"}, PinnedTTL: time.Minute})
+	if err != nil {
+		t.Fatal(err)
+	}
+	subject := jspull.NextSubject(js, "S", "d")
+	reqs := watchRequests(t, nc, subject)
+	it, err := jspull.Messages(nc, subject, jspull.Options{Batch: 10, Expiry: time.Minute, Group: "g"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer it.Stop()
+	got := reader(t, it)
+	// The first request (10) delivers 6, the read after the sixth asks
+	// for 6 more with the pin: two wait, for 4 and 6.
+	for i := range 6 {
+		if r := receive(t, got); r.err != nil {
+			t.Fatalf("delivery %d: %v", i+1, r.err)
+		}
+	}
+	testenv.Eventually(t, 10*time.Second, "two requests waiting", func() bool {
+		info, err := cons.Info(ctx)
+		return err == nil && info.NumWaiting == 2
+	})
+	if got := takeRequests(t, nc, reqs); len(got) != 2 || got[0].Batch != 10 || got[1].Batch != 6 || got[1].PinID == "" {
+		t.Fatalf("requests before the unpin: %+v", got)
+	}
+	st, err := js.Stream(ctx, "S")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := st.UnpinConsumer(ctx, "d", "g"); err != nil {
+		t.Fatal(err)
+	}
+	// The next command has both waiting requests answered 423, then goes
+	// to the pull's next request, pinned anew.
+	publish(t, js, 1, false, nil)
+	if r := receive(t, got); r.err != nil || string(r.m.Data()) != "m0" {
+		t.Fatalf("after the unpin: %v", r.err)
+	}
+	asked := 0
+	for _, r := range takeRequests(t, nc, reqs) {
+		if r.PinID != "" {
+			t.Fatalf("a request with the old pin after the 423s: %+v", r)
+		}
+		asked += r.Batch
+	}
+	if asked > 10 {
+		t.Fatalf("after the 423s the pull asked for %d, its batch is 10", asked)
 	}
 }
