@@ -81,7 +81,8 @@ type Iter struct {
 	drain  atomic.Bool
 
 	mu      sync.Mutex // Next's state below
-	pending int        // messages asked for and not come or given up on
+	pending int        // messages asked for and not handed out or given up on
+	epoch   uint64     // nc's reconnects when the requests in pending were sent
 	pin     string     // the last delivery's pin id, sent with each request
 	// unanswered is when the first of the requests no one has answered
 	// since anything else came was (503); zero if the last was answered.
@@ -102,6 +103,7 @@ func Messages(nc *nats.Conn, subject string, o Options) (*Iter, error) {
 		heartbeat: min(o.Expiry/2, 30*time.Second),
 		msgs:      make(chan *nats.Msg, o.Batch+16), // the batch and the statuses around it
 		done:      make(chan struct{}),
+		epoch:     nc.Stats().Reconnects,
 	}
 	it.conn = nc.StatusChanged(nats.CONNECTED, nats.RECONNECTING)
 	sub, err := nc.ChanSubscribe(nc.NewInbox(), it.msgs)
@@ -175,8 +177,7 @@ func (it *Iter) Next(opts ...jetstream.NextOpt) (jetstream.Msg, error) {
 			case !ok:
 				conn = nil // closed by Stop or Drain: no more news
 			case s == nats.CONNECTED:
-				// The request parked at the server before is gone.
-				it.pending = 0
+				// ask now asks again (the epoch changed).
 				hb.Reset(2 * it.heartbeat)
 			default:
 				hb.Stop()
@@ -197,6 +198,21 @@ func (it *Iter) Next(opts ...jetstream.NextOpt) (jetstream.Msg, error) {
 // ask sends a pull request once fewer than half of the batch are still
 // to come. Under mu.
 func (it *Iter) ask() error {
+	// Not while disconnected: the request would wait in nc's buffer and
+	// reach the server after the reconnect, beside the one asked then
+	// (CONNECTED wakes Next).
+	if !it.nc.IsConnected() {
+		return nil
+	}
+	if r := it.nc.Stats().Reconnects; r != it.epoch {
+		// The requests sent before went with the connection they were
+		// sent on; what they delivered and Next has not handed out is
+		// still held (counted as still to come, it holds its place in
+		// msgs). By the count of reconnects, not at Next's CONNECTED: a
+		// request sent after the reconnect and before Next read it
+		// counts.
+		it.epoch, it.pending = r, min(it.pending, len(it.msgs))
+	}
 	if it.pending >= (it.o.Batch+1)/2 {
 		return nil
 	}

@@ -5,9 +5,11 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net"
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -257,5 +259,92 @@ func TestPinEndedUnderTwoRequests(t *testing.T) {
 	}
 	if asked > 10 {
 		t.Fatalf("after the 423s the pull asked for %d, its batch is 10", asked)
+	}
+}
+
+// While the connection is down the pull asks nothing: a request sent then
+// waits in the client's buffer and reaches the server after the reconnect,
+// beside the one the pull asks for then (its requests before went with the
+// old connection), and the server would deliver more than the batch.
+func TestNoRequestWhileDisconnected(t *testing.T) {
+	opts := &server.Options{Host: "127.0.0.1", Port: server.RANDOM_PORT, JetStream: true, StoreDir: t.TempDir(), NoSigs: true, NoLog: true}
+	var s *server.Server
+	start := func() {
+		var err error
+		if s, err = server.NewServer(opts); err != nil {
+			t.Fatal(err)
+		}
+		s.Start()
+		if !s.ReadyForConnections(10 * time.Second) {
+			t.Fatal("nats-server not ready")
+		}
+	}
+	stop := func() { s.Shutdown(); s.WaitForShutdown() }
+	start()
+	defer func() { stop() }()
+	opts.Port = s.Addr().(*net.TCPAddr).Port
+	nc, err := nats.Connect(s.ClientURL(), nats.MaxReconnects(-1), nats.ReconnectWait(50*time.Millisecond))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	publish(t, js, 6, true, nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	cons, err := js.CreateConsumer(ctx, "S", jetstream.ConsumerConfig{Durable: "d", AckPolicy: jetstream.AckExplicitPolicy})
+	if err != nil {
+		t.Fatal(err)
+	}
+	subject := jspull.NextSubject(js, "S", "d")
+	reqs := watchRequests(t, nc, subject)
+	it, err := jspull.Messages(nc, subject, jspull.Options{Batch: 10, Expiry: time.Minute})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer it.Stop()
+	if _, err := next(t, it); err != nil {
+		t.Fatal(err)
+	}
+	testenv.Eventually(t, 10*time.Second, "all 6 delivered", func() bool {
+		info, err := cons.Info(ctx)
+		return err == nil && info.Delivered.Stream == 6
+	})
+	if got := takeRequests(t, nc, reqs); len(got) != 1 || got[0].Batch != 10 {
+		t.Fatalf("requests before the restart: %+v", got)
+	}
+	stop()
+	testenv.Eventually(t, 10*time.Second, "reconnecting", func() bool { return nc.Status() == nats.RECONNECTING })
+	// The 5 held are handed out while disconnected: fewer than half of
+	// the batch are still to come.
+	got := reader(t, it)
+	for i := range 5 {
+		if r := receive(t, got); r.err != nil {
+			t.Fatalf("delivery %d while disconnected: %v", i+2, r.err)
+		}
+	}
+	start()
+	var after []pullRequest
+	testenv.Eventually(t, 20*time.Second, "a request for the batch after the reconnect", func() bool {
+		if !nc.IsConnected() {
+			return false
+		}
+		after = append(after, takeRequests(t, nc, reqs)...)
+		for _, r := range after {
+			if r.Batch == 10 {
+				return true
+			}
+		}
+		return false
+	})
+	asked := 0
+	for _, r := range after {
+		asked += r.Batch
+	}
+	if asked > 10 {
+		t.Fatalf("after the reconnect the pull asked for %d (%+v), its batch is 10", asked, after)
 	}
 }
