@@ -78,7 +78,9 @@ type Iter struct {
 	conn   chan nats.Status
 	done   chan struct{}
 	closed atomic.Bool
-	drain  atomic.Bool
+	drain  atomic.Bool // set by Drain, cleared by Stop
+	endMu  sync.Mutex  // Stop and Drain, one at a time
+	msgsMu sync.Once   // closes msgs
 
 	mu      sync.Mutex // Next's state below
 	pending int        // messages asked for and not handed out or given up on
@@ -112,8 +114,9 @@ func Messages(nc *nats.Conn, subject string, o Options) (*Iter, error) {
 		return nil, fmt.Errorf("jspull: subscribe: %w", err)
 	}
 	// Called once the subscription is gone (unsubscribed, drained, or its
-	// connection closed): nothing more is sent on msgs.
-	sub.SetClosedHandler(func(string) { close(it.msgs) })
+	// connection closed): nothing more is sent on msgs. Maybe twice: a
+	// drain cut short by Stop, or by the connection's close, ends it again.
+	sub.SetClosedHandler(func(string) { it.msgsMu.Do(func() { close(it.msgs) }) })
 	it.sub = sub
 	return it, nil
 }
@@ -155,6 +158,9 @@ func (it *Iter) Next(opts ...jetstream.NextOpt) (jetstream.Msg, error) {
 			if !ok {
 				it.Stop()
 				return nil, it.closedErr()
+			}
+			if it.closed.Load() && !it.drain.Load() {
+				return nil, it.closedErr() // stopped: what is held is dropped
 			}
 			hb.Reset(2 * it.heartbeat)
 			if strings.HasPrefix(m.Reply, ackPrefix) {
@@ -309,24 +315,34 @@ func (it *Iter) closedErr() error {
 }
 
 // Stop ends the pull at once: what was delivered and not yet returned is
-// dropped (the server delivers it again after the ack wait).
+// dropped (the server delivers it again after the ack wait). Also after
+// Drain: the drain, which waits for a round trip to the server, is cut
+// short.
 func (it *Iter) Stop() {
+	it.endMu.Lock()
+	defer it.endMu.Unlock()
+	it.drain.Store(false)
 	if it.closed.CompareAndSwap(false, true) {
 		close(it.done)
 		it.nc.RemoveStatusListener(it.conn)
-		_ = it.sub.Unsubscribe()
 	}
+	_ = it.sub.Unsubscribe()
 }
 
-// Drain ends the pull once what was delivered has been returned by Next.
+// Drain ends the pull once what was delivered has been returned by Next;
+// after Stop it does nothing.
 func (it *Iter) Drain() {
-	it.drain.Store(true)
-	if it.closed.CompareAndSwap(false, true) {
-		close(it.done)
-		it.nc.RemoveStatusListener(it.conn)
-		if err := it.sub.Drain(); err != nil {
-			_ = it.sub.Unsubscribe()
-		}
+	it.endMu.Lock()
+	defer it.endMu.Unlock()
+	if it.closed.Load() {
+		return
+	}
+	it.drain.Store(true) // before closed: Next sees a drain, not a stop
+	it.closed.Store(true)
+	close(it.done)
+	it.nc.RemoveStatusListener(it.conn)
+	if err := it.sub.Drain(); err != nil {
+		_ = it.sub.Unsubscribe()
 	}
 }
 

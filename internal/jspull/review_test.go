@@ -348,3 +348,94 @@ func TestNoRequestWhileDisconnected(t *testing.T) {
 		t.Fatalf("after the reconnect the pull asked for %d (%+v), its batch is 10", asked, after)
 	}
 }
+
+// Stop after Drain ends the pull at once, as Stop does, dropping what is
+// held: a drain waits for a round trip to the server (up to nats.go's
+// flush timeout, 10 s, while disconnected), and the engine's letGo stops
+// a drain that has not finished in 5 s.
+func TestStopAfterDrain(t *testing.T) {
+	n := testenv.StartNATS(t, testenv.NATSOptions{})
+	nc, err := nats.Connect(n.URL, nats.MaxReconnects(-1), nats.ReconnectWait(50*time.Millisecond))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	publish(t, js, 6, true, nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	cons, err := js.CreateConsumer(ctx, "S", jetstream.ConsumerConfig{Durable: "d", AckPolicy: jetstream.AckExplicitPolicy})
+	if err != nil {
+		t.Fatal(err)
+	}
+	it, err := jspull.Messages(nc, jspull.NextSubject(js, "S", "d"), jspull.Options{Batch: 10, Expiry: time.Minute})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer it.Stop()
+	if _, err := next(t, it); err != nil {
+		t.Fatal(err)
+	}
+	testenv.Eventually(t, 10*time.Second, "all 6 delivered", func() bool {
+		info, err := cons.Info(ctx)
+		return err == nil && info.Delivered.Stream == 6
+	})
+	n.Shutdown()
+	testenv.Eventually(t, 10*time.Second, "reconnecting", func() bool { return nc.Status() == nats.RECONNECTING })
+	it.Drain()
+	for i := 0; i < 5; { // held: handed out (and the server's 409 Server Shutdown)
+		m, err := next(t, it)
+		if errors.Is(err, jetstream.ErrMsgIteratorClosed) {
+			t.Fatalf("delivery %d of the drain: %v", i+2, err)
+		}
+		if m != nil {
+			i++
+		}
+	}
+	it.Stop()
+	stopped := time.Now()
+	for {
+		m, err := next(t, it)
+		if m != nil {
+			t.Fatal("a delivery after Drain and Stop")
+		}
+		if errors.Is(err, jetstream.ErrMsgIteratorClosed) {
+			break
+		}
+	}
+	if d := time.Since(stopped); d > 2*time.Second {
+		t.Fatalf("Next after Drain and Stop took %v", d)
+	}
+}
+
+// Drain after Stop does nothing: what Stop dropped stays dropped.
+func TestDrainAfterStop(t *testing.T) {
+	n := testenv.StartNATS(t, testenv.NATSOptions{})
+	nc, js := n.Connect(t)
+	publish(t, js, 6, true, nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	cons, err := js.CreateConsumer(ctx, "S", jetstream.ConsumerConfig{Durable: "d", AckPolicy: jetstream.AckExplicitPolicy})
+	if err != nil {
+		t.Fatal(err)
+	}
+	it, err := jspull.Messages(nc, jspull.NextSubject(js, "S", "d"), jspull.Options{Batch: 10, Expiry: time.Minute})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := next(t, it); err != nil {
+		t.Fatal(err)
+	}
+	testenv.Eventually(t, 10*time.Second, "all 6 delivered", func() bool {
+		info, err := cons.Info(ctx)
+		return err == nil && info.Delivered.Stream == 6
+	})
+	it.Stop()
+	it.Drain()
+	if m, err := next(t, it); m != nil || !errors.Is(err, jetstream.ErrMsgIteratorClosed) {
+		t.Fatalf("Next after Stop and Drain: %v, %v", m, err)
+	}
+}
