@@ -195,7 +195,7 @@ func TestDeletedBetweenRequests(t *testing.T) {
 		}
 	case <-time.After(20 * time.Second):
 		it.Stop()
-		<-ended
+		t.Log(<-ended)
 		t.Fatal("the pull of a deleted consumer went on asking for 20 s")
 	}
 }
@@ -437,5 +437,58 @@ func TestDrainAfterStop(t *testing.T) {
 	it.Drain()
 	if m, err := next(t, it); m != nil || !errors.Is(err, jetstream.ErrMsgIteratorClosed) {
 		t.Fatalf("Next after Stop and Drain: %v, %v", m, err)
+	}
+}
+
+// Stop, Drain and the connection's close, in any order and beside Next,
+// end the pull: Next returns ErrMsgIteratorClosed, nothing panics (the
+// subscription's closed handler may run twice), nothing is left running.
+func TestEndsConcurrently(t *testing.T) {
+	n := testenv.StartNATS(t, testenv.NATSOptions{})
+	_, js := n.Connect(t)
+	publish(t, js, 50, true, nil)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if _, err := js.CreateConsumer(ctx, "S", jetstream.ConsumerConfig{Durable: "d", AckPolicy: jetstream.AckNonePolicy}); err != nil {
+		t.Fatal(err)
+	}
+	subject := jspull.NextSubject(js, "S", "d")
+	for i := range 60 {
+		nc, err := nats.Connect(n.URL)
+		if err != nil {
+			t.Fatal(err)
+		}
+		it, err := jspull.Messages(nc, subject, jspull.Options{Batch: 8, Expiry: 2 * time.Second})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ended := make(chan error, 1)
+		go func() {
+			for {
+				if _, err := it.Next(); errors.Is(err, jetstream.ErrMsgIteratorClosed) {
+					ended <- err
+					return
+				}
+			}
+		}()
+		ends := []func(){it.Stop, it.Drain, nc.Close}
+		start := make(chan struct{})
+		var done []chan struct{}
+		for j := range ends {
+			d := make(chan struct{})
+			done = append(done, d)
+			end := ends[(i+j)%len(ends)]
+			go func() { <-start; end(); close(d) }()
+		}
+		close(start)
+		for _, d := range done {
+			<-d
+		}
+		select {
+		case <-ended:
+		case <-ctx.Done():
+			t.Fatalf("round %d: Next did not end", i)
+		}
+		nc.Close()
 	}
 }
