@@ -85,6 +85,7 @@ type Iter struct {
 	mu      sync.Mutex // Next's state below
 	pending int        // messages asked for and not handed out or given up on
 	epoch   uint64     // nc's reconnects when the requests in pending were sent
+	lastSeq uint64     // the consumer sequence of the last delivery
 	pin     string     // the last delivery's pin id, sent with each request
 	// unanswered is when the first of the requests no one has answered
 	// since anything else came was (503); zero if the last was answered.
@@ -125,7 +126,8 @@ func Messages(nc *nats.Conn, subject string, o Options) (*Iter, error) {
 // error if the iterator was stopped or drained (ErrMsgIteratorClosed, with
 // ErrConnectionClosed if the connection was closed), if the pull ended for
 // good (ErrConsumerDeleted, also when nothing has answered its requests
-// for Expiry; ErrBadRequest: stopped), or for a missed
+// for Expiry or its deliveries are numbered again, made again;
+// ErrBadRequest: stopped), or for a missed
 // heartbeat or an unexpected status (the pull goes on: call Next again).
 // It takes no options.
 func (it *Iter) Next(opts ...jetstream.NextOpt) (jetstream.Msg, error) {
@@ -164,6 +166,9 @@ func (it *Iter) Next(opts ...jetstream.NextOpt) (jetstream.Msg, error) {
 			}
 			hb.Reset(2 * it.heartbeat)
 			if strings.HasPrefix(m.Reply, ackPrefix) {
+				if err := it.madeAgain(m); err != nil {
+					return nil, err
+				}
 				it.pending = max(it.pending-1, 0)
 				it.unanswered = time.Time{}
 				// The last value: the server appends its own to any
@@ -199,6 +204,28 @@ func (it *Iter) Next(opts ...jetstream.NextOpt) (jetstream.Msg, error) {
 			hb.Stop() // nothing more is asked for
 		}
 	}
+}
+
+// madeAgain is an error, and stops the pull, if m's consumer sequence
+// is not past the last delivery's: the consumer was deleted and made again
+// while none of this pull's requests waited at it (which would have had a
+// 409), and its deliveries start again. The caller must take it afresh as
+// after a 409, not read the new one's deliveries after the old one's. (In
+// a cluster, a new leader that had not had the last deliveries replicated
+// numbers them again, and ends the pull too: taken afresh, no harm done.)
+// Under mu.
+func (it *Iter) madeAgain(m *nats.Msg) error {
+	md, err := m.Metadata()
+	if err != nil {
+		return nil // handed out: the caller refuses it
+	}
+	seq := md.Sequence.Consumer
+	if seq <= it.lastSeq {
+		it.Stop()
+		return fmt.Errorf("%w: made again (a delivery numbered %d after %d)", jetstream.ErrConsumerDeleted, seq, it.lastSeq)
+	}
+	it.lastSeq = seq
+	return nil
 }
 
 // ask sends a pull request once fewer than half of the batch are still

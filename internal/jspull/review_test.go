@@ -492,3 +492,57 @@ func TestEndsConcurrently(t *testing.T) {
 		nc.Close()
 	}
 }
+
+// A consumer deleted and made again while none of the pull's requests
+// waited at it (no 409) ends the pull at the made one's first delivery,
+// whose consumer sequence starts again: served in place, its deliveries
+// would follow the old one's (whose acks reach no one), where the engine
+// takes the partition afresh (owner.retake).
+func TestMadeAgainBetweenRequests(t *testing.T) {
+	n := testenv.StartNATS(t, testenv.NATSOptions{})
+	nc, js := n.Connect(t)
+	publish(t, js, 4, true, nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	cfg := jetstream.ConsumerConfig{Durable: "d", AckPolicy: jetstream.AckExplicitPolicy}
+	cons, err := js.CreateConsumer(ctx, "S", cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	it, err := jspull.Messages(nc, jspull.NextSubject(js, "S", "d"), jspull.Options{Batch: 2, Expiry: 2 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer it.Stop()
+	if _, err := next(t, it); err != nil {
+		t.Fatal(err)
+	}
+	testenv.Eventually(t, 10*time.Second, "the request filled", func() bool {
+		info, err := cons.Info(ctx)
+		return err == nil && info.Delivered.Stream == 2 && info.NumWaiting == 0
+	})
+	if err := js.DeleteConsumer(ctx, "S", "d"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := js.CreateConsumer(ctx, "S", cfg); err != nil {
+		t.Fatal(err)
+	}
+	for i := 2; ; i++ {
+		m, err := next(t, it)
+		if errors.Is(err, jetstream.ErrConsumerDeleted) {
+			if i != 3 {
+				t.Fatalf("ended at read %d", i)
+			}
+			break
+		}
+		if err != nil {
+			t.Fatalf("read %d: %v", i, err)
+		}
+		if md, _ := m.Metadata(); md.Sequence.Consumer != uint64(i) {
+			t.Fatalf("read %d: the made consumer's delivery %d, stream sequence %d, handed out", i, md.Sequence.Consumer, md.Sequence.Stream)
+		}
+	}
+	if _, err := next(t, it); !errors.Is(err, jetstream.ErrMsgIteratorClosed) {
+		t.Fatalf("Next after the end: %v", err)
+	}
+}
