@@ -546,3 +546,76 @@ func TestMadeAgainBetweenRequests(t *testing.T) {
 		t.Fatalf("Next after the end: %v", err)
 	}
 }
+
+// What was delivered before a reconnect and is still held counts after
+// it: the pull asks nothing more until fewer than half of the batch are
+// held, where asking the whole batch again beside them would have the
+// server deliver more than msgs holds, and the client drop the rest (slow
+// consumer).
+func TestHeldAcrossReconnect(t *testing.T) {
+	opts := &server.Options{Host: "127.0.0.1", Port: server.RANDOM_PORT, JetStream: true, StoreDir: t.TempDir(), NoSigs: true, NoLog: true}
+	var s *server.Server
+	start := func() {
+		var err error
+		if s, err = server.NewServer(opts); err != nil {
+			t.Fatal(err)
+		}
+		s.Start()
+		if !s.ReadyForConnections(10 * time.Second) {
+			t.Fatal("nats-server not ready")
+		}
+	}
+	stop := func() { s.Shutdown(); s.WaitForShutdown() }
+	start()
+	defer func() { stop() }()
+	opts.Port = s.Addr().(*net.TCPAddr).Port
+	nc, err := nats.Connect(s.ClientURL(), nats.MaxReconnects(-1), nats.ReconnectWait(50*time.Millisecond))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const batch = 40
+	publish(t, js, batch, true, nil)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	cons, err := js.CreateConsumer(ctx, "S", jetstream.ConsumerConfig{Durable: "d", AckPolicy: jetstream.AckNonePolicy})
+	if err != nil {
+		t.Fatal(err)
+	}
+	subject := jspull.NextSubject(js, "S", "d")
+	reqs := watchRequests(t, nc, subject)
+	it, err := jspull.Messages(nc, subject, jspull.Options{Batch: batch, Expiry: 10 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer it.Stop()
+	if _, err := next(t, it); err != nil {
+		t.Fatal(err)
+	}
+	testenv.Eventually(t, 10*time.Second, "the batch delivered", func() bool {
+		info, err := cons.Info(ctx)
+		return err == nil && info.Delivered.Stream == batch
+	})
+	takeRequests(t, nc, reqs)
+	stop()
+	start()
+	testenv.Eventually(t, 10*time.Second, "reconnected", nc.IsConnected)
+	publish(t, js, batch, false, nil)
+	// 39 held: 15 handed out leave 24, more than half of the batch.
+	for i := 1; i <= 15; i++ {
+		m, err := next(t, it)
+		if err != nil {
+			t.Fatalf("read %d: %v", i+1, err)
+		}
+		if md, _ := m.Metadata(); md.Sequence.Stream != uint64(i+1) {
+			t.Fatalf("read %d: stream sequence %d", i+1, md.Sequence.Stream)
+		}
+	}
+	if got := takeRequests(t, nc, reqs); len(got) != 0 {
+		t.Fatalf("with 24 of the batch of %d held the pull asked for %+v", batch, got)
+	}
+}
