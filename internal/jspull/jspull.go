@@ -19,6 +19,10 @@ import (
 // acks, and of no status.
 const ackPrefix = "$JS.ACK."
 
+// nextAPI is the API subject of a pull request, before the stream and
+// consumer names.
+const nextAPI = "CONSUMER.MSG.NEXT."
+
 // Header names the server uses on its statuses and deliveries.
 const (
 	statusHeader      = "Status"
@@ -30,7 +34,7 @@ const (
 // NextSubject is the subject a pull of consumer on stream is asked on,
 // under js's API prefix or domain.
 func NextSubject(js jetstream.JetStream, stream, consumer string) string {
-	api := "CONSUMER.MSG.NEXT." + stream + "." + consumer
+	api := nextAPI + stream + "." + consumer
 	o := js.Options()
 	switch {
 	case o.APIPrefix != "":
@@ -87,10 +91,7 @@ type Iter struct {
 	epoch   uint64     // nc's reconnects when the requests in pending were sent
 	lastSeq uint64     // the consumer sequence of the last delivery
 	pin     string     // the last delivery's pin id, sent with each request
-	// unanswered is when the first of the requests no one has answered
-	// since anything else came was (503); zero if the last was answered.
-	unanswered time.Time
-	ended      bool // done was seen while draining
+	ended   bool       // done was seen while draining
 }
 
 // Messages starts pulling on subject (NextSubject) over nc.
@@ -125,8 +126,9 @@ func Messages(nc *nats.Conn, subject string, o Options) (*Iter, error) {
 // Next returns the next delivery, waiting for it as long as it takes; an
 // error if the iterator was stopped or drained (ErrMsgIteratorClosed, with
 // ErrConnectionClosed if the connection was closed), if the pull ended for
-// good (ErrConsumerDeleted, also when nothing has answered its requests
-// for Expiry or its deliveries are numbered again, made again;
+// good (ErrConsumerDeleted, also when nothing answers its requests, 503,
+// and the consumer is not found, or its deliveries are numbered again,
+// made again;
 // ErrBadRequest: stopped), or for a missed
 // heartbeat or an unexpected status (the pull goes on: call Next again).
 // It takes no options.
@@ -170,7 +172,6 @@ func (it *Iter) Next(opts ...jetstream.NextOpt) (jetstream.Msg, error) {
 					return nil, err
 				}
 				it.pending = max(it.pending-1, 0)
-				it.unanswered = time.Time{}
 				// The last value: the server appends its own to any
 				// the message was stored with. Only in a group: pulled
 				// without, the header is a publisher's, and the server
@@ -271,9 +272,6 @@ func (it *Iter) ask() error {
 // return. Under mu.
 func (it *Iter) status(m *nats.Msg) error {
 	code, desc := m.Header.Get(statusHeader), m.Header.Get(descriptionHeader)
-	if code != "503" && code != "" {
-		it.unanswered = time.Time{}
-	}
 	switch code {
 	case "100": // idle heartbeat
 		return nil
@@ -304,16 +302,13 @@ func (it *Iter) status(m *nats.Msg) error {
 	case "503":
 		// No one listens on the subject: the consumer is gone (deleted
 		// while none of this pull's requests waited at it, which would
-		// have had a 409), or, in a cluster, has no leader for a moment.
-		// Gone for good once it lasts as long as a request lives: the
+		// have had a 409), or, in a cluster, has no leader for a moment
+		// (an election takes seconds). The server tells which: gone, the
 		// caller must take it afresh, as after a 409.
 		it.pending = 0
-		if it.unanswered.IsZero() {
-			it.unanswered = time.Now()
-		} else if d := time.Since(it.unanswered); d >= it.o.Expiry {
+		if err := it.gone(); err != nil {
 			it.Stop()
-			return fmt.Errorf("%w: no one has answered its pull requests for %v: %w",
-				jetstream.ErrConsumerDeleted, d.Round(time.Millisecond), nats.ErrNoResponders)
+			return fmt.Errorf("%w: %w (%w)", jetstream.ErrConsumerDeleted, err, nats.ErrNoResponders)
 		}
 		return fmt.Errorf("jspull: %w", nats.ErrNoResponders)
 	case "":
@@ -321,6 +316,34 @@ func (it *Iter) status(m *nats.Msg) error {
 	}
 	it.pending = 0
 	return fmt.Errorf("jspull: unexpected status %q %s", code, desc)
+}
+
+// infoWait bounds gone's request.
+const infoWait = 2 * time.Second
+
+// gone returns an error if the JetStream API says the consumer pulled on
+// it.subject, or its stream, does not exist; nil if it exists or the API
+// did not answer (an election, an outage: the pull goes on).
+func (it *Iter) gone() error {
+	i := strings.LastIndex(it.subject, nextAPI)
+	if i < 0 {
+		return nil
+	}
+	resp, err := it.nc.Request(it.subject[:i]+"CONSUMER.INFO."+it.subject[i+len(nextAPI):], nil, infoWait)
+	if err != nil {
+		return nil
+	}
+	var info struct {
+		Error *jetstream.APIError `json:"error"`
+	}
+	if json.Unmarshal(resp.Data, &info) != nil || info.Error == nil {
+		return nil
+	}
+	switch info.Error.ErrorCode {
+	case jetstream.JSErrCodeConsumerNotFound, jetstream.JSErrCodeStreamNotFound:
+		return info.Error
+	}
+	return nil
 }
 
 // settle takes off what an ended request will not deliver (all it asked

@@ -147,8 +147,10 @@ func TestStoredPinWithoutGroup(t *testing.T) {
 
 // A consumer deleted while none of the pull's requests waits at it (all
 // delivered, the pull still handing them out) ends the pull as one deleted
-// under a waiting request does: nothing answers its next request (503)
-// and nothing ever will, so the caller must take it afresh.
+// under a waiting request does: nothing answers its next request (503),
+// the server says the consumer does not exist, and nothing ever will
+// answer, so the caller must take it afresh. At once: not after 503s for
+// a while (Expiry a minute here), an election in a cluster being one.
 func TestDeletedBetweenRequests(t *testing.T) {
 	n := testenv.StartNATS(t, testenv.NATSOptions{})
 	nc, js := n.Connect(t)
@@ -159,7 +161,7 @@ func TestDeletedBetweenRequests(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	it, err := jspull.Messages(nc, jspull.NextSubject(js, "S", "d"), jspull.Options{Batch: 2, Expiry: 2 * time.Second})
+	it, err := jspull.Messages(nc, jspull.NextSubject(js, "S", "d"), jspull.Options{Batch: 2, Expiry: time.Minute})
 	if err != nil {
 		t.Fatal(err)
 	}
