@@ -19,6 +19,10 @@ import (
 // acks, and of no status.
 const ackPrefix = "$JS.ACK."
 
+// nextAPI is the API subject of a pull request, before the stream and
+// consumer names.
+const nextAPI = "CONSUMER.MSG.NEXT."
+
 // Header names the server uses on its statuses and deliveries.
 const (
 	statusHeader      = "Status"
@@ -30,7 +34,7 @@ const (
 // NextSubject is the subject a pull of consumer on stream is asked on,
 // under js's API prefix or domain.
 func NextSubject(js jetstream.JetStream, stream, consumer string) string {
-	api := "CONSUMER.MSG.NEXT." + stream + "." + consumer
+	api := nextAPI + stream + "." + consumer
 	o := js.Options()
 	switch {
 	case o.APIPrefix != "":
@@ -59,7 +63,8 @@ type Options struct {
 	Batch int
 	// Expiry is each pull request's life at the server; 0 means 30 s.
 	Expiry time.Duration
-	// Group is the priority group to pull in, "" for none.
+	// Group is the priority group to pull in, "" for none; a group of a
+	// consumer with pinned clients (the pin is sent back).
 	Group string
 }
 
@@ -77,10 +82,14 @@ type Iter struct {
 	conn   chan nats.Status
 	done   chan struct{}
 	closed atomic.Bool
-	drain  atomic.Bool
+	drain  atomic.Bool // set by Drain, cleared by Stop
+	endMu  sync.Mutex  // Stop and Drain, one at a time
+	msgsMu sync.Once   // closes msgs
 
 	mu      sync.Mutex // Next's state below
-	pending int        // messages asked for and not come or given up on
+	pending int        // messages asked for and not handed out or given up on
+	epoch   uint64     // nc's reconnects when the requests in pending were sent
+	lastSeq uint64     // the consumer sequence of the last delivery
 	pin     string     // the last delivery's pin id, sent with each request
 	ended   bool       // done was seen while draining
 }
@@ -98,6 +107,7 @@ func Messages(nc *nats.Conn, subject string, o Options) (*Iter, error) {
 		heartbeat: min(o.Expiry/2, 30*time.Second),
 		msgs:      make(chan *nats.Msg, o.Batch+16), // the batch and the statuses around it
 		done:      make(chan struct{}),
+		epoch:     nc.Stats().Reconnects,
 	}
 	it.conn = nc.StatusChanged(nats.CONNECTED, nats.RECONNECTING)
 	sub, err := nc.ChanSubscribe(nc.NewInbox(), it.msgs)
@@ -106,8 +116,9 @@ func Messages(nc *nats.Conn, subject string, o Options) (*Iter, error) {
 		return nil, fmt.Errorf("jspull: subscribe: %w", err)
 	}
 	// Called once the subscription is gone (unsubscribed, drained, or its
-	// connection closed): nothing more is sent on msgs.
-	sub.SetClosedHandler(func(string) { close(it.msgs) })
+	// connection closed): nothing more is sent on msgs. Maybe twice: a
+	// drain cut short by Stop, or by the connection's close, ends it again.
+	sub.SetClosedHandler(func(string) { it.msgsMu.Do(func() { close(it.msgs) }) })
 	it.sub = sub
 	return it, nil
 }
@@ -115,7 +126,10 @@ func Messages(nc *nats.Conn, subject string, o Options) (*Iter, error) {
 // Next returns the next delivery, waiting for it as long as it takes; an
 // error if the iterator was stopped or drained (ErrMsgIteratorClosed, with
 // ErrConnectionClosed if the connection was closed), if the pull ended for
-// good (ErrConsumerDeleted, ErrBadRequest: stopped), or for a missed
+// good (ErrConsumerDeleted, also when nothing answers its requests, 503,
+// and the consumer is not found, or its deliveries are numbered again,
+// made again;
+// ErrBadRequest: stopped), or for a missed
 // heartbeat or an unexpected status (the pull goes on: call Next again).
 // It takes no options.
 func (it *Iter) Next(opts ...jetstream.NextOpt) (jetstream.Msg, error) {
@@ -149,12 +163,20 @@ func (it *Iter) Next(opts ...jetstream.NextOpt) (jetstream.Msg, error) {
 				it.Stop()
 				return nil, it.closedErr()
 			}
+			if it.closed.Load() && !it.drain.Load() {
+				return nil, it.closedErr() // stopped: what is held is dropped
+			}
 			hb.Reset(2 * it.heartbeat)
 			if strings.HasPrefix(m.Reply, ackPrefix) {
+				if err := it.madeAgain(m); err != nil {
+					return nil, err
+				}
 				it.pending = max(it.pending-1, 0)
 				// The last value: the server appends its own to any
-				// the message was stored with.
-				if ids := m.Header.Values(pinIDHeader); len(ids) > 0 && ids[len(ids)-1] != "" {
+				// the message was stored with. Only in a group: pulled
+				// without, the header is a publisher's, and the server
+				// refuses a pin id sent back (400, ending the pull).
+				if ids := m.Header.Values(pinIDHeader); it.o.Group != "" && len(ids) > 0 && ids[len(ids)-1] != "" {
 					it.pin = ids[len(ids)-1]
 				}
 				return &delivery{m: m, nc: it.nc}, nil
@@ -167,8 +189,7 @@ func (it *Iter) Next(opts ...jetstream.NextOpt) (jetstream.Msg, error) {
 			case !ok:
 				conn = nil // closed by Stop or Drain: no more news
 			case s == nats.CONNECTED:
-				// The request parked at the server before is gone.
-				it.pending = 0
+				// ask now asks again (the epoch changed).
 				hb.Reset(2 * it.heartbeat)
 			default:
 				hb.Stop()
@@ -186,9 +207,46 @@ func (it *Iter) Next(opts ...jetstream.NextOpt) (jetstream.Msg, error) {
 	}
 }
 
+// madeAgain is an error, and stops the pull, if m's consumer sequence
+// is not past the last delivery's: the consumer was deleted and made again
+// while none of this pull's requests waited at it (which would have had a
+// 409), and its deliveries start again. The caller must take it afresh as
+// after a 409, not read the new one's deliveries after the old one's. (In
+// a cluster, a new leader that had not had the last deliveries replicated
+// numbers them again, and ends the pull too: taken afresh, no harm done.)
+// Under mu.
+func (it *Iter) madeAgain(m *nats.Msg) error {
+	md, err := m.Metadata()
+	if err != nil {
+		return nil // handed out: the caller refuses it
+	}
+	seq := md.Sequence.Consumer
+	if seq <= it.lastSeq {
+		it.Stop()
+		return fmt.Errorf("%w: made again (a delivery numbered %d after %d)", jetstream.ErrConsumerDeleted, seq, it.lastSeq)
+	}
+	it.lastSeq = seq
+	return nil
+}
+
 // ask sends a pull request once fewer than half of the batch are still
 // to come. Under mu.
 func (it *Iter) ask() error {
+	// Not while disconnected: the request would wait in nc's buffer and
+	// reach the server after the reconnect, beside the one asked then
+	// (CONNECTED wakes Next).
+	if !it.nc.IsConnected() {
+		return nil
+	}
+	if r := it.nc.Stats().Reconnects; r != it.epoch {
+		// The requests sent before went with the connection they were
+		// sent on; what they delivered and Next has not handed out is
+		// still held (counted as still to come, it holds its place in
+		// msgs). By the count of reconnects, not at Next's CONNECTED: a
+		// request sent after the reconnect and before Next read it
+		// counts.
+		it.epoch, it.pending = r, min(it.pending, len(it.msgs))
+	}
 	if it.pending >= (it.o.Batch+1)/2 {
 		return nil
 	}
@@ -232,19 +290,60 @@ func (it *Iter) status(m *nats.Msg) error {
 		it.settle(m)
 		return fmt.Errorf("jspull: pull request ended: %s %s", code, desc)
 	case "423": // the pin changed: pull unpinned, the server pins anew
-		it.pin, it.pending = "", 0
+		// Each request waiting with the old pin has its own 423, with
+		// what it had left: taking off all of them at the first would
+		// ask again beside the others, still waiting.
+		it.pin = ""
+		it.settle(m)
 		return nil
 	case "400":
 		it.Stop()
 		return fmt.Errorf("%w: %s", jetstream.ErrBadRequest, desc)
 	case "503":
+		// No one listens on the subject: the consumer is gone (deleted
+		// while none of this pull's requests waited at it, which would
+		// have had a 409), or, in a cluster, has no leader for a moment
+		// (an election takes seconds). The server tells which: gone, the
+		// caller must take it afresh, as after a 409.
 		it.pending = 0
+		if err := it.gone(); err != nil {
+			it.Stop()
+			return fmt.Errorf("%w: %w (%w)", jetstream.ErrConsumerDeleted, err, nats.ErrNoResponders)
+		}
 		return fmt.Errorf("jspull: %w", nats.ErrNoResponders)
 	case "":
 		return nil // neither a delivery nor the server's: not for this pull
 	}
 	it.pending = 0
 	return fmt.Errorf("jspull: unexpected status %q %s", code, desc)
+}
+
+// infoWait bounds gone's request.
+const infoWait = 2 * time.Second
+
+// gone returns an error if the JetStream API says the consumer pulled on
+// it.subject, or its stream, does not exist; nil if it exists or the API
+// did not answer (an election, an outage: the pull goes on).
+func (it *Iter) gone() error {
+	i := strings.LastIndex(it.subject, nextAPI)
+	if i < 0 {
+		return nil
+	}
+	resp, err := it.nc.Request(it.subject[:i]+"CONSUMER.INFO."+it.subject[i+len(nextAPI):], nil, infoWait)
+	if err != nil {
+		return nil
+	}
+	var info struct {
+		Error *jetstream.APIError `json:"error"`
+	}
+	if json.Unmarshal(resp.Data, &info) != nil || info.Error == nil {
+		return nil
+	}
+	switch info.Error.ErrorCode {
+	case jetstream.JSErrCodeConsumerNotFound, jetstream.JSErrCodeStreamNotFound:
+		return info.Error
+	}
+	return nil
 }
 
 // settle takes off what an ended request will not deliver (all it asked
@@ -266,24 +365,34 @@ func (it *Iter) closedErr() error {
 }
 
 // Stop ends the pull at once: what was delivered and not yet returned is
-// dropped (the server delivers it again after the ack wait).
+// dropped (the server delivers it again after the ack wait). Also after
+// Drain: the drain, which waits for a round trip to the server, is cut
+// short.
 func (it *Iter) Stop() {
+	it.endMu.Lock()
+	defer it.endMu.Unlock()
+	it.drain.Store(false)
 	if it.closed.CompareAndSwap(false, true) {
 		close(it.done)
 		it.nc.RemoveStatusListener(it.conn)
-		_ = it.sub.Unsubscribe()
 	}
+	_ = it.sub.Unsubscribe()
 }
 
-// Drain ends the pull once what was delivered has been returned by Next.
+// Drain ends the pull once what was delivered has been returned by Next;
+// after Stop it does nothing.
 func (it *Iter) Drain() {
-	it.drain.Store(true)
-	if it.closed.CompareAndSwap(false, true) {
-		close(it.done)
-		it.nc.RemoveStatusListener(it.conn)
-		if err := it.sub.Drain(); err != nil {
-			_ = it.sub.Unsubscribe()
-		}
+	it.endMu.Lock()
+	defer it.endMu.Unlock()
+	if it.closed.Load() {
+		return
+	}
+	it.drain.Store(true) // before closed: Next sees a drain, not a stop
+	it.closed.Store(true)
+	close(it.done)
+	it.nc.RemoveStatusListener(it.conn)
+	if err := it.sub.Drain(); err != nil {
+		_ = it.sub.Unsubscribe()
 	}
 }
 
