@@ -148,6 +148,7 @@ func TestEngineRefusesRawBadInput(t *testing.T) {
 		msgID   string // Nats-Msg-Id header; "" sets none
 		wantID  string // the outcome's command id; "" means msgID, "-" means invalid-<seq>
 		message string
+		headers nats.Header // more headers
 	}
 	cases := []rawCase{
 		{name: "MalformedJSON", body: `{"id":"raw-malformed","type":"create",`, msgID: "raw-malformed", message: "malformed"},
@@ -173,6 +174,14 @@ func TestEngineRefusesRawBadInput(t *testing.T) {
 		{name: "NegativeMemory", body: `{"id":"raw-memory","type":"create","workspace":"raw-1","spec":{"memory_bytes":-1}}`, msgID: "raw-memory", message: "memory_bytes"},
 		{name: "HugeNumber", body: `{"id":"raw-huge","type":"create","workspace":"raw-1","spec":{"memory_bytes":1e400}}`, msgID: "raw-huge", message: "wrong type"},
 		{name: "BadCommandIDs", body: `{"id":"bad id","type":"create","workspace":"raw-1"}`, msgID: "also bad", wantID: "-", message: "command id"},
+		// nats.go's pull took these for the server's statuses: the
+		// first ended the engine's pull of the partition, for good.
+		{name: "StatusBadRequest", msgID: "raw-status-400", message: "malformed", headers: nats.Header{"Status": {"400"}, "Description": {"Bad Request"}}},
+		{name: "StatusConsumerDeleted", wantID: "-", message: "malformed", headers: nats.Header{"Status": {"409"}, "Description": {"Consumer Deleted"}}},
+		{name: "StatusHeartbeat", msgID: "raw-status-100", message: "malformed", headers: nats.Header{"Status": {"100"}, "Description": {"Idle Heartbeat"}}},
+		{name: "StatusNoMessages", msgID: "raw-status-404", message: "malformed", headers: nats.Header{"Status": {"404"}, "Nats-Pending-Messages": {"1000"}}},
+		{name: "StatusPinMismatch", msgID: "raw-status-423", message: "malformed", headers: nats.Header{"Status": {"423"}}},
+		{name: "StatusNoResponders", msgID: "raw-status-503", message: "malformed", headers: nats.Header{"Status": {"503"}}},
 		{name: "BadSubjectToken", subject: names.Command("RAW"), body: `{"id":"raw-upper","type":"create","workspace":"RAW"}`, msgID: "raw-upper", message: "not a DNS label"},
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
@@ -186,6 +195,9 @@ func TestEngineRefusesRawBadInput(t *testing.T) {
 		m.Data = []byte(tc.body)
 		if tc.msgID != "" {
 			m.Header.Set(jetstream.MsgIDHeader, tc.msgID)
+		}
+		for k, v := range tc.headers {
+			m.Header[k] = v
 		}
 		ack, err := core.JS.PublishMsg(ctx, m)
 		if err != nil {

@@ -17,6 +17,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/turnstile-dev/turnstile/events"
+	"github.com/turnstile-dev/turnstile/internal/jspull"
 	"github.com/turnstile-dev/turnstile/internal/retry"
 )
 
@@ -596,8 +597,11 @@ func (o *owner) acquire(ctx, run context.Context, k int) error {
 				e.queue.pushRecovered(e.names.WorkspaceOf(m.Subject()), m)
 			}
 			var it jetstream.MessagesContext
-			it, err = cons.Messages(jetstream.PullMaxMessages(e.pullBatch()), jetstream.PullPriorityGroup(PriorityGroup),
-				jetstream.PullExpiry(pullExpiry))
+			// jspull, not cons.Messages: nats.go's pull reads a command
+			// stored with no body and a Status header as the server's
+			// status and ends (jspull's doc).
+			it, err = jspull.Messages(e.js.Conn(), jspull.NextSubject(e.js, src.stream, src.durable),
+				jspull.Options{Batch: e.pullBatch(), Group: PriorityGroup, Expiry: pullExpiry})
 			if err == nil {
 				pw := &pinWatch{MessagesContext: it}
 				p.pins[src.stream], it = pw, pw

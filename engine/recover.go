@@ -10,6 +10,7 @@ import (
 
 	"github.com/turnstile-dev/turnstile/events"
 	"github.com/turnstile-dev/turnstile/fsm"
+	"github.com/turnstile-dev/turnstile/internal/jspull"
 	"github.com/turnstile-dev/turnstile/internal/retry"
 )
 
@@ -178,20 +179,21 @@ func (e *Engine) readMore(ctx context.Context, r *takenRead) error {
 		_ = e.js.DeleteConsumer(dctx, r.src.stream, rd.CachedInfo().Name)
 	}()
 	// Deliveries to the reader are numbered from 1 without a hole: a jump
-	// is a page cut short on the way (FetchNoWait gives up after a second
+	// is a page cut short on the way (jspull.Fetch gives up after a second
 	// of silence), whose commands the reader will not give again.
 	delivered := uint64(0)
 	for r.next <= r.to {
 		if err := ctx.Err(); err != nil {
 			return fmt.Errorf("engine: read unfinished commands: %w", err)
 		}
-		batch, err := rd.FetchNoWait(takenPage)
-		if err != nil {
-			return fmt.Errorf("engine: read unfinished commands: %w", err)
-		}
+		// jspull, not rd.FetchNoWait: nats.go's fetch reads a command
+		// stored with no body and a Status header as the server's status.
+		fctx, cancel := context.WithTimeout(ctx, limit)
+		batch, fetchErr := jspull.Fetch(fctx, e.js.Conn(), jspull.NextSubject(e.js, r.src.stream, rd.CachedInfo().Name), takenPage)
+		cancel()
 		var page []takenCommand
 		through, read, lost, past := r.next-1, 0, false, false
-		for m := range batch.Messages() { // read to the end whatever happens
+		for _, m := range batch { // read to the end whatever happens
 			md, err := m.Metadata()
 			if err != nil || lost || past {
 				continue
@@ -214,8 +216,8 @@ func (e *Engine) readMore(ctx context.Context, r *takenRead) error {
 				page = append(page, takenCommand{msg: m, id: id})
 			}
 		}
-		if err := batch.Error(); err != nil && !errors.Is(err, jetstream.ErrNoMessages) {
-			return fmt.Errorf("engine: read unfinished commands: %w", err)
+		if fetchErr != nil {
+			return fmt.Errorf("engine: read unfinished commands: %w", fetchErr)
 		}
 		unfinished, err := e.withoutOutcome(ctx, page)
 		if err != nil {

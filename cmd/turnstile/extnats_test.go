@@ -71,9 +71,11 @@ authorization { users = [ { user: turnstile-serve, password: "`+servePassword+`"
 		t.Fatalf("victim's history after the move:\n%s", out)
 	}
 	cli(t, user, "create", "x", "--wait")
-	if out := cli(t, user, "get", "x"); !strings.Contains(out, "running") {
-		t.Fatalf("get x:\n%s", out)
-	}
+	// --wait returns once the event stream says running; get reads the
+	// read model, which the projector brings there a moment later.
+	testenv.Eventually(t, 30*time.Second, "get x says running", func() bool {
+		return strings.Contains(cli(t, user, "get", "x"), "running")
+	})
 	if out := cli(t, user, "history", "x"); !strings.Contains(out, "created") {
 		t.Fatalf("history x:\n%s", out)
 	}
