@@ -113,7 +113,16 @@ func (s *Server) send(w http.ResponseWriter, r *http.Request, cmd fsm.Command) {
 				s.cfg.CommandTimeout, IdempotencyHeader, cmd.ID)})
 		return
 	case err != nil:
-		s.writeError(w, r, err)
+		status, body := s.errorAnswer(r, err)
+		if status == http.StatusServiceUnavailable {
+			// A try of the publish may have reached the stream before NATS
+			// stopped answering: the id makes a repeat the same command,
+			// where one under a new id could be a second.
+			body.CommandID, body.Command = cmd.ID, cmd.Type
+			body.Message = fmt.Sprintf("NATS did not answer, so the command may or may not be stored: repeat the request with %s: %s, "+
+				"under which it is recorded once however often it is sent (details in the server log)", IdempotencyHeader, cmd.ID)
+		}
+		writeJSON(w, status, body)
 		return
 	}
 	w.Header().Set("Location", "/v1/workspaces/"+cmd.Workspace)

@@ -35,6 +35,7 @@ type Client struct {
 	mu     sync.Mutex
 	wait   map[string]chan events.OutcomeRecord
 	poll   time.Duration
+	try    time.Duration // Options.RequestTimeout
 }
 
 // Options configure a Client.
@@ -44,6 +45,13 @@ type Options struct {
 	// PollInterval is how often a waiting Send reads the stored outcome in
 	// case the engine's direct reply was lost; 0 means 1s.
 	PollInterval time.Duration
+	// RequestTimeout bounds each request to JetStream (one try of a
+	// publish, a read of a stored outcome) whatever the caller's context
+	// allows; 0 means DefaultRequestTimeout. A request in flight when the
+	// connection is lost is never answered: nats.go fails it only at its
+	// context's end, so without this bound one publish would take all of
+	// a command's timeout to report that NATS is away.
+	RequestTimeout time.Duration
 	// System makes a client for Turnstile's own provisioner, supervisor and
 	// watcher: system reports (provision_succeeded, ...) are published on
 	// <prefix>.sys.<workspace>, which only serve's own NATS user may write;
@@ -80,18 +88,26 @@ func New(ctx context.Context, nc *nats.Conn, o Options) (*Client, error) {
 	if o.PollInterval <= 0 {
 		o.PollInterval = time.Second
 	}
+	if o.RequestTimeout <= 0 {
+		o.RequestTimeout = DefaultRequestTimeout
+	}
 	inbox := nc.NewRespInbox()
 	if o.ReplyPrefix != "" {
 		inbox = o.ReplyPrefix + "." + strings.ReplaceAll(uuid.NewString(), "-", "")
 	}
 	c := &Client{nc: nc, js: js, store: store, names: names, actor: o.Actor, system: o.System, key: o.ActorKey,
-		inbox: inbox, wait: make(map[string]chan events.OutcomeRecord), poll: o.PollInterval}
+		inbox: inbox, wait: make(map[string]chan events.OutcomeRecord), poll: o.PollInterval, try: o.RequestTimeout}
 	c.sub, err = nc.Subscribe(c.inbox+".*", c.onReply)
 	if err != nil {
 		return nil, fmt.Errorf("client: subscribe: %w", err)
 	}
 	return c, nil
 }
+
+// DefaultRequestTimeout is Options.RequestTimeout's default: far above a
+// JetStream acknowledgement's usual milliseconds, far below an API
+// command's timeout (30s), which a publish's tries share.
+const DefaultRequestTimeout = 2 * time.Second
 
 // Close unsubscribes; the connection stays open.
 func (c *Client) Close() error { return c.sub.Unsubscribe() }
@@ -183,7 +199,9 @@ func (c *Client) publish(ctx context.Context, cmd fsm.Command, reply bool) (bool
 			// duplicate window of when its message is stored.
 			m.Header.Set(events.ActorProofHeader, events.ActorProof(c.key, time.Now(), b))
 		}
-		ack, err := c.js.PublishMsg(ctx, m)
+		tctx, cancel := context.WithTimeout(ctx, c.try)
+		ack, err := c.js.PublishMsg(tctx, m)
+		cancel()
 		if err == nil {
 			return ack.Duplicate, nil
 		}
@@ -191,6 +209,7 @@ func (c *Client) publish(ctx context.Context, cmd fsm.Command, reply bool) (bool
 		// out a reconnect (on a connection that buffers nothing across
 		// one, such as serve's API's, a publish meanwhile fails at once)
 		// or a leader change.
+		err = c.timedOut(ctx, err)
 		if errors.Is(err, nats.ErrReconnectBufExceeded) {
 			err = fmt.Errorf("%w: %w", nats.ErrConnectionReconnecting, err) // unavailable, and retryable
 		}
@@ -236,7 +255,7 @@ func (c *Client) send(ctx context.Context, cmd fsm.Command, lookup bool) (events
 		// reused key): answer from the stored outcome without publishing,
 		// so a reused id leaves no trace even after the stream's
 		// duplicate window. A failed lookup just falls through.
-		if o, ok, err := c.store.Outcome(ctx, cmd.ID); err == nil && ok {
+		if o, ok, err := c.outcome(ctx, cmd.ID); err == nil && ok {
 			return o, reused(cmd, o)
 		}
 	}
@@ -313,11 +332,32 @@ func (c *Client) await(ctx context.Context, id string, ch chan events.OutcomeRec
 			// The direct reply can be lost (an engine restart, a resent
 			// command whose first outcome went to someone else): read the
 			// stored one.
-			o, ok, err := c.store.Outcome(ctx, id)
+			o, ok, err := c.outcome(ctx, id)
 			if err == nil && ok {
 				return o, nil
 			}
 			t.Reset(c.poll)
 		}
 	}
+}
+
+// outcome reads id's stored outcome within one request's time
+// (Options.RequestTimeout): a read lost with the connection must not hold
+// up a lookup that falls through, or an await whose direct reply arrives
+// meanwhile.
+func (c *Client) outcome(ctx context.Context, id string) (events.OutcomeRecord, bool, error) {
+	tctx, cancel := context.WithTimeout(ctx, c.try)
+	defer cancel()
+	o, ok, err := c.store.Outcome(tctx, id)
+	return o, ok, c.timedOut(ctx, err)
+}
+
+// timedOut marks err, from a request made under ctx within one request's
+// time, as a timeout (nats.ErrTimeout: retryable, and NATS unavailable)
+// when that time ran out before ctx did.
+func (c *Client) timedOut(ctx context.Context, err error) error {
+	if errors.Is(err, context.DeadlineExceeded) && ctx.Err() == nil {
+		return fmt.Errorf("%w: no answer within %v: %w", nats.ErrTimeout, c.try, err)
+	}
+	return err
 }

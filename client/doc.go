@@ -6,7 +6,9 @@
 //   - A command is published durably (JetStream acknowledges it) under its
 //     command id, so sending the same command again, after a timeout or a
 //     crash, yields its one outcome and never a second effect.
-//   - Waiting is bounded by the caller's context.
+//   - Waiting is bounded by the caller's context, and each request to
+//     JetStream by Options.RequestTimeout: one lost with the connection
+//     is given up (a publish tried again) rather than waited out.
 //   - A client sends user commands to <prefix>.cmd.<workspace>; only one
 //     made with Options.System (serve's provisioning side) may send system
 //     reports, which go to <prefix>.sys.<workspace>.

@@ -125,10 +125,13 @@ func TestAPICommandsLandFresh(t *testing.T) {
 	}
 
 	// NATS goes away for 2 s, or until a stop sent meanwhile is answered
-	// (its publish retries for about 1.5 s), whichever is longer.
+	// (its publish retries for about 1.5 s, after a first try lost with
+	// the connection for up to 2 s), whichever is longer. The stop's
+	// timeout is well below the API's command timeout (30 s), which its
+	// publish used to wait out when that first try was lost (under load).
 	stop()
 	outage := time.Now()
-	stopCode, stopErr := post(30*time.Second, "/v1/workspaces/"+ws+"/stop", "", "")
+	stopCode, stopErr := post(20*time.Second, "/v1/workspaces/"+ws+"/stop", "", "")
 	time.Sleep(time.Until(outage.Add(2 * time.Second))) // the outage's length, not a wait for anything
 	start()
 	// A command sent after the outage is decided: serve is back.
