@@ -92,6 +92,7 @@ type Iter struct {
 	lastSeq uint64     // the consumer sequence of the last delivery
 	pin     string     // the last delivery's pin id, sent with each request
 	ended   bool       // done was seen while draining
+	news    bool       // a CONNECTED seen since ask last looked at the epoch
 }
 
 // Messages starts pulling on subject (NextSubject) over nc.
@@ -189,7 +190,7 @@ func (it *Iter) Next(opts ...jetstream.NextOpt) (jetstream.Msg, error) {
 			case !ok:
 				conn = nil // closed by Stop or Drain: no more news
 			case s == nats.CONNECTED:
-				// ask now asks again (the epoch changed).
+				it.news = true // ask looks at the epoch, and asks again
 				hb.Reset(2 * it.heartbeat)
 			default:
 				hb.Stop()
@@ -232,12 +233,19 @@ func (it *Iter) madeAgain(m *nats.Msg) error {
 // ask sends a pull request once fewer than half of the batch are still
 // to come. Under mu.
 func (it *Iter) ask() error {
+	full := it.pending >= (it.o.Batch+1)/2
+	if full && !it.news {
+		// Enough asked for, and no reconnect seen: the common case, at
+		// each delivery, without taking nc's lock.
+		return nil
+	}
 	// Not while disconnected: the request would wait in nc's buffer and
 	// reach the server after the reconnect, beside the one asked then
 	// (CONNECTED wakes Next).
 	if !it.nc.IsConnected() {
 		return nil
 	}
+	it.news = false
 	if r := it.nc.Stats().Reconnects; r != it.epoch {
 		// The requests sent before went with the connection they were
 		// sent on; what they delivered and Next has not handed out is
