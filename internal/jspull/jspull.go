@@ -124,14 +124,16 @@ func Messages(nc *nats.Conn, subject string, o Options) (*Iter, error) {
 	return it, nil
 }
 
-// Next returns the next delivery, waiting for it as long as it takes; an
-// error if the iterator was stopped or drained (ErrMsgIteratorClosed, with
-// ErrConnectionClosed if the connection was closed), if the pull ended for
-// good (ErrConsumerDeleted, also when nothing answers its requests, 503,
-// and the consumer is not found, or its deliveries are numbered again,
-// made again;
-// ErrBadRequest: stopped), or for a missed
-// heartbeat or an unexpected status (the pull goes on: call Next again).
+// Next returns the next delivery, waiting for it as long as it takes. It
+// returns an error
+//   - if the iterator was stopped or drained: ErrMsgIteratorClosed, with
+//     ErrConnectionClosed if the connection was closed;
+//   - if the pull ended for good, stopped: ErrConsumerDeleted (a 409, or a
+//     503 while the API says the consumer is not found, or deliveries
+//     numbered again: made again), ErrBadRequest;
+//   - for a missed heartbeat or another status: the pull goes on, call
+//     Next again.
+//
 // It takes no options.
 func (it *Iter) Next(opts ...jetstream.NextOpt) (jetstream.Msg, error) {
 	if len(opts) > 0 {
