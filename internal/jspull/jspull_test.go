@@ -300,31 +300,7 @@ func TestEnds(t *testing.T) {
 
 // After the server restarts, the pull asks again and goes on.
 func TestReconnect(t *testing.T) {
-	opts := &server.Options{Host: "127.0.0.1", Port: server.RANDOM_PORT, JetStream: true, StoreDir: t.TempDir(), NoSigs: true, NoLog: true}
-	var s *server.Server
-	start := func() {
-		var err error
-		if s, err = server.NewServer(opts); err != nil {
-			t.Fatal(err)
-		}
-		s.Start()
-		if !s.ReadyForConnections(10 * time.Second) {
-			t.Fatal("nats-server not ready")
-		}
-	}
-	stop := func() { s.Shutdown(); s.WaitForShutdown() }
-	start()
-	defer func() { stop() }()
-	opts.Port = s.Addr().(*net.TCPAddr).Port // the same again after the restart
-	nc, err := nats.Connect(s.ClientURL(), nats.MaxReconnects(-1), nats.ReconnectWait(50*time.Millisecond))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	start, stop, nc, js := restartable(t)
 	setup(t, js, jetstream.ConsumerConfig{})
 	// Expiry a minute: without asking again after the reconnect, the
 	// pull would wait for the missed heartbeats (30 s) to.
@@ -349,4 +325,37 @@ func TestReconnect(t *testing.T) {
 	if md, _ := m.Metadata(); md.Sequence.Stream != 2 {
 		t.Fatalf("after the restart: stream sequence %d, want 2", md.Sequence.Stream)
 	}
+}
+
+// restartable runs a nats-server that stop and start bring down and up
+// again on its port and store, until the test ends, and connects to it
+// with a connection that reconnects for ever.
+func restartable(t *testing.T) (start, stop func(), nc *nats.Conn, js jetstream.JetStream) {
+	t.Helper()
+	opts := &server.Options{Host: "127.0.0.1", Port: server.RANDOM_PORT, JetStream: true, StoreDir: t.TempDir(), NoSigs: true, NoLog: true}
+	var s *server.Server
+	start = func() {
+		t.Helper()
+		var err error
+		if s, err = server.NewServer(opts); err != nil {
+			t.Fatal(err)
+		}
+		s.Start()
+		if !s.ReadyForConnections(10 * time.Second) {
+			t.Fatal("nats-server not ready")
+		}
+	}
+	stop = func() { s.Shutdown(); s.WaitForShutdown() }
+	start()
+	t.Cleanup(func() { stop() })
+	opts.Port = s.Addr().(*net.TCPAddr).Port // the same again after a restart
+	nc, err := nats.Connect(s.ClientURL(), nats.MaxReconnects(-1), nats.ReconnectWait(50*time.Millisecond))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	if js, err = jetstream.New(nc); err != nil {
+		t.Fatal(err)
+	}
+	return start, stop, nc, js
 }

@@ -5,11 +5,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"net"
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -269,31 +267,7 @@ func TestPinEndedUnderTwoRequests(t *testing.T) {
 // beside the one the pull asks for then (its requests before went with the
 // old connection), and the server would deliver more than the batch.
 func TestNoRequestWhileDisconnected(t *testing.T) {
-	opts := &server.Options{Host: "127.0.0.1", Port: server.RANDOM_PORT, JetStream: true, StoreDir: t.TempDir(), NoSigs: true, NoLog: true}
-	var s *server.Server
-	start := func() {
-		var err error
-		if s, err = server.NewServer(opts); err != nil {
-			t.Fatal(err)
-		}
-		s.Start()
-		if !s.ReadyForConnections(10 * time.Second) {
-			t.Fatal("nats-server not ready")
-		}
-	}
-	stop := func() { s.Shutdown(); s.WaitForShutdown() }
-	start()
-	defer func() { stop() }()
-	opts.Port = s.Addr().(*net.TCPAddr).Port
-	nc, err := nats.Connect(s.ClientURL(), nats.MaxReconnects(-1), nats.ReconnectWait(50*time.Millisecond))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	start, stop, nc, js := restartable(t)
 	publish(t, js, 6, true, nil)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
@@ -555,31 +529,7 @@ func TestMadeAgainBetweenRequests(t *testing.T) {
 // server deliver more than msgs holds, and the client drop the rest (slow
 // consumer).
 func TestHeldAcrossReconnect(t *testing.T) {
-	opts := &server.Options{Host: "127.0.0.1", Port: server.RANDOM_PORT, JetStream: true, StoreDir: t.TempDir(), NoSigs: true, NoLog: true}
-	var s *server.Server
-	start := func() {
-		var err error
-		if s, err = server.NewServer(opts); err != nil {
-			t.Fatal(err)
-		}
-		s.Start()
-		if !s.ReadyForConnections(10 * time.Second) {
-			t.Fatal("nats-server not ready")
-		}
-	}
-	stop := func() { s.Shutdown(); s.WaitForShutdown() }
-	start()
-	defer func() { stop() }()
-	opts.Port = s.Addr().(*net.TCPAddr).Port
-	nc, err := nats.Connect(s.ClientURL(), nats.MaxReconnects(-1), nats.ReconnectWait(50*time.Millisecond))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	start, stop, nc, js := restartable(t)
 	const batch = 40
 	publish(t, js, batch, true, nil)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
