@@ -106,9 +106,11 @@ func Messages(nc *nats.Conn, subject string, o Options) (*Iter, error) {
 	it := &Iter{
 		nc: nc, subject: subject, o: o,
 		heartbeat: min(o.Expiry/2, 30*time.Second),
-		msgs:      make(chan *nats.Msg, o.Batch+16), // the batch and the statuses around it
-		done:      make(chan struct{}),
-		epoch:     nc.Stats().Reconnects,
+		// Twice the batch and the statuses around it: after a reconnect
+		// a request from before may still deliver beside the new one.
+		msgs:  make(chan *nats.Msg, 2*o.Batch+16),
+		done:  make(chan struct{}),
+		epoch: nc.Stats().Reconnects,
 	}
 	it.conn = nc.StatusChanged(nats.CONNECTED, nats.RECONNECTING)
 	sub, err := nc.ChanSubscribe(nc.NewInbox(), it.msgs)
@@ -198,6 +200,12 @@ func (it *Iter) Next(opts ...jetstream.NextOpt) (jetstream.Msg, error) {
 				hb.Stop()
 			}
 		case <-hb.C:
+			if !it.nc.IsConnected() {
+				// Not missed: there is no server to send them (the
+				// RECONNECTING a call before read stopped its own
+				// timer). CONNECTED wakes this call.
+				continue
+			}
 			it.pending = 0 // ask again
 			return nil, jetstream.ErrNoHeartbeat
 		case <-done:
@@ -235,6 +243,12 @@ func (it *Iter) madeAgain(m *nats.Msg) error {
 // ask sends a pull request once fewer than half of the batch are still
 // to come. Under mu.
 func (it *Iter) ask() error {
+	if it.nc.IsClosed() {
+		// Closed before the subscription's closed handler was set (then
+		// msgs is never closed): end here, not by heartbeats for ever.
+		it.Stop()
+		return it.closedErr()
+	}
 	full := it.pending >= (it.o.Batch+1)/2
 	if full && !it.news {
 		// Enough asked for, and no reconnect seen: the common case, at
@@ -249,12 +263,14 @@ func (it *Iter) ask() error {
 	}
 	it.news = false
 	if r := it.nc.Stats().Reconnects; r != it.epoch {
-		// The requests sent before went with the connection they were
-		// sent on; what they delivered and Next has not handed out is
-		// still held (counted as still to come, it holds its place in
-		// msgs). By the count of reconnects, not at Next's CONNECTED: a
-		// request sent after the reconnect and before Next read it
-		// counts.
+		// The requests sent before are taken as gone with the connection
+		// they were sent on (the server may keep one until its expiry,
+		// if it sees interest in the inbox again: the channel's room
+		// for twice the batch holds what both deliver); what they
+		// delivered and Next has not handed out is still held (counted
+		// as still to come, it holds its place in msgs). By the count of
+		// reconnects, not at Next's CONNECTED: a request sent after the
+		// reconnect and before Next read it counts.
 		it.epoch, it.pending = r, min(it.pending, len(it.msgs))
 	}
 	if it.pending >= (it.o.Batch+1)/2 {

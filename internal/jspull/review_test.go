@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -569,5 +570,68 @@ func TestHeldAcrossReconnect(t *testing.T) {
 	}
 	if got := takeRequests(t, nc, reqs); len(got) != 0 {
 		t.Fatalf("with 24 of the batch of %d held the pull asked for %+v", batch, got)
+	}
+}
+
+// While NATS is away, a call of Next after the one that read RECONNECTING
+// reports no missed heartbeats (there is no server to send them): each was
+// a warning, a sweep and a retry delay in the engine, every 2 heartbeats,
+// for the whole outage. It waits, and goes on after the reconnect.
+func TestNoMissedHeartbeatsWhileAway(t *testing.T) {
+	start, stop, nc, js := restartable(t)
+	publish(t, js, 2, true, nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	cons, err := js.CreateConsumer(ctx, "S", jetstream.ConsumerConfig{Durable: "d", AckPolicy: jetstream.AckExplicitPolicy})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Expiry 1 s: heartbeats every 0.5 s, missed after 1 s.
+	it, err := jspull.Messages(nc, jspull.NextSubject(js, "S", "d"), jspull.Options{Batch: 10, Expiry: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer it.Stop()
+	if _, err := next(t, it); err != nil {
+		t.Fatal(err)
+	}
+	testenv.Eventually(t, 10*time.Second, "both delivered", func() bool {
+		info, err := cons.Info(ctx)
+		return err == nil && info.Delivered.Stream == 2
+	})
+	stop()
+	testenv.Eventually(t, 10*time.Second, "reconnecting", func() bool { return nc.Status() == nats.RECONNECTING })
+	// The held delivery; this call may read RECONNECTING, the next not.
+	if m, err := next(t, it); err != nil || m == nil {
+		t.Fatalf("the held delivery: %v", err)
+	}
+	got := reader(t, it)
+	// Three times the heartbeats' limit, away.
+	away := time.NewTimer(3 * time.Second)
+	defer away.Stop()
+away:
+	for {
+		select {
+		case r := <-got:
+			// The server's 409 Server Shutdown, sent as it went, may
+			// come first; nothing after it.
+			if r.m != nil || errors.Is(r.err, jetstream.ErrNoHeartbeat) || !strings.Contains(fmt.Sprint(r.err), "Server Shutdown") {
+				t.Fatalf("while NATS was away Next returned %v, %v", r.m, r.err)
+			}
+		case <-away.C:
+			break away
+		}
+	}
+	start()
+	testenv.Eventually(t, 10*time.Second, "reconnected", nc.IsConnected)
+	publish(t, js, 1, false, nil)
+	for {
+		r := receive(t, got)
+		if r.m != nil {
+			break
+		}
+		if errors.Is(r.err, jetstream.ErrMsgIteratorClosed) || errors.Is(r.err, jetstream.ErrConsumerDeleted) {
+			t.Fatalf("after the reconnect: %v", r.err)
+		}
 	}
 }
