@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"maps"
 	"slices"
 	"sync"
 	"testing"
@@ -218,12 +219,34 @@ func TestAStuckTakeHoldsUpNoOtherPartition(t *testing.T) {
 		all[k] = k
 	}
 	first, b, c := core.Engines[0], core.Engines[1], core.Engines[2]
-	testenv.Eventually(t, 30*time.Second, "three engines splitting the partitions", func() bool {
-		return len(first.Partitions()) > 0 && len(b.Partitions()) > 0 && len(c.Partitions()) > 0 && slices.Equal(owned(first, b, c), all)
+	names := events.NewNames("")
+	// Settled: each pulls what the assignment of the three gives it. Not
+	// only split: while the first still lets go of a partition another
+	// is to pull, k could be one, taken by the other just before its
+	// consumer goes (then pulled, not stuck, and the test failed).
+	testenv.Eventually(t, 30*time.Second, "three engines pulling what the assignment gives each", func() bool {
+		ms, err := engine.ReadMembers(ctx, core.JS, names, "turnstile-engine")
+		if err != nil || len(ms) != 3 {
+			return false
+		}
+		ids := []string{ms[0].ID, ms[1].ID, ms[2].ID}
+		slices.Sort(ids)
+		shares := map[string][]int{}
+		for p, id := range engine.Assign(parts, ids) {
+			shares[id] = append(shares[id], p)
+		}
+		for _, e := range []*engine.Engine{first, b, c} {
+			got := slices.Sorted(slices.Values(e.Partitions()))
+			if !slices.ContainsFunc(slices.Collect(maps.Values(shares)), func(share []int) bool {
+				return slices.Equal(slices.Sorted(slices.Values(share)), got)
+			}) {
+				return false
+			}
+		}
+		return slices.Equal(owned(first, b, c), all)
 	})
 	// A consumer of one of the first engine's partitions goes away.
 	k := first.Partitions()[0]
-	names := events.NewNames("")
 	durable := events.EngineConsumer("turnstile-engine", k)
 	cons, err := core.JS.Consumer(ctx, names.CommandStream(), durable)
 	if err != nil {
