@@ -156,10 +156,7 @@ func TestDeletedBetweenRequests(t *testing.T) {
 	publish(t, js, 4, true, nil)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	cons, err := js.CreateConsumer(ctx, "S", jetstream.ConsumerConfig{Durable: "d", AckPolicy: jetstream.AckExplicitPolicy})
-	if err != nil {
-		t.Fatal(err)
-	}
+	cons := durable(t, js, jetstream.AckExplicitPolicy)
 	it, err := jspull.Messages(nc, jspull.NextSubject(js, "S", "d"), jspull.Options{Batch: 2, Expiry: time.Minute})
 	if err != nil {
 		t.Fatal(err)
@@ -270,12 +267,7 @@ func TestPinEndedUnderTwoRequests(t *testing.T) {
 func TestNoRequestWhileDisconnected(t *testing.T) {
 	start, stop, nc, js := restartable(t)
 	publish(t, js, 6, true, nil)
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	cons, err := js.CreateConsumer(ctx, "S", jetstream.ConsumerConfig{Durable: "d", AckPolicy: jetstream.AckExplicitPolicy})
-	if err != nil {
-		t.Fatal(err)
-	}
+	cons := durable(t, js, jetstream.AckExplicitPolicy)
 	subject := jspull.NextSubject(js, "S", "d")
 	reqs := watchRequests(t, nc, subject)
 	it, err := jspull.Messages(nc, subject, jspull.Options{Batch: 10, Expiry: time.Minute})
@@ -283,13 +275,7 @@ func TestNoRequestWhileDisconnected(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer it.Stop()
-	if _, err := next(t, it); err != nil {
-		t.Fatal(err)
-	}
-	testenv.Eventually(t, 10*time.Second, "all 6 delivered", func() bool {
-		info, err := cons.Info(ctx)
-		return err == nil && info.Delivered.Stream == 6
-	})
+	heldThrough(t, it, cons, 6)
 	if got := takeRequests(t, nc, reqs); len(got) != 1 || got[0].Batch != 10 {
 		t.Fatalf("requests before the restart: %+v", got)
 	}
@@ -342,24 +328,13 @@ func TestStopAfterDrain(t *testing.T) {
 		t.Fatal(err)
 	}
 	publish(t, js, 6, true, nil)
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	cons, err := js.CreateConsumer(ctx, "S", jetstream.ConsumerConfig{Durable: "d", AckPolicy: jetstream.AckExplicitPolicy})
-	if err != nil {
-		t.Fatal(err)
-	}
+	cons := durable(t, js, jetstream.AckExplicitPolicy)
 	it, err := jspull.Messages(nc, jspull.NextSubject(js, "S", "d"), jspull.Options{Batch: 10, Expiry: time.Minute})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer it.Stop()
-	if _, err := next(t, it); err != nil {
-		t.Fatal(err)
-	}
-	testenv.Eventually(t, 10*time.Second, "all 6 delivered", func() bool {
-		info, err := cons.Info(ctx)
-		return err == nil && info.Delivered.Stream == 6
-	})
+	heldThrough(t, it, cons, 6)
 	n.Shutdown()
 	testenv.Eventually(t, 10*time.Second, "reconnecting", func() bool { return nc.Status() == nats.RECONNECTING })
 	it.Drain()
@@ -393,23 +368,12 @@ func TestDrainAfterStop(t *testing.T) {
 	n := testenv.StartNATS(t, testenv.NATSOptions{})
 	nc, js := n.Connect(t)
 	publish(t, js, 6, true, nil)
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	cons, err := js.CreateConsumer(ctx, "S", jetstream.ConsumerConfig{Durable: "d", AckPolicy: jetstream.AckExplicitPolicy})
-	if err != nil {
-		t.Fatal(err)
-	}
+	cons := durable(t, js, jetstream.AckExplicitPolicy)
 	it, err := jspull.Messages(nc, jspull.NextSubject(js, "S", "d"), jspull.Options{Batch: 10, Expiry: time.Minute})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := next(t, it); err != nil {
-		t.Fatal(err)
-	}
-	testenv.Eventually(t, 10*time.Second, "all 6 delivered", func() bool {
-		info, err := cons.Info(ctx)
-		return err == nil && info.Delivered.Stream == 6
-	})
+	heldThrough(t, it, cons, 6)
 	it.Stop()
 	it.Drain()
 	if m, err := next(t, it); m != nil || !errors.Is(err, jetstream.ErrMsgIteratorClosed) {
@@ -533,12 +497,7 @@ func TestHeldAcrossReconnect(t *testing.T) {
 	start, stop, nc, js := restartable(t)
 	const batch = 40
 	publish(t, js, batch, true, nil)
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	cons, err := js.CreateConsumer(ctx, "S", jetstream.ConsumerConfig{Durable: "d", AckPolicy: jetstream.AckNonePolicy})
-	if err != nil {
-		t.Fatal(err)
-	}
+	cons := durable(t, js, jetstream.AckNonePolicy)
 	subject := jspull.NextSubject(js, "S", "d")
 	reqs := watchRequests(t, nc, subject)
 	it, err := jspull.Messages(nc, subject, jspull.Options{Batch: batch, Expiry: 10 * time.Second})
@@ -546,13 +505,7 @@ func TestHeldAcrossReconnect(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer it.Stop()
-	if _, err := next(t, it); err != nil {
-		t.Fatal(err)
-	}
-	testenv.Eventually(t, 10*time.Second, "the batch delivered", func() bool {
-		info, err := cons.Info(ctx)
-		return err == nil && info.Delivered.Stream == batch
-	})
+	heldThrough(t, it, cons, batch)
 	takeRequests(t, nc, reqs)
 	stop()
 	start()
@@ -580,25 +533,14 @@ func TestHeldAcrossReconnect(t *testing.T) {
 func TestNoMissedHeartbeatsWhileAway(t *testing.T) {
 	start, stop, nc, js := restartable(t)
 	publish(t, js, 2, true, nil)
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	cons, err := js.CreateConsumer(ctx, "S", jetstream.ConsumerConfig{Durable: "d", AckPolicy: jetstream.AckExplicitPolicy})
-	if err != nil {
-		t.Fatal(err)
-	}
+	cons := durable(t, js, jetstream.AckExplicitPolicy)
 	// Expiry 1 s: heartbeats every 0.5 s, missed after 1 s.
 	it, err := jspull.Messages(nc, jspull.NextSubject(js, "S", "d"), jspull.Options{Batch: 10, Expiry: time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer it.Stop()
-	if _, err := next(t, it); err != nil {
-		t.Fatal(err)
-	}
-	testenv.Eventually(t, 10*time.Second, "both delivered", func() bool {
-		info, err := cons.Info(ctx)
-		return err == nil && info.Delivered.Stream == 2
-	})
+	heldThrough(t, it, cons, 2)
 	stop()
 	testenv.Eventually(t, 10*time.Second, "reconnecting", func() bool { return nc.Status() == nats.RECONNECTING })
 	// The held delivery; this call may read RECONNECTING, the next not.
@@ -634,4 +576,29 @@ away:
 			t.Fatalf("after the reconnect: %v", r.err)
 		}
 	}
+}
+
+// durable makes consumer d of stream S, with acks as ack says.
+func durable(t *testing.T, js jetstream.JetStream, ack jetstream.AckPolicy) jetstream.Consumer {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	cons, err := js.CreateConsumer(ctx, "S", jetstream.ConsumerConfig{Durable: "d", AckPolicy: ack})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cons
+}
+
+// heldThrough takes the pull's first delivery, then waits until cons has
+// delivered through stream sequence n: the rest is held in the pull.
+func heldThrough(t *testing.T, it *jspull.Iter, cons jetstream.Consumer, n uint64) {
+	t.Helper()
+	if _, err := next(t, it); err != nil {
+		t.Fatal(err)
+	}
+	testenv.Eventually(t, 10*time.Second, fmt.Sprintf("stream sequence %d delivered", n), func() bool {
+		info, err := cons.Info(context.Background())
+		return err == nil && info.Delivered.Stream == n
+	})
 }
