@@ -1,16 +1,11 @@
 package api_test
 
 import (
-	"context"
 	"net/http"
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
-
 	"github.com/turnstile-dev/turnstile/api"
-	"github.com/turnstile-dev/turnstile/events"
 	"github.com/turnstile-dev/turnstile/fsm"
 )
 
@@ -28,18 +23,7 @@ func TestExplainUnprovenAPIActor(t *testing.T) {
 		}
 	}
 	forged := fsm.Command{ID: "forged-stop", Type: fsm.Stop, Workspace: "slow", Actor: api.ActorPrefix + "default"}
-	data, err := events.EncodeCommand(forged)
-	if err != nil {
-		t.Fatal(err)
-	}
-	m := nats.NewMsg(events.NewNames("").Command("slow"))
-	m.Data = data
-	m.Header.Set(jetstream.MsgIDHeader, forged.ID)
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	if _, err := e.core.JS.PublishMsg(ctx, m); err != nil {
-		t.Fatal(err)
-	}
+	e.publishRaw(t, forged)
 	// The API's own: stored, and no outcome within the command timeout.
 	e.wantStatus(t, e.do(t, "POST", "/v1/workspaces/slow/stop", "", api.IdempotencyHeader, "real-stop"), http.StatusGatewayTimeout)
 

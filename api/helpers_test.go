@@ -13,11 +13,14 @@ import (
 
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/jackc/pgx/v5/stdlib"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/goleak"
 
 	"github.com/turnstile-dev/turnstile/api"
 	"github.com/turnstile-dev/turnstile/client"
+	"github.com/turnstile-dev/turnstile/events"
 	"github.com/turnstile-dev/turnstile/fsm"
 	"github.com/turnstile-dev/turnstile/internal/testenv"
 	"github.com/turnstile-dev/turnstile/migrations"
@@ -213,5 +216,24 @@ func (e *env) report(t *testing.T, id string, typ fsm.CommandType, gen uint64) {
 	o, err := e.system.Send(ctx, fsm.Command{Type: typ, Workspace: id, Generation: gen, Reason: "test"})
 	if err != nil || o.Outcome != fsm.Accepted {
 		t.Fatalf("%s %s gen %d: %+v %v", typ, id, gen, o, err)
+	}
+}
+
+// publishRaw stores cmd on its workspace's command subject as a plain NATS
+// client would, past the API (no proof of its actor), under its id as
+// Nats-Msg-Id.
+func (e *env) publishRaw(t *testing.T, cmd fsm.Command) {
+	t.Helper()
+	data, err := events.EncodeCommand(cmd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := nats.NewMsg(events.NewNames("").Command(cmd.Workspace))
+	m.Data = data
+	m.Header.Set(jetstream.MsgIDHeader, cmd.ID)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if _, err := e.core.JS.PublishMsg(ctx, m); err != nil {
+		t.Fatal(err)
 	}
 }

@@ -17,9 +17,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
-
 	"github.com/turnstile-dev/turnstile/api"
 	"github.com/turnstile-dev/turnstile/events"
 	"github.com/turnstile-dev/turnstile/fsm"
@@ -451,18 +448,7 @@ func TestExplainProvisioning(t *testing.T) {
 		}
 	}
 	cmd := fsm.Command{ID: "queued-stop-1", Type: fsm.Stop, Workspace: "slow", Actor: "someone"}
-	data, err := events.EncodeCommand(cmd)
-	if err != nil {
-		t.Fatal(err)
-	}
-	m := nats.NewMsg(events.NewNames("").Command("slow"))
-	m.Data = data
-	m.Header.Set(jetstream.MsgIDHeader, cmd.ID)
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	if _, err := e.core.JS.PublishMsg(ctx, m); err != nil {
-		t.Fatal(err)
-	}
+	e.publishRaw(t, cmd)
 
 	var h struct{ Events []api.Event }
 	e.do(t, "GET", "/v1/workspaces/slow/events", "").decode(t, &h)
