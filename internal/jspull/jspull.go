@@ -200,6 +200,9 @@ func (it *Iter) Next(opts ...jetstream.NextOpt) (jetstream.Msg, error) {
 				hb.Stop()
 			}
 		case <-hb.C:
+			if it.nc.IsClosed() {
+				return nil, it.closedByNC()
+			}
 			if !it.nc.IsConnected() {
 				// Not missed: there is no server to send them (the
 				// RECONNECTING a call before read stopped its own
@@ -243,17 +246,14 @@ func (it *Iter) madeAgain(m *nats.Msg) error {
 // ask sends a pull request once fewer than half of the batch are still
 // to come. Under mu.
 func (it *Iter) ask() error {
-	if it.nc.IsClosed() {
-		// Closed before the subscription's closed handler was set (then
-		// msgs is never closed): end here, not by heartbeats for ever.
-		it.Stop()
-		return it.closedErr()
-	}
 	full := it.pending >= (it.o.Batch+1)/2
 	if full && !it.news {
 		// Enough asked for, and no reconnect seen: the common case, at
 		// each delivery, without taking nc's lock.
 		return nil
+	}
+	if it.nc.IsClosed() {
+		return it.closedByNC()
 	}
 	// Not while disconnected: the request would wait in nc's buffer and
 	// reach the server after the reconnect, beside the one asked then
@@ -381,6 +381,15 @@ func (it *Iter) settle(m *nats.Msg) {
 		return
 	}
 	it.pending = max(it.pending-n, 0)
+}
+
+// closedByNC stops the pull of a closed connection. Closed before the
+// subscription's closed handler was set, msgs is never closed: the pull
+// ends here (at a request or a heartbeat's time), not by missed
+// heartbeats for ever.
+func (it *Iter) closedByNC() error {
+	it.Stop()
+	return it.closedErr()
 }
 
 func (it *Iter) closedErr() error {
