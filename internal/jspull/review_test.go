@@ -591,14 +591,16 @@ func durable(t *testing.T, js jetstream.JetStream, ack jetstream.AckPolicy) jets
 }
 
 // heldThrough takes the pull's first delivery, then waits until cons has
-// delivered through stream sequence n: the rest is held in the pull.
+// delivered through stream sequence n and the rest is held in the pull
+// (the consumer's info counts a delivery still on its way, which a
+// restart of the server would drop).
 func heldThrough(t *testing.T, it *jspull.Iter, cons jetstream.Consumer, n uint64) {
 	t.Helper()
 	if _, err := next(t, it); err != nil {
 		t.Fatal(err)
 	}
-	testenv.Eventually(t, 10*time.Second, fmt.Sprintf("stream sequence %d delivered", n), func() bool {
+	testenv.Eventually(t, 10*time.Second, fmt.Sprintf("stream sequence %d delivered and held", n), func() bool {
 		info, err := cons.Info(context.Background())
-		return err == nil && info.Delivered.Stream == n
+		return err == nil && info.Delivered.Stream == n && jspull.Held(it) == int(n)-1
 	})
 }
