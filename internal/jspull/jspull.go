@@ -66,6 +66,13 @@ type Options struct {
 	// Group is the priority group to pull in, "" for none; a group of a
 	// consumer with pinned clients (the pin is sent back).
 	Group string
+	// PinID is the pin the first requests are sent with, "" for none: a
+	// pin an earlier pull of the consumer held (PinID), so that a new pull
+	// still pinned to it is served at once rather than after the
+	// consumer's PinnedTTL. The server's replaces it as deliveries come; a
+	// pin that is no longer the consumer's is answered 423, and the pull
+	// asks again without one. Ignored without a Group.
+	PinID string
 }
 
 // Iter is a continuous pull of one consumer. It implements
@@ -90,9 +97,15 @@ type Iter struct {
 	pending int        // messages asked for and not handed out or given up on
 	epoch   uint64     // nc's reconnects when the requests in pending were sent
 	lastSeq uint64     // the consumer sequence of the last delivery
-	pin     string     // the last delivery's pin id, sent with each request
 	ended   bool       // done was seen while draining
 	news    bool       // a CONNECTED seen since ask last looked at the epoch
+
+	// pin is the last delivery's pin id (or Options.PinID until one
+	// comes), sent with each request; "" after a 423. Written under mu
+	// and pinMu: PinID reads it under pinMu alone, as Next holds mu for
+	// as long as it waits.
+	pin   string
+	pinMu sync.Mutex
 }
 
 // Messages starts pulling on subject (NextSubject) over nc.
@@ -111,6 +124,10 @@ func Messages(nc *nats.Conn, subject string, o Options) (*Iter, error) {
 		msgs:  make(chan *nats.Msg, 2*o.Batch+16),
 		done:  make(chan struct{}),
 		epoch: nc.Stats().Reconnects,
+	}
+	if o.Group != "" {
+		// Without a group the server refuses a pin id (400, ending the pull).
+		it.pin = o.PinID
 	}
 	it.conn = nc.StatusChanged(nats.CONNECTED, nats.RECONNECTING)
 	sub, err := nc.ChanSubscribe(nc.NewInbox(), it.msgs)
@@ -182,7 +199,7 @@ func (it *Iter) Next(opts ...jetstream.NextOpt) (jetstream.Msg, error) {
 				// without, the header is a publisher's, and the server
 				// refuses a pin id sent back (400, ending the pull).
 				if ids := m.Header.Values(pinIDHeader); it.o.Group != "" && len(ids) > 0 && ids[len(ids)-1] != "" {
-					it.pin = ids[len(ids)-1]
+					it.setPin(ids[len(ids)-1])
 				}
 				return &delivery{m: m, nc: it.nc}, nil
 			}
@@ -219,6 +236,27 @@ func (it *Iter) Next(opts ...jetstream.NextOpt) (jetstream.Msg, error) {
 			hb.Stop() // nothing more is asked for
 		}
 	}
+}
+
+// setPin sets the pin sent with the next requests. Under mu.
+func (it *Iter) setPin(id string) {
+	if id == it.pin {
+		return // the common case, at each delivery: no second lock
+	}
+	it.pinMu.Lock()
+	it.pin = id
+	it.pinMu.Unlock()
+}
+
+// PinID is the pin the pull sends with its requests: the last delivery's
+// (Options.PinID until one came), "" if none or after the server answered
+// that the pin is no longer the consumer's (423). Read when the pull has
+// ended, it is the pin a new pull of the consumer may start with
+// (Options.PinID). Any goroutine may call it, also while Next waits.
+func (it *Iter) PinID() string {
+	it.pinMu.Lock()
+	defer it.pinMu.Unlock()
+	return it.pin
 }
 
 // madeAgain is an error, and stops the pull, if m's consumer sequence
@@ -319,7 +357,7 @@ func (it *Iter) status(m *nats.Msg) error {
 		// Each request waiting with the old pin has its own 423, with
 		// what it had left: taking off all of them at the first would
 		// ask again beside the others, still waiting.
-		it.pin = ""
+		it.setPin("")
 		it.settle(m)
 		return nil
 	case "400":
