@@ -345,6 +345,14 @@ type owner struct {
 	// been handled by an engine before (handledBefore). Kept after the
 	// partition is let go (a command of it may still be in hand here).
 	taken map[takenKey]uint64
+	// pinOf is, for each partition and stream, the pin this engine's pull
+	// held when it let go of the partition and could not unpin: the
+	// consumer may still be pinned to it for PinnedTTL, and a pull of it
+	// taken again meanwhile starts with it (jspull.Options.PinID) rather
+	// than wait that out. Forgotten once unpinned, pinned to another
+	// engine, or taken afresh (retaken). A pin the consumer no longer
+	// holds costs one 423, after which the pull asks without one.
+	pinOf map[takenKey]string
 }
 
 type takenKey struct {
@@ -377,7 +385,8 @@ func (e *Engine) openMembers(ctx context.Context, replicas int) (*owner, error) 
 	if err != nil {
 		return nil, fmt.Errorf("engine: members bucket: %w", err)
 	}
-	o := &owner{e: e, kv: kv, st: st, id: e.cfg.NewID(), owned: map[int]*partition{}, handling: map[int]*partition{}, taken: map[takenKey]uint64{}}
+	o := &owner{e: e, kv: kv, st: st, id: e.cfg.NewID(), owned: map[int]*partition{}, handling: map[int]*partition{},
+		taken: map[takenKey]uint64{}, pinOf: map[takenKey]string{}}
 	if err := o.announce(ctx); err != nil {
 		return nil, err
 	}
@@ -592,19 +601,21 @@ func (o *owner) acquire(ctx, run context.Context, k int) error {
 			// stored after this take began.
 			o.mu.Lock()
 			o.taken[takenKey{k, src.stream}] = last
+			pin := o.pinOf[takenKey{k, src.stream}]
 			o.mu.Unlock()
 			for _, m := range msgs {
 				e.queue.pushRecovered(e.names.WorkspaceOf(m.Subject()), m)
 			}
-			var it jetstream.MessagesContext
+			var pulled *jspull.Iter
 			// jspull, not cons.Messages: nats.go's pull reads a command
 			// stored with no body and a Status header as the server's
 			// status and ends (jspull's doc).
-			it, err = jspull.Messages(e.js.Conn(), jspull.NextSubject(e.js, src.stream, src.durable),
-				jspull.Options{Batch: e.pullBatch(), Group: PriorityGroup, Expiry: pullExpiry})
+			pulled, err = jspull.Messages(e.js.Conn(), jspull.NextSubject(e.js, src.stream, src.durable),
+				jspull.Options{Batch: e.pullBatch(), Group: PriorityGroup, Expiry: pullExpiry, PinID: pin})
 			if err == nil {
-				pw := &pinWatch{MessagesContext: it}
-				p.pins[src.stream], it = pw, pw
+				pw := &pinWatch{MessagesContext: pulled, it: pulled}
+				var it jetstream.MessagesContext = pw
+				p.pins[src.stream] = pw
 				w := e.newGapWatch(cons, src)
 				w.pinned, w.sweeps = true, &p.pulled
 				p.iters = append(p.iters, it)
@@ -705,14 +716,15 @@ wait:
 // unpin drops this engine's pins on partition k (held as p), so that
 // another engine's pull is pinned at once; with a context of its own, as it
 // runs when the engine's may have ended. Not where another engine is
-// pinned (a pin id other than the one this engine's last delivery came
-// with): by the time a letGo gets here (it waits for the commands in hand
-// up to AckWait, longer than PinnedTTL) the next owner may be pinned, and
-// unpinning it would open the partition to any engine that still thinks it
-// owns it. Where no one is pinned it still unpins: that makes the server
+// pinned (a pin id other than the one this engine's pull held): by the
+// time a letGo gets here (it waits for the commands in hand up to
+// AckWait, longer than PinnedTTL) the next owner may be pinned, and
+// unpinning it would open the partition to any engine that still thinks
+// it owns it. Where no one is pinned it still unpins: that makes the server
 // drop the pull requests this engine left waiting, any of which would
 // otherwise take the pin at the next command, gone with it for PinnedTTL.
-// Not where this engine never pulled (a take cut short).
+// Not where this engine never pulled (a take cut short). Where the unpin
+// fails the pin is kept (pinOf) for a take of k again.
 func (o *owner) unpin(k int, p *partition) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
@@ -721,13 +733,18 @@ func (o *owner) unpin(k int, p *partition) {
 		if !pulled {
 			continue
 		}
+		// Read after the pull ended (letGo waited for it): the pin it
+		// held, which it may have started with (pinOf) and not yet had a
+		// delivery under.
+		held := w.pin()
 		info, err := o.e.consumers[src.durable+"/"+src.stream].Info(ctx)
 		if err == nil {
 			pinned := ""
 			if i := slices.IndexFunc(info.PriorityGroups, func(g jetstream.PriorityGroupState) bool { return g.Group == PriorityGroup }); i >= 0 {
 				pinned = info.PriorityGroups[i].PinnedClientID
 			}
-			if pinned != "" && pinned != w.pin() {
+			if pinned != "" && pinned != held {
+				o.rememberPin(k, src.stream, "")
 				continue // pinned to another engine since
 			}
 			// A narrow race is left: the pin may lapse between the two
@@ -739,10 +756,27 @@ func (o *owner) unpin(k int, p *partition) {
 			}
 		}
 		if err != nil {
+			// Kept: if this engine takes the partition again while the
+			// pin lasts, its pull starts with it.
+			o.rememberPin(k, src.stream, held)
 			o.e.log.Info("engine: could not unpin; the next owner waits for the pinned TTL", "partition", k,
 				"stream", src.stream, "err", err)
+			continue
 		}
+		o.rememberPin(k, src.stream, "")
 	}
+}
+
+// rememberPin keeps pin as the one partition k's next pull on stream
+// starts with (pinOf); "" forgets it.
+func (o *owner) rememberPin(k int, stream, pin string) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if pin == "" {
+		delete(o.pinOf, takenKey{k, stream})
+		return
+	}
+	o.pinOf[takenKey{k, stream}] = pin
 }
 
 // unpinAll unpins the partitions of owned at once: each waits up to 5 s
@@ -755,42 +789,22 @@ func (o *owner) unpinAll(owned map[int]*partition) {
 	wg.Wait()
 }
 
-// pinWatch is a partition's pull iterator that keeps the pin id
-// (Nats-Pin-Id) its last delivery came with: the server's id for this
-// engine's pin on the consumer.
+// pinWatch is a partition's pull iterator, with the pin id it holds: the
+// server's id for this engine's pin on the consumer.
 type pinWatch struct {
 	jetstream.MessagesContext
-	id atomic.Pointer[string]
+	it *jspull.Iter
 }
 
-func (w *pinWatch) Next(opts ...jetstream.NextOpt) (jetstream.Msg, error) {
-	m, err := w.MessagesContext.Next(opts...)
-	if err == nil {
-		// The last value: the server appends its own to the headers a
-		// command was stored with, which may hold a sender's (a NATS user
-		// with --nats-url; the embedded server's relay refuses it).
-		if ids := m.Headers().Values(pinIDHeader); len(ids) > 0 {
-			if id := ids[len(ids)-1]; id != "" && id != w.pin() {
-				w.id.Store(&id)
-			}
-		}
-	}
-	return m, err
-}
-
-// pin is the pin id of the last delivery; "" if none came (or w is nil).
+// pin is the pin the pull sends (jspull's PinID: the last delivery's
+// Nats-Pin-Id, the server's own, or the one it started with until one
+// came); "" if none (or w is nil).
 func (w *pinWatch) pin() string {
 	if w == nil {
 		return ""
 	}
-	if id := w.id.Load(); id != nil {
-		return *id
-	}
-	return ""
+	return w.it.PinID()
 }
-
-// pinIDHeader carries a pinned client's id on each delivery to it.
-const pinIDHeader = "Nats-Pin-Id"
 
 // removeEntry deletes this engine's member entry, so the others take its
 // partitions at their next look; a failure is logged under what (they
@@ -874,6 +888,11 @@ func (o *owner) retaken(ctx context.Context, k int, p *partition) {
 	// removes the deleted one is lost (remakeConsumer checks).
 	if o.e.remakeConsumers(ctx, k) != nil {
 		return // stopping: Close lets it go (again: harmless)
+	}
+	// Taken afresh: the consumer may be a new one, which never held the
+	// pin its letGo could not unpin.
+	for _, src := range o.e.sources(k) {
+		o.rememberPin(k, src.stream, "")
 	}
 	o.mu.Lock()
 	last := o.retakenAt[k]

@@ -1,0 +1,184 @@
+package engine_test
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/turnstile-dev/turnstile/engine"
+	"github.com/turnstile-dev/turnstile/events"
+	"github.com/turnstile-dev/turnstile/fsm"
+	"github.com/turnstile-dev/turnstile/internal/testenv"
+)
+
+// unpinRefused is a JetStream whose streams refuse to unpin a consumer
+// while refuse is set: the engine's unpin fails as it does when NATS does
+// not answer, and everything else is the server's.
+type unpinRefused struct {
+	jetstream.JetStream
+	refuse *atomic.Bool
+}
+
+func (j unpinRefused) Stream(ctx context.Context, name string) (jetstream.Stream, error) {
+	st, err := j.JetStream.Stream(ctx, name)
+	if err != nil {
+		return nil, err
+	}
+	return refusingStream{Stream: st, refuse: j.refuse}, nil
+}
+
+type refusingStream struct {
+	jetstream.Stream
+	refuse *atomic.Bool
+}
+
+func (s refusingStream) UnpinConsumer(ctx context.Context, consumer, group string) error {
+	if s.refuse.Load() {
+		return errors.New("unpin refused by the test")
+	}
+	return s.Stream.UnpinConsumer(ctx, consumer, group)
+}
+
+// startEngineOn opens an engine as core.StartEngine does, with its
+// JetStream wrapped by wrap.
+func startEngineOn(t *testing.T, core *testenv.Core, cfg engine.Config, wrap func(jetstream.JetStream) jetstream.JetStream) *engine.Engine {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	open := func() (*events.Store, jetstream.JetStream) {
+		_, js := core.ConnectOwn(t)
+		store, err := events.OpenStore(ctx, js, events.NewNames(""), events.Codec{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return store, js
+	}
+	store, js := open()
+	cfg.Store, cfg.JetStream, cfg.ActorKey = store, wrap(js), core.ActorKey
+	cfg.Committers = engine.DefaultCommitters
+	for range cfg.Committers {
+		cs, _ := open()
+		cfg.CommitStores = append(cfg.CommitStores, cs)
+	}
+	e, err := engine.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := e.Open(ctx); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = e.Close() })
+	return e
+}
+
+// An engine that lets go of a partition and cannot unpin it leaves the
+// consumer pinned to its pull for PinnedTTL. Taking the partition again
+// within that time, its new pull starts with the pin it held and decides
+// the partition's next command at once.
+//
+// On the old code the new pull started with no pin, and the server held
+// it back until the pin lapsed: a minute here.
+func TestRetakeAfterAFailedUnpinKeepsThePin(t *testing.T) {
+	log := newLogged(testenv.Logger(t).Handler())
+	cfg := engine.Config{MemberTTL: time.Second, PinnedTTL: time.Minute, Logger: slog.New(log)}
+	core := testenv.StartCore(t, testenv.CoreOptions{Partitions: 1, Engine: cfg})
+	// The core's own engine goes (closing, it unpins and leaves): the one
+	// pulling is the test's, whose unpins the test can refuse.
+	if err := core.Engines[0].Close(); err != nil {
+		t.Fatal(err)
+	}
+	refuse := &atomic.Bool{}
+	e := startEngineOn(t, core, cfg, func(js jetstream.JetStream) jetstream.JetStream { return unpinRefused{JetStream: js, refuse: refuse} })
+	names := events.NewNames("")
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	testenv.Eventually(t, 20*time.Second, "the engine pulling the partition", func() bool { return slices.Equal(e.Partitions(), []int{0}) })
+	cl := core.Client(t, "t")
+	if o := send(t, cl, fsm.Command{Type: fsm.Create, Workspace: "pin-a"}); o.Outcome != fsm.Accepted {
+		t.Fatalf("create pin-a: %+v", o)
+	}
+	pinned := func() string {
+		for _, g := range consumerInfo(t, core.JS, "pin-a").PriorityGroups {
+			if g.Group == engine.PriorityGroup {
+				return g.PinnedClientID
+			}
+		}
+		return ""
+	}
+	pin := pinned()
+	if pin == "" || e.PinForTest(0, names.CommandStream()) != pin {
+		t.Fatalf("the consumer is pinned to %q, the engine's pull holds %q", pin, e.PinForTest(0, names.CommandStream()))
+	}
+
+	// Another member, to whom the one partition is assigned: the engine
+	// lets go of it, and its unpin is refused.
+	ms, err := engine.ReadMembers(ctx, core.JS, names, events.DefaultEngineDurable)
+	if err != nil || len(ms) != 1 {
+		t.Fatalf("members %+v: %v", ms, err)
+	}
+	other := ""
+	for i := 0; other == ""; i++ {
+		if id := fmt.Sprintf("other-%d", i); engine.Assign(1, []string{ms[0].ID, id})[0] == id {
+			other = id
+		}
+	}
+	bucket := engine.MembersBucket(names, events.DefaultEngineDurable)
+	kv, err := core.JS.KeyValue(ctx, bucket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	entry, err := json.Marshal(engine.Member{ID: other, Name: other, Since: time.Now().UTC(), P: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	refuse.Store(true)
+	refused := func() bool {
+		for _, r := range log.find("engine: could not unpin; the next owner waits for the pinned TTL") {
+			if r.attrs["stream"].String() == names.CommandStream() {
+				return true
+			}
+		}
+		return false
+	}
+	testenv.Eventually(t, 30*time.Second, "the engine letting go of the partition, its unpin refused", func() bool {
+		// Announced again at each look: it lives for the member TTL.
+		if _, err := kv.Put(ctx, other, entry); err != nil {
+			t.Fatal(err)
+		}
+		return len(e.Partitions()) == 0 && refused()
+	})
+	if got := pinned(); got != pin {
+		t.Fatalf("after the refused unpin the consumer is pinned to %q, want the engine's %q", got, pin)
+	}
+	st, err := core.JS.Stream(ctx, "KV_"+bucket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := st.Purge(ctx, jetstream.WithPurgeSubject("$KV."+bucket+"."+other)); err != nil {
+		t.Fatal(err)
+	}
+	testenv.Eventually(t, 20*time.Second, "the engine taking the partition again", func() bool { return slices.Equal(e.Partitions(), []int{0}) })
+
+	// Well under the PinnedTTL the old code waited out.
+	sctx, scancel := context.WithTimeout(ctx, 10*time.Second)
+	defer scancel()
+	o, err := cl.Send(sctx, fsm.Command{Type: fsm.Create, Workspace: "pin-b"})
+	if err != nil {
+		t.Fatalf("create pin-b after the partition was taken again: %v", err)
+	}
+	if o.Outcome != fsm.Accepted {
+		t.Fatalf("create pin-b: %+v", o)
+	}
+	if got := pinned(); got != pin || e.PinForTest(0, names.CommandStream()) != pin {
+		t.Fatalf("after the take the consumer is pinned to %q and the pull holds %q, want the first pin %q",
+			got, e.PinForTest(0, names.CommandStream()), pin)
+	}
+}
