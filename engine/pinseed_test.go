@@ -11,11 +11,13 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/turnstile-dev/turnstile/engine"
 	"github.com/turnstile-dev/turnstile/events"
 	"github.com/turnstile-dev/turnstile/fsm"
+	"github.com/turnstile-dev/turnstile/internal/jspull"
 	"github.com/turnstile-dev/turnstile/internal/testenv"
 )
 
@@ -95,9 +97,11 @@ func TestRetakeAfterAFailedUnpinKeepsThePin(t *testing.T) {
 	if err := core.Engines[0].Close(); err != nil {
 		t.Fatal(err)
 	}
+	names := events.NewNames("")
+	// From the test engine's first pull on.
+	pulls := watchPulls(t, core.NC, jspull.NextSubject(core.JS, names.CommandStream(), events.EngineConsumer(events.DefaultEngineDurable, 0)))
 	refuse := &atomic.Bool{}
 	e := startEngineOn(t, core, cfg, func(js jetstream.JetStream) jetstream.JetStream { return unpinRefused{JetStream: js, refuse: refuse} })
-	names := events.NewNames("")
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	testenv.Eventually(t, 20*time.Second, "the engine pulling the partition", func() bool { return slices.Equal(e.Partitions(), []int{0}) })
@@ -139,34 +143,42 @@ func TestRetakeAfterAFailedUnpinKeepsThePin(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	refuse.Store(true)
-	refused := func() bool {
-		for _, r := range log.find("engine: could not unpin; the next owner waits for the pinned TTL") {
-			if r.attrs["stream"].String() == names.CommandStream() {
-				return true
-			}
-		}
-		return false
-	}
-	testenv.Eventually(t, 30*time.Second, "the engine letting go of the partition, its unpin refused", func() bool {
-		// Announced again at each look: it lives for the member TTL.
-		if _, err := kv.Put(ctx, other, entry); err != nil {
-			t.Fatal(err)
-		}
-		return len(e.Partitions()) == 0 && refused()
-	})
-	if got := pinned(); got != pin {
-		t.Fatalf("after the refused unpin the consumer is pinned to %q, want the engine's %q", got, pin)
-	}
 	st, err := core.JS.Stream(ctx, "KV_"+bucket)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := st.Purge(ctx, jetstream.WithPurgeSubject("$KV."+bucket+"."+other)); err != nil {
-		t.Fatal(err)
+	refused := func() int {
+		n := 0
+		for _, r := range log.find("engine: could not unpin; the next owner waits for the pinned TTL") {
+			if r.attrs["stream"].String() == names.CommandStream() {
+				n++
+			}
+		}
+		return n
 	}
-	testenv.Eventually(t, 20*time.Second, "the engine taking the partition again", func() bool { return slices.Equal(e.Partitions(), []int{0}) })
-
+	// away has the engine let go of the partition (its unpin refused or
+	// not) and take it again.
+	away := func(what string, refusals int) {
+		t.Helper()
+		testenv.Eventually(t, 30*time.Second, "the engine letting go of the partition, "+what, func() bool {
+			// Announced again at each look: it lives for the member TTL.
+			if _, err := kv.Put(ctx, other, entry); err != nil {
+				t.Fatal(err)
+			}
+			return len(e.Partitions()) == 0 && refused() == refusals
+		})
+		if err := st.Purge(ctx, jetstream.WithPurgeSubject("$KV."+bucket+"."+other)); err != nil {
+			t.Fatal(err)
+		}
+		testenv.Eventually(t, 20*time.Second, "the engine taking the partition again", func() bool {
+			return slices.Equal(e.Partitions(), []int{0})
+		})
+	}
+	refuse.Store(true)
+	away("its unpin refused", 1)
+	if got := pinned(); got != pin {
+		t.Fatalf("after the refused unpin the consumer is pinned to %q, want the engine's %q", got, pin)
+	}
 	// Well under the PinnedTTL the old code waited out.
 	sctx, scancel := context.WithTimeout(ctx, 10*time.Second)
 	defer scancel()
@@ -180,5 +192,125 @@ func TestRetakeAfterAFailedUnpinKeepsThePin(t *testing.T) {
 	if got := pinned(); got != pin || e.PinForTest(0, names.CommandStream()) != pin {
 		t.Fatalf("after the take the consumer is pinned to %q and the pull holds %q, want the first pin %q",
 			got, e.PinForTest(0, names.CommandStream()), pin)
+	}
+	testenv.Eventually(t, 10*time.Second, "the pull after the take seen", func() bool { return len(pulls.take(t)) == 2 })
+	if first := pulls.take(t)[1]; first != pin {
+		t.Fatalf("the pull after the refused unpin began with pin %q, want %q", first, pin)
+	}
+
+	// Let go again, unpinned this time: the pin is forgotten, and the
+	// next pull starts with none.
+	refuse.Store(false)
+	away("unpinned", 1)
+	if n := refused(); n != 1 {
+		t.Fatalf("the second unpin was refused too (%d refusals)", n)
+	}
+	if got := pinned(); got != "" {
+		t.Fatalf("after the unpin and a take with no command since, the consumer is pinned to %q", got)
+	}
+	testenv.Eventually(t, 10*time.Second, "the pull after the second take seen", func() bool { return len(pulls.take(t)) == 3 })
+	if first := pulls.take(t)[2]; first != "" {
+		t.Fatalf("the pull after the unpin began with pin %q", first)
+	}
+	if o := send(t, cl, fsm.Command{Type: fsm.Create, Workspace: "pin-c"}); o.Outcome != fsm.Accepted {
+		t.Fatalf("create pin-c: %+v", o)
+	}
+}
+
+// pullFirsts records, for each pull (its reply inbox) asking on subject,
+// the pin id its first request came with, in the order the pulls began.
+type pullFirsts struct {
+	reqs   chan *nats.Msg
+	seen   map[string]bool
+	firsts []string
+}
+
+func watchPulls(t *testing.T, nc *nats.Conn, subject string) *pullFirsts {
+	t.Helper()
+	w := &pullFirsts{reqs: make(chan *nats.Msg, 10000), seen: map[string]bool{}}
+	sub, err := nc.ChanSubscribe(subject, w.reqs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = sub.Unsubscribe() })
+	if err := nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	return w
+}
+
+// take reads the requests copied so far and returns the first pins.
+func (w *pullFirsts) take(t *testing.T) []string {
+	t.Helper()
+	for {
+		select {
+		case m := <-w.reqs:
+			if w.seen[m.Reply] {
+				continue
+			}
+			w.seen[m.Reply] = true
+			var r struct {
+				PinID string `json:"id"`
+			}
+			if err := json.Unmarshal(m.Data, &r); err != nil {
+				t.Fatal(err)
+			}
+			w.firsts = append(w.firsts, r.PinID)
+		default:
+			return w.firsts
+		}
+	}
+}
+
+// A partition taken afresh (its pull ended by itself: here its consumer
+// was deleted, and made again by the take) starts with no pin, though its
+// letGo could not unpin the deleted consumer: the new consumer never held
+// the old pin.
+//
+// Without the forget the new pull's first request carried the old pin
+// (answered 423 at the next command, one round trip lost: so this test,
+// not a timing, shows it).
+func TestRetakeAfreshForgetsThePin(t *testing.T) {
+	log := newLogged(testenv.Logger(t).Handler())
+	cfg := engine.Config{MemberTTL: time.Second, PinnedTTL: time.Minute, Logger: slog.New(log)}
+	core := testenv.StartCore(t, testenv.CoreOptions{Partitions: 1, Engine: cfg})
+	// An engine of the test's, started once the pulls are watched: each
+	// pull's first request is seen.
+	if err := core.Engines[0].Close(); err != nil {
+		t.Fatal(err)
+	}
+	names := events.NewNames("")
+	durable := events.EngineConsumer(events.DefaultEngineDurable, 0)
+	pulls := watchPulls(t, core.NC, jspull.NextSubject(core.JS, names.CommandStream(), durable))
+	e := startEngineOn(t, core, cfg, func(js jetstream.JetStream) jetstream.JetStream { return js })
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	testenv.Eventually(t, 20*time.Second, "the engine pulling the partition", func() bool { return slices.Equal(e.Partitions(), []int{0}) })
+	cl := core.Client(t, "t")
+	if o := send(t, cl, fsm.Command{Type: fsm.Create, Workspace: "fresh-a"}); o.Outcome != fsm.Accepted {
+		t.Fatalf("create fresh-a: %+v", o)
+	}
+	pin := e.PinForTest(0, names.CommandStream())
+	if pin == "" {
+		t.Fatal("no pin after a command was decided")
+	}
+	before := len(pulls.take(t))
+	if err := core.JS.DeleteConsumer(ctx, names.CommandStream(), durable); err != nil {
+		t.Fatal(err)
+	}
+	testenv.Eventually(t, 30*time.Second, "the partition taken afresh and pulled again", func() bool {
+		return len(log.find("engine: partition let go after its pull ended; the next look takes it again")) > 0 &&
+			slices.Equal(e.Partitions(), []int{0}) && len(pulls.take(t)) > before
+	})
+	if refused := log.find("engine: could not unpin; the next owner waits for the pinned TTL"); len(refused) == 0 {
+		t.Fatal("the letGo of the deleted consumer unpinned it: the test needs a failed unpin")
+	}
+	for i, first := range pulls.take(t)[before:] {
+		if first != "" {
+			t.Fatalf("pull %d after the retake began with pin %q (the deleted consumer's was %q)", i+1, first, pin)
+		}
+	}
+	if o := send(t, cl, fsm.Command{Type: fsm.Create, Workspace: "fresh-b"}); o.Outcome != fsm.Accepted {
+		t.Fatalf("create fresh-b: %+v", o)
 	}
 }
