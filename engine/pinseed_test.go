@@ -198,18 +198,31 @@ func TestRetakeAfterAFailedUnpinKeepsThePin(t *testing.T) {
 		t.Fatalf("the pull after the refused unpin began with pin %q, want %q", first, pin)
 	}
 
-	// Let go again, unpinned this time: the pin is forgotten, and the
-	// next pull starts with none.
+	// Let go again, refused again: the pull after it starts with the pin
+	// too, and has no delivery under it.
+	away("its unpin refused again", 2)
+	if got := pinned(); got != pin {
+		t.Fatalf("after the second refused unpin the consumer is pinned to %q, want %q", got, pin)
+	}
+	testenv.Eventually(t, 10*time.Second, "the pull after the second take seen", func() bool { return len(pulls.take(t)) == 3 })
+	if first := pulls.take(t)[2]; first != pin {
+		t.Fatalf("the pull after the second refused unpin began with pin %q, want %q", first, pin)
+	}
+
+	// Let go once more, unpin allowed: the pull held the pin it started
+	// with, no delivery since, and unpins it (the server's pin is not
+	// another engine's). The pin is forgotten: the next pull starts with
+	// none.
 	refuse.Store(false)
-	away("unpinned", 1)
-	if n := refused(); n != 1 {
-		t.Fatalf("the second unpin was refused too (%d refusals)", n)
+	away("unpinned", 2)
+	if n := refused(); n != 2 {
+		t.Fatalf("the last unpin was refused too (%d refusals)", n)
 	}
 	if got := pinned(); got != "" {
 		t.Fatalf("after the unpin and a take with no command since, the consumer is pinned to %q", got)
 	}
-	testenv.Eventually(t, 10*time.Second, "the pull after the second take seen", func() bool { return len(pulls.take(t)) == 3 })
-	if first := pulls.take(t)[2]; first != "" {
+	testenv.Eventually(t, 10*time.Second, "the pull after the last take seen", func() bool { return len(pulls.take(t)) == 4 })
+	if first := pulls.take(t)[3]; first != "" {
 		t.Fatalf("the pull after the unpin began with pin %q", first)
 	}
 	if o := send(t, cl, fsm.Command{Type: fsm.Create, Workspace: "pin-c"}); o.Outcome != fsm.Accepted {
