@@ -55,7 +55,9 @@ type Policy struct {
 	DefaultMemoryBytes int64
 	DefaultCPUs        float64
 	// MaxMemoryBytes and MaxCPUs, when positive, are the most a spec may
-	// ask for.
+	// ask for; 0 is no maximum here, but serve sets both unless told 0
+	// (--max-memory 4g, --max-cpus the host's CPUs): its callers are not
+	// trusted.
 	MaxMemoryBytes int64
 	MaxCPUs        float64
 	// PidsLimit caps the processes (threads included) of a container;
@@ -119,7 +121,7 @@ func (p Policy) Validate() error {
 			p.MaxMemoryBytes, p.MaxCPUs, p.DefaultCPUs, fsm.MaxCPUs))
 	}
 	if p.MaxMemoryBytes > 0 && (p.DefaultMemoryBytes < 0 || p.DefaultMemoryBytes > p.MaxMemoryBytes) {
-		errs = append(errs, fmt.Errorf("default memory must be a limit within the maximum memory %d bytes", p.MaxMemoryBytes))
+		errs = append(errs, fmt.Errorf("default memory must be a limit within the maximum memory %s", formatBytes(p.MaxMemoryBytes)))
 	}
 	if p.MaxCPUs > 0 && (p.DefaultCPUs < 0 || p.DefaultCPUs > p.MaxCPUs) {
 		errs = append(errs, fmt.Errorf("default CPUs must be a limit within the maximum CPUs %v", p.MaxCPUs))
@@ -213,10 +215,12 @@ func (p Policy) Plan(op string, req Request, defaultImage string) (Plan, error) 
 	// No limit (0) is above any maximum; Validate keeps the defaults
 	// within them, so only a policy used unvalidated gets here with one.
 	if p.MaxMemoryBytes > 0 && (plan.MemoryBytes > p.MaxMemoryBytes || plan.MemoryBytes == 0) {
-		return Plan{}, fail(CodeNotAllowed, "memory limit %d bytes (0: none) is above the maximum of %d that serve allows (--max-memory)", plan.MemoryBytes, p.MaxMemoryBytes)
+		return Plan{}, fail(CodeNotAllowed, "%s is above the maximum %s that serve allows (--max-memory): ask for %s or less",
+			limitName("memory", formatBytes(plan.MemoryBytes), plan.MemoryBytes == 0), formatBytes(p.MaxMemoryBytes), formatBytes(p.MaxMemoryBytes))
 	}
 	if p.MaxCPUs > 0 && (plan.CPUs > p.MaxCPUs || plan.CPUs == 0) {
-		return Plan{}, fail(CodeNotAllowed, "CPU limit %v (0: none) is above the maximum of %v that serve allows (--max-cpus)", plan.CPUs, p.MaxCPUs)
+		return Plan{}, fail(CodeNotAllowed, "%s is above the maximum %v that serve allows (--max-cpus): ask for %v or less",
+			limitName("CPU", fmt.Sprint(plan.CPUs), plan.CPUs == 0), p.MaxCPUs, p.MaxCPUs)
 	}
 	if len(s.Labels) > 0 {
 		plan.Labels = make(map[string]string, len(s.Labels))
@@ -225,6 +229,29 @@ func (p Policy) Plan(op string, req Request, defaultImage string) (Plan, error) 
 		}
 	}
 	return plan, nil
+}
+
+// limitName names a spec's limit in a refusal: "memory limit 8g", or "no
+// memory limit" when there is none.
+func limitName(what, value string, none bool) string {
+	if none {
+		return "no " + what + " limit"
+	}
+	return what + " limit " + value
+}
+
+// formatBytes writes n as --memory and --max-memory take it, exactly:
+// 4g, 512m, 64k, or "4294967297 bytes" when no unit divides it.
+func formatBytes(n int64) string {
+	for _, u := range []struct {
+		suffix string
+		size   int64
+	}{{"t", 1 << 40}, {"g", 1 << 30}, {"m", 1 << 20}, {"k", 1 << 10}} {
+		if n != 0 && n%u.size == 0 {
+			return fmt.Sprintf("%d%s", n/u.size, u.suffix)
+		}
+	}
+	return fmt.Sprintf("%d bytes", n)
 }
 
 // allowedProfiles are the profiles a spec may name, strictest first: the

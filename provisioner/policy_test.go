@@ -110,8 +110,16 @@ func TestPolicyPlan(t *testing.T) {
 		{"ImageNotAllowed", provisioner.Policy{}, fsm.Spec{Image: "alpine:3"}, provisioner.CodeNotAllowed, "image alpine:3 is not allowed here"},
 		{"ProfileNotAllowed", provisioner.Policy{}, fsm.Spec{Profile: "standard"}, provisioner.CodeNotAllowed, "security profile standard is not allowed here: serve allows restricted (--allowed-profiles)"},
 		{"ProfileUnknown", provisioner.Policy{AllowedProfiles: []string{"restricted", "standard"}}, fsm.Spec{Profile: "privileged"}, provisioner.CodeInvalid, `security profile "privileged" does not exist`},
-		{"MemoryAboveMax", provisioner.Policy{MaxMemoryBytes: 1 << 30}, fsm.Spec{MemoryBytes: 2 << 30}, provisioner.CodeNotAllowed, "--max-memory"},
-		{"CPUsAboveMax", provisioner.Policy{MaxCPUs: 2}, fsm.Spec{CPUs: 4}, provisioner.CodeNotAllowed, "--max-cpus"},
+		{"MemoryAboveMax", provisioner.Policy{MaxMemoryBytes: 1 << 30}, fsm.Spec{MemoryBytes: 2 << 30}, provisioner.CodeNotAllowed,
+			"memory limit 2g is above the maximum 1g that serve allows (--max-memory): ask for 1g or less"},
+		{"MemoryOddAboveMax", provisioner.Policy{MaxMemoryBytes: 1536 << 20}, fsm.Spec{MemoryBytes: 1536<<20 + 1}, provisioner.CodeNotAllowed,
+			"memory limit 1610612737 bytes is above the maximum 1536m"},
+		{"NoMemoryLimitAboveMax", provisioner.Policy{MaxMemoryBytes: 1 << 30, DefaultMemoryBytes: -1}, fsm.Spec{}, provisioner.CodeNotAllowed,
+			"no memory limit is above the maximum 1g"},
+		{"CPUsAboveMax", provisioner.Policy{MaxCPUs: 2}, fsm.Spec{CPUs: 4}, provisioner.CodeNotAllowed,
+			"CPU limit 4 is above the maximum 2 that serve allows (--max-cpus): ask for 2 or less"},
+		{"NoCPULimitAboveMax", provisioner.Policy{MaxCPUs: 1.5, DefaultCPUs: -1}, fsm.Spec{}, provisioner.CodeNotAllowed,
+			"no CPU limit is above the maximum 1.5"},
 		// Docker enforces no CPU limit below 0.01 (NanoCPUs 0, or a CFS
 		// quota that rounds to 0): such a limit is no limit, past the
 		// maximum and the 1-CPU default.

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"reflect"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -194,7 +195,7 @@ func TestSpecFlags(t *testing.T) {
 }
 
 // TestServePolicyFlags: issue 12 item 7. serve's flags and variables make
-// the provisioner policy: strict defaults, 0 for "no limit", and a bad
+// the provisioner policy: strict defaults (maximums too), 0 for "no limit", and a bad
 // pattern, profile or size refused with the flag named.
 func TestServePolicyFlags(t *testing.T) {
 	policyOf := func(t *testing.T, env map[string]string, args ...string) (provisioner.Policy, error) {
@@ -219,7 +220,7 @@ func TestServePolicyFlags(t *testing.T) {
 	t.Run("Defaults", func(t *testing.T) {
 		p, err := policyOf(t, nil)
 		want := provisioner.Policy{DefaultProfile: "restricted", DefaultMemoryBytes: 512 << 20, DefaultCPUs: 1,
-			PidsLimit: 512, TmpBytes: 64 << 20}
+			MaxMemoryBytes: 4 << 30, MaxCPUs: float64(min(runtime.NumCPU(), fsm.MaxCPUs)), PidsLimit: 512, TmpBytes: 64 << 20}
 		if err != nil || !reflect.DeepEqual(p, want) {
 			t.Fatalf("policy %+v, %v; want %+v", p, err, want)
 		}
@@ -250,7 +251,7 @@ func TestServePolicyFlags(t *testing.T) {
 		{"DefaultNotAllowed", []string{"--default-profile", "standard", "--allowed-profiles", "restricted"}, "not among the allowed"},
 		{"BadSize", []string{"--default-memory", "lots"}, "--default-memory"},
 		{"NegativeCPUs", []string{"--default-cpus", "-1"}, "--default-cpus"},
-		{"DefaultAboveMax", []string{"--max-memory", "256m"}, "maximum memory"},
+		{"DefaultAboveMax", []string{"--max-memory", "256m"}, "--default-memory 512m is above --max-memory 256m"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			if _, err := policyOf(t, nil, tc.args...); err == nil || !strings.Contains(err.Error(), tc.says) {

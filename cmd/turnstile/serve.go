@@ -8,6 +8,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"time"
 
@@ -198,8 +199,8 @@ SIGINT or SIGTERM stops it cleanly.`,
 	f.StringVar(&c.defaultProfile, "default-profile", provisioner.ProfileRestricted, "security profile of a spec that names none: restricted (no capabilities, read-only root filesystem, non-root) or standard")
 	f.StringVar(&c.defaultMemory, "default-memory", "512m", "memory limit of a spec that sets none, such as 512m or 2g (0: no limit)")
 	f.Float64Var(&c.defaultCPUs, "default-cpus", provisioner.DefaultCPUs, "CPU limit of a spec that sets none (0: no limit)")
-	f.StringVar(&c.maxMemory, "max-memory", "0", "the largest memory limit a spec may ask for (0: no maximum)")
-	f.Float64Var(&c.maxCPUs, "max-cpus", 0, "the largest CPU limit a spec may ask for (0: no maximum)")
+	f.StringVar(&c.maxMemory, "max-memory", defaultMaxMemory, "the largest memory limit a spec may ask for; --default-memory must be within it (0: no maximum: one spec may then take all the host's memory)")
+	f.Float64Var(&c.maxCPUs, "max-cpus", defaultMaxCPUs(), "the largest CPU limit a spec may ask for; --default-cpus must be within it (this host's CPUs unless given; 0: no maximum)")
 	f.Int64Var(&c.pidsLimit, "pids-limit", provisioner.DefaultPidsLimit, "most processes and threads in one workspace container (0: no limit)")
 	f.StringVar(&c.tmpSize, "tmp-size", "64m", "size of the tmpfs /tmp of a container with a read-only root filesystem (restricted), and of each tmpfs at a path its image declares a VOLUME; it counts against the memory limit")
 	f.DurationVar(&c.simMinLatency, "sim-min-latency", 100*time.Millisecond, "sim: shortest simulated provision, stop and delete")
@@ -218,6 +219,16 @@ SIGINT or SIGTERM stops it cleanly.`,
 	f.VisitAll(func(fl *pflag.Flag) { markEnv(f, fl.Name) })
 	return cmd
 }
+
+// defaultMaxMemory is --max-memory unless given: callers of the API and
+// NATS are not trusted, and Docker takes any memory limit (1000g runs),
+// so without a maximum one spec could take the host's memory.
+const defaultMaxMemory = "4g"
+
+// defaultMaxCPUs is --max-cpus unless given: this host's CPUs (those this
+// process may run on). Docker refuses more only when it creates the
+// container, after the command was taken; the policy says why at once.
+func defaultMaxCPUs() float64 { return float64(min(runtime.NumCPU(), fsm.MaxCPUs)) }
 
 // policy is the provisioner policy the flags describe. A 0 default (no
 // limit) is a negative number to provisioner.Policy, whose zero fields
@@ -261,6 +272,22 @@ func (c *serveConfig) policy() (provisioner.Policy, error) {
 	}
 	if p.TmpBytes == 0 {
 		return p, fmt.Errorf("--tmp-size 0: /tmp needs a size (it is memory)")
+	}
+	// Validate refuses these too, but cannot name the flags; the maximums
+	// have defaults, so an operator may meet this without having set one.
+	noLimit := func(v string) string {
+		if v == "" || v == "0" {
+			return "0 (no limit)"
+		}
+		return v
+	}
+	if p.MaxMemoryBytes > 0 && (p.DefaultMemoryBytes < 0 || p.DefaultMemoryBytes > p.MaxMemoryBytes) {
+		return p, fmt.Errorf("--default-memory %s is above --max-memory %s: lower --default-memory, raise --max-memory, or pass --max-memory 0 for no maximum",
+			noLimit(c.defaultMemory), c.maxMemory)
+	}
+	if c.maxCPUs > 0 && (c.defaultCPUs == 0 || c.defaultCPUs > c.maxCPUs) {
+		return p, fmt.Errorf("--default-cpus %s is above --max-cpus %v: lower --default-cpus, raise --max-cpus, or pass --max-cpus 0 for no maximum",
+			noLimit(fmt.Sprint(c.defaultCPUs)), c.maxCPUs)
 	}
 	if err := p.Validate(); err != nil {
 		return p, fmt.Errorf("provisioner policy (--allowed-images, --allowed-profiles, --default-*, --max-*): %w", err)
