@@ -20,8 +20,8 @@ import (
 // default image serve builds from its own (static) binary, confined by the
 // restricted profile yet able to write to its volume and /tmp; an --image
 // that is not there fails with a reason that says so, one outside
-// --allowed-images with a reason naming the flag; and delete removes the
-// container.
+// --allowed-images is refused when decided with a reason naming the flag;
+// and delete removes the container.
 func TestDocker(t *testing.T) {
 	cli := testenv.Docker(t)
 	suffix := randomSuffix(t)
@@ -83,11 +83,14 @@ func TestDocker(t *testing.T) {
 	})
 
 	t.Run("ImageNotAllowed", func(t *testing.T) {
+		// Refused when decided, nothing stored: the workspace does not
+		// come to be, to fail later at provisioning.
 		r := srv.turnstile(t, "create", elsewhere, "--image", "turnstile-e2e-elsewhere:1", "--wait", "--timeout", "2m")
-		want(t, r, 1, "create --wait with an image outside --allowed-images")
+		want(t, r, 2, "create --wait with an image outside --allowed-images")
 		if !strings.Contains(r.stderr, "image turnstile-e2e-elsewhere:1 is not allowed here") || !strings.Contains(r.stderr, "--allowed-images") {
 			t.Fatalf("the reason does not say the image is not allowed:\n%s", r)
 		}
+		want(t, srv.turnstile(t, "history", elsewhere), 3, "history of a workspace whose create was refused")
 	})
 
 	t.Run("MissingImage", func(t *testing.T) {
@@ -99,7 +102,7 @@ func TestDocker(t *testing.T) {
 	})
 
 	t.Run("Delete", func(t *testing.T) {
-		for _, id := range []string{ok, missing, elsewhere} {
+		for _, id := range []string{ok, missing} {
 			want(t, srv.turnstile(t, "delete", id, "--wait", "--timeout", "2m"), 0, "delete "+id)
 		}
 		if _, err := cli.ContainerInspect(ctx, provisioner.ContainerName(ok)); err == nil {

@@ -15,6 +15,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/turnstile-dev/turnstile/events"
+	"github.com/turnstile-dev/turnstile/fsm"
 	"github.com/turnstile-dev/turnstile/internal/pull"
 	"github.com/turnstile-dev/turnstile/internal/retry"
 )
@@ -114,8 +115,16 @@ type Config struct {
 	// message; otherwise it is refused invalid. Without a key, every such
 	// command is refused: there is no API whose commands could be proven.
 	ActorKey []byte
-	Logger   *slog.Logger
-	Metrics  *Metrics
+	// AdmitSpec, if set, judges the spec a create or configure that
+	// fsm.Decide accepts would record, against what this installation may
+	// run (serve: its provisioner policy's images, profiles and maximum
+	// limits). An error refuses the command invalid with the error's text,
+	// nothing stored: the caller hears at once, rather than the attempt
+	// failing at provisioning. Pure and quick: it runs for every such
+	// decision.
+	AdmitSpec func(fsm.Spec) error
+	Logger    *slog.Logger
+	Metrics   *Metrics
 	// Now and NewID are injected for deterministic tests.
 	Now   func() time.Time
 	NewID func() string

@@ -195,6 +195,19 @@ type lookup struct {
 // duplicate) but was not found among its workspace's events.
 var errEventNotFound = errors.New("the command's event is stored but not among its workspace's events since the duplicate window began")
 
+// decide is fsm.Decide, with the installation's judgement of the spec an
+// accepted create or configure records (Config.AdmitSpec).
+func (e *Engine) decide(w fsm.Workspace, cmd fsm.Command) fsm.Decision {
+	d := fsm.Decide(w, cmd)
+	if d.Outcome != fsm.Accepted || d.Event.Spec == nil || e.cfg.AdmitSpec == nil {
+		return d
+	}
+	if err := e.cfg.AdmitSpec(*d.Event.Spec); err != nil {
+		return fsm.Refuse(w, cmd.Type, err.Error())
+	}
+	return d
+}
+
 // decideAndCommit loads the workspace, decides, and stores event and
 // outcome. again: the command was handled before (a redelivery or a
 // recovered copy), so its event may be stored without its outcome; look
@@ -205,7 +218,7 @@ func (e *Engine) decideAndCommit(ctx context.Context, cmd fsm.Command, md *jetst
 		// The cache is only safe where a compare-and-set checks it: an
 		// accepted command's append. A no-op, rejection or stale outcome
 		// writes no event, so it is decided on a fresh load.
-		if fsm.Decide(head.State, cmd).Outcome != fsm.Accepted {
+		if e.decide(head.State, cmd).Outcome != fsm.Accepted {
 			cached = false
 		}
 	}
@@ -228,7 +241,7 @@ func (e *Engine) decideAndCommit(ctx context.Context, cmd fsm.Command, md *jetst
 	var earlier *events.Envelope // this command's event, stored before the head
 	notHead := head.Last == nil || head.Last.CommandID != cmd.ID
 	behind := (again || look.stored) && notHead
-	if behind && look.since.IsZero() && fsm.Decide(head.State, cmd).Outcome != fsm.Accepted {
+	if behind && look.since.IsZero() && e.decide(head.State, cmd).Outcome != fsm.Accepted {
 		// Decided again it would store an outcome beside its own event,
 		// with nothing to refuse it: look (since the command was stored,
 		// less the clocks' skew).
@@ -270,7 +283,7 @@ func (e *Engine) decideAndCommit(ctx context.Context, cmd fsm.Command, md *jetst
 		w.Outcome.Outcome, w.Outcome.EventSeq = fsm.Accepted, earlier.Seq
 		w.Outcome.Generation, w.Outcome.State = earlier.State.Generation, earlier.State.Status
 	} else {
-		d := fsm.Decide(head.State, cmd)
+		d := e.decide(head.State, cmd)
 		w.Outcome.Outcome, w.Outcome.Rejection, w.Outcome.Reason = d.Outcome, d.Rejection, d.Reason
 		if d.Outcome == fsm.Accepted {
 			env := events.NewEnvelope(e.cfg.NewID(), head.State, *d.Event, cmd, e.cfg.Now())

@@ -419,6 +419,14 @@ func rejectionMessage(w Workspace, cmd CommandType, code Code) string {
 	}
 }
 
+// Refuse is the decision on a command that Decide accepts but the
+// installation does not allow (a spec beyond what its serve may run,
+// engine.Config.AdmitSpec): rejected invalid with msg, beside w's state
+// and the commands allowed now, as any rejection.
+func Refuse(w Workspace, cmd CommandType, msg string) Decision {
+	return reject(w, CodeInvalid, cmd, msg)
+}
+
 func reject(w Workspace, code Code, cmd CommandType, msg string) Decision {
 	return Decision{Outcome: Rejected, Rejection: &Rejection{
 		Code: code, Command: cmd, State: w.Status, Generation: w.Generation,

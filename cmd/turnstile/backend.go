@@ -3,12 +3,14 @@ package main
 import (
 	"cmp"
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"path/filepath"
 	"time"
 
 	"github.com/turnstile-dev/turnstile/engine"
+	"github.com/turnstile-dev/turnstile/fsm"
 	"github.com/turnstile-dev/turnstile/provisioner"
 	"github.com/turnstile-dev/turnstile/provisioner/docker"
 	"github.com/turnstile-dev/turnstile/provisioner/sim"
@@ -95,7 +97,7 @@ func openBackend(ctx context.Context, c serveConfig, policy provisioner.Policy, 
 	if b.image == "" {
 		tag, note, err := ensureAgentImage(ctx, cli, log)
 		if err != nil {
-			log.Warn("no default workspace image: workspaces created without --image will fail until one is given", "err", err)
+			log.Warn("no default workspace image: workspaces created without --image are refused until one is given", "err", err)
 			b.imageNote = "NONE: " + err.Error()
 		} else {
 			b.image, b.imageNote = tag, note
@@ -109,6 +111,19 @@ func openBackend(ctx context.Context, c serveConfig, policy provisioner.Policy, 
 	}
 	b.prov = p
 	return b, nil
+}
+
+// admitSpec judges a spec as this serve's provisioner would when it runs
+// it (provisioner.Policy.Plan: images, profiles, maximum limits), for the
+// engine to refuse a create or configure at once that would only fail at
+// provisioning (engine.Config.AdmitSpec). The error is the policy's
+// reason, which names what to change.
+func (b *backend) admitSpec(spec fsm.Spec) error {
+	_, err := b.policy.Plan("create", provisioner.Request{Spec: spec}, b.image)
+	if pe, ok := errors.AsType[*provisioner.Error](err); ok {
+		return errors.New(pe.Reason)
+	}
+	return err
 }
 
 // simStateFile is where the simulator keeps its containers and volumes, so

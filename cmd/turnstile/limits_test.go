@@ -135,3 +135,35 @@ func TestServeDefaultsWithinMaximums(t *testing.T) {
 		}
 	}
 }
+
+// TestServeRefusesASpecBeyondItsPolicy: serve's engine judges a create's or
+// a configure's spec by serve's policy when it decides it (admitSpec), so
+// a spec the provisioner would refuse is refused at once, invalid (exit 2)
+// with the policy's reason, and nothing is stored: before, the create was
+// accepted and the workspace failed at provisioning. A spec within runs.
+func TestServeRefusesASpecBeyondItsPolicy(t *testing.T) {
+	s := startInProcessServe(t, map[string]string{"TURNSTILE_ALLOWED_IMAGES": "team/*"})
+	for _, tc := range []struct {
+		args []string
+		says string
+	}{
+		{[]string{"create", "big", "--memory", "8g", "--wait"}, "memory limit 8g is above the maximum 4g that serve allows (--max-memory)"},
+		{[]string{"create", "big", "--cpus", "1024", "--wait"}, "(--max-cpus)"},
+		{[]string{"create", "big", "--image", "elsewhere/x:1", "--wait"}, "--allowed-images"},
+	} {
+		code, out, errs := runCLI(t, s.env, tc.args...)
+		if code != exitUsage || !strings.Contains(errs, tc.says) {
+			t.Fatalf("%v: exit %d, stdout %q, stderr %q; want exit %d saying %q", tc.args, code, out, errs, exitUsage, tc.says)
+		}
+	}
+	if code, out, errs := runCLI(t, s.env, "history", "big"); code != exitRejected {
+		t.Fatalf("history of a workspace whose creates were refused: exit %d\n%s%s", code, out, errs)
+	}
+	if code, out, errs := runCLI(t, s.env, "create", "fits", "--memory", "4g", "--image", "team/x:1", "--wait"); code != exitOK {
+		t.Fatalf("create within the policy: exit %d\n%s%s", code, out, errs)
+	}
+	code, out, errs := runCLI(t, s.env, "configure", "fits", "--memory", "5g", "--wait")
+	if code != exitUsage || !strings.Contains(errs, "(--max-memory)") {
+		t.Fatalf("configure above the maximum: exit %d, stdout %q, stderr %q", code, out, errs)
+	}
+}

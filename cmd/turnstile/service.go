@@ -444,7 +444,7 @@ func (s *service) startEngine(ctx context.Context) error {
 		ReplyPrefixes: append(engine.DefaultReplyPrefixes(), serveReplyPrefix+"."),
 		Logger:        s.log.With("component", "engine"), Metrics: engine.NewMetrics(s.reg), Name: engineName(),
 		Provisioner: s.backend.identity, ProvisionerHint: s.backend.hint,
-		MaxPendingPerWorkspace: s.cfg.maxPendingPerWorkspace, ActorKey: s.actorKey})
+		MaxPendingPerWorkspace: s.cfg.maxPendingPerWorkspace, ActorKey: s.actorKey, AdmitSpec: s.backend.admitSpec})
 	if err != nil {
 		return err
 	}
