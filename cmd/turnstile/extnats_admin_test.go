@@ -166,9 +166,18 @@ func TestDocumentedNATSAdmin(t *testing.T) {
 					waitViolationOn(t, errs, probe.subject)
 				})
 			}
+			// A subject naming a consumer of its own, the request naming
+			// serve's: the server goes by the subject.
+			resp, err := nc.Request("$JS.API.CONSUMER.CREATE."+d.stream+".mine-"+d.name, body(""), 10*time.Second)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if strings.Contains(string(resp.Data), `"name":"`+d.name+`"`) {
+				t.Errorf("a create named mine-%s in the subject made %s: %s", d.name, d.name, resp.Data)
+			}
 			// Through the client's own calls too (a named create).
 			cctx, ccancel := context.WithTimeout(ctx, 3*time.Second)
-			_, err := js.CreateOrUpdateConsumer(cctx, d.stream, jetstream.ConsumerConfig{Durable: d.name, FilterSubject: d.filter})
+			_, err = js.CreateOrUpdateConsumer(cctx, d.stream, jetstream.ConsumerConfig{Durable: d.name, FilterSubject: d.filter})
 			ccancel()
 			if err == nil {
 				t.Errorf("the documented admin created or updated %s on %s", d.name, d.stream)
