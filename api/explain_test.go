@@ -14,7 +14,13 @@ import (
 // show it as the API's, but keeps what it claims apart, in
 // unproven_actor. A command the API sent is the API's.
 func TestExplainUnprovenAPIActor(t *testing.T) {
-	e := newEnv(t, envOptions{noReadModel: true, configure: func(c *api.Config) { c.CommandTimeout = 300 * time.Millisecond }})
+	// The command timeout bounds the create below, decided by the engine,
+	// and the stop's lookup of its key's outcome and its publish (two
+	// JetStream round trips, each given 2 s by the client) before the
+	// outcome wait that is to run out. 300 ms, once, could run out on a
+	// loaded host in the create's decision (504, not 202) or in the stop's
+	// publish (503, not 504).
+	e := newEnv(t, envOptions{noReadModel: true, configure: func(c *api.Config) { c.CommandTimeout = 2 * time.Second }})
 	e.create(t, "slow")
 	// The engine is down: what is published stays queued, undecided.
 	for _, eng := range e.core.Engines {

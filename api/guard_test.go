@@ -287,7 +287,13 @@ func TestLongPollOutlastsDeadlines(t *testing.T) {
 	e := newEnv(t, envOptions{noReadModel: true, configure: func(c *api.Config) {
 		c.ReadTimeout, c.WriteTimeout = 200*time.Millisecond, 200*time.Millisecond
 	}})
-	e.create(t, "longpoll")
+	// Created over NATS, not through this server: its 200 ms write
+	// deadline would cut a create decided slower than that (as below).
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if o, err := e.core.Client(t, "tester").Send(ctx, fsm.Command{Type: fsm.Create, Workspace: "longpoll"}); err != nil || o.Outcome != fsm.Accepted {
+		t.Fatalf("create longpoll: %+v, %v", o, err)
+	}
 	start := time.Now()
 	r := e.do(t, "GET", "/v1/workspaces/longpoll/wait?state=running&timeout=1.5", "")
 	e.wantStatus(t, r, http.StatusRequestTimeout)

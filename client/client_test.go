@@ -262,24 +262,12 @@ func TestSendReusedID(t *testing.T) {
 	})
 }
 
-// waitDrained waits until the engine's partition consumers have nothing
-// pending or unacked.
+// waitDrained waits until the engine's partition consumers have taken and
+// acked every command stored (testenv.Drained).
 func waitDrained(t *testing.T, ctx context.Context, core *testenv.Core) {
 	t.Helper()
 	for {
-		names := events.NewNames("")
-		parts, err := events.ReadPartitions(ctx, core.JS, names)
-		drained := err == nil
-		for k := 0; drained && k < parts; k++ {
-			c, err := core.JS.Consumer(ctx, names.CommandStream(), events.EngineConsumer("turnstile-engine", k))
-			if err != nil {
-				drained = false
-				break
-			}
-			info, err := c.Info(ctx)
-			drained = err == nil && info.NumPending == 0 && info.NumAckPending == 0
-		}
-		if drained {
+		if ok, _ := testenv.Drained(ctx, core.JS, events.NewNames("").CommandStream()); ok {
 			return
 		}
 		select {

@@ -191,6 +191,11 @@ func TestAwaitReadLostMidRequest(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer func() { _ = cmds.Unsubscribe() }()
+	// The command comes on another connection: the subscription must be
+	// at the server first.
+	if err := core.NC.Flush(); err != nil {
+		t.Fatal(err)
+	}
 	id := client.NewCommandID()
 	p := newCutProxy(t, core.NATS.Server.Addr().String(), []byte(names.Outcome(id)), false)
 	nc, err := nats.Connect(p.url(), nats.MaxReconnects(-1), nats.ReconnectWait(50*time.Millisecond), nats.ReconnectBufSize(-1))

@@ -174,19 +174,10 @@ func testSameCommandTwice(t *testing.T, atomicFrom int) {
 func consumerDone(core *testenv.Core) bool {
 	// The engine consumes user commands and system reports, a consumer per
 	// partition on each.
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
 	for _, stream := range []string{"TURNSTILE_COMMANDS", "TURNSTILE_SYSTEM"} {
-		st, err := core.JS.Stream(context.Background(), stream)
-		if err != nil {
-			return false
-		}
-		n, busy := 0, false
-		for info := range st.ListConsumers(context.Background()).Info() { // read to the end: the lister's goroutine waits
-			if info.Config.Durable != "" {
-				n++
-				busy = busy || info.NumPending != 0 || info.NumAckPending != 0
-			}
-		}
-		if n == 0 || busy {
+		if ok, err := testenv.Drained(ctx, core.JS, stream); !ok || err != nil {
 			return false
 		}
 	}

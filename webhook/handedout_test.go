@@ -34,14 +34,19 @@ func TestAnEventHandedOutAgainIsNotPostedByTheFirstServe(t *testing.T) {
 	first := evs[len(evs)-1]
 	testenv.Eventually(t, 30*time.Second, "the dispatcher to retry the first event", func() bool { return rcv.tries() >= 2 })
 
-	// The serve's heartbeats come every AckWait/3: an ack wait shorter
-	// than that runs out between them, as it would if they were lost.
+	// The serve's heartbeats come every AckWait/3 (10 s): an ack wait
+	// shorter than that runs out between them, as it would if they were
+	// lost. It is the test's own delivery's ack wait too: one the test
+	// does not ack in time goes back to the serve, whose first attempt of
+	// a new delivery posts at once, to a receiver answering 200 if the
+	// test has set it so after its late ack. 300 ms was short for the
+	// fetch-to-ack on a loaded host; 2 s is still well under 10.
 	cons, err := f.core.JS.Consumer(ctx, f.names.EventStream(), webhook.Durable(h.ID))
 	if err != nil {
 		t.Fatal(err)
 	}
 	cfg := cons.CachedInfo().Config
-	cfg.AckWait = 300 * time.Millisecond
+	cfg.AckWait = 2 * time.Second
 	if _, err := f.core.JS.UpdateConsumer(ctx, f.names.EventStream(), cfg); err != nil {
 		t.Fatal(err)
 	}

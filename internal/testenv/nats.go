@@ -2,6 +2,7 @@ package testenv
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 	"testing"
@@ -166,4 +167,54 @@ func AckError(ctx context.Context, futures []jetstream.PubAckFuture) error {
 		}
 	}
 	return nil
+}
+
+// Drained reports whether every durable consumer of stream has taken and
+// had acked every message stored on its subjects: nothing pending, nothing
+// unacked, and its ack floor at the last such message. A stream without a
+// durable is not drained. Pending alone is no proof: the server acks a
+// publish and only then counts the message pending for the stream's
+// consumers (another goroutine), so a consumer read just after a publish
+// can say 0 pending and 0 unacked for a message it has not delivered.
+func Drained(ctx context.Context, js jetstream.JetStream, stream string) (bool, error) {
+	st, err := js.Stream(ctx, stream)
+	if err != nil {
+		return false, err
+	}
+	var durables []*jetstream.ConsumerInfo
+	lister := st.ListConsumers(ctx)
+	for info := range lister.Info() { // read to the end: the lister's goroutine waits
+		if info.Config.Durable != "" {
+			durables = append(durables, info)
+		}
+	}
+	if err := lister.Err(); err != nil {
+		return false, err
+	}
+	if len(durables) == 0 {
+		return false, nil
+	}
+	for _, info := range durables {
+		if info.NumPending != 0 || info.NumAckPending != 0 {
+			return false, nil
+		}
+		filters := info.Config.FilterSubjects
+		if info.Config.FilterSubject != "" {
+			filters = append(filters, info.Config.FilterSubject)
+		}
+		if len(filters) == 0 {
+			filters = []string{">"}
+		}
+		for _, f := range filters {
+			last, err := st.GetLastMsgForSubject(ctx, f)
+			switch {
+			case errors.Is(err, jetstream.ErrMsgNotFound):
+			case err != nil:
+				return false, err
+			case info.AckFloor.Stream < last.Sequence:
+				return false, nil
+			}
+		}
+	}
+	return true, nil
 }

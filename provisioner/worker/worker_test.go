@@ -69,7 +69,11 @@ func TestSlowProvisionOvertakenByStop(t *testing.T) {
 func TestWorkerCrashMidProvision(t *testing.T) {
 	p := newSim(t, 0, time.Millisecond)
 	r := newRig(t, p, rigOptions{})
-	r.send(t, fsm.Command{Type: fsm.Create, Workspace: "crash", Spec: &fsm.Spec{Env: map[string]string{"AGENT_START_DELAY": "300ms"}}})
+	// The crash must come before the agent is ready (then the worker
+	// reports the provision done): the delay is the time the test has
+	// to see the container and close the worker. 300 ms was short for
+	// that on a loaded host; each container waits it once.
+	r.send(t, fsm.Command{Type: fsm.Create, Workspace: "crash", Spec: &fsm.Spec{Env: map[string]string{"AGENT_START_DELAY": "3s"}}})
 	testenv.Eventually(t, 10*time.Second, "provisioning to begin", func() bool {
 		_, err := p.Inspect(context.Background(), "crash")
 		return err == nil
