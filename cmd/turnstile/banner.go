@@ -94,6 +94,10 @@ func describePolicy(c serveConfig) string {
 	if len(c.allowedImages) > 0 {
 		images = "the default image and " + strings.Join(c.allowedImages, ", ")
 	}
-	return fmt.Sprintf("profile %s; images: %s; defaults: memory %s, cpus %s, pids %d",
-		profiles, images, limit(c.defaultMemory), cpus, c.pidsLimit)
+	maxCPUs := "none"
+	if c.maxCPUs > 0 {
+		maxCPUs = fmt.Sprint(c.maxCPUs)
+	}
+	return fmt.Sprintf("profile %s; images: %s; defaults: memory %s, cpus %s, pids %d; at most: memory %s, cpus %s",
+		profiles, images, limit(c.defaultMemory), cpus, c.pidsLimit, limit(c.maxMemory), maxCPUs)
 }

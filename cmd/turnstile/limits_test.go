@@ -167,3 +167,16 @@ func TestServeRefusesASpecBeyondItsPolicy(t *testing.T) {
 		t.Fatalf("configure above the maximum: exit %d, stdout %q, stderr %q", code, out, errs)
 	}
 }
+
+// TestBannerNamesTheMaximums: serve's start banner says what a spec may ask
+// for at most, beside the defaults ("none" for 0).
+func TestBannerNamesTheMaximums(t *testing.T) {
+	c := serveConfig{defaultProfile: "restricted", defaultMemory: "512m", defaultCPUs: 1, pidsLimit: 512, maxMemory: "4g", maxCPUs: 2}
+	if got := describePolicy(c); !strings.HasSuffix(got, "defaults: memory 512m, cpus 1, pids 512; at most: memory 4g, cpus 2") {
+		t.Fatalf("banner: %q", got)
+	}
+	c.maxMemory, c.maxCPUs = "0", 0
+	if got := describePolicy(c); !strings.HasSuffix(got, "at most: memory none, cpus none") {
+		t.Fatalf("banner with no maximums: %q", got)
+	}
+}
