@@ -198,27 +198,8 @@ func TestSpecFlags(t *testing.T) {
 // the provisioner policy: strict defaults (maximums too), 0 for "no limit", and a bad
 // pattern, profile or size refused with the flag named.
 func TestServePolicyFlags(t *testing.T) {
-	policyOf := func(t *testing.T, env map[string]string, args ...string) (provisioner.Policy, error) {
-		t.Helper()
-		a := &app{getenv: func(k string) string { return env[k] }}
-		serve, _, err := a.rootCmd().Find([]string{"serve"})
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := serve.ParseFlags(args); err != nil {
-			t.Fatal(err)
-		}
-		if _, err := bindEnv(serve, a.getenv); err != nil {
-			t.Fatal(err)
-		}
-		c, err := serveConfigOf(serve.Flags())
-		if err != nil {
-			t.Fatal(err)
-		}
-		return c.policy()
-	}
 	t.Run("Defaults", func(t *testing.T) {
-		p, err := policyOf(t, nil)
+		p, err := servePolicy(t, nil)
 		want := provisioner.Policy{DefaultProfile: "restricted", DefaultMemoryBytes: 512 << 20, DefaultCPUs: 1,
 			MaxMemoryBytes: 4 << 30, MaxCPUs: float64(min(runtime.NumCPU(), fsm.MaxCPUs)), PidsLimit: 512, TmpBytes: 64 << 20}
 		if err != nil || !reflect.DeepEqual(p, want) {
@@ -226,13 +207,13 @@ func TestServePolicyFlags(t *testing.T) {
 		}
 	})
 	t.Run("Given", func(t *testing.T) {
-		p, err := policyOf(t, map[string]string{"TURNSTILE_ALLOWED_IMAGES": "registry.example/team/*,alpine:3.*"},
+		p, err := servePolicy(t, map[string]string{"TURNSTILE_ALLOWED_IMAGES": "registry.example/team/*,alpine:3.*"},
 			"--allowed-profiles", "restricted,standard", "--default-memory", "0", "--default-cpus", "0",
 			"--pids-limit", "0", "--max-memory", "2g", "--max-cpus", "4")
 		if err == nil {
 			t.Fatalf("policy %+v: no limit by default yet a maximum must be refused", p)
 		}
-		p, err = policyOf(t, map[string]string{"TURNSTILE_ALLOWED_IMAGES": "registry.example/team/*,alpine:3.*"},
+		p, err = servePolicy(t, map[string]string{"TURNSTILE_ALLOWED_IMAGES": "registry.example/team/*,alpine:3.*"},
 			"--allowed-profiles", "restricted,standard", "--default-memory", "1g", "--pids-limit", "0", "--max-memory", "2g", "--max-cpus", "4")
 		want := provisioner.Policy{AllowedImages: []string{"registry.example/team/*", "alpine:3.*"},
 			AllowedProfiles: []string{"restricted", "standard"}, DefaultProfile: "restricted", DefaultMemoryBytes: 1 << 30,
@@ -254,7 +235,7 @@ func TestServePolicyFlags(t *testing.T) {
 		{"DefaultAboveMax", []string{"--max-memory", "256m"}, "--default-memory 512m is above --max-memory 256m"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			if _, err := policyOf(t, nil, tc.args...); err == nil || !strings.Contains(err.Error(), tc.says) {
+			if _, err := servePolicy(t, nil, tc.args...); err == nil || !strings.Contains(err.Error(), tc.says) {
 				t.Fatalf("error %v does not say %s", err, tc.says)
 			}
 		})
