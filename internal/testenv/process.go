@@ -2,6 +2,7 @@ package testenv
 
 import (
 	"fmt"
+	"math/rand/v2"
 	"net"
 	"os"
 	"os/exec"
@@ -9,15 +10,47 @@ import (
 	"testing"
 )
 
-// FreePort returns a loopback port nobody listens on right now.
+// FreePort returns a loopback port nobody listens on right now, for a
+// server the test starts later. Below the kernel's ephemeral range when it
+// can: a port :0 gives is from that range, where every outgoing
+// connection (the tests make thousands) also takes its local port, and one
+// could take it before the server binds it.
 func FreePort(tb testing.TB) int {
 	tb.Helper()
+	lo := ephemeralLow()
+	for range 100 {
+		port := minPickedPort + rand.IntN(lo-minPickedPort)
+		l, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", port))
+		if err != nil {
+			continue // in use: another
+		}
+		_ = l.Close()
+		return port
+	}
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		tb.Fatal(err)
 	}
 	defer l.Close()
 	return l.Addr().(*net.TCPAddr).Port
+}
+
+// minPickedPort is the lowest port FreePort picks: above the well-known and
+// the commonly registered ones (PostgreSQL's 5432, NATS's 4222, 8080).
+const minPickedPort = 10000
+
+// ephemeralLow is the first port of the kernel's ephemeral range (Linux's
+// default 32768 when it cannot be read).
+func ephemeralLow() int {
+	b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range")
+	var lo, hi int
+	if err != nil {
+		return 32768
+	}
+	if _, err := fmt.Sscan(string(b), &lo, &hi); err != nil || lo <= minPickedPort+1000 {
+		return 32768
+	}
+	return lo
 }
 
 // WorkDir is a directory the postgres OS user can traverse (t.TempDir's
