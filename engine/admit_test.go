@@ -58,3 +58,24 @@ func TestAdmitSpec(t *testing.T) {
 		t.Fatalf("create of an existing workspace with a spec above the maximum: %+v", o)
 	}
 }
+
+// TestAdmitSpecOnFirstHandlingOnly: a command handled before is decided by
+// the lifecycle alone. It may be in another engine's hands at once, under
+// another serve's policy (or a release with none), whose first handling
+// writes its event and then its outcome: a rejection stored between the
+// two would stand beside that event. The lifecycle's verdict is the other
+// engine's too; the provisioner still refuses the spec.
+func TestAdmitSpecOnFirstHandlingOnly(t *testing.T) {
+	core := testenv.StartCore(t, testenv.CoreOptions{Engine: engine.Config{AdmitSpec: func(fsm.Spec) error { return errors.New("no spec is allowed here") }}})
+	e := core.Engines[0]
+	cmd := fsm.Command{ID: "c-1", Type: fsm.Create, Workspace: "adm-again", Spec: &fsm.Spec{MemoryBytes: 1 << 30}}
+	if d := e.DecideForTest(fsm.Workspace{}, cmd, false); d.Outcome != fsm.Rejected || d.Rejection.Code != fsm.CodeInvalid || d.Rejection.Message != "no spec is allowed here" {
+		t.Fatalf("first handling: %+v", d)
+	}
+	if d := e.DecideForTest(fsm.Workspace{}, cmd, true); d.Outcome != fsm.Accepted {
+		t.Fatalf("handled before: %+v, want the lifecycle's verdict (accepted)", d)
+	}
+	if d := e.DecideForTest(fsm.Workspace{}, fsm.Command{ID: "c-2", Type: fsm.Start, Workspace: "adm-again"}, false); d.Outcome != fsm.Rejected || d.Rejection.Code != fsm.CodeNotFound {
+		t.Fatalf("start of a workspace that does not exist: %+v, want the lifecycle's not_found", d)
+	}
+}

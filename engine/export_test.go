@@ -28,8 +28,9 @@ func (e *Engine) UnseenForTest(ctx context.Context, cmd fsm.Command, stored time
 	return !e.unseen(ctx, cmd, &jetstream.MsgMetadata{Timestamp: stored, NumDelivered: 1}, false, false, true).IsZero()
 }
 
-// PinForTest is the pin id engine e's pull of partition k on stream last
-// came with; "" if e does not own k or no delivery came.
+// PinForTest is the pin engine e's pull of partition k on stream holds
+// (its last delivery's, or the one it started with until one came); "" if
+// e does not own k or holds none.
 func (e *Engine) PinForTest(k int, stream string) string {
 	if e.own == nil {
 		return ""
@@ -41,4 +42,9 @@ func (e *Engine) PinForTest(k int, stream string) string {
 		return ""
 	}
 	return p.pins[stream].pin()
+}
+
+// DecideForTest is (*Engine).decide: again, the command was handled before.
+func (e *Engine) DecideForTest(w fsm.Workspace, cmd fsm.Command, again bool) fsm.Decision {
+	return e.decide(w, cmd, again)
 }

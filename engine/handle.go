@@ -196,10 +196,20 @@ type lookup struct {
 var errEventNotFound = errors.New("the command's event is stored but not among its workspace's events since the duplicate window began")
 
 // decide is fsm.Decide, with the installation's judgement of the spec an
-// accepted create or configure records (Config.AdmitSpec).
-func (e *Engine) decide(w fsm.Workspace, cmd fsm.Command) fsm.Decision {
+// accepted create or configure records (Config.AdmitSpec) on a command's
+// first handling only (again false). Handled before, the command may be in
+// another engine's hands right now, under another serve's policy (flags,
+// default image, a release before admission): that one, on its first
+// handling, writes event and outcome one after the other, and a bare
+// rejection stored here between the two would stand beside its event.
+// Decided by the lifecycle alone, the two agree; a spec the policy refuses
+// then fails at provisioning, where the provisioner judges it again. The
+// converse is fenced: a first handling's rejection is stored alone, and a
+// handling again writes its event only with its outcome, atomically,
+// which the stored outcome refuses.
+func (e *Engine) decide(w fsm.Workspace, cmd fsm.Command, again bool) fsm.Decision {
 	d := fsm.Decide(w, cmd)
-	if d.Outcome != fsm.Accepted || d.Event.Spec == nil || e.cfg.AdmitSpec == nil {
+	if again || d.Outcome != fsm.Accepted || d.Event.Spec == nil || e.cfg.AdmitSpec == nil {
 		return d
 	}
 	if err := e.cfg.AdmitSpec(*d.Event.Spec); err != nil {
@@ -218,7 +228,7 @@ func (e *Engine) decideAndCommit(ctx context.Context, cmd fsm.Command, md *jetst
 		// The cache is only safe where a compare-and-set checks it: an
 		// accepted command's append. A no-op, rejection or stale outcome
 		// writes no event, so it is decided on a fresh load.
-		if e.decide(head.State, cmd).Outcome != fsm.Accepted {
+		if e.decide(head.State, cmd, again).Outcome != fsm.Accepted {
 			cached = false
 		}
 	}
@@ -241,7 +251,7 @@ func (e *Engine) decideAndCommit(ctx context.Context, cmd fsm.Command, md *jetst
 	var earlier *events.Envelope // this command's event, stored before the head
 	notHead := head.Last == nil || head.Last.CommandID != cmd.ID
 	behind := (again || look.stored) && notHead
-	if behind && look.since.IsZero() && e.decide(head.State, cmd).Outcome != fsm.Accepted {
+	if behind && look.since.IsZero() && e.decide(head.State, cmd, again).Outcome != fsm.Accepted {
 		// Decided again it would store an outcome beside its own event,
 		// with nothing to refuse it: look (since the command was stored,
 		// less the clocks' skew).
@@ -283,7 +293,7 @@ func (e *Engine) decideAndCommit(ctx context.Context, cmd fsm.Command, md *jetst
 		w.Outcome.Outcome, w.Outcome.EventSeq = fsm.Accepted, earlier.Seq
 		w.Outcome.Generation, w.Outcome.State = earlier.State.Generation, earlier.State.Status
 	} else {
-		d := e.decide(head.State, cmd)
+		d := e.decide(head.State, cmd, again)
 		w.Outcome.Outcome, w.Outcome.Rejection, w.Outcome.Reason = d.Outcome, d.Rejection, d.Reason
 		if d.Outcome == fsm.Accepted {
 			env := events.NewEnvelope(e.cfg.NewID(), head.State, *d.Event, cmd, e.cfg.Now())
