@@ -97,7 +97,7 @@ func openBackend(ctx context.Context, c serveConfig, policy provisioner.Policy, 
 	if b.image == "" {
 		tag, note, err := ensureAgentImage(ctx, cli, log)
 		if err != nil {
-			log.Warn("no default workspace image: workspaces created without --image are refused until one is given", "err", err)
+			log.Warn("no default workspace image: creates without --image are refused until serve has one (--default-image, or a static binary that can build turnstile-agent)", "err", err)
 			b.imageNote = "NONE: " + err.Error()
 		} else {
 			b.image, b.imageNote = tag, note
