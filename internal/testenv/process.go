@@ -19,7 +19,7 @@ func FreePort(tb testing.TB) int {
 	tb.Helper()
 	lo := ephemeralLow()
 	for range 100 {
-		port := minPickedPort + rand.IntN(lo-minPickedPort)
+		port := minPickedPort + rand.IntN(lo-minPickedPort) //nolint:gosec // G404: a test server's port, not a secret
 		l, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", port))
 		if err != nil {
 			continue // in use: another
