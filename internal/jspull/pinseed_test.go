@@ -5,6 +5,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/turnstile-dev/turnstile/internal/jspull"
@@ -25,16 +26,26 @@ func pinnedDurable(t *testing.T, js jetstream.JetStream) jetstream.Consumer {
 	return cons
 }
 
-// within waits for reader's next result at most d.
-func within(t *testing.T, got chan result, d time.Duration, what string) result {
+// pinnedPull starts a pull of d in group g (with pin, "" for none).
+func pinnedPull(t *testing.T, nc *nats.Conn, subject, pin string) *jspull.Iter {
 	t.Helper()
-	select {
-	case r := <-got:
-		return r
-	case <-time.After(d):
-		t.Fatalf("%s: nothing in %v", what, d)
-		return result{}
+	it, err := jspull.Messages(nc, subject, jspull.Options{Batch: 10, Expiry: 5 * time.Second, Group: "g", PinID: pin})
+	if err != nil {
+		t.Fatal(err)
 	}
+	return it
+}
+
+// firstPinned starts a pull of d in group g with no pin and takes its
+// first delivery, which comes with the pin the consumer gave it.
+func firstPinned(t *testing.T, nc *nats.Conn, subject string) (*jspull.Iter, jetstream.Msg) {
+	t.Helper()
+	it := pinnedPull(t, nc, subject, "")
+	m, err := next(t, it)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return it, m
 }
 
 // lastPin is the pin a delivery came with.
@@ -58,14 +69,7 @@ func TestStartsWithAKnownPin(t *testing.T) {
 	publish(t, js, 1, true, nil)
 	cons := pinnedDurable(t, js)
 	subject := jspull.NextSubject(js, "S", "d")
-	first, err := jspull.Messages(nc, subject, jspull.Options{Batch: 10, Expiry: 5 * time.Second, Group: "g"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	m, err := next(t, first)
-	if err != nil {
-		t.Fatal(err)
-	}
+	first, m := firstPinned(t, nc, subject)
 	pin := lastPin(m)
 	if pin == "" || first.PinID() != pin {
 		t.Fatalf("the first pull's pin is %q, its delivery came with %q", first.PinID(), pin)
@@ -82,10 +86,7 @@ func TestStartsWithAKnownPin(t *testing.T) {
 	}
 	publish(t, js, 1, false, nil)
 
-	second, err := jspull.Messages(nc, subject, jspull.Options{Batch: 10, Expiry: 5 * time.Second, Group: "g", PinID: pin})
-	if err != nil {
-		t.Fatal(err)
-	}
+	second := pinnedPull(t, nc, subject, pin)
 	got := reader(t, second)
 	// Well under the PinnedTTL the old code waited out.
 	r := within(t, got, 10*time.Second, "the new pull's first delivery")
@@ -110,14 +111,7 @@ func TestStalePinOfAnotherConsumer(t *testing.T) {
 	publish(t, js, 1, true, nil)
 	pinnedDurable(t, js)
 	subject := jspull.NextSubject(js, "S", "d")
-	first, err := jspull.Messages(nc, subject, jspull.Options{Batch: 10, Expiry: 5 * time.Second, Group: "g"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	m, err := next(t, first)
-	if err != nil {
-		t.Fatal(err)
-	}
+	first, m := firstPinned(t, nc, subject)
 	first.Stop()
 	stale := lastPin(m)
 	if stale == "" {
@@ -131,10 +125,7 @@ func TestStalePinOfAnotherConsumer(t *testing.T) {
 	pinnedDurable(t, js)
 
 	reqs := watchRequests(t, nc, subject)
-	second, err := jspull.Messages(nc, subject, jspull.Options{Batch: 10, Expiry: 5 * time.Second, Group: "g", PinID: stale})
-	if err != nil {
-		t.Fatal(err)
-	}
+	second := pinnedPull(t, nc, subject, stale)
 	got := reader(t, second)
 	r := within(t, got, 10*time.Second, "the new consumer's first delivery")
 	if r.err != nil {
@@ -161,24 +152,14 @@ func TestStalePinWhileAnotherIsPinned(t *testing.T) {
 	publish(t, js, 1, true, nil)
 	pinnedDurable(t, js)
 	subject := jspull.NextSubject(js, "S", "d")
-	first, err := jspull.Messages(nc, subject, jspull.Options{Batch: 10, Expiry: 5 * time.Second, Group: "g"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	m, err := next(t, first)
-	if err != nil {
-		t.Fatal(err)
-	}
+	first, m := firstPinned(t, nc, subject)
 	if err := m.Ack(); err != nil {
 		t.Fatal(err)
 	}
 	first.Stop() // pinned for a minute, to no pull
 
 	reqs := watchRequests(t, nc, subject)
-	second, err := jspull.Messages(nc, subject, jspull.Options{Batch: 10, Expiry: 5 * time.Second, Group: "g", PinID: "stale"})
-	if err != nil {
-		t.Fatal(err)
-	}
+	second := pinnedPull(t, nc, subject, "stale")
 	got := reader(t, second)
 	var sent []pullRequest
 	testenv.Eventually(t, 10*time.Second, "two requests", func() bool {

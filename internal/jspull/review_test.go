@@ -107,11 +107,17 @@ func reader(t *testing.T, it *jspull.Iter) chan result {
 // receive waits for reader's next result.
 func receive(t *testing.T, got chan result) result {
 	t.Helper()
+	return within(t, got, 20*time.Second, "Next")
+}
+
+// within waits for reader's next result at most d.
+func within(t *testing.T, got chan result, d time.Duration, what string) result {
+	t.Helper()
 	select {
 	case r := <-got:
 		return r
-	case <-time.After(20 * time.Second):
-		t.Fatal("Next returned nothing in 20 s")
+	case <-time.After(d):
+		t.Fatalf("%s: nothing in %v", what, d)
 		return result{}
 	}
 }
