@@ -89,22 +89,11 @@ func startEngineOn(t *testing.T, core *testenv.Core, cfg engine.Config, wrap fun
 // On the old code the new pull started with no pin, and the server held
 // it back until the pin lapsed: a minute here.
 func TestRetakeAfterAFailedUnpinKeepsThePin(t *testing.T) {
-	log := newLogged(testenv.Logger(t).Handler())
-	cfg := engine.Config{MemberTTL: time.Second, PinnedTTL: time.Minute, Logger: slog.New(log)}
-	core := testenv.StartCore(t, testenv.CoreOptions{Partitions: 1, Engine: cfg})
-	// The core's own engine goes (closing, it unpins and leaves): the one
-	// pulling is the test's, whose unpins the test can refuse.
-	if err := core.Engines[0].Close(); err != nil {
-		t.Fatal(err)
-	}
-	names := events.NewNames("")
-	// From the test engine's first pull on.
-	pulls := watchPulls(t, core.NC, jspull.NextSubject(core.JS, names.CommandStream(), events.EngineConsumer(events.DefaultEngineDurable, 0)))
 	refuse := &atomic.Bool{}
-	e := startEngineOn(t, core, cfg, func(js jetstream.JetStream) jetstream.JetStream { return unpinRefused{JetStream: js, refuse: refuse} })
+	core, e, log, pulls := pinRig(t, func(js jetstream.JetStream) jetstream.JetStream { return unpinRefused{JetStream: js, refuse: refuse} })
+	names := events.NewNames("")
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	testenv.Eventually(t, 20*time.Second, "the engine pulling the partition", func() bool { return slices.Equal(e.Partitions(), []int{0}) })
 	cl := core.Client(t, "t")
 	if o := send(t, cl, fsm.Command{Type: fsm.Create, Workspace: "pin-a"}); o.Outcome != fsm.Accepted {
 		t.Fatalf("create pin-a: %+v", o)
@@ -230,6 +219,26 @@ func TestRetakeAfterAFailedUnpinKeepsThePin(t *testing.T) {
 	}
 }
 
+// pinRig starts a core of one partition (PinnedTTL a minute) whose engine
+// is the test's, on the JetStream wrap makes of its own: the core's engine
+// goes (closing, it unpins and leaves), and the test's starts once its
+// pulls are watched, so each pull's first request is seen. It returns when
+// that engine pulls the partition.
+func pinRig(t *testing.T, wrap func(jetstream.JetStream) jetstream.JetStream) (*testenv.Core, *engine.Engine, *logged, *pullFirsts) {
+	t.Helper()
+	log := newLogged(testenv.Logger(t).Handler())
+	cfg := engine.Config{MemberTTL: time.Second, PinnedTTL: time.Minute, Logger: slog.New(log)}
+	core := testenv.StartCore(t, testenv.CoreOptions{Partitions: 1, Engine: cfg})
+	if err := core.Engines[0].Close(); err != nil {
+		t.Fatal(err)
+	}
+	names := events.NewNames("")
+	pulls := watchPulls(t, core.NC, jspull.NextSubject(core.JS, names.CommandStream(), events.EngineConsumer(events.DefaultEngineDurable, 0)))
+	e := startEngineOn(t, core, cfg, wrap)
+	testenv.Eventually(t, 20*time.Second, "the engine pulling the partition", func() bool { return slices.Equal(e.Partitions(), []int{0}) })
+	return core, e, log, pulls
+}
+
 // pullFirsts records, for each pull (its reply inbox) asking on subject,
 // the pin id its first request came with, in the order the pulls began.
 type pullFirsts struct {
@@ -284,21 +293,11 @@ func (w *pullFirsts) take(t *testing.T) []string {
 // (answered 423 at the next command, one round trip lost: so this test,
 // not a timing, shows it).
 func TestRetakeAfreshForgetsThePin(t *testing.T) {
-	log := newLogged(testenv.Logger(t).Handler())
-	cfg := engine.Config{MemberTTL: time.Second, PinnedTTL: time.Minute, Logger: slog.New(log)}
-	core := testenv.StartCore(t, testenv.CoreOptions{Partitions: 1, Engine: cfg})
-	// An engine of the test's, started once the pulls are watched: each
-	// pull's first request is seen.
-	if err := core.Engines[0].Close(); err != nil {
-		t.Fatal(err)
-	}
+	core, e, log, pulls := pinRig(t, func(js jetstream.JetStream) jetstream.JetStream { return js })
 	names := events.NewNames("")
 	durable := events.EngineConsumer(events.DefaultEngineDurable, 0)
-	pulls := watchPulls(t, core.NC, jspull.NextSubject(core.JS, names.CommandStream(), durable))
-	e := startEngineOn(t, core, cfg, func(js jetstream.JetStream) jetstream.JetStream { return js })
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	testenv.Eventually(t, 20*time.Second, "the engine pulling the partition", func() bool { return slices.Equal(e.Partitions(), []int{0}) })
 	cl := core.Client(t, "t")
 	if o := send(t, cl, fsm.Command{Type: fsm.Create, Workspace: "fresh-a"}); o.Outcome != fsm.Accepted {
 		t.Fatalf("create fresh-a: %+v", o)
