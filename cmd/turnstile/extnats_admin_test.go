@@ -374,34 +374,13 @@ func without(a, b []string) []string {
 // asynchronous errors (permission violations).
 func connectCollecting(t *testing.T, url, user, password string) (*nats.Conn, chan error) {
 	t.Helper()
-	errs := make(chan error, 256)
-	nc, err := nats.Connect(url, nats.UserInfo(user, password), nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
-		select {
-		case errs <- err:
-		default:
-		}
-	}))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	return nc, errs
+	return connectWithErrors(t, url, nats.UserInfo(user, password))
 }
 
 // waitViolationOn waits for a permission violation on exactly subject
 // (waitViolation takes any subject containing it: the legacy create's is
-// in every named create's).
+// in every named create's); the error quotes the subject.
 func waitViolationOn(t *testing.T, errs chan error, subject string) {
 	t.Helper()
-	timeout := time.After(10 * time.Second)
-	for {
-		select {
-		case err := <-errs:
-			if errors.Is(err, nats.ErrPermissionViolation) && strings.Contains(err.Error(), `"`+subject+`"`) {
-				return
-			}
-		case <-timeout:
-			t.Fatalf("no permission violation for %s", subject)
-		}
-	}
+	waitViolation(t, errs, `"`+subject+`"`)
 }

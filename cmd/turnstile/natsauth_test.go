@@ -120,8 +120,21 @@ func (s *inProcessServe) token(t *testing.T) string {
 // server's asynchronous errors (permission violations).
 func (s *inProcessServe) connectUser(t *testing.T) (*nats.Conn, jetstream.JetStream, chan error) {
 	t.Helper()
-	errs := make(chan error, 64)
-	nc, err := nats.Connect(s.natsURL, nats.Token(s.token(t)), nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
+	nc, errs := connectWithErrors(t, s.natsURL, nats.Token(s.token(t)))
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return nc, js, errs
+}
+
+// connectWithErrors connects to url with auth and collects the server's
+// asynchronous errors (permission violations). Closed at the end of the
+// test.
+func connectWithErrors(t *testing.T, url string, auth nats.Option) (*nats.Conn, chan error) {
+	t.Helper()
+	errs := make(chan error, 256)
+	nc, err := nats.Connect(url, auth, nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
 		select {
 		case errs <- err:
 		default:
@@ -131,11 +144,7 @@ func (s *inProcessServe) connectUser(t *testing.T) (*nats.Conn, jetstream.JetStr
 		t.Fatal(err)
 	}
 	t.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return nc, js, errs
+	return nc, errs
 }
 
 // waitViolation waits for a permission violation naming subject.
