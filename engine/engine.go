@@ -369,7 +369,7 @@ func (e *Engine) stopOwned(own *owner) {
 		owned = own.leave(context.Background())
 		for _, p := range owned {
 			p.cancel()
-			for _, it := range p.iters {
+			for _, it := range p.pulls {
 				it.Stop()
 			}
 			p.pulled.Wait()
@@ -415,7 +415,7 @@ func (e *Engine) Close() error {
 	// buffer reach the queue (and are handed back below) instead of being
 	// dropped to come back only after the ack wait, behind newer ones.
 	for _, p := range owned {
-		for _, it := range p.iters {
+		for _, it := range p.pulls {
 			it.Drain()
 		}
 	}
@@ -430,7 +430,7 @@ func (e *Engine) Close() error {
 	case <-pulled:
 	case <-time.After(5 * time.Second):
 		for _, p := range owned { // a drain that does not finish: give up on the buffer
-			for _, it := range p.iters {
+			for _, it := range p.pulls {
 				it.Stop()
 			}
 		}

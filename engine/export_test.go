@@ -41,7 +41,10 @@ func (e *Engine) PinForTest(k int, stream string) string {
 	if p == nil {
 		return ""
 	}
-	return p.pins[stream].pin()
+	if it := p.pulls[stream]; it != nil {
+		return it.PinID()
+	}
+	return ""
 }
 
 // DecideForTest is (*Engine).decide: again, the command was handled before.

@@ -287,7 +287,6 @@ func rank(id string, k int) uint64 {
 
 // partition is one partition this engine pulls.
 type partition struct {
-	iters []jetstream.MessagesContext
 	// pulled tracks the pull loops and their sweeps (gap.go), which run
 	// under a context that cancel ends.
 	pulled sync.WaitGroup
@@ -298,9 +297,9 @@ type partition struct {
 	// over, rather than race it.
 	handling     context.Context
 	stopHandling context.CancelFunc
-	// pins are the pull iterators' pin watches, by stream: letGo unpins
-	// only where the pin is still this engine's.
-	pins map[string]*pinWatch
+	// pulls are the partition's pulls, by stream: letGo unpins only where
+	// the consumer's pin is still the one its pull held (PinID).
+	pulls map[string]*jspull.Iter
 	// retaking is set once a pull loop of it ended by itself (retake).
 	retaking atomic.Bool
 }
@@ -588,7 +587,7 @@ func (o *owner) acquire(ctx, run context.Context, k int) error {
 	e := o.e
 	e.heads.dropWhere(func(ws string) bool { return events.Partition(ws, e.parts) == k })
 	pctx, cancel := context.WithCancel(run)
-	p := &partition{cancel: cancel, pins: map[string]*pinWatch{}}
+	p := &partition{cancel: cancel, pulls: map[string]*jspull.Iter{}}
 	p.handling, p.stopHandling = context.WithCancel(run)
 	o.mu.Lock()
 	o.handling[k] = p
@@ -613,13 +612,10 @@ func (o *owner) acquire(ctx, run context.Context, k int) error {
 			pulled, err = jspull.Messages(e.js.Conn(), jspull.NextSubject(e.js, src.stream, src.durable),
 				jspull.Options{Batch: e.pullBatch(), Group: PriorityGroup, Expiry: pullExpiry, PinID: pin})
 			if err == nil {
-				pw := &pinWatch{MessagesContext: pulled, it: pulled}
-				var it jetstream.MessagesContext = pw
-				p.pins[src.stream] = pw
+				p.pulls[src.stream] = pulled
 				w := e.newGapWatch(cons, src)
 				w.pinned, w.sweeps = true, &p.pulled
-				p.iters = append(p.iters, it)
-				p.pulled.Go(func() { e.pull(pctx, it, w) })
+				p.pulled.Go(func() { e.pull(pctx, pulled, w) })
 				continue
 			}
 			err = fmt.Errorf("engine: pull partition %d from %s: %w", k, src.stream, err)
@@ -661,7 +657,7 @@ func (o *owner) release(ctx context.Context, k int) {
 func (o *owner) letGo(ctx context.Context, k int, p *partition) {
 	e := o.e
 	p.cancel()
-	for _, it := range p.iters {
+	for _, it := range p.pulls {
 		it.Drain()
 	}
 	drained := make(chan struct{})
@@ -669,7 +665,7 @@ func (o *owner) letGo(ctx context.Context, k int, p *partition) {
 	select {
 	case <-drained:
 	case <-time.After(5 * time.Second): // a drain that does not finish: give up on the buffer
-		for _, it := range p.iters {
+		for _, it := range p.pulls {
 			it.Stop()
 		}
 		<-drained
@@ -729,14 +725,14 @@ func (o *owner) unpin(k int, p *partition) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	for _, src := range o.e.sources(k) {
-		w, pulled := p.pins[src.stream]
+		it, pulled := p.pulls[src.stream]
 		if !pulled {
 			continue
 		}
 		// Read after the pull ended (letGo waited for it): the pin it
 		// held, which it may have started with (pinOf) and not yet had a
 		// delivery under.
-		held := w.pin()
+		held := it.PinID()
 		info, err := o.e.consumers[src.durable+"/"+src.stream].Info(ctx)
 		if err == nil {
 			pinned := ""
@@ -787,23 +783,6 @@ func (o *owner) unpinAll(owned map[int]*partition) {
 		wg.Go(func() { o.unpin(k, p) })
 	}
 	wg.Wait()
-}
-
-// pinWatch is a partition's pull iterator, with the pin id it holds: the
-// server's id for this engine's pin on the consumer.
-type pinWatch struct {
-	jetstream.MessagesContext
-	it *jspull.Iter
-}
-
-// pin is the pin the pull sends (jspull's PinID: the last delivery's
-// Nats-Pin-Id, the server's own, or the one it started with until one
-// came); "" if none (or w is nil).
-func (w *pinWatch) pin() string {
-	if w == nil {
-		return ""
-	}
-	return w.it.PinID()
 }
 
 // removeEntry deletes this engine's member entry, so the others take its
