@@ -190,3 +190,35 @@ func TestAPICommandsLandFresh(t *testing.T) {
 		t.Errorf("a stop while NATS was away: %d %v, want 503", stopCode, stopErr)
 	}
 }
+
+// TestServeStopsCleanlyWhileNATSIsAway: with --nats-url, serve stopped
+// while NATS is away closes its connections (there is nothing to drain
+// them to) and exits 0. It exited 1 ("stop NATS connection projector:
+// nats: connection reconnecting"), found as a flake of
+// TestAPICommandsLandFresh, whose serve stopped just after an outage.
+func TestServeStopsCleanlyWhileNATSIsAway(t *testing.T) {
+	const token = "external-token-0123456789abcdefghijklmnop"
+	ns, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: testenv.FreePort(t), JetStream: true, StoreDir: t.TempDir(),
+		Authorization: token, NoSigs: true, NoLog: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ns.Start()
+	if !ns.ReadyForConnections(30 * time.Second) {
+		t.Fatal("nats-server did not become ready in 30s")
+	}
+	t.Cleanup(ns.Shutdown)
+	s := startInProcessServe(t, map[string]string{"TURNSTILE_NATS_URL": ns.ClientURL(), "TURNSTILE_NATS_TOKEN": token})
+	ns.Shutdown()
+	ns.WaitForShutdown()
+	// serve's own check of NATS: its connections are away.
+	testenv.Eventually(t, time.Minute, "serve to report NATS unreachable", func() bool {
+		resp, err := http.Get(s.httpURL + "/readyz")
+		if err != nil {
+			return false
+		}
+		_ = resp.Body.Close()
+		return resp.StatusCode == http.StatusServiceUnavailable
+	})
+	// startInProcessServe's cleanup stops serve and wants exit 0.
+}

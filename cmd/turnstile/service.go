@@ -251,7 +251,19 @@ func (s *service) startNATS(ctx context.Context) error {
 			return err
 		}
 		s.conns[name] = nc
-		s.push("NATS connection "+name, func(context.Context) error { return nc.Drain() })
+		s.push("NATS connection "+name, func(context.Context) error {
+			err := nc.Drain()
+			if errors.Is(err, nats.ErrConnectionReconnecting) {
+				// NATS is away (--nats-url): there is nothing to drain to.
+				// What the connection still buffers goes with it, as it
+				// would in the outage; the parts that wrote it stopped
+				// before, and take up their work again at the next start.
+				s.log.Warn("NATS is unreachable at stop: connection closed without a drain", "connection", name)
+				nc.Close()
+				return nil
+			}
+			return err
+		})
 	}
 	js, err := jetstream.New(s.conns["engine"])
 	if err != nil {
